@@ -1,0 +1,3 @@
+from mandi.cli import main
+
+main()

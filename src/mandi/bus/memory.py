@@ -1,0 +1,107 @@
+"""The synchronous in-process message bus.
+
+Topics are colon-separated, the seed's Redis key style, so a topic in process and a key on Redis are
+the same string: ``candle:60s:NSE:256265``, ``pub:candle:60s:NSE:256265`` (forming),
+``ind:SMA_9:60s:NSE:256265``, ``tick:NSE:256265``, ``chain:NIFTY:2026-07-14``, ``system:<kind>``.
+
+Patterns: ``*`` matches exactly one segment, a final ``>`` matches one or more remaining segments
+(``candle:*:NSE:>``). Resolution of a topic to its handlers is cached until the subscriptions change.
+
+A handler that raises is isolated: the error is logged (rate-limited), counted, and published as a
+:class:`SystemEvent` on ``system:handler_error``; the remaining handlers still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mandi.core.clock import Clock
+from mandi.core.errors import BusError
+from mandi.model.events import SystemEvent
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, Any], None]
+HANDLER_ERROR_TOPIC = "system:handler_error"
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """True if ``topic`` matches ``pattern`` (``*`` one segment, final ``>`` the rest)."""
+    p, t = pattern.split(":"), topic.split(":")
+    for i, seg in enumerate(p):
+        if seg == ">":
+            return i == len(p) - 1 and len(t) > i
+        if i >= len(t) or (seg != "*" and seg != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+class Subscription:
+    __slots__ = ("handler", "name", "pattern")
+
+    def __init__(self, pattern: str, handler: Handler, name: str) -> None:
+        self.pattern, self.handler, self.name = pattern, handler, name
+
+
+class MessageBus:
+    """Synchronous publish/subscribe with wildcard topics and isolated handlers."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._subs: list[Subscription] = []
+        self._cache: dict[str, tuple[Subscription, ...]] = {}
+        self.published = 0
+        self.handler_errors = 0
+        self._error_log_counts: dict[str, int] = {}
+
+    def subscribe(self, pattern: str, handler: Handler, name: str = "") -> Subscription:
+        """Call ``handler(topic, message)`` for every message published on a matching topic."""
+        segs = pattern.split(":")
+        if not pattern or any(not s for s in segs) or ">" in segs[:-1]:
+            raise BusError(f"invalid topic pattern {pattern!r}")
+        sub = Subscription(pattern, handler, name or getattr(handler, "__qualname__", "handler"))
+        self._subs.append(sub)
+        self._cache.clear()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.remove(sub)
+        self._cache.clear()
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self._resolve(topic))
+
+    def _resolve(self, topic: str) -> tuple[Subscription, ...]:
+        subs = self._cache.get(topic)
+        if subs is None:
+            subs = tuple(s for s in self._subs if topic_matches(s.pattern, topic))
+            if len(self._cache) > 100_000:  # unbounded topic spaces must not leak memory
+                self._cache.clear()
+            self._cache[topic] = subs
+        return subs
+
+    def publish(self, topic: str, message: Any) -> None:
+        """Deliver ``message`` to every matching handler, in subscription order."""
+        self.published += 1
+        for sub in self._resolve(topic):
+            try:
+                sub.handler(topic, message)
+            except Exception as exc:  # noqa: BLE001 - isolation is the point
+                self._handler_failed(sub, topic, exc)
+
+    def _handler_failed(self, sub: Subscription, topic: str, exc: Exception) -> None:
+        self.handler_errors += 1
+        key = f"{sub.name}:{type(exc).__name__}"
+        n = self._error_log_counts[key] = self._error_log_counts.get(key, 0) + 1
+        if n == 1 or n % 1000 == 0:  # rate-limited, with the count kept
+            log.error("handler %s failed on %s (%d times): %r", sub.name, topic, n, exc,
+                      exc_info=n == 1)
+        if topic == HANDLER_ERROR_TOPIC:
+            return  # never recurse on a failing error handler
+        self.publish(HANDLER_ERROR_TOPIC, SystemEvent(
+            ts_event=self._clock.now_ns(), kind="handler_error", severity="ERROR",
+            source=sub.name, message=f"{type(exc).__name__}: {exc}",
+            data={"topic": topic, "count": n},
+        ))

@@ -1,0 +1,1 @@
+"""Kernel foundations: clock, money, IST calendar, ids and the exception tree."""

@@ -1,0 +1,59 @@
+"""The one exception tree of mandi.
+
+Every error raised on purpose by mandi derives from :class:`MandiError`, so callers can catch the
+whole family, and every message names the offending field and value.
+"""
+
+from __future__ import annotations
+
+
+class MandiError(Exception):
+    """Base of every error mandi raises on purpose."""
+
+
+class ConfigError(MandiError):
+    """A configuration key is unknown or its value is invalid."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"config {key} = {value!r}: {reason}")
+
+
+class DataError(MandiError):
+    """Input data (a tick, a file, a frame) is malformed."""
+
+
+class BadTickError(DataError):
+    """A tick failed validation; ``reason`` is the counted category."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"bad tick ({reason}){': ' + detail if detail else ''}")
+
+
+class ParseError(DataError):
+    """A wire payload or file could not be parsed."""
+
+
+class InstrumentError(MandiError):
+    """An instrument is unknown or inconsistent."""
+
+
+class CalendarError(MandiError):
+    """A date or time falls outside what the trading calendar knows."""
+
+
+class StoreError(MandiError):
+    """A storage backend failed or holds data it cannot read."""
+
+
+class OrderError(MandiError):
+    """An order command is invalid or an order transition is illegal."""
+
+
+class RiskError(MandiError):
+    """The risk layer could not evaluate a command (it then fails closed)."""
+
+
+class BusError(MandiError):
+    """A message could not be routed or encoded."""

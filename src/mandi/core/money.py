@@ -1,0 +1,73 @@
+"""Money as integer paise (1 INR = 100 paise) and tick-size rounding.
+
+Prices and money are ``int`` paise everywhere in mandi; floats are for analytics only.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+PAISE_PER_RUPEE = 100
+
+
+def to_paise(rupees: float | int | str | Decimal) -> int:
+    """Convert rupees to paise, rounding half-even to the nearest paisa.
+
+    Strings may carry Indian digit grouping (``"2,267.60"``). Raises ``ValueError`` naming the
+    value for anything that is not a finite number.
+    """
+    try:
+        if isinstance(rupees, str):
+            d = Decimal(rupees.replace(",", "").strip())
+        elif isinstance(rupees, float):
+            if not math.isfinite(rupees):
+                raise ValueError
+            d = Decimal(repr(rupees))
+        else:
+            d = Decimal(rupees)
+        if not d.is_finite():
+            raise ValueError
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"not a finite amount of rupees: {rupees!r}") from None
+    return int((d * PAISE_PER_RUPEE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def to_rupees(paise: int) -> float:
+    """Paise to rupees as a float (for display and analytics only)."""
+    return paise / PAISE_PER_RUPEE
+
+
+def round_to_tick(paise: int, tick: int, mode: str = "nearest") -> int:
+    """Round a price in paise to a multiple of ``tick`` paise.
+
+    ``mode`` is ``"nearest"`` (ties away from zero), ``"down"`` (floor) or ``"up"`` (ceiling);
+    buy limits usually round down and sell limits up.
+    """
+    if tick <= 0:
+        raise ValueError(f"tick size must be positive paise, got {tick}")
+    if mode == "down":
+        return (paise // tick) * tick
+    if mode == "up":
+        return -((-paise) // tick) * tick
+    if mode == "nearest":
+        q, r = divmod(paise, tick)
+        return (q + (1 if 2 * r >= tick else 0)) * tick
+    raise ValueError(f"unknown rounding mode {mode!r}; use nearest, down or up")
+
+
+def format_inr(paise: int) -> str:
+    """Format paise as rupees with Indian digit grouping: ``1234567_89`` → ``₹12,34,567.89``."""
+    sign = "-" if paise < 0 else ""
+    rupees, p = divmod(abs(paise), PAISE_PER_RUPEE)
+    s = str(rupees)
+    if len(s) > 3:
+        head, tail = s[:-3], s[-3:]
+        groups = []
+        while len(head) > 2:
+            groups.insert(0, head[-2:])
+            head = head[:-2]
+        if head:
+            groups.insert(0, head)
+        s = ",".join([*groups, tail])
+    return f"{sign}₹{s}.{p:02d}"

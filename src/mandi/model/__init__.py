@@ -1,0 +1,1 @@
+"""Domain model: market data, instruments, and the messages of the bus."""
