@@ -1,1 +1,1 @@
-"""mandi.services"""
+"""Node wiring and service entry points (I/O shell)."""

@@ -1,1 +1,1 @@
-"""mandi.stores"""
+"""Storage backends (I/O shell): SQLite by default, ClickHouse at scale."""

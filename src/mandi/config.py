@@ -1,0 +1,145 @@
+"""Configuration: one frozen msgspec ``AppConfig`` tree.
+
+Sources, later ones winning: defaults → ``mandi.toml`` (or ``--config FILE``) → environment
+variables ``MANDI_<SECTION>__<KEY>`` (e.g. ``MANDI_STORE__DB=/data/mandi.db``) → CLI flags.
+An unknown key or a bad value stops start-up with one line naming the key and the value.
+Secrets never live here: brokers read theirs from the environment or a file outside the repo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from mandi.core.errors import ConfigError
+from mandi.feeds.sim import SimConfig
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class RunConfig(_Section, frozen=True):
+    """``[run]``: what ``mandi run`` does."""
+
+    feed: str = "sim"  # "sim" or a tickserver URL ws://host:port
+    mode: Literal["logging", "paper", "live"] = "paper"
+    speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
+    duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
+    days: Annotated[int, msgspec.Meta(ge=0)] = 0  # simulated trading days; 0 = unlimited
+    until: str = ""  # stop when exchange time reaches this IST time of day, "HH:MM[:SS]"
+    status_interval: float = 2.0
+    dashboard: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
+    resume: bool = True  # continue a simulated day from what the database already holds
+
+
+class StoreConfig(_Section, frozen=True):
+    """``[store]``: SQLite persistence."""
+
+    db: str = "mandi.db"
+    store_ticks: bool = True
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 250
+    flush_items: Annotated[int, msgspec.Meta(ge=1)] = 64
+    max_pending_rows: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000
+    retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
+
+
+class PipelineConfig(_Section, frozen=True):
+    """``[pipeline]``: ticks → candles."""
+
+    timeframes: tuple[Annotated[int, msgspec.Meta(gt=0)], ...] = (60, 120, 180, 300)
+    close_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 0  # grace for feeds out of step
+    emit_forming: bool = True
+    tick_queue: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # feed → kernel, in batches
+    consumer_queue: Annotated[int, msgspec.Meta(ge=1)] = 5_000  # per slow consumer (web)
+
+
+class LogConfig(_Section, frozen=True):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = False
+
+
+class AppConfig(_Section, frozen=True):
+    run: RunConfig = RunConfig()
+    sim: SimConfig = SimConfig()
+    store: StoreConfig = StoreConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    log: LogConfig = LogConfig()
+
+
+ENV_PREFIX = "MANDI_"
+_PATH_RE = re.compile(r"`\$\.?([^`]*)`")
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(dotted, value, f"{p} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for p in filter(None, re.split(r"[.\[\]]", dotted)):
+        if isinstance(node, Mapping) and p in node:
+            node = node[p]
+        elif isinstance(node, list | tuple) and p.isdigit() and int(p) < len(node):
+            node = node[int(p)]
+        else:
+            return None
+    return node
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Environment values are TOML scalars/arrays when they parse as such, else strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """Build the :class:`AppConfig` from file, environment and ``overrides`` (``"run.speed"``
+    style keys). Raises :class:`ConfigError` naming the key and the value."""
+    tree: dict[str, Any] = {}
+    if path is None and os.path.exists("mandi.toml"):
+        path = "mandi.toml"
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                tree = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError("--config", path, "file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", path, f"not valid TOML ({e})") from None
+    for name, raw in (os.environ if env is None else env).items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+            _set(tree, dotted, _parse_env_value(raw))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, dotted, value)
+    try:
+        return msgspec.convert(tree, AppConfig, strict=False)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        m = _PATH_RE.search(text)
+        key = m.group(1) if m else "?"
+        reason = text.split(" - at ")[0]
+        unknown = re.search(r"unknown field `([^`]*)`", text)
+        if unknown:
+            key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+            raise ConfigError(key, _lookup(tree, key), "unknown key") from None
+        raise ConfigError(key, _lookup(tree, key), reason) from None

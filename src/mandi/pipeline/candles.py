@@ -1,0 +1,76 @@
+"""The candle pipeline: ticks → 1 s candles → timeframe candles, published on the bus.
+
+Topics (seed key style): confirmed ``candle:{tf}s:{exchange}:{token}`` (1 s candles included, as
+``candle:1s:...``), forming ``pub:candle:{tf}s:{exchange}:{token}``. Nothing here does I/O; the shell
+feeds ticks in and drives :meth:`CandlePipeline.advance` from its clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+
+from mandi.bus.memory import MessageBus
+from mandi.core.calendar import ExchangeCalendar
+from mandi.model.market import Candle, Tick
+from mandi.pipeline.seconds import SecondAggregator
+from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES, TimeframeBuilder
+
+
+def candle_topic(c: Candle) -> str:
+    """The bus topic of a candle: confirmed ``candle:...``, forming ``pub:candle:...``."""
+    prefix = "candle" if c.closed else "pub:candle"
+    return f"{prefix}:{c.timeframe}s:{c.exchange}:{c.token}"
+
+
+class CandlePipeline:
+    """:class:`SecondAggregator` + :class:`TimeframeBuilder`, wired to a :class:`MessageBus`."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        timeframes: Iterable[int] = DEFAULT_TIMEFRAMES,
+        cal: ExchangeCalendar | None = None,
+        known_tokens: Container[int] | None = None,
+        close_delay_ns: int = 0,
+        emit_forming: bool = True,
+    ) -> None:
+        self.bus = bus
+        self.seconds = SecondAggregator(known_tokens, close_delay_ns)
+        self.frames = TimeframeBuilder(timeframes, cal, emit_forming)
+        self._delay = close_delay_ns
+        self._wm = -1
+
+    def handle_tick(self, tick: Tick) -> None:
+        for c in self.seconds.handle_tick(tick):
+            self._publish_base(c)
+        wm = self.seconds.watermark_ns
+        if wm != self._wm:
+            self._wm = wm
+            self._publish(self.frames.advance(wm - self._delay))
+
+    def handle_ticks(self, ticks: Iterable[Tick]) -> None:
+        for t in ticks:
+            self.handle_tick(t)
+
+    def _publish_base(self, c: Candle) -> None:
+        publish = self.bus.publish
+        publish(f"candle:1s:{c.exchange}:{c.token}", c)
+        for out in self.frames.handle_candle(c):
+            publish(candle_topic(out), out)
+
+    def _publish(self, candles: Iterable[Candle]) -> None:
+        publish = self.bus.publish
+        for c in candles:
+            publish(candle_topic(c), c)
+
+    def advance(self, now_ns: int) -> None:
+        """Time moved to ``now_ns`` (clock or feed time): confirm what has ended."""
+        for c in self.seconds.advance(now_ns):
+            self._publish_base(c)
+        self._publish(self.frames.advance(now_ns - self._delay))
+
+    def flush(self) -> None:
+        """Confirm everything still open (end of feed, shutdown)."""
+        for c in self.seconds.flush():
+            self._publish_base(c)
+        self._publish(self.frames.flush())

@@ -1,0 +1,354 @@
+"""The single-process market node behind ``mandi run``.
+
+feed (asyncio) → bounded queue → kernel (bus + candle pipeline, synchronous) → sinks (SQLite
+writer thread, status, later the web hub). The feed never waits for the kernel when it is a live
+source: a full queue drops the batch and counts it. The simulator, which we control, is instead
+slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as the kernel can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from mandi.bus.memory import MessageBus
+from mandi.config import AppConfig
+from mandi.core.calendar import ist_date, ist_ns
+from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
+from mandi.core.errors import ConfigError
+from mandi.core.logs import RateLimitedLog
+from mandi.model.events import SystemEvent
+from mandi.model.instruments import AnyInstrument, InstrumentMaster
+from mandi.model.market import Candle, Tick
+from mandi.pipeline.candles import CandlePipeline
+from mandi.services.resume import discard_after, find_resume_point
+from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta, tick_row
+
+log = logging.getLogger(__name__)
+
+
+class Feed(Protocol):
+    """A source of tick batches for the node."""
+
+    name: str
+    exchange_time_ns: int
+    live: bool  # True: a real-time source that must never be slowed (overflow is dropped)
+
+    def instruments(self) -> list[AnyInstrument]: ...
+
+    def batches(self) -> AsyncIterator[list[Tick]]: ...
+
+
+@dataclass
+class NodeStats:
+    started_wall: float = field(default_factory=time.monotonic)
+    ticks_in: int = 0
+    batches: int = 0
+    queue_dropped_ticks: int = 0
+    candles_confirmed: Counter[int] = field(default_factory=Counter)
+    last_price: dict[int, int] = field(default_factory=dict)
+    exchange_time_ns: int = 0
+    resumed_from_ns: int | None = None
+    ticks_per_s: float = 0.0
+
+
+class MarketNode:
+    """Feed → pipeline → SQLite, with status; the trading and web layers plug into its bus."""
+
+    def __init__(self, cfg: AppConfig, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or LiveClock()
+        self.bus = MessageBus(self.clock)
+        self.stats = NodeStats()
+        self.known_tokens: set[int] = set()
+        self.master = InstrumentMaster()
+        st = cfg.store
+        self.writer = BatchWriter(st.db, flush_interval=st.flush_interval_ms / 1000,
+                                  flush_items=st.flush_items,
+                                  max_pending_rows=st.max_pending_rows)
+        self.pipeline = CandlePipeline(
+            self.bus, cfg.pipeline.timeframes, known_tokens=self.known_tokens,
+            close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
+            emit_forming=cfg.pipeline.emit_forming)
+        self.feed: Feed | None = None
+        self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self._candle_rows: list[tuple[Any, ...]] = []
+        self._event_rows: list[tuple[Any, ...]] = []
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._rejected_seen: Counter[str] = Counter()
+        self._reject_log = RateLimitedLog(log)
+        self._until_s = _parse_until(cfg.run.until)
+        self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
+        self.bus.subscribe("system:>", self._on_system_event, name="store.events")
+
+    # --- sinks ----------------------------------------------------------------------------------
+    def _on_candle(self, topic: str, c: Candle) -> None:
+        self._candle_rows.append(candle_row(c))
+        self.stats.candles_confirmed[c.timeframe] += 1
+
+    def _on_system_event(self, topic: str, e: SystemEvent) -> None:
+        self._event_rows.append((e.ts_event, e.kind, e.message, e.severity, e.source,
+                                 msgspec.json.encode(e.data).decode()))
+
+    def _flush_rows(self) -> None:
+        if self._candle_rows:
+            self.writer.put("candles", self._candle_rows)  # one item = whole seconds
+            self._candle_rows = []
+        if self._event_rows:
+            self.writer.put("events", self._event_rows)
+            self._event_rows = []
+
+    def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
+        self.bus.publish(f"system:{kind}", SystemEvent(self.clock.now_ns(), kind, message,
+                                                       severity, "node", data))
+
+    # --- the kernel side ------------------------------------------------------------------------
+    def handle_batch(self, batch: list[Tick]) -> None:
+        """Run one batch of ticks through the kernel (synchronously)."""
+        publish, handle, last = self.bus.publish, self.pipeline.handle_tick, self.stats.last_price
+        for t in batch:
+            handle(t)
+            last[t.token] = t.price
+            publish(f"tick:{t.exchange}:{t.token}", t)
+        self.stats.ticks_in += len(batch)
+        self.stats.batches += 1
+        if batch:
+            self.stats.exchange_time_ns = batch[-1].ts_event
+            if self.cfg.store.store_ticks:
+                self.writer.put("ticks", [tick_row(t) for t in batch])
+        elif self.feed is not None:  # an empty batch: the session is over
+            self.pipeline.advance(self.feed.exchange_time_ns)
+        self._flush_rows()
+        self._report_rejections()
+
+    def _report_rejections(self) -> None:
+        rejected = self.pipeline.seconds.rejected
+        if rejected == self._rejected_seen:
+            return
+        for reason, n in rejected.items():
+            new = n - self._rejected_seen[reason]
+            if new > 0:
+                example = self.pipeline.seconds.last_rejection
+                self._reject_log.warning(reason, self.clock.now_ns(),
+                                         "skipped %d bad tick(s): %s (total %d; last %r)",
+                                         new, reason, n, example[1] if example else None)
+        self._rejected_seen = Counter(rejected)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def _attach_feed(self, feed: Feed) -> None:
+        self.feed = feed
+        for inst in feed.instruments():
+            if inst.token not in self.master:
+                self.master.add(inst)
+            self.known_tokens.add(inst.token)
+
+    def prepare(self) -> None:
+        """Open storage, choose the feed and recover from what the database holds."""
+        cfg = self.cfg
+        self.writer.start()
+        if cfg.run.feed == "sim":
+            self._attach_feed(self._sim_feed())
+        elif cfg.run.feed.startswith(("ws://", "wss://")):
+            from mandi.feeds.ws import TickserverFeed
+            self._attach_feed(TickserverFeed(cfg.run.feed, self))
+        else:
+            raise ConfigError("run.feed", cfg.run.feed, "use 'sim' or a ws://host:port URL")
+
+    def _sim_feed(self) -> Feed:
+        from mandi.feeds.sim import SimExchange, SimFeed, latest_trading_day
+        from mandi.core.calendar import calendar
+
+        cfg = self.cfg
+        identity = msgspec.json.encode(cfg.sim).decode()
+        con = connect(cfg.store.db)
+        try:
+            start = cfg.sim.date or latest_trading_day(calendar("NSE"),
+                                                       ist_date(self.clock.now_ns()))
+            resume = None
+            held = get_meta(con, "sim.identity")
+            if cfg.run.resume and held == identity:
+                resume = find_resume_point(con, cfg.pipeline.timeframes, cfg.store.store_ticks)
+                held_start = get_meta(con, "sim.start_date")
+                if resume is not None and held_start:
+                    start = dt.date.fromisoformat(held_start)
+            elif held is not None and held != identity:
+                log.warning("the database holds another simulation; not resuming it")
+            if resume is not None:
+                dropped = discard_after(con, resume.ts_ns)
+                for c in resume.warm_candles:
+                    self.pipeline.frames.handle_candle(c)
+                for token, vol in resume.volume_baselines.items():
+                    self.pipeline.seconds.set_volume_baseline(token, vol)
+                self.stats.resumed_from_ns = resume.ts_ns
+                log.info("resuming the simulated market at %s (%d ticks to re-emit removed, "
+                         "%d candles warmed)", _fmt(resume.ts_ns), dropped,
+                         len(resume.warm_candles))
+            set_meta(con, "sim.identity", identity)
+            set_meta(con, "sim.start_date", start.isoformat())
+        finally:
+            con.close()
+        ex = SimExchange(cfg.sim, start)
+        feed = SimFeed(ex, cfg.run.speed, days=cfg.run.days or None,
+                       resume_from_ns=resume.ts_ns if resume else None)
+        return _SimFeedAdapter(feed, self)
+
+    async def _pump(self) -> None:
+        """Feed → queue. Live feeds never wait: a full queue drops the batch, counted."""
+        assert self.feed is not None
+        try:
+            async for batch in self.feed.batches():
+                if self.feed.live:
+                    try:
+                        self.queue.put_nowait(batch)
+                    except asyncio.QueueFull:
+                        self.stats.queue_dropped_ticks += len(batch)
+                else:
+                    await self.queue.put(batch)
+        finally:
+            await self.queue.put([])  # end of feed
+            self._feed_done = True
+
+    async def _kernel(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            self.handle_batch(batch)
+            if self._until_s is not None and self.stats.exchange_time_ns:
+                t = self.stats.exchange_time_ns
+                if t >= ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND:
+                    self.request_stop(f"exchange time reached {self.cfg.run.until}")
+            if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
+                self.request_stop("the feed ended")
+                return
+
+    async def _status(self) -> None:
+        from mandi.services.status import StatusReporter
+
+        reporter = StatusReporter(self)
+        last_ticks, last_t = 0, time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(self.cfg.run.status_interval)
+                now = time.monotonic()
+                self.stats.ticks_per_s = (self.stats.ticks_in - last_ticks) / (now - last_t)
+                last_ticks, last_t = self.stats.ticks_in, now
+                reporter.update()
+        finally:
+            reporter.close()
+
+    async def _clock_driver(self) -> None:
+        """For real-time feeds: confirm buckets by wall time even if no tick arrives."""
+        while True:
+            await asyncio.sleep(0.25)
+            if self.feed is not None and self.feed.live:
+                self.pipeline.advance(self.clock.now_ns())
+                self._flush_rows()
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    async def run(self) -> int:
+        """Run until the duration, the ``until`` time, the end of the feed or a signal."""
+        self._feed_done = False
+        self.prepare()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
+        self.event("started", f"mandi run started (feed {self.feed.name if self.feed else '?'})")
+        tasks = [asyncio.create_task(self._pump(), name="feed"),
+                 asyncio.create_task(self._kernel(), name="kernel"),
+                 asyncio.create_task(self._clock_driver(), name="clock")]
+        if self.cfg.run.status_interval > 0:
+            tasks.append(asyncio.create_task(self._status(), name="status"))
+        tasks += [asyncio.create_task(t, name=n) for n, t in self.extra_tasks()]
+        duration = self.cfg.run.duration
+        try:
+            if duration > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), duration)
+                self.request_stop(f"duration {duration:g} s elapsed")
+            else:
+                await self._stop.wait()
+        finally:
+            await self._shutdown(tasks)
+        return 0
+
+    def extra_tasks(self) -> list[tuple[str, Any]]:
+        """Hook for layers that add their own coroutines (web server, trading timers)."""
+        return []
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        log.info("stopping: %s", self._stop_reason or "requested")
+        feed_task, kernel_task, *others = tasks
+        feed_task.cancel()
+        for t in others:
+            t.cancel()
+        await asyncio.gather(feed_task, *others, return_exceptions=True)
+        kernel_task.cancel()
+        await asyncio.gather(kernel_task, return_exceptions=True)
+        # everything received goes through the kernel and into SQLite before exit
+        while not self.queue.empty():
+            self.handle_batch(self.queue.get_nowait())
+        self.event("stopped", f"mandi run stopped: {self._stop_reason}")
+        self._flush_rows()
+        self.writer.stop()
+        log.info("stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
+                 dict(self.writer.stats.rows), self.stats.queue_dropped_ticks,
+                 dict(self.writer.stats.dropped) or 0, dict(self.pipeline.seconds.rejected) or 0)
+
+
+class _SimFeedAdapter:
+    """Presents a :class:`~mandi.feeds.sim.SimFeed` as a node :class:`Feed`; registers each new
+    day's contracts before their ticks arrive."""
+
+    name = "sim"
+    live = False
+
+    def __init__(self, feed: Any, node: MarketNode) -> None:
+        self._feed = feed
+        self._node = node
+
+    @property
+    def exchange_time_ns(self) -> int:
+        return int(self._feed.exchange_time_ns)
+
+    def instruments(self) -> list[AnyInstrument]:
+        return list(self._feed.exchange.instruments)
+
+    async def batches(self) -> AsyncIterator[list[Tick]]:
+        day = self._feed.exchange.date
+        async for batch in self._feed.batches():
+            if self._feed.exchange.date != day:
+                day = self._feed.exchange.date
+                self._node._attach_feed(self)
+            yield batch
+
+
+def _parse_until(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        t = dt.time.fromisoformat(text)
+    except ValueError:
+        raise ConfigError("run.until", text, "expected an IST time of day HH:MM[:SS]") from None
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _fmt(ts_ns: int) -> str:
+    from mandi.core.calendar import ist_datetime
+
+    return ist_datetime(ts_ns).strftime("%Y-%m-%d %H:%M:%S IST")
+

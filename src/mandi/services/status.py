@@ -1,0 +1,99 @@
+"""The live terminal status of ``mandi run``, refreshed every ``run.status_interval`` seconds:
+ticks/s, candles written, queue depths, drops, rejects and the last index prices. A rich table on
+a terminal, one log line otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from mandi.core.calendar import ist_datetime
+from mandi.core.money import format_inr
+from mandi.model.instruments import Index
+
+if TYPE_CHECKING:
+    from mandi.services.node import MarketNode
+
+log = logging.getLogger("mandi.status")
+
+
+def status_snapshot(node: MarketNode) -> dict[str, Any]:
+    """Everything the status shows, as plain data (also served by the API later)."""
+    s, w = node.stats, node.writer.stats
+    indices = {i.symbol: s.last_price.get(i.token) for i in node.master if isinstance(i, Index)}
+    return {
+        "exchange_time": ist_datetime(s.exchange_time_ns).strftime("%Y-%m-%d %H:%M:%S")
+        if s.exchange_time_ns else "-",
+        "ticks_in": s.ticks_in,
+        "ticks_per_s": s.ticks_per_s,
+        "candles_confirmed": dict(sorted(s.candles_confirmed.items())),
+        "rows_written": dict(w.rows),
+        "tick_queue": node.queue.qsize(),
+        "writer_pending_rows": node.writer.pending_rows,
+        "dropped_queue_ticks": s.queue_dropped_ticks,
+        "dropped_writer_rows": sum(w.dropped.values()),
+        "rejected_ticks": dict(node.pipeline.seconds.rejected),
+        "handler_errors": node.bus.handler_errors,
+        "writer_errors": w.errors,
+        "last_flush_ms": w.last_flush_ms,
+        "indices": {k: v for k, v in indices.items() if v is not None},
+    }
+
+
+def render(snap: dict[str, Any]) -> Table:
+    t = Table(title=f"mandi · exchange time {snap['exchange_time']} IST", show_header=False,
+              expand=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("ticks", f"{snap['ticks_in']:,}  ({snap['ticks_per_s']:,.0f}/s)")
+    t.add_row("candles confirmed",
+              "  ".join(f"{tf}s: {n:,}" for tf, n in snap["candles_confirmed"].items()) or "-")
+    t.add_row("rows written", "  ".join(f"{k}: {v:,}" for k, v in snap["rows_written"].items())
+              or "-")
+    t.add_row("queues", f"ticks {snap['tick_queue']}  writer {snap['writer_pending_rows']} rows"
+                        f"  (last flush {snap['last_flush_ms']:.1f} ms)")
+    drops = snap["dropped_queue_ticks"] + snap["dropped_writer_rows"]
+    t.add_row("drops", f"[{'red' if drops else 'green'}]{drops}[/] "
+                       f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})")
+    rej = snap["rejected_ticks"]
+    t.add_row("rejected ticks", ", ".join(f"{k} {v}" for k, v in rej.items()) or "0")
+    if snap["handler_errors"] or snap["writer_errors"]:
+        t.add_row("errors", f"[red]handlers {snap['handler_errors']}, "
+                            f"writer {snap['writer_errors']}[/]")
+    for sym, p in snap["indices"].items():
+        t.add_row(sym, format_inr(p).replace("₹", "") if sym == "INDIA VIX" else format_inr(p))
+    return t
+
+
+def one_line(snap: dict[str, Any]) -> str:
+    idx = " ".join(f"{k}={v / 100:.2f}" for k, v in snap["indices"].items())
+    return (f"{snap['exchange_time']} ticks={snap['ticks_in']} ({snap['ticks_per_s']:.0f}/s) "
+            f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
+            f"writer={snap['writer_pending_rows']} drops="
+            f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
+            f"rejected={sum(snap['rejected_ticks'].values())} {idx}")
+
+
+class StatusReporter:
+    def __init__(self, node: MarketNode) -> None:
+        self.node = node
+        self._live: Live | None = None
+        if sys.stdout.isatty():
+            self._live = Live(console=Console(), refresh_per_second=1, transient=False)
+            self._live.start()
+
+    def update(self) -> None:
+        snap = status_snapshot(self.node)
+        if self._live is not None:
+            self._live.update(render(snap))
+        else:
+            log.info("%s", one_line(snap))
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()

@@ -1,0 +1,313 @@
+"""SQLite: connections, migrations, batched writing, stats and retention.
+
+Market data is rebuildable, so its connection runs ``synchronous=NORMAL`` in WAL mode (a committed
+transaction survives a process crash); orders, fills and idempotency records use
+``synchronous=FULL`` (see the trading stores).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mandi.core.clock import NS_PER_SECOND
+from mandi.core.errors import StoreError
+from mandi.model.market import Candle, Tick
+from mandi.stores.schema import MIGRATIONS, TIME_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode with mandi's pragmas and the schema applied."""
+    try:
+        if readonly:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                                  check_same_thread=False)
+        else:
+            d = os.path.dirname(os.path.abspath(path))
+            os.makedirs(d, exist_ok=True)
+            con = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                  isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={synchronous}")
+            migrate(con)
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
+
+
+def migrate(con: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+    done = {r[0] for r in con.execute("SELECT name FROM schema_migrations")}
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # re-check under the write lock: another process may have migrated meanwhile
+            if con.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone():
+                con.execute("COMMIT")
+                continue
+            for stmt in sql.split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time_ns()))
+            con.execute("COMMIT")
+        except sqlite3.Error:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    n = con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+    con.execute(f"PRAGMA user_version={int(n)}")
+    return applied
+
+
+# --- rows -----------------------------------------------------------------------------------------
+
+TICK_SQL = "INSERT INTO ticks VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+CANDLE_SQL = (
+    "INSERT INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (token, timeframe, bucket) DO UPDATE SET open=excluded.open, "
+    "high=excluded.high, low=excluded.low, close=excluded.close, volume=excluded.volume, "
+    "oi=excluded.oi, ticks=excluded.ticks, exchange=excluded.exchange"
+)
+EVENT_SQL = ("INSERT INTO system_events (timestamp, event_type, message, severity, source, data) "
+             "VALUES (?,?,?,?,?,?)")
+
+
+def tick_row(t: Tick) -> tuple[Any, ...]:
+    return (t.token, t.exchange, t.ts_event, t.price, t.volume, t.last_qty, t.oi, t.bid, t.ask,
+            t.bid_qty, t.ask_qty)
+
+
+def candle_row(c: Candle) -> tuple[Any, ...]:
+    return (c.token, c.exchange, c.timeframe, c.bucket, c.open, c.high, c.low, c.close, c.volume,
+            c.oi, c.ticks)
+
+
+def row_candle(r: Sequence[Any]) -> Candle:
+    """A ``candles`` row (in table column order) as a confirmed :class:`Candle`."""
+    return Candle(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], True)
+
+
+# --- the batched writer ---------------------------------------------------------------------------
+
+@dataclass
+class WriterStats:
+    rows: Counter[str] = field(default_factory=Counter)
+    flushes: int = 0
+    items: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    errors: int = 0
+    last_flush_ms: float = 0.0
+    last_error: str = ""
+
+
+_STOP = object()
+
+
+class BatchWriter:
+    """Writes rows on a background thread in batched transactions.
+
+    A batch is flushed when ``flush_items`` items are pending or ``flush_interval`` seconds have
+    passed since the first pending one (seed: 250 ms or 64 items); a flush writes everything queued
+    at that moment in one transaction, so throughput grows with load. An *item* is ``(statement,
+    rows)`` and is committed atomically. The queue is bounded by ``max_pending_rows``; rows beyond
+    it are dropped and counted, never silently. A failing flush is retried with backoff, keeping
+    its rows.
+    """
+
+    def __init__(self, path: str, statements: dict[str, str] | None = None,
+                 flush_interval: float = 0.25, flush_items: int = 64,
+                 max_pending_rows: int = 2_000_000, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self.statements = {"ticks": TICK_SQL, "candles": CANDLE_SQL, "events": EVENT_SQL,
+                           **(statements or {})}
+        self.flush_interval = flush_interval
+        self.flush_items = flush_items
+        self.max_pending_rows = max_pending_rows
+        self.stats = WriterStats()
+        self._synchronous = synchronous
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending_rows = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
+
+    def start(self) -> BatchWriter:
+        con = connect(self.path, self._synchronous)  # fail fast, in the caller's thread
+        self._thread = threading.Thread(target=self._run, args=(con,), name="mandi-sqlite-writer",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def put(self, statement: str, rows: list[tuple[Any, ...]]) -> bool:
+        """Queue ``rows`` for ``statement``; False (and counted) if the queue is full."""
+        if not rows:
+            return True
+        if statement not in self.statements:
+            raise StoreError(f"unknown writer statement {statement!r}")
+        with self._lock:
+            if self._pending_rows + len(rows) > self.max_pending_rows:
+                self.stats.dropped[statement] += len(rows)
+                return False
+            self._pending_rows += len(rows)
+            self._idle.clear()
+        self._q.put((statement, rows))
+        return True
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued so far is committed."""
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush everything queued and stop the thread."""
+        if self._thread is None:
+            return
+        self._q.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("SQLite writer did not stop within %.0f s; %d rows pending",
+                      timeout, self._pending_rows)
+        self._thread = None
+
+    def _run(self, con: sqlite3.Connection) -> None:
+        buf: list[tuple[str, list[tuple[Any, ...]]]] = []
+        first = 0.0
+        stopping = False
+        while not stopping:
+            timeout = None if not buf else max(0.0, first + self.flush_interval - time.monotonic())
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                stopping = True
+            elif item is not None:
+                if not buf:
+                    first = time.monotonic()
+                buf.append(item)
+            due = buf and (len(buf) >= self.flush_items
+                           or time.monotonic() - first >= self.flush_interval)
+            if due or (stopping and buf):
+                while True:  # take everything already queued: bigger transactions under load
+                    try:
+                        more = self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stopping = True
+                    else:
+                        buf.append(more)
+                self._flush(con, buf)
+                buf = []
+            if not buf and self._q.empty():
+                self._idle.set()
+        con.close()
+
+    def _flush(self, con: sqlite3.Connection, buf: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        by_stmt: dict[str, list[tuple[Any, ...]]] = {}
+        for stmt, rows in buf:
+            by_stmt.setdefault(stmt, []).extend(rows)
+        n = sum(len(r) for r in by_stmt.values())
+        delay = 0.05
+        while True:
+            t0 = time.perf_counter()
+            try:
+                con.execute("BEGIN")
+                for stmt, rows in by_stmt.items():
+                    con.executemany(self.statements[stmt], rows)
+                con.execute("COMMIT")
+                break
+            except sqlite3.Error as e:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                self.stats.errors += 1
+                self.stats.last_error = str(e)
+                log.error("SQLite flush of %d rows failed (%s); retrying in %.2f s", n, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
+        self.stats.flushes += 1
+        self.stats.items += len(buf)
+        for stmt, rows in by_stmt.items():
+            self.stats.rows[stmt] += len(rows)
+        with self._lock:
+            self._pending_rows -= n
+
+
+# --- reads, stats, retention ----------------------------------------------------------------------
+
+def load_candles(con: sqlite3.Connection, timeframe: int, start_ns: int = 0,
+                 end_ns: int = 1 << 62, tokens: Iterable[int] | None = None) -> list[Candle]:
+    """Stored confirmed candles of ``timeframe`` with ``start_ns <= bucket < end_ns`` in
+    (bucket, token) order — the order they were produced in."""
+    sql = ("SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, ticks "
+           "FROM candles WHERE timeframe=? AND bucket>=? AND bucket<?")
+    args: list[Any] = [timeframe, start_ns, end_ns]
+    if tokens is not None:
+        toks = list(tokens)
+        sql += f" AND token IN ({','.join('?' * len(toks))})"
+        args += toks
+    sql += " ORDER BY bucket, token"
+    return [row_candle(r) for r in con.execute(sql, args)]
+
+
+def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
+    """Row counts and time range per table, and the file size (``mandi db stats``)."""
+    tables = [r[0] for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name")]
+    out: dict[str, Any] = {"path": path, "tables": {}}
+    size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    out["file_size_bytes"] = size
+    for t in tables:
+        row: dict[str, Any] = {"rows": con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]}
+        col = TIME_COLUMNS.get(t)
+        if col:
+            lo, hi = con.execute(f'SELECT min("{col}"), max("{col}") FROM "{t}"').fetchone()
+            row["first_ns"], row["last_ns"] = lo, hi
+        out["tables"][t] = row
+    return out
+
+
+def cleanup(con: sqlite3.Connection, days: int, now_ns: int) -> dict[str, int]:
+    """Delete rows older than ``days`` days from every time-keyed table; return counts."""
+    if days < 0:
+        raise StoreError(f"cleanup days must be >= 0, got {days}")
+    cutoff = now_ns - days * 86_400 * NS_PER_SECOND
+    deleted = {}
+    for t, col in TIME_COLUMNS.items():
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                             (t,)).fetchone()
+        if exists:
+            deleted[t] = con.execute(f'DELETE FROM "{t}" WHERE "{col}" < ?', (cutoff,)).rowcount
+    return deleted
+
+
+def get_meta(con: sqlite3.Connection, key: str) -> str | None:
+    r = con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return None if r is None else str(r[0])
+
+
+def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
+    con.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (key, value))
