@@ -13,12 +13,12 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mandi.core.calendar import ist_ns
 from mandi.core.errors import ParseError
-from mandi.feeds import nse
 from mandi.feeds.nse import (
     BhavcopyRow,
     ChainImport,
@@ -33,7 +33,7 @@ from mandi.feeds.nse import (
     parse_option_chain,
     parse_option_chains,
 )
-from mandi.model.market import ChainSnapshot
+from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 OC = DATA / "option_chain"
@@ -53,12 +53,13 @@ CHECKS = json.loads((OC / "option_chain_derived_checks.json").read_text())
 CSV_AS_OF = "2026-04-01 15:30"  # the CSV downloads carry no time; most likely 01-Apr-2026
 
 
-def raw_json(path: Path) -> dict:
+def raw_json(path: Path) -> dict[str, Any]:
     data = path.read_bytes()
-    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+    doc: dict[str, Any] = json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+    return doc
 
 
-def by_strike(snap: ChainSnapshot) -> dict[int, nse.ChainRow]:
+def by_strike(snap: ChainSnapshot) -> dict[int, ChainRow]:
     return {r.strike: r for r in snap.rows}
 
 
@@ -93,7 +94,9 @@ def test_every_real_chain_file_is_covered() -> None:
 @pytest.mark.parametrize("fname", sorted(REAL_CHAINS))
 def test_parse_every_real_chain_file(fname: str) -> None:
     fmt, n, nearest, lot, exchange, underlying = REAL_CHAINS[fname]
-    kw = {"as_of": CSV_AS_OF, "underlying_price": "parity"} if fmt == "nse-csv" else {}
+    kw: dict[str, Any] = (
+        {"as_of": CSV_AS_OF, "underlying_price": "parity"} if fmt == "nse-csv" else {}
+    )
     imp = parse_option_chains((OC / fname).read_bytes(), name=fname, **kw)
     assert isinstance(imp, ChainImport)
     assert imp.format == fmt
@@ -142,7 +145,8 @@ def test_v3_units_timestamps_and_a_known_strike() -> None:
     assert c.symbol == "OPTIDXNIFTY14-07-2026CE23900.00"
     assert p.oi == 100653 * 65 and p.oi_change == 31612 * 65 and p.iv == 0.1187
     # an IV of 0 (21400 CE) means "none computed": NaN, not 0
-    assert math.isnan(by_strike(snap)[rupees(21400)].call.iv)  # type: ignore[union-attr]
+    deep = by_strike(snap)[rupees(21400)].call
+    assert deep is not None and math.isnan(deep.iv)
 
 
 def test_v3_pcr_matches_nse_totals() -> None:
@@ -190,7 +194,7 @@ def test_legacy_fractional_oi_becomes_whole_shares() -> None:
 
 @pytest.mark.parametrize(("u", "expected_common"), [("NIFTY", 1330), ("BANKNIFTY", 841)])
 def test_change_in_oi_between_consecutive_days_equals_nse(u: str, expected_common: int) -> None:
-    def sides(day: int) -> dict[tuple[dt.date, int, str], nse.OptionQuote]:
+    def sides(day: int) -> dict[tuple[dt.date, int, str], OptionQuote]:
         out = {}
         for s in load_option_chains(LEGACY[u, day]):
             for r in s.rows:
