@@ -192,6 +192,16 @@ def test_legacy_fractional_oi_becomes_whole_shares() -> None:
     assert math.isnan(put.iv)
 
 
+def test_fractional_lots_round_to_the_nearest_share() -> None:
+    # 1/49 lots x 49 is 0.9999999999999999 in floating point: it must be 1 share, not 0
+    doc = json.loads(_chain_json("FOO", [49] * 3))
+    doc["data"][0]["CE"]["openInterest"] = 1 / 49
+    doc["data"][0]["CE"]["changeinOpenInterest"] = -1 / 49
+    snap = parse_option_chain(json.dumps(doc), name="foo.json", lot_size=49)
+    call = snap.rows[0].call
+    assert call is not None and (call.oi, call.oi_change) == (1, -1)
+
+
 @pytest.mark.parametrize(("u", "expected_common"), [("NIFTY", 1330), ("BANKNIFTY", 841)])
 def test_change_in_oi_between_consecutive_days_equals_nse(u: str, expected_common: int) -> None:
     def sides(day: int) -> dict[tuple[dt.date, int, str], OptionQuote]:
