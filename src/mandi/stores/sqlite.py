@@ -21,12 +21,13 @@ from typing import Any
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import StoreError
 from mandi.model.market import Candle, Tick
-from mandi.stores.schema import MIGRATIONS, TIME_COLUMNS
+from mandi.stores.schema import APPEND_ORDERED, MIGRATIONS, TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 
 
-def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False,
+            busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with mandi's pragmas and the schema applied."""
     try:
         if readonly:
@@ -40,7 +41,7 @@ def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False) -> s
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={synchronous}")
             migrate(con)
-        con.execute("PRAGMA busy_timeout=30000")
+        con.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         return con
     except sqlite3.Error as e:
         raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
@@ -77,7 +78,7 @@ def migrate(con: sqlite3.Connection) -> list[str]:
 
 # --- rows -----------------------------------------------------------------------------------------
 
-TICK_SQL = "INSERT INTO ticks VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+TICK_SQL = "INSERT INTO ticks VALUES (?,?,?,?,?,?,?)"
 CANDLE_SQL = (
     "INSERT INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (token, timeframe, bucket) DO UPDATE SET open=excluded.open, "
@@ -89,8 +90,7 @@ EVENT_SQL = ("INSERT INTO system_events (timestamp, event_type, message, severit
 
 
 def tick_row(t: Tick) -> tuple[Any, ...]:
-    return (t.token, t.exchange, t.ts_event, t.price, t.volume, t.last_qty, t.oi, t.bid, t.ask,
-            t.bid_qty, t.ask_qty)
+    return (t.ts_event, t.token, t.price, t.volume, t.oi, t.bid, t.ask)
 
 
 def candle_row(c: Candle) -> tuple[Any, ...]:
@@ -132,7 +132,8 @@ class BatchWriter:
 
     def __init__(self, path: str, statements: dict[str, str] | None = None,
                  flush_interval: float = 0.25, flush_items: int = 64,
-                 max_pending_rows: int = 2_000_000, synchronous: str = "NORMAL") -> None:
+                 max_pending_rows: int = 2_000_000, synchronous: str = "NORMAL",
+                 busy_timeout_ms: int = 30_000) -> None:
         self.path = path
         self.statements = {"ticks": TICK_SQL, "candles": CANDLE_SQL, "events": EVENT_SQL,
                            **(statements or {})}
@@ -141,6 +142,7 @@ class BatchWriter:
         self.max_pending_rows = max_pending_rows
         self.stats = WriterStats()
         self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -153,7 +155,7 @@ class BatchWriter:
         return self._pending_rows
 
     def start(self) -> BatchWriter:
-        con = connect(self.path, self._synchronous)  # fail fast, in the caller's thread
+        con = connect(self.path, self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
         self._thread = threading.Thread(target=self._run, args=(con,), name="mandi-sqlite-writer",
                                         daemon=True)
         self._thread.start()
@@ -271,6 +273,29 @@ def load_candles(con: sqlite3.Connection, timeframe: int, start_ns: int = 0,
     return [row_candle(r) for r in con.execute(sql, args)]
 
 
+def first_rowid_at(con: sqlite3.Connection, table: str, column: str, ts_ns: int) -> int:
+    """The first rowid of an append-ordered ``table`` whose ``column`` is ``>= ts_ns`` (binary
+    search over rowids; one past the last rowid if none)."""
+    lo, hi = con.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
+    if lo is None:
+        return 1
+    hi += 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE rowid >= ? '
+                          "ORDER BY rowid LIMIT 1", (mid,)).fetchone()
+        if row is None or row[1] >= ts_ns:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return int(lo)
+
+
+def last_tick_ns(con: sqlite3.Connection) -> int | None:
+    r = con.execute("SELECT ts_event FROM ticks ORDER BY rowid DESC LIMIT 1").fetchone()
+    return None if r is None else int(r[0])
+
+
 def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     """Row counts and time range per table, and the file size (``mandi db stats``)."""
     tables = [r[0] for r in con.execute(
@@ -282,7 +307,12 @@ def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     for t in tables:
         row: dict[str, Any] = {"rows": con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]}
         col = TIME_COLUMNS.get(t)
-        if col:
+        if col and t in APPEND_ORDERED:
+            first = con.execute(f'SELECT "{col}" FROM "{t}" ORDER BY rowid LIMIT 1').fetchone()
+            last = con.execute(f'SELECT "{col}" FROM "{t}" ORDER BY rowid DESC LIMIT 1').fetchone()
+            row["first_ns"] = first[0] if first else None
+            row["last_ns"] = last[0] if last else None
+        elif col:
             lo, hi = con.execute(f'SELECT min("{col}"), max("{col}") FROM "{t}"').fetchone()
             row["first_ns"], row["last_ns"] = lo, hi
         out["tables"][t] = row
@@ -298,7 +328,12 @@ def cleanup(con: sqlite3.Connection, days: int, now_ns: int) -> dict[str, int]:
     for t, col in TIME_COLUMNS.items():
         exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
                              (t,)).fetchone()
-        if exists:
+        if not exists:
+            continue
+        if t in APPEND_ORDERED:
+            end = first_rowid_at(con, t, col, cutoff)
+            deleted[t] = con.execute(f'DELETE FROM "{t}" WHERE rowid < ?', (end,)).rowcount
+        else:
             deleted[t] = con.execute(f'DELETE FROM "{t}" WHERE "{col}" < ?', (cutoff,)).rowcount
     return deleted
 

@@ -1,0 +1,19 @@
+"""Shared fixtures: paths to test data and a temporary database."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    return DATA
+
+
+@pytest.fixture
+def db_path(tmp_path: pathlib.Path) -> str:
+    return str(tmp_path / "mandi.db")

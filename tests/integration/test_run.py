@@ -1,0 +1,88 @@
+"""``mandi run`` as a subprocess: a short run, a bad config, and SIGKILL + restart."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+ARGS = ["--date", "2026-04-13", "--seed", "11", "--status-interval", "1", "--no-dashboard"]
+
+
+def mandi(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "mandi", *args], capture_output=True, text=True,
+                          timeout=kw.pop("timeout", 180), **kw)
+
+
+def rows(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_short_run_stores_ticks_and_candles(tmp_path):
+    db = str(tmp_path / "run.db")
+    p = mandi("run", "--db", db, "--speed", "60", "--duration", "5", *ARGS)
+    assert p.returncode == 0, p.stderr
+    assert "ticks=" in p.stderr  # the status line (not a terminal)
+    (ticks,), = rows(db, "SELECT count(*) FROM ticks")
+    assert ticks > 1000
+    tfs = dict(rows(db, "SELECT timeframe, count(*) FROM candles GROUP BY timeframe"))
+    assert tfs[1] > 1000 and tfs[60] > 100
+    kinds = [k for (k,) in rows(db, "SELECT event_type FROM system_events ORDER BY id")]
+    assert kinds == ["started", "stopped"]
+    stats = mandi("db", "stats", "--db", db, "--json")
+    assert '"candles"' in stats.stdout and stats.returncode == 0
+
+
+def test_a_bad_config_value_stops_start_up_with_one_line(tmp_path):
+    p = mandi("run", "--db", str(tmp_path / "x.db"), "--speed", "-3")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["mandi: config run.speed = -3.0: Expected `float` "
+                                             "> 0.0"]
+    env = {**os.environ, "MANDI_PIPELINE__TIMEFRAMES": "[60, -5]"}
+    p = mandi("run", "--db", str(tmp_path / "x.db"), env=env)
+    assert p.returncode == 2 and "pipeline.timeframes[1]" in p.stderr
+
+
+def dump(db):
+    return {
+        "candles": rows(db, "SELECT * FROM candles ORDER BY timeframe, bucket, token"),
+        "ticks": rows(db, "SELECT * FROM ticks ORDER BY ts_event, token, rowid"),
+    }
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
+    clean, crashed = str(tmp_path / "clean.db"), str(tmp_path / "crashed.db")
+    p = mandi("run", "--db", clean, "--speed", "inf", "--until", "09:19", *ARGS)
+    assert p.returncode == 0, p.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mandi", "run", "--db", crashed, "--speed",
+                             "20", "--until", "09:19", *ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until some candles are committed
+        time.sleep(0.5)
+        if os.path.exists(crashed):
+            try:
+                n = rows(crashed, "SELECT count(*) FROM candles WHERE timeframe=60")[0][0]
+            except sqlite3.OperationalError:
+                continue
+            if n > 150:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rows(crashed, "SELECT max(bucket) FROM candles")[0][0] < \
+        rows(clean, "SELECT max(bucket) FROM candles")[0][0]  # it really died mid-run
+    p = mandi("run", "--db", crashed, "--speed", "inf", "--until", "09:19", *ARGS)
+    assert p.returncode == 0, p.stderr
+    assert "resuming the simulated market" in p.stderr
+    a, b = dump(clean), dump(crashed)
+    assert len(a["candles"]) == len(b["candles"])  # no duplicate, no gap
+    assert a["candles"] == b["candles"]
+    assert a["ticks"] == b["ticks"]

@@ -1,0 +1,39 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mandi.core.money import format_inr, round_to_tick, to_paise
+
+
+def test_to_paise():
+    assert to_paise(1573.7) == 157370
+    assert to_paise("2,267.60") == 226760
+    assert to_paise(0.05) == 5
+    assert to_paise(10) == 1000
+    for bad in (math.nan, math.inf, "abc", "-"):
+        with pytest.raises(ValueError, match="rupees"):
+            to_paise(bad)
+
+
+@given(st.integers(-10**9, 10**9), st.sampled_from([1, 5, 10, 20]))
+def test_round_to_tick(paise, tick):
+    for mode in ("nearest", "down", "up"):
+        r = round_to_tick(paise, tick, mode)
+        assert r % tick == 0
+        assert abs(r - paise) < tick
+    assert round_to_tick(paise, tick, "down") <= paise <= round_to_tick(paise, tick, "up")
+
+
+def test_round_to_tick_rejects_bad_args():
+    with pytest.raises(ValueError):
+        round_to_tick(100, 0)
+    with pytest.raises(ValueError):
+        round_to_tick(100, 5, "sideways")
+
+
+def test_format_inr_indian_grouping():
+    assert format_inr(123456789) == "₹12,34,567.89"
+    assert format_inr(-500) == "-₹5.00"
+    assert format_inr(99900) == "₹999.00"
