@@ -52,7 +52,8 @@ class UnderlyingSpec:
 
 
 UNDERLYINGS: dict[str, UnderlyingSpec] = {
-    u.symbol: u for u in (
+    u.symbol: u
+    for u in (
         UnderlyingSpec("NIFTY", "NSE", 256265, 24200.0, 0.13, 50, 65, 1800),
         UnderlyingSpec("BANKNIFTY", "NSE", 260105, 55000.0, 0.15, 100, 30, 600),
         UnderlyingSpec("FINNIFTY", "NSE", 257801, 26000.0, 0.14, 50, 60, 1800),
@@ -82,16 +83,18 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_interval_s: int = 1
 
 
-def smile(atm_vol: float | np.ndarray, spot: float | np.ndarray,
-          strike: float | np.ndarray) -> np.ndarray:
+def smile(
+    atm_vol: float | np.ndarray, spot: float | np.ndarray, strike: float | np.ndarray
+) -> np.ndarray:
     """The simulator's implied-volatility smile: a put skew and a convex wing in log-moneyness."""
     x = np.log(np.asarray(strike, dtype=float) / np.asarray(spot, dtype=float))
     atm = np.asarray(atm_vol, dtype=float)
     return np.clip(atm * (1.0 - 1.5 * x + 12.0 * x * x), 0.5 * atm, 3.0 * atm)
 
 
-def option_symbol(underlying: str, expiry: dt.date, strike_rupees: int, kind: str,
-                  monthly: bool) -> str:
+def option_symbol(
+    underlying: str, expiry: dt.date, strike_rupees: int, kind: str, monthly: bool
+) -> str:
     """Kite-style trading symbol: ``NIFTY26APR24200CE`` (monthly) or ``NIFTY2641324200CE``
     (weekly: year, month 1-9/O/N/D, day)."""
     yy = expiry.year % 100
@@ -116,14 +119,19 @@ def latest_trading_day(cal: ExchangeCalendar, today: dt.date) -> dt.date:
 class SimExchange:
     """Deterministic market generator for one or more consecutive trading days."""
 
-    def __init__(self, config: SimConfig | None = None, start_date: dt.date | None = None,
-                 cal: ExchangeCalendar | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        start_date: dt.date | None = None,
+        cal: ExchangeCalendar | None = None,
+    ) -> None:
         self.config = cfg = config or SimConfig()
         self.cal = cal or calendar("NSE")
         unknown = [u for u in cfg.underlyings if u not in UNDERLYINGS]
         if unknown:
-            raise ConfigError("sim.underlyings", unknown[0],
-                              f"unknown; choose from {sorted(UNDERLYINGS)}")
+            raise ConfigError(
+                "sim.underlyings", unknown[0], f"unknown; choose from {sorted(UNDERLYINGS)}"
+            )
         unknown = [s for s in cfg.stocks if s not in STOCKS]
         if unknown:
             raise ConfigError("sim.stocks", unknown[0], f"unknown; choose from {sorted(STOCKS)}")
@@ -138,10 +146,12 @@ class SimExchange:
         self._day_count = 0
         # underlying state: indices first, then stocks, then VIX
         self._u_specs = [UNDERLYINGS[u] for u in cfg.underlyings]
-        self._u_price = np.array([u.spot for u in self._u_specs]
-                                 + [STOCKS[s][1] for s in cfg.stocks], dtype=float)
-        self._u_vol = np.array([u.vol for u in self._u_specs]
-                               + [STOCKS[s][2] for s in cfg.stocks], dtype=float)
+        self._u_price = np.array(
+            [u.spot for u in self._u_specs] + [STOCKS[s][1] for s in cfg.stocks], dtype=float
+        )
+        self._u_vol = np.array(
+            [u.vol for u in self._u_specs] + [STOCKS[s][2] for s in cfg.stocks], dtype=float
+        )
         self._atm_vol = np.array([u.vol for u in self._u_specs], dtype=float)
         self._start_day(day)
 
@@ -158,8 +168,9 @@ class SimExchange:
         instruments: list[AnyInstrument] = []
         taken: set[int] = set()
         for spec in self._u_specs:
-            instruments.append(Index(spec.token, spec.exchange, spec.symbol, spec.symbol,
-                                     "INDICES", 1, TICK))
+            instruments.append(
+                Index(spec.token, spec.exchange, spec.symbol, spec.symbol, "INDICES", 1, TICK)
+            )
             taken.add(spec.token)
         for s in cfg.stocks:
             tok = STOCKS[s][0]
@@ -180,8 +191,10 @@ class SimExchange:
                 exps.append(monthly)
             self.expiries[spec.symbol] = sorted(exps)
             atm = round(self._u_price[i] / spec.spacing) * spec.spacing
-            strikes = [atm + k * spec.spacing for k in range(-cfg.strikes_each_side,
-                                                            cfg.strikes_each_side + 1)]
+            strikes = [
+                atm + k * spec.spacing
+                for k in range(-cfg.strikes_each_side, cfg.strikes_each_side + 1)
+            ]
             seg = "NFO-OPT" if spec.exchange == "NSE" else "BFO-OPT"
             fo_exchange = spec.exchange  # mandi keys F&O by the parent exchange (NSE/BSE)
             for e in self.expiries[spec.symbol]:
@@ -189,19 +202,33 @@ class SimExchange:
                 for k in strikes:
                     for kind in ("CE", "PE"):
                         sym = option_symbol(spec.symbol, e, int(k), kind, is_monthly)
-                        contracts.append(Option(
-                            _token_for(sym, taken), fo_exchange, sym, spec.symbol, seg,
-                            spec.lot, TICK, spec.freeze, underlying=spec.symbol, expiry=e,
-                            strike=int(k) * 100, option_type=kind))
+                        contracts.append(
+                            Option(
+                                _token_for(sym, taken),
+                                fo_exchange,
+                                sym,
+                                spec.symbol,
+                                seg,
+                                spec.lot,
+                                TICK,
+                                spec.freeze,
+                                underlying=spec.symbol,
+                                expiry=e,
+                                strike=int(k) * 100,
+                                option_type=kind,
+                            )
+                        )
         self.contracts = contracts
         self.instruments = instruments + contracts
         n = len(contracts)
-        self._c_under = np.array([cfg.underlyings.index(c.underlying) for c in contracts],
-                                 dtype=np.int64)
+        self._c_under = np.array(
+            [cfg.underlyings.index(c.underlying) for c in contracts], dtype=np.int64
+        )
         self._c_strike = np.array([c.strike / 100 for c in contracts], dtype=float)
         self._c_call = np.array([c.option_type == "CE" for c in contracts])
-        self._c_expiry_ns = np.array([self.cal.expiry_ns(c.expiry) for c in contracts
-                                      if c.expiry], dtype=np.int64)
+        self._c_expiry_ns = np.array(
+            [self.cal.expiry_ns(c.expiry) for c in contracts if c.expiry], dtype=np.int64
+        )
         self._c_lot = np.array([c.lot_size for c in contracts], dtype=np.int64)
         rng = np.random.default_rng([cfg.seed, day.toordinal(), 1_000_000])
         spot0 = self._u_price[self._c_under]
@@ -250,10 +277,13 @@ class SimExchange:
         u_trades[:, :n_i] = 0  # indices have no volume
         u_cum = self._u_cum + np.cumsum(u_trades, axis=0)
         vol_walk = self._atm_vol * np.exp(np.cumsum(rng.normal(0, 0.002, (60, n_i)), axis=0))
-        vol_walk = np.clip(vol_walk, 0.6 * np.array([s.vol for s in self._u_specs]),
-                           2.0 * np.array([s.vol for s in self._u_specs]))
+        vol_walk = np.clip(
+            vol_walk,
+            0.6 * np.array([s.vol for s in self._u_specs]),
+            2.0 * np.array([s.vol for s in self._u_specs]),
+        )
         # options: per second, which contracts trade, how much, and OI changes
-        spot_s = path[sps - 1::sps]  # spot at the end of each second
+        spot_s = path[sps - 1 :: sps]  # spot at the end of each second
         near = np.exp(-np.abs(np.log(self._c_strike / self._u_price[self._c_under])) * 30)
         trade = rng.random((60, n_c)) < cfg.option_tick_probability * (0.25 + 0.75 * near)
         qty = (rng.poisson(4.0, (60, n_c)) + 1) * self._c_lot * trade
@@ -263,8 +293,9 @@ class SimExchange:
         c_cum = self._c_cum + np.cumsum(qty, axis=0)
         c_oi = np.maximum(self._c_oi + np.cumsum(d_oi, axis=0), 0)
         if emit:
-            ticks = self._emit_minute(t0, path, u_trades, u_cum, vol_walk, spot_s, trade, qty,
-                                      c_cum, c_oi, offs)
+            ticks = self._emit_minute(
+                t0, path, u_trades, u_cum, vol_walk, spot_s, trade, qty, c_cum, c_oi, offs
+            )
         # carry state to the next minute
         last = min(steps, max(1, (self.close_ns - t0) // step_ns)) - 1
         last_sec = min(59, max(0, (self.close_ns - t0) // NS_PER_SECOND - 1))
@@ -276,10 +307,20 @@ class SimExchange:
         self._price_options(t0 + (last_sec + 1) * NS_PER_SECOND)
         return ticks
 
-    def _emit_minute(self, t0: int, path: np.ndarray, u_trades: np.ndarray, u_cum: np.ndarray,
-                     vol_walk: np.ndarray, spot_s: np.ndarray, trade: np.ndarray,
-                     qty: np.ndarray, c_cum: np.ndarray, c_oi: np.ndarray,
-                     offs: np.ndarray) -> list[Tick]:
+    def _emit_minute(
+        self,
+        t0: int,
+        path: np.ndarray,
+        u_trades: np.ndarray,
+        u_cum: np.ndarray,
+        vol_walk: np.ndarray,
+        spot_s: np.ndarray,
+        trade: np.ndarray,
+        qty: np.ndarray,
+        c_cum: np.ndarray,
+        c_oi: np.ndarray,
+        offs: np.ndarray,
+    ) -> list[Tick]:
         """Ticks of one generated minute, in event-time order (ties: indices, stocks, options)."""
         cfg = self.config
         step_ns = cfg.step_ms * 1_000_000
@@ -297,9 +338,27 @@ class SimExchange:
                 elif u_trades[s, j]:
                     token = STOCKS[cfg.stocks[j - n_i]][0]
                     spread = max(TICK, round(p * 0.0002 / TICK) * TICK)
-                    events.append((ts, 1, j, Tick(
-                        token, "NSE", ts, ts, p, int(u_cum[s, j]), int(u_trades[s, j]), 0,
-                        p - spread, p + spread, rng_qty(ts, j), rng_qty(ts, j + 7))))
+                    events.append(
+                        (
+                            ts,
+                            1,
+                            j,
+                            Tick(
+                                token,
+                                "NSE",
+                                ts,
+                                ts,
+                                p,
+                                int(u_cum[s, j]),
+                                int(u_trades[s, j]),
+                                0,
+                                p - spread,
+                                p + spread,
+                                rng_qty(ts, j),
+                                rng_qty(ts, j + 7),
+                            ),
+                        )
+                    )
         vix = cfg.underlyings.index("NIFTY") if "NIFTY" in cfg.underlyings else -1
         for sec in range(60):
             base = t0 + sec * NS_PER_SECOND
@@ -315,13 +374,36 @@ class SimExchange:
                 ts = base + int(offs[sec, j]) * step_ns
                 p = int(prices[j])
                 spread = max(TICK, (p * 4 // 1000) // TICK * TICK)
-                events.append((ts, 2, int(j), Tick(
-                    c.token, c.exchange, ts, ts, p, int(c_cum[sec, j]), int(qty[sec, j]),
-                    int(c_oi[sec, j]), max(p - spread, 0), p + spread,
-                    c.lot_size * (1 + ts % 13), c.lot_size * (1 + ts % 11))))
+                events.append(
+                    (
+                        ts,
+                        2,
+                        int(j),
+                        Tick(
+                            c.token,
+                            c.exchange,
+                            ts,
+                            ts,
+                            p,
+                            int(c_cum[sec, j]),
+                            int(qty[sec, j]),
+                            int(c_oi[sec, j]),
+                            max(p - spread, 0),
+                            p + spread,
+                            c.lot_size * (1 + ts % 13),
+                            c.lot_size * (1 + ts % 11),
+                        ),
+                    )
+                )
             if vix >= 0:
-                events.append((base, 3, 0, Tick(VIX_TOKEN, "NSE", base, base,
-                                                round(vol_walk[sec, vix] * 10_000))))
+                events.append(
+                    (
+                        base,
+                        3,
+                        0,
+                        Tick(VIX_TOKEN, "NSE", base, base, round(vol_walk[sec, vix] * 10_000)),
+                    )
+                )
         events.sort(key=lambda e: e[:3])
         return [e[3] for e in events]
 
@@ -354,11 +436,22 @@ class SimExchange:
             t = last.get(c.token)
             if t is None or c.expiry is None:
                 continue
-            q = OptionQuote(t.price, t.bid, t.ask, t.volume, t.oi,
-                            t.oi - int(self._c_oi_open[j]), c.token, c.symbol,
-                            float(self._c_iv[j]), t.bid_qty, t.ask_qty)
-            slot = rows_by.setdefault((c.underlying, c.expiry), {}).setdefault(c.strike,
-                                                                              [None, None])
+            q = OptionQuote(
+                t.price,
+                t.bid,
+                t.ask,
+                t.volume,
+                t.oi,
+                t.oi - int(self._c_oi_open[j]),
+                c.token,
+                c.symbol,
+                float(self._c_iv[j]),
+                t.bid_qty,
+                t.ask_qty,
+            )
+            slot = rows_by.setdefault((c.underlying, c.expiry), {}).setdefault(
+                c.strike, [None, None]
+            )
             slot[0 if c.option_type == "CE" else 1] = q
         for spec in self._u_specs:
             ut = last.get(spec.token)
@@ -369,8 +462,11 @@ class SimExchange:
                 if not strikes:
                     continue
                 rows = tuple(ChainRow(k, v[0], v[1]) for k, v in sorted(strikes.items()))
-                out.append(ChainSnapshot(spec.symbol, spec.exchange, e, ts_ns, ut.price, rows,
-                                         spec.lot, "sim"))
+                out.append(
+                    ChainSnapshot(
+                        spec.symbol, spec.exchange, e, ts_ns, ut.price, rows, spec.lot, "sim"
+                    )
+                )
         return out
 
 
@@ -382,8 +478,13 @@ def rng_qty(ts: int, j: int) -> int:
 class SimFeed:
     """Paces a :class:`SimExchange` in real time at ``speed`` × (``math.inf`` = flat out)."""
 
-    def __init__(self, exchange: SimExchange, speed: float = 1.0, days: int | None = None,
-                 resume_from_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        exchange: SimExchange,
+        speed: float = 1.0,
+        days: int | None = None,
+        resume_from_ns: int | None = None,
+    ) -> None:
         if not speed > 0:
             raise ConfigError("speed", speed, "must be > 0")
         self.exchange = exchange

@@ -43,6 +43,7 @@ class Feed(Protocol):
     name: str
     exchange_time_ns: int
     live: bool  # True: a real-time source that must never be slowed (overflow is dropped)
+    wall_clock: bool  # True: exchange time is wall time (brokers), so buckets close by the clock
 
     def instruments(self) -> list[AnyInstrument]: ...
 
@@ -154,7 +155,7 @@ class MarketNode:
                 self.master.add(inst)
             self.known_tokens.add(inst.token)
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """Open storage, choose the feed and recover from what the database holds."""
         cfg = self.cfg
         self.writer.start()
@@ -162,7 +163,13 @@ class MarketNode:
             self._attach_feed(self._sim_feed())
         elif cfg.run.feed.startswith(("ws://", "wss://")):
             from mandi.feeds.ws import TickserverFeed
-            self._attach_feed(TickserverFeed(cfg.run.feed, self))
+
+            feed = TickserverFeed(cfg.run.feed, self)
+            try:
+                await feed.connect_once()
+            except (OSError, TimeoutError) as e:
+                raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
+            self._attach_feed(feed)
         else:
             raise ConfigError("run.feed", cfg.run.feed, "use 'sim' or a ws://host:port URL")
 
@@ -263,10 +270,10 @@ class MarketNode:
             reporter.close()
 
     async def _clock_driver(self) -> None:
-        """For real-time feeds: confirm buckets by wall time even if no tick arrives."""
+        """For broker feeds: confirm buckets by wall time even if no tick arrives."""
         while True:
             await asyncio.sleep(0.25)
-            if self.feed is not None and self.feed.live:
+            if self.feed is not None and self.feed.wall_clock:
                 self.pipeline.advance(self.clock.now_ns())
                 self._flush_rows()
 
@@ -278,7 +285,7 @@ class MarketNode:
     async def run(self) -> int:
         """Run until the duration, the ``until`` time, the end of the feed or a signal."""
         self._feed_done = False
-        self.prepare()
+        await self.prepare()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -332,6 +339,7 @@ class _SimFeedAdapter:
 
     name = "sim"
     live = False
+    wall_clock = False
 
     def __init__(self, feed: Any, node: MarketNode) -> None:
         self._feed = feed
