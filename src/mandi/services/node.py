@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,24 @@ class Feed(Protocol):
     def batches(self) -> AsyncIterator[list[Tick]]: ...
 
 
+class Layer(Protocol):
+    """A part of the platform that plugs into the node (indicators, chains, trading, web).
+
+    ``attach`` runs after the feed and the instrument master are known and before the first
+    tick: subscribe to the bus, open stores, restore state. ``tasks`` returns long-running
+    coroutines (timers, servers). ``close`` runs at shutdown after the kernel has drained, before
+    the SQLite writer stops.
+    """
+
+    name: str
+
+    def attach(self, node: MarketNode) -> None: ...
+
+    def tasks(self) -> list[Coroutine[Any, Any, Any]]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class NodeStats:
     started_wall: float = field(default_factory=time.monotonic)
@@ -66,8 +84,10 @@ class NodeStats:
 class MarketNode:
     """Feed → pipeline → SQLite, with status; the trading and web layers plug into its bus."""
 
-    def __init__(self, cfg: AppConfig, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: AppConfig, clock: Clock | None = None,
+                 layers: list[Layer] | None = None) -> None:
         self.cfg = cfg
+        self.layers: list[Layer] = list(layers or [])
         self.clock = clock or LiveClock()
         self.bus = MessageBus(self.clock)
         self.stats = NodeStats()
@@ -286,6 +306,8 @@ class MarketNode:
         """Run until the duration, the ``until`` time, the end of the feed or a signal."""
         self._feed_done = False
         await self.prepare()
+        for layer in self.layers:
+            layer.attach(self)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -296,7 +318,8 @@ class MarketNode:
                  asyncio.create_task(self._clock_driver(), name="clock")]
         if self.cfg.run.status_interval > 0:
             tasks.append(asyncio.create_task(self._status(), name="status"))
-        tasks += [asyncio.create_task(t, name=n) for n, t in self.extra_tasks()]
+        for layer in self.layers:
+            tasks += [asyncio.create_task(c, name=layer.name) for c in layer.tasks()]
         duration = self.cfg.run.duration
         try:
             if duration > 0:
@@ -308,10 +331,6 @@ class MarketNode:
         finally:
             await self._shutdown(tasks)
         return 0
-
-    def extra_tasks(self) -> list[tuple[str, Any]]:
-        """Hook for layers that add their own coroutines (web server, trading timers)."""
-        return []
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         log.info("stopping: %s", self._stop_reason or "requested")
@@ -325,6 +344,11 @@ class MarketNode:
         # everything received goes through the kernel and into SQLite before exit
         while not self.queue.empty() and not self._until_reached:
             self.handle_batch(self._cut_at_until(self.queue.get_nowait()))
+        for layer in reversed(self.layers):
+            try:
+                layer.close()
+            except Exception:  # noqa: BLE001 - one failing layer must not lose the others' data
+                log.exception("layer %s failed to close", layer.name)
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
         self._flush_rows()
         self.writer.stop()
