@@ -46,7 +46,8 @@ class IVStatus(IntEnum):
         ``K·exp(−rt)`` for a put): only σ = ∞ would.
     AT_INTRINSIC
         Price equal to the intrinsic value (zero time value, e.g. a zero price of an
-        out-of-the-money option): σ = 0 in the limit, undetermined in practice.
+        out-of-the-money option), or a time value so small that it is lost in rounding
+        (below 2.2e-308·√(F·K)): σ = 0 in the limit, undetermined in practice.
     EXPIRED
         ``t ≤ 0``: the option has expired.
     BAD_INPUT
