@@ -1,4 +1,4 @@
-"""Prices and Greeks: published reference values, QuantLib on random grids, broadcasting, bad input."""
+"""Prices and Greeks: reference values, QuantLib on random grids, broadcasting, bad input."""
 
 from __future__ import annotations
 
