@@ -1,0 +1,576 @@
+"""The option-chain matrix: per (underlying, expiry) a preallocated ring buffer
+``(time, channel, strike)`` of float64, fed one :class:`ChainSnapshot` at a time.
+
+Channels (the 23-channel matrix; index constants below, names in :data:`CHANNEL_NAMES`)::
+
+     0 CE_LTP   1 CE_BID   2 CE_ASK   3 CE_VOLUME   4 CE_OI   5 CE_OI_CHANGE
+     6 PE_LTP   7 PE_BID   8 PE_ASK   9 PE_VOLUME  10 PE_OI  11 PE_OI_CHANGE
+    12 UNDERLYING
+    13 CE_IV   14 CE_DELTA   15 CE_GAMMA   16 CE_THETA   17 CE_VEGA
+    18 PE_IV   19 PE_DELTA   20 PE_GAMMA   21 PE_THETA   22 PE_VEGA
+
+Units: prices and the underlying in rupees; volume, OI and change in OI in contracts (shares /
+lot size, as NSE shows them); IV a decimal; delta per rupee of underlying, gamma per rupee²,
+theta rupees per calendar day, vega rupees per vol point. No trade / no quote / a missing
+contract is NaN (never 0); why is in :class:`~mandi.options.chain.StrikeStatus`.
+
+Strike window. Each buffer tracks ``2·strikes_each_side + 1`` strikes on a uniform grid of the
+chain's strike step (the most common spacing of the listed strikes, or ``strike_step``) centred
+on a listed strike. The centre starts at the ATM strike (listed strike nearest the underlying)
+and moves to the new ATM as soon as the ATM is ``recentre_strikes`` steps or more away from it
+(default 1: the window always follows the underlying). When the window moves, strikes entering it
+start with no history at the earlier slots and strikes leaving it keep theirs: every slot
+records its own strike grid, and OI windows look a strike up by value, so a strike that left and
+comes back within 30 minutes has its OI changes again. Grid strikes the snapshot does not list
+are MISSING columns (NaN).
+
+Time comes only from ``snapshot.ts_event``. Snapshots falling in the same
+``sample_interval_seconds`` bucket overwrite the newest slot (the latest one wins); a snapshot
+older than the newest slot is rejected (counted in ``stats["out_of_order"]``). Memory per
+buffer: ``capacity × 23 × width × 8`` bytes (1802 × 23 × 41 × 8 ≈ 13.6 MB with the defaults;
+use a longer sample interval for a whole-market watch list).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from mandi.core.calendar import EXPIRY_TIME, ist_ns
+from mandi.core.errors import ConfigError, DataError
+from mandi.model.market import ChainSnapshot
+from mandi.options.chain import _kernels as _k
+from mandi.options.chain.analytics import ChainAnalytics, _ratio
+from mandi.options.pricing import NS_PER_YEAR
+
+__all__ = [
+    "CE_ASK",
+    "CE_BID",
+    "CE_DELTA",
+    "CE_GAMMA",
+    "CE_IV",
+    "CE_LTP",
+    "CE_OI",
+    "CE_OI_CHANGE",
+    "CE_THETA",
+    "CE_VEGA",
+    "CE_VOLUME",
+    "CHANNEL_NAMES",
+    "N_BASE_CHANNELS",
+    "N_CHANNELS",
+    "PE_ASK",
+    "PE_BID",
+    "PE_DELTA",
+    "PE_GAMMA",
+    "PE_IV",
+    "PE_LTP",
+    "PE_OI",
+    "PE_OI_CHANGE",
+    "PE_THETA",
+    "PE_VEGA",
+    "PE_VOLUME",
+    "UNDERLYING",
+    "ChainBuffer",
+    "ChainHistory",
+    "ChainMatrix",
+    "ChainMatrixConfig",
+]
+
+log = logging.getLogger(__name__)
+
+CE_LTP, CE_BID, CE_ASK, CE_VOLUME, CE_OI, CE_OI_CHANGE = range(0, 6)
+PE_LTP, PE_BID, PE_ASK, PE_VOLUME, PE_OI, PE_OI_CHANGE = range(6, 12)
+UNDERLYING = 12
+CE_IV, CE_DELTA, CE_GAMMA, CE_THETA, CE_VEGA = range(13, 18)
+PE_IV, PE_DELTA, PE_GAMMA, PE_THETA, PE_VEGA = range(18, 23)
+N_BASE_CHANNELS = 13
+N_CHANNELS = 23
+CHANNEL_NAMES = (
+    "ce_ltp", "ce_bid", "ce_ask", "ce_volume", "ce_oi", "ce_oi_change",
+    "pe_ltp", "pe_bid", "pe_ask", "pe_volume", "pe_oi", "pe_oi_change",
+    "underlying",
+    "ce_iv", "ce_delta", "ce_gamma", "ce_theta", "ce_vega",
+    "pe_iv", "pe_delta", "pe_gamma", "pe_theta", "pe_vega",
+)  # fmt: skip
+
+_NS_PER_MINUTE = 60_000_000_000
+_NAN6 = (math.nan,) * 6
+_QUOTE_FIELDS = operator.attrgetter("ltp", "bid", "ask", "volume", "oi", "oi_change")
+# raw per-row columns: strike, then ltp, bid, ask, volume, oi, oi_change for CE and for PE
+_R_STRIKE, _R_CE, _R_PE = 0, 1, 7
+
+
+class ChainMatrixConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Configuration of a :class:`ChainMatrix` (values are validated on construction).
+
+    Attributes
+    ----------
+    strikes_each_side : int
+        Strikes tracked on each side of the window centre (window = 2N + 1 strikes).
+    history_minutes : float
+        Minutes of history the ring must hold (≥ the longest OI window).
+    sample_interval_seconds : float
+        Resolution of the history: one slot per interval, the last snapshot in it wins.
+    capacity : int or None
+        Ring slots; default ``history_minutes·60 / sample_interval_seconds + 2``.
+    rate, dividend_yield : float
+        Continuous r and q for IV and Greeks (NSE's convention: r = 10 %, q = 0).
+    price_source : {"ltp", "mid"}
+        Price the IV is solved from: last price (NSE's convention), or the bid/ask mid when both
+        quotes are valid (falling back to LTP).
+    oi_windows_minutes : tuple of int
+        Look-backs of the OI % change (the seed's 3, 5, 10, 15 and 30 minutes).
+    diff_pos_threshold, diff_neg_threshold : float
+        Rupees. A side is highlighted +1 when LTP − theoretical > ``diff_pos_threshold`` (the
+        option trades rich against the ATM-vol price) and −1 when LTP − theoretical <
+        −``diff_neg_threshold`` (cheap). The seed's DIFF_POS_THRESHOLD / DIFF_NEG_THRESHOLD.
+    recentre_strikes : int
+        Move the window centre to the ATM strike once it is this many strikes away.
+    strike_step : float or None
+        Grid spacing in rupees; None infers it from the first snapshot of each buffer.
+    """
+
+    strikes_each_side: int = 20
+    history_minutes: float = 30.0
+    sample_interval_seconds: float = 1.0
+    capacity: int | None = None
+    rate: float = 0.10
+    dividend_yield: float = 0.0
+    price_source: str = "ltp"
+    oi_windows_minutes: tuple[int, ...] = (3, 5, 10, 15, 30)
+    diff_pos_threshold: float = 3.0
+    diff_neg_threshold: float = 2.0
+    recentre_strikes: int = 1
+    strike_step: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(key: str, reason: str) -> ConfigError:
+            return ConfigError(f"options.chain.{key}", getattr(self, key), reason)
+
+        if self.strikes_each_side < 0:
+            raise bad("strikes_each_side", "must be ≥ 0")
+        if not self.sample_interval_seconds > 0:
+            raise bad("sample_interval_seconds", "must be > 0")
+        if not self.oi_windows_minutes or min(self.oi_windows_minutes) <= 0:
+            raise bad("oi_windows_minutes", "needs at least one window, all > 0 minutes")
+        if self.history_minutes < max(self.oi_windows_minutes):
+            raise bad("history_minutes", "must cover the longest OI window")
+        if self.capacity is not None and self.capacity < 2:
+            raise bad("capacity", "must be ≥ 2")
+        if self.price_source not in ("ltp", "mid"):
+            raise bad("price_source", "use 'ltp' or 'mid'")
+        if self.recentre_strikes < 1:
+            raise bad("recentre_strikes", "must be ≥ 1")
+        if self.strike_step is not None and not self.strike_step > 0:
+            raise bad("strike_step", "must be > 0 rupees")
+        if not (math.isfinite(self.rate) and math.isfinite(self.dividend_yield)):
+            raise bad("rate", "rate and dividend_yield must be finite")
+        if self.diff_pos_threshold < 0 or self.diff_neg_threshold < 0:
+            raise bad("diff_pos_threshold", "thresholds are non-negative rupee amounts")
+
+    @property
+    def width(self) -> int:
+        return 2 * self.strikes_each_side + 1
+
+    @property
+    def slots(self) -> int:
+        if self.capacity is not None:
+            return self.capacity
+        return math.ceil(self.history_minutes * 60 / self.sample_interval_seconds) + 2
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHistory:
+    """A chronological copy of a buffer: ``times`` (n,) ns, ``data`` (n, 23, width),
+    ``strikes`` (n, width) rupees."""
+
+    times: NDArray[np.int64]
+    data: NDArray[np.float64]
+    strikes: NDArray[np.float64]
+
+
+class ChainBuffer:
+    """The ring of one (underlying, expiry). Slots are written in time order; ``head`` is the
+    newest slot, ``count`` how many hold data."""
+
+    __slots__ = (
+        "capacity",
+        "centre",
+        "count",
+        "data",
+        "expiry",
+        "head",
+        "interval_ns",
+        "step",
+        "strikes",
+        "times",
+        "underlying",
+        "width",
+    )
+
+    def __init__(self, underlying: str, expiry: dt.date, capacity: int, width: int,
+                 interval_ns: int) -> None:  # fmt: skip
+        self.underlying = underlying
+        self.expiry = expiry
+        self.capacity = capacity
+        self.width = width
+        self.interval_ns = interval_ns
+        self.data = np.full((capacity, N_CHANNELS, width), np.nan)
+        self.strikes = np.full((capacity, width), np.nan)
+        self.times = np.zeros(capacity, dtype=np.int64)
+        self.head = -1
+        self.count = 0
+        self.step = math.nan
+        self.centre = math.nan
+
+    def newest_time(self) -> int | None:
+        return int(self.times[self.head]) if self.count else None
+
+    def _slot(self, age: int) -> int:
+        """Slot index of the entry ``age`` places before the newest (0 = newest)."""
+        return (self.head - age) % self.capacity
+
+    def slot_at_or_before(self, ts: int) -> int:
+        """The newest slot with time ≤ ``ts``, or −1 (binary search over the ring)."""
+        lo, hi = 0, self.count - 1  # ages: 0 newest … count−1 oldest; times fall with age
+        if self.count == 0 or self.times[self._slot(hi)] > ts:
+            return -1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.times[self._slot(mid)] <= ts:
+                hi = mid
+            else:
+                lo = mid + 1
+        return self._slot(lo)
+
+    def advance(self, ts: int) -> int:
+        """The slot for a snapshot at ``ts`` (same interval bucket as the newest: reuse it)."""
+        if self.count and ts // self.interval_ns == self.times[self.head] // self.interval_ns:
+            return self.head
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+        return self.head
+
+    def history(self, n: int | None = None) -> ChainHistory:
+        k = self.count if n is None else max(0, min(n, self.count))
+        order = [(self.head - age) % self.capacity for age in range(k - 1, -1, -1)]
+        return ChainHistory(self.times[order].copy(), self.data[order].copy(),
+                            self.strikes[order].copy())  # fmt: skip
+
+
+class ChainMatrix:
+    """Option-chain matrices of many (underlying, expiry) pairs, and their analytics.
+
+    Parameters
+    ----------
+    config : ChainMatrixConfig, optional
+    on_snapshot : iterable of callables, optional
+        Called with each snapshot's :class:`ChainAnalytics` after it is stored (a plain list,
+        ``matrix.on_snapshot``; the node publishes it on the bus). A callback's exception is
+        logged and counted in ``stats["callback_errors"]``; it never stops ingestion.
+
+    Examples
+    --------
+    >>> matrix = ChainMatrix(ChainMatrixConfig(strikes_each_side=10))
+    >>> matrix.on_snapshot.append(lambda a: print(a.underlying, a.pcr_oi))  # doctest: +SKIP
+    >>> analytics = matrix.process_option_chain("NIFTY", snapshot)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: ChainMatrixConfig | None = None,
+        on_snapshot: Iterable[Callable[[ChainAnalytics], object]] = (),
+    ) -> None:
+        self.config = config or ChainMatrixConfig()
+        self.on_snapshot: list[Callable[[ChainAnalytics], object]] = list(on_snapshot)
+        self.stats: dict[str, int] = {"snapshots": 0, "out_of_order": 0, "callback_errors": 0}
+        self._buffers: dict[tuple[str, dt.date], ChainBuffer] = {}
+        self._latest: dict[tuple[str, dt.date], ChainAnalytics] = {}
+        offsets = np.arange(-self.config.strikes_each_side, self.config.strikes_each_side + 1)
+        self._offsets = offsets.astype(np.float64)
+        self._windows_ns = np.array(self.config.oi_windows_minutes, dtype=np.int64) * _NS_PER_MINUTE
+        width = self.config.width
+        self._is_call = np.concatenate([np.ones(width, bool), np.zeros(width, bool)])
+        self._interval_ns = max(1, round(self.config.sample_interval_seconds * 1e9))
+
+    # --- access --------------------------------------------------------------------------------
+    def keys(self) -> list[tuple[str, dt.date]]:
+        """(underlying, expiry) of every buffer."""
+        return list(self._buffers)
+
+    def buffer(self, underlying: str, expiry: dt.date) -> ChainBuffer:
+        try:
+            return self._buffers[(underlying, expiry)]
+        except KeyError:
+            raise KeyError(f"no chain for {underlying} {expiry}") from None
+
+    def latest(
+        self, underlying: str, expiry: dt.date
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The newest ``(23, width)`` matrix and its strikes (views into the ring: copy them to
+        keep)."""
+        buf = self.buffer(underlying, expiry)
+        if not buf.count:
+            raise KeyError(f"no snapshot yet for {underlying} {expiry}")
+        return buf.data[buf.head], buf.strikes[buf.head]
+
+    def history(self, underlying: str, expiry: dt.date, n: int | None = None) -> ChainHistory:
+        """The last ``n`` (default all) slots in time order, as copies."""
+        return self.buffer(underlying, expiry).history(n)
+
+    def analytics(self, underlying: str, expiry: dt.date) -> ChainAnalytics | None:
+        """The analytics of the newest snapshot of that chain, if any."""
+        return self._latest.get((underlying, expiry))
+
+    def drop(self, underlying: str, expiry: dt.date) -> None:
+        """Forget a chain (e.g. after its expiry) and free its buffer."""
+        self._buffers.pop((underlying, expiry), None)
+        self._latest.pop((underlying, expiry), None)
+
+    # --- ingestion -----------------------------------------------------------------------------
+    def handle_chain_snapshot(self, snapshot: ChainSnapshot) -> ChainAnalytics | None:
+        """Bus entry point: :meth:`process_option_chain` keyed by ``snapshot.underlying``."""
+        return self.process_option_chain(snapshot.underlying, snapshot)
+
+    def process_option_chain(
+        self, underlying: str, snapshot: ChainSnapshot, *, notify: bool = True
+    ) -> ChainAnalytics | None:
+        """Store one snapshot in its ring (O(strikes)) and compute its analytics.
+
+        Parameters
+        ----------
+        underlying : str
+            Must equal ``snapshot.underlying`` (the seed's call signature).
+        snapshot : ChainSnapshot
+        notify : bool, keyword-only
+            Call the ``on_snapshot`` callbacks (pass False while replaying history to warm the
+            OI windows after a restart).
+
+        Returns
+        -------
+        ChainAnalytics or None
+            None when the snapshot is older than the newest stored one (counted, not stored).
+
+        Raises
+        ------
+        DataError
+            A snapshot of another underlying, or a non-positive lot size.
+        """
+        if snapshot.underlying != underlying:
+            raise DataError(
+                f"process_option_chain: underlying {underlying!r} but snapshot.underlying = "
+                f"{snapshot.underlying!r}"
+            )
+        if snapshot.lot_size <= 0:
+            raise DataError(f"{underlying} {snapshot.expiry}: lot_size = {snapshot.lot_size}")
+        cfg = self.config
+        key = (underlying, snapshot.expiry)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = ChainBuffer(underlying, snapshot.expiry, cfg.slots, cfg.width, self._interval_ns)
+            self._buffers[key] = buf
+        ts = snapshot.ts_event
+        newest = buf.newest_time()
+        if newest is not None and ts < newest:
+            self.stats["out_of_order"] += 1
+            return None
+
+        raw = _rows_to_array(snapshot)  # (n, 13): strike, CE×6, PE×6 (paise / shares)
+        raw[:, (0, 1, 2, 3, 7, 8, 9)] /= 100.0  # strikes and prices → rupees
+        raw[:, (4, 5, 6, 10, 11, 12)] /= snapshot.lot_size  # shares → contracts
+        strikes = raw[:, _R_STRIKE]
+        spot = snapshot.underlying_price / 100.0
+        t = (ist_ns(snapshot.expiry, EXPIRY_TIME) - ts) / NS_PER_YEAR
+
+        if math.isnan(buf.step):
+            buf.step = cfg.strike_step or _infer_step(strikes)
+        step = buf.step
+        atm = _nearest(strikes, spot)
+        if math.isfinite(atm) and (
+            math.isnan(buf.centre)
+            or abs(atm - buf.centre) >= cfg.recentre_strikes * step * (1 - 1e-9)
+        ):
+            buf.centre = atm
+        centre = buf.centre if math.isfinite(buf.centre) else 0.0
+        grid = centre + step * self._offsets
+        rows = _grid_rows(strikes, grid, step)
+
+        slot = buf.advance(ts)
+        m = buf.data[slot]  # written in place: the ring slot is the matrix
+        status, theo, diff, highlight, classes, summary = _outputs(cfg.width)
+        _k.chain_kernel(
+            raw, rows, grid, spot, t, cfg.rate, cfg.dividend_yield, atm,
+            cfg.price_source == "mid", cfg.diff_pos_threshold, cfg.diff_neg_threshold,
+            m, status, theo, diff, highlight, classes, summary,
+        )  # fmt: skip
+        buf.strikes[slot] = grid
+        buf.times[slot] = ts
+        found = np.array(
+            [buf.slot_at_or_before(ts - int(w)) for w in self._windows_ns], dtype=np.int64
+        )
+        found[found == slot] = -1  # the slot being written is never its own reference
+        pct = np.full((len(found), 2, cfg.width), np.nan)
+        if (found >= 0).any():
+            _k.oi_window_kernel(buf.data, buf.strikes, found, grid, step, m, pct)
+        seconds = np.where(found >= 0, (ts - buf.times[found]) / 1e9, np.nan)
+        analytics = self._analytics(
+            snapshot, spot, t, step, atm, grid, status, theo, diff, highlight, classes,
+            summary, pct, seconds, slot,
+        )  # fmt: skip
+        self._latest[key] = analytics
+        self.stats["snapshots"] += 1
+        if notify:
+            for callback in self.on_snapshot:
+                try:
+                    callback(analytics)
+                except Exception:
+                    self.stats["callback_errors"] += 1
+                    log.exception("on_snapshot callback %r failed for %s %s", callback,
+                                  underlying, snapshot.expiry)  # fmt: skip
+        return analytics
+
+    # --- internals -----------------------------------------------------------------------------
+    def _analytics(
+        self,
+        snapshot: ChainSnapshot,
+        spot: float,
+        t: float,
+        step: float,
+        atm: float,
+        grid: np.ndarray,
+        status: np.ndarray,
+        theo: np.ndarray,
+        diff: np.ndarray,
+        highlight: np.ndarray,
+        classes: np.ndarray,
+        summary: np.ndarray,
+        pct: np.ndarray,
+        seconds: np.ndarray,
+        slot: int,
+    ) -> ChainAnalytics:
+        cfg = self.config
+        sm = summary.tolist()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            moneyness = grid / spot
+        return ChainAnalytics(
+            underlying=snapshot.underlying,
+            exchange=snapshot.exchange,
+            expiry=snapshot.expiry,
+            ts_event=snapshot.ts_event,
+            source=snapshot.source,
+            underlying_price=spot,
+            time_to_expiry=t,
+            rate=cfg.rate,
+            strike_step=step,
+            atm_strike=atm,
+            atm_iv=sm[_k.S_ATM_IV],
+            strikes=grid,
+            moneyness=moneyness,
+            ce_class=classes[0],
+            pe_class=classes[1],
+            ce_status=status[0],
+            pe_status=status[1],
+            ce_theoretical=theo[0],
+            pe_theoretical=theo[1],
+            ce_price_diff=diff[0],
+            pe_price_diff=diff[1],
+            ce_highlight=highlight[0],
+            pe_highlight=highlight[1],
+            oi_windows_minutes=tuple(cfg.oi_windows_minutes),
+            oi_change_pct=pct,
+            oi_window_seconds=seconds,
+            total_ce_oi=sm[_k.S_TOTAL_CE_OI],
+            total_pe_oi=sm[_k.S_TOTAL_PE_OI],
+            total_ce_volume=sm[_k.S_TOTAL_CE_VOL],
+            total_pe_volume=sm[_k.S_TOTAL_PE_VOL],
+            total_ce_oi_change=sm[_k.S_TOTAL_CE_CHG],
+            total_pe_oi_change=sm[_k.S_TOTAL_PE_CHG],
+            pcr_oi=_ratio(sm[_k.S_TOTAL_PE_OI], sm[_k.S_TOTAL_CE_OI]),
+            pcr_volume=_ratio(sm[_k.S_TOTAL_PE_VOL], sm[_k.S_TOTAL_CE_VOL]),
+            pcr_oi_change=_ratio(sm[_k.S_TOTAL_PE_CHG], sm[_k.S_TOTAL_CE_CHG]),
+            max_pain=sm[_k.S_MAX_PAIN],
+            itm_ce_oi=sm[_k.S_ITM_CE_OI],
+            itm_pe_oi=sm[_k.S_ITM_PE_OI],
+            otm_ce_oi=sm[_k.S_OTM_CE_OI],
+            otm_pe_oi=sm[_k.S_OTM_PE_OI],
+            ce_delta_oi=sm[_k.S_CE_DELTA_OI],
+            pe_delta_oi=sm[_k.S_PE_DELTA_OI],
+            itm_ce_delta_pct=_ratio(100.0 * sm[_k.S_ITM_CE_ABS_DOI], sm[_k.S_CE_ABS_DOI]),
+            itm_pe_delta_pct=_ratio(100.0 * sm[_k.S_ITM_PE_ABS_DOI], sm[_k.S_PE_ABS_DOI]),
+            diff_pos_threshold=cfg.diff_pos_threshold,
+            diff_neg_threshold=cfg.diff_neg_threshold,
+            slot=slot,
+        )
+
+
+def _outputs(width: int) -> tuple[np.ndarray, ...]:
+    return (
+        np.empty((2, width), dtype=np.int8),
+        np.empty((2, width)),
+        np.empty((2, width)),
+        np.empty((2, width), dtype=np.int8),
+        np.empty((2, width), dtype=np.int8),
+        np.empty(_k.N_SUMMARY),
+    )
+
+
+def _grid_rows(strikes: np.ndarray, grid: np.ndarray, step: float) -> np.ndarray:
+    """Row of each grid strike in the (ascending) listed strikes, −1 where it is not listed."""
+    if strikes.size == 0:
+        return np.full(grid.size, -1, dtype=np.int64)
+    idx = np.minimum(np.searchsorted(strikes, grid - 1e-6 * step), strikes.size - 1)
+    return np.where(np.abs(strikes[idx] - grid) <= 1e-6 * step, idx, -1).astype(np.int64)
+
+
+def _rows_to_array(snapshot: ChainSnapshot) -> np.ndarray:
+    """(n, 13) float64: strike, then ltp, bid, ask, volume, oi, oi_change of CE and of PE, in
+    the snapshot's units; NaN for a missing side. Rows are sorted by strike (duplicates: the
+    first wins)."""
+    values: list[float] = []
+    extend = values.extend
+    nan6 = _NAN6
+    fields = _QUOTE_FIELDS  # attrgetter: one C call per side instead of six attribute reads
+    for row in snapshot.rows:
+        c = row.call
+        p = row.put
+        values.append(row.strike)
+        extend(nan6 if c is None else fields(c))
+        extend(nan6 if p is None else fields(p))
+    raw = np.array(values, dtype=np.float64).reshape(-1, 13)
+    if len(raw) > 1:
+        k = raw[:, 0]
+        if not (k[1:] > k[:-1]).all():
+            order = np.argsort(k, kind="stable")
+            raw = raw[order]
+            keep = np.concatenate(([True], raw[1:, 0] != raw[:-1, 0]))
+            raw = raw[keep]
+    return raw
+
+
+def _infer_step(strikes: np.ndarray) -> float:
+    """The most common spacing of the listed strikes (the smaller one on a tie)."""
+    diffs = np.diff(strikes)
+    diffs = np.round(diffs[diffs > 0], 6)
+    if diffs.size == 0:
+        return 1.0
+    values, counts = np.unique(diffs, return_counts=True)
+    return float(values[int(np.argmax(counts))])
+
+
+def _nearest_index(strikes: np.ndarray, spot: float) -> int:
+    if strikes.size == 0 or not math.isfinite(spot):
+        return -1
+    return int(np.argmin(np.abs(strikes - spot)))  # first = lower strike on a tie
+
+
+def _nearest(strikes: np.ndarray, spot: float) -> float:
+    i = _nearest_index(strikes, spot)
+    return float(strikes[i]) if i >= 0 else math.nan
