@@ -8,6 +8,7 @@ Secrets never live here: brokers read theirs from the environment or a file outs
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
@@ -17,11 +18,23 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from mandi.core.errors import ConfigError
-from mandi.feeds.sim import SimConfig
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
+
+
+class SimConfig(_Section, frozen=True):
+    """Simulated exchange settings (``[sim]`` in ``mandi.toml``)."""
+
+    seed: int = 42
+    date: dt.date | None = None  # first trading date; None = the latest trading day
+    underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY", "FINNIFTY", "SENSEX")
+    stocks: tuple[str, ...] = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "ICICIBANK")
+    strikes_each_side: int = 20
+    step_ms: int = 250
+    option_tick_probability: float = 0.6  # per second, at the money
+    chain_interval_s: int = 1
 
 
 class RunConfig(_Section, frozen=True):
@@ -61,6 +74,20 @@ class PipelineConfig(_Section, frozen=True):
     consumer_queue: Annotated[int, msgspec.Meta(ge=1)] = 5_000  # per slow consumer (web)
 
 
+class IndicatorsConfig(_Section, frozen=True):
+    """``[indicators]``: which indicators ``mandi run`` computes and how it persists them."""
+
+    enabled: bool = True
+    specs: tuple[str, ...] | None = None  # None = the seed's SMA 9/20/50/200, EMA 9/21, RSI 14
+    timeframes: tuple[Annotated[int, msgspec.Meta(gt=0)], ...] = (60, 120, 180, 300)
+    # previews (peek on forming candles → pub:ind:...) for "underlyings" (indices, stocks,
+    # futures), "all" instruments (options too: costly at high simulation speeds) or "none"
+    previews: Literal["none", "underlyings", "all"] = "underlyings"
+    store_values: bool = True
+    snapshot_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    snapshots_kept: Annotated[int, msgspec.Meta(ge=1)] = 5
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -71,6 +98,7 @@ class AppConfig(_Section, frozen=True):
     sim: SimConfig = SimConfig()
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    indicators: IndicatorsConfig = IndicatorsConfig()
     log: LogConfig = LogConfig()
 
 

@@ -54,35 +54,42 @@ def dump(db):
     return {
         "candles": rows(db, "SELECT * FROM candles ORDER BY timeframe, bucket, token"),
         "ticks": rows(db, "SELECT * FROM ticks ORDER BY ts_event, token, rowid"),
+        "indicators": rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, "
+                               "token, name"),
     }
 
 
 @pytest.mark.slow
 def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
     clean, crashed = str(tmp_path / "clean.db"), str(tmp_path / "crashed.db")
-    p = mandi("run", "--db", clean, "--speed", "inf", "--until", "09:19", *ARGS)
+    p = mandi("run", "--db", clean, "--speed", "inf", "--until", "09:26", *ARGS)
     assert p.returncode == 0, p.stderr
+    env = {**os.environ, "MANDI_INDICATORS__SNAPSHOT_INTERVAL_S": "0.5"}
     proc = subprocess.Popen([sys.executable, "-m", "mandi", "run", "--db", crashed, "--speed",
-                             "20", "--until", "09:19", *ARGS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until some candles are committed
-        time.sleep(0.5)
+                             "40", "--until", "09:26", *ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # wait until indicator values and a snapshot are stored
+        time.sleep(0.3)
         if os.path.exists(crashed):
             try:
-                n = rows(crashed, "SELECT count(*) FROM candles WHERE timeframe=60")[0][0]
+                n = rows(crashed, "SELECT count(*) FROM indicator_values")[0][0]
+                snaps = rows(crashed, "SELECT count(*) FROM indicator_snapshots")[0][0]
             except sqlite3.OperationalError:
                 continue
-            if n > 150:
+            if n > 100 and snaps:
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert rows(crashed, "SELECT max(bucket) FROM candles")[0][0] < \
         rows(clean, "SELECT max(bucket) FROM candles")[0][0]  # it really died mid-run
-    p = mandi("run", "--db", crashed, "--speed", "inf", "--until", "09:19", *ARGS)
+    p = mandi("run", "--db", crashed, "--speed", "inf", "--until", "09:26", *ARGS)
     assert p.returncode == 0, p.stderr
     assert "resuming the simulated market" in p.stderr
+    assert "indicators: restored a snapshot" in p.stderr
     a, b = dump(clean), dump(crashed)
     assert len(a["candles"]) == len(b["candles"])  # no duplicate, no gap
     assert a["candles"] == b["candles"]
     assert a["ticks"] == b["ticks"]
+    assert len(a["indicators"]) > 1000
+    assert a["indicators"] == b["indicators"]  # values identical after restore + replay

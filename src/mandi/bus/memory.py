@@ -54,6 +54,7 @@ class MessageBus:
         self._cache: dict[str, tuple[Subscription, ...]] = {}
         self.published = 0
         self.handler_errors = 0
+        self.version = 0  # bumped on every (un)subscription, for callers caching routing
         self._error_log_counts: dict[str, int] = {}
 
     def subscribe(self, pattern: str, handler: Handler, name: str = "") -> Subscription:
@@ -64,11 +65,13 @@ class MessageBus:
         sub = Subscription(pattern, handler, name or getattr(handler, "__qualname__", "handler"))
         self._subs.append(sub)
         self._cache.clear()
+        self.version += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.remove(sub)
         self._cache.clear()
+        self.version += 1
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._resolve(topic))

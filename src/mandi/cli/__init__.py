@@ -36,6 +36,16 @@ def load(config: str | None, overrides: dict[str, Any]) -> Any:
         fail(e)
 
 
+def build_layers(cfg: Any) -> list[Any]:
+    """The layers ``mandi run`` plugs into the node, in order."""
+    layers: list[Any] = []
+    if cfg.indicators.enabled:
+        from mandi.services.indicators import IndicatorLayer
+
+        layers.append(IndicatorLayer(cfg.indicators))
+    return layers
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -75,7 +85,7 @@ def run(
 
     setup_logging(cfg.log.level, cfg.log.json)
     try:
-        node = MarketNode(cfg)
+        node = MarketNode(cfg, layers=build_layers(cfg))
         code = asyncio.run(node.run())
     except MandiError as e:
         fail(e)

@@ -25,9 +25,9 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
+from mandi.config import SimConfig
 from mandi.core.calendar import ExchangeCalendar, calendar, ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import ConfigError
@@ -68,19 +68,6 @@ STOCKS: dict[str, tuple[int, float, float]] = {  # symbol: (token, price, vol)
     "TCS": (2953217, 3400.0, 0.20),
     "ICICIBANK": (1270529, 1400.0, 0.21),
 }
-
-
-class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Simulated exchange settings (``[sim]`` in ``mandi.toml``)."""
-
-    seed: int = 42
-    date: dt.date | None = None  # first trading date; None = the latest trading day
-    underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY", "FINNIFTY", "SENSEX")
-    stocks: tuple[str, ...] = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "ICICIBANK")
-    strikes_each_side: int = 20
-    step_ms: int = 250
-    option_tick_probability: float = 0.6  # per second, at the money
-    chain_interval_s: int = 1
 
 
 def smile(

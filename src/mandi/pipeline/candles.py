@@ -1,7 +1,8 @@
 """The candle pipeline: ticks → 1 s candles → timeframe candles, published on the bus.
 
 Topics (seed key style): confirmed ``candle:{tf}s:{exchange}:{token}`` (1 s candles included, as
-``candle:1s:...``), forming ``pub:candle:{tf}s:{exchange}:{token}``. Nothing here does I/O; the shell
+``candle:1s:...``), forming ``pub:candle:{tf}s:{exchange}:{token}``. Forming candles are built only
+for series somebody subscribes to (hundreds of option series nobody charts cost nothing). Nothing here does I/O; the shell
 feeds ticks in and drives :meth:`CandlePipeline.advance` from its clock.
 """
 
@@ -36,11 +37,18 @@ class CandlePipeline:
     ) -> None:
         self.bus = bus
         self.seconds = SecondAggregator(known_tokens, close_delay_ns)
-        self.frames = TimeframeBuilder(timeframes, cal, emit_forming)
+        self.frames = TimeframeBuilder(timeframes, cal, emit_forming, self._has_forming_subscriber)
         self._delay = close_delay_ns
         self._wm = -1
+        self._bus_version = bus.version
+
+    def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
+        return self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}")
 
     def handle_tick(self, tick: Tick) -> None:
+        if self.bus.version != self._bus_version:  # subscriptions changed: re-ask the filter
+            self._bus_version = self.bus.version
+            self.frames.refresh_forming_filter()
         for c in self.seconds.handle_tick(tick):
             self._publish_base(c)
         wm = self.seconds.watermark_ns

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, calendar
 from mandi.core.clock import NS_PER_SECOND
@@ -58,12 +58,16 @@ class TimeframeBuilder:
         timeframes: Iterable[int] = DEFAULT_TIMEFRAMES,
         cal: ExchangeCalendar | None = None,
         emit_forming: bool = True,
+        forming_filter: Callable[[int, str, int], bool] | None = None,
     ) -> None:
         self.timeframes = tuple(sorted(set(timeframes)))
         if not self.timeframes or any(tf <= 0 for tf in self.timeframes):
             raise ValueError(f"timeframes must be positive seconds, got {self.timeframes}")
         self._cal = cal or calendar("NSE")
         self.emit_forming = emit_forming
+        # forming candles only for series somebody wants: filter(token, exchange, timeframe)
+        self._filter = forming_filter
+        self._wanted: dict[tuple[int, int], bool] = {}
         self._series: dict[int, tuple[str, list[_Bucket]]] = {}
         self._close_cache: dict[int, int | None] = {}
         self.rejected: Counter[str] = Counter()
@@ -82,6 +86,18 @@ class TimeframeBuilder:
         if close is not None and start < close < end:
             return close
         return end
+
+    def refresh_forming_filter(self) -> None:
+        """Forget cached filter answers (the set of interested consumers changed)."""
+        self._wanted.clear()
+
+    def _forming_wanted(self, token: int, exchange: str, tf: int) -> bool:
+        key = (token, tf)
+        hit = self._wanted.get(key)
+        if hit is None:
+            assert self._filter is not None
+            hit = self._wanted[key] = self._filter(token, exchange, tf)
+        return hit
 
     @staticmethod
     def _candle(token: int, exchange: str, tf: int, b: _Bucket, closed: bool) -> Candle:
@@ -121,7 +137,8 @@ class TimeframeBuilder:
                 b.volume, b.n = c.volume, c.ticks
             b.close = c.close
             b.oi = c.oi
-            if self.emit_forming:
+            if self.emit_forming and (self._filter is None
+                                      or self._forming_wanted(token, exchange, tf)):
                 forming.append(Candle(token, exchange, tf, b.start, b.open, b.high, b.low,
                                       b.close, b.volume, b.oi, b.n, False))
         if forming:

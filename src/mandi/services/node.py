@@ -152,6 +152,10 @@ class MarketNode:
         elif self.feed is not None:  # an empty batch: the session is over
             self.pipeline.advance(self.feed.exchange_time_ns)
         self._flush_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
         self._report_rejections()
 
     def _report_rejections(self) -> None:
@@ -247,8 +251,9 @@ class MarketNode:
             await self.queue.put([])  # end of feed
             self._feed_done = True
 
-    def _cut_at_until(self, batch: list[Tick]) -> list[Tick]:
-        """Keep the ticks before the ``until`` time; reaching it stops the run."""
+    def _cut_at_until(self, batch: list[Tick]) -> list[Tick] | None:
+        """Keep the ticks before the ``until`` time (None if none is left: an empty list would
+        mean the end of the session); reaching it stops the run."""
         if self._until_s is None or not batch:
             return batch
         t = batch[-1].ts_event
@@ -257,14 +262,16 @@ class MarketNode:
             return batch
         self._until_reached = True
         self.request_stop(f"exchange time reached {self.cfg.run.until}")
-        return [x for x in batch if x.ts_event < limit]
+        return [x for x in batch if x.ts_event < limit] or None
 
     async def _kernel(self) -> None:
         while True:
             batch = await self.queue.get()
             if self._until_reached:
                 continue
-            self.handle_batch(self._cut_at_until(batch))
+            kept = self._cut_at_until(batch)
+            if kept is not None:
+                self.handle_batch(kept)
             if self.feed is not None and not self.feed.live:
                 # a replayable source waits for the writer instead of making it drop rows
                 high = self.writer.max_pending_rows // 4
@@ -343,7 +350,9 @@ class MarketNode:
         await asyncio.gather(kernel_task, return_exceptions=True)
         # everything received goes through the kernel and into SQLite before exit
         while not self.queue.empty() and not self._until_reached:
-            self.handle_batch(self._cut_at_until(self.queue.get_nowait()))
+            kept = self._cut_at_until(self.queue.get_nowait())
+            if kept is not None:
+                self.handle_batch(kept)
         for layer in reversed(self.layers):
             try:
                 layer.close()

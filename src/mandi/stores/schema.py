@@ -54,6 +54,25 @@ MIGRATIONS: list[tuple[str, str]] = [
             value TEXT NOT NULL
         );
     """),
+    ("0002_indicators", """
+        CREATE TABLE IF NOT EXISTS indicator_values (
+            token INTEGER NOT NULL,
+            exchange TEXT NOT NULL,
+            timeframe INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (timeframe, bucket, token, name)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS idx_indicator_values_token
+            ON indicator_values (token, timeframe, name, bucket);
+        CREATE TABLE IF NOT EXISTS indicator_snapshots (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            timestamp INTEGER NOT NULL,
+            specs TEXT NOT NULL,
+            state BLOB NOT NULL
+        );
+    """),
 ]
 
 # Tables with a time column, for stats and retention: table -> column (int ns).
@@ -61,6 +80,8 @@ TIME_COLUMNS: dict[str, str] = {
     "ticks": "ts_event",
     "candles": "bucket",
     "system_events": "timestamp",
+    "indicator_values": "bucket",
+    "indicator_snapshots": "timestamp",
 }
 
 # Append-only tables whose rowid order is time order (no time index; see the module doc).
