@@ -25,8 +25,14 @@ S_CE_DELTA_OI, S_PE_DELTA_OI, S_CE_ABS_DOI, S_PE_ABS_DOI = 12, 13, 14, 15
 S_ITM_CE_ABS_DOI, S_ITM_PE_ABS_DOI = 16, 17
 N_SUMMARY = 18
 # (summary slot, raw column) of the whole-chain totals
-_TOTALS = ((S_TOTAL_CE_OI, 5), (S_TOTAL_PE_OI, 11), (S_TOTAL_CE_VOL, 4), (S_TOTAL_PE_VOL, 10),
-           (S_TOTAL_CE_CHG, 6), (S_TOTAL_PE_CHG, 12))  # fmt: skip
+_TOTALS = (
+    (S_TOTAL_CE_OI, 5),
+    (S_TOTAL_PE_OI, 11),
+    (S_TOTAL_CE_VOL, 4),
+    (S_TOTAL_PE_VOL, 10),
+    (S_TOTAL_CE_CHG, 6),
+    (S_TOTAL_PE_CHG, 12),
+)
 
 # raw row layout: strike, then ltp, bid, ask, volume, oi, oi_change for CE (1-6) and PE (7-12)
 # matrix channels: CE base 0-5, PE base 6-11, underlying 12, CE IV+Greeks 13-17, PE 18-22
@@ -39,9 +45,25 @@ def _positive_or_nan(v: float) -> float:
 
 @nb.njit(**JIT)
 def chain_kernel(  # type: ignore[no-untyped-def]
-    raw, rows, grid, spot, t, r, q, atm, use_mid, diff_pos, diff_neg,
-    m, status, theo, diff, highlight, classes, summary,
-):  # fmt: skip
+    raw,
+    rows,
+    grid,
+    spot,
+    t,
+    r,
+    q,
+    atm,
+    use_mid,
+    diff_pos,
+    diff_neg,
+    m,
+    status,
+    theo,
+    diff,
+    highlight,
+    classes,
+    summary,
+):
     """Fill the (23, W) matrix ``m`` and the per-strike outputs for one snapshot.
 
     ``raw`` (n, 13) is the whole chain in rupees/contracts sorted by strike; ``rows`` (W,) maps

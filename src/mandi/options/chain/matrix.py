@@ -216,8 +216,9 @@ class ChainBuffer:
         "width",
     )
 
-    def __init__(self, underlying: str, expiry: dt.date, capacity: int, width: int,
-                 interval_ns: int) -> None:  # fmt: skip
+    def __init__(
+        self, underlying: str, expiry: dt.date, capacity: int, width: int, interval_ns: int
+    ) -> None:
         self.underlying = underlying
         self.expiry = expiry
         self.capacity = capacity
@@ -262,8 +263,9 @@ class ChainBuffer:
     def history(self, n: int | None = None) -> ChainHistory:
         k = self.count if n is None else max(0, min(n, self.count))
         order = [(self.head - age) % self.capacity for age in range(k - 1, -1, -1)]
-        return ChainHistory(self.times[order].copy(), self.data[order].copy(),
-                            self.strikes[order].copy())  # fmt: skip
+        return ChainHistory(
+            self.times[order].copy(), self.data[order].copy(), self.strikes[order].copy()
+        )
 
 
 class ChainMatrix:
@@ -407,10 +409,25 @@ class ChainMatrix:
         m = buf.data[slot]  # written in place: the ring slot is the matrix
         status, theo, diff, highlight, classes, summary = _outputs(cfg.width)
         _k.chain_kernel(
-            raw, rows, grid, spot, t, cfg.rate, cfg.dividend_yield, atm,
-            cfg.price_source == "mid", cfg.diff_pos_threshold, cfg.diff_neg_threshold,
-            m, status, theo, diff, highlight, classes, summary,
-        )  # fmt: skip
+            raw,
+            rows,
+            grid,
+            spot,
+            t,
+            cfg.rate,
+            cfg.dividend_yield,
+            atm,
+            cfg.price_source == "mid",
+            cfg.diff_pos_threshold,
+            cfg.diff_neg_threshold,
+            m,
+            status,
+            theo,
+            diff,
+            highlight,
+            classes,
+            summary,
+        )
         buf.strikes[slot] = grid
         buf.times[slot] = ts
         found = np.array(
@@ -422,9 +439,22 @@ class ChainMatrix:
             _k.oi_window_kernel(buf.data, buf.strikes, found, grid, step, m, pct)
         seconds = np.where(found >= 0, (ts - buf.times[found]) / 1e9, np.nan)
         analytics = self._analytics(
-            snapshot, spot, t, step, atm, grid, status, theo, diff, highlight, classes,
-            summary, pct, seconds, slot,
-        )  # fmt: skip
+            snapshot,
+            spot,
+            t,
+            step,
+            atm,
+            grid,
+            status,
+            theo,
+            diff,
+            highlight,
+            classes,
+            summary,
+            pct,
+            seconds,
+            slot,
+        )
         self._latest[key] = analytics
         self.stats["snapshots"] += 1
         if notify:
@@ -433,8 +463,12 @@ class ChainMatrix:
                     callback(analytics)
                 except Exception:
                     self.stats["callback_errors"] += 1
-                    log.exception("on_snapshot callback %r failed for %s %s", callback,
-                                  underlying, snapshot.expiry)  # fmt: skip
+                    log.exception(
+                        "on_snapshot callback %r failed for %s %s",
+                        callback,
+                        underlying,
+                        snapshot.expiry,
+                    )
         return analytics
 
     # --- internals -----------------------------------------------------------------------------
