@@ -88,6 +88,18 @@ class IndicatorsConfig(_Section, frozen=True):
     snapshots_kept: Annotated[int, msgspec.Meta(ge=1)] = 5
 
 
+class ChainsConfig(_Section, frozen=True):
+    """``[chains]``: live option chains (matrix, analytics, persistence)."""
+
+    enabled: bool = True
+    interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    persist_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    strikes_each_side: Annotated[int, msgspec.Meta(ge=1)] = 20
+    rate: float | None = None  # None: the simulator's rate on the sim feed, NSE's 10 % otherwise
+    diff_pos_threshold: Annotated[float, msgspec.Meta(ge=0)] = 3.0  # rupees (seed default)
+    diff_neg_threshold: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -99,6 +111,7 @@ class AppConfig(_Section, frozen=True):
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
     indicators: IndicatorsConfig = IndicatorsConfig()
+    chains: ChainsConfig = ChainsConfig()
     log: LogConfig = LogConfig()
 
 

@@ -43,6 +43,10 @@ def build_layers(cfg: Any) -> list[Any]:
         from mandi.services.indicators import IndicatorLayer
 
         layers.append(IndicatorLayer(cfg.indicators))
+    if cfg.chains.enabled:
+        from mandi.services.chains import ChainLayer
+
+        layers.append(ChainLayer(cfg.chains))
     return layers
 
 

@@ -73,6 +73,56 @@ MIGRATIONS: list[tuple[str, str]] = [
             state BLOB NOT NULL
         );
     """),
+    # The seed's OI-tracker tables (seed 001 §4), plus the columns a multi-underlying platform
+    # needs (underlying, expiry, volume, change in OI, bid/ask, IV). Times are int ns UTC, strikes
+    # and prices int paise, OI and volume in shares; pct_change_* in percent.
+    ("0003_option_chains", """
+        CREATE TABLE IF NOT EXISTS option_chain_snapshots (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            timestamp INTEGER NOT NULL,
+            exchange TEXT NOT NULL,
+            underlying TEXT NOT NULL,
+            expiry TEXT NOT NULL,
+            strike INTEGER NOT NULL,
+            option_type TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            oi INTEGER NOT NULL,
+            ltp INTEGER NOT NULL,
+            token INTEGER NOT NULL,
+            underlying_price INTEGER NOT NULL,
+            moneyness TEXT NOT NULL,
+            pct_change_3m REAL,
+            pct_change_5m REAL,
+            pct_change_10m REAL,
+            pct_change_15m REAL,
+            pct_change_30m REAL,
+            volume INTEGER NOT NULL DEFAULT 0,
+            oi_change INTEGER NOT NULL DEFAULT 0,
+            bid INTEGER NOT NULL DEFAULT 0,
+            ask INTEGER NOT NULL DEFAULT 0,
+            iv REAL,
+            lot_size INTEGER NOT NULL DEFAULT 1,
+            source TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            UNIQUE (timestamp, underlying, expiry, strike, option_type)
+        );
+        CREATE INDEX IF NOT EXISTS idx_snapshots_exchange_timestamp
+            ON option_chain_snapshots (exchange, timestamp);
+        CREATE INDEX IF NOT EXISTS idx_snapshots_token ON option_chain_snapshots (token);
+        CREATE INDEX IF NOT EXISTS idx_snapshots_moneyness
+            ON option_chain_snapshots (exchange, moneyness, timestamp);
+        CREATE INDEX IF NOT EXISTS idx_snapshots_underlying_price
+            ON option_chain_snapshots (exchange, timestamp, underlying_price);
+        CREATE INDEX IF NOT EXISTS idx_snapshots_underlying
+            ON option_chain_snapshots (underlying, expiry, timestamp);
+        CREATE TABLE IF NOT EXISTS exchange_metadata (
+            exchange TEXT PRIMARY KEY,
+            last_update_time INTEGER NOT NULL,
+            last_atm_strike INTEGER NOT NULL,
+            last_underlying_price INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+    """),
 ]
 
 # Tables with a time column, for stats and retention: table -> column (int ns).
@@ -82,6 +132,7 @@ TIME_COLUMNS: dict[str, str] = {
     "system_events": "timestamp",
     "indicator_values": "bucket",
     "indicator_snapshots": "timestamp",
+    "option_chain_snapshots": "timestamp",
 }
 
 # Append-only tables whose rowid order is time order (no time index; see the module doc).

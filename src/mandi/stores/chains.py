@@ -1,0 +1,179 @@
+"""Option-chain snapshots in SQLite: the seed's ``option_chain_snapshots`` and
+``exchange_metadata`` tables and helpers (``get_previous_close_price``, ``cleanup_old_data``,
+``get_database_stats``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from mandi.core.calendar import session_anchor_ns
+from mandi.core.clock import NS_PER_SECOND
+from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
+from mandi.stores.sqlite import cleanup, table_stats
+
+SNAPSHOT_SQL = (
+    "INSERT INTO option_chain_snapshots (timestamp, exchange, underlying, expiry, strike, "
+    "option_type, symbol, oi, ltp, token, underlying_price, moneyness, pct_change_3m, "
+    "pct_change_5m, pct_change_10m, pct_change_15m, pct_change_30m, volume, oi_change, bid, ask, "
+    "iv, lot_size, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (timestamp, underlying, expiry, strike, option_type) DO NOTHING"
+)
+METADATA_SQL = (
+    "INSERT INTO exchange_metadata VALUES (?,?,?,?,?) ON CONFLICT (exchange) DO UPDATE SET "
+    "last_update_time=excluded.last_update_time, last_atm_strike=excluded.last_atm_strike, "
+    "last_underlying_price=excluded.last_underlying_price, updated_at=excluded.updated_at"
+)
+WINDOWS = (3, 5, 10, 15, 30)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def snapshot_rows(snap: ChainSnapshot, analytics: Any | None, created_ns: int
+                  ) -> list[tuple[Any, ...]]:
+    """Rows of ``option_chain_snapshots`` for one snapshot; ``analytics`` (a
+    :class:`~mandi.options.chain.ChainAnalytics` of the same snapshot) supplies moneyness and
+    the OI % windows for the strikes of its window."""
+    per_strike: dict[tuple[int, str], tuple[str, list[float | None]]] = {}
+    if analytics is not None:
+        windows = list(analytics.oi_windows_minutes)
+        for side_i, side in enumerate(("CE", "PE")):
+            labels = analytics.moneyness_labels(side)
+            for j, k in enumerate(analytics.strikes):
+                if not math.isfinite(k):
+                    continue
+                pct = [_num(analytics.oi_change_pct[windows.index(w), side_i, j])
+                       if w in windows else None for w in WINDOWS]
+                per_strike[(round(k * 100), side)] = (labels[j], pct)
+    out = []
+    spot = snap.underlying_price
+    for row in snap.rows:
+        for side, q in (("CE", row.call), ("PE", row.put)):
+            if q is None:
+                continue
+            label, pct = per_strike.get((row.strike, side), (None, [None] * len(WINDOWS)))
+            if label is None:  # outside the analytics window: classify directly
+                itm = row.strike < spot if side == "CE" else row.strike > spot
+                label = "ITM" if itm else "OTM"
+            out.append((snap.ts_event, snap.exchange, snap.underlying, snap.expiry.isoformat(),
+                        row.strike, side, q.symbol, q.oi, q.ltp, q.token, spot, label, *pct,
+                        q.volume, q.oi_change, q.bid, q.ask, _num(q.iv), snap.lot_size,
+                        snap.source, created_ns))
+    return out
+
+
+def metadata_row(snap: ChainSnapshot, atm_strike_paise: int, now_ns: int) -> tuple[Any, ...]:
+    return (snap.exchange, snap.ts_event, atm_strike_paise, snap.underlying_price, now_ns)
+
+
+def load_snapshots(con: sqlite3.Connection, start_ns: int, end_ns: int = 1 << 62,
+                   underlying: str | None = None,
+                   expiry: dt.date | None = None) -> list[ChainSnapshot]:
+    """Stored snapshots in time order (bid/ask, volume and OI as stored)."""
+    sql = ("SELECT timestamp, exchange, underlying, expiry, strike, option_type, symbol, oi, ltp, "
+           "token, underlying_price, volume, oi_change, bid, ask, iv, lot_size, source "
+           "FROM option_chain_snapshots WHERE timestamp >= ? AND timestamp < ?")
+    args: list[Any] = [start_ns, end_ns]
+    if underlying is not None:
+        sql += " AND underlying = ?"
+        args.append(underlying)
+    if expiry is not None:
+        sql += " AND expiry = ?"
+        args.append(expiry.isoformat())
+    sql += " ORDER BY timestamp, underlying, expiry, strike, option_type"
+    groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for (ts, ex, und, exp, strike, side, sym, oi, ltp, token, spot, vol, doi, bid, ask, iv, lot,
+         src) in con.execute(sql, args):
+        g = groups.setdefault((ts, und, exp), {"exchange": ex, "spot": spot, "lot": lot,
+                                               "source": src, "rows": {}})
+        q = OptionQuote(ltp, bid, ask, vol, oi, doi, token, sym, math.nan if iv is None else iv)
+        g["rows"].setdefault(strike, [None, None])[0 if side == "CE" else 1] = q
+    return [ChainSnapshot(und, g["exchange"], dt.date.fromisoformat(exp), ts, g["spot"],
+                          tuple(ChainRow(k, *v) for k, v in sorted(g["rows"].items())),
+                          g["lot"], g["source"])
+            for (ts, und, exp), g in groups.items()]
+
+
+def latest_snapshot(con: sqlite3.Connection, underlying: str,
+                    expiry: dt.date | None = None) -> ChainSnapshot | None:
+    """The newest stored snapshot of ``underlying`` (nearest stored expiry unless given)."""
+    args: list[Any] = [underlying]
+    where = "underlying = ?"
+    if expiry is not None:
+        where += " AND expiry = ?"
+        args.append(expiry.isoformat())
+    row = con.execute(f"SELECT max(timestamp) FROM option_chain_snapshots WHERE {where}",
+                      args).fetchone()
+    if row is None or row[0] is None:
+        return None
+    ts = int(row[0])
+    snaps = load_snapshots(con, ts, ts + 1, underlying, expiry)
+    return min(snaps, key=lambda s: s.expiry) if snaps else None
+
+
+def expiries(con: sqlite3.Connection, underlying: str) -> list[dt.date]:
+    return [dt.date.fromisoformat(r[0]) for r in con.execute(
+        "SELECT DISTINCT expiry FROM option_chain_snapshots WHERE underlying = ? ORDER BY 1",
+        (underlying,))]
+
+
+def get_previous_close_price(con: sqlite3.Connection, exchange: str,
+                             now_ns: int, underlying: str | None = None) -> int | None:
+    """The underlying price (paise) of the last snapshot before today's session (IST)."""
+    today_start = session_anchor_ns(now_ns) - 9 * 3600 * NS_PER_SECOND - 15 * 60 * NS_PER_SECOND
+    sql = "SELECT underlying_price FROM option_chain_snapshots WHERE exchange = ? AND timestamp < ?"
+    args: list[Any] = [exchange, today_start]
+    if underlying is not None:
+        sql += " AND underlying = ?"
+        args.append(underlying)
+    row = con.execute(sql + " ORDER BY timestamp DESC LIMIT 1", args).fetchone()
+    return None if row is None else int(row[0])
+
+
+def cleanup_old_data(con: sqlite3.Connection, days: int, now_ns: int) -> dict[str, int]:
+    """The seed helper: delete data older than ``days`` days (every time-keyed table)."""
+    return cleanup(con, days, now_ns)
+
+
+def get_database_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
+    """The seed helper: record counts, file size, and the exchange metadata."""
+    stats = table_stats(con, path)
+    stats["exchange_metadata"] = [
+        {"exchange": ex, "last_update_time": ts, "last_atm_strike": atm,
+         "last_underlying_price": px}
+        for ex, ts, atm, px, _ in con.execute("SELECT * FROM exchange_metadata ORDER BY 1")]
+    return stats
+
+
+def today_start_ns(now_ns: int) -> int:
+    """Midnight IST of the day of ``now_ns``, in ns UTC."""
+    return session_anchor_ns(now_ns) - (9 * 3600 + 15 * 60) * NS_PER_SECOND
+
+
+def store_snapshots(con: sqlite3.Connection, snaps: Iterable[ChainSnapshot],
+                    analytics: Iterable[Any | None], now_ns: int) -> int:
+    """Write snapshots (and the exchange metadata) in one transaction; returns rows written."""
+    n = 0
+    con.execute("BEGIN")
+    try:
+        for snap, a in zip(snaps, analytics, strict=True):
+            rows = snapshot_rows(snap, a, now_ns)
+            con.executemany(SNAPSHOT_SQL, rows)
+            n += len(rows)
+            con.execute(METADATA_SQL, metadata_row(snap, atm_paise(a), now_ns))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return n
+
+
+def atm_paise(analytics: Any | None) -> int:
+    if analytics is None or not math.isfinite(analytics.atm_strike):
+        return 0
+    return round(analytics.atm_strike * 100)
