@@ -124,6 +124,7 @@ def tickserver(
         pass
 
 
+from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
 
 
