@@ -110,7 +110,7 @@ _MIN_RATIONAL_CUBIC_R = -(1.0 - math.sqrt(DBL_EPSILON))
 # --- normalised Black ------------------------------------------------------------------------
 @nb.njit(**JIT)
 def _asymptotic(h: float, t: float) -> float:
-    """b(x, s) for h + t ≤ −9.8: Σ_k (−1)^k (2k−1)!! (p^(2k+1) − q^(2k+1)), p = −1/(h+t),
+    """Ψ(h+t) − Ψ(h−t) for h + t ≤ −9.8: Σ_k (−1)^k (2k−1)!! (p^(2k+1) − q^(2k+1)), p = −1/(h+t),
     q = 1/(t−h). The differences D_n = p^n − q^n follow D_(n+2) = p²·D_n + q^n·(p² − q²)
     with only positive terms, so no cancellation even when t ≪ |h|."""
     u = -(h + t)
@@ -132,12 +132,12 @@ def _asymptotic(h: float, t: float) -> float:
         total += term
         if abs(term) <= 1e-17 * abs(total):
             break
-    return ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t)) * total
+    return total
 
 
 @nb.njit(**JIT)
 def _small_t(h: float, t: float) -> float:
-    """b(x, s) for t < 0.21 by the Taylor series of Ψ(h+t) − Ψ(h−t) in t."""
+    """Ψ(h+t) − Ψ(h−t) for t < 0.21 by its Taylor series in t."""
     a = 1.0 + h * SQRT_PI_OVER_TWO * erfcx(-ONE_OVER_SQRT_TWO * h)
     h2 = h * h
     w = t * t
@@ -149,45 +149,59 @@ def _small_t(h: float, t: float) -> float:
             ca = ca * h2 + SERIES_A[k, j]
             cb = cb * h2 + SERIES_B[k, j]
         total = total * w + (ca + cb * a)
-    return ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h2 + w)) * 2.0 * t * total
+    return 2.0 * t * total
+
+
+@nb.njit(**JIT)
+def normalised_otm_and_vega(x: float, s: float) -> tuple[float, float]:
+    """b(x, s) of an out-of-the-money call (``x ≤ 0``, ``s ≥ 0``) and its vega ∂b/∂s, which
+    share the factor φ(h)·exp(−t²/2) = exp(−(h² + t²)/2)/√(2π)."""
+    if s <= 0.0 or x < HUGE_NEGATIVE_X:
+        return 0.0, (ONE_OVER_SQRT_TWO_PI if x == 0.0 and s <= 0.0 else 0.0)
+    h = x / s
+    t = 0.5 * s
+    vega = ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t))
+    if h + t < ASYMPTOTIC_LIMIT:
+        return vega * _asymptotic(h, t), vega
+    if t < SMALL_T_LIMIT:
+        return vega * _small_t(h, t), vega
+    if h + t > NORMAL_CDF_LIMIT:
+        b = math.exp(0.5 * x) * norm_cdf(h + t) - math.exp(-0.5 * x) * norm_cdf(h - t)
+        return b, vega
+    # ½·exp(−(h²+t²)/2) = vega·√(π/2)
+    bracket = erfcx(-ONE_OVER_SQRT_TWO * (h + t)) - erfcx(-ONE_OVER_SQRT_TWO * (h - t))
+    return vega * SQRT_PI_OVER_TWO * bracket, vega
 
 
 @nb.njit(**JIT)
 def normalised_otm(x: float, s: float) -> float:
     """b(x, s) of an out-of-the-money call, ``x ≤ 0``, ``s ≥ 0``."""
-    if s <= 0.0 or x < HUGE_NEGATIVE_X:
-        return 0.0
-    h = x / s
-    t = 0.5 * s
-    if h + t < ASYMPTOTIC_LIMIT:
-        return _asymptotic(h, t)
-    if t < SMALL_T_LIMIT:
-        return _small_t(h, t)
-    if h + t > NORMAL_CDF_LIMIT:
-        return math.exp(0.5 * x) * norm_cdf(h + t) - math.exp(-0.5 * x) * norm_cdf(h - t)
-    return (
-        0.5
-        * math.exp(-0.5 * (h * h + t * t))
-        * (erfcx(-ONE_OVER_SQRT_TWO * (h + t)) - erfcx(-ONE_OVER_SQRT_TWO * (h - t)))
-    )
+    return normalised_otm_and_vega(x, s)[0]
 
 
 @nb.njit(**JIT)
-def complementary_otm(x: float, s: float) -> float:
-    """b_max − b(x, s) = exp(x/2)·Φ(−h−t) + exp(−x/2)·Φ(h−t) for ``x ≤ 0``: a sum of positive
-    terms, accurate where b is close to its upper bound b_max = exp(x/2)."""
+def complementary_otm_and_vega(x: float, s: float) -> tuple[float, float]:
+    """b_max − b(x, s) = exp(x/2)·Φ(−h−t) + exp(−x/2)·Φ(h−t) for ``x ≤ 0`` (a sum of
+    positive terms, accurate where b is close to its upper bound b_max = exp(x/2)), and ∂b/∂s."""
     if s <= 0.0:
-        return math.exp(0.5 * x)
+        return math.exp(0.5 * x), (ONE_OVER_SQRT_TWO_PI if x == 0.0 else 0.0)
     h = x / s
     t = 0.5 * s
-    prefactor = 0.5 * math.exp(-0.5 * (h * h + t * t))
+    vega = ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * (h * h + t * t))
+    prefactor = vega * SQRT_PI_OVER_TWO  # ½·exp(−(h²+t²)/2)
     # exp(−x/2)·Φ(h−t) = ½·exp(−(h²+t²)/2)·erfcx((t−h)/√2); t − h ≥ 0 so no overflow.
     second = prefactor * erfcx(ONE_OVER_SQRT_TWO * (t - h))
     if h + t >= 0.0:
         first = prefactor * erfcx(ONE_OVER_SQRT_TWO * (h + t))
     else:
         first = math.exp(0.5 * x) * norm_cdf(-(h + t))
-    return first + second
+    return first + second, vega
+
+
+@nb.njit(**JIT)
+def complementary_otm(x: float, s: float) -> float:
+    """b_max − b(x, s) for ``x ≤ 0`` (see :func:`complementary_otm_and_vega`)."""
+    return complementary_otm_and_vega(x, s)[0]
 
 
 @nb.njit(**JIT)
@@ -326,11 +340,10 @@ def solve_total_vol(x: float, beta: float, cbeta: float) -> float:
     """
     b_max = math.exp(0.5 * x)
     s_c = math.sqrt(-2.0 * x)
-    b_c = normalised_otm(x, s_c)
-    v_c = normalised_vega(x, s_c)
+    b_c, v_c = normalised_otm_and_vega(x, s_c)
     if beta < b_c:
         s_l = s_c - b_c / v_c
-        b_l = normalised_otm(x, s_l)
+        b_l, v_l = normalised_otm_and_vega(x, s_l)
         if beta < b_l:
             f_l, fp_l, fpp_l = _f_lower(x, s_l)
             r = _r_fit_right(b_l, 0.0, f_l, 1.0, fp_l, fpp_l)
@@ -342,7 +355,6 @@ def solve_total_vol(x: float, beta: float, cbeta: float) -> float:
             s = _f_lower_inverse(x, f)
             branch = _LOWER
         else:
-            v_l = normalised_vega(x, s_l)
             h = b_c - b_l
             d_l = 1.0 / v_l
             d_r = 1.0 / v_c
@@ -353,9 +365,8 @@ def solve_total_vol(x: float, beta: float, cbeta: float) -> float:
             branch = _MIDDLE
     else:
         s_u = s_c + (b_max - b_c) / v_c if v_c > DBL_MIN else DBL_MAX
-        b_u = normalised_otm(x, s_u)
+        b_u, v_u = normalised_otm_and_vega(x, s_u)
         if beta <= b_u:
-            v_u = normalised_vega(x, s_u)
             h = b_u - b_c
             d_l = 1.0 / v_c
             d_r = 1.0 / v_u
@@ -394,14 +405,18 @@ def _householder(x: float, beta: float, cbeta: float, s: float, branch: int) -> 
     log_beta = math.log(beta) if branch == _LOWER else 0.0
     log_cbeta = math.log(cbeta) if branch == _UPPER else 0.0
     for _ in range(ITERATIONS):
-        vega = normalised_vega(x, s)
+        if branch == _UPPER:
+            bc, vega = complementary_otm_and_vega(x, s)
+            b = 0.0
+        else:
+            b, vega = normalised_otm_and_vega(x, s)
+            bc = 0.0
         if not vega > 0.0:
             break
         x2_over_s2 = (x / s) * (x / s)
         b2 = x2_over_s2 / s - 0.25 * s  # b''/b'
         b3 = b2 * b2 - 3.0 * x2_over_s2 / (s * s) - 0.25  # b'''/b'
         if branch == _LOWER:
-            b = normalised_otm(x, s)
             if not b > 0.0:
                 break
             log_b = math.log(b)
@@ -412,7 +427,6 @@ def _householder(x: float, beta: float, cbeta: float, s: float, branch: int) -> 
             h3 = (2.0 * log_b * log_b + 6.0 * log_b + 6.0) / (log_b * log_b) * r1 * r1
             h3 += -3.0 * c * r1 * b2 + b3
         elif branch == _UPPER:
-            bc = complementary_otm(x, s)
             if not bc > 0.0:
                 break
             r1 = vega / bc
@@ -420,7 +434,6 @@ def _householder(x: float, beta: float, cbeta: float, s: float, branch: int) -> 
             h2 = r1 + b2
             h3 = 2.0 * r1 * r1 + 3.0 * r1 * b2 + b3
         else:
-            b = normalised_otm(x, s)
             nu = (beta - b) / vega
             h2 = b2
             h3 = b3

@@ -39,6 +39,43 @@ _TOTALS = (
 
 
 @nb.njit(**JIT)
+def to_rupees_and_contracts(raw, lot):  # type: ignore[no-untyped-def]
+    """In place: strikes and prices paise → rupees, quantities shares → contracts."""
+    inv_lot = 1.0 / lot
+    for i in range(raw.shape[0]):
+        raw[i, 0] *= 0.01
+        for side in range(2):
+            c = 1 + 6 * side
+            raw[i, c] *= 0.01
+            raw[i, c + 1] *= 0.01
+            raw[i, c + 2] *= 0.01
+            raw[i, c + 3] *= inv_lot
+            raw[i, c + 4] *= inv_lot
+            raw[i, c + 5] *= inv_lot
+
+
+@nb.njit(**JIT)
+def slots_at_or_before(times, head, count, targets, out):  # type: ignore[no-untyped-def]
+    """For each target time the ring slot of the newest entry at or before it (−1: none).
+    Entries are in time order from slot ``head`` backwards over ``count`` slots."""
+    capacity = times.size
+    for w in range(targets.size):
+        target = targets[w]
+        out[w] = -1
+        if count == 0 or times[(head - count + 1) % capacity] > target:
+            continue
+        lo = 0  # ages: 0 newest … count − 1 oldest; times fall with age
+        hi = count - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if times[(head - mid) % capacity] <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        out[w] = (head - lo) % capacity
+
+
+@nb.njit(**JIT)
 def _positive_or_nan(v: float) -> float:
     return v if v > 0.0 else math.nan
 

@@ -386,8 +386,7 @@ class ChainMatrix:
             return None
 
         raw = _rows_to_array(snapshot)  # (n, 13): strike, CE×6, PE×6 (paise / shares)
-        raw[:, (0, 1, 2, 3, 7, 8, 9)] /= 100.0  # strikes and prices → rupees
-        raw[:, (4, 5, 6, 10, 11, 12)] /= snapshot.lot_size  # shares → contracts
+        _k.to_rupees_and_contracts(raw, float(snapshot.lot_size))
         strikes = raw[:, _R_STRIKE]
         spot = snapshot.underlying_price / 100.0
         t = (ist_ns(snapshot.expiry, EXPIRY_TIME) - ts) / NS_PER_YEAR
@@ -430,9 +429,8 @@ class ChainMatrix:
         )
         buf.strikes[slot] = grid
         buf.times[slot] = ts
-        found = np.array(
-            [buf.slot_at_or_before(ts - int(w)) for w in self._windows_ns], dtype=np.int64
-        )
+        found = np.empty(len(self._windows_ns), dtype=np.int64)
+        _k.slots_at_or_before(buf.times, buf.head, buf.count, ts - self._windows_ns, found)
         found[found == slot] = -1  # the slot being written is never its own reference
         pct = np.full((len(found), 2, cfg.width), np.nan)
         if (found >= 0).any():
