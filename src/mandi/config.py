@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from mandi.core.errors import ConfigError
+from mandi.execution.config import TradingConfig
+from mandi.risk.config import RiskConfig
+from mandi.strategy.config import StrategySpec
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,6 +116,9 @@ class AppConfig(_Section, frozen=True):
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
     log: LogConfig = LogConfig()
+    trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)
+    risk: RiskConfig = RiskConfig()  # [risk]: limits, sizing, exits
+    strategies: tuple[StrategySpec, ...] | None = None  # [[strategies]]; None = the defaults
 
 
 ENV_PREFIX = "MANDI_"

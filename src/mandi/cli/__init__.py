@@ -14,8 +14,11 @@ import typer
 
 from mandi.core.errors import MandiError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="mandi: event-driven trading and options analytics for NSE and BSE.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mandi: event-driven trading and options analytics for NSE and BSE.",
+)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="mandi.toml to read.")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLite database file.")]
@@ -47,6 +50,9 @@ def build_layers(cfg: Any) -> list[Any]:
         from mandi.services.chains import ChainLayer
 
         layers.append(ChainLayer(cfg.chains))
+    from mandi.services.trading import TradingLayer  # strategies → risk → orders (run.mode)
+
+    layers.append(TradingLayer(cfg))
     return layers
 
 
@@ -56,39 +62,52 @@ def run(
     feed: Annotated[str | None, typer.Option(help="'sim' or a tickserver ws:// URL.")] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Wall seconds to run (0 = no limit).")]
-    = None,
-    until: Annotated[str | None, typer.Option(help="Stop at this IST exchange time HH:MM.")]
-    = None,
-    days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")]
-    = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Wall seconds to run (0 = no limit).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Stop at this IST exchange time HH:MM.")] = None,
+    days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")] = None,
     db: DbOpt = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
     date: Annotated[str | None, typer.Option(help="Simulated trading date YYYY-MM-DD.")] = None,
-    resume: Annotated[bool | None, typer.Option(help="Continue what the database holds.")]
-    = None,
-    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="Do not serve the web "
-                                               "dashboard.")] = False,
+    resume: Annotated[bool | None, typer.Option(help="Continue what the database holds.")] = None,
+    no_dashboard: Annotated[
+        bool, typer.Option("--no-dashboard", help="Do not serve the web dashboard.")
+    ] = False,
     port: Annotated[int | None, typer.Option(help="Dashboard/API port.")] = None,
-    status_interval: Annotated[float | None, typer.Option(help="Status refresh, seconds.")]
-    = None,
+    status_interval: Annotated[float | None, typer.Option(help="Status refresh, seconds.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG | INFO | WARNING | ERROR.")]
-    = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG | INFO | WARNING | ERROR.")] = None,
 ) -> None:
     """Run the whole platform in one process: feed → candles → SQLite (+ status)."""
-    cfg = load(config, {
-        "run.feed": feed, "run.mode": mode, "run.speed": speed, "run.duration": duration,
-        "run.until": until, "run.days": days, "store.db": db, "sim.seed": seed,
-        "sim.date": date, "run.resume": resume, "run.dashboard": False if no_dashboard else None,
-        "run.port": port, "run.status_interval": status_interval,
-        "log.json": True if log_json else None, "log.level": log_level,
-    })
+    cfg = load(
+        config,
+        {
+            "run.feed": feed,
+            "run.mode": mode,
+            "run.speed": speed,
+            "run.duration": duration,
+            "run.until": until,
+            "run.days": days,
+            "store.db": db,
+            "sim.seed": seed,
+            "sim.date": date,
+            "run.resume": resume,
+            "run.dashboard": False if no_dashboard else None,
+            "run.port": port,
+            "run.status_interval": status_interval,
+            "log.json": True if log_json else None,
+            "log.level": log_level,
+        },
+    )
     from mandi.logs import setup_logging
     from mandi.services.node import MarketNode
 
     setup_logging(cfg.log.level, cfg.log.json)
     try:
+        from mandi.services.trading import prepare_config
+
+        cfg = prepare_config(cfg)  # the candle timeframes the strategies need
         node = MarketNode(cfg, layers=build_layers(cfg))
         code = asyncio.run(node.run())
     except MandiError as e:
@@ -104,14 +123,11 @@ def tickserver(
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
     date: Annotated[str | None, typer.Option(help="Simulated trading date YYYY-MM-DD.")] = None,
-    days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")]
-    = None,
-    wait: Annotated[bool, typer.Option(help="Open the market at the first subscription.")]
-    = True,
+    days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")] = None,
+    wait: Annotated[bool, typer.Option(help="Open the market at the first subscription.")] = True,
 ) -> None:
     """Serve the simulated exchange over WebSocket (JSON; see docs/tickserver.md)."""
-    cfg = load(config, {"run.speed": speed, "sim.seed": seed, "sim.date": date,
-                         "run.days": days})
+    cfg = load(config, {"run.speed": speed, "sim.seed": seed, "sim.date": date, "run.days": days})
     from mandi.feeds.tickserver import serve
     from mandi.logs import setup_logging
 
@@ -126,6 +142,7 @@ def tickserver(
 
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
+from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
 
 
 def main() -> None:
@@ -134,4 +151,3 @@ def main() -> None:
     except MandiError as e:  # pragma: no cover - safety net
         typer.echo(f"mandi: {e}", err=True)
         sys.exit(2)
-

@@ -28,7 +28,8 @@ def status_snapshot(node: MarketNode) -> dict[str, Any]:
     indices = {i.symbol: s.last_price.get(i.token) for i in node.master if isinstance(i, Index)}
     return {
         "exchange_time": ist_datetime(s.exchange_time_ns).strftime("%Y-%m-%d %H:%M:%S")
-        if s.exchange_time_ns else "-",
+        if s.exchange_time_ns
+        else "-",
         "ticks_in": s.ticks_in,
         "ticks_per_s": s.ticks_per_s,
         "candles_confirmed": dict(sorted(s.candles_confirmed.items())),
@@ -42,41 +43,121 @@ def status_snapshot(node: MarketNode) -> dict[str, Any]:
         "writer_errors": w.errors,
         "last_flush_ms": w.last_flush_ms,
         "indices": {k: v for k, v in indices.items() if v is not None},
+        "trading": _trading_status(node),
     }
 
 
+def _trading_status(node: MarketNode) -> dict[str, Any] | None:
+    """The trading layer's signals, positions, P&L and risk denials (None without one)."""
+    layer = next((x for x in node.layers if getattr(x, "name", "") == "trading"), None)
+    status = getattr(layer, "status", None)
+    return status() if callable(status) else None
+
+
 def render(snap: dict[str, Any]) -> Table:
-    t = Table(title=f"mandi · exchange time {snap['exchange_time']} IST", show_header=False,
-              expand=False)
+    t = Table(
+        title=f"mandi · exchange time {snap['exchange_time']} IST", show_header=False, expand=False
+    )
     t.add_column("what", style="bold")
     t.add_column("value")
     t.add_row("ticks", f"{snap['ticks_in']:,}  ({snap['ticks_per_s']:,.0f}/s)")
-    t.add_row("candles confirmed",
-              "  ".join(f"{tf}s: {n:,}" for tf, n in snap["candles_confirmed"].items()) or "-")
-    t.add_row("rows written", "  ".join(f"{k}: {v:,}" for k, v in snap["rows_written"].items())
-              or "-")
-    t.add_row("queues", f"ticks {snap['tick_queue']}  writer {snap['writer_pending_rows']} rows"
-                        f"  (last flush {snap['last_flush_ms']:.1f} ms)")
+    t.add_row(
+        "candles confirmed",
+        "  ".join(f"{tf}s: {n:,}" for tf, n in snap["candles_confirmed"].items()) or "-",
+    )
+    t.add_row(
+        "rows written", "  ".join(f"{k}: {v:,}" for k, v in snap["rows_written"].items()) or "-"
+    )
+    t.add_row(
+        "queues",
+        f"ticks {snap['tick_queue']}  writer {snap['writer_pending_rows']} rows"
+        f"  (last flush {snap['last_flush_ms']:.1f} ms)",
+    )
     drops = snap["dropped_queue_ticks"] + snap["dropped_writer_rows"]
-    t.add_row("drops", f"[{'red' if drops else 'green'}]{drops}[/] "
-                       f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})")
+    t.add_row(
+        "drops",
+        f"[{'red' if drops else 'green'}]{drops}[/] "
+        f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})",
+    )
     rej = snap["rejected_ticks"]
     t.add_row("rejected ticks", ", ".join(f"{k} {v}" for k, v in rej.items()) or "0")
     if snap["handler_errors"] or snap["writer_errors"]:
-        t.add_row("errors", f"[red]handlers {snap['handler_errors']}, "
-                            f"writer {snap['writer_errors']}[/]")
+        t.add_row(
+            "errors", f"[red]handlers {snap['handler_errors']}, writer {snap['writer_errors']}[/]"
+        )
     for sym, p in snap["indices"].items():
         t.add_row(sym, format_inr(p).replace("₹", "") if sym == "INDIA VIX" else format_inr(p))
+    tr = snap.get("trading")
+    if tr:
+        _render_trading(t, tr)
     return t
+
+
+def _render_trading(t: Table, tr: dict[str, Any]) -> None:
+    halted = f"  [red bold]HALTED[/] ({tr['halt_reason']})" if tr["halted"] else ""
+    t.add_row("trading", f"{tr['mode']} mode, {tr['strategies']} strategies{halted}")
+    t.add_row(
+        "signals",
+        f"{tr['signals']:,}  (duplicates {tr['signal_duplicates']})"
+        + (f"  last: {tr['last_signal']}" if tr["last_signal"] else ""),
+    )
+    t.add_row(
+        "orders",
+        f"sent {tr['orders_sent']:,}  fills {tr['fills']:,}  queued "
+        f"{tr['orders_queued']}"
+        + (f"  logged-only {tr['logged_trades']}" if tr["logged_trades"] else ""),
+    )
+    pnl = tr["day_pnl"]
+    t.add_row(
+        "P&L today",
+        f"[{'green' if pnl >= 0 else 'red'}]{format_inr(pnl)}[/]  (realized "
+        f"{format_inr(tr['realized_pnl'])}, unrealized "
+        f"{format_inr(tr['unrealized_pnl'])}, charges "
+        f"{format_inr(tr['charges'])})",
+    )
+    ps = tr["open_positions"]
+    t.add_row("open positions", str(len(ps)) if ps else "0")
+    for p in ps:
+        t.add_row(
+            f"  {p['symbol']}",
+            f"{p['quantity']:+,} @ {format_inr(p['entry'])} → "
+            f"{format_inr(p['ltp'])}  P&L {format_inr(p['pnl'])}  "
+            f"({p['strategy']})",
+        )
+    den = tr["denials"]
+    t.add_row(
+        "risk denials",
+        (", ".join(f"{k} {v}" for k, v in sorted(den.items())) or "0")
+        + (f"  last: {tr['last_denial'][:70]}" if tr["last_denial"] else ""),
+    )
+    if tr["strategy_errors"]:
+        t.add_row(
+            "strategy errors",
+            "[red]" + ", ".join(f"{k} {v}" for k, v in tr["strategy_errors"].items()) + "[/]",
+        )
 
 
 def one_line(snap: dict[str, Any]) -> str:
     idx = " ".join(f"{k}={v / 100:.2f}" for k, v in snap["indices"].items())
-    return (f"{snap['exchange_time']} ticks={snap['ticks_in']} ({snap['ticks_per_s']:.0f}/s) "
-            f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
-            f"writer={snap['writer_pending_rows']} drops="
-            f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
-            f"rejected={sum(snap['rejected_ticks'].values())} {idx}")
+    return (
+        f"{snap['exchange_time']} ticks={snap['ticks_in']} ({snap['ticks_per_s']:.0f}/s) "
+        f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
+        f"writer={snap['writer_pending_rows']} drops="
+        f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
+        f"rejected={sum(snap['rejected_ticks'].values())} {idx}{_trading_line(snap)}"
+    )
+
+
+def _trading_line(snap: dict[str, Any]) -> str:
+    tr = snap.get("trading")
+    if not tr:
+        return ""
+    return (
+        f" | {tr['mode']}{' HALTED' if tr['halted'] else ''} signals={tr['signals']} "
+        f"orders={tr['orders_sent']} fills={tr['fills']} "
+        f"positions={len(tr['open_positions'])} pnl={tr['day_pnl'] / 100:.2f} "
+        f"denials={sum(tr['denials'].values())}"
+    )
 
 
 class StatusReporter:

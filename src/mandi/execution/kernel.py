@@ -1,0 +1,387 @@
+"""The trading kernel: strategies → signals → risk → execution → portfolio, wired on one bus.
+
+The same object runs behind ``mandi run`` (paper, live or logging-only), the benchmark and the
+backtester; the shell hands it a clock, a bus, the instrument master, a
+:class:`~mandi.execution.ports.TradingStore` and (except in logging-only mode) a
+:class:`~mandi.execution.ports.Broker`.
+
+Start-up order (:meth:`TradingKernel.start`) — nothing acts on a new signal before it is done:
+
+1. restore open positions, open orders, the HALTED latch, today's performance row and the
+   order-rate history from the store;
+2. reconcile every open order with the broker (fills applied, statuses adopted, orders the broker
+   never received re-sent only if still fresh);
+3. warm the strategies up on stored candles (signals suppressed);
+4. subscribe: ``tick:>``, ``chain:>``, the strategies' candle topics, ``signal:>``.
+
+Time-driven work (:meth:`TradingKernel.handle_time`, called on every tick and by the shell's
+timer): paced order sends, the position monitor every ``monitor_interval_s`` (exit rules,
+position MTM events, the circuit breaker), reconciliation of UNKNOWN orders, entry timeouts, and
+chain dispatch to ``on_chain`` strategies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from mandi.bus.memory import MessageBus
+from mandi.core.calendar import ist_date
+from mandi.core.clock import NS_PER_SECOND, Clock
+from mandi.core.money import format_inr
+from mandi.execution.charges import ChargesModel
+from mandi.execution.config import TradingConfig
+from mandi.execution.engine import ExecutionEngine, InFlight, parse_tag
+from mandi.execution.market import MarketState
+from mandi.execution.orders import OrderManager
+from mandi.execution.ports import Broker, TradingStore
+from mandi.model.instruments import AnyInstrument, Equity, InstrumentMaster, Option
+from mandi.model.market import Candle, ChainSnapshot, Tick
+from mandi.model.orders import Intent, Order, OrderStatus
+from mandi.model.trading import PositionUpdated
+from mandi.portfolio.performance import PerformanceTracker
+from mandi.portfolio.positions import Position, PositionBook
+from mandi.risk.config import RiskConfig, RiskLimits
+from mandi.risk.engine import RiskEngine
+from mandi.risk.ratelimit import OrderRateLimiter
+from mandi.signals.manager import SignalManager
+from mandi.strategy.base import Strategy, StrategyContext
+from mandi.strategy.engine import StrategyEngine
+
+log = logging.getLogger(__name__)
+DAY_NS = 86_400 * NS_PER_SECOND
+
+
+class TradingKernel:
+    def __init__(
+        self,
+        *,
+        bus: MessageBus,
+        clock: Clock,
+        master: InstrumentMaster,
+        mode: str,
+        store: TradingStore,
+        broker: Broker | None,
+        trading: TradingConfig | None = None,
+        risk: RiskConfig | None = None,
+        charges: ChargesModel | None = None,
+        disable_after_errors: int = 0,
+    ) -> None:
+        self.bus, self.clock, self.master, self.mode = bus, clock, master, mode
+        self.cfg = trading or TradingConfig()
+        self.limits = RiskLimits.from_config(risk or RiskConfig())
+        self.store = store
+        self.broker = broker if mode != "logging" else None
+        if mode == "logging" and broker is not None:
+            raise ValueError("logging-only mode takes no broker")
+        self.market = MarketState(master)
+        self.book = PositionBook()
+        self.perf = PerformanceTracker(store.load_daily)
+        self.risk = RiskEngine(self.limits, store, bus, clock)
+        self.limiter = OrderRateLimiter(
+            self.limits.orders_per_second, self.limits.orders_per_minute, self.limits.orders_per_day
+        )
+        # a rates file (trading.charges.rates_file) is read by the shell, which passes ``charges``
+        self.charges = charges or ChargesModel(self.cfg.charges)
+        self.orders: OrderManager | None = None
+        if self.broker is not None:
+            self.orders = OrderManager(
+                store=store,
+                broker=self.broker,
+                clock=clock,
+                bus=bus,
+                limiter=self.limiter,
+                master=master,
+                fill_handler=lambda o, f: self.execution.apply_fill(o, f),
+                on_done=lambda o: self.execution.order_done(o),
+                reference_price=self._reference_price,
+                resend_max_age_ns=int(self.cfg.resend_max_age_s * 1e9),
+                max_queued=self.limits.max_queued_orders,
+            )
+        self.execution = ExecutionEngine(
+            mode=mode,
+            cfg=self.cfg,
+            limits=self.limits,
+            store=store,
+            bus=bus,
+            clock=clock,
+            master=master,
+            market=self.market,
+            book=self.book,
+            perf=self.perf,
+            risk=self.risk,
+            orders=self.orders,
+            charges=self.charges,
+        )
+        self.signals = SignalManager(store, bus, clock)
+        self.ctx = StrategyContext(clock, master, self.market, self.book)
+        self.strategies = StrategyEngine(bus, self.ctx, self.signals.emit, disable_after_errors)
+        self.execution.on_fill_hooks.append(self.strategies.handle_fill)
+        self._monitor_ns = int(self.cfg.monitor_interval_s * NS_PER_SECOND)
+        self._reconcile_ns = int(self.cfg.reconcile_interval_s * NS_PER_SECOND)
+        self._entry_timeout_ns = int(self.cfg.entry_timeout_s * NS_PER_SECOND)
+        self._next_monitor = self._next_reconcile = self._next_second = self._next_persist = 0
+        self._next_due = 0
+        self._subs: list[Any] = []
+        self.started = False
+        self.restored = {"positions": 0, "orders": 0, "halted": False}
+
+    def _reference_price(self, o: Order) -> int:
+        t = self.market.ticks.get(o.token)
+        if t is None:
+            return 0
+        touch = t.ask if o.side.sign > 0 else t.bid
+        return touch if touch > 0 else t.price
+
+    def add_strategy(self, strategy: Strategy, symbols: Iterable[str] = ()) -> list[str]:
+        """Attach ``strategy`` to the instruments named by ``symbols`` (or its own); returns the
+        symbols that could not be found (reported, skipped)."""
+        insts: list[AnyInstrument] = list(strategy.instruments)
+        missing = []
+        for sym in symbols:
+            try:
+                insts.append(self.master.by_symbol(sym))
+            except Exception:
+                missing.append(sym)
+        for sym in missing:
+            log.error("strategy %s: unknown symbol %r (skipped)", strategy.id, sym)
+        self.strategies.add(strategy, insts)
+        return missing
+
+    # --- start-up ---------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Positions, orders, the latch and the order-rate history from the store."""
+        self.risk.latch = self.store.load_latch()
+        for rec in self.store.open_positions():
+            inst = self.master.get(rec.token) or _stand_in(rec)
+            self.book.add(Position.from_record(rec, inst))
+        orders = [Order.from_record(r) for r in self.store.open_orders()]
+        if self.orders is not None:
+            self.orders.restore(orders)
+        for o in orders:
+            if o.intent is Intent.ENTRY:
+                src, bias = parse_tag(o.tag)
+                f = self.execution.inflight.get(o.parent_id)
+                if f is None:
+                    f = self.execution.inflight[o.parent_id] = InFlight(
+                        o.parent_id, o.strategy, src, bias, o.token, 0
+                    )
+                f.children.add(o.client_order_id)
+                f.value += o.remaining * max(o.limit_price, self.market.ltp(o.token), 0)
+            else:
+                p = self.book.get(o.position_id)
+                if p is not None:
+                    p.closing = True
+        now = self.clock.now_ns()
+        for segment, ts in self.store.sends_since(now - DAY_NS):
+            self.limiter.record(segment, ts)
+        self.restored = {
+            "positions": self.book.open_count,
+            "orders": len(orders),
+            "halted": self.risk.halted,
+        }
+        if orders or self.book.open_count or self.risk.halted:
+            log.info(
+                "restored %d open positions, %d open orders; latch %s",
+                self.book.open_count,
+                len(orders),
+                f"HALTED ({self.risk.latch.reason})" if self.risk.halted else "clear",
+            )
+
+    def start(self, warm_candles: Iterable[Candle] = ()) -> None:
+        self.restore()
+        if self.orders is not None:
+            self.orders.reconcile_all()
+        n = self.strategies.warm_up(warm_candles)
+        if n:
+            log.info("strategies warmed up on %d stored candles", n)
+        self._subs += [
+            self.bus.subscribe("tick:>", self._on_tick, name="trading.ticks"),
+            self.bus.subscribe("chain:>", self._on_chain, name="trading.chains"),
+            self.bus.subscribe("signal:>", self.execution.handle_signal, name="execution.signals"),
+        ]
+        self.strategies.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.strategies.stop()
+        for s in self._subs:
+            self.bus.unsubscribe(s)
+        self._subs.clear()
+        self.persist_marks()
+        self.started = False
+
+    # --- market data ------------------------------------------------------------------------------
+    def _on_tick(self, topic: str, t: Tick) -> None:
+        self.handle_tick(t)
+
+    def _on_chain(self, topic: str, snap: ChainSnapshot) -> None:
+        if isinstance(snap, ChainSnapshot):
+            self.market.update_chain(snap)
+
+    def handle_tick(self, t: Tick) -> None:
+        self.market.update(t)
+        if self.broker is not None:
+            self.broker.on_market_data(t)
+        if self.book.has_open(t.token):
+            ps = self.book.open_for_token(t.token)
+            for p in ps:
+                p.update_price(t.price, t.ts_event)
+            self.execution.check_exits(ps)
+        self.strategies.handle_tick(t)
+        now = self.clock.now_ns()
+        if now >= self._next_due:
+            self.handle_time(now)
+
+    # --- time -------------------------------------------------------------------------------------
+    def handle_time(self, now: int | None = None) -> None:
+        now = self.clock.now_ns() if now is None else now
+        om = self.orders
+        if om is not None and om.queue:
+            om.pump()
+        if now >= self._next_second:
+            self._next_second = now + NS_PER_SECOND
+            self.strategies.handle_time(now)
+        if now >= self._next_monitor:
+            self._next_monitor = now + self._monitor_ns
+            self.monitor(now)
+        if om is not None and now >= self._next_reconcile:
+            self._next_reconcile = now + self._reconcile_ns
+            om.reconcile_all((OrderStatus.UNKNOWN,))
+            for o in list(om.orders.values()):
+                if (
+                    o.intent is Intent.ENTRY
+                    and o.status.working
+                    and o.status is not OrderStatus.UNKNOWN
+                    and now - o.created_ns > self._entry_timeout_ns
+                ):
+                    om.cancel(
+                        o.client_order_id, f"entry not filled within {self.cfg.entry_timeout_s:g} s"
+                    )
+        if now >= self._next_persist:
+            self._next_persist = now + 60 * NS_PER_SECOND
+            self.persist_marks()
+        due = min(self._next_second, self._next_monitor, self._next_persist)
+        if om is not None:
+            due = min(due, self._next_reconcile)
+            nxt = om.next_send_ns()
+            if nxt is not None:
+                due = min(due, nxt)
+        self._next_due = due
+
+    def monitor(self, now: int) -> None:
+        """Exit rules on every open position, MTM events, the circuit breaker."""
+        open_ps = self.book.open_positions()
+        if open_ps:
+            self.execution.check_exits(open_ps)
+            for p in self.book.open_positions():
+                self.bus.publish("position:updated", PositionUpdated(now, p.to_record()))
+        self.perf.mark(ist_date(now), self.book.unrealized())
+        was = self.risk.halted
+        self.risk.check_breaker(self.execution.day_pnl)
+        if self.risk.halted and not was and self.orders is not None:
+            self.orders.cancel_queued(Intent.ENTRY, "trading halted")
+
+    def persist_marks(self) -> None:
+        """Store the MTM of open positions and today's row (informational; fills are stored as
+        they happen)."""
+        for p in self.book.open_positions():
+            self.store.save_position(p.to_record())
+        if self.clock.now_ns() > 0:
+            self.store.save_daily(self.perf.row(ist_date(self.clock.now_ns())))
+
+    # --- control ----------------------------------------------------------------------------------
+    def halt(self, reason: str, source: str = "kill_switch") -> bool:
+        done = self.risk.halt(reason, source)
+        if done and self.orders is not None:
+            self.orders.cancel_queued(Intent.ENTRY, "trading halted")
+        return done
+
+    def resume(self, reason: str, source: str = "cli") -> bool:
+        return self.risk.resume(reason, source)
+
+    # --- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now_ns()
+        day = ist_date(now) if now > 0 else None
+        realized = self.perf.realized(day) if day else 0
+        unrealized = self.book.unrealized()
+        last = self.signals.last
+        return {
+            "mode": self.mode,
+            "halted": self.risk.halted,
+            "halt_reason": self.risk.latch.reason,
+            "strategies": len(self.strategies.strategies),
+            "signals": self.signals.emitted,
+            "signal_duplicates": self.signals.duplicates + self.execution.duplicates,
+            "last_signal": (
+                f"{last.strategy} {last.action.value} {last.symbol}" if last is not None else ""
+            ),
+            "logged_trades": self.execution.logged,
+            "orders_sent": self.orders.sent if self.orders is not None else 0,
+            "orders_queued": len(self.orders.queue) if self.orders is not None else 0,
+            "fills": self.execution.fills,
+            "open_positions": [
+                {
+                    "strategy": p.strategy,
+                    "symbol": p.symbol,
+                    "quantity": p.quantity * p.direction,
+                    "entry": p.entry_price,
+                    "ltp": p.current_price,
+                    "pnl": p.unrealized(),
+                    "stop_loss": p.stop_loss,
+                    "target": p.target,
+                }
+                for p in self.book.open_positions()
+            ],
+            "realized_pnl": realized,
+            "unrealized_pnl": unrealized,
+            "day_pnl": realized + unrealized,
+            "charges": self.perf.row(day).charges if day else 0,
+            "denials": dict(self.risk.denials),
+            "last_denial": (
+                f"{self.risk.last_denial.rule}: {self.risk.last_denial.reason}"
+                if self.risk.last_denial
+                else ""
+            ),
+            "strategy_errors": dict(self.strategies.errors),
+        }
+
+    def summary(self) -> str:
+        s = self.status()
+        return (
+            f"{s['mode']}: {s['signals']} signals, {s['orders_sent']} orders, {s['fills']} "
+            f"fills, {len(s['open_positions'])} open, day P&L {format_inr(s['day_pnl'])}"
+            f"{' HALTED' if s['halted'] else ''}"
+        )
+
+
+def _stand_in(rec: Any) -> AnyInstrument:
+    """An instrument for a stored position whose contract the master no longer lists."""
+    if rec.option_type:
+        return Option(
+            rec.token,
+            rec.exchange,
+            rec.symbol,
+            rec.underlying,
+            "",
+            rec.lot_size,
+            int(rec.metadata.get("tick_size", 5)),
+            0,
+            underlying=rec.underlying,
+            expiry=rec.expiry,
+            strike=rec.strike,
+            option_type=rec.option_type,
+        )
+    return Equity(
+        rec.token,
+        rec.exchange,
+        rec.symbol,
+        rec.symbol,
+        "",
+        rec.lot_size,
+        int(rec.metadata.get("tick_size", 5)),
+    )

@@ -1,0 +1,373 @@
+"""The order router: order state machines, write-before-send, pacing, broker events and
+reconciliation.
+
+Life of an order here:
+
+1. :meth:`OrderManager.submit` turns an allowed :class:`~mandi.model.orders.SubmitOrder` into
+   child orders (freeze-quantity slices) with deterministic ids, persists them all as ``NEW`` in
+   one transaction (``TradingStore.save_new_orders``), and queues them.
+2. :meth:`OrderManager.pump` sends queued orders as the rate limiter allows (≤ N per second per
+   exchange segment): each is persisted ``SUBMITTED`` *before* ``Broker.place_order`` is called,
+   then ``ACKED``/``REJECTED`` from the answer. An exception while sending makes it ``UNKNOWN``.
+3. Broker events (fills, cancels, rejects) move it on; fills go to the kernel's fill handler.
+4. :meth:`OrderManager.reconcile` settles ``SUBMITTED``/``UNKNOWN`` (and, after a restart, every
+   open) order against the broker's book *before anything is re-sent*: the broker's fills are
+   applied (duplicates ignored), its status adopted; an order the broker never received is sent
+   again with the same client id if still fresh (``resend_max_age_s``), else cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from mandi.bus.memory import MessageBus
+from mandi.core.clock import Clock
+from mandi.core.errors import OrderError
+from mandi.core.ids import stable_id
+from mandi.execution.ports import (
+    Broker,
+    BrokerAck,
+    BrokerEvent,
+    BrokerFill,
+    BrokerOrderUpdate,
+    OrderRequest,
+    TradingStore,
+)
+from mandi.model.instruments import InstrumentMaster
+from mandi.model.orders import (
+    Intent,
+    Order,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderStatus,
+    OrderSubmitted,
+    OrderUnknown,
+    SubmitOrder,
+)
+from mandi.risk.ratelimit import OrderRateLimiter
+
+log = logging.getLogger(__name__)
+S = OrderStatus
+
+
+class OrderManager:
+    def __init__(
+        self,
+        *,
+        store: TradingStore,
+        broker: Broker | None,
+        clock: Clock,
+        bus: MessageBus,
+        limiter: OrderRateLimiter,
+        master: InstrumentMaster,
+        fill_handler: Callable[[Order, BrokerFill], None],
+        on_done: Callable[[Order], None] | None = None,
+        reference_price: Callable[[Order], int] | None = None,
+        resend_max_age_ns: int = 60_000_000_000,
+        max_queued: int = 200,
+    ) -> None:
+        self.store, self.broker, self.clock, self.bus = store, broker, clock, bus
+        self.limiter, self.master = limiter, master
+        self.fill_handler = fill_handler
+        self.on_done = on_done or (lambda o: None)
+        self.reference_price = reference_price or (lambda o: 0)
+        self.resend_max_age_ns = resend_max_age_ns
+        self.max_queued = max_queued
+        self.orders: dict[str, Order] = {}
+        self.queue: deque[Order] = deque()
+        self.sent = 0
+        self.send_times: list[tuple[str, int]] = []  # (segment, ts) of sends, for tests/status
+        self.record_send_times = False
+        if broker is not None:
+            broker.set_event_sink(self.handle_broker_event)
+
+    # --- creating ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        cmd: SubmitOrder,
+        slices: list[int],
+        segment: str,
+        signal_status: tuple[str, str, str] | None = None,
+    ) -> list[Order]:
+        """Persist the child orders of ``cmd`` as NEW and queue them; returns them. Ids already
+        stored (a replayed command) are not created or sent again."""
+        if self.broker is None:
+            raise OrderError("no broker: orders cannot be placed in logging-only mode")
+        if len(self.queue) + len(slices) > self.max_queued:
+            raise OrderError(f"order queue full ({len(self.queue)} waiting)")
+        known = set(self.store.order_ids(cmd.client_order_id))
+        children = []
+        n = len(slices)
+        for i, qty in enumerate(slices):
+            cid = cmd.client_order_id if n == 1 else stable_id(cmd.client_order_id, "slice", i)
+            if cid in known or cid in self.orders:
+                continue
+            children.append(
+                Order(
+                    cid,
+                    token=cmd.token,
+                    exchange=cmd.exchange,
+                    symbol=cmd.symbol,
+                    side=cmd.side,
+                    quantity=qty,
+                    created_ns=cmd.ts_event,
+                    order_type=cmd.order_type,
+                    limit_price=cmd.limit_price,
+                    product=cmd.product,
+                    intent=cmd.intent,
+                    strategy=cmd.strategy,
+                    signal_id=cmd.signal_id,
+                    position_id=cmd.position_id,
+                    parent_id=cmd.client_order_id,
+                    slice_no=i,
+                    slice_count=n,
+                    segment=segment,
+                    tag=cmd.tag,
+                    stop_loss=cmd.stop_loss,
+                    target=cmd.target,
+                )
+            )
+        self.store.save_new_orders([o.to_record() for o in children], signal_status)
+        for o in children:
+            self.orders[o.client_order_id] = o
+            self.queue.append(o)
+        self.pump()
+        return children
+
+    # --- sending ----------------------------------------------------------------------------------
+    def pump(self) -> int:
+        """Send what the rate limiter allows now; returns how many were sent."""
+        if not self.queue:
+            return 0
+        now = self.clock.now_ns()
+        sent = 0
+        blocked: set[str] = set()
+        keep: deque[Order] = deque()
+        while self.queue:
+            o = self.queue.popleft()
+            if o.status is not S.NEW and o.status is not S.UNKNOWN:
+                continue  # cancelled while waiting
+            if o.segment in blocked or not self.limiter.try_acquire(o.segment, now):
+                blocked.add(o.segment)
+                keep.append(o)
+                continue
+            self._send(o, now)
+            sent += 1
+        self.queue = keep
+        return sent
+
+    def next_send_ns(self) -> int | None:
+        """When the next queued order may go (None if nothing waits)."""
+        now = self.clock.now_ns()
+        slots = [self.limiter.next_slot(o.segment, now) for o in self.queue]
+        return min(slots) if slots else None
+
+    def _request(self, o: Order) -> OrderRequest:
+        inst = self.master.get(o.token)
+        return OrderRequest(
+            o.client_order_id,
+            o.token,
+            o.exchange,
+            o.symbol,
+            o.side,
+            o.quantity,
+            o.order_type,
+            o.limit_price,
+            o.product,
+            reference_price=self.reference_price(o),
+            lot_size=inst.lot_size if inst else 1,
+            tick_size=inst.tick_size if inst else 5,
+        )
+
+    def _send(self, o: Order, now: int) -> None:
+        assert self.broker is not None
+        o.transition(S.SUBMITTED, now)
+        self.store.save_order(o.to_record(), "submitted")  # write before send
+        self.sent += 1
+        if self.record_send_times:
+            self.send_times.append((o.segment, now))
+        self.bus.publish("order:submitted", OrderSubmitted(now, o.to_record()))
+        try:
+            ack = self.broker.place_order(self._request(o))
+        except Exception as e:
+            self._unknown(o, f"error while sending: {type(e).__name__}: {e}")
+            return
+        self._apply_ack(o, ack)
+
+    def _apply_ack(self, o: Order, ack: BrokerAck) -> None:
+        now = self.clock.now_ns()
+        if ack.broker_order_id:
+            o.broker_order_id = ack.broker_order_id
+        if ack.status == "ACCEPTED":
+            if o.status in (S.SUBMITTED, S.UNKNOWN):
+                o.transition(S.ACKED, now)
+                self.store.save_order(o.to_record(), "accepted")
+                self.bus.publish("order:accepted", OrderAccepted(now, o.to_record()))
+        elif ack.status == "REJECTED":
+            self._finish(o, S.REJECTED, ack.reason or "rejected by the broker")
+        elif ack.status != "PENDING":
+            self._unknown(o, f"broker answered {ack.status!r}")
+
+    def _unknown(self, o: Order, reason: str) -> None:
+        now = self.clock.now_ns()
+        if o.can(S.UNKNOWN):
+            o.transition(S.UNKNOWN, now, reason)
+        log.error(
+            "order %s outcome UNKNOWN: %s (will reconcile, not re-send)", o.client_order_id, reason
+        )
+        self.store.save_order(o.to_record(), "unknown")
+        self.bus.publish("order:unknown", OrderUnknown(now, o.to_record(), reason))
+
+    def _finish(self, o: Order, status: OrderStatus, reason: str) -> None:
+        now = self.clock.now_ns()
+        if not o.can(status):
+            return
+        o.transition(status, now, reason)
+        self.store.save_order(o.to_record(), status.value.lower())
+        if status is S.REJECTED:
+            log.warning(
+                "order %s %s %d %s rejected: %s",
+                o.client_order_id[:8],
+                o.side.value,
+                o.quantity,
+                o.symbol,
+                reason,
+            )
+            self.bus.publish("order:rejected", OrderRejected(now, o.to_record(), reason))
+        else:
+            self.bus.publish("order:cancelled", OrderCancelled(now, o.to_record(), reason))
+        self._done(o)
+
+    def _done(self, o: Order) -> None:
+        self.orders.pop(o.client_order_id, None)
+        self.on_done(o)
+
+    # --- cancelling -------------------------------------------------------------------------------
+    def cancel(self, client_order_id: str, reason: str) -> bool:
+        o = self.orders.get(client_order_id)
+        if o is None or o.terminal:
+            return False
+        if o.status is S.NEW:
+            self._finish(o, S.CANCELLED, reason)
+            return True
+        if self.broker is None or o.status is S.UNKNOWN:
+            return False  # an UNKNOWN order is reconciled first
+        try:
+            ack = self.broker.cancel_order(o.client_order_id)
+        except Exception as e:
+            log.error("cancel of %s failed: %s", o.client_order_id, e)
+            return False
+        if ack.status == "ACCEPTED" and not o.terminal:
+            self._finish(o, S.CANCELLED, reason)
+        return ack.status in ("ACCEPTED", "PENDING")
+
+    def cancel_queued(self, intent: Intent, reason: str) -> int:
+        """Cancel every order of ``intent`` still waiting for a send slot."""
+        n = 0
+        for o in list(self.queue):
+            if o.intent is intent and o.status is S.NEW:
+                self._finish(o, S.CANCELLED, reason)
+                n += 1
+        return n
+
+    # --- broker events ----------------------------------------------------------------------------
+    def handle_broker_event(self, ev: BrokerEvent) -> None:
+        o = self.orders.get(ev.client_order_id)
+        if o is None:
+            log.warning("broker event for an order this process does not track: %r", ev)
+            return
+        if isinstance(ev, BrokerFill):
+            self._fill(o, ev)
+        elif isinstance(ev, BrokerOrderUpdate):
+            if ev.broker_order_id:
+                o.broker_order_id = ev.broker_order_id
+            if ev.status is S.ACKED:
+                self._apply_ack(o, BrokerAck("ACCEPTED", ev.broker_order_id))
+            elif ev.status in (S.CANCELLED, S.REJECTED):
+                self._finish(o, ev.status, ev.reason)
+
+    def _fill(self, o: Order, f: BrokerFill) -> None:
+        if f.fill_id in o.fill_ids:
+            return
+        self.fill_handler(o, f)  # a fill before the ack (or while UNKNOWN) is still a fill
+        if o.terminal:
+            self._done(o)
+
+    # --- reconciliation ---------------------------------------------------------------------------
+    def reconcile(self, o: Order) -> None:
+        """Settle ``o`` with the broker's book (see the module docstring)."""
+        if self.broker is None or o.terminal:
+            return
+        now = self.clock.now_ns()
+        try:
+            report = self.broker.order_status(o.client_order_id)
+        except Exception as e:
+            log.error("reconciliation of %s failed: %s", o.client_order_id, e)
+            return
+        if report is None:
+            if o.status in (S.NEW, S.SUBMITTED, S.UNKNOWN):
+                if now - o.created_ns <= self.resend_max_age_ns:
+                    if o.status is S.SUBMITTED:
+                        o.transition(S.UNKNOWN, now, "not found at the broker")
+                    log.warning(
+                        "order %s never reached the broker; sending it again", o.client_order_id
+                    )
+                    if o not in self.queue:
+                        self.queue.append(o)
+                else:
+                    if o.status is S.SUBMITTED:
+                        o.transition(S.UNKNOWN, now, "not found at the broker")
+                    self._finish(
+                        o, S.CANCELLED, "never reached the broker and is too old to send again"
+                    )
+            else:
+                self._unknown(o, "the broker has no record of an acknowledged order")
+            return
+        if report.broker_order_id:
+            o.broker_order_id = report.broker_order_id
+        if o.status is S.NEW:
+            o.transition(S.SUBMITTED, now)  # it did reach the broker
+        for f in sorted(report.fills, key=lambda f: (f.ts_ns, f.fill_id)):
+            if f.fill_id not in o.fill_ids:
+                self.fill_handler(o, f)
+        before = o.status
+        try:
+            o.reconcile(report.status, now, report.reason)
+        except OrderError as e:
+            self._unknown(o, str(e))
+            return
+        if o.status is not before:
+            self.store.save_order(o.to_record(), "reconciled")
+            if o.status is S.ACKED:
+                self.bus.publish("order:accepted", OrderAccepted(now, o.to_record()))
+            elif o.status is S.REJECTED:
+                self.bus.publish("order:rejected", OrderRejected(now, o.to_record(), report.reason))
+            elif o.status is S.CANCELLED:
+                self.bus.publish(
+                    "order:cancelled", OrderCancelled(now, o.to_record(), report.reason)
+                )
+        if o.terminal:
+            self._done(o)
+
+    def reconcile_all(
+        self,
+        statuses: tuple[OrderStatus, ...] = (
+            S.NEW,
+            S.SUBMITTED,
+            S.UNKNOWN,
+            S.ACKED,
+            S.PARTIALLY_FILLED,
+        ),
+    ) -> None:
+        for o in list(self.orders.values()):
+            if o.status in statuses:
+                self.reconcile(o)
+        self.pump()
+
+    def restore(self, orders: list[Order]) -> None:
+        """Adopt the open orders of the store (after a restart), before reconciliation."""
+        for o in orders:
+            self.orders[o.client_order_id] = o

@@ -1,0 +1,253 @@
+"""Ports of the trading kernel: the broker and the trading store (protocols), and the values
+that cross them.
+
+The kernel only sees these protocols; the shell implements them — ``mandi.brokers.paper``
+(:class:`Broker` over the shared fill simulator), ``mandi.stores.trading`` (:class:`TradingStore`
+on SQLite with ``synchronous=FULL``) — and tests and the backtester use the in-memory store
+(:class:`mandi.execution.memstore.MemoryTradingStore`). Calls are synchronous; a broker whose API
+is slow answers ``place_order`` with ``PENDING`` and reports the outcome through the event sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mandi.model.events import SystemEvent
+from mandi.model.market import Tick
+from mandi.model.orders import OrderFilled, OrderRecord, OrderStatus, OrderType, Product, Side
+from mandi.model.trading import PositionRecord, RiskDenied, SignalGenerated
+
+# --- broker values --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What a broker is asked to place. ``client_order_id`` makes placing idempotent."""
+
+    client_order_id: str
+    token: int
+    exchange: str
+    symbol: str
+    side: Side
+    quantity: int
+    order_type: OrderType
+    limit_price: int
+    product: Product
+    reference_price: int = 0  # the decision price (paper: decides whether a limit is marketable)
+    lot_size: int = 1
+    tick_size: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAck:
+    """The broker's immediate answer: ``ACCEPTED``, ``REJECTED`` (with ``reason``) or
+    ``PENDING`` (the outcome will come as an event)."""
+
+    status: str
+    broker_order_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFill:
+    client_order_id: str
+    fill_id: str
+    quantity: int
+    price: int
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderUpdate:
+    """A status change reported by the broker (accepted, rejected, cancelled)."""
+
+    client_order_id: str
+    status: OrderStatus
+    ts_ns: int
+    reason: str = ""
+    broker_order_id: str = ""
+
+
+BrokerEvent = BrokerFill | BrokerOrderUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderReport:
+    """The broker's book entry of one order, for reconciliation: its status and every fill."""
+
+    client_order_id: str
+    status: OrderStatus
+    quantity: int
+    filled_qty: int
+    fills: tuple[BrokerFill, ...] = ()
+    broker_order_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    token: int
+    symbol: str
+    quantity: int  # signed: + long, − short
+    average_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerBalance:
+    cash: int
+    used_margin: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Broker(Protocol):
+    """The broker port (DESIGN §3.10): connect, subscribe, place/modify/cancel, orders,
+    positions, balance. ``is_live`` is True only for brokers that move real money; the execution
+    engine refuses a live broker unless the mode is ``live``."""
+
+    name: str
+    is_live: bool
+
+    def connect(self) -> None: ...
+
+    def subscribe(self, tokens: list[int]) -> None: ...
+
+    def set_event_sink(self, sink: Callable[[BrokerEvent], None]) -> None: ...
+
+    def on_market_data(self, tick: Tick) -> None:
+        """Market data the broker may need (a simulating broker fills on it; live: no-op)."""
+        ...
+
+    def place_order(self, request: OrderRequest) -> BrokerAck: ...
+
+    def modify_order(
+        self, client_order_id: str, quantity: int | None = None, limit_price: int | None = None
+    ) -> BrokerAck: ...
+
+    def cancel_order(self, client_order_id: str) -> BrokerAck: ...
+
+    def order_status(self, client_order_id: str) -> BrokerOrderReport | None:
+        """The broker's record of an order, or None if it never received it."""
+        ...
+
+    def orders(self) -> list[BrokerOrderReport]: ...
+
+    def positions(self) -> list[BrokerPosition]: ...
+
+    def balance(self) -> BrokerBalance: ...
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Latch:
+    """The persisted HALTED latch. ``version`` grows with every change so a process can tell a
+    newer value written by another (``mandi halt`` / ``mandi resume``) from its own."""
+
+    halted: bool = False
+    reason: str = ""
+    source: str = ""
+    ts_ns: int = 0
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRow:
+    """A ``daily_performance`` row (money in paise)."""
+
+    date: str
+    total_trades: int = 0
+    winning_trades: int = 0
+    losing_trades: int = 0
+    gross_profit: int = 0
+    gross_loss: int = 0
+    net_pnl: int = 0
+    charges: int = 0
+    max_drawdown: int = 0
+    peak: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """A ``trades`` row: one position from entry to its final exit."""
+
+    position_id: str
+    order_id: str
+    strategy: str
+    symbol: str
+    side: str
+    quantity: int
+    entry_price: int
+    exit_price: int
+    pnl: int
+    pnl_pct: float
+    charges: int
+    entry_time: int
+    exit_time: int
+    exit_reason: str
+
+
+class TradingStore(Protocol):
+    """Durable state of the trading kernel. Every method commits before it returns (the SQLite
+    store runs ``synchronous=FULL``): what the kernel was told is stored is stored."""
+
+    # signals: insert_signal returns None when new, else the stored status
+    def insert_signal(self, signal: SignalGenerated) -> str | None: ...
+
+    def signal_status(self, signal_id: str) -> str | None: ...
+
+    def set_signal_status(self, signal_id: str, status: str, reason: str, ts_ns: int) -> None: ...
+
+    # orders
+    def save_new_orders(
+        self, orders: list[OrderRecord], signal_status: tuple[str, str, str] | None = None
+    ) -> None:
+        """Insert NEW orders (ignoring ids already stored) and optionally set a signal's
+        (id, status, reason) — one transaction."""
+        ...
+
+    def save_order(self, order: OrderRecord, event: str = "") -> None: ...
+
+    def record_fill(
+        self,
+        order: OrderRecord,
+        fill: OrderFilled,
+        position: PositionRecord | None,
+        trade: ClosedTrade | None,
+        daily: DailyRow | None,
+    ) -> bool:
+        """Store a fill with the order, position, closed trade and daily row it changed — one
+        transaction. False if the fill id was already stored (nothing changes)."""
+        ...
+
+    def open_orders(self) -> list[OrderRecord]: ...
+
+    def order_ids(self, parent_id: str) -> list[str]: ...
+
+    def sends_since(self, ts_ns: int) -> list[tuple[str, int]]:
+        """(segment, time) of every order handed to the broker since ``ts_ns``."""
+        ...
+
+    # positions and performance
+    def save_position(self, position: PositionRecord) -> None: ...
+
+    def open_positions(self) -> list[PositionRecord]: ...
+
+    def exit_order_count(self, position_id: str) -> int: ...
+
+    def load_daily(self, date: str) -> DailyRow | None: ...
+
+    def save_daily(self, row: DailyRow) -> None: ...
+
+    # the latch and events
+    def load_latch(self) -> Latch: ...
+
+    def save_latch(self, latch: Latch) -> Latch:
+        """Store ``latch`` unless a newer version is stored; return what is stored now."""
+        ...
+
+    def record_event(self, event: SystemEvent) -> None: ...
+
+    def record_denial(self, denial: RiskDenied) -> None: ...

@@ -1,0 +1,332 @@
+"""The trading layer of ``mandi run``: the trading kernel on the node's bus, with SQLite, the paper
+(or live) broker, warm-up, CLI requests and the heartbeat.
+
+* **Clock.** With the simulator (or any replayable feed) time is *exchange* time: the later of the
+  pipeline's watermark and the last tick seen (:class:`FeedClock`), so ``--speed inf`` trades the
+  simulated day with the rules of that day. Broker feeds (wall-clock time) use the node's clock.
+* **Start-up** (in :meth:`TradingLayer.attach`, before the first tick): open the trading store
+  (``synchronous=FULL``) and the paper broker's book, restore positions/orders/the HALTED latch,
+  reconcile open orders with the broker, and — when the node resumed a simulated day — restore the
+  last price of every instrument and warm the strategies on the stored candles before the resume
+  point (signals suppressed). Only then does the kernel subscribe to the bus.
+* **Manual orders.** ``mandi order`` writes a row into ``order_requests``; this layer polls the
+  table every ``trading.request_poll_s`` and runs each request through the same risk manager as
+  signals (``ExecutionEngine.handle_manual``), writing the outcome back for the CLI to print.
+  Requests older than ``trading.request_ttl_s`` expire unexecuted. The CLI refuses when no node
+  heartbeat is fresh: orders need live prices and the running node's broker session, and a second
+  writer would race the node's in-memory state.
+* **Kill switch.** ``mandi halt`` / ``mandi resume`` write the latch row directly (compare-and-set
+  on its version); the layer picks the change up at its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from mandi.brokers import make_broker
+from mandi.core.clock import NS_PER_SECOND, Clock
+from mandi.core.errors import ConfigError, MandiError
+from mandi.core.money import to_paise
+from mandi.execution.charges import ChargesModel, default_rate_table
+from mandi.execution.kernel import TradingKernel
+from mandi.model.market import Candle, Tick
+from mandi.model.orders import Side
+from mandi.stores.sqlite import first_rowid_at, row_candle
+from mandi.stores.trading import (
+    SqlitePaperBook,
+    SqliteTradingStore,
+    finish_request,
+    load_latch,
+    pending_requests,
+)
+from mandi.strategy.loader import DEFAULT_STRATEGIES, StrategySpec, build_strategies
+
+if TYPE_CHECKING:
+    from mandi.config import AppConfig
+    from mandi.services.node import MarketNode
+
+log = logging.getLogger(__name__)
+
+
+def strategy_specs(cfg: AppConfig) -> tuple[StrategySpec, ...]:
+    return DEFAULT_STRATEGIES if cfg.strategies is None else cfg.strategies
+
+
+def prepare_config(cfg: AppConfig) -> AppConfig:
+    """Add the candle timeframes the configured strategies need to the pipeline's."""
+    from mandi.strategy.loader import required_timeframes
+
+    need = required_timeframes(strategy_specs(cfg)) - set(cfg.pipeline.timeframes)
+    if not need:
+        return cfg
+    tfs = tuple(sorted({*cfg.pipeline.timeframes, *need}))
+    log.info("pipeline timeframes %s (added %s for the strategies)", tfs, sorted(need))
+    return msgspec.structs.replace(
+        cfg, pipeline=msgspec.structs.replace(cfg.pipeline, timeframes=tfs)
+    )
+
+
+class FeedClock:
+    """Exchange time of a replayable feed (see the module docstring)."""
+
+    def __init__(self, node: MarketNode) -> None:
+        self._node = node
+        self._last = 0
+
+    def observe(self, topic: str, tick: Tick) -> None:
+        if tick.ts_event > self._last:
+            self._last = tick.ts_event
+
+    def now_ns(self) -> int:
+        wm = self._node.pipeline.seconds.watermark_ns
+        return wm if wm > self._last else self._last
+
+
+class TradingLayer:
+    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a ``MarketNode``."""
+
+    name = "trading"
+
+    def __init__(self, cfg: AppConfig) -> None:
+        self.cfg = cfg
+        self.mode = cfg.run.mode
+        self.specs = strategy_specs(cfg)
+        self._built = build_strategies(self.specs)  # bad strategy config stops start-up here
+        if self.mode == "live" and not cfg.trading.broker:
+            raise ConfigError(
+                "trading.broker",
+                "",
+                "live mode needs a live broker (set trading.broker); refusing to start",
+            )
+        self.kernel: TradingKernel | None = None
+        self.store: SqliteTradingStore | None = None
+        self.clock: Clock | None = None
+        self._node: MarketNode | None = None
+        self.requests_done = 0
+
+    # --- start-up ---------------------------------------------------------------------------------
+    def attach(self, node: MarketNode) -> None:
+        self._node = node
+        cfg = self.cfg
+        wall = node.feed is not None and node.feed.wall_clock
+        if wall:
+            self.clock = node.clock
+        else:
+            fc = FeedClock(node)
+            node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
+            self.clock = fc
+        self.store = store = SqliteTradingStore(cfg.store.db)
+        extra = ""
+        if cfg.trading.charges.rates_file:
+            try:
+                with open(cfg.trading.charges.rates_file, encoding="utf-8") as f:
+                    extra = f.read()
+            except OSError as e:
+                raise ConfigError(
+                    "trading.charges.rates_file",
+                    cfg.trading.charges.rates_file,
+                    f"cannot read it ({e})",
+                ) from None
+        charges = ChargesModel(cfg.trading.charges, default_rate_table(extra))
+        broker = make_broker(
+            self.mode,
+            cfg.trading,
+            self.clock,
+            paper_book=SqlitePaperBook(cfg.store.db, store.con),
+            cash=to_paise(cfg.risk.capital_inr),
+        )
+        self.kernel = kernel = TradingKernel(
+            bus=node.bus,
+            clock=self.clock,
+            master=node.master,
+            mode=self.mode,
+            store=store,
+            broker=broker,
+            trading=cfg.trading,
+            risk=cfg.risk,
+            charges=charges,
+        )
+        for strategy, spec in self._built:
+            missing = kernel.add_strategy(strategy, spec.symbols)
+            for sym in missing:
+                node.event(
+                    "strategy_error",
+                    f"strategy {strategy.id}: unknown symbol {sym!r} (skipped)",
+                    "ERROR",
+                    strategy=strategy.id,
+                    symbol=sym,
+                )
+        warm: list[Candle] = []
+        resumed = node.stats.resumed_from_ns
+        if resumed is not None:
+            self._restore_prices(resumed)
+            warm = self._warm_candles(resumed)
+        _warm_numerics()
+        kernel.start(warm)
+        store.heartbeat(self.mode)
+        r = kernel.restored
+        node.event(
+            "trading_started",
+            f"trading layer started in {self.mode} mode with "
+            f"{len(kernel.strategies.strategies)} strategies; restored {r['positions']} "
+            f"open positions, {r['orders']} open orders, latch "
+            f"{'HALTED' if r['halted'] else 'clear'}",
+            mode=self.mode,
+            **r,
+        )
+
+    def _restore_prices(self, resume_ns: int) -> None:
+        """The last price of every instrument before the resume point (from stored ticks)."""
+        assert self.store is not None and self.kernel is not None and self._node is not None
+        con = self.store.con
+        from mandi.core.calendar import session_anchor_ns
+
+        lo = first_rowid_at(
+            con, "ticks", "ts_event", session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
+        )
+        hi = first_rowid_at(con, "ticks", "ts_event", resume_ns)
+        master = self._node.master
+        n = 0
+        for token, ts, price, volume, oi, bid, ask, _ in con.execute(
+            "SELECT token, ts_event, price, volume, oi, bid, ask, max(rowid) FROM ticks "
+            "WHERE rowid >= ? AND rowid < ? GROUP BY token",
+            (lo, hi),
+        ):
+            inst = master.get(int(token))
+            if inst is not None:
+                self.kernel.market.update(
+                    Tick(
+                        int(token),
+                        inst.exchange,
+                        int(ts),
+                        int(ts),
+                        int(price),
+                        int(volume),
+                        0,
+                        int(oi),
+                        int(bid),
+                        int(ask),
+                    )
+                )
+                n += 1
+        log.info("trading: restored the last price of %d instruments", n)
+
+    def _warm_candles(self, resume_ns: int, limit: int = 500) -> list[Candle]:
+        """Stored candles of the strategies' series that closed before the resume point."""
+        assert self.store is not None and self.kernel is not None
+        out: list[Candle] = []
+        for inst, tf in self.kernel.strategies.series():
+            rows = self.store.con.execute(
+                "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, "
+                "ticks FROM candles WHERE timeframe=? AND token=? AND bucket <= ? "
+                "ORDER BY bucket DESC LIMIT ?",
+                (tf, inst.token, resume_ns - tf * NS_PER_SECOND, limit),
+            ).fetchall()
+            out += [row_candle(r) for r in reversed(rows)]
+        out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
+        return out
+
+    # --- running ----------------------------------------------------------------------------------
+    def tasks(self) -> list[Coroutine[Any, Any, Any]]:
+        return [self._timer(), self._poll()]
+
+    async def _timer(self) -> None:
+        """Time-driven kernel work when no tick arrives (broker feeds, quiet markets)."""
+        while True:
+            await asyncio.sleep(0.25)
+            if self.kernel is not None:
+                self.kernel.handle_time()
+
+    async def _poll(self) -> None:
+        """Heartbeat, latch changes from the CLI, manual order requests."""
+        interval = self.cfg.trading.request_poll_s
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.poll_once()
+                if time.monotonic() - last_beat >= 1.0 and self.store is not None:
+                    self.store.heartbeat(self.mode)
+                    last_beat = time.monotonic()
+            except MandiError as e:
+                log.error("trading poll failed: %s", e)
+            except Exception:
+                log.exception("trading poll failed")
+
+    def poll_once(self) -> int:
+        """Adopt a latch changed by the CLI and run pending order requests; returns how many
+        requests were handled."""
+        kernel, store = self.kernel, self.store
+        if kernel is None or store is None:
+            return 0
+        if (
+            kernel.risk.sync_latch(load_latch(store.con))
+            and kernel.risk.halted
+            and kernel.orders is not None
+        ):
+            from mandi.model.orders import Intent
+
+            kernel.orders.cancel_queued(Intent.ENTRY, "trading halted")
+        n = 0
+        ttl_ns = int(self.cfg.trading.request_ttl_s * NS_PER_SECOND)
+        for req in pending_requests(store.con):
+            n += 1
+            if time.time_ns() - req["created_at"] > ttl_ns:
+                finish_request(
+                    store.con,
+                    req["id"],
+                    "EXPIRED",
+                    "request_ttl",
+                    "no node picked the request up in time; nothing was placed",
+                    [],
+                )
+                continue
+            try:
+                res = kernel.execution.handle_manual(
+                    req["request_id"],
+                    req["symbol"],
+                    Side(req["side"]),
+                    int(req["quantity"]),
+                    int(req["limit_price"]),
+                    req["exchange"] or None,
+                )
+                finish_request(
+                    store.con, req["id"], res.status, res.rule, res.reason, list(res.order_ids)
+                )
+            except Exception as e:
+                log.exception("manual order request %s failed", req["request_id"])
+                finish_request(
+                    store.con, req["id"], "ERROR", "internal_error", f"{type(e).__name__}: {e}", []
+                )
+        self.requests_done += n
+        return n
+
+    def status(self) -> dict[str, Any] | None:
+        return self.kernel.status() if self.kernel is not None else None
+
+    def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.handle_time()
+            log.info("trading: %s", self.kernel.summary())
+            self.kernel.stop()
+        if self.store is not None:
+            self.store.clear_heartbeat()
+            self.store.close()
+            self.store = None
+
+
+def _warm_numerics() -> None:
+    """Compile (or load from the on-disk cache) the option kernels the strike selector uses, so
+    the first signal does not wait for it."""
+    import numpy as np
+
+    from mandi.options import greeks, implied_vol
+
+    implied_vol(np.array([1.5]), 100.0, np.array([100.0]), 0.02, 0.065, np.array([True]))
+    greeks(100.0, np.array([100.0]), 0.02, 0.065, np.array([0.2]), np.array([True]))

@@ -1,0 +1,251 @@
+"""The strategy API: one :class:`Strategy` class for backtest, paper and live.
+
+A strategy reacts to market data through hooks — :meth:`~Strategy.on_start`,
+:meth:`~Strategy.on_candle` (confirmed candles of its symbols and timeframe),
+:meth:`~Strategy.on_tick`, :meth:`~Strategy.on_chain` (the option chain of an underlying, once per
+timeframe bucket), :meth:`~Strategy.on_fill` (fills of its own orders), :meth:`~Strategy.on_stop`
+— reads the world through a read-only :class:`StrategyContext` (clock, candles, indicators, chain,
+positions) and emits trading signals with :meth:`~Strategy.signal`. Its parameters are a frozen
+:class:`StrategyConfig` subclass named by ``config_class``.
+
+A strategy never places orders: its signals go through the signal manager, the risk manager and
+the execution engine. It must not do I/O or read the wall clock (``self.ctx.now_ns`` is the time).
+
+Example::
+
+    class Breakout(Strategy):
+        name = "breakout"
+
+        class Config(StrategyConfig, frozen=True):
+            lookback: int = 20
+
+        config_class = Config
+
+        def on_candle(self, candle):
+            bars = self.ctx.candles(candle.token, candle.timeframe, self.config.lookback + 1)
+            if len(bars) > self.config.lookback and candle.close > max(b.high for b in bars[:-1]):
+                self.signal("BUY", confidence=0.7)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from mandi.core.clock import Clock
+from mandi.core.ids import stable_id
+from mandi.model.instruments import AnyInstrument, Equity, Future, Index, InstrumentMaster, Option
+from mandi.model.market import Candle, ChainSnapshot, IndicatorValue, Tick
+from mandi.model.orders import OrderFilled, Side
+from mandi.model.trading import SignalGenerated
+from mandi.pipeline.timeframes import bucket_start
+
+if TYPE_CHECKING:
+    from mandi.execution.market import MarketState
+    from mandi.portfolio.positions import PositionBook
+
+
+class StrategyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every strategy's parameters (frozen; unknown keys are an error)."""
+
+
+def asset_type(inst: AnyInstrument) -> str:
+    if isinstance(inst, Index):
+        return "INDEX"
+    if isinstance(inst, Option):
+        return "OPTION"
+    if isinstance(inst, Future):
+        return "FUTURE"
+    return "EQUITY" if isinstance(inst, Equity) else "OTHER"
+
+
+class StrategyContext:
+    """What a strategy may read (never change): time, market data, chain and positions."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        master: InstrumentMaster,
+        market: MarketState,
+        positions: PositionBook,
+        history: int = 500,
+    ) -> None:
+        self.clock = clock
+        self.master = master
+        self._market = market
+        self._positions = positions
+        self._history = history
+        self._candles: dict[tuple[int, int], deque[Candle]] = {}
+        self._indicators: dict[tuple[str, int, int], IndicatorValue] = {}
+        self.warming_up = False
+
+    @property
+    def now_ns(self) -> int:
+        return self.clock.now_ns()
+
+    # fed by the engine
+    def _add_candle(self, c: Candle) -> None:
+        key = (c.token, c.timeframe)
+        q = self._candles.get(key)
+        if q is None:
+            q = self._candles[key] = deque(maxlen=self._history)
+        if q and c.bucket <= q[-1].bucket:
+            return
+        q.append(c)
+
+    def _add_indicator(self, v: IndicatorValue) -> None:
+        self._indicators[(v.name, v.token, v.timeframe)] = v
+
+    # reading
+    def candles(self, token: int, timeframe: int, n: int | None = None) -> list[Candle]:
+        """The last ``n`` confirmed candles (oldest first) of a series the strategy follows."""
+        q = self._candles.get((token, timeframe))
+        if not q:
+            return []
+        items = list(q)
+        return items if n is None else items[-n:]
+
+    def last_candle(self, token: int, timeframe: int) -> Candle | None:
+        q = self._candles.get((token, timeframe))
+        return q[-1] if q else None
+
+    def indicator(self, name: str, token: int, timeframe: int) -> float | None:
+        """The latest confirmed value of an engine indicator (``ind:{name}:...`` topics)."""
+        v = self._indicators.get((name, token, timeframe))
+        return v.value if v is not None else None
+
+    def ltp(self, token: int) -> int:
+        return self._market.ltp(token)
+
+    def tick(self, token: int) -> Tick | None:
+        return self._market.ticks.get(token)
+
+    def instrument(self, symbol: str, exchange: str | None = None) -> AnyInstrument:
+        return self.master.by_symbol(symbol, exchange)
+
+    def chain(self, underlying: str, expiry: Any = None) -> ChainSnapshot | None:
+        exps = self.master.expiries(underlying)
+        if expiry is None:
+            from mandi.core.calendar import ist_date
+
+            today = ist_date(self.now_ns)
+            exps = [e for e in exps if e >= today]
+            if not exps:
+                return None
+            expiry = exps[0]
+        return self._market.chain(underlying, expiry, self.now_ns)
+
+    def positions(self, strategy: str | None = None) -> list[Any]:
+        """Open positions (records), optionally of one strategy."""
+        return [
+            p.to_record()
+            for p in self._positions.open_positions()
+            if strategy is None or p.strategy == strategy
+        ]
+
+
+class Strategy:
+    """Base class of all strategies (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    #: default timeframe (seconds) when the spec does not give one
+    default_timeframe: ClassVar[int] = 900
+
+    def __init__(
+        self,
+        config: StrategyConfig | None = None,
+        *,
+        strategy_id: str = "",
+        instruments: tuple[AnyInstrument, ...] = (),
+        timeframe: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.id = strategy_id or self.name or type(self).__name__
+        self.instruments = instruments
+        self.timeframe = timeframe or self.default_timeframe
+        self.ctx: StrategyContext = None  # type: ignore[assignment]  # set by the engine
+        self._emit: Callable[[SignalGenerated], bool] | None = None
+        self._event: tuple[int, int, int] | None = None  # (token, timeframe, bucket) in hand
+
+    # --- hooks (override what you need) -----------------------------------------------------------
+    def on_start(self) -> None:
+        """Called once before the first market data (after warm-up)."""
+
+    def on_candle(self, candle: Candle) -> None:
+        """A confirmed candle of one of the strategy's instruments at its timeframe."""
+
+    def on_tick(self, tick: Tick) -> None:
+        """Every tick of the strategy's instruments (only called if overridden)."""
+
+    def on_chain(self, chain: ChainSnapshot) -> None:
+        """The option chain of an instrument's underlying, once per timeframe bucket (only
+        called if overridden)."""
+
+    def on_fill(self, fill: OrderFilled) -> None:
+        """A fill of an order that came from this strategy's signals."""
+
+    def on_stop(self) -> None:
+        """Called at shutdown."""
+
+    # --- acting -----------------------------------------------------------------------------------
+    def signal(
+        self,
+        action: Side | str,
+        *,
+        instrument: AnyInstrument | None = None,
+        price: int = 0,
+        confidence: float = 1.0,
+        target: int = 0,
+        stop_loss: int = 0,
+        quantity: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> SignalGenerated | None:
+        """Emit a trading signal on ``instrument`` (default: the one whose data is being
+        handled). At most one signal per (strategy, instrument, timeframe, bucket) reaches the
+        execution engine. Returns the signal, or None while warming up / for a duplicate."""
+        if self._emit is None:
+            raise RuntimeError(f"strategy {self.id} is not attached to an engine")
+        side = Side(action.upper() if isinstance(action, str) else action)
+        now = self.ctx.now_ns
+        if self._event is not None and (instrument is None or instrument.token == self._event[0]):
+            token, tf, bucket = self._event
+        else:
+            inst = instrument or (self.instruments[0] if self.instruments else None)
+            if inst is None:
+                raise ValueError(f"strategy {self.id}: signal() needs an instrument")
+            token, tf, bucket = inst.token, self.timeframe, bucket_start(now, self.timeframe)
+        inst = instrument or self.ctx.master.get(token)
+        if inst is None:
+            raise ValueError(f"strategy {self.id}: unknown instrument token {token}")
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError(f"strategy {self.id}: confidence must be in [0, 1], got {confidence}")
+        px = price or self.ctx.ltp(token) or (self._last_close(token, tf))
+        sig = SignalGenerated(
+            signal_id=stable_id(self.id, token, tf, bucket),
+            ts_event=now,
+            strategy=self.id,
+            token=token,
+            exchange=inst.exchange,
+            symbol=inst.symbol,
+            timeframe=tf,
+            bucket=bucket,
+            action=side,
+            price=px,
+            asset_type=asset_type(inst),
+            confidence=float(confidence),
+            target=target,
+            stop_loss=stop_loss,
+            quantity=quantity,
+            metadata=dict(metadata or {}),
+        )
+        if self.ctx.warming_up:
+            return None
+        return sig if self._emit(sig) else None
+
+    def _last_close(self, token: int, tf: int) -> int:
+        c = self.ctx.last_candle(token, tf)
+        return c.close if c is not None else 0

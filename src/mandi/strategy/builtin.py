@@ -1,0 +1,202 @@
+"""Built-in strategies from the seeds: SMA crossover, EMA crossover (9/21 on 15 min), RSI
+overbought/oversold, momentum, and an OI/PCR strategy on the option chain.
+
+Each signals on a *change* of state (a crossover, a threshold crossing), never on every candle,
+and keeps its own incremental indicators per instrument (``mandi.indicators``), so it runs the same
+in the backtester. Indicator state warms up from stored candles after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import msgspec
+
+from mandi.indicators import EMA, RSI, SMA
+from mandi.model.market import Candle, ChainSnapshot
+from mandi.strategy.base import Strategy, StrategyConfig
+
+Period = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+
+
+class CrossConfig(StrategyConfig, frozen=True):
+    fast: Period = 9
+    slow: Period = 21
+
+    def __post_init__(self) -> None:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
+
+
+class _Cross(Strategy):
+    """Moving-average crossover: BUY when the fast average crosses above the slow one, SELL when
+    it crosses below. Confidence grows with the gap between the averages."""
+
+    config_class = CrossConfig
+    average: type = SMA
+
+    def on_start(self) -> None:
+        self._state: dict[int, tuple[object, object, int]] = {}
+
+    def on_candle(self, candle: Candle) -> None:
+        cfg: CrossConfig = self.config  # type: ignore[assignment]
+        st = self._state.get(candle.token)
+        if st is None:
+            st = (self.average(cfg.fast), self.average(cfg.slow), 0)
+        fast_ind, slow_ind, prev = st
+        f = fast_ind.update(candle.close)  # type: ignore[attr-defined]
+        s = slow_ind.update(candle.close)  # type: ignore[attr-defined]
+        if f is None or s is None:
+            self._state[candle.token] = (fast_ind, slow_ind, 0)
+            return
+        side = 1 if f > s else -1 if f < s else prev
+        self._state[candle.token] = (fast_ind, slow_ind, side)
+        if prev and side != prev:
+            gap = abs(f - s) / s if s else 0.0
+            self.signal(
+                "BUY" if side > 0 else "SELL",
+                price=candle.close,
+                confidence=min(1.0, 0.5 + 100 * gap),
+                metadata={"fast": round(f, 2), "slow": round(s, 2)},
+            )
+
+
+class SMACross(_Cross):
+    name = "sma_cross"
+    default_timeframe = 300
+    average = SMA
+
+
+class EMACross(_Cross):
+    """The seed's default: EMA 9/21 on 15-minute candles."""
+
+    name = "ema_cross"
+    default_timeframe = 900
+    average = EMA
+
+
+class RSIConfig(StrategyConfig, frozen=True):
+    period: Period = 14
+    overbought: Annotated[float, msgspec.Meta(gt=0, lt=100)] = 70.0
+    oversold: Annotated[float, msgspec.Meta(gt=0, lt=100)] = 30.0
+
+    def __post_init__(self) -> None:
+        if self.oversold >= self.overbought:
+            raise ValueError("oversold must be below overbought")
+
+
+class RSIReversal(Strategy):
+    """RSI mean reversion: BUY when RSI rises back above ``oversold``, SELL when it falls back
+    below ``overbought``."""
+
+    name = "rsi"
+    default_timeframe = 300
+    config_class = RSIConfig
+
+    def on_start(self) -> None:
+        self._rsi: dict[int, tuple[RSI, float | None]] = {}
+
+    def on_candle(self, candle: Candle) -> None:
+        cfg: RSIConfig = self.config  # type: ignore[assignment]
+        ind, prev = self._rsi.get(candle.token) or (RSI(cfg.period), None)
+        v = ind.update(candle.close)
+        self._rsi[candle.token] = (ind, v)
+        if v is None or prev is None:
+            return
+        if prev < cfg.oversold <= v:
+            self.signal(
+                "BUY",
+                price=candle.close,
+                confidence=min(1.0, 0.5 + (cfg.oversold - min(prev, v)) / 40),
+                metadata={"rsi": round(v, 2)},
+            )
+        elif prev > cfg.overbought >= v:
+            self.signal(
+                "SELL",
+                price=candle.close,
+                confidence=min(1.0, 0.5 + (max(prev, v) - cfg.overbought) / 40),
+                metadata={"rsi": round(v, 2)},
+            )
+
+
+class MomentumConfig(StrategyConfig, frozen=True):
+    lookback: Period = 10
+    threshold_pct: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+
+
+class Momentum(Strategy):
+    """Rate of change over ``lookback`` candles: BUY when it rises above +threshold, SELL when it
+    falls below −threshold (signals on entering the zone, not while in it)."""
+
+    name = "momentum"
+    default_timeframe = 300
+    config_class = MomentumConfig
+
+    def on_start(self) -> None:
+        self._zone: dict[int, int] = {}
+
+    def on_candle(self, candle: Candle) -> None:
+        cfg: MomentumConfig = self.config  # type: ignore[assignment]
+        bars = self.ctx.candles(candle.token, candle.timeframe, cfg.lookback + 1)
+        if len(bars) <= cfg.lookback or bars[-1].bucket != candle.bucket:
+            return
+        base = bars[0].close
+        roc = 100.0 * (candle.close - base) / base if base else 0.0
+        zone = 1 if roc >= cfg.threshold_pct else -1 if roc <= -cfg.threshold_pct else 0
+        prev = self._zone.get(candle.token, 0)
+        self._zone[candle.token] = zone
+        if zone and zone != prev:
+            self.signal(
+                "BUY" if zone > 0 else "SELL",
+                price=candle.close,
+                confidence=min(1.0, 0.5 + abs(roc) / (4 * cfg.threshold_pct)),
+                metadata={"roc_pct": round(roc, 3)},
+            )
+
+
+class PCRConfig(StrategyConfig, frozen=True):
+    bullish_pcr: Annotated[float, msgspec.Meta(gt=0)] = 1.3
+    bearish_pcr: Annotated[float, msgspec.Meta(gt=0)] = 0.7
+    min_total_oi: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+    def __post_init__(self) -> None:
+        if self.bearish_pcr >= self.bullish_pcr:
+            raise ValueError("bearish_pcr must be below bullish_pcr")
+
+
+class OIPCR(Strategy):
+    """Put-call ratio of open interest on the option chain: a PCR rising above ``bullish_pcr``
+    (put writers confident) signals BUY, one falling below ``bearish_pcr`` signals SELL."""
+
+    name = "oi_pcr"
+    default_timeframe = 300
+    config_class = PCRConfig
+
+    def on_start(self) -> None:
+        self._zone: dict[str, int] = {}
+
+    def on_chain(self, chain: ChainSnapshot) -> None:
+        cfg: PCRConfig = self.config  # type: ignore[assignment]
+        ce = sum(r.call.oi for r in chain.rows if r.call is not None)
+        pe = sum(r.put.oi for r in chain.rows if r.put is not None)
+        if ce <= 0 or ce + pe < cfg.min_total_oi:
+            return
+        pcr = pe / ce
+        zone = 1 if pcr >= cfg.bullish_pcr else -1 if pcr <= cfg.bearish_pcr else 0
+        prev = self._zone.get(chain.underlying, 0)
+        self._zone[chain.underlying] = zone
+        if zone and zone != prev and math.isfinite(pcr):
+            inst = next((i for i in self.instruments if i.symbol == chain.underlying), None)
+            self.signal(
+                "BUY" if zone > 0 else "SELL",
+                instrument=inst,
+                price=chain.underlying_price,
+                confidence=0.6,
+                metadata={"pcr": round(pcr, 4), "expiry": chain.expiry.isoformat()},
+            )
+
+
+BUILTIN: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR)
+}
