@@ -24,9 +24,15 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return best
 
 
-def report(name: str, items: int, seconds: float, unit: str = "items",
-           baseline: str | None = None, baseline_seconds: float | None = None,
-           goal: str = "") -> dict[str, Any]:
+def report(
+    name: str,
+    items: int,
+    seconds: float,
+    unit: str = "items",
+    baseline: str | None = None,
+    baseline_seconds: float | None = None,
+    goal: str = "",
+) -> dict[str, Any]:
     """Print ``name: N unit/s`` and, with a baseline, the speed ratio against it."""
     rate = items / seconds if seconds > 0 else float("inf")
     line = f"{name:<58} {rate:>14,.0f} {unit}/s"

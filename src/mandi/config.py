@@ -103,6 +103,30 @@ class ChainsConfig(_Section, frozen=True):
     diff_neg_threshold: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
 
+class WebConfig(_Section, frozen=True):
+    """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
+
+    Where it listens is ``run.host`` / ``run.port`` (``run.dashboard = false`` turns it off).
+    Tokens live in ``tokens_file`` (hashed; created with ``mandi token create``), outside the
+    repository: "" means ``$XDG_CONFIG_HOME/mandi/tokens.json`` (``~/.config/mandi/``).
+    """
+
+    tokens_file: str = ""
+    cors_origins: tuple[str, ...] = ()  # closed by default; exact origins, never "*"
+    ws_origins: tuple[str, ...] = ()  # extra browser Origins allowed on /ws (same origin always)
+    session_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 12 * 3600.0
+    login_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10  # per client address
+    orders_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 60  # per token, order routes
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 100  # WebSocket fan-out cadence
+    chain_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # chain tables per client
+    metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    client_queue: Annotated[int, msgspec.Meta(ge=10)] = 2000  # pending events; then dropped
+    max_clients: Annotated[int, msgspec.Meta(ge=1)] = 500
+    send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    cpu_budget: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.03  # loop share for fan-out
+    access_log: bool = False
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -115,6 +139,7 @@ class AppConfig(_Section, frozen=True):
     pipeline: PipelineConfig = PipelineConfig()
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
+    web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)
     risk: RiskConfig = RiskConfig()  # [risk]: limits, sizing, exits
@@ -156,8 +181,11 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def load_config(path: str | None = None, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> AppConfig:
+def load_config(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AppConfig:
     """Build the :class:`AppConfig` from file, environment and ``overrides`` (``"run.speed"``
     style keys). Raises :class:`ConfigError` naming the key and the value."""
     tree: dict[str, Any] = {}
@@ -173,7 +201,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None,
             raise ConfigError("--config", path, f"not valid TOML ({e})") from None
     for name, raw in (os.environ if env is None else env).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
-            dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
             _set(tree, dotted, _parse_env_value(raw))
     for dotted, value in (overrides or {}).items():
         if value is not None:

@@ -7,8 +7,13 @@ import sys
 
 
 def mandi(*args):
-    return subprocess.run([sys.executable, "-m", "mandi", *args], capture_output=True, text=True,
-                          timeout=120, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "mandi", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_import_and_show_the_v3_nifty_chain(tmp_path, data_dir):
@@ -16,15 +21,17 @@ def test_import_and_show_the_v3_nifty_chain(tmp_path, data_dir):
     f = data_dir / "option_chain" / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json"
     p = mandi("chain", "import", str(f), "--db", db)
     assert p.returncode == 0, p.stderr
-    checks = json.loads((data_dir / "option_chain" / "option_chain_derived_checks.json")
-                        .read_text())["nse_v3_NIFTY_2026-07-10"]
+    checks = json.loads(
+        (data_dir / "option_chain" / "option_chain_derived_checks.json").read_text()
+    )["nse_v3_NIFTY_2026-07-10"]
     assert f"PCR(OI) {checks['computed_pcr_oi']:.4f}" in p.stdout
     assert f"max pain {checks['computed_max_pain_strike']}" in p.stdout
     con = sqlite3.connect(db)
     (n,) = con.execute("SELECT count(*) FROM option_chain_snapshots").fetchone()
     assert n == 198
-    ce_oi = con.execute("SELECT sum(oi) / 65 FROM option_chain_snapshots WHERE option_type='CE'"
-                        ).fetchone()[0]
+    ce_oi = con.execute(
+        "SELECT sum(oi) / 65 FROM option_chain_snapshots WHERE option_type='CE'"
+    ).fetchone()[0]
     assert ce_oi == checks["published_sum_CE_OI_contracts"]  # stored in shares, lot 65
     p = mandi("chain", "show", "NIFTY", "--db", db, "--strikes", "3")
     assert p.returncode == 0, p.stderr

@@ -1,5 +1,6 @@
 """Option chains in ``mandi run``: persisted every 30 s with the seed's columns, warm on restart."""
 
+import itertools
 import sqlite3
 import subprocess
 import sys
@@ -9,22 +10,38 @@ ARGS = ["--date", "2026-04-13", "--seed", "3", "--status-interval", "0", "--spee
 
 def test_chains_are_persisted_and_reloaded(tmp_path):
     db = str(tmp_path / "c.db")
-    p = subprocess.run([sys.executable, "-m", "mandi", "run", "--db", db, "--until", "09:19",
-                        *ARGS], capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, "-m", "mandi", "run", "--db", db, "--until", "09:19", *ARGS],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stderr
     con = sqlite3.connect(db)
-    times = [r[0] for r in con.execute(
-        "SELECT DISTINCT timestamp FROM option_chain_snapshots ORDER BY 1")]
+    times = [
+        r[0]
+        for r in con.execute("SELECT DISTINCT timestamp FROM option_chain_snapshots ORDER BY 1")
+    ]
     assert len(times) == 8  # 09:15:00 … 09:18:30, every 30 s
-    assert {b - a for a, b in zip(times, times[1:], strict=False)} == {30 * 10**9}
-    n, with_pct = con.execute("SELECT count(*), count(pct_change_3m) FROM option_chain_snapshots "
-                              "WHERE underlying='NIFTY' AND timestamp=?", (times[-1],)).fetchone()
+    assert {b - a for a, b in itertools.pairwise(times)} == {30 * 10**9}
+    n, with_pct = con.execute(
+        "SELECT count(*), count(pct_change_3m) FROM option_chain_snapshots "
+        "WHERE underlying='NIFTY' AND timestamp=?",
+        (times[-1],),
+    ).fetchone()
     assert n > 60 and with_pct > 60  # 3-minute OI windows filled after 3.5 minutes
-    assert {r[0] for r in con.execute("SELECT moneyness FROM option_chain_snapshots")} == \
-        {"ITM", "ATM", "OTM"}
+    assert {r[0] for r in con.execute("SELECT moneyness FROM option_chain_snapshots")} == {
+        "ITM",
+        "ATM",
+        "OTM",
+    }
     assert {r[0] for r in con.execute("SELECT exchange FROM exchange_metadata")} == {"NSE", "BSE"}
     con.close()
-    p = subprocess.run([sys.executable, "-m", "mandi", "run", "--db", db, "--until", "09:20",
-                        *ARGS], capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, "-m", "mandi", "run", "--db", db, "--until", "09:20", *ARGS],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stderr
     assert "chains warm: 80 stored snapshots" in p.stderr  # 8 times × 10 chains

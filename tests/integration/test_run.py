@@ -13,8 +13,13 @@ ARGS = ["--date", "2026-04-13", "--seed", "11", "--status-interval", "1", "--no-
 
 
 def mandi(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "mandi", *args], capture_output=True, text=True,
-                          timeout=kw.pop("timeout", 180), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "mandi", *args],
+        capture_output=True,
+        text=True,
+        timeout=kw.pop("timeout", 180),
+        **kw,
+    )
 
 
 def rows(db, sql):
@@ -30,7 +35,7 @@ def test_a_short_run_stores_ticks_and_candles(tmp_path):
     p = mandi("run", "--db", db, "--speed", "60", "--duration", "5", *ARGS)
     assert p.returncode == 0, p.stderr
     assert "ticks=" in p.stderr  # the status line (not a terminal)
-    (ticks,), = rows(db, "SELECT count(*) FROM ticks")
+    ((ticks,),) = rows(db, "SELECT count(*) FROM ticks")
     assert ticks > 1000
     tfs = dict(rows(db, "SELECT timeframe, count(*) FROM candles GROUP BY timeframe"))
     assert tfs[1] > 1000 and tfs[60] > 100
@@ -43,8 +48,9 @@ def test_a_short_run_stores_ticks_and_candles(tmp_path):
 def test_a_bad_config_value_stops_start_up_with_one_line(tmp_path):
     p = mandi("run", "--db", str(tmp_path / "x.db"), "--speed", "-3")
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["mandi: config run.speed = -3.0: Expected `float` "
-                                             "> 0.0"]
+    assert p.stderr.strip().splitlines() == [
+        "mandi: config run.speed = -3.0: Expected `float` > 0.0"
+    ]
     env = {**os.environ, "MANDI_PIPELINE__TIMEFRAMES": "[60, -5]"}
     p = mandi("run", "--db", str(tmp_path / "x.db"), env=env)
     assert p.returncode == 2 and "pipeline.timeframes[1]" in p.stderr
@@ -54,8 +60,9 @@ def dump(db):
     return {
         "candles": rows(db, "SELECT * FROM candles ORDER BY timeframe, bucket, token"),
         "ticks": rows(db, "SELECT * FROM ticks ORDER BY ts_event, token, rowid"),
-        "indicators": rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, "
-                               "token, name"),
+        "indicators": rows(
+            db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, token, name"
+        ),
     }
 
 
@@ -65,9 +72,24 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
     p = mandi("run", "--db", clean, "--speed", "inf", "--until", "09:26", *ARGS)
     assert p.returncode == 0, p.stderr
     env = {**os.environ, "MANDI_INDICATORS__SNAPSHOT_INTERVAL_S": "0.5"}
-    proc = subprocess.Popen([sys.executable, "-m", "mandi", "run", "--db", crashed, "--speed",
-                             "40", "--until", "09:26", *ARGS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "run",
+            "--db",
+            crashed,
+            "--speed",
+            "40",
+            "--until",
+            "09:26",
+            *ARGS,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # wait until indicator values and a snapshot are stored
         time.sleep(0.3)
@@ -81,8 +103,10 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert rows(crashed, "SELECT max(bucket) FROM candles")[0][0] < \
-        rows(clean, "SELECT max(bucket) FROM candles")[0][0]  # it really died mid-run
+    assert (
+        rows(crashed, "SELECT max(bucket) FROM candles")[0][0]
+        < rows(clean, "SELECT max(bucket) FROM candles")[0][0]
+    )  # it really died mid-run
     p = mandi("run", "--db", crashed, "--speed", "inf", "--until", "09:26", *ARGS)
     assert p.returncode == 0, p.stderr
     assert "resuming the simulated market" in p.stderr

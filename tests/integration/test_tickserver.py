@@ -57,16 +57,31 @@ def test_protocol_and_bad_messages():
 
 def candles(db, until_sql):
     con = sqlite3.connect(db)
-    return con.execute(f"SELECT * FROM candles WHERE {until_sql} ORDER BY timeframe, bucket, "
-                       "token").fetchall()
+    return con.execute(
+        f"SELECT * FROM candles WHERE {until_sql} ORDER BY timeframe, bucket, token"
+    ).fetchall()
 
 
 @pytest.mark.slow
 def test_ws_feed_gives_the_same_candles_as_the_in_process_simulator(tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mandi", "tickserver", "--port", str(port),
-                               "--speed", "30", "--date", "2026-04-13", "--seed", "5"],
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "tickserver",
+            "--port",
+            str(port),
+            "--speed",
+            "30",
+            "--date",
+            "2026-04-13",
+            "--seed",
+            "5",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -75,14 +90,39 @@ def test_ws_feed_gives_the_same_candles_as_the_in_process_simulator(tmp_path):
             except OSError:
                 time.sleep(0.1)
         ws_db, sim_db = str(tmp_path / "ws.db"), str(tmp_path / "sim.db")
-        common = ["--date", "2026-04-13", "--seed", "5", "--until", "09:16:30",
-                  "--status-interval", "0"]
-        p = subprocess.run([sys.executable, "-m", "mandi", "run", "--feed",
-                            f"ws://127.0.0.1:{port}", "--db", ws_db, *common],
-                           capture_output=True, text=True, timeout=120)
+        common = [
+            "--date",
+            "2026-04-13",
+            "--seed",
+            "5",
+            "--until",
+            "09:16:30",
+            "--status-interval",
+            "0",
+        ]
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mandi",
+                "run",
+                "--feed",
+                f"ws://127.0.0.1:{port}",
+                "--db",
+                ws_db,
+                *common,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
-        p = subprocess.run([sys.executable, "-m", "mandi", "run", "--db", sim_db, "--speed",
-                            "inf", *common], capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "mandi", "run", "--db", sim_db, "--speed", "inf", *common],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert p.returncode == 0, p.stderr
     finally:
         server.kill()

@@ -37,7 +37,7 @@ class Codec:
 
     def _decoders(self) -> tuple[msgspec.msgpack.Decoder[Any], msgspec.json.Decoder[Any]]:
         if self._mp_dec is None or self._js_dec is None or self._known != len(MESSAGE_TYPES):
-            union = Union[tuple(MESSAGE_TYPES)]  # noqa: UP007 - a runtime union of classes
+            union: Any = Union[tuple(MESSAGE_TYPES)]  # noqa: UP007 - a runtime union of classes
             self._mp_dec = msgspec.msgpack.Decoder(union)
             self._js_dec = msgspec.json.Decoder(union)
             self._known = len(MESSAGE_TYPES)

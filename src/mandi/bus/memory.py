@@ -5,7 +5,8 @@ the same string: ``candle:60s:NSE:256265``, ``pub:candle:60s:NSE:256265`` (formi
 ``ind:SMA_9:60s:NSE:256265``, ``tick:NSE:256265``, ``chain:NIFTY:2026-07-14``, ``system:<kind>``.
 
 Patterns: ``*`` matches exactly one segment, a final ``>`` matches one or more remaining segments
-(``candle:*:NSE:>``). Resolution of a topic to its handlers is cached until the subscriptions change.
+(``candle:*:NSE:>``). Resolution of a topic to its handlers is cached until the subscriptions
+change.
 
 A handler that raises is isolated: the error is logged (rate-limited), counted, and published as a
 :class:`SystemEvent` on ``system:handler_error``; the remaining handlers still run.
@@ -91,7 +92,7 @@ class MessageBus:
         for sub in self._resolve(topic):
             try:
                 sub.handler(topic, message)
-            except Exception as exc:  # noqa: BLE001 - isolation is the point
+            except Exception as exc:
                 self._handler_failed(sub, topic, exc)
 
     def _handler_failed(self, sub: Subscription, topic: str, exc: Exception) -> None:
@@ -99,12 +100,19 @@ class MessageBus:
         key = f"{sub.name}:{type(exc).__name__}"
         n = self._error_log_counts[key] = self._error_log_counts.get(key, 0) + 1
         if n == 1 or n % 1000 == 0:  # rate-limited, with the count kept
-            log.error("handler %s failed on %s (%d times): %r", sub.name, topic, n, exc,
-                      exc_info=n == 1)
+            log.error(
+                "handler %s failed on %s (%d times): %r", sub.name, topic, n, exc, exc_info=n == 1
+            )
         if topic == HANDLER_ERROR_TOPIC:
             return  # never recurse on a failing error handler
-        self.publish(HANDLER_ERROR_TOPIC, SystemEvent(
-            ts_event=self._clock.now_ns(), kind="handler_error", severity="ERROR",
-            source=sub.name, message=f"{type(exc).__name__}: {exc}",
-            data={"topic": topic, "count": n},
-        ))
+        self.publish(
+            HANDLER_ERROR_TOPIC,
+            SystemEvent(
+                ts_event=self._clock.now_ns(),
+                kind="handler_error",
+                severity="ERROR",
+                source=sub.name,
+                message=f"{type(exc).__name__}: {exc}",
+                data={"topic": topic, "count": n},
+            ),
+        )

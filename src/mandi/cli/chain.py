@@ -30,12 +30,13 @@ def chain_import(
     db: DbOpt = None,
     underlying: Annotated[str | None, typer.Option(help="For files that do not say.")] = None,
     lot_size: Annotated[int | None, typer.Option(help="Override the lot-size rule.")] = None,
-    spot: Annotated[float | None, typer.Option(help="Underlying price (CSV downloads).")]
-    = None,
-    as_of: Annotated[str | None, typer.Option(help="Snapshot time, IST 'YYYY-MM-DD HH:MM'.")]
-    = None,
-    rate: Annotated[float, typer.Option(help="Rate for IV/Greeks (NSE's convention: 0.10).")]
-    = 0.10,
+    spot: Annotated[float | None, typer.Option(help="Underlying price (CSV downloads).")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Snapshot time, IST 'YYYY-MM-DD HH:MM'.")
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(help="Rate for IV/Greeks (NSE's convention: 0.10).")
+    ] = 0.10,
 ) -> None:
     """Parse a chain file and store every expiry in ``option_chain_snapshots``."""
     from mandi.core.money import to_paise
@@ -45,18 +46,25 @@ def chain_import(
 
     cfg = load(config, {"store.db": db})
     try:
-        snaps = load_option_chains(path, underlying=underlying, lot_size=lot_size,
-                                   underlying_price=None if spot is None else to_paise(spot),
-                                   as_of=as_of)
+        snaps = load_option_chains(
+            path,
+            underlying=underlying,
+            lot_size=lot_size,
+            underlying_price=None if spot is None else to_paise(spot),
+            as_of=as_of,
+        )
         analytics = [_analyse(s, rate) for s in snaps]
         con = connect(cfg.store.db)
         rows = store_snapshots(con, snaps, analytics, time.time_ns())
     except MandiError as e:
         fail(e)
     for s, a in zip(snaps, analytics, strict=True):
-        typer.echo(f"{s.underlying} {s.expiry}: {len(s.rows)} strikes, PCR(OI) "
-                   f"{a.pcr_oi:.4f}, max pain {a.max_pain:g}" if a else
-                   f"{s.underlying} {s.expiry}: {len(s.rows)} strikes")
+        typer.echo(
+            f"{s.underlying} {s.expiry}: {len(s.rows)} strikes, PCR(OI) "
+            f"{a.pcr_oi:.4f}, max pain {a.max_pain:g}"
+            if a
+            else f"{s.underlying} {s.expiry}: {len(s.rows)} strikes"
+        )
     typer.echo(f"stored {rows} rows in {cfg.store.db}")
 
 
@@ -68,8 +76,7 @@ def _fmt(x: float, spec: str = ".2f") -> str:
 def chain_show(
     underlying: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, SENSEX ...")],
     expiry: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default the nearest.")] = None,
-    file: Annotated[str | None, typer.Option("--file", help="Read this file, not the DB.")]
-    = None,
+    file: Annotated[str | None, typer.Option("--file", help="Read this file, not the DB.")] = None,
     strikes: Annotated[int, typer.Option(help="Strikes each side of ATM.")] = 10,
     window: Annotated[int, typer.Option(help="OI % change window, minutes.")] = 5,
     rate: Annotated[float | None, typer.Option(help="Rate for IV/Greeks.")] = None,
@@ -98,11 +105,20 @@ def chain_show(
             con = connect(cfg.store.db)
             snap = latest_snapshot(con, underlying.upper(), exp)
             if snap is None:
-                fail(MandiError(f"no stored chain for {underlying} in {cfg.store.db}; "
-                                "run mandi run or mandi chain import first"))
+                fail(
+                    MandiError(
+                        f"no stored chain for {underlying} in {cfg.store.db}; "
+                        "run mandi run or mandi chain import first"
+                    )
+                )
             assert snap is not None
-            history = load_snapshots(con, snap.ts_event - 31 * 60 * 10**9, snap.ts_event + 1,
-                                     snap.underlying, snap.expiry)
+            history = load_snapshots(
+                con,
+                snap.ts_event - 31 * 60 * 10**9,
+                snap.ts_event + 1,
+                snap.underlying,
+                snap.expiry,
+            )
         r = rate if rate is not None else (0.065 if snap.source == "sim" else 0.10)
         matrix = ChainMatrix(ChainMatrixConfig(strikes_each_side=strikes, rate=r))
         a = None
@@ -118,11 +134,23 @@ def chain_show(
 
     w = a.oi_windows_minutes.index(window) if window in a.oi_windows_minutes else 0
     when = ist_datetime(snap.ts_event).strftime("%Y-%m-%d %H:%M:%S")
-    t = Table(title=f"{snap.underlying} {snap.expiry} · {when} IST · spot "
-                    f"{snap.underlying_price / 100:,.2f} · ATM {a.atm_strike:g} · max pain "
-                    f"{a.max_pain:g}")
-    cols = ["OI", "ΔOI", f"OI%{a.oi_windows_minutes[w]}m", "IV%", "Δ", "Γ", "Θ/day", "vega",
-            "LTP", "LTP−theo"]
+    t = Table(
+        title=f"{snap.underlying} {snap.expiry} · {when} IST · spot "
+        f"{snap.underlying_price / 100:,.2f} · ATM {a.atm_strike:g} · max pain "
+        f"{a.max_pain:g}"
+    )
+    cols = [
+        "OI",
+        "ΔOI",
+        f"OI%{a.oi_windows_minutes[w]}m",
+        "IV%",
+        "Δ",
+        "Γ",
+        "Θ/day",
+        "vega",
+        "LTP",
+        "LTP−theo",
+    ]
     for c in cols:
         t.add_column(f"C {c}", justify="right", style="green")
     t.add_column("strike", justify="center", style="bold")
@@ -131,24 +159,40 @@ def chain_show(
     for j, k in enumerate(ks):
         if not math.isfinite(k):
             continue
-        ce = [_fmt(data[ch.CE_OI, j], ",.0f"), _fmt(data[ch.CE_OI_CHANGE, j], ",.0f"),
-              _fmt(a.oi_change_pct[w, 0, j], ".1f"), _fmt(100 * data[ch.CE_IV, j]),
-              _fmt(data[ch.CE_DELTA, j], ".3f"), _fmt(data[ch.CE_GAMMA, j], ".5f"),
-              _fmt(data[ch.CE_THETA, j]), _fmt(data[ch.CE_VEGA, j]), _fmt(data[ch.CE_LTP, j]),
-              _hl(a.ce_price_diff[j], a.ce_highlight[j])]
-        pe = [_fmt(data[ch.PE_OI, j], ",.0f"), _fmt(data[ch.PE_OI_CHANGE, j], ",.0f"),
-              _fmt(a.oi_change_pct[w, 1, j], ".1f"), _fmt(100 * data[ch.PE_IV, j]),
-              _fmt(data[ch.PE_DELTA, j], ".3f"), _fmt(data[ch.PE_GAMMA, j], ".5f"),
-              _fmt(data[ch.PE_THETA, j]), _fmt(data[ch.PE_VEGA, j]), _fmt(data[ch.PE_LTP, j]),
-              _hl(a.pe_price_diff[j], a.pe_highlight[j])]
+        ce = [
+            _fmt(data[ch.CE_OI, j], ",.0f"),
+            _fmt(data[ch.CE_OI_CHANGE, j], ",.0f"),
+            _fmt(a.oi_change_pct[w, 0, j], ".1f"),
+            _fmt(100 * data[ch.CE_IV, j]),
+            _fmt(data[ch.CE_DELTA, j], ".3f"),
+            _fmt(data[ch.CE_GAMMA, j], ".5f"),
+            _fmt(data[ch.CE_THETA, j]),
+            _fmt(data[ch.CE_VEGA, j]),
+            _fmt(data[ch.CE_LTP, j]),
+            _hl(a.ce_price_diff[j], a.ce_highlight[j]),
+        ]
+        pe = [
+            _fmt(data[ch.PE_OI, j], ",.0f"),
+            _fmt(data[ch.PE_OI_CHANGE, j], ",.0f"),
+            _fmt(a.oi_change_pct[w, 1, j], ".1f"),
+            _fmt(100 * data[ch.PE_IV, j]),
+            _fmt(data[ch.PE_DELTA, j], ".3f"),
+            _fmt(data[ch.PE_GAMMA, j], ".5f"),
+            _fmt(data[ch.PE_THETA, j]),
+            _fmt(data[ch.PE_VEGA, j]),
+            _fmt(data[ch.PE_LTP, j]),
+            _hl(a.pe_price_diff[j], a.pe_highlight[j]),
+        ]
         mark = f"[reverse]{k:g}[/]" if k == a.atm_strike else f"{k:g}"
         if k == a.max_pain:
             mark += " ◆"
         t.add_row(*ce, mark, *reversed(pe))
     Console().print(t)
-    typer.echo(f"PCR  OI {a.pcr_oi:.4f}  volume {_fmt(a.pcr_volume, '.4f')}  change in OI "
-               f"{_fmt(a.pcr_oi_change, '.4f')}   ITM delta % CE {_fmt(a.itm_ce_delta_pct, '.1f')}"
-               f" PE {_fmt(a.itm_pe_delta_pct, '.1f')}   (◆ max pain; OI in contracts)")
+    typer.echo(
+        f"PCR  OI {a.pcr_oi:.4f}  volume {_fmt(a.pcr_volume, '.4f')}  change in OI "
+        f"{_fmt(a.pcr_oi_change, '.4f')}   ITM delta % CE {_fmt(a.itm_ce_delta_pct, '.1f')}"
+        f" PE {_fmt(a.itm_pe_delta_pct, '.1f')}   (◆ max pain; OI in contracts)"
+    )
 
 
 def _hl(diff: float, highlight: int) -> str:

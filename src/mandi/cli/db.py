@@ -16,9 +16,11 @@ app.add_typer(db_app, name="db")
 
 
 @db_app.command("stats")
-def db_stats(config: ConfigOpt = None, db: DbOpt = None,
-             as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
-             ) -> None:
+def db_stats(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
     """Row counts, file size and time range per table."""
     from mandi.core.calendar import ist_datetime
     from mandi.stores.sqlite import connect, table_stats
@@ -49,7 +51,8 @@ def db_stats(config: ConfigOpt = None, db: DbOpt = None,
 @db_app.command("cleanup")
 def db_cleanup(
     days: Annotated[int, typer.Option(help="Keep this many days of data.")],
-    config: ConfigOpt = None, db: DbOpt = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Delete data older than ``--days`` days from every time-keyed table."""
     from mandi.stores.sqlite import cleanup, connect

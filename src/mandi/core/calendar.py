@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 
@@ -40,7 +40,7 @@ TUESDAY_REGIME_START = dt.date(2025, 9, 1)
 TUESDAY, THURSDAY = 1, 3  # date.weekday()
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where a moment falls in the trading day."""
 
     CLOSED = "closed"
@@ -128,7 +128,9 @@ class ExchangeCalendar:
         if exchange not in ("NSE", "BSE"):
             raise CalendarError(f"unknown exchange {exchange!r}; use NSE or BSE")
         self.exchange = exchange
-        self._entries = {e.date: e for e in (entries if entries is not None else _default_entries())}
+        self._entries = {
+            e.date: e for e in (entries if entries is not None else _default_entries())
+        }
 
     # --- days -------------------------------------------------------------------------------
     def is_trading_day(self, day: dt.date) -> bool:
@@ -220,8 +222,11 @@ class ExchangeCalendar:
         d = start - dt.timedelta(days=7)
         while d <= end + dt.timedelta(days=7):
             # the first day from d that is an expiry weekday under its own date's regime
-            nominal = next(c for c in (d + dt.timedelta(days=i) for i in range(7))
-                           if c.weekday() == self.expiry_weekday(c))
+            nominal = next(
+                c
+                for c in (d + dt.timedelta(days=i) for i in range(7))
+                if c.weekday() == self.expiry_weekday(c)
+            )
             e = self._roll_back(nominal)
             if start <= e <= end and (not out or out[-1] != e):
                 out.append(e)
@@ -235,8 +240,11 @@ class ExchangeCalendar:
         if weekly:
             span = on
             while len(out) < count:
-                out += [e for e in self.weekly_expiries(span, span + dt.timedelta(days=62))
-                        if e not in out]
+                out += [
+                    e
+                    for e in self.weekly_expiries(span, span + dt.timedelta(days=62))
+                    if e not in out
+                ]
                 span += dt.timedelta(days=63)
             return sorted(out)[:count]
         y, m = on.year, on.month

@@ -63,7 +63,7 @@ def format_inr(paise: int) -> str:
     s = str(rupees)
     if len(s) > 3:
         head, tail = s[:-3], s[-3:]
-        groups = []
+        groups: list[str] = []
         while len(head) > 2:
             groups.insert(0, head[-2:])
             head = head[:-2]

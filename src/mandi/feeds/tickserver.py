@@ -15,8 +15,9 @@ Protocol (version 1; also in docs/tickserver.md). Every message is one JSON obje
 * a malformed client message gets ``{"type": "error", "error": "..."}``; the connection stays.
 
 The simulated market opens when the first client subscribes (so a client sees the day from
-09:15), unless started with ``--no-wait``. Each client has a bounded queue; a client that falls behind by more than ``client_queue`` messages
-is disconnected (counted) rather than slowing the exchange or the other clients.
+09:15), unless started with ``--no-wait``. Each client has a bounded queue; a client that falls
+behind by more than ``client_queue`` messages is disconnected (counted) rather than slowing the
+exchange or the other clients.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any
 
 import msgspec
 import websockets
-from websockets.asyncio.server import ServerConnection, serve as ws_serve
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
 
 from mandi.config import AppConfig
 from mandi.core.calendar import calendar, ist_date
@@ -66,11 +68,11 @@ class _Client:
 class TickServer:
     """Broadcasts one simulated market to every connected client."""
 
-    def __init__(self, cfg: AppConfig, client_queue: int = 1000,
-                 wait_for_client: bool = True) -> None:
+    def __init__(
+        self, cfg: AppConfig, client_queue: int = 1000, wait_for_client: bool = True
+    ) -> None:
         self.cfg = cfg
-        start = cfg.sim.date or latest_trading_day(calendar("NSE"),
-                                                   ist_date(LiveClock().now_ns()))
+        start = cfg.sim.date or latest_trading_day(calendar("NSE"), ist_date(LiveClock().now_ns()))
         self.exchange = SimExchange(cfg.sim, start)
         self.feed = SimFeed(self.exchange, cfg.run.speed, days=cfg.run.days or None)
         self.clients: set[_Client] = set()
@@ -79,6 +81,7 @@ class TickServer:
         self.bad_commands = 0
         self._instruments_csv = master_csv(self.exchange.instruments)
         self.first_subscriber = asyncio.Event()
+        self._closing: set[asyncio.Future[None]] = set()
         if not wait_for_client:
             self.first_subscriber.set()
 
@@ -87,9 +90,16 @@ class TickServer:
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
-            await ws.send(_encode({"type": "hello", "version": PROTOCOL_VERSION,
-                                   "date": self.exchange.date.isoformat(),
-                                   "seed": self.cfg.sim.seed}).decode())
+            await ws.send(
+                _encode(
+                    {
+                        "type": "hello",
+                        "version": PROTOCOL_VERSION,
+                        "date": self.exchange.date.isoformat(),
+                        "seed": self.cfg.sim.seed,
+                    }
+                ).decode()
+            )
             async for raw in ws:
                 reply = self._command(client, raw)
                 if reply is not None:
@@ -107,8 +117,11 @@ class TickServer:
             self.bad_commands += 1
             return {"type": "error", "error": f"bad message: {e}"}
         if cmd.action == "instruments":
-            return {"type": "instruments", "date": self.exchange.date.isoformat(),
-                    "csv": self._instruments_csv}
+            return {
+                "type": "instruments",
+                "date": self.exchange.date.isoformat(),
+                "csv": self._instruments_csv,
+            }
         if cmd.action in ("subscribe", "unsubscribe"):
             if cmd.tokens == "all":
                 client.tokens = None if cmd.action == "subscribe" else set()
@@ -121,14 +134,16 @@ class TickServer:
                     client.tokens -= set(cmd.tokens)
             else:
                 self.bad_commands += 1
-                return {"type": "error", "error": "tokens must be a list of ints or \"all\""}
+                return {"type": "error", "error": 'tokens must be a list of ints or "all"'}
             count = len(self.exchange.instruments) if client.tokens is None else len(client.tokens)
             if count:
                 self.first_subscriber.set()
             return {"type": "subscribed", "count": count}
         self.bad_commands += 1
-        return {"type": "error", "error": f"unknown action {cmd.action!r}; use instruments, "
-                                          "subscribe or unsubscribe"}
+        return {
+            "type": "error",
+            "error": f"unknown action {cmd.action!r}; use instruments, subscribe or unsubscribe",
+        }
 
     async def _send_loop(self, client: _Client) -> None:
         try:
@@ -148,7 +163,8 @@ class TickServer:
                 self.dropped_clients += 1
                 self.clients.discard(c)
                 log.warning("disconnecting a slow tickserver client (%s)", c.ws.remote_address)
-                asyncio.ensure_future(c.ws.close(1013, "too slow"))
+                self._closing.add(task := asyncio.ensure_future(c.ws.close(1013, "too slow")))
+                task.add_done_callback(self._closing.discard)
 
     async def run(self) -> None:
         await self.first_subscriber.wait()  # the market opens when somebody watches it
@@ -157,13 +173,28 @@ class TickServer:
             if self.exchange.date != day:
                 day = self.exchange.date
                 self._instruments_csv = master_csv(self.exchange.instruments)
-                self._broadcast(lambda c: _encode({"type": "day", "date": day.isoformat()}))
+                day_msg = _encode({"type": "day", "date": day.isoformat()})
+                self._broadcast(lambda c, m=day_msg: m)
             if not batch:
-                ts = self.feed.exchange_time_ns
-                self._broadcast(lambda c: _encode({"type": "session_end", "ts": ts}))
+                end_msg = _encode({"type": "session_end", "ts": self.feed.exchange_time_ns})
+                self._broadcast(lambda c, m=end_msg: m)
                 continue
-            rows = [[t.token, t.exchange, t.ts_event, t.price, t.volume, t.last_qty, t.oi,
-                     t.bid, t.ask, t.bid_qty, t.ask_qty] for t in batch]
+            rows = [
+                [
+                    t.token,
+                    t.exchange,
+                    t.ts_event,
+                    t.price,
+                    t.volume,
+                    t.last_qty,
+                    t.oi,
+                    t.bid,
+                    t.ask,
+                    t.bid_qty,
+                    t.ask_qty,
+                ]
+                for t in batch
+            ]
             everything = _encode({"type": "ticks", "data": rows})
 
             def make(c: _Client, rows: list[list[Any]] = rows, full: bytes = everything) -> Any:
@@ -175,13 +206,20 @@ class TickServer:
             self._broadcast(make)
 
 
-async def serve(cfg: AppConfig, host: str = "127.0.0.1", port: int = 9001,
-                wait_for_client: bool = True) -> None:
+async def serve(
+    cfg: AppConfig, host: str = "127.0.0.1", port: int = 9001, wait_for_client: bool = True
+) -> None:
     """Run the tick server until cancelled; the market starts at the first subscription
     unless ``wait_for_client`` is False."""
     server = TickServer(cfg, wait_for_client=wait_for_client)
     async with ws_serve(server.handle, host, port, max_size=2**20):
-        log.info("tickserver on ws://%s:%d (simulated %s, seed %d, speed %g)", host, port,
-                 server.exchange.date, cfg.sim.seed, cfg.run.speed)
+        log.info(
+            "tickserver on ws://%s:%d (simulated %s, seed %d, speed %g)",
+            host,
+            port,
+            server.exchange.date,
+            cfg.sim.seed,
+            cfg.run.speed,
+        )
         await server.run()
         log.info("tickserver: the simulated market ended")

@@ -40,8 +40,20 @@ _decode = msgspec.json.Decoder(_Msg).decode
 
 def parse_tick_row(row: list[Any], ts_init: int) -> Tick:
     token, exchange, ts, price, volume, last_qty, oi, bid, ask, bid_qty, ask_qty = row
-    return Tick(int(token), str(exchange), int(ts), ts_init, int(price), int(volume),
-                int(last_qty), int(oi), int(bid), int(ask), int(bid_qty), int(ask_qty))
+    return Tick(
+        int(token),
+        str(exchange),
+        int(ts),
+        ts_init,
+        int(price),
+        int(volume),
+        int(last_qty),
+        int(oi),
+        int(bid),
+        int(ask),
+        int(bid_qty),
+        int(ask_qty),
+    )
 
 
 class TickserverFeed:
@@ -50,8 +62,13 @@ class TickserverFeed:
     live = True
     wall_clock = False  # the tickserver's exchange time is simulated
 
-    def __init__(self, url: str, node: MarketNode | None = None, stale_after: float = 10.0,
-                 tokens: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        node: MarketNode | None = None,
+        stale_after: float = 10.0,
+        tokens: list[int] | None = None,
+    ) -> None:
         self.name = url
         self.url = url
         self.node = node
@@ -87,8 +104,9 @@ class TickserverFeed:
                     if self.node is not None:
                         self.node._attach_feed(self)
                     sub = "all" if self.tokens is None else self.tokens
-                    await ws.send(msgspec.json.encode({"action": "subscribe", "tokens": sub})
-                                  .decode())
+                    await ws.send(
+                        msgspec.json.encode({"action": "subscribe", "tokens": sub}).decode()
+                    )
                     delay = 0.5
                     while True:
                         raw = await asyncio.wait_for(ws.recv(), self.stale_after)
@@ -98,8 +116,12 @@ class TickserverFeed:
             except (OSError, TimeoutError, websockets.WebSocketException) as e:
                 self.reconnects += 1
                 wait = delay * (0.5 + random.random())
-                log.warning("tickserver %s: %s; reconnecting in %.1f s", self.url,
-                            e.__class__.__name__, wait)
+                log.warning(
+                    "tickserver %s: %s; reconnecting in %.1f s",
+                    self.url,
+                    e.__class__.__name__,
+                    wait,
+                )
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)
 

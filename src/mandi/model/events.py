@@ -12,7 +12,8 @@ from mandi.model.base import Message, message
 @message
 class SystemEvent(Message, frozen=True):
     """A lifecycle or fault event. ``kind`` is a stable machine-readable name
-    (``handler_error``, ``tick_rejected``, ``started`` ...); ``severity`` is a logging level name."""
+    (``handler_error``, ``tick_rejected``, ``started`` ...); ``severity`` is a logging level
+    name."""
 
     ts_event: int
     kind: str

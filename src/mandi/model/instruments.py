@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -65,8 +66,19 @@ class Option(Instrument, frozen=True):
 AnyInstrument = Index | Equity | Future | Option
 
 MASTER_COLUMNS = (
-    "instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
-    "strike", "tick_size", "lot_size", "instrument_type", "segment", "exchange", "freeze_qty",
+    "instrument_token",
+    "exchange_token",
+    "tradingsymbol",
+    "name",
+    "last_price",
+    "expiry",
+    "strike",
+    "tick_size",
+    "lot_size",
+    "instrument_type",
+    "segment",
+    "exchange",
+    "freeze_qty",
 )
 
 
@@ -83,11 +95,24 @@ def _row_to_instrument(row: dict[str, str], line: int) -> AnyInstrument:
         freeze = int(float(row.get("freeze_qty") or 0))
         exp_text = (row.get("expiry") or "").strip()
         expiry = dt.date.fromisoformat(exp_text) if exp_text else None
-        common = dict(token=token, exchange=exchange, symbol=symbol, name=name, segment=segment,
-                      lot_size=max(lot, 1), tick_size=tick, freeze_qty=freeze)
+        common: dict[str, Any] = dict(
+            token=token,
+            exchange=exchange,
+            symbol=symbol,
+            name=name,
+            segment=segment,
+            lot_size=max(lot, 1),
+            tick_size=tick,
+            freeze_qty=freeze,
+        )
         if kind in ("CE", "PE"):
-            return Option(**common, underlying=name, expiry=expiry,
-                          strike=to_paise(row.get("strike") or "0"), option_type=kind)
+            return Option(
+                **common,
+                underlying=name,
+                expiry=expiry,
+                strike=to_paise(row.get("strike") or "0"),
+                option_type=kind,
+            )
         if kind == "FUT":
             return Future(**common, underlying=name, expiry=expiry)
         if kind == "INDEX" or segment == "INDICES":
@@ -114,9 +139,21 @@ def instrument_csv_rows(instruments: Iterable[AnyInstrument]) -> Iterator[list[s
         if isinstance(i, Option | Future) and i.expiry:
             expiry = i.expiry.isoformat()
         name = i.underlying if isinstance(i, Option | Future) else i.name
-        yield [str(i.token), str(i.token >> 8), i.symbol, name, "0", expiry, strike or "0",
-               f"{i.tick_size / 100:g}", str(i.lot_size), kind, i.segment, i.exchange,
-               str(i.freeze_qty)]
+        yield [
+            str(i.token),
+            str(i.token >> 8),
+            i.symbol,
+            name,
+            "0",
+            expiry,
+            strike or "0",
+            f"{i.tick_size / 100:g}",
+            str(i.lot_size),
+            kind,
+            i.segment,
+            i.exchange,
+            str(i.freeze_qty),
+        ]
 
 
 class InstrumentMaster:
@@ -171,8 +208,9 @@ class InstrumentMaster:
 
     def options(self, underlying: str, expiry: dt.date) -> list[Option]:
         """Options of one underlying and expiry, sorted by (strike, CE before PE)."""
-        return sorted(self._options.get((underlying, expiry), []),
-                      key=lambda o: (o.strike, o.option_type))
+        return sorted(
+            self._options.get((underlying, expiry), []), key=lambda o: (o.strike, o.option_type)
+        )
 
     def expiries(self, underlying: str) -> list[dt.date]:
         return sorted(e for (u, e) in self._options if u == underlying)

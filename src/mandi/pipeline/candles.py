@@ -2,8 +2,9 @@
 
 Topics (seed key style): confirmed ``candle:{tf}s:{exchange}:{token}`` (1 s candles included, as
 ``candle:1s:...``), forming ``pub:candle:{tf}s:{exchange}:{token}``. Forming candles are built only
-for series somebody subscribes to (hundreds of option series nobody charts cost nothing). Nothing here does I/O; the shell
-feeds ticks in and drives :meth:`CandlePipeline.advance` from its clock.
+for series somebody subscribes to (hundreds of option series nobody charts cost nothing).
+Nothing here does I/O; the shell feeds ticks in and drives :meth:`CandlePipeline.advance` from its
+clock.
 """
 
 from __future__ import annotations

@@ -80,9 +80,18 @@ class ChainAssembler:
             if opt is None or opt.expiry is None:
                 continue
             key = (opt.underlying, opt.expiry)
-            q = OptionQuote(t.price, t.bid, t.ask, t.volume, t.oi,
-                            t.oi - self._oi_ref.get(token, t.oi), token, opt.symbol,
-                            bid_qty=t.bid_qty, ask_qty=t.ask_qty)
+            q = OptionQuote(
+                t.price,
+                t.bid,
+                t.ask,
+                t.volume,
+                t.oi,
+                t.oi - self._oi_ref.get(token, t.oi),
+                token,
+                opt.symbol,
+                bid_qty=t.bid_qty,
+                ask_qty=t.ask_qty,
+            )
             slot = rows.setdefault(key, {}).setdefault(opt.strike, [None, None])
             slot[0 if opt.is_call else 1] = q
             lots[key] = opt.lot_size
@@ -93,8 +102,16 @@ class ChainAssembler:
             ut = self._last.get(utoken) if utoken is not None else None
             if ut is None:
                 continue
-            out.append(ChainSnapshot(
-                underlying, exchanges[(underlying, expiry)], expiry, ts_ns, ut.price,
-                tuple(ChainRow(k, v[0], v[1]) for k, v in sorted(strikes.items())),
-                lots[(underlying, expiry)], self.source))
+            out.append(
+                ChainSnapshot(
+                    underlying,
+                    exchanges[(underlying, expiry)],
+                    expiry,
+                    ts_ns,
+                    ut.price,
+                    tuple(ChainRow(k, v[0], v[1]) for k, v in sorted(strikes.items())),
+                    lots[(underlying, expiry)],
+                    self.source,
+                )
+            )
         return out

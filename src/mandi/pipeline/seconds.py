@@ -58,6 +58,7 @@ class SecondAggregator:
         self._open: dict[int, _Open] = {}
         self._baselines: dict[int, int] = {}
         self._wm = -1  # watermark: latest event second seen (ns, floored)
+        self._swept = -1  # latest sweep cutoff: every second at or before it is confirmed
         self.rejected: Counter[str] = Counter()
         self.last_rejection: tuple[str, Tick] | None = None
         self.ticks = 0
@@ -97,8 +98,9 @@ class SecondAggregator:
             if self._known is not None and token not in self._known:
                 return self._reject("unknown_token", tick)
             base = self._baselines.pop(token, None)
-            st = self._open[token] = _Open(tick.exchange, vol - tick.last_qty if base is None
-                                           else base)
+            st = self._open[token] = _Open(
+                tick.exchange, vol - tick.last_qty if base is None else base
+            )
             if st.base < 0:
                 st.base = st.cum = 0
         sec = ts - ts % _NS
@@ -115,7 +117,7 @@ class SecondAggregator:
             st.n += 1
             self.ticks += 1
             return _NONE
-        if sec < st.sec or sec + _NS + self._delay <= self._wm:
+        if sec < st.sec or sec + _NS + self._delay <= self._wm or sec <= self._swept:
             return self._reject("late", tick)
         if vol < st.cum:
             return self._reject("volume_decreased", tick)
@@ -136,8 +138,20 @@ class SecondAggregator:
         return out
 
     def _close(self, token: int, st: _Open) -> Candle:
-        c = Candle(token, st.exchange, 1, st.sec, st.open, st.high, st.low, st.close,
-                   st.cum - st.base, st.oi, st.n, True)
+        c = Candle(
+            token,
+            st.exchange,
+            1,
+            st.sec,
+            st.open,
+            st.high,
+            st.low,
+            st.close,
+            st.cum - st.base,
+            st.oi,
+            st.n,
+            True,
+        )
         st.base = st.cum
         st.sec = -1
         self.candles += 1
@@ -146,10 +160,11 @@ class SecondAggregator:
     def advance(self, now_ns: int) -> list[Candle]:
         """Confirm every open second that ended at least ``close_delay_ns`` before ``now_ns``."""
         cutoff = now_ns - self._delay - _NS
+        if cutoff > self._swept:  # a clock-driven sweep may confirm past the watermark's grace
+            self._swept = cutoff
         if now_ns - now_ns % _NS > self._wm:
             self._wm = now_ns - now_ns % _NS
-        out = [self._close(t, st) for t, st in sorted(self._open.items())
-               if 0 <= st.sec <= cutoff]
+        out = [self._close(t, st) for t, st in sorted(self._open.items()) if 0 <= st.sec <= cutoff]
         return out
 
     def flush(self) -> list[Candle]:

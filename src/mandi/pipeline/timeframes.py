@@ -101,8 +101,20 @@ class TimeframeBuilder:
 
     @staticmethod
     def _candle(token: int, exchange: str, tf: int, b: _Bucket, closed: bool) -> Candle:
-        return Candle(token, exchange, tf, b.start, b.open, b.high, b.low, b.close, b.volume,
-                      b.oi, b.n, closed)
+        return Candle(
+            token,
+            exchange,
+            tf,
+            b.start,
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume,
+            b.oi,
+            b.n,
+            closed,
+        )
 
     def handle_candle(self, c: Candle) -> list[Candle]:
         """Apply one closed base candle; return confirmed candles then forming updates."""
@@ -129,18 +141,47 @@ class TimeframeBuilder:
                     self.rejected["late"] += 1
                     continue
                 if b.start >= 0 and not b.done:
-                    out.append(Candle(token, exchange, tf, b.start, b.open, b.high, b.low,
-                                      b.close, b.volume, b.oi, b.n, True))
+                    out.append(
+                        Candle(
+                            token,
+                            exchange,
+                            tf,
+                            b.start,
+                            b.open,
+                            b.high,
+                            b.low,
+                            b.close,
+                            b.volume,
+                            b.oi,
+                            b.n,
+                            True,
+                        )
+                    )
                     self.confirmed += 1
                 b.start, b.end, b.done = start, self._end(start, tf), False
                 b.open, b.high, b.low = c.open, c.high, c.low
                 b.volume, b.n = c.volume, c.ticks
             b.close = c.close
             b.oi = c.oi
-            if self.emit_forming and (self._filter is None
-                                      or self._forming_wanted(token, exchange, tf)):
-                forming.append(Candle(token, exchange, tf, b.start, b.open, b.high, b.low,
-                                      b.close, b.volume, b.oi, b.n, False))
+            if self.emit_forming and (
+                self._filter is None or self._forming_wanted(token, exchange, tf)
+            ):
+                forming.append(
+                    Candle(
+                        token,
+                        exchange,
+                        tf,
+                        b.start,
+                        b.open,
+                        b.high,
+                        b.low,
+                        b.close,
+                        b.volume,
+                        b.oi,
+                        b.n,
+                        False,
+                    )
+                )
         if forming:
             out += forming
         return out
@@ -150,7 +191,7 @@ class TimeframeBuilder:
         out: list[Candle] = []
         for token, (exchange, buckets) in self._series.items():
             for tf, b in zip(self.timeframes, buckets, strict=True):
-                if not b.done and 0 <= b.start and b.end <= now_ns:
+                if not b.done and b.start >= 0 and b.end <= now_ns:
                     out.append(self._candle(token, exchange, tf, b, True))
                     self.confirmed += 1
                     b.done = True
@@ -166,6 +207,8 @@ class TimeframeBuilder:
         if entry is None:
             return []
         exchange, buckets = entry
-        return [self._candle(token, exchange, tf, b, False)
-                for tf, b in zip(self.timeframes, buckets, strict=True)
-                if b.start >= 0 and not b.done]
+        return [
+            self._candle(token, exchange, tf, b, False)
+            for tf, b in zip(self.timeframes, buckets, strict=True)
+            if b.start >= 0 and not b.done
+        ]

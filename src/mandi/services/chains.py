@@ -65,10 +65,14 @@ class ChainLayer:
             from mandi.feeds.sim import RISK_FREE_RATE
 
             rate = RISK_FREE_RATE if node.feed is not None and node.feed.name == "sim" else 0.10
-        self.matrix = ChainMatrix(ChainMatrixConfig(
-            strikes_each_side=self.cfg.strikes_each_side, rate=rate,
-            diff_pos_threshold=self.cfg.diff_pos_threshold,
-            diff_neg_threshold=self.cfg.diff_neg_threshold))
+        self.matrix = ChainMatrix(
+            ChainMatrixConfig(
+                strikes_each_side=self.cfg.strikes_each_side,
+                rate=rate,
+                diff_pos_threshold=self.cfg.diff_pos_threshold,
+                diff_neg_threshold=self.cfg.diff_neg_threshold,
+            )
+        )
         self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
         node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
         node.writer.statements["exchange_metadata"] = METADATA_SQL
@@ -115,25 +119,30 @@ class ChainLayer:
         assert node is not None and self.assembler is not None and self.matrix is not None
         persist = ts_ns >= self._next_persist_ns
         if persist:
-            self._next_persist_ns = ts_ns - ts_ns % int(self.cfg.persist_interval_s * 1e9) + \
-                int(self.cfg.persist_interval_s * NS_PER_SECOND)
+            self._next_persist_ns = (
+                ts_ns
+                - ts_ns % int(self.cfg.persist_interval_s * 1e9)
+                + int(self.cfg.persist_interval_s * NS_PER_SECOND)
+            )
         for snap in self.assembler.snapshots(ts_ns):
             try:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)
-            except Exception as e:  # noqa: BLE001 - one bad chain must not stop the others
+            except Exception as e:
                 self.errors += 1
                 node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
                 continue
             self.snapshots += 1
             node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
             if analytics is not None:
-                node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry),
-                                 analytics)
+                node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
             if persist:
-                node.writer.put("option_chain_snapshots",
-                                snapshot_rows(snap, analytics, node.clock.now_ns()))
-                node.writer.put("exchange_metadata", [
-                    metadata_row(snap, atm_paise(analytics), node.clock.now_ns())])
+                node.writer.put(
+                    "option_chain_snapshots", snapshot_rows(snap, analytics, node.clock.now_ns())
+                )
+                node.writer.put(
+                    "exchange_metadata",
+                    [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
+                )
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []

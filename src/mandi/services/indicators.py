@@ -34,8 +34,10 @@ VALUE_SQL = (
     "ON CONFLICT (timeframe, bucket, token, name) DO UPDATE SET value=excluded.value"
 )
 SNAPSHOT_SQL = "INSERT INTO indicator_snapshots (timestamp, specs, state) VALUES (?,?,?)"
-PRUNE_SQL = ("DELETE FROM indicator_snapshots WHERE specs=? AND id NOT IN (SELECT id FROM "
-             "indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT ?)")
+PRUNE_SQL = (
+    "DELETE FROM indicator_snapshots WHERE specs=? AND id NOT IN (SELECT id FROM "
+    "indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT ?)"
+)
 
 
 def indicator_topic(v: IndicatorValue) -> str:
@@ -44,13 +46,15 @@ def indicator_topic(v: IndicatorValue) -> str:
 
 
 def latest_snapshot(con: Any, specs: str) -> bytes | None:
-    row = con.execute("SELECT state FROM indicator_snapshots WHERE specs=? ORDER BY id DESC "
-                      "LIMIT 1", (specs,)).fetchone()
+    row = con.execute(
+        "SELECT state FROM indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT 1", (specs,)
+    ).fetchone()
     return None if row is None else bytes(row[0])
 
 
-def warm_start(engine: IndicatorEngine, con: Any, timeframes: tuple[int, ...],
-               specs_key: str) -> tuple[int, int]:
+def warm_start(
+    engine: IndicatorEngine, con: Any, timeframes: tuple[int, ...], specs_key: str
+) -> tuple[int, int]:
     """Restore the latest snapshot and replay stored candles after it.
     Returns (candles replayed, values produced)."""
     blob = latest_snapshot(con, specs_key)
@@ -95,8 +99,7 @@ class IndicatorLayer:
         node.writer.statements["indicator_snapshots_prune"] = PRUNE_SQL
         con = connect(node.cfg.store.db)
         try:
-            replayed, produced = warm_start(self.engine, con, self.cfg.timeframes,
-                                            self._specs_key)
+            replayed, produced = warm_start(self.engine, con, self.cfg.timeframes, self._specs_key)
         finally:
             con.close()
         if replayed:
@@ -104,13 +107,17 @@ class IndicatorLayer:
         for tf in self.cfg.timeframes:
             node.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
             if self.cfg.previews == "all":
-                node.bus.subscribe(f"pub:candle:{tf}s:>", self.handle_forming,
-                                   name="indicators.peek")
+                node.bus.subscribe(
+                    f"pub:candle:{tf}s:>", self.handle_forming, name="indicators.peek"
+                )
             elif self.cfg.previews == "underlyings":  # per series: the pipeline then builds
                 for inst in node.master:  # forming candles only for these
                     if not isinstance(inst, Option):
-                        node.bus.subscribe(f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
-                                           self.handle_forming, name="indicators.peek")
+                        node.bus.subscribe(
+                            f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
+                            self.handle_forming,
+                            name="indicators.peek",
+                        )
 
     def handle_candle(self, topic: str, candle: Candle) -> None:
         assert self._node is not None
@@ -137,8 +144,10 @@ class IndicatorLayer:
         if self._node is None:
             return
         self.after_batch()  # values first: the writer commits in order
-        self._node.writer.put("indicator_snapshots", [
-            (self._node.clock.now_ns(), self._specs_key, self.engine.snapshot())])
+        self._node.writer.put(
+            "indicator_snapshots",
+            [(self._node.clock.now_ns(), self._specs_key, self.engine.snapshot())],
+        )
 
     async def _snapshots(self) -> None:
         while True:
@@ -151,5 +160,7 @@ class IndicatorLayer:
     def close(self) -> None:
         self.save_snapshot()
         if self._node is not None:
-            self._node.writer.put("indicator_snapshots_prune",
-                                  [(self._specs_key, self._specs_key, self.cfg.snapshots_kept)])
+            self._node.writer.put(
+                "indicator_snapshots_prune",
+                [(self._specs_key, self._specs_key, self.cfg.snapshots_kept)],
+            )

@@ -84,8 +84,9 @@ class NodeStats:
 class MarketNode:
     """Feed → pipeline → SQLite, with status; the trading and web layers plug into its bus."""
 
-    def __init__(self, cfg: AppConfig, clock: Clock | None = None,
-                 layers: list[Layer] | None = None) -> None:
+    def __init__(
+        self, cfg: AppConfig, clock: Clock | None = None, layers: list[Layer] | None = None
+    ) -> None:
         self.cfg = cfg
         self.layers: list[Layer] = list(layers or [])
         self.clock = clock or LiveClock()
@@ -94,13 +95,19 @@ class MarketNode:
         self.known_tokens: set[int] = set()
         self.master = InstrumentMaster()
         st = cfg.store
-        self.writer = BatchWriter(st.db, flush_interval=st.flush_interval_ms / 1000,
-                                  flush_items=st.flush_items,
-                                  max_pending_rows=st.max_pending_rows)
+        self.writer = BatchWriter(
+            st.db,
+            flush_interval=st.flush_interval_ms / 1000,
+            flush_items=st.flush_items,
+            max_pending_rows=st.max_pending_rows,
+        )
         self.pipeline = CandlePipeline(
-            self.bus, cfg.pipeline.timeframes, known_tokens=self.known_tokens,
+            self.bus,
+            cfg.pipeline.timeframes,
+            known_tokens=self.known_tokens,
             close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
-            emit_forming=cfg.pipeline.emit_forming)
+            emit_forming=cfg.pipeline.emit_forming,
+        )
         self.feed: Feed | None = None
         self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
         self._candle_rows: list[tuple[Any, ...]] = []
@@ -120,8 +127,16 @@ class MarketNode:
         self.stats.candles_confirmed[c.timeframe] += 1
 
     def _on_system_event(self, topic: str, e: SystemEvent) -> None:
-        self._event_rows.append((e.ts_event, e.kind, e.message, e.severity, e.source,
-                                 msgspec.json.encode(e.data).decode()))
+        self._event_rows.append(
+            (
+                e.ts_event,
+                e.kind,
+                e.message,
+                e.severity,
+                e.source,
+                msgspec.json.encode(e.data).decode(),
+            )
+        )
 
     def _flush_rows(self) -> None:
         if self._candle_rows:
@@ -132,8 +147,10 @@ class MarketNode:
             self._event_rows = []
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
-        self.bus.publish(f"system:{kind}", SystemEvent(self.clock.now_ns(), kind, message,
-                                                       severity, "node", data))
+        self.bus.publish(
+            f"system:{kind}",
+            SystemEvent(self.clock.now_ns(), kind, message, severity, "node", data),
+        )
 
     # --- the kernel side ------------------------------------------------------------------------
     def handle_batch(self, batch: list[Tick]) -> None:
@@ -166,9 +183,15 @@ class MarketNode:
             new = n - self._rejected_seen[reason]
             if new > 0:
                 example = self.pipeline.seconds.last_rejection
-                self._reject_log.warning(reason, self.clock.now_ns(),
-                                         "skipped %d bad tick(s): %s (total %d; last %r)",
-                                         new, reason, n, example[1] if example else None)
+                self._reject_log.warning(
+                    reason,
+                    self.clock.now_ns(),
+                    "skipped %d bad tick(s): %s (total %d; last %r)",
+                    new,
+                    reason,
+                    n,
+                    example[1] if example else None,
+                )
         self._rejected_seen = Counter(rejected)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -198,15 +221,16 @@ class MarketNode:
             raise ConfigError("run.feed", cfg.run.feed, "use 'sim' or a ws://host:port URL")
 
     def _sim_feed(self) -> Feed:
-        from mandi.feeds.sim import SimExchange, SimFeed, latest_trading_day
         from mandi.core.calendar import calendar
+        from mandi.feeds.sim import SimExchange, SimFeed, latest_trading_day
 
         cfg = self.cfg
         identity = msgspec.json.encode(cfg.sim).decode()
         con = connect(cfg.store.db)
         try:
-            start = cfg.sim.date or latest_trading_day(calendar("NSE"),
-                                                       ist_date(self.clock.now_ns()))
+            start = cfg.sim.date or latest_trading_day(
+                calendar("NSE"), ist_date(self.clock.now_ns())
+            )
             resume = None
             held = get_meta(con, "sim.identity")
             if cfg.run.resume and held == identity:
@@ -223,16 +247,24 @@ class MarketNode:
                 for token, vol in resume.volume_baselines.items():
                     self.pipeline.seconds.set_volume_baseline(token, vol)
                 self.stats.resumed_from_ns = resume.ts_ns
-                log.info("resuming the simulated market at %s (%d ticks to re-emit removed, "
-                         "%d candles warmed)", _fmt(resume.ts_ns), dropped,
-                         len(resume.warm_candles))
+                log.info(
+                    "resuming the simulated market at %s (%d ticks to re-emit removed, "
+                    "%d candles warmed)",
+                    _fmt(resume.ts_ns),
+                    dropped,
+                    len(resume.warm_candles),
+                )
             set_meta(con, "sim.identity", identity)
             set_meta(con, "sim.start_date", start.isoformat())
         finally:
             con.close()
         ex = SimExchange(cfg.sim, start)
-        feed = SimFeed(ex, cfg.run.speed, days=cfg.run.days or None,
-                       resume_from_ns=resume.ts_ns if resume else None)
+        feed = SimFeed(
+            ex,
+            cfg.run.speed,
+            days=cfg.run.days or None,
+            resume_from_ns=resume.ts_ns if resume else None,
+        )
         return _SimFeedAdapter(feed, self)
 
     async def _pump(self) -> None:
@@ -320,9 +352,11 @@ class MarketNode:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
         self.event("started", f"mandi run started (feed {self.feed.name if self.feed else '?'})")
-        tasks = [asyncio.create_task(self._pump(), name="feed"),
-                 asyncio.create_task(self._kernel(), name="kernel"),
-                 asyncio.create_task(self._clock_driver(), name="clock")]
+        tasks = [
+            asyncio.create_task(self._pump(), name="feed"),
+            asyncio.create_task(self._kernel(), name="kernel"),
+            asyncio.create_task(self._clock_driver(), name="clock"),
+        ]
         if self.cfg.run.status_interval > 0:
             tasks.append(asyncio.create_task(self._status(), name="status"))
         for layer in self.layers:
@@ -356,14 +390,18 @@ class MarketNode:
         for layer in reversed(self.layers):
             try:
                 layer.close()
-            except Exception:  # noqa: BLE001 - one failing layer must not lose the others' data
+            except Exception:
                 log.exception("layer %s failed to close", layer.name)
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
         self._flush_rows()
         self.writer.stop()
-        log.info("stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
-                 dict(self.writer.stats.rows), self.stats.queue_dropped_ticks,
-                 dict(self.writer.stats.dropped) or 0, dict(self.pipeline.seconds.rejected) or 0)
+        log.info(
+            "stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
+            dict(self.writer.stats.rows),
+            self.stats.queue_dropped_ticks,
+            dict(self.writer.stats.dropped) or 0,
+            dict(self.pipeline.seconds.rejected) or 0,
+        )
 
 
 class _SimFeedAdapter:
@@ -408,4 +446,3 @@ def _fmt(ts_ns: int) -> str:
     from mandi.core.calendar import ist_datetime
 
     return ist_datetime(ts_ns).strftime("%Y-%m-%d %H:%M:%S IST")
-

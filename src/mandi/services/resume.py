@@ -28,8 +28,9 @@ class ResumePoint:
     volume_baselines: dict[int, int]  # token -> cumulative volume before ts_ns
 
 
-def find_resume_point(con: sqlite3.Connection, timeframes: tuple[int, ...],
-                      ticks_stored: bool) -> ResumePoint | None:
+def find_resume_point(
+    con: sqlite3.Connection, timeframes: tuple[int, ...], ticks_stored: bool
+) -> ResumePoint | None:
     last_candle = con.execute("SELECT max(bucket) FROM candles WHERE timeframe=1").fetchone()[0]
     if last_candle is None:
         return None
@@ -47,7 +48,9 @@ def find_resume_point(con: sqlite3.Connection, timeframes: tuple[int, ...],
         hi = first_rowid_at(con, "ticks", "ts_event", resume)
         for token, volume, _ in con.execute(
             "SELECT token, volume, max(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? "
-            "GROUP BY token", (lo, hi)):
+            "GROUP BY token",
+            (lo, hi),
+        ):
             baselines[int(token)] = int(volume)
     return ResumePoint(resume, warm, baselines)
 

@@ -34,8 +34,9 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def snapshot_rows(snap: ChainSnapshot, analytics: Any | None, created_ns: int
-                  ) -> list[tuple[Any, ...]]:
+def snapshot_rows(
+    snap: ChainSnapshot, analytics: Any | None, created_ns: int
+) -> list[tuple[Any, ...]]:
     """Rows of ``option_chain_snapshots`` for one snapshot; ``analytics`` (a
     :class:`~mandi.options.chain.ChainAnalytics` of the same snapshot) supplies moneyness and
     the OI % windows for the strikes of its window."""
@@ -47,8 +48,12 @@ def snapshot_rows(snap: ChainSnapshot, analytics: Any | None, created_ns: int
             for j, k in enumerate(analytics.strikes):
                 if not math.isfinite(k):
                     continue
-                pct = [_num(analytics.oi_change_pct[windows.index(w), side_i, j])
-                       if w in windows else None for w in WINDOWS]
+                pct = [
+                    _num(analytics.oi_change_pct[windows.index(w), side_i, j])
+                    if w in windows
+                    else None
+                    for w in WINDOWS
+                ]
                 per_strike[(round(k * 100), side)] = (labels[j], pct)
     out = []
     spot = snap.underlying_price
@@ -60,10 +65,31 @@ def snapshot_rows(snap: ChainSnapshot, analytics: Any | None, created_ns: int
             if label is None:  # outside the analytics window: classify directly
                 itm = row.strike < spot if side == "CE" else row.strike > spot
                 label = "ITM" if itm else "OTM"
-            out.append((snap.ts_event, snap.exchange, snap.underlying, snap.expiry.isoformat(),
-                        row.strike, side, q.symbol, q.oi, q.ltp, q.token, spot, label, *pct,
-                        q.volume, q.oi_change, q.bid, q.ask, _num(q.iv), snap.lot_size,
-                        snap.source, created_ns))
+            out.append(
+                (
+                    snap.ts_event,
+                    snap.exchange,
+                    snap.underlying,
+                    snap.expiry.isoformat(),
+                    row.strike,
+                    side,
+                    q.symbol,
+                    q.oi,
+                    q.ltp,
+                    q.token,
+                    spot,
+                    label,
+                    *pct,
+                    q.volume,
+                    q.oi_change,
+                    q.bid,
+                    q.ask,
+                    _num(q.iv),
+                    snap.lot_size,
+                    snap.source,
+                    created_ns,
+                )
+            )
     return out
 
 
@@ -71,13 +97,19 @@ def metadata_row(snap: ChainSnapshot, atm_strike_paise: int, now_ns: int) -> tup
     return (snap.exchange, snap.ts_event, atm_strike_paise, snap.underlying_price, now_ns)
 
 
-def load_snapshots(con: sqlite3.Connection, start_ns: int, end_ns: int = 1 << 62,
-                   underlying: str | None = None,
-                   expiry: dt.date | None = None) -> list[ChainSnapshot]:
+def load_snapshots(
+    con: sqlite3.Connection,
+    start_ns: int,
+    end_ns: int = 1 << 62,
+    underlying: str | None = None,
+    expiry: dt.date | None = None,
+) -> list[ChainSnapshot]:
     """Stored snapshots in time order (bid/ask, volume and OI as stored)."""
-    sql = ("SELECT timestamp, exchange, underlying, expiry, strike, option_type, symbol, oi, ltp, "
-           "token, underlying_price, volume, oi_change, bid, ask, iv, lot_size, source "
-           "FROM option_chain_snapshots WHERE timestamp >= ? AND timestamp < ?")
+    sql = (
+        "SELECT timestamp, exchange, underlying, expiry, strike, option_type, symbol, oi, ltp, "
+        "token, underlying_price, volume, oi_change, bid, ask, iv, lot_size, source "
+        "FROM option_chain_snapshots WHERE timestamp >= ? AND timestamp < ?"
+    )
     args: list[Any] = [start_ns, end_ns]
     if underlying is not None:
         sql += " AND underlying = ?"
@@ -87,28 +119,58 @@ def load_snapshots(con: sqlite3.Connection, start_ns: int, end_ns: int = 1 << 62
         args.append(expiry.isoformat())
     sql += " ORDER BY timestamp, underlying, expiry, strike, option_type"
     groups: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for (ts, ex, und, exp, strike, side, sym, oi, ltp, token, spot, vol, doi, bid, ask, iv, lot,
-         src) in con.execute(sql, args):
-        g = groups.setdefault((ts, und, exp), {"exchange": ex, "spot": spot, "lot": lot,
-                                               "source": src, "rows": {}})
+    for (
+        ts,
+        ex,
+        und,
+        exp,
+        strike,
+        side,
+        sym,
+        oi,
+        ltp,
+        token,
+        spot,
+        vol,
+        doi,
+        bid,
+        ask,
+        iv,
+        lot,
+        src,
+    ) in con.execute(sql, args):
+        g = groups.setdefault(
+            (ts, und, exp), {"exchange": ex, "spot": spot, "lot": lot, "source": src, "rows": {}}
+        )
         q = OptionQuote(ltp, bid, ask, vol, oi, doi, token, sym, math.nan if iv is None else iv)
         g["rows"].setdefault(strike, [None, None])[0 if side == "CE" else 1] = q
-    return [ChainSnapshot(und, g["exchange"], dt.date.fromisoformat(exp), ts, g["spot"],
-                          tuple(ChainRow(k, *v) for k, v in sorted(g["rows"].items())),
-                          g["lot"], g["source"])
-            for (ts, und, exp), g in groups.items()]
+    return [
+        ChainSnapshot(
+            und,
+            g["exchange"],
+            dt.date.fromisoformat(exp),
+            ts,
+            g["spot"],
+            tuple(ChainRow(k, *v) for k, v in sorted(g["rows"].items())),
+            g["lot"],
+            g["source"],
+        )
+        for (ts, und, exp), g in groups.items()
+    ]
 
 
-def latest_snapshot(con: sqlite3.Connection, underlying: str,
-                    expiry: dt.date | None = None) -> ChainSnapshot | None:
+def latest_snapshot(
+    con: sqlite3.Connection, underlying: str, expiry: dt.date | None = None
+) -> ChainSnapshot | None:
     """The newest stored snapshot of ``underlying`` (nearest stored expiry unless given)."""
     args: list[Any] = [underlying]
     where = "underlying = ?"
     if expiry is not None:
         where += " AND expiry = ?"
         args.append(expiry.isoformat())
-    row = con.execute(f"SELECT max(timestamp) FROM option_chain_snapshots WHERE {where}",
-                      args).fetchone()
+    row = con.execute(
+        f"SELECT max(timestamp) FROM option_chain_snapshots WHERE {where}", args
+    ).fetchone()
     if row is None or row[0] is None:
         return None
     ts = int(row[0])
@@ -117,13 +179,18 @@ def latest_snapshot(con: sqlite3.Connection, underlying: str,
 
 
 def expiries(con: sqlite3.Connection, underlying: str) -> list[dt.date]:
-    return [dt.date.fromisoformat(r[0]) for r in con.execute(
-        "SELECT DISTINCT expiry FROM option_chain_snapshots WHERE underlying = ? ORDER BY 1",
-        (underlying,))]
+    return [
+        dt.date.fromisoformat(r[0])
+        for r in con.execute(
+            "SELECT DISTINCT expiry FROM option_chain_snapshots WHERE underlying = ? ORDER BY 1",
+            (underlying,),
+        )
+    ]
 
 
-def get_previous_close_price(con: sqlite3.Connection, exchange: str,
-                             now_ns: int, underlying: str | None = None) -> int | None:
+def get_previous_close_price(
+    con: sqlite3.Connection, exchange: str, now_ns: int, underlying: str | None = None
+) -> int | None:
     """The underlying price (paise) of the last snapshot before today's session (IST)."""
     today_start = session_anchor_ns(now_ns) - 9 * 3600 * NS_PER_SECOND - 15 * 60 * NS_PER_SECOND
     sql = "SELECT underlying_price FROM option_chain_snapshots WHERE exchange = ? AND timestamp < ?"
@@ -144,9 +211,14 @@ def get_database_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     """The seed helper: record counts, file size, and the exchange metadata."""
     stats = table_stats(con, path)
     stats["exchange_metadata"] = [
-        {"exchange": ex, "last_update_time": ts, "last_atm_strike": atm,
-         "last_underlying_price": px}
-        for ex, ts, atm, px, _ in con.execute("SELECT * FROM exchange_metadata ORDER BY 1")]
+        {
+            "exchange": ex,
+            "last_update_time": ts,
+            "last_atm_strike": atm,
+            "last_underlying_price": px,
+        }
+        for ex, ts, atm, px, _ in con.execute("SELECT * FROM exchange_metadata ORDER BY 1")
+    ]
     return stats
 
 
@@ -155,8 +227,12 @@ def today_start_ns(now_ns: int) -> int:
     return session_anchor_ns(now_ns) - (9 * 3600 + 15 * 60) * NS_PER_SECOND
 
 
-def store_snapshots(con: sqlite3.Connection, snaps: Iterable[ChainSnapshot],
-                    analytics: Iterable[Any | None], now_ns: int) -> int:
+def store_snapshots(
+    con: sqlite3.Connection,
+    snaps: Iterable[ChainSnapshot],
+    analytics: Iterable[Any | None],
+    now_ns: int,
+) -> int:
     """Write snapshots (and the exchange metadata) in one transaction; returns rows written."""
     n = 0
     con.execute("BEGIN")

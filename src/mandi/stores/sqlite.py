@@ -26,18 +26,19 @@ from mandi.stores.schema import APPEND_ORDERED, MIGRATIONS, TIME_COLUMNS
 log = logging.getLogger(__name__)
 
 
-def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False,
-            busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
+def connect(
+    path: str, synchronous: str = "NORMAL", readonly: bool = False, busy_timeout_ms: int = 30_000
+) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with mandi's pragmas and the schema applied."""
     try:
         if readonly:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                                  check_same_thread=False)
+            con = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
         else:
             d = os.path.dirname(os.path.abspath(path))
             os.makedirs(d, exist_ok=True)
-            con = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                  isolation_level=None)
+            con = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={synchronous}")
             migrate(con)
@@ -49,8 +50,10 @@ def connect(path: str, synchronous: str = "NORMAL", readonly: bool = False,
 
 def migrate(con: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
+    )
     done = {r[0] for r in con.execute("SELECT name FROM schema_migrations")}
     applied = []
     for name, sql in MIGRATIONS:
@@ -85,8 +88,10 @@ CANDLE_SQL = (
     "high=excluded.high, low=excluded.low, close=excluded.close, volume=excluded.volume, "
     "oi=excluded.oi, ticks=excluded.ticks, exchange=excluded.exchange"
 )
-EVENT_SQL = ("INSERT INTO system_events (timestamp, event_type, message, severity, source, data) "
-             "VALUES (?,?,?,?,?,?)")
+EVENT_SQL = (
+    "INSERT INTO system_events (timestamp, event_type, message, severity, source, data) "
+    "VALUES (?,?,?,?,?,?)"
+)
 
 
 def tick_row(t: Tick) -> tuple[Any, ...]:
@@ -94,8 +99,19 @@ def tick_row(t: Tick) -> tuple[Any, ...]:
 
 
 def candle_row(c: Candle) -> tuple[Any, ...]:
-    return (c.token, c.exchange, c.timeframe, c.bucket, c.open, c.high, c.low, c.close, c.volume,
-            c.oi, c.ticks)
+    return (
+        c.token,
+        c.exchange,
+        c.timeframe,
+        c.bucket,
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.oi,
+        c.ticks,
+    )
 
 
 def row_candle(r: Sequence[Any]) -> Candle:
@@ -104,6 +120,7 @@ def row_candle(r: Sequence[Any]) -> Candle:
 
 
 # --- the batched writer ---------------------------------------------------------------------------
+
 
 @dataclass
 class WriterStats:
@@ -130,13 +147,23 @@ class BatchWriter:
     its rows.
     """
 
-    def __init__(self, path: str, statements: dict[str, str] | None = None,
-                 flush_interval: float = 0.25, flush_items: int = 64,
-                 max_pending_rows: int = 2_000_000, synchronous: str = "NORMAL",
-                 busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        path: str,
+        statements: dict[str, str] | None = None,
+        flush_interval: float = 0.25,
+        flush_items: int = 64,
+        max_pending_rows: int = 2_000_000,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
         self.path = path
-        self.statements = {"ticks": TICK_SQL, "candles": CANDLE_SQL, "events": EVENT_SQL,
-                           **(statements or {})}
+        self.statements = {
+            "ticks": TICK_SQL,
+            "candles": CANDLE_SQL,
+            "events": EVENT_SQL,
+            **(statements or {}),
+        }
         self.flush_interval = flush_interval
         self.flush_items = flush_items
         self.max_pending_rows = max_pending_rows
@@ -156,8 +183,9 @@ class BatchWriter:
 
     def start(self) -> BatchWriter:
         con = connect(self.path, self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
-        self._thread = threading.Thread(target=self._run, args=(con,), name="mandi-sqlite-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(con,), name="mandi-sqlite-writer", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -187,8 +215,11 @@ class BatchWriter:
         self._q.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("SQLite writer did not stop within %.0f s; %d rows pending",
-                      timeout, self._pending_rows)
+            log.error(
+                "SQLite writer did not stop within %.0f s; %d rows pending",
+                timeout,
+                self._pending_rows,
+            )
         self._thread = None
 
     def _run(self, con: sqlite3.Connection) -> None:
@@ -207,8 +238,9 @@ class BatchWriter:
                 if not buf:
                     first = time.monotonic()
                 buf.append(item)
-            due = buf and (len(buf) >= self.flush_items
-                           or time.monotonic() - first >= self.flush_interval)
+            due = buf and (
+                len(buf) >= self.flush_items or time.monotonic() - first >= self.flush_interval
+            )
             if due or (stopping and buf):
                 while True:  # take everything already queued: bigger transactions under load
                     try:
@@ -258,12 +290,20 @@ class BatchWriter:
 
 # --- reads, stats, retention ----------------------------------------------------------------------
 
-def load_candles(con: sqlite3.Connection, timeframe: int, start_ns: int = 0,
-                 end_ns: int = 1 << 62, tokens: Iterable[int] | None = None) -> list[Candle]:
+
+def load_candles(
+    con: sqlite3.Connection,
+    timeframe: int,
+    start_ns: int = 0,
+    end_ns: int = 1 << 62,
+    tokens: Iterable[int] | None = None,
+) -> list[Candle]:
     """Stored confirmed candles of ``timeframe`` with ``start_ns <= bucket < end_ns`` in
     (bucket, token) order — the order they were produced in."""
-    sql = ("SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, ticks "
-           "FROM candles WHERE timeframe=? AND bucket>=? AND bucket<?")
+    sql = (
+        "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, ticks "
+        "FROM candles WHERE timeframe=? AND bucket>=? AND bucket<?"
+    )
     args: list[Any] = [timeframe, start_ns, end_ns]
     if tokens is not None:
         toks = list(tokens)
@@ -282,8 +322,10 @@ def first_rowid_at(con: sqlite3.Connection, table: str, column: str, ts_ns: int)
     hi += 1
     while lo < hi:
         mid = (lo + hi) // 2
-        row = con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE rowid >= ? '
-                          "ORDER BY rowid LIMIT 1", (mid,)).fetchone()
+        row = con.execute(
+            f'SELECT rowid, "{column}" FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT 1',
+            (mid,),
+        ).fetchone()
         if row is None or row[1] >= ts_ns:
             hi = mid
         else:
@@ -298,9 +340,13 @@ def last_tick_ns(con: sqlite3.Connection) -> int | None:
 
 def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     """Row counts and time range per table, and the file size (``mandi db stats``)."""
-    tables = [r[0] for r in con.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name")]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name"
+        )
+    ]
     out: dict[str, Any] = {"path": path, "tables": {}}
     size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     out["file_size_bytes"] = size
@@ -326,8 +372,9 @@ def cleanup(con: sqlite3.Connection, days: int, now_ns: int) -> dict[str, int]:
     cutoff = now_ns - days * 86_400 * NS_PER_SECOND
     deleted = {}
     for t, col in TIME_COLUMNS.items():
-        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                             (t,)).fetchone()
+        exists = con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (t,)
+        ).fetchone()
         if not exists:
             continue
         if t in APPEND_ORDERED:
@@ -344,5 +391,7 @@ def get_meta(con: sqlite3.Connection, key: str) -> str | None:
 
 
 def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
-    con.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                (key, value))
+    con.execute(
+        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+        (key, value),
+    )

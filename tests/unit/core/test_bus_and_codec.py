@@ -11,15 +11,18 @@ from mandi.model.events import SystemEvent
 from mandi.model.market import Candle, ChainRow, ChainSnapshot, IndicatorValue, OptionQuote, Tick
 
 
-@pytest.mark.parametrize(("pattern", "topic", "hit"), [
-    ("candle:60s:NSE:256265", "candle:60s:NSE:256265", True),
-    ("candle:*:NSE:256265", "candle:60s:NSE:256265", True),
-    ("candle:*:NSE:*", "candle:60s:BSE:256265", False),
-    ("candle:>", "candle:60s:NSE:256265", True),
-    ("candle:>", "candle", False),
-    ("candle:*", "candle:60s:NSE:1", False),
-    ("pub:candle:>", "candle:60s:NSE:1", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "topic", "hit"),
+    [
+        ("candle:60s:NSE:256265", "candle:60s:NSE:256265", True),
+        ("candle:*:NSE:256265", "candle:60s:NSE:256265", True),
+        ("candle:*:NSE:*", "candle:60s:BSE:256265", False),
+        ("candle:>", "candle:60s:NSE:256265", True),
+        ("candle:>", "candle", False),
+        ("candle:*", "candle:60s:NSE:1", False),
+        ("pub:candle:>", "candle:60s:NSE:1", False),
+    ],
+)
 def test_topic_matching(pattern, topic, hit):
     assert topic_matches(pattern, topic) is hit
 
@@ -68,10 +71,19 @@ MESSAGES = [
     Candle(256265, "NSE", 60, 1776051900000000000, 1, 3, 1, 2, 10, 0, 4, False),
     IndicatorValue(256265, "NSE", 60, 5, "RSI_14", 55.5, True),
     SystemEvent(5, "started", "hello", data={"a": 1}),
-    ChainSnapshot("NIFTY", "NSE", dt.date(2026, 7, 14), 7, 2420690, (
-        ChainRow(2420000, OptionQuote(5000, iv=0.12), None),
-        ChainRow(2425000, None, OptionQuote(7000, oi=650)),
-    ), 65, "test"),
+    ChainSnapshot(
+        "NIFTY",
+        "NSE",
+        dt.date(2026, 7, 14),
+        7,
+        2420690,
+        (
+            ChainRow(2420000, OptionQuote(5000, iv=0.12), None),
+            ChainRow(2425000, None, OptionQuote(7000, oi=650)),
+        ),
+        65,
+        "test",
+    ),
 ]
 
 
@@ -91,5 +103,6 @@ def test_codec_keeps_nan_iv_and_names_bad_fields():
     assert math.isnan(back.rows[1].put.iv)
     assert b'"iv":null' in codec.encode_json(snap)  # browsers get null for a missing IV
     with pytest.raises(Exception, match="price"):
-        codec.decode_json(b'{"type":"Tick","token":1,"exchange":"NSE","ts_event":1,'
-                          b'"ts_init":1,"price":"x"}')
+        codec.decode_json(
+            b'{"type":"Tick","token":1,"exchange":"NSE","ts_event":1,"ts_init":1,"price":"x"}'
+        )

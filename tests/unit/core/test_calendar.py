@@ -19,8 +19,18 @@ NSE = calendar("NSE")
 BSE = calendar("BSE")
 
 
-@pytest.mark.parametrize("day", ["2025-08-15", "2026-01-26", "2026-03-03", "2026-04-14",
-                                 "2026-11-24", "2026-12-25", "2026-03-31"])
+@pytest.mark.parametrize(
+    "day",
+    [
+        "2025-08-15",
+        "2026-01-26",
+        "2026-03-03",
+        "2026-04-14",
+        "2026-11-24",
+        "2026-12-25",
+        "2026-03-31",
+    ],
+)
 def test_listed_holidays_are_closed(day):
     d = D.fromisoformat(day)
     assert not NSE.is_trading_day(d)
@@ -69,7 +79,12 @@ def test_the_holiday_file_matches_real_nifty_sessions(data_dir):
 
 def test_nifty_weekly_expiries_tuesday_with_holiday_roll():
     assert NSE.expiries("NIFTY", D(2026, 4, 1), 5) == [
-        D(2026, 4, 7), D(2026, 4, 13), D(2026, 4, 21), D(2026, 4, 28), D(2026, 5, 5)]
+        D(2026, 4, 7),
+        D(2026, 4, 13),
+        D(2026, 4, 21),
+        D(2026, 4, 28),
+        D(2026, 5, 5),
+    ]
     assert D(2026, 4, 13).weekday() == 0  # the Monday expiry caused by the 14-Apr holiday
 
 
@@ -77,7 +92,10 @@ def test_monthly_expiry_last_tuesday_rolled_back():
     assert NSE.monthly_expiry(2026, 3) == D(2026, 3, 30)  # 31-Mar holiday
     assert NSE.monthly_expiry(2026, 5) == D(2026, 5, 26)
     assert NSE.expiries("BANKNIFTY", D(2026, 5, 1), 3) == [
-        D(2026, 5, 26), D(2026, 6, 30), D(2026, 7, 28)]
+        D(2026, 5, 26),
+        D(2026, 6, 30),
+        D(2026, 7, 28),
+    ]
 
 
 def test_thursday_regime_before_september_2025():

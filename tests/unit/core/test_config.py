@@ -12,14 +12,17 @@ def test_defaults_file_env_and_overrides(tmp_path):
     assert cfg.pipeline.timeframes == (60, 120, 180, 300)
 
 
-@pytest.mark.parametrize(("env", "key", "value"), [
-    ({"MANDI_RUN__SPEED": "fast"}, "run.speed", "fast"),
-    ({"MANDI_RUN__SPEED": "-2"}, "run.speed", "-2"),
-    ({"MANDI_RUN__MODE": "yolo"}, "run.mode", "yolo"),
-    ({"MANDI_RUN__BOGUS": "1"}, "run.bogus", "1"),
-    ({"MANDI_PIPELINE__TIMEFRAMES": "[60, 0]"}, "pipeline.timeframes[1]", "0"),
-    ({"MANDI_SIM__DATE": "2026-13-01"}, "sim.date", "2026-13-01"),
-])
+@pytest.mark.parametrize(
+    ("env", "key", "value"),
+    [
+        ({"MANDI_RUN__SPEED": "fast"}, "run.speed", "fast"),
+        ({"MANDI_RUN__SPEED": "-2"}, "run.speed", "-2"),
+        ({"MANDI_RUN__MODE": "yolo"}, "run.mode", "yolo"),
+        ({"MANDI_RUN__BOGUS": "1"}, "run.bogus", "1"),
+        ({"MANDI_PIPELINE__TIMEFRAMES": "[60, 0]"}, "pipeline.timeframes[1]", "0"),
+        ({"MANDI_SIM__DATE": "2026-13-01"}, "sim.date", "2026-13-01"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_value(env, key, value):
     with pytest.raises(ConfigError) as e:
         load_config(env=env)

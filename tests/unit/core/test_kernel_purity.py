@@ -6,15 +6,51 @@ import pathlib
 import mandi
 
 SRC = pathlib.Path(mandi.__file__).parent
-KERNEL = ["core", "model", "pipeline", "indicators", "options", "features", "strategy",
-          "signals", "risk", "execution", "portfolio", "backtest", "bus/memory.py",
-          "bus/codec.py"]
-FORBIDDEN_MODULES = {"asyncio", "sqlite3", "socket", "redis", "httpx", "requests", "websockets",
-                     "fastapi", "uvicorn", "clickhouse_connect", "chdb", "threading",
-                     "subprocess", "multiprocessing", "urllib", "http", "shutil"}
-WALL_CLOCK = {("time", "time"), ("time", "time_ns"), ("time", "sleep"), ("time", "monotonic"),
-              ("time", "perf_counter"), ("datetime", "now"), ("datetime", "utcnow"),
-              ("date", "today")}
+KERNEL = [
+    "core",
+    "model",
+    "pipeline",
+    "indicators",
+    "options",
+    "features",
+    "strategy",
+    "signals",
+    "risk",
+    "execution",
+    "portfolio",
+    "backtest",
+    "bus/memory.py",
+    "bus/codec.py",
+]
+FORBIDDEN_MODULES = {
+    "asyncio",
+    "sqlite3",
+    "socket",
+    "redis",
+    "httpx",
+    "requests",
+    "websockets",
+    "fastapi",
+    "uvicorn",
+    "clickhouse_connect",
+    "chdb",
+    "threading",
+    "subprocess",
+    "multiprocessing",
+    "urllib",
+    "http",
+    "shutil",
+}
+WALL_CLOCK = {
+    ("time", "time"),
+    ("time", "time_ns"),
+    ("time", "sleep"),
+    ("time", "monotonic"),
+    ("time", "perf_counter"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("date", "today"),
+}
 # The one place allowed to read the wall clock: the LiveClock the shell injects.
 ALLOWED = {("core/clock.py", "time", "time_ns")}
 
@@ -56,7 +92,8 @@ def test_the_kernel_is_pure():
 
 def test_the_checker_catches_planted_violations(tmp_path):
     planted = tmp_path / "bad.py"
-    planted.write_text("import asyncio\nfrom sqlite3 import connect\nimport time\n"
-                       "x = time.time()\nopen('f')\n")
+    planted.write_text(
+        "import asyncio\nfrom sqlite3 import connect\nimport time\nx = time.time()\nopen('f')\n"
+    )
     found = violations(planted, "bad.py")
     assert len(found) == 4, found

@@ -1,6 +1,7 @@
 """The simulated exchange: deterministic, seekable, calendar-correct, Black-Scholes-consistent."""
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import pytest
@@ -40,15 +41,18 @@ def test_seek_equals_emitting_and_discarding():
 
 def test_chain_layout_follows_the_calendar():
     ex = SimExchange(SimConfig(strikes_each_side=20), DAY)
-    assert ex.expiries["NIFTY"] == [dt.date(2026, 4, 13), dt.date(2026, 4, 21),
-                                    dt.date(2026, 4, 28)]
+    assert ex.expiries["NIFTY"] == [
+        dt.date(2026, 4, 13),
+        dt.date(2026, 4, 21),
+        dt.date(2026, 4, 28),
+    ]
     assert ex.expiries["SENSEX"][0].weekday() == 3  # BSE: Thursday
     assert ex.expiries["BANKNIFTY"] == [dt.date(2026, 4, 28), dt.date(2026, 5, 26)]
     master = InstrumentMaster(ex.instruments)
     opts = master.options("NIFTY", dt.date(2026, 4, 21))
     strikes = sorted({o.strike for o in opts})
     assert len(strikes) == 41 and len(opts) == 82
-    assert {b - a for a, b in zip(strikes, strikes[1:], strict=False)} == {5000}  # 50 points
+    assert {b - a for a, b in itertools.pairwise(strikes)} == {5000}  # 50 points
     assert all(o.lot_size == 65 and o.tick_size == 5 for o in opts)
     assert master.by_symbol("NIFTY26APR24200CE").strike == 2_420_000  # monthly symbol
 
@@ -61,7 +65,7 @@ def test_option_ticks_are_black_scholes_prices_at_the_smile():
     for t in ticks:
         if t.token not in by_token:
             continue
-        j, c = by_token[t.token]
+        _, c = by_token[t.token]
         assert isinstance(c, Option) and t.price % 5 == 0 and t.price >= 5
         assert t.bid <= t.price <= t.ask and t.oi >= 0 and t.oi % c.lot_size == 0
         checked += 1
@@ -94,8 +98,9 @@ def test_session_ends_at_the_close_and_rolls_to_the_next_day():
     assert ex.next_day() == calendar("NSE").next_trading_day(dt.date(2025, 10, 21))
 
 
-@pytest.mark.parametrize(("field", "value"), [("underlyings", ("NOPE",)), ("step_ms", 300),
-                                              ("stocks", ("ACME",))])
+@pytest.mark.parametrize(
+    ("field", "value"), [("underlyings", ("NOPE",)), ("step_ms", 300), ("stocks", ("ACME",))]
+)
 def test_bad_config_names_the_key(field, value):
     with pytest.raises(ConfigError, match=field):
         SimExchange(SimConfig(**{field: value}), DAY)

@@ -12,9 +12,23 @@ T0 = parse_ist("2026-04-13 10:00:00")
 
 
 def master():
-    opts = [Option(100 + i, "NSE", f"NIFTY{k}{t}", "NIFTY", "NFO-OPT", 65, 5, 1800,
-                   underlying="NIFTY", expiry=EXP, strike=k * 100, option_type=t)
-            for i, (k, t) in enumerate([(24200, "CE"), (24200, "PE"), (24250, "CE")])]
+    opts = [
+        Option(
+            100 + i,
+            "NSE",
+            f"NIFTY{k}{t}",
+            "NIFTY",
+            "NFO-OPT",
+            65,
+            5,
+            1800,
+            underlying="NIFTY",
+            expiry=EXP,
+            strike=k * 100,
+            option_type=t,
+        )
+        for i, (k, t) in enumerate([(24200, "CE"), (24200, "PE"), (24250, "CE")])
+    ]
     return InstrumentMaster([Index(256265, "NSE", "NIFTY 50", "NIFTY 50", "INDICES"), *opts])
 
 
@@ -31,8 +45,13 @@ def test_snapshot_rows_quotes_and_underlying_alias():
     a.handle_tick(tick(101, 12000, oi=1300))
     a.handle_tick(tick(102, 11000, oi=650, volume=650))
     (s,) = a.snapshots(T0 + 10**9)
-    assert (s.underlying, s.expiry, s.underlying_price, s.lot_size, s.source) == \
-        ("NIFTY", EXP, 2421000, 65, "test")
+    assert (s.underlying, s.expiry, s.underlying_price, s.lot_size, s.source) == (
+        "NIFTY",
+        EXP,
+        2421000,
+        65,
+        "test",
+    )
     assert [r.strike for r in s.rows] == [2420000, 2425000]
     assert (s.rows[0].call.ltp, s.rows[0].put.ltp, s.rows[1].put) == (15000, 12000, None)
     assert s.rows[1].call.volume == 650 and s.rows[0].call.bid == 14995

@@ -98,9 +98,10 @@ def test_close_delay_gives_stragglers_time():
     agg.handle_tick(Tick(1, "NSE", T0 + 300_000_000, 0, 99, 0))  # still accepted
     assert not agg.rejected
     out = agg.handle_tick(Tick(2, "NSE", T0 + 2 * NS_PER_SECOND, 0, 201, 0))
-    assert [(c.token, c.bucket, c.ticks) for c in out] == [(2, T0 + NS_PER_SECOND, 1),
-                                                           (1, T0, 2)] or \
-        sorted((c.token, c.bucket) for c in out) == [(1, T0), (2, T0 + NS_PER_SECOND)]
+    assert [(c.token, c.bucket, c.ticks) for c in out] == [
+        (2, T0 + NS_PER_SECOND, 1),
+        (1, T0, 2),
+    ] or sorted((c.token, c.bucket) for c in out) == [(1, T0), (2, T0 + NS_PER_SECOND)]
 
 
 def test_bad_ticks_are_counted_per_reason_and_skipped():
@@ -117,8 +118,13 @@ def test_bad_ticks_are_counted_per_reason_and_skipped():
         assert agg.handle_tick(t) == ()
     agg.handle_tick(Tick(1, "NSE", T0, 0, 100, 50, 0))
     assert agg.handle_tick(Tick(1, "NSE", T0 + 1, 0, 100, 40)) == ()  # volume went down
-    expected = {"bad_price": 3, "bad_timestamp": 1, "bad_volume": 1, "unknown_token": 1,
-                "volume_decreased": 1}
+    expected = {
+        "bad_price": 3,
+        "bad_timestamp": 1,
+        "bad_volume": 1,
+        "unknown_token": 1,
+        "volume_decreased": 1,
+    }
     assert dict(agg.rejected) == expected
     (c,) = agg.flush()  # the good tick survived
     assert c.ticks == 1 and c.volume == 0

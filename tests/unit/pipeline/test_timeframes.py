@@ -5,7 +5,6 @@ import datetime as dt
 from collections import defaultdict
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from mandi.core.calendar import ist_datetime, parse_ist
 from mandi.core.clock import NS_PER_SECOND
@@ -45,8 +44,14 @@ def direct(ticks, tf):
         g = groups[key]
         vol = g[-1].volume - prev[key[0]]
         prev[key[0]] = g[-1].volume
-        out[key] = (g[0].price, max(t.price for t in g), min(t.price for t in g), g[-1].price,
-                    vol, len(g))
+        out[key] = (
+            g[0].price,
+            max(t.price for t in g),
+            min(t.price for t in g),
+            g[-1].price,
+            vol,
+            len(g),
+        )
     return out
 
 
@@ -55,8 +60,11 @@ def direct(ticks, tf):
 def test_one_second_to_n_seconds_equals_direct_aggregation(ticks):
     _, out = build(ticks)
     for tf in (60, 120, 180, 300):
-        got = {(c.token, c.bucket): (c.open, c.high, c.low, c.close, c.volume, c.ticks)
-               for c in out if c.closed and c.timeframe == tf}
+        got = {
+            (c.token, c.bucket): (c.open, c.high, c.low, c.close, c.volume, c.ticks)
+            for c in out
+            if c.closed and c.timeframe == tf
+        }
         assert got == direct(ticks, tf)
 
 
@@ -72,22 +80,32 @@ def test_buckets_align_to_0915_ist_and_forming_equals_confirmed(ticks):
         if c.closed:
             f = last_forming.pop(key)
             assert f.closed is False
-            assert (f.open, f.high, f.low, f.close, f.volume, f.ticks) == \
-                (c.open, c.high, c.low, c.close, c.volume, c.ticks)
+            assert (f.open, f.high, f.low, f.close, f.volume, f.ticks) == (
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.ticks,
+            )
         else:
             last_forming[key] = c
     assert not last_forming  # every forming bucket was confirmed
 
 
 def test_120s_buckets_start_at_odd_minutes_from_0915():
-    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:16:30"), 120)).time() == \
-        dt.time(9, 15)
-    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:17:00"), 120)).time() == \
-        dt.time(9, 17)
-    assert ist_datetime(bucket_start(parse_ist("2026-04-13 15:29:59"), 3600)).time() == \
-        dt.time(15, 15)
-    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:05:00"), 86400)).time() == \
-        dt.time(9, 15)
+    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:16:30"), 120)).time() == dt.time(
+        9, 15
+    )
+    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:17:00"), 120)).time() == dt.time(
+        9, 17
+    )
+    assert ist_datetime(bucket_start(parse_ist("2026-04-13 15:29:59"), 3600)).time() == dt.time(
+        15, 15
+    )
+    assert ist_datetime(bucket_start(parse_ist("2026-04-13 09:05:00"), 86400)).time() == dt.time(
+        9, 15
+    )
 
 
 def one_second(ts, price=100, token=1):
@@ -109,8 +127,9 @@ def test_last_bucket_confirmed_at_the_session_close():
 def test_special_session_close_confirms_early():
     tfb = TimeframeBuilder((3600,))
     tfb.handle_candle(one_second(parse_ist("2025-10-21 14:40:00")))  # Muhurat closes 14:45
-    assert [c.bucket for c in tfb.advance(parse_ist("2025-10-21 14:45:00"))] == \
-        [parse_ist("2025-10-21 14:15:00")]
+    assert [c.bucket for c in tfb.advance(parse_ist("2025-10-21 14:45:00"))] == [
+        parse_ist("2025-10-21 14:15:00")
+    ]
 
 
 def test_late_base_candle_for_an_older_bucket_is_rejected():
@@ -127,8 +146,9 @@ def test_forming_emission_can_be_switched_off():
 
 
 def test_volume_and_ticks_through_a_tick_stream():
-    ticks = [Tick(1, "NSE", T0 + i * 250_000_000, 0, 100 + i, (i + 1) * 10, 10)
-             for i in range(1000)]
-    seconds, out = build(ticks, (60,))
+    ticks = [
+        Tick(1, "NSE", T0 + i * 250_000_000, 0, 100 + i, (i + 1) * 10, 10) for i in range(1000)
+    ]
+    _, out = build(ticks, (60,))
     assert sum(c.volume for c in out if c.closed) == 10_000
     assert sum(c.ticks for c in out if c.closed) == 1000

@@ -100,21 +100,29 @@ def test_failed_flush_is_retried_without_losing_rows(db_path):
 
 def test_first_rowid_at_binary_search(db_path):
     con = connect(db_path)
-    con.executemany("INSERT INTO ticks VALUES (?,?,?,?,?,?,?)",
-                    [(T0 + i * 10, 1, 1, 0, 0, 0, 0) for i in range(1000)])
+    con.executemany(
+        "INSERT INTO ticks VALUES (?,?,?,?,?,?,?)",
+        [(T0 + i * 10, 1, 1, 0, 0, 0, 0) for i in range(1000)],
+    )
     for ts in (T0 - 5, T0, T0 + 5, T0 + 4990, T0 + 9990, T0 + 10**6):
-        expect = con.execute("SELECT min(rowid) FROM ticks WHERE ts_event >= ?",
-                             (ts,)).fetchone()[0] or 1001
+        expect = (
+            con.execute("SELECT min(rowid) FROM ticks WHERE ts_event >= ?", (ts,)).fetchone()[0]
+            or 1001
+        )
         assert first_rowid_at(con, "ticks", "ts_event", ts) == expect
 
 
 def test_stats_and_cleanup(db_path):
     con = connect(db_path)
     day = 86_400 * NS_PER_SECOND
-    con.executemany("INSERT INTO ticks VALUES (?,?,?,?,?,?,?)",
-                    [(T0 + d * day, 1, 1, 0, 0, 0, 0) for d in range(10)])
-    con.executemany("INSERT INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [candle_row(candle(1, T0 + d * day)) for d in range(10)])
+    con.executemany(
+        "INSERT INTO ticks VALUES (?,?,?,?,?,?,?)",
+        [(T0 + d * day, 1, 1, 0, 0, 0, 0) for d in range(10)],
+    )
+    con.executemany(
+        "INSERT INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [candle_row(candle(1, T0 + d * day)) for d in range(10)],
+    )
     stats = table_stats(con, db_path)
     assert stats["tables"]["ticks"] == {"rows": 10, "first_ns": T0, "last_ns": T0 + 9 * day}
     assert stats["tables"]["candles"]["rows"] == 10 and stats["file_size_bytes"] > 0
