@@ -29,9 +29,10 @@ def call_flags(is_call: ArrayLike) -> np.ndarray:
             raise ValueError(f"is_call: unknown option type {a[bad].flat[0]!r}; use CE/PE or c/p")
         return calls.astype(np.uint8)
     if a.dtype == np.bool_:
-        return a.view(np.uint8) if a.flags.c_contiguous else a.astype(np.uint8)
+        return a.astype(np.uint8) if not a.flags.c_contiguous else np.asarray(a.view(np.uint8))
     if a.dtype.kind in "iuf":
-        return (a != 0).astype(np.uint8)
+        flags: np.ndarray = (a != 0).astype(np.uint8)
+        return flags
     raise ValueError(f"is_call: expected booleans or CE/PE strings, got dtype {a.dtype}")
 
 
@@ -61,11 +62,15 @@ def size_of(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
+def _max_threads() -> int:
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
 class _ThreadScope:
     """Run a parallel kernel on ``threads`` numba threads, restoring the previous setting."""
 
     def __init__(self, threads: int) -> None:
-        available = numba.config.NUMBA_NUM_THREADS
+        available = _max_threads()
         self.threads = available if threads <= 0 else max(1, min(int(threads), available))
         self.previous = 1
 
@@ -85,4 +90,4 @@ def thread_scope(threads: int) -> _ThreadScope:
 def use_parallel(threads: int, n: int) -> bool:
     """Parallel kernels only pay off for several threads (``threads`` > 1, or 0 = all cores) and
     a few thousand options; below that the thread start-up costs more than it saves."""
-    return threads != 1 and numba.config.NUMBA_NUM_THREADS > 1 and n >= 4096
+    return threads != 1 and _max_threads() > 1 and n >= 4096

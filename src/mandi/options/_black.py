@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 
 from mandi.options._special import (
     DBL_EPSILON,
     DBL_MAX,
     DBL_MIN,
-    JIT,
     ONE_OVER_SQRT_TWO,
     ONE_OVER_SQRT_TWO_PI,
     SQRT_PI_OVER_TWO,
     erfcx,
+    jit,
     ndtri,
     norm_cdf,
 )
@@ -108,7 +107,7 @@ _MIN_RATIONAL_CUBIC_R = -(1.0 - math.sqrt(DBL_EPSILON))
 
 
 # --- normalised Black ------------------------------------------------------------------------
-@nb.njit(**JIT)
+@jit
 def _asymptotic(h: float, t: float) -> float:
     """Ψ(h+t) − Ψ(h−t) for h + t ≤ −9.8: Σ_k (−1)^k (2k−1)!! (p^(2k+1) − q^(2k+1)), p = −1/(h+t),
     q = 1/(t−h). The differences D_n = p^n − q^n follow D_(n+2) = p²·D_n + q^n·(p² − q²)
@@ -135,7 +134,7 @@ def _asymptotic(h: float, t: float) -> float:
     return total
 
 
-@nb.njit(**JIT)
+@jit
 def _small_t(h: float, t: float) -> float:
     """Ψ(h+t) − Ψ(h−t) for t < 0.21 by its Taylor series in t."""
     a = 1.0 + h * SQRT_PI_OVER_TWO * erfcx(-ONE_OVER_SQRT_TWO * h)
@@ -152,7 +151,7 @@ def _small_t(h: float, t: float) -> float:
     return 2.0 * t * total
 
 
-@nb.njit(**JIT)
+@jit
 def normalised_otm_and_vega(x: float, s: float) -> tuple[float, float]:
     """b(x, s) of an out-of-the-money call (``x ≤ 0``, ``s ≥ 0``) and its vega ∂b/∂s, which
     share the factor φ(h)·exp(−t²/2) = exp(−(h² + t²)/2)/√(2π)."""
@@ -173,13 +172,13 @@ def normalised_otm_and_vega(x: float, s: float) -> tuple[float, float]:
     return vega * SQRT_PI_OVER_TWO * bracket, vega
 
 
-@nb.njit(**JIT)
+@jit
 def normalised_otm(x: float, s: float) -> float:
     """b(x, s) of an out-of-the-money call, ``x ≤ 0``, ``s ≥ 0``."""
     return normalised_otm_and_vega(x, s)[0]
 
 
-@nb.njit(**JIT)
+@jit
 def complementary_otm_and_vega(x: float, s: float) -> tuple[float, float]:
     """b_max − b(x, s) = exp(x/2)·Φ(−h−t) + exp(−x/2)·Φ(h−t) for ``x ≤ 0`` (a sum of
     positive terms, accurate where b is close to its upper bound b_max = exp(x/2)), and ∂b/∂s."""
@@ -198,13 +197,13 @@ def complementary_otm_and_vega(x: float, s: float) -> tuple[float, float]:
     return first + second, vega
 
 
-@nb.njit(**JIT)
+@jit
 def complementary_otm(x: float, s: float) -> float:
     """b_max − b(x, s) for ``x ≤ 0`` (see :func:`complementary_otm_and_vega`)."""
     return complementary_otm_and_vega(x, s)[0]
 
 
-@nb.njit(**JIT)
+@jit
 def normalised_vega(x: float, s: float) -> float:
     """∂b/∂s = φ(x/s)·exp(−s²/8) (the same for calls and puts)."""
     if x == 0.0:
@@ -218,7 +217,7 @@ def normalised_vega(x: float, s: float) -> float:
 
 
 # --- rational cubic interpolation (Delbourgo & Gregory 1985) --------------------------------
-@nb.njit(**JIT)
+@jit
 def _rational_cubic(
     u: float, omu: float, h: float, y_l: float, y_r: float, d_l: float, d_r: float, r: float
 ) -> float:
@@ -237,7 +236,7 @@ def _rational_cubic(
     return numerator / (1.0 + (r - 3.0) * u * omu)
 
 
-@nb.njit(**JIT)
+@jit
 def _r_fit_left(h: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: float) -> float:
     """Control parameter making the interpolant's second derivative at the left end ``dd_l``."""
     numerator = 0.5 * h * dd_l + (d_r - d_l)
@@ -247,7 +246,7 @@ def _r_fit_left(h: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_l: 
     return numerator / denominator
 
 
-@nb.njit(**JIT)
+@jit
 def _r_fit_right(h: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r: float) -> float:
     """Control parameter making the interpolant's second derivative at the right end ``dd_r``."""
     numerator = 0.5 * h * dd_r + (d_r - d_l)
@@ -257,7 +256,7 @@ def _r_fit_right(h: float, y_l: float, y_r: float, d_l: float, d_r: float, dd_r:
     return numerator / denominator
 
 
-@nb.njit(**JIT)
+@jit
 def _r_shape_preserving(d_l: float, d_r: float, slope: float) -> float:
     """Smallest control parameter that keeps the interpolant monotone and convex/concave when
     the data are (Delbourgo & Gregory's sufficient conditions)."""
@@ -282,13 +281,13 @@ def _r_shape_preserving(d_l: float, d_r: float, slope: float) -> float:
     return max(_MIN_RATIONAL_CUBIC_R, r1, r2)
 
 
-@nb.njit(**JIT)
+@jit
 def _convex_r(r_fit: float, h: float, y_l: float, y_r: float, d_l: float, d_r: float) -> float:
     return max(r_fit, _r_shape_preserving(d_l, d_r, (y_r - y_l) / h))
 
 
 # --- transformed maps for the outer branches ------------------------------------------------
-@nb.njit(**JIT)
+@jit
 def _f_lower(x: float, s: float) -> tuple[float, float, float]:
     """f(s) = 2π|x|/√27 · Φ(−z)³ with z = |x|/(√3 s), and df/dβ, d²f/dβ² along b(x, s).
 
@@ -312,7 +311,7 @@ def _f_lower(x: float, s: float) -> tuple[float, float, float]:
     return f, fp, fpp
 
 
-@nb.njit(**JIT)
+@jit
 def _f_lower_inverse(x: float, f: float) -> float:
     if f <= 0.0:
         return 0.0
@@ -320,7 +319,7 @@ def _f_lower_inverse(x: float, f: float) -> float:
     return abs(x / (_SQRT_THREE * ndtri(ratio ** (1.0 / 3.0))))
 
 
-@nb.njit(**JIT)
+@jit
 def _f_upper(x: float, s: float) -> tuple[float, float, float]:
     """f(s) = Φ(−s/2) and df/dβ, d²f/dβ² along b(x, s); inverted by s = −2·Φ⁻¹(f)."""
     f = norm_cdf(-0.5 * s)
@@ -331,7 +330,7 @@ def _f_upper(x: float, s: float) -> tuple[float, float, float]:
 
 
 # --- the inversion ---------------------------------------------------------------------------
-@nb.njit(**JIT)
+@jit
 def solve_total_vol(x: float, beta: float, cbeta: float) -> float:
     """Total volatility s with b(x, s) = β for an OTM call (``x ≤ 0``).
 
@@ -394,7 +393,7 @@ def solve_total_vol(x: float, beta: float, cbeta: float) -> float:
     return _householder(x, beta, cbeta, s, branch)
 
 
-@nb.njit(**JIT)
+@jit
 def _householder(x: float, beta: float, cbeta: float, s: float, branch: int) -> float:
     """Refine s by Householder steps of order 3 on the branch's objective g(s) = 0.
 

@@ -15,7 +15,13 @@ import numba as nb
 import numpy as np
 
 from mandi.options._black import complementary_otm, normalised_otm, solve_total_vol
-from mandi.options._special import DBL_MIN, JIT, ONE_OVER_SQRT_TWO_PI, norm_cdf_given_pdf
+from mandi.options._special import (
+    DBL_MIN,
+    ONE_OVER_SQRT_TWO_PI,
+    jit,
+    jit_parallel,
+    norm_cdf_given_pdf,
+)
 
 # IV status codes (mirrored by mandi.options.iv.IVStatus).
 OK = 0
@@ -39,7 +45,7 @@ __all__ = [
 
 
 # --- element functions -------------------------------------------------------------------------
-@nb.njit(**JIT)
+@jit
 def black_price_one(f: float, k: float, t: float, df: float, sigma: float, call: bool) -> float:
     """Discounted Black price from forward ``f`` and discount factor ``df``.
 
@@ -57,7 +63,7 @@ def black_price_one(f: float, k: float, t: float, df: float, sigma: float, call:
     return df * (intrinsic + math.sqrt(f * k) * normalised_otm(-abs(x), s))
 
 
-@nb.njit(**JIT)
+@jit
 def implied_vol_one(
     price: float, f: float, k: float, t: float, df: float, call: bool
 ) -> tuple[float, int]:
@@ -102,7 +108,7 @@ def implied_vol_one(
     return sigma, OK
 
 
-@nb.njit(**JIT)
+@jit
 def _invalid_greeks(u: float, k: float, t: float, r: float, q: float, sigma: float) -> bool:
     return not (
         u > 0.0
@@ -118,7 +124,7 @@ def _invalid_greeks(u: float, k: float, t: float, r: float, q: float, sigma: flo
     )
 
 
-@nb.njit(**JIT)
+@jit
 def bsm_greeks_one(
     spot: float, k: float, t: float, r: float, q: float, sigma: float, call: bool
 ) -> tuple[float, float, float, float, float]:
@@ -151,7 +157,7 @@ def bsm_greeks_one(
     return delta, gamma, theta / _DAYS_PER_YEAR, vega / 100.0, rho / 100.0
 
 
-@nb.njit(**JIT)
+@jit
 def black76_greeks_one(
     f: float, k: float, t: float, r: float, sigma: float, call: bool
 ) -> tuple[float, float, float, float, float]:
@@ -175,14 +181,14 @@ def black76_greeks_one(
     return delta, gamma, theta / _DAYS_PER_YEAR, vega / 100.0, rho / 100.0
 
 
-@nb.njit(**JIT)
+@jit
 def _forward(spot: float, r: float, q: float, t: float) -> float:
     return spot * math.exp((r - q) * t)
 
 
 # --- array drivers -----------------------------------------------------------------------------
 # ``a[i * ka]`` with ka ∈ {0, 1} broadcasts length-1 inputs without copying them.
-@nb.njit(**JIT)
+@jit
 def bsm_price_kernel(spot, k, t, r, q, sigma, call, out):  # type: ignore[no-untyped-def]
     ks, kk, kt, kr, kq, kv, kc = (
         int(spot.size > 1),
@@ -206,7 +212,7 @@ def bsm_price_kernel(spot, k, t, r, q, sigma, call, out):  # type: ignore[no-unt
         )
 
 
-@nb.njit(**JIT)
+@jit
 def black76_price_kernel(f, k, t, r, sigma, call, out):  # type: ignore[no-untyped-def]
     kf, kk, kt, kr, kv, kc = (
         int(f.size > 1),
@@ -223,7 +229,7 @@ def black76_price_kernel(f, k, t, r, sigma, call, out):  # type: ignore[no-untyp
         )
 
 
-@nb.njit(**JIT)
+@jit
 def _iv_element(price, spot, k, t, r, q, call, is_forward, i, kp, ks, kk, kt, kr, kq, kc):  # type: ignore[no-untyped-def]
     tt = t[i * kt]
     rr = r[i * kr]
@@ -232,7 +238,7 @@ def _iv_element(price, spot, k, t, r, q, call, is_forward, i, kp, ks, kk, kt, kr
     return implied_vol_one(price[i * kp], f, k[i * kk], tt, math.exp(-rr * tt), call[i * kc] != 0)
 
 
-@nb.njit(**JIT)
+@jit
 def iv_kernel(price, spot, k, t, r, q, call, is_forward, out, status):  # type: ignore[no-untyped-def]
     """``spot`` is the forward when ``is_forward`` (Black-76; ``q`` ignored)."""
     kp, ks, kk, kt, kr, kq, kc = (
@@ -250,7 +256,7 @@ def iv_kernel(price, spot, k, t, r, q, call, is_forward, out, status):  # type: 
         )
 
 
-@nb.njit(parallel=True, **JIT)
+@jit_parallel
 def iv_kernel_par(price, spot, k, t, r, q, call, is_forward, out, status):  # type: ignore[no-untyped-def]
     kp, ks, kk, kt, kr, kq, kc = (
         int(price.size > 1),
@@ -267,7 +273,7 @@ def iv_kernel_par(price, spot, k, t, r, q, call, is_forward, out, status):  # ty
         )
 
 
-@nb.njit(**JIT)
+@jit
 def _greeks_element(spot, k, t, r, q, sigma, call, is_forward, i, ks, kk, kt, kr, kq, kv, kc, out):  # type: ignore[no-untyped-def]
     if is_forward:
         g = black76_greeks_one(
@@ -286,7 +292,7 @@ def _greeks_element(spot, k, t, r, q, sigma, call, is_forward, i, ks, kk, kt, kr
     out[0, i], out[1, i], out[2, i], out[3, i], out[4, i] = g
 
 
-@nb.njit(**JIT)
+@jit
 def greeks_kernel(spot, k, t, r, q, sigma, call, is_forward, out):  # type: ignore[no-untyped-def]
     """``out`` has shape (5, n): delta, gamma, theta, vega, rho."""
     ks, kk, kt, kr, kq, kv, kc = (
@@ -304,7 +310,7 @@ def greeks_kernel(spot, k, t, r, q, sigma, call, is_forward, out):  # type: igno
         )
 
 
-@nb.njit(parallel=True, **JIT)
+@jit_parallel
 def greeks_kernel_par(spot, k, t, r, q, sigma, call, is_forward, out):  # type: ignore[no-untyped-def]
     ks, kk, kt, kr, kq, kv, kc = (
         int(spot.size > 1),
@@ -323,7 +329,7 @@ def greeks_kernel_par(spot, k, t, r, q, sigma, call, is_forward, out):  # type: 
 
 # The loop body is written out in both variants (no helper call): LLVM then vectorizes all but
 # the exp/log calls, which a call boundary prevents.
-@nb.njit(**JIT)
+@jit
 def greeks_fast_kernel(spot, k_a, t_a, r, q, sigma_a, call_a, is_forward, out):  # type: ignore[no-untyped-def]
     """Greeks with scalar ``spot``, ``r``, ``q`` and full-length contiguous ``k``, ``t``,
     ``sigma``, ``call`` (one chain, or a book on one underlying): direct indexing and
@@ -360,7 +366,7 @@ def greeks_fast_kernel(spot, k_a, t_a, r, q, sigma_a, call_a, is_forward, out): 
         out[4, i] = rho / 100.0 if ok else nan
 
 
-@nb.njit(parallel=True, **JIT)
+@jit_parallel
 def greeks_fast_kernel_par(spot, k_a, t_a, r, q, sigma_a, call_a, is_forward, out):  # type: ignore[no-untyped-def]
     scalars_ok = math.isfinite(spot + r + q) and spot > 0.0
     for i in nb.prange(k_a.size):

@@ -32,13 +32,14 @@ __all__ = [
     "DBL_EPSILON",
     "DBL_MAX",
     "DBL_MIN",
-    "JIT",
     "ONE_OVER_SQRT_TWO",
     "ONE_OVER_SQRT_TWO_PI",
     "SQRT_PI_OVER_TWO",
     "SQRT_TWO_PI",
     "erfcx",
     "erfcx_fast",
+    "jit",
+    "jit_parallel",
     "ndtri",
     "norm_cdf",
     "norm_cdf_given_pdf",
@@ -56,7 +57,8 @@ SQRT_PI_OVER_TWO = 1.2533141373155003
 # Options shared by every kernel: IEEE semantics for x/0 (inf/NaN instead of ZeroDivisionError,
 # so bad input becomes NaN that we classify, never an exception), cached machine code, GIL
 # released. No fastmath: it would let LLVM reassociate the carefully ordered arithmetic.
-JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+jit_parallel = nb.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 
 _CAPSULE_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
 
@@ -100,7 +102,7 @@ def _capsule_signature(capsule: object) -> str:
 
 def _register(function: str, symbol: str) -> None:
     """Find the double-precision ``function`` in cython_special and expose it as ``symbol``."""
-    capi = _cython_special.__pyx_capi__  # type: ignore[attr-defined]
+    capi = _cython_special.__pyx_capi__
     pattern = re.compile(rf"(__pyx_fuse_\d+)?{function}")
     for key, capsule in capi.items():
         if pattern.fullmatch(key) and _capsule_signature(capsule) == _CAPSULE_SIGNATURE:
@@ -127,13 +129,13 @@ _CONTINUED_FRACTION_LIMIT = 50.0
 _ONE_OVER_SQRT_PI = 0.5641895835477563
 
 
-@nb.njit(**JIT)
+@jit
 def _erfcx_nonnegative(y: float) -> float:
     if y < _SMALL_LIMIT:
         scaled = y * _SMALL_SCALE
         j = int(scaled)
         v = 2.0 * scaled - (2.0 * j + 1.0)  # exact: scaling by a power of two
-        acc = _SMALL[j, 8]  # 2-D indexing: a row view would cost more than the polynomial
+        acc: float = _SMALL[j, 8]  # 2-D indexing: a row view would cost more than the polynomial
         for m in range(7, -1, -1):
             acc = acc * v + _SMALL[j, m]
         return acc
@@ -154,7 +156,7 @@ def _erfcx_nonnegative(y: float) -> float:
     return _ONE_OVER_SQRT_PI / (y + acc)
 
 
-@nb.njit(**JIT)
+@jit
 def erfcx(y: float) -> float:
     """exp(y²)·erfc(y), accurate to a few ulp for every y (no overflow for y ≥ 0)."""
     if y >= 0.0:
@@ -165,13 +167,13 @@ def erfcx(y: float) -> float:
     return y  # NaN
 
 
-@nb.njit(**JIT)
+@jit
 def ndtri(p: float) -> float:
     """Inverse of the standard normal CDF."""
-    return _ndtri(p, 0)
+    return _ndtri(p, 0)  # type: ignore[no-any-return,call-overload]
 
 
-@nb.njit(**JIT)
+@jit
 def norm_cdf(z: float) -> float:
     """Standard normal CDF, full relative accuracy in the lower tail."""
     if z <= 0.0:
@@ -181,7 +183,7 @@ def norm_cdf(z: float) -> float:
     return z  # NaN
 
 
-@nb.njit(**JIT)
+@jit
 def erfcx_fast(y: float) -> float:
     """erfcx(y) for y ≥ 0 within ~4 ulp, one table path for y < 50 and no data-dependent
     branches (the Greeks kernels call it twice per option on random arguments, where branch
@@ -191,23 +193,23 @@ def erfcx_fast(y: float) -> float:
         j = min(int(u), _LARGE_LAST)
         v = 2.0 * (u - j) - 1.0
         j -= _LARGE_FIRST
-        acc = _LARGE[j, 6]
+        fit: float = _LARGE[j, 6]
         for m in range(5, -1, -1):
-            acc = acc * v + _LARGE[j, m]
-        return acc
+            fit = fit * v + _LARGE[j, m]
+        return fit
     acc = 0.0
     for k in range(6, 0, -1):
         acc = (0.5 * k) / (y + acc)
     return _ONE_OVER_SQRT_PI / (y + acc)
 
 
-@nb.njit(**JIT)
+@jit
 def norm_cdf_given_pdf(z: float, pdf: float) -> float:
     """Φ(z) when φ(z) is already known (saves the exponential); branch-free in the sign."""
     tail = pdf * SQRT_PI_OVER_TWO * erfcx_fast(ONE_OVER_SQRT_TWO * abs(z))  # Φ(−|z|)
     return tail if z <= 0.0 else 1.0 - tail
 
 
-@nb.njit(**JIT)
+@jit
 def norm_pdf(z: float) -> float:
     return ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * z * z)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
-
 from mandi.options._kernels import black_price_one, bsm_greeks_one, implied_vol_one
-from mandi.options._special import JIT
+from mandi.options._special import jit
 
 # StrikeStatus codes not produced by the IV solver
 MISSING = 10
@@ -38,7 +36,7 @@ _TOTALS = (
 # matrix channels: CE base 0-5, PE base 6-11, underlying 12, CE IV+Greeks 13-17, PE 18-22
 
 
-@nb.njit(**JIT)
+@jit
 def to_rupees_and_contracts(raw, lot):  # type: ignore[no-untyped-def]
     """In place: strikes and prices paise → rupees, quantities shares → contracts."""
     inv_lot = 1.0 / lot
@@ -54,7 +52,7 @@ def to_rupees_and_contracts(raw, lot):  # type: ignore[no-untyped-def]
             raw[i, c + 5] *= inv_lot
 
 
-@nb.njit(**JIT)
+@jit
 def slots_at_or_before(times, head, count, targets, out):  # type: ignore[no-untyped-def]
     """For each target time the ring slot of the newest entry at or before it (−1: none).
     Entries are in time order from slot ``head`` backwards over ``count`` slots."""
@@ -75,12 +73,12 @@ def slots_at_or_before(times, head, count, targets, out):  # type: ignore[no-unt
         out[w] = (head - lo) % capacity
 
 
-@nb.njit(**JIT)
+@jit
 def _positive_or_nan(v: float) -> float:
     return v if v > 0.0 else math.nan
 
 
-@nb.njit(**JIT)
+@jit
 def chain_kernel(  # type: ignore[no-untyped-def]
     raw,
     rows,
@@ -225,7 +223,7 @@ def chain_kernel(  # type: ignore[no-untyped-def]
     summary[S_MAX_PAIN] = max_pain_sorted(raw)
 
 
-@nb.njit(**JIT)
+@jit
 def max_pain_sorted(raw):  # type: ignore[no-untyped-def]
     """Max-pain strike of a chain sorted by strike: prefix sums, O(n). NaN OI counts as 0."""
     n = raw.shape[0]
@@ -263,7 +261,7 @@ def max_pain_sorted(raw):  # type: ignore[no-untyped-def]
     return best_k
 
 
-@nb.njit(**JIT)
+@jit
 def oi_window_kernel(data, ring_strikes, found, grid, step, m, pct):  # type: ignore[no-untyped-def]
     """OI % change per window, side and strike against the slots ``found`` (−1: none), each
     strike looked up by value in that slot's own grid."""

@@ -298,7 +298,8 @@ class ChainAnalytics:
     def oi_change(self, minutes: int, side: str = "CE") -> NDArray[np.float64]:
         """OI % change per strike over the ``minutes`` window for ``side`` ("CE"/"PE")."""
         w = self.oi_windows_minutes.index(minutes)
-        return self.oi_change_pct[w, 0 if side.upper() == "CE" else 1]
+        out: NDArray[np.float64] = self.oi_change_pct[w, 0 if side.upper() == "CE" else 1]
+        return out
 
     def moneyness_labels(self, side: str = "CE") -> list[str]:
         """ "ITM"/"ATM"/"OTM" per strike (the seed schema's ``moneyness`` column)."""
