@@ -127,6 +127,59 @@ class WebConfig(_Section, frozen=True):
     access_log: bool = False
 
 
+def _default_redis_url() -> str:
+    return os.environ.get("MANDI_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class RedisConfig(_Section, frozen=True):
+    """``[redis]``: the Redis bus of the distributed mode (``mandi service``, ``mandi up``).
+
+    ``url`` defaults to ``$MANDI_REDIS_URL`` (``redis://[user:password@]host:port/db``,
+    ``rediss://`` for TLS, ``unix:///path?db=0``). Streams keep ``retention_s`` of each
+    timeframe (``MAXLEN ~ retention_s / tf``; the seed's ~3 h), 1 s candle streams
+    ``retention_1s_s``; ``latest`` keys live ``latest_ttl_s``.
+    """
+
+    url: str = msgspec.field(default_factory=_default_redis_url)
+    retention_s: Annotated[int, msgspec.Meta(ge=60)] = 10_800
+    retention_1s_s: Annotated[int, msgspec.Meta(ge=60)] = 600
+    latest_ttl_s: Annotated[int, msgspec.Meta(ge=1)] = 1800
+    consumer: str = ""  # consumer name; "" = "{service}-{hostname}" (stable across restarts)
+    read_count: Annotated[int, msgspec.Meta(ge=1)] = 500  # XREADGROUP COUNT (per stream)
+    block_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
+    claim_idle_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000  # XAUTOCLAIM of dead consumers
+    dead_letter_after: Annotated[int, msgspec.Meta(ge=1)] = 5  # deliveries, then dlq:{group}
+    buffer_max: Annotated[int, msgspec.Meta(ge=100)] = 200_000  # messages held while Redis is down
+    publish_batch: Annotated[int, msgspec.Meta(ge=1)] = 5_000  # messages per transaction
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    discover_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    snapshot_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # ind:snapshot:engine
+    # forming candles (Pub/Sub pub:candle:...) and ticks (pub:tick:...) mdengine publishes
+    forming: Literal["none", "underlyings", "all"] = "underlyings"
+    ticks: Literal["none", "underlyings", "all"] = "underlyings"
+    indicator_streams: bool = True  # confirmed values: XADD+SET+PUBLISH (False: PUBLISH only)
+
+
+class ServicesConfig(_Section, frozen=True):
+    """``[services]``: where the services of the distributed mode listen and how ``mandi up``
+    runs them. Every metrics/health port binds ``host`` (loopback by default)."""
+
+    host: str = "127.0.0.1"
+    tickserver_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 9001  # WebSocket
+    tickserver_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9095
+    mdengine_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9090  # seed
+    mdengine_sim_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9091  # seed
+    indengine_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9092
+    strategy_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9093
+    gateway_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9094  # metrics; web is run.port
+    state_dir: str = ".mandi"  # mandi up: PID files, logs, the local redis-server's data
+    redis_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 6379  # local redis; 0 = free
+    redis_server: str = "redis-server"
+    start: tuple[str, ...] = ("tickserver", "mdengine-sim", "indengine", "strategy", "gateway")
+    stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -144,6 +197,8 @@ class AppConfig(_Section, frozen=True):
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)
     risk: RiskConfig = RiskConfig()  # [risk]: limits, sizing, exits
     strategies: tuple[StrategySpec, ...] | None = None  # [[strategies]]; None = the defaults
+    redis: RedisConfig = RedisConfig()  # [redis]: the distributed mode's bus
+    services: ServicesConfig = ServicesConfig()  # [services]: ports, mandi up
 
 
 ENV_PREFIX = "MANDI_"
