@@ -307,11 +307,16 @@ class MarketNode:
             if self.feed is not None and not self.feed.live:
                 # a replayable source waits for the writer instead of making it drop rows
                 high = self.writer.max_pending_rows // 4
-                while self.writer.pending_rows > high:
+                while self.writer.pending_rows > high or self._layers_busy():
                     await asyncio.sleep(0.005)
             if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
                 self.request_stop("the feed ended")
                 return
+
+    def _layers_busy(self) -> bool:
+        """A layer with an optional ``busy()`` (e.g. the Redis bridge while Redis is down and its
+        bounded buffer is full) holds back a replayable feed, like a full SQLite writer."""
+        return any(layer.busy() for layer in self.layers if hasattr(layer, "busy"))
 
     async def _status(self) -> None:
         from mandi.services.status import StatusReporter
