@@ -234,8 +234,15 @@ def _iv_element(price, spot, k, t, r, q, call, is_forward, i, kp, ks, kk, kt, kr
     tt = t[i * kt]
     rr = r[i * kr]
     ss = spot[i * ks]
-    f = ss if is_forward else _forward(ss, rr, q[i * kq], tt)
-    return implied_vol_one(price[i * kp], f, k[i * kk], tt, math.exp(-rr * tt), call[i * kc] != 0)
+    df = math.exp(-rr * tt)
+    qq = q[i * kq]
+    if is_forward:
+        f = ss
+    elif qq == 0.0:
+        f = ss / df  # S·exp(rt) without a second exponential (q = 0: indices)
+    else:
+        f = _forward(ss, rr, qq, tt)
+    return implied_vol_one(price[i * kp], f, k[i * kk], tt, df, call[i * kc] != 0)
 
 
 @jit
