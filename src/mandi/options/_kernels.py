@@ -182,8 +182,13 @@ def black76_greeks_one(
 
 
 @jit
-def _forward(spot: float, r: float, q: float, t: float) -> float:
-    return spot * math.exp((r - q) * t)
+def forward_and_discount(spot: float, r: float, q: float, t: float) -> tuple[float, float]:
+    """(F, D) = (S·exp((r − q)t), exp(−rt)). With q = 0 (indices) F = S/D: one exponential
+    less. Pricing, IV and the chain kernel all use this, so a price round-trips exactly."""
+    df = math.exp(-r * t)
+    if q == 0.0:
+        return spot / df, df
+    return spot * math.exp((r - q) * t), df
 
 
 # --- array drivers -----------------------------------------------------------------------------
@@ -201,15 +206,8 @@ def bsm_price_kernel(spot, k, t, r, q, sigma, call, out):  # type: ignore[no-unt
     )
     for i in range(out.size):
         tt = t[i * kt]
-        rr = r[i * kr]
-        out[i] = black_price_one(
-            _forward(spot[i * ks], rr, q[i * kq], tt),
-            k[i * kk],
-            tt,
-            math.exp(-rr * tt),
-            sigma[i * kv],
-            call[i * kc] != 0,
-        )
+        f, df = forward_and_discount(spot[i * ks], r[i * kr], q[i * kq], tt)
+        out[i] = black_price_one(f, k[i * kk], tt, df, sigma[i * kv], call[i * kc] != 0)
 
 
 @jit
@@ -234,14 +232,10 @@ def _iv_element(price, spot, k, t, r, q, call, is_forward, i, kp, ks, kk, kt, kr
     tt = t[i * kt]
     rr = r[i * kr]
     ss = spot[i * ks]
-    df = math.exp(-rr * tt)
-    qq = q[i * kq]
     if is_forward:
-        f = ss
-    elif qq == 0.0:
-        f = ss / df  # S·exp(rt) without a second exponential (q = 0: indices)
+        f, df = ss, math.exp(-rr * tt)
     else:
-        f = _forward(ss, rr, qq, tt)
+        f, df = forward_and_discount(ss, rr, q[i * kq], tt)
     return implied_vol_one(price[i * kp], f, k[i * kk], tt, df, call[i * kc] != 0)
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import math
 
-from mandi.options._kernels import black_price_one, bsm_greeks_one, implied_vol_one
+from mandi.options._kernels import (
+    black_price_one,
+    bsm_greeks_one,
+    forward_and_discount,
+    implied_vol_one,
+)
 from mandi.options._special import jit
 
 # StrikeStatus codes not produced by the IV solver
@@ -106,8 +111,7 @@ def chain_kernel(  # type: ignore[no-untyped-def]
     OTM −1 for CE and PE. ``summary`` receives the scalars (layout above)."""
     width = grid.size
     nan = math.nan
-    forward = spot * math.exp((r - q) * t)
-    df = math.exp(-r * t)
+    forward, df = forward_and_discount(spot, r, q, t)
     # ATM IV from the listed strike nearest the underlying (the lower one on a tie)
     n = raw.shape[0]
     atm_row = -1
