@@ -224,7 +224,7 @@ def test_oi_windows_from_the_ring_buffer() -> None:
 
 
 def test_same_interval_overwrites_and_out_of_order_is_rejected() -> None:
-    m = ChainMatrix(ChainMatrixConfig(strikes_each_side=2))
+    m = ChainMatrix(ChainMatrixConfig(strikes_each_side=2, sample_interval_seconds=1))
     a = m.process_option_chain("NIFTY", _snapshot(T0, 24210.0))
     b = m.process_option_chain("NIFTY", _snapshot(T0 + 400_000_000, 24215.0))  # same second
     assert a is not None and b is not None and a.slot == b.slot

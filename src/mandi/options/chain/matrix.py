@@ -27,8 +27,8 @@ are MISSING columns (NaN).
 Time comes only from ``snapshot.ts_event``. Snapshots falling in the same
 ``sample_interval_seconds`` bucket overwrite the newest slot (the latest one wins); a snapshot
 older than the newest slot is rejected (counted in ``stats["out_of_order"]``). Memory per
-buffer: ``capacity × 23 × width × 8`` bytes (1802 × 23 × 41 × 8 ≈ 13.6 MB with the defaults;
-use a longer sample interval for a whole-market watch list).
+buffer: ``capacity × 23 × width × 8`` bytes (362 × 23 × 41 × 8 ≈ 2.7 MB with the defaults: 30
+minutes at 5-second resolution, ±20 strikes; analytics are still computed for every snapshot).
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class ChainMatrixConfig(msgspec.Struct, frozen=True, kw_only=True):
     history_minutes : float
         Minutes of history the ring must hold (≥ the longest OI window).
     sample_interval_seconds : float
-        Resolution of the history: one slot per interval, the last snapshot in it wins.
+        Resolution of the history: one slot per interval, the last snapshot in it wins (every
+        snapshot is still processed and returns fresh analytics). An OI window of w minutes
+        compares with the newest slot at or before now − w.
     capacity : int or None
         Ring slots; default ``history_minutes·60 / sample_interval_seconds + 2``.
     rate, dividend_yield : float
@@ -140,7 +142,7 @@ class ChainMatrixConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     strikes_each_side: int = 20
     history_minutes: float = 30.0
-    sample_interval_seconds: float = 1.0
+    sample_interval_seconds: float = 5.0
     capacity: int | None = None
     rate: float = 0.10
     dividend_yield: float = 0.0
