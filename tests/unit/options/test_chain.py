@@ -481,3 +481,26 @@ def test_simulated_exchange_smile_is_recovered() -> None:
                 assert abs(data[ch, j] - smile[(k, side)]) <= tolerance, (expiry, k, side)
                 compared += 1
     assert compared >= 40
+
+
+def test_snapshot_without_underlying_price_or_rows() -> None:
+    import msgspec
+
+    snap = _snapshot(T0, 24200.0)
+    m = ChainMatrix(ChainMatrixConfig(strikes_each_side=2))
+    with np.errstate(all="raise"):
+        first = m.process_option_chain("NIFTY", msgspec.structs.replace(snap, rows=()))
+        second = m.process_option_chain(
+            "NIFTY", msgspec.structs.replace(snap, ts_event=T0 + MINUTE)
+        )
+        broken = msgspec.structs.replace(snap, ts_event=T0 + 2 * MINUTE, underlying_price=0)
+        third = m.process_option_chain("NIFTY", broken)
+    assert first is not None and (first.ce_status == StrikeStatus.MISSING).all()
+    # the strike step is learnt from the first snapshot that has strikes
+    assert second is not None and second.strike_step == 50.0
+    assert list(second.strikes) == [24100, 24150, 24200, 24250, 24300]
+    # no underlying price: no ATM, the window stays, every quoted side says BAD_INPUT
+    assert third is not None and math.isnan(third.atm_strike) and math.isnan(third.atm_iv)
+    assert list(third.strikes) == list(second.strikes)
+    assert (third.ce_status == StrikeStatus.BAD_INPUT).all()
+    assert third.pcr_oi == 1.0  # whole-chain totals do not need the underlying

@@ -393,16 +393,22 @@ class ChainMatrix:
         spot = snapshot.underlying_price / 100.0
         t = (ist_ns(snapshot.expiry, EXPIRY_TIME) - ts) / NS_PER_YEAR
 
-        if math.isnan(buf.step):
-            buf.step = cfg.strike_step or _infer_step(strikes)
         step = buf.step
-        atm = _nearest(strikes, spot)
+        if math.isnan(step):
+            step = cfg.strike_step or _infer_step(strikes)
+            if cfg.strike_step or len(strikes) >= 2:  # keep it only once it is known
+                buf.step = step
+        # no valid underlying price: no ATM, the window stays where it was (or mid-chain)
+        atm = _nearest(strikes, spot) if spot > 0 else math.nan
         if math.isfinite(atm) and (
             math.isnan(buf.centre)
             or abs(atm - buf.centre) >= cfg.recentre_strikes * step * (1 - 1e-9)
         ):
             buf.centre = atm
-        centre = buf.centre if math.isfinite(buf.centre) else 0.0
+        if math.isfinite(buf.centre):
+            centre = buf.centre
+        else:
+            centre = float(strikes[len(strikes) // 2]) if len(strikes) else 0.0
         grid = centre + step * self._offsets
         rows = _grid_rows(strikes, grid, step)
 
