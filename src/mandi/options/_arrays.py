@@ -44,9 +44,16 @@ def kernel_args(
     Returns the shape and 1-D C-contiguous arrays of length ``n`` or 1 (length-1 arrays are
     broadcast inside the kernels without copying).
     """
-    arrays: list[np.ndarray] = [np.asarray(v, dtype=np.float64) for v in floats]
+    try:
+        arrays: list[np.ndarray] = [np.asarray(v, dtype=np.float64) for v in floats]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"option inputs must be numbers or numeric arrays: {e}") from None
     flag_array = call_flags(flags)
-    shape = np.broadcast_shapes(*(a.shape for a in arrays), flag_array.shape)
+    shapes = [a.shape for a in arrays] + [flag_array.shape]
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"option inputs do not broadcast together: shapes {shapes}") from None
     return shape, [_flat(a, shape) for a in arrays], _flat(flag_array, shape)
 
 

@@ -244,6 +244,10 @@ def test_bad_input_gives_nan_not_exceptions() -> None:
     assert np.isnan(g0.delta).all()
     with pytest.raises(ValueError, match="option type"):
         bs_price(100.0, 100.0, 1.0, 0.05, 0.2, "XX")
+    with pytest.raises(ValueError, match="do not broadcast"):
+        greeks([100.0, 101.0, 102.0], [90.0, 95.0], 1.0, 0.05, 0.2, True)
+    with pytest.raises(ValueError, match="numeric"):
+        bs_price("spot", 100.0, 1.0, 0.05, 0.2, True)
 
 
 def test_year_fraction_to_1530_ist() -> None:
