@@ -24,6 +24,7 @@ class StrikeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight_liquidity: W = 0.25
     weight_spread: W = 0.10
     max_spread_pct: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    iv_rank_span: Annotated[float, msgspec.Meta(gt=0)] = 0.02
     expiry: Literal["nearest", "monthly"] = "nearest"
     min_days_to_expiry: Annotated[int, msgspec.Meta(ge=0)] = 1  # 1 = never trade expiry day
     risk_free_rate: float = 0.065

@@ -451,6 +451,10 @@ class ExecutionEngine:
             inst = watched
             direction = bias
             ref = self.market.ltp(inst.token) or sig.price
+            t = self.market.ticks.get(inst.token)
+            touch = 0 if t is None else (t.ask if direction > 0 else t.bid)
+            if touch > 0:
+                ref = touch  # what a marketable order would pay
         else:
             return Denied("not_tradable", f"{watched.symbol} cannot be traded")
         if ref <= 0:

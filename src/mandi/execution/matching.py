@@ -12,7 +12,8 @@ Fill model (stated, tested):
   bid for a sell) with ``price_source="touch"`` — moved ``slippage_ticks`` ticks against us.
   On bars: at the next bar's open (``bar_fill="open"``) or close (``"close"``).
 * **Limit orders** that were *marketable* when accepted (a buy limit at or above the reference
-  price) behave as market orders capped at the limit. A *resting* limit fills only when the market
+  price) fill like market orders on the first print whose price (after slippage) is within the
+  limit, at that price. A *resting* limit fills only when the market
   trades through it (a print strictly below a buy limit / above a sell limit; a bar whose low/high
   passes it) and then at the limit price (or the bar's open if it opened beyond the limit).
 * **Partial fills by available volume**: a market/marketable order takes at most the displayed
@@ -205,8 +206,10 @@ class FillSimulator:
                     base = touch if touch > 0 else p.last
                 slip = cfg.slippage_ticks * w.tick
                 price = base + slip if buy else max(base - slip, w.tick)
-                if w.order_type is OrderType.LIMIT:
-                    price = min(price, w.limit_price) if buy else max(price, w.limit_price)
+                if w.order_type is OrderType.LIMIT and (
+                    price > w.limit_price if buy else price < w.limit_price
+                ):
+                    continue  # the market moved past the limit: it waits for a better print
                 avail = (p.ask_qty if buy else p.bid_qty) or p.traded_qty
             else:
                 through = p.last < w.limit_price if buy else p.last > w.limit_price

@@ -13,7 +13,8 @@ latest chain snapshot:
    * delta: 1 − |(|Δ| − 0.5)| / 0.5 (Black-Scholes Δ at the quote's IV, or the IV implied by
      its price when the chain has none);
    * IV rank: where the contract's IV sits between the lowest and highest IV of the candidates
-     (a buyer prefers cheaper volatility: the lowest scores 1);
+     (a buyer prefers cheaper volatility: the lowest scores 1), over a range of at least
+     ``iv_rank_span`` (2 vol points) so that rounding noise does not decide;
    * liquidity: log(volume) + log(OI) relative to the best candidate;
    * spread: 1 − (ask − bid) / mid ÷ ``max_spread_pct`` (0 beyond it; 0.5 without a quote);
 4. return the best (ties: nearer the money, then the lower strike).
@@ -138,7 +139,7 @@ def select_strike(
         d = float(delta[j])
         s_delta = max(0.0, 1 - abs(abs(d) - 0.5) / 0.5) if math.isfinite(d) else 0.0
         v = float(iv[j])
-        s_iv = (1.0 if hi <= lo else 1 - (v - lo) / (hi - lo)) if math.isfinite(v) else 0.0
+        s_iv = 1 - (v - lo) / max(hi - lo, cfg.iv_rank_span) if math.isfinite(v) else 0.0
         s_liq = float(liq[j]) / best_liq
         if q.bid > 0 and q.ask >= q.bid:
             mid = (q.bid + q.ask) / 2

@@ -140,11 +140,14 @@ def lot_size(c: OrderContext) -> Denied | None:
 
 def freeze_quantity(c: OrderContext) -> Denied | None:
     freeze = c.instrument.freeze_qty
-    if freeze > 0 and c.quantity > freeze * c.limits.max_slices:
+    if freeze <= 0:
+        return None
+    n = len(slice_quantity(c.quantity, freeze, c.instrument.lot_size))
+    if n > c.limits.max_slices:
         return Denied(
             "freeze_quantity",
-            f"quantity {c.quantity} needs more than {c.limits.max_slices} orders at the "
-            f"freeze quantity {freeze} of {c.instrument.symbol}",
+            f"quantity {c.quantity} needs {n} orders at the freeze quantity {freeze} of "
+            f"{c.instrument.symbol} (at most {c.limits.max_slices})",
         )
     return None
 
