@@ -1,0 +1,919 @@
+"""The candle pipeline, columnar and compiled: ticks → 1 s → 60/120/180/300 s candles at millions
+of ticks per second.
+
+Two entry points share one numba kernel module (:mod:`mandi.pipeline._fastkernels`):
+
+* :class:`FastCandles` — the **streaming** path. Incremental and stateful across calls, exactly
+  the observable behaviour of :class:`~mandi.pipeline.seconds.SecondAggregator` feeding
+  :class:`~mandi.pipeline.timeframes.TimeframeBuilder` as :class:`~mandi.pipeline.candles.
+  CandlePipeline` composes them: the same candles (1 s, confirmed and forming timeframe candles)
+  in the same order, the same per-reason rejections, the same watermark, late and volume rules
+  and session-close bucket ends. It takes columns (NumPy arrays) and returns a structured array
+  of records (:data:`CANDLE_DTYPE`); :class:`~mandi.model.market.Candle` messages are built only
+  when asked (:meth:`FastCandles.to_candles`, :meth:`FastCandles.handle_ticks`).
+  :class:`FastCandlePipeline` wraps it with ``CandlePipeline``'s own interface and bus topics.
+* :func:`replay_candles` — the **replay** path for backfills and backtests: whole arrays at once,
+  only confirmed candles, bit-identical to what the streaming path confirms for the same ticks
+  (followed by a flush), in canonical ``(timeframe, bucket, token)`` order.
+
+State lives in NumPy arrays indexed by a dense token index (a hash table in the kernel maps token
+ids to it); the session-close table the builder needs is precomputed per day from the calendar,
+which the kernel cannot call.
+
+Domain (documented differences from the reference classes, which take any Python object):
+``ts_event`` must be below 2**62 ns (year 2116) — later is ``bad_timestamp``; prices, volumes,
+quantities and OI are ``int`` (paise, shares) as :class:`~mandi.model.market.Tick` declares — on
+the object path an integral float is taken as that integer, any other non-int price counts as
+``bad_price``, volume as ``bad_volume``, timestamp as ``bad_timestamp``, and a non-int last
+quantity or OI as 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, calendar
+from mandi.model.market import Candle, Tick
+from mandi.pipeline import _fastkernels as K
+from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES
+
+I64 = NDArray[np.int64]
+
+#: Field names of a candle record, in column order; every field is ``int64``. ``closed`` is 1
+#: for a confirmed candle and 0 for a forming one; ``exchange`` is a code (:func:`exchange_name`).
+CANDLE_FIELDS: tuple[str, ...] = (
+    "token",
+    "timeframe",
+    "bucket",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "oi",
+    "ticks",
+    "closed",
+    "exchange",
+)
+CANDLE_DTYPE = np.dtype([(f, np.int64) for f in CANDLE_FIELDS])
+assert len(CANDLE_FIELDS) == K.NOCOL
+
+REASONS: tuple[str, ...] = K.REASONS  # the aggregator's rejection reasons, in counter order
+
+_EXCHANGES: list[str] = ["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
+_EXCHANGE_CODES: dict[str, int] = {name: i for i, name in enumerate(_EXCHANGES)}
+_BAD_TOKEN = -(1 << 63)  # stands for a token id that is not an int (never allowed)
+_LO, _HI = -(1 << 63), 1 << 63
+
+
+def exchange_code(name: str) -> int:
+    """The code of an exchange name in candle records (new names get the next code)."""
+    code = _EXCHANGE_CODES.get(name)
+    if code is None:
+        code = _EXCHANGE_CODES[name] = len(_EXCHANGES)
+        _EXCHANGES.append(name)
+    return code
+
+
+def exchange_name(code: int) -> str:
+    """The exchange name of a code in candle records."""
+    return _EXCHANGES[code]
+
+
+def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
+    a = np.ascontiguousarray(values, dtype=np.int64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if n is not None and len(a) != n:
+        raise ValueError(f"{name} has {len(a)} values, expected {n}")
+    return a
+
+
+def records_to_candles(records: NDArray[Any]) -> list[Candle]:
+    """Candle records (:data:`CANDLE_DTYPE`) as :class:`~mandi.model.market.Candle` messages."""
+    names = _EXCHANGES
+    return [
+        Candle(t, names[x], tf, b, o, h, lo, c, v, oi, n, cl == 1)
+        for t, tf, b, o, h, lo, c, v, oi, n, cl, x in records.tolist()
+    ]
+
+
+def _as_records(block: I64) -> NDArray[Any]:
+    return block.view(CANDLE_DTYPE).reshape(len(block))
+
+
+class _Columns(NamedTuple):
+    token: I64
+    ts: I64
+    price: I64
+    volume: I64
+    last_qty: I64
+    oi: I64
+    exchange: I64
+
+
+def _int_or(x: Any, bad: int) -> int:
+    """``x`` if it is an int, the integer of an integral finite float, else ``bad``."""
+    if type(x) is int:
+        return x if _LO <= x < _HI else bad
+    if isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) < 2**62:
+        return int(x)
+    if isinstance(x, int | np.integer) and not isinstance(x, bool):
+        return int(x)
+    return bad
+
+
+def _column(values: list[Any], bad: int, strict: bool = False) -> I64:
+    """An int64 column; a value that is not an integer becomes ``bad`` (``strict``: anything but
+    a Python int, as SecondAggregator's timestamp check)."""
+    try:
+        a = np.array(values)
+    except (OverflowError, ValueError, TypeError):
+        a = np.zeros(0, dtype=object)
+    if a.dtype == np.int64 and len(a) == len(values):
+        return a
+    if strict:
+        return np.array(
+            [x if type(x) is int and _LO <= x < _HI else bad for x in values], dtype=np.int64
+        )
+    return np.array([_int_or(x, bad) for x in values], dtype=np.int64)
+
+
+def tick_columns(ticks: Sequence[Tick]) -> _Columns:
+    """The columns of a list of :class:`Tick` (see the module doc for non-int fields)."""
+    codes = _EXCHANGE_CODES
+    ex = [codes.get(t.exchange, -1) for t in ticks]
+    if -1 in ex:
+        ex = [exchange_code(t.exchange) for t in ticks]
+    return _Columns(
+        _column([t.token for t in ticks], _BAD_TOKEN),
+        _column([t.ts_event for t in ticks], 0, strict=True),
+        _column([t.price for t in ticks], 0),
+        _column([t.volume for t in ticks], -1),
+        _column([t.last_qty for t in ticks], 0),
+        _column([t.oi for t in ticks], 0),
+        np.array(ex, dtype=np.int64),
+    )
+
+
+class FastCandles:
+    """Streaming ticks → 1 s + timeframe candles, columnar and compiled.
+
+    Same constructor arguments and the same observable behaviour as
+    ``CandlePipeline(bus, timeframes, cal, known_tokens, close_delay_ns, emit_forming)`` minus
+    the bus: every call returns the candles ``CandlePipeline`` would publish for the same
+    calls, in the same order, as records of :data:`CANDLE_DTYPE` (a 1 s candle, then what the
+    timeframe builder makes of it — confirmed candles, then forming ones —, and the
+    timeframe candles confirmed when the watermark moves).
+
+    Parameters
+    ----------
+    timeframes : iterable of int
+        Timeframes in seconds (60, 120, 180, 300 by default).
+    cal : ExchangeCalendar, optional
+        Session closes (NSE's calendar by default).
+    known_tokens : container of int, optional
+        When given, a token's first tick must be in it (``unknown_token`` otherwise); it is
+        consulted live, as ``SecondAggregator`` does.
+    close_delay_ns : int
+        Grace before a second is confirmed by the watermark.
+    emit_forming : bool
+        Emit a forming candle per timeframe for every 1 s candle.
+    forming_filter : callable, optional
+        ``filter(token, exchange, timeframe) -> bool``: forming candles only for the series it
+        wants (``TimeframeBuilder``'s filter); answers are kept until
+        :meth:`refresh_forming_filter`.
+
+    Attributes
+    ----------
+    last_rejection : tuple of (str, Tick) or None
+        The latest rejected tick and its reason.
+
+    Examples
+    --------
+    >>> from mandi.core.calendar import parse_ist
+    >>> fc = FastCandles((60,), emit_forming=False)
+    >>> t0 = parse_ist("2026-04-13 09:15:00")
+    >>> recs = fc.process([1, 1, 1], [t0, t0 + 10**8, t0 + 10**9], [100, 105, 101], [5, 9, 12])
+    >>> [(int(r["timeframe"]), int(r["high"]), int(r["volume"])) for r in recs]
+    [(1, 105, 9)]
+    >>> [(int(r["timeframe"]), int(r["close"])) for r in fc.flush()]
+    [(1, 101), (60, 101)]
+    """
+
+    def __init__(
+        self,
+        timeframes: Iterable[int] = DEFAULT_TIMEFRAMES,
+        cal: ExchangeCalendar | None = None,
+        known_tokens: Container[int] | None = None,
+        close_delay_ns: int = 0,
+        emit_forming: bool = True,
+        forming_filter: Callable[[int, str, int], bool] | None = None,
+    ) -> None:
+        tfs = tuple(sorted(set(timeframes)))
+        if not tfs or any(type(tf) is not int or tf <= 0 for tf in tfs):
+            raise ValueError(f"timeframes must be positive seconds, got {tfs}")
+        if len(tfs) > 62:
+            raise ValueError(f"at most 62 timeframes, got {len(tfs)}")
+        if type(close_delay_ns) is not int or not 0 <= close_delay_ns < 86_400 * K.NS:
+            raise ValueError(f"close_delay_ns must be an int in [0, 1 day), got {close_delay_ns!r}")
+        self.timeframes: tuple[int, ...] = tfs
+        self.emit_forming = emit_forming
+        self.close_delay_ns = close_delay_ns
+        self._cal = cal or calendar("NSE")
+        self._known = known_tokens
+        self._filter = forming_filter
+        self._tfs = np.array(tfs, dtype=np.int64)
+        self._g = K.new_globals(close_delay_ns, emit_forming)
+        self._cap = 0
+        self._tok = np.zeros((0, K.NTOKCOL), dtype=np.int64)
+        self._bk = np.zeros((0, len(tfs), K.NBCOL), dtype=np.int64)
+        self._rank = np.zeros(0, dtype=np.int64)
+        self._open = np.zeros(0, dtype=np.int64)
+        self._tfb = np.zeros(0, dtype=np.int64)
+        self._grow_tokens(64)
+        self._hkeys = np.zeros(256, dtype=np.int64)
+        self._hvals = np.full(256, -1, dtype=np.int64)
+        self._closes = np.zeros(0, dtype=np.int64)
+        self._out = np.zeros((1 << 14, K.NOCOL), dtype=np.int64)
+        self._stateless: set[int] = set()  # token indices without aggregator state
+        self.last_rejection: tuple[str, Tick] | None = None
+
+    # --- counters ---------------------------------------------------------------------------
+    @property
+    def rejected(self) -> Counter[str]:
+        """Rejected ticks per reason (``SecondAggregator.rejected``)."""
+        g = self._g
+        return Counter({r: int(g[K.G_REJ + i]) for i, r in enumerate(REASONS) if g[K.G_REJ + i]})
+
+    @property
+    def frames_rejected(self) -> Counter[str]:
+        """Rejected base candles of the timeframe builder (``TimeframeBuilder.rejected``)."""
+        n = int(self._g[K.G_TFLATE])
+        return Counter({"late": n}) if n else Counter()
+
+    @property
+    def watermark_ns(self) -> int:
+        return int(self._g[K.G_WM])
+
+    @property
+    def ticks(self) -> int:
+        """Ticks accepted (``SecondAggregator.ticks``)."""
+        return int(self._g[K.G_TICKS])
+
+    @property
+    def candles(self) -> int:
+        """1 s candles confirmed (``SecondAggregator.candles``)."""
+        return int(self._g[K.G_CANDLES])
+
+    @property
+    def confirmed(self) -> int:
+        """Timeframe candles confirmed (``TimeframeBuilder.confirmed``)."""
+        return int(self._g[K.G_CONFIRMED])
+
+    # --- tokens -------------------------------------------------------------------------------
+    def _grow_tokens(self, cap: int) -> None:
+        old = self._cap
+        tok = np.zeros((cap, K.NTOKCOL), dtype=np.int64)
+        tok[:, K.T_SEC] = -1
+        tok[:, K.T_OPENPOS] = -1
+        tok[:, K.T_ALLOWED] = 1 if self._known is None else 0
+        tok[:, K.T_WANT] = (1 << len(self.timeframes)) - 1
+        tok[:, K.T_WANTOK] = 1 if self._filter is None else 0
+        tok[:old] = self._tok
+        bk = np.zeros((cap, len(self.timeframes), K.NBCOL), dtype=np.int64)
+        bk[:, :, K.B_START] = -1
+        bk[:, :, K.B_END] = -1
+        bk[:old] = self._bk
+        self._tok, self._bk = tok, bk
+        for name in ("_rank", "_open", "_tfb"):
+            a = np.zeros(cap, dtype=np.int64)
+            a[:old] = getattr(self, name)
+            setattr(self, name, a)
+        self._cap = cap
+
+    def _grow_hash(self) -> None:
+        size = 2 * len(self._hkeys)
+        self._hkeys = np.zeros(size, dtype=np.int64)
+        self._hvals = np.full(size, -1, dtype=np.int64)
+        n = int(self._g[K.G_NTOK])
+        K.rehash(self._tok[:n, K.T_TOKEN].copy(), self._hkeys, self._hvals)
+
+    def _map(self, tokens: I64) -> I64:
+        idx = np.empty(len(tokens), dtype=np.int64)
+        pos, n = 0, len(tokens)
+        while True:
+            old = int(self._g[K.G_NTOK])
+            limit = min(self._cap, len(self._hkeys) // 2)
+            pos = K.map_tokens(
+                tokens, pos, self._hkeys, self._hvals, idx, self._tok, self._g, limit
+            )
+            new = int(self._g[K.G_NTOK])
+            if new > old:
+                self._registered(old, new)
+            if pos == n:
+                return idx
+            if new >= self._cap:
+                self._grow_tokens(2 * self._cap)
+            if new >= len(self._hkeys) // 2:
+                self._grow_hash()
+
+    def _registered(self, old: int, new: int) -> None:
+        tok = self._tok
+        if self._known is not None:
+            for k in range(old, new):
+                t = int(tok[k, K.T_TOKEN])
+                tok[k, K.T_ALLOWED] = t != _BAD_TOKEN and t in self._known
+                self._stateless.add(k)
+        else:
+            bad = np.flatnonzero(tok[old:new, K.T_TOKEN] == _BAD_TOKEN)
+            tok[old + bad, K.T_ALLOWED] = 0
+        order = np.argsort(tok[:new, K.T_TOKEN], kind="stable")
+        self._rank[:new] = order
+        tok[order, K.T_RANK] = np.arange(new, dtype=np.int64)
+
+    def _index(self, token: int) -> int:
+        return int(self._map(np.array([token], dtype=np.int64))[0])
+
+    def _recheck_known(self) -> None:
+        """A token without state is checked against the known set at each tick (as the
+        reference does): refresh the verdicts, the set may have changed since the last call."""
+        if self._known is None or not self._stateless:
+            return
+        tok, known = self._tok, self._known
+        for k in list(self._stateless):
+            if tok[k, K.T_HAS]:
+                self._stateless.discard(k)
+            else:
+                t = int(tok[k, K.T_TOKEN])
+                tok[k, K.T_ALLOWED] = t != _BAD_TOKEN and t in known
+
+    def set_volume_baseline(self, token: int, cumulative_volume: int) -> None:
+        """Restore the last cumulative volume seen for ``token`` (after a restart)."""
+        k = self._index(int(token))
+        if self._tok[k, K.T_HAS]:
+            self._tok[k, K.T_BASE] = self._tok[k, K.T_CUM] = cumulative_volume
+        else:
+            self._tok[k, K.T_BASEVAL] = cumulative_volume
+            self._tok[k, K.T_HASBASE] = 1
+
+    # --- the forming filter ---------------------------------------------------------------------
+    def refresh_forming_filter(self) -> None:
+        """Forget the filter's answers (the set of interested consumers changed)."""
+        if self._filter is None:
+            return
+        n = int(self._g[K.G_NTOK])
+        self._tok[:n, K.T_WANTOK] = 0
+        self._ask_filter()
+
+    def _ask_filter(self, exchange: str | None = None, k: int | None = None) -> None:
+        """Filter answers for every token with state or a series and none yet (``exchange``
+        for token index ``k`` whose series is about to start from a stored candle)."""
+        if self._filter is None:
+            return
+        n = int(self._g[K.G_NTOK])
+        tok = self._tok
+        todo = np.flatnonzero(
+            (tok[:n, K.T_WANTOK] == 0) & ((tok[:n, K.T_HAS] != 0) | (tok[:n, K.T_TFSEEN] != 0))
+        ).tolist()
+        if k is not None and not tok[k, K.T_WANTOK] and k not in todo:
+            todo.append(k)
+        for i in todo:
+            if tok[i, K.T_TFSEEN]:
+                ex = exchange_name(int(tok[i, K.T_TFEXCH]))
+            elif i == k and exchange is not None:
+                ex = exchange
+            else:
+                ex = exchange_name(int(tok[i, K.T_EXCH]))
+            token = int(tok[i, K.T_TOKEN])
+            bits = 0
+            for j, tf in enumerate(self.timeframes):
+                if self._filter(token, ex, tf):
+                    bits |= 1 << j
+            tok[i, K.T_WANT] = bits
+            tok[i, K.T_WANTOK] = 1
+
+    # --- the session-close table --------------------------------------------------------------
+    def _cover(self, ts: I64) -> None:
+        if len(ts) == 0:
+            return
+        lo, hi = int(ts.min()), int(ts.max())
+        if lo <= 0 or hi >= K.MAX_TS:
+            ok = ts[(ts > 0) & (ts < K.MAX_TS)]
+            if len(ok) == 0:
+                return
+            lo, hi = int(ok.min()), int(ok.max())
+        self._cover_days((lo + IST_OFFSET_NS) // NS_PER_DAY - 1, (hi + IST_OFFSET_NS) // NS_PER_DAY)
+
+    def _cover_days(self, first: int, last: int) -> None:
+        day0, have = int(self._g[K.G_DAY0]), len(self._closes)
+        if have and day0 <= first and last < day0 + have:
+            return
+        lo, hi = (first, last) if not have else (min(first, day0), max(last, day0 + have - 1))
+        table = np.empty(hi - lo + 1, dtype=np.int64)
+        epoch = dt.date(1970, 1, 1)
+        for d in range(lo, hi + 1):
+            if have and day0 <= d < day0 + have:
+                table[d - lo] = self._closes[d - day0]
+            else:
+                s = self._cal.session(epoch + dt.timedelta(days=d))
+                table[d - lo] = K.NO_SESSION if s is None else s.close_ns
+        self._closes = table
+        self._g[K.G_DAY0] = lo
+
+    # --- output -------------------------------------------------------------------------------
+    def _need(self, extra_seconds: int) -> int:
+        """Records the next kernel step may write: ``extra_seconds`` 1 s candles plus every open
+        one, each with its timeframe candles, and a full timeframe advance."""
+        ntf = len(self.timeframes)
+        per = 1 + ntf * (2 if self.emit_forming else 1)
+        ntok = int(self._g[K.G_NTOK])
+        return (extra_seconds + int(self._g[K.G_NOPEN])) * per + ntok * ntf + 16
+
+    def _room(self, records: int) -> None:
+        if len(self._out) < records:
+            size = len(self._out)
+            while size < records:
+                size *= 2
+            self._out = np.zeros((size, K.NOCOL), dtype=np.int64)
+
+    def _state(self) -> tuple[Any, ...]:
+        return (
+            self._tok,
+            self._bk,
+            self._g,
+            self._tfs,
+            self._closes,
+            self._rank,
+            self._open,
+            self._tfb,
+            self._out,
+        )
+
+    def _take(self, copy: bool) -> NDArray[Any]:
+        n = int(self._g[K.G_NOUT])
+        self._g[K.G_NOUT] = 0
+        block = self._out[:n]
+        return _as_records(block.copy() if copy else block)
+
+    # --- ticks --------------------------------------------------------------------------------
+    def process(
+        self,
+        token: ArrayLike,
+        ts_event: ArrayLike,
+        price: ArrayLike,
+        volume: ArrayLike,
+        last_qty: ArrayLike | None = None,
+        oi: ArrayLike | None = None,
+        exchange: str | ArrayLike = "NSE",
+        *,
+        copy: bool = True,
+    ) -> NDArray[Any]:
+        """Apply a batch of ticks given as columns; return the candles they produce.
+
+        Parameters
+        ----------
+        token, ts_event, price, volume, last_qty, oi : array_like of int
+            One value per tick, as the fields of :class:`~mandi.model.market.Tick` (``volume``
+            cumulative for the day; ``last_qty`` and ``oi`` default to 0).
+        exchange : str or array_like of int
+            The exchange of every tick, or one :func:`exchange_code` per tick.
+        copy : bool
+            ``False`` returns a view of an internal buffer, valid until the next call.
+
+        Returns
+        -------
+        ndarray of CANDLE_DTYPE
+            1 s candles, confirmed and (``emit_forming``) forming timeframe candles, in the
+            order ``CandlePipeline`` publishes them.
+        """
+        tokens = _i64("token", token)
+        n = len(tokens)
+        ts = _i64("ts_event", ts_event, n)
+        px = _i64("price", price, n)
+        vol = _i64("volume", volume, n)
+        lq = np.zeros(n, dtype=np.int64) if last_qty is None else _i64("last_qty", last_qty, n)
+        oi_ = np.zeros(n, dtype=np.int64) if oi is None else _i64("oi", oi, n)
+        if isinstance(exchange, str):
+            ex = np.array([exchange_code(exchange)], dtype=np.int64)
+        else:
+            ex = _i64("exchange", exchange, n)
+        return self._run(_Columns(tokens, ts, px, vol, lq, oi_, ex), None, copy)
+
+    def _run(self, cols: _Columns, ticks: Sequence[Tick] | None, copy: bool) -> NDArray[Any]:
+        n = len(cols.token)
+        idx = self._map(cols.token)
+        self._recheck_known()
+        self._ask_filter()
+        self._cover(cols.ts)
+        rejected = int(self._g[K.G_REJ : K.G_REJ + 6].sum())
+        self._g[K.G_NOUT] = 0
+        self._room(max(1 << 14, 2 * self._need(1)))
+        chunks: list[NDArray[Any]] = []
+        pos = 0
+        while True:
+            pos = K.process(
+                idx,
+                cols.ts,
+                cols.price,
+                cols.volume,
+                cols.last_qty,
+                cols.oi,
+                cols.exchange,
+                pos,
+                *self._state(),
+            )
+            if pos >= n:
+                break
+            if self._g[K.G_STOP] == 2:  # a token got state: ask the forming filter
+                self._ask_filter()
+                continue
+            chunks.append(self._take(True))  # the buffer is full: keep it, go on
+            self._room(2 * self._need(1))
+        if self._stateless and self._known is not None:
+            self._recheck_known()
+        self._ask_filter()
+        if int(self._g[K.G_REJ : K.G_REJ + 6].sum()) != rejected:
+            self._note_rejection(cols, ticks)
+        last = self._take(copy or bool(chunks))
+        if chunks:
+            chunks.append(last)
+            return np.concatenate(chunks)
+        return last
+
+    def _note_rejection(self, cols: _Columns, ticks: Sequence[Tick] | None) -> None:
+        i = int(self._g[K.G_LASTREJ_POS])
+        reason = REASONS[int(self._g[K.G_LASTREJ_REASON])]
+        if ticks is not None:
+            self.last_rejection = (reason, ticks[i])
+            return
+        ex = cols.exchange[0] if len(cols.exchange) == 1 else cols.exchange[i]
+        tick = Tick(
+            int(cols.token[i]),
+            exchange_name(int(ex)),
+            int(cols.ts[i]),
+            0,
+            int(cols.price[i]),
+            int(cols.volume[i]),
+            int(cols.last_qty[i]),
+            int(cols.oi[i]),
+        )
+        self.last_rejection = (reason, tick)
+
+    def process_ticks(self, ticks: Sequence[Tick], *, copy: bool = True) -> NDArray[Any]:
+        """:meth:`process` for :class:`Tick` objects; returns records."""
+        ticks = list(ticks)
+        return self._run(tick_columns(ticks), ticks, copy)
+
+    def handle_ticks(self, ticks: Iterable[Tick]) -> list[Candle]:
+        """:meth:`process` for :class:`Tick` objects, returning :class:`Candle` messages."""
+        ticks = list(ticks)
+        if not ticks:
+            return []
+        return records_to_candles(self._run(tick_columns(ticks), ticks, False))
+
+    def handle_tick(self, tick: Tick) -> list[Candle]:
+        """One tick (``CandlePipeline.handle_tick``); returns the candles it publishes."""
+        return self.handle_ticks((tick,))
+
+    # --- time ---------------------------------------------------------------------------------
+    def advance(self, now_ns: int, *, copy: bool = True) -> NDArray[Any]:
+        """Time moved to ``now_ns``: confirm what has ended (``CandlePipeline.advance``)."""
+        self._g[K.G_NOUT] = 0
+        self._room(self._need(0))
+        K.advance(int(now_ns), *self._state())
+        return self._take(copy)
+
+    def flush(self, *, copy: bool = True) -> NDArray[Any]:
+        """Confirm everything still open (``CandlePipeline.flush``)."""
+        self._g[K.G_NOUT] = 0
+        self._room(self._need(0))
+        K.flush(*self._state())
+        return self._take(copy)
+
+    # --- the timeframe builder alone ---------------------------------------------------------
+    def frames_handle_candle(self, c: Candle) -> list[Candle]:
+        """``TimeframeBuilder.handle_candle``: feed a base candle straight into the builder (to
+        warm it up from stored 1 s candles after a restart)."""
+        k = self._index(int(c.token))
+        self._ask_filter(c.exchange, k)
+        self._cover(np.array([c.bucket], dtype=np.int64))
+        self._g[K.G_NOUT] = 0
+        self._room(self._need(1))
+        K.frames_candle(
+            k,
+            int(c.bucket),
+            int(c.open),
+            int(c.high),
+            int(c.low),
+            int(c.close),
+            int(c.volume),
+            int(c.oi),
+            int(c.ticks),
+            exchange_code(c.exchange),
+            self._tok,
+            self._bk,
+            self._g,
+            self._tfs,
+            self._closes,
+            self._tfb,
+            self._out,
+        )
+        return records_to_candles(self._take(False))
+
+    def frames_advance(self, now_ns: int) -> list[Candle]:
+        """``TimeframeBuilder.advance``: confirm every bucket ending at or before ``now_ns``."""
+        self._g[K.G_NOUT] = 0
+        self._room(self._need(0))
+        K.frames_advance(int(now_ns), self._tok, self._bk, self._g, self._tfs, self._tfb, self._out)
+        return records_to_candles(self._take(False))
+
+    def forming(self, token: int) -> list[Candle]:
+        """The current forming candle of every timeframe of ``token``."""
+        pos = self._lookup(int(token))
+        if pos is None or not self._tok[pos, K.T_TFSEEN]:
+            return []
+        ex = exchange_name(int(self._tok[pos, K.T_TFEXCH]))
+        out = []
+        for j, tf in enumerate(self.timeframes):
+            b = self._bk[pos, j].tolist()
+            if b[K.B_START] >= 0 and not b[K.B_DONE]:
+                out.append(
+                    Candle(
+                        int(token),
+                        ex,
+                        tf,
+                        b[K.B_START],
+                        b[K.B_OPEN],
+                        b[K.B_HIGH],
+                        b[K.B_LOW],
+                        b[K.B_CLOSE],
+                        b[K.B_VOL],
+                        b[K.B_OI],
+                        b[K.B_N],
+                        False,
+                    )
+                )
+        return out
+
+    def _lookup(self, token: int) -> int | None:
+        n = int(self._g[K.G_NTOK])
+        hit = np.flatnonzero(self._tok[:n, K.T_TOKEN] == token)
+        return int(hit[0]) if len(hit) else None
+
+    # --- messages -----------------------------------------------------------------------------
+    @staticmethod
+    def to_candles(records: NDArray[Any]) -> list[Candle]:
+        """Records as :class:`Candle` messages."""
+        return records_to_candles(records)
+
+
+# --- the replay path ----------------------------------------------------------------------------
+
+
+class Replay(NamedTuple):
+    """What :func:`replay_candles` returns."""
+
+    candles: NDArray[Any]
+    """Confirmed candles (:data:`CANDLE_DTYPE`): the 1 s candles, then each timeframe in
+    ascending order, each by (bucket, token)."""
+    rejected: Counter[str]
+    """Rejected ticks per reason, as :attr:`FastCandles.rejected`."""
+    frames_rejected: Counter[str]
+    """Base candles the timeframe builder refused as late."""
+    path: str
+    """``"single-pass"`` or ``"streaming"`` (a stream with late or volume-decreasing ticks, a
+    close delay, or a timeframe grid that is not monotonic, is replayed exactly through the
+    streaming kernel)."""
+
+
+def canonical_order(records: NDArray[Any]) -> NDArray[Any]:
+    """Records sorted by (timeframe, bucket, token) — :func:`replay_candles`' order."""
+    if len(records) == 0:
+        return records
+    order = np.lexsort((records["token"], records["bucket"], records["timeframe"]))
+    return records[order]
+
+
+def replay_candles(
+    token: ArrayLike,
+    ts_event: ArrayLike,
+    price: ArrayLike,
+    volume: ArrayLike,
+    last_qty: ArrayLike | None = None,
+    oi: ArrayLike | None = None,
+    exchange: str | ArrayLike = "NSE",
+    *,
+    timeframes: Iterable[int] = DEFAULT_TIMEFRAMES,
+    cal: ExchangeCalendar | None = None,
+    known_tokens: Container[int] | None = None,
+    close_delay_ns: int = 0,
+) -> Replay:
+    """Every confirmed candle of a whole tick stream at once (backfills, backtests).
+
+    The result is bit-identical to the confirmed candles (``closed == 1``) a fresh
+    :class:`FastCandles` with the same settings emits for :meth:`FastCandles.process` of the
+    same arrays followed by :meth:`FastCandles.flush` — hence to what ``CandlePipeline``
+    publishes — sorted by :func:`canonical_order`. Arguments as :meth:`FastCandles.process` and
+    the constructor.
+
+    A clean stream (no late tick, no decreasing cumulative volume; bad ticks are fine) with no
+    close delay runs in one compiled pass that emits candles already in order; anything else
+    is replayed through the streaming kernel, exactly, more slowly (see :attr:`Replay.path`).
+    """
+    fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
+    tokens = _i64("token", token)
+    n = len(tokens)
+    ts = _i64("ts_event", ts_event, n)
+    px = _i64("price", price, n)
+    vol = _i64("volume", volume, n)
+    lq = np.zeros(n, dtype=np.int64) if last_qty is None else _i64("last_qty", last_qty, n)
+    oi_ = np.zeros(n, dtype=np.int64) if oi is None else _i64("oi", oi, n)
+    if isinstance(exchange, str):
+        ex = np.array([exchange_code(exchange)], dtype=np.int64)
+    else:
+        ex = _i64("exchange", exchange, n)
+    if close_delay_ns == 0:
+        idx = fc._map(tokens)
+        fc._cover(ts)
+        ntok = int(fc._g[K.G_NTOK])
+        counts = np.zeros(16, dtype=np.int64)
+        counts[7] = -1
+        status, o1, otf, ntf_out = K.replay(
+            idx,
+            ts,
+            px,
+            vol,
+            lq,
+            oi_,
+            ex,
+            fc._tok[:ntok],
+            fc._rank[:ntok].copy(),
+            fc._tfs,
+            fc._closes,
+            int(fc._g[K.G_DAY0]),
+            counts,
+        )
+        if status == 0:
+            parts = [o1] + [otf[j, : ntf_out[j]] for j in range(len(fc.timeframes))]
+            out = _as_records(np.concatenate(parts))
+            if 1 in fc.timeframes:  # the builder's 1 s candles equal the base ones: interleave
+                out = canonical_order(out)
+            rejected = Counter({r: int(counts[i]) for i, r in enumerate(REASONS) if counts[i]})
+            late = int(counts[6])
+            return Replay(
+                out, rejected, Counter({"late": late}) if late else Counter(), "single-pass"
+            )
+        fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
+    cols = _Columns(tokens, ts, px, vol, lq, oi_, ex)
+    out = np.concatenate([fc._run(cols, None, True), fc.flush()])
+    return Replay(canonical_order(out), fc.rejected, fc.frames_rejected, "streaming")
+
+
+# --- CandlePipeline's interface -----------------------------------------------------------------
+
+
+class _SecondsView:
+    """What ``CandlePipeline.seconds`` offers, over a :class:`FastCandles`."""
+
+    def __init__(self, core: FastCandles) -> None:
+        self._core = core
+
+    @property
+    def rejected(self) -> Counter[str]:
+        return self._core.rejected
+
+    @property
+    def last_rejection(self) -> tuple[str, Tick] | None:
+        return self._core.last_rejection
+
+    @property
+    def watermark_ns(self) -> int:
+        return self._core.watermark_ns
+
+    @property
+    def ticks(self) -> int:
+        return self._core.ticks
+
+    @property
+    def candles(self) -> int:
+        return self._core.candles
+
+    def set_volume_baseline(self, token: int, cumulative_volume: int) -> None:
+        self._core.set_volume_baseline(token, cumulative_volume)
+
+
+class _FramesView:
+    """What ``CandlePipeline.frames`` offers, over a :class:`FastCandles`."""
+
+    def __init__(self, core: FastCandles) -> None:
+        self._core = core
+        self.timeframes = core.timeframes
+        self.emit_forming = core.emit_forming
+
+    @property
+    def rejected(self) -> Counter[str]:
+        return self._core.frames_rejected
+
+    @property
+    def confirmed(self) -> int:
+        return self._core.confirmed
+
+    def handle_candle(self, c: Candle) -> list[Candle]:
+        return self._core.frames_handle_candle(c)
+
+    def advance(self, now_ns: int) -> list[Candle]:
+        return self._core.frames_advance(now_ns)
+
+    def flush(self) -> list[Candle]:
+        return self._core.frames_advance(K.FAR)
+
+    def forming(self, token: int) -> list[Candle]:
+        return self._core.forming(token)
+
+
+class FastCandlePipeline:
+    """A drop-in for :class:`~mandi.pipeline.candles.CandlePipeline` on :class:`FastCandles`.
+
+    Same constructor, methods (``handle_tick``, ``handle_ticks``, ``advance``, ``flush``),
+    topics and publication order; ``seconds`` and ``frames`` expose what the node reads
+    (``rejected``, ``last_rejection``, ``set_volume_baseline``, ``handle_candle`` ...).
+    ``handle_ticks`` converts a whole batch to columns at once — give it batches, not single
+    ticks, for speed. :meth:`handle_columns` takes columns directly.
+    """
+
+    def __init__(
+        self,
+        bus: Any,
+        timeframes: Iterable[int] = DEFAULT_TIMEFRAMES,
+        cal: ExchangeCalendar | None = None,
+        known_tokens: Container[int] | None = None,
+        close_delay_ns: int = 0,
+        emit_forming: bool = True,
+    ) -> None:
+        self.bus = bus
+        self.core = FastCandles(
+            timeframes,
+            cal,
+            known_tokens,
+            close_delay_ns,
+            emit_forming,
+            self._has_forming_subscriber,
+        )
+        self.seconds = _SecondsView(self.core)
+        self.frames = _FramesView(self.core)
+        self._bus_version = bus.version
+
+    def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
+        return bool(self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}"))
+
+    def _check_subscriptions(self) -> None:
+        if self.bus.version != self._bus_version:  # subscriptions changed: re-ask the filter
+            self._bus_version = self.bus.version
+            self.core.refresh_forming_filter()
+
+    def _publish(self, records: NDArray[Any]) -> None:
+        publish = self.bus.publish
+        for c in records_to_candles(records):
+            publish(
+                f"{'candle' if c.closed else 'pub:candle'}:{c.timeframe}s:{c.exchange}:{c.token}", c
+            )
+
+    def handle_tick(self, tick: Tick) -> None:
+        self._check_subscriptions()
+        self._publish(self.core.process_ticks((tick,), copy=False))
+
+    def handle_ticks(self, ticks: Iterable[Tick]) -> None:
+        ticks = list(ticks)
+        if ticks:
+            self._check_subscriptions()
+            self._publish(self.core.process_ticks(ticks, copy=False))
+
+    def handle_columns(
+        self,
+        token: ArrayLike,
+        ts_event: ArrayLike,
+        price: ArrayLike,
+        volume: ArrayLike,
+        last_qty: ArrayLike | None = None,
+        oi: ArrayLike | None = None,
+        exchange: str | ArrayLike = "NSE",
+    ) -> None:
+        """:meth:`FastCandles.process` on columns, the candles published."""
+        self._check_subscriptions()
+        self._publish(
+            self.core.process(token, ts_event, price, volume, last_qty, oi, exchange, copy=False)
+        )
+
+    def advance(self, now_ns: int) -> None:
+        self._publish(self.core.advance(now_ns, copy=False))
+
+    def flush(self) -> None:
+        self._publish(self.core.flush(copy=False))
