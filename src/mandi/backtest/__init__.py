@@ -1,1 +1,54 @@
-"""mandi.backtest"""
+"""mandi.backtest: the same strategies, risk rules and fill simulator on history.
+
+* :func:`run` — backtest a strategy on CSV/Parquet files or a ``mandi.db`` store and get a
+  :class:`BacktestResult` (trades, equity curve, statistics; ``trades_frame()`` for pandas).
+* :func:`replay` — re-run a recorded ``mandi run`` session tick by tick through the kernel.
+* :func:`sweep` — a parameter grid in parallel across cores.
+* :class:`BacktestEngine` — the event-driven engine (the trading kernel on a ``TestClock``);
+  :mod:`mandi.backtest.vector` — the vectorized fast path for indicator crossovers.
+
+The engines are pure kernel code; file, store and report I/O lives in :mod:`mandi.backtest.io`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mandi.backtest.bars import BacktestError, BarSeries
+from mandi.backtest.config import BacktestConfig
+from mandi.backtest.engine import BacktestEngine, StrategyRun
+from mandi.backtest.result import BacktestResult, Trade
+
+__all__ = [
+    "BacktestConfig",
+    "BacktestEngine",
+    "BacktestError",
+    "BacktestResult",
+    "BarSeries",
+    "StrategyRun",
+    "Trade",
+    "replay",
+    "run",
+    "sweep",
+]
+
+
+def run(*args: Any, **kwargs: Any) -> BacktestResult:
+    """See :func:`mandi.backtest.io.api.run`."""
+    from mandi.backtest.io.api import run as _run
+
+    return _run(*args, **kwargs)
+
+
+def replay(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`mandi.backtest.io.replay.replay`."""
+    from mandi.backtest.io.replay import replay as _replay
+
+    return _replay(*args, **kwargs)
+
+
+def sweep(*args: Any, **kwargs: Any) -> Any:
+    """See :func:`mandi.backtest.io.sweep.sweep`."""
+    from mandi.backtest.io.sweep import sweep as _sweep
+
+    return _sweep(*args, **kwargs)

@@ -1,0 +1,59 @@
+"""The backtest broker: the paper broker plus matching on bars.
+
+:class:`BacktestBroker` *is* :class:`~mandi.brokers.paper.PaperBroker` — the same order book,
+idempotent placing, lot/tick checks and the same shared fill simulator
+(:mod:`mandi.execution.matching`) — with two more ways to match its working orders:
+
+* :meth:`match_bar` — a bar's open (``FillSimulator.on_bar``): market orders accepted at or before
+  the bar's start fill at its open (moved ``slippage_ticks`` against us), limit orders when the bar
+  trades through them;
+* :meth:`match_price` — one price print at a given moment (``FillSimulator.on_print``): used for
+  the intrabar stop/target levels and for the "this bar's close" fill model.
+
+On tick data the backtester uses the paper broker's own ``on_market_data`` unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mandi.brokers.paper import PaperBroker
+from mandi.execution.matching import Fill, MarketPrint
+from mandi.execution.ports import BrokerFill
+from mandi.model.market import Candle
+from mandi.model.orders import OrderStatus
+
+
+class BacktestBroker(PaperBroker):
+    name = "backtest"
+    is_live = False
+
+    def match_bar(self, token: int, bar: Candle) -> int:
+        """Fill what the bar's open (or range, for resting limits) fills; returns the number of
+        fills."""
+        if not self.sim.has_orders(token):
+            return 0
+        return self._dispatch(self.sim.on_bar(token, bar))
+
+    def match_price(self, token: int, price: int, ts: int, quantity: int = 0) -> int:
+        """Fill what one print at ``price`` (paise) at time ``ts`` fills."""
+        if not self.sim.has_orders(token):
+            return 0
+        return self._dispatch(self.sim.on_print(token, MarketPrint(ts, price, traded_qty=quantity)))
+
+    def _dispatch(self, fills: list[Fill]) -> int:
+        # as PaperBroker.on_market_data: the broker's record first, then the client hears of it
+        for f in fills:
+            o = self._orders[f.order_id]
+            bf = BrokerFill(f.order_id, f.fill_id, f.quantity, f.price, f.ts)
+            filled = o.filled_qty + f.quantity
+            o = replace(
+                o,
+                filled_qty=filled,
+                fills=(*o.fills, bf),
+                status=OrderStatus.FILLED if filled == o.quantity else OrderStatus.PARTIALLY_FILLED,
+            )
+            self._orders[f.order_id] = o
+            self.book.save(o, bf)
+            self._sink(bf)
+        return len(fills)

@@ -1,0 +1,632 @@
+"""The event-driven backtester: the trading kernel of ``mandi run``, driven by a ``TestClock``
+over recorded bars or ticks.
+
+Everything between the data and the fills is the live code — :class:`~mandi.execution.kernel.
+TradingKernel` with its strategies, signal manager, risk engine, execution engine, order manager,
+position book and Indian charges — and the broker is the paper broker
+(:class:`~mandi.backtest.broker.BacktestBroker`) over the shared fill simulator. The backtester only
+decides *when* things happen and hands the kernel the market data.
+
+Bar fill model (stated; tested)
+-------------------------------
+Bars of all series are merged by the time they *end*. For each bar ``[start, end)`` of an
+instrument, in this order:
+
+1. **Open** (clock = ``start``): working orders of the instrument accepted at or before ``start``
+   fill at the bar's open (``FillSimulator.on_bar``), ``slippage_ticks`` against us; resting limits
+   fill when the bar trades through them.
+2. **Intrabar exits**: every open position of the instrument is walked along a *pessimistic* path
+   open → adverse extreme → favourable extreme → close (for a long: open, low, high, close; for a
+   short: open, high, low, close), at moments ``start``, ``start + ⅓``, ``start + ⅔`` and
+   ``end − 1 ns``. At each point the kernel's own exit rules run (time rules, trailing stop,
+   stop-loss, target — :func:`mandi.risk.exits.exit_reason`); an exit fills at the level it
+   crossed — the stop, the target or the trailing level — or at the open when the bar opened
+   beyond it (a gap). When one bar touches both stop and target, the stop wins.
+3. **Close** (clock = ``end``): the last price becomes the close, positions are marked, the
+   confirmed candle goes to the strategies (a strategy never sees a bar before it ends), their
+   signals go through risk to the broker, and the kernel's time work runs (position monitor,
+   intraday square-off, the daily-loss breaker, paced sends).
+4. Orders accepted at ``end`` fill at the *next* bar's open (step 1) — or, with
+   ``fill = "close"``, at once at this bar's close (an explicit, optimistic choice).
+
+No look-ahead: the kernel only ever receives a bar after its end, and the fill simulator refuses
+to fill an order on data that started before the order was accepted.
+
+Tick replay
+-----------
+:meth:`BacktestEngine.run_ticks` replays recorded ticks exactly as ``mandi run`` processes them —
+the candle pipeline, the option-chain assembler, ticks to the kernel and to the paper broker,
+batches of 250 ms — so a recorded paper session is reproduced signal for signal and fill for fill.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from mandi.backtest.bars import BacktestError, BarSeries, merge_order
+from mandi.backtest.broker import BacktestBroker
+from mandi.backtest.config import BacktestConfig, kernel_configs
+from mandi.backtest.store import BacktestStore
+from mandi.brokers.paper import MemoryPaperBook
+from mandi.bus.memory import MessageBus
+from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ist_date
+from mandi.core.clock import NS_PER_SECOND, TestClock
+from mandi.execution.charges import ChargesModel, RateTable, default_rate_table, parse_rates_csv
+from mandi.execution.config import TradingConfig
+from mandi.execution.kernel import TradingKernel
+from mandi.execution.memstore import MemoryTradingStore
+from mandi.model.instruments import InstrumentMaster
+from mandi.model.market import Candle, Tick
+from mandi.model.orders import Intent
+from mandi.model.trading import PositionClosed, SignalGenerated
+from mandi.risk import exits
+from mandi.risk.config import RiskConfig
+from mandi.risk.rules import (
+    ALLOWED,
+    ENTRY_RULES,
+    EXIT_RULES,
+    Decision,
+    OrderContext,
+    evaluate,
+    trading_hours,
+)
+from mandi.strategy.base import Strategy
+from mandi.strategy.engine import _overrides
+
+log = logging.getLogger(__name__)
+
+NO_CALENDAR_ENTRY = tuple(r for r in ENTRY_RULES if r is not trading_hours)
+NO_CALENDAR_EXIT = tuple(r for r in EXIT_RULES if r is not trading_hours)
+END_OF_DATA = "END_OF_DATA"
+
+
+def zero_rate_table() -> RateTable:
+    """Statutory charges of zero everywhere (``charges = "none"``)."""
+    head = "effective_from,exchange,segment,stt_buy,stt_sell,txn,ipft,sebi,stamp_buy,gst,source\n"
+    rows = [
+        f"1900-01-01,{ex},{seg},0,0,0,0,0,0,0,none"
+        for ex in ("NSE", "BSE")
+        for seg in ("OPT", "FUT", "EQ_INTRADAY", "EQ_DELIVERY")
+    ]
+    return RateTable(parse_rates_csv(head + "\n".join(rows)))
+
+
+def backdated_rate_table() -> RateTable:
+    """The statutory rates, with the earliest known row of each (exchange, segment) also applied
+    to trades before it (backtests of old data; stated in the result's notes)."""
+    table = default_rate_table()
+    first: dict[tuple[str, str], Any] = {}
+    for r in table:
+        key = (r.exchange, r.segment)
+        if key not in first or r.effective_from < first[key].effective_from:
+            first[key] = r
+    import datetime as dt
+
+    extra = [msgspec.structs.replace(r, effective_from=dt.date(1900, 1, 1)) for r in first.values()]
+    return RateTable([*table, *extra])
+
+
+@dataclass
+class StrategyRun:
+    """One strategy instance and the symbols it trades."""
+
+    strategy: Strategy
+    symbols: tuple[str, ...] = ()
+
+
+@dataclass
+class RawResult:
+    """What one engine run produced (money in paise, times in ns)."""
+
+    cash: int
+    store: MemoryTradingStore
+    times: np.ndarray  # equity sample times (bar ends)
+    equity: np.ndarray  # cash + realized (net) + unrealized at each time
+    in_market: np.ndarray  # bool: a position was open at each time
+    bars: int
+    signals: list[SignalGenerated]
+    open_positions: list[Any]
+    notes: list[str] = field(default_factory=list)
+    series: list[BarSeries] = field(default_factory=list)
+    denials: dict[str, int] = field(default_factory=dict)
+    strategy_errors: dict[str, int] = field(default_factory=dict)
+
+
+class BacktestEngine:
+    """One backtest: build with the strategies, master and settings, then :meth:`run_bars` (or
+    :meth:`run_ticks`) once."""
+
+    def __init__(
+        self,
+        strategies: Sequence[StrategyRun],
+        master: InstrumentMaster,
+        config: BacktestConfig | None = None,
+        *,
+        timeframe: int,
+        risk: RiskConfig | None = None,
+        trading: TradingConfig | None = None,
+        charges: ChargesModel | None = None,
+        exact_configs: bool = False,
+        replay: bool = False,
+    ) -> None:
+        self.config = cfg = config or BacktestConfig()
+        self.master = master
+        if exact_configs:  # a replay: the recorded run's settings, untouched
+            r, t = risk or RiskConfig(), trading or TradingConfig()
+        else:
+            r, t = kernel_configs(cfg, timeframe, risk, trading)
+        self.risk_config, self.trading_config = r, t
+        self.clock: TestClock | _FeedClock = _FeedClock() if replay else TestClock(0)
+        self.bus = MessageBus(self.clock)
+        self.store = BacktestStore()
+        self.cash = round((r.capital_inr if exact_configs else cfg.cash_inr) * 100)
+        self.broker = BacktestBroker(self.clock, MemoryPaperBook(), t.paper, self.cash)
+        self.notes: list[str] = []
+        if charges is None:
+            if cfg.charges == "none":
+                charges = ChargesModel(t.charges, zero_rate_table())
+            else:
+                charges = ChargesModel(t.charges, backdated_rate_table())
+        self.kernel = TradingKernel(
+            bus=self.bus,
+            clock=self.clock,
+            master=master,
+            mode="paper",
+            store=self.store,
+            broker=self.broker,
+            trading=t,
+            risk=r,
+            charges=charges,
+        )
+        self.calendar_rules = exact_configs or cfg.calendar_for(timeframe)
+        if not self.calendar_rules:
+            self.kernel.risk.check = _check_without_calendar  # type: ignore[method-assign]
+        self.runs = list(strategies)
+        qty = 0 if exact_configs else cfg.quantity
+        for run in self.runs:
+            missing = self.kernel.add_strategy(run.strategy, run.symbols)
+            if missing:
+                raise BacktestError(
+                    f"strategy {run.strategy.id}: no data for {', '.join(missing)}; "
+                    f"loaded: {', '.join(sorted({i.symbol for i in master}))}"
+                )
+            if qty:
+                run.strategy._emit = _fixed_quantity(run.strategy._emit, qty)
+        self._closed_pnl = 0
+        self._day_no = -1
+        self._day: Any = None
+        self.bus.subscribe("position:closed", self._on_closed, name="backtest.equity")
+        self.bars = 0
+        self._ran = False
+
+    def _on_closed(self, topic: str, ev: PositionClosed) -> None:
+        self._closed_pnl += ev.position.realized_pnl
+
+    def _equity(self) -> int:
+        book = self.kernel.book
+        eq = self.cash + self._closed_pnl
+        if book.open_count:
+            for p in book.open_positions():
+                eq += p.realized + p.unrealized()
+        return eq
+
+    # --- bars -------------------------------------------------------------------------------------
+    def run_bars(self, series: Sequence[BarSeries], start_ns: int | None = None) -> RawResult:
+        """Run over ``series`` (bars before ``start_ns`` only warm the strategies up)."""
+        if self._ran:
+            raise BacktestError("a BacktestEngine runs once; build a new one")
+        if not isinstance(self.clock, TestClock):
+            raise BacktestError("this engine was built for a tick replay (replay=True)")
+        self._ran = True
+        series = [s for s in series if len(s)]
+        if not series:
+            raise BacktestError("no bars to backtest")
+        kernel = self.kernel
+        warm: list[Candle] = []
+        active: list[BarSeries] = []
+        for s in series:
+            if start_ns is not None:
+                k = int(np.searchsorted(s.bucket, start_ns, "left"))
+                if k:
+                    warm += s.take(slice(0, k)).candles()
+                active.append(s.take(slice(k, None)))
+            else:
+                active.append(s)
+        warm.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, -c.bucket, c.token))
+        first = min((int(s.bucket[0]) for s in active if len(s)), default=0)
+        self.clock.set(first - 1)
+        kernel.start(warm)
+        # the finest series of each instrument is the one orders fill on
+        finest: dict[int, int] = {}
+        for k, s in enumerate(active):
+            if not len(s):
+                continue
+            cur = finest.get(s.token)
+            if cur is None or s.timeframe < active[cur].timeframe:
+                finest[s.token] = k
+        sids, idxs = merge_order(active)
+        n = len(sids)
+        times = np.empty(n, dtype=np.int64)
+        equity = np.empty(n, dtype=np.int64)
+        in_market = np.zeros(n, dtype=bool)
+        sq = self.kernel.limits.square_off
+        sq_ns = (sq.hour * 3600 + sq.minute * 60 + sq.second) * NS_PER_SECOND
+        cols = []
+        for k, s in enumerate(active):
+            # bars whose last moment is at or after the intraday square-off time
+            tod = (s.end - 1 + IST_OFFSET_NS) % NS_PER_DAY
+            late = (tod >= sq_ns).tolist()
+            day = ((s.end + IST_OFFSET_NS) // NS_PER_DAY).tolist()
+            cols.append(
+                (
+                    s.instrument.token,
+                    s.instrument.exchange,
+                    s.timeframe,
+                    s.bucket.tolist(),
+                    s.end.tolist(),
+                    s.open.tolist(),
+                    s.high.tolist(),
+                    s.low.tolist(),
+                    s.close.tolist(),
+                    s.volume.tolist(),
+                    s.oi.tolist(),
+                    finest.get(s.token) == k,
+                    late,
+                    day,
+                )
+            )
+        clock_set = self.clock.set
+        book = kernel.book
+        ticks = _BarTicks()
+        kernel.market.ticks = ticks  # last prices, built into Ticks only when read
+        pending = ticks.pending
+        has_orders = self.broker.sim.has_orders
+        match_bar = self.broker.match_bar
+        match_price = self.broker.match_price
+        dispatch = kernel.strategies.handle_candle
+        om = kernel.orders
+        assert om is not None
+        chains = any(_overrides(r.strategy, "on_chain") for r in self.runs)
+        monitor_ns = int(self.trading_config.monitor_interval_s * NS_PER_SECOND)
+        next_monitor = 0
+        next_second = 0
+        fill_close = self.config.fill == "close"
+        cash = self.cash
+        open_by_token = book._open_by_token
+        cum_volume: dict[int, int] = {}
+        intrabar = self._intrabar
+        monitor = self._monitor
+        for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
+            tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, day = cols[sid]
+            b, e, c = bk[i], en[i], cl[i]
+            candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
+            if exec_series:
+                if has_orders(tok):
+                    clock_set(b)
+                    match_bar(tok, candle)
+                if tok in open_by_token:
+                    intrabar(tok, candle, b, e, late[i])
+            clock_set(e)
+            if exec_series:
+                v = cum_volume[tok] = cum_volume.get(tok, 0) + vo[i]
+                pending[tok] = (ex, e, c, v, oi[i])
+                ps = open_by_token.get(tok)
+                if ps:
+                    for p in ps.values():
+                        p.update_price(c, e)
+            dispatch("", candle)
+            if fill_close and has_orders(tok):
+                match_price(tok, c, e + 1)
+            # the kernel's time work (TradingKernel.handle_time), at bar cadence: paced sends,
+            # chain dispatch, the position monitor (time exits, the daily-loss breaker)
+            if om.queue:
+                om.pump()
+            if chains and e >= next_second:
+                next_second = e + NS_PER_SECOND
+                kernel.strategies.handle_time(e)
+            times[j] = e
+            if open_by_token:
+                if e >= next_monitor:
+                    next_monitor = e + monitor_ns
+                    monitor(e, day[i], late[i])
+                eq = cash + self._closed_pnl
+                for pb in open_by_token.values():
+                    for p in pb.values():
+                        eq += p.realized + p.unrealized()
+                equity[j] = eq
+                in_market[j] = True
+            else:
+                equity[j] = cash + self._closed_pnl
+        self.bars = n
+        if self.config.close_at_end and open_by_token:
+            self._flatten(active)
+            if n:
+                equity[-1] = self._equity()
+        if om.queue:
+            om.pump()
+        kernel.stop()
+        # one sample per moment (several series may end a bar together): keep the last
+        if n > 1:
+            keep = np.r_[times[1:] != times[:-1], True]
+            times, equity, in_market = times[keep], equity[keep], in_market[keep]
+        return self._raw(times, equity, in_market, n, active)
+
+    def _monitor(self, now: int, day_no: int, late: bool) -> None:
+        """:meth:`TradingKernel.monitor` at bar cadence, without what a backtest has no use for
+        (``position:updated`` events, the intraday drawdown mark of the daily row): the exit
+        rules where one can fire at this moment (stop, target and trailing levels were already
+        walked intrabar; what is left are the time rules and a halt), and the daily-loss
+        circuit breaker on realized + unrealized P&L."""
+        k = self.kernel
+        open_ps = k.book.open_positions()
+        if late or k.risk.halted or any(p.expiry is not None for p in open_ps):
+            k.execution.check_exits(open_ps)
+        if day_no != self._day_no:
+            self._day_no = day_no
+            self._day = ist_date(now)
+        day = self._day
+        was = k.risk.halted
+        k.risk.check_breaker(lambda: k.perf.realized(day) + k.book.unrealized())
+        if k.risk.halted and not was and k.orders is not None:
+            k.orders.cancel_queued(Intent.ENTRY, "trading halted")
+
+    def _intrabar(self, tok: int, bar: Candle, start: int, end: int, late: bool) -> None:
+        """Walk the open positions of ``tok`` along the bar's pessimistic path (module doc)."""
+        ps = [p for p in self.kernel.book.open_for_token(tok) if not p.closing]
+        if not ps:
+            return
+        limits = self.kernel.limits
+        if not late and not any(self._may_exit(p, bar, limits) for p in ps):
+            for p in ps:  # nothing can trigger: only carry the best price (trailing stops)
+                p.update_price(bar.high if p.direction > 0 else bar.low, start)
+            return
+        span = end - start
+        moments = (start, start + span // 3, start + 2 * span // 3, end - 1)
+        check = self.kernel.execution.check_exits
+        for k in range(4):
+            ts = moments[k]
+            self.clock.set(ts)
+            for p in ps:
+                if p.closing or not p.is_open:
+                    continue
+                long = p.direction > 0
+                price = (
+                    bar.open
+                    if k == 0
+                    else bar.close
+                    if k == 3
+                    else (bar.low if (k == 1) == long else bar.high)
+                )
+                p.update_price(price, ts)
+                if not check((p,)):
+                    continue
+                level = price
+                if k:
+                    r = p.exit_reason
+                    if r == exits.STOP_LOSS and p.stop_loss:
+                        level = p.stop_loss
+                    elif r == exits.TARGET and p.target:
+                        level = p.target
+                    elif r == exits.TRAILING:
+                        level = exits.trailing_stop(limits, p.direction, p.high_water) or price
+                self.broker.match_price(tok, level, self.clock.now_ns() + 1)
+
+    def _may_exit(self, p: Any, bar: Candle, limits: Any) -> bool:
+        """Whether any exit rule could fire for ``p`` within ``bar`` (a cheap pre-check; the
+        kernel's rules decide)."""
+        if p.expiry is not None or self.kernel.risk.halted:
+            return True
+        if p.direction > 0:
+            if p.stop_loss and bar.low <= p.stop_loss:
+                return True
+            if p.target and bar.high >= p.target:
+                return True
+            if limits.trailing_stop > 0:
+                hw = max(p.high_water, bar.high)
+                return bar.low <= exits.trailing_stop(limits, 1, hw)
+            return False
+        if p.stop_loss and bar.high >= p.stop_loss:
+            return True
+        if p.target and bar.low <= p.target:
+            return True
+        if limits.trailing_stop > 0:
+            hw = min(p.high_water, bar.low) if p.high_water else bar.low
+            return bar.high >= exits.trailing_stop(limits, -1, hw)
+        return False
+
+    def _flatten(self, active: Sequence[BarSeries]) -> None:
+        """Close what is still open at the last close (``close_at_end``)."""
+        kernel = self.kernel
+        last = {s.token: (int(s.close[-1]), int(s.end[-1])) for s in active if len(s)}
+        saved = kernel.risk.check
+        kernel.risk.check = lambda ctx: ALLOWED  # type: ignore[method-assign,assignment,return-value]
+        try:
+            for p in list(kernel.book.open_positions()):
+                price, ts = last.get(p.token, (p.current_price, self.clock.now_ns()))
+                p.closing = False
+                kernel.execution.exit_position(p, END_OF_DATA)
+                self.broker.match_price(p.token, price, max(ts, self.clock.now_ns()) + 1)
+        finally:
+            kernel.risk.check = saved  # type: ignore[method-assign]
+
+    def _raw(
+        self,
+        times: np.ndarray,
+        equity: np.ndarray,
+        in_market: np.ndarray,
+        bars: int,
+        series: list[BarSeries],
+    ) -> RawResult:
+        k = self.kernel
+        return RawResult(
+            cash=self.cash,
+            store=self.store,
+            times=times,
+            equity=equity,
+            in_market=in_market,
+            bars=bars,
+            signals=list(self.store.signals.values()),
+            open_positions=[p.to_record() for p in k.book.open_positions()],
+            notes=list(self.notes),
+            series=list(series),
+            denials=dict(k.risk.denials),
+            strategy_errors=dict(k.strategies.errors),
+        )
+
+    # --- ticks ------------------------------------------------------------------------------------
+    def run_ticks(
+        self,
+        ticks: Iterable[Tick],
+        timeframes: Sequence[int],
+        *,
+        chains_interval_s: float | None = 1.0,
+        batch_ns: int = 250_000_000,
+        close_ns: int | None = None,
+        observer: Callable[[Tick], None] | None = None,
+    ) -> RawResult:
+        """Replay ``ticks`` (in recorded order) the way ``mandi run`` processes them (module doc):
+        candles from the pipeline, chain snapshots every ``chains_interval_s`` of exchange time
+        (None: no chain layer), ticks to the kernel and its paper broker; batches are the feed's
+        250 ms steps. ``close_ns``, if given, confirms the last buckets at the end."""
+        from mandi.pipeline.candles import CandlePipeline
+        from mandi.pipeline.chains import ChainAssembler
+
+        if self._ran:
+            raise BacktestError("a BacktestEngine runs once; build a new one")
+        feed_clock = self.clock
+        if not isinstance(feed_clock, _FeedClock):
+            raise BacktestError("a tick replay needs an engine built with replay=True")
+        self._ran = True
+        kernel, bus = self.kernel, self.bus
+        pipeline = CandlePipeline(bus, timeframes, known_tokens=set(self.master_tokens()))
+        feed_clock.pipeline = pipeline
+        bus.subscribe("tick:>", feed_clock.observe, name="backtest.clock")
+        assembler = None
+        if chains_interval_s is not None:
+            assembler = ChainAssembler(self.master, source="sim")
+            bus.subscribe("tick:>", lambda topic, t: assembler.handle_tick(t), name="chains.ticks")
+        kernel.start(())
+        publish, handle = bus.publish, pipeline.handle_tick
+        step_ns = int((chains_interval_s or 1.0) * NS_PER_SECOND)
+        next_chain = 0
+        times: list[int] = []
+        equity: list[int] = []
+        in_market: list[bool] = []
+        batch: list[Tick] = []
+        step = None
+        n = 0
+
+        def run_batch(b: list[Tick]) -> None:
+            nonlocal next_chain
+            for t in b:
+                handle(t)
+                publish(f"tick:{t.exchange}:{t.token}", t)
+                if observer is not None:
+                    observer(t)
+            now = b[-1].ts_event
+            if assembler is not None and now >= next_chain:
+                stamp = now - now % step_ns
+                next_chain = stamp + step_ns
+                for snap in assembler.snapshots(stamp):
+                    publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+            times.append(now)
+            equity.append(self._equity())
+            in_market.append(kernel.book.open_count > 0)
+
+        for t in ticks:
+            n += 1
+            s = t.ts_event // batch_ns
+            if step is not None and s != step and batch:
+                run_batch(batch)
+                batch = []
+            step = s
+            batch.append(t)
+        if batch:
+            run_batch(batch)
+        if close_ns is not None:
+            pipeline.advance(close_ns)
+        kernel.handle_time()
+        kernel.stop()
+        self.bars = n
+        return self._raw(
+            np.asarray(times, dtype=np.int64),
+            np.asarray(equity, dtype=np.int64),
+            np.asarray(in_market, dtype=bool),
+            n,
+            [],
+        )
+
+    def master_tokens(self) -> list[int]:
+        return [i.token for i in self.master]
+
+
+class _BarTicks(dict):  # type: ignore[type-arg]
+    """``MarketState.ticks`` for bar data: the last price of each instrument, kept as a cheap
+    tuple per bar and turned into a :class:`Tick` only when somebody reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[int, tuple[str, int, int, int, int]] = {}
+
+    def _make(self, token: int) -> None:
+        ex, ts, price, volume, oi = self.pending.pop(token)
+        dict.__setitem__(self, token, Tick(token, ex, ts, ts, price, volume, 0, oi))
+
+    def get(self, token: int, default: Any = None) -> Any:  # type: ignore[override]
+        if token in self.pending:
+            self._make(token)
+        return dict.get(self, token, default)
+
+    def __getitem__(self, token: int) -> Tick:
+        if token in self.pending:
+            self._make(token)
+        return dict.__getitem__(self, token)  # type: ignore[no-any-return]
+
+    def __setitem__(self, token: int, tick: Tick) -> None:
+        self.pending.pop(token, None)
+        dict.__setitem__(self, token, tick)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.pending or dict.__contains__(self, token)
+
+
+class _FeedClock:
+    """``mandi run``'s exchange clock for replayable feeds: the later of the pipeline's watermark
+    and the last tick seen (``mandi.services.trading.FeedClock``)."""
+
+    def __init__(self) -> None:
+        self.pipeline: Any = None
+        self._last = 0
+
+    def observe(self, topic: str, tick: Tick) -> None:
+        if tick.ts_event > self._last:
+            self._last = tick.ts_event
+
+    def now_ns(self) -> int:
+        if self.pipeline is None:
+            return self._last
+        wm = self.pipeline.seconds.watermark_ns
+        return wm if wm > self._last else self._last
+
+
+def _check_without_calendar(ctx: OrderContext) -> Decision:
+    return evaluate(ctx, NO_CALENDAR_ENTRY if ctx.intent is Intent.ENTRY else NO_CALENDAR_EXIT)
+
+
+def _fixed_quantity(
+    emit: Callable[[SignalGenerated], bool] | None, qty: int
+) -> Callable[[SignalGenerated], bool]:
+    assert emit is not None
+
+    def fixed(sig: SignalGenerated) -> bool:
+        if sig.quantity == 0:
+            sig = msgspec.structs.replace(sig, quantity=qty)
+        return emit(sig)
+
+    return fixed
