@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test bench lint format system-deps clean
+UI     := src/mandi/web/ui
+UI_STAMP := $(UI)/node_modules/.installed
+
+.PHONY: run test bench lint format system-deps ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,17 +18,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# The dashboard's JavaScript libraries (lightweight-charts) come from npm, pinned by the lock file;
+# they are served from node_modules, never copied into the repository.
+$(UI_STAMP): $(UI)/package.json $(UI)/package-lock.json
+	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(UI_STAMP)
+
+ui: $(UI_STAMP)
+
+run: $(STAMP) $(UI_STAMP)
 	$(BIN)/mandi run $(ARGS)
 
 # redis-server and chromium come from apt-get where missing (tests start them on loopback).
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(UI_STAMP) system-deps
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(UI_STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
 lint: $(STAMP)
@@ -38,4 +49,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(UI)/node_modules

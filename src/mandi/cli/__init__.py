@@ -53,6 +53,10 @@ def build_layers(cfg: Any) -> list[Any]:
     from mandi.services.trading import TradingLayer  # strategies → risk → orders (run.mode)
 
     layers.append(TradingLayer(cfg))
+    if cfg.run.dashboard:  # REST + WebSocket gateway and the dashboard (run.host:run.port)
+        from mandi.web.layer import WebLayer
+
+        layers.append(WebLayer(cfg))
     return layers
 
 
@@ -143,6 +147,7 @@ def tickserver(
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
+from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`
 
 
 def main() -> None:

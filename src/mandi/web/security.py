@@ -1,0 +1,364 @@
+"""Security of the web gateway: API tokens, browser sessions, scopes, rate limits, origins, binds.
+
+* **Tokens** are 256-bit random secrets shown once by ``mandi token create``. Only their SHA-256
+  is stored (a JSON file outside the repository, mode 0600; see :class:`TokenStore`), and a
+  presented token is compared with every stored hash by :func:`hmac.compare_digest`, so the time
+  taken tells nothing about how close a guess was. (A slow password hash is not needed: the
+  secrets are random, not chosen by people.)
+* **Scopes**: ``read`` (every GET and the WebSocket) and ``trade`` (also orders, cancel,
+  halt/resume). ``trade`` includes ``read``.
+* **Sessions**: the dashboard logs in once with a token (``POST /api/v1/auth/login``) and gets an
+  ``HttpOnly; SameSite=Strict`` cookie holding a random session id (also stored hashed); state
+  changing requests made with the cookie must also carry the session's CSRF token in the
+  ``X-CSRF-Token`` header. API clients send ``Authorization: Bearer <token>`` instead.
+* **Rate limits** (sliding windows) on the login route per client address and on order routes
+  per token; **CORS** is closed unless ``web.cors_origins`` lists origins; the WebSocket accepts a
+  browser ``Origin`` only when it is the page's own origin or listed in ``web.ws_origins``.
+* **Binding**: a non-loopback address is refused unless at least one token exists.
+* Secrets never appear in logs, errors or API responses (tokens are shown by their id only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from mandi.core.errors import ConfigError, MandiError
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("read", "trade")
+TOKEN_PREFIX = "mandi_"
+SESSION_COOKIE = "mandi_session"
+CSRF_HEADER = "X-CSRF-Token"
+
+
+class AuthError(MandiError):
+    """Authentication failed (401) or the credential lacks a scope (403)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code = status, code
+        super().__init__(message)
+
+
+def default_tokens_file() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "mandi", "tokens.json")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def scope_allows(held: str, needed: str) -> bool:
+    return needed == "read" or held == "trade"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A stored token without its secret."""
+
+    id: str
+    name: str
+    scope: str
+    created: str
+    hash: str
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "scope": self.scope, "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token (by id), its scope and how it authenticated."""
+
+    token_id: str
+    name: str
+    scope: str
+    via: str  # "bearer" | "session" | "message"
+    csrf: str = ""
+
+    def can(self, needed: str) -> bool:
+        return scope_allows(self.scope, needed)
+
+    def public(self) -> dict[str, str]:
+        return {"token_id": self.token_id, "name": self.name, "scope": self.scope,
+                "via": self.via}
+
+
+class TokenStore:
+    """API tokens in a JSON file (``{"tokens": [{id, name, scope, created, sha256}]}``).
+
+    The file is re-read when it changes on disk, so ``mandi token revoke`` takes effect in a
+    running server within a second.
+    """
+
+    def __init__(self, path: str = "") -> None:
+        self.path = os.path.abspath(os.path.expanduser(path or default_tokens_file()))
+        self._tokens: list[TokenInfo] = []
+        self._stamp: tuple[float, int] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    # --- file -------------------------------------------------------------------------------------
+    def _read(self) -> list[TokenInfo]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise ConfigError("web.tokens_file", self.path, f"cannot read tokens ({e})") from None
+        out = []
+        for t in data.get("tokens", []):
+            try:
+                if t["scope"] not in SCOPES:
+                    raise KeyError("scope")
+                out.append(TokenInfo(str(t["id"]), str(t.get("name", "")), t["scope"],
+                                     str(t.get("created", "")), str(t["sha256"])))
+            except (KeyError, TypeError):
+                log.warning("tokens file %s: skipping a malformed entry", self.path)
+        return out
+
+    def _write(self, tokens: list[TokenInfo]) -> None:
+        d = os.path.dirname(self.path)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"tokens": [{"id": t.id, "name": t.name, "scope": t.scope,
+                                   "created": t.created, "sha256": t.hash} for t in tokens]},
+                      f, indent=2)
+        os.replace(tmp, self.path)
+        self._stamp = None
+
+    def tokens(self) -> list[TokenInfo]:
+        """The stored tokens (re-read at most once a second when the file changed)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._stamp is not None and now - self._checked < 1.0:
+                return self._tokens
+            self._checked = now
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime, st.st_size)
+            except FileNotFoundError:
+                stamp = (0.0, -1)
+            if stamp != self._stamp:
+                self._tokens = self._read() if stamp[1] >= 0 else []
+                self._stamp = stamp
+            return self._tokens
+
+    # --- management (the CLI) ---------------------------------------------------------------------
+    def create(self, scope: str, name: str = "") -> tuple[TokenInfo, str]:
+        """Create a token; returns its info and the secret (shown once, never stored)."""
+        if scope not in SCOPES:
+            raise ConfigError("scope", scope, f"use one of {', '.join(SCOPES)}")
+        tid = secrets.token_hex(4)
+        secret = f"{TOKEN_PREFIX}{tid}_{secrets.token_urlsafe(32)}"
+        info = TokenInfo(tid, name, scope, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                         hash_secret(secret))
+        with self._lock:
+            tokens = self._read()
+            tokens.append(info)
+            self._write(tokens)
+        return info, secret
+
+    def revoke(self, token_id: str) -> bool:
+        with self._lock:
+            tokens = self._read()
+            kept = [t for t in tokens if t.id != token_id]
+            if len(kept) == len(tokens):
+                return False
+            self._write(kept)
+        return True
+
+    # --- checking ---------------------------------------------------------------------------------
+    def verify(self, secret: str) -> TokenInfo | None:
+        """The token whose hash matches ``secret``; constant time in the secret's content."""
+        presented = hash_secret(secret)
+        found = None
+        for t in self.tokens():  # no early exit: every stored hash is compared
+            if hmac.compare_digest(presented, t.hash):
+                found = t
+        return found
+
+
+@dataclass
+class _Session:
+    principal: Principal
+    expires: float
+
+
+class SessionStore:
+    """Browser sessions: random ids (kept hashed in memory) → principal, with a TTL."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._sessions: dict[str, _Session] = {}
+
+    def create(self, token: TokenInfo) -> tuple[str, Principal]:
+        sid = secrets.token_urlsafe(32)
+        p = Principal(token.id, token.name, token.scope, "session", secrets.token_urlsafe(24))
+        self._sessions[hash_secret(sid)] = _Session(p, time.monotonic() + self.ttl_s)
+        if len(self._sessions) > 10_000:
+            self.prune()
+        return sid, p
+
+    def get(self, sid: str) -> Principal | None:
+        s = self._sessions.get(hash_secret(sid))
+        if s is None:
+            return None
+        if s.expires < time.monotonic():
+            self._sessions.pop(hash_secret(sid), None)
+            return None
+        return s.principal
+
+    def drop(self, sid: str) -> None:
+        self._sessions.pop(hash_secret(sid), None)
+
+    def drop_token(self, token_id: str) -> None:
+        for k in [k for k, s in self._sessions.items() if s.principal.token_id == token_id]:
+            del self._sessions[k]
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, s in self._sessions.items() if s.expires < now]:
+            del self._sessions[k]
+
+
+@dataclass
+class RateLimiter:
+    """At most ``limit`` events per ``window_s`` per key (sliding window)."""
+
+    limit: int
+    window_s: float = 60.0
+    _hits: dict[str, deque[float]] = field(default_factory=dict)
+
+    def hit(self, key: str) -> float:
+        """Record an attempt; 0 when allowed, else the seconds until one is allowed again."""
+        now = time.monotonic()
+        q = self._hits.setdefault(key, deque())
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if len(q) >= self.limit:
+            return max(0.001, q[0] + self.window_s - now)
+        q.append(now)
+        if len(self._hits) > 10_000:
+            for k in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window_s]:
+                del self._hits[k]
+        return 0.0
+
+
+class Security:
+    """The gateway's authentication state: tokens, sessions, rate limits and origin rules."""
+
+    def __init__(self, tokens: TokenStore, session_ttl_s: float = 43200.0,
+                 login_per_minute: int = 10, orders_per_minute: int = 60,
+                 ws_origins: tuple[str, ...] = (), cors_origins: tuple[str, ...] = ()) -> None:
+        self.tokens = tokens
+        self.sessions = SessionStore(session_ttl_s)
+        self.login_limit = RateLimiter(login_per_minute)
+        self.order_limit = RateLimiter(orders_per_minute)
+        self.ws_origins = tuple(o.rstrip("/").lower() for o in ws_origins)
+        self.cors_origins = tuple(o.rstrip("/") for o in cors_origins)
+        self.failures = 0
+
+    def authenticate(self, authorization: str | None, cookie: str | None) -> Principal:
+        """The caller from an ``Authorization: Bearer`` header or the session cookie; raises
+        :class:`AuthError` (401) when neither is valid."""
+        if authorization:
+            kind, _, secret = authorization.partition(" ")
+            if kind.lower() != "bearer" or not secret.strip():
+                self.failures += 1
+                raise AuthError(401, "bad_authorization",
+                                "Authorization must be 'Bearer <token>'")
+            info = self.tokens.verify(secret.strip())
+            if info is None:
+                self.failures += 1
+                raise AuthError(401, "invalid_token", "the token is not valid (revoked or "
+                                                      "mistyped?)")
+            return Principal(info.id, info.name, info.scope, "bearer")
+        if cookie:
+            p = self.sessions.get(cookie)
+            if p is not None:
+                if not any(t.id == p.token_id for t in self.tokens.tokens()):
+                    self.sessions.drop_token(p.token_id)  # the token was revoked
+                else:
+                    return p
+        raise AuthError(401, "not_authenticated", "a token is required: send 'Authorization: "
+                                                  "Bearer <token>' or log in")
+
+    def login(self, secret: str) -> tuple[str, Principal]:
+        info = self.tokens.verify(secret)
+        if info is None:
+            self.failures += 1
+            raise AuthError(401, "invalid_token", "the token is not valid (revoked or mistyped?)")
+        return self.sessions.create(info)
+
+    @staticmethod
+    def require(p: Principal, scope: str) -> None:
+        if not p.can(scope):
+            raise AuthError(403, "insufficient_scope",
+                            f"this needs a '{scope}' token; yours is '{p.scope}'")
+
+    @staticmethod
+    def check_csrf(p: Principal, header: str | None) -> None:
+        """Cookie-authenticated state changes must echo the session's CSRF token."""
+        if p.via == "session" and not (header and hmac.compare_digest(header, p.csrf)):
+            raise AuthError(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+
+    def origin_allowed(self, origin: str | None, host: str | None, scheme: str = "http") -> bool:
+        """A WebSocket (or cookie POST) Origin: absent (not a browser), the page's own origin,
+        or one listed in ``web.ws_origins``."""
+        if origin is None:
+            return True
+        o = origin.rstrip("/").lower()
+        if o in self.ws_origins:
+            return True
+        if not host:
+            return False
+        parts = urlsplit(o)
+        return parts.scheme in ("http", "https") and parts.netloc == host.lower()
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, tokens: TokenStore) -> None:
+    """Refuse a non-loopback bind while no token exists (nobody could log in, and anybody on
+    the network would meet an open door the day auth were loosened)."""
+    if is_loopback(host):
+        return
+    if not tokens.tokens():
+        raise ConfigError("run.host", host, "a non-loopback address needs authentication: "
+                          "create a token first (mandi token create --scope read)")
+
+
+def redact(data: Any) -> Any:
+    """Drop anything that looks like a secret from a structure about to be logged or returned."""
+    if isinstance(data, dict):
+        return {k: ("<redacted>" if any(s in str(k).lower() for s in ("token", "secret",
+                                                                     "password", "cookie"))
+                    and isinstance(v, str) else redact(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
