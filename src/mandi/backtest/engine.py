@@ -241,7 +241,10 @@ class BacktestEngine:
         warm.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, -c.bucket, c.token))
         first = min((int(s.bucket[0]) for s in active if len(s)), default=0)
         self.clock.set(first - 1)
-        kernel.start(warm)
+        # start first, then warm up: TradingKernel.start(warm) calls every on_start again after
+        # the warm-up (StrategyEngine.start), which resets strategies that set state up there
+        kernel.start(())
+        kernel.strategies.warm_up(warm)
         # the finest series of each instrument is the one orders fill on
         finest: dict[int, int] = {}
         for k, s in enumerate(active):
@@ -261,7 +264,8 @@ class BacktestEngine:
         for k, s in enumerate(active):
             # bars whose last moment is at or after the intraday square-off time
             tod = (s.end - 1 + IST_OFFSET_NS) % NS_PER_DAY
-            late = (tod >= sq_ns).tolist()
+            late = (tod >= sq_ns).tolist()  # the bar's last moment
+            late_end = ((s.end + IST_OFFSET_NS) % NS_PER_DAY >= sq_ns).tolist()  # its end
             day = ((s.end + IST_OFFSET_NS) // NS_PER_DAY).tolist()
             cols.append(
                 (
@@ -278,6 +282,7 @@ class BacktestEngine:
                     s.oi.tolist(),
                     finest.get(s.token) == k,
                     late,
+                    late_end,
                     day,
                 )
             )
@@ -303,7 +308,9 @@ class BacktestEngine:
         intrabar = self._intrabar
         monitor = self._monitor
         for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
-            tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, day = cols[sid]
+            tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = cols[
+                sid
+            ]
             b, e, c = bk[i], en[i], cl[i]
             candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
             if exec_series:
@@ -334,7 +341,7 @@ class BacktestEngine:
             if open_by_token:
                 if e >= next_monitor:
                     next_monitor = e + monitor_ns
-                    monitor(e, day[i], late[i])
+                    monitor(e, day[i], late_end[i])
                 eq = cash + self._closed_pnl
                 for pb in open_by_token.values():
                     for p in pb.values():
