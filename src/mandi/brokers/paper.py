@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mandi.core.clock import Clock
-from mandi.execution.matching import FillSimulator, MarketPrint, MatchingConfig
+from mandi.execution.config import MatchingConfig
+from mandi.execution.matching import FillSimulator, MarketPrint
 from mandi.execution.ports import (
     BrokerAck,
     BrokerBalance,

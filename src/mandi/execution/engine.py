@@ -17,12 +17,13 @@ exists. Sizing, stop-loss and target come from :mod:`mandi.risk`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from mandi.bus.memory import MessageBus
-from mandi.core.calendar import ist_date
+from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ist_date
 from mandi.core.clock import Clock
 from mandi.core.errors import InstrumentError, OrderError
 from mandi.core.ids import stable_id
@@ -153,19 +154,26 @@ class ExecutionEngine:
         self.logged = 0
         self.fills = 0
         self.on_fill_hooks: list[Any] = []
+        self._day_index = -1
+        self._day = dt.date(1970, 1, 1)
 
     # --- helpers ----------------------------------------------------------------------------------
+    def today(self) -> dt.date:
+        """The IST date of the clock (cached per day: it is asked on every decision)."""
+        now = self.clock.now_ns()
+        idx = (now + IST_OFFSET_NS) // NS_PER_DAY
+        if idx != self._day_index:
+            self._day_index, self._day = idx, ist_date(now)
+        return self._day
+
     def day_pnl(self) -> int:
         """Today's realized P&L net of charges plus the unrealized P&L of open positions."""
-        return self.perf.realized(ist_date(self.clock.now_ns())) + self.book.unrealized()
+        return self.perf.realized(self.today()) + self.book.unrealized()
 
     def available_cash(self) -> int:
         pending = sum(f.value for f in self.inflight.values() if f.bias > 0)
         return (
-            self.limits.capital
-            + self.perf.realized(ist_date(self.clock.now_ns()))
-            - self.book.invested()
-            - pending
+            self.limits.capital + self.perf.realized(self.today()) - self.book.invested() - pending
         )
 
     def _context(

@@ -277,8 +277,9 @@ class TradingKernel:
         open_ps = self.book.open_positions()
         if open_ps:
             self.execution.check_exits(open_ps)
-            for p in self.book.open_positions():
-                self.bus.publish("position:updated", PositionUpdated(now, p.to_record()))
+            if self.bus.has_subscribers("position:updated"):
+                for p in self.book.open_positions():
+                    self.bus.publish("position:updated", PositionUpdated(now, p.to_record()))
         self.perf.mark(ist_date(now), self.book.unrealized())
         was = self.risk.halted
         self.risk.check_breaker(self.execution.day_pnl)

@@ -25,6 +25,8 @@ class MemoryTradingStore:
         self.events: list[SystemEvent] = []
         self.denials: list[RiskDenied] = []
         self.sends: list[tuple[str, int]] = []
+        self._by_parent: dict[str, list[str]] = {}
+        self._exit_parents: dict[str, set[str]] = {}
 
     # signals
     def insert_signal(self, signal: SignalGenerated) -> str | None:
@@ -50,6 +52,9 @@ class MemoryTradingStore:
             if o.client_order_id not in self.orders:
                 self.orders[o.client_order_id] = o
                 self.order_events.append((o.client_order_id, o.status, o.created_ns))
+                self._by_parent.setdefault(o.parent_id, []).append(o.client_order_id)
+                if o.intent == "EXIT":
+                    self._exit_parents.setdefault(o.position_id, set()).add(o.parent_id)
         if signal_status is not None:
             self.set_signal_status(*signal_status, 0)
 
@@ -86,7 +91,7 @@ class MemoryTradingStore:
         return [o for o in self.orders.values() if o.status not in _TERMINAL]
 
     def order_ids(self, parent_id: str) -> list[str]:
-        return [o.client_order_id for o in self.orders.values() if o.parent_id == parent_id]
+        return list(self._by_parent.get(parent_id, ()))
 
     def sends_since(self, ts_ns: int) -> list[tuple[str, int]]:
         return [s for s in self.sends if s[1] >= ts_ns]
@@ -99,13 +104,7 @@ class MemoryTradingStore:
         return [p for p in self.positions.values() if p.status == "OPEN"]
 
     def exit_order_count(self, position_id: str) -> int:
-        return len(
-            {
-                o.parent_id
-                for o in self.orders.values()
-                if o.position_id == position_id and o.intent == "EXIT"
-            }
-        )
+        return len(self._exit_parents.get(position_id, ()))
 
     def load_daily(self, date: str) -> DailyRow | None:
         return self.daily.get(date)

@@ -185,11 +185,13 @@ class OrderManager:
     def _send(self, o: Order, now: int) -> None:
         assert self.broker is not None
         o.transition(S.SUBMITTED, now)
-        self.store.save_order(o.to_record(), "submitted")  # write before send
+        rec = o.to_record()
+        self.store.save_order(rec, "submitted")  # write before send
         self.sent += 1
         if self.record_send_times:
             self.send_times.append((o.segment, now))
-        self.bus.publish("order:submitted", OrderSubmitted(now, o.to_record()))
+        if self.bus.has_subscribers("order:submitted"):
+            self.bus.publish("order:submitted", OrderSubmitted(now, rec))
         try:
             ack = self.broker.place_order(self._request(o))
         except Exception as e:
@@ -204,8 +206,10 @@ class OrderManager:
         if ack.status == "ACCEPTED":
             if o.status in (S.SUBMITTED, S.UNKNOWN):
                 o.transition(S.ACKED, now)
-                self.store.save_order(o.to_record(), "accepted")
-                self.bus.publish("order:accepted", OrderAccepted(now, o.to_record()))
+                rec = o.to_record()
+                self.store.save_order(rec, "accepted")
+                if self.bus.has_subscribers("order:accepted"):
+                    self.bus.publish("order:accepted", OrderAccepted(now, rec))
         elif ack.status == "REJECTED":
             self._finish(o, S.REJECTED, ack.reason or "rejected by the broker")
         elif ack.status != "PENDING":
@@ -218,15 +222,17 @@ class OrderManager:
         log.error(
             "order %s outcome UNKNOWN: %s (will reconcile, not re-send)", o.client_order_id, reason
         )
-        self.store.save_order(o.to_record(), "unknown")
-        self.bus.publish("order:unknown", OrderUnknown(now, o.to_record(), reason))
+        rec = o.to_record()
+        self.store.save_order(rec, "unknown")
+        self.bus.publish("order:unknown", OrderUnknown(now, rec, reason))
 
     def _finish(self, o: Order, status: OrderStatus, reason: str) -> None:
         now = self.clock.now_ns()
         if not o.can(status):
             return
         o.transition(status, now, reason)
-        self.store.save_order(o.to_record(), status.value.lower())
+        rec = o.to_record()
+        self.store.save_order(rec, status.value.lower())
         if status is S.REJECTED:
             log.warning(
                 "order %s %s %d %s rejected: %s",
@@ -236,9 +242,9 @@ class OrderManager:
                 o.symbol,
                 reason,
             )
-            self.bus.publish("order:rejected", OrderRejected(now, o.to_record(), reason))
+            self.bus.publish("order:rejected", OrderRejected(now, rec, reason))
         else:
-            self.bus.publish("order:cancelled", OrderCancelled(now, o.to_record(), reason))
+            self.bus.publish("order:cancelled", OrderCancelled(now, rec, reason))
         self._done(o)
 
     def _done(self, o: Order) -> None:

@@ -199,22 +199,26 @@ class Order:
     ) -> None:
         if quantity <= 0:
             raise OrderError(f"order {client_order_id}: quantity must be positive, got {quantity}")
-        if order_type is OrderType.LIMIT and limit_price <= 0:
+        if order_type == OrderType.LIMIT and limit_price <= 0:
             raise OrderError(
                 f"order {client_order_id}: a LIMIT order needs a positive limit "
                 f"price, got {limit_price}"
             )
         self.client_order_id = client_order_id
         self.token, self.exchange, self.symbol = token, exchange, symbol
-        self.side, self.quantity = Side(side), quantity
-        self.order_type, self.limit_price = OrderType(order_type), limit_price
-        self.product, self.intent = Product(product), Intent(intent)
+        # enum conversions only when given plain strings (records from a store)
+        self.side = side if type(side) is Side else Side(side)
+        self.quantity = quantity
+        self.order_type = order_type if type(order_type) is OrderType else OrderType(order_type)
+        self.limit_price = limit_price
+        self.product = product if type(product) is Product else Product(product)
+        self.intent = intent if type(intent) is Intent else Intent(intent)
         self.strategy, self.signal_id, self.position_id = strategy, signal_id, position_id
         self.parent_id = parent_id or client_order_id
         self.slice_no, self.slice_count = slice_no, slice_count
         self.segment, self.tag = segment, tag
         self.stop_loss, self.target = stop_loss, target
-        self.status = OrderStatus(status)
+        self.status = status if type(status) is OrderStatus else OrderStatus(status)
         self.filled_qty, self.fill_value = filled_qty, fill_value
         self.fill_ids: set[str] = set(fill_ids)
         self.broker_order_id, self.reason, self.charges = broker_order_id, reason, charges
@@ -324,12 +328,12 @@ class Order:
             token=self.token,
             exchange=self.exchange,
             symbol=self.symbol,
-            side=self.side.value,
+            side=self.side._value_,  # plain str (faster than .value)
             quantity=self.quantity,
-            order_type=self.order_type.value,
+            order_type=self.order_type._value_,
             limit_price=self.limit_price,
-            product=self.product.value,
-            intent=self.intent.value,
+            product=self.product._value_,
+            intent=self.intent._value_,
             strategy=self.strategy,
             signal_id=self.signal_id,
             position_id=self.position_id,
@@ -337,7 +341,7 @@ class Order:
             slice_count=self.slice_count,
             segment=self.segment,
             tag=self.tag,
-            status=self.status.value,
+            status=self.status._value_,
             filled_qty=self.filled_qty,
             fill_value=self.fill_value,
             fill_ids=tuple(sorted(self.fill_ids)),

@@ -34,15 +34,15 @@ class PerformanceTracker:
 
     def __init__(self, load: Callable[[str], DailyRow | None] | None = None) -> None:
         self._load = load
-        self._days: dict[str, _Day] = {}
+        self._days: dict[dt.date, _Day] = {}
 
     def _day(self, day: dt.date) -> _Day:
-        key = day.isoformat()
-        d = self._days.get(key)
+        d = self._days.get(day)
         if d is None:
+            key = day.isoformat()
             stored = self._load(key) if self._load is not None else None
-            d = _Day(**dataclasses.asdict(stored)) if stored is not None else _Day(key)
-            self._days[key] = d
+            d = _Day(*dataclasses.astuple(stored)) if stored is not None else _Day(key)
+            self._days[day] = d
         return d
 
     def on_fill(self, day: dt.date, gross_realized: int, charges: int) -> None:
@@ -72,4 +72,16 @@ class PerformanceTracker:
         return self._day(day).net_pnl
 
     def row(self, day: dt.date) -> DailyRow:
-        return DailyRow(**dataclasses.asdict(self._day(day)))
+        d = self._day(day)
+        return DailyRow(
+            d.date,
+            d.total_trades,
+            d.winning_trades,
+            d.losing_trades,
+            d.gross_profit,
+            d.gross_loss,
+            d.net_pnl,
+            d.charges,
+            d.max_drawdown,
+            d.peak,
+        )

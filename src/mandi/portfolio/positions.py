@@ -13,7 +13,7 @@ rest), so realized P&L adds up to the paise. ``realized_pnl`` is net of every ch
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from mandi.core.calendar import ist_date
@@ -317,7 +317,7 @@ class PositionBook:
     def open_positions(self) -> list[Position]:
         return [p for book in self._open_by_token.values() for p in book.values()]
 
-    def open_for_token(self, token: int) -> Iterable[Position]:
+    def open_for_token(self, token: int) -> tuple[Position, ...]:
         book = self._open_by_token.get(token)
         return tuple(book.values()) if book else ()
 

@@ -47,13 +47,8 @@ class RiskEngine:
         """The rules' verdict on one order (denials are *not* recorded here; see :meth:`deny`)."""
         return evaluate(ctx)
 
-    def deny(self, d: Denied | RiskDenied, **about: str | int) -> RiskDenied:
-        """Record and publish a denial; ``about`` fills the event's strategy/signal/order fields."""
-        ev = (
-            d
-            if isinstance(d, RiskDenied)
-            else RiskDenied(ts_event=self.clock.now_ns(), rule=d.rule, reason=d.reason, **about)
-        )  # type: ignore[arg-type]
+    def deny(self, ev: RiskDenied) -> RiskDenied:
+        """Record (as a ``system_events`` row) and publish (``risk:denied``) a denial."""
         self.denials[ev.rule] += 1
         self.last_denial = ev
         log.info(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from mandi.core.calendar import calendar, ist_datetime
+from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, calendar
 from mandi.core.money import round_to_tick
 from mandi.risk.config import RiskLimits
 
@@ -68,9 +68,11 @@ def exit_reason(limits: RiskLimits, p: ExitCheck, now_ns: int) -> str | None:
     """The reason to close now, or None. Time rules come first (they close regardless of price),
     then the stop (a trailing stop above the initial one is reported as ``TRAILING_STOP``), then
     the target."""
-    t = ist_datetime(now_ns).time()
-    if p.intraday and t >= limits.square_off:
-        return SQUARE_OFF
+    if p.intraday:
+        so = limits.square_off
+        tod = (now_ns + IST_OFFSET_NS) % NS_PER_DAY  # IST time of day, ns
+        if tod >= ((so.hour * 60 + so.minute) * 60 + so.second) * 1_000_000_000:
+            return SQUARE_OFF
     if p.expiry is not None and limits.expiry_exit_ns > 0:
         cal = calendar(p.exchange if p.exchange in ("NSE", "BSE") else "NSE")
         if cal.expiry_ns(p.expiry) - now_ns <= limits.expiry_exit_ns:

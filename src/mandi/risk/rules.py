@@ -11,10 +11,20 @@ no exchange segment ever sees more than ``orders_per_second`` in any one-second 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from mandi.core.calendar import Phase, calendar, ist_date, ist_datetime
+from mandi.core.calendar import (
+    IST_OFFSET_NS,
+    NS_PER_DAY,
+    Phase,
+    Session,
+    calendar,
+    ist_date,
+    ist_datetime,
+)
 from mandi.core.money import format_inr
 from mandi.model.instruments import AnyInstrument, Future, Index
 from mandi.model.orders import Intent, OrderType, Side
@@ -96,22 +106,37 @@ def halted(c: OrderContext) -> Denied | None:
     return None
 
 
+@lru_cache(maxsize=64)
+def _session(exchange: str, day_index: int) -> Session | None:
+    """The session of an IST day (days since the epoch), cached: the calendar is fixed data."""
+    cal = calendar(exchange if exchange in ("NSE", "BSE") else "NSE")
+    return cal.session(dt.date(1970, 1, 1) + dt.timedelta(days=day_index))
+
+
 def trading_hours(c: OrderContext) -> Denied | None:
-    cal = calendar(c.instrument.exchange if c.instrument.exchange in ("NSE", "BSE") else "NSE")
-    day = ist_date(c.now_ns)
-    if cal.session(day) is None:
+    now = c.now_ns
+    day_index, tod = divmod(now + IST_OFFSET_NS, NS_PER_DAY)
+    session = _session(c.instrument.exchange, day_index)
+    if session is None:
+        day = ist_date(now)
+        cal = calendar(c.instrument.exchange if c.instrument.exchange in ("NSE", "BSE") else "NSE")
         why = cal.holiday(day) or ("a weekend" if day.weekday() >= 5 else "not a trading day")
         return Denied("holiday", f"{day} is a market holiday ({why})")
-    phase = cal.phase(c.now_ns)
-    if phase is not Phase.CONTINUOUS:
+    if not session.open_ns <= now < session.close_ns:
+        pre = session.pre_open_ns is not None and session.pre_open_ns <= now < session.open_ns
         return Denied(
             "trading_hours",
-            f"the market is not open at {ist_datetime(c.now_ns):%H:%M:%S} IST ({phase.value})",
+            f"the market is not open at {ist_datetime(now):%H:%M:%S} IST "
+            f"({Phase.PRE_OPEN.value if pre else Phase.CLOSED.value})",
         )
-    if c.intent is Intent.ENTRY and ist_datetime(c.now_ns).time() >= c.limits.entry_cutoff:
+    cut = c.limits.entry_cutoff
+    if (
+        c.intent is Intent.ENTRY
+        and tod >= ((cut.hour * 60 + cut.minute) * 60 + cut.second) * 1_000_000_000
+    ):
         return Denied(
             "entry_cutoff",
-            f"no new entries after {c.limits.entry_cutoff:%H:%M} IST (intraday square-off)",
+            f"no new entries after {cut:%H:%M} IST (intraday square-off)",
         )
     return None
 

@@ -178,7 +178,9 @@ class TradingLayer:
             f"open positions, {r['orders']} open orders, latch "
             f"{'HALTED' if r['halted'] else 'clear'}",
             mode=self.mode,
-            **r,
+            positions=r["positions"],
+            orders=r["orders"],
+            halted=r["halted"],
         )
 
     def _restore_prices(self, resume_ns: int) -> None:
