@@ -131,7 +131,6 @@ def simulate(
     target = 0
     hw = 0
     closing = False
-    exit_reason = 0
     npos = 0
     # working orders (accepted at a bar's close, filled at the next bar's open or at once)
     pend_exit = False

@@ -193,7 +193,7 @@ def run_vector(
     )
     f_bar, f_ts, f_side, f_px, f_kind, f_reason, f_pos, pos_dir, pos_cost = out
     n = len(pos_dir)
-    # --- charges per fill (exact decimal arithmetic, as the kernel) --------------------------------
+    # --- charges per fill (exact decimal arithmetic, as the kernel)
     if cfg.charges == "none":
         model = ChargesModel(t.charges, zero_rate_table())
     else:
@@ -214,7 +214,7 @@ def run_vector(
         ],
         dtype=np.int64,
     )
-    # --- trades ------------------------------------------------------------------------------------
+    # --- trades
     trades: list[Trade] = []
     gross = np.zeros(len(f_bar), dtype=np.int64)
     open_fill: dict[int, int] = {}
@@ -243,7 +243,7 @@ def run_vector(
                 exit_reason=REASONS[int(f_reason[k])],
             )
         )
-    # --- the equity curve: fills up to and including each bar, the open position at its close -----
+    # --- the equity curve: fills up to and including each bar, the open position at its close
     cash = round(cfg.cash_inr * 100)
     flow = np.zeros(n + 1, dtype=np.int64)
     np.add.at(flow, f_bar + 1, gross - charges)
@@ -253,7 +253,7 @@ def run_vector(
     equity = cash + booked + unreal
     in_market = pos_dir != 0
     times = s.end[a]
-    # --- would the money rules have refused an order? ----------------------------------------------
+    # --- would the money rules have refused an order?
     _check_money_rules(limits, t, f_bar, f_side, f_px, f_kind, charges, gross, qty, times)
     day_pnl_floor(limits, times, booked, unreal)
     open_n = 1 if n and pos_dir[-1] != 0 else 0

@@ -344,6 +344,49 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS idx_paper_orders_status ON paper_orders (status);
     """,
     ),
+    (
+        "0005_backtests",
+        # mandi backtest results for the dashboard: one row per run (its statistics and settings
+        # as JSON, the headline numbers as columns) and its closed trades. Money in paise.
+        """
+        CREATE TABLE IF NOT EXISTS backtest_runs (
+            run_id TEXT PRIMARY KEY,
+            created_at INTEGER NOT NULL,
+            strategy TEXT NOT NULL,
+            symbols TEXT NOT NULL,
+            timeframe INTEGER NOT NULL,
+            engine TEXT NOT NULL,
+            params TEXT NOT NULL,
+            data_start INTEGER,
+            data_end INTEGER,
+            initial_value INTEGER NOT NULL,
+            final_value INTEGER NOT NULL,
+            total_return REAL,
+            sharpe REAL,
+            max_drawdown REAL,
+            trades INTEGER NOT NULL,
+            stats TEXT NOT NULL,
+            equity TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX IF NOT EXISTS idx_backtest_runs_created ON backtest_runs (created_at);
+        CREATE TABLE IF NOT EXISTS backtest_trades (
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            symbol TEXT NOT NULL,
+            strategy TEXT NOT NULL,
+            side TEXT NOT NULL,
+            quantity INTEGER NOT NULL,
+            entry_time INTEGER NOT NULL,
+            exit_time INTEGER NOT NULL,
+            entry_price INTEGER NOT NULL,
+            exit_price INTEGER NOT NULL,
+            charges INTEGER NOT NULL,
+            pnl INTEGER NOT NULL,
+            exit_reason TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+    """,
+    ),
 ]
 
 # Tables with a time column, for stats and retention: table -> column (int ns).
