@@ -144,6 +144,7 @@ def tickserver(
         pass
 
 
+from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
