@@ -334,6 +334,25 @@ def bench_chains() -> None:
         goal=f"full-market update well under 100 ms (here {seconds * 1e3:.1f} ms)",
     )
     report("chain ingestion: options (IV + Greeks + analytics)", 200 * 160, seconds, "options")
+    for threads, label in ((1, "1 thread"), (0, "all cores")):
+        state["r"] = 1
+        fresh = ChainMatrix(ChainMatrixConfig(strikes_each_side=40))
+        fresh.process_option_chains(rounds[0], threads=threads)
+
+        def full_market_batch(m: ChainMatrix = fresh, th: int = threads) -> None:
+            m.process_option_chains(rounds[state["r"]], threads=th)
+            state["r"] += 1
+
+        s_batch = best_of(full_market_batch, repeat=3)
+        report(
+            f"chain ingestion, process_option_chains batch ({label})",
+            200,
+            s_batch,
+            "chains",
+            "one by one",
+            seconds,
+            goal=f"here {s_batch * 1e3:.1f} ms",
+        )
 
     # a NIFTY chain of 3,000 contracts re-solved with Greeks
     big = _chain("NIFTY", 24206.9, 1500, 20.0, T0, 65, 7)  # strikes 9,200 … 39,180

@@ -504,3 +504,47 @@ def test_snapshot_without_underlying_price_or_rows() -> None:
     assert list(third.strikes) == list(second.strikes)
     assert (third.ce_status == StrikeStatus.BAD_INPUT).all()
     assert third.pcr_oi == 1.0  # whole-chain totals do not need the underlying
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_processing_equals_one_by_one(threads: int) -> None:
+    """process_option_chains (one kernel call over all chains, optionally on several cores)
+    gives exactly the results and ring contents of process_option_chain in turn, including a
+    chain that appears twice in one batch and an out-of-order snapshot."""
+    import msgspec
+
+    def batch(minute: int) -> list[ChainSnapshot]:
+        out = []
+        for i, spot in enumerate((24210.0, 24480.0, 23990.0)):
+            oi = {k: (1000.0 + 7 * minute + i, 900.0 + 5 * minute) for k in range(23000, 25001, 50)}
+            snap = _snapshot(T0 + minute * MINUTE, spot + 3 * minute, oi, vol=0.11 + 0.01 * i)
+            out.append(msgspec.structs.replace(snap, underlying=f"U{i}"))
+        return out
+
+    one, many = (
+        ChainMatrix(ChainMatrixConfig(strikes_each_side=4)),
+        ChainMatrix(ChainMatrixConfig(strikes_each_side=4)),
+    )
+    for minute in range(6):
+        snaps = batch(minute)
+        if minute == 5:
+            snaps += [snaps[0], msgspec.structs.replace(snaps[1], ts_event=T0)]  # repeat, stale
+        expected = [one.process_option_chain(s.underlying, s) for s in snaps]
+        got = many.process_option_chains(snaps, threads=threads)
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got, strict=True):
+            if a is None:
+                assert b is None
+                continue
+            assert b is not None
+            for name in ("strikes", "ce_status", "pe_status", "ce_price_diff", "oi_change_pct"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+            assert (a.pcr_oi, a.max_pain, a.atm_iv, a.itm_ce_delta_pct) == (
+                b.pcr_oi,
+                b.max_pain,
+                b.atm_iv,
+                b.itm_ce_delta_pct,
+            )
+    for key in one.keys():  # noqa: SIM118 - ChainMatrix.keys() is a method, not a dict
+        np.testing.assert_array_equal(one.history(*key).data, many.history(*key).data)
+    assert one.stats == many.stats

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 
+import numba as nb
+
 from mandi.options._kernels import (
     black_price_one,
     bsm_greeks_one,
     forward_and_discount,
     implied_vol_one,
 )
-from mandi.options._special import jit
+from mandi.options._special import jit, jit_parallel
 
 # StrikeStatus codes not produced by the IV solver
 MISSING = 10
@@ -284,3 +286,134 @@ def oi_window_kernel(data, ring_strikes, found, grid, step, m, pct):  # type: ig
                 then = data[s, ch, c]
                 if then > 0.0:
                     pct[w, side, j] = (m[ch, j] - then) / then * 100.0
+
+
+@jit
+def _batch_one(  # type: ignore[no-untyped-def]
+    i,
+    raw,
+    offsets,
+    rows,
+    grids,
+    scalars,
+    r,
+    q,
+    use_mid,
+    diff_pos,
+    diff_neg,
+    m,
+    status,
+    theo,
+    diff,
+    highlight,
+    classes,
+    summary,
+):
+    chain_kernel(
+        raw[offsets[i] : offsets[i + 1]],
+        rows[i],
+        grids[i],
+        scalars[i, 0],
+        scalars[i, 1],
+        r,
+        q,
+        scalars[i, 2],
+        use_mid,
+        diff_pos,
+        diff_neg,
+        m[i],
+        status[i],
+        theo[i],
+        diff[i],
+        highlight[i],
+        classes[i],
+        summary[i],
+    )
+
+
+@jit
+def chain_batch_kernel(  # type: ignore[no-untyped-def]
+    raw,
+    offsets,
+    rows,
+    grids,
+    scalars,
+    r,
+    q,
+    use_mid,
+    diff_pos,
+    diff_neg,
+    m,
+    status,
+    theo,
+    diff,
+    highlight,
+    classes,
+    summary,
+):
+    """:func:`chain_kernel` over many chains: chain ``i`` is ``raw[offsets[i]:offsets[i+1]]``
+    with window ``rows[i]``/``grids[i]`` and (spot, t, atm) = ``scalars[i]``."""
+    for i in range(rows.shape[0]):
+        _batch_one(
+            i,
+            raw,
+            offsets,
+            rows,
+            grids,
+            scalars,
+            r,
+            q,
+            use_mid,
+            diff_pos,
+            diff_neg,
+            m,
+            status,
+            theo,
+            diff,
+            highlight,
+            classes,
+            summary,
+        )
+
+
+@jit_parallel
+def chain_batch_kernel_par(  # type: ignore[no-untyped-def]
+    raw,
+    offsets,
+    rows,
+    grids,
+    scalars,
+    r,
+    q,
+    use_mid,
+    diff_pos,
+    diff_neg,
+    m,
+    status,
+    theo,
+    diff,
+    highlight,
+    classes,
+    summary,
+):
+    for i in nb.prange(rows.shape[0]):
+        _batch_one(
+            i,
+            raw,
+            offsets,
+            rows,
+            grids,
+            scalars,
+            r,
+            q,
+            use_mid,
+            diff_pos,
+            diff_neg,
+            m,
+            status,
+            theo,
+            diff,
+            highlight,
+            classes,
+            summary,
+        )

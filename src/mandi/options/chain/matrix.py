@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from mandi.core.calendar import EXPIRY_TIME, ist_ns
 from mandi.core.errors import ConfigError, DataError
 from mandi.model.market import ChainSnapshot
+from mandi.options._arrays import thread_scope
 from mandi.options.chain import _kernels as _k
 from mandi.options.chain.analytics import ChainAnalytics, _ratio
 from mandi.options.pricing import NS_PER_YEAR
@@ -93,13 +94,15 @@ CE_IV, CE_DELTA, CE_GAMMA, CE_THETA, CE_VEGA = range(13, 18)
 PE_IV, PE_DELTA, PE_GAMMA, PE_THETA, PE_VEGA = range(18, 23)
 N_BASE_CHANNELS = 13
 N_CHANNELS = 23
+# fmt: off
 CHANNEL_NAMES = (
     "ce_ltp", "ce_bid", "ce_ask", "ce_volume", "ce_oi", "ce_oi_change",
     "pe_ltp", "pe_bid", "pe_ask", "pe_volume", "pe_oi", "pe_oi_change",
     "underlying",
     "ce_iv", "ce_delta", "ce_gamma", "ce_theta", "ce_vega",
     "pe_iv", "pe_delta", "pe_gamma", "pe_theta", "pe_vega",
-)  # fmt: skip
+)
+# fmt: on
 
 _NS_PER_MINUTE = 60_000_000_000
 _NAN6 = (math.nan,) * 6
@@ -270,6 +273,55 @@ class ChainBuffer:
         )
 
 
+class _Job:
+    """One snapshot between :meth:`ChainMatrix._prepare` and :meth:`ChainMatrix._finish`."""
+
+    __slots__ = (
+        "atm",
+        "buf",
+        "classes",
+        "diff",
+        "grid",
+        "highlight",
+        "raw",
+        "rows",
+        "slot",
+        "snapshot",
+        "spot",
+        "status",
+        "step",
+        "summary",
+        "t",
+        "theo",
+    )
+
+    def __init__(
+        self,
+        snapshot: ChainSnapshot,
+        buf: ChainBuffer,
+        slot: int,
+        raw: np.ndarray,
+        grid: np.ndarray,
+        rows: np.ndarray,
+        spot: float,
+        t: float,
+        atm: float,
+        step: float,
+    ) -> None:
+        self.snapshot, self.buf, self.slot, self.raw = snapshot, buf, slot, raw
+        self.grid, self.rows, self.spot, self.t, self.atm, self.step = (
+            grid,
+            rows,
+            spot,
+            t,
+            atm,
+            step,
+        )
+        self.status = self.theo = self.diff = self.highlight = self.classes = self.summary = (
+            np.empty(0)
+        )
+
+
 class ChainMatrix:
     """Option-chain matrices of many (underlying, expiry) pairs, and their analytics.
 
@@ -373,6 +425,114 @@ class ChainMatrix:
                 f"process_option_chain: underlying {underlying!r} but snapshot.underlying = "
                 f"{snapshot.underlying!r}"
             )
+        job = self._prepare(snapshot)
+        if job is None:
+            return None
+        cfg = self.config
+        _k.chain_kernel(
+            job.raw,
+            job.rows,
+            job.grid,
+            job.spot,
+            job.t,
+            cfg.rate,
+            cfg.dividend_yield,
+            job.atm,
+            cfg.price_source == "mid",
+            cfg.diff_pos_threshold,
+            cfg.diff_neg_threshold,
+            job.buf.data[job.slot],
+            job.status,
+            job.theo,
+            job.diff,
+            job.highlight,
+            job.classes,
+            job.summary,
+        )
+        return self._finish(job, notify)
+
+    def process_option_chains(
+        self, snapshots: Iterable[ChainSnapshot], *, notify: bool = True, threads: int = 0
+    ) -> list[ChainAnalytics | None]:
+        """Process many snapshots (e.g. every chain of one second) at once.
+
+        The same results as :meth:`process_option_chain` on each in turn, but the IV/Greeks
+        kernel runs over all chains in one call, on up to ``threads`` cores (0 = all, 1 = the
+        calling thread). Keyed by ``snapshot.underlying``.
+
+        Returns
+        -------
+        list of ChainAnalytics or None
+            One entry per snapshot, in order (None: rejected as out of order).
+        """
+        out: list[ChainAnalytics | None] = []
+        batch: list[ChainSnapshot] = []
+        seen: set[tuple[str, dt.date]] = set()
+        for snap in snapshots:
+            key = (snap.underlying, snap.expiry)
+            if key in seen:  # a chain twice in one batch: its first update must land first
+                out += self._process_batch(batch, notify, threads)
+                batch, seen = [], set()
+            batch.append(snap)
+            seen.add(key)
+        out += self._process_batch(batch, notify, threads)
+        return out
+
+    def _process_batch(
+        self, snapshots: list[ChainSnapshot], notify: bool, threads: int
+    ) -> list[ChainAnalytics | None]:
+        jobs = [self._prepare(s) for s in snapshots]
+        live = [j for j in jobs if j is not None]
+        if live:
+            cfg = self.config
+            width = cfg.width
+            n = len(live)
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(j.raw) for j in live])
+            raw = np.concatenate([j.raw for j in live]) if offsets[-1] else np.empty((0, 13))
+            rows = np.stack([j.rows for j in live])
+            grids = np.stack([j.grid for j in live])
+            scalars = np.array([(j.spot, j.t, j.atm) for j in live], dtype=np.float64)
+            m = np.empty((n, N_CHANNELS, width))
+            status = np.empty((n, 2, width), dtype=np.int8)
+            theo = np.empty((n, 2, width))
+            diff = np.empty((n, 2, width))
+            highlight = np.empty((n, 2, width), dtype=np.int8)
+            classes = np.empty((n, 2, width), dtype=np.int8)
+            summary = np.empty((n, _k.N_SUMMARY))
+            args = (
+                raw,
+                offsets,
+                rows,
+                grids,
+                scalars,
+                cfg.rate,
+                cfg.dividend_yield,
+                cfg.price_source == "mid",
+                cfg.diff_pos_threshold,
+                cfg.diff_neg_threshold,
+                m,
+                status,
+                theo,
+                diff,
+                highlight,
+                classes,
+                summary,
+            )
+            if threads != 1 and n > 1:
+                with thread_scope(threads):
+                    _k.chain_batch_kernel_par(*args)
+            else:
+                _k.chain_batch_kernel(*args)
+            for i, j in enumerate(live):
+                j.buf.data[j.slot] = m[i]
+                j.status, j.theo, j.diff = status[i], theo[i], diff[i]
+                j.highlight, j.classes, j.summary = highlight[i], classes[i], summary[i]
+        return [None if j is None else self._finish(j, notify) for j in jobs]
+
+    def _prepare(self, snapshot: ChainSnapshot) -> _Job | None:
+        """Validate, extract the rows, place the strike window and claim the ring slot."""
+        underlying = snapshot.underlying
         if snapshot.lot_size <= 0:
             raise DataError(f"{underlying} {snapshot.expiry}: lot_size = {snapshot.lot_size}")
         cfg = self.config
@@ -410,58 +570,48 @@ class ChainMatrix:
         else:
             centre = float(strikes[len(strikes) // 2]) if len(strikes) else 0.0
         grid = centre + step * self._offsets
-        rows = _grid_rows(strikes, grid, step)
-
         slot = buf.advance(ts)
-        m = buf.data[slot]  # written in place: the ring slot is the matrix
-        status, theo, diff, highlight, classes, summary = _outputs(cfg.width)
-        _k.chain_kernel(
-            raw,
-            rows,
-            grid,
-            spot,
-            t,
-            cfg.rate,
-            cfg.dividend_yield,
-            atm,
-            cfg.price_source == "mid",
-            cfg.diff_pos_threshold,
-            cfg.diff_neg_threshold,
-            m,
-            status,
-            theo,
-            diff,
-            highlight,
-            classes,
-            summary,
-        )
         buf.strikes[slot] = grid
         buf.times[slot] = ts
+        job = _Job(
+            snapshot, buf, slot, raw, grid, _grid_rows(strikes, grid, step), spot, t, atm, step
+        )
+        (job.status, job.theo, job.diff, job.highlight, job.classes, job.summary) = _outputs(
+            cfg.width
+        )
+        return job
+
+    def _finish(self, job: _Job, notify: bool) -> ChainAnalytics:
+        """OI windows against the ring, the analytics record, the callbacks."""
+        cfg = self.config
+        buf, slot, ts = job.buf, job.slot, job.snapshot.ts_event
+        m = buf.data[slot]
         found = np.empty(len(self._windows_ns), dtype=np.int64)
         _k.slots_at_or_before(buf.times, buf.head, buf.count, ts - self._windows_ns, found)
         found[found == slot] = -1  # the slot being written is never its own reference
         pct = np.full((len(found), 2, cfg.width), np.nan)
         if (found >= 0).any():
-            _k.oi_window_kernel(buf.data, buf.strikes, found, grid, step, m, pct)
+            _k.oi_window_kernel(buf.data, buf.strikes, found, job.grid, job.step, m, pct)
         seconds = np.where(found >= 0, (ts - buf.times[found]) / 1e9, np.nan)
+        snapshot = job.snapshot
         analytics = self._analytics(
             snapshot,
-            spot,
-            t,
-            step,
-            atm,
-            grid,
-            status,
-            theo,
-            diff,
-            highlight,
-            classes,
-            summary,
+            job.spot,
+            job.t,
+            job.step,
+            job.atm,
+            job.grid,
+            job.status,
+            job.theo,
+            job.diff,
+            job.highlight,
+            job.classes,
+            job.summary,
             pct,
             seconds,
             slot,
         )
-        self._latest[key] = analytics
+        self._latest[(snapshot.underlying, snapshot.expiry)] = analytics
         self.stats["snapshots"] += 1
         if notify:
             for callback in self.on_snapshot:
@@ -472,7 +622,7 @@ class ChainMatrix:
                     log.exception(
                         "on_snapshot callback %r failed for %s %s",
                         callback,
-                        underlying,
+                        snapshot.underlying,
                         snapshot.expiry,
                     )
         return analytics
