@@ -332,3 +332,73 @@ def test_sigkill_while_paper_trading_loses_and_duplicates_nothing(tmp_path, cfg)
     check_books(db)
     assert count(db, "SELECT count(*) FROM trading_signals WHERE reason LIKE 'halted%'") == halted
     assert count(db, "SELECT count(*) FROM orders WHERE intent='ENTRY'") > orders_before
+
+
+def test_the_status_shows_signals_positions_pnl_and_denials():
+    from rich.console import Console
+
+    from mandi.services.status import one_line, render
+
+    snap = {
+        "exchange_time": "2026-04-13 10:00:00",
+        "ticks_in": 10,
+        "ticks_per_s": 1.0,
+        "candles_confirmed": {60: 3},
+        "rows_written": {},
+        "tick_queue": 0,
+        "writer_pending_rows": 0,
+        "dropped_queue_ticks": 0,
+        "dropped_writer_rows": 0,
+        "rejected_ticks": {},
+        "handler_errors": 0,
+        "writer_errors": 0,
+        "last_flush_ms": 0.0,
+        "indices": {},
+        "trading": {
+            "mode": "paper",
+            "halted": True,
+            "halt_reason": "daily loss",
+            "strategies": 2,
+            "signals": 7,
+            "signal_duplicates": 1,
+            "last_signal": "sma_cross BUY NIFTY",
+            "logged_trades": 0,
+            "orders_sent": 4,
+            "orders_queued": 0,
+            "fills": 4,
+            "open_positions": [
+                {
+                    "strategy": "sma_cross",
+                    "symbol": "NIFTY2642124200CE",
+                    "quantity": 130,
+                    "entry": 15000,
+                    "ltp": 15500,
+                    "pnl": 65000,
+                    "stop_loss": 10500,
+                    "target": 24000,
+                }
+            ],
+            "realized_pnl": -1000,
+            "unrealized_pnl": 65000,
+            "day_pnl": 64000,
+            "charges": 3200,
+            "denials": {"max_concurrent_positions": 2},
+            "last_denial": "x: y",
+            "strategy_errors": {},
+        },
+    }
+    console = Console(record=True, width=160)
+    console.print(render(snap))
+    text = console.export_text()
+    for want in (
+        "signals",
+        "7",
+        "NIFTY2642124200CE",
+        "P&L today",
+        "₹640.00",
+        "max_concurrent_positions 2",
+        "HALTED",
+    ):
+        assert want in text, want
+    line = one_line(snap)
+    assert "signals=7" in line and "positions=1" in line and "denials=2" in line

@@ -149,6 +149,7 @@ class ExecutionEngine:
         self.inflight: dict[str, InFlight] = {}
         self._handled: set[str] = set()
         self._exit_retry: dict[str, int] = {}
+        self._unknown_reported: set[str] = set()
         self.signals_seen = 0
         self.duplicates = 0
         self.logged = 0
@@ -503,6 +504,23 @@ class ExecutionEngine:
         now = self.clock.now_ns()
         inst = self.master.get(p.token)
         if inst is None:
+            if p.position_id not in self._unknown_reported:
+                self._unknown_reported.add(p.position_id)
+                self.risk.deny(
+                    RiskDenied(
+                        now,
+                        "unknown_symbol",
+                        f"cannot close {p.symbol}: the "
+                        "instrument master no longer lists it (expired?); "
+                        "settle it by hand",
+                        p.strategy,
+                        p.signal_id,
+                        "",
+                        p.symbol,
+                        p.entry_side.opposite.value,
+                        p.quantity,
+                    )
+                )
             return Denied(
                 "unknown_symbol",
                 f"position {p.position_id}: instrument {p.token} is not in the master",

@@ -227,10 +227,13 @@ class TradingKernel:
         if self.broker is not None:
             self.broker.on_market_data(t)
         if self.book.has_open(t.token):
-            ps = self.book.open_for_token(t.token)
+            # a replayed tick older than what a position has seen (a restarted simulation
+            # re-emits its last second) must not move or close it
+            ps = tuple(p for p in self.book.open_for_token(t.token) if t.ts_event >= p.updated_ns)
             for p in ps:
                 p.update_price(t.price, t.ts_event)
-            self.execution.check_exits(ps)
+            if ps:
+                self.execution.check_exits(ps)
         self.strategies.handle_tick(t)
         now = self.clock.now_ns()
         if now >= self._next_due:

@@ -119,6 +119,10 @@ class TradingLayer:
             self.clock = node.clock
         else:
             fc = FeedClock(node)
+            # before the first tick: where the feed starts (or resumes), never 1970
+            fc._last = node.stats.resumed_from_ns or (
+                node.feed.exchange_time_ns if node.feed is not None else 0
+            )
             node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
             self.clock = fc
         self.store = store = SqliteTradingStore(cfg.store.db)

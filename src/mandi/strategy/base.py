@@ -80,6 +80,7 @@ class StrategyContext:
         self._history = history
         self._candles: dict[tuple[int, int], deque[Candle]] = {}
         self._indicators: dict[tuple[str, int, int], IndicatorValue] = {}
+        self._analytics: dict[tuple[str, Any], Any] = {}
         self.warming_up = False
 
     @property
@@ -137,6 +138,17 @@ class StrategyContext:
                 return None
             expiry = exps[0]
         return self._market.chain(underlying, expiry, self.now_ns)
+
+    def analytics(self, underlying: str, expiry: Any = None) -> Any:
+        """The latest chain analytics (``mandi.options.chain.ChainAnalytics``: IV and Greeks per
+        strike, PCR, max pain, OI change windows) of ``underlying`` (nearest expiry by
+        default), when the node's chain layer publishes them on ``analytics:...``; else None."""
+        if expiry is None:
+            mine = [k for k in self._analytics if k[0] == underlying]
+            if not mine:
+                return None
+            expiry = min(e for _, e in mine)
+        return self._analytics.get((underlying, expiry))
 
     def positions(self, strategy: str | None = None) -> list[Any]:
         """Open positions (records), optionally of one strategy."""

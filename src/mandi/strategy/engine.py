@@ -102,6 +102,9 @@ class StrategyEngine:
         self._subs.append(
             self.bus.subscribe("ind:>", self._on_indicator, name="strategy.indicators")
         )
+        self._subs.append(
+            self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
+        )
         for s in self.strategies:
             self._call(s, "on_start")
         self.started = True
@@ -201,6 +204,11 @@ class StrategyEngine:
         s = self._by_id.get(fill.strategy)
         if s is not None and s.id not in self.disabled:
             self._call(s, "on_fill", fill)
+
+    def _on_analytics(self, topic: str, a: Any) -> None:
+        underlying, expiry = getattr(a, "underlying", None), getattr(a, "expiry", None)
+        if underlying is not None and expiry is not None:
+            self.ctx._analytics[(underlying, expiry)] = a
 
     def _on_indicator(self, topic: str, v: IndicatorValue) -> None:
         if isinstance(v, IndicatorValue) and v.confirmed:

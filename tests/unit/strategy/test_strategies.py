@@ -186,3 +186,21 @@ def test_unknown_symbols_are_reported_and_skipped():
     missing = k.kernel.add_strategy(Always(strategy_id="a", timeframe=60), ["NOPE", "NIFTY"])
     assert missing == ["NOPE"]
     assert [i.token for i in k.kernel.strategies.strategies[0].instruments] == [NIFTY]
+
+
+def test_the_context_exposes_indicators_and_chain_analytics_from_the_bus():
+    from types import SimpleNamespace
+
+    from mandi.model.market import IndicatorValue
+
+    k = Kit()
+    k.kernel.add_strategy(Always(strategy_id="a", timeframe=60), ["RELIANCE"])
+    k.start()
+    k.bus.publish(
+        "ind:RSI_14:60s:NSE:738561", IndicatorValue(RELIANCE, "NSE", 60, at(10, 0), "RSI_14", 61.5)
+    )
+    assert k.kernel.ctx.indicator("RSI_14", RELIANCE, 60) == 61.5
+    assert k.kernel.ctx.analytics("NIFTY") is None
+    a = SimpleNamespace(underlying="NIFTY", expiry=EXPIRY, pcr_oi=1.2)
+    k.bus.publish("analytics:NIFTY:2026-04-21", a)
+    assert k.kernel.ctx.analytics("NIFTY") is a
