@@ -6,9 +6,13 @@ configuration (``--config`` of the run), through :meth:`BacktestEngine.run_ticks
 pipeline, the chain assembler, the trading kernel and the paper broker on the shared fill
 simulator — and compares what it produces with what the live run recorded.
 
-Known limit: the ``ticks`` table keeps price, volume, OI, bid and ask but not the quoted
-quantities; fills limited by the displayed quantity therefore replay as limited by the traded
-volume (``trading.paper.limit_by_volume``).
+Depth: the ``ticks`` table keeps price, volume, OI, bid and ask but not the quoted quantities,
+which the paper broker uses to size a fill. A session recorded on the simulator is deterministic
+for its seed, so the replay regenerates the simulator's ticks alongside the stored ones and takes
+the quoted quantities from them — only where the regenerated tick is identical to the stored one
+in every stored field (the stored tick stays the source of truth). Without them (another feed, a
+mismatch) an order is assumed covered by the displayed quantity (``limit_by_volume`` off for
+that run), and a live fill that was partial shows up in :meth:`ReplayResult.differences`.
 """
 
 from __future__ import annotations
@@ -58,7 +62,12 @@ class ReplayResult:
         return out
 
 
-def _ticks(con: sqlite3.Connection, master: InstrumentMaster) -> Iterator[Tick]:
+def _ticks(
+    con: sqlite3.Connection,
+    master: InstrumentMaster,
+    depth: Iterator[Tick] | None,
+    stats: dict[str, int],
+) -> Iterator[Tick]:
     ex = {i.token: i.exchange for i in master}
     cur = con.execute(
         "SELECT ts_event, token, price, volume, oi, bid, ask FROM ticks ORDER BY rowid"
@@ -68,7 +77,41 @@ def _ticks(con: sqlite3.Connection, master: InstrumentMaster) -> Iterator[Tick]:
         if not rows:
             return
         for ts, token, price, volume, oi, bid, ask in rows:
-            yield Tick(token, ex.get(token, "NSE"), ts, ts, price, volume, 0, oi, bid, ask)
+            t = Tick(token, ex.get(token, "NSE"), ts, ts, price, volume, 0, oi, bid, ask)
+            if depth is not None:
+                d = next(depth, None)
+                if d is not None and (d.token, d.ts_event, d.price, d.volume, d.oi, d.bid, d.ask) == (
+                    token, ts, price, volume, oi, bid, ask
+                ):  # fmt: skip
+                    t = d
+                    stats["with_depth"] += 1
+                else:
+                    depth = None
+                    stats["depth_lost_at"] = ts
+            yield t
+
+
+def _sim_ticks(con: sqlite3.Connection) -> Iterator[Tick] | None:
+    """The simulator's ticks for the recorded session (fresh, single-day recordings)."""
+    import datetime as dt
+
+    import msgspec
+
+    from mandi.config import SimConfig
+    from mandi.feeds.sim import SimExchange
+    from mandi.stores.sqlite import get_meta
+
+    ident, start = get_meta(con, "sim.identity"), get_meta(con, "sim.start_date")
+    if not ident or not start:
+        return None
+    cfg = msgspec.json.decode(ident.encode(), type=SimConfig)
+    ex = SimExchange(cfg, dt.date.fromisoformat(start))
+
+    def gen() -> Iterator[Tick]:
+        for minute in ex.ticks():
+            yield from minute
+
+    return gen()
 
 
 def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResult:
@@ -78,6 +121,8 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
     from mandi.execution.charges import ChargesModel, default_rate_table
     from mandi.services.trading import prepare_config, strategy_specs
     from mandi.strategy.loader import build_strategies
+
+    import msgspec
 
     cfg = prepare_config(load_config(config, env={}))
     con = open_store(db)
@@ -90,18 +135,24 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
         if cfg.trading.charges.rates_file:
             with open(cfg.trading.charges.rates_file, encoding="utf-8") as f:
                 extra = f.read()
+        depth = _sim_ticks(con)
+        trading = cfg.trading
+        if depth is None:  # no quoted quantities: assume the displayed quantity covered orders
+            paper = msgspec.structs.replace(trading.paper, limit_by_volume=False)
+            trading = msgspec.structs.replace(trading, paper=paper)
+        stats = {"with_depth": 0}
         eng = BacktestEngine(
             runs,
             master,
             timeframe=min(cfg.pipeline.timeframes),
             risk=cfg.risk,
-            trading=cfg.trading,
+            trading=trading,
             charges=ChargesModel(cfg.trading.charges, default_rate_table(extra)),
             exact_configs=True,
             replay=True,
         )
         raw = eng.run_ticks(
-            _ticks(con, master),
+            _ticks(con, master, depth, stats),
             cfg.pipeline.timeframes,
             chains_interval_s=cfg.chains.interval_s if cfg.chains.enabled else None,
         )
@@ -133,4 +184,7 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
         key=lambda x: (x[2], x[0]),
     )  # fmt: skip
     res = from_raw(raw, {"engine": "replay", "strategy": ",".join(r.strategy.id for r in runs)})
-    return ReplayResult(res, rec_sig, rep_sig, rec_fill, rep_fill, raw.bars)
+    notes = [f"{stats['with_depth']} of {raw.bars} ticks carried quoted quantities"]
+    if "depth_lost_at" in stats:
+        notes.append(f"regenerated ticks diverged from the stored ones at {stats['depth_lost_at']}")
+    return ReplayResult(res, rec_sig, rep_sig, rec_fill, rep_fill, raw.bars, notes)
