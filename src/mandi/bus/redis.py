@@ -179,18 +179,17 @@ class RedisTarget:
     def from_url(cls, url: str) -> RedisTarget:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("redis", "rediss", "unix"):
-            raise BusError(f"unsupported Redis URL scheme {u.scheme!r} (redis://, rediss://, "
-                           "unix://)")
+            raise BusError(
+                f"unsupported Redis URL scheme {u.scheme!r} (redis://, rediss://, unix://)"
+            )
         q = urllib.parse.parse_qs(u.query)
         user = urllib.parse.unquote(u.username) if u.username else None
         pw = urllib.parse.unquote(u.password) if u.password else None
         if u.scheme == "unix":
-            return cls(db=int(q.get("db", ["0"])[0]), username=user, password=pw,
-                       unix_path=u.path)
+            return cls(db=int(q.get("db", ["0"])[0]), username=user, password=pw, unix_path=u.path)
         path = u.path.strip("/")
         db = int(path) if path.isdigit() else int(q.get("db", ["0"])[0])
-        return cls(u.hostname or "127.0.0.1", u.port or 6379, db, user, pw,
-                   u.scheme == "rediss")
+        return cls(u.hostname or "127.0.0.1", u.port or 6379, db, user, pw, u.scheme == "rediss")
 
     def safe(self) -> str:
         """The URL without credentials, for logs and health output."""
@@ -201,8 +200,11 @@ class RedisTarget:
     def handshake(self) -> list[bytes]:
         out = []
         if self.password is not None:
-            out.append(pack("AUTH", self.username, self.password) if self.username
-                       else pack("AUTH", self.password))
+            out.append(
+                pack("AUTH", self.username, self.password)
+                if self.username
+                else pack("AUTH", self.password)
+            )
         if self.db:
             out.append(pack("SELECT", self.db))
         return out
@@ -228,7 +230,8 @@ class RespConnection:
             else:
                 ctx = ssl.create_default_context() if target.tls else None
                 coro = asyncio.open_connection(target.host, target.port, ssl=ctx, limit=1 << 22)
-            r, w = await asyncio.wait_for(coro, timeout)
+            async with asyncio.timeout(timeout):
+                r, w = await coro
         except (OSError, TimeoutError) as e:
             raise RedisUnavailable(f"cannot connect to Redis at {target.safe()}: {e}") from None
         conn = cls(r, w)
@@ -237,7 +240,9 @@ class RespConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hs = target.handshake()
         if hs:
-            for reply in await asyncio.wait_for(conn.request(b"".join(hs), len(hs)), timeout):
+            async with asyncio.timeout(timeout):
+                replies = await conn.request(b"".join(hs), len(hs))
+            for reply in replies:
                 if isinstance(reply, hiredis.ReplyError):
                     conn.close()
                     raise RedisCommandError(f"Redis handshake refused: {reply}")
@@ -268,6 +273,9 @@ class RespConnection:
         except (OSError, EOFError, asyncio.IncompleteReadError, hiredis.ProtocolError) as e:
             self.close()
             raise RedisUnavailable(f"Redis connection lost: {e!r}") from None
+        except asyncio.CancelledError:
+            self.close()  # a reply may still be on its way: this connection is out of step
+            raise
 
     async def call(self, *args: bytes | str | int | float) -> Any:
         """One command; an error reply raises :class:`RedisCommandError`."""
@@ -368,8 +376,14 @@ class RedisLink:
     endpoint whether it is reachable now.
     """
 
-    def __init__(self, url: str, role: str = "redis", connect_timeout: float = 2.0,
-                 backoff_initial: float = 0.1, backoff_max: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        role: str = "redis",
+        connect_timeout: float = 2.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+    ) -> None:
         self.target = RedisTarget.from_url(url)
         self.role = role
         self.connect_timeout = connect_timeout
@@ -378,6 +392,7 @@ class RedisLink:
         self.up = False
         self._conn: RespConnection | None = None
         self._attempts_in_outage = 0
+        self._lock = asyncio.Lock()  # one request at a time on the connection
 
     async def connection(self) -> RespConnection:
         while self._conn is None or self._conn.closed:
@@ -390,9 +405,13 @@ class RedisLink:
                 continue
             self.stats.connects += 1
             if self._attempts_in_outage:
-                log.info("%s: Redis at %s is back after %d attempt(s), %.1f s", self.role,
-                         self.target.safe(), self._attempts_in_outage,
-                         time.monotonic() - (self.stats.down_since or time.monotonic()))
+                log.info(
+                    "%s: Redis at %s is back after %d attempt(s), %.1f s",
+                    self.role,
+                    self.target.safe(),
+                    self._attempts_in_outage,
+                    time.monotonic() - (self.stats.down_since or time.monotonic()),
+                )
             self.up = True
             self.stats.down_since = None
             self._attempts_in_outage = 0
@@ -401,8 +420,12 @@ class RedisLink:
 
     def _mark_down(self, reason: str) -> None:
         if self._attempts_in_outage == 0:
-            log.warning("%s: Redis at %s unavailable (%s); retrying with backoff", self.role,
-                        self.target.safe(), reason)
+            log.warning(
+                "%s: Redis at %s unavailable (%s); retrying with backoff",
+                self.role,
+                self.target.safe(),
+                reason,
+            )
             self.stats.down_since = self.stats.down_since or time.monotonic()
         self._attempts_in_outage += 1
         self.stats.failures += 1
@@ -419,18 +442,22 @@ class RedisLink:
     async def request(self, packet: bytes, n: int, timeout: float = 30.0) -> list[Any]:
         """One attempt; :class:`RedisUnavailable` after marking the link down (also when no
         reply comes within ``timeout`` seconds: a silent peer is treated as dead)."""
-        conn = await self.connection()
-        try:
-            return await asyncio.wait_for(conn.request(packet, n), timeout)
-        except TimeoutError:
-            self.broken(f"no reply within {timeout:g} s")
-            raise RedisUnavailable(f"no reply from Redis within {timeout:g} s") from None
-        except RedisUnavailable as e:
-            self.broken(str(e))
-            raise
+        async with self._lock:
+            conn = await self.connection()
+            try:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    return await conn.request(packet, n)
+            except TimeoutError:
+                self.broken(f"no reply within {timeout:g} s")
+                raise RedisUnavailable(f"no reply from Redis within {timeout:g} s") from None
+            except RedisUnavailable as e:
+                self.broken(str(e))
+                raise
 
-    async def request_retrying(self, packet: bytes, n: int,
-                               stop: asyncio.Event | None = None) -> list[Any]:
+    async def request_retrying(
+        self, packet: bytes, n: int, stop: asyncio.Event | None = None
+    ) -> list[Any]:
         """Send an idempotent packet until it succeeds (or ``stop`` is set: RedisUnavailable)."""
         while True:
             try:
@@ -473,8 +500,9 @@ class _KeyInfo:
 
     def __init__(self, key: str, retention_s: int) -> None:
         k = key.encode()
-        self.xadd = pack_prefix(b"XADD", k, b"MAXLEN", b"~", stream_maxlen(key, retention_s),
-                                total=8)
+        self.xadd = pack_prefix(
+            b"XADD", k, b"MAXLEN", b"~", stream_maxlen(key, retention_s), total=8
+        )
         self.set = pack_prefix(b"SET", latest_key(key), total=5)
         self.pub = pack_prefix(b"PUBLISH", pub_channel(key), total=3)
 
@@ -483,12 +511,15 @@ class BatchBuilder:
     """Builds one MULTI/EXEC packet of confirmed results (XADD + SET + PUBLISH each) plus
     PUBLISH-only messages, and counts the replies it expects."""
 
-    def __init__(self, retention_s: int, latest_ttl_s: int,
-                 retention_1s_s: int | None = None) -> None:
+    def __init__(
+        self, retention_s: int, latest_ttl_s: int, retention_1s_s: int | None = None
+    ) -> None:
         self.retention_s = retention_s
         self.retention_1s_s = retention_s if retention_1s_s is None else retention_1s_s
-        self._ttl_suffix = b"$2\r\nEX\r\n" + b"$%d\r\n%d\r\n" % (len(str(latest_ttl_s)),
-                                                                  latest_ttl_s)
+        self._ttl_suffix = b"$2\r\nEX\r\n" + b"$%d\r\n%d\r\n" % (
+            len(str(latest_ttl_s)),
+            latest_ttl_s,
+        )
         self._keys: dict[str, _KeyInfo] = {}
         self.registered: set[str] = set()
         self.latest_ttl_s = latest_ttl_s
@@ -500,14 +531,27 @@ class BatchBuilder:
             ki = self._keys[key] = _KeyInfo(key, r)
         return ki
 
-    def confirmed(self, parts: list[bytes], key: str, entry_id: bytes,
-                  payload: bytes) -> int:
+    def confirmed(self, parts: list[bytes], key: str, entry_id: bytes, payload: bytes) -> int:
         """Append XADD + SET + PUBLISH of one confirmed message; return the commands added."""
         ki = self.info(key)
         n = len(payload)
-        parts.append(b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s%s$%d\r\n%s\r\n"
-                     % (ki.xadd, len(entry_id), entry_id, n, payload, ki.set, n, payload,
-                        self._ttl_suffix, ki.pub, n, payload))
+        parts.append(
+            b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s%s$%d\r\n%s\r\n"
+            % (
+                ki.xadd,
+                len(entry_id),
+                entry_id,
+                n,
+                payload,
+                ki.set,
+                n,
+                payload,
+                self._ttl_suffix,
+                ki.pub,
+                n,
+                payload,
+            )
+        )
         return 3
 
     def registration(self, keys: Iterable[str]) -> list[bytes]:
@@ -543,9 +587,15 @@ class StreamPublisher:
     messages are dropped and counted — the SQLite store still holds the candles.
     """
 
-    def __init__(self, link: RedisLink, retention_s: int = 10_800, latest_ttl_s: int = 1800,
-                 max_buffer: int = 200_000, max_batch: int = 5_000,
-                 retention_1s_s: int | None = None) -> None:
+    def __init__(
+        self,
+        link: RedisLink,
+        retention_s: int = 10_800,
+        latest_ttl_s: int = 1800,
+        max_buffer: int = 200_000,
+        max_batch: int = 5_000,
+        retention_1s_s: int | None = None,
+    ) -> None:
         self.link = link
         self.builder = BatchBuilder(retention_s, latest_ttl_s, retention_1s_s)
         self.max_buffer = max_buffer
@@ -569,8 +619,9 @@ class StreamPublisher:
     def busy(self) -> bool:
         return len(self._confirmed) >= self.max_buffer
 
-    def confirmed(self, key: str, entry_id: str | bytes, payload: bytes,
-                  live: bool = False) -> bool:
+    def confirmed(
+        self, key: str, entry_id: str | bytes, payload: bytes, live: bool = False
+    ) -> bool:
         if live and len(self._confirmed) >= self.max_buffer:
             self.stats.dropped += 1
             return False
@@ -594,11 +645,12 @@ class StreamPublisher:
         self._wake.set()
 
     # -- the writer --
-    def _take(self) -> tuple[bytes, int, int, list[tuple[str, bytes, bytes]], dict[str, bytes],
-                             list[bytes]]:
+    def _take(
+        self,
+    ) -> tuple[bytes, int, int, list[tuple[str, bytes, bytes]], dict[str, bytes], list[bytes]]:
         """Build the next packet: (packet, replies expected, confirmed count, taken...)."""
         take = self._confirmed[: self.max_batch]
-        self._confirmed = self._confirmed[self.max_batch:]
+        self._confirmed = self._confirmed[self.max_batch :]
         forming, self._forming = self._forming, {}
         extra, self._extra = self._extra, []
         if self.link.stats.connects != self._reg_epoch:
@@ -619,10 +671,16 @@ class StreamPublisher:
         queued += len(extra)
         parts.append(EXEC)
         for ch, payload in forming.items():
-            parts.append(b"%s$%d\r\n%s\r\n" % (self.builder.info(ch[4:]).pub
-                                               if ch.startswith("pub:") else
-                                               pack_prefix(b"PUBLISH", ch, total=3),
-                                               len(payload), payload))
+            parts.append(
+                b"%s$%d\r\n%s\r\n"
+                % (
+                    self.builder.info(ch[4:]).pub
+                    if ch.startswith("pub:")
+                    else pack_prefix(b"PUBLISH", ch, total=3),
+                    len(payload),
+                    payload,
+                )
+            )
         n = 1 + queued + 1 + len(forming)
         return b"".join(parts), n, len(regs), take, forming, extra
 
@@ -645,8 +703,13 @@ class StreamPublisher:
         self.stats.last_batch_ms = (time.perf_counter() - t0) * 1000
         return len(take)
 
-    def _account(self, replies: list[Any], nreg: int, take: list[tuple[str, bytes, bytes]],
-                 forming: dict[str, bytes]) -> None:
+    def _account(
+        self,
+        replies: list[Any],
+        nreg: int,
+        take: list[tuple[str, bytes, bytes]],
+        forming: dict[str, bytes],
+    ) -> None:
         exec_reply = replies[-1 - len(forming)]
         if isinstance(exec_reply, hiredis.ReplyError) or not isinstance(exec_reply, list):
             # EXECABORT (a command refused at queue time): nothing was applied — put it back
@@ -654,7 +717,7 @@ class StreamPublisher:
             self.stats.last_error = str(exec_reply)
             log.error("Redis refused a batch transaction: %s", exec_reply)
             raise RedisCommandError(str(exec_reply))
-        count_xadd_replies(exec_reply[nreg: nreg + 3 * len(take)], self.stats)
+        count_xadd_replies(exec_reply[nreg : nreg + 3 * len(take)], self.stats)
         self.stats.forming += len(forming)
         self.stats.batches += 1
         for k, _, _ in take:
@@ -696,8 +759,9 @@ class StreamPublisher:
                         conn = SyncRespConnection(self.link.target, self.link.connect_timeout)
                     packet, n, nreg, take, forming, extra = self._take()
                     try:
-                        replies = conn.request(packet, n, timeout=max(0.1, deadline -
-                                                                      time.monotonic()))
+                        replies = conn.request(
+                            packet, n, timeout=max(0.1, deadline - time.monotonic())
+                        )
                         self._account(replies, nreg, take, forming)
                     except (RedisUnavailable, RedisCommandError):
                         self._confirmed[:0] = take
@@ -764,8 +828,9 @@ class GroupReader:
       move-to-dead-letter commands a caller adds to its own commit transaction.
     """
 
-    def __init__(self, link: RedisLink, group: str, consumer: str,
-                 dead_letter_maxlen: int = 100_000) -> None:
+    def __init__(
+        self, link: RedisLink, group: str, consumer: str, dead_letter_maxlen: int = 100_000
+    ) -> None:
         self.link = link
         self.group = group
         self.consumer = consumer
@@ -788,9 +853,10 @@ class GroupReader:
 
     async def _create_groups(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 2000):
-            chunk = keys[i: i + 2000]
-            packet = b"".join(pack("XGROUP", "CREATE", k, self.group, "0", "MKSTREAM")
-                              for k in chunk)
+            chunk = keys[i : i + 2000]
+            packet = b"".join(
+                pack("XGROUP", "CREATE", k, self.group, "0", "MKSTREAM") for k in chunk
+            )
             for k, r in zip(chunk, await self.link.request(packet, len(chunk)), strict=True):
                 if isinstance(r, hiredis.ReplyError) and "BUSYGROUP" not in str(r):
                     raise RedisCommandError(f"XGROUP CREATE {k} {self.group}: {r}")
@@ -802,8 +868,14 @@ class GroupReader:
     def _read_packet(self, count: int, block_ms: int) -> bytes:
         c = self._cached
         if c is None or c[0] != count or c[1] != block_ms:
-            args: list[bytes | str | int] = ["XREADGROUP", "GROUP", self.group, self.consumer,
-                                             "COUNT", count]
+            args: list[bytes | str | int] = [
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+            ]
             if block_ms >= 0:
                 args += ["BLOCK", block_ms]
             args += ["STREAMS", *self.keys, *([">"] * len(self.keys))]
@@ -815,12 +887,14 @@ class GroupReader:
         if not self.keys:
             await asyncio.sleep(block_ms / 1000)
             return []
-        (reply,) = await self.link.request(self._read_packet(count, block_ms), 1,
-                                           timeout=max(block_ms, 0) / 1000 + 10.0)
+        (reply,) = await self.link.request(
+            self._read_packet(count, block_ms), 1, timeout=max(block_ms, 0) / 1000 + 10.0
+        )
         if isinstance(reply, hiredis.ReplyError):
             if "NOGROUP" in str(reply):
-                log.warning("consumer group %s missing (Redis restarted empty?); recreating",
-                            self.group)
+                log.warning(
+                    "consumer group %s missing (Redis restarted empty?); recreating", self.group
+                )
                 await self.recreate_groups()
                 return []
             raise RedisCommandError(str(reply))
@@ -834,15 +908,18 @@ class GroupReader:
         keys = list(self.keys if keys is None else keys)
         out: dict[str, int] = {}
         for i in range(0, len(keys), 2000):
-            chunk = keys[i: i + 2000]
+            chunk = keys[i : i + 2000]
             packet = b"".join(pack("XPENDING", k, self.group) for k in chunk)
             for k, r in zip(chunk, await self.link.request(packet, len(chunk)), strict=True):
                 if isinstance(r, list) and r and r[0]:
                     out[k] = int(r[0])
         return out
 
-    async def claim(self, min_idle_ms: int, keys: Sequence[str] | None = None,
-                    ) -> list[tuple[Entry, int]]:
+    async def claim(
+        self,
+        min_idle_ms: int,
+        keys: Sequence[str] | None = None,
+    ) -> list[tuple[Entry, int]]:
         """Claim pending entries idle ≥ ``min_idle_ms`` (of any consumer, this one included)
         and return them with their delivery counts, in ID order per key."""
         out: list[tuple[Entry, int]] = []
@@ -850,8 +927,9 @@ class GroupReader:
             cursor = b"0-0"
             claimed: list[Entry] = []
             while True:
-                r = await self.link.call("XAUTOCLAIM", key, self.group, self.consumer,
-                                         min_idle_ms, cursor, "COUNT", 1000)
+                r = await self.link.call(
+                    "XAUTOCLAIM", key, self.group, self.consumer, min_idle_ms, cursor, "COUNT", 1000
+                )
                 cursor = r[0]
                 claimed += _entries(key, r[1])
                 if cursor == b"0-0":
@@ -860,8 +938,9 @@ class GroupReader:
                 continue
             deliveries: dict[bytes, int] = {}
             lo, hi = claimed[0].id, claimed[-1].id
-            rows = await self.link.call("XPENDING", key, self.group, lo, hi, len(claimed) + 10,
-                                        self.consumer)
+            rows = await self.link.call(
+                "XPENDING", key, self.group, lo, hi, len(claimed) + 10, self.consumer
+            )
             for row in rows or ():
                 deliveries[row[0]] = int(row[3])
             out += [(e, deliveries.get(e.id, 1)) for e in claimed]
@@ -876,17 +955,38 @@ class GroupReader:
         it, and XDEL it from its stream (so a replay never meets it again)."""
         self.dead_lettered += 1
         return [
-            pack("XADD", self.dlq_key, "MAXLEN", "~", self.dead_letter_maxlen, "*",
-                 "stream", entry.key, "id", entry.id, "reason", reason,
-                 "deliveries", deliveries, "consumer", self.consumer,
-                 "ts_ns", time.time_ns(), "payload", entry.payload or b""),
+            pack(
+                "XADD",
+                self.dlq_key,
+                "MAXLEN",
+                "~",
+                self.dead_letter_maxlen,
+                "*",
+                "stream",
+                entry.key,
+                "id",
+                entry.id,
+                "reason",
+                reason,
+                "deliveries",
+                deliveries,
+                "consumer",
+                self.consumer,
+                "ts_ns",
+                time.time_ns(),
+                "payload",
+                entry.payload or b"",
+            ),
             pack("XACK", entry.key, self.group, entry.id),
             pack("XDEL", entry.key, entry.id),
         ]
 
 
-async def xrange(link: RedisLink, keys_starts: Sequence[tuple[str, str]], count: int,
-                 ) -> dict[str, list[Entry]]:
+async def xrange(
+    link: RedisLink,
+    keys_starts: Sequence[tuple[str, str]],
+    count: int,
+) -> dict[str, list[Entry]]:
     """XRANGE of many keys in one round trip: ``[(key, start)]`` with ``start`` as Redis takes
     it (``-`` or ``(ID`` for exclusive); up to ``count`` entries each."""
     if not keys_starts:
@@ -919,9 +1019,10 @@ async def group_backlog(link: RedisLink, keys: Sequence[str], group: str) -> tup
     and entries not yet delivered (XINFO GROUPS, Redis ≥ 7)."""
     pending = lag = 0
     for i in range(0, len(keys), 2000):
-        chunk = keys[i: i + 2000]
-        replies = await link.request(b"".join(pack("XINFO", "GROUPS", k) for k in chunk),
-                                     len(chunk))
+        chunk = keys[i : i + 2000]
+        replies = await link.request(
+            b"".join(pack("XINFO", "GROUPS", k) for k in chunk), len(chunk)
+        )
         for r in replies:
             if not isinstance(r, list):
                 continue
