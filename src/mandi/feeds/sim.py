@@ -36,6 +36,7 @@ from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
 from mandi.options.pricing import bs_price
 
 TICK = 5  # paise
+NS_PER_YEAR = 365 * 86_400 * NS_PER_SECOND  # ACT/365
 RISK_FREE_RATE = 0.065
 
 
@@ -308,91 +309,81 @@ class SimExchange:
         c_oi: np.ndarray,
         offs: np.ndarray,
     ) -> list[Tick]:
-        """Ticks of one generated minute, in event-time order (ties: indices, stocks, options)."""
+        """Ticks of one generated minute in event-time order (ties: indices, stocks, VIX,
+        options). Vectorized: every field is computed for the whole minute with NumPy, and
+        Python only builds the Tick objects from plain lists."""
         cfg = self.config
         step_ns = cfg.step_ms * 1_000_000
         n_i = len(self._u_specs)
-        events: list[tuple[int, int, int, Tick]] = []
-        for s in range(len(path)):
-            ts = t0 + s * step_ns
-            if ts >= self.close_ns:
-                break
-            for j in range(len(path[s])):
-                p = int(round(path[s, j] * 100 / TICK) * TICK)
-                if j < n_i:
-                    spec = self._u_specs[j]
-                    events.append((ts, 0, j, Tick(spec.token, spec.exchange, ts, ts, p)))
-                elif u_trades[s, j]:
-                    token = STOCKS[cfg.stocks[j - n_i]][0]
-                    spread = max(TICK, round(p * 0.0002 / TICK) * TICK)
-                    events.append(
-                        (
-                            ts,
-                            1,
-                            j,
-                            Tick(
-                                token,
-                                "NSE",
-                                ts,
-                                ts,
-                                p,
-                                int(u_cum[s, j]),
-                                int(u_trades[s, j]),
-                                0,
-                                p - spread,
-                                p + spread,
-                                rng_qty(ts, j),
-                                rng_qty(ts, j + 7),
-                            ),
-                        )
-                    )
+        steps = min(len(path), max(0, -(-(self.close_ns - t0) // step_ns)))
+        secs = min(60, max(0, -(-(self.close_ns - t0) // NS_PER_SECOND)))
+        # --- underlyings: every index every step, a stock when it trades
+        px = (np.round(path[:steps] * 100 / TICK) * TICK).astype(np.int64)
+        step_ts = t0 + np.arange(steps, dtype=np.int64) * step_ns
+        s_idx, j_idx = np.nonzero(np.column_stack([np.ones((steps, n_i), bool),
+                                                   u_trades[:steps, n_i:] > 0]))
+        u_ts = step_ts[s_idx]
+        u_kind = np.where(j_idx < n_i, 0, 1)
+        tokens = np.array([u.token for u in self._u_specs]
+                          + [STOCKS[sym][0] for sym in cfg.stocks], dtype=np.int64)
+        u_px = px[s_idx, j_idx]
+        spread = np.maximum(TICK, np.round(u_px * 0.0002 / TICK) * TICK).astype(np.int64)
+        # --- options: every (second, contract) that trades, priced at that second's spot/vol
+        o_sec, o_j = np.nonzero(trade[:secs])
+        base = t0 + o_sec.astype(np.int64) * NS_PER_SECOND
+        o_ts = base + offs[o_sec, o_j] * step_ns
+        under = self._c_under[o_j]
+        spot = spot_s[o_sec, under]
+        t_years = np.maximum(self._c_expiry_ns[o_j] - base, 60 * NS_PER_SECOND) / NS_PER_YEAR
+        iv = smile(vol_walk[o_sec, under], spot, self._c_strike[o_j])
+        o_px = np.maximum(np.round(bs_price(spot, self._c_strike[o_j], t_years, RISK_FREE_RATE,
+                                            iv, self._c_call[o_j]) * 100 / TICK) * TICK,
+                          TICK).astype(np.int64)
+        o_spread = np.maximum(TICK, (o_px * 4 // 1000) // TICK * TICK)
+        lots = self._c_lot[o_j]
+        # --- one time-ordered merge: (ts, kind, index)
         vix = cfg.underlyings.index("NIFTY") if "NIFTY" in cfg.underlyings else -1
-        for sec in range(60):
-            base = t0 + sec * NS_PER_SECOND
-            if base >= self.close_ns:
-                break
-            # price every contract at this second's spot and ATM vol
-            self._atm_vol = vol_walk[sec]
-            saved, self._u_price = self._u_price, spot_s[sec]
-            prices = self._price_options(base)
-            self._u_price = saved
-            for j in np.flatnonzero(trade[sec]):
-                c = self.contracts[j]
-                ts = base + int(offs[sec, j]) * step_ns
-                p = int(prices[j])
-                spread = max(TICK, (p * 4 // 1000) // TICK * TICK)
-                events.append(
-                    (
-                        ts,
-                        2,
-                        int(j),
-                        Tick(
-                            c.token,
-                            c.exchange,
-                            ts,
-                            ts,
-                            p,
-                            int(c_cum[sec, j]),
-                            int(qty[sec, j]),
-                            int(c_oi[sec, j]),
-                            max(p - spread, 0),
-                            p + spread,
-                            c.lot_size * (1 + ts % 13),
-                            c.lot_size * (1 + ts % 11),
-                        ),
-                    )
-                )
-            if vix >= 0:
-                events.append(
-                    (
-                        base,
-                        3,
-                        0,
-                        Tick(VIX_TOKEN, "NSE", base, base, round(vol_walk[sec, vix] * 10_000)),
-                    )
-                )
-        events.sort(key=lambda e: e[:3])
-        return [e[3] for e in events]
+        v_sec = np.arange(secs if vix >= 0 else 0)
+        v_ts = t0 + v_sec.astype(np.int64) * NS_PER_SECOND
+        all_ts = np.concatenate([u_ts, v_ts, o_ts])
+        all_kind = np.concatenate([u_kind, np.full(len(v_ts), 3), np.full(len(o_ts), 2)])
+        kind_rank = np.array([0, 1, 3, 2])[all_kind]  # indices, stocks, VIX, options
+        all_idx = np.concatenate([j_idx, v_sec, o_j])
+        order = np.lexsort((all_idx, kind_rank, all_ts))
+        n_u = len(u_ts)
+        u_rows = list(zip(tokens[j_idx].tolist(), u_ts.tolist(), u_px.tolist(), j_idx.tolist(),
+                          (u_px - spread).tolist(), (u_px + spread).tolist(),
+                          u_cum[s_idx, j_idx].tolist(), u_trades[s_idx, j_idx].tolist(),
+                          strict=True))
+        exch = [u.exchange for u in self._u_specs] + ["NSE"] * len(cfg.stocks)
+        v_px = np.round(vol_walk[v_sec, vix] * 10_000).astype(np.int64).tolist() if vix >= 0 \
+            else []
+        v_ts_l = v_ts.tolist()
+        o_rows = list(zip(o_j.tolist(), o_ts.tolist(), o_px.tolist(),
+                          c_cum[o_sec, o_j].tolist(), qty[o_sec, o_j].tolist(),
+                          c_oi[o_sec, o_j].tolist(), (o_px - o_spread).clip(0).tolist(),
+                          (o_px + o_spread).tolist(), (lots * (1 + o_ts % 13)).tolist(),
+                          (lots * (1 + o_ts % 11)).tolist(), strict=True))
+        contracts = self.contracts
+        n_v = len(v_ts_l)
+        out: list[Tick] = []
+        append = out.append
+        for k in order.tolist():
+            if k < n_u:
+                token, ts, p, j, bid, ask, cum, lastq = u_rows[k]
+                if j < n_i:
+                    append(Tick(token, exch[j], ts, ts, p))
+                else:
+                    append(Tick(token, "NSE", ts, ts, p, cum, lastq, 0, bid, ask,
+                                rng_qty(ts, j), rng_qty(ts, j + 7)))
+            elif k < n_u + n_v:
+                ts = v_ts_l[k - n_u]
+                append(Tick(VIX_TOKEN, "NSE", ts, ts, v_px[k - n_u]))
+            else:
+                j, ts, p, cum, lastq, oi, bid, ask, bq, aq = o_rows[k - n_u - n_v]
+                c = contracts[j]
+                append(Tick(c.token, c.exchange, ts, ts, p, cum, lastq, oi, bid, ask, bq, aq))
+        return out
 
     def ticks(self) -> Iterator[list[Tick]]:
         """Minute batches of ticks from the current position to the session close."""

@@ -312,6 +312,7 @@ class MarketNode:
             if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
                 self.request_stop("the feed ended")
                 return
+            await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
     def _layers_busy(self) -> bool:
         """A layer with an optional ``busy()`` (e.g. the Redis bridge while Redis is down and its
@@ -387,7 +388,12 @@ class MarketNode:
         await asyncio.gather(feed_task, *others, return_exceptions=True)
         kernel_task.cancel()
         await asyncio.gather(kernel_task, return_exceptions=True)
-        # everything received goes through the kernel and into SQLite before exit
+        # everything received from a live feed goes through the kernel and into SQLite before
+        # exit; a replayable feed's queued batches were never received from anybody: the
+        # simulator re-creates them on the next start
+        if self.feed is not None and not self.feed.live:
+            while not self.queue.empty():
+                self.queue.get_nowait()
         while not self.queue.empty() and not self._until_reached:
             kept = self._cut_at_until(self.queue.get_nowait())
             if kept is not None:
