@@ -389,6 +389,7 @@ class IndEngineService:
         # 2. replay every stream after the snapshot's position
         position = {k: self._replay_start(k, ids) for k in self.reader.keys}
         replayed = 0
+        ends: dict[str, bytes] = {}
         chunk = 2000
         todo = list(position.items())
         while todo:
@@ -398,11 +399,18 @@ class IndEngineService:
             for key, entries in got.items():
                 self.process(entries, batch)
                 replayed += len(entries)
+                if entries:
+                    ends[key] = entries[-1].id
                 if len(entries) == chunk:
                     nxt.append((key, "(" + entries[-1].id.decode()))
             batch.acks.clear()  # replayed entries are acknowledged below (or were already)
             await self.commit(batch)
             todo = nxt
+        # what the replay committed need not be delivered again: move the group's cursor to
+        # the end of the replay (pending entries stay pending; they are acknowledged next)
+        if ends:
+            setid = [pack("XGROUP", "SETID", k, GROUP, i) for k, i in ends.items()]
+            await self.link.request(b"".join(setid), len(setid))
         # 3. the claimed entries are processed now (stale: no output) and acknowledged
         batch = _Batch()
         self.process(keep, batch, track=False)
@@ -470,13 +478,15 @@ class IndEngineService:
             self.previews.forming("pub:" + indicator_topic(v), self._encode(v))
         self.stats["previews"] += 1
 
-    async def run(self) -> int:
+    async def run(self, signals: bool = True) -> int:
         rc = self.cfg.redis
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop.set)
-        health = HealthServer(self.state, self.cfg.services.host, self.port, self.samples)
+        self.health = health = HealthServer(
+            self.state, self.cfg.services.host, self.port, self.samples
+        )
         await health.start()
         self._aux = RedisLink(
             rc.url, f"{self.service}.aux", rc.connect_timeout_s, backoff_max=rc.backoff_max_s
