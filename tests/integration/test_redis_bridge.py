@@ -204,7 +204,7 @@ def test_forming_results_are_published_only(redis_server):  # noqa: F811
     assert r.keys("*") == []  # no stream, no latest key, no registry for forming results
 
 
-# --- indengine: outputs, snapshot, dead letters -----------------------------------------------------
+# --- indengine: outputs, snapshot, dead letters ---------------------------------------------------
 
 
 def test_indengine_outputs_match_the_kernel_and_are_acknowledged(redis_server, tmp_path):  # noqa: F811
@@ -281,7 +281,7 @@ def test_an_entry_delivered_too_often_is_dead_lettered_at_start(redis_server, tm
     assert r.xpending(key, "indengine")["pending"] == 0
 
 
-# --- waiting for Redis, reconnecting -----------------------------------------------------------------
+# --- waiting for Redis, reconnecting --------------------------------------------------------------
 
 
 def _get(port, path):
