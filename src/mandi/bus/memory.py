@@ -40,10 +40,11 @@ def topic_matches(pattern: str, topic: str) -> bool:
 
 
 class Subscription:
-    __slots__ = ("handler", "name", "pattern")
+    __slots__ = ("handler", "head", "name", "pattern")
 
     def __init__(self, pattern: str, handler: Handler, name: str) -> None:
         self.pattern, self.handler, self.name = pattern, handler, name
+        self.head = pattern.split(":", 1)[0]
 
 
 class MessageBus:
@@ -80,7 +81,13 @@ class MessageBus:
     def _resolve(self, topic: str) -> tuple[Subscription, ...]:
         subs = self._cache.get(topic)
         if subs is None:
-            subs = tuple(s for s in self._subs if topic_matches(s.pattern, topic))
+            # only patterns whose first segment can match are tested (usually a handful)
+            head = topic.split(":", 1)[0]
+            subs = tuple(
+                s
+                for s in self._subs
+                if s.head in (head, "*", ">") and topic_matches(s.pattern, topic)
+            )
             if len(self._cache) > 100_000:  # unbounded topic spaces must not leak memory
                 self._cache.clear()
             self._cache[topic] = subs

@@ -9,10 +9,13 @@ broker's previous-day OI, when a feed provides one, can be set with :meth:`set_o
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable
 
-from mandi.core.calendar import ist_date
+import msgspec
+
+from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ist_date
 from mandi.model.instruments import AnyInstrument, InstrumentMaster, Option
 from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
 
@@ -28,6 +31,18 @@ INDEX_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+class _Chain:
+    """The latest quotes of one (underlying, expiry); rows are rebuilt only where quotes changed."""
+
+    __slots__ = ("exchange", "lot", "quotes", "rows", "strikes")
+
+    def __init__(self, exchange: str, lot: int) -> None:
+        self.exchange, self.lot = exchange, lot
+        self.quotes: dict[int, list[OptionQuote | None]] = {}
+        self.rows: dict[int, ChainRow] = {}
+        self.strikes: list[int] = []  # sorted
+
+
 class ChainAssembler:
     """Latest quotes per option contract → chain snapshots per (underlying, expiry)."""
 
@@ -35,9 +50,12 @@ class ChainAssembler:
         self.source = source
         self._options: dict[int, Option] = {}
         self._underlying_token: dict[str, int] = {}
-        self._last: dict[int, Tick] = {}
+        self._price: dict[int, int] = {}  # latest price of every non-option token
+        self._chains: dict[tuple[str, dt.date], _Chain] = {}
+        self._dirty: set[tuple[tuple[str, dt.date], int]] = set()
         self._oi_ref: dict[int, int] = {}
         self._day: dt.date | None = None
+        self._day_start = -NS_PER_DAY  # ns UTC of the current IST day's midnight
         self.add_instruments(master)
 
     def add_instruments(self, instruments: Iterable[AnyInstrument]) -> None:
@@ -59,59 +77,82 @@ class ChainAssembler:
     def set_oi_reference(self, token: int, oi: int) -> None:
         """The open interest that ``oi_change`` is measured against (e.g. yesterday's close)."""
         self._oi_ref[token] = oi
+        opt = self._options.get(token)
+        if opt is not None and opt.expiry is not None:
+            self._dirty.add(((opt.underlying, opt.expiry), opt.strike))
 
     def handle_tick(self, tick: Tick) -> None:
-        day = ist_date(tick.ts_event)
-        if day != self._day:  # a new session: OI changes start from today's first reading
+        ts = tick.ts_event
+        if not self._day_start <= ts < self._day_start + NS_PER_DAY:
+            self._new_day(ts)
+        self._apply(tick)
+
+    def _new_day(self, ts: int) -> None:
+        """A new IST day: OI changes start again from each contract's first reading."""
+        day = ist_date(ts)
+        self._day_start = (ts + IST_OFFSET_NS) // NS_PER_DAY * NS_PER_DAY - IST_OFFSET_NS
+        if day != self._day:
             self._day = day
             self._oi_ref.clear()
-            self._last.clear()
-        self._last[tick.token] = tick
-        if tick.token in self._options and tick.token not in self._oi_ref:
-            self._oi_ref[tick.token] = tick.oi
+            self._chains.clear()
+            self._dirty.clear()
+            self._price.clear()
+
+    def _apply(self, tick: Tick) -> None:
+        token = tick.token
+        opt = self._options.get(token)
+        if opt is None:
+            self._price[token] = tick.price
+            return
+        assert opt.expiry is not None
+        key = (opt.underlying, opt.expiry)
+        chain = self._chains.get(key)
+        if chain is None:
+            chain = self._chains[key] = _Chain(opt.exchange, opt.lot_size)
+        ref = self._oi_ref.setdefault(token, tick.oi)
+        q = OptionQuote(
+            tick.price,
+            tick.bid,
+            tick.ask,
+            tick.volume,
+            tick.oi,
+            tick.oi - ref,
+            token,
+            opt.symbol,
+            bid_qty=tick.bid_qty,
+            ask_qty=tick.ask_qty,
+        )
+        slot = chain.quotes.get(opt.strike)
+        if slot is None:
+            slot = chain.quotes[opt.strike] = [None, None]
+            bisect.insort(chain.strikes, opt.strike)
+        slot[0 if opt.is_call else 1] = q
+        self._dirty.add((key, opt.strike))
 
     def snapshots(self, ts_ns: int) -> list[ChainSnapshot]:
         """One snapshot per (underlying, expiry) that has quotes and an underlying price."""
-        rows: dict[tuple[str, dt.date], dict[int, list[OptionQuote | None]]] = {}
-        lots: dict[tuple[str, dt.date], int] = {}
-        exchanges: dict[tuple[str, dt.date], str] = {}
-        for token, t in self._last.items():
-            opt = self._options.get(token)
-            if opt is None or opt.expiry is None:
+        for key, strike in self._dirty:
+            chain = self._chains.get(key)
+            if chain is None:
                 continue
-            key = (opt.underlying, opt.expiry)
-            q = OptionQuote(
-                t.price,
-                t.bid,
-                t.ask,
-                t.volume,
-                t.oi,
-                t.oi - self._oi_ref.get(token, t.oi),
-                token,
-                opt.symbol,
-                bid_qty=t.bid_qty,
-                ask_qty=t.ask_qty,
-            )
-            slot = rows.setdefault(key, {}).setdefault(opt.strike, [None, None])
-            slot[0 if opt.is_call else 1] = q
-            lots[key] = opt.lot_size
-            exchanges[key] = opt.exchange
+            call, put = chain.quotes[strike]
+            for q in (call, put):  # a reference set after the quote arrived
+                if q is not None and self._oi_ref.get(q.token, q.oi) != q.oi - q.oi_change:
+                    fixed = msgspec.structs.replace(q, oi_change=q.oi - self._oi_ref[q.token])
+                    call, put = (fixed, put) if q is call else (call, fixed)
+            chain.quotes[strike] = [call, put]
+            chain.rows[strike] = ChainRow(strike, call, put)
+        self._dirty.clear()
         out = []
-        for (underlying, expiry), strikes in sorted(rows.items()):
+        for (underlying, expiry), chain in sorted(self._chains.items()):
             utoken = self._underlying_token.get(underlying)
-            ut = self._last.get(utoken) if utoken is not None else None
-            if ut is None:
+            spot = self._price.get(utoken) if utoken is not None else None
+            if spot is None or not chain.strikes:
                 continue
+            rows = tuple(chain.rows[k] for k in chain.strikes)
             out.append(
                 ChainSnapshot(
-                    underlying,
-                    exchanges[(underlying, expiry)],
-                    expiry,
-                    ts_ns,
-                    ut.price,
-                    tuple(ChainRow(k, v[0], v[1]) for k, v in sorted(strikes.items())),
-                    lots[(underlying, expiry)],
-                    self.source,
+                    underlying, chain.exchange, expiry, ts_ns, spot, rows, chain.lot, self.source
                 )
             )
         return out

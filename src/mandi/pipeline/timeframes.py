@@ -72,6 +72,7 @@ class TimeframeBuilder:
         self._close_cache: dict[int, int | None] = {}
         self.rejected: Counter[str] = Counter()
         self.confirmed = 0
+        self._earliest_end = 1 << 62  # no open bucket ends before this
 
     def _session_close(self, ts_ns: int) -> int | None:
         day = (ts_ns + IST_OFFSET_NS) // NS_PER_DAY
@@ -159,6 +160,8 @@ class TimeframeBuilder:
                     )
                     self.confirmed += 1
                 b.start, b.end, b.done = start, self._end(start, tf), False
+                if b.end < self._earliest_end:
+                    self._earliest_end = b.end
                 b.open, b.high, b.low = c.open, c.high, c.low
                 b.volume, b.n = c.volume, c.ticks
             b.close = c.close
@@ -188,13 +191,21 @@ class TimeframeBuilder:
 
     def advance(self, now_ns: int) -> list[Candle]:
         """Confirm every bucket whose end is at or before ``now_ns``."""
+        if now_ns < self._earliest_end:  # nothing can end yet: O(1) on most calls
+            return []
         out: list[Candle] = []
+        earliest = 1 << 62
         for token, (exchange, buckets) in self._series.items():
             for tf, b in zip(self.timeframes, buckets, strict=True):
-                if not b.done and b.start >= 0 and b.end <= now_ns:
+                if b.done or b.start < 0:
+                    continue
+                if b.end <= now_ns:
                     out.append(self._candle(token, exchange, tf, b, True))
                     self.confirmed += 1
                     b.done = True
+                elif b.end < earliest:
+                    earliest = b.end
+        self._earliest_end = earliest
         return out
 
     def flush(self) -> list[Candle]:
