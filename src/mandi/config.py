@@ -52,7 +52,7 @@ class RunConfig(_Section, frozen=True):
     status_interval: float = 2.0
     dashboard: bool = True
     host: str = "127.0.0.1"
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0 = any free port
     resume: bool = True  # continue a simulated day from what the database already holds
 
 

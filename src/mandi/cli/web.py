@@ -30,8 +30,12 @@ def _store(config: str | None, file: str | None):  # type: ignore[no-untyped-def
 
 @token_app.command("create")
 def token_create(
-    scope: Annotated[str, typer.Option(help="read (GETs and the WebSocket) or trade (also "
-                                            "orders, cancel, halt/resume).")] = "read",
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="read (GETs and the WebSocket) or trade (also orders, cancel, halt/resume)."
+        ),
+    ] = "read",
     name: Annotated[str, typer.Option(help="A label, e.g. laptop or grafana.")] = "",
     config: ConfigOpt = None,
     file: FileOpt = None,
@@ -43,13 +47,19 @@ def token_create(
     except MandiError as e:
         fail(e)
     typer.echo(secret)
-    typer.echo(f"token {info.id} ({info.scope}) saved hashed in {store.path}; the secret above "
-               "is shown only now", err=True)
+    typer.echo(
+        f"token {info.id} ({info.scope}) saved hashed in {store.path}; the secret above "
+        "is shown only now",
+        err=True,
+    )
 
 
 @token_app.command("list")
-def token_list(config: ConfigOpt = None, file: FileOpt = None,
-               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def token_list(
+    config: ConfigOpt = None,
+    file: FileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """List tokens (ids, names, scopes; never secrets)."""
     try:
         store = _store(config, file)
@@ -66,8 +76,11 @@ def token_list(config: ConfigOpt = None, file: FileOpt = None,
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[str, typer.Argument(help="The id shown by list.")],
-                 config: ConfigOpt = None, file: FileOpt = None) -> None:
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The id shown by list.")],
+    config: ConfigOpt = None,
+    file: FileOpt = None,
+) -> None:
     """Revoke a token (its sessions end too)."""
     try:
         store = _store(config, file)

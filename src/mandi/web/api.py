@@ -54,9 +54,10 @@ class ApiError(MandiError):
     """A refusal with an HTTP-like ``status``, a stable ``code``, a sentence, and for bad input
     the ``field`` (a dotted name: ``query.timeframe``, ``body.quantity``)."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 **extra: Any) -> None:
-        self.status, self.code, self.field, self.extra = status, code, field, extra
+    def __init__(
+        self, http_status: int, code: str, message: str, field: str | None = None, /, **extra: Any
+    ) -> None:
+        self.status, self.code, self.field, self.extra = http_status, code, field, extra
         super().__init__(message)
 
     def body(self) -> dict[str, Any]:
@@ -92,8 +93,15 @@ class TradingPort(Protocol):
 
     def open_orders(self) -> list[Any]: ...
 
-    def place(self, request_id: str, symbol: str, side: str, quantity: int, limit_price: int,
-              exchange: str | None) -> tuple[str, str, str, tuple[str, ...]]:
+    def place(
+        self,
+        request_id: str,
+        symbol: str,
+        side: str,
+        quantity: int,
+        limit_price: int,
+        exchange: str | None,
+    ) -> tuple[str, str, str, tuple[str, ...]]:
         """(status ACCEPTED | DENIED | LOGGED | ERROR, reason, rule, order ids)."""
         ...
 
@@ -130,20 +138,31 @@ class KernelTrading:
         om = self.k.orders
         return [] if om is None else [o.to_record() for o in om.orders.values()]
 
-    def place(self, request_id: str, symbol: str, side: str, quantity: int, limit_price: int,
-              exchange: str | None) -> tuple[str, str, str, tuple[str, ...]]:
+    def place(
+        self,
+        request_id: str,
+        symbol: str,
+        side: str,
+        quantity: int,
+        limit_price: int,
+        exchange: str | None,
+    ) -> tuple[str, str, str, tuple[str, ...]]:
         from mandi.model.orders import Side
 
-        r = self.k.execution.handle_manual(request_id, symbol, Side(side), quantity, limit_price,
-                                           exchange)
+        r = self.k.execution.handle_manual(
+            request_id, symbol, Side(side), quantity, limit_price, exchange
+        )
         return r.status, r.reason, r.rule, tuple(r.order_ids)
 
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
         om = self.k.orders
         if om is None:
             return None
-        ids = [client_order_id] if client_order_id in om.orders else [
-            o.client_order_id for o in om.orders.values() if o.parent_id == client_order_id]
+        ids = (
+            [client_order_id]
+            if client_order_id in om.orders
+            else [o.client_order_id for o in om.orders.values() if o.parent_id == client_order_id]
+        )
         if not ids:
             return None
         return any([om.cancel(cid, reason) for cid in ids])
@@ -157,11 +176,13 @@ class KernelTrading:
     def risk_state(self) -> dict[str, Any]:
         r = self.k.risk
         last = r.last_denial
-        return {"halted": r.halted, "halt_reason": r.latch.reason or "",
-                "halt_source": getattr(r.latch, "source", ""),
-                "denials": dict(r.denials),
-                "last_denial": None if last is None else {"rule": last.rule,
-                                                          "reason": last.reason}}
+        return {
+            "halted": r.halted,
+            "halt_reason": r.latch.reason or "",
+            "halt_source": getattr(r.latch, "source", ""),
+            "denials": dict(r.denials),
+            "last_denial": None if last is None else {"rule": last.rule, "reason": last.reason},
+        }
 
     def today(self) -> Any:
         now = self.k.clock.now_ns()
@@ -191,9 +212,11 @@ class MandiAPI:
     def attach(self) -> None:
         """Keep the recent signals, orders and denials (all rare events) for the dashboard."""
         bus = self.node.bus
-        self._subs += [bus.subscribe("signal:>", self._on_signal, name="web.signals"),
-                       bus.subscribe("order:>", self._on_order, name="web.orders"),
-                       bus.subscribe("risk:denied", self._on_denial, name="web.denials")]
+        self._subs += [
+            bus.subscribe("signal:>", self._on_signal, name="web.signals"),
+            bus.subscribe("order:>", self._on_order, name="web.orders"),
+            bus.subscribe("risk:denied", self._on_denial, name="web.denials"),
+        ]
 
     def detach(self) -> None:
         for s in self._subs:
@@ -233,8 +256,11 @@ class MandiAPI:
     def _need_trading(self) -> TradingPort:
         t = self.trading
         if t is None:
-            raise ApiError(503, "trading_unavailable",
-                           "trading is not running in this node (run mandi run with trading on)")
+            raise ApiError(
+                503,
+                "trading_unavailable",
+                "trading is not running in this node (run mandi run with trading on)",
+            )
         return t
 
     def _db(self) -> sqlite3.Connection:
@@ -242,12 +268,12 @@ class MandiAPI:
         if con is None:
             path = self.node.cfg.store.db
             try:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
-                                      check_same_thread=False)
+                con = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False
+                )
                 con.execute("PRAGMA busy_timeout=10000")
             except sqlite3.Error as e:
-                raise ApiError(503, "store_unavailable", f"cannot read the database: {e}") \
-                    from None
+                raise ApiError(503, "store_unavailable", f"cannot read the database: {e}") from None
             self._local.con = con
         return con
 
@@ -268,14 +294,23 @@ class MandiAPI:
     # --- health, instruments ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         node = self.node
-        return {"status": "ok", "version": VERSION,
-                "uptime_s": round(time.monotonic() - self.started, 1),
-                "feed": node.feed.name if node.feed else None, "mode": node.cfg.run.mode,
-                "trading": self.trading is not None,
-                "exchange_time": ser.iso(node.stats.exchange_time_ns)}
+        return {
+            "status": "ok",
+            "version": VERSION,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "feed": node.feed.name if node.feed else None,
+            "mode": node.cfg.run.mode,
+            "trading": self.trading is not None,
+            "exchange_time": ser.iso(node.stats.exchange_time_ns),
+        }
 
-    def instrument(self, token: int | None = None, symbol: str | None = None,
-                   exchange: str | None = None, field: str = "query") -> AnyInstrument:
+    def instrument(
+        self,
+        token: int | None = None,
+        symbol: str | None = None,
+        exchange: str | None = None,
+        field: str = "query",
+    ) -> AnyInstrument:
         """Resolve an instrument by token or symbol (404 when unknown)."""
         master = self.node.master
         if token is not None:
@@ -290,9 +325,16 @@ class MandiAPI:
                 raise not_found(str(e), f"{field}.symbol") from None
         raise bad(f"{field}.token", None, "give a token or a symbol")
 
-    def instruments(self, exchange: str | None = None, kind: str | None = None,
-                    underlying: str | None = None, expiry: str | None = None,
-                    q: str | None = None, limit: int = 200, offset: int = 0) -> dict[str, Any]:
+    def instruments(
+        self,
+        exchange: str | None = None,
+        kind: str | None = None,
+        underlying: str | None = None,
+        expiry: str | None = None,
+        q: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> dict[str, Any]:
         if kind is not None and kind not in _KINDS:
             raise bad("query.kind", kind, f"use one of {', '.join(_KINDS)}")
         exp = _date("query.expiry", expiry) if expiry else None
@@ -312,9 +354,12 @@ class MandiAPI:
                 continue
             out.append(i)
         out.sort(key=lambda i: (i.exchange, i.symbol))
-        page = out[offset:offset + limit]
-        return {"total": len(out), "offset": offset,
-                "instruments": [ser.instrument(i) for i in page]}
+        page = out[offset : offset + limit]
+        return {
+            "total": len(out),
+            "offset": offset,
+            "instruments": [ser.instrument(i) for i in page],
+        }
 
     def underlyings(self) -> list[dict[str, Any]]:
         """Indices with option chains (NIFTY, BANKNIFTY, FINNIFTY on NSE; SENSEX on BSE)."""
@@ -327,8 +372,14 @@ class MandiAPI:
             out = []
             for i in master:
                 if isinstance(i, Index) and i.symbol in found:
-                    out.append({"symbol": i.symbol, "exchange": i.exchange, "token": i.token,
-                                "expiries": [e.isoformat() for e in sorted(found[i.symbol])]})
+                    out.append(
+                        {
+                            "symbol": i.symbol,
+                            "exchange": i.exchange,
+                            "token": i.token,
+                            "expiries": [e.isoformat() for e in sorted(found[i.symbol])],
+                        }
+                    )
             out.sort(key=lambda u: (u["exchange"] != "NSE", u["symbol"] != "NIFTY", u["symbol"]))
             self._underlyings = (len(master), out)
         return self._underlyings[1]
@@ -341,8 +392,9 @@ class MandiAPI:
         raise not_found(f"no option chains for {name!r} (known: {names})", field)
 
     # --- candles and indicators (SQLite; may run in a worker thread) --------------------------
-    def candles(self, token: int, timeframe: int = 60, limit: int = 300,
-                before: str | None = None) -> dict[str, Any]:
+    def candles(
+        self, token: int, timeframe: int = 60, limit: int = 300, before: str | None = None
+    ) -> dict[str, Any]:
         inst = self.instrument(token)
         tfs = (1, *self.node.cfg.pipeline.timeframes)
         if timeframe not in tfs:
@@ -351,19 +403,31 @@ class MandiAPI:
         rows = self._query(
             "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, ticks "
             "FROM candles WHERE token=? AND timeframe=? AND bucket<? ORDER BY bucket DESC "
-            "LIMIT ?", (token, timeframe, end, limit))
+            "LIMIT ?",
+            (token, timeframe, end, limit),
+        )
         from mandi.model.market import Candle
 
         cs = [ser.candle(Candle(**r)) for r in reversed(rows)]
         return {"instrument": ser.instrument(inst), "timeframe": timeframe, "candles": cs}
 
     def indicator_names(self, token: int, timeframe: int) -> list[str]:
-        return [r["name"] for r in self._query(
-            "SELECT DISTINCT name FROM indicator_values WHERE token=? AND timeframe=?",
-            (token, timeframe))]
+        return [
+            r["name"]
+            for r in self._query(
+                "SELECT DISTINCT name FROM indicator_values WHERE token=? AND timeframe=?",
+                (token, timeframe),
+            )
+        ]
 
-    def indicators(self, token: int, timeframe: int = 60, names: list[str] | None = None,
-                   limit: int = 300, before: str | None = None) -> dict[str, Any]:
+    def indicators(
+        self,
+        token: int,
+        timeframe: int = 60,
+        names: list[str] | None = None,
+        limit: int = 300,
+        before: str | None = None,
+    ) -> dict[str, Any]:
         self.instrument(token)
         tfs = self.node.cfg.pipeline.timeframes
         if timeframe not in tfs:
@@ -379,11 +443,17 @@ class MandiAPI:
             rows = self._query(
                 "SELECT bucket, value FROM indicator_values WHERE token=? AND timeframe=? AND "
                 "name=? AND bucket<? ORDER BY bucket DESC LIMIT ?",
-                (token, timeframe, name, end, limit))
-            series[name] = [{"t": r["bucket"] // NS_PER_SECOND, "time": ser.iso(r["bucket"]),
-                             "value": ser.num(r["value"] * scale)} for r in reversed(rows)]
-        return {"token": token, "timeframe": timeframe, "available": available,
-                "series": series}
+                (token, timeframe, name, end, limit),
+            )
+            series[name] = [
+                {
+                    "t": r["bucket"] // NS_PER_SECOND,
+                    "time": ser.iso(r["bucket"]),
+                    "value": ser.num(r["value"] * scale),
+                }
+                for r in reversed(rows)
+            ]
+        return {"token": token, "timeframe": timeframe, "available": available, "series": series}
 
     # --- option chains ------------------------------------------------------------------------
     def _matrix(self) -> Any:
@@ -425,8 +495,10 @@ class MandiAPI:
         except sqlite3.OperationalError:
             snap = None
         if snap is None:
-            raise not_found(f"no chain data yet for {u['symbol']}"
-                            + (f" {exp.isoformat()}" if exp else ""), "path.underlying")
+            raise not_found(
+                f"no chain data yet for {u['symbol']}" + (f" {exp.isoformat()}" if exp else ""),
+                "path.underlying",
+            )
         out = ser.chain_snapshot(snap)
         out["live"] = False
         out["summary"] = self.overview(u["symbol"])
@@ -445,25 +517,35 @@ class MandiAPI:
             analytics = m.analytics(u["symbol"], exp) if (m is not None and exp) else None
         vix = self._vix_token()
         out: dict[str, Any] = {
-            "underlying": u["symbol"], "exchange": u["exchange"], "token": u["token"],
-            "price": ser.rupees(price), "previous_close": ser.rupees(prev),
+            "underlying": u["symbol"],
+            "exchange": u["exchange"],
+            "token": u["token"],
+            "price": ser.rupees(price),
+            "previous_close": ser.rupees(prev),
             "change_basis": basis,
             "change": ser.rupees(price - prev) if price is not None and prev else None,
             "change_pct": ser.num(100 * (price - prev) / prev, 2)
-            if price is not None and prev else None,
+            if price is not None and prev
+            else None,
             "vix": ser.rupees(last.get(vix)) if vix is not None else None,
             "time": ser.iso(self.node.stats.exchange_time_ns),
         }
         if analytics is not None:
             a = analytics
-            out.update({
-                "expiry": a.expiry.isoformat(), "pcr": ser.num(a.pcr_oi, 3),
-                "pcr_volume": ser.num(a.pcr_volume, 3), "max_pain": ser.num(a.max_pain, 2),
-                "atm_strike": ser.num(a.atm_strike, 2), "atm_iv": ser.num(a.atm_iv, 4),
-                "itm_ce_delta_pct": ser.num(a.itm_ce_delta_pct, 2),
-                "itm_pe_delta_pct": ser.num(a.itm_pe_delta_pct, 2),
-                "total_ce_oi": ser.num(a.total_ce_oi, 1), "total_pe_oi": ser.num(a.total_pe_oi, 1),
-            })
+            out.update(
+                {
+                    "expiry": a.expiry.isoformat(),
+                    "pcr": ser.num(a.pcr_oi, 3),
+                    "pcr_volume": ser.num(a.pcr_volume, 3),
+                    "max_pain": ser.num(a.max_pain, 2),
+                    "atm_strike": ser.num(a.atm_strike, 2),
+                    "atm_iv": ser.num(a.atm_iv, 4),
+                    "itm_ce_delta_pct": ser.num(a.itm_ce_delta_pct, 2),
+                    "itm_pe_delta_pct": ser.num(a.itm_pe_delta_pct, 2),
+                    "total_ce_oi": ser.num(a.total_ce_oi, 1),
+                    "total_pe_oi": ser.num(a.total_pe_oi, 1),
+                }
+            )
         return out
 
     def _vix_token(self) -> int | None:
@@ -488,8 +570,11 @@ class MandiAPI:
         if hit is not None and hit[0] is not None and hit[1] == "previous_close":
             return hit
         start = ist_ns(day)
-        rows = self._query("SELECT close FROM candles WHERE token=? AND timeframe=60 AND bucket<? "
-                           "ORDER BY bucket DESC LIMIT 1", (token, start))
+        rows = self._query(
+            "SELECT close FROM candles WHERE token=? AND timeframe=60 AND bucket<? "
+            "ORDER BY bucket DESC LIMIT 1",
+            (token, start),
+        )
         if rows:
             res: tuple[int | None, str] = (int(rows[0]["close"]), "previous_close")
         else:
@@ -505,8 +590,11 @@ class MandiAPI:
                 if p:
                     res = (p, "previous_close")
             if res[0] is None:
-                rows = self._query("SELECT open FROM candles WHERE token=? AND timeframe=1 AND "
-                                   "bucket>=? ORDER BY bucket LIMIT 1", (token, start))
+                rows = self._query(
+                    "SELECT open FROM candles WHERE token=? AND timeframe=1 AND "
+                    "bucket>=? ORDER BY bucket LIMIT 1",
+                    (token, start),
+                )
                 if rows:
                     res = (int(rows[0]["open"]), "open")
         self._prev_close[(token, day)] = res
@@ -515,8 +603,11 @@ class MandiAPI:
     # --- signals, orders, positions, P&L ------------------------------------------------------
     def signals(self, limit: int = 50, strategy: str | None = None) -> list[dict[str, Any]]:
         rows = self._query(
-            "SELECT * FROM trading_signals" + (" WHERE strategy=?" if strategy else "")
-            + " ORDER BY timestamp DESC LIMIT ?", ((strategy, limit) if strategy else (limit,)))
+            "SELECT * FROM trading_signals"
+            + (" WHERE strategy=?" if strategy else "")
+            + " ORDER BY timestamp DESC LIMIT ?",
+            ((strategy, limit) if strategy else (limit,)),
+        )
         if rows:
             out = []
             for r in rows:
@@ -538,34 +629,48 @@ class MandiAPI:
     def orders(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if status is not None:
             status = status.upper()
-            allowed = ("OPEN", "NEW", "SUBMITTED", "ACKED", "PARTIALLY_FILLED", "FILLED",
-                       "CANCELLED", "REJECTED", "UNKNOWN")
+            allowed = (
+                "OPEN",
+                "NEW",
+                "SUBMITTED",
+                "ACKED",
+                "PARTIALLY_FILLED",
+                "FILLED",
+                "CANCELLED",
+                "REJECTED",
+                "UNKNOWN",
+            )
             if status not in allowed:
                 raise bad("query.status", status, f"use one of {', '.join(allowed)}")
         t = self.trading
+        # the trading store commits every change before its event; the kernel's open orders are
+        # the newest view of those still working; the bus cache serves a node without a store
         live = {o.client_order_id: o for o in (t.open_orders() if t is not None else [])}
-        recent = dict(self._orders)
-        recent.update(live)
         where, args = "", []
         if status == "OPEN":
             where = " WHERE status NOT IN ('FILLED','CANCELLED','REJECTED')"
         elif status:
             where, args = " WHERE status=?", [status]
-        rows = self._query(f"SELECT * FROM orders{where} ORDER BY timestamp DESC LIMIT ?",
-                           (*args, limit))
+        rows = self._query(
+            f"SELECT * FROM orders{where} ORDER BY timestamp DESC LIMIT ?", (*args, limit)
+        )
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
             r["fill_ids"] = _json(r.get("fill_ids")) or []
             out[r["order_id"]] = _order_row(r)
-        for cid, rec in recent.items():  # the kernel's view is the newest
+        recent = live if out or not self._orders else {**self._orders, **live}
+        for cid, rec in recent.items():
             d = ser.record(rec)
             d["order_id"] = cid
             if _status_ok(d.get("status", ""), status):
                 out[cid] = d
             else:
                 out.pop(cid, None)
-        res = sorted(out.values(), key=lambda d: d.get("created_ns") or d.get("timestamp") or "",
-                     reverse=True)
+        res = sorted(
+            out.values(),
+            key=lambda d: d.get("created_ns") or d.get("timestamp") or "",
+            reverse=True,
+        )
         return res[:limit]
 
     def positions(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
@@ -575,11 +680,17 @@ class MandiAPI:
         t = self.trading
         live = t.positions() if t is not None else []
         by_id = {p.position_id: p for p in live}
-        out = [ser.position(p) for p in live if status == "all"
-               or (status == "open") == (p.status == "OPEN")]
+        out = [
+            ser.position(p)
+            for p in live
+            if status == "all" or (status == "open") == (p.status == "OPEN")
+        ]
         if status != "open":
-            rows = self._query("SELECT * FROM positions WHERE status='CLOSED' "
-                               "ORDER BY entry_timestamp DESC LIMIT ?", (limit,))
+            rows = self._query(
+                "SELECT * FROM positions WHERE status='CLOSED' "
+                "ORDER BY entry_timestamp DESC LIMIT ?",
+                (limit,),
+            )
             for r in rows:
                 if r["position_id"] not in by_id:
                     r["metadata"] = _json(r.get("metadata"))
@@ -590,15 +701,29 @@ class MandiAPI:
     def pnl(self) -> dict[str, Any]:
         t = self._need_trading()
         s = t.status()
-        keys = ("mode", "halted", "halt_reason", "realized_pnl", "unrealized_pnl", "day_pnl",
-                "charges", "fills", "orders_sent", "signals")
+        keys = (
+            "mode",
+            "halted",
+            "halt_reason",
+            "realized_pnl",
+            "unrealized_pnl",
+            "day_pnl",
+            "charges",
+            "fills",
+            "orders_sent",
+            "signals",
+        )
         d = ser.record({k: s.get(k) for k in keys})
         d["open_positions"] = len(s.get("open_positions", []))
         return d
 
     def daily_performance(self, days: int = 30) -> list[dict[str, Any]]:
-        rows = {r["date"]: ser.record(r) for r in self._query(
-            "SELECT * FROM daily_performance ORDER BY date DESC LIMIT ?", (days,))}
+        rows = {
+            r["date"]: ser.record(r)
+            for r in self._query(
+                "SELECT * FROM daily_performance ORDER BY date DESC LIMIT ?", (days,)
+            )
+        }
         t = self.trading
         today = t.today() if t is not None else None
         if today is not None:
@@ -609,8 +734,10 @@ class MandiAPI:
         return sorted(rows.values(), key=lambda r: r["date"], reverse=True)[:days]
 
     def trades(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [ser.record(r) for r in self._query(
-            "SELECT * FROM trades ORDER BY exit_time DESC LIMIT ?", (limit,))]
+        return [
+            ser.record(r)
+            for r in self._query("SELECT * FROM trades ORDER BY exit_time DESC LIMIT ?", (limit,))
+        ]
 
     def risk(self) -> dict[str, Any]:
         t = self.trading
@@ -623,10 +750,18 @@ class MandiAPI:
         return d
 
     # --- commands -----------------------------------------------------------------------------
-    def place_order(self, *, side: str, symbol: str | None = None, token: int | None = None,
-                    exchange: str | None = None, quantity: int | None = None,
-                    lots: int | None = None, price: float | None = None,
-                    request_id: str | None = None) -> dict[str, Any]:
+    def place_order(
+        self,
+        *,
+        side: str,
+        symbol: str | None = None,
+        token: int | None = None,
+        exchange: str | None = None,
+        quantity: int | None = None,
+        lots: int | None = None,
+        price: float | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
         """A paper/live order through the risk manager. Returns ``status`` ACCEPTED (with the
         client order ids) or LOGGED (logging-only mode); a denial raises :class:`ApiError` 409
         ``risk_denied`` with the rule and the reason."""
@@ -656,40 +791,65 @@ class MandiAPI:
         elif not _REQUEST_ID.match(request_id):
             raise bad("body.request_id", request_id, "1-64 characters of A-Z a-z 0-9 _ . : -")
         try:
-            status, reason, rule, ids = t.place(request_id, inst.symbol, s, quantity,
-                                                limit_paise, inst.exchange)
+            status, reason, rule, ids = t.place(
+                request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
+            )
         except MandiError as e:
             raise ApiError(409, "order_refused", str(e)) from None
-        base = {"request_id": request_id, "symbol": inst.symbol, "exchange": inst.exchange,
-                "token": inst.token, "side": s, "quantity": quantity,
-                "price": ser.rupees(limit_paise) if limit_paise else None,
-                "order_type": "LIMIT" if limit_paise else "MARKET"}
+        base = {
+            "request_id": request_id,
+            "symbol": inst.symbol,
+            "exchange": inst.exchange,
+            "token": inst.token,
+            "side": s,
+            "quantity": quantity,
+            "price": ser.rupees(limit_paise) if limit_paise else None,
+            "order_type": "LIMIT" if limit_paise else "MARKET",
+        }
         if status == "DENIED":
-            raise ApiError(409, "risk_denied", reason, None, status="DENIED", rule=rule,
-                           reason=reason, **base)
+            raise ApiError(
+                409, "risk_denied", reason, None, status="DENIED", rule=rule, reason=reason, **base
+            )
         if status == "ERROR":
-            raise ApiError(409, "order_refused", reason or "the order could not be placed",
-                           None, status="ERROR", rule=rule, **base)
+            raise ApiError(
+                409,
+                "order_refused",
+                reason or "the order could not be placed",
+                None,
+                status="ERROR",
+                rule=rule,
+                **base,
+            )
         return {**base, "status": status, "reason": reason, "order_ids": list(ids)}
 
-    def cancel_order(self, client_order_id: str, reason: str = "cancelled via the API"
-                     ) -> dict[str, Any]:
+    def cancel_order(
+        self, client_order_id: str, reason: str = "cancelled via the API"
+    ) -> dict[str, Any]:
         t = self._need_trading()
         if not _REQUEST_ID.match(client_order_id):
             raise bad("path.order_id", client_order_id, "not an order id")
         r = t.cancel(client_order_id, reason[:200])
         if r is None:
-            rows = self._query("SELECT status FROM orders WHERE order_id=? OR parent_id=?",
-                               (client_order_id, client_order_id))
+            rows = self._query(
+                "SELECT status FROM orders WHERE order_id=? OR parent_id=?",
+                (client_order_id, client_order_id),
+            )
             if rows:
-                raise ApiError(409, "order_not_open",
-                               f"order {client_order_id} is {rows[0]['status']}; nothing to "
-                               "cancel", "path.order_id")
+                raise ApiError(
+                    409,
+                    "order_not_open",
+                    f"order {client_order_id} is {rows[0]['status']}; nothing to cancel",
+                    "path.order_id",
+                )
             raise not_found(f"no order {client_order_id}", "path.order_id")
         if not r:
-            raise ApiError(409, "cancel_refused", f"order {client_order_id} cannot be cancelled "
-                           "now (unknown outcome being reconciled, or the broker refused)",
-                           "path.order_id")
+            raise ApiError(
+                409,
+                "cancel_refused",
+                f"order {client_order_id} cannot be cancelled "
+                "now (unknown outcome being reconciled, or the broker refused)",
+                "path.order_id",
+            )
         return {"order_id": client_order_id, "cancel_requested": True}
 
     def halt(self, reason: str = "") -> dict[str, Any]:
@@ -724,7 +884,8 @@ class MandiAPI:
             "writer_pending_rows": snap["writer_pending_rows"],
             "writer_last_flush_ms": snap["last_flush_ms"],
             "exchange_time_behind_wall_s": round((time.time_ns() - ex) / 1e9, 3)
-            if (ex and feed is not None and feed.wall_clock) else None,
+            if (ex and feed is not None and feed.wall_clock)
+            else None,
         }
         chains = self.layer("chains")
         if chains is not None:
@@ -744,46 +905,104 @@ class MandiAPI:
         m = _Metrics()
         m.add("mandi_ticks_total", "counter", "Ticks received by the kernel.", s["ticks_in"])
         m.add("mandi_ticks_per_second", "gauge", "Ticks per second (recent).", s["ticks_per_s"])
-        m.add("mandi_tick_queue_batches", "gauge", "Tick batches waiting for the kernel.",
-              s["tick_queue"])
-        m.add("mandi_writer_pending_rows", "gauge", "Rows waiting for the SQLite writer.",
-              s["writer_pending_rows"])
-        m.add("mandi_dropped_ticks_total", "counter", "Ticks dropped at the feed queue.",
-              s["dropped_queue_ticks"])
-        m.add("mandi_dropped_rows_total", "counter", "Rows dropped at the SQLite writer.",
-              s["dropped_writer_rows"])
-        m.add("mandi_rejected_ticks_total", "counter", "Bad ticks rejected, by reason.",
-              [({"reason": k}, v) for k, v in s["rejected_ticks"].items()] or 0)
-        m.add("mandi_handler_errors_total", "counter", "Bus handler exceptions.",
-              s["handler_errors"])
-        m.add("mandi_candles_confirmed_total", "counter", "Confirmed candles, by timeframe.",
-              [({"timeframe": k}, v) for k, v in s["candles_confirmed"].items()] or 0)
-        m.add("mandi_index_price_rupees", "gauge", "Last index level.",
-              [({"symbol": k}, v) for k, v in s["indices"].items()] or None)
+        m.add(
+            "mandi_tick_queue_batches",
+            "gauge",
+            "Tick batches waiting for the kernel.",
+            s["tick_queue"],
+        )
+        m.add(
+            "mandi_writer_pending_rows",
+            "gauge",
+            "Rows waiting for the SQLite writer.",
+            s["writer_pending_rows"],
+        )
+        m.add(
+            "mandi_dropped_ticks_total",
+            "counter",
+            "Ticks dropped at the feed queue.",
+            s["dropped_queue_ticks"],
+        )
+        m.add(
+            "mandi_dropped_rows_total",
+            "counter",
+            "Rows dropped at the SQLite writer.",
+            s["dropped_writer_rows"],
+        )
+        m.add(
+            "mandi_rejected_ticks_total",
+            "counter",
+            "Bad ticks rejected, by reason.",
+            [({"reason": k}, v) for k, v in s["rejected_ticks"].items()] or 0,
+        )
+        m.add(
+            "mandi_handler_errors_total", "counter", "Bus handler exceptions.", s["handler_errors"]
+        )
+        m.add(
+            "mandi_candles_confirmed_total",
+            "counter",
+            "Confirmed candles, by timeframe.",
+            [({"timeframe": k}, v) for k, v in s["candles_confirmed"].items()] or 0,
+        )
+        m.add(
+            "mandi_index_price_rupees",
+            "gauge",
+            "Last index level.",
+            [({"symbol": k}, v) for k, v in s["indices"].items()] or None,
+        )
         r = s["risk"]
         if r.get("trading"):
-            m.add("mandi_trading_halted", "gauge", "1 while the HALTED latch is set.",
-                  int(bool(r["halted"])))
-            m.add("mandi_risk_denials_total", "counter", "Orders and signals denied, by rule.",
-                  [({"rule": k}, v) for k, v in r["denials"].items()] or 0)
+            m.add(
+                "mandi_trading_halted",
+                "gauge",
+                "1 while the HALTED latch is set.",
+                int(bool(r["halted"])),
+            )
+            m.add(
+                "mandi_risk_denials_total",
+                "counter",
+                "Orders and signals denied, by rule.",
+                [({"rule": k}, v) for k, v in r["denials"].items()] or 0,
+            )
             tr = s.get("trading", {})
-            m.add("mandi_day_pnl_rupees", "gauge", "Today's P&L (realized net + unrealized).",
-                  tr.get("day_pnl"))
-            m.add("mandi_orders_sent_total", "counter", "Orders sent to the broker.",
-                  tr.get("orders_sent"))
+            m.add(
+                "mandi_day_pnl_rupees",
+                "gauge",
+                "Today's P&L (realized net + unrealized).",
+                tr.get("day_pnl"),
+            )
+            m.add(
+                "mandi_orders_sent_total",
+                "counter",
+                "Orders sent to the broker.",
+                tr.get("orders_sent"),
+            )
             m.add("mandi_fills_total", "counter", "Fills.", tr.get("fills"))
         w = s.get("web")
         if w:
             m.add("mandi_ws_clients", "gauge", "Connected WebSocket clients.", w["clients"])
-            m.add("mandi_ws_messages_total", "counter", "WebSocket messages sent.",
-                  w["messages_sent"])
+            m.add(
+                "mandi_ws_messages_total", "counter", "WebSocket messages sent.", w["messages_sent"]
+            )
             m.add("mandi_ws_frames_total", "counter", "WebSocket frames sent.", w["frames_sent"])
-            m.add("mandi_ws_skipped_updates_total", "counter",
-                  "Stale updates replaced before a slow client read them.", w["skipped"])
-            m.add("mandi_ws_clients_dropped_total", "counter", "Clients dropped as too slow.",
-                  w["dropped_clients"])
-            m.add("mandi_ws_fanout_busy_ratio", "gauge", "Share of the loop used by fan-out.",
-                  w["busy_ratio"])
+            m.add(
+                "mandi_ws_skipped_updates_total",
+                "counter",
+                "Stale updates replaced before a slow client read them.",
+                w["skipped"],
+            )
+            m.add(
+                "mandi_ws_clients_dropped_total",
+                "counter",
+                "Clients dropped as too slow.",
+                w["dropped_clients"],
+            )
+            m.add(
+                "mandi_ws_fanout_busy_ratio",
+                "gauge",
+                "Share of the loop used by fan-out.",
+                w["busy_ratio"],
+            )
         return m.text()
 
 
@@ -800,19 +1019,47 @@ def chain_table(a: Any, data: Any, strikes: Any, summary: dict[str, Any]) -> dic
     wins = list(a.oi_windows_minutes)
     oi_pct = a.oi_change_pct.tolist()
     names = {int(s): s.name for s in StrikeStatus}
-    fields = {"ltp": (ch.CE_LTP, ch.PE_LTP), "bid": (ch.CE_BID, ch.PE_BID),
-              "ask": (ch.CE_ASK, ch.PE_ASK), "volume": (ch.CE_VOLUME, ch.PE_VOLUME),
-              "oi": (ch.CE_OI, ch.PE_OI), "oi_change": (ch.CE_OI_CHANGE, ch.PE_OI_CHANGE),
-              "iv": (ch.CE_IV, ch.PE_IV), "delta": (ch.CE_DELTA, ch.PE_DELTA),
-              "gamma": (ch.CE_GAMMA, ch.PE_GAMMA), "theta": (ch.CE_THETA, ch.PE_THETA),
-              "vega": (ch.CE_VEGA, ch.PE_VEGA)}
-    digits = {"ltp": 2, "bid": 2, "ask": 2, "volume": 1, "oi": 1, "oi_change": 1, "iv": 4,
-              "delta": 4, "gamma": 6, "theta": 3, "vega": 3}
+    fields = {
+        "ltp": (ch.CE_LTP, ch.PE_LTP),
+        "bid": (ch.CE_BID, ch.PE_BID),
+        "ask": (ch.CE_ASK, ch.PE_ASK),
+        "volume": (ch.CE_VOLUME, ch.PE_VOLUME),
+        "oi": (ch.CE_OI, ch.PE_OI),
+        "oi_change": (ch.CE_OI_CHANGE, ch.PE_OI_CHANGE),
+        "iv": (ch.CE_IV, ch.PE_IV),
+        "delta": (ch.CE_DELTA, ch.PE_DELTA),
+        "gamma": (ch.CE_GAMMA, ch.PE_GAMMA),
+        "theta": (ch.CE_THETA, ch.PE_THETA),
+        "vega": (ch.CE_VEGA, ch.PE_VEGA),
+    }
+    digits = {
+        "ltp": 2,
+        "bid": 2,
+        "ask": 2,
+        "volume": 1,
+        "oi": 1,
+        "oi_change": 1,
+        "iv": 4,
+        "delta": 4,
+        "gamma": 6,
+        "theta": 3,
+        "vega": 3,
+    }
     per_side = {
-        0: (a.ce_theoretical.tolist(), a.ce_price_diff.tolist(), a.ce_highlight.tolist(),
-            a.ce_class.tolist(), a.ce_status.tolist()),
-        1: (a.pe_theoretical.tolist(), a.pe_price_diff.tolist(), a.pe_highlight.tolist(),
-            a.pe_class.tolist(), a.pe_status.tolist()),
+        0: (
+            a.ce_theoretical.tolist(),
+            a.ce_price_diff.tolist(),
+            a.ce_highlight.tolist(),
+            a.ce_class.tolist(),
+            a.ce_status.tolist(),
+        ),
+        1: (
+            a.pe_theoretical.tolist(),
+            a.pe_price_diff.tolist(),
+            a.pe_highlight.tolist(),
+            a.pe_class.tolist(),
+            a.pe_status.tolist(),
+        ),
     }
     rows = []
     for i, k in enumerate(a.strikes.tolist()):
@@ -830,29 +1077,42 @@ def chain_table(a: Any, data: Any, strikes: Any, summary: dict[str, Any]) -> dic
             d["highlight"] = int(hl[i])
             d["moneyness"] = MONEYNESS_LABELS.get(int(cls[i]), "")
             d["status"] = names.get(int(st[i]), str(st[i]))
-            d["oi_change_pct"] = {str(m): ser.num(oi_pct[w][side][i], 2)
-                                  for w, m in enumerate(wins)}
+            d["oi_change_pct"] = {
+                str(m): ser.num(oi_pct[w][side][i], 2) for w, m in enumerate(wins)
+            }
             row[key] = d
         row["atm"] = bool(math.isfinite(a.atm_strike) and abs(k - a.atm_strike) < 1e-6)
         row["max_pain"] = bool(math.isfinite(a.max_pain) and abs(k - a.max_pain) < 1e-6)
         rows.append(row)
     return {
-        "underlying": a.underlying, "exchange": a.exchange, "expiry": a.expiry.isoformat(),
-        "time": ser.iso(a.ts_event), "t": ser.epoch_s(a.ts_event), "live": True,
-        "underlying_price": ser.num(a.underlying_price, 2), "atm_strike": ser.num(a.atm_strike, 2),
-        "atm_iv": ser.num(a.atm_iv, 4), "strike_step": ser.num(a.strike_step, 2),
-        "max_pain": ser.num(a.max_pain, 2), "pcr_oi": ser.num(a.pcr_oi, 3),
-        "pcr_volume": ser.num(a.pcr_volume, 3), "oi_windows_minutes": wins,
+        "underlying": a.underlying,
+        "exchange": a.exchange,
+        "expiry": a.expiry.isoformat(),
+        "time": ser.iso(a.ts_event),
+        "t": ser.epoch_s(a.ts_event),
+        "live": True,
+        "underlying_price": ser.num(a.underlying_price, 2),
+        "atm_strike": ser.num(a.atm_strike, 2),
+        "atm_iv": ser.num(a.atm_iv, 4),
+        "strike_step": ser.num(a.strike_step, 2),
+        "max_pain": ser.num(a.max_pain, 2),
+        "pcr_oi": ser.num(a.pcr_oi, 3),
+        "pcr_volume": ser.num(a.pcr_volume, 3),
+        "oi_windows_minutes": wins,
         "time_to_expiry_years": ser.num(a.time_to_expiry, 6),
-        "totals": {"ce_oi": ser.num(a.total_ce_oi, 1), "pe_oi": ser.num(a.total_pe_oi, 1),
-                   "ce_volume": ser.num(a.total_ce_volume, 1),
-                   "pe_volume": ser.num(a.total_pe_volume, 1),
-                   "ce_oi_change": ser.num(a.total_ce_oi_change, 1),
-                   "pe_oi_change": ser.num(a.total_pe_oi_change, 1)},
+        "totals": {
+            "ce_oi": ser.num(a.total_ce_oi, 1),
+            "pe_oi": ser.num(a.total_pe_oi, 1),
+            "ce_volume": ser.num(a.total_ce_volume, 1),
+            "pe_volume": ser.num(a.total_pe_volume, 1),
+            "ce_oi_change": ser.num(a.total_ce_oi_change, 1),
+            "pe_oi_change": ser.num(a.total_pe_oi_change, 1),
+        },
         "itm_ce_delta_pct": ser.num(a.itm_ce_delta_pct, 2),
         "itm_pe_delta_pct": ser.num(a.itm_pe_delta_pct, 2),
         "thresholds": {"diff_pos": a.diff_pos_threshold, "diff_neg": a.diff_neg_threshold},
-        "summary": summary, "rows": rows,
+        "summary": summary,
+        "rows": rows,
     }
 
 
@@ -870,8 +1130,11 @@ def _json(text: Any) -> Any:
 def _order_row(r: dict[str, Any]) -> dict[str, Any]:
     d = ser.record(r)
     if r.get("filled_qty"):
-        d["avg_price"] = round(r["fill_value"] / r["filled_qty"] / 100, 2) \
-            if r.get("fill_value") else d.get("filled_price")
+        d["avg_price"] = (
+            round(r["fill_value"] / r["filled_qty"] / 100, 2)
+            if r.get("fill_value")
+            else d.get("filled_price")
+        )
     d["client_order_id"] = r["order_id"]
     return d
 
@@ -895,8 +1158,9 @@ def _time_ns(field: str, text: str) -> int:
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (TypeError, ValueError):
-        raise bad(field, text, "expected an ISO 8601 time, e.g. 2026-04-13T10:00:00+05:30") \
-            from None
+        raise bad(
+            field, text, "expected an ISO 8601 time, e.g. 2026-04-13T10:00:00+05:30"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=ser.IST)
     return int(t.timestamp() * 1e9)

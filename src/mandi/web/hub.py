@@ -154,7 +154,7 @@ class Hub:
         self._polled: dict[str, _Polled] = {}
         self._dirty: set[_BusChannel] = set()
         self._seq = itertools.count()
-        self._event_cap = max(cfg.client_queue, 100)
+        self._event_cap = cfg.client_queue
         self.messages_sent = 0
         self.frames_sent = 0
         self.skipped = 0
@@ -203,17 +203,23 @@ class Hub:
                 raise ChannelError(channel, f"no instrument {exchange}:{token}")
             if kind != "tick":
                 tf = int(m.group(1))
-                ok = (1, *self.node.cfg.pipeline.timeframes) if kind == "candle" \
+                ok = (
+                    (1, *self.node.cfg.pipeline.timeframes)
+                    if kind == "candle"
                     else self.node.cfg.pipeline.timeframes
+                )
                 if tf not in ok:
-                    raise ChannelError(channel, f"timeframe {tf}s is not built (use one of "
-                                                f"{list(ok)})")
-            return "bus", {"pattern": channel,
-                           "conflate": kind in ("tick", "forming", "preview")}
-        raise ChannelError(channel, "unknown channel (see the protocol in the docs: tick:, "
-                                    "candle:, pub:candle:, ind:, pub:ind:, chain:, overview:, "
-                                    "signal:, order:, position:, risk:, system:, "
-                                    "data_update_NSE, position_closed)")
+                    raise ChannelError(
+                        channel, f"timeframe {tf}s is not built (use one of {list(ok)})"
+                    )
+            return "bus", {"pattern": channel, "conflate": kind in ("tick", "forming", "preview")}
+        raise ChannelError(
+            channel,
+            "unknown channel (see the protocol in the docs: tick:, "
+            "candle:, pub:candle:, ind:, pub:ind:, chain:, overview:, "
+            "signal:, order:, position:, risk:, system:, "
+            "data_update_NSE, position_closed)",
+        )
 
     def subscribe(self, client: Client, channels: list[str]) -> tuple[list[str], list[dict]]:
         ok, errors = [], []
@@ -222,8 +228,12 @@ class Hub:
                 ok.append(ch)
                 continue
             if len(client.channels) >= MAX_CHANNELS_PER_CLIENT:
-                errors.append({"channel": ch, "message": f"at most {MAX_CHANNELS_PER_CLIENT} "
-                                                         "channels per connection"})
+                errors.append(
+                    {
+                        "channel": ch,
+                        "message": f"at most {MAX_CHANNELS_PER_CLIENT} channels per connection",
+                    }
+                )
                 continue
             try:
                 kind, d = self.parse(ch)
@@ -233,10 +243,12 @@ class Hub:
             if kind == "bus":
                 bc = self._bus.get(ch)
                 if bc is None:
-                    bc = self._bus[ch] = _BusChannel(ch, d["pattern"], d.get("alias"),
-                                                     d.get("conflate", False))
-                    bc.sub = self.node.bus.subscribe(bc.pattern, self._handler(bc),
-                                                     name=f"web.{ch}")
+                    bc = self._bus[ch] = _BusChannel(
+                        ch, d["pattern"], d.get("alias"), d.get("conflate", False)
+                    )
+                    bc.sub = self.node.bus.subscribe(
+                        bc.pattern, self._handler(bc), name=f"web.{ch}"
+                    )
                 bc.clients.add(client)
                 for key, frame in bc.last_sent.items():  # the latest value at once
                     self._push(client, key, frame, conflate=True)
@@ -305,8 +317,9 @@ class Hub:
 
     # --- encoding and queueing --------------------------------------------------------------------
     def encode(self, channel: str, data: Any) -> str:
-        return _enc.encode({"channel": channel, "data": data,
-                            "ts": time.time_ns() // 1_000_000}).decode()
+        return _enc.encode(
+            {"channel": channel, "data": data, "ts": time.time_ns() // 1_000_000}
+        ).decode()
 
     @staticmethod
     def encode_type(kind: str, data: Any = None, **extra: Any) -> str:
@@ -354,7 +367,8 @@ class Hub:
     def flush(self) -> int:
         """Encode what the bus left since the last flush (once) and queue it per client."""
         n = 0
-        dirty, self._dirty = self._dirty, set()
+        dirty = list(self._dirty)
+        self._dirty.clear()  # in place: the bus handlers hold this very set
         for bc in dirty:
             if not bc.clients:
                 bc.latest.clear()
@@ -429,17 +443,36 @@ class Hub:
         return True
 
     def hello(self, c: Client) -> None:
-        self.send_direct(c, self.encode_type("hello", {
-            "version": VERSION, "scope": c.scope, "protocol": "ndjson-frames",
-            "channels": ["tick:{EX}:{token}", "candle:{tf}s:{EX}:{token}",
-                         "pub:candle:{tf}s:{EX}:{token}", "ind:{NAME|*}:{tf}s:{EX}:{token}",
-                         "pub:ind:{NAME|*}:{tf}s:{EX}:{token}", "chain:{U}[:{expiry}]",
-                         "overview:{U}", "data_update_NSE", "data_update_BSE",
-                         "signal:>", "order:>", "position:>", "position_closed", "risk:>",
-                         "system:>"],
-            "timeframes": list(self.node.cfg.pipeline.timeframes),
-            "metrics_interval_s": self.cfg.metrics_interval_s,
-        }))
+        self.send_direct(
+            c,
+            self.encode_type(
+                "hello",
+                {
+                    "version": VERSION,
+                    "scope": c.scope,
+                    "protocol": "ndjson-frames",
+                    "channels": [
+                        "tick:{EX}:{token}",
+                        "candle:{tf}s:{EX}:{token}",
+                        "pub:candle:{tf}s:{EX}:{token}",
+                        "ind:{NAME|*}:{tf}s:{EX}:{token}",
+                        "pub:ind:{NAME|*}:{tf}s:{EX}:{token}",
+                        "chain:{U}[:{expiry}]",
+                        "overview:{U}",
+                        "data_update_NSE",
+                        "data_update_BSE",
+                        "signal:>",
+                        "order:>",
+                        "position:>",
+                        "position_closed",
+                        "risk:>",
+                        "system:>",
+                    ],
+                    "timeframes": list(self.node.cfg.pipeline.timeframes),
+                    "metrics_interval_s": self.cfg.metrics_interval_s,
+                },
+            ),
+        )
         self.send_direct(c, self.encode_type("snapshot", self.snapshot()))
 
     def snapshot(self) -> dict[str, Any]:
@@ -448,8 +481,12 @@ class Hub:
         for u in api.underlyings():
             with contextlib.suppress(ApiError):
                 overviews[u["symbol"]] = api.overview(u["symbol"])
-        out: dict[str, Any] = {"status": api.status(), "underlyings": api.underlyings(),
-                               "overview": overviews, "risk": api.risk()}
+        out: dict[str, Any] = {
+            "status": api.status(),
+            "underlyings": api.underlyings(),
+            "overview": overviews,
+            "risk": api.risk(),
+        }
         with contextlib.suppress(ApiError):
             out["positions"] = api.positions("open")
         with contextlib.suppress(ApiError):
@@ -532,12 +569,17 @@ class Hub:
             self._push(c, "metrics", frame, conflate=True)
 
     def stats(self) -> dict[str, Any]:
-        return {"clients": len(self.clients), "messages_sent": self.messages_sent,
-                "frames_sent": self.frames_sent, "skipped": self.skipped,
-                "dropped_clients": self.dropped_clients, "bus_overflow": self.bus_overflow,
-                "channels": len(self._bus) + len(self._polled),
-                "flush_interval_ms": round(self.interval * 1000, 1),
-                "busy_ratio": round(self.busy_ratio, 4)}
+        return {
+            "clients": len(self.clients),
+            "messages_sent": self.messages_sent,
+            "frames_sent": self.frames_sent,
+            "skipped": self.skipped,
+            "dropped_clients": self.dropped_clients,
+            "bus_overflow": self.bus_overflow,
+            "channels": len(self._bus) + len(self._polled),
+            "flush_interval_ms": round(self.interval * 1000, 1),
+            "busy_ratio": round(self.busy_ratio, 4),
+        }
 
     async def close_all(self) -> None:
         self._stopping = True

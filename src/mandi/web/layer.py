@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mandi.services.node import MarketNode
 
 log = logging.getLogger(__name__)
-TURN_S = 0.25  # the longest the web layer waits for a turn of the event loop
+TURN_S = 0.1  # the longest the web layer waits for a turn of the event loop
 
 
 class WebLayer:
@@ -53,8 +53,14 @@ class WebLayer:
         w = self.cfg.web
         tokens = TokenStore(w.tokens_file)
         check_bind(self.host, tokens)
-        self.security = Security(tokens, w.session_ttl_s, w.login_per_minute,
-                                 w.orders_per_minute, w.ws_origins, w.cors_origins)
+        self.security = Security(
+            tokens,
+            w.session_ttl_s,
+            w.login_per_minute,
+            w.orders_per_minute,
+            w.ws_origins,
+            w.cors_origins,
+        )
         self.api = MandiAPI(node)
         self.hub = Hub(self.api, w)
         self.api.hub = self.hub
@@ -63,14 +69,22 @@ class WebLayer:
         self._sock = _bind(self.host, self.port)
         self.port = self._sock.getsockname()[1]
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("dashboard and API on http://%s:%d (tokens: %s, %d configured)", shown,
-                 self.port, tokens.path, len(tokens.tokens()))
+        log.info(
+            "dashboard and API on http://%s:%d (tokens: %s, %d configured)",
+            shown,
+            self.port,
+            tokens.path,
+            len(tokens.tokens()),
+        )
         if not tokens.tokens():
-            log.warning("no API token exists yet: create one with `mandi token create --scope "
-                        "trade` to log in to the dashboard")
+            log.warning(
+                "no API token exists yet: create one with `mandi token create --scope "
+                "trade` to log in to the dashboard"
+            )
         if chart_library() is None:
-            log.warning("the chart library is not installed (run `make ui`); the dashboard "
-                        "shows no chart")
+            log.warning(
+                "the chart library is not installed (run `make ui`); the dashboard shows no chart"
+            )
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return [self._serve(), self.hub.run(), self._heartbeat()]
@@ -92,10 +106,16 @@ class WebLayer:
     async def _serve(self) -> None:
         import uvicorn
 
-        config = uvicorn.Config(self.app, log_config=None, access_log=self.cfg.web.access_log,
-                                lifespan="off", ws="websockets-sansio",
-                                timeout_graceful_shutdown=2, ws_max_size=1 << 16,
-                                server_header=False)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=self.cfg.web.access_log,
+            lifespan="off",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=2,
+            ws_max_size=1 << 16,
+            server_header=False,
+        )
         self.server = server = _Server(config)
         assert self._sock is not None
         try:
@@ -140,8 +160,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        why = "the port is in use (another mandi run?)" if e.errno == errno.EADDRINUSE \
-            else e.strerror
+        why = (
+            "the port is in use (another mandi run?)" if e.errno == errno.EADDRINUSE else e.strerror
+        )
         raise ConfigError("run.port", port, f"cannot listen on {host}:{port}: {why}") from None
     sock.listen(128)
     sock.setblocking(False)

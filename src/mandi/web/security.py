@@ -94,8 +94,7 @@ class Principal:
         return scope_allows(self.scope, needed)
 
     def public(self) -> dict[str, str]:
-        return {"token_id": self.token_id, "name": self.name, "scope": self.scope,
-                "via": self.via}
+        return {"token_id": self.token_id, "name": self.name, "scope": self.scope, "via": self.via}
 
 
 class TokenStore:
@@ -126,8 +125,15 @@ class TokenStore:
             try:
                 if t["scope"] not in SCOPES:
                     raise KeyError("scope")
-                out.append(TokenInfo(str(t["id"]), str(t.get("name", "")), t["scope"],
-                                     str(t.get("created", "")), str(t["sha256"])))
+                out.append(
+                    TokenInfo(
+                        str(t["id"]),
+                        str(t.get("name", "")),
+                        t["scope"],
+                        str(t.get("created", "")),
+                        str(t["sha256"]),
+                    )
+                )
             except (KeyError, TypeError):
                 log.warning("tokens file %s: skipping a malformed entry", self.path)
         return out
@@ -138,9 +144,22 @@ class TokenStore:
         tmp = f"{self.path}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"tokens": [{"id": t.id, "name": t.name, "scope": t.scope,
-                                   "created": t.created, "sha256": t.hash} for t in tokens]},
-                      f, indent=2)
+            json.dump(
+                {
+                    "tokens": [
+                        {
+                            "id": t.id,
+                            "name": t.name,
+                            "scope": t.scope,
+                            "created": t.created,
+                            "sha256": t.hash,
+                        }
+                        for t in tokens
+                    ]
+                },
+                f,
+                indent=2,
+            )
         os.replace(tmp, self.path)
         self._stamp = None
 
@@ -168,8 +187,13 @@ class TokenStore:
             raise ConfigError("scope", scope, f"use one of {', '.join(SCOPES)}")
         tid = secrets.token_hex(4)
         secret = f"{TOKEN_PREFIX}{tid}_{secrets.token_urlsafe(32)}"
-        info = TokenInfo(tid, name, scope, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                         hash_secret(secret))
+        info = TokenInfo(
+            tid,
+            name,
+            scope,
+            dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            hash_secret(secret),
+        )
         with self._lock:
             tokens = self._read()
             tokens.append(info)
@@ -265,9 +289,15 @@ class RateLimiter:
 class Security:
     """The gateway's authentication state: tokens, sessions, rate limits and origin rules."""
 
-    def __init__(self, tokens: TokenStore, session_ttl_s: float = 43200.0,
-                 login_per_minute: int = 10, orders_per_minute: int = 60,
-                 ws_origins: tuple[str, ...] = (), cors_origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        session_ttl_s: float = 43200.0,
+        login_per_minute: int = 10,
+        orders_per_minute: int = 60,
+        ws_origins: tuple[str, ...] = (),
+        cors_origins: tuple[str, ...] = (),
+    ) -> None:
         self.tokens = tokens
         self.sessions = SessionStore(session_ttl_s)
         self.login_limit = RateLimiter(login_per_minute)
@@ -283,13 +313,13 @@ class Security:
             kind, _, secret = authorization.partition(" ")
             if kind.lower() != "bearer" or not secret.strip():
                 self.failures += 1
-                raise AuthError(401, "bad_authorization",
-                                "Authorization must be 'Bearer <token>'")
+                raise AuthError(401, "bad_authorization", "Authorization must be 'Bearer <token>'")
             info = self.tokens.verify(secret.strip())
             if info is None:
                 self.failures += 1
-                raise AuthError(401, "invalid_token", "the token is not valid (revoked or "
-                                                      "mistyped?)")
+                raise AuthError(
+                    401, "invalid_token", "the token is not valid (revoked or mistyped?)"
+                )
             return Principal(info.id, info.name, info.scope, "bearer")
         if cookie:
             p = self.sessions.get(cookie)
@@ -298,8 +328,11 @@ class Security:
                     self.sessions.drop_token(p.token_id)  # the token was revoked
                 else:
                     return p
-        raise AuthError(401, "not_authenticated", "a token is required: send 'Authorization: "
-                                                  "Bearer <token>' or log in")
+        raise AuthError(
+            401,
+            "not_authenticated",
+            "a token is required: send 'Authorization: Bearer <token>' or log in",
+        )
 
     def login(self, secret: str) -> tuple[str, Principal]:
         info = self.tokens.verify(secret)
@@ -311,8 +344,9 @@ class Security:
     @staticmethod
     def require(p: Principal, scope: str) -> None:
         if not p.can(scope):
-            raise AuthError(403, "insufficient_scope",
-                            f"this needs a '{scope}' token; yours is '{p.scope}'")
+            raise AuthError(
+                403, "insufficient_scope", f"this needs a '{scope}' token; yours is '{p.scope}'"
+            )
 
     @staticmethod
     def check_csrf(p: Principal, header: str | None) -> None:
@@ -349,16 +383,26 @@ def check_bind(host: str, tokens: TokenStore) -> None:
     if is_loopback(host):
         return
     if not tokens.tokens():
-        raise ConfigError("run.host", host, "a non-loopback address needs authentication: "
-                          "create a token first (mandi token create --scope read)")
+        raise ConfigError(
+            "run.host",
+            host,
+            "a non-loopback address needs authentication: "
+            "create a token first (mandi token create --scope read)",
+        )
 
 
 def redact(data: Any) -> Any:
     """Drop anything that looks like a secret from a structure about to be logged or returned."""
     if isinstance(data, dict):
-        return {k: ("<redacted>" if any(s in str(k).lower() for s in ("token", "secret",
-                                                                     "password", "cookie"))
-                    and isinstance(v, str) else redact(v)) for k, v in data.items()}
+        return {
+            k: (
+                "<redacted>"
+                if any(s in str(k).lower() for s in ("token", "secret", "password", "cookie"))
+                and isinstance(v, str)
+                else redact(v)
+            )
+            for k, v in data.items()
+        }
     if isinstance(data, list):
         return [redact(v) for v in data]
     return data

@@ -59,9 +59,16 @@ def num(x: Any, digits: int = 6) -> float | None:
 
 def instrument(i: AnyInstrument) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "token": i.token, "exchange": i.exchange, "symbol": i.symbol, "name": i.name,
-        "kind": type(i).__name__.lower(), "segment": i.segment, "lot_size": i.lot_size,
-        "tick_size": rupees(i.tick_size), "freeze_qty": i.freeze_qty, "tradable": i.tradable,
+        "token": i.token,
+        "exchange": i.exchange,
+        "symbol": i.symbol,
+        "name": i.name,
+        "kind": type(i).__name__.lower(),
+        "segment": i.segment,
+        "lot_size": i.lot_size,
+        "tick_size": rupees(i.tick_size),
+        "freeze_qty": i.freeze_qty,
+        "tradable": i.tradable,
     }
     if isinstance(i, Option | Future):
         out["underlying"] = i.underlying
@@ -73,16 +80,35 @@ def instrument(i: AnyInstrument) -> dict[str, Any]:
 
 
 def tick(t: Tick) -> dict[str, Any]:
-    return {"token": t.token, "exchange": t.exchange, "price": rupees(t.price),
-            "volume": t.volume, "oi": t.oi, "bid": rupees(t.bid), "ask": rupees(t.ask),
-            "time": iso(t.ts_event), "t": epoch_s(t.ts_event)}
+    return {
+        "token": t.token,
+        "exchange": t.exchange,
+        "price": rupees(t.price),
+        "volume": t.volume,
+        "oi": t.oi,
+        "bid": rupees(t.bid),
+        "ask": rupees(t.ask),
+        "time": iso(t.ts_event),
+        "t": epoch_s(t.ts_event),
+    }
 
 
 def candle(c: Candle) -> dict[str, Any]:
-    return {"token": c.token, "exchange": c.exchange, "timeframe": c.timeframe,
-            "time": iso(c.bucket), "t": c.bucket // _NS, "open": rupees(c.open),
-            "high": rupees(c.high), "low": rupees(c.low), "close": rupees(c.close),
-            "volume": c.volume, "oi": c.oi, "ticks": c.ticks, "closed": c.closed}
+    return {
+        "token": c.token,
+        "exchange": c.exchange,
+        "timeframe": c.timeframe,
+        "time": iso(c.bucket),
+        "t": c.bucket // _NS,
+        "open": rupees(c.open),
+        "high": rupees(c.high),
+        "low": rupees(c.low),
+        "close": rupees(c.close),
+        "volume": c.volume,
+        "oi": c.oi,
+        "ticks": c.ticks,
+        "closed": c.closed,
+    }
 
 
 #: indicator families in price units (paise in the engine → rupees on the wire)
@@ -95,14 +121,27 @@ def indicator_scale(name: str) -> float:
 
 def indicator(v: IndicatorValue) -> dict[str, Any]:
     """Price-like indicators (SMA, EMA, BBANDS, MACD ...) in rupees; RSI, STOCH, ADX 0-100."""
-    return {"token": v.token, "exchange": v.exchange, "timeframe": v.timeframe, "name": v.name,
-            "time": iso(v.bucket), "t": v.bucket // _NS,
-            "value": num(v.value * indicator_scale(v.name)), "confirmed": v.confirmed}
+    return {
+        "token": v.token,
+        "exchange": v.exchange,
+        "timeframe": v.timeframe,
+        "name": v.name,
+        "time": iso(v.bucket),
+        "t": v.bucket // _NS,
+        "value": num(v.value * indicator_scale(v.name)),
+        "confirmed": v.confirmed,
+    }
 
 
 def system_event(e: SystemEvent) -> dict[str, Any]:
-    return {"time": iso(e.ts_event), "kind": e.kind, "message": e.message,
-            "severity": e.severity, "source": e.source, "data": e.data}
+    return {
+        "time": iso(e.ts_event),
+        "kind": e.kind,
+        "message": e.message,
+        "severity": e.severity,
+        "source": e.source,
+        "data": e.data,
+    }
 
 
 def chain_snapshot(s: ChainSnapshot) -> dict[str, Any]:
@@ -112,32 +151,91 @@ def chain_snapshot(s: ChainSnapshot) -> dict[str, Any]:
     def side(q: Any) -> dict[str, Any] | None:
         if q is None:
             return None
-        return {"ltp": rupees(q.ltp), "bid": rupees(q.bid), "ask": rupees(q.ask),
-                "volume": q.volume / lot, "oi": q.oi / lot, "oi_change": q.oi_change / lot,
-                "iv": num(q.iv), "token": q.token, "symbol": q.symbol}
+        return {
+            "ltp": rupees(q.ltp),
+            "bid": rupees(q.bid),
+            "ask": rupees(q.ask),
+            "volume": q.volume / lot,
+            "oi": q.oi / lot,
+            "oi_change": q.oi_change / lot,
+            "iv": num(q.iv),
+            "token": q.token,
+            "symbol": q.symbol,
+        }
 
-    return {"underlying": s.underlying, "exchange": s.exchange, "expiry": s.expiry.isoformat(),
-            "time": iso(s.ts_event), "t": epoch_s(s.ts_event),
-            "underlying_price": rupees(s.underlying_price), "lot_size": s.lot_size,
-            "source": s.source,
-            "rows": [{"strike": rupees(r.strike), "ce": side(r.call), "pe": side(r.put)}
-                     for r in s.rows]}
+    return {
+        "underlying": s.underlying,
+        "exchange": s.exchange,
+        "expiry": s.expiry.isoformat(),
+        "time": iso(s.ts_event),
+        "t": epoch_s(s.ts_event),
+        "underlying_price": rupees(s.underlying_price),
+        "lot_size": s.lot_size,
+        "source": s.source,
+        "rows": [
+            {"strike": rupees(r.strike), "ce": side(r.call), "pe": side(r.put)} for r in s.rows
+        ],
+    }
 
 
 # --- trading messages ---------------------------------------------------------------------------
 
-_MONEY_FIELDS = frozenset({
-    "price", "limit_price", "reference_price", "target", "stop_loss", "entry_price",
-    "exit_price", "entry_premium", "exit_premium", "current_premium", "cost",
-    "total_investment", "stop_loss_premium", "target_premium", "unrealized_pnl",
-    "realized_pnl", "charges", "high_water", "fill_value", "filled_price", "pnl", "max_loss",
-    "investment", "strike", "gross_profit", "gross_loss", "net_pnl", "max_drawdown", "peak",
-    "day_pnl", "entry", "ltp", "capital", "available_cash", "exposure",
-})
-_TIME_FIELDS = frozenset({
-    "ts_event", "timestamp", "entry_timestamp", "exit_timestamp", "created_ns", "updated_ns",
-    "entry_time", "exit_time", "bucket", "updated_at", "processed_at", "created_at", "ts_ns",
-})
+_MONEY_FIELDS = frozenset(
+    {
+        "price",
+        "limit_price",
+        "reference_price",
+        "target",
+        "stop_loss",
+        "entry_price",
+        "exit_price",
+        "entry_premium",
+        "exit_premium",
+        "current_premium",
+        "cost",
+        "total_investment",
+        "stop_loss_premium",
+        "target_premium",
+        "unrealized_pnl",
+        "realized_pnl",
+        "charges",
+        "high_water",
+        "fill_value",
+        "filled_price",
+        "pnl",
+        "max_loss",
+        "investment",
+        "strike",
+        "gross_profit",
+        "gross_loss",
+        "net_pnl",
+        "max_drawdown",
+        "peak",
+        "day_pnl",
+        "entry",
+        "ltp",
+        "capital",
+        "available_cash",
+        "exposure",
+    }
+)
+_TIME_FIELDS = frozenset(
+    {
+        "ts_event",
+        "timestamp",
+        "entry_timestamp",
+        "exit_timestamp",
+        "created_ns",
+        "updated_ns",
+        "entry_time",
+        "exit_time",
+        "bucket",
+        "updated_at",
+        "processed_at",
+        "created_at",
+        "ts_ns",
+    }
+)
 _OPAQUE = frozenset({"metadata", "detail", "charges_detail", "data"})
 
 
@@ -212,10 +310,16 @@ def alpha(sig: Any) -> dict[str, Any]:
     label = {"BUY": "Bullish", "SELL": "Bearish"}.get(action, "Neutral")
     if not isinstance(probs, dict):
         rest = max(0.0, 1.0 - conf) / 2
-        probs = {"Bullish": conf if label == "Bullish" else rest,
-                 "Neutral": rest, "Bearish": conf if label == "Bearish" else rest}
-    return {"alpha_signal": label, "alpha_confidence": num(conf, 4),
-            "alpha_probabilities": {str(k): num(v, 4) for k, v in probs.items()}}
+        probs = {
+            "Bullish": conf if label == "Bullish" else rest,
+            "Neutral": rest,
+            "Bearish": conf if label == "Bearish" else rest,
+        }
+    return {
+        "alpha_signal": label,
+        "alpha_confidence": num(conf, 4),
+        "alpha_probabilities": {str(k): num(v, 4) for k, v in probs.items()},
+    }
 
 
 def message(topic: str, msg: Any) -> Any:
@@ -227,8 +331,7 @@ def message(topic: str, msg: Any) -> Any:
     if name in ("PositionOpened", "PositionUpdated"):
         return {"time": iso(msg.ts_event), "position": position(msg.position)}
     if name == "PositionClosed":
-        return {"time": iso(msg.ts_event), "reason": msg.reason,
-                "position": position(msg.position)}
+        return {"time": iso(msg.ts_event), "reason": msg.reason, "position": position(msg.position)}
     if name.startswith("Order") and hasattr(msg, "order"):
         d = {"time": iso(msg.ts_event), "event": name, "order": record(msg.order)}
         if hasattr(msg, "reason"):
@@ -243,6 +346,9 @@ def message(topic: str, msg: Any) -> Any:
 
 
 _BY_TYPE: dict[type, Callable[[Any], Any]] = {
-    Tick: tick, Candle: candle, IndicatorValue: indicator, SystemEvent: system_event,
+    Tick: tick,
+    Candle: candle,
+    IndicatorValue: indicator,
+    SystemEvent: system_event,
     ChainSnapshot: chain_snapshot,
 }
