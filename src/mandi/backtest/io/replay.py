@@ -80,9 +80,11 @@ def _ticks(
             t = Tick(token, ex.get(token, "NSE"), ts, ts, price, volume, 0, oi, bid, ask)
             if depth is not None:
                 d = next(depth, None)
-                if d is not None and (d.token, d.ts_event, d.price, d.volume, d.oi, d.bid, d.ask) == (
-                    token, ts, price, volume, oi, bid, ask
-                ):  # fmt: skip
+                same = d is not None and (
+                    (d.token, d.ts_event, d.price, d.volume, d.oi, d.bid, d.ask)
+                    == (token, ts, price, volume, oi, bid, ask)
+                )
+                if same:
                     t = d
                     stats["with_depth"] += 1
                 else:
@@ -116,13 +118,13 @@ def _sim_ticks(con: sqlite3.Connection) -> Iterator[Tick] | None:
 
 def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResult:
     """Replay the session stored in ``db`` with the run's configuration file ``config``."""
+    import msgspec
+
     from mandi.backtest.io.data import open_store, store_master
     from mandi.config import load_config
     from mandi.execution.charges import ChargesModel, default_rate_table
     from mandi.services.trading import prepare_config, strategy_specs
     from mandi.strategy.loader import build_strategies
-
-    import msgspec
 
     cfg = prepare_config(load_config(config, env={}))
     con = open_store(db)
