@@ -13,6 +13,7 @@ from .conftest import NIFTY, auth, wait_for_chain
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 PUBLIC = {
     "/health",
+    "/api/v1/auth/session",
     "/api/v1/auth/login",
     "/api/v1/auth/logout",
     "/",
@@ -392,7 +393,7 @@ def test_dashboard_session_login_cookie_csrf_and_rate_limit(live, web_tokens):
         ok = c.post("/api/v1/trading/resume", json={}, headers={"X-CSRF-Token": csrf})
         assert ok.status_code == 200
         c.post("/api/v1/auth/logout")
-        assert c.get("/api/v1/auth/session").status_code == 401
+        assert c.get("/api/v1/auth/session").json() == {"authenticated": False}
     limiter = live.web.security.login_limit
     saved = limiter.limit
     limiter.limit = 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from types import SimpleNamespace
 
 from mandi.bus.memory import MessageBus
@@ -136,8 +137,14 @@ def test_a_send_that_never_completes_times_out_and_drops_the_client():
         hub.subscribe(c, [f"tick:NSE:{NIFTY}"])
         node.bus.publish(f"tick:NSE:{NIFTY}", tick(1))
         hub.flush()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.01)
+        hub.check_stalled(time.monotonic())
+        assert not c.closed  # not yet overdue
+        await asyncio.sleep(0.1)
+        hub.check_stalled(time.monotonic())
         assert c.closed and "not taken within" in c.dropped
+        await asyncio.sleep(0.01)
+        assert c.task.done()
 
     asyncio.run(main())
 

@@ -297,9 +297,17 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return {"logged_out": True}
 
-    @app.get("/api/v1/auth/session", tags=["auth"], summary="Who am I (and the CSRF token)")
-    async def session(p: Read) -> dict[str, Any]:
-        out: dict[str, Any] = p.public()
+    @app.get(
+        "/api/v1/auth/session",
+        tags=["auth"],
+        summary="Who am I: authenticated or not (always 200), scope and the CSRF token",
+    )
+    async def session(request: Request) -> dict[str, Any]:
+        try:
+            p = _caller(request)
+        except AuthError:
+            return {"authenticated": False}
+        out: dict[str, Any] = {"authenticated": True, **p.public()}
         if p.via == "session":
             out["csrf_token"] = p.csrf
         return out

@@ -112,6 +112,9 @@ class WebLayer:
             access_log=self.cfg.web.access_log,
             lifespan="off",
             ws="websockets-sansio",
+            # no permessage-deflate: compressing every frame once per client would cost the
+            # engine's loop CPU in proportion to the number of browsers
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=2,
             ws_max_size=1 << 16,
             server_header=False,

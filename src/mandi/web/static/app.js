@@ -12,7 +12,7 @@
   const state = {
     csrf: "", scope: "", ws: null, wsRetry: 0, underlyings: [], u: null, expiry: "",
     tf: 60, token: null, exchange: "NSE", chart: null, candles: null, series: {}, lastT: 0,
-    enabled: new Set(["SMA_20", "EMA_21", "RSI_14"]), chainChannels: [], chartChannels: [],
+    enabled: new Set(["SMA_9", "EMA_21", "RSI_14"]), known: new Set(), chainChannels: [], chartChannels: [],
     positions: new Map(), chainSymbols: new Map(), timeframes: [60, 120, 180, 300],
     lastChain: null, vixToken: null, mode: "",
   };
@@ -55,7 +55,7 @@
   // ---- login ---------------------------------------------------------------------------------
   async function boot() {
     const r = await api("/api/v1/auth/session");
-    if (!r.ok) { showLogin(); return; }
+    if (!r.ok || !r.data.authenticated) { showLogin(); return; }
     state.csrf = r.data.csrf_token || "";
     state.scope = r.data.scope;
     start();
@@ -290,6 +290,7 @@
   }
 
   function renderOverlays(names) {
+    state.known = new Set(names);
     const box = $("overlays");
     box.innerHTML = names.map((n, i) => `<label><input type="checkbox" data-name="${esc(n)}" ${state.enabled.has(n) ? "checked" : ""}><span class="swatch" style="background:${COLORS[i % COLORS.length]}"></span>${esc(n)}</label>`).join("");
     state.colors = Object.fromEntries(names.map((n, i) => [n, COLORS[i % COLORS.length]]));
@@ -324,6 +325,10 @@
 
   function onIndicator(v) {
     if (v.token !== state.token || v.timeframe !== state.tf || v.value === null) return;
+    if (!state.known.has(v.name) && (OVERLAY_RX.test(v.name) || PANE_RX.test(v.name))) {
+      state.known.add(v.name); // an indicator that warmed up after the chart loaded
+      renderOverlays([...state.known].sort());
+    }
     if (!state.enabled.has(v.name) || !(OVERLAY_RX.test(v.name) || PANE_RX.test(v.name))) return;
     const s = ensureSeries(v.name);
     const t = v.t + IST_OFFSET;
@@ -433,7 +438,8 @@
     state.positions.delete(p.position_id);
     renderPositions();
     const pnl = p.realized_pnl;
-    toast("Position closed", `${p.symbol} · ${d.reason || p.exit_reason || "closed"} · P&L ${pnl === undefined ? "–" : (pnl >= 0 ? "+" : "") + inr(pnl)}`, pnl >= 0 ? "ok" : "err");
+    const shown = pnl === undefined || pnl === null ? "–" : (pnl >= 0 ? "+" : "−") + inr(Math.abs(pnl));
+    toast("Position closed", `${p.symbol} · ${d.reason || p.exit_reason || "closed"} · P&L ${shown}`, pnl >= 0 ? "ok" : "err");
   }
 
   function renderPositions() {
