@@ -344,13 +344,10 @@ def day_pnl_floor(
         raise VectorUnsupported("the daily-loss circuit breaker could have tripped")
 
 
-def warm(n: int = 64) -> float:
-    """Compile (or load from the cache) the kernels; returns the seconds it took."""
-    import time
-
+def warm(n: int = 64) -> None:
+    """Compile (or load from the on-disk cache) the kernels."""
     from mandi.backtest import _vkernels as vk
 
-    t0 = time.perf_counter()
     x = (np.arange(n, dtype=np.int64) % 7) * 5 + 10_000
     f, s = vk.sma_exact(x, 3), vk.ema_exact(x, 5)
     sig = vk.cross_signals(f, s, 0)
@@ -359,4 +356,3 @@ def warm(n: int = 64) -> float:
         x, x + 60, x, x, x, x, sig, ~z, ~z, ~z, np.zeros((n, 4), dtype=bool), z, z,
         1, False, False, 0, 5, 0.0, 0.0, 0.0, True, 3,
     )  # fmt: skip
-    return time.perf_counter() - t0
