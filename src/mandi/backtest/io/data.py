@@ -90,7 +90,7 @@ def _frame_to_series(df, path: str, instrument: AnyInstrument, timeframe: int | 
         raise BacktestError(f"{path}: no column for {', '.join(missing)} (columns: {have})")
     raw_t = df[cols["time"]]
     try:
-        t = pd.to_datetime(raw_t)
+        t = pd.to_datetime(raw_t, errors="coerce")
     except (ValueError, TypeError) as e:
         raise BacktestError(f"{path}: column {cols['time']!r}: cannot read times ({e})") from None
     if t.isna().any():
