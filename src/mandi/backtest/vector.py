@@ -200,20 +200,25 @@ def run_vector(
         model = ChargesModel(t.charges, backdated_rate_table())
     seg = segment_of(s.instrument, product)
     ex = s.instrument.exchange
-    charges = np.array(
-        [
-            model.compute(
-                exchange=ex,
-                segment=seg,
-                side=Side.BUY if side > 0 else Side.SELL,
-                quantity=qty,
-                price=int(px),
-                day=ist_date(int(ts)),
-            ).total
-            for side, px, ts in zip(f_side.tolist(), f_px.tolist(), f_ts.tolist(), strict=True)
-        ],
-        dtype=np.int64,
-    )
+    free = cfg.charges == "none" and t.charges.per_order_inr == 0 and t.charges.delivery_inr == 0
+    if free:  # nothing to charge: skip the per-fill decimal arithmetic
+        charges = np.zeros(len(f_bar), dtype=np.int64)
+    else:
+        charges = np.array(
+            [
+                model.compute(
+                    exchange=ex,
+                    segment=seg,
+                    side=Side.BUY if side > 0 else Side.SELL,
+                    quantity=qty,
+                    price=int(px),
+                    day=ist_date(int(ts)),
+                ).total
+                for side, px, ts in zip(f_side.tolist(), f_px.tolist(), f_ts.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+
     # --- trades
     trades: list[Trade] = []
     gross = np.zeros(len(f_bar), dtype=np.int64)
