@@ -339,14 +339,23 @@ class BacktestEngine:
                 kernel.strategies.handle_time(e)
             times[j] = e
             if open_by_token:
-                if e >= next_monitor:
-                    next_monitor = e + monitor_ns
-                    monitor(e, day[i], late_end[i])
-                eq = cash + self._closed_pnl
+                unreal = booked = 0
+                dated = False
                 for pb in open_by_token.values():
                     for p in pb.values():
-                        eq += p.realized + p.unrealized()
-                equity[j] = eq
+                        unreal += p.unrealized()
+                        booked += p.realized
+                        dated = dated or p.expiry is not None
+                if e >= next_monitor:
+                    next_monitor = e + monitor_ns
+                    monitor(e, day[i], late_end[i] or dated, unreal)
+                    if open_by_token:
+                        unreal = booked = 0
+                        for pb in open_by_token.values():
+                            for p in pb.values():
+                                unreal += p.unrealized()
+                                booked += p.realized
+                equity[j] = cash + self._closed_pnl + booked + unreal
                 in_market[j] = True
             else:
                 equity[j] = cash + self._closed_pnl
@@ -364,20 +373,22 @@ class BacktestEngine:
             times, equity, in_market = times[keep], equity[keep], in_market[keep]
         return self._raw(times, equity, in_market, n, active)
 
-    def _monitor(self, now: int, day_no: int, late: bool) -> None:
+    def _monitor(self, now: int, day_no: int, timed: bool, unrealized: int) -> None:
         """:meth:`TradingKernel.monitor` at bar cadence, without what a backtest has no use for
         (``position:updated`` events, the intraday drawdown mark of the daily row): the exit
-        rules where one can fire at this moment (stop, target and trailing levels were already
-        walked intrabar; what is left are the time rules and a halt), and the daily-loss
-        circuit breaker on realized + unrealized P&L."""
+        rules where one can fire at this moment (``timed``: a time rule may apply; stop, target
+        and trailing levels were already walked intrabar; a halt), and the daily-loss circuit
+        breaker on realized + unrealized P&L (called when it would trip: it does nothing else)."""
         k = self.kernel
-        open_ps = k.book.open_positions()
-        if late or k.risk.halted or any(p.expiry is not None for p in open_ps):
-            k.execution.check_exits(open_ps)
+        if timed or k.risk.halted:
+            k.execution.check_exits(k.book.open_positions())
+            unrealized = k.book.unrealized()
         if day_no != self._day_no:
             self._day_no = day_no
             self._day = ist_date(now)
         day = self._day
+        if k.perf.realized(day) + unrealized > -k.limits.max_daily_loss:
+            return
         was = k.risk.halted
         k.risk.check_breaker(lambda: k.perf.realized(day) + k.book.unrealized())
         if k.risk.halted and not was and k.orders is not None:
