@@ -62,7 +62,7 @@ from mandi.execution.config import TradingConfig
 from mandi.execution.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
 from mandi.model.instruments import InstrumentMaster
-from mandi.model.market import Candle, Tick
+from mandi.model.market import Candle, ChainSnapshot, Tick
 from mandi.model.orders import Intent
 from mandi.model.trading import PositionClosed, SignalGenerated
 from mandi.risk import exits
@@ -217,8 +217,17 @@ class BacktestEngine:
         return eq
 
     # --- bars -------------------------------------------------------------------------------------
-    def run_bars(self, series: Sequence[BarSeries], start_ns: int | None = None) -> RawResult:
-        """Run over ``series`` (bars before ``start_ns`` only warm the strategies up)."""
+    def run_bars(
+        self,
+        series: Sequence[BarSeries],
+        start_ns: int | None = None,
+        chains: Sequence[ChainSnapshot] = (),
+    ) -> RawResult:
+        """Run over ``series`` (bars before ``start_ns`` only warm the strategies up).
+
+        ``chains`` — option-chain snapshots (NSE files, the store) — are published on
+        ``chain:{underlying}:{expiry}`` as time reaches them, before the bars ending then are
+        handed out; ``on_chain`` strategies get the latest once per timeframe bucket."""
         if self._ran:
             raise BacktestError("a BacktestEngine runs once; build a new one")
         if not isinstance(self.clock, TestClock):
@@ -297,7 +306,7 @@ class BacktestEngine:
         dispatch = kernel.strategies.handle_candle
         om = kernel.orders
         assert om is not None
-        chains = any(_overrides(r.strategy, "on_chain") for r in self.runs)
+        chain_strats = any(_overrides(r.strategy, "on_chain") for r in self.runs)
         monitor_ns = int(self.trading_config.monitor_interval_s * NS_PER_SECOND)
         next_monitor = 0
         next_second = 0
@@ -307,6 +316,10 @@ class BacktestEngine:
         cum_volume: dict[int, int] = {}
         intrabar = self._intrabar
         monitor = self._monitor
+        snaps = sorted(chains, key=lambda x: (x.ts_event, x.underlying, x.expiry))
+        chain_ts = [x.ts_event for x in snaps]
+        nc, ci = len(snaps), 0
+        publish = self.bus.publish
         for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
             tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = cols[
                 sid
@@ -320,6 +333,10 @@ class BacktestEngine:
                 if tok in open_by_token:
                     intrabar(tok, candle, b, e, late[i])
             clock_set(e)
+            while ci < nc and chain_ts[ci] <= e:
+                snap = snaps[ci]
+                publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+                ci += 1
             if exec_series:
                 v = cum_volume[tok] = cum_volume.get(tok, 0) + vo[i]
                 pending[tok] = (ex, e, c, v, oi[i])
@@ -334,7 +351,7 @@ class BacktestEngine:
             # chain dispatch, the position monitor (time exits, the daily-loss breaker)
             if om.queue:
                 om.pump()
-            if chains and e >= next_second:
+            if chain_strats and e >= next_second:
                 next_second = e + NS_PER_SECOND
                 kernel.strategies.handle_time(e)
             times[j] = e

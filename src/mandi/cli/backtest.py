@@ -49,6 +49,13 @@ def backtest(
         list[str] | None,
         typer.Option("--symbol", help="Instrument(s) to trade (default: all loaded)."),
     ] = None,
+    chains: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--chains",
+            help="Option-chain snapshots for chain strategies: NSE/BSE chain files or a mandi.db.",
+        ),
+    ] = None,
     timeframe: Annotated[
         int | None, typer.Option(help="Strategy bar length in seconds (resamples the data).")
     ] = None,
@@ -116,6 +123,7 @@ def backtest(
         "target_pct": target,
         "risk": risk,
         "trading": trading,
+        "chains": chains or None,
     }
     from rich.console import Console
 

@@ -126,6 +126,7 @@ def run(
     engine: str = "event",
     symbol: str | None = None,
     strategy_id: str = "",
+    chains: Any = None,
 ) -> BacktestResult:
     """Backtest ``strategy`` on ``data``.
 
@@ -150,6 +151,10 @@ def run(
     risk, trading : optional
         The kernel's ``[risk]`` / ``[trading]`` settings (e.g. from ``mandi.toml``); default
         :func:`~mandi.backtest.config.default_risk`.
+    chains : paths, a store, or ChainSnapshots, optional
+        Option-chain snapshots for chain strategies (``oi_pcr``): NSE/BSE option-chain files or
+        a ``mandi.db`` (its ``option_chain_snapshots``); an underlying's snapshots reach the
+        strategy as time passes them.
     engine : ``"event"`` | ``"vector"`` | ``"auto"``
         The event-driven kernel (always right), the vectorized fast path (indicator crossovers
         only; the same trades), or the vectorized path where it applies.
@@ -215,11 +220,14 @@ def run(
         "charges_model": cfg.charges,
         "slippage_ticks": cfg.slippage_ticks,
     }
-    use_vector = engine == "vector"
+    snaps = load_chains(chains) if chains is not None else []
+    if snaps and engine == "vector":
+        raise BacktestError("--engine vector: option chains need the event-driven engine")
+    use_vector = engine == "vector" and not snaps
     if engine == "auto":
         from mandi.backtest.vector import supports
 
-        use_vector = supports(strat, cfg, traded, feed, tf, risk, trading) is None
+        use_vector = not snaps and supports(strat, cfg, traded, feed, tf, risk, trading) is None
     if use_vector:
         from mandi.backtest.vector import run_vector
 
@@ -232,12 +240,76 @@ def run(
     for s in feed:
         if s.token not in master:
             master.add(s.instrument)
+    for opt in chain_instruments(snaps, master):
+        master.add(opt)
     eng = BacktestEngine(
         [StrategyRun(strat, tuple(traded))], master, cfg, timeframe=tf, risk=risk, trading=trading
     )
     try:
-        raw = eng.run_bars(feed, start_ns)
+        raw = eng.run_bars(feed, start_ns, snaps)
     except MandiError:
         raise
     res = from_raw(raw, meta)
     return res
+
+
+def load_chains(chains: Any) -> list[Any]:
+    """Option-chain snapshots from paths (NSE/BSE files or a store) or snapshots as they are."""
+    from mandi.backtest.io.data import is_store, load_chain_files, load_store_chains
+    from mandi.model.market import ChainSnapshot
+
+    items = list(chains) if isinstance(chains, list | tuple) else [chains]
+    out: list[ChainSnapshot] = []
+    files = []
+    for it in items:
+        if isinstance(it, ChainSnapshot):
+            out.append(it)
+        elif is_store(it):
+            out += load_store_chains(it)
+        else:
+            files.append(it)
+    if files:
+        out += load_chain_files(files)
+    if not out and items:
+        raise BacktestError("--chains: no option-chain snapshots found")
+    return out
+
+
+def chain_instruments(snaps: Sequence[Any], master: InstrumentMaster) -> list[Any]:
+    """Option contracts for the chains' strikes (so that the strategy engine knows their
+    expiries); tokens from the snapshots, or made up where a file gives none."""
+    from mandi.model.instruments import Option
+
+    out: dict[tuple[Any, ...], Any] = {}
+    next_token = 900_000_000
+    used = {i.token for i in master}
+    for snap in snaps:
+        for row in snap.rows:
+            for kind, q in (("CE", row.call), ("PE", row.put)):
+                if q is None:
+                    continue
+                key = (snap.underlying, snap.expiry, row.strike, kind)
+                if key in out:
+                    continue
+                token = q.token
+                if not token or token in used:
+                    while next_token in used:
+                        next_token += 1
+                    token = next_token
+                used.add(token)
+                sym = q.symbol or f"{snap.underlying}{snap.expiry:%y%b}{row.strike // 100}{kind}"
+                out[key] = Option(
+                    token,
+                    snap.exchange,
+                    sym.upper(),
+                    snap.underlying,
+                    "",
+                    snap.lot_size,
+                    5,
+                    0,
+                    underlying=snap.underlying,
+                    expiry=snap.expiry,
+                    strike=row.strike,
+                    option_type=kind,
+                )
+    return list(out.values())
