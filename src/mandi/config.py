@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from mandi.backtest.config import BacktestConfig
 from mandi.core.errors import ConfigError
 from mandi.execution.config import TradingConfig
 from mandi.risk.config import RiskConfig
@@ -199,6 +200,7 @@ class AppConfig(_Section, frozen=True):
     strategies: tuple[StrategySpec, ...] | None = None  # [[strategies]]; None = the defaults
     redis: RedisConfig = RedisConfig()  # [redis]: the distributed mode's bus
     services: ServicesConfig = ServicesConfig()  # [services]: ports, mandi up
+    backtest: BacktestConfig = BacktestConfig()  # [backtest]: mandi backtest defaults
 
 
 ENV_PREFIX = "MANDI_"

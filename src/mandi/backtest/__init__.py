@@ -12,12 +12,35 @@ The engines are pure kernel code; file, store and report I/O lives in :mod:`mand
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mandi.backtest.bars import BacktestError, BarSeries
 from mandi.backtest.config import BacktestConfig
-from mandi.backtest.engine import BacktestEngine, StrategyRun
-from mandi.backtest.result import BacktestResult, Trade
+
+if TYPE_CHECKING:
+    from mandi.backtest.bars import BacktestError, BarSeries
+    from mandi.backtest.engine import BacktestEngine, StrategyRun
+    from mandi.backtest.result import BacktestResult, Trade
+
+# the engine pulls in the whole trading kernel: load it on first use (``mandi.config`` imports
+# ``mandi.backtest.config`` for every command)
+_LAZY = {
+    "BacktestError": "mandi.backtest.bars",
+    "BarSeries": "mandi.backtest.bars",
+    "BacktestEngine": "mandi.backtest.engine",
+    "StrategyRun": "mandi.backtest.engine",
+    "BacktestResult": "mandi.backtest.result",
+    "Trade": "mandi.backtest.result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'mandi.backtest' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(mod), name)
+
 
 __all__ = [
     "BacktestConfig",

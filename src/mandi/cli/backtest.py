@@ -124,6 +124,7 @@ def backtest(
         "risk": risk,
         "trading": trading,
         "chains": chains or None,
+        "config": cfg.backtest,  # [backtest] of the config file; the flags above override it
     }
     from rich.console import Console
 
