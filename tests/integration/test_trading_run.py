@@ -179,7 +179,8 @@ def test_paper_trading_run_with_status_and_the_trading_cli(tmp_path, cfg):
     assert count(db, "SELECT count(*) FROM trading_signals WHERE status='NEW'") == 0
     assert count(db, "SELECT count(*) FROM daily_performance WHERE date='2026-04-13'") == 1
     kinds = {k for (k,) in rows(db, "SELECT event_type FROM system_events")}
-    assert {"started", "trading_started", "stopped"} <= kinds
+    assert {"started", "stopped"} <= kinds
+    assert "trading layer started in paper mode with 2 strategies" in p.stderr
     check_books(db)
     # the CLI reads the same database
     out = mandi("positions", "--db", db, "--all", "--json")
@@ -228,8 +229,8 @@ def test_manual_order_through_a_running_node(tmp_path, cfg):
         assert "order accepted (paper mode)" in ok.stdout
         bad = mandi("order", "buy", "NIFTY", "--qty", "1", "--db", db, "--wait", "15")
         assert bad.returncode == 3 and "not_tradable" in bad.stderr
-        lot = mandi("order", "sell", "INFY", "--qty", "5", "--db", db, "--wait", "15")
-        assert lot.returncode == 3 and "nothing_to_sell" in lot.stderr
+        big = mandi("order", "buy", "INFY", "--qty", "1000", "--db", db, "--wait", "15")
+        assert big.returncode == 3 and "max_order_value" in big.stderr
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not rows(
             db, "SELECT 1 FROM positions WHERE strategy='manual'"
@@ -238,7 +239,7 @@ def test_manual_order_through_a_running_node(tmp_path, cfg):
         held = rows(db, "SELECT quantity, status FROM positions WHERE strategy='manual'")
         assert held == [(2, "OPEN")]
         req = rows(db, "SELECT status, rule FROM order_requests ORDER BY id")
-        assert req == [("ACCEPTED", ""), ("DENIED", "not_tradable"), ("DENIED", "nothing_to_sell")]
+        assert req == [("ACCEPTED", ""), ("DENIED", "not_tradable"), ("DENIED", "max_order_value")]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

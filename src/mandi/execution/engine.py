@@ -298,8 +298,9 @@ class ExecutionEngine:
             return
         assert watched is not None
         if isinstance(watched, Equity) and sig.action is Side.SELL and not self.cfg.allow_short:
+            what = "closed the long position" if opposite else "nothing to sell"
             self._finish_signal(
-                sig, IGNORED, "nothing to sell: short selling is disabled (trading.allow_short)"
+                sig, IGNORED, f"{what}; short selling is disabled (trading.allow_short)"
             )
             return
         brk = self.risk.check_breaker(self.day_pnl)
@@ -355,7 +356,10 @@ class ExecutionEngine:
         if self.orders is None:
             self._log_trade(sig, plan)
             return
-        self._submit_entry(cmd, slices, plan, sig.signal_id)
+        try:
+            self._submit_entry(cmd, slices, plan, sig.signal_id)
+        except OrderError as e:  # e.g. the paced queue is full
+            self._deny_signal(sig, Denied("order_queue", str(e)))
 
     def _submit_entry(
         self, cmd: SubmitOrder, slices: list[int], plan: Plan, signal_id: str
@@ -743,6 +747,14 @@ class ExecutionEngine:
     ) -> ManualResult:
         """A manual order (``mandi order``) through the same risk rules as signals."""
         now = self.clock.now_ns()
+        if not self.cfg.enabled:
+            reason = "trading is disabled (trading.enabled = false)"
+            self.risk.deny(
+                RiskDenied(
+                    now, "trading_disabled", reason, "manual", "", "", symbol, side.value, quantity
+                )
+            )
+            return ManualResult("DENIED", reason, "trading_disabled")
         try:
             inst = self.master.by_symbol(symbol, exchange)
         except InstrumentError as e:
@@ -841,7 +853,10 @@ class ExecutionEngine:
             tag=tag_for(inst.token, side.sign),
         )
         plan = Plan(inst, side, side.sign, quantity, ref, order_type, limit_price, 0, 0, {})
-        children = self._submit_entry(cmd, slices, plan, "")
+        try:
+            children = self._submit_entry(cmd, slices, plan, "")
+        except OrderError as e:
+            return ManualResult("DENIED", str(e), "order_queue")
         return ManualResult("ACCEPTED", "", "", tuple(o.client_order_id for o in children))
 
     # --- monitoring -------------------------------------------------------------------------------

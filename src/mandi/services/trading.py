@@ -175,16 +175,14 @@ class TradingLayer:
         kernel.start(warm)
         store.heartbeat(self.mode)
         r = kernel.restored
-        node.event(
-            "trading_started",
-            f"trading layer started in {self.mode} mode with "
-            f"{len(kernel.strategies.strategies)} strategies; restored {r['positions']} "
-            f"open positions, {r['orders']} open orders, latch "
-            f"{'HALTED' if r['halted'] else 'clear'}",
-            mode=self.mode,
-            positions=r["positions"],
-            orders=r["orders"],
-            halted=r["halted"],
+        log.info(
+            "trading layer started in %s mode with %d strategies; restored %d open positions, "
+            "%d open orders; latch %s",
+            self.mode,
+            len(kernel.strategies.strategies),
+            r["positions"],
+            r["orders"],
+            f"HALTED ({kernel.risk.latch.reason})" if r["halted"] else "clear",
         )
 
     def _restore_prices(self, resume_ns: int) -> None:

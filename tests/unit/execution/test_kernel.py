@@ -348,3 +348,13 @@ def test_broker_reject_is_recorded_and_trading_continues():
     assert not k.kernel.execution.inflight
     k.emit(k.signal("rej", RELIANCE, "BUY", bucket=5))  # a later signal is handled again
     assert len(k.store.orders) == 2
+
+
+def test_disabled_trading_still_records_signals_but_executes_nothing():
+    k = Kit(trading=TradingConfig(enabled=False)).start()
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    k.emit(k.signal("off", RELIANCE, "BUY"))
+    res = k.kernel.execution.handle_manual("m", "RELIANCE", Side.BUY, 1)
+    assert res.rule == "trading_disabled" and not k.store.orders
+    assert [d.rule for d in k.store.denials] == ["trading_disabled", "trading_disabled"]
+    assert len(k.store.signals) == 1
