@@ -443,3 +443,31 @@ def test_no_secret_is_ever_logged(live, client, web_tokens, watch_logs):
         assert web_tokens[key] not in text
         assert web_tokens[key].split("_")[-1] not in text
     assert "not-a-real-secret" not in text
+
+
+def test_a_resting_limit_order_can_be_cancelled(client, web_tokens):
+    t = auth(web_tokens["trade"])
+    opt = option_symbol(client, web_tokens["trade"], "PE", 2)
+    chain = client.get("/api/v1/chain/NIFTY", headers=t).json()
+    ltp = next(r["pe"]["ltp"] for r in chain["rows"] if r["strike"] == opt["strike"])
+    price = round(round(ltp * 0.9 / 0.05) * 0.05, 2)  # inside the band, below the market
+    r = client.post(
+        "/api/v1/orders",
+        headers=t,
+        json={"side": "BUY", "symbol": opt["symbol"], "lots": 1, "price": price},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["order_type"] == "LIMIT" and r.json()["price"] == price
+    oid = r.json()["order_ids"][0]
+    opened = client.get("/api/v1/orders", params={"status": "OPEN"}, headers=t).json()
+    assert any(o["client_order_id"] == oid for o in opened)
+    r = client.delete(f"/api/v1/orders/{oid}", headers=t)
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+
+    def cancelled():
+        rows = client.get("/api/v1/orders", params={"status": "CANCELLED"}, headers=t).json()
+        return any(o["client_order_id"] == oid for o in rows)
+
+    wait_for(cancelled)
+    again = client.delete(f"/api/v1/orders/{oid}", headers=t)
+    assert again.status_code == 409 and again.json()["error"] == "order_not_open"

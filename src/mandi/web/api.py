@@ -472,7 +472,8 @@ class MandiAPI:
         live = self.chain_keys(underlying)
         today = ist_date(self.now_ns())
         later = [e for e in live if e >= today]
-        return (later or live or [None])[0]
+        chosen = later or live
+        return chosen[0] if chosen else None
 
     def chain(self, underlying: str, expiry: str | None = None) -> dict[str, Any]:
         """The chain table (calls | strike | puts) with OI, change in OI, OI % change over the
@@ -622,7 +623,8 @@ class MandiAPI:
     def alpha(self) -> dict[str, Any] | None:
         """The latest signal as the seed's alpha card (signal, confidence, probabilities)."""
         if self._signals:
-            return ser.message("signal", self._signals[-1])
+            out: dict[str, Any] = ser.message("signal", self._signals[-1])
+            return out
         rows = self.signals(limit=1)
         return rows[0] if rows else None
 

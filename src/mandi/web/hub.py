@@ -222,8 +222,11 @@ class Hub:
             "data_update_NSE, position_closed)",
         )
 
-    def subscribe(self, client: Client, channels: list[str]) -> tuple[list[str], list[dict]]:
-        ok, errors = [], []
+    def subscribe(
+        self, client: Client, channels: list[str]
+    ) -> tuple[list[str], list[dict[str, str]]]:
+        ok: list[str] = []
+        errors: list[dict[str, str]] = []
         for ch in channels:
             if ch in client.channels:
                 ok.append(ch)
