@@ -51,6 +51,7 @@ from mandi.core.errors import BusError
 log = logging.getLogger(__name__)
 
 DATA_FIELD = b"d"
+TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 ID_NOT_NEWER = "equal or smaller than the target stream top item"
 _TF_RE = re.compile(r"^(\d+)s$")
 
@@ -447,7 +448,16 @@ class RedisLink:
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(timeout):
-                    return await conn.request(packet, n)
+                    replies = await conn.request(packet, n)
+                first = replies[0] if replies else None
+                if (
+                    isinstance(first, hiredis.ReplyError)
+                    and str(first).split(" ", 1)[0] in TRANSIENT
+                ):
+                    # restarting (loading its AOF), failing over: unavailable for now
+                    self.broken(str(first))
+                    raise RedisUnavailable(str(first))
+                return replies
             except TimeoutError:
                 self.broken(f"no reply within {timeout:g} s")
                 raise RedisUnavailable(f"no reply from Redis within {timeout:g} s") from None

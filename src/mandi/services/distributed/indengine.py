@@ -73,7 +73,13 @@ from mandi.services.distributed.health import (
     link_samples,
     publisher_samples,
 )
-from mandi.services.indicators import SNAPSHOT_SQL, VALUE_SQL, indicator_topic, latest_snapshot
+from mandi.services.indicators import (
+    PRUNE_SQL,
+    SNAPSHOT_SQL,
+    VALUE_SQL,
+    indicator_topic,
+    latest_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +164,7 @@ class IndEngineService:
         self.last_commit_ms = 0.0
         self.backlog = (0, 0)
         self._last_snapshot = time.monotonic()
+        self._last_sqlite_snapshot: float | None = None
         self._encode = codec.encode
         self._streams_on = rc.indicator_streams
         self._reg_epoch = -1
@@ -228,14 +235,14 @@ class IndEngineService:
         batch.dead += self.reader.dead_letter_packet(e, reason, deliveries)
 
     # --- committing ----------------------------------------------------------------------------
-    def _snapshot_blob(self) -> bytes:
+    def _snapshot_blob(self, engine_blob: bytes) -> bytes:
         return _snap_enc.encode(
             RedisSnapshot(
                 1,
                 self.specs_key,
                 time.time_ns(),
                 {k: v.decode() for k, v in self.last_ids.items()},
-                self.engine.snapshot(),
+                engine_blob,
             )
         )
 
@@ -248,8 +255,10 @@ class IndEngineService:
                 self.con.execute("BEGIN")
                 if batch.rows:
                     self.con.executemany(VALUE_SQL, batch.rows)
-                if snapshot is not None:
+                if snapshot is not None:  # the fallback: kept as the single process keeps it
                     self.con.execute(SNAPSHOT_SQL, (time.time_ns(), self.specs_key, snapshot))
+                    keep = self.cfg.indicators.snapshots_kept
+                    self.con.execute(PRUNE_SQL, (self.specs_key, self.specs_key, keep))
                 self.con.execute("COMMIT")
                 return
             except sqlite3.Error as e:
@@ -269,7 +278,20 @@ class IndEngineService:
             return
         t0 = time.perf_counter()
         engine_blob = self.engine.snapshot() if snapshot else None
-        self._commit_sqlite(batch, engine_blob)
+        # the SQLite copy of the snapshot (a fallback) less often than the Redis one
+        sqlite_blob = None
+        if engine_blob is not None and (
+            self._last_sqlite_snapshot is None
+            or time.monotonic() - self._last_sqlite_snapshot
+            >= self.cfg.indicators.snapshot_interval_s
+            or self.stop.is_set()
+        ):
+            sqlite_blob = engine_blob
+            self._last_sqlite_snapshot = time.monotonic()
+        if len(batch.rows) > 2000:  # a big batch commits off the event loop (health answers)
+            await asyncio.to_thread(self._commit_sqlite, batch, sqlite_blob)
+        else:
+            self._commit_sqlite(batch, sqlite_blob)
         if self.link.stats.connects != self._reg_epoch:  # (re)connected: register again
             self._reg_epoch = self.link.stats.connects
             self.builder.registered.clear()
@@ -277,7 +299,8 @@ class IndEngineService:
         regs = self.builder.registration(new)
         tail = regs + batch.dead + self.reader.ack_packet(batch.acks)
         if snapshot:
-            tail.append(pack("SET", self.snapshot_key, self._snapshot_blob()))
+            assert engine_blob is not None
+            tail.append(pack("SET", self.snapshot_key, self._snapshot_blob(engine_blob)))
         packet = b"".join([MULTI, *batch.commands, *tail, EXEC])
         queued = (3 * batch.values if self._streams_on else len(batch.commands)) + len(tail)
         while True:
@@ -373,6 +396,7 @@ class IndEngineService:
     async def warm_start(self) -> None:
         rc = self.cfg.redis
         ids = await self.load_snapshot()
+        self.last_ids = dict(ids)
         # 1. claim what earlier incarnations (or dead consumers) left pending; poison entries
         #    (delivered too often, e.g. one that crashes the process) go to the dead letters
         claimed = await self.reader.claim(0)
@@ -390,22 +414,25 @@ class IndEngineService:
         position = {k: self._replay_start(k, ids) for k in self.reader.keys}
         replayed = 0
         ends: dict[str, bytes] = {}
-        chunk = 2000
+        chunk, per_round = 200, 25  # ≤ 5,000 candles per commit: the loop stays responsive
         todo = list(position.items())
         while todo:
-            got = await xrange(self.link, todo, chunk)
+            now, todo = todo[:per_round], todo[per_round:]
+            got = await xrange(self.link, now, chunk)
             batch = _Batch()
-            nxt = []
             for key, entries in got.items():
                 self.process(entries, batch)
                 replayed += len(entries)
                 if entries:
                     ends[key] = entries[-1].id
                 if len(entries) == chunk:
-                    nxt.append((key, "(" + entries[-1].id.decode()))
+                    todo.append((key, "(" + entries[-1].id.decode()))
             batch.acks.clear()  # replayed entries are acknowledged below (or were already)
-            await self.commit(batch)
-            todo = nxt
+            # snapshots during a long replay too: a crash loop still makes progress
+            due = time.monotonic() - self._last_snapshot >= rc.snapshot_interval_s
+            await self.commit(batch, snapshot=due)
+            if self.stop.is_set():
+                return  # stopping: the rest is replayed at the next start
         # what the replay committed need not be delivered again: move the group's cursor to
         # the end of the replay (pending entries stay pending; they are acknowledged next)
         if ends:
@@ -509,7 +536,10 @@ class IndEngineService:
                     await self.discover_streams()
                     await self.warm_start()
                     break
-                except RedisUnavailable:
+                except (RedisUnavailable, RedisCommandError) as e:
+                    log.warning(
+                        "%s: warm start interrupted (%s); starting it again", self.service, e
+                    )
                     self.state.set("waiting_for_redis")
                     await self._sleep(self.link.backoff.next())
             if self.stop.is_set():
@@ -561,9 +591,15 @@ class IndEngineService:
                 except RedisUnavailable:
                     self._pending_new = new + self._pending_new
             try:
-                entries = await self._until_stopped(self.reader.read(rc.read_count, rc.block_ms))
+                # COUNT is per stream: bound the whole batch to ~5,000 entries
+                count = max(10, min(rc.read_count, 5000 // max(1, len(self.reader.keys))))
+                entries = await self._until_stopped(self.reader.read(count, rc.block_ms))
             except RedisUnavailable:
                 self.state.set("redis_down")
+                await self._sleep(self.link.backoff.next())
+                continue
+            except RedisCommandError as e:
+                log.error("%s: reading failed: %s", self.service, e)
                 await self._sleep(self.link.backoff.next())
                 continue
             if entries is None:  # stopping
