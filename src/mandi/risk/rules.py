@@ -54,7 +54,7 @@ ALLOWED = Allowed()
 Decision = Allowed | Denied
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per order on the hot path
 class OrderContext:
     """Everything a rule may look at. Money in paise, times in ns UTC.
 
