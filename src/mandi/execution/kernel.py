@@ -294,6 +294,7 @@ class TradingKernel:
         they happen)."""
         for p in self.book.open_positions():
             self.store.save_position(p.to_record())
+        self.book.forget_closed()  # closed positions live on in the store
         if self.clock.now_ns() > 0:
             self.store.save_daily(self.perf.row(ist_date(self.clock.now_ns())))
 

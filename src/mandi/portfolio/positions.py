@@ -16,7 +16,6 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from mandi.core.calendar import ist_date
 from mandi.execution.ports import ClosedTrade
 from mandi.model.instruments import AnyInstrument, Future, Option
 from mandi.model.orders import Intent, Side
@@ -345,6 +344,3 @@ class PositionBook:
 
     def value_in(self, token: int) -> int:
         return sum(p.value for p in self.open_for_token(token))
-
-    def opened_on(self, day: dt.date) -> list[Position]:
-        return [p for p in self._all.values() if ist_date(p.entry_ts) == day]
