@@ -259,7 +259,7 @@ class Producer(threading.Thread):
     def run(self):
         try:
             asyncio.run(self._go())
-        except Exception as e:  # noqa: BLE001 - reported by the test
+        except Exception as e:
             self.error = e
 
     async def _go(self):
@@ -402,7 +402,7 @@ def test_redis_restarted_twice_during_a_100k_candle_replay(redis_aof, tmp_path):
         wait_for(lambda: (health(port) or {}).get("state") == "running", 60, "indengine")
         for _ in range(2):
             wait_for(
-                lambda: 0 < len(stored_values_fast(db)) if os.path.exists(db) else False,
+                lambda: len(stored_values_fast(db)) > 0 if os.path.exists(db) else False,
                 60,
                 "progress",
             )
