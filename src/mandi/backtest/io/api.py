@@ -7,6 +7,7 @@ This is shell code (it reads files); the engines it drives are pure.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from mandi.backtest.config import BacktestConfig
 from mandi.backtest.engine import BacktestEngine, StrategyRun
 from mandi.backtest.result import BacktestResult, from_raw
 from mandi.core.calendar import ist_ns
-from mandi.core.errors import ConfigError, MandiError
+from mandi.core.errors import ConfigError
 from mandi.execution.config import TradingConfig
 from mandi.model.instruments import InstrumentMaster
 from mandi.risk.config import RiskConfig
@@ -245,12 +246,16 @@ def run(
     eng = BacktestEngine(
         [StrategyRun(strat, tuple(traded))], master, cfg, timeframe=tf, risk=risk, trading=trading
     )
+    # the run allocates millions of short-lived objects and keeps thousands of records alive:
+    # the cyclic collector would re-scan those over and over (reference counting frees the rest)
+    was = gc.isenabled()
+    gc.disable()
     try:
         raw = eng.run_bars(feed, start_ns, snaps)
-    except MandiError:
-        raise
-    res = from_raw(raw, meta)
-    return res
+    finally:
+        if was:
+            gc.enable()
+    return from_raw(raw, meta)
 
 
 def load_chains(chains: Any) -> list[Any]:
