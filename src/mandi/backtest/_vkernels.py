@@ -107,7 +107,7 @@ def simulate(
     trail: float,
     intraday: bool,
     max_positions: int,
-):
+) -> tuple[np.ndarray, ...]:
     """The trades of one instrument. Returns fills as parallel arrays (bar index, time, side
     +1 buy/−1 sell, price, kind, reason, position number) and, per bar, the open position
     (direction, quantity, cost) after the bar."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,8 @@ class BarSeries:
         hi = len(self) if end_ns is None else int(np.searchsorted(self.bucket, end_ns, "left"))
         return self.take(slice(lo, hi))
 
-    def take(self, sel: slice | np.ndarray) -> BarSeries:
+    def take(self, sel: Any) -> BarSeries:
+        """The bars selected by ``sel`` (a slice or an index array)."""
         return BarSeries(
             self.instrument,
             self.timeframe,

@@ -424,9 +424,11 @@ class BacktestEngine:
         span = end - start
         moments = (start, start + span // 3, start + 2 * span // 3, end - 1)
         check = self.kernel.execution.check_exits
+        clock = self.clock
+        assert isinstance(clock, TestClock)
         for k in range(4):
             ts = moments[k]
-            self.clock.set(ts)
+            clock.set(ts)
             for p in ps:
                 if p.closing or not p.is_open:
                     continue
@@ -480,7 +482,7 @@ class BacktestEngine:
         kernel = self.kernel
         last = {s.token: (int(s.close[-1]), int(s.end[-1])) for s in active if len(s)}
         saved = kernel.risk.check
-        kernel.risk.check = lambda ctx: ALLOWED  # type: ignore[method-assign,assignment,return-value]
+        kernel.risk.check = lambda ctx: ALLOWED  # type: ignore[method-assign]
         try:
             for p in list(kernel.book.open_positions()):
                 price, ts = last.get(p.token, (p.current_price, self.clock.now_ns()))
@@ -613,7 +615,7 @@ class _BarTicks(dict):  # type: ignore[type-arg]
         ex, ts, price, volume, oi = self.pending.pop(token)
         dict.__setitem__(self, token, Tick(token, ex, ts, ts, price, volume, 0, oi))
 
-    def get(self, token: int, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, token: int, default: Any = None) -> Any:
         if token in self.pending:
             self._make(token)
         return dict.get(self, token, default)

@@ -66,7 +66,7 @@ def load_data(
             out.append(_frame_to_series(item, f"DataFrame {k + 1}", inst, timeframe))
         else:
             out += load(
-                item,
+                item,  # type: ignore[arg-type]  # a path
                 symbol=symbol if len(items) == 1 else None,
                 timeframe=timeframe,
                 lot_size=lot_size,
@@ -79,9 +79,9 @@ def load_data(
     for s in out:
         owner = seen.get(s.token)
         if owner is not None and owner != s.symbol:
-            inst = msgspec.structs.replace(s.instrument, token=next_token)
+            renamed: Any = msgspec.structs.replace(s.instrument, token=next_token)
             next_token += 1
-            s = s.with_instrument(inst)
+            s = s.with_instrument(renamed)
         seen[s.token] = s.symbol
         fixed.append(s)
     symbols = [s.symbol for s in fixed]

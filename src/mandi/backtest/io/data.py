@@ -330,7 +330,7 @@ def load_chain_files(paths: Sequence[str | os.PathLike[str]]) -> list[ChainSnaps
 
     out: list[ChainSnapshot] = []
     for p in paths:
-        out += load_option_chains(p)
+        out += load_option_chains(str(p))
     out.sort(key=lambda s: (s.ts_event, s.underlying, s.expiry))
     return out
 

@@ -84,7 +84,7 @@ def _ticks(
                     (d.token, d.ts_event, d.price, d.volume, d.oi, d.bid, d.ask)
                     == (token, ts, price, volume, oi, bid, ask)
                 )
-                if same:
+                if same and d is not None:
                     t = d
                     stats["with_depth"] += 1
                 else:

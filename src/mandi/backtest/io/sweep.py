@@ -59,7 +59,7 @@ def parse_param(text: str) -> tuple[str, list[Any]]:
         k = 0
         while True:
             v = lo + k * step  # type: ignore[operator]
-            if v > hi + 1e-12 * max(1.0, abs(hi)):  # type: ignore[operator]
+            if v > hi + 1e-12 * max(1.0, abs(hi)):  # type: ignore[operator,arg-type]
                 break
             vals.append(round(v, 10) if isinstance(v, float) else v)
             k += 1
