@@ -264,9 +264,10 @@ class BacktestEngine:
                 finest[s.token] = k
         sids, idxs = merge_order(active)
         n = len(sids)
-        times = np.empty(n, dtype=np.int64)
-        equity = np.empty(n, dtype=np.int64)
-        in_market = np.zeros(n, dtype=bool)
+        # plain lists while running (cheaper item stores than NumPy), arrays at the end
+        times_l: list[int] = [0] * n
+        equity_l: list[int] = [0] * n
+        in_market_l: list[bool] = [False] * n
         sq = self.kernel.limits.square_off
         sq_ns = (sq.hour * 3600 + sq.minute * 60 + sq.second) * NS_PER_SECOND
         cols = []
@@ -354,7 +355,7 @@ class BacktestEngine:
             if chain_strats and e >= next_second:
                 next_second = e + NS_PER_SECOND
                 kernel.strategies.handle_time(e)
-            times[j] = e
+            times_l[j] = e
             if open_by_token:
                 unreal = booked = 0
                 dated = False
@@ -372,11 +373,14 @@ class BacktestEngine:
                             for p in pb.values():
                                 unreal += p.unrealized()
                                 booked += p.realized
-                equity[j] = cash + self._closed_pnl + booked + unreal
-                in_market[j] = True
+                equity_l[j] = cash + self._closed_pnl + booked + unreal
+                in_market_l[j] = True
             else:
-                equity[j] = cash + self._closed_pnl
+                equity_l[j] = cash + self._closed_pnl
         self.bars = n
+        times = np.asarray(times_l, dtype=np.int64)
+        equity = np.asarray(equity_l, dtype=np.int64)
+        in_market = np.asarray(in_market_l, dtype=bool)
         if self.config.close_at_end and open_by_token:
             self._flatten(active)
             if n:
