@@ -339,7 +339,7 @@ def test_indengine_sigkilled_20_times_during_a_100k_candle_replay(redis_server, 
             )
             try:
                 wait_for(lambda port=port: health(port) is not None, 60, "indengine to start")
-                time.sleep(rng.uniform(0.05, 1.2))
+                time.sleep(rng.uniform(0.05, 0.8))
                 states[(health(port) or {}).get("state")] += 1
             finally:
                 p.send_signal(signal.SIGKILL)

@@ -5,8 +5,8 @@ persistence in ``{state_dir}/redis``, then each service as ``mandi service NAME`
 session (so it outlives the command and a terminal's Ctrl-C), with its log in
 ``{state_dir}/logs/NAME.log`` and its PID in ``{state_dir}/run/NAME.pid``; the deployment is
 described in ``{state_dir}/deployment.json``. It waits until every service answers ``/health``
-and prints the state of each. ``down`` stops the services in start order, producers first
-(SIGTERM: each commits and acknowledges what it has, then exits; SIGKILL after
+and prints the state of each. ``down`` stops the services in reverse start order (SIGTERM:
+each commits and acknowledges what it has, then exits; SIGKILL after
 ``services.stop_timeout_s``), then the Redis it started (SIGTERM: Redis flushes its AOF).
 """
 
@@ -305,8 +305,9 @@ def down(cfg: AppConfig) -> list[str]:
     if dep is None:
         return []
     killed: list[str] = []
-    # producers first, so consumers can drain what was published, then stop them
-    for s in dep.services:
+    # consumers first, producers last: nothing depends on the order for correctness (what is
+    # not acknowledged is delivered again), but a feed is not torn down under a live client
+    for s in reversed(dep.services):
         if alive(s.pid) and _stop([s.pid], cfg.services.stop_timeout_s):
             killed.append(s.name)
         Path(state_dir, "run", f"{s.name}.pid").unlink(missing_ok=True)
