@@ -204,6 +204,7 @@ class MandiAPI:
         self._denials: deque[Any] = deque(maxlen=200)
         self._orders: OrderedDict[str, Any] = OrderedDict()
         self._prev_close: dict[tuple[int, dt.date], tuple[int | None, str]] = {}
+        self._prev_retry: dict[int, int] = {}
         self._underlyings: tuple[int, list[dict[str, Any]]] | None = None
         self._trading: tuple[Any, KernelTrading] | None = None
         self._subs: list[Any] = []
@@ -568,8 +569,9 @@ class MandiAPI:
             return None, ""
         day = ist_date(now)
         hit = self._prev_close.get((token, day))
-        if hit is not None and hit[0] is not None and hit[1] == "previous_close":
-            return hit
+        if hit is not None and (hit[0] is not None or self._prev_retry.get(token, 0) > now):
+            return hit  # found (neither the previous close nor today's open changes), or
+            # nothing yet: asked again after 10 s of exchange time
         start = ist_ns(day)
         rows = self._query(
             "SELECT close FROM candles WHERE token=? AND timeframe=60 AND bucket<? "
@@ -599,6 +601,7 @@ class MandiAPI:
                 if rows:
                     res = (int(rows[0]["open"]), "open")
         self._prev_close[(token, day)] = res
+        self._prev_retry[token] = now + 10 * NS_PER_SECOND
         return res
 
     # --- signals, orders, positions, P&L ------------------------------------------------------

@@ -134,7 +134,7 @@
   }
 
   function resubscribe() {
-    const chans = [...state.chainChannels, ...state.chartChannels,
+    const chans = [...state.chainChannels, ...state.chartChannels, ...(state.positionTicks || []),
       "signal:>", "position:>", "position_closed", "risk:>", "order:rejected"];
     send({ op: "subscribe", channels: chans });
   }
@@ -222,6 +222,7 @@
   }
 
   function onTick(t) {
+    markPositions(t);
     if (t.token === state.token) {
       $("ib-price").textContent = fmt(t.price);
       if (state.lastChain && state.lastChain.summary && state.lastChain.summary.previous_close) {
@@ -442,9 +443,34 @@
     toast("Position closed", `${p.symbol} · ${d.reason || p.exit_reason || "closed"} · P&L ${shown}`, pnl >= 0 ? "ok" : "err");
   }
 
+  // live MTM: the ticks of every open position's contract (the kernel's own MTM arrives with
+  // position:updated every monitor interval and replaces this estimate)
+  function syncPositionTicks(ps) {
+    const want = new Set(ps.map((p) => `tick:${p.exchange}:${p.token}`));
+    const have = state.positionTicks || new Set();
+    const add = [...want].filter((c) => !have.has(c) && !state.chainChannels.includes(c));
+    const drop = [...have].filter((c) => !want.has(c) && !state.chainChannels.includes(c));
+    if (add.length) send({ op: "subscribe", channels: add });
+    if (drop.length) send({ op: "unsubscribe", channels: drop });
+    state.positionTicks = want;
+  }
+
+  function markPositions(t) {
+    let changed = false;
+    for (const p of state.positions.values()) {
+      if (p.token !== t.token || p.entry_premium === null || p.entry_premium === undefined) continue;
+      p.current_premium = t.price;
+      p.mtm = Math.round((t.price - p.entry_premium) * p.net_quantity * 100) / 100;
+      p.pnl_pct = p.entry_premium ? (100 * (t.price - p.entry_premium) * Math.sign(p.net_quantity)) / p.entry_premium : null;
+      changed = true;
+    }
+    if (changed) renderPositions();
+  }
+
   function renderPositions() {
     const tb = $("positions").tBodies[0];
     const ps = [...state.positions.values()];
+    syncPositionTicks(ps);
     let mtm = 0;
     tb.innerHTML = ps.length ? ps.map((p) => {
       mtm += p.mtm || 0;
