@@ -200,6 +200,8 @@ class BacktestEngine:
                 run.strategy._emit = _fixed_quantity(run.strategy._emit, qty)
         self._closed_pnl = 0
         self._day_no = -1
+        self._fills_seen = -1
+        self._realized_today = 0
         self._day: Any = None
         self.bus.subscribe("position:closed", self._on_closed, name="backtest.equity")
         self.bars = 0
@@ -404,11 +406,15 @@ class BacktestEngine:
         if timed or k.risk.halted:
             k.execution.check_exits(k.book.open_positions())
             unrealized = k.book.unrealized()
-        if day_no != self._day_no:
-            self._day_no = day_no
-            self._day = ist_date(now)
+        fills = k.execution.fills
+        if day_no != self._day_no or fills != self._fills_seen:
+            if day_no != self._day_no:
+                self._day_no = day_no
+                self._day = ist_date(now)
+            self._fills_seen = fills
+            self._realized_today = k.perf.realized(self._day)  # changes only with fills
         day = self._day
-        if k.perf.realized(day) + unrealized > -k.limits.max_daily_loss:
+        if self._realized_today + unrealized > -k.limits.max_daily_loss:
             return
         was = k.risk.halted
         k.risk.check_breaker(lambda: k.perf.realized(day) + k.book.unrealized())
@@ -417,14 +423,19 @@ class BacktestEngine:
 
     def _intrabar(self, tok: int, bar: Candle, start: int, end: int, late: bool) -> None:
         """Walk the open positions of ``tok`` along the bar's pessimistic path (module doc)."""
-        ps = [p for p in self.kernel.book.open_for_token(tok) if not p.closing]
+        ps = [p for p in self.kernel.book._open_by_token[tok].values() if not p.closing]
         if not ps:
             return
         limits = self.kernel.limits
-        if not late and not any(self._may_exit(p, bar, limits) for p in ps):
-            for p in ps:  # nothing can trigger: only carry the best price (trailing stops)
-                p.update_price(bar.high if p.direction > 0 else bar.low, start)
-            return
+        if not late:
+            may = self._may_exit
+            for p in ps:
+                if may(p, bar, limits):
+                    break
+            else:  # nothing can trigger: only carry the best price (trailing stops)
+                for p in ps:
+                    p.update_price(bar.high if p.direction > 0 else bar.low, start)
+                return
         span = end - start
         moments = (start, start + span // 3, start + 2 * span // 3, end - 1)
         check = self.kernel.execution.check_exits
