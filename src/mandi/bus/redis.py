@@ -149,6 +149,7 @@ def pack_prefix(*args: bytes | str | int, total: int) -> bytes:
 
 
 MULTI = pack("MULTI")
+_OK_QUEUED = (b"+OK\r\n", b"+QUEUED\r\n")
 EXEC = pack("EXEC")
 
 
@@ -249,8 +250,13 @@ class RespConnection:
                     raise RedisCommandError(f"Redis handshake refused: {reply}")
         return conn
 
-    async def request(self, packet: bytes, n: int) -> list[Any]:
-        """Send ``packet`` (``n`` commands) and return the ``n`` replies in order."""
+    async def request(self, packet: bytes, n: int, queued: int = 0) -> list[Any]:
+        """Send ``packet`` (``n`` commands) and return the ``n`` replies in order.
+
+        ``queued``: the packet starts with MULTI and ``queued`` commands; their ``+OK`` and
+        ``+QUEUED`` replies are checked as raw bytes at once instead of parsed one by one (a
+        large transaction has hundreds of thousands of them).
+        """
         if self.closed:
             raise RedisUnavailable("connection closed")
         try:
@@ -258,6 +264,21 @@ class RespConnection:
             await self._w.drain()
             out: list[Any] = []
             parser = self._parser
+            if queued:
+                expect = _OK_QUEUED[0] + _OK_QUEUED[1] * queued
+                buf = bytearray()
+                while len(buf) < len(expect):
+                    data = await self._r.read(1 << 20)
+                    if not data:
+                        raise ConnectionResetError("Redis closed the connection")
+                    buf += data
+                    if not expect.startswith(bytes(buf[: len(expect)])):
+                        break  # an error at queue time: parse everything the slow way
+                if buf[: len(expect)] == expect:
+                    out = [b"OK", *([b"QUEUED"] * queued)]
+                    parser.feed(bytes(buf[len(expect) :]))
+                else:
+                    parser.feed(bytes(buf))
             while len(out) < n:
                 reply = parser.gets()
                 while reply is not False and len(out) < n:
@@ -440,7 +461,9 @@ class RedisLink:
             self._conn = None
         self._mark_down(reason)
 
-    async def request(self, packet: bytes, n: int, timeout: float = 30.0) -> list[Any]:
+    async def request(
+        self, packet: bytes, n: int, timeout: float = 30.0, queued: int = 0
+    ) -> list[Any]:
         """One attempt; :class:`RedisUnavailable` after marking the link down (also when no
         reply comes within ``timeout`` seconds: a silent peer is treated as dead)."""
         async with self._lock:
@@ -448,7 +471,7 @@ class RedisLink:
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(timeout):
-                    replies = await conn.request(packet, n)
+                    replies = await conn.request(packet, n, queued)
                 first = replies[0] if replies else None
                 if (
                     isinstance(first, hiredis.ReplyError)
@@ -466,12 +489,12 @@ class RedisLink:
                 raise
 
     async def request_retrying(
-        self, packet: bytes, n: int, stop: asyncio.Event | None = None
+        self, packet: bytes, n: int, stop: asyncio.Event | None = None, queued: int = 0
     ) -> list[Any]:
         """Send an idempotent packet until it succeeds (or ``stop`` is set: RedisUnavailable)."""
         while True:
             try:
-                return await self.request(packet, n)
+                return await self.request(packet, n, queued=queued)
             except RedisUnavailable:
                 if stop is not None and stop.is_set():
                     raise
@@ -702,7 +725,9 @@ class StreamPublisher:
         t0 = time.perf_counter()
         packet, n, nreg, take, forming, extra = self._take()
         try:
-            replies = await self.link.request_retrying(packet, n, self.stop)
+            replies = await self.link.request_retrying(
+                packet, n, self.stop, queued=n - 2 - len(forming)
+            )
             self._account(replies, nreg, take, forming)
         except (RedisUnavailable, RedisCommandError):
             # stopping while Redis is down, or the transaction was refused: keep it, in order

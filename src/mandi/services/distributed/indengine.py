@@ -305,7 +305,7 @@ class IndEngineService:
         queued = (3 * batch.values if self._streams_on else len(batch.commands)) + len(tail)
         while True:
             try:
-                replies = await self.link.request(packet, queued + 2)
+                replies = await self.link.request(packet, queued + 2, queued=queued)
             except RedisUnavailable:
                 self.state.set("redis_down")
                 await self._sleep(self.link.backoff.next())
