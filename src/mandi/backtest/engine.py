@@ -29,6 +29,10 @@ instrument, in this order:
 4. Orders accepted at ``end`` fill at the *next* bar's open (step 1) — or, with
    ``fill = "close"``, at once at this bar's close (an explicit, optimistic choice).
 
+With several instruments, steps 1–2 of every bar that started before a moment run before the
+bars ending at that moment are handed out (opens in start order; the intrabar walks of bars that
+open together advance moment by moment, so the clock never goes back).
+
 No look-ahead: the kernel only ever receives a bar after its end, and the fill simulator refuses
 to fill an order on data that started before the order was accepted.
 
@@ -317,24 +321,55 @@ class BacktestEngine:
         cash = self.cash
         open_by_token = book._open_by_token
         cum_volume: dict[int, int] = {}
-        intrabar = self._intrabar
         monitor = self._monitor
         snaps = sorted(chains, key=lambda x: (x.ts_event, x.underlying, x.expiry))
         chain_ts = [x.ts_event for x in snaps]
         nc, ci = len(snaps), 0
         publish = self.bus.publish
+        # the open phases (fills at the open, intrabar exits) in start order: every bar that
+        # started before a moment is opened before the bars ending at that moment are handed out
+        ex_sid = [k for k, c in enumerate(cols) if c[11]]
+        o_sid = np.concatenate([np.full(len(active[k]), k, dtype=np.int64) for k in ex_sid])
+        o_idx = np.concatenate([np.arange(len(active[k]), dtype=np.int64) for k in ex_sid])
+        o_b = np.concatenate([active[k].bucket for k in ex_sid])
+        o_order = np.lexsort((o_sid, o_b))
+        ob_sid, ob_idx, ob_b = (
+            o_sid[o_order].tolist(),
+            o_idx[o_order].tolist(),
+            o_b[o_order].tolist(),
+        )
+        n_open, op_ptr = len(ob_b), 0
+        walk_plan, walk = self._walk_plan, self._walk
         for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
             tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = cols[
                 sid
             ]
             b, e, c = bk[i], en[i], cl[i]
+            if op_ptr < n_open and ob_b[op_ptr] < e:
+                plans = []
+                while op_ptr < n_open and ob_b[op_ptr] < e:
+                    s2, i2 = ob_sid[op_ptr], ob_idx[op_ptr]
+                    op_ptr += 1
+                    c2 = cols[s2]
+                    t2 = c2[0]
+                    orders, held = has_orders(t2), t2 in open_by_token
+                    if not (orders or held):
+                        continue
+                    b2 = c2[3][i2]
+                    bar = Candle(
+                        t2, c2[1], c2[2], b2, c2[5][i2], c2[6][i2], c2[7][i2], c2[8][i2],
+                        c2[9][i2], c2[10][i2], 1, True,
+                    )  # fmt: skip
+                    if orders:
+                        clock_set(b2)
+                        match_bar(t2, bar)
+                    if t2 in open_by_token:
+                        plan = walk_plan(t2, bar, b2, c2[4][i2], c2[12][i2])
+                        if plan is not None:
+                            plans.append(plan)
+                if plans:
+                    walk(plans)
             candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
-            if exec_series:
-                if has_orders(tok):
-                    clock_set(b)
-                    match_bar(tok, candle)
-                if tok in open_by_token:
-                    intrabar(tok, candle, b, e, late[i])
             clock_set(e)
             while ci < nc and chain_ts[ci] <= e:
                 snap = snaps[ci]
@@ -421,11 +456,14 @@ class BacktestEngine:
         if k.risk.halted and not was and k.orders is not None:
             k.orders.cancel_queued(Intent.ENTRY, "trading halted")
 
-    def _intrabar(self, tok: int, bar: Candle, start: int, end: int, late: bool) -> None:
-        """Walk the open positions of ``tok`` along the bar's pessimistic path (module doc)."""
+    def _walk_plan(
+        self, tok: int, bar: Candle, start: int, end: int, late: bool
+    ) -> tuple[int, Candle, tuple[int, int, int, int], list[Any]] | None:
+        """The positions of ``tok`` to walk along the bar's pessimistic path (module doc), or
+        None when no exit rule can fire within the bar (then only the best price is carried)."""
         ps = [p for p in self.kernel.book._open_by_token[tok].values() if not p.closing]
         if not ps:
-            return
+            return None
         limits = self.kernel.limits
         if not late:
             may = self._may_exit
@@ -435,39 +473,45 @@ class BacktestEngine:
             else:  # nothing can trigger: only carry the best price (trailing stops)
                 for p in ps:
                     p.update_price(bar.high if p.direction > 0 else bar.low, start)
-                return
+                return None
         span = end - start
-        moments = (start, start + span // 3, start + 2 * span // 3, end - 1)
+        return tok, bar, (start, start + span // 3, start + 2 * span // 3, end - 1), ps
+
+    def _walk(self, plans: list[tuple[int, Candle, tuple[int, int, int, int], list[Any]]]) -> None:
+        """Walk every planned bar's positions moment by moment (moment k of all bars, then
+        k + 1), so that the clock only moves forward when several instruments walk together."""
         check = self.kernel.execution.check_exits
+        limits = self.kernel.limits
         clock = self.clock
         assert isinstance(clock, TestClock)
         for k in range(4):
-            ts = moments[k]
-            clock.set(ts)
-            for p in ps:
-                if p.closing or not p.is_open:
-                    continue
-                long = p.direction > 0
-                price = (
-                    bar.open
-                    if k == 0
-                    else bar.close
-                    if k == 3
-                    else (bar.low if (k == 1) == long else bar.high)
-                )
-                p.update_price(price, ts)
-                if not check((p,)):
-                    continue
-                level = price
-                if k:
-                    r = p.exit_reason
-                    if r == exits.STOP_LOSS and p.stop_loss:
-                        level = p.stop_loss
-                    elif r == exits.TARGET and p.target:
-                        level = p.target
-                    elif r == exits.TRAILING:
-                        level = exits.trailing_stop(limits, p.direction, p.high_water) or price
-                self.broker.match_price(tok, level, self.clock.now_ns() + 1)
+            for tok, bar, moments, ps in plans:
+                ts = moments[k]
+                clock.set(ts)
+                for p in ps:
+                    if p.closing or not p.is_open:
+                        continue
+                    long = p.direction > 0
+                    price = (
+                        bar.open
+                        if k == 0
+                        else bar.close
+                        if k == 3
+                        else (bar.low if (k == 1) == long else bar.high)
+                    )
+                    p.update_price(price, ts)
+                    if not check((p,)):
+                        continue
+                    level = price
+                    if k:
+                        r = p.exit_reason
+                        if r == exits.STOP_LOSS and p.stop_loss:
+                            level = p.stop_loss
+                        elif r == exits.TARGET and p.target:
+                            level = p.target
+                        elif r == exits.TRAILING:
+                            level = exits.trailing_stop(limits, p.direction, p.high_water) or price
+                    self.broker.match_price(tok, level, clock.now_ns() + 1)
 
     def _may_exit(self, p: Any, bar: Candle, limits: Any) -> bool:
         """Whether any exit rule could fire for ``p`` within ``bar`` (a cheap pre-check; the

@@ -35,7 +35,7 @@ def two():
 
 def test_bars_are_merged_by_end_time(two):
     a, b = two
-    five = a.resample(300)
+    five = a.resample(900)
     sid, idx = merge_order([a, five, b])
     ends = np.array([[a, five, b][s].end[i] for s, i in zip(sid, idx, strict=True)])
     assert (np.diff(ends) >= 0).all()
