@@ -95,6 +95,11 @@ def service(
     _setup(cfg)
     from mandi.services.distributed import SERVICES
 
+    if name in ("mdengine", "mdengine-sim", "strategy"):
+        from mandi.services.trading import prepare_config
+
+        cfg = prepare_config(cfg)  # the candle timeframes the strategies follow, as mandi run
+
     metrics_port = int(getattr(cfg.services, SERVICES[name])) if port is None else port
     try:
         if name == "tickserver":

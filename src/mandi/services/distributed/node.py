@@ -31,6 +31,7 @@ import logging
 import signal
 import socket
 from collections.abc import Coroutine, Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import hiredis
@@ -54,9 +55,10 @@ from mandi.bus.redis import (
     stream_id,
 )
 from mandi.config import AppConfig
-from mandi.core.clock import Clock, LiveClock
+from mandi.core.clock import NS_PER_SECOND, Clock, LiveClock
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import InstrumentMaster, parse_instrument_csv
+from mandi.model.market import Candle, Tick
 from mandi.services.distributed.health import (
     HealthServer,
     Sample,
@@ -100,6 +102,11 @@ class RedisNode:
         self.bus = MessageBus(self.clock)
         self.master = InstrumentMaster()
         self.known_tokens: set[int] = set()
+        # what mandi run's layers also read of their node: no feed here (exchange time comes
+        # from the data: the watermark is the end of the last candle or the last tick seen)
+        self.feed = None
+        self.stats = SimpleNamespace(resumed_from_ns=None)
+        self.pipeline = SimpleNamespace(seconds=SimpleNamespace(watermark_ns=0))
         st = cfg.store
         # flush at once: a read batch is acknowledged only after its rows are committed
         self.writer = BatchWriter(
@@ -168,6 +175,7 @@ class RedisNode:
                 dead += self.reader.dead_letter_packet(e, f"undecodable: {ex}", 1)
                 self.dead += 1
                 continue
+            self._advance(msg)
             publish(e.key, msg)  # handler errors are isolated by the bus
             acks.setdefault(e.key, []).append(e.id)
         self.received += sum(len(v) for v in acks.values())
@@ -275,9 +283,24 @@ class RedisNode:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
         self.pubsub_received += 1
-        confirmed = getattr(msg, "closed", getattr(msg, "confirmed", False))
+        # confirmed candles/values and plain messages (ticks) under their in-process topic;
+        # forming candles and previews keep the pub: prefix, as in mandi run
+        confirmed = getattr(msg, "closed", getattr(msg, "confirmed", True))
         topic = channel[4:] if confirmed and channel.startswith("pub:") else channel
+        if type(msg) is Tick:
+            self._advance(msg)
         self.bus.publish(topic, msg)
+
+    def _advance(self, msg: Any) -> None:
+        seconds = self.pipeline.seconds
+        if type(msg) is Candle and msg.closed:
+            end = msg.bucket + msg.timeframe * NS_PER_SECOND
+        elif type(msg) is Tick:
+            end = msg.ts_event
+        else:
+            return
+        if end > seconds.watermark_ns:
+            seconds.watermark_ns = end
 
     async def _maintain(self) -> None:
         while True:
@@ -404,10 +427,11 @@ class RedisNode:
 
 
 def strategy_layers(cfg: AppConfig) -> list[Any]:
-    """The layers of the strategy/execution service — the same ones ``mandi run`` plugs into
-    its node for trading. HOOKUP (issue 5): when the trading layer exists, return it here, e.g.
-    ``from mandi.services.trading import TradingLayer; return [TradingLayer(cfg)]``."""
-    return []
+    """The layers of the strategy/execution service: the trading layer ``mandi run`` plugs into
+    its node (strategies → signals → risk → execution in ``run.mode``), unchanged."""
+    from mandi.services.trading import TradingLayer
+
+    return [TradingLayer(cfg)]
 
 
 def gateway_layers(cfg: AppConfig) -> list[Any]:
