@@ -66,6 +66,12 @@ def service(
     wait: Annotated[
         bool, typer.Option(help="tickserver: open the market at the first subscription.")
     ] = True,
+    client_queue: Annotated[
+        int,
+        typer.Option(
+            help="tickserver: messages a slow client may fall behind before it is disconnected."
+        ),
+    ] = 1000,
     status_interval: Annotated[float | None, typer.Option(help="Status log line, seconds.")] = None,
     log_json: Annotated[bool, typer.Option("--log-json", help="JSON log lines.")] = False,
     log_level: Annotated[str | None, typer.Option(help="DEBUG | INFO | WARNING | ERROR.")] = None,
@@ -112,6 +118,7 @@ def service(
                     ws_port or cfg.services.tickserver_port,
                     metrics_port,
                     wait_for_client=wait,
+                    client_queue=client_queue,
                 )
             )
         elif name in ("mdengine", "mdengine-sim"):

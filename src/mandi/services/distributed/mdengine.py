@@ -264,7 +264,12 @@ async def run_mdengine(cfg: AppConfig, service: str, port: int) -> int:
 
 
 async def run_tickserver(
-    cfg: AppConfig, host: str, port: int, metrics_port: int, wait_for_client: bool = True
+    cfg: AppConfig,
+    host: str,
+    port: int,
+    metrics_port: int,
+    wait_for_client: bool = True,
+    client_queue: int = 1000,
 ) -> int:
     """``mandi service tickserver``: ``mandi tickserver`` plus /metrics, /health, /ready."""
     from websockets.asyncio.server import serve as ws_serve
@@ -272,7 +277,7 @@ async def run_tickserver(
     from mandi.feeds.tickserver import TickServer
 
     state = ServiceState("tickserver")
-    server = TickServer(cfg, wait_for_client=wait_for_client)
+    server = TickServer(cfg, client_queue=client_queue, wait_for_client=wait_for_client)
 
     def samples() -> Iterable[Sample]:
         yield ("clients", "gauge", "Connected WebSocket clients", len(server.clients), {})
