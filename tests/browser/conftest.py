@@ -33,7 +33,7 @@ def tokens(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when the package's tests are done
 def live(tmp_path_factory, tokens):
     db = tmp_path_factory.mktemp("node") / "mandi.db"
     node = start_node(

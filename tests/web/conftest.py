@@ -51,7 +51,7 @@ def watch_logs():
     logging.getLogger().removeHandler(h)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when the package's tests are done
 def live(tmp_path_factory, web_tokens, watch_logs):
     db = tmp_path_factory.mktemp("node") / "mandi.db"
     node = start_node(
@@ -98,7 +98,7 @@ def wait_for_chain(url: str, token: str, timeout: float = 120.0) -> dict:
     raise AssertionError(f"no live chain in time: {last.status_code if last else None}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(live):
     with httpx.Client(base_url=live.url, timeout=30) as c:
         yield c
