@@ -32,15 +32,24 @@ def rows(db, sql):
 
 def test_a_short_run_stores_ticks_and_candles(tmp_path):
     db = str(tmp_path / "run.db")
-    p = mandi("run", "--db", db, "--speed", "60", "--duration", "5", *ARGS)
+    p = mandi("run", "--db", db, "--speed", "inf", "--until", "09:17", *ARGS)
     assert p.returncode == 0, p.stderr
     assert "ticks=" in p.stderr  # the status line (not a terminal)
     ((ticks,),) = rows(db, "SELECT count(*) FROM ticks")
-    assert ticks > 1000
+    assert ticks > 10_000
     tfs = dict(rows(db, "SELECT timeframe, count(*) FROM candles GROUP BY timeframe"))
-    assert tfs[1] > 1000 and tfs[60] > 100
+    assert tfs[1] > 10_000 and tfs[60] > 100  # 1 s candles, and the 09:15 minute confirmed
     kinds = [k for (k,) in rows(db, "SELECT event_type FROM system_events ORDER BY id")]
     assert kinds == ["started", "stopped"]
+
+
+def test_duration_stops_a_paced_run_on_time(tmp_path):
+    db = str(tmp_path / "paced.db")
+    t0 = time.monotonic()
+    p = mandi("run", "--db", db, "--speed", "30", "--duration", "4", *ARGS)
+    assert p.returncode == 0, p.stderr
+    assert "stopping: duration 4 s elapsed" in p.stderr
+    assert time.monotonic() - t0 < 60  # start-up + 4 s + shutdown, not the whole session
     stats = mandi("db", "stats", "--db", db, "--json")
     assert '"candles"' in stats.stdout and stats.returncode == 0
 

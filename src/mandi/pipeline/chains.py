@@ -34,13 +34,15 @@ INDEX_ALIASES: dict[str, tuple[str, ...]] = {
 class _Chain:
     """The latest quotes of one (underlying, expiry); rows are rebuilt only where quotes changed."""
 
-    __slots__ = ("exchange", "lot", "quotes", "rows", "strikes")
+    __slots__ = ("exchange", "lot", "quoted", "quotes", "rows", "strikes")
 
-    def __init__(self, exchange: str, lot: int) -> None:
+    def __init__(self, exchange: str, lot: int, listed: Iterable[int] = ()) -> None:
         self.exchange, self.lot = exchange, lot
-        self.quotes: dict[int, list[OptionQuote | None]] = {}
-        self.rows: dict[int, ChainRow] = {}
-        self.strikes: list[int] = []  # sorted
+        self.strikes: list[int] = sorted(set(listed))  # every listed strike, quoted or not,
+        # so the matrix sees the real strike spacing from the first snapshot on
+        self.quotes: dict[int, list[OptionQuote | None]] = {k: [None, None] for k in self.strikes}
+        self.rows: dict[int, ChainRow] = {k: ChainRow(k) for k in self.strikes}
+        self.quoted = False
 
 
 class ChainAssembler:
@@ -54,6 +56,7 @@ class ChainAssembler:
         self._chains: dict[tuple[str, dt.date], _Chain] = {}
         self._dirty: set[tuple[tuple[str, dt.date], int]] = set()
         self._oi_ref: dict[int, int] = {}
+        self._listed: dict[tuple[str, dt.date], set[int]] = {}
         self._day: dt.date | None = None
         self._day_start = -NS_PER_DAY  # ns UTC of the current IST day's midnight
         self.add_instruments(master)
@@ -64,6 +67,13 @@ class ChainAssembler:
         for inst in instruments:
             if isinstance(inst, Option) and inst.expiry is not None:
                 self._options[inst.token] = inst
+                key = (inst.underlying, inst.expiry)
+                self._listed.setdefault(key, set()).add(inst.strike)
+                chain = self._chains.get(key)
+                if chain is not None and inst.strike not in chain.quotes:
+                    chain.quotes[inst.strike] = [None, None]
+                    chain.rows[inst.strike] = ChainRow(inst.strike)
+                    bisect.insort(chain.strikes, inst.strike)
             else:
                 by_symbol.setdefault(inst.symbol, inst.token)
         for opt in self._options.values():
@@ -108,7 +118,10 @@ class ChainAssembler:
         key = (opt.underlying, opt.expiry)
         chain = self._chains.get(key)
         if chain is None:
-            chain = self._chains[key] = _Chain(opt.exchange, opt.lot_size)
+            chain = self._chains[key] = _Chain(
+                opt.exchange, opt.lot_size, self._listed.get(key, ())
+            )
+        chain.quoted = True
         ref = self._oi_ref.setdefault(token, tick.oi)
         q = OptionQuote(
             tick.price,
@@ -147,7 +160,7 @@ class ChainAssembler:
         for (underlying, expiry), chain in sorted(self._chains.items()):
             utoken = self._underlying_token.get(underlying)
             spot = self._price.get(utoken) if utoken is not None else None
-            if spot is None or not chain.strikes:
+            if spot is None or not chain.quoted:
                 continue
             rows = tuple(chain.rows[k] for k in chain.strikes)
             out.append(

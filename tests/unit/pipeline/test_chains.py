@@ -57,6 +57,15 @@ def test_snapshot_rows_quotes_and_underlying_alias():
     assert s.rows[1].call.volume == 650 and s.rows[0].call.bid == 14995
 
 
+def test_every_listed_strike_is_a_row_from_the_first_snapshot():
+    a = ChainAssembler(master())
+    a.handle_tick(tick(256265, 2421000))
+    a.handle_tick(tick(101, 12000, oi=1300))  # only the 24200 put has traded
+    (s,) = a.snapshots(T0)
+    assert [r.strike for r in s.rows] == [2420000, 2425000]  # 24250 listed, not yet quoted
+    assert s.rows[1].call is None and s.rows[1].put is None
+
+
 def test_oi_change_from_the_first_reading_of_the_day_and_reset_next_day():
     a = ChainAssembler(master())
     a.handle_tick(tick(256265, 2421000))
@@ -71,4 +80,5 @@ def test_oi_change_from_the_first_reading_of_the_day_and_reset_next_day():
     a.handle_tick(tick(256265, 2430000, ts=nxt))
     a.handle_tick(tick(100, 16000, oi=9100, ts=nxt))
     (s,) = a.snapshots(nxt)
-    assert s.rows[0].call.oi_change == 0 and len(s.rows) == 1  # yesterday's quotes are gone
+    assert s.rows[0].call.oi_change == 0  # measured from today's first reading
+    assert s.rows[1].call is None  # yesterday's quotes are gone
