@@ -124,3 +124,13 @@ def test_charges_follow_the_indian_schedule():
     )
     assert t.charges == round(buy) + round(sell)
     assert t.pnl == 10 * 500 - t.charges
+
+
+def test_close_at_end_books_what_is_still_open_at_the_last_close():
+    s = bars([(100, 101, 99, 100), (102, 103, 101, 102), (104, 106, 103, 105)])
+    open_res, _ = run_script(s, {0: "BUY"})
+    assert open_res.trades == [] and open_res.stats["open_positions"] == 1
+    res, _ = run_script(s, {0: "BUY"}, close_at_end=True)
+    (t,) = res.trades
+    assert (t.exit_reason, t.exit_price) == ("END_OF_DATA", 10500)
+    assert res.final_value == open_res.final_value == 1_000_000 + 10 * (105 - 102)
