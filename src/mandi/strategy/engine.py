@@ -105,8 +105,9 @@ class StrategyEngine:
         self._subs.append(
             self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
         )
-        for s in self.strategies:
-            self._call(s, "on_start")
+        if not self.started:  # warm_up already started them: a second on_start would reset
+            for s in self.strategies:  # the state the warm-up just rebuilt
+                self._call(s, "on_start")
         self.started = True
 
     def stop(self) -> None:

@@ -154,6 +154,17 @@ def test_warm_up_feeds_history_without_signals_and_each_candle_counts_once():
     assert len(k.store.signals) == 1
 
 
+def test_start_after_warm_up_keeps_the_warmed_state():
+    """on_start runs once: a second call after the warm-up would reset what it rebuilt."""
+    k = Kit()
+    s = Always(strategy_id="w", timeframe=60)
+    starts: list[int] = []
+    s.on_start = lambda: starts.append(1)  # type: ignore[method-assign]
+    k.kernel.add_strategy(s, ["RELIANCE"])
+    k.kernel.start(candles(RELIANCE, [100, 101, 102]))
+    assert starts == [1]
+
+
 def test_configuration_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"strategies\[0\]\.name"):
         build_strategies((StrategySpec("nope"),))
