@@ -22,6 +22,7 @@ strategy and fill model therefore give the same trades on both paths (tested on 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ from mandi.backtest.config import BacktestConfig, kernel_configs
 from mandi.backtest.engine import backdated_rate_table, zero_rate_table
 from mandi.backtest.result import BacktestResult, Trade, iso
 from mandi.backtest.stats import compute_stats
-from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ist_date
+from mandi.core.calendar import IST_OFFSET_NS, MARKET_CLOSE, NS_PER_DAY, ist_date
 from mandi.core.clock import NS_PER_SECOND
 from mandi.execution.charges import ChargesModel, segment_of
 from mandi.execution.config import TradingConfig
@@ -102,17 +103,24 @@ def _calendar_masks(
     b, e = s.bucket, s.end
     span = e - b
     moments = np.stack([b, b + span // 3, b + 2 * span // 3, e - 1], axis=1)
+    close_s = MARKET_CLOSE.hour * 3600 + MARKET_CLOSE.minute * 60
+
+    def at_or_after(x: np.ndarray, t: dt.time) -> np.ndarray:
+        """x is at or after ``t``'s distance before its session's close (the kernel's
+        :func:`~mandi.risk.config.before_close_ns`); time of day where there is no session."""
+        t_s = t.hour * 3600 + t.minute * 60 + t.second
+        days = ist_day(x)
+        uniq, inv = np.unique(days, return_inverse=True)
+        _, cl = session_bounds(uniq, s.instrument.exchange)
+        cl = cl[inv.reshape(x.shape)]
+        by_session = x >= cl - (close_s - t_s) * NS_PER_SECOND
+        by_clock = (x + IST_OFFSET_NS) % NS_PER_DAY >= t_s * NS_PER_SECOND
+        return np.where(cl >= 0, by_session, by_clock)
+
     sq = limits.square_off
-    sq_ns = (sq.hour * 3600 + sq.minute * 60 + sq.second) * NS_PER_SECOND
-    cut = limits.entry_cutoff
-    cut_ns = (cut.hour * 3600 + cut.minute * 60 + cut.second) * NS_PER_SECOND
-
-    def tod(x: np.ndarray) -> np.ndarray:
-        return (x + IST_OFFSET_NS) % NS_PER_DAY
-
-    sq_moment = tod(moments) >= sq_ns
-    sq_end = tod(e) >= sq_ns
-    late_in = tod(e - 1) >= sq_ns
+    sq_moment = at_or_after(moments, sq)
+    sq_end = at_or_after(e, sq)
+    late_in = at_or_after(e - 1, sq)
     if not calendar_rules:
         ok = np.ones(n, dtype=bool)
         return ok, ok, ok, sq_moment, sq_end, late_in
@@ -125,7 +133,7 @@ def _calendar_masks(
         return (op >= 0) & (x >= op) & (x < cl)
 
     exit_ok = continuous(e)
-    entry_ok = exit_ok & (tod(e) < cut_ns)
+    entry_ok = exit_ok & ~at_or_after(e, limits.entry_cutoff)
     bar_ok = continuous(b) & continuous(e - 1)
     return entry_ok, exit_ok, bar_ok, sq_moment, sq_end, late_in
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import msgspec
 
+from mandi.core.calendar import MARKET_CLOSE, Session, calendar
 from mandi.core.errors import ConfigError
 from mandi.core.money import to_paise
 
@@ -127,3 +129,20 @@ class RiskLimits:
             flatten_on_halt=c.flatten_on_halt,
             max_exit_attempts=c.max_exit_attempts,
         )
+
+
+@lru_cache(maxsize=256)
+def session_for(exchange: str, day_index: int) -> Session | None:
+    """The session of an IST day (days since the epoch), cached: the calendar is fixed data."""
+    cal = calendar(exchange if exchange in ("NSE", "BSE") else "NSE")
+    return cal.session(dt.date(1970, 1, 1) + dt.timedelta(days=day_index))
+
+
+def before_close_ns(session: Session, at: dt.time) -> int:
+    """The moment as long before ``session``'s close as ``at`` is before the normal 15:30 close:
+    15:15 on a normal day, 14:30 in a Muhurat session closing at 14:45, 18:45 in one closing at
+    19:00 — so square-off and entry cut-off follow special sessions."""
+    lead = (MARKET_CLOSE.hour * 3600 + MARKET_CLOSE.minute * 60) - (
+        at.hour * 3600 + at.minute * 60 + at.second
+    )
+    return session.close_ns - lead * 1_000_000_000

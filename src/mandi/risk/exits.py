@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, calendar
 from mandi.core.money import round_to_tick
-from mandi.risk.config import RiskLimits
+from mandi.risk.config import RiskLimits, before_close_ns, session_for
 
 STOP_LOSS = "STOP_LOSS_HIT"
 TARGET = "TARGET_REACHED"
@@ -69,9 +69,8 @@ def exit_reason(limits: RiskLimits, p: ExitCheck, now_ns: int) -> str | None:
     then the stop (a trailing stop above the initial one is reported as ``TRAILING_STOP``), then
     the target."""
     if p.intraday:
-        so = limits.square_off
-        tod = (now_ns + IST_OFFSET_NS) % NS_PER_DAY  # IST time of day, ns
-        if tod >= ((so.hour * 60 + so.minute) * 60 + so.second) * 1_000_000_000:
+        session = session_for(p.exchange, (now_ns + IST_OFFSET_NS) // NS_PER_DAY)
+        if session is not None and now_ns >= before_close_ns(session, limits.square_off):
             return SQUARE_OFF
     if p.expiry is not None and limits.expiry_exit_ns > 0:
         cal = calendar(p.exchange if p.exchange in ("NSE", "BSE") else "NSE")

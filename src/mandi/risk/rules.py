@@ -11,16 +11,13 @@ no exchange segment ever sees more than ``orders_per_second`` in any one-second 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 from mandi.core.calendar import (
     IST_OFFSET_NS,
     NS_PER_DAY,
     Phase,
-    Session,
     calendar,
     ist_date,
     ist_datetime,
@@ -28,7 +25,7 @@ from mandi.core.calendar import (
 from mandi.core.money import format_inr
 from mandi.model.instruments import AnyInstrument, Future, Index
 from mandi.model.orders import Intent, OrderType, Side
-from mandi.risk.config import RiskLimits
+from mandi.risk.config import RiskLimits, before_close_ns, session_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +103,9 @@ def halted(c: OrderContext) -> Denied | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _session(exchange: str, day_index: int) -> Session | None:
-    """The session of an IST day (days since the epoch), cached: the calendar is fixed data."""
-    cal = calendar(exchange if exchange in ("NSE", "BSE") else "NSE")
-    return cal.session(dt.date(1970, 1, 1) + dt.timedelta(days=day_index))
-
-
 def trading_hours(c: OrderContext) -> Denied | None:
     now = c.now_ns
-    day_index, tod = divmod(now + IST_OFFSET_NS, NS_PER_DAY)
-    session = _session(c.instrument.exchange, day_index)
+    session = session_for(c.instrument.exchange, (now + IST_OFFSET_NS) // NS_PER_DAY)
     if session is None:
         day = ist_date(now)
         cal = calendar(c.instrument.exchange if c.instrument.exchange in ("NSE", "BSE") else "NSE")
@@ -129,14 +118,11 @@ def trading_hours(c: OrderContext) -> Denied | None:
             f"the market is not open at {ist_datetime(now):%H:%M:%S} IST "
             f"({Phase.PRE_OPEN.value if pre else Phase.CLOSED.value})",
         )
-    cut = c.limits.entry_cutoff
-    if (
-        c.intent is Intent.ENTRY
-        and tod >= ((cut.hour * 60 + cut.minute) * 60 + cut.second) * 1_000_000_000
-    ):
+    cut = before_close_ns(session, c.limits.entry_cutoff)
+    if c.intent is Intent.ENTRY and now >= cut:
         return Denied(
             "entry_cutoff",
-            f"no new entries after {cut:%H:%M} IST (intraday square-off)",
+            f"no new entries after {ist_datetime(cut):%H:%M} IST (intraday square-off)",
         )
     return None
 

@@ -146,3 +146,15 @@ def test_trailing_stop_follows_the_best_price():
     assert exit_reason(trail, check(18000, high_water=20000), t(11, 0)) == "TRAILING_STOP"
     # below the initial stop's reach the plain stop-loss is reported
     assert exit_reason(trail, check(10500, high_water=11000), t(11, 0)) == "STOP_LOSS_HIT"
+
+
+def test_square_off_follows_a_special_sessions_close():
+    """Muhurat 2025-10-21 closes at 14:45: intraday positions go at 14:30, not at 15:15 (which
+    would be after the close); on a normal day they go at 15:15."""
+    muhurat = dt.date(2025, 10, 21)
+    assert exit_reason(LIMITS, check(15000), ist_ns(muhurat, dt.time(14, 29))) is None
+    assert (
+        exit_reason(LIMITS, check(15000), ist_ns(muhurat, dt.time(14, 30))) == "INTRADAY_SQUARE_OFF"
+    )
+    normal = dt.date(2025, 10, 20)
+    assert exit_reason(LIMITS, check(15000), ist_ns(normal, dt.time(14, 30))) is None

@@ -84,6 +84,24 @@ CASES = [
     ("last entry second", dict(now_ns=at(15, 14, 59.999), ltp_ns=at(15, 14, 59)), None),
     ("entry at cutoff", dict(now_ns=at(15, 15), ltp_ns=at(15, 15)), "entry_cutoff"),
     (
+        "Muhurat entry before its cutoff",
+        dict(
+            now_ns=ist_ns(dt.date(2025, 10, 21), dt.time(14, 29)),
+            ltp_ns=ist_ns(dt.date(2025, 10, 21), dt.time(14, 29)),
+            instrument=with_expiry(dt.date(2025, 10, 28)),
+        ),
+        None,
+    ),
+    (
+        "Muhurat entry at its cutoff (close 14:45 - 15 min)",
+        dict(
+            now_ns=ist_ns(dt.date(2025, 10, 21), dt.time(14, 30)),
+            ltp_ns=ist_ns(dt.date(2025, 10, 21), dt.time(14, 30)),
+            instrument=with_expiry(dt.date(2025, 10, 28)),
+        ),
+        "entry_cutoff",
+    ),
+    (
         "exit after cutoff",
         dict(now_ns=at(15, 29, 59), ltp_ns=at(15, 29, 59), intent=Intent.EXIT),
         None,
