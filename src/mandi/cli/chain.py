@@ -99,26 +99,27 @@ def chain_show(
         if file:
             from mandi.feeds.nse import load_option_chain
 
-            snap = load_option_chain(file, underlying=underlying, expiry=exp)
-            history = [snap]
+            loaded = load_option_chain(file, underlying=underlying, expiry=exp)
+            history = [loaded]
         else:
             con = connect(cfg.store.db)
-            snap = latest_snapshot(con, underlying.upper(), exp)
-            if snap is None:
+            newest = latest_snapshot(con, underlying.upper(), exp)
+            if newest is None:
                 fail(
                     MandiError(
                         f"no stored chain for {underlying} in {cfg.store.db}; "
                         "run mandi run or mandi chain import first"
                     )
                 )
-            assert snap is not None
+            assert newest is not None
             history = load_snapshots(
                 con,
-                snap.ts_event - 31 * 60 * 10**9,
-                snap.ts_event + 1,
-                snap.underlying,
-                snap.expiry,
+                newest.ts_event - 31 * 60 * 10**9,
+                newest.ts_event + 1,
+                newest.underlying,
+                newest.expiry,
             )
+        snap = history[-1]
         r = rate if rate is not None else (0.065 if snap.source == "sim" else 0.10)
         matrix = ChainMatrix(ChainMatrixConfig(strikes_each_side=strikes, rate=r))
         a = None

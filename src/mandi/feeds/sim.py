@@ -77,7 +77,7 @@ def smile(
     """The simulator's implied-volatility smile: a put skew and a convex wing in log-moneyness."""
     x = np.log(np.asarray(strike, dtype=float) / np.asarray(spot, dtype=float))
     atm = np.asarray(atm_vol, dtype=float)
-    return np.clip(atm * (1.0 - 1.5 * x + 12.0 * x * x), 0.5 * atm, 3.0 * atm)
+    return np.asarray(np.clip(atm * (1.0 - 1.5 * x + 12.0 * x * x), 0.5 * atm, 3.0 * atm))
 
 
 def option_symbol(
@@ -207,7 +207,7 @@ class SimExchange:
                             )
                         )
         self.contracts = contracts
-        self.instruments = instruments + contracts
+        self.instruments: list[AnyInstrument] = [*instruments, *contracts]
         n = len(contracts)
         self._c_under = np.array(
             [cfg.underlyings.index(c.underlying) for c in contracts], dtype=np.int64
@@ -320,12 +320,15 @@ class SimExchange:
         # --- underlyings: every index every step, a stock when it trades
         px = (np.round(path[:steps] * 100 / TICK) * TICK).astype(np.int64)
         step_ts = t0 + np.arange(steps, dtype=np.int64) * step_ns
-        s_idx, j_idx = np.nonzero(np.column_stack([np.ones((steps, n_i), bool),
-                                                   u_trades[:steps, n_i:] > 0]))
+        s_idx, j_idx = np.nonzero(
+            np.column_stack([np.ones((steps, n_i), bool), u_trades[:steps, n_i:] > 0])
+        )
         u_ts = step_ts[s_idx]
         u_kind = np.where(j_idx < n_i, 0, 1)
-        tokens = np.array([u.token for u in self._u_specs]
-                          + [STOCKS[sym][0] for sym in cfg.stocks], dtype=np.int64)
+        tokens = np.array(
+            [u.token for u in self._u_specs] + [STOCKS[sym][0] for sym in cfg.stocks],
+            dtype=np.int64,
+        )
         u_px = px[s_idx, j_idx]
         spread = np.maximum(TICK, np.round(u_px * 0.0002 / TICK) * TICK).astype(np.int64)
         # --- options: every (second, contract) that trades, priced at that second's spot/vol
@@ -336,9 +339,15 @@ class SimExchange:
         spot = spot_s[o_sec, under]
         t_years = np.maximum(self._c_expiry_ns[o_j] - base, 60 * NS_PER_SECOND) / NS_PER_YEAR
         iv = smile(vol_walk[o_sec, under], spot, self._c_strike[o_j])
-        o_px = np.maximum(np.round(bs_price(spot, self._c_strike[o_j], t_years, RISK_FREE_RATE,
-                                            iv, self._c_call[o_j]) * 100 / TICK) * TICK,
-                          TICK).astype(np.int64)
+        o_px = np.maximum(
+            np.round(
+                bs_price(spot, self._c_strike[o_j], t_years, RISK_FREE_RATE, iv, self._c_call[o_j])
+                * 100
+                / TICK
+            )
+            * TICK,
+            TICK,
+        ).astype(np.int64)
         o_spread = np.maximum(TICK, (o_px * 4 // 1000) // TICK * TICK)
         lots = self._c_lot[o_j]
         # --- one time-ordered merge: (ts, kind, index)
@@ -351,19 +360,37 @@ class SimExchange:
         all_idx = np.concatenate([j_idx, v_sec, o_j])
         order = np.lexsort((all_idx, kind_rank, all_ts))
         n_u = len(u_ts)
-        u_rows = list(zip(tokens[j_idx].tolist(), u_ts.tolist(), u_px.tolist(), j_idx.tolist(),
-                          (u_px - spread).tolist(), (u_px + spread).tolist(),
-                          u_cum[s_idx, j_idx].tolist(), u_trades[s_idx, j_idx].tolist(),
-                          strict=True))
+        u_rows = list(
+            zip(
+                tokens[j_idx].tolist(),
+                u_ts.tolist(),
+                u_px.tolist(),
+                j_idx.tolist(),
+                (u_px - spread).tolist(),
+                (u_px + spread).tolist(),
+                u_cum[s_idx, j_idx].tolist(),
+                u_trades[s_idx, j_idx].tolist(),
+                strict=True,
+            )
+        )
         exch = [u.exchange for u in self._u_specs] + ["NSE"] * len(cfg.stocks)
-        v_px = np.round(vol_walk[v_sec, vix] * 10_000).astype(np.int64).tolist() if vix >= 0 \
-            else []
+        v_px = np.round(vol_walk[v_sec, vix] * 10_000).astype(np.int64).tolist() if vix >= 0 else []
         v_ts_l = v_ts.tolist()
-        o_rows = list(zip(o_j.tolist(), o_ts.tolist(), o_px.tolist(),
-                          c_cum[o_sec, o_j].tolist(), qty[o_sec, o_j].tolist(),
-                          c_oi[o_sec, o_j].tolist(), (o_px - o_spread).clip(0).tolist(),
-                          (o_px + o_spread).tolist(), (lots * (1 + o_ts % 13)).tolist(),
-                          (lots * (1 + o_ts % 11)).tolist(), strict=True))
+        o_rows = list(
+            zip(
+                o_j.tolist(),
+                o_ts.tolist(),
+                o_px.tolist(),
+                c_cum[o_sec, o_j].tolist(),
+                qty[o_sec, o_j].tolist(),
+                c_oi[o_sec, o_j].tolist(),
+                (o_px - o_spread).clip(0).tolist(),
+                (o_px + o_spread).tolist(),
+                (lots * (1 + o_ts % 13)).tolist(),
+                (lots * (1 + o_ts % 11)).tolist(),
+                strict=True,
+            )
+        )
         contracts = self.contracts
         n_v = len(v_ts_l)
         out: list[Tick] = []
@@ -374,8 +401,22 @@ class SimExchange:
                 if j < n_i:
                     append(Tick(token, exch[j], ts, ts, p))
                 else:
-                    append(Tick(token, "NSE", ts, ts, p, cum, lastq, 0, bid, ask,
-                                rng_qty(ts, j), rng_qty(ts, j + 7)))
+                    append(
+                        Tick(
+                            token,
+                            "NSE",
+                            ts,
+                            ts,
+                            p,
+                            cum,
+                            lastq,
+                            0,
+                            bid,
+                            ask,
+                            rng_qty(ts, j),
+                            rng_qty(ts, j + 7),
+                        )
+                    )
             elif k < n_u + n_v:
                 ts = v_ts_l[k - n_u]
                 append(Tick(VIX_TOKEN, "NSE", ts, ts, v_px[k - n_u]))

@@ -40,10 +40,21 @@ log = logging.getLogger(__name__)
 class Feed(Protocol):
     """A source of tick batches for the node."""
 
-    name: str
-    exchange_time_ns: int
-    live: bool  # True: a real-time source that must never be slowed (overflow is dropped)
-    wall_clock: bool  # True: exchange time is wall time (brokers), so buckets close by the clock
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def exchange_time_ns(self) -> int: ...
+
+    @property
+    def live(self) -> bool:
+        """True: a real-time source that must never be slowed (overflow is dropped)."""
+        ...
+
+    @property
+    def wall_clock(self) -> bool:
+        """True: exchange time is wall time (brokers), so buckets close by the clock."""
+        ...
 
     def instruments(self) -> list[AnyInstrument]: ...
 

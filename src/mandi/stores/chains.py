@@ -61,7 +61,8 @@ def snapshot_rows(
         for side, q in (("CE", row.call), ("PE", row.put)):
             if q is None:
                 continue
-            label, pct = per_strike.get((row.strike, side), (None, [None] * len(WINDOWS)))
+            empty: list[float | None] = [None] * len(WINDOWS)
+            label, pct = per_strike.get((row.strike, side), (None, empty))
             if label is None:  # outside the analytics window: classify directly
                 itm = row.strike < spot if side == "CE" else row.strike > spot
                 label = "ITM" if itm else "OTM"
@@ -250,6 +251,7 @@ def store_snapshots(
 
 
 def atm_paise(analytics: Any | None) -> int:
-    if analytics is None or not math.isfinite(analytics.atm_strike):
+    if analytics is None:
         return 0
-    return round(analytics.atm_strike * 100)
+    atm: float = analytics.atm_strike
+    return round(atm * 100) if math.isfinite(atm) else 0
