@@ -96,6 +96,17 @@ def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
     return a
 
 
+def _new_table(size: int) -> I64:
+    """An empty token hash table (rows: token id, index; index −1 = empty)."""
+    table = np.zeros((size, 2), dtype=np.int64)
+    table[:, 1] = -1
+    return table
+
+
+def _shift(table: I64) -> int:
+    return 64 - (len(table).bit_length() - 1)
+
+
 def records_to_candles(records: NDArray[Any]) -> list[Candle]:
     """Candle records (:data:`CANDLE_DTYPE`) as :class:`~mandi.model.market.Candle` messages."""
     names = _EXCHANGES
@@ -238,9 +249,9 @@ class FastCandles:
         self._rank = np.zeros(0, dtype=np.int64)
         self._open = np.zeros(0, dtype=np.int64)
         self._tfb = np.zeros(0, dtype=np.int64)
+        self._scratch = np.zeros(0, dtype=np.int64)
         self._grow_tokens(64)
-        self._hkeys = np.zeros(256, dtype=np.int64)
-        self._hvals = np.full(256, -1, dtype=np.int64)
+        self._table = _new_table(256)
         self._closes = np.zeros(0, dtype=np.int64)
         self._out = np.zeros((1 << 14, K.NOCOL), dtype=np.int64)
         self._stateless: set[int] = set()  # token indices without aggregator state
@@ -293,28 +304,25 @@ class FastCandles:
         bk[:, :, K.B_END] = -1
         bk[:old] = self._bk
         self._tok, self._bk = tok, bk
-        for name in ("_rank", "_open", "_tfb"):
+        for name in ("_rank", "_open", "_tfb", "_scratch"):
             a = np.zeros(cap, dtype=np.int64)
             a[:old] = getattr(self, name)
             setattr(self, name, a)
         self._cap = cap
 
     def _grow_hash(self) -> None:
-        size = 2 * len(self._hkeys)
-        self._hkeys = np.zeros(size, dtype=np.int64)
-        self._hvals = np.full(size, -1, dtype=np.int64)
+        self._table = _new_table(2 * len(self._table))
         n = int(self._g[K.G_NTOK])
-        K.rehash(self._tok[:n, K.T_TOKEN].copy(), self._hkeys, self._hvals)
+        K.rehash(self._tok[:n, K.T_TOKEN].copy(), self._table, _shift(self._table))
 
     def _map(self, tokens: I64) -> I64:
         idx = np.empty(len(tokens), dtype=np.int64)
         pos, n = 0, len(tokens)
         while True:
             old = int(self._g[K.G_NTOK])
-            limit = min(self._cap, len(self._hkeys) // 2)
-            pos = K.map_tokens(
-                tokens, pos, self._hkeys, self._hvals, idx, self._tok, self._g, limit
-            )
+            limit = min(self._cap, len(self._table) // 2)
+            table = self._table
+            pos = K.map_tokens(tokens, pos, table, _shift(table), idx, self._tok, self._g, limit)
             new = int(self._g[K.G_NTOK])
             if new > old:
                 self._registered(old, new)
@@ -322,7 +330,7 @@ class FastCandles:
                 return idx
             if new >= self._cap:
                 self._grow_tokens(2 * self._cap)
-            if new >= len(self._hkeys) // 2:
+            if new >= len(self._table) // 2:
                 self._grow_hash()
 
     def _registered(self, old: int, new: int) -> None:
@@ -401,16 +409,14 @@ class FastCandles:
             tok[i, K.T_WANTOK] = 1
 
     # --- the session-close table --------------------------------------------------------------
-    def _cover(self, ts: I64) -> None:
-        if len(ts) == 0:
-            return
-        lo, hi = int(ts.min()), int(ts.max())
-        if lo <= 0 or hi >= K.MAX_TS:
-            ok = ts[(ts > 0) & (ts < K.MAX_TS)]
-            if len(ok) == 0:
-                return
-            lo, hi = int(ok.min()), int(ok.max())
-        self._cover_days((lo + IST_OFFSET_NS) // NS_PER_DAY - 1, (hi + IST_OFFSET_NS) // NS_PER_DAY)
+    def _cover(self, ts: I64) -> tuple[int, int] | None:
+        span = _span(ts)
+        if span is not None:
+            lo, hi = span
+            self._cover_days(
+                (lo + IST_OFFSET_NS) // NS_PER_DAY - 1, (hi + IST_OFFSET_NS) // NS_PER_DAY
+            )
+        return span
 
     def _cover_days(self, first: int, last: int) -> None:
         day0, have = int(self._g[K.G_DAY0]), len(self._closes)
@@ -454,13 +460,17 @@ class FastCandles:
             self._rank,
             self._open,
             self._tfb,
+            self._scratch,
             self._out,
         )
 
-    def _take(self, copy: bool) -> NDArray[Any]:
+    def _take_raw(self) -> I64:
         n = int(self._g[K.G_NOUT])
         self._g[K.G_NOUT] = 0
-        block = self._out[:n]
+        return self._out[:n]
+
+    def _take(self, copy: bool) -> NDArray[Any]:
+        block = self._take_raw()
         return _as_records(block.copy() if copy else block)
 
     # --- ticks --------------------------------------------------------------------------------
@@ -516,7 +526,7 @@ class FastCandles:
         rejected = int(self._g[K.G_REJ : K.G_REJ + 6].sum())
         self._g[K.G_NOUT] = 0
         self._room(max(1 << 14, 2 * self._need(1)))
-        chunks: list[NDArray[Any]] = []
+        chunks: list[I64] = []
         pos = 0
         while True:
             pos = K.process(
@@ -535,18 +545,20 @@ class FastCandles:
             if self._g[K.G_STOP] == 2:  # a token got state: ask the forming filter
                 self._ask_filter()
                 continue
-            chunks.append(self._take(True))  # the buffer is full: keep it, go on
+            # the buffer is full: keep what it holds, and make it bigger for the next batches
+            chunks.append(self._take_raw().copy())
+            self._room(min(2 * len(self._out), 1 << 22))
             self._room(2 * self._need(1))
         if self._stateless and self._known is not None:
             self._recheck_known()
-        self._ask_filter()
+        # a token that got state in the last tick is asked at the next step, as the reference
+        # asks lazily when it first needs the answer
         if int(self._g[K.G_REJ : K.G_REJ + 6].sum()) != rejected:
             self._note_rejection(cols, ticks)
-        last = self._take(copy or bool(chunks))
         if chunks:
-            chunks.append(last)
-            return np.concatenate(chunks)
-        return last
+            chunks.append(self._take_raw())
+            return _as_records(np.concatenate(chunks))
+        return self._take(copy)
 
     def _note_rejection(self, cols: _Columns, ticks: Sequence[Tick] | None) -> None:
         i = int(self._g[K.G_LASTREJ_POS])
@@ -586,6 +598,7 @@ class FastCandles:
     # --- time ---------------------------------------------------------------------------------
     def advance(self, now_ns: int, *, copy: bool = True) -> NDArray[Any]:
         """Time moved to ``now_ns``: confirm what has ended (``CandlePipeline.advance``)."""
+        self._ask_filter()
         self._g[K.G_NOUT] = 0
         self._room(self._need(0))
         K.advance(int(now_ns), *self._state())
@@ -593,6 +606,7 @@ class FastCandles:
 
     def flush(self, *, copy: bool = True) -> NDArray[Any]:
         """Confirm everything still open (``CandlePipeline.flush``)."""
+        self._ask_filter()
         self._g[K.G_NOUT] = 0
         self._room(self._need(0))
         K.flush(*self._state())
@@ -694,6 +708,47 @@ class Replay(NamedTuple):
     streaming kernel)."""
 
 
+def _replay_work(ntok: int, ntf: int) -> tuple[I64, ...]:
+    """Work space of the replay kernel (it runs without numba's runtime, so allocates none)."""
+    bks = np.zeros((ntok, ntf, K.NBCOL), dtype=np.int64)
+    bks[:, :, K.B_START] = -1
+    gridst = np.zeros((5, ntf), dtype=np.int64)
+    gridst[1] = -1
+    return (
+        np.zeros((ntok, K.NSCOL), dtype=np.int64),
+        bks,
+        np.zeros((5, ntok), dtype=np.int64),
+        np.zeros((ntf, ntok), dtype=np.int64),
+        gridst,
+    )
+
+
+def _span(ts: I64) -> tuple[int, int] | None:
+    """The first and last valid event time (the fast path's domain), or None."""
+    if len(ts) == 0:
+        return None
+    lo, hi = int(ts.min()), int(ts.max())
+    if lo <= 0 or hi >= K.MAX_TS:
+        ok = ts[(ts > 0) & (ts < K.MAX_TS)]
+        if len(ok) == 0:
+            return None
+        lo, hi = int(ok.min()), int(ok.max())
+    return lo, hi
+
+
+def _timeframe_rows(span: tuple[int, int] | None, n: int, ntok: int, tfs: tuple[int, ...]) -> int:
+    """An upper bound of the (token, bucket) pairs of any timeframe over ``span``."""
+    if span is None:
+        return 1
+    lo, hi = span
+    days = (hi - lo) // NS_PER_DAY + 2
+    most = 0
+    for tf in tfs:
+        per_token = days + 1 if tf >= 86_400 else (hi - lo) // (tf * K.NS) + 3 + 2 * days
+        most = max(most, per_token)
+    return max(1, min(n, ntok * most))
+
+
 def canonical_order(records: NDArray[Any]) -> NDArray[Any]:
     """Records sorted by (timeframe, bucket, token) — :func:`replay_candles`' order."""
     if len(records) == 0:
@@ -715,6 +770,7 @@ def replay_candles(
     cal: ExchangeCalendar | None = None,
     known_tokens: Container[int] | None = None,
     close_delay_ns: int = 0,
+    seconds: bool = True,
 ) -> Replay:
     """Every confirmed candle of a whole tick stream at once (backfills, backtests).
 
@@ -727,6 +783,8 @@ def replay_candles(
     A clean stream (no late tick, no decreasing cumulative volume; bad ticks are fine) with no
     close delay runs in one compiled pass that emits candles already in order; anything else
     is replayed through the streaming kernel, exactly, more slowly (see :attr:`Replay.path`).
+    ``seconds=False`` leaves the 1 s candles out (the timeframes only, for 1-minute-and-up
+    backtests); everything else is unchanged.
     """
     fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
     tokens = _i64("token", token)
@@ -740,13 +798,20 @@ def replay_candles(
         ex = np.array([exchange_code(exchange)], dtype=np.int64)
     else:
         ex = _i64("exchange", exchange, n)
-    if close_delay_ns == 0:
+    if close_delay_ns == 0 and n:
         idx = fc._map(tokens)
-        fc._cover(ts)
+        span = fc._cover(ts)
         ntok = int(fc._g[K.G_NTOK])
         counts = np.zeros(16, dtype=np.int64)
         counts[7] = -1
-        status, o1, otf, ntf_out = K.replay(
+        ntf = len(fc.timeframes)
+        room = _timeframe_rows(span, n, ntok, fc.timeframes)
+        first = n if seconds else 0  # rows for the 1 s candles
+        bases = first + room * np.arange(ntf, dtype=np.int64)
+        # one buffer for everything; pages are touched only where rows are written
+        buf = np.empty((first + room * ntf, K.NOCOL), dtype=np.int64)
+        ntf_out = np.zeros(ntf, dtype=np.int64)
+        status = K.replay(
             idx,
             ts,
             px,
@@ -760,10 +825,19 @@ def replay_candles(
             fc._closes,
             int(fc._g[K.G_DAY0]),
             counts,
+            buf,
+            bases,
+            ntf_out,
+            *_replay_work(ntok, ntf),
+            seconds,
         )
         if status == 0:
-            parts = [o1] + [otf[j, : ntf_out[j]] for j in range(len(fc.timeframes))]
-            out = _as_records(np.concatenate(parts))
+            end = int(counts[10])
+            for j in range(ntf):  # close the gaps: timeframe rows follow the 1 s rows
+                m = int(ntf_out[j])
+                buf[end : end + m] = buf[bases[j] : bases[j] + m]
+                end += m
+            out = _as_records(buf[:end])
             if 1 in fc.timeframes:  # the builder's 1 s candles equal the base ones: interleave
                 out = canonical_order(out)
             rejected = Counter({r: int(counts[i]) for i, r in enumerate(REASONS) if counts[i]})
@@ -773,8 +847,13 @@ def replay_candles(
             )
         fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
     cols = _Columns(tokens, ts, px, vol, lq, oi_, ex)
-    out = np.concatenate([fc._run(cols, None, True), fc.flush()])
-    return Replay(canonical_order(out), fc.rejected, fc.frames_rejected, "streaming")
+    out = canonical_order(np.concatenate([fc._run(cols, None, True), fc.flush()]))
+    if not seconds:
+        one = out["timeframe"] == 1
+        if 1 in fc.timeframes:  # the builder's 1 s candles: each is there twice, identical
+            one[np.flatnonzero(one)[::2]] = False
+        out = out[~one]
+    return Replay(out, fc.rejected, fc.frames_rejected, "streaming")
 
 
 # --- CandlePipeline's interface -----------------------------------------------------------------

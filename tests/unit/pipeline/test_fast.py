@@ -247,13 +247,19 @@ def streamed(cols: dict[str, np.ndarray], kw: dict[str, Any]) -> tuple[np.ndarra
 
 def assert_replay_identical(cols: dict[str, np.ndarray], kw: dict[str, Any]) -> str:
     want, f = streamed(cols, kw)
-    rep = replay_candles(
-        cols["token"], cols["ts"], cols["price"], cols["volume"], cols["lq"], cols["oi"], **kw
-    )
+    args = (cols["token"], cols["ts"], cols["price"], cols["volume"], cols["lq"], cols["oi"])
+    rep = replay_candles(*args, **kw)
     assert rep.candles.dtype == CANDLE_DTYPE
     assert rep.candles.tobytes() == want.tobytes()  # bit-identical, same order
     assert rep.rejected == f.rejected
     assert rep.frames_rejected == f.frames_rejected
+    # without the 1 s candles: the same timeframe candles (a builder's own 1 s timeframe stays)
+    one = want["timeframe"] == 1
+    if 1 in kw.get("timeframes", ()):
+        one[np.flatnonzero(one)[::2]] = False
+    bare = replay_candles(*args, **kw, seconds=False)
+    assert bare.candles.tobytes() == want[~one].tobytes()
+    assert bare.path == rep.path
     return rep.path
 
 
