@@ -31,8 +31,9 @@ from numba import njit
 # atomic increments around every array argument and view otherwise cost more than the work
 # (measured: 5x slower). ``error_model="numpy"``: nothing here can raise (no division by a
 # variable that can be 0). The small helpers are inlined into their callers.
-_bare = njit(cache=True, error_model="numpy", _nrt=False)
-_inline = njit(cache=True, error_model="numpy", _nrt=False, inline="always")
+_OPTIONS: dict[str, Any] = {"cache": True, "error_model": "numpy", "_nrt": False}
+_bare: Any = njit(**_OPTIONS)
+_inline: Any = njit(**_OPTIONS, inline="always")
 
 NS = 1_000_000_000
 IST_OFFSET = 19_800 * NS
@@ -178,7 +179,7 @@ def map_tokens(tokens, start, table, shift, idx, tok, g, limit):
 
 
 @_inline
-def bucket_start(ts: int, tf: int) -> int:
+def bucket_start(ts, tf):
     """:func:`mandi.pipeline.timeframes.bucket_start` (Python floor semantics, as numba's)."""
     day = (ts + IST_OFFSET) // DAY
     anchor = day * DAY + ANCHOR
