@@ -90,7 +90,8 @@ class TickserverFeed:
     async def _load_instruments(self, ws: Any) -> None:
         await ws.send('{"action": "instruments"}')
         while True:
-            msg = _decode(await asyncio.wait_for(ws.recv(), self.stale_after))
+            async with asyncio.timeout(self.stale_after):  # not wait_for: see batches()
+                msg = _decode(await ws.recv())
             if msg.type == "instruments" and msg.csv is not None:
                 self._instruments = parse_instrument_csv(msg.csv)
                 return
@@ -99,7 +100,11 @@ class TickserverFeed:
         delay = 0.5
         while True:
             try:
-                async with connect(self.url, open_timeout=10, max_size=2**22) as ws:
+                # close_timeout: at shutdown the unread ticks fill the client's queue and the
+                # server's close frame waits behind them; do not wait websockets' 10 s for it
+                async with connect(
+                    self.url, open_timeout=10, max_size=2**22, close_timeout=1.0
+                ) as ws:
                     await self._load_instruments(ws)
                     if self.node is not None:
                         self.node._attach_feed(self)
@@ -109,7 +114,10 @@ class TickserverFeed:
                     )
                     delay = 0.5
                     while True:
-                        raw = await asyncio.wait_for(ws.recv(), self.stale_after)
+                        # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                        # cancellation that races a completed recv (the node's shutdown hung)
+                        async with asyncio.timeout(self.stale_after):
+                            raw = await ws.recv()
                         batch = self._parse(raw)
                         if batch is not None:
                             yield batch
