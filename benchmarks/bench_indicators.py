@@ -3,16 +3,23 @@
 All on the real NIFTY 3-minute year (31,770 candles), measured in the same run:
 
 * per indicator: ``update`` calls/s of mandi's class vs talipp's ``add`` (first 8,000 candles);
-* the seed's default set (SMA 9/20/50/200, EMA 9/21, RSI 14) per candle: the engine with its
-  ``IndicatorValue`` messages, the fused per-series kernel, and the NumPy bank updating 1,000
-  series per call — each against talipp's seven indicators on the same closes;
-* batch: ``compute`` vs TA-Lib's function on the whole year.
+* the seed's default set (SMA 9/20/50/200, EMA 9/21, RSI 14) per candle, each against talipp's
+  seven indicators on the same closes: ``IndicatorEngine.process`` (one candle, messages),
+  ``process_many`` (a bucket close of 1,000 series, messages), ``process_arrays`` (the same
+  burst as columns, no messages), the compiled ``CloseBank`` and the pure-Python
+  ``CloseKernel``;
+* batch: ``compute`` (numba kernels, bit-identical to the classes) vs TA-Lib's function on the
+  whole year;
+* numba's first-call compile time (fresh cache) and cached load time, in subprocesses.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -127,7 +134,7 @@ def default_set() -> None:
             process(c)
 
     report(
-        "default set: IndicatorEngine.process (with messages)",
+        "default set: IndicatorEngine.process (one candle, messages)",
         N,
         best_of(engine_run, 3),
         "candles",
@@ -142,7 +149,7 @@ def default_set() -> None:
             u(x)
 
     report(
-        "default set: CloseKernel.update (one series)",
+        "default set: CloseKernel.update (pure Python, one series)",
         N,
         best_of(kernel_run, 3),
         "candles",
@@ -154,6 +161,47 @@ def default_set() -> None:
     walk = np.random.default_rng(1).normal(0, 500, (steps, series)).cumsum(axis=0) + 2_500_000
     walk = np.round(walk)
     rows = np.arange(series)
+    tokens = rows + 100_000
+    t0 = int(B[0])
+    buckets = [np.full(series, t0 + t * 180 * 10**9, dtype=np.int64) for t in range(steps)]
+    t_talipp_burst = t_talipp * series * steps / N
+
+    def arrays_run() -> None:
+        e = IndicatorEngine()
+        for t in range(steps):
+            e.process_arrays(tokens, 180, buckets[t], walk[t])
+
+    report(
+        f"default set: IndicatorEngine.process_arrays ({series} series a bucket close)",
+        series * steps,
+        best_of(arrays_run, 3),
+        "candles",
+        "talipp",
+        t_talipp_burst,
+        goal=">= 2,000,000 candles/s and >= 6x talipp",
+    )
+
+    bursts = [
+        [
+            Candle(int(k), "NSE", 180, int(b), int(p), int(p), int(p), int(p))
+            for k, b, p in zip(tokens, buckets[t], walk[t], strict=True)
+        ]
+        for t in range(steps)
+    ]
+
+    def many_run() -> None:
+        e = IndicatorEngine()
+        for burst in bursts:
+            e.process_many(burst)
+
+    report(
+        f"default set: IndicatorEngine.process_many ({series} series, messages)",
+        series * steps,
+        best_of(many_run, 2),
+        "candles",
+        "talipp",
+        t_talipp_burst,
+    )
 
     def bank_run() -> None:
         bank = CloseBank(DEFAULT_SPECS, capacity=series)
@@ -163,15 +211,13 @@ def default_set() -> None:
         for t in range(steps):
             upd(rows, walk[t])
 
-    t_bank = best_of(bank_run, 3)
     report(
         f"default set: CloseBank.update ({series} series per call)",
         series * steps,
-        t_bank,
+        best_of(bank_run, 3),
         "candles",
         "talipp",
-        t_talipp * series * steps / N,
-        goal=">= 2,000,000 candles/s and >= 6x talipp",
+        t_talipp_burst,
     )
 
 
@@ -218,14 +264,50 @@ def batch() -> None:
         goal="within 2x of TA-Lib (ratio >= 0.5)",
     )
     report(
-        "batch SuperTrend(10,3) (python loop; TA-Lib has none)",
+        "batch SuperTrend(10,3) (TA-Lib has none)",
         N,
-        best_of(lambda: compute("supertrend", **hlc), 3),
+        best_of(lambda: compute("supertrend", **hlc), 7),
+        "values",
+    )
+    report(
+        "batch VWAP (session; TA-Lib has none)",
+        N,
+        best_of(lambda: compute("vwap", **hlc, volume=V, bucket=B), 7),
         "values",
     )
 
 
+def compile_times() -> None:
+    """First calls in a fresh process: with an empty numba cache (compiling), then cached."""
+    code = (
+        "import time; t=time.perf_counter();"
+        "import numpy as np; from mandi.indicators import compute, IndicatorEngine;"
+        "x=np.arange(1.0, 60.0);"
+        "[compute(k, x) for k in ('sma','ema','wma','rsi','macd','bbands')];"
+        "[compute(k, high=x+1, low=x-1, close=x) for k in ('atr','adx','stoch','supertrend')];"
+        "compute('obv', close=x, volume=x); compute('vwap', high=x, low=x, close=x, volume=x,"
+        " bucket=np.arange(59)*180*10**9);"
+        "e=IndicatorEngine(); e.process_arrays([1], 180, [0], [1.0]);"
+        "print(time.perf_counter()-t)"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        run = [sys.executable, "-c", code]
+        cold = float(
+            subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout
+        )
+        warm = float(
+            subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout
+        )
+    print(
+        f"numba first call: {cold:.1f} s compiling every kernel (empty cache), {warm:.2f} s "
+        "with the cache (cache=True; both include importing mandi)"
+    )
+
+
 if __name__ == "__main__":
+    print(f"-- load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    compile_times()
     per_indicator()
     default_set()
     batch()

@@ -20,15 +20,10 @@ from mandi.indicators.batch import (
     SuperTrendArrays,
     compute,
 )
-from mandi.indicators.engine import (
-    DEFAULT_SPECS,
-    IndicatorEngine,
-    IndicatorSpecError,
-    SnapshotError,
-    parse_spec,
-)
+from mandi.indicators.engine import IndicatorBatch, IndicatorEngine, SnapshotError
 from mandi.indicators.momentum import MACD, RSI, MACDValue, Stochastic, StochasticValue
 from mandi.indicators.moving import EMA, SMA, WMA
+from mandi.indicators.specs import DEFAULT_SPECS, IndicatorSpecError, parse_spec
 from mandi.indicators.trend import ADX, ADXValue
 from mandi.indicators.volatility import (
     ATR,
@@ -56,6 +51,7 @@ __all__ = [
     "BollingerBands",
     "BollingerValue",
     "Indicator",
+    "IndicatorBatch",
     "IndicatorEngine",
     "IndicatorInputError",
     "IndicatorSpecError",

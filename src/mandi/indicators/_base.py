@@ -74,6 +74,13 @@ def check_factor(indicator: str, name: str, value: object) -> float:
     return x
 
 
+def wilder_weights(period: int) -> tuple[float, float]:
+    """``(a, b) = ((period − 1)/period, 1/period)``: Wilder's smoothing
+    ``(v·(period−1) + x)/period`` as ``v·a + x·b`` (what every kernel and class uses, so they
+    agree bit for bit)."""
+    return (period - 1) / period, 1.0 / period
+
+
 def fmt_param(value: float | int) -> str:
     """Parameter text for a canonical name: ``2.0`` → ``"2"``, ``2.5`` → ``"2.5"``."""
     if isinstance(value, float) and value.is_integer():

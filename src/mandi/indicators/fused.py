@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from mandi.indicators._base import IndicatorInputError, finite
+from mandi.indicators._base import IndicatorInputError, finite, wilder_weights
 from mandi.indicators.momentum import RSI
 from mandi.indicators.moving import EMA, SMA, WMA
 
@@ -52,6 +52,7 @@ class CloseKernel:
         "_ring",
         "_rsi",
         "_rsi_p",
+        "_rsi_w",
         "_sma",
         "_sma_p",
         "_wma",
@@ -73,6 +74,7 @@ class CloseKernel:
         self._cap = max([1, *periods[0], *periods[2]])
         self._sma_p, self._ema_p = periods[0], periods[1]
         self._wma_p, self._rsi_p = periods[2], periods[3]
+        self._rsi_w = [wilder_weights(p) for p in self._rsi_p]
         self.reset()
 
     def reset(self) -> None:
@@ -168,8 +170,9 @@ class CloseKernel:
                 rst = self._rsi[j]
                 gain, loss = rst
                 if moves > p:
-                    gain = (gain * (p - 1) + g) / p
-                    loss = (loss * (p - 1) + lo) / p
+                    a, b = self._rsi_w[j]
+                    gain = gain * a + g * b
+                    loss = loss * a + lo * b
                 else:
                     gain, loss = gain + g, loss + lo
                     if moves < p:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple
 
-from mandi.indicators._base import Indicator, check_period, finite
+from mandi.indicators._base import Indicator, check_period, finite, wilder_weights
 from mandi.indicators.moving import CloseIndicator
 
 
@@ -21,16 +21,19 @@ class RSI(CloseIndicator):
     -----
     With ``d_t = x_t − x_{t−1}``, gain ``max(d, 0)`` and loss ``max(−d, 0)``: the first average
     gain/loss is the plain mean of the first ``period`` moves (so the first RSI comes at the
-    ``period + 1``-th input), then ``avg_t = (avg_{t−1}·(period−1) + move_t) / period``.
+    ``period + 1``-th input), then ``avg_t = (avg_{t−1}·(period−1) + move_t) / period``, computed
+    as ``avg_{t−1}·a + move_t·b`` with ``a = (period−1)/period`` and ``b = 1/period`` (the same
+    definition; multiplications keep the recursion off the divider's latency, ~1e-16 apart).
     ``RSI = 100 · avg_gain / (avg_gain + avg_loss)``, and 0 when both averages are 0 (as TA-Lib).
     """
 
     kind = "RSI"
-    __slots__ = ("_gain", "_loss", "_n", "_prev", "_value", "period")
+    __slots__ = ("_a", "_b", "_gain", "_loss", "_n", "_prev", "_value", "period")
     _state = ("_prev", "_n", "_gain", "_loss", "_value")
 
     def __init__(self, period: int = 14) -> None:
         self.period = check_period("RSI", "period", period)
+        self._a, self._b = wilder_weights(self.period)
         self.reset()
 
     def params(self) -> tuple[int, ...]:
@@ -62,8 +65,8 @@ class RSI(CloseIndicator):
         p = self.period
         n = self._n
         if n >= p:
-            gain = (self._gain * (p - 1) + g) / p
-            loss = (self._loss * (p - 1) + lo) / p
+            gain = self._gain * self._a + g * self._b
+            loss = self._loss * self._a + lo * self._b
         else:
             gain, loss = self._gain + g, self._loss + lo
             n += 1

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from mandi.indicators._base import Indicator, check_factor, check_period, finite
+from mandi.indicators._base import (
+    Indicator,
+    check_factor,
+    check_period,
+    finite,
+    wilder_weights,
+)
 from mandi.indicators.moving import CloseIndicator
 
 
@@ -95,11 +101,16 @@ class BollingerBands(CloseIndicator):
             self._n += 1
         out = self._bands(ref, sy, syy) if self._n == p else None
         if i == 0:
-            # Once per window: re-centre the sums on the newest input and rebuild them exactly,
-            # so rounding never accumulates (amortised O(1)).
+            # Once per window: re-centre the sums on the newest input and rebuild them from the
+            # window, so rounding never accumulates (amortised O(1)). A plain left-to-right sum
+            # of ``period`` small deviations (error ~ period·ε·max|y|, far below 1e-12 of the
+            # price) — the batch kernel does the same sum, so the two agree bit for bit.
             ref = x
             ys = [b - ref for b in self._buf]
-            sy, syy = math.fsum(ys), math.fsum([y * y for y in ys])
+            sy = syy = 0.0
+            for y in ys:
+                sy += y
+                syy += y * y
         self._ref, self._sy, self._syy = ref, sy, syy
         if out is not None:
             self._value = out
@@ -130,16 +141,18 @@ class ATR(Indicator):
     -----
     The true range needs the previous close, so the first bar yields none; the first ATR (at
     bar ``period + 1``) is the mean of the first ``period`` true ranges, then
-    ``ATR_t = (ATR_{t−1}·(period−1) + TR_t) / period``. Takes a candle (or ``update_hlc``).
+    ``ATR_t = (ATR_{t−1}·(period−1) + TR_t) / period`` (computed as ``ATR·a + TR·b``, see
+    :class:`~mandi.indicators.RSI`). Takes a candle (or ``update_hlc``).
     """
 
     kind = "ATR"
     multi_input = True
-    __slots__ = ("_n", "_prev", "_sum", "_value", "period")
+    __slots__ = ("_a", "_b", "_n", "_prev", "_sum", "_value", "period")
     _state = ("_prev", "_n", "_sum", "_value")
 
     def __init__(self, period: int = 14) -> None:
         self.period = check_period("ATR", "period", period)
+        self._a, self._b = wilder_weights(self.period)
         self.reset()
 
     def params(self) -> tuple[int, ...]:
@@ -169,7 +182,7 @@ class ATR(Indicator):
         v = self._value
         p = self.period
         if v is not None:
-            return self._sum, (v * (p - 1) + tr) / p
+            return self._sum, v * self._a + tr * self._b
         s = self._sum + tr
         return s, (s / p if self._n + 1 == p else None)
 
