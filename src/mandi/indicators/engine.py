@@ -468,6 +468,37 @@ class IndicatorEngine:
         self._count(status, "")
         return IndicatorBatch(values, status)
 
+    def process_records(self, records: NDArray[Any]) -> IndicatorBatch:
+        """Confirmed candle records of :mod:`mandi.pipeline.fast` (``CANDLE_DTYPE``: token,
+        timeframe, bucket, OHLC, volume, closed, exchange code ...) through
+        :meth:`process_arrays` — the columnar pipeline feeding the columnar engine. Pass the
+        timeframes you want (``records[records["timeframe"] == 60]``); a forming record
+        (``closed == 0``) is rejected as ``not_confirmed``, as :meth:`process` would."""
+        from mandi.pipeline.fast import exchange_name  # a kernel-to-kernel convenience
+
+        m = len(records)
+        values = np.full((m, len(self.names)), np.nan)
+        status = np.zeros(m, dtype=np.int64)
+        codes = records["exchange"]
+        for code in np.unique(codes).tolist() if m else []:
+            sel = np.flatnonzero(codes == code)
+            r = records[sel]
+            res = self.process_arrays(
+                r["token"],
+                r["timeframe"],
+                r["bucket"],
+                r["close"],
+                exchange=exchange_name(code),
+                high=r["high"],
+                low=r["low"],
+                open=r["open"],
+                volume=r["volume"],
+                closed=r["closed"] == 1,
+            )
+            values[sel] = res.values
+            status[sel] = res.status
+        return IndicatorBatch(values, status)
+
     def peek_arrays(
         self,
         token: ArrayLike,

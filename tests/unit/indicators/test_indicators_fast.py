@@ -243,3 +243,26 @@ def test_a_burst_of_a_thousand_series_at_one_bucket_close() -> None:
             got = dict(zip(burst.names, res.values[j].tolist(), strict=True))
             assert {k: v for k, v in got.items() if v == v} == want
     assert set(burst.names) == set(DEFAULT_SPECS)
+
+
+def test_process_records_takes_the_fast_pipelines_candles() -> None:
+    from mandi.pipeline.fast import FastCandles, records_to_candles
+
+    rng = np.random.default_rng(9)
+    n = 20_000
+    t0 = 1_776_051_900 * 10**9  # 2026-04-13 09:15 IST
+    token = rng.integers(0, 20, n)
+    ts = t0 + np.sort(rng.integers(0, 3_600 * 10**9, n))
+    recs = FastCandles((60,), emit_forming=False).process(
+        token, ts, 2_000_000 + rng.integers(-900, 900, n), np.arange(n)
+    )
+    minutes = recs[recs["timeframe"] == 60]
+    fast, ref = (
+        IndicatorEngine(["SMA_3", "RSI_2", "EMA_4"]),
+        IndicatorEngine(["SMA_3", "RSI_2", "EMA_4"]),
+    )
+    res = fast.process_records(minutes)
+    want = [msgspec.structs.astuple(v) for c in records_to_candles(minutes) for v in ref.process(c)]
+    got = fast.to_messages(res, minutes["token"], minutes["timeframe"], minutes["bucket"])
+    assert [msgspec.structs.astuple(v) for v in got] == want and len(want) > 100
+    assert fast.snapshot() == ref.snapshot()
