@@ -90,7 +90,7 @@ class HealthServer:
         self.state = state
         self.host, self.port = host, port
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(prefix, self._with_state(samples)))  # type: ignore[arg-type]
+        self.registry.register(_Collector(prefix, self._with_state(samples)))
         self._server: asyncio.AbstractServer | None = None
 
     def _with_state(

@@ -518,7 +518,7 @@ class IndEngineService:
         self._aux = RedisLink(
             rc.url, f"{self.service}.aux", rc.connect_timeout_s, backoff_max=rc.backoff_max_s
         )
-        self._pending_new: list[str] = []
+        self._pending_new = []
         tasks: list[asyncio.Task[Any]] = []
         try:
             self.state.set(

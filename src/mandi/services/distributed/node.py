@@ -317,7 +317,7 @@ class RedisNode:
                 loop.add_signal_handler(sig, self.stop.set)
         health = HealthServer(self.state, self.cfg.services.host, self.port, self.samples)
         await health.start()
-        self._new: list[str] = []
+        self._new = []
         tasks: list[asyncio.Task[Any]] = []
         self.writer.start()
         try:
