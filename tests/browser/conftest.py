@@ -54,8 +54,8 @@ def live(tmp_path_factory, tokens):
     node.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="package")  # Playwright's sync API runs an event loop in this thread:
+def browser():  # it must be gone before later packages' tests call asyncio.run()
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"chromium not found at {CHROMIUM}: run `make system-deps`")
     from playwright.sync_api import sync_playwright
