@@ -7,9 +7,11 @@ transaction survives a process crash); orders, fills and idempotency records use
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -134,6 +136,39 @@ class WriterStats:
 
 
 _STOP = object()
+
+# A plain ``INSERT INTO t VALUES (?, ..., ?)`` is written ``_MULTI_ROWS`` rows per statement
+# (``VALUES (...),(...),...``): one SQLite step per 128 rows instead of one per row, about twice
+# the rows/s of ``executemany`` for the 7-column ticks (bench_store). Same rows, same order,
+# same transaction; anything else (an upsert, rows of the wrong width) goes through
+# ``executemany`` as before.
+_MULTI_ROWS = 128
+_PLAIN_INSERT = re.compile(r"^INSERT INTO (\w+) VALUES \(\?(?:,\?)*\)$")
+_MULTI_SQL: dict[str, tuple[str, int]] = {}
+
+
+def _insert_rows(con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    multi = _MULTI_SQL.get(sql)
+    if multi is None:
+        if _PLAIN_INSERT.match(sql) is None:
+            _MULTI_SQL[sql] = multi = ("", 0)
+        else:
+            head, values = sql.split(" VALUES ")
+            width = values.count("?")
+            _MULTI_SQL[sql] = multi = (head + " VALUES " + ",".join([values] * _MULTI_ROWS), width)
+    multi_sql, width = multi
+    full = len(rows) - len(rows) % _MULTI_ROWS
+    if not width or full == 0:
+        con.executemany(sql, rows)
+        return
+    flat = list(itertools.chain.from_iterable(rows[:full]))
+    if len(flat) != full * width:  # a row of another width: let executemany say so
+        con.executemany(sql, rows)
+        return
+    step = width * _MULTI_ROWS
+    con.executemany(multi_sql, [flat[i : i + step] for i in range(0, len(flat), step)])
+    if full < len(rows):
+        con.executemany(sql, rows[full:])
 
 
 class BatchWriter:
@@ -268,7 +303,7 @@ class BatchWriter:
             try:
                 con.execute("BEGIN")
                 for stmt, rows in by_stmt.items():
-                    con.executemany(self.statements[stmt], rows)
+                    _insert_rows(con, self.statements[stmt], rows)
                 con.execute("COMMIT")
                 break
             except sqlite3.Error as e:
