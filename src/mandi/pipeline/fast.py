@@ -20,6 +20,13 @@ State lives in NumPy arrays indexed by a dense token index (a hash table in the 
 ids to it); the session-close table the builder needs is precomputed per day from the calendar,
 which the kernel cannot call.
 
+Forming filter: as ``TimeframeBuilder``'s, the answers are kept until
+:meth:`FastCandles.refresh_forming_filter`; a token's answers (all its timeframes at once) are
+asked at the first step after it gets state — the reference asks each (token, timeframe) when it
+first needs it, which gives the same answers unless the subscriptions change in between without
+a refresh. :class:`FastCandlePipeline` publishes a batch's candles after computing them (the same
+messages in the same order as ``CandlePipeline``, which publishes as it goes).
+
 Domain (documented differences from the reference classes, which take any Python object):
 ``ts_event`` must be below 2**62 ns (year 2116) — later is ``bad_timestamp``; prices, volumes,
 quantities and OI are ``int`` (paise, shares) as :class:`~mandi.model.market.Tick` declares — on
