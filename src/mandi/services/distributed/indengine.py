@@ -288,10 +288,8 @@ class IndEngineService:
         ):
             sqlite_blob = engine_blob
             self._last_sqlite_snapshot = time.monotonic()
-        if len(batch.rows) > 2000:  # a big batch commits off the event loop (health answers)
+        if batch.rows or sqlite_blob is not None:  # off the loop: /health keeps answering
             await asyncio.to_thread(self._commit_sqlite, batch, sqlite_blob)
-        else:
-            self._commit_sqlite(batch, sqlite_blob)
         if self.link.stats.connects != self._reg_epoch:  # (re)connected: register again
             self._reg_epoch = self.link.stats.connects
             self.builder.registered.clear()
@@ -529,7 +527,9 @@ class IndEngineService:
                 return 0
             from mandi.stores.sqlite import connect
 
-            self.con = connect(self.cfg.store.db)  # values (if stored) and fallback snapshots
+            # values (if stored) and fallback snapshots; off the loop: another service may hold
+            # the database's write lock for a while (health must still answer)
+            self.con = await asyncio.to_thread(connect, self.cfg.store.db)
             self.state.set("warming")
             while not self.stop.is_set():
                 try:

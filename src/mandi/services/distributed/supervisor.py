@@ -264,7 +264,7 @@ def status(cfg: AppConfig) -> list[dict[str, Any]]:
             }
         )
     for s in dep.services:
-        h = health(cfg.services.host, s.port) if alive(s.pid) else None
+        h = health(cfg.services.host, s.port, 3.0) if alive(s.pid) else None
         rows.append(
             {
                 "service": s.name,
