@@ -74,6 +74,9 @@ class PipelineConfig(_Section, frozen=True):
     timeframes: tuple[Annotated[int, msgspec.Meta(gt=0)], ...] = (60, 120, 180, 300)
     close_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 0  # grace for feeds out of step
     emit_forming: bool = True
+    # "fast": the numba kernels of mandi.pipeline.fast; "reference": the pure-Python classes
+    # (the same candles, bit for bit; slower, no compilation on the first run)
+    engine: Literal["fast", "reference"] = "fast"
     tick_queue: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # feed → kernel, in batches
     consumer_queue: Annotated[int, msgspec.Meta(ge=1)] = 5_000  # per slow consumer (web)
 

@@ -126,3 +126,23 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
     assert a["ticks"] == b["ticks"]
     assert len(a["indicators"]) > 1000
     assert a["indicators"] == b["indicators"]  # values identical after restore + replay
+
+
+def test_values_lost_between_candle_and_value_commits_are_rebuilt_on_restart(tmp_path):
+    """A crash can land after candles were committed and before their indicator values were:
+    the warm start's replay stores the values it recomputes."""
+    db = str(tmp_path / "v.db")
+    p = mandi("run", "--db", db, "--speed", "inf", "--until", "09:26", *ARGS)
+    assert p.returncode == 0, p.stderr
+    clean = rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, token, name")
+    assert len(clean) > 1000
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM indicator_values")
+    con.execute("DELETE FROM indicator_snapshots")
+    con.commit()
+    con.close()
+    p = mandi("run", "--db", db, "--speed", "inf", "--until", "09:26", *ARGS)
+    assert p.returncode == 0, p.stderr
+    assert "indicators warm: replayed" in p.stderr
+    assert rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, token, name") \
+        == clean

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from mandi.indicators import IndicatorEngine, SnapshotError
@@ -53,10 +53,16 @@ def latest_snapshot(con: Any, specs: str) -> bytes | None:
 
 
 def warm_start(
-    engine: IndicatorEngine, con: Any, timeframes: tuple[int, ...], specs_key: str
+    engine: IndicatorEngine,
+    con: Any,
+    timeframes: tuple[int, ...],
+    specs_key: str,
+    on_values: Callable[[list[IndicatorValue]], object] | None = None,
 ) -> tuple[int, int]:
-    """Restore the latest snapshot and replay stored candles after it.
-    Returns (candles replayed, values produced)."""
+    """Restore the latest snapshot and replay stored candles after it; ``on_values`` receives
+    the values the replay produces (they may never have been stored: the process can die after
+    its candles were committed and before their values were). Returns (candles replayed, values
+    produced)."""
     blob = latest_snapshot(con, specs_key)
     if blob is not None:
         try:
@@ -67,14 +73,18 @@ def warm_start(
     position = engine.position()
     replayed = produced = 0
     for tf in timeframes:
-        # every stored candle after its series' position (series the snapshot does not know
-        # start from the beginning of the stored history)
-        for c in load_candles(con, tf):
+        # every stored candle after its series' position; without a snapshot, all of them
+        known = [b for (_, _, t), b in position.items() if t == tf]
+        since = min(known) + 1 if known else 0
+        for c in load_candles(con, tf, since):
             last = position.get((c.token, c.exchange, tf))
             if last is not None and c.bucket <= last:
                 continue
-            produced += len(engine.process(c))
+            values = engine.process(c)
+            produced += len(values)
             replayed += 1
+            if on_values is not None and values:
+                on_values(values)
     return replayed, produced
 
 
@@ -99,7 +109,9 @@ class IndicatorLayer:
         node.writer.statements["indicator_snapshots_prune"] = PRUNE_SQL
         con = connect(node.cfg.store.db)
         try:
-            replayed, produced = warm_start(self.engine, con, self.cfg.timeframes, self._specs_key)
+            replayed, produced = warm_start(
+                self.engine, con, self.cfg.timeframes, self._specs_key, self._store_values
+            )
         finally:
             con.close()
         if replayed:
@@ -119,14 +131,20 @@ class IndicatorLayer:
                             name="indicators.peek",
                         )
 
+    def _store_values(self, values: list[IndicatorValue]) -> None:
+        if self.cfg.store_values:
+            self._rows.extend(
+                (v.token, v.exchange, v.timeframe, v.bucket, v.name, v.value) for v in values
+            )
+
     def handle_candle(self, topic: str, candle: Candle) -> None:
         assert self._node is not None
         publish = self._node.bus.publish
-        for v in self.engine.process(candle):
+        values = self.engine.process(candle)
+        for v in values:
             publish(indicator_topic(v), v)
-            if self.cfg.store_values:
-                self._rows.append((v.token, v.exchange, v.timeframe, v.bucket, v.name, v.value))
-        self.values_published += 1
+        self._store_values(values)
+        self.values_published += len(values)
 
     def handle_forming(self, topic: str, candle: Candle) -> None:
         assert self._node is not None
