@@ -58,7 +58,13 @@ class RunConfig(_Section, frozen=True):
 
 
 class StoreConfig(_Section, frozen=True):
-    """``[store]``: SQLite persistence."""
+    """``[store]``: SQLite persistence, and optionally ClickHouse as well.
+
+    ``clickhouse_url`` (empty = off) also batch-inserts confirmed candles and indicator values
+    (ticks with ``clickhouse_ticks``) into ClickHouse: ``chdb:///abs/dir`` for the in-process
+    chdb, ``http[s]://[user@]host:8123/database`` for a server (password from the URL or
+    ``$MANDI_CLICKHOUSE_PASSWORD``; never logged). See :mod:`mandi.stores.clickhouse`.
+    """
 
     db: str = "mandi.db"
     store_ticks: bool = True
@@ -66,6 +72,8 @@ class StoreConfig(_Section, frozen=True):
     flush_items: Annotated[int, msgspec.Meta(ge=1)] = 64
     max_pending_rows: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
+    clickhouse_url: str = ""
+    clickhouse_ticks: bool = False
 
 
 class PipelineConfig(_Section, frozen=True):

@@ -32,6 +32,7 @@ from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
 from mandi.services.resume import discard_after, find_resume_point
+from mandi.stores.clickhouse import open_market_sink
 from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta, tick_row
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class MarketNode:
     ) -> None:
         self.cfg = cfg
         self.layers: list[Layer] = list(layers or [])
+        # store.clickhouse_url: candles also batch-inserted into ClickHouse (first in, last out)
+        self.clickhouse = open_market_sink(cfg)
+        if self.clickhouse is not None:
+            self.layers.insert(0, self.clickhouse)
         self.clock = clock or LiveClock()
         self.bus = MessageBus(self.clock)
         self.stats = NodeStats()

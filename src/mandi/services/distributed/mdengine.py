@@ -1,7 +1,8 @@
 """``mandi service mdengine`` / ``mdengine-sim``: feed → 1 s → timeframes → Redis (+ SQLite).
 
 The service *is* the single-process :class:`~mandi.services.node.MarketNode` (the same feed,
-pipeline, SQLite batch writer and restart recovery as ``mandi run``) with one more layer, the
+pipeline, SQLite batch writer, ClickHouse sink when ``store.clickhouse_url`` is set, and restart
+recovery as ``mandi run``) with one more layer, the
 :class:`RedisPublishLayer`, which forwards what the kernel publishes on the in-process bus:
 
 * confirmed candles ``candle:{tf}s:{exchange}:{token}`` (1 s included) → XADD (explicit ID from
@@ -228,6 +229,11 @@ class RedisPublishLayer:
             node.writer.pending_rows,
             {},
         )
+        if node.clickhouse is not None:  # store.clickhouse_url: the node's ClickHouse sink
+            ch = node.clickhouse.writer.stats
+            for table, n in ch.rows.items():
+                yield ("clickhouse_rows_total", "counter", "Rows inserted", n, {"table": table})
+            yield ("clickhouse_errors_total", "counter", "Failed ClickHouse calls", ch.errors, {})
         yield ("feed_queue", "gauge", "Tick batches waiting for the kernel", node.queue.qsize(), {})
         yield (
             "exchange_time_seconds",
