@@ -3,10 +3,11 @@
 Everything runs on this machine in the same run, against a redis-server this script starts on a
 free loopback port (no persistence):
 
-* **baseline** — the single process: the same synthetic ticks through ``CandlePipeline`` and
-  the ``IndicatorEngine`` on one in-process bus, values upserted into SQLite;
-* **publish** — mdengine's side alone: ticks → ``CandlePipeline`` → ``StreamPublisher``
-  (XADD + SET + PUBLISH per candle, one MULTI/EXEC per batch), flat out;
+* **baseline** — the single process (``mandi run``'s path): the same synthetic ticks through
+  ``FastCandlePipeline`` and the ``IndicatorEngine`` on one in-process bus, values upserted
+  into SQLite;
+* **publish** — mdengine's side alone: ticks → ``FastCandlePipeline`` → ``StreamPublisher``
+  (XADD + PUBLISH per candle and one SET per key, one MULTI/EXEC per batch), flat out;
 * **transport** — candles through the bus: publisher → Redis → a consumer-group reader that
   decodes and acknowledges (XREADGROUP + XACK), in two processes, flat out;
 * **end to end** — ticks → mdengine's path → Redis → the real ``mandi service indengine``
@@ -14,7 +15,8 @@ free loopback port (no persistence):
   the seed's per-value indicator streams and once with ``redis.indicator_streams = false``
   (values PUBLISHed only);
 * **latency** — ticks paced so indengine receives 10,000 candles/s (1,000 instruments, ten
-  60 s buckets per wall second); latency is from handling the tick that confirms a candle to a
+  60 s buckets per wall second); latency is from the start of handling the batch of ticks
+  holding the tick that confirms a candle (as mdengine hands a feed batch to the pipeline) to a
   subscriber receiving that candle's first indicator value on ``pub:ind:SMA_9:60s:*``, in
   another process (so it includes two Pub/Sub hops' worth of Python). The single-process
   baseline is the same tick → value path on one bus.
@@ -49,7 +51,7 @@ from mandi.bus.redis import GroupReader, RedisLink, StreamPublisher, discover, s
 from mandi.core.clock import TestClock
 from mandi.indicators import IndicatorEngine
 from mandi.model.market import Candle, Tick
-from mandi.pipeline.candles import CandlePipeline
+from mandi.pipeline.fast import FastCandlePipeline
 from mandi.services.indicators import VALUE_SQL
 from mandi.stores.sqlite import connect
 
@@ -132,7 +134,7 @@ class Redis:
 
 def baseline_throughput(batches: list[list[Tick]], db: str) -> float:
     bus = MessageBus(TestClock())
-    pipe = CandlePipeline(bus, (60,))
+    pipe = FastCandlePipeline(bus, (60,))
     engine = IndicatorEngine()
     rows: list[tuple] = []
 
@@ -156,7 +158,7 @@ def baseline_throughput(batches: list[list[Tick]], db: str) -> float:
 
 def baseline_latency(batches: list[list[Tick]]) -> list[float]:
     bus = MessageBus(TestClock())
-    pipe = CandlePipeline(bus, (60,))
+    pipe = FastCandlePipeline(bus, (60,))
     engine = IndicatorEngine()
     lat: list[float] = []
     t_tick = [0]
@@ -168,9 +170,8 @@ def baseline_latency(batches: list[list[Tick]]) -> list[float]:
 
     bus.subscribe("candle:60s:>", on_candle)
     for batch in batches:
-        for t in batch:
-            t_tick[0] = time.perf_counter_ns()
-            pipe.handle_tick(t)
+        t_tick[0] = time.perf_counter_ns()
+        pipe.handle_ticks(batch)
     return lat
 
 
@@ -180,13 +181,14 @@ def baseline_latency(batches: list[list[Tick]]) -> list[float]:
 async def produce(
     url: str, batches: list[list[Tick]], pace_s: float = 0.0, marks: dict[int, int] | None = None
 ) -> tuple[float, StreamPublisher]:
-    """Ticks → CandlePipeline → StreamPublisher (mdengine's path); ``marks[bucket]`` = the
-    monotonic ns at which the tick confirming that bucket was handled."""
+    """Ticks → FastCandlePipeline (mdengine's default engine, fed batches as mdengine feeds
+    it) → StreamPublisher; ``marks[bucket]`` = the monotonic ns at which the batch holding the
+    tick that confirms that bucket began to be handled."""
     link = RedisLink(url, "bench.mdengine")
     pub = StreamPublisher(link, retention_s=86_400, retention_1s_s=600)
     task = asyncio.create_task(pub.run())
     bus = MessageBus(TestClock())
-    pipe = CandlePipeline(bus, (60,))
+    pipe = FastCandlePipeline(bus, (60,))
     enc = codec.encode
     seen: set[int] = set()
     current = [0]
@@ -200,9 +202,8 @@ async def produce(
     bus.subscribe("candle:>", on_candle)
     t0 = time.perf_counter()
     for i, batch in enumerate(batches):
-        for t in batch:
-            current[0] = time.monotonic_ns()
-            pipe.handle_tick(t)
+        current[0] = time.monotonic_ns()
+        pipe.handle_ticks(batch)
         if pace_s:
             delay = t0 + (i + 1) * pace_s - time.perf_counter()
             await asyncio.sleep(max(0.0, delay))

@@ -144,5 +144,6 @@ def test_values_lost_between_candle_and_value_commits_are_rebuilt_on_restart(tmp
     p = mandi("run", "--db", db, "--speed", "inf", "--until", "09:26", *ARGS)
     assert p.returncode == 0, p.stderr
     assert "indicators warm: replayed" in p.stderr
-    assert rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, token, name") \
-        == clean
+    assert (
+        rows(db, "SELECT * FROM indicator_values ORDER BY timeframe, bucket, token, name") == clean
+    )

@@ -565,27 +565,27 @@ class BatchBuilder:
         return ki
 
     def confirmed(self, parts: list[bytes], key: str, entry_id: bytes, payload: bytes) -> int:
-        """Append XADD + SET + PUBLISH of one confirmed message; return the commands added."""
+        """Append XADD + PUBLISH of one confirmed message; return the commands added (2).
+
+        Its latest-key SET comes from :meth:`latest`, once per key per transaction: inside
+        MULTI/EXEC nobody can observe a key between two SETs, so only the newest one matters
+        (a SET costs Redis about as much as the XADD; a batch often holds several per key).
+        """
         ki = self.info(key)
         n = len(payload)
         parts.append(
-            b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s%s$%d\r\n%s\r\n"
-            % (
-                ki.xadd,
-                len(entry_id),
-                entry_id,
-                n,
-                payload,
-                ki.set,
-                n,
-                payload,
-                self._ttl_suffix,
-                ki.pub,
-                n,
-                payload,
-            )
+            b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
+            % (ki.xadd, len(entry_id), entry_id, n, payload, ki.pub, n, payload)
         )
-        return 3
+        return 2
+
+    def latest(self, parts: list[bytes], newest: dict[str, bytes]) -> int:
+        """Append ``SET latest-key payload EX ttl`` for each key's newest payload; return the
+        commands added."""
+        info, ttl = self.info, self._ttl_suffix
+        for key, payload in newest.items():
+            parts.append(b"%s$%d\r\n%s\r\n%s" % (info(key).set, len(payload), payload, ttl))
+        return len(newest)
 
     def registration(self, keys: Iterable[str]) -> list[bytes]:
         """SADD commands registering new stream keys in their discovery sets."""
@@ -596,8 +596,8 @@ class BatchBuilder:
 
 
 def count_xadd_replies(replies: Sequence[Any], stats: PublisherStats) -> None:
-    """Tally the replies of XADD/SET/PUBLISH triples inside an EXEC array."""
-    for i in range(0, len(replies) - 2, 3):
+    """Tally the replies of the XADD + PUBLISH pairs inside an EXEC array."""
+    for i in range(0, len(replies) - 1, 2):
         r = replies[i]
         if isinstance(r, hiredis.ReplyError):
             if ID_NOT_NEWER in str(r):
@@ -698,8 +698,11 @@ class StreamPublisher:
         parts += regs
         queued += len(regs)
         add = self.builder.confirmed
+        newest: dict[str, bytes] = {}
         for key, eid, payload in take:
             queued += add(parts, key, eid, payload)
+            newest[key] = payload
+        queued += self.builder.latest(parts, newest)
         parts += extra
         queued += len(extra)
         parts.append(EXEC)
@@ -752,7 +755,7 @@ class StreamPublisher:
             self.stats.last_error = str(exec_reply)
             log.error("Redis refused a batch transaction: %s", exec_reply)
             raise RedisCommandError(str(exec_reply))
-        count_xadd_replies(exec_reply[nreg : nreg + 3 * len(take)], self.stats)
+        count_xadd_replies(exec_reply[nreg : nreg + 2 * len(take)], self.stats)
         self.stats.forming += len(forming)
         self.stats.batches += 1
         for k, _, _ in take:

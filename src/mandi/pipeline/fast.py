@@ -999,7 +999,9 @@ class FastCandlePipeline:
         )
 
     def advance(self, now_ns: int) -> None:
+        self._check_subscriptions()  # closing seconds build forming candles too
         self._publish(self.core.advance(now_ns, copy=False))
 
     def flush(self) -> None:
+        self._check_subscriptions()
         self._publish(self.core.flush(copy=False))

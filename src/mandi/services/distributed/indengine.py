@@ -105,19 +105,39 @@ _snap_dec = msgspec.msgpack.Decoder(RedisSnapshot)
 class _Batch:
     """The output of processing some entries, committed as one unit."""
 
-    __slots__ = ("acks", "candles", "commands", "dead", "keys", "queued", "rows", "values")
+    __slots__ = (
+        "acks",
+        "candles",
+        "commands",
+        "dead",
+        "newest",
+        "queued",
+        "rows",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.commands: list[bytes] = []  # XADD+SET+PUBLISH triples of values
+        self.commands: list[bytes] = []  # XADD + PUBLISH pairs of values
+        self.newest: dict[str, bytes] = {}  # indicator key -> newest payload (one SET each)
         self.values = 0
         self.acks: dict[str, list[bytes]] = {}
         self.dead: list[bytes] = []  # dead-letter commands
         self.candles = 0
-        self.keys: set[str] = set()  # indicator stream keys written
 
     def empty(self) -> bool:
         return not (self.rows or self.commands or self.acks or self.dead)
+
+
+def load_kernels(specs: Any) -> None:
+    """Run the engine's compiled paths once on a throwaway engine, so loading (or compiling)
+    them happens before the service reports ready, not in its first live batch (a stall of
+    about a second that every candle queued behind it would wait out)."""
+    engine = IndicatorEngine(specs)
+    c = Candle(1, "NSE", 60, 60 * 10**9, 100, 100, 100, 100, 1, 0, 1, True)
+    engine.process_many([c])
+    engine.process(msgspec.structs.replace(c, bucket=2 * c.bucket))
+    engine.restore(engine.snapshot())
 
 
 class IndEngineService:
@@ -184,15 +204,17 @@ class IndEngineService:
 
     # --- processing ----------------------------------------------------------------------------
     def process(self, entries: Iterable[Entry], batch: _Batch, track: bool = True) -> None:
-        """Run entries through the engine, collecting outputs, acks and dead letters."""
-        engine, encode, add = self.engine, self._encode, self.builder.confirmed
-        rows, commands = batch.rows, batch.commands
-        store, streams_on = self.cfg.indicators.store_values, self._streams_on
+        """Run entries through the engine, collecting outputs, acks and dead letters.
+
+        The valid candles of the batch go through :meth:`IndicatorEngine.process_many` in one
+        compiled call (the same values, in the same order, as ``process`` one by one)."""
+        candles: list[Candle] = []
+        last_ids, acks = self.last_ids, batch.acks
         for e in entries:
             key = e.key
             if e.payload is None:
                 if not e.fields:  # deleted while pending: nothing to process
-                    batch.acks.setdefault(key, []).append(e.id)
+                    acks.setdefault(key, []).append(e.id)
                     continue
                 self._dead(batch, e, "no 'd' field in the entry", 1)
                 continue
@@ -208,26 +230,32 @@ class IndEngineService:
             ):
                 self._dead(batch, e, f"not a confirmed candle of {key}: {type(c).__name__}", 1)
                 continue
-            batch.candles += 1
-            values = engine.process(c)
+            candles.append(c)
             if track:
-                last = self.last_ids.get(key)
+                last = last_ids.get(key)
                 if last is None or (
                     e.id > last if len(e.id) == len(last) else id_tuple(e.id) > id_tuple(last)
                 ):
-                    self.last_ids[key] = e.id
-            for v in values:
-                topic = indicator_topic(v)
-                payload = encode(v)
-                if streams_on:
-                    add(commands, topic, b"%d-0" % (v.bucket // 1_000_000), payload)
-                    batch.keys.add(topic)
-                else:
-                    commands.append(pack("PUBLISH", "pub:" + topic, payload))
-                if store:
-                    rows.append((v.token, v.exchange, v.timeframe, v.bucket, v.name, v.value))
-            batch.values += len(values)
-            batch.acks.setdefault(key, []).append(e.id)
+                    last_ids[key] = e.id
+            acks.setdefault(key, []).append(e.id)
+        if not candles:
+            return
+        batch.candles += len(candles)
+        values = self.engine.process_many(candles)
+        batch.values += len(values)
+        encode, add = self._encode, self.builder.confirmed
+        rows, commands, newest = batch.rows, batch.commands, batch.newest
+        streams_on = self._streams_on
+        for v in values:
+            topic = indicator_topic(v)
+            payload = encode(v)
+            if streams_on:
+                add(commands, topic, b"%d-0" % (v.bucket // 1_000_000), payload)
+                newest[topic] = payload
+            else:
+                commands.append(pack("PUBLISH", "pub:" + topic, payload))
+        if self.cfg.indicators.store_values:
+            rows += [(v.token, v.exchange, v.timeframe, v.bucket, v.name, v.value) for v in values]
 
     def _dead(self, batch: _Batch, e: Entry, reason: str, deliveries: int) -> None:
         log.warning("%s: dead-lettering %s %s: %s", self.service, e.key, e.id.decode(), reason)
@@ -293,14 +321,16 @@ class IndEngineService:
         if self.link.stats.connects != self._reg_epoch:  # (re)connected: register again
             self._reg_epoch = self.link.stats.connects
             self.builder.registered.clear()
-        new = [k for k in batch.keys if k not in self.builder.registered]
+        new = [k for k in batch.newest if k not in self.builder.registered]
         regs = self.builder.registration(new)
-        tail = regs + batch.dead + self.reader.ack_packet(batch.acks)
+        sets: list[bytes] = []
+        self.builder.latest(sets, batch.newest)
+        tail = sets + regs + batch.dead + self.reader.ack_packet(batch.acks)
         if snapshot:
             assert engine_blob is not None
             tail.append(pack("SET", self.snapshot_key, self._snapshot_blob(engine_blob)))
         packet = b"".join([MULTI, *batch.commands, *tail, EXEC])
-        queued = (3 * batch.values if self._streams_on else len(batch.commands)) + len(tail)
+        queued = (2 * batch.values if self._streams_on else len(batch.commands)) + len(tail)
         while True:
             try:
                 replies = await self.link.request(packet, queued + 2, queued=queued)
@@ -319,7 +349,7 @@ class IndEngineService:
             from mandi.bus.redis import PublisherStats
 
             ps = PublisherStats()
-            count_xadd_replies(ex[: 3 * batch.values], ps)
+            count_xadd_replies(ex[: 2 * batch.values], ps)
             self.stats["values_written"] += ps.confirmed
             self.stats["values_duplicate"] += ps.duplicates
             self.stats["value_errors"] += ps.errors
@@ -531,6 +561,7 @@ class IndEngineService:
             # the database's write lock for a while (health must still answer)
             self.con = await asyncio.to_thread(connect, self.cfg.store.db)
             self.state.set("warming")
+            await asyncio.to_thread(load_kernels, self.cfg.indicators.specs)
             while not self.stop.is_set():
                 try:
                     await self.discover_streams()
