@@ -93,7 +93,7 @@ def service(
             "run.until": until,
             "run.days": days,
             "run.status_interval": status_interval,
-            "run.dashboard": False,
+            "run.dashboard": None if name == "gateway" else False,  # the gateway serves it
             "log.json": True if log_json else None,
             "log.level": log_level,
         },
@@ -101,7 +101,7 @@ def service(
     _setup(cfg)
     from mandi.services.distributed import SERVICES
 
-    if name in ("mdengine", "mdengine-sim", "strategy"):
+    if name in ("mdengine", "mdengine-sim", "strategy", "gateway"):
         from mandi.services.trading import prepare_config
 
         cfg = prepare_config(cfg)  # the candle timeframes the strategies follow, as mandi run

@@ -14,6 +14,12 @@ node's layers) is looked up when needed; without it (``mandi run`` with trading 
 built without it) the trading routes answer 503 ``trading_unavailable``. What the API needs from it
 is the small :class:`TradingPort` protocol, implemented over its ``TradingKernel`` by
 :class:`KernelTrading`.
+
+The node: a :class:`~mandi.services.node.MarketNode` (``mandi run``) or the distributed gateway's
+:class:`~mandi.services.distributed.node.GatewayNode`, which offers the same attributes fed from
+Redis plus ``trading_service`` (execution lives in that service: the trading routes answer 503
+naming it; positions are read from its SQLite rows) and ``history`` (candles and indicator values
+from the Redis streams when the SQLite file holds none).
 """
 
 from __future__ import annotations
@@ -257,12 +263,33 @@ class MandiAPI:
     def _need_trading(self) -> TradingPort:
         t = self.trading
         if t is None:
+            owner = self.trading_service
+            if owner:
+                raise ApiError(
+                    503,
+                    "trading_unavailable",
+                    f"trading runs in the {owner} service, not in this gateway: orders, "
+                    "cancels, halt/resume and the live P&L are not available here (nothing "
+                    "was sent); positions, orders and signals are readable",
+                    service=owner,
+                )
             raise ApiError(
                 503,
                 "trading_unavailable",
                 "trading is not running in this node (run mandi run with trading on)",
             )
         return t
+
+    @property
+    def trading_service(self) -> str | None:
+        """The service that owns execution when it is not in this node (the distributed
+        gateway: ``strategy``), else None."""
+        return getattr(self.node, "trading_service", None)
+
+    def _remote_history(self) -> Any:
+        """The node's fallback for candles and indicator values its SQLite does not hold (the
+        gateway: the Redis streams), or None."""
+        return getattr(self.node, "history", None)
 
     def _db(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -409,17 +436,37 @@ class MandiAPI:
         )
         from mandi.model.market import Candle
 
-        cs = [ser.candle(Candle(**r)) for r in reversed(rows)]
+        if rows:
+            cs = [ser.candle(Candle(**r)) for r in reversed(rows)]
+        else:
+            cs = [
+                ser.candle(c)
+                for c in self._from_history("candles", token, inst.exchange, timeframe, end, limit)
+            ]
         return {"instrument": ser.instrument(inst), "timeframe": timeframe, "candles": cs}
 
+    def _from_history(self, method: str, *args: Any) -> Any:
+        h = self._remote_history()
+        if h is None:
+            return []
+        try:
+            return getattr(h, method)(*args)
+        except MandiError as e:
+            raise ApiError(503, "store_unavailable", f"history read failed: {e}") from None
+
     def indicator_names(self, token: int, timeframe: int) -> list[str]:
-        return [
+        names = [
             r["name"]
             for r in self._query(
                 "SELECT DISTINCT name FROM indicator_values WHERE token=? AND timeframe=?",
                 (token, timeframe),
             )
         ]
+        if names or self._remote_history() is None:
+            return names
+        return list(
+            self._from_history("indicator_names", token, self.instrument(token).exchange, timeframe)
+        )
 
     def indicators(
         self,
@@ -429,7 +476,7 @@ class MandiAPI:
         limit: int = 300,
         before: str | None = None,
     ) -> dict[str, Any]:
-        self.instrument(token)
+        inst = self.instrument(token)
         tfs = self.node.cfg.pipeline.timeframes
         if timeframe not in tfs:
             raise bad("query.timeframe", timeframe, f"use one of {list(tfs)} (seconds)")
@@ -446,13 +493,12 @@ class MandiAPI:
                 "name=? AND bucket<? ORDER BY bucket DESC LIMIT ?",
                 (token, timeframe, name, end, limit),
             )
+            points = [(r["bucket"], r["value"]) for r in reversed(rows)] or self._from_history(
+                "indicator_values", token, inst.exchange, timeframe, name, end, limit
+            )
             series[name] = [
-                {
-                    "t": r["bucket"] // NS_PER_SECOND,
-                    "time": ser.iso(r["bucket"]),
-                    "value": ser.num(r["value"] * scale),
-                }
-                for r in reversed(rows)
+                {"t": b // NS_PER_SECOND, "time": ser.iso(b), "value": ser.num(v * scale)}
+                for b, v in points
             ]
         return {"token": token, "timeframe": timeframe, "available": available, "series": series}
 
@@ -690,10 +736,14 @@ class MandiAPI:
             for p in live
             if status == "all" or (status == "open") == (p.status == "OPEN")
         ]
-        if status != "open":
+        where = " WHERE status='CLOSED'" if status != "open" else None
+        if t is None and self.trading_service:  # the trading service's store is the truth
+            where = {"open": " WHERE status='OPEN'", "closed": " WHERE status='CLOSED'"}.get(
+                status, ""
+            )
+        if where is not None:
             rows = self._query(
-                "SELECT * FROM positions WHERE status='CLOSED' "
-                "ORDER BY entry_timestamp DESC LIMIT ?",
+                f"SELECT * FROM positions{where} ORDER BY entry_timestamp DESC LIMIT ?",
                 (limit,),
             )
             for r in rows:

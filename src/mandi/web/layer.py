@@ -28,7 +28,8 @@ TURN_S = 0.1  # the longest the web layer waits for a turn of the event loop
 
 
 class WebLayer:
-    """Plugs the REST + WebSocket gateway and the dashboard into a :class:`MarketNode`."""
+    """Plugs the REST + WebSocket gateway and the dashboard into a :class:`MarketNode` (or the
+    distributed ``mandi service gateway``'s ``GatewayNode``, which offers the same attributes)."""
 
     name = "web"
 

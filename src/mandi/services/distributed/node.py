@@ -30,6 +30,8 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
+from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -46,9 +48,11 @@ from mandi.bus.redis import (
     GroupReader,
     RedisCommandError,
     RedisLink,
+    RedisTarget,
     RedisUnavailable,
     RespConnection,
     StreamPublisher,
+    SyncRespConnection,
     _entries,
     discover,
     pack,
@@ -58,7 +62,7 @@ from mandi.config import AppConfig
 from mandi.core.clock import NS_PER_SECOND, Clock, LiveClock
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import InstrumentMaster, parse_instrument_csv
-from mandi.model.market import Candle, Tick
+from mandi.model.market import Candle, IndicatorValue, Tick
 from mandi.services.distributed.health import (
     HealthServer,
     Sample,
@@ -67,6 +71,7 @@ from mandi.services.distributed.health import (
     publisher_samples,
 )
 from mandi.services.distributed.mdengine import MASTER_KEY
+from mandi.services.node import NodeStats
 from mandi.stores.sqlite import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -105,7 +110,7 @@ class RedisNode:
         # what mandi run's layers also read of their node: no feed here (exchange time comes
         # from the data: the watermark is the end of the last candle or the last tick seen)
         self.feed = None
-        self.stats = SimpleNamespace(resumed_from_ns=None)
+        self.stats: Any = SimpleNamespace(resumed_from_ns=None)
         self.pipeline = SimpleNamespace(seconds=SimpleNamespace(watermark_ns=0))
         st = cfg.store
         # flush at once: a read batch is acknowledged only after its rows are committed
@@ -435,10 +440,13 @@ def strategy_layers(cfg: AppConfig) -> list[Any]:
 
 
 def gateway_layers(cfg: AppConfig) -> list[Any]:
-    """The layers of the gateway service. HOOKUP (issue 7): return the web layer ``mandi run``
-    uses (REST + WebSocket + dashboard on ``run.host:run.port``), e.g.
-    ``from mandi.web... import WebLayer; return [WebLayer(cfg)]``; it sees the same bus topics."""
-    return []
+    """The layers of the gateway service: the web layer ``mandi run`` uses (REST + WebSocket +
+    dashboard on ``run.host:run.port``, the same security), unless ``run.dashboard`` is off."""
+    if not cfg.run.dashboard:
+        return []
+    from mandi.web.layer import WebLayer
+
+    return [WebLayer(cfg)]
 
 
 async def run_strategy(cfg: AppConfig, port: int, consumer: str | None = None) -> int:
@@ -461,8 +469,169 @@ async def run_strategy(cfg: AppConfig, port: int, consumer: str | None = None) -
 
 
 async def run_gateway(cfg: AppConfig, port: int) -> int:
-    """``mandi service gateway``: every Pub/Sub channel (``pub:*``) → the web layers."""
-    node = RedisNode(
-        cfg, "gateway", "gateway", [], gateway_layers(cfg), pubsub=["pub:*"], port=port
-    )
-    return await node.run()
+    """``mandi service gateway``: every Pub/Sub channel (``pub:*``) → the web layer."""
+    return await GatewayNode(cfg, port).run()
+
+
+# --- the gateway ---------------------------------------------------------------------------------
+
+
+class GatewayNode(RedisNode):
+    """The gateway's host: a :class:`RedisNode` on every ``pub:*`` channel that also keeps what
+    :class:`~mandi.web.api.MandiAPI` reads of a ``MarketNode`` — ``stats`` (ticks received,
+    last prices, confirmed candles per timeframe, exchange time: all from what comes over
+    Pub/Sub), an always-empty ``queue``, ``pipeline.seconds.rejected`` — and
+
+    * ``trading_service``: execution (orders, cancels, halt/resume, live P&L) belongs to that
+      service; the API answers its state-changing routes with 503 ``trading_unavailable``
+      naming it (nothing is relayed) and reads positions, orders and signals from SQLite;
+    * ``history``: candles and indicator values from the Redis streams, read when the SQLite
+      file (``store.db``, shared with mdengine/indengine/strategy on one machine) has none —
+      a gateway on a machine of its own.
+
+    The instrument master is reloaded when ``instruments:master`` changes (mdengine may start
+    after the gateway)."""
+
+    trading_service = "strategy"
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        port: int = -1,
+        layers: Sequence[Any] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            cfg,
+            "gateway",
+            "gateway",
+            [],
+            gateway_layers(cfg) if layers is None else layers,
+            pubsub=["pub:*"],
+            port=port,
+            clock=clock,
+        )
+        self.stats = NodeStats()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()  # no feed queue here: always empty
+        self.pipeline.seconds.rejected = Counter()  # no ticks are validated here
+        self.history = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
+        self._ticked: set[int] = set()
+        self._master_size = -1
+        self.bus.subscribe("tick:>", self._on_tick, name="gateway.stats")
+        self.bus.subscribe("candle:>", self._on_candle, name="gateway.stats")
+
+    def _on_tick(self, topic: str, t: Tick) -> None:
+        s = self.stats
+        s.ticks_in += 1
+        s.last_price[t.token] = t.price
+        self._ticked.add(t.token)
+        if t.ts_event > s.exchange_time_ns:
+            s.exchange_time_ns = t.ts_event
+
+    def _on_candle(self, topic: str, c: Candle) -> None:
+        s = self.stats
+        s.candles_confirmed[c.timeframe] += 1
+        # instruments whose ticks are not on Pub/Sub (redis.ticks): the last 1 s close
+        if c.timeframe == 1 and c.token not in self._ticked:
+            s.last_price[c.token] = c.close
+        end = c.bucket + c.timeframe * NS_PER_SECOND
+        if end > s.exchange_time_ns:
+            s.exchange_time_ns = end
+        self._advance(c)
+
+    async def load_master(self) -> None:
+        size = await self.link.call("STRLEN", MASTER_KEY)
+        if size != self._master_size:
+            self._master_size = size
+            await super().load_master()
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.redis.discover_interval_s)
+            with contextlib.suppress(RedisUnavailable, RedisCommandError):
+                await self.load_master()
+
+    async def run(self) -> int:
+        try:
+            return await super().run()
+        finally:
+            self.history.close()
+
+
+class RedisHistory:
+    """Confirmed candles and indicator values read back from their Redis streams (XREVRANGE;
+    ``redis.retention_s`` of each timeframe), oldest first. Blocking, one connection per thread:
+    the API runs these reads in worker threads. Raises ``RedisUnavailable`` when Redis cannot be
+    reached (the API answers 503)."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self.target = RedisTarget.from_url(url)
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._conns: list[SyncRespConnection] = []
+        self._lock = threading.Lock()
+
+    def _call(self, *args: str | int) -> Any:
+        for attempt in (0, 1):
+            con: SyncRespConnection | None = getattr(self._local, "con", None)
+            try:
+                if con is None:
+                    con = self._local.con = SyncRespConnection(self.target, self.timeout_s)
+                    with self._lock:
+                        self._conns.append(con)
+                return con.call(*args)
+            except RedisUnavailable:
+                if con is not None:
+                    con.close()
+                self._local.con = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _range(self, key: str, end_ns: int, limit: int) -> list[Any]:
+        """The ``limit`` newest messages of a stream with a bucket before ``end_ns``."""
+        end = "+" if end_ns >= 1 << 62 else f"({end_ns // 1_000_000}-0"
+        out = []
+        for item in self._call("XREVRANGE", key, end, "-", "COUNT", limit) or ():
+            fields = item[1] or []
+            payload = dict(zip(fields[::2], fields[1::2], strict=False)).get(b"d")
+            if payload is None:
+                continue
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                out.append(codec.decode(payload))
+        out.reverse()
+        return out
+
+    def candles(
+        self, token: int, exchange: str, timeframe: int, end_ns: int, limit: int
+    ) -> list[Candle]:
+        key = f"candle:{timeframe}s:{exchange}:{token}"
+        return [c for c in self._range(key, end_ns, limit) if type(c) is Candle]
+
+    def indicator_names(self, token: int, exchange: str, timeframe: int) -> list[str]:
+        match, cursor = f"ind:*:{timeframe}s:{exchange}:{token}", "0"
+        names: set[str] = set()
+        while True:
+            cursor_b, keys = self._call(
+                "SSCAN", f"streams:ind:{timeframe}s", cursor, "MATCH", match, "COUNT", 1000
+            )
+            names.update(k.decode().split(":")[1] for k in keys)
+            cursor = cursor_b.decode()
+            if cursor == "0":
+                return sorted(names)
+
+    def indicator_values(
+        self, token: int, exchange: str, timeframe: int, name: str, end_ns: int, limit: int
+    ) -> list[tuple[int, float]]:
+        key = f"ind:{name}:{timeframe}s:{exchange}:{token}"
+        return [
+            (v.bucket, v.value)
+            for v in self._range(key, end_ns, limit)
+            if type(v) is IndicatorValue
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for con in conns:
+            con.close()
