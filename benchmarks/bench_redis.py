@@ -468,10 +468,16 @@ def main() -> None:
         ):
             server.flush()
             nb = int(LAT_SECONDS / pace)
-            lat_batches = all_ticks(nb, seed=9, tokens=tokens)
-            base_lat = baseline_latency(lat_batches)
+            warm = 3  # buckets sent (and drained) first: stream discovery is not measured
+            lat_batches = all_ticks(nb + warm, seed=9, tokens=tokens)
+            base_lat = baseline_latency(lat_batches[warm:])
             p, _ = start_indengine(server.url, os.path.join(tmp, f"lat{tokens}.db"))
             try:
+                asyncio.run(produce(server.url, lat_batches[:warm]))
+                deadline = time.monotonic() + 60
+                while not drained(server.url, tokens) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                lat_batches = lat_batches[warm:]
                 q = mp.get_context("fork").Queue()
                 lst = mp.get_context("fork").Process(
                     target=_listen, args=(server.url, LAT_SECONDS + 10, q)

@@ -129,6 +129,10 @@ class _Batch:
         return not (self.rows or self.commands or self.acks or self.dead)
 
 
+INLINE_ROWS = 2_000  # value rows committed on the loop when the lock is free (~1 ms at most)
+BUSY_TIMEOUT_MS = 30_000  # as mandi.stores.sqlite.connect sets it
+
+
 def load_kernels(specs: Any) -> None:
     """Run the engine's compiled paths once on a throwaway engine, so loading (or compiling)
     them happens before the service reports ready, not in its first live batch (a stall of
@@ -299,6 +303,32 @@ class IndEngineService:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _commit_inline(self, batch: _Batch) -> bool:
+        """Commit a small batch of values on the loop when the write lock is free right now
+        (the common case: a thread hop costs more than the commit); False otherwise, and the
+        caller commits from a thread that waits for the lock."""
+        con = self.con
+        if con is None or len(batch.rows) > INLINE_ROWS:
+            return False
+        try:
+            con.execute("PRAGMA busy_timeout=0")
+            try:
+                con.execute("BEGIN IMMEDIATE")  # the write lock now, or SQLITE_BUSY at once
+            finally:
+                con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.OperationalError:
+            return False
+        try:
+            con.executemany(VALUE_SQL, batch.rows)
+            con.execute("COMMIT")
+            return True
+        except sqlite3.Error as e:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            self.stats["sqlite_errors"] += 1
+            log.warning("%s: SQLite commit on the loop failed (%s); retrying", self.service, e)
+            return False
+
     async def commit(self, batch: _Batch, snapshot: bool = False) -> None:
         """SQLite first, then one Redis transaction with the values, the XACKs, the dead letters
         and (optionally) the snapshot; retried until Redis takes it."""
@@ -316,7 +346,9 @@ class IndEngineService:
         ):
             sqlite_blob = engine_blob
             self._last_sqlite_snapshot = time.monotonic()
-        if batch.rows or sqlite_blob is not None:  # off the loop: /health keeps answering
+        if (batch.rows or sqlite_blob is not None) and not (
+            sqlite_blob is None and self._commit_inline(batch)
+        ):  # off the loop: /health keeps answering while it waits for the write lock
             await asyncio.to_thread(self._commit_sqlite, batch, sqlite_blob)
         if self.link.stats.connects != self._reg_epoch:  # (re)connected: register again
             self._reg_epoch = self.link.stats.connects
@@ -487,7 +519,8 @@ class IndEngineService:
 
     async def _discover_new(self) -> None:
         keys = await discover(self._aux, [f"streams:candle:{tf}s" for tf in self.timeframes])
-        self._pending_new = [k for k in keys if self.mine(k) and k not in self.reader._known]
+        known = self.reader._known
+        self._pending_new = [k for k in keys if k not in known and self.mine(k)]
 
     async def _backlog_loop(self) -> None:
         from mandi.bus.redis import group_backlog
@@ -561,7 +594,6 @@ class IndEngineService:
             # the database's write lock for a while (health must still answer)
             self.con = await asyncio.to_thread(connect, self.cfg.store.db)
             self.state.set("warming")
-            await asyncio.to_thread(load_kernels, self.cfg.indicators.specs)
             while not self.stop.is_set():
                 try:
                     await self.discover_streams()
@@ -575,6 +607,7 @@ class IndEngineService:
                     await self._sleep(self.link.backoff.next())
             if self.stop.is_set():
                 return 0
+            await asyncio.to_thread(load_kernels, self.cfg.indicators.specs)
             self.state.set("running", streams=len(self.reader.keys))
             tasks = [
                 asyncio.create_task(c)
