@@ -4,6 +4,7 @@ redis-server, ``mdengine`` (simulated feed) and ``indengine`` on one shared SQLi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,19 +16,22 @@ import urllib.request
 from types import SimpleNamespace
 
 import httpx
+import msgspec
 import pytest
 from redis_server import RedisServer, _need_redis, free_port
 from websockets.sync.client import connect
 
 from mandi.bus.codec import codec
 from mandi.config import load_config
+from mandi.core.ids import stable_id
 from mandi.model.instruments import InstrumentMaster, parse_instrument_csv
-from mandi.services.distributed.node import RedisHistory
+from mandi.services.distributed.node import CMD_STREAM, RedisHistory
 from mandi.web import serialize as ser
 from mandi.web.api import MandiAPI
 from mandi.web.security import TokenStore
 
 NIFTY = 256265
+CMD_TIMEOUT_S = 2.0  # the gateway's wait for the strategy service
 TF = 15  # a short timeframe: candles and warm indicators within seconds of wall time
 ENV = {
     "MANDI_SIM__UNDERLYINGS": '["NIFTY"]',
@@ -80,6 +84,8 @@ def deployment(tmp_path_factory):
         MANDI_WEB__TOKENS_FILE=str(tmp / "tokens.json"),
         MANDI_WEB__METRICS_INTERVAL_S="1",
         MANDI_RUN__PORT=str(web),
+        MANDI_REDIS__TICKS="all",  # the strategy service's prices for manual orders
+        MANDI_GATEWAY_COMMAND_TIMEOUT_S=str(CMD_TIMEOUT_S),
     )
     log = open(tmp / "services.log", "wb")  # noqa: SIM115
     procs: list[subprocess.Popen[bytes]] = []
@@ -125,6 +131,7 @@ def deployment(tmp_path_factory):
             procs=procs,
             gw_port=gw_port,
             log=tmp / "services.log",
+            service=service,
         )
     finally:
         for p in procs:
@@ -282,10 +289,48 @@ def test_websocket_receives_live_candles_and_indicators_over_redis(deployment):
     assert all(m["data"]["closed"] is False for m in seen["forming"] if "closed" in m["data"])
 
 
-def test_state_changes_need_a_token_and_name_the_strategy_service(deployment):
+def trade(d, path: str, body: dict | None = None, method: str = "POST") -> httpx.Response:
+    return httpx.request(
+        method, d.url + path, json=body, headers=auth(d.tokens["trade"]), timeout=30
+    )
+
+
+def orders_of(db: str, request_id: str) -> list[tuple[str, str]]:
+    """The orders a manual request placed (their parent id derives from the request id)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(
+            "SELECT order_id, status FROM orders WHERE parent_id=? OR order_id=?",
+            (stable_id("manual", request_id),) * 2,
+        ).fetchall()
+    except sqlite3.OperationalError:  # no orders table yet
+        return []
+    finally:
+        con.close()
+
+
+def command(kind: str, args: dict, expires_ms: int, cmd_id: str) -> bytes:
+    return msgspec.msgpack.encode(
+        {
+            "v": 1,
+            "id": cmd_id,
+            "kind": kind,
+            "args": args,
+            "caller": {"token_id": "t", "name": "test", "scope": "trade", "via": "bearer"},
+            "sent_ms": expires_ms - 1000,
+            "expires_ms": expires_ms,
+        }
+    )
+
+
+def reliance_order(request_id: str) -> dict:
+    return {"side": "BUY", "symbol": "RELIANCE", "quantity": 1, "request_id": request_id}
+
+
+def test_without_a_strategy_service_commands_time_out_and_are_withdrawn(deployment):
     d = deployment
     wait_for(lambda: get(d, f"/api/v1/instruments/{NIFTY}").status_code == 200, 60, "the master")
-    order = {"side": "BUY", "token": NIFTY, "quantity": 75}
+    order = reliance_order("gone-1")
     url = d.url + "/api/v1/orders"
     assert httpx.post(url, json=order, timeout=10).status_code == 401
     assert httpx.post(url, json=order, headers=auth("mandi_x_wrong"), timeout=10).status_code == 401
@@ -293,25 +338,48 @@ def test_state_changes_need_a_token_and_name_the_strategy_service(deployment):
         httpx.post(url, json=order, headers=auth(d.tokens["read"]), timeout=10).status_code == 403
     )
     assert httpx.post(d.url + "/api/v1/trading/halt", json={}, timeout=10).status_code == 401
-    for path, body in (
-        ("/api/v1/orders", order),
-        ("/api/v1/trading/halt", {"reason": "test"}),
-        ("/api/v1/trading/resume", {}),
+    r = d.redis.client()
+    assert r.xlen(CMD_STREAM) == 0, "a refused request was relayed"
+    for path, body, method in (
+        ("/api/v1/orders", order, "POST"),
+        ("/api/v1/trading/halt", {"reason": "test"}, "POST"),
+        ("/api/v1/orders/abc123", None, "DELETE"),
     ):
-        r = httpx.post(d.url + path, json=body, headers=auth(d.tokens["trade"]), timeout=10)
-        assert r.status_code == 503, (path, r.text)
-        e = r.json()
-        assert e["error"] == "trading_unavailable" and e["service"] == "strategy"
-        assert "strategy service" in e["message"]
-    r = httpx.delete(url + "/abc123", headers=auth(d.tokens["trade"]), timeout=10)
-    assert r.status_code == 503 and r.json()["service"] == "strategy"
+        t0 = time.monotonic()
+        resp = trade(d, path, body, method)
+        took = time.monotonic() - t0
+        assert resp.status_code == 504, (path, resp.text)
+        e = resp.json()
+        assert e["error"] == "trading_timeout" and e["service"] == "strategy"
+        assert "will not be executed later" in e["message"]
+        assert CMD_TIMEOUT_S - 0.1 <= took < CMD_TIMEOUT_S + 3, took
+    # withdrawn: deleted from the stream and marked expired (a strategy service never runs it)
+    assert r.xlen(CMD_STREAM) == 0
+    claims = [k for k in r.keys("cmd:claim:*")]
+    assert len(claims) == 3 and {r.get(k) for k in claims} == {b"expired"}
+    # commands a gateway could not withdraw (it died while waiting, or lost its XDEL): one past
+    # its deadline, one the gateway marked expired; neither may run when the strategy starts
+    now = int(time.time() * 1000)
+    r.xadd(CMD_STREAM, {"d": command("place", _args("gone-2"), now - 1, "c-gone-2")})
+    r.set("cmd:claim:c-gone-3", "expired")
+    r.xadd(CMD_STREAM, {"d": command("place", _args("gone-3"), now + 3_600_000, "c-gone-3")})
+    r.xadd(CMD_STREAM, {"d": command("halt", {"reason": "stale"}, now - 1, "c-gone-4")})
     # reads of the trading side come from the shared store (empty: no strategy service here)
     for path in ("/api/v1/positions", "/api/v1/orders", "/api/v1/signals"):
-        r = get(d, path)
-        assert r.status_code == 200 and r.json() == [], (path, r.text)
+        resp = get(d, path)
+        assert resp.status_code == 200 and resp.json() == [], (path, resp.text)
     assert get(d, "/api/v1/risk").json() == {"trading": False}
-    # nothing was sent anywhere: no command stream exists in Redis
-    assert not [k for k in d.redis.client().keys("*") if k.startswith((b"order", b"cmd"))]
+
+
+def _args(request_id: str) -> dict:
+    return {
+        "request_id": request_id,
+        "symbol": "RELIANCE",
+        "side": "BUY",
+        "quantity": 1,
+        "limit_price": 0,
+        "exchange": "NSE",
+    }
 
 
 def test_open_positions_are_read_from_the_strategy_services_store(deployment):
@@ -352,6 +420,81 @@ def test_open_positions_are_read_from_the_strategy_services_store(deployment):
     assert got[0]["net_quantity"] == 75 and got[0]["status"] == "OPEN"
     assert get(d, "/api/v1/positions", status="closed").json() == []
     assert get(d, "/api/positions").json()["positions"][0]["position_id"] == "P-1"
+    with contextlib.closing(sqlite3.connect(d.db, timeout=30)) as con, con:
+        con.execute("DELETE FROM positions WHERE position_id='P-1'")  # not for the strategy
+
+
+def test_commands_are_relayed_to_the_strategy_service(deployment):
+    d = deployment
+    r = d.redis.client()
+    d.service("strategy", "--port", "0")
+
+    def consumed():
+        groups = r.xinfo_groups(CMD_STREAM)
+        last = r.xrevrange(CMD_STREAM, count=1)[0][0]
+        return groups and groups[0]["pending"] == 0 and groups[0]["last-delivered-id"] == last
+
+    wait_for(consumed, 60, "the strategy service to read the command stream", d.procs)
+    # the gateway sees the strategy's risk events (risk:> is one of its outputs)
+    with connect(d.ws_url, additional_headers=auth(d.tokens["read"])) as ws:
+        ws.recv(timeout=10)
+        ws.send(json.dumps({"op": "subscribe", "channels": ["risk:>"]}))
+        # an order as mandi run's API answers it: accepted (prices come over Pub/Sub; retried
+        # while the strategy service has none yet, within the order rate limit)
+        for _ in range(8):
+            resp = trade(d, "/api/v1/orders", reliance_order("gw-1"))
+            if resp.status_code != 409 or resp.json().get("rule") != "no_market_data":
+                break
+            time.sleep(2)
+        assert resp.status_code == 201, resp.text
+        first = resp.json()
+        assert first["status"] == "ACCEPTED" and first["order_ids"], first
+        assert first["symbol"] == "RELIANCE" and first["request_id"] == "gw-1"
+        placed = wait_for(lambda: orders_of(d.db, "gw-1"), 30, "the order in SQLite")
+        assert [o for o, _ in placed] == first["order_ids"]
+        # the same request id again: answered, nothing new placed
+        again = trade(d, "/api/v1/orders", reliance_order("gw-1"))
+        # as mandi run answers a repeat: the risk manager decides again, no order is sent again
+        if again.status_code == 201:
+            assert again.json()["status"] == "ACCEPTED" and again.json()["order_ids"] == []
+        else:
+            assert again.status_code == 409 and again.json()["error"] == "risk_denied", again.text
+        time.sleep(1)
+        assert [o for o, _ in orders_of(d.db, "gw-1")] == first["order_ids"]
+        # halt through the gateway: the strategy's risk manager refuses the next order
+        h = trade(d, "/api/v1/trading/halt", {"reason": "gateway test"})
+        assert h.status_code == 200, h.text
+        assert h.json()["changed"] is True and h.json()["halted"] is True
+        assert h.json()["halt_reason"] == "gateway test"
+        denied = trade(d, "/api/v1/orders", reliance_order("gw-2"))
+        assert denied.status_code == 409, denied.text
+        e = denied.json()
+        assert e["error"] == "risk_denied" and e["status"] == "DENIED" and e["rule"], e
+        assert "halt" in (e["rule"] + e["reason"]).lower(), e
+        assert orders_of(d.db, "gw-2") == []
+        seen: dict[str, dict] = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not {"risk:halted", "risk:denied"} <= seen.keys():
+            try:
+                frame = ws.recv(timeout=2)
+            except TimeoutError:
+                continue
+            for line in frame.split("\n"):
+                m = json.loads(line)
+                if "channel" in m:
+                    seen[m["channel"]] = m["data"]
+    assert {"risk:halted", "risk:denied"} <= seen.keys(), sorted(seen)
+    assert seen["risk:denied"]["rule"] == e["rule"]
+    assert seen["risk:halted"]["reason"] == "gateway test"
+    assert get(d, "/api/v1/pnl").status_code == 200
+    assert get(d, "/api/v1/pnl").json()["halted"] is True
+    res = trade(d, "/api/v1/trading/resume", {"reason": "done"})
+    assert res.status_code == 200 and res.json()["changed"] is True and not res.json()["halted"]
+    # nothing withdrawn or expired ever ran: no orders, and the stale halt did not halt
+    for rid in ("gone-1", "gone-2", "gone-3"):
+        assert orders_of(d.db, rid) == [], rid
+    assert "(place) arrived after its deadline; not executed" in d.log.read_text()
+    assert "the gateway gave up on it; not executed" in d.log.read_text()
 
 
 def test_sigterm_stops_the_gateway_cleanly(deployment):  # last: it stops the gateway

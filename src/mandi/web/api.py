@@ -17,9 +17,10 @@ is the small :class:`TradingPort` protocol, implemented over its ``TradingKernel
 
 The node: a :class:`~mandi.services.node.MarketNode` (``mandi run``) or the distributed gateway's
 :class:`~mandi.services.distributed.node.GatewayNode`, which offers the same attributes fed from
-Redis plus ``trading_service`` (execution lives in that service: the trading routes answer 503
-naming it; positions are read from its SQLite rows) and ``history`` (candles and indicator values
-from the Redis streams when the SQLite file holds none).
+Redis plus ``trading_service`` (execution lives in that service; positions are read from its
+SQLite rows), ``trading_relay`` (the :class:`TradingPort` the command routes use there: it relays
+each call to that service over Redis) and ``history`` (candles and indicator values from the Redis
+streams when the SQLite file holds none).
 """
 
 from __future__ import annotations
@@ -263,6 +264,9 @@ class MandiAPI:
     def _need_trading(self) -> TradingPort:
         t = self.trading
         if t is None:
+            relay = getattr(self.node, "trading_relay", None)
+            if relay is not None:  # the gateway: commands go to the trading service
+                return relay  # type: ignore[no-any-return]
             owner = self.trading_service
             if owner:
                 raise ApiError(
@@ -849,6 +853,8 @@ class MandiAPI:
             status, reason, rule, ids = t.place(
                 request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
             )
+        except ApiError:
+            raise
         except MandiError as e:
             raise ApiError(409, "order_refused", str(e)) from None
         base = {

@@ -28,11 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
+from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
 
@@ -60,6 +64,7 @@ from mandi.bus.redis import (
 )
 from mandi.config import AppConfig
 from mandi.core.clock import NS_PER_SECOND, Clock, LiveClock
+from mandi.core.errors import MandiError
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import InstrumentMaster, parse_instrument_csv
 from mandi.model.market import Candle, IndicatorValue, Tick
@@ -461,15 +466,17 @@ async def run_strategy(cfg: AppConfig, port: int, consumer: str | None = None) -
         [f"streams:candle:{tf}s" for tf in tfs],
         strategy_layers(cfg),
         pubsub=["pub:tick:*", "pub:ind:*"],
-        outputs=["signal:>", "order:>", "fill:>", "position:>"],
+        outputs=["signal:>", "order:>", "fill:>", "position:>", "risk:>", "system:>"],
         port=port,
         consumer=consumer,
     )
+    node.layers.append(CommandConsumer(node))
     return await node.run()
 
 
 async def run_gateway(cfg: AppConfig, port: int) -> int:
-    """``mandi service gateway``: every Pub/Sub channel (``pub:*``) → the web layer."""
+    """``mandi service gateway``: every Pub/Sub channel (``pub:*``) → the web layer; trading
+    commands relayed to the strategy service (``cmd:strategy``)."""
     return await GatewayNode(cfg, port).run()
 
 
@@ -483,8 +490,9 @@ class GatewayNode(RedisNode):
     Pub/Sub), an always-empty ``queue``, ``pipeline.seconds.rejected`` — and
 
     * ``trading_service``: execution (orders, cancels, halt/resume, live P&L) belongs to that
-      service; the API answers its state-changing routes with 503 ``trading_unavailable``
-      naming it (nothing is relayed) and reads positions, orders and signals from SQLite;
+      service; ``trading_relay`` (a :class:`CommandRelay`) sends the API's state-changing calls
+      there over ``cmd:strategy`` and waits (bounded) for the answer; positions, orders and
+      signals are read from SQLite;
     * ``history``: candles and indicator values from the Redis streams, read when the SQLite
       file (``store.db``, shared with mdengine/indengine/strategy on one machine) has none —
       a gateway on a machine of its own.
@@ -500,6 +508,7 @@ class GatewayNode(RedisNode):
         port: int = -1,
         layers: Sequence[Any] | None = None,
         clock: Clock | None = None,
+        command_timeout: float | None = None,
     ) -> None:
         super().__init__(
             cfg,
@@ -512,6 +521,13 @@ class GatewayNode(RedisNode):
             clock=clock,
         )
         self.stats = NodeStats()
+        self.trading_relay = CommandRelay(
+            cfg.redis.url,
+            command_timeout_s() if command_timeout is None else command_timeout,
+            cfg.redis.connect_timeout_s,
+            cfg.run.mode,
+        )
+        self.layers.append(CallerLayer(self.trading_relay))
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # no feed queue here: always empty
         self.pipeline.seconds.rejected = Counter()  # no ticks are validated here
         self.history = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
@@ -556,6 +572,19 @@ class GatewayNode(RedisNode):
             return await super().run()
         finally:
             self.history.close()
+            self.trading_relay.close()
+
+    def samples(self) -> Iterable[Sample]:
+        yield from super().samples()
+        r = self.trading_relay
+        for outcome, n in sorted(r.outcomes.items()):
+            yield (
+                "commands_total",
+                "counter",
+                "Trading commands relayed to the strategy service, by outcome",
+                n,
+                {"outcome": outcome},
+            )
 
 
 class RedisHistory:
@@ -635,3 +664,445 @@ class RedisHistory:
             conns, self._conns = self._conns, []
         for con in conns:
             con.close()
+
+
+# --- trading commands: gateway → strategy ---------------------------------------------------------
+
+CMD_STREAM = "cmd:strategy"
+CMD_GROUP = "strategy-cmd"
+CMD_MAXLEN = 10_000
+CMD_KINDS = frozenset({"place", "cancel", "halt", "resume", "status"})
+REPLY_TTL_MS = 60_000  # an answer nobody popped (the gateway gave up) disappears
+CLAIM_TTL_MS = (
+    24 * 3600 * 1000
+)  # who won a command: the strategy ("run") or the gateway ("expired")
+TIMEOUT_ENV = "MANDI_GATEWAY_COMMAND_TIMEOUT_S"
+DEFAULT_COMMAND_TIMEOUT_S = 5.0
+
+#: the authenticated caller of the current HTTP request (set by :class:`CallerMiddleware`)
+_CALLER: ContextVar[dict[str, str] | None] = ContextVar("mandi_gateway_caller", default=None)
+
+
+def command_timeout_s() -> float:
+    """How long the gateway waits for the strategy service: ``$MANDI_GATEWAY_COMMAND_TIMEOUT_S``
+    (seconds, default 5)."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_COMMAND_TIMEOUT_S
+    except ValueError:
+        value = DEFAULT_COMMAND_TIMEOUT_S
+    return value if 0.05 <= value <= 300 else DEFAULT_COMMAND_TIMEOUT_S
+
+
+def reply_key(cmd_id: str) -> str:
+    return f"cmd:reply:{cmd_id}"
+
+
+def claim_key(cmd_id: str) -> str:
+    return f"cmd:claim:{cmd_id}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CommandRelay:
+    """The gateway's :class:`~mandi.web.api.TradingPort`: each call is one command on
+    ``cmd:strategy`` (msgpack map in the entry's ``d`` field: ``v``, ``id``, ``kind``, ``args``,
+    ``caller`` — token id, name, scope, how it authenticated; never the secret — ``sent_ms``,
+    ``expires_ms``), answered on the list ``cmd:reply:{id}`` (BLPOP, bounded by ``timeout_s``).
+
+    On a timeout the gateway marks the command ``expired`` (``SET cmd:claim:{id} expired NX``)
+    and deletes it from the stream: the strategy service claims a command the same way
+    (``run``) before executing it, so exactly one side wins and a late command is never
+    executed; commands past ``expires_ms`` are ignored too (a gateway that died while
+    waiting). When the strategy service had already claimed it, the gateway waits one more
+    ``timeout_s`` for the answer and otherwise says the outcome is unknown.
+
+    Blocking (the API's command routes call it on the gateway's event-loop thread; the strategy
+    answers in milliseconds, only a missing one costs the timeout)."""
+
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float, mode: str) -> None:
+        self.target = RedisTarget.from_url(url)
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.mode = mode
+        self.outcomes: Counter[str] = Counter()
+        self._con: SyncRespConnection | None = None
+        self._risk: dict[str, Any] = {}
+
+    # --- transport --------------------------------------------------------------------------
+    def _connection(self) -> SyncRespConnection:
+        if self._con is None:
+            self._con = SyncRespConnection(self.target, self.connect_timeout_s)
+        return self._con
+
+    def _drop(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _unavailable(self, e: Exception) -> MandiError:
+        from mandi.web.api import ApiError
+
+        self._drop()
+        self.outcomes["redis_unavailable"] += 1
+        return ApiError(
+            503,
+            "redis_unavailable",
+            f"cannot reach Redis to relay the command to the strategy service: {e}",
+            service="strategy",
+        )
+
+    def _pop(self, con: SyncRespConnection, key: str, wait_s: float) -> bytes | None:
+        (reply,) = con.request(
+            pack("BLPOP", key, f"{wait_s:.3f}"), 1, timeout=wait_s + self.connect_timeout_s
+        )
+        con._s.settimeout(self.connect_timeout_s)
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisCommandError(str(reply))
+        return None if reply is None else reply[1]
+
+    def call(self, kind: str, **args: Any) -> Any:
+        """Send one command and return the strategy service's ``result``; raises ApiError
+        (timeout 504, Redis 503, strategy-side refusals) or MandiError (what the kernel raised,
+        as in ``mandi run``)."""
+        from mandi.web.api import ApiError
+
+        cmd_id = uuid.uuid4().hex
+        sent = _now_ms()
+        cmd = {
+            "v": 1,
+            "id": cmd_id,
+            "kind": kind,
+            "args": args,
+            "caller": _CALLER.get() or {},
+            "sent_ms": sent,
+            "expires_ms": sent + int(self.timeout_s * 1000),
+        }
+        packet = pack(
+            "XADD", CMD_STREAM, "MAXLEN", "~", CMD_MAXLEN, "*", "d", msgspec.msgpack.encode(cmd)
+        )
+        for attempt in (0, 1):  # a stale connection (Redis restarted): reconnect once
+            fresh = self._con is None
+            try:
+                con = self._connection()
+                (eid,) = con.request(packet, 1)
+                break
+            except RedisUnavailable as e:
+                self._drop()
+                if fresh or attempt:
+                    raise self._unavailable(e) from None
+        if isinstance(eid, hiredis.ReplyError):
+            raise ApiError(503, "redis_error", f"Redis refused the command: {eid}")
+        try:
+            raw = self._pop(con, reply_key(cmd_id), self.timeout_s)
+            if raw is None:
+                won = con.call("SET", claim_key(cmd_id), "expired", "NX", "PX", CLAIM_TTL_MS)
+                if won is not None:  # the strategy service never took it: it never will
+                    con.call("XDEL", CMD_STREAM, eid)
+                    self.outcomes["timeout"] += 1
+                    raise ApiError(
+                        504,
+                        "trading_timeout",
+                        f"no strategy service answered within {self.timeout_s:g} s; the "
+                        f"{kind} command was withdrawn and will not be executed later (is "
+                        "`mandi service strategy` running?)",
+                        service="strategy",
+                        command=kind,
+                    )
+                raw = self._pop(con, reply_key(cmd_id), self.timeout_s)
+                if raw is None:
+                    self.outcomes["unknown"] += 1
+                    raise ApiError(
+                        504,
+                        "trading_timeout",
+                        f"the strategy service took the {kind} command but did not answer "
+                        f"within {2 * self.timeout_s:g} s: it may have been applied (check "
+                        "/api/v1/orders and /api/v1/risk)",
+                        service="strategy",
+                        command=kind,
+                        outcome="unknown",
+                    )
+        except (RedisUnavailable, RedisCommandError) as e:
+            raise self._unavailable(e) from None
+        reply = msgspec.msgpack.decode(raw)
+        error = reply.get("error")
+        if error is None:
+            self.outcomes["ok"] += 1
+            return reply.get("result")
+        self.outcomes[str(error)] += 1
+        message = str(reply.get("message") or error)
+        if error == "refused":  # a MandiError from the kernel: the API maps it as in mandi run
+            raise MandiError(message)
+        if error == "unavailable":
+            raise ApiError(503, "trading_unavailable", message, service="strategy")
+        if error == "forbidden":
+            raise ApiError(403, "insufficient_scope", message)
+        raise ApiError(502, "strategy_error", message, service="strategy")
+
+    def close(self) -> None:
+        self._drop()
+
+    # --- the TradingPort ----------------------------------------------------------------------
+    def place(
+        self,
+        request_id: str,
+        symbol: str,
+        side: str,
+        quantity: int,
+        limit_price: int,
+        exchange: str | None,
+    ) -> tuple[str, str, str, tuple[str, ...]]:
+        status, reason, rule, ids = self.call(
+            "place",
+            request_id=request_id,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            limit_price=limit_price,
+            exchange=exchange,
+        )
+        return str(status), str(reason), str(rule), tuple(ids)
+
+    def cancel(self, client_order_id: str, reason: str) -> bool | None:
+        r = self.call("cancel", client_order_id=client_order_id, reason=reason)
+        return None if r is None else bool(r)
+
+    def halt(self, reason: str) -> bool:
+        r = self.call("halt", reason=reason)
+        self._risk = dict(r["risk"])
+        return bool(r["changed"])
+
+    def resume(self, reason: str) -> bool:
+        r = self.call("resume", reason=reason)
+        self._risk = dict(r["risk"])
+        return bool(r["changed"])
+
+    def risk_state(self) -> dict[str, Any]:
+        """The risk state the last halt/resume answered with."""
+        return dict(self._risk)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.call("status"))
+
+    # reads are served from SQLite by the API (``MandiAPI.trading`` is None in the gateway)
+    def open_positions(self) -> list[Any]:
+        return []
+
+    def positions(self) -> list[Any]:
+        return []
+
+    def open_orders(self) -> list[Any]:
+        return []
+
+    def today(self) -> Any:
+        return None
+
+
+class CallerMiddleware:
+    """ASGI middleware of the gateway's web app: for state-changing requests, who is calling
+    (the route's own dependency still authenticates and checks the scope; this only records the
+    principal for the command it may relay). The secret never leaves the gateway."""
+
+    def __init__(self, app: Any, security: Any) -> None:
+        self.app = app
+        self.security = security
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") not in ("POST", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import HTTPConnection
+
+        from mandi.web.security import SESSION_COOKIE
+
+        conn = HTTPConnection(scope)
+        sec = self.security
+        failures = sec.failures
+        caller = None
+        try:
+            p = sec.authenticate(
+                conn.headers.get("authorization"), conn.cookies.get(SESSION_COOKIE)
+            )
+            caller = {"token_id": p.token_id, "name": p.name, "scope": p.scope, "via": p.via}
+        except MandiError:
+            pass  # the route answers 401/403 itself
+        finally:
+            sec.failures = failures  # counted once, by the route
+        token = _CALLER.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _CALLER.reset(token)
+
+
+class CallerLayer:
+    """Installs :class:`CallerMiddleware` on the gateway's web layer (when there is one)."""
+
+    name = "callers"
+
+    def __init__(self, relay: CommandRelay) -> None:
+        self.relay = relay
+
+    def attach(self, node: Any) -> None:
+        for layer in node.layers:
+            if getattr(layer, "name", "") == "web" and getattr(layer, "app", None) is not None:
+                layer.app.add_middleware(CallerMiddleware, security=layer.security)
+
+    def tasks(self) -> list[Coroutine[Any, Any, Any]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class CommandConsumer:
+    """The strategy service's side of :class:`CommandRelay`: consumer group ``strategy-cmd`` on
+    ``cmd:strategy``. Each command is checked (kind, the caller's scope, ``expires_ms``),
+    claimed (``SET cmd:claim:{id} run NX``; a command the gateway already gave up on is
+    skipped), executed on the node's loop through :class:`~mandi.web.api.KernelTrading` —
+    the code ``mandi run``'s API calls, so the risk manager decides the same way — answered
+    (``RPUSH cmd:reply:{id}`` with a TTL) and only then acknowledged (XACK). A redelivered
+    command runs again: orders are idempotent by ``request_id`` (the kernel's order ids derive
+    from it and stored ids are never sent twice), halt/resume/cancel are idempotent."""
+
+    name = "commands"
+
+    def __init__(self, node: RedisNode) -> None:
+        self.node = node
+        rc = node.cfg.redis
+        self.link = RedisLink(
+            rc.url, f"{node.service}.cmd", rc.connect_timeout_s, backoff_max=rc.backoff_max_s
+        )
+        self.consumer = node.consumer
+        self.counts: Counter[str] = Counter()
+
+    def attach(self, node: Any) -> None:
+        pass
+
+    def tasks(self) -> list[Coroutine[Any, Any, Any]]:
+        return [self._run()]
+
+    def close(self) -> None:
+        self.link.close()
+
+    def _port(self) -> Any:
+        from mandi.web.api import KernelTrading
+
+        for layer in self.node.layers:
+            kernel = getattr(layer, "kernel", None)
+            if getattr(layer, "name", "") == "trading" and kernel is not None:
+                return KernelTrading(kernel)
+        return None
+
+    async def _run(self) -> None:
+        created = False
+        start = "0"  # own pending entries first (a restart), then new ones
+        while True:
+            try:
+                if not created:
+                    with contextlib.suppress(RedisCommandError):  # BUSYGROUP: it exists
+                        await self.link.call(
+                            "XGROUP", "CREATE", CMD_STREAM, CMD_GROUP, "0", "MKSTREAM"
+                        )
+                    created = True
+                reply = await self.link.call(
+                    "XREADGROUP",
+                    "GROUP",
+                    CMD_GROUP,
+                    self.consumer,
+                    "COUNT",
+                    50,
+                    "BLOCK",
+                    1000,
+                    "STREAMS",
+                    CMD_STREAM,
+                    start,
+                )
+                entries = [] if not reply else _entries(CMD_STREAM, reply[0][1])
+                if start == "0" and not entries:
+                    start = ">"
+                for e in entries:
+                    await self._handle(e)
+                    await self.link.call("XACK", CMD_STREAM, CMD_GROUP, e.id)
+            except (RedisUnavailable, RedisCommandError) as e:
+                log.warning("command stream: %s", e)
+                created = False
+                await asyncio.sleep(self.link.backoff.next())
+
+    async def _handle(self, e: Entry) -> None:
+        try:
+            cmd = msgspec.msgpack.decode(e.payload or b"")
+            cmd_id, kind = str(cmd["id"]), str(cmd["kind"])
+            args = dict(cmd.get("args") or {})
+            expires = int(cmd["expires_ms"])
+            caller = dict(cmd.get("caller") or {})
+        except Exception as ex:
+            self.counts["malformed"] += 1
+            log.error("command %s on %s is malformed (%s); skipped", e.id, CMD_STREAM, ex)
+            return
+        if _now_ms() > expires:
+            self.counts["expired"] += 1
+            log.warning("command %s (%s) arrived after its deadline; not executed", cmd_id, kind)
+            return
+        won = await self.link.call("SET", claim_key(cmd_id), "run", "NX", "PX", CLAIM_TTL_MS)
+        if won is None and await self.link.call("GET", claim_key(cmd_id)) != b"run":
+            self.counts["expired"] += 1
+            log.warning("command %s (%s): the gateway gave up on it; not executed", cmd_id, kind)
+            return
+        who = f"{caller.get('name', '?')} ({caller.get('token_id', '?')})"
+        log.info("command %s %s from %s", kind, cmd_id, who)
+        reply = self.execute(kind, args, caller)
+        self.counts[str(reply.get("error", "ok"))] += 1
+        key = reply_key(cmd_id)
+        await self.link.request(
+            b"".join(
+                [
+                    MULTI,
+                    pack("RPUSH", key, msgspec.msgpack.encode(reply)),
+                    pack("PEXPIRE", key, REPLY_TTL_MS),
+                    EXEC,
+                ]
+            ),
+            4,
+        )
+
+    def execute(self, kind: str, args: dict[str, Any], caller: dict[str, Any]) -> dict[str, Any]:
+        """Run one command on the trading kernel; the answer as a plain map."""
+        from mandi.web.security import scope_allows
+
+        if kind not in CMD_KINDS:
+            return {"error": "bad_command", "message": f"unknown command {kind!r}"}
+        if kind != "status" and not scope_allows(str(caller.get("scope", "")), "trade"):
+            return {"error": "forbidden", "message": "this needs a 'trade' token"}
+        t = self._port()
+        if t is None:
+            return {
+                "error": "unavailable",
+                "message": "the strategy service's trading layer is not running",
+            }
+        try:
+            if kind == "place":
+                status, reason, rule, ids = t.place(
+                    str(args["request_id"]),
+                    str(args["symbol"]),
+                    str(args["side"]),
+                    int(args["quantity"]),
+                    int(args["limit_price"]),
+                    args.get("exchange") or None,
+                )
+                result: Any = [status, reason, rule, list(ids)]
+            elif kind == "cancel":
+                result = t.cancel(str(args["client_order_id"]), str(args.get("reason", "")))
+            elif kind in ("halt", "resume"):
+                fn = t.halt if kind == "halt" else t.resume
+                result = {"changed": fn(str(args.get("reason", ""))), "risk": t.risk_state()}
+            else:
+                result = t.status()
+        except MandiError as ex:
+            return {"error": "refused", "message": str(ex)}
+        except Exception as ex:
+            log.exception("command %s failed", kind)
+            return {"error": "internal", "message": f"{type(ex).__name__}: {ex}"}
+        return {"result": result}
