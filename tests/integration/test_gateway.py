@@ -4,6 +4,7 @@ redis-server, ``mdengine`` (simulated feed) and ``indengine`` on one shared SQLi
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -353,10 +354,21 @@ def test_without_a_strategy_service_commands_time_out_and_are_withdrawn(deployme
         assert e["error"] == "trading_timeout" and e["service"] == "strategy"
         assert "will not be executed later" in e["message"]
         assert CMD_TIMEOUT_S - 0.1 <= took < CMD_TIMEOUT_S + 3, took
+    # the wait happens off the gateway's event loop: it keeps answering meanwhile
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(trade, d, "/api/v1/trading/resume", {"reason": "t"}, "POST")
+        time.sleep(0.3)
+        answered = []
+        while not waiting.done():
+            t0 = time.monotonic()
+            assert get(d, "/api/v1/status").status_code == 200
+            answered.append(time.monotonic() - t0)
+        assert waiting.result().status_code == 504
+    assert len(answered) >= 3 and max(answered) < 0.5 * CMD_TIMEOUT_S, answered
     # withdrawn: deleted from the stream and marked expired (a strategy service never runs it)
     assert r.xlen(CMD_STREAM) == 0
     claims = [k for k in r.keys("cmd:claim:*")]
-    assert len(claims) == 3 and {r.get(k) for k in claims} == {b"expired"}
+    assert len(claims) == 4 and {r.get(k) for k in claims} == {b"expired"}
     # commands a gateway could not withdraw (it died while waiting, or lost its XDEL): one past
     # its deadline, one the gateway marked expired; neither may run when the strategy starts
     now = int(time.time() * 1000)

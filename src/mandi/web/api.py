@@ -261,6 +261,12 @@ class MandiAPI:
             self._trading = (kernel, KernelTrading(kernel))
         return self._trading[1]
 
+    @property
+    def relayed(self) -> bool:
+        """True on the distributed gateway: trading calls are relayed to the strategy service
+        (they block until it answers, so the web layer runs them off its event loop)."""
+        return self.trading is None and getattr(self.node, "trading_relay", None) is not None
+
     def _need_trading(self) -> TradingPort:
         t = self.trading
         if t is None:

@@ -11,6 +11,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -242,6 +243,15 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
             return await run_in_threadpool(fn, *args, **kw)
         return fn(*args, **kw)
 
+    async def command(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """A trading call. In ``mandi run`` it runs on the loop, beside the kernel it drives; on
+        the distributed gateway it waits for the strategy service's answer (up to its
+        timeout), so it runs in a worker thread there and the loop keeps serving."""
+        if not api.relayed:
+            return fn(*args, **kw)
+        ctx = contextvars.copy_context()  # the authenticated caller rides along
+        return await run_in_threadpool(ctx.run, fn, *args, **kw)
+
     # --- public -------------------------------------------------------------------------------
     @app.get("/health", tags=["system"], summary="Liveness (no auth; no secrets)")
     async def health() -> dict[str, Any]:
@@ -439,7 +449,7 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
 
     @app.get("/api/v1/pnl", tags=["trading"], summary="Today's P&L (realized, unrealized)")
     async def pnl(p: Read) -> Any:
-        return api.pnl()
+        return await command(api.pnl)
 
     @app.get("/api/v1/performance/daily", tags=["trading"], summary="Daily performance rows")
     async def daily(p: Read, days: Annotated[int, Query(ge=1, le=3650)] = 30) -> Any:
@@ -458,9 +468,10 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         return api.risk()
 
     # --- state changes (trade scope) ----------------------------------------------------------
-    def place(p: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    async def place(p: Principal, body: dict[str, Any]) -> dict[str, Any]:
         limited(p, security.order_limit)
-        return api.place_order(**body)
+        out: dict[str, Any] = await command(api.place_order, **body)
+        return out
 
     @app.post(
         "/api/v1/orders",
@@ -472,14 +483,14 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         },
     )
     async def place_order(body: OrderBody, p: Trade) -> Any:
-        return place(p, body.model_dump())
+        return await place(p, body.model_dump())
 
     @app.delete(
         "/api/v1/orders/{order_id}", tags=["trading"], summary="Cancel an open order (trade scope)"
     )
     async def cancel_order(p: Trade, order_id: str) -> Any:
         limited(p, security.order_limit)
-        return api.cancel_order(order_id[:80])
+        return await command(api.cancel_order, order_id[:80])
 
     @app.post(
         "/api/v1/trading/halt",
@@ -487,7 +498,7 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         summary="Set the HALTED latch: no new entries (trade scope)",
     )
     async def halt(p: Trade, body: ReasonBody | None = None) -> Any:
-        return api.halt(body.reason if body else "")
+        return await command(api.halt, body.reason if body else "")
 
     @app.post(
         "/api/v1/trading/resume",
@@ -495,7 +506,7 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         summary="Clear the HALTED latch by hand (trade scope)",
     )
     async def resume(p: Trade, body: ReasonBody | None = None) -> Any:
-        return api.resume(body.reason if body else "")
+        return await command(api.resume, body.reason if body else "")
 
     # --- the seed's routes --------------------------------------------------------------------
     @app.post(
@@ -523,7 +534,7 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
             "request_id": body.request_id,
         }
         try:
-            out = place(p, args)
+            out = await place(p, args)
         except ApiError as e:
             return JSONResponse(
                 {"success": False, "message": str(e), **e.body()}, status_code=e.status

@@ -719,8 +719,8 @@ class CommandRelay:
     waiting). When the strategy service had already claimed it, the gateway waits one more
     ``timeout_s`` for the answer and otherwise says the outcome is unknown.
 
-    Blocking (the API's command routes call it on the gateway's event-loop thread; the strategy
-    answers in milliseconds, only a missing one costs the timeout)."""
+    Blocking: the web layer calls it from worker threads (never on the gateway's event loop,
+    see ``mandi.web.app``), one command at a time over one connection (a lock)."""
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float, mode: str) -> None:
         self.target = RedisTarget.from_url(url)
@@ -729,6 +729,7 @@ class CommandRelay:
         self.mode = mode
         self.outcomes: Counter[str] = Counter()
         self._con: SyncRespConnection | None = None
+        self._lock = threading.Lock()  # web worker threads share the one connection
         self._risk: dict[str, Any] = {}
 
     # --- transport --------------------------------------------------------------------------
@@ -767,6 +768,10 @@ class CommandRelay:
         """Send one command and return the strategy service's ``result``; raises ApiError
         (timeout 504, Redis 503, strategy-side refusals) or MandiError (what the kernel raised,
         as in ``mandi run``)."""
+        with self._lock:
+            return self._call(kind, **args)
+
+    def _call(self, kind: str, **args: Any) -> Any:
         from mandi.web.api import ApiError
 
         cmd_id = uuid.uuid4().hex
