@@ -645,9 +645,43 @@ class IndEngineService:
         task.cancel()
         return None
 
+    async def _recover_pending(self) -> None:
+        """After a reconnect: entries Redis delivered to us whose reply we never read, or whose
+        XACK it lost in a crash (an AOF keeps the delivery, not the unsent ack), stay pending
+        and XREADGROUP ``>`` never returns them again. Claim and process them now: stale ones
+        give no output and are acknowledged, unseen ones are processed in ID order."""
+        rc = self.cfg.redis
+        batch = _Batch()
+        keep: list[Entry] = []
+        for e, deliveries in await self.reader.claim(0):
+            if deliveries >= rc.dead_letter_after:
+                self._dead(
+                    batch, e, f"delivered {deliveries} times without acknowledgement", deliveries
+                )
+            else:
+                keep.append(e)
+        self.process(keep, batch)
+        await self.commit(batch)
+        if keep:
+            self.stats["recovered"] += len(keep)
+            log.info("%s: %d pending entries claimed after a reconnect", self.service, len(keep))
+
     async def _live(self) -> None:
         rc = self.cfg.redis
+        connects = self.link.stats.connects
         while not self.stop.is_set():
+            if self.link.stats.connects != connects:  # reconnected since the last read
+                connects = self.link.stats.connects  # (a reconnect during recovery: again)
+                try:
+                    await self._recover_pending()
+                except RedisUnavailable:
+                    self.state.set("redis_down")
+                    await self._sleep(self.link.backoff.next())
+                    continue
+                except RedisCommandError as e:
+                    log.error("%s: recovering pending entries failed: %s", self.service, e)
+                    await self._sleep(self.link.backoff.next())
+                    continue
             if self._pending_new:
                 new, self._pending_new = self._pending_new, []
                 try:
@@ -668,6 +702,8 @@ class IndEngineService:
                 continue
             if entries is None:  # stopping
                 break
+            if self.link.stats.connects != connects:
+                continue  # read over a new connection: recovered in ID order, with older ones
             if self.state.state == "redis_down":
                 self.state.set("running")
             batch = _Batch()
