@@ -40,8 +40,8 @@ FAST, SLOW, QTY = 50, 200, 10
 
 def synthetic(n: int):  # type: ignore[no-untyped-def]
     from mandi.backtest.bars import BarSeries
-    from mandi.backtest.io.data import make_instrument
     from mandi.core.calendar import calendar, ist_ns
+    from mandi.services.backtest.data import make_instrument
 
     cal = calendar("NSE")
     days, d = [], dt.date(2016, 1, 1)
@@ -137,8 +137,8 @@ import time
 t0 = time.perf_counter()
 import numpy as np
 from mandi.backtest import BacktestConfig, BarSeries
-from mandi.backtest.io.data import make_instrument
-from mandi.backtest.io.api import run
+from mandi.services.backtest.data import make_instrument
+from mandi.services.backtest.api import run
 t1 = time.perf_counter()
 n = 5000
 c = (2_000_000 + np.cumsum(np.random.default_rng(1).integers(-500, 501, n)) // 5 * 5)
@@ -166,8 +166,8 @@ def first_call(snippet: str) -> tuple[float, float] | None:
 
 
 def main() -> None:
-    from mandi.backtest.io.api import load_data
     from mandi.backtest.vector import warm
+    from mandi.services.backtest.api import load_data
 
     t0 = time.perf_counter()
     bars = synthetic(N)

@@ -12,8 +12,8 @@ import pathlib
 
 import pytest
 
-from mandi.backtest.io.api import load_data, run
 from mandi.core.calendar import calendar, ist_date, ist_ns
+from mandi.services.backtest.api import load_data, run
 
 DATA = pathlib.Path(__file__).parents[1] / "data" / "NIFTY50_3min_2025-07-23_to_2026-08-04.csv"
 

@@ -7,7 +7,8 @@
 * :class:`BacktestEngine` — the event-driven engine (the trading kernel on a ``TestClock``);
   :mod:`mandi.backtest.vector` — the vectorized fast path for indicator crossovers.
 
-The engines are pure kernel code; file, store and report I/O lives in :mod:`mandi.backtest.io`.
+The engines are pure kernel code; file, store and report I/O lives in the shell,
+:mod:`mandi.services.backtest` (imported only when these entry points are called).
 """
 
 from __future__ import annotations
@@ -57,21 +58,21 @@ __all__ = [
 
 
 def run(*args: Any, **kwargs: Any) -> BacktestResult:
-    """See :func:`mandi.backtest.io.api.run`."""
-    from mandi.backtest.io.api import run as _run
+    """See :func:`mandi.services.backtest.api.run`."""
+    from mandi.services.backtest.api import run as _run
 
     return _run(*args, **kwargs)
 
 
 def replay(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`mandi.backtest.io.replay.replay`."""
-    from mandi.backtest.io.replay import replay as _replay
+    """See :func:`mandi.services.backtest.replay.replay`."""
+    from mandi.services.backtest.replay import replay as _replay
 
     return _replay(*args, **kwargs)
 
 
 def sweep(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`mandi.backtest.io.sweep.sweep`."""
-    from mandi.backtest.io.sweep import sweep as _sweep
+    """See :func:`mandi.services.backtest.sweep.sweep`."""
+    from mandi.services.backtest.sweep import sweep as _sweep
 
     return _sweep(*args, **kwargs)

@@ -9,7 +9,7 @@ start of the bar, aligned to 09:15 IST, and a bar *ends* — becomes known — a
 ``bucket + timeframe`` and the session close of its day (15:30 IST, or a special session's own
 close). The end is the bar's event time: a strategy sees the bar then, never earlier.
 
-Nothing here does I/O; :mod:`mandi.backtest.io.data` reads files and the store into series.
+Nothing here does I/O; :mod:`mandi.services.backtest.data` reads files and the store into series.
 """
 
 from __future__ import annotations

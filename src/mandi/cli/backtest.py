@@ -97,7 +97,7 @@ def backtest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Backtest a strategy on history with the live kernel's risk rules, fills and charges."""
-    from mandi.backtest.io.sweep import parse_params
+    from mandi.services.backtest.sweep import parse_params
 
     cfg = load(config, {})
     risk = trading = None
@@ -133,26 +133,26 @@ def backtest(
         if swept:
             _sweep(data, strategy, param or [], kwargs, engine, processes, sort, json_out, quiet)
             return
-        from mandi.backtest.io.api import run
+        from mandi.services.backtest.api import run
 
         t0 = time.perf_counter()
         res = run(data if len(data) > 1 else data[0], strategy, fixed, engine=engine, **kwargs)
         took = time.perf_counter() - t0
         _print_stats(res, took, console)
         if json_out:
-            from mandi.backtest.io.report import write_json
+            from mandi.services.backtest.report import write_json
 
             write_json(res, json_out)
         if report:
-            from mandi.backtest.io.report import write_html
+            from mandi.services.backtest.report import write_html
 
             write_html(res, report)
         if png:
-            from mandi.backtest.io.report import write_png
+            from mandi.services.backtest.report import write_png
 
             write_png(res, png)
         if save:
-            from mandi.backtest.io.report import save_to_store
+            from mandi.services.backtest.report import save_to_store
 
             rid = save_to_store(res, save)
             console.print(f"saved as run {rid} in {save}")
@@ -216,7 +216,7 @@ def _sweep(
     from rich.console import Console
     from rich.table import Table
 
-    from mandi.backtest.io.sweep import sweep
+    from mandi.services.backtest.sweep import sweep
 
     rows = sweep(
         data if len(data) > 1 else data[0],

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mandi.backtest import BacktestError, run
-from mandi.backtest.io.data import load, load_csv, load_store_candles, write_parquet
-from mandi.backtest.io.report import save_to_store, write_html, write_json, write_png
-from mandi.backtest.io.sweep import parse_param, parse_params, sweep
 from mandi.backtest.result import TRADE_KEYS
 from mandi.cli import app
 from mandi.core.calendar import ist_ns
+from mandi.services.backtest.data import load, load_csv, load_store_candles, write_parquet
+from mandi.services.backtest.report import save_to_store, write_html, write_json, write_png
+from mandi.services.backtest.sweep import parse_param, parse_params, sweep
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
 NIFTY = DATA / "NIFTY50_3min_2025-07-23_to_2026-08-04.csv"

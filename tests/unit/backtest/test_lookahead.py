@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mandi.backtest import BacktestConfig, BacktestEngine, StrategyRun
-from mandi.backtest.io.api import load_data, run
 from mandi.backtest.lookahead import LookAheadError, check_no_lookahead
 from mandi.backtest.result import from_raw
 from mandi.model.instruments import InstrumentMaster
+from mandi.services.backtest.api import load_data, run
 from mandi.strategy.base import Strategy
 
 from .kit import ScriptConfig, bars, run_script

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mandi.backtest.bars import merge_order
-from mandi.backtest.io.api import load_data, run
 from mandi.model.instruments import Equity
+from mandi.services.backtest.api import load_data, run
 
 DATA = pathlib.Path(__file__).parents[2] / "data" / "NIFTY50_3min_2025-07-23_to_2026-08-04.csv"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mandi.backtest import _vkernels as vk
-from mandi.backtest.io.api import load_data, run
 from mandi.backtest.vector import VectorUnsupported
 from mandi.indicators import EMA, SMA
+from mandi.services.backtest.api import load_data, run
 
 DATA = pathlib.Path(__file__).parents[2] / "data" / "NIFTY50_3min_2025-07-23_to_2026-08-04.csv"
 

@@ -6,7 +6,7 @@
   ignored). Naive times are IST; a date without a time is a daily bar. Prices in rupees.
 * **Parquet** with the same columns (needs ``pyarrow``), a datetime column or index.
 * **The store** (``mandi.db`` written by ``mandi run``): its ``candles`` of one timeframe, or its
-  ``ticks`` for an exact replay (see :func:`mandi.backtest.io.api.replay`).
+  ``ticks`` for an exact replay (see :func:`mandi.services.backtest.api.replay`).
 * **Option chains**: NSE/BSE option-chain files (``mandi.feeds.nse``) or the store's
   ``option_chain_snapshots``, as :class:`~mandi.model.market.ChainSnapshot` messages in time order.
 

@@ -99,7 +99,7 @@ _JOB: dict[str, Any] = {}
 
 
 def _one(params: dict[str, Any]) -> dict[str, Any]:
-    from mandi.backtest.io.api import run
+    from mandi.services.backtest.api import run
 
     job = _JOB
     try:
@@ -138,7 +138,7 @@ def sweep(
     """Run every combination of ``params`` (``--param`` strings, or a mapping of name → values)
     and return one row per combination (its parameters and headline statistics, or its
     ``error``), best ``sort_by`` first."""
-    from mandi.backtest.io.api import load_data
+    from mandi.services.backtest.api import load_data
 
     if isinstance(params, Mapping):
         fixed = {k: v[0] for k, v in params.items() if len(v) == 1}

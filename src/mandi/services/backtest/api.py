@@ -52,7 +52,7 @@ def load_data(
 ) -> list[BarSeries]:
     """Paths (CSV, Parquet, store), :class:`BarSeries` or pandas DataFrames → series, each
     instrument with its own token."""
-    from mandi.backtest.io.data import _frame_to_series, load, make_instrument
+    from mandi.services.backtest.data import _frame_to_series, load, make_instrument
 
     items = list(data) if isinstance(data, list | tuple) else [data]
     out: list[BarSeries] = []
@@ -260,8 +260,8 @@ def run(
 
 def load_chains(chains: Any) -> list[Any]:
     """Option-chain snapshots from paths (NSE/BSE files or a store) or snapshots as they are."""
-    from mandi.backtest.io.data import is_store, load_chain_files, load_store_chains
     from mandi.model.market import ChainSnapshot
+    from mandi.services.backtest.data import is_store, load_chain_files, load_store_chains
 
     items = list(chains) if isinstance(chains, list | tuple) else [chains]
     out: list[ChainSnapshot] = []

@@ -120,9 +120,9 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
     """Replay the session stored in ``db`` with the run's configuration file ``config``."""
     import msgspec
 
-    from mandi.backtest.io.data import open_store, store_master
     from mandi.config import load_config
     from mandi.execution.charges import ChargesModel, default_rate_table
+    from mandi.services.backtest.data import open_store, store_master
     from mandi.services.trading import prepare_config, strategy_specs
     from mandi.strategy.loader import build_strategies
 
