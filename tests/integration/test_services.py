@@ -62,14 +62,16 @@ def wait_for(pred, timeout, what):
 
 
 def backlog(r, tfs=(60, 120, 180, 300), group="indengine"):
-    """(pending, lag) of a group over every registered candle stream of ``tfs``."""
+    """(pending, lag) of a group over every registered candle stream of ``tfs``; lag counts the
+    entries after the group's last-delivered ID (Redis's own lag is an estimate that an AOF
+    reload can leave off)."""
     pending = lag = 0
     for tf in tfs:
         for key in r.smembers(f"streams:candle:{tf}s"):
             for g in r.xinfo_groups(key):
                 if g["name"] == group.encode():
                     pending += g["pending"]
-                    lag += g["lag"] or 0
+                    lag += len(r.xrange(key, b"(" + g["last-delivered-id"], "+"))
             if not any(g["name"] == group.encode() for g in r.xinfo_groups(key)):
                 lag += r.xlen(key)
     return pending, lag
