@@ -91,6 +91,8 @@ class NodeStats:
     exchange_time_ns: int = 0
     resumed_from_ns: int | None = None
     ticks_per_s: float = 0.0
+    # rejected ticks per feed and reason (the tick policy, mandi.pipeline.validate)
+    rejected: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 class MarketNode:
@@ -128,6 +130,7 @@ class MarketNode:
             known_tokens=self.known_tokens,
             close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
             emit_forming=cfg.pipeline.emit_forming,
+            policy=cfg.ticks,
         )
         self.feed: Feed | None = None
         self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
@@ -175,23 +178,28 @@ class MarketNode:
 
     # --- the kernel side ------------------------------------------------------------------------
     def handle_batch(self, batch: list[Tick]) -> None:
-        """Run one batch of ticks through the kernel (synchronously)."""
+        """Run one batch of ticks through the kernel (synchronously). Every feed's ticks come
+        in here: the tick policy rejects (and counts) bad ones; only ticks with valid values
+        are published and stored."""
         publish, last = self.bus.publish, self.stats.last_price
+        now = self._feed_clock()
+        kept: list[Tick] = []
         # Candles close only on the first tick of a new second, so a run of ticks within one
         # second goes through the pipeline in one call (the fast path's speed comes from the
         # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
         for run in _same_second_runs(batch):
-            self.pipeline.handle_ticks(run)
-            for t in run:
+            valid = self.pipeline.handle_ticks(run, now)
+            for t in valid:
                 last[t.token] = t.price
                 publish(f"tick:{t.exchange}:{t.token}", t)
+            kept += valid
         self.stats.ticks_in += len(batch)
         self.stats.batches += 1
-        if batch:
-            self.stats.exchange_time_ns = batch[-1].ts_event
+        if kept:
+            self.stats.exchange_time_ns = kept[-1].ts_event
             if self.cfg.store.store_ticks:
-                self.writer.put("ticks", [tick_row(t) for t in batch])
-        elif self.feed is not None:  # an empty batch: the session is over
+                self.writer.put("ticks", [tick_row(t) for t in kept])
+        elif self.feed is not None and not batch:  # an empty batch: the session is over
             self.pipeline.advance(self.feed.exchange_time_ns)
         self._flush_rows()
         for layer in self.layers:
@@ -200,24 +208,50 @@ class MarketNode:
                 after()
         self._report_rejections()
 
+    def _feed_clock(self) -> int | None:
+        """The clock a tick's time is checked against: the wall clock for a broker feed, the
+        feed's own (simulated) exchange time otherwise; None before the feed has one."""
+        feed = self.feed
+        if feed is None:
+            return None
+        now = self.clock.now_ns() if feed.wall_clock else feed.exchange_time_ns
+        return now if now > 0 else None
+
     def _report_rejections(self) -> None:
+        """Count the kernel's new rejections against the feed, log each reason once a minute."""
         rejected = self.pipeline.seconds.rejected
         if rejected == self._rejected_seen:
             return
+        feed = self.feed.name if self.feed is not None else "?"
+        mine = self.stats.rejected.setdefault(feed, Counter())
         for reason, n in rejected.items():
             new = n - self._rejected_seen[reason]
             if new > 0:
+                mine[reason] += new
                 example = self.pipeline.seconds.last_rejection
                 self._reject_log.warning(
-                    reason,
+                    f"{feed}:{reason}",
                     self.clock.now_ns(),
-                    "skipped %d bad tick(s): %s (total %d; last %r)",
+                    "feed %s: rejected %d tick(s): %s (%d from this feed; last %r)",
+                    feed,
                     new,
                     reason,
-                    n,
+                    mine[reason],
                     example[1] if example else None,
                 )
         self._rejected_seen = Counter(rejected)
+
+    def rejections(self) -> dict[str, dict[str, int]]:
+        """Rejected ticks per feed and reason: the pipeline's (the tick policy) and what each
+        feed could not even parse (``malformed``)."""
+        out = {feed: dict(c) for feed, c in self.stats.rejected.items()}
+        feed = self.feed
+        own: Counter[str] | None = getattr(feed, "rejected", None)
+        if feed is not None and own:
+            mine = out.setdefault(feed.name, {})
+            for reason, n in own.items():
+                mine[reason] = mine.get(reason, 0) + n
+        return {feed: dict(sorted(c.items())) for feed, c in sorted(out.items()) if c}
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _attach_feed(self, feed: Feed) -> None:
@@ -271,6 +305,8 @@ class MarketNode:
                     self.pipeline.frames.handle_candle(c)
                 for token, vol in resume.volume_baselines.items():
                     self.pipeline.seconds.set_volume_baseline(token, vol)
+                for token, price in resume.last_prices.items():  # the price band's centre
+                    self.pipeline.seconds.set_price_reference(token, price)
                 self.stats.resumed_from_ns = resume.ts_ns
                 log.info(
                     "resuming the simulated market at %s (%d ticks to re-emit removed, "
@@ -436,7 +472,7 @@ class MarketNode:
             dict(self.writer.stats.rows),
             self.stats.queue_dropped_ticks,
             dict(self.writer.stats.dropped) or 0,
-            dict(self.pipeline.seconds.rejected) or 0,
+            self.rejections() or 0,
         )
 
 
@@ -468,18 +504,27 @@ class _SimFeedAdapter:
             yield batch
 
 
+def _second(ts: Any) -> Any:
+    """The event second of a timestamp; a value that is not an int (the policy rejects that
+    tick) stays in the run it arrived in."""
+    return ts // NS_PER_SECOND if type(ts) is int else None
+
+
 def _same_second_runs(batch: list[Tick]) -> list[list[Tick]]:
     """Split a batch where the event second changes (usually it does not)."""
     if not batch:
         return []
-    first, last = batch[0].ts_event, batch[-1].ts_event
-    if first // NS_PER_SECOND == last // NS_PER_SECOND:
+    first, last = _second(batch[0].ts_event), _second(batch[-1].ts_event)
+    if first == last and first is not None:
         return [batch]
-    runs, start = [], 0
+    runs, start, cur = [], 0, first
     for i in range(1, len(batch)):
-        if batch[i].ts_event // NS_PER_SECOND != batch[i - 1].ts_event // NS_PER_SECOND:
-            runs.append(batch[start:i])
-            start = i
+        sec = _second(batch[i].ts_event)
+        if sec is not None and sec != cur:
+            if cur is not None:
+                runs.append(batch[start:i])
+                start = i
+            cur = sec
     runs.append(batch[start:])
     return runs
 

@@ -5,8 +5,9 @@ database holds completely (``resume point``) and everything after it is regenera
 candle writes are upserts, so re-emitting a stored second duplicates nothing. Ticks at or after
 the resume point are deleted first because they will be emitted again. The timeframe builder is
 warmed from the stored one-second candles of the buckets still open at the resume point, and the
-cumulative volume of each token from its last stored tick, so the first candles after a restart
-are the same as in an uninterrupted run.
+cumulative volume and last price of each token from its last stored tick (the tick policy's
+volume and price references), so the first candles after a restart are the same as in an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ResumePoint:
     ts_ns: int  # first second to (re-)emit
     warm_candles: list[Candle]  # stored 1 s candles of the timeframe buckets open at ts_ns
     volume_baselines: dict[int, int]  # token -> cumulative volume before ts_ns
+    last_prices: dict[int, int]  # token -> price of its last tick before ts_ns (paise)
 
 
 def find_resume_point(
@@ -42,17 +44,19 @@ def find_resume_point(
     earliest = min(bucket_start(resume, tf) for tf in timeframes) if timeframes else resume
     warm = load_candles(con, 1, earliest, resume)
     baselines: dict[int, int] = {}
+    prices: dict[int, int] = {}
     if ticks_stored:
         day_start = session_anchor_ns(resume) - 3600 * NS_PER_SECOND  # pre-open included
         lo = first_rowid_at(con, "ticks", "ts_event", day_start)
         hi = first_rowid_at(con, "ticks", "ts_event", resume)
-        for token, volume, _ in con.execute(
-            "SELECT token, volume, max(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? "
+        for token, volume, price, _ in con.execute(
+            "SELECT token, volume, price, max(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? "
             "GROUP BY token",
             (lo, hi),
         ):
             baselines[int(token)] = int(volume)
-    return ResumePoint(resume, warm, baselines)
+            prices[int(token)] = int(price)
+    return ResumePoint(resume, warm, baselines, prices)
 
 
 def discard_after(con: sqlite3.Connection, ts_ns: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -26,6 +27,11 @@ def status_snapshot(node: MarketNode) -> dict[str, Any]:
     """Everything the status shows, as plain data (also served by the API later)."""
     s, w = node.stats, node.writer.stats
     indices = {i.symbol: s.last_price.get(i.token) for i in node.master if isinstance(i, Index)}
+    rejections = getattr(node, "rejections", None)  # a gateway validates no ticks
+    by_feed: dict[str, dict[str, int]] = rejections() if callable(rejections) else {}
+    totals: Counter[str] = Counter()
+    for reasons in by_feed.values():
+        totals.update(reasons)
     return {
         "exchange_time": ist_datetime(s.exchange_time_ns).strftime("%Y-%m-%d %H:%M:%S")
         if s.exchange_time_ns
@@ -38,7 +44,8 @@ def status_snapshot(node: MarketNode) -> dict[str, Any]:
         "writer_pending_rows": node.writer.pending_rows,
         "dropped_queue_ticks": s.queue_dropped_ticks,
         "dropped_writer_rows": sum(w.dropped.values()),
-        "rejected_ticks": dict(node.pipeline.seconds.rejected),
+        "rejected_ticks": dict(sorted(totals.items())),  # per reason, all feeds
+        "rejected_by_feed": by_feed,  # per feed, per reason
         "handler_errors": node.bus.handler_errors,
         "writer_errors": w.errors,
         "last_flush_ms": w.last_flush_ms,
@@ -79,8 +86,11 @@ def render(snap: dict[str, Any]) -> Table:
         f"[{'red' if drops else 'green'}]{drops}[/] "
         f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})",
     )
-    rej = snap["rejected_ticks"]
-    t.add_row("rejected ticks", ", ".join(f"{k} {v}" for k, v in rej.items()) or "0")
+    by_feed = snap["rejected_by_feed"]
+    if not by_feed:
+        t.add_row("rejected ticks", "[green]0[/]")
+    for feed, reasons in by_feed.items():
+        t.add_row(f"rejected ticks ({feed})", f"[yellow]{_reasons(reasons)}[/]")
     if snap["handler_errors"] or snap["writer_errors"]:
         t.add_row(
             "errors", f"[red]handlers {snap['handler_errors']}, writer {snap['writer_errors']}[/]"
@@ -137,14 +147,25 @@ def _render_trading(t: Table, tr: dict[str, Any]) -> None:
         )
 
 
+def _reasons(reasons: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in reasons.items())
+
+
 def one_line(snap: dict[str, Any]) -> str:
     idx = " ".join(f"{k}={v / 100:.2f}" for k, v in snap["indices"].items())
+    rejected = str(sum(snap["rejected_ticks"].values()))
+    if snap["rejected_by_feed"]:  # which feed sent what
+        rejected += (
+            " ("
+            + "; ".join(f"{feed}: {_reasons(r)}" for feed, r in snap["rejected_by_feed"].items())
+            + ")"
+        )
     return (
         f"{snap['exchange_time']} ticks={snap['ticks_in']} ({snap['ticks_per_s']:.0f}/s) "
         f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
         f"writer={snap['writer_pending_rows']} drops="
         f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
-        f"rejected={sum(snap['rejected_ticks'].values())} {idx}{_trading_line(snap)}"
+        f"rejected={rejected} {idx}{_trading_line(snap)}"
     )
 
 
