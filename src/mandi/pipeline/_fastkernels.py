@@ -186,8 +186,13 @@ def new_globals(close_delay_ns: int, emit_forming: bool, policy: Any) -> Any:
 @_inline
 def band_ok(ref, p, bp, floor):
     """:func:`mandi.pipeline.validate.band_allows` (the same integer arithmetic)."""
-    move = p - ref if p >= ref else ref - p
-    width = (ref // 10_000) * bp + (ref % 10_000) * bp // 10_000
+    if p >= ref:
+        move = p - ref
+        low = ref
+    else:
+        move = ref - p
+        low = p
+    width = (low // 10_000) * bp + (low % 10_000) * bp // 10_000
     if width < floor:
         width = floor
     return move <= width

@@ -18,10 +18,12 @@ reason               the tick is rejected when
                      [0, 2**53)
 ``unknown_token``    the token is not an ``int`` of the instrument master (when a set of known
                      tokens is given)
-``price_band``       the price is outside the token's circuit limits (when known), or more than
-                     ``price_band_pct`` % (and more than ``price_band_min_paise``) away from the
-                     token's last accepted price; ``price_band_confirm`` consecutive such ticks
-                     that agree with each other are a real move: the last of them is accepted
+``price_band``       the price is outside the token's circuit limits (when known), or moved from
+                     the token's last accepted price by more than ``price_band_pct`` % of the
+                     lower of the two (the same factor up or down: 100 % = ×2 or ÷2) and by
+                     more than ``price_band_min_paise``; ``price_band_confirm`` consecutive
+                     such ticks that agree with each other are a real move: the last of them is
+                     accepted and becomes the reference
 ``volume_jump``      the cumulative volume rose by more than ``max_volume_step`` since the token's
                      last accepted tick
 ``volume_decreased`` the cumulative volume went down (stored, not aggregated)
@@ -77,9 +79,12 @@ class TickPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     Parameters
     ----------
     price_band_pct : float
-        Largest move from the token's last accepted price, in % of it (0 = no band).
+        Largest move from the token's last accepted price, in % of the lower of the two prices
+        (0 = no band). 100 % lets a price double or halve between two ticks: the simulator's
+        expiry afternoons stay inside it, a ×10 spike, a unit error or a 1-paisa NIFTY do not.
     price_band_min_paise : int
-        The band is never narrower than this many paise (cheap options move ₹0.05 → ₹0.50).
+        The band is never narrower than this many paise: near expiry a ₹3 option can trade at
+        ₹9 a second later.
     price_band_confirm : int
         Consecutive out-of-band ticks, each within the band of the one before, that make a real
         move (after a gap in the feed): the last of them is accepted and becomes the reference.
@@ -92,8 +97,8 @@ class TickPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         differ by a little); earlier is governed by the watermark (``late``).
     """
 
-    price_band_pct: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 50.0
-    price_band_min_paise: Annotated[int, msgspec.Meta(ge=0, lt=MAX_PRICE)] = 500
+    price_band_pct: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 100.0
+    price_band_min_paise: Annotated[int, msgspec.Meta(ge=0, lt=MAX_PRICE)] = 1_000
     price_band_confirm: Annotated[int, msgspec.Meta(ge=2, le=1_000_000)] = 3
     max_volume: Annotated[int, msgspec.Meta(ge=1, lt=MAX_FIELD)] = 10**11
     max_volume_step: Annotated[int, msgspec.Meta(ge=1, lt=MAX_FIELD)] = 10**10
@@ -115,10 +120,12 @@ def is_int(x: Any) -> bool:
 
 
 def band_allows(ref: int, price: int, band_bp: int, min_paise: int) -> bool:
-    """``price`` within the band around ``ref``: ``|price − ref| ≤ max(ref·band, min_paise)``,
-    in exact integer arithmetic (the fast kernel computes the same expression in int64)."""
-    move = price - ref if price >= ref else ref - price
-    width = (ref // _BP) * band_bp + (ref % _BP) * band_bp // _BP
+    """``price`` within the band around ``ref``: ``|price − ref| ≤ max(band·min(price, ref),
+    min_paise)`` — a rise to at most ``(1 + band)·ref`` or a fall to at least ``ref / (1 +
+    band)``, the same factor both ways — in exact integer arithmetic (the fast kernel computes
+    the same expression in int64)."""
+    move, low = (price - ref, ref) if price >= ref else (ref - price, price)
+    width = (low // _BP) * band_bp + (low % _BP) * band_bp // _BP
     return move <= (width if width > min_paise else min_paise)
 
 

@@ -7,7 +7,14 @@ every ``interval_s`` of exchange time one :class:`ChainSnapshot` per (underlying
 :class:`~mandi.options.chain.ChainAnalytics`). Snapshots are persisted every
 ``persist_interval_s`` (the seed's 30 s) into ``option_chain_snapshots`` with
 ``exchange_metadata``; on start, today's stored snapshots are replayed into the matrix (without
-notifying anybody) so the 3–30 minute OI windows are warm at once.
+notifying anybody) so the 3–30 minute OI windows are warm at once, and each contract's change in
+OI is measured against the same first reading of the day as before the restart.
+
+Strike spacing comes from the instrument master: every (underlying, expiry)'s listed strikes go
+to the matrix (``set_listed_strikes``) before any snapshot — the first stored snapshot of a day is
+sparse and would otherwise fix a wrong grid — and into ``meta`` for ``mandi chain show``.
+Snapshots are persisted on the ``persist_interval_s`` grid of exchange time (09:15:00, :30, ...),
+also after a restart mid-interval.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from mandi.pipeline.chains import ChainAssembler
 from mandi.stores.chains import (
     METADATA_SQL,
     SNAPSHOT_SQL,
+    STRIKES_SQL,
     atm_paise,
+    day_ticks,
+    listed_strikes_rows,
     load_snapshots,
     metadata_row,
     snapshot_rows,
@@ -53,7 +63,8 @@ class ChainLayer:
         self.assembler: ChainAssembler | None = None
         self._node: MarketNode | None = None
         self._next_ns = 0
-        self._next_persist_ns = 0
+        self._next_persist_ns = -1  # -1: the first stamp decides (the next grid point)
+        self._listed: set[tuple[str, Any]] = set()  # chains whose strikes the matrix knows
         self._pending: list[tuple[ChainSnapshot, ChainAnalytics | None]] = []
         self.snapshots = 0
         self.errors = 0
@@ -76,23 +87,59 @@ class ChainLayer:
         self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
         node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
         node.writer.statements["exchange_metadata"] = METADATA_SQL
+        node.writer.statements["chain_strikes"] = STRIKES_SQL
         node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        self._list_strikes()
         self._warm(node)
 
+    def _list_strikes(self) -> None:
+        """Give the matrix (and ``meta``) the listed strikes of chains it does not know yet."""
+        assert self.matrix is not None and self.assembler is not None and self._node is not None
+        new = {k: v for k, v in self.assembler.listed_strikes().items() if k not in self._listed}
+        for (underlying, expiry), strikes in new.items():
+            self.matrix.set_listed_strikes(underlying, expiry, strikes)
+        self._listed.update(new)
+        self._node.writer.put("chain_strikes", listed_strikes_rows(new))
+
     def _warm(self, node: MarketNode) -> None:
-        assert self.matrix is not None
+        """After a restart: the OI windows from today's stored snapshots, each contract's OI
+        reference, and — when the node resumed a simulated day from the database — the latest
+        quote of every contract and underlying from the stored ticks, so the chains go on as if
+        the node had never stopped."""
+        assert self.matrix is not None and self.assembler is not None
+        resumed = node.stats.resumed_from_ns
         con = connect(node.cfg.store.db)
         try:
             last = con.execute("SELECT max(timestamp) FROM option_chain_snapshots").fetchone()[0]
             if last is None:
                 return
-            snaps = load_snapshots(con, today_start_ns(int(last)))
+            day = today_start_ns(int(last))
+            snaps = load_snapshots(con, day)
+            first_oi, ticks = (
+                day_ticks(con, day, resumed)
+                if resumed is not None and node.cfg.store.store_ticks
+                else ({}, [])
+            )
         finally:
             con.close()
         for s in snaps:
             self.matrix.process_option_chain(s.underlying, s, notify=False)
-        if snaps:
-            log.info("chains warm: %d stored snapshots replayed into the OI windows", len(snaps))
+        refs = {  # oi_change = oi − the first reading of the day
+            q.token: q.oi - q.oi_change
+            for s in snaps
+            for r in s.rows
+            for q in (r.call, r.put)
+            if q is not None and q.token
+        }
+        refs.update(first_oi)  # the stored ticks know it exactly
+        self.assembler.restore_oi_references(int(last), refs)
+        for t in ticks:
+            self.assembler.handle_tick(t)
+        log.info(
+            "chains warm: %d stored snapshots replayed into the OI windows, %d latest quotes",
+            len(snaps),
+            len(ticks),
+        )
 
     def handle_tick(self, topic: str, tick: Tick) -> None:
         assert self.assembler is not None
@@ -105,6 +152,7 @@ class ChainLayer:
         if self.assembler is not None and len(node.master) != getattr(self, "_known", 0):
             self._known = len(node.master)  # a new simulated day brought new contracts
             self.assembler.add_instruments(node.master)
+            self._list_strikes()
         now = node.stats.exchange_time_ns
         if now < self._next_ns:
             return
@@ -117,13 +165,12 @@ class ChainLayer:
         """Build, analyse, publish (and at the persist cadence, store) every chain at ``ts_ns``."""
         node = self._node
         assert node is not None and self.assembler is not None and self.matrix is not None
+        every = int(self.cfg.persist_interval_s * NS_PER_SECOND)
+        if self._next_persist_ns < 0:  # start (or restart) on the grid: 09:15:00, :30, ...
+            self._next_persist_ns = -(-ts_ns // every) * every
         persist = ts_ns >= self._next_persist_ns
         if persist:
-            self._next_persist_ns = (
-                ts_ns
-                - ts_ns % int(self.cfg.persist_interval_s * 1e9)
-                + int(self.cfg.persist_interval_s * NS_PER_SECOND)
-            )
+            self._next_persist_ns = ts_ns - ts_ns % every + every
         for snap in self.assembler.snapshots(ts_ns):
             try:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)

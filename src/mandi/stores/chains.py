@@ -5,15 +5,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mandi.core.calendar import session_anchor_ns
 from mandi.core.clock import NS_PER_SECOND
-from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
-from mandi.stores.sqlite import cleanup, table_stats
+from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
+from mandi.stores.sqlite import cleanup, first_rowid_at, table_stats
 
 SNAPSHOT_SQL = (
     "INSERT INTO option_chain_snapshots (timestamp, exchange, underlying, expiry, strike, "
@@ -28,6 +29,58 @@ METADATA_SQL = (
     "last_underlying_price=excluded.last_underlying_price, updated_at=excluded.updated_at"
 )
 WINDOWS = (3, 5, 10, 15, 30)
+# The strikes the instrument master lists per (underlying, expiry), kept in ``meta`` so that a
+# reader without the master (``mandi chain show``) grids the chain at its real spacing.
+STRIKES_SQL = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
+
+
+def _strikes_key(underlying: str, expiry: dt.date) -> str:
+    return f"chain.strikes:{underlying}:{expiry.isoformat()}"
+
+
+def listed_strikes_rows(
+    listings: Mapping[tuple[str, dt.date], Iterable[int]],
+) -> list[tuple[str, str]]:
+    """``meta`` rows (``STRIKES_SQL``) of the listed strikes (paise) of each chain."""
+    return [
+        (_strikes_key(u, e), json.dumps(sorted(strikes))) for (u, e), strikes in listings.items()
+    ]
+
+
+def day_ticks(
+    con: sqlite3.Connection, start_ns: int, end_ns: int
+) -> tuple[dict[int, int], list[Tick]]:
+    """Of the ticks stored from ``start_ns`` to ``end_ns`` (append order): each token's first OI
+    (what its change in OI is measured against) and its last tick (``exchange`` and the bid/ask
+    quantities, which the table does not keep, are empty)."""
+    lo = first_rowid_at(con, "ticks", "ts_event", start_ns)
+    hi = first_rowid_at(con, "ticks", "ts_event", end_ns)
+    first = {
+        int(token): int(oi)
+        for token, oi, _ in con.execute(
+            "SELECT token, oi, min(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? GROUP BY token",
+            (lo, hi),
+        )
+    }
+    last = [
+        Tick(token, "", ts, 0, price, volume, 0, oi, bid, ask)
+        for ts, token, price, volume, oi, bid, ask, _ in con.execute(
+            "SELECT ts_event, token, price, volume, oi, bid, ask, max(rowid) FROM ticks "
+            "WHERE rowid >= ? AND rowid < ? GROUP BY token ORDER BY max(rowid)",
+            (lo, hi),
+        )
+    ]
+    return first, last
+
+
+def load_listed_strikes(
+    con: sqlite3.Connection, underlying: str, expiry: dt.date
+) -> list[int] | None:
+    """The listed strikes (paise) a ``mandi run`` stored for a chain, None if none."""
+    row = con.execute(
+        "SELECT value FROM meta WHERE key = ?", (_strikes_key(underlying, expiry),)
+    ).fetchone()
+    return None if row is None else [int(k) for k in json.loads(row[0])]
 
 
 def _num(x: float) -> float | None:
