@@ -10,6 +10,7 @@ or the ``ticks`` table, and no later tick is harmed (no ``late``, no ``volume_de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -112,14 +113,15 @@ async def run_node(db: str) -> dict[str, Any]:
     node = MarketNode(cfg)
     task = asyncio.create_task(node.run())
     try:
-        async with asyncio.timeout(60):  # generous: a loaded 2-core machine
-            while node.stats.ticks_in < good + 5:  # + the rows the tick policy rejects
-                assert not task.done(), task
-                await asyncio.sleep(0.02)
-            feed = node.feed
-            while feed is None or getattr(feed, "rejected", {}).get("bad_message", 0) < 5:
-                await asyncio.sleep(0.02)
-                feed = node.feed
+        # everything sent has gone through (generous: a loaded 2-core machine); a node that
+        # loses rows never gets there, and the tests then say what is missing
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                while node.stats.ticks_in < good + 5:  # + the rows the tick policy rejects
+                    assert not task.done(), task
+                    await asyncio.sleep(0.02)
+                while getattr(node.feed, "rejected", {}).get("bad_message", 0) < 5:
+                    await asyncio.sleep(0.02)
         snap = status_snapshot(node)
         out = {
             "snapshot": snap,
@@ -168,7 +170,7 @@ class _Collect(logging.Handler):
 
 
 def by_feed(run: dict[str, Any]) -> dict[str, int]:
-    return run["snapshot"]["rejected_by_feed"][run["url"]]
+    return run["snapshot"].get("rejected_by_feed", {}).get(run["url"], {})
 
 
 def test_every_valid_row_is_stored_and_nothing_else(hostile_run: dict[str, Any]) -> None:
