@@ -657,7 +657,8 @@ class FastCandles:
         """Of the last batch, the ticks whose values are valid (not rejected as one of
         :data:`~mandi.pipeline.validate.INVALID`): what the node stores and publishes."""
         why = self.why
-        return (why < 0) | ~_INVALID_CODES[np.maximum(why, 0)]
+        valid: NDArray[np.bool_] = (why < 0) | ~_INVALID_CODES[np.maximum(why, 0)]
+        return valid
 
     # --- time ---------------------------------------------------------------------------------
     def advance(self, now_ns: int, *, copy: bool = True) -> NDArray[Any]:
