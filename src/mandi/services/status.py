@@ -86,7 +86,7 @@ def render(snap: dict[str, Any]) -> Table:
         f"[{'red' if drops else 'green'}]{drops}[/] "
         f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})",
     )
-    by_feed = snap["rejected_by_feed"]
+    by_feed = snap.get("rejected_by_feed", {})
     if not by_feed:
         t.add_row("rejected ticks", "[green]0[/]")
     for feed, reasons in by_feed.items():
@@ -154,7 +154,7 @@ def _reasons(reasons: dict[str, int]) -> str:
 def one_line(snap: dict[str, Any]) -> str:
     idx = " ".join(f"{k}={v / 100:.2f}" for k, v in snap["indices"].items())
     rejected = str(sum(snap["rejected_ticks"].values()))
-    if snap["rejected_by_feed"]:  # which feed sent what
+    if snap.get("rejected_by_feed"):  # which feed sent what
         rejected += (
             " ("
             + "; ".join(f"{feed}: {_reasons(r)}" for feed, r in snap["rejected_by_feed"].items())
