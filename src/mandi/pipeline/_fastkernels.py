@@ -47,7 +47,7 @@ FAR = 1 << 62  # TimeframeBuilder.flush's "end of time"
 BIG = (1 << 63) - 1
 NO_SESSION = -1  # session-close table entry of a day without a session
 
-# per-token columns of ``tok``
+# per-token columns of ``tok`` (what every tick reads and writes first, in as few cache lines)
 T_SEC = 0  # open second (ns) or -1
 T_OPEN = 1
 T_HIGH = 2
@@ -58,22 +58,22 @@ T_CUM = 6  # latest cumulative volume
 T_OI = 7
 T_N = 8
 T_HAS = 9  # the aggregator has state for this token
-T_BASEVAL = 10  # a restored volume baseline, waiting for the first tick
-T_HASBASE = 11
-T_TOKEN = 12  # the token id
-T_RANK = 13  # position in token-id order
-T_OPENPOS = 14  # position in the list of open seconds, or -1
-T_TFSEEN = 15  # the timeframe builder has a series for this token
-T_EXCH = 16  # exchange code of the aggregator's state
-T_TFEXCH = 17  # exchange code of the timeframe builder's series
-T_ALLOWED = 18  # may create state (known token, or no known set)
-T_WANT = 19  # bit j: forming candles of timeframe j are wanted (the forming filter)
-T_WANTOK = 20  # T_WANT is up to date with the filter
-T_REF = 21  # last accepted price (0 = none): the centre of the price band
-T_PENDP = 22  # the latest out-of-band price ...
-T_PENDN = 23  # ... and how many out-of-band ticks in a row agreed with each other
-T_LIMLO = 24  # circuit limits, paise (0 = unknown)
-T_LIMHI = 25
+T_REF = 10  # last accepted price (0 = none): the centre of the price band
+T_PENDN = 11  # how many out-of-band ticks in a row agreed with each other ...
+T_LIMLO = 12  # circuit limits, paise (0 = unknown)
+T_LIMHI = 13
+T_PENDP = 14  # ... and the latest of them
+T_BASEVAL = 15  # a restored volume baseline, waiting for the first tick
+T_HASBASE = 16
+T_TOKEN = 17  # the token id
+T_RANK = 18  # position in token-id order
+T_OPENPOS = 19  # position in the list of open seconds, or -1
+T_TFSEEN = 20  # the timeframe builder has a series for this token
+T_EXCH = 21  # exchange code of the aggregator's state
+T_TFEXCH = 22  # exchange code of the timeframe builder's series
+T_ALLOWED = 23  # may create state (known token, or no known set)
+T_WANT = 24  # bit j: forming candles of timeframe j are wanted (the forming filter)
+T_WANTOK = 25  # T_WANT is up to date with the filter
 NTOKCOL = 26
 
 # per (token, timeframe) columns of ``bk``
@@ -115,6 +115,7 @@ G_BAND_MIN = 32
 G_CONFIRM = 33
 G_VMAX = 34  # largest cumulative volume
 G_VSTEP = 35  # largest rise of the cumulative volume
+G_LIMITS = 36  # some token has circuit limits (else the kernels skip reading them)
 NG = 40
 
 R_BAD_PRICE = 0
@@ -201,10 +202,12 @@ def band_ok(ref, p, bp, floor):
 @_inline
 def out_of_band(p, limlo, limhi, ref, st, k, cp, cn, bp, floor, confirm):
     """SecondAggregator._out_of_band for token row ``k`` of ``st``, whose columns ``cp`` and
-    ``cn`` hold the latest out-of-band price and how many agreed in a row; True = reject."""
+    ``cn`` hold the latest out-of-band price and how many agreed in a row; True = reject. A move
+    within the floor needs no division (the usual tick)."""
     if (limlo != 0 and p < limlo) or (limhi != 0 and p > limhi):
         return True
-    if ref <= 0 or bp <= 0 or band_ok(ref, p, bp, floor):
+    move = p - ref if p >= ref else ref - p
+    if move <= floor or ref <= 0 or bp <= 0 or band_ok(ref, p, bp, floor):
         if st[k, cn] != 0:
             st[k, cn] = 0
         return False
@@ -577,6 +580,7 @@ def process(
     bp = g[G_BAND_BP]
     floor = g[G_BAND_MIN]
     confirm = g[G_CONFIRM]
+    limits = g[G_LIMITS] != 0
     one_exchange = len(exch) == 1
     r = g[G_NOUT]
     for i in range(start, n):
@@ -624,8 +628,8 @@ def process(
                 tok[k, T_N] = 0
                 ask = tok[k, T_WANTOK] == 0
         if reason < 0:
-            lo = tok[k, T_LIMLO]
-            hi = tok[k, T_LIMHI]
+            lo = tok[k, T_LIMLO] if limits else 0
+            hi = tok[k, T_LIMHI] if limits else 0
             if out_of_band(p, lo, hi, tok[k, T_REF], tok, k, T_PENDP, T_PENDN, bp, floor, confirm):
                 reason = R_BAND
             elif v - tok[k, T_CUM] > vstep:

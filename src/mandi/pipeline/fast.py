@@ -95,9 +95,12 @@ def exchange_name(code: int) -> str:
 
 def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
     a = np.asarray(values)
-    if a.dtype.kind not in "iub" and not (a.size == 0 and a.dtype.kind == "f"):
-        raise TypeError(f"{name} must be integers (paise, ns, shares), got {a.dtype} values")
-    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype != np.int64:
+        if a.dtype.kind not in "iub" and not (a.size == 0 and a.dtype.kind == "f"):
+            raise TypeError(f"{name} must be integers (paise, ns, shares), got {a.dtype} values")
+        a = a.astype(np.int64)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
     if a.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
     if n is not None and len(a) != n:
@@ -156,23 +159,22 @@ def _column(values: list[Any], bad: int) -> I64:
     return np.array([_int_or(x, bad) for x in values], dtype=np.int64)
 
 
-def _fields_of(t: Tick) -> int:
-    """The other numeric fields of a tick, OR-ed (−1 unless all are ints in [0, 2**53))."""
-    f = (t.last_qty, t.oi, t.bid, t.ask, t.bid_qty, t.ask_qty)
-    return int(f[0] | f[1] | f[2] | f[3] | f[4] | f[5]) if other_fields_ok(*f) else -1
+def _quotes_of(t: Tick) -> int:
+    """Bid, ask and their quantities OR-ed (−1 unless all are ints in [0, 2**53))."""
+    q = (t.bid, t.ask, t.bid_qty, t.ask_qty)
+    return int(q[0] | q[1] | q[2] | q[3]) if other_fields_ok(*q) else -1
 
 
-def _fields_column(ticks: Sequence[Tick]) -> I64:
-    """:func:`_fields_of` of every tick; one expression per tick when they are all ints (an OR
+def _quotes_column(ticks: Sequence[Tick]) -> I64:
+    """:func:`_quotes_of` of every tick; one expression per tick when they are all ints (an OR
     of non-negative ints below 2**53 stays below it, a negative one makes it negative)."""
     try:
-        ored = [t.last_qty | t.oi | t.bid | t.ask | t.bid_qty | t.ask_qty for t in ticks]
-        a = np.array(ored)
+        a = np.array([t.bid | t.ask | t.bid_qty | t.ask_qty for t in ticks])
         if a.dtype == np.int64 and len(a) == len(ticks):
             return a
     except (TypeError, ValueError, OverflowError):
         pass
-    return np.array([_fields_of(t) for t in ticks], dtype=np.int64)
+    return np.array([_quotes_of(t) for t in ticks], dtype=np.int64)
 
 
 def tick_columns(ticks: Sequence[Tick]) -> _Columns:
@@ -181,14 +183,16 @@ def tick_columns(ticks: Sequence[Tick]) -> _Columns:
     ex = [codes.get(t.exchange, -1) for t in ticks]
     if -1 in ex:
         ex = [exchange_code(t.exchange) for t in ticks]
+    last_qty = _column([t.last_qty for t in ticks], -1)  # -1: a bad field (below)
+    oi = _column([t.oi for t in ticks], -1)
     return _Columns(
         _column([t.token for t in ticks], _BAD_TOKEN),
         _column([t.ts_event for t in ticks], 0),
         _column([t.price for t in ticks], 0),
         _column([t.volume for t in ticks], -1),
-        _column([t.last_qty for t in ticks], 0),
-        _column([t.oi for t in ticks], 0),
-        _fields_column(ticks),
+        last_qty,
+        oi,
+        last_qty | oi | _quotes_column(ticks),
         np.array(ex, dtype=np.int64),
     )
 
@@ -283,7 +287,11 @@ class FastCandles:
         self._out = np.zeros((1 << 14, K.NOCOL), dtype=np.int64)
         self._stateless: set[int] = set()  # token indices without aggregator state
         self.last_rejection: tuple[str, Tick] | None = None
-        self.why = np.zeros(0, dtype=np.int64)  # per tick of the last batch: reason code or -1
+        # of the last batch, per tick: the reason code of a rejected tick, -1 for an accepted one
+        # (None: nothing was rejected); the kernel writes into a reused buffer kept at -1
+        self.why: NDArray[np.int64] | None = None
+        self._why = np.full(4096, -1, dtype=np.int64)
+        self._batch = 0
 
     # --- counters ---------------------------------------------------------------------------
     @property
@@ -411,6 +419,7 @@ class FastCandles:
         k = self._index(int(token))
         self._tok[k, K.T_LIMLO] = int(lower)
         self._tok[k, K.T_LIMHI] = int(upper)
+        self._g[K.G_LIMITS] = 1
 
     # --- the forming filter ---------------------------------------------------------------------
     def refresh_forming_filter(self) -> None:
@@ -577,7 +586,9 @@ class FastCandles:
         g = self._g
         g[K.G_TSLIMIT] = K.BIG if now_ns is None else min(int(now_ns) + self._ahead_ns, K.BIG)
         rejected = int(g[K.G_REJ : K.G_REJ + K.NREASONS].sum())
-        self.why = why = np.full(n, -1, dtype=np.int64)
+        if len(self._why) < n:
+            self._why = np.full(max(n, 2 * len(self._why)), -1, dtype=np.int64)
+        why = self._why[:n]
         self._g[K.G_NOUT] = 0
         self._room(max(1 << 14, 2 * self._need(1)))
         chunks: list[I64] = []
@@ -609,8 +620,11 @@ class FastCandles:
             self._recheck_known()
         # a token that got state in the last tick is asked at the next step, as the reference
         # asks lazily when it first needs the answer
+        self.why, self._batch = None, n
         if int(g[K.G_REJ : K.G_REJ + K.NREASONS].sum()) != rejected:
             self._note_rejection(cols, ticks)
+            self.why = why.copy()
+            why.fill(-1)
         if chunks:
             chunks.append(self._take_raw())
             return _as_records(np.concatenate(chunks))
@@ -657,6 +671,8 @@ class FastCandles:
         """Of the last batch, the ticks whose values are valid (not rejected as one of
         :data:`~mandi.pipeline.validate.INVALID`): what the node stores and publishes."""
         why = self.why
+        if why is None:
+            return np.ones(self._batch, dtype=bool)
         valid: NDArray[np.bool_] = (why < 0) | ~_INVALID_CODES[np.maximum(why, 0)]
         return valid
 
@@ -1053,8 +1069,7 @@ class FastCandlePipeline:
             return ticks
         self._check_subscriptions()
         self._publish(self.core.process_ticks(ticks, copy=False, now_ns=now_ns))
-        why = self.core.why
-        if int(why.max()) < 0:  # nothing rejected: the usual case
+        if self.core.why is None:  # nothing rejected: the usual case
             return ticks
         return [t for t, ok in zip(ticks, self.core.valid_mask().tolist(), strict=True) if ok]
 
