@@ -49,11 +49,14 @@ class CandlePipeline:
     def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
         return self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}")
 
-    def handle_tick(self, tick: Tick, now_ns: int | None = None) -> None:
-        """One tick (``now_ns``: the feed's clock, for the policy's future-timestamp rule)."""
+    def _check_subscriptions(self) -> None:
         if self.bus.version != self._bus_version:  # subscriptions changed: re-ask the filter
             self._bus_version = self.bus.version
             self.frames.refresh_forming_filter()
+
+    def handle_tick(self, tick: Tick, now_ns: int | None = None) -> None:
+        """One tick (``now_ns``: the feed's clock, for the policy's future-timestamp rule)."""
+        self._check_subscriptions()
         for c in self.seconds.handle_tick(tick, now_ns):
             self._publish_base(c)
         wm = self.seconds.watermark_ns
@@ -88,12 +91,14 @@ class CandlePipeline:
 
     def advance(self, now_ns: int) -> None:
         """Time moved to ``now_ns`` (clock or feed time): confirm what has ended."""
+        self._check_subscriptions()  # closing seconds build forming candles too
         for c in self.seconds.advance(now_ns):
             self._publish_base(c)
         self._publish(self.frames.advance(now_ns - self._delay))
 
     def flush(self) -> None:
         """Confirm everything still open (end of feed, shutdown)."""
+        self._check_subscriptions()
         for c in self.seconds.flush():
             self._publish_base(c)
         self._publish(self.frames.flush())
