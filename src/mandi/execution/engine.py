@@ -12,7 +12,8 @@ A signal on an index trades an option on it (CE when bullish, PE when bearish, p
 strike selector); a signal on a stock trades the stock (a SELL closes a long, and opens a short
 only with ``allow_short``). An opposite signal from the same strategy first closes its position
 (``exit_on_opposite_signal``); a repeated one is ignored while the position (or its entry order)
-exists. Sizing, stop-loss and target come from :mod:`mandi.risk`.
+exists; one with ``metadata["exit"]`` only closes (go flat: it opens nothing). Sizing,
+stop-loss and target come from :mod:`mandi.risk`.
 """
 
 from __future__ import annotations
@@ -273,6 +274,16 @@ class ExecutionEngine:
             for f in self.inflight.values()
             if f.strategy == sig.strategy and f.source == sig.token
         ]
+        if sig.metadata.get("exit"):  # "go flat" (the alpha strategy on a neutral prediction)
+            for p in opposite:
+                self.exit_position(p, exits.SIGNAL)
+            for f in [f for f in same_inflight if f.bias == -bias]:
+                for cid in list(f.children):
+                    if self.orders is not None:
+                        self.orders.cancel(cid, "exit signal")
+            done = "closing the position" if opposite else "no position to close"
+            self._finish_signal(sig, ORDERED if opposite else IGNORED, done)
+            return
         if opposite and self.cfg.exit_on_opposite_signal:
             for p in opposite:
                 self.exit_position(p, exits.SIGNAL)

@@ -98,6 +98,9 @@ class TradingLayer:
         self.mode = cfg.run.mode
         self.specs = strategy_specs(cfg)
         self._built = build_strategies(self.specs)  # bad strategy config stops start-up here
+        from mandi.ml.binding import bind_models
+
+        bind_models(s for s, _ in self._built)  # ML strategies: their models, or stop here
         if self.mode == "live" and not cfg.trading.broker:
             raise ConfigError(
                 "trading.broker",
