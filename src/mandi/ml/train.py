@@ -141,7 +141,8 @@ def predict(cfg: TrainConfig, booster: Any, X: NDArray[np.float64]) -> NDArray[n
     X = np.ascontiguousarray(X, dtype=np.float64)
     if cfg.model == "lightgbm":
         return np.asarray(booster.predict(X), dtype=np.float64)
-    return np.asarray(booster.inplace_predict(X), dtype=np.float64)
+    p = np.asarray(booster.inplace_predict(X), dtype=np.float64)
+    return p / p.sum(axis=1, keepdims=True)  # XGBoost's float32 rows sum to 1 ± 1e-7
 
 
 def importance(cfg: TrainConfig, booster: Any, names: tuple[str, ...]) -> dict[str, float]:
