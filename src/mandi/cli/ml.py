@@ -67,7 +67,9 @@ def parse_threshold(text: str) -> float | None:
     try:
         return float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: use auto, a log return (0.0005) or a percent (0.05%)")
+        raise typer.BadParameter(
+            f"{text!r}: use auto, a log return (0.0005) or a percent (0.05%)"
+        ) from None
 
 
 def _data(
@@ -134,7 +136,7 @@ def features(
         if horizon:
             from mandi.features.labels import forward_returns
 
-            r, dropped = forward_returns(frame.bucket, frame.close, frame.timeframe, horizon)
+            r, _ = forward_returns(frame.bucket, frame.close, frame.timeframe, horizon)
             thr = parse_threshold(threshold)
             if thr is None:  # auto: a third of the labelled bars neutral
                 thr = float(np.nanquantile(np.abs(r), 1 / 3)) if np.isfinite(r).any() else 0.0
@@ -177,7 +179,7 @@ def _write_tensors(td: Any, frame: Any, path: str, window: int) -> int:
         while i < len(snaps) and snaps[i].ts_event <= end:
             matrix.process_option_chain(snaps[i].underlying, snaps[i], notify=False)
             i += 1
-        keys = [k for k in matrix.keys() if k[1] >= _day(end)]
+        keys = [k for k in matrix.keys() if k[1] >= _day(end)]  # noqa: SIM118 - a method
         if not keys:
             continue
         t = build_dl_tensor(matrix.history(*min(keys, key=lambda k: k[1])), window=window)

@@ -226,7 +226,9 @@ def _frame_series(frame: FeatureFrame) -> BarSeries:
 
     c = frame.close
     z = np.zeros(len(c), dtype=np.int64)
-    return BarSeries(make_instrument(frame.symbol or "DATA", 1), frame.timeframe, frame.bucket, c, c, c, c, z)
+    return BarSeries(
+        make_instrument(frame.symbol or "DATA", 1), frame.timeframe, frame.bucket, c, c, c, c, z
+    )
 
 
 # --- Parquet -------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import time
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from mandi.core.errors import MandiError
 from mandi.ml.registry import Model
@@ -153,9 +155,6 @@ class StoreFeatures:
 
 def make_app(model: Model, security: Any, db: str | None = None) -> Any:
     """The FastAPI application serving ``model``."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
     from mandi.web.security import AuthError, Security
 
     app = FastAPI(title="mandi model server", version="1", docs_url=None, redoc_url=None)
@@ -258,9 +257,9 @@ def serve(model: Model, host: str, port: int, tokens_file: str, db: str | None =
     tokens = TokenStore(tokens_file)
     check_bind(host, tokens)
     if not tokens.tokens():
-        log.warning(
-            "no API token exists yet: every /predict will be refused (mandi token create)"
-        )
+        log.warning("no API token exists yet: every /predict will be refused (mandi token create)")
     app = make_app(model, Security(tokens), db)
-    log.info("serving model %s on http://%s:%d (POST /predict, GET /health)", model.name, host, port)
+    log.info(
+        "serving model %s on http://%s:%d (POST /predict, GET /health)", model.name, host, port
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

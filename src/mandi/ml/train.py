@@ -76,7 +76,9 @@ class TrainConfig:
         for key, (ok, why) in checks.items():
             if not ok:
                 raise ConfigError(key, getattr(self, key), why)
-        if self.threshold is not None and not (self.threshold >= 0 and math.isfinite(self.threshold)):
+        if self.threshold is not None and not (
+            self.threshold >= 0 and math.isfinite(self.threshold)
+        ):
             raise ConfigError("threshold", self.threshold, "must be a finite log return ≥ 0")
 
 
@@ -220,11 +222,14 @@ def signal_pnl(
         exit_ = int(close[p + h]) - d * slip
         day = ist_date(int(bucket[p]))
         side_in, side_out = (Side.BUY, Side.SELL) if d > 0 else (Side.SELL, Side.BUY)
-        c = charges.compute(
-            exchange="NSE", segment="FUT", side=side_in, quantity=qty, price=entry, day=day
-        ).total + charges.compute(
-            exchange="NSE", segment="FUT", side=side_out, quantity=qty, price=exit_, day=day
-        ).total
+        c = (
+            charges.compute(
+                exchange="NSE", segment="FUT", side=side_in, quantity=qty, price=entry, day=day
+            ).total
+            + charges.compute(
+                exchange="NSE", segment="FUT", side=side_out, quantity=qty, price=exit_, day=day
+            ).total
+        )
         g = d * (exit_ - entry) * qty
         gross += g
         cost += c
@@ -377,9 +382,7 @@ def train(
         for b in baselines:
             if on_fold:
                 on_fold(f.number, steps, f"fold {f.number}/{len(folds)}: {b}")
-            all_probas[b] = baseline_proba(
-                b, cfg, X, y, f.train, f.test, momentum, thr, rng
-            )
+            all_probas[b] = baseline_proba(b, cfg, X, y, f.train, f.test, momentum, thr, rng)
         for m, pr in all_probas.items():
             met = class_metrics(y[f.test], pr, cfg.confidence)
             pnl = signal_pnl(cfg, pr, pos[f.test], frame, charges)

@@ -10,8 +10,8 @@ directory named by ``params.model`` before the strategy starts
 
     [[strategies]]
     name = "alpha"
-    symbols = ["NIFTY", "INDIA VIX"]      # the VIX series feeds the vix features, if the model has them
-    timeframe = 180                         # must be the model's
+    symbols = ["NIFTY", "INDIA VIX"]   # VIX bars feed the model's vix features, if it has any
+    timeframe = 180                      # must be the model's
     params = { model = "models/alpha", confidence = 0.6, min_premium = 5.0 }
 
 * ``xgboost``: BUY when P(up) ≥ ``confidence``, SELL when P(down) ≥ ``confidence`` (on a stock
@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from mandi.core.errors import ConfigError
 from mandi.features import FeatureBuilder, groups_of
-from mandi.model.instruments import AnyInstrument
+from mandi.model.instruments import AnyInstrument, Index
 from mandi.model.market import Candle, ChainSnapshot
 from mandi.strategy.base import Strategy, StrategyConfig
 
@@ -69,7 +69,7 @@ class ModelConfig(StrategyConfig, frozen=True):
 
 
 class AlphaConfig(ModelConfig, frozen=True):
-    quantity: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = one lot of the underlying's options
+    quantity: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = one lot of the options traded
     exit_on_neutral: bool = True
     min_premium: Annotated[float, msgspec.Meta(ge=0)] = 5.0  # rupees (seed ALPHA_MIN_OPTION_PRICE)
 
@@ -188,9 +188,7 @@ class ModelStrategy(Strategy):
             metadata=self._meta(pred, exit=True, reason="neutral"),
         )
 
-    def decide(
-        self, candle: Candle, inst: AnyInstrument, pred: dict[str, Any], chain: Any
-    ) -> None:
+    def decide(self, candle: Candle, inst: AnyInstrument, pred: dict[str, Any], chain: Any) -> None:
         cfg: ModelConfig = self.config  # type: ignore[assignment]
         cls, conf = pred["class"], pred["confidence"]
         if cls in ("up", "down") and conf >= cfg.confidence:
@@ -230,15 +228,15 @@ class AlphaStrategy(ModelStrategy):
         return q.ltp if q is not None else 0
 
     def lot(self, inst: AnyInstrument, chain: ChainSnapshot | None) -> int:
-        if chain is not None:
+        """One lot of the options an index signal will trade; 0 (the engine's sizing) when the
+        signal trades the instrument itself (a backtest's stand-in for the index)."""
+        if isinstance(inst, Index) and chain is not None:
             opts = self.ctx.master.options(chain.underlying, chain.expiry)
             if opts:
                 return opts[0].lot_size
-        return max(inst.lot_size, 1)
+        return 0
 
-    def decide(
-        self, candle: Candle, inst: AnyInstrument, pred: dict[str, Any], chain: Any
-    ) -> None:
+    def decide(self, candle: Candle, inst: AnyInstrument, pred: dict[str, Any], chain: Any) -> None:
         cfg: AlphaConfig = self.config  # type: ignore[assignment]
         cls, conf = pred["class"], pred["confidence"]
         if cls in ("up", "down") and conf >= cfg.confidence:

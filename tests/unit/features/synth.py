@@ -88,8 +88,6 @@ def chains(
                     )  # fmt: skip
                     rows.append(ChainRow(kk * 100, ce, pe))
                 out.append(
-                    ChainSnapshot(
-                        "NIFTY", "NSE", e, ts, int(round(spot * 100)), tuple(rows), 65, "test"
-                    )
+                    ChainSnapshot("NIFTY", "NSE", e, ts, round(spot * 100), tuple(rows), 65, "test")
                 )
     return out

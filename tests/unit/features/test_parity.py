@@ -10,7 +10,6 @@ import pytest
 from mandi.features import (
     ALL_FEATURES,
     BAR_FEATURES,
-    CHAIN_FEATURES,
     TIME_FEATURES,
     VIX_FEATURES,
     FeatureBuilder,

@@ -3,6 +3,8 @@ horizon, and a clear error with the minimum when the data is too short."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,7 @@ def test_folds_are_forward_purged_and_embargoed(embargo):
         assert f.purged == gap  # exactly the rows within reach of the test block
         assert len(f.test) == 400  # 4 days of 100 rows
     # expanding: each fold trains on more than the one before
-    assert all(len(a.train) < len(b.train) for a, b in zip(folds, folds[1:], strict=False))
+    assert all(len(a.train) < len(b.train) for a, b in itertools.pairwise(folds))
 
 
 def test_embargo_shorter_than_the_horizon_is_refused():
@@ -42,7 +44,9 @@ def test_embargo_shorter_than_the_horizon_is_refused():
 
 def test_too_little_data_says_the_minimum():
     pos, day = samples(days=3)
-    with pytest.raises(DataError, match=r"too little data: 3 trading day.*5 fold\(s\) need at least 6"):
+    with pytest.raises(
+        DataError, match=r"too little data: 3 trading day.*5 fold\(s\) need at least 6"
+    ):
         walk_forward(pos, day, folds=5, horizon=5)
     pos, day = samples(days=6, per_day=20)
     with pytest.raises(DataError, match="fold 1 has"):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from mandi.ml.registry import ModelError, load_model
-
-from .conftest import NAMES, make_model
+from ml_kit import NAMES, make_model
 
 
 @pytest.mark.parametrize("kind", ["lightgbm", "xgboost"])

@@ -86,9 +86,9 @@ def test_report_layout_and_honest_windows(planted):
 def test_bad_training_input_is_one_clear_error():
     b = day_buckets(DAYS, 60)
     flat = TrainingData(random_bars(np.zeros(len(b)), b))
-    with pytest.raises(DataError, match="ret_1 are constant over the .* usable rows"):
+    with pytest.raises(DataError, match=r"ret_1 are constant over the .* usable rows"):
         train(flat, ("ret_1", "tod"), CFG)
     with pytest.raises(DataError, match="the vix features need India VIX bars"):
         train(series(False, 5), ("ret_1", "vix"), CFG)
-    with pytest.raises(DataError, match="too little data: 24 trading day.*30 fold"):
+    with pytest.raises(DataError, match=r"too little data: 24 trading day.*30 fold"):
         train(series(False, 5), NAMES, TrainConfig(folds=30))
