@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,13 +29,29 @@ _VIX_LAG = 10
 FloatArray = NDArray[np.float64]
 
 
-def ist_day(ts_ns: NDArray[np.int64] | int) -> NDArray[np.int64] | int:
-    """Days since the epoch of the IST date of ``ts_ns`` (array or scalar)."""
+@overload
+def ist_day(ts_ns: int) -> int: ...
+
+
+@overload
+def ist_day(ts_ns: NDArray[np.int64]) -> NDArray[np.int64]: ...
+
+
+def ist_day(ts_ns: Any) -> Any:
+    """Days since the epoch of the IST date of ``ts_ns`` (int or int64 array)."""
     return (ts_ns + IST_OFFSET_NS) // NS_PER_DAY
 
 
-def session_open_ns(day: NDArray[np.int64] | int) -> NDArray[np.int64] | int:
-    """09:15 IST of IST day number ``day``, in ns UTC."""
+@overload
+def session_open_ns(day: int) -> int: ...
+
+
+@overload
+def session_open_ns(day: NDArray[np.int64]) -> NDArray[np.int64]: ...
+
+
+def session_open_ns(day: Any) -> Any:
+    """09:15 IST of IST day number ``day`` (int or int64 array), in ns UTC."""
     return day * NS_PER_DAY + _OPEN_OFFSET_NS - IST_OFFSET_NS
 
 
@@ -156,12 +173,12 @@ class BarState:
         sma = self._sma.update(c)
         v["mom_20"] = math.nan if sma is None or sma == 0 else c / sma - 1.0
         v["range_1"] = (float(high) - float(low)) / c if c else math.nan
-        day = int(ist_day(bucket))
+        day = ist_day(int(bucket))
         if day != self._day:
             self._day, self._day_open = day, float(open_)
         v["ret_day"] = lc - float(np.log(self._day_open))
         end = bucket + self.timeframe * NS_PER_SECOND
-        v["tod"] = (end - int(session_open_ns(day))) / _NS_PER_MINUTE
+        v["tod"] = (end - session_open_ns(day)) / _NS_PER_MINUTE
         self._values = v
 
     def values(self) -> dict[str, float]:

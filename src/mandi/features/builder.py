@@ -41,7 +41,7 @@ class FeatureFrame:
 
     def complete(self) -> NDArray[np.bool_]:
         """Rows where every feature is known."""
-        return np.isfinite(self.X).all(axis=1)
+        return np.asarray(np.isfinite(self.X).all(axis=1), dtype=np.bool_)
 
     def __len__(self) -> int:
         return len(self.bucket)

@@ -145,16 +145,14 @@ class _Nodes:
         self.value: list[float] = []
 
     def add(self) -> int:
-        for lst, v in (
-            (self.feature, 0),
-            (self.threshold, 0.0),
-            (self.left, -1),
-            (self.right, -1),
-            (self.default_left, 0),
-            (self.missing, 0),
-            (self.value, 0.0),
-        ):
-            lst.append(v)  # type: ignore[attr-defined]
+        """A new node (a leaf of value 0 until set); its index."""
+        self.feature.append(0)
+        self.threshold.append(0.0)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.default_left.append(0)
+        self.missing.append(0)
+        self.value.append(0.0)
         return len(self.feature) - 1
 
 

@@ -26,7 +26,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,9 @@ from numpy.typing import NDArray
 from mandi.core.errors import MandiError
 from mandi.features import catalog
 from mandi.features.labels import CLASS_LABELS, CLASSES
+
+if TYPE_CHECKING:
+    from mandi.ml.forest import Forest
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ class Model:
         self.horizon = manifest.horizon
         self.forest = self._compile()
 
-    def _compile(self) -> Any:
+    def _compile(self) -> Forest | None:
         from mandi.ml.forest import ForestError, compile_lightgbm, compile_xgboost
 
         try:
@@ -168,8 +171,9 @@ class Model:
         """Class probabilities (in :attr:`classes` order) of one row of
         :attr:`feature_names`."""
         if self.forest is not None:
-            return self.forest.predict_proba(row)  # type: ignore[no-any-return]
-        return self.predict_many(np.asarray(row, dtype=np.float64)[None, :])[0]
+            return self.forest.predict_proba(row)
+        many = self.predict_many(np.asarray(row, dtype=np.float64)[None, :])
+        return np.asarray(many[0], dtype=np.float64)
 
     def predict_many(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Class probabilities of many rows, by the library itself."""

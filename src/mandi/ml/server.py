@@ -230,8 +230,8 @@ def make_app(model: Model, security: Any, db: str | None = None) -> Any:
                 "this server has no store to build features from (start it with --db)",
                 ["symbol"],
             )
-        end, values, row = source.latest(symbol)
-        if row is None:
+        end, values, latest = source.latest(symbol)
+        if latest is None:
             missing = [n for n, v in values.items() if not math.isfinite(v)]
             raise PredictError(
                 "incomplete_features",
@@ -241,7 +241,7 @@ def make_app(model: Model, security: Any, db: str | None = None) -> Any:
         from mandi.ml.train import iso
 
         count("predictions")
-        out = prediction(model, model.predict_proba(row))
+        out = prediction(model, model.predict_proba(latest))
         out.update(symbol=symbol, time=iso(end), features=values)
         return out
 

@@ -144,7 +144,8 @@ def predict(cfg: TrainConfig, booster: Any, X: NDArray[np.float64]) -> NDArray[n
     if cfg.model == "lightgbm":
         return np.asarray(booster.predict(X), dtype=np.float64)
     p = np.asarray(booster.inplace_predict(X), dtype=np.float64)
-    return p / p.sum(axis=1, keepdims=True)  # XGBoost's float32 rows sum to 1 ± 1e-7
+    # XGBoost's float32 rows sum to 1 ± 1e-7 (sklearn's log loss warns about it)
+    return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def importance(cfg: TrainConfig, booster: Any, names: tuple[str, ...]) -> dict[str, float]:
@@ -408,6 +409,8 @@ def train(
         "rows": len(pos),
     }
     created = now_iso()
+    code_hash = feature_code_hash()
+    underlying = td.underlying if td.chains else ""
     model_name = name or f"{frame.symbol or 'model'}-{cfg.model}-h{h}"
     params = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     params["threshold"] = thr
@@ -417,7 +420,7 @@ def train(
         "model": cfg.model,
         "created": created,
         "symbol": frame.symbol,
-        "underlying": td.underlying if td.chains else "",
+        "underlying": underlying,
         "data": list(td.sources),
         "timeframe": tf,
         "horizon": h,
@@ -425,7 +428,7 @@ def train(
         "classes": list(CLASSES),
         "class_counts": dict(zip(CLASSES, counts, strict=True)),
         "features": list(frame.names),
-        "feature_hash": feature_code_hash(),
+        "feature_hash": code_hash,
         "rows": {
             "bars": len(frame),
             "labelled": int(labelled.sum()),
@@ -456,14 +459,14 @@ def train(
         name=model_name,
         kind=cfg.model,
         features=list(frame.names),
-        feature_hash=report["feature_hash"],
+        feature_hash=code_hash,
         timeframe=tf,
         horizon=h,
         threshold=thr,
         created=created,
         training_window=window,
         symbol=frame.symbol,
-        underlying=report["underlying"],
+        underlying=underlying,
         metrics=summary["model"],
         params=params,
         data=list(td.sources),

@@ -126,8 +126,8 @@ class ModelStrategy(Strategy):
     # --- data -----------------------------------------------------------------------------------
     def on_candle(self, candle: Candle) -> None:
         if candle.token in self._vix:
-            for b in self._builders.values():
-                b.update_vix(candle.bucket, candle.close)
+            for each in self._builders.values():
+                each.update_vix(candle.bucket, candle.close)
             return
         b = self._builders.get(candle.token)
         if b is None:

@@ -59,7 +59,7 @@ def test_features_then_train_then_load(month, tmp_path):
 
 
 def test_train_from_raw_bars_with_xgboost(month, tmp_path):
-    nifty, vix = month
+    nifty = month[0]
     r = invoke(
         "train", "--data", nifty, "--model", "xgboost", "--horizon", "3", "--folds", "2",
         "--trees", "10", "--features", "bars,time", "--threshold", "0.03%", "--out",
