@@ -35,8 +35,8 @@ def signal(ts, action="BUY", **meta):
 def test_card_shows_the_latest_prediction_with_model_name_and_date():
     s = AlphaStrategy(strategy_id="alpha")
     s.last_prediction = {
-        "time_ns": T, "symbol": "NIFTY", "signal": "Bullish", "class": "up",
-        "confidence": 0.68, "probabilities": PROBS, "model": "nifty-lgb", "model_date": "2026-04-10",
+        "time_ns": T, "symbol": "NIFTY", "signal": "Bullish", "class": "up", "confidence": 0.68,
+        "probabilities": PROBS, "model": "nifty-lgb", "model_date": "2026-04-10",
     }  # fmt: skip
     api = MandiAPI(Node([s]))
     api._on_signal("signal:alpha", signal(T - 600 * 10**9, "SELL"))  # an older signal
