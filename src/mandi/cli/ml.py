@@ -81,10 +81,11 @@ def _data(
     underlying: str | None,
     features: list[str] | None,
 ) -> tuple[Any, tuple[str, ...]]:
-    from mandi.ml.data import load_training_data, resolve_names
+    from mandi.features import groups_of
+    from mandi.ml.data import expand_features, load_training_data, resolve_names
 
     wanted = features or []
-    groups = ",".join(wanted)
+    groups = groups_of(expand_features(wanted)) if wanted else None
     td = load_training_data(
         data,
         symbol=symbol,
@@ -92,8 +93,8 @@ def _data(
         vix=vix,
         chains=chains,
         underlying=underlying,
-        with_vix=None if not wanted else ("vix" in groups),
-        with_chains=None if not wanted else ("chain" in groups or "pcr" in groups),
+        with_vix=None if groups is None else "vix" in groups,
+        with_chains=None if groups is None else "chain" in groups,
     )
     return td, resolve_names(td, wanted or None)
 

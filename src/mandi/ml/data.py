@@ -175,16 +175,17 @@ def resolve_names(td: TrainingData, features: Sequence[str] | None) -> tuple[str
     allows)."""
     if td.frame is not None:
         if features:
-            wanted = _expand(features)
+            wanted = expand_features(features)
             missing = [n for n in wanted if n not in td.frame.names]
             if missing:
                 raise DataError(f"the feature file has no {', '.join(missing)}")
             return wanted
         return td.frame.names
-    return _expand(features or available_groups(td))
+    return expand_features(features or available_groups(td))
 
 
-def _expand(items: Sequence[str]) -> tuple[str, ...]:
+def expand_features(items: Sequence[str]) -> tuple[str, ...]:
+    """Groups and names (comma-separated or not) → feature names, checked."""
     from mandi.features.catalog import GROUPS
 
     names: list[str] = []
