@@ -74,6 +74,11 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
         )
     if cfg.run.mode == "live" and cfg.run.feed == "sim":
         raise ConfigError("run.feed", "sim", "live trading needs a broker's feed (--feed kite)")
+    if cfg.run.feed == "kite" and cfg.pipeline.close_delay_ms < 1500:
+        # Kite stamps ticks in whole seconds and they travel: a second closes 1.5 s late
+        cfg = msgspec.structs.replace(
+            cfg, pipeline=msgspec.structs.replace(cfg.pipeline, close_delay_ms=1500)
+        )
     if not cfg.run.clock_offset_s:
         return cfg, LiveClock()
     from urllib.parse import urlparse

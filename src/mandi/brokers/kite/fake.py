@@ -669,7 +669,8 @@ class FakeKite:
     async def _market(self) -> None:
         from mandi.feeds.sim import SimFeed
 
-        feed = SimFeed(self.exchange, 1.0, resume_from_ns=self.start_ns)
+        # paced from now: a tick's exchange time is the fake's market clock when it is sent
+        feed = SimFeed(self.exchange, 1.0, resume_from_ns=max(self.now_ns(), self.start_ns))
         heartbeat_at = time.monotonic() + 1.0
         try:
             async for batch in feed.batches():

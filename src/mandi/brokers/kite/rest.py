@@ -9,6 +9,7 @@ never contain the token or the secret (URLs are not echoed).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -19,6 +20,8 @@ from mandi.core.errors import BrokerNetworkError, BrokerSessionError
 from mandi.brokers.kite.wire import checksum, error_for
 
 VERSION = "3"
+# httpx logs every URL at INFO; Kite's logout URL carries the access token
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class Pacer:

@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -196,6 +197,7 @@ INDEX_SYMBOLS = {
     "BANKEX": "BANKEX",
 }
 KITE_INDEX_SYMBOLS = {v: k for k, v in INDEX_SYMBOLS.items()}
+_UNDERLYING = re.compile(r"^([A-Z&\-]+?)\d")
 _PARENT = {"NFO": "NSE", "BFO": "BSE", "CDS": "NSE", "BCD": "BSE"}
 
 
@@ -242,6 +244,11 @@ def parse_instruments(
             continue
         row = dict(row)
         row["exchange"] = _PARENT.get(kite_ex, kite_ex)
+        kind = (row.get("instrument_type") or "").strip().upper()
+        if kind in ("CE", "PE", "FUT") and not (row.get("name") or "").strip():
+            # older dumps leave the name of F&O contracts empty: the symbol starts with it
+            m = _UNDERLYING.match((row.get("tradingsymbol") or "").strip())
+            row["name"] = m.group(1) if m else ""
         if (row.get("segment") or "").strip() == "INDICES":
             row["instrument_type"] = "INDEX"
             sym = (row.get("tradingsymbol") or "").strip()
