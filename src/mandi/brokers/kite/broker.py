@@ -200,10 +200,9 @@ class KiteBroker:
         t = self._track(client_order_id)
         t.order_id = str(o.get("order_id") or "")
         trades = self.rest.order_trades(t.order_id) if int(o.get("filled_quantity") or 0) else []
-        report = order_report(client_order_id, o, trades)
-        t.fills.update(f.fill_id for f in report.fills)
-        t.status, t.filled = report.status, report.filled_qty
-        return report
+        # the caller (reconciliation) applies the report's fills; postbacks and polling may
+        # deliver them again: the order manager counts a fill id once
+        return order_report(client_order_id, o, trades)
 
     def orders(self) -> list[BrokerOrderReport]:
         out = []
@@ -264,7 +263,8 @@ class KiteBroker:
         t.status = st
 
     def _poll(self) -> None:
-        open_ = [c for c, t in self._tracked.items() if t.order_id and not t.status.terminal]
+        # every order not known to be finished, including those whose send timed out
+        open_ = [c for c, t in self._tracked.items() if not t.status.terminal]
         if not open_:
             return
         book = {str(o.get("tag") or ""): o for o in self.rest.orders()}

@@ -18,7 +18,8 @@ adapter:
   rejects the next orders), ``timeout`` (an order is accepted but the answer comes too late),
   ``http429``, ``token`` (every session is invalidated: ``TokenException``), ``drop`` (ticker
   sockets closed), ``silent`` (ticker sends nothing, not even heartbeats), ``half_frame``.
-  ``GET /_fake/state`` shows what the fake holds (order counts for tests).
+  ``GET /_fake/state`` shows what the fake holds (order counts for tests); ``POST
+  /_fake/replay {"frames": [base64...]}`` sends recorded ticker messages byte for byte.
 * **History**: ``/instruments/historical`` answers deterministic minute candles (a seeded walk
   around the instrument's simulated price; OI for F&O) for the session minutes of past trading
   days.
@@ -227,6 +228,7 @@ class FakeKite:
             Route("/portfolio/holdings", self.holdings),
             Route("/_fake/fault", self.inject, methods=["POST"]),
             Route("/_fake/state", self.state),
+            Route("/_fake/replay", self.replay, methods=["POST"]),
             WebSocketRoute("/ws", self.ticker),
         ]
 
@@ -565,6 +567,20 @@ class FakeKite:
         else:
             return PlainTextResponse(f"unknown fault {kind!r}", 400)
         return JSONResponse({"ok": True, "fault": kind})
+
+    async def replay(self, request: Request) -> Response:
+        """Send recorded binary messages (base64 list ``frames``) to every ticker connection,
+        byte for byte: real captures through the fake's socket."""
+        if request.client is None or request.client.host not in ("127.0.0.1", "::1"):
+            return PlainTextResponse("loopback only", 403)
+        import base64
+
+        msgs = [base64.b64decode(f) for f in (await request.json())["frames"]]
+        for c in list(self.conns):
+            for m in msgs:
+                with contextlib.suppress(asyncio.QueueFull):
+                    c.queue.put_nowait(m)
+        return JSONResponse({"ok": True, "frames": len(msgs), "connections": len(self.conns)})
 
     async def state(self, request: Request) -> Response:
         if request.client is None or request.client.host not in ("127.0.0.1", "::1"):
