@@ -327,6 +327,5 @@ def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
         assert state(fake)["counts"]["requests"] == before  # nothing sent, no polling
     finally:
         b.close()
-    with pytest.raises(BrokerInputError):
-        KiteRest(DEMO_API_KEY, root=fake.rest_url).request("POST", "/orders/regular", "x",
-                                                           data={"exchange": "NSE"})  # fmt: skip
+    with pytest.raises(BrokerInputError, match="InputException"):  # a new login works again
+        login(fake).place_order({"exchange": "NSE"})
