@@ -181,11 +181,13 @@ def fakebroker(
     )
     for k, v in srv.env().items():
         typer.echo(f"export {k}={v}")
-    typer.echo(
+    typer.echo(  # a shell comment: `eval "$(mandi fakebroker kite)"`-friendly, ends the block
         f"# fake Kite on {srv.rest_url} (ticker {srv.ws_url}); log in with: "
-        "mandi broker login kite --request-token any",
-        err=True,
+        "mandi broker login kite --request-token any"
     )
+    import sys
+
+    sys.stdout.flush()
     try:
         srv.serve()
     except KeyboardInterrupt:

@@ -841,7 +841,13 @@ class FakeKiteServer:
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
         self.server = uvicorn.Server(
-            uvicorn.Config(self.fake.app, log_level="warning", ws_ping_interval=None, lifespan="on")
+            uvicorn.Config(
+                self.fake.app,
+                log_level="warning",
+                ws_ping_interval=None,
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+            )
         )
         self._thread: threading.Thread | None = None
 
