@@ -1018,9 +1018,7 @@ class GroupReader:
         keys = [k for k, ids in wanted.items() if ids]
         if not keys:
             return []
-        packet = b"".join(
-            pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k]) for k in keys
-        )
+        packet = b"".join(pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k]) for k in keys)
         out: list[Entry] = []
         for k, r in zip(keys, await self.link.request(packet, len(keys)), strict=True):
             if isinstance(r, hiredis.ReplyError):
