@@ -96,7 +96,8 @@ class KiteBroker:
         self.on_session_dead: Callable[[str], None] = lambda reason: None
         self.reconcile_requested = False
         self.sent = 0
-        self.send_ns: list[int] = []  # when each order's request went out (benchmarks)
+        # per send attempt: (perf_counter_ns, this thread's CPU ns) as the worker starts it
+        self.send_marks: list[tuple[int, int]] = []
 
     # --- the port ---------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -306,7 +307,7 @@ class KiteBroker:
     def _place(self, cid: str, params: dict[str, str]) -> None:
         t = self._track(cid)
         for attempt in range(self.retry_429 + 1):
-            self.send_ns.append(time.perf_counter_ns())
+            self.send_marks.append((time.perf_counter_ns(), time.thread_time_ns()))
             self.sent += 1
             try:
                 oid = self.rest.place_order(params)
