@@ -329,3 +329,97 @@ def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
         b.close()
     with pytest.raises(BrokerInputError, match="InputException"):  # a new login works again
         login(fake).place_order({"exchange": "NSE"})
+
+
+# --- login through the loopback callback, history, the instrument cache ----------------------------
+def test_login_through_the_loopback_callback(fake: FakeKiteServer, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fake.fake.redirect_url = f"http://127.0.0.1:{port}/kite/callback"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
+    env.update(fake.env(), XDG_CONFIG_HOME=str(tmp_path))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "mandi", "broker", "login", "kite", "--callback-port", str(port),
+         "--timeout", "30"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        login_url = env["MANDI_BROKER__KITE__LOGIN_URL"] + f"?api_key={DEMO_API_KEY}&v=3"
+
+        def browser() -> bool:  # what the user's browser does after logging in
+            try:
+                return httpx.get(login_url, follow_redirects=True).status_code == 200
+            except httpx.ConnectError:
+                return False  # the callback server is not up yet
+
+        wait_for(browser, what="the callback server")
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "logged in to Kite as DM1234" in out
+    assert "request_token" not in out + err  # the redirect URL is never echoed
+    saved = tmp_path / "mandi" / "kite-session.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+
+
+def test_history_backfill_is_resumable(fake: FakeKiteServer, tmp_path: Path) -> None:
+    import datetime as dt
+    import sqlite3
+
+    from mandi.brokers.kite import history
+
+    rest = login(fake)
+    inst = InstrumentMaster(parse_instruments(rest.instruments())).by_symbol("INFY")
+    db = str(tmp_path / "h.db")
+    steps: list[tuple[int, int, int]] = []
+    start, end = dt.date(2026, 1, 5), dt.date(2026, 1, 7)  # Monday to Wednesday
+    windows, rows = history.fetch(rest, inst, "minute", start, end, db,
+                                  lambda *a: steps.append(a))  # fmt: skip
+    assert (windows, rows) == (1, 3 * 375)
+    assert steps == [(1, 1, 3 * 375)]
+    assert history.fetch(rest, inst, "minute", start, end, db) == (0, 0)  # resumed: done
+    w2, r2 = history.fetch(rest, inst, "minute", start, dt.date(2026, 1, 8), db)
+    assert (w2, r2) == (1, 375)  # only the new day
+    con = sqlite3.connect(db)
+    n, first = con.execute(
+        "SELECT count(*), min(bucket) FROM candles WHERE token=? AND timeframe=60", (inst.token,)
+    ).fetchone()
+    con.close()
+    assert n == 4 * 375
+    assert first == int(dt.datetime(2026, 1, 5, 9, 15, tzinfo=dt.timezone(
+        dt.timedelta(hours=5, minutes=30))).timestamp()) * 10**9  # fmt: skip
+    big = dt.date(2025, 1, 1)
+    with pytest.raises(BrokerInputError, match="max limit"):  # the fake enforces Kite's limits
+        rest.historical(inst.token, "minute", f"{big} 00:00:00", "2025-06-01 00:00:00")
+
+
+def test_instrument_cache_and_a_clear_error_when_stale_and_unreachable(
+    fake: FakeKiteServer, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from mandi.brokers.kite import instruments
+    from mandi.config import KiteConfig
+    from mandi.core.errors import InstrumentError
+
+    freeze = tmp_path / "qtyfreeze.csv"
+    freeze.write_text("SYMBOL,VOL_FRZ_QTY\nNIFTY,1800\n")
+    cfg = KiteConfig(cache_dir=str(tmp_path / "cache"), freeze_file=str(freeze))
+    day = dt.date(2026, 1, 5)
+    insts = instruments.load(cfg, login(fake), day)
+    assert instruments.dump_path(cfg, day).exists()
+    nifty_opts = [i for i in insts if getattr(i, "underlying", "") == "NIFTY"]
+    assert nifty_opts and all(i.freeze_qty == 1800 for i in nifty_opts)
+    assert instruments.load(cfg, None, day) == insts  # from the cache, no Kite needed
+    dead = KiteRest(DEMO_API_KEY, "x", root="http://127.0.0.1:9", timeout=1.0)
+    with pytest.raises(InstrumentError, match="cached dump is from 2026-01-05.*unreachable"):
+        instruments.load(cfg, dead, dt.date(2026, 1, 6))

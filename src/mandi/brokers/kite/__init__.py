@@ -22,6 +22,13 @@ def make_live_broker(cfg: TradingConfig, clock: Clock, **context: Any) -> Any:
     from mandi.brokers.kite import session as kite_session
     from mandi.brokers.kite.broker import KiteBroker
 
+    if "app" not in context or "master" not in context:
+        from mandi.core.errors import ConfigError
+
+        raise ConfigError(
+            "trading.broker", "kite", "Kite needs the node's config and instruments: "
+            "run it with mandi run --mode live --broker kite"
+        )  # fmt: skip
     app = context["app"]
     k = app.broker.kite
     s = kite_session.current(k, now_ns=clock.now_ns() - int(app.run.clock_offset_s * 1e9))
