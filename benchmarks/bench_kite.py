@@ -56,12 +56,32 @@ T0 = ist_ns(dt.date(2026, 4, 15), dt.time(10, 0))
 
 def full_packet(rng: np.random.Generator, token: int, ts_s: int) -> bytes:
     p = int(rng.integers(1000, 500_000)) // 5 * 5
-    bids = [(int(rng.integers(1, 5000)), p - 5 * (k + 1), int(rng.integers(1, 50))) for k in range(5)]
-    asks = [(int(rng.integers(1, 5000)), p + 5 * (k + 1), int(rng.integers(1, 50))) for k in range(5)]
+    bids = [
+        (int(rng.integers(1, 5000)), p - 5 * (k + 1), int(rng.integers(1, 50))) for k in range(5)
+    ]
+    asks = [
+        (int(rng.integers(1, 5000)), p + 5 * (k + 1), int(rng.integers(1, 50))) for k in range(5)
+    ]
     return frames.encode_full(
-        token, p, int(rng.integers(1, 500)), p, int(rng.integers(0, 10**7)), 1000, 1000, p, p,
-        p, p, ts_s, int(rng.integers(0, 10**6)), 0, 0, ts_s, bids, asks,
-    )  # fmt: skip
+        token,
+        p,
+        int(rng.integers(1, 500)),
+        p,
+        int(rng.integers(0, 10**7)),
+        1000,
+        1000,
+        p,
+        p,
+        p,
+        p,
+        ts_s,
+        int(rng.integers(0, 10**6)),
+        0,
+        0,
+        ts_s,
+        bids,
+        asks,
+    )
 
 
 def bench_decode() -> None:
@@ -86,10 +106,16 @@ def bench_decode() -> None:
         parse_frame(m, ts_init=1, stats=st) for m in msgs[:50]
     ]
     report("kite: full packets, official SDK parser [baseline]", n, t_sdk, "packets")
-    report("kite: full packets, reference decoder (parse_frame)", n, t_ref, "packets",
-           "SDK", t_sdk)  # fmt: skip
-    report("kite: full packets, fast decoder (decode_ticks)", n, t_fast, "packets", "SDK", t_sdk,
-           goal=">= 10x the SDK")  # fmt: skip
+    report("kite: full packets, reference decoder (parse_frame)", n, t_ref, "packets", "SDK", t_sdk)
+    report(
+        "kite: full packets, fast decoder (decode_ticks)",
+        n,
+        t_fast,
+        "packets",
+        "SDK",
+        t_sdk,
+        goal=">= 10x the SDK",
+    )
 
 
 def market(seconds: int, instruments: int, per_second: int) -> tuple[list[list[bytes]], list[int]]:
@@ -111,8 +137,28 @@ def market(seconds: int, instruments: int, per_second: int) -> tuple[list[list[b
                 price[t] = max(5, price[t] + 5 * int(rng.integers(-2, 3)))
                 vol[t] += int(rng.integers(1, 100))
                 p = price[t]
-                ps.append(frames.encode_full(t, p, 10, p, vol[t], 1, 1, p, p, p, p, ts, 0, 0, 0,
-                                             ts, [(10, p - 5, 1)], [(10, p + 5, 1)]))  # fmt: skip
+                ps.append(
+                    frames.encode_full(
+                        t,
+                        p,
+                        10,
+                        p,
+                        vol[t],
+                        1,
+                        1,
+                        p,
+                        p,
+                        p,
+                        p,
+                        ts,
+                        0,
+                        0,
+                        0,
+                        ts,
+                        [(10, p - 5, 1)],
+                        [(10, p + 5, 1)],
+                    )
+                )
             out.append(frames.encode_message(ps))
         steps.append(out)
     return steps, tokens
@@ -123,8 +169,13 @@ def hold(steps: list[list[bytes]], tokens: list[int], decoder: str) -> tuple[flo
     clock = TestClock(T0)
     bus = MessageBus(clock)
     known = set(tokens)
-    pipe = FastCandlePipeline(bus, (60, 120, 180, 300), known_tokens=known,
-                              close_delay_ns=1500 * 1_000_000, emit_forming=True)  # fmt: skip
+    pipe = FastCandlePipeline(
+        bus,
+        (60, 120, 180, 300),
+        known_tokens=known,
+        close_delay_ns=1500 * 1_000_000,
+        emit_forming=True,
+    )
     publish = bus.publish
     count = [0]
 
@@ -165,13 +216,23 @@ def bench_hold() -> None:
     cpu_ref, n = hold(steps, tokens, "reference")
     cpu_fast, n2 = hold(steps, tokens, "fast")
     assert n == n2 and n >= 19_000 * seconds, (n, n2)
-    report("kite: 9,000 instruments feed → candles, reference decoder [baseline]", n, cpu_ref,
-           "ticks")  # fmt: skip
-    print(f"  CPU share of one core at 20,000 ticks/s: reference decoder {cpu_ref / seconds:.0%}, "
-          f"fast path {cpu_fast / seconds:.0%}", flush=True)  # fmt: skip
-    report("kite: 9,000 instruments feed → candles (ticker handler, fast pipeline)", n, cpu_fast,
-           "ticks", "reference decoder", cpu_ref,
-           goal=f"<= 25% of one core; measured {cpu_fast / seconds:.0%}")  # fmt: skip
+    report(
+        "kite: 9,000 instruments feed → candles, reference decoder [baseline]", n, cpu_ref, "ticks"
+    )
+    print(
+        f"  CPU share of one core at 20,000 ticks/s: reference decoder {cpu_ref / seconds:.0%}, "
+        f"fast path {cpu_fast / seconds:.0%}",
+        flush=True,
+    )
+    report(
+        "kite: 9,000 instruments feed → candles (ticker handler, fast pipeline)",
+        n,
+        cpu_fast,
+        "ticks",
+        "reference decoder",
+        cpu_ref,
+        goal=f"<= 25% of one core; measured {cpu_fast / seconds:.0%}",
+    )
 
 
 class Flip(Strategy):
@@ -208,7 +269,9 @@ def bench_tick_to_order() -> None:
             data = {"order_id": request.url.path.rsplit("/", 1)[-1]}
         return httpx.Response(200, json={"status": "success", "data": data})
 
-    rest = KiteRest("key", "token", root="http://kite.invalid", transport=httpx.MockTransport(transport))
+    rest = KiteRest(
+        "key", "token", root="http://kite.invalid", transport=httpx.MockTransport(transport)
+    )
     rest._pace["orders"] = Pacer(1e9)  # pacing is real-time; here orders are a minute apart
     day = dt.date(2026, 4, 15)
     clock = TestClock(ist_ns(day, dt.time(9, 15)))
@@ -219,13 +282,24 @@ def bench_tick_to_order() -> None:
     broker.connect()
     big = 10**12
     k = TradingKernel(
-        bus=bus, clock=clock, master=master, mode="live", store=MemoryTradingStore(),
-        broker=broker, trading=TradingConfig(broker="kite"),
-        risk=RiskConfig(max_concurrent_positions=100_000, capital_inr=big,
-                        max_order_value_inr=big, max_position_value_inr=big,
-                        max_total_exposure_inr=big, orders_per_minute=10_000,
-                        orders_per_day=100_000, max_queued_orders=100_000),
-    )  # fmt: skip
+        bus=bus,
+        clock=clock,
+        master=master,
+        mode="live",
+        store=MemoryTradingStore(),
+        broker=broker,
+        trading=TradingConfig(broker="kite"),
+        risk=RiskConfig(
+            max_concurrent_positions=100_000,
+            capital_inr=big,
+            max_order_value_inr=big,
+            max_position_value_inr=big,
+            max_total_exposure_inr=big,
+            orders_per_minute=10_000,
+            orders_per_day=100_000,
+            max_queued_orders=100_000,
+        ),
+    )
     k.add_strategy(Flip(strategy_id="flip", timeframe=60), ["INFY"])
     k.start()
     lat: list[int] = []
@@ -286,8 +360,13 @@ def bench_tick_to_order() -> None:
         "[goal p99 < 1 ms]",
         flush=True,
     )
-    report("kite: tick → order sent (live path, no network)", len(lat), sum(lat) / 1e9,
-           "orders", goal=f"p99 < 1 ms; wall p99 {w[1]:.0f} µs, CPU p99 {c[1]:.0f} µs")  # fmt: skip
+    report(
+        "kite: tick → order sent (live path, no network)",
+        len(lat),
+        sum(lat) / 1e9,
+        "orders",
+        goal=f"p99 < 1 ms; wall p99 {w[1]:.0f} µs, CPU p99 {c[1]:.0f} µs",
+    )
 
 
 def main() -> None:

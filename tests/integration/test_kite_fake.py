@@ -94,8 +94,10 @@ def test_official_sdk_rest_against_the_fake(fake: FakeKiteServer) -> None:
     assert kite.margins()["equity"]["available"]["cash"] > 0
     candles = kite.historical_data(INFY, "2026-01-05 09:15:00", "2026-01-05 09:20:00", "minute")
     assert [c["date"].minute for c in candles] == [15, 16, 17, 18, 19, 20]
-    r = httpx.get(f"{fake.rest_url}/user/profile",
-                  headers={"Authorization": f"token {DEMO_API_KEY}:{s['access_token']}"})  # fmt: skip
+    r = httpx.get(
+        f"{fake.rest_url}/user/profile",
+        headers={"Authorization": f"token {DEMO_API_KEY}:{s['access_token']}"},
+    )
     assert r.status_code == 400 and r.json()["error_type"] == "InputException"  # no version
 
 
@@ -147,8 +149,9 @@ class TickerRun:
         self.reconnects = 0
         self.dead: list[str] = []
         self.loop = asyncio.new_event_loop()
-        self.ticker = KiteTicker(fake.ws_url, DEMO_API_KEY, token, health=self.health,
-                                 backoff_max_s=0.5)  # fmt: skip
+        self.ticker = KiteTicker(
+            fake.ws_url, DEMO_API_KEY, token, health=self.health, backoff_max_s=0.5
+        )
         self.ticker.set_handlers(self.ticks.extend, self.orders.append)
         self.ticker.on_reconnect = self._reconnected
         self.ticker.on_session_dead = self.dead.append
@@ -179,12 +182,16 @@ def test_ticker_replays_real_frames_and_survives_faults(fake: FakeKiteServer) ->
         run.call(run.ticker.connect)
         wait_for(lambda: {t.token for t in run.ticks} >= {NIFTY}, what="ticks")
         # real captured frames, byte for byte through the fake's socket
-        names = ["kite_capture_2026-01-21/multi_packet.bin",
-                 "kite_capture_2026-01-21/single_index_full.bin"]  # fmt: skip
+        names = [
+            "kite_capture_2026-01-21/multi_packet.bin",
+            "kite_capture_2026-01-21/single_index_full.bin",
+        ]
         raw = [(DATA / n).read_bytes() for n in names]
         want = [t for m in raw for t in parse_frame(m, stats=FrameStats())]
-        r = httpx.post(f"{fake.rest_url}/_fake/replay",
-                       json={"frames": [base64.b64encode(m).decode() for m in raw]})  # fmt: skip
+        r = httpx.post(
+            f"{fake.rest_url}/_fake/replay",
+            json={"frames": [base64.b64encode(m).decode() for m in raw]},
+        )
         assert r.json()["connections"] >= 1
         strip = lambda ts: [(t.token, t.price, t.volume, t.oi, t.bid, t.ask) for t in ts]  # noqa: E731
         wait_for(lambda: all(x in strip(run.ticks) for x in strip(want)), what="replayed ticks")
@@ -217,7 +224,7 @@ def test_ticker_replays_real_frames_and_survives_faults(fake: FakeKiteServer) ->
         run.close()
 
 
-# --- the Broker port --------------------------------------------------------------------------------
+# --- the Broker port ------------------------------------------------------------------------------
 @pytest.fixture
 def broker(fake: FakeKiteServer) -> Iterator[tuple[KiteBroker, list[Any]]]:
     rest = login(fake)
@@ -258,8 +265,12 @@ def test_orders_ack_fill_and_reject_with_kites_reason(
     ev.clear()
     fault(fake, "reject")
     b.place_order(req("ord-reject-1"))
-    until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.REJECTED for x in e),
-          "the rejection")  # fmt: skip
+    until(
+        b,
+        ev,
+        lambda e: any(getattr(x, "status", None) is OrderStatus.REJECTED for x in e),
+        "the rejection",
+    )
     rej = next(x for x in ev if getattr(x, "status", None) is OrderStatus.REJECTED)
     assert "RMS:Margin Exceeds" in rej.reason
     assert state(fake)["orders_by_tag"][kite_tag("ord-reject-1")] == 1
@@ -271,12 +282,20 @@ def test_timeout_after_accept_is_unknown_then_found_by_tag(
     b, ev = broker
     fault(fake, "timeout", seconds=4)  # the client gives up after 2 s
     b.place_order(req("ord-timeout-1", 2))
-    until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.UNKNOWN for x in e),
-          "UNKNOWN")  # fmt: skip
+    until(
+        b,
+        ev,
+        lambda e: any(getattr(x, "status", None) is OrderStatus.UNKNOWN for x in e),
+        "UNKNOWN",
+    )
     rep = wait_for(lambda: b.order_status("ord-timeout-1"), what="the order at Kite")
     assert rep.quantity == 2
-    until(b, ev, lambda e: sum(x.quantity for x in e if isinstance(x, BrokerFill)) == 2,
-          "the fills (postbacks/polling)")  # fmt: skip
+    until(
+        b,
+        ev,
+        lambda e: sum(x.quantity for x in e if isinstance(x, BrokerFill)) == 2,
+        "the fills (postbacks/polling)",
+    )
     assert state(fake)["orders_by_tag"][kite_tag("ord-timeout-1")] == 1  # never re-sent
 
 
@@ -292,14 +311,19 @@ def test_http_429_is_retried_without_duplicates(
 
 def test_modify_and_cancel(fake: FakeKiteServer, broker: tuple[KiteBroker, list[Any]]) -> None:
     b, ev = broker
-    r = OrderRequest("ord-limit-1", INFY, "NSE", "INFY", Side.BUY, 1, OrderType.LIMIT, 100,
-                     Product.MIS)  # fmt: skip  (₹1: never fills)
+    r = OrderRequest(
+        "ord-limit-1", INFY, "NSE", "INFY", Side.BUY, 1, OrderType.LIMIT, 100, Product.MIS
+    )  # ₹1: never fills
     b.place_order(r)
     until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.ACKED for x in e), "ack")
     assert b.modify_order("ord-limit-1", quantity=2, limit_price=105).status == "ACCEPTED"
     assert b.cancel_order("ord-limit-1").status == "PENDING"
-    until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.CANCELLED for x in e),
-          "the cancel")  # fmt: skip
+    until(
+        b,
+        ev,
+        lambda e: any(getattr(x, "status", None) is OrderStatus.CANCELLED for x in e),
+        "the cancel",
+    )
     rep = b.order_status("ord-limit-1")
     assert rep is not None and rep.status is OrderStatus.CANCELLED and rep.quantity == 2
     assert b.cancel_order("ord-limit-1").status == "REJECTED"  # Kite: OrderException
@@ -307,8 +331,12 @@ def test_modify_and_cancel(fake: FakeKiteServer, broker: tuple[KiteBroker, list[
 
 def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
     rest = login(fake)
-    b = KiteBroker(rest, InstrumentMaster(parse_instruments(rest.instruments())), LiveClock(),
-                   poll_interval_s=0.2)  # fmt: skip
+    b = KiteBroker(
+        rest,
+        InstrumentMaster(parse_instruments(rest.instruments())),
+        LiveClock(),
+        poll_interval_s=0.2,
+    )
     ev: list[Any] = []
     b.set_event_sink(ev.append)
     b.connect()
@@ -317,8 +345,12 @@ def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
         with pytest.raises(BrokerSessionError):
             rest.profile()
         b.place_order(req("ord-dead-1"))
-        until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.REJECTED for x in e),
-              "the rejection")  # fmt: skip
+        until(
+            b,
+            ev,
+            lambda e: any(getattr(x, "status", None) is OrderStatus.REJECTED for x in e),
+            "the rejection",
+        )
         assert "log in again" in b.session_dead
         before = state(fake)["counts"]["requests"]
         ack = b.place_order(req("ord-dead-2"))
@@ -331,7 +363,7 @@ def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
         login(fake).place_order({"exchange": "NSE"})
 
 
-# --- login through the loopback callback, history, the instrument cache ----------------------------
+# --- login through the loopback callback, history, the instrument cache --------------------------
 def test_login_through_the_loopback_callback(fake: FakeKiteServer, tmp_path: Path) -> None:
     import os
     import socket
@@ -346,10 +378,23 @@ def test_login_through_the_loopback_callback(fake: FakeKiteServer, tmp_path: Pat
     env.update(fake.env(), XDG_CONFIG_HOME=str(tmp_path))
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
     p = subprocess.Popen(
-        [sys.executable, "-m", "mandi", "broker", "login", "kite", "--callback-port", str(port),
-         "--timeout", "30"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "broker",
+            "login",
+            "kite",
+            "--callback-port",
+            str(port),
+            "--timeout",
+            "30",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         login_url = env["MANDI_BROKER__KITE__LOGIN_URL"] + f"?api_key={DEMO_API_KEY}&v=3"
 
@@ -382,8 +427,7 @@ def test_history_backfill_is_resumable(fake: FakeKiteServer, tmp_path: Path) -> 
     db = str(tmp_path / "h.db")
     steps: list[tuple[int, int, int]] = []
     start, end = dt.date(2026, 1, 5), dt.date(2026, 1, 7)  # Monday to Wednesday
-    windows, rows = history.fetch(rest, inst, "minute", start, end, db,
-                                  lambda *a: steps.append(a))  # fmt: skip
+    windows, rows = history.fetch(rest, inst, "minute", start, end, db, lambda *a: steps.append(a))
     assert (windows, rows) == (1, 3 * 375)
     assert steps == [(1, 1, 3 * 375)]
     assert history.fetch(rest, inst, "minute", start, end, db) == (0, 0)  # resumed: done
@@ -395,8 +439,15 @@ def test_history_backfill_is_resumable(fake: FakeKiteServer, tmp_path: Path) -> 
     ).fetchone()
     con.close()
     assert n == 4 * 375
-    assert first == int(dt.datetime(2026, 1, 5, 9, 15, tzinfo=dt.timezone(
-        dt.timedelta(hours=5, minutes=30))).timestamp()) * 10**9  # fmt: skip
+    assert (
+        first
+        == int(
+            dt.datetime(
+                2026, 1, 5, 9, 15, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))
+            ).timestamp()
+        )
+        * 10**9
+    )
     big = dt.date(2025, 1, 1)
     with pytest.raises(BrokerInputError, match="max limit"):  # the fake enforces Kite's limits
         rest.historical(inst.token, "minute", f"{big} 00:00:00", "2025-06-01 00:00:00")
@@ -421,5 +472,5 @@ def test_instrument_cache_and_a_clear_error_when_stale_and_unreachable(
     assert nifty_opts and all(i.freeze_qty == 1800 for i in nifty_opts)
     assert instruments.load(cfg, None, day) == insts  # from the cache, no Kite needed
     dead = KiteRest(DEMO_API_KEY, "x", root="http://127.0.0.1:9", timeout=1.0)
-    with pytest.raises(InstrumentError, match="cached dump is from 2026-01-05.*unreachable"):
+    with pytest.raises(InstrumentError, match=r"cached dump is from 2026-01-05.*unreachable"):
         instruments.load(cfg, dead, dt.date(2026, 1, 6))

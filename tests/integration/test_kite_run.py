@@ -77,8 +77,11 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     )
     fake = subprocess.Popen(
         [sys.executable, "-m", "mandi", "fakebroker", "kite", "--port", "0"],
-        env=base, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert fake.stdout is not None
         for _ in range(12):  # the export lines come first, then a comment line
@@ -103,8 +106,9 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def mandi(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "mandi", *args], env=env, capture_output=True,
-                       text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "mandi", *args], env=env, capture_output=True, text=True, timeout=60
+    )
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -127,10 +131,25 @@ def orders(env: dict[str, str]) -> dict[str, tuple[str, int]]:
 
 def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "mandi", "run", "--mode", "live", "--broker", "kite",
-         "--no-dashboard", "--status-interval", "0", "--config", env["MANDI_TEST_CONFIG"]],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "run",
+            "--mode",
+            "live",
+            "--broker",
+            "kite",
+            "--no-dashboard",
+            "--status-interval",
+            "0",
+            "--config",
+            env["MANDI_TEST_CONFIG"],
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
@@ -157,21 +176,27 @@ def trade_then_crash(env: dict[str, str], log: Path) -> str:
     run = start_run(env, log)
     try:
         # feed -> candles -> strategy -> risk -> order at the fake -> postback -> fill
-        (first,) = wait_for(lambda: [o for o, (s, _) in orders(env).items() if s == "FILLED"],
-                            what="the strategy's order to fill")  # fmt: skip
+        (first,) = wait_for(
+            lambda: [o for o, (s, _) in orders(env).items() if s == "FILLED"],
+            what="the strategy's order to fill",
+        )
         assert fake_state(env)["orders"] == 1
         r = mandi(env, "order", "buy", "INFY", "--qty", "1")
         assert "accepted" in r.stdout, r.stdout + r.stderr
-        wait_for(lambda: sum(s == "FILLED" for s, _ in orders(env).values()) == 2,
-                 what="the manual order to fill")  # fmt: skip
+        wait_for(
+            lambda: sum(s == "FILLED" for s, _ in orders(env).values()) == 2,
+            what="the manual order to fill",
+        )
         mandi(env, "halt", "--reason", "test")
         r = mandi(env, "order", "buy", "INFY", "--qty", "1", check=False)
         assert r.returncode != 0 and "halted" in (r.stdout + r.stderr).lower()
         assert fake_state(env)["orders"] == 2
         mandi(env, "resume")
         # the answer to the next order never comes: SIGKILL while it is in flight
-        httpx.post(env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/fault",
-                   json={"fault": "timeout", "seconds": 30})  # fmt: skip
+        httpx.post(
+            env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/fault",
+            json={"fault": "timeout", "seconds": 30},
+        )
         mandi(env, "order", "buy", "INFY", "--qty", "1")
         wait_for(lambda: fake_state(env)["orders"] == 3, what="the order to reach the fake")
         run.send_signal(signal.SIGKILL)

@@ -100,8 +100,7 @@ def load_session(path: Path, broker: str) -> BrokerSession | None:
         )
     except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise BrokerSessionError(
-            f"{path} is not a session file; delete it and log in again: mandi broker login "
-            f"{broker}"
+            f"{path} is not a session file; delete it and log in again: mandi broker login {broker}"
         ) from None
 
 

@@ -185,12 +185,12 @@ def tickserver(
 
 
 from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
+from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
 from mandi.cli import service as _service  # noqa: E402,F401 - service, up, down, ps
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
 from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`
-from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ Angel One and Groww plug into the same commands."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from typing import Annotated, Any
@@ -13,7 +14,9 @@ import typer
 from mandi.cli import ConfigOpt, DbOpt, app, fail, load
 from mandi.core.errors import ConfigError, MandiError
 
-broker_app = typer.Typer(no_args_is_help=True, help="Log in to a live broker and manage the session.")
+broker_app = typer.Typer(
+    no_args_is_help=True, help="Log in to a live broker and manage the session."
+)
 app.add_typer(broker_app, name="broker")
 instruments_app = typer.Typer(no_args_is_help=True, help="A broker's instrument master.")
 app.add_typer(instruments_app, name="instruments")
@@ -80,7 +83,7 @@ def _catch_redirect(port: int, timeout: float) -> str:
     got: dict[str, str] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             q = parse_qs(urlparse(self.path).query)
             tok = (q.get("request_token") or [""])[0]
             ok = bool(tok) and (q.get("status") or ["success"])[0] == "success"
@@ -98,8 +101,9 @@ def _catch_redirect(port: int, timeout: float) -> str:
 
     srv = HTTPServer(("127.0.0.1", port), Handler)
     srv.timeout = 0.5
-    typer.echo(f"waiting for the redirect on http://127.0.0.1:{srv.server_port}/kite/callback",
-               err=True)  # fmt: skip
+    typer.echo(
+        f"waiting for the redirect on http://127.0.0.1:{srv.server_port}/kite/callback", err=True
+    )
     deadline = time.monotonic() + timeout
     try:
         while "token" not in got:
@@ -112,7 +116,9 @@ def _catch_redirect(port: int, timeout: float) -> str:
 
 
 @broker_app.command("status")
-def broker_status(name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None) -> None:
+def broker_status(
+    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+) -> None:
     """Who is logged in and when the token expires (exit 1 when there is no valid session)."""
     _broker(name)
     from mandi.brokers.kite import session as ks
@@ -138,7 +144,9 @@ def broker_status(name: Annotated[str, typer.Argument(help="kite")], config: Con
 
 
 @broker_app.command("logout")
-def broker_logout(name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None) -> None:
+def broker_logout(
+    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+) -> None:
     """Invalidate the token at the broker and delete the token file."""
     _broker(name)
     from mandi.brokers.kite import session as ks
@@ -188,14 +196,14 @@ def fakebroker(
     import sys
 
     sys.stdout.flush()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         srv.serve()
-    except KeyboardInterrupt:
-        pass
 
 
 @instruments_app.command("sync")
-def instruments_sync(name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None) -> None:
+def instruments_sync(
+    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+) -> None:
     """Download today's instrument dump (cached with its date) and merge freeze quantities."""
     _broker(name)
     from mandi.brokers.kite import instruments as ki
@@ -215,9 +223,10 @@ def instruments_sync(name: Annotated[str, typer.Argument(help="kite")], config: 
     for i in insts:
         kinds[type(i).__name__] = kinds.get(type(i).__name__, 0) + 1
     with_freeze = sum(1 for i in insts if i.freeze_qty)
+    by_kind = ", ".join(f"{v:,} {k}" for k, v in sorted(kinds.items()))
     typer.echo(
-        f"kite: {len(insts):,} instruments ({', '.join(f'{v:,} {k}' for k, v in sorted(kinds.items()))}; "
-        f"{with_freeze:,} with a freeze quantity) saved to {path}"
+        f"kite: {len(insts):,} instruments ({by_kind}; {with_freeze:,} with a freeze quantity) "
+        f"saved to {path}"
     )
 
 
@@ -256,8 +265,12 @@ def history_fetch(
                 task = bar.add_task(f"{symbol} {interval}", total=None)
 
                 def step(done: int, total: int, rows: int) -> None:
-                    bar.update(task, total=total, completed=done,
-                               description=f"{symbol} {interval}: {rows:,} candles")  # fmt: skip
+                    bar.update(
+                        task,
+                        total=total,
+                        completed=done,
+                        description=f"{symbol} {interval}: {rows:,} candles",
+                    )
 
                 windows, rows = kh.fetch(rest, inst, interval, start, today, app_cfg.store.db, step)
         finally:
@@ -268,5 +281,3 @@ def history_fetch(
         f"kite: {rows:,} {interval} candles of {inst.symbol} in {windows} request(s) stored in "
         f"{app_cfg.store.db}" + ("" if windows else " (already up to date)")
     )
-
-

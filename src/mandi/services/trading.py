@@ -330,8 +330,9 @@ class TradingLayer:
             return None
         st = self.kernel.status()
         if self.kernel.risk.entry_blocks:
-            st["entries_blocked"] = {k: f"{r}: {why}" for k, (r, why) in
-                                     self.kernel.risk.entry_blocks.items()}  # fmt: skip
+            st["entries_blocked"] = {
+                k: f"{r}: {why}" for k, (r, why) in self.kernel.risk.entry_blocks.items()
+            }
         return st
 
     def close(self) -> None:
@@ -381,11 +382,13 @@ class LiveInputs:
             rule, why = self.health.problem(now, self._market_open(now))
             if risk.block_entries("feed", rule, why):
                 if why:
-                    self.node.event("feed_unhealthy", f"new entries blocked: {why}", "WARNING",
-                                    rule=rule)  # fmt: skip
+                    self.node.event(
+                        "feed_unhealthy", f"new entries blocked: {why}", "WARNING", rule=rule
+                    )
                 else:
-                    self.node.event("feed_healthy", "market data is flowing again; entries "
-                                    "allowed", "INFO")  # fmt: skip
+                    self.node.event(
+                        "feed_healthy", "market data is flowing again; entries allowed", "INFO"
+                    )
         dead = getattr(self.broker, "session_dead", "")
         if dead and risk.block_entries("session", "broker_session", dead):
             self.node.event("broker_session_ended", dead, "ERROR")
@@ -419,8 +422,11 @@ class LiveInputs:
         ours: dict[int, int] = {}
         for p in kernel.book.open_positions():
             ours[p.token] = ours.get(p.token, 0) + p.direction * p.quantity
-        diff = {t: (ours.get(t, 0), theirs.get(t, 0)) for t in set(ours) | set(theirs)
-                if ours.get(t, 0) != theirs.get(t, 0)}  # fmt: skip
+        diff = {
+            t: (ours.get(t, 0), theirs.get(t, 0))
+            for t in set(ours) | set(theirs)
+            if ours.get(t, 0) != theirs.get(t, 0)
+        }
         if diff:
             self.node.event(
                 "position_mismatch",

@@ -26,15 +26,15 @@ def make_live_broker(cfg: TradingConfig, clock: Clock, **context: Any) -> Any:
         from mandi.core.errors import ConfigError
 
         raise ConfigError(
-            "trading.broker", "kite", "Kite needs the node's config and instruments: "
-            "run it with mandi run --mode live --broker kite"
-        )  # fmt: skip
+            "trading.broker",
+            "kite",
+            "Kite needs the node's config and instruments: "
+            "run it with mandi run --mode live --broker kite",
+        )
     app = context["app"]
     k = app.broker.kite
     s = kite_session.current(k, now_ns=clock.now_ns() - int(app.run.clock_offset_s * 1e9))
-    broker = KiteBroker(
-        kite_session.rest_client(k, s), context["master"], clock, k.poll_interval_s
-    )
+    broker = KiteBroker(kite_session.rest_client(k, s), context["master"], clock, k.poll_interval_s)
     feed = context.get("feed")
     if feed is not None and hasattr(feed, "on_order"):
         feed.on_order = broker.handle_postback

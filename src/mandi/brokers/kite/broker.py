@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -334,9 +335,7 @@ class KiteBroker:
 
     def _check_session(self, e: BrokerError) -> None:
         if isinstance(e, BrokerSessionError) and not self.session_dead:
-            self.session_dead = (
-                f"Kite session ended ({e}); log in again: mandi broker login kite"
-            )
+            self.session_dead = f"Kite session ended ({e}); log in again: mandi broker login kite"
             log.error("%s", self.session_dead)
             self.on_session_dead(self.session_dead)
 
@@ -345,10 +344,8 @@ class KiteBroker:
         self._events.put(ev)
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self.drain)
-            except RuntimeError:
-                pass
 
     def drain(self) -> int:
         """Deliver pending events to the sink on this thread; returns how many."""
@@ -365,4 +362,4 @@ class KiteBroker:
                 log.exception("broker event %r failed", ev)
 
 
-__all__ = ["KiteBroker", "BrokerFill"]
+__all__ = ["BrokerFill", "KiteBroker"]

@@ -154,8 +154,9 @@ class FakeKite:
             self.kite_token[i.token] = t
             insts.append(msgspec.structs.replace(i, token=t))
         self.instruments = {i.token: i for i in insts}
-        self.by_symbol = {(i.segment.split("-")[0] if i.segment else i.exchange, i.symbol): i
-                          for i in insts}  # fmt: skip
+        self.by_symbol = {
+            (i.segment.split("-")[0] if i.segment else i.exchange, i.symbol): i for i in insts
+        }
         self.dump = instrument_dump(insts)
         # accounts: one demo account; sessions are access tokens of it
         self.user_id, self.user_name = DEMO_USER
@@ -260,25 +261,42 @@ class FakeKite:
         self.sessions.add(tok)
         return self._ok(
             {
-                "user_type": "individual", "email": "demo@example.invalid",
-                "user_name": self.user_name, "user_shortname": "Demo", "broker": "ZERODHA",
-                "exchanges": ["NSE", "NFO", "BSE", "BFO"], "products": ["CNC", "NRML", "MIS"],
-                "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None,
-                "user_id": self.user_id, "api_key": self.api_key, "access_token": tok,
-                "public_token": secrets.token_hex(8), "refresh_token": "", "enctoken": "",
-                "login_time": _ist_text(self.now_ns()), "meta": {"demat_consent": "physical"},
+                "user_type": "individual",
+                "email": "demo@example.invalid",
+                "user_name": self.user_name,
+                "user_shortname": "Demo",
+                "broker": "ZERODHA",
+                "exchanges": ["NSE", "NFO", "BSE", "BFO"],
+                "products": ["CNC", "NRML", "MIS"],
+                "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+                "avatar_url": None,
+                "user_id": self.user_id,
+                "api_key": self.api_key,
+                "access_token": tok,
+                "public_token": secrets.token_hex(8),
+                "refresh_token": "",
+                "enctoken": "",
+                "login_time": _ist_text(self.now_ns()),
+                "meta": {"demat_consent": "physical"},
             }
-        )  # fmt: skip
+        )
 
     async def profile(self, request: Request) -> Response:
         if (e := self._auth(request)) is not None:
             return e
         return self._ok(
-            {"user_id": self.user_id, "user_name": self.user_name, "broker": "ZERODHA",
-             "email": "demo@example.invalid", "user_type": "individual",
-             "exchanges": ["NSE", "NFO", "BSE", "BFO"], "products": ["CNC", "NRML", "MIS"],
-             "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "meta": {}}
-        )  # fmt: skip
+            {
+                "user_id": self.user_id,
+                "user_name": self.user_name,
+                "broker": "ZERODHA",
+                "email": "demo@example.invalid",
+                "user_type": "individual",
+                "exchanges": ["NSE", "NFO", "BSE", "BFO"],
+                "products": ["CNC", "NRML", "MIS"],
+                "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+                "meta": {},
+            }
+        )
 
     def _cash_now(self) -> int:
         flow = 0
@@ -293,13 +311,28 @@ class FakeKite:
             return e
         cash = _rupees(self._cash_now())
         eq = {
-            "enabled": True, "net": cash,
-            "available": {"adhoc_margin": 0, "cash": cash, "opening_balance": _rupees(self.cash),
-                          "live_balance": cash, "collateral": 0, "intraday_payin": 0},
-            "utilised": {"debits": 0, "exposure": 0, "m2m_realised": 0, "m2m_unrealised": 0,
-                         "option_premium": 0, "payout": 0, "span": 0, "holding_sales": 0,
-                         "turnover": 0},
-        }  # fmt: skip
+            "enabled": True,
+            "net": cash,
+            "available": {
+                "adhoc_margin": 0,
+                "cash": cash,
+                "opening_balance": _rupees(self.cash),
+                "live_balance": cash,
+                "collateral": 0,
+                "intraday_payin": 0,
+            },
+            "utilised": {
+                "debits": 0,
+                "exposure": 0,
+                "m2m_realised": 0,
+                "m2m_unrealised": 0,
+                "option_premium": 0,
+                "payout": 0,
+                "span": 0,
+                "holding_sales": 0,
+                "turnover": 0,
+            },
+        }
         seg = request.path_params.get("segment")
         if seg == "equity":
             return self._ok(eq)
@@ -332,18 +365,41 @@ class FakeKite:
     # --- orders -----------------------------------------------------------------------------------
     def _order_json(self, **kw: Any) -> dict[str, Any]:
         now = _ist_text(self.now_ns())
-        base = {
-            "placed_by": self.user_id, "order_id": "", "exchange_order_id": None,
-            "parent_order_id": None, "status": "OPEN", "status_message": None,
-            "status_message_raw": None, "order_timestamp": now, "exchange_update_timestamp": now,
-            "exchange_timestamp": now, "variety": "regular", "modified": False,
-            "exchange": "", "tradingsymbol": "", "instrument_token": 0, "order_type": "MARKET",
-            "transaction_type": "BUY", "validity": "DAY", "validity_ttl": 0, "product": "MIS",
-            "quantity": 0, "disclosed_quantity": 0, "price": 0, "trigger_price": 0,
-            "average_price": 0, "filled_quantity": 0, "pending_quantity": 0,
-            "cancelled_quantity": 0, "market_protection": 0, "meta": {}, "tag": None,
-            "tags": [], "guid": secrets.token_hex(6),
-        }  # fmt: skip
+        base: dict[str, Any] = {
+            "placed_by": self.user_id,
+            "order_id": "",
+            "exchange_order_id": None,
+            "parent_order_id": None,
+            "status": "OPEN",
+            "status_message": None,
+            "status_message_raw": None,
+            "order_timestamp": now,
+            "exchange_update_timestamp": now,
+            "exchange_timestamp": now,
+            "variety": "regular",
+            "modified": False,
+            "exchange": "",
+            "tradingsymbol": "",
+            "instrument_token": 0,
+            "order_type": "MARKET",
+            "transaction_type": "BUY",
+            "validity": "DAY",
+            "validity_ttl": 0,
+            "product": "MIS",
+            "quantity": 0,
+            "disclosed_quantity": 0,
+            "price": 0,
+            "trigger_price": 0,
+            "average_price": 0,
+            "filled_quantity": 0,
+            "pending_quantity": 0,
+            "cancelled_quantity": 0,
+            "market_protection": 0,
+            "meta": {},
+            "tag": None,
+            "tags": [],
+            "guid": secrets.token_hex(6),
+        }
         base.update(kw)
         return base
 
@@ -369,11 +425,21 @@ class FakeKite:
             return self._err(400, "InputException", "Tag length should be at most 20 characters")
         oid = self._next_id()
         o = self._order_json(
-            order_id=oid, exchange_order_id=f"1{oid[-15:]}", exchange=ex, tradingsymbol=sym,
-            instrument_token=inst.token, order_type=otype, transaction_type=side,
-            product=product, quantity=qty, price=price, pending_quantity=qty, tag=tag,
-            tags=[tag] if tag else [], status="OPEN",
-        )  # fmt: skip
+            order_id=oid,
+            exchange_order_id=f"1{oid[-15:]}",
+            exchange=ex,
+            tradingsymbol=sym,
+            instrument_token=inst.token,
+            order_type=otype,
+            transaction_type=side,
+            product=product,
+            quantity=qty,
+            price=price,
+            pending_quantity=qty,
+            tag=tag,
+            tags=[tag] if tag else [],
+            status="OPEN",
+        )
         reason = ""
         if self.faults.reject > 0:
             self.faults.reject -= 1
@@ -389,11 +455,17 @@ class FakeKite:
         else:
             last = self.last.get(inst.token)
             self.sim.add(
-                oid, inst.token, Side(side), qty, accepted_ns=self.now_ns(),
-                order_type=OrderType(otype), limit_price=round(price * 100),
-                reference_price=last.price if last else 0, lot_size=inst.lot_size,
+                oid,
+                inst.token,
+                Side(side),
+                qty,
+                accepted_ns=self.now_ns(),
+                order_type=OrderType(otype),
+                limit_price=round(price * 100),
+                reference_price=last.price if last else 0,
+                lot_size=inst.lot_size,
                 tick_size=inst.tick_size,
-            )  # fmt: skip
+            )
         self._postback(o)
         if self.faults.timeout > 0:  # accepted, but the answer comes after the client gave up
             self.faults.timeout -= 1
@@ -414,8 +486,12 @@ class FakeKite:
         if request.method == "DELETE":
             self.counts["cancel"] += 1
             left = self.sim.cancel(oid)
-            o.update(status="CANCELLED", status_message="Cancelled by the user",
-                     cancelled_quantity=left, pending_quantity=0)  # fmt: skip
+            o.update(
+                status="CANCELLED",
+                status_message="Cancelled by the user",
+                cancelled_quantity=left,
+                pending_quantity=0,
+            )
             self._postback(o)
             return self._ok({"order_id": oid})
         self.counts["modify"] += 1
@@ -426,17 +502,24 @@ class FakeKite:
         if qty < o["filled_quantity"] or qty % inst.lot_size:
             return self._err(400, "InputException", f"Invalid quantity {qty}")
         self.sim.cancel(oid)
-        o.update(quantity=qty, price=price, pending_quantity=qty - o["filled_quantity"],
-                 modified=True)  # fmt: skip
+        o.update(
+            quantity=qty, price=price, pending_quantity=qty - o["filled_quantity"], modified=True
+        )
         if qty > o["filled_quantity"]:
             last = self.last.get(inst.token)
             self.sim.add(
-                oid, inst.token, Side(o["transaction_type"]), qty - o["filled_quantity"],
-                accepted_ns=self.now_ns(), order_type=OrderType(o["order_type"]),
-                limit_price=round(price * 100), reference_price=last.price if last else 0,
-                lot_size=inst.lot_size, tick_size=inst.tick_size,
+                oid,
+                inst.token,
+                Side(o["transaction_type"]),
+                qty - o["filled_quantity"],
+                accepted_ns=self.now_ns(),
+                order_type=OrderType(o["order_type"]),
+                limit_price=round(price * 100),
+                reference_price=last.price if last else 0,
+                lot_size=inst.lot_size,
+                tick_size=inst.tick_size,
                 fills_so_far=len(self.trades[oid]),
-            )  # fmt: skip
+            )
         else:
             o.update(status="COMPLETE")
         self._postback(o)
@@ -471,11 +554,19 @@ class FakeKite:
             for t in self.trades.get(o["order_id"], []):
                 p = net.setdefault(
                     o["instrument_token"],
-                    {"tradingsymbol": o["tradingsymbol"], "exchange": o["exchange"],
-                     "instrument_token": o["instrument_token"], "product": o["product"],
-                     "quantity": 0, "buy_quantity": 0, "sell_quantity": 0, "buy_value": 0.0,
-                     "sell_value": 0.0, "multiplier": 1},
-                )  # fmt: skip
+                    {
+                        "tradingsymbol": o["tradingsymbol"],
+                        "exchange": o["exchange"],
+                        "instrument_token": o["instrument_token"],
+                        "product": o["product"],
+                        "quantity": 0,
+                        "buy_quantity": 0,
+                        "sell_quantity": 0,
+                        "buy_value": 0.0,
+                        "sell_value": 0.0,
+                        "multiplier": 1,
+                    },
+                )
                 q, v = t["quantity"], t["quantity"] * t["average_price"]
                 if o["transaction_type"] == "BUY":
                     p["quantity"] += q
@@ -490,9 +581,12 @@ class FakeKite:
             lp = _rupees(last.price) if last else 0.0
             bq, sq = p["buy_quantity"], p["sell_quantity"]
             p["average_price"] = (
-                p["buy_value"] / bq if p["quantity"] > 0 and bq else
-                p["sell_value"] / sq if p["quantity"] < 0 and sq else 0.0
-            )  # fmt: skip
+                p["buy_value"] / bq
+                if p["quantity"] > 0 and bq
+                else p["sell_value"] / sq
+                if p["quantity"] < 0 and sq
+                else 0.0
+            )
             p["last_price"] = lp
             p["pnl"] = round(p["sell_value"] - p["buy_value"] + p["quantity"] * lp, 2)
         return list(net.values())
@@ -525,9 +619,10 @@ class FakeKite:
 
         if (end - start).days > INTERVAL_MAX_DAYS[interval]:
             return self._err(
-                400, "InputException", "interval exceeds max limit: "
-                f"{INTERVAL_MAX_DAYS[interval]} days"
-            )  # fmt: skip
+                400,
+                "InputException",
+                f"interval exceeds max limit: {INTERVAL_MAX_DAYS[interval]} days",
+            )
         oi = q.get("oi") == "1" and isinstance(inst, Option | Future)
         rows = list(_history(inst, interval, start, end, oi, self._base_price(inst)))
         return self._ok({"candles": rows})
@@ -591,14 +686,17 @@ class FakeKite:
                 by_tag[o["tag"]] = by_tag.get(o["tag"], 0) + 1
         return JSONResponse(
             {
-                "orders": len(self.orders), "orders_by_tag": by_tag,
+                "orders": len(self.orders),
+                "orders_by_tag": by_tag,
                 "statuses": {oid: o["status"] for oid, o in self.orders.items()},
                 "filled": {oid: o["filled_quantity"] for oid, o in self.orders.items()},
-                "connections": len(self.conns), "sessions": len(self.sessions),
-                "counts": self.counts, "clock_offset_ns": self.offset_ns,
+                "connections": len(self.conns),
+                "sessions": len(self.sessions),
+                "counts": self.counts,
+                "clock_offset_ns": self.offset_ns,
                 "ticks_seen": len(self.last),
             }
-        )  # fmt: skip
+        )
 
     # --- ticker -----------------------------------------------------------------------------------
     async def ticker(self, ws: WebSocket) -> None:
@@ -755,17 +853,42 @@ class FakeKite:
             return frames.encode_index(tok, t.price, h, lo, o, c, s if mode == "full" else None)
         if mode == "quote":
             return frames.encode_quote(
-                tok, t.price, t.last_qty, t.price, t.volume, t.bid_qty * 5, t.ask_qty * 5, o, h,
-                lo, c,
-            )  # fmt: skip
+                tok,
+                t.price,
+                t.last_qty,
+                t.price,
+                t.volume,
+                t.bid_qty * 5,
+                t.ask_qty * 5,
+                o,
+                h,
+                lo,
+                c,
+            )
         inst = self.instruments[tok]
         step = inst.tick_size
         bids = [(t.bid_qty, max(t.bid - k * step, 0), 1 + k) for k in range(5)] if t.bid else []
         asks = [(t.ask_qty, t.ask + k * step, 1 + k) for k in range(5)] if t.ask else []
         return frames.encode_full(
-            tok, t.price, t.last_qty, t.price, t.volume, t.bid_qty * 5, t.ask_qty * 5, o, h, lo,
-            c, s, t.oi, t.oi, t.oi, s, bids, asks,
-        )  # fmt: skip
+            tok,
+            t.price,
+            t.last_qty,
+            t.price,
+            t.volume,
+            t.bid_qty * 5,
+            t.ask_qty * 5,
+            o,
+            h,
+            lo,
+            c,
+            s,
+            t.oi,
+            t.oi,
+            t.oi,
+            s,
+            bids,
+            asks,
+        )
 
     def _apply_fill(self, oid: str, qty: int, price: int, ts: int) -> None:
         o = self.orders[oid]
@@ -773,29 +896,40 @@ class FakeKite:
         trades.append(
             {
                 "trade_id": f"{90000000 + sum(len(v) for v in self.trades.values())}",
-                "order_id": oid, "exchange": o["exchange"], "tradingsymbol": o["tradingsymbol"],
-                "instrument_token": o["instrument_token"], "product": o["product"],
-                "average_price": _rupees(price), "quantity": qty,
+                "order_id": oid,
+                "exchange": o["exchange"],
+                "tradingsymbol": o["tradingsymbol"],
+                "instrument_token": o["instrument_token"],
+                "product": o["product"],
+                "average_price": _rupees(price),
+                "quantity": qty,
                 "exchange_order_id": o["exchange_order_id"],
-                "transaction_type": o["transaction_type"], "fill_timestamp": _ist_text(ts),
-                "order_timestamp": o["order_timestamp"], "exchange_timestamp": _ist_text(ts),
+                "transaction_type": o["transaction_type"],
+                "fill_timestamp": _ist_text(ts),
+                "order_timestamp": o["order_timestamp"],
+                "exchange_timestamp": _ist_text(ts),
             }
-        )  # fmt: skip
+        )
         filled = o["filled_quantity"] + qty
         value = sum(t["quantity"] * round(t["average_price"] * 100) for t in trades)
         o.update(
-            filled_quantity=filled, pending_quantity=o["quantity"] - filled,
+            filled_quantity=filled,
+            pending_quantity=o["quantity"] - filled,
             average_price=_rupees(round(value / filled)),
             status="COMPLETE" if filled >= o["quantity"] else "OPEN",
             exchange_update_timestamp=_ist_text(ts),
-        )  # fmt: skip
+        )
         self._postback(o)
 
 
 def _history(
-    inst: AnyInstrument, interval: str, start: dt.datetime, end: dt.datetime, oi: bool,
+    inst: AnyInstrument,
+    interval: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    oi: bool,
     base: float,
-) -> Iterable[list[Any]]:  # fmt: skip
+) -> Iterable[list[Any]]:
     """Deterministic candles of past session minutes (see the module docstring)."""
     tf = INTERVAL_SECONDS[interval]
     cal = calendar("NSE")
@@ -828,7 +962,7 @@ def _history(
         d += dt.timedelta(days=1)
 
 
-# --- serving ---------------------------------------------------------------------------------------
+# --- serving -------------------------------------------------------------------------------------
 class FakeKiteServer:
     """Runs a :class:`FakeKite` under uvicorn on 127.0.0.1 (in this thread or a background one)."""
 

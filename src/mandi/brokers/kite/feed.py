@@ -131,8 +131,13 @@ class KiteFeed:
         if drop:
             self.ticker.unsubscribe(sorted(drop))
         self._window[token] = (held - drop) | want
-        log.info("Kite feed: %s ATM window follows %.2f (+%d -%d instruments)",
-                 self.master.by_token(token).symbol, spot / 100, len(want - held), len(drop))  # fmt: skip
+        log.info(
+            "Kite feed: %s ATM window follows %.2f (+%d -%d instruments)",
+            self.master.by_token(token).symbol,
+            spot / 100,
+            len(want - held),
+            len(drop),
+        )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -155,5 +160,3 @@ async def open_kite_feed(cfg: AppConfig, node: MarketNode) -> KiteFeed:
     finally:
         rest.close()
     return KiteFeed(cfg, session, insts, node.clock.now_ns)
-
-

@@ -90,9 +90,19 @@ def decode_ticks(
             ts = ets * NS_PER_SECOND if ets else ts_init
             append(
                 Tick(
-                    tok, ex_map.get(tok) or EXCHANGE_OF_SEGMENT.get(seg, ""), ts, ts_init,
-                    ltp, vol, ltq, oi, bp, ap, bq, aq,
-                )  # fmt: skip
+                    tok,
+                    ex_map.get(tok) or EXCHANGE_OF_SEGMENT.get(seg, ""),
+                    ts,
+                    ts_init,
+                    ltp,
+                    vol,
+                    ltq,
+                    oi,
+                    bp,
+                    ap,
+                    bq,
+                    aq,
+                )
             )
         elif length == 8 or length == 44 or length == 28 or length == 32:
             if length == 8:
@@ -114,9 +124,19 @@ def decode_ticks(
             ts = ets * NS_PER_SECOND if ets else ts_init
             append(
                 Tick(
-                    tok, ex_map.get(tok) or EXCHANGE_OF_SEGMENT.get(seg, ""), ts, ts_init,
-                    ltp, vol, ltq, 0, 0, 0, 0, 0,
-                )  # fmt: skip
+                    tok,
+                    ex_map.get(tok) or EXCHANGE_OF_SEGMENT.get(seg, ""),
+                    ts,
+                    ts_init,
+                    ltp,
+                    vol,
+                    ltq,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
             )
         else:
             tok = int.from_bytes(data[start : start + 4], "big") if length >= 4 else None
@@ -129,9 +149,21 @@ def decode_ticks(
 
 
 def _scaled(
-    tok: int, seg: int, ltp: int, bp: int, ap: int, vol: int, ltq: int, oi: int, bq: int,
-    aq: int, ets: int, ts_init: int, ex_map: Mapping[int, str], st: FrameStats,
-) -> Tick | None:  # fmt: skip
+    tok: int,
+    seg: int,
+    ltp: int,
+    bp: int,
+    ap: int,
+    vol: int,
+    ltq: int,
+    oi: int,
+    bq: int,
+    aq: int,
+    ets: int,
+    ts_init: int,
+    ex_map: Mapping[int, str],
+    st: FrameStats,
+) -> Tick | None:
     """Currency segments quote finer than a paisa: convert when exact, else skip (counted)."""
     step = PRICE_SCALE_OF_SEGMENT[seg] // 100
     if ltp % step or bp % step or ap % step:
@@ -140,7 +172,9 @@ def _scaled(
     st.packets += 1
     ts = ets * NS_PER_SECOND if ets else ts_init
     exchange = ex_map.get(tok) or EXCHANGE_OF_SEGMENT.get(seg, "")
-    return Tick(tok, exchange, ts, ts_init, ltp // step, vol, ltq, oi, bp // step, ap // step, bq, aq)
+    return Tick(
+        tok, exchange, ts, ts_init, ltp // step, vol, ltq, oi, bp // step, ap // step, bq, aq
+    )
 
 
 # --- encoding (the fake server; tests) --------------------------------------------------------
@@ -152,9 +186,18 @@ def encode_ltp(token: int, ltp: int) -> bytes:
 
 
 def encode_quote(
-    token: int, ltp: int, ltq: int, avg: int, volume: int, buy: int, sell: int,
-    o: int, h: int, lo: int, c: int,
-) -> bytes:  # fmt: skip
+    token: int,
+    ltp: int,
+    ltq: int,
+    avg: int,
+    volume: int,
+    buy: int,
+    sell: int,
+    o: int,
+    h: int,
+    lo: int,
+    c: int,
+) -> bytes:
     return _QUOTE.pack(token, ltp, ltq, avg, volume, buy, sell, o, h, lo, c)
 
 
@@ -168,15 +211,44 @@ def encode_index(
 
 
 def encode_full(
-    token: int, ltp: int, ltq: int, avg: int, volume: int, buy: int, sell: int,
-    o: int, h: int, lo: int, c: int, last_trade_s: int, oi: int, oi_high: int, oi_low: int,
-    exchange_s: int, bids: Sequence[Level] = _NO_LEVELS, asks: Sequence[Level] = _NO_LEVELS,
-) -> bytes:  # fmt: skip
+    token: int,
+    ltp: int,
+    ltq: int,
+    avg: int,
+    volume: int,
+    buy: int,
+    sell: int,
+    o: int,
+    h: int,
+    lo: int,
+    c: int,
+    last_trade_s: int,
+    oi: int,
+    oi_high: int,
+    oi_low: int,
+    exchange_s: int,
+    bids: Sequence[Level] = _NO_LEVELS,
+    asks: Sequence[Level] = _NO_LEVELS,
+) -> bytes:
     """A 184-byte ``full`` packet (five depth levels a side; missing levels are zero)."""
     head = _FULL_HEAD.pack(
-        token, ltp, ltq, avg, volume, buy, sell, o, h, lo, c, last_trade_s, oi, oi_high,
-        oi_low, exchange_s,
-    )  # fmt: skip
+        token,
+        ltp,
+        ltq,
+        avg,
+        volume,
+        buy,
+        sell,
+        o,
+        h,
+        lo,
+        c,
+        last_trade_s,
+        oi,
+        oi_high,
+        oi_low,
+        exchange_s,
+    )
     levels = [*bids[:5], *_NO_LEVELS[len(bids[:5]) :], *asks[:5], *_NO_LEVELS[len(asks[:5]) :]]
     return head + b"".join(_LEVEL.pack(*lv) for lv in levels)
 

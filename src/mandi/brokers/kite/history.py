@@ -42,9 +42,7 @@ def fetch(
         oi = isinstance(inst, Option | Future)
         total = 0
         for i, (a, b) in enumerate(windows, start=1):
-            rows = rest.historical(
-                inst.token, interval, f"{a} 00:00:00", f"{b} 23:59:59", oi=oi
-            )
+            rows = rest.historical(inst.token, interval, f"{a} 00:00:00", f"{b} 23:59:59", oi=oi)
             candles = parse_candles(rows, inst.token, inst.exchange, interval)
             # the last day stays open to a re-run while it is still today
             mark = b if b < end or end < dt.date.today() else b - dt.timedelta(days=1)

@@ -45,7 +45,9 @@ def freeze_quantities(cfg: KiteConfig) -> dict[str, int]:
     try:
         return parse_freeze_csv(Path(cfg.freeze_file).read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError("broker.kite.freeze_file", cfg.freeze_file, f"cannot read it ({e})") from None
+        raise ConfigError(
+            "broker.kite.freeze_file", cfg.freeze_file, f"cannot read it ({e})"
+        ) from None
 
 
 def sync(cfg: KiteConfig, rest: KiteRest, day: dt.date) -> tuple[Path, list[AnyInstrument]]:
@@ -54,8 +56,10 @@ def sync(cfg: KiteConfig, rest: KiteRest, day: dt.date) -> tuple[Path, list[AnyI
     text = rest.instruments()
     instruments = parse_instruments(text, freeze_quantities(cfg), cfg.exchanges)
     if not instruments:
-        raise InstrumentError("Kite's instrument dump holds no instrument of the exchanges "
-                              f"{', '.join(cfg.exchanges)}")  # fmt: skip
+        raise InstrumentError(
+            "Kite's instrument dump holds no instrument of the exchanges "
+            f"{', '.join(cfg.exchanges)}"
+        )
     path = dump_path(cfg, day)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -72,8 +76,9 @@ def load(cfg: KiteConfig, rest: KiteRest | None, day: dt.date) -> list[AnyInstru
     """Today's instruments: from the cache, else downloaded (see the module docstring)."""
     path = dump_path(cfg, day)
     if path.exists():
-        return parse_instruments(path.read_text(encoding="utf-8"), freeze_quantities(cfg),
-                                 cfg.exchanges)  # fmt: skip
+        return parse_instruments(
+            path.read_text(encoding="utf-8"), freeze_quantities(cfg), cfg.exchanges
+        )
     held = latest_dump(cfg)
     try:
         if rest is None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from mandi.core.errors import BrokerNetworkError, BrokerSessionError
 from mandi.brokers.kite.wire import checksum, error_for
+from mandi.core.errors import BrokerNetworkError, BrokerSessionError
 
 VERSION = "3"
 # httpx logs every URL at INFO; Kite's logout URL carries the access token
@@ -160,9 +160,7 @@ class KiteRest:
         d = self.request("POST", f"/orders/{variety}", "place order", data=params, pace="orders")
         return str(d["order_id"])
 
-    def modify_order(
-        self, order_id: str, params: dict[str, str], variety: str = "regular"
-    ) -> str:
+    def modify_order(self, order_id: str, params: dict[str, str], variety: str = "regular") -> str:
         d = self.request(
             "PUT", f"/orders/{variety}/{order_id}", "modify order", data=params, pace="orders"
         )

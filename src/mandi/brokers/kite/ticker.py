@@ -93,8 +93,10 @@ class KiteTicker:
             counts[s] += 1
         placed: dict[int, list[int]] = {}
         for t in new:
-            s = self.shard_of.get(t)
-            if s is None:
+            held = self.shard_of.get(t)
+            if held is not None:
+                s = held
+            else:
                 free = [i for i, n in enumerate(counts) if n < self.per_connection]
                 if not free:
                     raise ConfigError(
@@ -181,10 +183,13 @@ class KiteTicker:
                     if mine:
                         await ws.send(msgspec.json.encode({"a": "subscribe", "v": mine}).decode())
                     for mode, toks in by_mode.items():
-                        await ws.send(msgspec.json.encode({"a": "mode", "v": [mode, toks]}).decode())
+                        await ws.send(
+                            msgspec.json.encode({"a": "mode", "v": [mode, toks]}).decode()
+                        )
                     if not first:
-                        log.info("Kite ticker %d reconnected; %d instruments resubscribed", s,
-                                 len(mine))  # fmt: skip
+                        log.info(
+                            "Kite ticker %d reconnected; %d instruments resubscribed", s, len(mine)
+                        )
                         self.on_reconnect()
                     first = False
                     delay = 0.5
@@ -231,8 +236,9 @@ class KiteTicker:
             except ParseError as e:
                 self._health.malformed += 1
                 if self._health.malformed <= 3 or self._health.malformed % 100 == 0:
-                    log.warning("Kite ticker: bad frame skipped (%s); %d so far", e,
-                                self._health.malformed)  # fmt: skip
+                    log.warning(
+                        "Kite ticker: bad frame skipped (%s); %d so far", e, self._health.malformed
+                    )
                 self._health.on_message(now)
                 return
             self._health.on_message(now, len(ticks))
@@ -255,4 +261,3 @@ class KiteTicker:
 
 
 __all__ = ["KiteTicker"]
-

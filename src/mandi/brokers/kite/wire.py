@@ -272,11 +272,20 @@ def instrument_dump(instruments: Iterable[AnyInstrument]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
         [
-            "instrument_token", "exchange_token", "tradingsymbol", "name", "last_price",
-            "expiry", "strike", "tick_size", "lot_size", "instrument_type", "segment",
+            "instrument_token",
+            "exchange_token",
+            "tradingsymbol",
+            "name",
+            "last_price",
+            "expiry",
+            "strike",
+            "tick_size",
+            "lot_size",
+            "instrument_type",
+            "segment",
             "exchange",
         ]
-    )  # fmt: skip
+    )
     for i in instruments:
         kind, expiry, strike, name = "EQ", "", "0.0", i.name
         exchange = i.exchange
@@ -293,23 +302,45 @@ def instrument_dump(instruments: Iterable[AnyInstrument]) -> str:
             name = sym
         w.writerow(
             [
-                i.token, i.token >> 8, sym, name, "0.0", expiry, strike,
-                f"{i.tick_size / 100:g}", i.lot_size, kind, i.segment, exchange,
+                i.token,
+                i.token >> 8,
+                sym,
+                name,
+                "0.0",
+                expiry,
+                strike,
+                f"{i.tick_size / 100:g}",
+                i.lot_size,
+                kind,
+                i.segment,
+                exchange,
             ]
-        )  # fmt: skip
+        )
     return buf.getvalue()
 
 
 # --- history -----------------------------------------------------------------------------------
 #: the longest span (days) one historical request may cover, per interval (Kite's limits)
 INTERVAL_MAX_DAYS = {
-    "minute": 60, "3minute": 100, "5minute": 100, "10minute": 100, "15minute": 200,
-    "30minute": 200, "60minute": 400, "day": 2000,
-}  # fmt: skip
+    "minute": 60,
+    "3minute": 100,
+    "5minute": 100,
+    "10minute": 100,
+    "15minute": 200,
+    "30minute": 200,
+    "60minute": 400,
+    "day": 2000,
+}
 INTERVAL_SECONDS = {
-    "minute": 60, "3minute": 180, "5minute": 300, "10minute": 600, "15minute": 900,
-    "30minute": 1800, "60minute": 3600, "day": 86400,
-}  # fmt: skip
+    "minute": 60,
+    "3minute": 180,
+    "5minute": 300,
+    "10minute": 600,
+    "15minute": 900,
+    "30minute": 1800,
+    "60minute": 3600,
+    "day": 86400,
+}
 
 
 def history_windows(start: dt.date, end: dt.date, interval: str) -> list[tuple[dt.date, dt.date]]:
@@ -326,9 +357,7 @@ def history_windows(start: dt.date, end: dt.date, interval: str) -> list[tuple[d
     return out
 
 
-def parse_candles(
-    rows: Iterable[Any], token: int, exchange: str, interval: str
-) -> list[Candle]:
+def parse_candles(rows: Iterable[Any], token: int, exchange: str, interval: str) -> list[Candle]:
     """``data.candles`` rows ``[time, open, high, low, close, volume(, oi)]`` → closed
     candles (prices in paise, bucket = the row's time in ns UTC)."""
     tf = INTERVAL_SECONDS[interval]

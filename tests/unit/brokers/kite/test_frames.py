@@ -49,8 +49,9 @@ def sdk_parse(data: bytes) -> list[dict]:
 
 levels = st.lists(
     st.tuples(st.integers(0, 10**6), st.integers(0, 10**7), st.integers(0, 999)),
-    min_size=5, max_size=5,
-)  # fmt: skip
+    min_size=5,
+    max_size=5,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -66,8 +67,9 @@ def test_encoded_full_packets_read_back_by_the_sdk_and_by_mandi(
     ltp, ltq, avg, vol, buy, sell, o, h, lo, c, oi, oih, oil, ts = nums
     ts = 1_600_000_000 + ts % 10**8
     msg = _frame(
-        frames.encode_full(token, ltp, ltq, avg, vol, buy, sell, o, h, lo, c, ts, oi, oih, oil,
-                           ts, bids, asks)  # fmt: skip
+        frames.encode_full(
+            token, ltp, ltq, avg, vol, buy, sell, o, h, lo, c, ts, oi, oih, oil, ts, bids, asks
+        )
     )
     (sdk,) = sdk_parse(msg)
     assert sdk["instrument_token"] == token
@@ -77,7 +79,14 @@ def test_encoded_full_packets_read_back_by_the_sdk_and_by_mandi(
     assert sdk["depth"]["sell"][4]["quantity"] == asks[4][0]
     (t,) = frames.decode_ticks(msg, 0, None, FrameStats())
     assert (t.token, t.price, t.volume, t.oi, t.bid, t.ask, t.bid_qty, t.ask_qty) == (
-        token, ltp, vol, oi, bids[0][1], asks[0][1], bids[0][0], asks[0][0]
+        token,
+        ltp,
+        vol,
+        oi,
+        bids[0][1],
+        asks[0][1],
+        bids[0][0],
+        asks[0][0],
     )
     assert t.ts_event == ts * 10**9
     assert [t] == parse_frame(msg, stats=FrameStats())
@@ -88,8 +97,9 @@ def test_index_ltp_and_quote_packets() -> None:
         frames.encode_index(256265, 2417125, 2420000, 2410000, 2415000, 2400000, 1_700_000_000),
         frames.encode_index(260105, 5500000, 5510000, 5490000, 5495000, 5480000),
         frames.encode_ltp(408065, 153370),
-        frames.encode_quote(408065, 153370, 7, 153037, 1192471, 256443, 363009, 156915, 157500,
-                            156105, 156780),  # fmt: skip
+        frames.encode_quote(
+            408065, 153370, 7, 153037, 1192471, 256443, 363009, 156915, 157500, 156105, 156780
+        ),
     )
     sdk = sdk_parse(msg)
     assert [p["mode"] for p in sdk] == ["full", "quote", "ltp", "quote"]

@@ -70,7 +70,10 @@ def test_live_inputs_block_entries_not_exits() -> None:
     blocked = OrderContext(intent=Intent.ENTRY, entry_block=("feed_health", "silent"), **base)
     d = live_inputs(blocked)
     assert d is not None and d.rule == "feed_health" and d.reason == "silent"
-    assert live_inputs(OrderContext(intent=Intent.EXIT, entry_block=("feed_health", "x"), **base)) is None
+    assert (
+        live_inputs(OrderContext(intent=Intent.EXIT, entry_block=("feed_health", "x"), **base))
+        is None
+    )
     assert live_inputs(OrderContext(intent=Intent.ENTRY, **base)) is None
     verdict = evaluate(blocked)
     assert getattr(verdict, "rule", "") == "feed_health"
@@ -79,8 +82,15 @@ def test_live_inputs_block_entries_not_exits() -> None:
 def test_strike_window_follows_atm() -> None:
     exp = dt.date(2026, 1, 27)
     opts = [
-        Option(1000 + k * 2 + (t == "PE"), "NSE", f"N{k}{t}", strike=k * 5000, option_type=t,
-               expiry=exp, underlying="NIFTY")  # fmt: skip
+        Option(
+            1000 + k * 2 + (t == "PE"),
+            "NSE",
+            f"N{k}{t}",
+            strike=k * 5000,
+            option_type=t,
+            expiry=exp,
+            underlying="NIFTY",
+        )
         for k in range(480, 500)
         for t in ("CE", "PE")
     ]

@@ -79,14 +79,21 @@ def test_tag_is_a_valid_kite_tag_and_names_the_order() -> None:
 
 def test_order_params() -> None:
     opt = Option(12074498, "NSE", "BANKNIFTY18JAN23600CE", "BANKNIFTY", "NFO-OPT", 40, 5)
-    req = OrderRequest("cid", opt.token, "NSE", opt.symbol, Side.BUY, 80, OrderType.LIMIT,
-                       243555, Product.NRML)  # fmt: skip
+    req = OrderRequest(
+        "cid", opt.token, "NSE", opt.symbol, Side.BUY, 80, OrderType.LIMIT, 243555, Product.NRML
+    )
     p = wire.order_params(req, wire.kite_exchange(opt), "mtag")
     assert p == {
-        "tradingsymbol": "BANKNIFTY18JAN23600CE", "exchange": "NFO", "transaction_type": "BUY",
-        "order_type": "LIMIT", "quantity": "80", "product": "NRML", "validity": "DAY",
-        "tag": "mtag", "price": "2435.55",
-    }  # fmt: skip
+        "tradingsymbol": "BANKNIFTY18JAN23600CE",
+        "exchange": "NFO",
+        "transaction_type": "BUY",
+        "order_type": "LIMIT",
+        "quantity": "80",
+        "product": "NRML",
+        "validity": "DAY",
+        "tag": "mtag",
+        "price": "2435.55",
+    }
     eq = Equity(408065, "NSE", "INFY", segment="NSE")
     assert wire.kite_exchange(eq) == "NSE"
 
@@ -109,14 +116,27 @@ def test_order_status(status: str, filled: int, qty: int, want: OrderStatus) -> 
 
 
 def test_order_report_with_trades() -> None:
-    order = {"order_id": "151220000000000", "status": "COMPLETE", "quantity": 75,
-             "filled_quantity": 75, "status_message": None}  # fmt: skip
+    order = {
+        "order_id": "151220000000000",
+        "status": "COMPLETE",
+        "quantity": 75,
+        "filled_quantity": 75,
+        "status_message": None,
+    }
     trades = [
-        {"trade_id": "10000000", "quantity": 50, "average_price": 100.05,
-         "fill_timestamp": "2021-05-31 09:16:39"},
-        {"trade_id": "10000001", "quantity": 25, "average_price": 100.1,
-         "fill_timestamp": "2021-05-31 09:16:40"},
-    ]  # fmt: skip
+        {
+            "trade_id": "10000000",
+            "quantity": 50,
+            "average_price": 100.05,
+            "fill_timestamp": "2021-05-31 09:16:39",
+        },
+        {
+            "trade_id": "10000001",
+            "quantity": 25,
+            "average_price": 100.1,
+            "fill_timestamp": "2021-05-31 09:16:40",
+        },
+    ]
     r = wire.order_report("cid", order, trades)
     assert r.status is OrderStatus.FILLED and r.filled_qty == 75
     assert [(f.fill_id, f.quantity, f.price) for f in r.fills] == [
@@ -125,8 +145,9 @@ def test_order_report_with_trades() -> None:
     ]
     want_ts = int(dt.datetime(2021, 5, 31, 9, 16, 39, tzinfo=IST).timestamp()) * 10**9
     assert r.fills[0].ts_ns == want_ts
-    rej = wire.order_report("cid", {"status": "REJECTED", "quantity": 1,
-                                    "status_message": "RMS: margin"})  # fmt: skip
+    rej = wire.order_report(
+        "cid", {"status": "REJECTED", "quantity": 1, "status_message": "RMS: margin"}
+    )
     assert rej.reason == "RMS: margin"
 
 
@@ -136,7 +157,12 @@ def test_instrument_dump_sample_maps_to_mandi_instruments() -> None:
     by = {i.symbol: i for i in insts}
     o = by["BANKNIFTY18JAN23500CE"]
     assert isinstance(o, Option)
-    assert (o.token, o.exchange, o.segment, o.underlying) == (12073986, "NSE", "NFO-OPT", "BANKNIFTY")
+    assert (o.token, o.exchange, o.segment, o.underlying) == (
+        12073986,
+        "NSE",
+        "NFO-OPT",
+        "BANKNIFTY",
+    )
     assert (o.strike, o.lot_size, o.tick_size, o.freeze_qty) == (2350000, 40, 5, 900)
     assert o.expiry == dt.date(2018, 1, 25) and o.option_type == "CE"
     adani = by["ADANIPORTS17DEC490PE"]
@@ -148,8 +174,18 @@ def test_instrument_dump_sample_maps_to_mandi_instruments() -> None:
 
 def test_indices_take_mandi_names_and_the_dump_round_trips() -> None:
     nifty = Index(256265, "NSE", "NIFTY", "NIFTY 50", "INDICES")
-    opt = Option(12074498, "NSE", "NIFTY26JAN24000CE", "NIFTY", "NFO-OPT", 65, 5,
-                 underlying="NIFTY", expiry=dt.date(2026, 1, 27), strike=2400000)  # fmt: skip
+    opt = Option(
+        12074498,
+        "NSE",
+        "NIFTY26JAN24000CE",
+        "NIFTY",
+        "NFO-OPT",
+        65,
+        5,
+        underlying="NIFTY",
+        expiry=dt.date(2026, 1, 27),
+        strike=2400000,
+    )
     text = wire.instrument_dump([nifty, opt])
     assert "NIFTY 50" in text.splitlines()[1]
     back = {i.token: i for i in wire.parse_instruments(text)}
@@ -158,7 +194,7 @@ def test_indices_take_mandi_names_and_the_dump_round_trips() -> None:
 
 
 def test_freeze_file() -> None:
-    text = "SR_NO, SYMBOL ,VOL_FRZ_QTY\n1,NIFTY,1800\n2,BANKNIFTY,\"600\"\n"
+    text = 'SR_NO, SYMBOL ,VOL_FRZ_QTY\n1,NIFTY,1800\n2,BANKNIFTY,"600"\n'
     assert wire.parse_freeze_csv(text) == {"NIFTY": 1800, "BANKNIFTY": 600}
     with pytest.raises(ParseError, match="VOL_FRZ_QTY"):
         wire.parse_freeze_csv("SYMBOL,QTY\nNIFTY,1\n")
@@ -186,7 +222,14 @@ def test_historical_candles_with_oi() -> None:
     c = cs[0]
     t = dt.datetime(2019, 12, 4, 9, 15, tzinfo=IST)
     assert (c.bucket, c.timeframe, c.open, c.high, c.low, c.close, c.volume, c.oi) == (
-        int(t.timestamp()) * 10**9, 60, 1200990, 1201935, 1200125, 1200150, 163275, 13667775
+        int(t.timestamp()) * 10**9,
+        60,
+        1200990,
+        1201935,
+        1200125,
+        1200150,
+        163275,
+        13667775,
     )
     with pytest.raises(ParseError, match="row 0"):
         wire.parse_candles([["not a time", 1, 1, 1, 1, 1]], 1, "NSE", "minute")
