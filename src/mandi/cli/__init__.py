@@ -68,10 +68,25 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
     from mandi.core.clock import LiveClock, OffsetClock
     from mandi.core.errors import ConfigError
 
-    if cfg.run.mode == "live" and cfg.broker.name and cfg.run.feed == "sim" and not feed_given:
-        cfg = msgspec.structs.replace(
-            cfg, run=msgspec.structs.replace(cfg.run, feed=cfg.broker.name)
-        )
+    name = cfg.broker.name or cfg.trading.broker
+    if cfg.run.mode == "live":
+        from mandi.brokers import LIVE_BROKERS
+
+        if not name:
+            raise ConfigError(
+                "trading.broker",
+                "",
+                "live mode needs a live broker (--broker kite); refusing to start",
+            )
+        if name not in LIVE_BROKERS:
+            have = ", ".join(sorted(LIVE_BROKERS))
+            raise ConfigError(
+                "trading.broker",
+                name,
+                f"no such live broker (available: {have}); refusing to start",
+            )
+        if cfg.run.feed == "sim" and not feed_given:
+            cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, feed=name))
     if cfg.run.mode == "live" and cfg.run.feed == "sim":
         raise ConfigError("run.feed", "sim", "live trading needs a broker's feed (--feed kite)")
     if cfg.run.feed == "kite" and cfg.pipeline.close_delay_ms < 1500:

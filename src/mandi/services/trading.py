@@ -182,6 +182,8 @@ class TradingLayer:
         if resumed is not None:
             self._restore_prices(resumed)
             warm = self._warm_candles(resumed)
+        elif wall:  # a broker feed: warm up on stored candles (mandi history fetch kite ...)
+            warm = self._warm_candles(self.clock.now_ns())
         _warm_numerics()
         kernel.start(warm)
         store.heartbeat(self.mode)
@@ -361,6 +363,7 @@ class LiveInputs:
         self.feed = node.feed
         self.health = getattr(self.feed, "health", None)
         self.reconcile_due = False
+        self.positions_checked = False  # once at start-up, then after every reconnect
         self.warned_expiry = False
         self.reconciles = 0
         if self.feed is not None and hasattr(self.feed, "on_reconnect"):
@@ -392,6 +395,9 @@ class LiveInputs:
         dead = getattr(self.broker, "session_dead", "")
         if dead and risk.block_entries("session", "broker_session", dead):
             self.node.event("broker_session_ended", dead, "ERROR")
+        if not self.positions_checked and not dead:
+            self.positions_checked = True
+            self._check_positions(kernel)
         if self.reconcile_due and kernel.orders is not None and not dead:
             self.reconcile_due = False
             self.reconciles += 1
