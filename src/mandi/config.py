@@ -286,8 +286,18 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Environment values are TOML scalars/arrays when they parse as such, else strings."""
+_SECRET_WORDS = ("secret", "token", "password", "api_key")
+
+
+def _is_secret(dotted: str) -> bool:
+    return any(w in dotted.lower() for w in _SECRET_WORDS)
+
+
+def _parse_env_value(raw: str, dotted: str = "") -> Any:
+    """Environment values are TOML scalars/arrays when they parse as such, else strings;
+    credentials stay strings as given (a secret of digits is not a number)."""
+    if _is_secret(dotted):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -315,7 +325,7 @@ def load_config(
     for name, raw in (os.environ if env is None else env).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set(tree, dotted, _parse_env_value(raw))
+            _set(tree, dotted, _parse_env_value(raw, dotted))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(tree, dotted, value)
@@ -329,5 +339,10 @@ def load_config(
         unknown = re.search(r"unknown field `([^`]*)`", text)
         if unknown:
             key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-            raise ConfigError(key, _lookup(tree, key), "unknown key") from None
-        raise ConfigError(key, _lookup(tree, key), reason) from None
+            raise ConfigError(key, _shown(tree, key), "unknown key") from None
+        raise ConfigError(key, _shown(tree, key), reason) from None
+
+
+def _shown(tree: Mapping[str, Any], key: str) -> Any:
+    """The value an error message may show: never a credential."""
+    return "<hidden>" if _is_secret(key) else _lookup(tree, key)

@@ -99,3 +99,18 @@ def test_strike_window_follows_atm() -> None:
     assert strikes == [2405000, 2410000, 2415000, 2420000, 2425000]
     assert len(w) == 10
     assert strike_window(opts, 10**9, 1) == {o.token for o in opts if o.strike >= 2490000}
+
+
+def test_credentials_from_the_environment_stay_strings_and_never_show_in_errors() -> None:
+    from mandi.config import load_config
+
+    env = {
+        "MANDI_BROKER__NAME": "kite",
+        "MANDI_BROKER__KITE__API_SECRET": "0012345",
+        "MANDI_BROKER__KITE__API_KEY": "98765",
+    }
+    k = load_config(None, env=env).broker.kite
+    assert (k.api_secret, k.api_key) == ("0012345", "98765")
+    with pytest.raises(Exception, match="<hidden>") as e:
+        load_config(None, env={}, overrides={"broker.kite.api_secret": 424242})
+    assert "424242" not in str(e.value)
