@@ -291,6 +291,10 @@ class TradingLayer:
                     [],
                 )
                 continue
+            off_tick = _off_tick(kernel.master, req)
+            if off_tick:  # never rounded: a mistyped limit must not become another order
+                finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
+                continue
             try:
                 res = kernel.execution.handle_manual(
                     req["request_id"],
@@ -323,6 +327,25 @@ class TradingLayer:
             self.store.clear_heartbeat()
             self.store.close()
             self.store = None
+
+
+def _off_tick(master: Any, req: dict[str, Any]) -> str:
+    """Why a manual request's limit price is not a valid price of its instrument ("" when it
+    is, or is a market order, or names an unknown symbol — the kernel answers that)."""
+    from mandi.core.errors import InstrumentError
+    from mandi.core.money import LimitPriceError, check_limit_price
+
+    limit = int(req["limit_price"])
+    if limit == 0:
+        return ""
+    try:
+        inst = master.by_symbol(req["symbol"], req["exchange"] or None)
+        check_limit_price(limit, inst.tick_size)
+    except InstrumentError:
+        return ""
+    except LimitPriceError as e:
+        return str(e)
+    return ""
 
 
 def _warm_numerics() -> None:
