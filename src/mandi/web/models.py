@@ -153,7 +153,10 @@ class RiskOut(Out):
 
 
 class LatchOut(RiskOut):
+    """The risk state after a halt or resume."""
+
     changed: bool = Field(description="False when the latch already was in that state.")
+    trading: bool | None = None  # type: ignore[assignment]
 
 
 class StatusOut(Out):
