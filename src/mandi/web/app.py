@@ -190,14 +190,11 @@ ERROR_RESPONSES = {
 }
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a request body larger than ``max_bytes`` is refused with 413 before it
     is read (by its Content-Length) or as soon as the streamed bytes pass the cap (a chunked
-    body), so no request can make the server hold more than the cap in memory."""
+    body; the application then sees the client as gone and whatever it answers is dropped), so
+    no request can make the server hold more than the cap in memory."""
 
     def __init__(self, app: Any, max_bytes: int, counts: Counter[str]) -> None:
         self.app, self.max_bytes, self.counts = app, max_bytes, counts
@@ -215,27 +212,30 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        refused = started = False
 
         async def capped_receive() -> Any:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return msg
 
         async def watched_send(msg: Any) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 went out instead
             started = started or msg["type"] == "http.response.start"
             await send(msg)
 
-        try:
-            await self.app(scope, capped_receive, watched_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, capped_receive, watched_send)
 
     async def _refuse(self, send: Any) -> None:
         self.counts["4xx"] += 1
