@@ -167,7 +167,8 @@ def signals(db: Db, limit: int = 50, strategy: str | None = None) -> list[Row]:
 def orders(db: Db, status: str | None = None, limit: int = 100) -> list[Row]:
     """Orders (slices), newest first; ``status`` one order status, or ``OPEN`` for every order not
     yet final (filled, cancelled or rejected)."""
-    where, args = "", ()
+    where: str = ""
+    args: tuple[str, ...] = ()
     if status == "OPEN":
         where = f" WHERE status NOT IN {FINAL_ORDER_STATUSES!r}"
     elif status:
