@@ -1043,6 +1043,18 @@ class MandiAPI:
         if w:
             m.add("mandi_ws_clients", "gauge", "Connected WebSocket clients.", w["clients"])
             m.add(
+                "mandi_ws_unauthenticated",
+                "gauge",
+                "WebSockets still authenticating (no client slot).",
+                w.get("unauthenticated"),
+            )
+            m.add(
+                "mandi_ws_unauthenticated_refused_total",
+                "counter",
+                "WebSockets refused: too many unauthenticated from one address or in all.",
+                w.get("unauthenticated_refused"),
+            )
+            m.add(
                 "mandi_ws_messages_total", "counter", "WebSocket messages sent.", w["messages_sent"]
             )
             m.add("mandi_ws_frames_total", "counter", "WebSocket frames sent.", w["frames_sent"])
