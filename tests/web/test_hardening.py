@@ -5,6 +5,7 @@ unlimited halt/resume. Plus the backtests router and the response schemas of eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import time
@@ -59,28 +60,24 @@ def test_unauthenticated_websockets_are_capped_per_address_and_never_lock_out_a_
 ):
     hub = live.web.hub
     cap = live.node.cfg.web.ws_unauth_per_address
-    opened = []
-    try:
+    with contextlib.ExitStack() as stack:
+        opened = []
         for _ in range(cap):
-            ws = connect(live.ws_url)
+            ws = stack.enter_context(connect(live.ws_url))
             frames(ws, lambda ms: of(ms, type="error"))
             opened.append(ws)
         with pytest.raises(InvalidStatus):  # one more from this address: refused at the handshake
-            connect(live.ws_url)
+            stack.enter_context(connect(live.ws_url))
         assert live.call(lambda: hub.pending_refused) >= 1
         with connect(live.ws_url, additional_headers=auth(web_tokens["read"])) as dash:
             hello = frames(dash, lambda ms: of(ms, type="hello"))
             assert of(hello, type="hello")[0]["data"]["scope"] == "read"
         # the challenge has a deadline: the silent sockets are closed (4401), freeing their room
-        ws = opened[0]
         with pytest.raises(ConnectionClosed) as e:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                ws.recv(timeout=30)
+                opened[0].recv(timeout=30)
         assert e.value.rcvd is not None and e.value.rcvd.code == 4401
-    finally:
-        for ws in opened:
-            ws.close()
     wait_for(lambda: live.call(lambda: hub.pending.total()) == 0, timeout=30)
     with connect(live.ws_url) as again:  # room again
         frames(again, lambda ms: of(ms, type="error"))
