@@ -444,3 +444,8 @@ def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[
         raise
     con.execute("COMMIT")
     return len(candles)
+
+
+def checkpoint(con: sqlite3.Connection) -> None:
+    """Fold the write-ahead log into the database file and truncate it (after a cleanup)."""
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
