@@ -231,3 +231,21 @@ def test_bad_requests_are_refused_named_and_counted(served):
     assert after["rejected"] - before["rejected"] == 5
     assert after["unauthorized"] - before["unauthorized"] == 2
     assert after["predictions"] == before["predictions"]  # no default prediction slipped out
+
+
+def test_features_from_the_recorded_store(session, tmp_path):
+    """``mandi features`` on the store ``mandi run`` wrote: its 3-minute candles, its INDIA VIX
+    and its option chains (every 30 s) give complete rows after the first half hour."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from mandi.cli import app
+
+    _, db = session
+    out = tmp_path / "f.parquet"
+    r = CliRunner().invoke(app, ["features", "--data", db, "--symbol", "NIFTY", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(out).to_pandas()
+    assert len(t) >= 9 and {"vix", "pcr_oi", "oi_chg_pe_30m"} <= set(t.columns)
+    assert t["pcr_oi"].notna().all() and t["oi_chg_ce_3m"].iloc[1:].notna().all()
+    assert t["tte_days"].between(0.2, 0.3).all()  # 13-Apr-2026: a Monday expiry (14th a holiday)

@@ -277,7 +277,7 @@ class ExecutionEngine:
         ]
         if sig.metadata.get("exit"):  # "go flat" (the alpha strategy on a neutral prediction)
             for p in opposite:
-                self.exit_position(p, exits.SIGNAL)
+                self.exit_position(p, exits.FLAT)
             for f in [f for f in same_inflight if f.bias == -bias]:
                 for cid in list(f.children):
                     if self.orders is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -69,6 +70,35 @@ def test_train_from_raw_bars_with_xgboost(month, tmp_path):
     report = json.loads((tmp_path / "x" / "report.json").read_text())
     assert report["threshold"] == pytest.approx(0.0003) and "vix" not in report["features"]
     assert load_model(tmp_path / "x").kind == "xgboost"
+    # ... and the xgboost strategy trades it in a backtest, going flat on neutral predictions
+    from mandi.backtest import run
+
+    params = {"model": str(tmp_path / "x"), "confidence": 0.4, "exit_on_neutral": True}
+    res = run(str(nifty), "xgboost", params, quantity=1)
+    exits = [s for s in res.signals if s.metadata.get("exit")]
+    assert len(res.trades) >= 3 and exits
+    assert all(s.metadata["alpha_signal"] == "Neutral" for s in exits)
+    assert "EXIT_SIGNAL" in {t.exit_reason for t in res.trades}
+
+
+def test_features_with_a_chain_file_and_dl_tensors(data_dir, tmp_path):
+    """One NSE option-chain snapshot (10-Jul-2026 15:30): the day's last bar gets chain
+    features, and one DL tensor is written."""
+    lines = (data_dir / NIFTY).read_text().splitlines()
+    day = [x for x in lines if x.startswith(("2026-07-09", "2026-07-10"))]
+    (tmp_path / "n.csv").write_text("\n".join([lines[0], *day]) + "\n")
+    chain = data_dir / "option_chain" / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json"
+    r = invoke(
+        "features", "--data", tmp_path / "n.csv", "--chains", chain, "--underlying", "NIFTY",
+        "--features", "time,chain", "--out", tmp_path / "f.parquet", "--tensors",
+        tmp_path / "t.npz", "--window", "4",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(tmp_path / "f.parquet").to_pandas()
+    assert t["pcr_oi"].notna().sum() == 1 and t["pcr_oi"].iloc[-1] > 0  # only 15:27-15:30
+    assert 3.5 < t["tte_days"].iloc[-1] < 4.5  # to Tue 14-Jul 15:30
+    z = np.load(tmp_path / "t.npz")
+    assert z["X"].shape == (1, 4, 23, 21) and z["mask"][0, -1].any() and not z["mask"][0, 0].any()
 
 
 @pytest.mark.parametrize(
