@@ -3,7 +3,7 @@
 * ``mandi run`` in paper mode: the ``alpha`` strategy computes its features from the live bars
   and option chain, and buys NIFTY options through the strike selector — entering, reversing,
   and going flat on a neutral prediction;
-* ``mandi backtest --strategy alpha`` on that recorded session;
+* ``mandi backtest --strategy alpha`` on that recorded session (the CLI in-process);
 * ``mandi serve-model --db``: train → save → load → serve → predict gives the in-process
   probabilities bit for bit, for a feature row and for a symbol's latest bar from the store; bad
   requests are HTTP 422 naming the fields, counted, never a default prediction; /predict needs a
@@ -157,14 +157,19 @@ def test_alpha_trades_atm_options_in_paper_mode(session):
 
 
 def test_alpha_backtests_on_the_recorded_session(session, tmp_path):
+    from typer.testing import CliRunner
+
+    from mandi.cli import app
+
     model, db = session
     out = tmp_path / "bt.json"
-    p = mandi(
-        "backtest", "--data", db, "--symbol", "NIFTY", "--timeframe", "180", "--chains", db,
-        "--strategy", "alpha", "--param", f"model={model}", "--param", "confidence=0.55",
-        "--param", "min_premium=1", "--qty", "1", "--json", str(out),
+    r = CliRunner().invoke(
+        app,
+        ["backtest", "--data", db, "--symbol", "NIFTY", "--timeframe", "180", "--chains", db,
+         "--strategy", "alpha", "--param", f"model={model}", "--param", "confidence=0.55",
+         "--param", "min_premium=1", "--qty", "1", "--json", str(out)],
     )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert r.exit_code == 0, r.output[-3000:]
     stats = json.loads(out.read_text())["stats"]
     assert stats["strategy"] == "alpha" and stats["trades"] + stats["open_positions"] >= 1
 
