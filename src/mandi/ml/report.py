@@ -5,6 +5,7 @@ PNGs drawn with matplotlib."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import io
 import os
@@ -51,13 +52,15 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     for m in names:
         pts = report["curves"].get(m, [])
         if pts:
-            ax.plot(
-                range(len(pts)),
+            ax.step(
+                [dt.datetime.fromisoformat(t) for t, _ in pts],
                 [v for _, v in pts],
+                where="post",
                 label=report["model"] if m == "model" else m,
                 lw=1,
             )
-    ax.set_xlabel("trade")
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    fig.autofmt_xdate()
     ax.set_ylabel("cumulative P&L ₹ (net)")
     ax.legend(fontsize=7)
     out.append(("Cumulative out-of-sample P&L, net of charges", _png(fig)))
