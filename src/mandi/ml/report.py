@@ -53,7 +53,10 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         pts = report["curves"].get(m, [])
         if pts:
             ax.step(
-                [dt.datetime.fromisoformat(t) for t, _ in pts],
+                np.array(  # IST wall times
+                    [dt.datetime.fromisoformat(t).replace(tzinfo=None) for t, _ in pts],
+                    dtype="datetime64[s]",
+                ),
                 [v for _, v in pts],
                 where="post",
                 label=report["model"] if m == "model" else m,
