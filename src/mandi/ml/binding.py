@@ -12,7 +12,7 @@ from mandi.core.errors import ConfigError
 
 def bind_models(strategies: Iterable[Any]) -> None:
     """Load each ML strategy's model directory (once per directory); one clear error line for a
-    missing, corrupt or mismatched model."""
+    missing, corrupt or mismatched model, or a strategy timeframe that is not the model's."""
     from mandi.ml.registry import ModelError, load_model
     from mandi.strategy.ml import ModelStrategy
 
@@ -29,4 +29,11 @@ def bind_models(strategies: Iterable[Any]) -> None:
                 cache[path] = load_model(path)
             except ModelError as e:
                 raise ModelError(f"strategy {s.id}: {e}") from None
-        s.model = cache[path]
+        model = cache[path]
+        if model.timeframe != s.timeframe:
+            raise ConfigError(
+                f"strategies.{s.id}.timeframe",
+                s.timeframe,
+                f"model {model.name} was trained on {model.timeframe} s bars",
+            )
+        s.model = model
