@@ -17,41 +17,44 @@ from mandi.model.orders import Intent, Order, OrderType, Product, SubmitOrder
 from mandi.model.trading import RiskDenied
 from mandi.portfolio.positions import Position
 from mandi.risk import exits as exit_rules
+from mandi.risk.exits import ExitCheck, exit_reason
 from mandi.risk.rules import Denied, slice_quantity
 
 log = logging.getLogger(__name__)
+MIS = Product.MIS.value
 
 
 class ExitStage:
     def __init__(self, ctx: ExecutionContext) -> None:
         self.ctx = ctx
+        # check() runs on every tick of a held instrument (every bar in a backtest)
+        self._clock, self._limits, self._risk = ctx.clock, ctx.limits, ctx.risk
         self._exit_retry: dict[str, int] = {}
         self._unknown_reported: set[str] = set()
 
     def check(self, positions: list[Position] | tuple[Position, ...]) -> int:
         """Apply the exit rules to ``positions``; returns how many exits were started."""
-        ctx = self.ctx
-        now = ctx.clock.now_ns()
-        limits, risk = ctx.limits, ctx.risk
+        now = self._clock.now_ns()
+        limits = self._limits
         n = 0
         for p in positions:
             if not p.is_open or p.closing:
                 continue
-            reason = exit_rules.exit_reason(
+            reason = exit_reason(
                 limits,
-                exit_rules.ExitCheck(
+                ExitCheck(
                     p.direction,
                     p.current_price,
                     p.stop_loss,
                     p.target,
                     p.high_water,
-                    p.product == Product.MIS.value,
+                    p.product == MIS,
                     p.expiry,
                     p.exchange,
                 ),
                 now,
             )
-            if reason is None and risk.halted and limits.flatten_on_halt:
+            if reason is None and self._risk.halted and limits.flatten_on_halt:
                 reason = exit_rules.HALT
             if reason is not None:
                 out = self.exit_position(p, reason)
