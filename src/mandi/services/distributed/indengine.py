@@ -457,20 +457,24 @@ class IndEngineService:
         rc = self.cfg.redis
         ids = await self.load_snapshot()
         self.last_ids = dict(ids)
-        # 1. claim what earlier incarnations (or dead consumers) left pending; poison entries
-        #    (delivered too often, e.g. one that crashes the process) go to the dead letters
-        claimed = await self.reader.claim(0)
-        keep: list[Entry] = []
+        # 1. take over what earlier incarnations (or dead consumers) left pending, without
+        #    counting that as a delivery; an entry already tried ``dead_letter_after`` times
+        #    (e.g. one that crashes the process) goes to the dead letters
+        pending = await self.reader.take_over()
+        poison = {
+            k: [i for i, n in got.items() if n >= rc.dead_letter_after]
+            for k, got in pending.items()
+        }
         batch = _Batch()
-        for e, deliveries in claimed:
-            if deliveries >= rc.dead_letter_after:
-                self._dead(
-                    batch, e, f"delivered {deliveries} times without acknowledgement", deliveries
-                )
-            else:
-                keep.append(e)
+        for e in await self.reader.claim_ids(poison):
+            n = pending[e.key][e.id]
+            self._dead(batch, e, f"delivered {n} times without acknowledgement", n)
+        for k, bad in poison.items():
+            for i in bad:
+                del pending[k][i]
         await self.commit(batch)
-        # 2. replay every stream after the snapshot's position
+        # 2. replay every stream after the snapshot's position; a pending entry met here is
+        #    claimed first (one more delivery: a real attempt) and acknowledged with its results
         position = {k: self._replay_start(k, ids) for k in self.reader.keys}
         replayed = 0
         ends: dict[str, bytes] = {}
@@ -479,6 +483,11 @@ class IndEngineService:
         while todo:
             now, todo = todo[:per_round], todo[per_round:]
             got = await xrange(self.link, now, chunk)
+            met = {
+                k: [e.id for e in entries if e.id in pending.get(k, ())]
+                for k, entries in got.items()
+            }
+            await self.reader.claim_ids(met)
             batch = _Batch()
             for key, entries in got.items():
                 self.process(entries, batch)
@@ -487,10 +496,13 @@ class IndEngineService:
                     ends[key] = entries[-1].id
                 if len(entries) == chunk:
                     todo.append((key, "(" + entries[-1].id.decode()))
-            batch.acks.clear()  # replayed entries are acknowledged below (or were already)
+            batch.acks = {k: v for k, v in met.items() if v}  # the rest were acknowledged
             # snapshots during a long replay too: a crash loop still makes progress
             due = time.monotonic() - self._last_snapshot >= rc.snapshot_interval_s
             await self.commit(batch, snapshot=due)
+            for k, done in met.items():
+                for i in done:
+                    del pending[k][i]
             if self.stop.is_set():
                 return  # stopping: the rest is replayed at the next start
         # what the replay committed need not be delivered again: move the group's cursor to
@@ -498,7 +510,9 @@ class IndEngineService:
         if ends:
             setid = [pack("XGROUP", "SETID", k, GROUP, i) for k, i in ends.items()]
             await self.link.request(b"".join(setid), len(setid))
-        # 3. the claimed entries are processed now (stale: no output) and acknowledged
+        # 3. the pending entries the replay did not meet (older than the snapshot: stale, no
+        #    output) are claimed, processed and acknowledged
+        keep = await self.reader.claim_ids({k: list(v) for k, v in pending.items()})
         batch = _Batch()
         self.process(keep, batch, track=False)
         await self.commit(batch, snapshot=True)
