@@ -39,7 +39,7 @@ from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.execution.config import TradingConfig
-from mandi.execution.kernel import TradingKernel
+from mandi.system.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
 from mandi.execution.ports import BrokerFill
 from mandi.feeds.kite import FrameStats, parse_frame

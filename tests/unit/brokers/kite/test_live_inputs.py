@@ -13,7 +13,7 @@ from mandi.config import AppConfig
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.execution.config import TradingConfig
-from mandi.execution.kernel import TradingKernel
+from mandi.system.kernel import TradingKernel
 from mandi.execution.live import FeedHealth
 from mandi.execution.memstore import MemoryTradingStore
 from mandi.model.instruments import Equity, InstrumentMaster
