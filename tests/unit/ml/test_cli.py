@@ -71,7 +71,7 @@ def test_train_from_raw_bars_with_xgboost(month, tmp_path):
     assert report["threshold"] == pytest.approx(0.0003) and "vix" not in report["features"]
     assert load_model(tmp_path / "x").kind == "xgboost"
     # ... and the xgboost strategy trades it in a backtest, going flat on neutral predictions
-    from mandi.backtest import run
+    from mandi.services.backtest import run
 
     params = {"model": str(tmp_path / "x"), "confidence": 0.4, "exit_on_neutral": True}
     res = run(str(nifty), "xgboost", params, quantity=1)
