@@ -95,10 +95,14 @@ class BrokerFeed:
 
     async def batches(self) -> AsyncIterator[list[Tick]]:
         await self.ticker.connect()
+        keep = getattr(self.session, "maintain", None)  # a session refreshed before expiry
+        keeper = asyncio.create_task(keep()) if keep is not None else None
         try:
             while True:
                 yield await self._queue.get()
         finally:
+            if keeper is not None:
+                keeper.cancel()
             await self.ticker.close()
 
     def _on_ticks(self, ticks: list[Tick]) -> None:

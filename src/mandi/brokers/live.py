@@ -106,7 +106,7 @@ class LiveBroker:
         # per send attempt: (perf_counter_ns, this thread's CPU ns) as the worker starts it
         self.send_marks: list[tuple[int, int]] = []
 
-    # --- what a broker says its own way -------------------------------------------------------------
+    # --- what a broker says its own way -----------------------------------------------------------
     def tag(self, client_order_id: str) -> str:
         """The broker's order tag that names a mandi order."""
         raise NotImplementedError

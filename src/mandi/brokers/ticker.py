@@ -27,7 +27,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
-from mandi.core.errors import ConfigError, ParseError
+from mandi.core.errors import BrokerSessionError, ConfigError, ParseError
 from mandi.execution.live import FeedHealth
 from mandi.model.market import Tick
 
@@ -195,7 +195,12 @@ class WsTicker:
         while not self._closing:
             was_silent = False
             pinger: asyncio.Task[None] | None = None
-            url, headers = self._handshake(s)
+            try:
+                url, headers = self._handshake(s)
+            except BrokerSessionError as e:  # the session could not be kept alive: fail closed
+                self._health.on_session_dead(str(e))
+                self.on_session_dead(str(e))
+                return
             try:
                 async with connect(
                     url,

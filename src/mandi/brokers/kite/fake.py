@@ -59,6 +59,16 @@ _SEG_BYTE = {"NFO": 2, "BFO": 5, "NSE": 1, "BSE": 4, "INDICES": 9}
 _STATUS = {"OPEN": "OPEN", "COMPLETE": "COMPLETE", "REJECTED": "REJECTED"}
 
 
+_UTILISED = (
+    "debits", "exposure", "m2m_realised", "m2m_unrealised", "option_premium", "payout", "span",
+    "holding_sales", "turnover",
+)  # fmt: skip
+
+
+_UTILISED = ("debits", "exposure", "m2m_realised", "m2m_unrealised", "option_premium", "payout",
+             "span", "holding_sales", "turnover")  # fmt: skip
+
+
 def _r(paise: int) -> float:
     return round(paise / 100, 2)
 
@@ -284,20 +294,7 @@ class FakeKite(FakeBroker):
                 "collateral": 0,
                 "intraday_payin": 0,
             },
-            "utilised": {
-                k: 0
-                for k in (
-                    "debits",
-                    "exposure",
-                    "m2m_realised",
-                    "m2m_unrealised",
-                    "option_premium",
-                    "payout",
-                    "span",
-                    "holding_sales",
-                    "turnover",
-                )
-            },  # fmt: skip
+            "utilised": dict.fromkeys(_UTILISED, 0),
         }
         if request.path_params.get("segment") == "equity":
             return self._ok(eq)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mandi.brokers import session as sessions
 from mandi.brokers.kite.rest import KiteRest
 from mandi.brokers.kite.wire import token_expiry_ns
-from mandi.brokers import session as sessions
 from mandi.brokers.session import (
     BrokerSession,
     delete_session,
