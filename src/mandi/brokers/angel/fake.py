@@ -165,7 +165,7 @@ class FakeAngel(FakeBroker):
         self.sessions.add(jwt)
         self.refresh_tokens.add(refresh)
         self.feed_tokens.add(feed)
-        return {"jwtToken": f"Bearer {jwt}", "refreshToken": refresh, "feedToken": feed}
+        return {"jwtToken": jwt, "refreshToken": refresh, "feedToken": feed}
 
     # --- routes -----------------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
