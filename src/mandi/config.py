@@ -44,7 +44,7 @@ class SimConfig(_Section, frozen=True):
 class RunConfig(_Section, frozen=True):
     """``[run]``: what ``mandi run`` does."""
 
-    feed: str = "sim"  # "sim", a broker feed ("kite", "angel", "groww"), "nse" or ws://host:port
+    feed: str = "sim"  # "sim", a broker feed ("kite", "angel"), "nse" or ws://host:port
     mode: Literal["logging", "paper", "live"] = "paper"
     speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
     duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
@@ -285,32 +285,13 @@ class AngelConfig(BrokerAdapterConfig, frozen=True):
     history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # candle API: 3 req/s
 
 
-class GrowwConfig(BrokerAdapterConfig, frozen=True):
-    """``[broker.groww]``: Groww's trading API (see the README, "Connect your Groww account").
-
-    ``api_key`` with either ``totp_secret`` (a TOTP key) or ``api_secret`` (an approval key:
-    SHA-256 of secret + timestamp) gives the day's access token; both secrets belong in the
-    environment (``MANDI_BROKER__GROWW__...``)."""
-
-    api_key: str = ""
-    api_secret: str = ""
-    totp_secret: str = ""
-    rest_url: str = "https://api.groww.in"
-    ws_url: str = "wss://socket-api.groww.in"
-    instruments_url: str = "https://growwapi-assets.groww.in/instruments/instrument.csv"
-    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
-    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 1000
-    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=10)] = 5.0
-
-
 class BrokerConfig(_Section, frozen=True):
-    """``[broker]``: the live broker (``name = "kite" | "angel" | "groww" | "paper"``;
+    """``[broker]``: the live broker (``name = "kite" | "angel" | "paper"``;
     ``mandi run --broker NAME``) and one section per adapter."""
 
-    name: Literal["", "kite", "angel", "groww", "paper"] = ""
+    name: Literal["", "kite", "angel", "paper"] = ""
     kite: KiteConfig = KiteConfig()
     angel: AngelConfig = AngelConfig()
-    groww: GrowwConfig = GrowwConfig()
 
 
 class NseConfig(_Section, frozen=True):

@@ -1,5 +1,5 @@
-"""``mandi run --feed NAME`` for a broker: its ticker as the node's feed (Kite, Angel One,
-Groww share this).
+"""``mandi run --feed NAME`` for a broker: its ticker as the node's feed (Kite and Angel One
+share this).
 
 At start: the session, today's instruments (cached), then the ticker subscribes the configured
 underlyings (``broker.NAME.symbols``: indices and stocks) and, for each index, the calls and

@@ -1,5 +1,5 @@
 """``mandi history fetch NAME``: a broker's historical candles into the candle store
-(Kite, Angel One, Groww share this loop).
+(Kite and Angel One share this loop).
 
 The span is cut into requests the broker accepts (its per-interval limits), each window is
 stored with its completion mark in one transaction (``meta`` key

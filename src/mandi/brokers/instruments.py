@@ -1,5 +1,5 @@
 """A broker's instrument master, cached on disk with its date (Kite's dump, Angel One's scrip
-master, Groww's instrument CSV).
+master).
 
 ``mandi instruments sync NAME`` (and every start of a broker feed that finds no master of the
 day) downloads it, checks that it parses, and stores ``instruments-YYYY-MM-DD.<ext>`` (IST date)

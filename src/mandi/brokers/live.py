@@ -1,5 +1,5 @@
 """What every live broker adapter shares behind the :class:`~mandi.execution.ports.Broker` port
-(Kite, Angel One, Groww): the sending worker, tags, reconciliation by tag, fills from the
+(Kite, Angel One): the sending worker, tags, reconciliation by tag, fills from the
 broker's trades, and failing closed on a dead session.
 
 * **Sending never blocks the kernel.** ``place_order`` hands the order to a worker thread and
@@ -76,7 +76,7 @@ class LiveBroker:
     """The shared machinery of a live broker adapter (see the module docstring)."""
 
     name = "live"
-    title = "the broker"  # for messages: "Kite", "Angel One", "Groww"
+    title = "the broker"  # for messages: "Kite", "Angel One"
     is_live = True
 
     def __init__(

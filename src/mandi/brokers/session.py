@@ -1,5 +1,5 @@
 """Broker sessions on disk: the daily access token in a 0600 file, shared by every broker
-adapter (Kite today; Angel One and Groww follow the same shape).
+adapter (Kite, Angel One).
 
 The file holds JSON ``{"broker", "api_key", "user_id", "user_name", "access_token",
 "login_ns", "expires_ns"}`` and, for brokers that have them, ``refresh_token`` and

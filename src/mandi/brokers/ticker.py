@@ -1,5 +1,5 @@
 """The WebSocket side every broker feed shares (asyncio + websockets): the
-:class:`~mandi.execution.live.LiveFeed` of Kite, Angel One and Groww.
+:class:`~mandi.execution.live.LiveFeed` of Kite and Angel One.
 
 * **Shards.** Subscriptions are spread over up to ``max_connections`` connections, each holding at
   most ``tokens_per_connection`` instruments (the broker's limits). Asking for more is refused
