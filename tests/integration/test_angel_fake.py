@@ -7,7 +7,6 @@ the orders it received."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import threading
 import time
@@ -21,8 +20,14 @@ import pytest
 
 from mandi.brokers.angel import session as angel_session
 from mandi.brokers.angel.broker import AngelBroker
-from mandi.brokers.angel.fake import DEMO_API_KEY, DEMO_CLIENT, DEMO_PIN, DEMO_TOTP_SECRET
-from mandi.brokers.angel.fake import FakeAngel, FakeAngelServer
+from mandi.brokers.angel.fake import (
+    DEMO_API_KEY,
+    DEMO_CLIENT,
+    DEMO_PIN,
+    DEMO_TOTP_SECRET,
+    FakeAngel,
+    FakeAngelServer,
+)
 from mandi.brokers.angel.frames import decode_tick
 from mandi.brokers.angel.keeper import SessionKeeper
 from mandi.brokers.angel.ticker import AngelTicker
@@ -37,7 +42,7 @@ from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus, OrderType, Product, Side
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from smartapi_sdk import import_smartapi  # noqa: E402
+from smartapi_sdk import import_smartapi
 
 
 @pytest.fixture(scope="module")

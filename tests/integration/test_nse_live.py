@@ -21,7 +21,7 @@ from mandi.core.errors import ConfigError
 from mandi.feeds.nse_live import NseFeed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nse_replay import NseReplay  # noqa: E402
+from nse_replay import NseReplay
 
 
 @pytest.fixture(scope="module")

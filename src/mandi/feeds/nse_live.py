@@ -294,8 +294,8 @@ class NseFeed:
         base = max(self.cfg.interval_s, self.cfg.min_interval_s)
         if not self.health.failures:
             return base
-        back = min(base * 2 ** min(self.health.failures, 16), self.cfg.backoff_max_s)
-        return max(back * (0.75 + random.random() / 2), self.cfg.min_interval_s)
+        back = min(base * 2.0 ** min(self.health.failures, 16), self.cfg.backoff_max_s)
+        return float(max(back * (0.75 + random.random() / 2), self.cfg.min_interval_s))
 
     async def batches(self) -> AsyncIterator[list[Tick]]:
         try:

@@ -62,7 +62,7 @@ def _frames() -> list[bytes]:
                 12900,
                 11500,
                 11905,
-            )  # fmt: skip
+            )
         )
         out.append(
             frames.encode_snap(
@@ -89,7 +89,7 @@ def _frames() -> list[bytes]:
                 9000,
                 13000,
                 9500,
-            )  # fmt: skip
+            )
         )
     return out
 
