@@ -3,7 +3,8 @@ kernel's fill simulator, injectable faults, ticker connections, and the uvicorn 
 
 A broker's fake (:mod:`mandi.brokers.kite.fake`, :mod:`mandi.brokers.angel.fake`) subclasses
 :class:`FakeBroker` and adds only its wire protocol: its REST routes (rendering
-:class:`FakeOrder`\\ s in the broker's JSON), its login, its instrument master and the frames of its ticker (:meth:`FakeBroker.encode`).
+:class:`FakeOrder`\\ s in the broker's JSON), its login, its instrument master and the frames
+of its ticker (:meth:`FakeBroker.encode`).
 
 * **Prices** come from the simulated exchange (:mod:`mandi.feeds.sim`) paced in real time. Outside
   market hours the fake shifts its clock into the latest session (``clock_offset_ns``; the
