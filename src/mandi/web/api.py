@@ -954,6 +954,15 @@ class MandiAPI:
         ex = node.stats.exchange_time_ns
         snap["feed"] = feed.name if feed else None
         snap["mode"] = node.cfg.run.mode
+        # which broker trades and how its feed is: the dashboard's "broker" and "feed" cells
+        broker = node.cfg.trading.broker or node.cfg.broker.name
+        snap["broker"] = broker if node.cfg.run.mode == "live" and broker else "paper"
+        fh = snap.get("feed_health") or {}
+        why = ""
+        health = getattr(feed, "health", None)
+        if health is not None and hasattr(health, "problem"):
+            why = health.problem(node.clock.now_ns(), True)[1]
+        snap["feed_state"] = fh.get("state") or why or "ok"
         snap["speed"] = node.cfg.run.speed if math.isfinite(node.cfg.run.speed) else "inf"
         snap["lags"] = {
             "tick_queue_batches": snap["tick_queue"],
