@@ -144,7 +144,7 @@ def sessions(draw: Any) -> tuple[list[Any], list[list[Any]], Counter[str]]:
         frames.append({"type": "ticks", "ts": clock, "data": rows})
         for g in draw(st.lists(GARBAGE, max_size=2)):
             frames.append(g)
-            expected["bad_message"] += 1
+            expected["malformed_frame"] += 1
     return frames, valid, expected
 
 

@@ -120,7 +120,7 @@ async def run_node(db: str) -> dict[str, Any]:
                 while node.stats.ticks_in < good + 5:  # + the rows the tick policy rejects
                     assert not task.done(), task
                     await asyncio.sleep(0.02)
-                while getattr(node.feed, "rejected", {}).get("bad_message", 0) < 5:
+                while getattr(node.feed, "rejected", {}).get("malformed_frame", 0) < 5:
                     await asyncio.sleep(0.02)
         snap = status_snapshot(node)
         out = {
@@ -208,7 +208,7 @@ def test_a_float_or_string_price_is_rejected_never_truncated(hostile_run: Any) -
 
 def test_malformed_rows_are_skipped_alone_and_garbage_frames_counted(hostile_run: Any) -> None:
     counts = by_feed(hostile_run)
-    assert counts["malformed"] == 3 and counts["bad_message"] == 5
+    assert counts["malformed"] == 3 and counts["malformed_frame"] == 5
     ts6 = T0 + 6 * NS
     kept = [t for ts, t, _, _ in hostile_run["ticks"] if ts6 <= ts < ts6 + NS]
     assert kept == [NIFTY, OPT]  # the message with three bad rows kept its two good ones
@@ -217,7 +217,7 @@ def test_malformed_rows_are_skipped_alone_and_garbage_frames_counted(hostile_run
 def test_rejects_are_visible_per_feed_and_reason_and_logged_once(hostile_run: Any) -> None:
     url = hostile_run["url"]
     want = {
-        "bad_message": 5,
+        "malformed_frame": 5,
         "bad_price": 3,
         "bad_volume": 1,
         "future_timestamp": 1,

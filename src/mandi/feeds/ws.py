@@ -5,7 +5,7 @@ Reconnects with jittered exponential backoff and resubscribes; a socket silent f
 
 Bad input is counted in :attr:`TickserverFeed.rejected` (shown per feed in the node's status,
 ``/api/v1/status`` and ``/metrics``) and logged once a minute per reason: a frame that is not a
-protocol message (not JSON, not an object, an unknown type) is ``bad_message``; a row of a
+protocol message (not JSON, not an object, an unknown type) is ``malformed_frame``; a row of a
 ``ticks`` message that cannot be a tick (not a list of 11 values, the exchange not a string) is
 ``malformed`` and skipped alone — the other rows of the message go on. Values are passed on as
 sent: the tick policy (:mod:`mandi.pipeline.validate`) rejects a float or string price and every
@@ -52,7 +52,7 @@ _decode = msgspec.json.Decoder(_Msg).decode
 KNOWN_TYPES = frozenset(
     ("hello", "instruments", "subscribed", "ticks", "session_end", "day", "error")
 )
-BAD_MESSAGE = "bad_message"  # a frame that is not a protocol message
+MALFORMED_FRAME = "malformed_frame"  # a frame that is not a protocol message
 
 
 def parse_tick_row(row: Any, ts_init: int) -> Tick:
@@ -156,7 +156,7 @@ class TickserverFeed:
             time.monotonic_ns(),
             "tickserver %s: skipped a %s (%s; %d so far)",
             self.url,
-            "frame that is not a message" if reason == BAD_MESSAGE else "malformed tick row",
+            "frame that is not a message" if reason == MALFORMED_FRAME else "malformed tick row",
             detail,
             self.rejected[reason],
         )
@@ -165,14 +165,14 @@ class TickserverFeed:
         try:
             msg = _decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            self._reject(BAD_MESSAGE, str(e)[:80])
+            self._reject(MALFORMED_FRAME, str(e)[:80])
             return None
         if msg.type not in KNOWN_TYPES:
-            self._reject(BAD_MESSAGE, f"unknown type {msg.type[:40]!r}")
+            self._reject(MALFORMED_FRAME, f"unknown type {msg.type[:40]!r}")
             return None
         if msg.type == "ticks":
             if type(msg.data) is not list:
-                self._reject(BAD_MESSAGE, "a ticks message without a list of rows")
+                self._reject(MALFORMED_FRAME, "a ticks message without a list of rows")
                 return None
             ts_init = self.node.clock.now_ns() if self.node is not None else 0
             out = []

@@ -35,9 +35,10 @@ A rejected tick never becomes a baseline: the last accepted price and cumulative
 token are unchanged. The first eight reasons mean the tick's values are not to be trusted: the node
 neither stores nor publishes it (:data:`INVALID`). ``late`` and ``volume_decreased`` ticks carry
 valid values that arrive out of sequence: they are stored and published, only not aggregated.
-Feeds count what cannot even become a tick (an undecodable message, a row of the wrong shape) as
-``malformed`` (:data:`MALFORMED`). The node counts every reason per feed and shows it in the
-status line, ``/api/v1/status`` and ``/metrics``.
+Feeds count what cannot even become a tick: a row or packet of the wrong shape as ``malformed``
+(:data:`MALFORMED`), a frame that is not a message of their protocol as ``malformed_frame``. The
+node counts every reason per feed and shows it in the status line, ``/api/v1/status`` and
+``/metrics``.
 """
 
 from __future__ import annotations

@@ -276,8 +276,10 @@ class MarketNode:
             except (OSError, TimeoutError) as e:
                 raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
             self._attach_feed(feed)
-        else:
-            raise ConfigError("run.feed", cfg.run.feed, "use 'sim' or a ws://host:port URL")
+        else:  # a broker's feed or NSE's chains: wall-clock time, live (mandi.feeds.registry)
+            from mandi.feeds.registry import opener
+
+            self._attach_feed(await opener(cfg.run.feed)(cfg, self))
 
     def _sim_feed(self) -> Feed:
         from mandi.core.calendar import calendar

@@ -1,0 +1,123 @@
+"""Kite behind the :class:`~mandi.execution.ports.Broker` port: the shared machinery of
+:class:`~mandi.brokers.live.LiveBroker` (worker, tags, reconciliation, fills, a dead session)
+spoken in Kite Connect v3.
+
+mandi's client order id travels in Kite's ``tag`` (:func:`wire.kite_tag`); postbacks arrive on
+the ticker; fills are Kite's trades (``/orders/{id}/trades``). Kite's ``InputException`` /
+``OrderException`` reject, a ``TokenException`` ends the session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mandi.brokers.kite.rest import KiteRest
+from mandi.brokers.kite.wire import (
+    kite_exchange,
+    kite_tag,
+    order_params,
+    order_report,
+    order_status,
+    rupees,
+    trade_fill,
+)
+from mandi.brokers.live import LiveBroker
+from mandi.core.clock import Clock
+from mandi.core.money import to_paise
+from mandi.execution.ports import (
+    BrokerBalance,
+    BrokerFill,
+    BrokerOrderReport,
+    BrokerPosition,
+    OrderRequest,
+)
+from mandi.model.instruments import AnyInstrument, InstrumentMaster
+from mandi.model.orders import OrderStatus
+
+Json = dict[str, Any]
+
+
+class KiteBroker(LiveBroker):
+    name = "kite"
+    title = "Kite"
+
+    def __init__(
+        self,
+        rest: KiteRest,
+        master: InstrumentMaster,
+        clock: Clock,
+        poll_interval_s: float = 3.0,
+        retry_429: int = 3,
+    ) -> None:
+        super().__init__(master, clock, poll_interval_s, retry_429)
+        self.rest = rest
+
+    def tag(self, client_order_id: str) -> str:
+        return kite_tag(client_order_id)
+
+    def _params(self, req: OrderRequest, inst: AnyInstrument, tag: str) -> Json:
+        return order_params(req, kite_exchange(inst), tag)
+
+    def _send(self, params: Json) -> str:
+        return self.rest.place_order(params)
+
+    def _modify(self, order_id: str, quantity: int | None, limit_price: int | None) -> None:
+        p: dict[str, str] = {}
+        if quantity is not None:
+            p["quantity"] = str(quantity)
+        if limit_price is not None:
+            p["price"] = rupees(limit_price)
+        self.rest.modify_order(order_id, p)
+
+    def _cancel(self, order_id: str) -> None:
+        self.rest.cancel_order(order_id)
+
+    def _book(self) -> list[Json]:
+        return self.rest.orders()
+
+    def _trades(self, order_id: str) -> list[Json]:
+        return self.rest.order_trades(order_id)
+
+    def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
+        return trade_fill(client_order_id, trade)
+
+    def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
+        return order_report(client_order_id, order, trades)
+
+    def _tag_of(self, order: Json) -> str:
+        return str(order.get("tag") or "")
+
+    def _oid_of(self, order: Json) -> str:
+        return str(order.get("order_id") or "")
+
+    def _filled_of(self, order: Json) -> int:
+        return int(order.get("filled_quantity") or 0)
+
+    def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
+        st = order_status(
+            str(order.get("status") or ""), self._filled_of(order), int(order.get("quantity") or 0)
+        )
+        return st, str(order.get("status_message") or "")
+
+    def positions(self) -> list[BrokerPosition]:
+        net = self.rest.positions().get("net") or []
+        return [
+            BrokerPosition(
+                int(p["instrument_token"]),
+                str(p["tradingsymbol"]),
+                int(p["quantity"]),
+                float(to_paise(p.get("average_price") or 0)),
+            )
+            for p in net
+            if int(p.get("quantity") or 0)
+        ]
+
+    def balance(self) -> BrokerBalance:
+        m = self.rest.margins()
+        eq = m.get("equity") or {}
+        cash = to_paise((eq.get("available") or {}).get("live_balance") or eq.get("net") or 0)
+        used = to_paise((eq.get("utilised") or {}).get("debits") or 0)
+        return BrokerBalance(cash, used, {"net": eq.get("net")})
+
+
+__all__ = ["BrokerFill", "KiteBroker"]
