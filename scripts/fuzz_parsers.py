@@ -2,10 +2,12 @@
 
     python scripts/fuzz_parsers.py [--inputs 1000000] [--seed 1] [--json out.json]
 
-Each of the three parsers gets an equal share of the inputs:
+Each parser gets an equal share of the inputs:
 
-* Kite Connect binary messages, :func:`mandi.feeds.kite.parse_frame`;
-* Angel One SmartAPI v2 binary frames, :func:`mandi.feeds.angel.parse_frame`;
+* Kite Connect binary messages: the reference decoder :func:`mandi.feeds.kite.parse_frame` and
+  the live path's :func:`mandi.brokers.kite.frames.decode_ticks`;
+* Angel One SmartAPI v2 binary frames: :func:`mandi.feeds.angel.parse_frame` and the live path's
+  :func:`mandi.brokers.angel.frames.decode_tick`;
 * tickserver JSON messages, :class:`mandi.feeds.ws.TickserverFeed` (``_parse``, what its read
   loop calls for every frame).
 
@@ -42,6 +44,8 @@ from typing import Any
 
 import msgspec
 
+from mandi.brokers.angel.frames import decode_tick as angel_live
+from mandi.brokers.kite.frames import decode_ticks as kite_live
 from mandi.config import AppConfig
 from mandi.core.errors import ParseError
 from mandi.feeds import angel, kite
@@ -283,7 +287,15 @@ def main() -> int:
             kite_seeds(),
             kite_structured,
         ),
+        Target(
+            "kite-live",
+            lambda d: kite_live(d, stats=quiet),
+            (ParseError,),
+            kite_seeds(),
+            kite_structured,
+        ),
         Target("angel", angel.parse_frame, (ParseError,), angel_seeds(), angel_structured),
+        Target("angel-live", angel_live, (ParseError,), angel_seeds(), angel_structured),
         Target("tickserver", feed._parse, (), tickserver_seeds(), tickserver_structured),
     ]
     per = -(-args.inputs // len(targets))
@@ -297,7 +309,7 @@ def main() -> int:
         t.seconds = time.perf_counter() - t0
         crashes = t.outcomes["crashed"] + t.outcomes["pipeline_crashed"]
         print(
-            f"{t.name:<11} {per:>9,} inputs in {t.seconds:6.1f} s ({per / t.seconds:>9,.0f}/s): "
+            f"{t.name:<10} {per:>9,} inputs in {t.seconds:6.1f} s ({per / t.seconds:>9,.0f}/s): "
             f"{t.outcomes['parsed']:,} parsed, {t.outcomes['refused']:,} refused as documented, "
             f"{t.outcomes['skipped']:,} skipped and counted, {crashes} crashes; "
             f"ticks through the pipeline {t.pipeline.ticks:,} accepted, "
