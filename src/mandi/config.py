@@ -115,6 +115,18 @@ class ChainsConfig(_Section, frozen=True):
     diff_neg_threshold: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
 
+class HistoryConfig(_Section, frozen=True):
+    """``[history]``: the warm-up of ``mandi run`` (see :mod:`mandi.services.history`).
+
+    Before the first tick, ``sessions`` trading sessions of candles before the feed's start come
+    from the feed's history source (the simulator's own past; a broker's historical API) into the
+    candle store, never over stored candles; indicators and strategies warm up on them, so they
+    are warm at 09:15. ``0`` turns the backfill off (the warm-up then uses what the store holds).
+    """
+
+    sessions: Annotated[int, msgspec.Meta(ge=0, le=250)] = 5
+
+
 class WebConfig(_Section, frozen=True):
     """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
 
@@ -224,6 +236,7 @@ class AppConfig(_Section, frozen=True):
     pipeline: PipelineConfig = PipelineConfig()
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
+    history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
     web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)

@@ -41,7 +41,9 @@ def load(config: str | None, overrides: dict[str, Any]) -> Any:
 
 def build_layers(cfg: Any) -> list[Any]:
     """The layers ``mandi run`` plugs into the node, in order."""
-    layers: list[Any] = []
+    from mandi.services.history import HistoryLayer  # the preceding sessions, before any warm-up
+
+    layers: list[Any] = [HistoryLayer(cfg)]
     if cfg.indicators.enabled:
         from mandi.services.indicators import IndicatorLayer
 

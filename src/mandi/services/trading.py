@@ -166,11 +166,13 @@ class TradingLayer:
                     strategy=strategy.id,
                     symbol=sym,
                 )
-        warm: list[Candle] = []
         resumed = node.stats.resumed_from_ns
         if resumed is not None:
             self._restore_prices(resumed)
-            warm = self._warm_candles(resumed)
+        # the stored candles before the start (the history layer's backfill of the preceding
+        # sessions, and what a resumed day already recorded): signals suppressed
+        start = resumed or (node.feed.exchange_time_ns if node.feed is not None else 0)
+        warm = self._warm_candles(start) if start else []
         _warm_numerics()
         kernel.start(warm)
         store.heartbeat(self.mode)

@@ -113,3 +113,23 @@ def recorded_fills(con: sqlite3.Connection) -> list[tuple[str, str, int, int, in
             "ORDER BY timestamp, fill_id"
         )
     ]
+
+
+def insert_missing_candles(con: sqlite3.Connection, candles: list[Any]) -> int:
+    """Store confirmed candles (e.g. a history backfill) where no candle of the same (token,
+    timeframe, bucket) is stored yet — a candle the live pipeline wrote is never overwritten;
+    returns how many were inserted. One transaction."""
+    from mandi.stores.sqlite import candle_row
+
+    before = con.total_changes
+    con.execute("BEGIN")
+    try:
+        con.executemany(
+            "INSERT OR IGNORE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [candle_row(c) for c in candles],
+        )
+        con.execute("COMMIT")
+    except sqlite3.Error:
+        con.execute("ROLLBACK")
+        raise
+    return con.total_changes - before

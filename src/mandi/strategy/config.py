@@ -17,12 +17,20 @@ class StrategySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+#: ``mandi run``'s strategies when ``mandi.toml`` has no ``[[strategies]]``. The crossovers enter
+#: the standing trend at the open (``enter_at_open``): warmed up on the preceding sessions (see
+#: ``[history]``), they trade from the first minute instead of waiting for the next crossing.
 DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
     StrategySpec(
-        "ema_cross", symbols=("NIFTY", "BANKNIFTY"), timeframe=900, params={"fast": 9, "slow": 21}
+        "ema_cross",
+        symbols=("NIFTY", "BANKNIFTY"),
+        timeframe=900,
+        params={"fast": 9, "slow": 21, "enter_at_open": True},
     ),
     StrategySpec("rsi", symbols=("NIFTY",), timeframe=300),
     StrategySpec("momentum", symbols=("RELIANCE", "INFY", "HDFCBANK"), timeframe=300),
-    StrategySpec("sma_cross", symbols=("TCS", "ICICIBANK"), timeframe=300),
+    StrategySpec(
+        "sma_cross", symbols=("TCS", "ICICIBANK"), timeframe=300, params={"enter_at_open": True}
+    ),
     StrategySpec("oi_pcr", symbols=("NIFTY",), timeframe=300),
 )
