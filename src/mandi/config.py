@@ -156,6 +156,11 @@ class WebConfig(_Section, frozen=True):
     access_log: bool = False
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 65_536  # request bodies; else 413
     commands_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10  # per token: halt, resume
+    # the first start creates the owner's trade token; every start prints a one-time login link
+    # (used once, then refused; expires after login_link_ttl_s) to the terminal — turn it off
+    # where stdout is a log (a systemd service)
+    login_link: bool = True
+    login_link_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 900.0
 
     def __post_init__(self) -> None:
         for key, origins in (

@@ -39,9 +39,11 @@ def backfill(
     timeframes: tuple[int, ...],
     start: dt.date,
     sessions: int,
+    per_series: int = 500,
 ) -> tuple[int, int]:
-    """Store ``sessions`` sessions of ``source``'s candles before ``start`` (only candles the
-    store does not hold); returns (candles generated, candles inserted)."""
+    """Store ``sessions`` sessions of ``source``'s candles before ``start``, at most the last
+    ``per_series`` of each (instrument, timeframe) — what a strategy warms up on — and only
+    candles the store does not hold; returns (candles from the source, candles inserted)."""
     days = source.sessions_before(start, sessions)
     if not days:
         return 0, 0
@@ -56,7 +58,7 @@ def backfill(
         for inst in instruments:
             batch = []
             for tf in timeframes:
-                batch += source.candles(inst, tf, first.open_ns, opening.open_ns)
+                batch += source.candles(inst, tf, first.open_ns, opening.open_ns)[-per_series:]
             total += len(batch)
             if batch:
                 inserted += insert_missing_candles(con, batch)

@@ -17,9 +17,10 @@ class StrategySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-#: ``mandi run``'s strategies when ``mandi.toml`` has no ``[[strategies]]``. The crossovers enter
-#: the standing trend at the open (``enter_at_open``): warmed up on the preceding sessions (see
-#: ``[history]``), they trade from the first minute instead of waiting for the next crossing.
+#: ``mandi run``'s strategies when ``mandi.toml`` has no ``[[strategies]]``. The index EMA crossover
+#: enters the standing trend at the open (``enter_at_open``): warmed up on the preceding sessions
+#: (see ``[history]``), it trades an option on NIFTY and one on BANKNIFTY within the first minute
+#: instead of waiting for the next crossing (two of the three positions ``risk`` allows at once).
 DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
     StrategySpec(
         "ema_cross",
@@ -29,8 +30,6 @@ DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
     ),
     StrategySpec("rsi", symbols=("NIFTY",), timeframe=300),
     StrategySpec("momentum", symbols=("RELIANCE", "INFY", "HDFCBANK"), timeframe=300),
-    StrategySpec(
-        "sma_cross", symbols=("TCS", "ICICIBANK"), timeframe=300, params={"enter_at_open": True}
-    ),
+    StrategySpec("sma_cross", symbols=("TCS", "ICICIBANK"), timeframe=300),
     StrategySpec("oi_pcr", symbols=("NIFTY",), timeframe=300),
 )

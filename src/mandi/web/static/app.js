@@ -54,8 +54,14 @@
 
   // ---- login ---------------------------------------------------------------------------------
   async function boot() {
+    // a one-time login link that was used already (or expired) redirects here with this mark
+    const badLink = location.hash === "#login-link-invalid";
+    if (badLink) history.replaceState(null, "", "/");
     const r = await api("/api/v1/auth/session");
-    if (!r.ok || !r.data.authenticated) { showLogin(); return; }
+    if (!r.ok || !r.data.authenticated) {
+      showLogin(badLink ? "That login link was used already or has expired: run `mandi token link` for a new one, or paste a token." : "");
+      return;
+    }
     state.csrf = r.data.csrf_token || "";
     state.scope = r.data.scope;
     start();
