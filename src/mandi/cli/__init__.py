@@ -20,6 +20,37 @@ app = typer.Typer(
     help="mandi: event-driven trading and options analytics for NSE and BSE.",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mandi {version()} (Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("mandi")
+    except PackageNotFoundError:
+        from mandi import __version__
+
+        return __version__
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """mandi: event-driven trading and options analytics for NSE and BSE."""
+
+
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="mandi.toml to read.")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLite database file.")]
 
@@ -149,6 +180,7 @@ def tickserver(
 from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
+from mandi.cli import instruments as _instruments  # noqa: E402,F401 - `mandi instruments search`
 from mandi.cli import service as _service  # noqa: E402,F401 - service, up, down, ps
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
 from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`

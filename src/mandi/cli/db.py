@@ -34,18 +34,28 @@ def db_stats(
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
-    from rich.console import Console
+    from mandi.cli.output import console
     from rich.table import Table
 
     def when(ns: int | None) -> str:
         return ist_datetime(ns).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
 
-    t = Table(title=f"{stats['path']} · {stats['file_size_bytes'] / 1e6:,.1f} MB")
-    for col in ("table", "rows", "first (IST)", "last (IST)"):
+    t = Table(
+        title=f"{stats['path']} · {stats['file_size_bytes'] / 1e6:,.1f} MB",
+        caption="clock: exchange = market time (simulated with the sim feed); "
+        "wall = this machine's time",
+    )
+    for col in ("table", "rows", "first (IST)", "last (IST)", "clock"):
         t.add_column(col, justify="right" if col == "rows" else "left")
     for name, row in stats["tables"].items():
-        t.add_row(name, f"{row['rows']:,}", when(row.get("first_ns")), when(row.get("last_ns")))
-    Console().print(t)
+        t.add_row(
+            name,
+            f"{row['rows']:,}",
+            when(row.get("first_ns")),
+            when(row.get("last_ns")),
+            row.get("clock", ""),
+        )
+    console().print(t)
 
 
 @db_app.command("cleanup")

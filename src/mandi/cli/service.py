@@ -150,7 +150,7 @@ def service(
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
+    from mandi.cli.output import console
     from rich.table import Table
 
     t = Table(title="mandi deployment")
@@ -166,7 +166,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"[{color}]{state}[/]",
             "yes" if r.get("ready", r["service"] == "redis" and r["alive"]) else "no",
         )
-    Console().print(t)
+    console().print(t)
 
 
 @app.command()
