@@ -127,6 +127,27 @@ class HistoryConfig(_Section, frozen=True):
     sessions: Annotated[int, msgspec.Meta(ge=0, le=250)] = 5
 
 
+class BackupConfig(_Section, frozen=True):
+    """``[backup]``: copies of the SQLite database (``mandi db backup``; daily in ``mandi run``).
+
+    ``dir`` "" = ``backups/`` beside the database; the newest ``keep`` are kept. ``mandi run``
+    takes one every day at ``daily_at`` (IST, wall clock) unless one of that day exists;
+    ``daily_at = ""`` turns the schedule off."""
+
+    dir: str = ""
+    keep: Annotated[int, msgspec.Meta(ge=0)] = 7
+    daily_at: str = "16:00"
+
+    def __post_init__(self) -> None:
+        if self.daily_at:
+            try:
+                dt.time.fromisoformat(self.daily_at)
+            except ValueError:
+                raise ConfigError(
+                    "backup.daily_at", self.daily_at, "expected an IST time HH:MM, or \"\" for none"
+                ) from None
+
+
 class WebConfig(_Section, frozen=True):
     """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
 
@@ -242,6 +263,7 @@ class AppConfig(_Section, frozen=True):
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
     history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
+    backup: BackupConfig = BackupConfig()  # [backup]: database copies, daily in mandi run
     web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)

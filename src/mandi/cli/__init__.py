@@ -86,6 +86,9 @@ def build_layers(cfg: Any) -> list[Any]:
     from mandi.services.trading import TradingLayer  # strategies → risk → orders (run.mode)
 
     layers.append(TradingLayer(cfg))
+    from mandi.services.backup import BackupLayer  # the daily database backup (backup.daily_at)
+
+    layers.append(BackupLayer(cfg))
     if cfg.run.dashboard:  # REST + WebSocket gateway and the dashboard (run.host:run.port)
         from mandi.web.layer import WebLayer
 
