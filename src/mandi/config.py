@@ -148,6 +148,51 @@ class BackupConfig(_Section, frozen=True):
                 ) from None
 
 
+class TelegramConfig(_Section, frozen=True):
+    """``[notify.telegram]``: alerts to Telegram chats and commands from them.
+
+    ``bot_token`` comes from @BotFather — keep it out of committed files
+    (``MANDI_NOTIFY__TELEGRAM__BOT_TOKEN``); ``chat_ids`` receive the alerts and are the only
+    chats whose commands are accepted, with the scope ``commands`` (``trade``: /halt and /resume
+    too; ``read``: /status /positions /pnl; ``none``: no commands, no polling); ``api_url`` is the
+    Bot API server."""
+
+    bot_token: str = ""
+    chat_ids: tuple[int, ...] = ()
+    api_url: str = "https://api.telegram.org"
+    commands: Literal["none", "read", "trade"] = "trade"
+    poll_timeout_s: Annotated[int, msgspec.Meta(ge=1, le=50)] = 25
+
+
+class WebhookNotifyConfig(_Section, frozen=True):
+    """``[notify.webhook]``: alerts POSTed as Slack/Discord-compatible JSON to ``url``."""
+
+    url: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+
+
+class NotifyConfig(_Section, frozen=True):
+    """``[notify]``: what becomes an alert and how often messages go out (per notifier)."""
+
+    fills: bool = True  # every fill
+    large_pnl_inr: Annotated[float, msgspec.Meta(ge=0)] = 2000.0  # a closed position's P&L
+    errors: bool = True  # ERROR system events (strategy errors, failed backups, ...)
+    daily_summary_at: str = "15:30"  # IST exchange time; "" = no daily summary
+    batch_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0  # alerts this close: one message
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1, le=60)] = 20  # messages, then they wait
+    telegram: TelegramConfig = TelegramConfig()
+    webhook: WebhookNotifyConfig = WebhookNotifyConfig()
+
+    def __post_init__(self) -> None:
+        if self.daily_summary_at:
+            try:
+                dt.time.fromisoformat(self.daily_summary_at)
+            except ValueError:
+                raise ConfigError(
+                    "notify.daily_summary_at", self.daily_summary_at, "expected HH:MM (IST)"
+                ) from None
+
+
 class WebConfig(_Section, frozen=True):
     """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
 
@@ -264,6 +309,7 @@ class AppConfig(_Section, frozen=True):
     chains: ChainsConfig = ChainsConfig()
     history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
     backup: BackupConfig = BackupConfig()  # [backup]: database copies, daily in mandi run
+    notify: NotifyConfig = NotifyConfig()  # [notify]: Telegram / webhook alerts and commands
     web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)

@@ -93,6 +93,10 @@ def build_layers(cfg: Any) -> list[Any]:
         from mandi.web.layer import WebLayer
 
         layers.append(WebLayer(cfg))
+    if cfg.notify.telegram.bot_token or cfg.notify.webhook.url:
+        from mandi.services.notify import NotifyLayer  # alerts and chat commands ([notify])
+
+        layers.append(NotifyLayer(cfg))
     return layers
 
 
