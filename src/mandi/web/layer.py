@@ -42,6 +42,7 @@ class WebLayer:
         self.hub: Any = None
         self.security: Any = None
         self.app: Any = None
+        self.asgi: Any = None  # the app with Socket.IO beside it
         self.server: Any = None
         self._sock: socket.socket | None = None
         self._last_turn = time.monotonic()
@@ -63,6 +64,9 @@ class WebLayer:
         self.api.hub = self.hub
         self.api.attach()
         self.app = create_app(self.api, self.hub, self.security)
+        from mandi.web.sio import socketio_app  # seed 001's dashboards: /socket.io/
+
+        self.asgi = socketio_app(self.app, self.hub, self.security)
         self._sock = _bind(self.host, self.port)
         self.port = self._sock.getsockname()[1]
         shown = f"[{self.host}]" if ":" in self.host else self.host
@@ -126,7 +130,7 @@ class WebLayer:
         import uvicorn
 
         config = uvicorn.Config(
-            self.app,
+            self.asgi,
             log_config=None,
             access_log=self.cfg.web.access_log,
             lifespan="off",
