@@ -193,6 +193,18 @@ class NotifyConfig(_Section, frozen=True):
                 ) from None
 
 
+class WebhooksConfig(_Section, frozen=True):
+    """``[webhooks]``: inbound signal webhooks (``POST /api/v1/webhooks/signal``, see
+    :mod:`mandi.web.inbound`). ``secret`` is the HMAC key requests are signed with — keep it in
+    the environment (``MANDI_WEBHOOKS__SECRET``); empty turns the route off. A signature older
+    than ``tolerance_s`` (or reused) is refused. ChartInk alerts (a list of stocks) become
+    ``chartink_action`` signals."""
+
+    secret: str = ""
+    tolerance_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    chartink_action: Literal["BUY", "SELL"] = "BUY"
+
+
 class WebConfig(_Section, frozen=True):
     """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
 
@@ -310,6 +322,7 @@ class AppConfig(_Section, frozen=True):
     history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
     backup: BackupConfig = BackupConfig()  # [backup]: database copies, daily in mandi run
     notify: NotifyConfig = NotifyConfig()  # [notify]: Telegram / webhook alerts and commands
+    webhooks: WebhooksConfig = WebhooksConfig()  # [webhooks]: inbound signal webhooks
     web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)
