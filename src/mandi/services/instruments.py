@@ -36,13 +36,21 @@ def sim_day(cfg: Any, today: dt.date | None = None) -> dt.date:
 
 def sim_instruments(cfg: Any, day: dt.date | None = None) -> tuple[dt.date, list[AnyInstrument]]:
     """The simulator's instruments (indices, stocks, every listed option) on ``day``."""
-    from mandi.feeds.sim import SimExchange
+    from mandi.core.errors import ConfigError
+    from mandi.feeds.sim import STOCKS, UNDERLYINGS, day_listing
 
     day = day or sim_day(cfg)
     cal = calendar("NSE")
     if not cal.is_trading_day(day):
         day = cal.previous_trading_day(day)
-    return day, list(SimExchange(cfg.sim, day).instruments)
+    for u in cfg.sim.underlyings:
+        if u not in UNDERLYINGS:
+            raise ConfigError("sim.underlyings", u, f"unknown; choose from {sorted(UNDERLYINGS)}")
+    for st in cfg.sim.stocks:
+        if st not in STOCKS:
+            raise ConfigError("sim.stocks", st, f"unknown; choose from {sorted(STOCKS)}")
+    indices, contracts, _ = day_listing(cfg.sim, day)
+    return day, [*indices, *contracts]
 
 
 KINDS = {"INDEX": "Index", "EQ": "Equity", "FUT": "Future", "CE": "Option", "PE": "Option"}
