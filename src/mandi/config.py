@@ -147,7 +147,7 @@ class BackupConfig(_Section, frozen=True):
                 dt.time.fromisoformat(self.daily_at)
             except ValueError:
                 raise ConfigError(
-                    "backup.daily_at", self.daily_at, "expected an IST time HH:MM, or \"\" for none"
+                    "backup.daily_at", self.daily_at, 'expected an IST time HH:MM, or "" for none'
                 ) from None
 
 

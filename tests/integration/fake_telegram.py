@@ -179,8 +179,10 @@ class FakeTelegram:
         return 200, {"ok": True, "result": True, "description": "Webhook is already deleted"}
 
     def _m_getWebhookInfo(self, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return 200, {"ok": True, "result": {"url": "", "has_custom_certificate": False,
-                                            "pending_update_count": 0}}
+        return 200, {
+            "ok": True,
+            "result": {"url": "", "has_custom_certificate": False, "pending_update_count": 0},
+        }
 
     def _m_sendMessage(self, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         text = p.get("text")

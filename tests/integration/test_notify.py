@@ -10,10 +10,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_telegram import FakeTelegram
 
 from mandi.web.embed import start_node
-
-from fake_telegram import FakeTelegram
 
 OWNER, STRANGER = 4242, 999_001
 
@@ -44,7 +43,7 @@ def test_the_fake_speaks_the_bot_api_to_python_telegram_bot(fake):
             # confirming by offset: the update is not delivered again; long polling waits
             later = await bot.get_updates(offset=updates[-1].update_id + 1, timeout=1)
             assert later == ()
-            with pytest.raises(telegram.error.BadRequest, match="(?i)chat not found"):
+            with pytest.raises(telegram.error.BadRequest, match=r"(?i)chat not found"):
                 await bot.send_message(chat_id=123, text="nobody")
         wrong = telegram.Bot("1:wrong", base_url=f"{fake.url}/bot")
         with pytest.raises(telegram.error.InvalidToken):

@@ -148,8 +148,18 @@ def test_the_readme_tour_runs_against_the_sim(tmp_path):
         env["PYTHONPATH"] = os.pathsep.join(map(os.path.abspath, env["PYTHONPATH"].split(":")))
     port = free_port()
     node = subprocess.Popen(
-        [sys.executable, "-m", "mandi", "run", "--speed", "10", "--port", str(port),
-         "--status-interval", "0"],
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "run",
+            "--speed",
+            "10",
+            "--port",
+            str(port),
+            "--status-interval",
+            "0",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -171,7 +181,11 @@ def test_the_readme_tour_runs_against_the_sim(tmp_path):
         assert ready.wait(180), "".join(out[-30:])
         script = "set -euo pipefail\n" + blocks[0].replace("localhost:8080", f"127.0.0.1:{port}")
         p = subprocess.run(
-            ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=300,
         )
     finally:

@@ -20,6 +20,7 @@ app = typer.Typer(
     help="mandi: event-driven trading and options analytics for NSE and BSE.",
 )
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mandi {version()} (Python {sys.version.split()[0]})")

@@ -86,9 +86,9 @@ def chain_show(
 ) -> None:
     """Print a chain: calls | strike | puts with OI, change in OI, OI % change, IV and Greeks,
     LTP against theoretical, and PCR, max pain and ATM."""
-    from mandi.cli.output import console
     from rich.table import Table
 
+    from mandi.cli.output import console
     from mandi.core.calendar import ist_datetime
     from mandi.options.chain import ChainMatrix, ChainMatrixConfig
     from mandi.stores.chains import latest_snapshot, load_snapshots
@@ -216,7 +216,9 @@ def _chain_json(snap: Any, a: Any, data: Any, ks: Any, w: int) -> None:
     from mandi.options.chain import matrix as ch
 
     def side(prefix: str, col: int, j: int) -> dict[str, float | None]:
-        g = lambda name: _num(data[getattr(ch, f"{prefix}_{name}"), j])  # noqa: E731
+        def g(name: str) -> float | None:
+            return _num(data[getattr(ch, f"{prefix}_{name}"), j])
+
         return {
             "oi": g("OI"),
             "oi_change": g("OI_CHANGE"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,8 +34,9 @@ def db_stats(
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
-    from mandi.cli.output import console
     from rich.table import Table
+
+    from mandi.cli.output import console
 
     def when(ns: int | None) -> str:
         return ist_datetime(ns).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
@@ -114,7 +115,7 @@ def db_backups(
     from mandi.stores.backup import list_backups
 
     cfg = load(config, {"store.db": db, "backup.dir": directory})
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"path": b.path, "size_bytes": b.size_bytes, "created": b.created.isoformat()}
         for b in list_backups(cfg.store.db, cfg.backup.dir)
     ]

@@ -41,9 +41,7 @@ def instruments_search(
         str | None, typer.Option(help="YYYY-MM-DD, nearest (first open expiry) or next.")
     ] = None,
     strike: Annotated[float | None, typer.Option(help="Strike in rupees.")] = None,
-    kind: Annotated[
-        str | None, typer.Option("--type", help="CE, PE, FUT, EQ or INDEX.")
-    ] = None,
+    kind: Annotated[str | None, typer.Option("--type", help="CE, PE, FUT, EQ or INDEX.")] = None,
     exchange: Annotated[str | None, typer.Option(help="NSE or BSE.")] = None,
     date: Annotated[
         str | None, typer.Option(help="The simulated day (default: the database's, or today's).")
@@ -70,9 +68,7 @@ def instruments_search(
         fail(MandiError(f"--date {date!r}: use YYYY-MM-DD"))
     try:
         day, insts = sim_instruments(cfg, day_wanted)
-        found = search(
-            insts, words or [], underlying, expiry, strike, kind, exchange, today=day
-        )
+        found = search(insts, words or [], underlying, expiry, strike, kind, exchange, today=day)
     except MandiError as e:
         fail(e)
     shown = found[:limit] if limit > 0 else found

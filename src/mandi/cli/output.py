@@ -20,7 +20,9 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, width=None if tty else 10_000, soft_wrap=not tty)
 
 
-def table(title: str, columns: list[str], rows: list[list[str]], right: tuple[str, ...] = ()) -> None:
+def table(
+    title: str, columns: list[str], rows: list[list[str]], right: tuple[str, ...] = ()
+) -> None:
     """Print a table (``right``: the columns aligned right, numbers)."""
     from rich.table import Table
 

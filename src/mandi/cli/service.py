@@ -150,8 +150,9 @@ def service(
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    from mandi.cli.output import console
     from rich.table import Table
+
+    from mandi.cli.output import console
 
     t = Table(title="mandi deployment")
     for col in ("service", "pid", "port", "state", "ready"):

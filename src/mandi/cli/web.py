@@ -112,11 +112,9 @@ def token_link(
         if token_id is None:
             owner = store.owner()
             if owner is None:
-                fail(
-                    MandiError(
-                        f"no owner token in {store.path} yet: `mandi run` creates it on its "
-                        "first start (or pass --id of a token from `mandi token list`)"
-                    )
+                raise MandiError(
+                    f"no owner token in {store.path} yet: `mandi run` creates it on its "
+                    "first start (or pass --id of a token from `mandi token list`)"
                 )
             token_id = owner.id
         elif not any(t.id == token_id for t in store.tokens()):

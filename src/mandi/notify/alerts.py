@@ -98,7 +98,9 @@ def alert_for(topic: str, msg: Any, rules: AlertRules) -> Alert | None:
             {"source": msg.source, "reason": msg.reason},
         )
     if name == "TradingResumed":
-        return Alert("resumed", WARNING, f"trading resumed: {msg.reason}", ts, {"source": msg.source})
+        return Alert(
+            "resumed", WARNING, f"trading resumed: {msg.reason}", ts, {"source": msg.source}
+        )
     if name == "OrderFilled":
         if not rules.fills:
             return None
@@ -155,8 +157,7 @@ def summary_alert(day: str, pnl: dict[str, Any], perf: dict[str, Any] | None, ts
         )
     parts.append(
         f"{pnl.get('orders_sent') or 0} orders, {pnl.get('fills') or 0} fills, "
-        f"{pnl.get('open_positions') or 0} open"
-        + ("; HALTED" if pnl.get("halted") else "")
+        f"{pnl.get('open_positions') or 0} open" + ("; HALTED" if pnl.get("halted") else "")
     )
     return Alert("summary", INFO, "; ".join(parts), ts_ns, {"day": day, **pnl})
 

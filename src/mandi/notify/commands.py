@@ -86,8 +86,11 @@ class RemoteCommands:
         p = self.auth.principal(chat_id)
         if p is None:
             self.auth.refused += 1
-            log.warning("chat %d is not allowed to command this node (refused %s)", chat_id,
-                        printable(cmd[:20]))
+            log.warning(
+                "chat %d is not allowed to command this node (refused %s)",
+                chat_id,
+                printable(cmd[:20]),
+            )
             return (
                 f"This chat (id {chat_id}) may not command this node: add it to "
                 "notify.telegram.chat_ids."

@@ -42,7 +42,9 @@ class TelegramError(MandiError):
 class TelegramClient:
     """The few Bot API methods mandi uses."""
 
-    def __init__(self, token: str, api_url: str = "https://api.telegram.org", timeout_s: float = 10):
+    def __init__(
+        self, token: str, api_url: str = "https://api.telegram.org", timeout_s: float = 10
+    ):
         if not token:
             raise MandiError("notify.telegram.bot_token is empty")
         self._token = token
@@ -53,7 +55,9 @@ class TelegramClient:
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "<bot_token>")
 
-    async def call(self, method: str, params: dict[str, Any], timeout_s: float | None = None) -> Any:
+    async def call(
+        self, method: str, params: dict[str, Any], timeout_s: float | None = None
+    ) -> Any:
         """One Bot API method with JSON parameters; returns its ``result``."""
         try:
             r = await self._http.post(
@@ -62,13 +66,16 @@ class TelegramClient:
                 timeout=timeout_s if timeout_s is not None else self.timeout_s,
             )
         except httpx.HTTPError as e:
-            raise TelegramError(f"telegram {method}: {self._scrub(type(e).__name__)}: "
-                                f"{self._scrub(str(e)) or 'no answer'}") from None
+            raise TelegramError(
+                f"telegram {method}: {self._scrub(type(e).__name__)}: "
+                f"{self._scrub(str(e)) or 'no answer'}"
+            ) from None
         try:
             body = r.json()
         except ValueError:
-            raise TelegramError(f"telegram {method}: HTTP {r.status_code}, not JSON",
-                                status=r.status_code) from None
+            raise TelegramError(
+                f"telegram {method}: HTTP {r.status_code}, not JSON", status=r.status_code
+            ) from None
         if not body.get("ok"):
             params_ = body.get("parameters") or {}
             raise TelegramError(

@@ -111,7 +111,9 @@ class HistoryLayer:
         later one: its history ends where the simulation began)."""
         con = connect(node.cfg.store.db)
         try:
-            held = get_meta(con, "sim.start_date") if node.feed and node.feed.name == "sim" else None
+            held = (
+                get_meta(con, "sim.start_date") if node.feed and node.feed.name == "sim" else None
+            )
         finally:
             con.close()
         if held:

@@ -113,7 +113,9 @@ class NotifyLayer:
         log.info(
             "notifications: %s%s",
             names,
-            f" (commands from {len(t.chat_ids)} chat(s), scope {t.commands})" if self.poller else "",
+            f" (commands from {len(t.chat_ids)} chat(s), scope {t.commands})"
+            if self.poller
+            else "",
         )
 
     def _on_bus(self, topic: str, msg: Any) -> None:
@@ -130,7 +132,7 @@ class NotifyLayer:
         if not self.active:
             return []
         self._wake = [asyncio.Event() for _ in self.notifiers]
-        out: list[Coroutine[Any, Any, Any]] = [self._pump()]
+        out: list[Coroutine[Any, Any, Any]] = [self._pump(), self._lifetime()]
         out += [self._sender(i) for i in range(len(self.notifiers))]
         if self.poller is not None:
             out.append(self.poller.run())
@@ -231,10 +233,14 @@ class NotifyLayer:
                     self._node.bus.unsubscribe(s)
         if self._own_api and self.api is not None:
             self.api.detach()
-        for x in [self.telegram, *self.notifiers]:
-            closer = getattr(x, "close", None)
-            if closer is None:
-                continue
-            with contextlib.suppress(Exception):
-                loop = asyncio.get_running_loop()
-                loop.create_task(closer())
+
+    async def _lifetime(self) -> None:
+        """Holds the HTTP clients open while the node runs; closes them when it stops."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for x in [self.telegram, *self.notifiers]:
+                closer = getattr(x, "close", None)
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        await closer()

@@ -75,7 +75,9 @@ def _copy(src: sqlite3.Connection, dest_path: str) -> None:
         dst.close()
 
 
-def backup(db: str, directory: str = "", keep: int = 7, now: dt.datetime | None = None) -> BackupInfo:
+def backup(
+    db: str, directory: str = "", keep: int = 7, now: dt.datetime | None = None
+) -> BackupInfo:
     """Copy ``db`` into ``directory`` as ``<stem>-<UTC time>.db`` and keep the newest ``keep``
     backups (0 = keep all). Safe while another process writes the database."""
     if not os.path.exists(db):

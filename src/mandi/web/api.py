@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
-from mandi.core.ids import stable_id
 from mandi.core.errors import InstrumentError, MandiError, StoreError
+from mandi.core.ids import stable_id
 from mandi.core.money import LimitPriceError, limit_price_paise
 from mandi.model.instruments import AnyInstrument, Equity, Future, Index, Option
 from mandi.stores import queries

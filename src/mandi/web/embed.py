@@ -76,9 +76,7 @@ def start_node(
     from mandi.services.trading import prepare_config
 
     # no one-time login link unless asked: an embedded node has no terminal to print it to
-    cfg = prepare_config(
-        load_config(overrides={"web.login_link": False, **overrides}, env={})
-    )
+    cfg = prepare_config(load_config(overrides={"web.login_link": False, **overrides}, env={}))
     node = MarketNode(cfg, layers=(layers or build_layers)(cfg))
     started = threading.Event()
     holder: dict[str, Any] = {}

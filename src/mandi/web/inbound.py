@@ -67,7 +67,9 @@ def verify(secret: str, header: str | None, body: bytes, now_s: float, tolerance
         raise InboundError(401, "bad_signature", "the signature does not match the body")
     if abs(now_s - t) > tolerance_s:
         raise InboundError(
-            401, "stale_signature", f"the signature is older than {tolerance_s:g} s (or clocks differ)"
+            401,
+            "stale_signature",
+            f"the signature is older than {tolerance_s:g} s (or clocks differ)",
         )
     return given
 
@@ -121,8 +123,15 @@ def parse(data: Any, chartink_action: str, key: str) -> tuple[str, list[AlertSig
         prices = [p.strip() for p in str(data.get("trigger_prices") or "").split(",")]
         when = str(data.get("triggered_at") or "")[:40]
         out = [
-            AlertSignal(s, chartink_action, _paise(prices[i] if i < len(prices) else ""), 0.6, 0,
-                        None, f"{key}|{when}|{s}")
+            AlertSignal(
+                s,
+                chartink_action,
+                _paise(prices[i] if i < len(prices) else ""),
+                0.6,
+                0,
+                None,
+                f"{key}|{when}|{s}",
+            )
             for i, s in enumerate(stocks)
         ]
         return source_name(data.get("scan_name") or data.get("alert_name") or "chartink"), out

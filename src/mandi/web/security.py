@@ -257,7 +257,7 @@ class TokenStore:
                 os.remove(self.owner_secret_path)
         return True
 
-    # --- the owner and one-time login links --------------------------------------------------------
+    # --- the owner and one-time login links ------------------------------------------------------
     @property
     def owner_secret_path(self) -> str:
         """Where the owner token's secret is kept (0600): ``owner-token`` beside
@@ -293,7 +293,9 @@ class TokenStore:
         with self._locked():
             data = self._load()
             links = [
-                x for x in data.get("links", []) if isinstance(x, dict) and x.get("expires", 0) > now
+                x
+                for x in data.get("links", [])
+                if isinstance(x, dict) and x.get("expires", 0) > now
             ][-(MAX_LINKS - 1) :]
             links.append(
                 {"sha256": hash_secret(code), "token_id": token_id, "expires": now + ttl_s}

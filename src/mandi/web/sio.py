@@ -61,7 +61,6 @@ def socketio_app(app: Any, hub: Hub, security: Security) -> Any:
             environ.get("HTTP_AUTHORIZATION"), cookie.value if cookie else None
         )
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
             p = principal(environ, auth)
@@ -94,7 +93,6 @@ def socketio_app(app: Any, hub: Hub, security: Security) -> Any:
         hub.send_direct(client, hub.encode_type("snapshot", hub.snapshot()))
         hub.subscribe(client, SEED_CHANNELS)
 
-    @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         client = clients.pop(sid, None)
         if client is not None:
@@ -113,12 +111,14 @@ def socketio_app(app: Any, hub: Hub, security: Security) -> Any:
         ok, errors = hub.subscribe(client, channels[:200])
         return {"subscribed": ok, "errors": errors}
 
-    @sio.on("subscribe")
     async def on_subscribe(sid: str, channels: Any = None) -> dict[str, Any]:
         return await change(sid, channels, True)
 
-    @sio.on("unsubscribe")
     async def on_unsubscribe(sid: str, channels: Any = None) -> dict[str, Any]:
         return await change(sid, channels, False)
 
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
+    sio.on("subscribe", on_subscribe)
+    sio.on("unsubscribe", on_unsubscribe)
     return socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")

@@ -19,18 +19,33 @@ class Clock:
 
 def fill(qty: int = 65) -> OrderFilled:
     return OrderFilled(
-        1, "f1", "c1", 7, "NSE", "NIFTY2641324200CE", Side.BUY, qty, 12_050, qty, qty, 2_310,
-        Intent.ENTRY, "ema_cross",
+        1,
+        "f1",
+        "c1",
+        7,
+        "NSE",
+        "NIFTY2641324200CE",
+        Side.BUY,
+        qty,
+        12_050,
+        qty,
+        qty,
+        2_310,
+        Intent.ENTRY,
+        "ema_cross",
     )
 
 
 def test_events_become_alerts_by_the_rules():
     rules = AlertRules(fills=True, large_pnl=200_000, errors=True)
-    halt = alert_for("risk:halted", TradingHalted(1, "daily loss beyond ₹25,000",
-                                                  "circuit_breaker"), rules)
+    halt = alert_for(
+        "risk:halted", TradingHalted(1, "daily loss beyond ₹25,000", "circuit_breaker"), rules
+    )
     assert halt is not None and halt.kind == "halted" and halt.urgent
     assert "CIRCUIT BREAKER" in halt.text and "daily loss" in halt.text
-    assert alert_for("risk:resumed", TradingResumed(2, "manual reset", "cli"), rules).kind == "resumed"
+    assert (
+        alert_for("risk:resumed", TradingResumed(2, "manual reset", "cli"), rules).kind == "resumed"
+    )
     f = alert_for("order:filled", fill(), rules)
     assert f is not None and "FILL BUY 65 NIFTY2641324200CE @ ₹120.50" in f.text
     assert alert_for("order:filled", fill(), AlertRules(fills=False)) is None

@@ -58,9 +58,7 @@ def test_a_backup_of_a_live_database_is_one_commit_and_restores_identically(tmp_
     assert n > 0 and n % BATCH == 0 and top == n - 1  # whole transactions, no gap
     # the copy is the source as of that commit: the same rows, byte for byte
     src = sqlite3.connect(db)
-    same = src.execute(
-        "SELECT count(*) FROM candles WHERE volume < ?", (n,)
-    ).fetchone()[0]
+    same = src.execute("SELECT count(*) FROM candles WHERE volume < ?", (n,)).fetchone()[0]
     src.close()
     assert same == n
     # restore (through the CLI) into a new file: identical to the backup, table by table
