@@ -23,7 +23,8 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from mandi.core.calendar import ist_date, ist_ns
+from mandi.core.calendar import calendar, ist_date, ist_ns
+from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import MandiError
 from mandi.core.money import to_paise
 from mandi.notify.alerts import AlertRules, Outbox, alert_for, summary_alert
@@ -205,14 +206,23 @@ class NotifyLayer:
                 self.summary_due(at)
 
     def summary_due(self, at: dt.time) -> bool:
-        """Queue the daily summary when exchange time has passed ``at`` on a day not yet
-        summarized (and trading runs here); True when one was queued."""
+        """Queue the daily summary when market time has passed ``at`` — or the last second of
+        the session, whichever is earlier: a feed's ticks stop at the close — on a day not yet
+        summarized (and trading runs here); True when one was queued. Market time is the wall
+        clock for a broker feed, the last tick's time for a replayed one (the simulator)."""
         node = self._node
-        now = node.stats.exchange_time_ns if node is not None else 0
-        if not now or self.api is None:
+        if node is None or self.api is None:
+            return False
+        wall = node.feed is not None and node.feed.wall_clock
+        now = node.clock.now_ns() if wall else node.stats.exchange_time_ns
+        if not now:
             return False
         day = ist_date(now)
-        if now < ist_ns(day, at) or day.isoformat() in self.summaries:
+        session = calendar("NSE").session(day)
+        due = ist_ns(day, at)
+        if session is not None:
+            due = min(due, session.close_ns - NS_PER_SECOND)
+        if now < due or day.isoformat() in self.summaries:
             return False
         try:
             pnl = self.api.pnl()

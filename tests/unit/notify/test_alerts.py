@@ -95,3 +95,44 @@ def test_messages_stay_below_telegrams_limit_and_the_webhook_speaks_slack_and_di
     body = payload(batch[:2])
     assert body["text"] and body["content"] == body["text"]  # Slack and Discord
     assert len(payload(batch)["content"]) <= 2000 and len(body["alerts"]) == 2
+
+
+def test_the_daily_summary_goes_out_once_when_the_session_ends():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from mandi.config import load_config
+    from mandi.core.calendar import ist_ns
+    from mandi.services.notify import NotifyLayer
+
+    cfg = load_config(overrides={"notify.webhook.url": "http://127.0.0.1:9/hook"}, env={})
+    layer = NotifyLayer(cfg)
+    pnl = {
+        "day_pnl": -1234.5,
+        "realized_pnl": -1000.0,
+        "unrealized_pnl": -234.5,
+        "fills": 4,
+        "orders_sent": 4,
+        "open_positions": 1,
+        "charges": 80.25,
+        "halted": False,
+    }
+    perf = {
+        "date": "2026-04-13",
+        "total_trades": 3,
+        "winning_trades": 1,
+        "losing_trades": 2,
+        "max_drawdown": 2000.0,
+    }
+    layer.api = SimpleNamespace(pnl=lambda: pnl, daily_performance=lambda n: [perf])
+    stats = SimpleNamespace(exchange_time_ns=ist_ns(dt.date(2026, 4, 13), dt.time(15, 0)))
+    node = SimpleNamespace(stats=stats, feed=SimpleNamespace(wall_clock=False), clock=None)
+    layer._node = node  # type: ignore[assignment]
+    at = dt.time(15, 30)
+    assert not layer.summary_due(at)  # 15:00: not yet
+    # the simulator's last tick is at 15:29:59.75: the session is over, the summary goes out
+    stats.exchange_time_ns = ist_ns(dt.date(2026, 4, 13), dt.time(15, 29, 59, 750_000))
+    assert layer.summary_due(at) and not layer.summary_due(at)  # once
+    alert = layer.outboxes[0].queue[-1]
+    assert alert.kind == "summary" and "Daily summary 2026-04-13" in alert.text
+    assert "-₹1,234.50" in alert.text and "3 closed trades (1 won, 2 lost)" in alert.text
