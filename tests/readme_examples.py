@@ -92,8 +92,6 @@ def systemd_commands() -> list[str]:
     return out
 
 
-
-
 def tour_script(port: int) -> str:
     """The README block marked ``readme-test: run``, as a bash script against ``port``."""
     blocks = [text for run, text in shell_blocks() if run]

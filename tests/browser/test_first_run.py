@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from playwright.sync_api import expect
+
 from readme_examples import tour_script
 
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{20,}")

@@ -5,7 +5,9 @@ itself runs against a fresh ``mandi run`` in tests/browser/test_first_run.py."""
 from __future__ import annotations
 
 import pytest
+
 from readme_examples import ParseError, argv, command_lines, parses, shell_blocks, systemd_commands
+
 
 def test_every_readme_command_line_parses():
     lines = [ln for _, text in shell_blocks() for ln in command_lines(text)]
