@@ -48,6 +48,8 @@ def command_lines(text: str) -> list[str]:
 def argv(line: str) -> list[str]:
     line = re.sub(r"\$\([^)]*\)", "X", line)  # command substitutions
     line = re.sub(r"\$\{?\w+\}?", "X", line)  # variables
+    line = re.sub(r"\s\d?(>>?|<)&?\s*\S+", " ", line)  # redirections
+    line = re.sub(r"\s&\s*$", "", line)  # in the background
     words = shlex.split(line, comments=True)
     return words[1:]
 
