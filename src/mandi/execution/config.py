@@ -35,6 +35,9 @@ class MatchingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     price_source: Literal["last", "touch"] = "last"
     slippage_ticks: Annotated[int, msgspec.Meta(ge=0)] = 1
+    # with price_source "touch": extra ticks against us when a print has no bid/ask and the
+    # order fills at the last price instead
+    no_quote_slippage_ticks: Annotated[int, msgspec.Meta(ge=0)] = 1
     participation: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
     limit_by_volume: bool = True
     bar_fill: Literal["open", "close"] = "open"

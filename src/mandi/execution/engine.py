@@ -273,6 +273,12 @@ class ExecutionEngine:
             for f in self.inflight.values()
             if f.strategy == sig.strategy and f.source == sig.token
         ]
+        if sig.metadata.get("exit_only"):  # Strategy.close(): closes, never opens
+            for p in opposite:
+                self.exit_position(p, exits.STRATEGY)
+            what = "closing the position" if opposite else "no open position to close"
+            self._finish_signal(sig, ORDERED if opposite else IGNORED, what)
+            return
         if opposite and self.cfg.exit_on_opposite_signal:
             for p in opposite:
                 self.exit_position(p, exits.SIGNAL)

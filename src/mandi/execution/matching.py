@@ -9,13 +9,17 @@ Fill model (stated, tested):
 * **No look-ahead**: an order only fills on data strictly *after* the moment it was accepted
   (``print.ts > accepted_ns``; for bars, a bar that starts at or after acceptance).
 * **Market orders** fill at the next print's price — the last trade, or the touch (ask for a buy,
-  bid for a sell) with ``price_source="touch"`` — moved ``slippage_ticks`` ticks against us.
+  bid for a sell) with ``price_source="touch"`` — moved ``slippage_ticks`` ticks against us
+  (``no_quote_slippage_ticks`` more when a touch print has no quote and the last price is used).
   On bars: at the next bar's open (``bar_fill="open"``) or close (``"close"``).
 * **Limit orders** that were *marketable* when accepted (a buy limit at or above the reference
   price) fill like market orders on the first print whose price (after slippage) is within the
   limit, at that price. A *resting* limit fills only when the market
   trades through it (a print strictly below a buy limit / above a sell limit; a bar whose low/high
   passes it) and then at the limit price (or the bar's open if it opened beyond the limit).
+* **Expiry settlement** (:meth:`FillSimulator.settle`): every working order of a contract fills
+  at the settlement price (its intrinsic value, possibly 0) — the way an option that reaches
+  expiry leaves a book.
 * **Partial fills by available volume**: a market/marketable order takes at most the displayed
   opposite quantity (ask qty for a buy), a resting limit at most the traded quantity of the print,
   a bar at most its volume — times ``participation`` and rounded down to whole lots. Where the data
@@ -201,10 +205,13 @@ class FillSimulator:
             buy = w.side is Side.BUY
             if w.marketable:
                 base = p.last
+                slip = cfg.slippage_ticks * w.tick
                 if cfg.price_source == "touch":
                     touch = p.ask if buy else p.bid
-                    base = touch if touch > 0 else p.last
-                slip = cfg.slippage_ticks * w.tick
+                    if touch > 0:
+                        base = touch
+                    else:
+                        slip += cfg.no_quote_slippage_ticks * w.tick
                 price = base + slip if buy else max(base - slip, w.tick)
                 if w.order_type is OrderType.LIMIT and (
                     price > w.limit_price if buy else price < w.limit_price
@@ -218,6 +225,16 @@ class FillSimulator:
                 price = w.limit_price
                 avail = p.traded_qty
             self._fill(w, self._take(w, avail), price, p.ts, out)
+        return out
+
+    def settle(self, token: int, price: int, ts: int) -> list[Fill]:
+        """Fill every working order of ``token`` at the settlement ``price`` (paise, ≥ 0) — an
+        expired contract's intrinsic value."""
+        if price < 0:
+            raise OrderError(f"settlement price of {token} must not be negative, got {price}")
+        out: list[Fill] = []
+        for w in list(self._by_token.get(token, {}).values()):
+            self._fill(w, w.remaining, price, ts, out)
         return out
 
     def on_bar(self, token: int, bar: Candle, ts: int | None = None) -> list[Fill]:

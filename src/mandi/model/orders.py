@@ -270,10 +270,11 @@ class Order:
     def apply_fill(self, fill_id: str, quantity: int, price: int, ts_ns: int) -> bool:
         """Apply one execution. Returns False for a duplicate fill id (ignored); raises
         :class:`OrderError` for a fill the state machine cannot accept (a terminal order, an
-        over-fill, a non-positive quantity or price) and changes nothing then."""
+        over-fill, a non-positive quantity or price — except a price of 0 on an exit: an option
+        expiring worthless is settled at 0) and changes nothing then."""
         if fill_id in self.fill_ids:
             return False
-        if quantity <= 0 or price <= 0:
+        if quantity <= 0 or price < 0 or (price == 0 and self.intent is not Intent.EXIT):
             raise OrderError(
                 f"order {self.client_order_id}: bad fill {fill_id} "
                 f"(quantity {quantity}, price {price})"

@@ -258,6 +258,26 @@ class Strategy:
             return None
         return sig if self._emit(sig) else None
 
+    def close(
+        self, instrument: AnyInstrument, *, metadata: dict[str, Any] | None = None
+    ) -> SignalGenerated | None:
+        """Signal to close this strategy's open position in ``instrument`` (an exit-only signal:
+        it never opens a position). Returns the signal, or None when nothing is open."""
+        held = [
+            p
+            for p in self._open_positions()
+            if p.token == instrument.token and p.strategy == self.id
+        ]
+        if not held:
+            return None
+        action = Side.BUY if held[0].direction < 0 else Side.SELL
+        return self.signal(
+            action, instrument=instrument, metadata={**(metadata or {}), "exit_only": True}
+        )
+
+    def _open_positions(self) -> list[Any]:
+        return list(self.ctx._positions.open_positions())
+
     def _last_close(self, token: int, tf: int) -> int:
         c = self.ctx.last_candle(token, tf)
         return c.close if c is not None else 0

@@ -1,5 +1,6 @@
 """Built-in strategies from the seeds: SMA crossover, EMA crossover (9/21 on 15 min), RSI
-overbought/oversold, momentum, and an OI/PCR strategy on the option chain.
+overbought/oversold, momentum, an OI/PCR strategy on the option chain, and the option-selling
+structures ``short_straddle`` and ``iron_condor`` (:mod:`mandi.strategy.options`).
 
 Each signals on a *change* of state (a crossover, a threshold crossing), never on every candle,
 and keeps its own incremental indicators per instrument (``mandi.indicators``), so it runs the same
@@ -197,6 +198,9 @@ class OIPCR(Strategy):
             )
 
 
+from mandi.strategy.options import IronCondor, ShortStraddle  # noqa: E402
+
 BUILTIN: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR)
+    cls.name: cls
+    for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR, ShortStraddle, IronCondor)
 }
