@@ -73,13 +73,8 @@ from mandi.services.distributed.health import (
     link_samples,
     publisher_samples,
 )
-from mandi.services.indicators import (
-    PRUNE_SQL,
-    SNAPSHOT_SQL,
-    VALUE_SQL,
-    indicator_topic,
-    latest_snapshot,
-)
+from mandi.services.indicators import indicator_topic
+from mandi.stores.indicators import latest_snapshot, try_write_values_now, write_values
 
 log = logging.getLogger(__name__)
 
@@ -283,19 +278,16 @@ class IndEngineService:
             return
         delay = 0.05
         while True:
-            try:
-                self.con.execute("BEGIN")
-                if batch.rows:
-                    self.con.executemany(VALUE_SQL, batch.rows)
-                if snapshot is not None:  # the fallback: kept as the single process keeps it
-                    self.con.execute(SNAPSHOT_SQL, (time.time_ns(), self.specs_key, snapshot))
-                    keep = self.cfg.indicators.snapshots_kept
-                    self.con.execute(PRUNE_SQL, (self.specs_key, self.specs_key, keep))
-                self.con.execute("COMMIT")
+            try:  # a snapshot here is the fallback: kept as the single process keeps it
+                write_values(
+                    self.con,
+                    batch.rows,
+                    snapshot,
+                    self.specs_key,
+                    self.cfg.indicators.snapshots_kept,
+                )
                 return
             except sqlite3.Error as e:
-                if self.con.in_transaction:
-                    self.con.execute("ROLLBACK")
                 self.stats["sqlite_errors"] += 1
                 log.error(
                     "%s: SQLite commit failed (%s); retrying in %.2f s", self.service, e, delay
@@ -311,20 +303,8 @@ class IndEngineService:
         if con is None or len(batch.rows) > INLINE_ROWS:
             return False
         try:
-            con.execute("PRAGMA busy_timeout=0")
-            try:
-                con.execute("BEGIN IMMEDIATE")  # the write lock now, or SQLITE_BUSY at once
-            finally:
-                con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.OperationalError:
-            return False
-        try:
-            con.executemany(VALUE_SQL, batch.rows)
-            con.execute("COMMIT")
-            return True
+            return bool(try_write_values_now(con, batch.rows, BUSY_TIMEOUT_MS))
         except sqlite3.Error as e:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
             self.stats["sqlite_errors"] += 1
             log.warning("%s: SQLite commit on the loop failed (%s); retrying", self.service, e)
             return False
