@@ -308,12 +308,12 @@ def resolve(basket: Basket, master: InstrumentMaster, now_ns: int) -> list[Resol
         raise BasketRejected([LegIssue(-1, "", "a basket needs at least one leg")])
     template = TEMPLATES.get(basket.template)
     if template is None and basket.template != CUSTOM:
-        issues.append(LegIssue(-1, "", f"unknown template {basket.template!r}"))
+        issues.append(LegIssue(-1, "", f"unknown template; one of {', '.join(TEMPLATES)}"))
     for i, leg in enumerate(basket.legs):
         try:
             inst = master.by_symbol(leg.symbol, leg.exchange or None)
-        except InstrumentError as e:
-            issues.append(LegIssue(i, leg.symbol, f"unknown contract ({e})"))
+        except InstrumentError:  # its message would repeat the symbol; the issue carries it
+            issues.append(LegIssue(i, leg.symbol, "unknown contract"))
             continue
         reasons = []
         if not inst.tradable:
@@ -322,15 +322,13 @@ def resolve(basket: Basket, master: InstrumentMaster, now_ns: int) -> list[Resol
         if expiry is not None and now_ns >= ist_ns(expiry, EXPIRY_TIME):
             reasons.append(f"expired on {expiry.isoformat()}")
         if leg.quantity <= 0:
-            reasons.append(f"quantity must be positive, got {leg.quantity}")
+            reasons.append("quantity must be positive")
         elif leg.quantity % inst.lot_size:
-            reasons.append(f"quantity {leg.quantity} is not a multiple of the lot {inst.lot_size}")
+            reasons.append(f"quantity is not a multiple of the lot size {inst.lot_size}")
         if leg.price < 0:
-            reasons.append(f"limit price must not be negative, got {leg.price}")
+            reasons.append("limit price must not be negative")
         elif leg.price and leg.price % inst.tick_size:
-            reasons.append(
-                f"limit price {leg.price / 100:g} is off the tick {inst.tick_size / 100:g}"
-            )
+            reasons.append(f"limit price is off the tick {inst.tick_size / 100:g}")
         issues.extend(LegIssue(i, leg.symbol, r) for r in reasons)
         out.append(ResolvedLeg(leg, inst))
         index.append(i)
