@@ -212,6 +212,7 @@ class ExecutionEngine:
             orders_last_minute=(lim.sent_last_minute(now) if lim else 0) + queued,
             orders_today=(lim.sent_today(now) if lim else 0) + queued,
             slices=slices,
+            entry_block=self.risk.entry_block(),
         )
 
     def _finish_signal(self, sig: SignalGenerated, status: str, reason: str = "") -> None:

@@ -38,6 +38,24 @@ class RiskEngine:
         self.latch: Latch = store.load_latch()
         self.denials: Counter[str] = Counter()
         self.last_denial: RiskDenied | None = None
+        # live inputs that block new entries (exits stay possible): source -> (rule, reason),
+        # e.g. "feed" -> ("feed_health", "no data for 12 s"); set by the shell, never latched
+        self.entry_blocks: dict[str, tuple[str, str]] = {}
+
+    def block_entries(self, source: str, rule: str, reason: str) -> bool:
+        """Block new entries while ``source`` is unhealthy (``reason`` "" clears it); True when
+        the state changed."""
+        held = self.entry_blocks.get(source)
+        if not reason:
+            return self.entry_blocks.pop(source, None) is not None
+        self.entry_blocks[source] = (rule, reason)
+        return held is None or held != (rule, reason)
+
+    def entry_block(self) -> tuple[str, str]:
+        """The first active entry block as (rule, reason), or ("", "")."""
+        for v in self.entry_blocks.values():
+            return v
+        return ("", "")
 
     @property
     def halted(self) -> bool:
