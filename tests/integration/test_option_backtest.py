@@ -80,3 +80,28 @@ def test_cli_backtest_of_a_recorded_session(session, tmp_path):
     syms = [t["symbol"] for t in doc["trades"]]
     assert sorted(x[-2:] for x in syms) == ["CE", "PE"] and all(x.startswith("NIFTY") for x in syms)
     assert doc["structures"][0]["legs"] and doc["stats"]["underlying"] == "NIFTY"
+
+
+def test_basket_show_on_the_recorded_session(session):
+    base = [sys.executable, "-m", "mandi", "basket", "show", "NIFTY", "--db", session]
+    p = subprocess.run(
+        [*base, "iron_condor", "--offset", "2", "--json"], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert [leg["side"] for leg in doc["legs"]] == ["BUY", "SELL", "SELL", "BUY"]
+    assert doc["net_premium"] > 0 and doc["max_profit"] == pytest.approx(doc["net_premium"])
+    assert doc["max_loss"] < 0 and len(doc["breakevens"]) == 2
+    assert doc["margin"]["hedge_benefit"] > 0
+    # the stored quotes are what the legs are priced at: a sell at the bid, a buy at the ask
+    quotes = recorded_quotes(session)
+    stamp = max(ts for (_, ts) in quotes)
+    for leg in doc["legs"]:
+        _, bid, ask = quotes[(leg["symbol"], stamp)]
+        assert round(leg["price"] * 100) == (ask if leg["side"] == "BUY" else bid)
+    bad = subprocess.run(
+        [*base, "--leg", "SELL:NIFTYNOPE:1", "--leg", f"BUY:{doc['legs'][0]['symbol']}:1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "leg 1 (NIFTYNOPE): unknown contract" in bad.stderr
