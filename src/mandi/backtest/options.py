@@ -72,7 +72,7 @@ class OptionLegEngine(BacktestEngine):
             )
             return
         # 1. the quotes into the market state (a Tick is made only if someone reads it)
-        quoted = self.kernel.market.ticks.quoted
+        quoted: dict[int, Any] = self.kernel.market.ticks.quoted  # type: ignore[attr-defined]
         ex = snap.exchange
         n = unknown = 0
         for row in snap.rows:

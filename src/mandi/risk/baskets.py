@@ -88,8 +88,8 @@ def check_basket(
     issues: list[tuple[str, LegIssue]] = []
     rules = LEG_RULES if calendar_rules else NO_CALENDAR_LEG_RULES
     for i, ctx in enumerate(legs):
-        for rule in rules:
-            d = rule(ctx)
+        for check in rules:
+            d = check(ctx)
             if d is not None:
                 issues.append((d.rule, LegIssue(i, ctx.instrument.symbol, d.reason)))
     n = numbers
@@ -156,5 +156,5 @@ def check_basket(
         )
     if not issues:
         return ALLOWED
-    rule, first = issues[0]
-    return BasketDenied(rule, str(first), tuple(i for _, i in issues))
+    first_rule, first = issues[0]
+    return BasketDenied(first_rule, str(first), tuple(i for _, i in issues))

@@ -83,14 +83,14 @@ def stored_market(db: str | os.PathLike[str], underlying: str) -> StoredMarket:
             for kind, q in (("CE", row.call), ("PE", row.put)):
                 if q is None:
                     continue
-                inst = _contract(master, s.underlying, s.expiry, row.strike, kind)
-                if inst is None:
+                contract = _contract(master, s.underlying, s.expiry, row.strike, kind)
+                if contract is None:
                     continue
-                market.ltp[inst.token] = q.ltp
-                market.bid[inst.token] = q.bid
-                market.ask[inst.token] = q.ask
+                market.ltp[contract.token] = q.ltp
+                market.bid[contract.token] = q.bid
+                market.ask[contract.token] = q.ask
                 if math.isfinite(q.iv) and q.iv > 0:
-                    market.iv[inst.token] = q.iv
+                    market.iv[contract.token] = q.iv
     return market
 
 

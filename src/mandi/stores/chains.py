@@ -30,7 +30,7 @@ METADATA_SQL = (
 WINDOWS = (3, 5, 10, 15, 30)
 
 
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 

@@ -226,7 +226,8 @@ class OptionsViews:
         listed = [e for e in self.master.expiries(underlying) if e >= today]
         if not listed:
             raise not_found(f"no listed {underlying} options expire today or later", "query")
-        return listed[0]
+        first: dt.date = listed[0]
+        return first
 
     def basket(self, body: dict[str, Any]) -> tuple[Basket, list[ResolvedLeg]]:
         """A basket from a request body (legs with ``quantity`` or ``lots``), checked whole."""
@@ -645,7 +646,7 @@ class OptionsViews:
         if a is not None and math.isfinite(a.atm_strike):
             return float(a.atm_strike)
         snap = self._stored(u["symbol"], exp)
-        k = min(snap.rows, key=lambda r: abs(r.strike - snap.underlying_price)).strike
+        k: int = min(snap.rows, key=lambda r: abs(r.strike - snap.underlying_price)).strike
         return k / 100
 
     def _lot(self, underlying: str, exp: dt.date) -> int:

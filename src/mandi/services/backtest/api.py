@@ -200,7 +200,7 @@ def run(
         if engine == "vector":
             raise BacktestError("--engine vector: option-leg strategies need the event engine")
         strat = make_strategy(strategy, params, timeframe or cls.default_timeframe, strategy_id)
-        meta = {
+        legs_meta: dict[str, Any] = {
             "strategy": strat.id,
             "strategy_class": f"{cls.__module__}:{cls.__qualname__}",
             "params": msgspec.to_builtins(strat.config),
@@ -221,7 +221,7 @@ def run(
             risk=risk,
             trading=trading,
             chains=chains,
-            meta=meta,
+            meta=legs_meta,
         )
     series = load_data(data, symbol=symbol, lot_size=cfg.lot_size, tick_size=cfg.tick_size_paise)
     if end_ns is not None:
