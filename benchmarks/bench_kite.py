@@ -39,7 +39,6 @@ from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.execution.config import TradingConfig
-from mandi.execution.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
 from mandi.execution.ports import BrokerFill
 from mandi.feeds.kite import FrameStats, parse_frame
@@ -49,6 +48,7 @@ from mandi.pipeline.candles import CandlePipeline
 from mandi.pipeline.fast import FastCandlePipeline
 from mandi.risk.config import RiskConfig
 from mandi.strategy.base import Strategy
+from mandi.system.kernel import TradingKernel
 
 NS = 1_000_000_000
 T0 = ist_ns(dt.date(2026, 4, 15), dt.time(10, 0))

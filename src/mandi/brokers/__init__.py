@@ -3,7 +3,7 @@
 :func:`make_broker` is the only place a broker is chosen:
 
 * ``logging`` → no broker at all (the execution engine has no order path);
-* ``paper``   → :class:`~mandi.brokers.paper.PaperBroker` (never a live one);
+* ``paper``   → :class:`~mandi.execution.paper.PaperBroker` (kernel code; never a live one);
 * ``live``    → the broker named by ``trading.broker``, looked up in :data:`LIVE_BROKERS`; live
   mode refuses to start without one. Each adapter package registers its factory here
   (``kite``: :mod:`mandi.brokers.kite`); factories get the trading config, the clock and the
@@ -50,7 +50,7 @@ def make_broker(
     if mode == "logging":
         return None
     if mode == "paper":
-        from mandi.brokers.paper import PaperBroker
+        from mandi.execution.paper import PaperBroker
 
         return PaperBroker(clock, paper_book, cfg.paper, cash)
     if mode != "live":

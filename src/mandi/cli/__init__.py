@@ -210,6 +210,9 @@ from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`
 
 
 def main() -> None:
+    from mandi.services.jitcache import prepare_numba_cache
+
+    prepare_numba_cache()  # before any kernel code runs: numba misses cross-file edits
     try:
         app()
     except MandiError as e:  # pragma: no cover - safety net

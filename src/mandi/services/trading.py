@@ -34,7 +34,6 @@ from mandi.core.clock import NS_PER_SECOND, Clock
 from mandi.core.errors import ConfigError, MandiError
 from mandi.core.money import to_paise
 from mandi.execution.charges import ChargesModel, default_rate_table
-from mandi.execution.kernel import TradingKernel
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
 from mandi.stores.sqlite import row_candle
@@ -46,6 +45,7 @@ from mandi.stores.trading import (
     pending_requests,
 )
 from mandi.strategy.loader import DEFAULT_STRATEGIES, StrategySpec, build_strategies
+from mandi.system.kernel import TradingKernel
 
 if TYPE_CHECKING:
     from mandi.config import AppConfig
@@ -89,7 +89,7 @@ class FeedClock:
 
 
 class TradingLayer:
-    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a ``MarketNode``."""
+    """Plugs the :class:`~mandi.system.kernel.TradingKernel` into a ``MarketNode``."""
 
     name = "trading"
 

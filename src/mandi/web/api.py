@@ -132,7 +132,7 @@ class TradingPort(Protocol):
 
 
 class KernelTrading:
-    """:class:`TradingPort` over a :class:`~mandi.execution.kernel.TradingKernel`."""
+    """:class:`TradingPort` over a :class:`~mandi.system.kernel.TradingKernel`."""
 
     def __init__(self, kernel: Any) -> None:
         self.k = kernel

@@ -9,10 +9,10 @@ import pytest
 
 import mandi.brokers as brokers
 from mandi.brokers import make_broker
-from mandi.brokers.paper import MemoryPaperBook, PaperBroker
 from mandi.core.clock import TestClock
 from mandi.core.errors import ConfigError
 from mandi.execution.config import MatchingConfig, TradingConfig
+from mandi.execution.paper import MemoryPaperBook, PaperBroker
 from mandi.execution.ports import BrokerFill, OrderRequest
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus, OrderType, Product, Side

@@ -13,13 +13,13 @@ from mandi.config import AppConfig
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.execution.config import TradingConfig
-from mandi.execution.kernel import TradingKernel
 from mandi.execution.live import FeedHealth
 from mandi.execution.memstore import MemoryTradingStore
 from mandi.model.instruments import Equity, InstrumentMaster
 from mandi.model.market import Tick
 from mandi.model.orders import Side
 from mandi.services.trading import LiveInputs
+from mandi.system.kernel import TradingKernel
 
 S = 10**9
 INFY = 408065
