@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mandi.backtest import run
+from mandi.services.backtest import run
 
 CONFIG = """\
 strategies = []
