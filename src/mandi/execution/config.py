@@ -69,6 +69,11 @@ class TradingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     options_for_indices: bool = True
     allow_short: bool = False
     exit_on_opposite_signal: bool = True
+    # "stop_orders": once an entry fills, its stop-loss and target rest as a GTT-style OCO pair
+    # (SL-M at the stop, LIMIT at the target) at the broker — or in the kernel where the broker
+    # cannot hold them — and the position monitor keeps only the time rules (square-off, expiry)
+    # and the trailing stop; "monitor": the monitor watches every price and sends a market exit
+    exit_orders: Literal["monitor", "stop_orders"] = "monitor"
     signal_max_age_s: Seconds = 86_400.0
     monitor_interval_s: Seconds = 5.0
     entry_timeout_s: Seconds = 60.0

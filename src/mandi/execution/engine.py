@@ -96,6 +96,8 @@ class ExecutionEngine:
         self.entries = EntryStage(ctx, self.exits)
         self.fills = FillStage(ctx)
         self.manual = ManualOrders(ctx, self.entries, self.exits)
+        if cfg.exit_orders == "stop_orders":
+            self.fills.protect = self.exits.protect
         # the stages' entry points, bound once (the backtester calls check_exits per bar)
         self.handle_signal = self.entries.handle_signal
         self.apply_fill = self.fills.apply
