@@ -176,3 +176,45 @@ def test_oi_views(client, rd):
     pcr = client.get("/api/v1/oi/NIFTY/pcr", headers=rd).json()["points"]
     assert len(pcr) >= 2 and all(x["pcr"] > 0 and x["max_pain"] > 0 for x in pcr)
     assert all(math.isfinite(x["spot"]) for x in pcr)
+
+
+def test_stop_orders_through_the_api(client, web_tokens, rd):
+    t = auth(web_tokens["trade"])
+    b = client.get("/api/v1/basket/NIFTY/straddle", headers=rd).json()
+    sym = b["legs"][0]["symbol"]
+    leg = {"symbol": sym, "side": "BUY", "lots": 1}
+    ltp = client.post("/api/v1/payoff", json={"legs": [leg]}, headers=rd).json()["legs"][0]["price"]
+    below = round(ltp * 0.5 * 20) / 20  # a BUY stop below the market would fire at once
+    r = client.post(
+        "/api/v1/orders",
+        headers=t,
+        json={"side": "BUY", "symbol": sym, "lots": 1, "trigger_price": below},
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["rule"] == "stop_trigger" and "fire at once" in r.json()["reason"]
+    above = round(ltp * 3 * 20) / 20 + 0.05
+    r = client.post(
+        "/api/v1/orders",
+        headers=t,
+        json={
+            "side": "BUY",
+            "symbol": sym,
+            "lots": 1,
+            "trigger_price": above,
+            "request_id": "slm1",
+        },
+    )
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["order_type"] == "SL-M" and out["trigger_price"] == pytest.approx(above)
+    (oid,) = out["order_ids"]
+    rows = client.get("/api/v1/orders", params={"status": "OPEN"}, headers=rd).json()
+    mine = next(o for o in rows if o["order_id"] == oid)
+    assert mine["order_type"] == "SL-M" and mine["trigger_price"] == pytest.approx(above * 100)
+    assert client.delete(f"/api/v1/orders/{oid}", headers=t).status_code == 200
+    r = client.post(
+        "/api/v1/orders",
+        headers=t,
+        json={"side": "BUY", "symbol": sym, "lots": 1, "order_type": "SL-M"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "body.trigger_price"

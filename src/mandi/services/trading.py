@@ -312,6 +312,7 @@ class TradingLayer:
                     int(req["quantity"]),
                     int(req["limit_price"]),
                     req["exchange"] or None,
+                    int(req.get("trigger_price") or 0),
                 )
                 finish_request(
                     store.con, req["id"], res.status, res.rule, res.reason, list(res.order_ids)

@@ -396,6 +396,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
         ALTER TABLE paper_orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE paper_orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE order_requests ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
     """,
     ),
 ]

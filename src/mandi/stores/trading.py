@@ -752,13 +752,23 @@ def add_order_request(
     quantity: int,
     limit_price: int = 0,
     exchange: str = "",
+    trigger_price: int = 0,
 ) -> None:
     con = connect(path, synchronous="FULL")
     try:
         con.execute(
             "INSERT INTO order_requests (request_id, created_at, symbol, exchange, side, "
-            "quantity, limit_price) VALUES (?,?,?,?,?,?,?)",
-            (request_id, time.time_ns(), symbol, exchange, side, quantity, limit_price),
+            "quantity, limit_price, trigger_price) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                request_id,
+                time.time_ns(),
+                symbol,
+                exchange,
+                side,
+                quantity,
+                limit_price,
+                trigger_price,
+            ),
         )
     finally:
         con.close()
@@ -767,7 +777,7 @@ def add_order_request(
 def pending_requests(con: sqlite3.Connection) -> list[dict[str, Any]]:
     cur = con.execute(
         "SELECT id, request_id, created_at, symbol, exchange, side, quantity, "
-        "limit_price FROM order_requests WHERE status='PENDING' ORDER BY id"
+        "limit_price, trigger_price FROM order_requests WHERE status='PENDING' ORDER BY id"
     )
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

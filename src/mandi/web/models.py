@@ -39,9 +39,11 @@ class OrderBody(BaseModel):
     exchange: Literal["NSE", "BSE"] | None = None
     quantity: int | None = Field(None, gt=0, le=10_000_000, description="Shares (units).")
     lots: int | None = Field(None, gt=0, le=100_000, description="Lots (instead of quantity).")
-    order_type: Literal["MARKET", "LIMIT"] | None = Field(
+    order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"] | None = Field(
         None,
-        description="MARKET or LIMIT; default: LIMIT when a price is given, else MARKET.",
+        description="MARKET, LIMIT, SL (stop-limit: trigger_price and price) or SL-M (stop-market:"
+        " trigger_price); default: SL/SL-M with a trigger_price, else LIMIT with a price, else "
+        "MARKET.",
     )
     price: float | None = Field(
         None,
@@ -49,6 +51,13 @@ class OrderBody(BaseModel):
         le=1e8,
         description="Limit price in rupees: a positive multiple of the instrument's tick size "
         "(never rounded; the error names the nearest valid prices). Omit it for a market order.",
+    )
+    trigger_price: float | None = Field(
+        None,
+        gt=0,
+        le=1e8,
+        description="Stop trigger in rupees (SL / SL-M): a BUY stop fires when the last price "
+        "rises to it, a SELL stop when it falls to it; one the market already passed is refused.",
     )
     request_id: str | None = Field(
         None,
@@ -439,7 +448,8 @@ class OrderPlacedOut(Out):
     side: Literal["BUY", "SELL"]
     quantity: int
     price: Num | None = Field(description="The limit price (rupees); null for a market order.")
-    order_type: Literal["MARKET", "LIMIT"]
+    order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"]
+    trigger_price: Num | None = Field(None, description="The stop trigger (rupees): SL, SL-M.")
     status: Literal["ACCEPTED", "LOGGED"]
     reason: str
     order_ids: list[str]
