@@ -24,10 +24,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from mandi.model.baskets import BasketLeg
-from mandi.model.instruments import AnyInstrument
-from mandi.model.orders import Side
+from mandi.core.errors import InstrumentError, OrderError
+from mandi.core.ids import stable_id
+from mandi.execution.context import ExecutionContext, tag_for
+from mandi.execution.entries import EntryStage
+from mandi.execution.exits import ExitStage
+from mandi.execution.plan import Plan
+from mandi.model.baskets import Basket, BasketLeg, BasketRejected, LegIssue
+from mandi.model.instruments import AnyInstrument, Option
+from mandi.model.orders import Intent, OrderRecord, OrderType, Side, SubmitOrder
+from mandi.model.trading import RiskDenied
+from mandi.options.structures import MarginConfig, ResolvedLeg, payoff_legs, resolve, structure_risk
+from mandi.risk.baskets import BasketDenied, StructureNumbers, check_basket
+from mandi.risk.rules import slice_quantity
 
 
 class LegFailurePolicy(StrEnum):
@@ -106,6 +117,7 @@ class BasketRun:
     status: BasketStatus = BasketStatus.SENDING
     phase: int = -1
     log: list[str] = field(default_factory=list)
+    strategy: str = "basket"
 
     @classmethod
     def of(
@@ -228,3 +240,270 @@ class BasketRun:
                 for x in self.legs
             ],
         }
+
+
+# --- the executor: a BasketRun driven through the kernel --------------------------------------
+@dataclass(frozen=True, slots=True)
+class BasketResult:
+    """The answer to a basket: ``ACCEPTED`` (its legs are on their way), ``DENIED`` (refused
+    whole: ``rule``, ``reason`` and one issue per leg) or ``LOGGED`` (logging-only mode)."""
+
+    status: str
+    basket_id: str = ""
+    rule: str = ""
+    reason: str = ""
+    issues: tuple[LegIssue, ...] = ()
+    risk: dict[str, Any] = field(default_factory=dict)
+
+
+class BasketExecutor:
+    """Places baskets through the kernel: one risk decision for the structure
+    (:func:`mandi.risk.baskets.check_basket` on :func:`mandi.options.structures.structure_risk`),
+    then a :class:`BasketRun` whose legs go through the order manager like any entry (sliced at
+    the freeze quantity, paced per exchange segment), and whose outcomes come back from the bus
+    (``order:filled``, ``order:rejected``, ``order:cancelled``, ``position:closed``)."""
+
+    UNWIND_REASON = "BASKET_UNWIND"
+
+    def __init__(
+        self, ctx: ExecutionContext, entries: EntryStage, exits: ExitStage, policy: str = "unwind"
+    ) -> None:
+        self.ctx, self.entries, self.exits = ctx, entries, exits
+        self.policy = LegFailurePolicy(policy)
+        self.runs: dict[str, BasketRun] = {}
+        self._by_parent: dict[str, tuple[BasketRun, LegRun]] = {}
+        self._by_position: dict[str, tuple[BasketRun, LegRun]] = {}
+        bus = ctx.bus
+        for topic in ("order:filled", "order:rejected", "order:cancelled"):
+            bus.subscribe(topic, self._on_order, name="baskets.orders")
+        bus.subscribe("position:closed", self._on_closed, name="baskets.positions")
+
+    # --- placing ------------------------------------------------------------------------------
+    def place(
+        self,
+        basket: Basket,
+        request_id: str,
+        *,
+        policy: str | None = None,
+        strategy: str = "basket",
+        margin: MarginConfig | None = None,
+    ) -> BasketResult:
+        """Check ``basket`` whole and, when allowed, start sending its legs hedge-first."""
+        ctx = self.ctx
+        now = ctx.clock.now_ns()
+        basket_id = stable_id("basket", request_id)
+        if basket_id in self.runs:
+            return BasketResult("ACCEPTED", basket_id, reason="already placed")
+        if not ctx.cfg.enabled:
+            return BasketResult("DENIED", basket_id, "trading_disabled", "trading is disabled")
+        try:
+            legs = resolve(basket, ctx.master, now)
+            prices = {}
+            for r in legs:
+                t = ctx.market.ticks.get(r.instrument.token)
+                touch = 0 if t is None else (t.ask if r.leg.side is Side.BUY else t.bid)
+                prices[r.instrument.token] = touch or ctx.market.ltp(r.instrument.token)
+            spot = self._spot(legs)
+            pl = payoff_legs(legs, prices, spot, now, rate=ctx.cfg.strikes.risk_free_rate)
+            risk = structure_risk(pl, spot / 100, margin, r=ctx.cfg.strikes.risk_free_rate)
+        except BasketRejected as e:
+            self._deny(now, e.rule, str(e), strategy)
+            return BasketResult("DENIED", basket_id, e.rule, str(e), tuple(e.issues))
+        orders = ctx.orders
+        lim = orders.limiter if orders is not None else None
+        queued = len(orders.queue) if orders is not None else 0
+        contexts = []
+        for r in legs:
+            inst = r.instrument
+            slices = slice_quantity(r.leg.quantity, inst.freeze_qty, inst.lot_size)
+            kind = OrderType.LIMIT if r.leg.price else OrderType.MARKET
+            contexts.append(
+                ctx.order_context(
+                    inst, r.leg.side, r.leg.quantity, Intent.ENTRY, kind, r.leg.price, len(slices)
+                )
+            )
+        numbers = StructureNumbers(
+            worst_case=risk.worst_case,
+            margin=risk.margin.total,
+            premium_value=risk.premium_value,
+            exposure=ctx.book.exposure() + sum(f.value for f in ctx.inflight.values()),
+            available_cash=ctx.available_cash(),
+            day_pnl=ctx.day_pnl(),
+            open_positions=ctx.book.open_count + len(ctx.inflight),
+            orders_last_minute=(lim.sent_last_minute(now) if lim else 0) + queued,
+            orders_today=(lim.sent_today(now) if lim else 0) + queued,
+        )
+        risk_doc = {
+            "worst_case": risk.worst_case,
+            "max_loss": risk.max_loss,
+            "max_profit": risk.max_profit,
+            "margin": risk.margin.total,
+            "hedge_benefit": risk.margin.hedge_benefit,
+            "net_premium": risk.net_premium,
+        }
+        decision = check_basket(contexts, numbers, ctx.limits, calendar_rules=self.calendar_rules)
+        if isinstance(decision, BasketDenied):
+            self._deny(now, decision.rule, decision.reason, strategy)
+            return BasketResult(
+                "DENIED", basket_id, decision.rule, decision.reason, decision.issues, risk_doc
+            )
+        if orders is None:
+            return BasketResult("LOGGED", basket_id, reason="logging-only mode", risk=risk_doc)
+        run = BasketRun.of(basket_id, [(r.leg, r.instrument) for r in legs], policy or self.policy)
+        run.strategy = strategy
+        self.runs[basket_id] = run
+        self._act(run, run.start())
+        return BasketResult("ACCEPTED", basket_id, risk=risk_doc)
+
+    calendar_rules = True  # the backtester turns the calendar rules off for daily bars
+
+    def _spot(self, legs: list[ResolvedLeg]) -> int:
+        """The underlying's last price (the legs' underlying; an option leg needs it)."""
+        ctx = self.ctx
+        for r in legs:
+            inst = r.instrument
+            if isinstance(inst, Option):
+                try:
+                    u = ctx.master.by_symbol(inst.underlying, inst.exchange)
+                except InstrumentError:
+                    continue
+                if ctx.market.ltp(u.token):
+                    return ctx.market.ltp(u.token)
+        return max((ctx.market.ltp(r.instrument.token) for r in legs), default=0)
+
+    def _deny(self, now: int, rule: str, reason: str, strategy: str) -> None:
+
+        self.ctx.risk.deny(RiskDenied(now, rule, reason, strategy, "", "", "basket", "", 0))
+
+    # --- acting -------------------------------------------------------------------------------
+    def _act(self, run: BasketRun, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self._send(run, a.leg)
+            elif isinstance(a, Cancel):
+                self._cancel(a.leg)
+            else:
+                self._unwind(run, a.leg, a.quantity)
+
+    def _send(self, run: BasketRun, leg: LegRun) -> None:
+
+        ctx = self.ctx
+        inst = leg.instrument
+        parent = stable_id(run.basket_id, "leg", leg.index)
+        leg.order_id = parent
+        kind = OrderType.LIMIT if leg.leg.price else OrderType.MARKET
+        ref = ctx.market.ltp(inst.token)
+        position = stable_id(parent, "position")
+        cmd = SubmitOrder(
+            client_order_id=parent,
+            ts_event=ctx.clock.now_ns(),
+            token=inst.token,
+            exchange=inst.exchange,
+            symbol=inst.symbol,
+            side=leg.leg.side,
+            quantity=leg.leg.quantity,
+            reference_price=ref,
+            order_type=kind,
+            limit_price=leg.leg.price,
+            product=ctx.product,
+            intent=Intent.ENTRY,
+            strategy=run.strategy,
+            position_id=position,
+            tag=tag_for(inst.token, leg.leg.side.sign),
+        )
+        self._by_parent[parent] = (run, leg)
+        self._by_position[position] = (run, leg)
+        plan = Plan(inst, leg.leg.side, leg.leg.side.sign, leg.leg.quantity, ref, kind,
+                    leg.leg.price, 0, 0, {"basket": run.basket_id})  # fmt: skip
+        slices = slice_quantity(leg.leg.quantity, inst.freeze_qty, inst.lot_size)
+        try:
+            children = self.entries.submit(cmd, slices, plan, "")
+        except OrderError as e:
+            self._act(run, run.failed(leg, f"not sent: {e}"))
+            return
+        if children and all(o.terminal for o in children):  # refused at once by the broker
+            self._settle_leg(run, leg)
+
+    def _cancel(self, leg: LegRun) -> None:
+        orders = self.ctx.orders
+        if orders is None:
+            return
+        for o in list(orders.orders.values()):
+            if o.parent_id == leg.order_id:
+                orders.cancel(o.client_order_id, "the basket unwinds")
+
+    def _unwind(self, run: BasketRun, leg: LegRun, quantity: int) -> None:
+
+        p = self.ctx.book.get(stable_id(leg.order_id, "position"))
+        if p is None or not p.is_open:
+            self._act(run, run.unwound(leg))
+            return
+        self.exits.exit_position(p, self.UNWIND_REASON, quantity)
+
+    # --- outcomes -----------------------------------------------------------------------------
+    def _settle_leg(self, run: BasketRun, leg: LegRun) -> None:
+        """Re-read the leg's child orders and tell the run what they add up to."""
+        orders = self.ctx.orders
+        store = self.ctx.store
+        ids = store.order_ids(leg.order_id)
+        recs = [
+            orders.orders[i].to_record() if orders and i in orders.orders else None for i in ids
+        ]
+        filled = 0
+        working = False
+        reasons = []
+        for i, rec in zip(ids, recs, strict=True):
+            if rec is None:
+                rec = self._stored(i)
+            if rec is None:
+                continue
+            filled += rec.filled_qty
+            if rec.status not in ("FILLED", "CANCELLED", "REJECTED"):
+                working = True
+            elif rec.status != "FILLED" and rec.reason:
+                reasons.append(rec.reason)
+        if filled >= leg.leg.quantity:
+            self._act(run, run.filled(leg, filled))
+        elif not working:
+            self._act(run, run.failed(leg, "; ".join(reasons) or "not filled", filled))
+        else:
+            leg.filled = filled
+
+    def _stored(self, client_order_id: str) -> OrderRecord | None:
+        store = self.ctx.store
+        kept = getattr(store, "orders", None)  # the in-memory store keeps every record
+        if isinstance(kept, dict):
+            rec: OrderRecord | None = kept.get(client_order_id)
+            return rec
+        for rec in store.open_orders():
+            if rec.client_order_id == client_order_id:
+                return rec
+        return None
+
+    def _on_order(self, topic: str, ev: Any) -> None:
+        parent = getattr(ev, "order", None)
+        pid = parent.parent_id if parent is not None else ""
+        if not pid:  # OrderFilled carries the client order id
+            cid = getattr(ev, "client_order_id", "")
+            orders = self.ctx.orders
+            o = orders.orders.get(cid) if orders is not None else None
+            rec = o.to_record() if o is not None else self._stored(cid)
+            pid = getattr(rec, "parent_id", "") or cid
+        hit = self._by_parent.get(pid)
+        if hit is None:
+            return
+        run, leg = hit
+        if leg.status is LegStatus.SENT:
+            self._settle_leg(run, leg)
+
+    def _on_closed(self, topic: str, ev: Any) -> None:
+        rec = getattr(ev, "position", None)
+        hit = self._by_position.get(getattr(rec, "position_id", ""))
+        if hit is None:
+            return
+        run, leg = hit
+        if run.status is BasketStatus.UNWINDING and leg.status in (
+            LegStatus.FILLED,
+            LegStatus.FAILED,
+        ):
+            self._act(run, run.unwound(leg))

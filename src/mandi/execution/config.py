@@ -74,6 +74,9 @@ class TradingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # cannot hold them — and the position monitor keeps only the time rules (square-off, expiry)
     # and the trailing stop; "monitor": the monitor watches every price and sends a market exit
     exit_orders: Literal["monitor", "stop_orders"] = "monitor"
+    # a basket leg that fails (refused, cancelled, unfilled): "unwind" closes what the basket
+    # filled and sends nothing more; "complete" still sends the remaining legs
+    basket_on_failure: Literal["unwind", "complete"] = "unwind"
     signal_max_age_s: Seconds = 86_400.0
     monitor_interval_s: Seconds = 5.0
     entry_timeout_s: Seconds = 60.0

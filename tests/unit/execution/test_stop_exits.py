@@ -39,9 +39,11 @@ ORDERS = [
 def fills_of(broker) -> list[tuple[str, int, int]]:
     out: list[tuple[str, int, int]] = []
     broker.set_event_sink(
-        lambda e: out.append((e.client_order_id, e.price, e.ts_ns))
-        if isinstance(e, BrokerFill)
-        else out.append((e.client_order_id, -1, e.ts_ns))
+        lambda e: (
+            out.append((e.client_order_id, e.price, e.ts_ns))
+            if isinstance(e, BrokerFill)
+            else out.append((e.client_order_id, -1, e.ts_ns))
+        )
     )
     return out
 
