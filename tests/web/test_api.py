@@ -42,6 +42,7 @@ def routes(live):
             .replace("{underlying}", "NIFTY")
             .replace("{order_id}", "nope")
             .replace("{run_id}", "nope")
+            .replace("{basket_id}", "nope")
             .replace("{template}", "straddle")
         )
         out += [(m, path) for m in methods if m != "HEAD"]

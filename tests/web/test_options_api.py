@@ -184,7 +184,7 @@ def test_stop_orders_through_the_api(client, web_tokens, rd):
     sym = b["legs"][0]["symbol"]
     leg = {"symbol": sym, "side": "BUY", "lots": 1}
     ltp = client.post("/api/v1/payoff", json={"legs": [leg]}, headers=rd).json()["legs"][0]["price"]
-    below = round(ltp * 0.5 * 20) / 20  # a BUY stop below the market would fire at once
+    below = round(round(ltp * 0.5 * 20) / 20, 2)  # a BUY stop below the market fires at once
     r = client.post(
         "/api/v1/orders",
         headers=t,
@@ -192,7 +192,7 @@ def test_stop_orders_through_the_api(client, web_tokens, rd):
     )
     assert r.status_code == 409, r.text
     assert r.json()["rule"] == "stop_trigger" and "fire at once" in r.json()["reason"]
-    above = round(ltp * 3 * 20) / 20 + 0.05
+    above = round(round(ltp * 3 * 20) / 20 + 0.05, 2)
     r = client.post(
         "/api/v1/orders",
         headers=t,
@@ -218,3 +218,48 @@ def test_stop_orders_through_the_api(client, web_tokens, rd):
         json={"side": "BUY", "symbol": sym, "lots": 1, "order_type": "SL-M"},
     )
     assert r.status_code == 422 and r.json()["field"] == "body.trigger_price"
+
+
+def test_a_basket_is_placed_as_one_structure(client, web_tokens, rd):
+    t = auth(web_tokens["trade"])
+    b = client.get("/api/v1/basket/NIFTY/iron_condor", params={"offset": 2}, headers=rd).json()
+    legs = [{"symbol": x["symbol"], "side": x["side"], "lots": 1} for x in b["legs"]]
+    r = client.post("/api/v1/baskets", json={"legs": legs}, headers=rd)
+    assert r.status_code == 403  # placing needs a trade token
+    body = {"legs": legs, "template": "iron_condor", "request_id": "api-basket-1"}
+    r = client.post("/api/v1/baskets", json=body, headers=t)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["status"] == "ACCEPTED" and out["risk"]["hedge_benefit"] > 0
+
+    def filled():
+        s = client.get(f"/api/v1/baskets/{out['basket_id']}", headers=rd).json()
+        return s if s["status"] in ("FILLED", "PARTIAL", "UNWOUND") else None
+
+    s = wait_for(filled)
+    assert s["status"] == "FILLED", s
+    assert [leg["filled"] for leg in s["legs"]] == [leg["quantity"] for leg in s["legs"]]
+    # a basket whose leg quantity is not a lot multiple is refused whole, a reason per leg
+    bad = [dict(legs[0], lots=None, quantity=1), *legs[1:]]
+    r = client.post("/api/v1/baskets", json={"legs": bad, "request_id": "api-basket-2"}, headers=t)
+    assert r.status_code == 422 and r.json()["issues"][0]["leg"] == 0
+    assert client.get("/api/v1/baskets/nope", headers=rd).status_code == 404
+
+
+def test_mandi_basket_place_goes_through_the_running_node(live, client, rd):
+    from typer.testing import CliRunner
+
+    from mandi.cli import app
+
+    db = live.node.cfg.store.db
+    runner = CliRunner()
+    args = ["NIFTY", "straddle", "--side", "BUY", "--db", db]
+    r = runner.invoke(app, ["basket", "show", *args, "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["basket", "place", *args, "--wait", "30"])
+    assert r.exit_code == 0, r.output
+    assert "basket accepted: BUY" in r.output and r.output.count("BUY") == 2
+    r = runner.invoke(
+        app, ["basket", "place", "NIFTY", "--leg", "BUY:NIFTYNOPE:1", "--db", db, "--wait", "30"]
+    )
+    assert r.exit_code == 2 and "unknown contract" in r.output

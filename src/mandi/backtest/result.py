@@ -249,6 +249,9 @@ def _structures_by_position(store: Any) -> dict[str, str]:
     signals = getattr(store, "signals", {})
     out: dict[str, str] = {}
     for pid, pos in getattr(store, "positions", {}).items():
+        if pos.signal_id.startswith("basket:"):  # a leg of a basket
+            out[pid] = pos.signal_id.removeprefix("basket:")
+            continue
         sig = signals.get(pos.signal_id)
         name = (sig.metadata or {}).get("structure", "") if sig is not None else ""
         if name:

@@ -243,3 +243,83 @@ def _print(doc: dict[str, Any]) -> None:
     ):
         s.add_row(k, v)
     c.print(s)
+
+
+@basket_app.command("place")
+def place(
+    underlying: Annotated[str, typer.Argument(help="e.g. NIFTY")],
+    template: Annotated[str | None, typer.Argument(help="A template (or use --leg).")] = None,
+    leg: LegOpt = None,
+    expiry: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: nearest).")] = None,
+    lots: Annotated[int, typer.Option(min=1)] = 1,
+    side: Annotated[str | None, typer.Option(help="BUY (long form) or SELL (short form).")] = None,
+    offset: Annotated[int | None, typer.Option(min=0, help="Strikes from ATM.")] = None,
+    width: Annotated[int | None, typer.Option(min=0, help="Strikes between legs.")] = None,
+    strike: Annotated[float | None, typer.Option(help="Anchor strike (default: ATM).")] = None,
+    option_type: Annotated[str, typer.Option("--option-type", help="CE or PE.")] = "CE",
+    policy: Annotated[
+        str | None,
+        typer.Option(help="When a leg fails: unwind (close what filled) or complete."),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the node's answer.")] = 10.0,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Place a basket through the running node: one risk decision for the whole structure,
+    the hedges (buys) first, the leg-failure policy of ``trading.basket_on_failure`` (or
+    ``--policy``). The legs are picked at the newest stored chain."""
+    import datetime as dt
+    import time
+    import uuid
+
+    import msgspec
+
+    from mandi.core.money import to_paise
+    from mandi.model.orders import Side
+    from mandi.services.baskets import stored_market
+    from mandi.stores import queries
+    from mandi.stores.trading import add_order_request, read_heartbeat
+
+    if policy is not None and policy not in ("unwind", "complete"):
+        fail(MandiError(f"--policy must be unwind or complete, got {policy!r}"))
+    cfg = load(config, {"store.db": db} if db else {})
+    path = cfg.store.db
+    beat = read_heartbeat(path)
+    if beat is None or time.time_ns() - int(beat.get("wall_ns", 0)) > 5_000_000_000:
+        fail(MandiError(f"no running mandi node on {path}: start `mandi run` first"))
+    try:
+        market = stored_market(path, underlying.upper())
+        basket = _basket(
+            market,
+            underlying.upper(),
+            template,
+            leg or [],
+            expiry=dt.date.fromisoformat(expiry) if expiry else None,
+            lots=lots,
+            side=Side(side.upper()) if side else None,
+            strike=to_paise(strike) if strike is not None else None,
+            offset=offset,
+            width=width,
+            option_type=option_type.upper(),
+        )
+        request_id = str(uuid.uuid4())
+        payload = msgspec.json.encode({"basket": basket, "policy": policy}).decode()
+        add_order_request(path, request_id, "BASKET", "BUY", 1, basket=payload)
+    except (MandiError, ValueError) as e:
+        fail(e)
+    deadline = time.monotonic() + wait
+    row: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        row = queries.order_request(path, request_id) or {}
+        if row.get("status") not in (None, "PENDING"):
+            break
+        time.sleep(0.1)
+    status = row.get("status", "PENDING")
+    legs = ", ".join(f"{x.side.value} {x.quantity} {x.symbol}" for x in basket.legs)
+    if status == "PENDING":
+        typer.echo(f"basket request {request_id} queued; no answer within {wait:g} s")
+        raise typer.Exit(1)
+    if status in ("ACCEPTED", "LOGGED"):
+        typer.echo(f"basket {status.lower()}: {legs} — {row.get('result', '')}")
+        return
+    fail(MandiError(f"basket {status.lower()} ({row.get('rule')}): {row.get('result', '')}"))

@@ -118,6 +118,7 @@ class BasketRun:
     phase: int = -1
     log: list[str] = field(default_factory=list)
     strategy: str = "basket"
+    name: str = ""  # the basket's tag (a strategy's structure id), else its id
 
     @classmethod
     def of(
@@ -351,6 +352,7 @@ class BasketExecutor:
             return BasketResult("LOGGED", basket_id, reason="logging-only mode", risk=risk_doc)
         run = BasketRun.of(basket_id, [(r.leg, r.instrument) for r in legs], policy or self.policy)
         run.strategy = strategy
+        run.name = basket.tag or basket_id
         self.runs[basket_id] = run
         self._act(run, run.start())
         return BasketResult("ACCEPTED", basket_id, risk=risk_doc)
@@ -408,6 +410,7 @@ class BasketExecutor:
             product=ctx.product,
             intent=Intent.ENTRY,
             strategy=run.strategy,
+            signal_id=f"basket:{run.name}",  # the legs' positions name their structure
             position_id=position,
             tag=tag_for(inst.token, leg.leg.side.sign),
         )

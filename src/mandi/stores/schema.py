@@ -397,6 +397,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE paper_orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE paper_orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
         ALTER TABLE order_requests ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE order_requests ADD COLUMN basket TEXT NOT NULL DEFAULT '';
     """,
     ),
 ]

@@ -753,12 +753,14 @@ def add_order_request(
     limit_price: int = 0,
     exchange: str = "",
     trigger_price: int = 0,
+    basket: str = "",
 ) -> None:
+    """Queue a manual order (or, with ``basket``, a basket as JSON) for the running node."""
     con = connect(path, synchronous="FULL")
     try:
         con.execute(
             "INSERT INTO order_requests (request_id, created_at, symbol, exchange, side, "
-            "quantity, limit_price, trigger_price) VALUES (?,?,?,?,?,?,?,?)",
+            "quantity, limit_price, trigger_price, basket) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 request_id,
                 time.time_ns(),
@@ -768,6 +770,7 @@ def add_order_request(
                 quantity,
                 limit_price,
                 trigger_price,
+                basket,
             ),
         )
     finally:
@@ -777,7 +780,8 @@ def add_order_request(
 def pending_requests(con: sqlite3.Connection) -> list[dict[str, Any]]:
     cur = con.execute(
         "SELECT id, request_id, created_at, symbol, exchange, side, quantity, "
-        "limit_price, trigger_price FROM order_requests WHERE status='PENDING' ORDER BY id"
+        "limit_price, trigger_price, basket FROM order_requests WHERE status='PENDING' "
+        "ORDER BY id"
     )
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

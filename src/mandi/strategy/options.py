@@ -23,6 +23,7 @@ import msgspec
 
 from mandi.core.calendar import ist_datetime
 from mandi.core.money import round_to_tick
+from mandi.model.baskets import Basket, BasketLeg
 from mandi.model.instruments import Option
 from mandi.model.market import Candle, ChainSnapshot, OptionQuote
 from mandi.model.orders import Side
@@ -45,6 +46,9 @@ class OptionLegConfig(StrategyConfig, frozen=True):
     lots: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     stop_loss_pct: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 30.0
     expiry_index: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    # True: the legs go as one basket (one risk decision, hedges first, the leg-failure
+    # policy); per-leg stops then come from the risk config's option stop-loss
+    as_basket: bool = False
 
     def __post_init__(self) -> None:
         if _time(self.entry, "entry") >= _time(self.exit, "exit"):
@@ -120,6 +124,15 @@ class OptionLegStrategy(Strategy):
                 return  # a leg without a market: never open half a structure
             plan.append((inst, side, q))
         plan.sort(key=lambda x: x[1] is Side.SELL)  # hedges first: buys before sells
+        if cfg.as_basket:
+            legs = tuple(
+                BasketLeg(inst.symbol, side, cfg.lots * inst.lot_size, inst.exchange)
+                for inst, side, _ in plan
+            )
+            res = self.place_basket(Basket(legs, tag=structure), key=structure)
+            if res is not None and res.status == "ACCEPTED":
+                self._open += [inst for inst, _, _ in plan]
+            return
         for inst, side, q in plan:
             price = _reference(q, side)
             stop = 0

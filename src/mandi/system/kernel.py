@@ -126,6 +126,7 @@ class TradingKernel:
         self.signals = SignalManager(store, bus, clock)
         self.ctx = StrategyContext(clock, master, self.market, self.book)
         self.strategies = StrategyEngine(bus, self.ctx, self.signals.emit, disable_after_errors)
+        self.strategies.place_basket = self.execution.place_basket
         self.execution.fills.on_fill_hooks.append(self.strategies.handle_fill)
         self._monitor_ns = int(self.cfg.monitor_interval_s * NS_PER_SECOND)
         self._reconcile_ns = int(self.cfg.reconcile_interval_s * NS_PER_SECOND)

@@ -170,6 +170,14 @@ class KernelTrading:
         )
         return r.status, r.reason, r.rule, tuple(r.order_ids)
 
+    def place_basket(self, request_id: str, basket: Any, policy: str | None) -> Any:
+        """A basket through the kernel's one risk decision (BasketExecutor.place)."""
+        return self.k.execution.place_basket(basket, request_id, policy=policy)
+
+    def basket(self, basket_id: str) -> dict[str, Any] | None:
+        run = self.k.execution.baskets.runs.get(basket_id)
+        return None if run is None else run.summary()
+
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
         om = self.k.orders
         if om is None:

@@ -634,3 +634,30 @@ class OIOut(Out):
     expiry: str
     live: bool
     rows: list[dict[str, Num | None]]
+
+
+class BasketBody(BaseModel):
+    """A basket to place as one structure (trade scope)."""
+
+    model_config = ConfigDict(extra="forbid")
+    legs: list[BasketLegIn] = Field(min_length=1, max_length=20)
+    template: str = Field("custom", max_length=40, description="custom, or a template name.")
+    policy: Literal["unwind", "complete"] | None = Field(
+        None, description="When a leg fails: unwind what filled, or complete the rest."
+    )
+    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class BasketPlacedOut(Out):
+    request_id: str
+    basket_id: str
+    status: Literal["ACCEPTED", "LOGGED"]
+    legs: list[BasketLegOut]
+    risk: dict[str, Any]
+
+
+class BasketStatusOut(Out):
+    basket_id: str
+    status: str
+    policy: str
+    legs: list[dict[str, Any]]

@@ -356,6 +356,52 @@ class OptionsViews:
             "exact": p.exact,
         }
 
+    # --- placing -----------------------------------------------------------------------------
+    def place_basket(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a basket through the node's risk manager as one structure (trade scope)."""
+        import uuid
+
+        port = self.api._need_trading()
+        place = getattr(port, "place_basket", None)
+        if place is None:
+            raise ApiError(
+                503, "baskets_unavailable", "baskets are placed by the node that owns execution"
+            )
+        basket, _ = self.basket(body)
+        request_id = body.get("request_id") or uuid.uuid4().hex
+        res = place(request_id, basket, body.get("policy"))
+        out: dict[str, Any] = {
+            "request_id": request_id,
+            "basket_id": res.basket_id,
+            "status": res.status,
+            "template": basket.template,
+            "legs": [self._leg_out(leg) for leg in basket.legs],
+            "risk": {k: ser.rupees(v) if isinstance(v, int) else v for k, v in res.risk.items()},
+        }
+        if res.status == "DENIED":
+            raise ApiError(
+                409,
+                "risk_denied",
+                res.reason,
+                None,
+                rule=res.rule,
+                reason=res.reason,
+                issues=[{"leg": i.leg, "reason": i.reason} for i in res.issues],
+                **{k: out[k] for k in ("request_id", "basket_id", "status", "risk")},
+            )
+        if res.reason:
+            out["reason"] = res.reason
+        return out
+
+    def basket_status(self, basket_id: str) -> dict[str, Any]:
+        port = self.api._need_trading()
+        get = getattr(port, "basket", None)
+        found = get(basket_id[:80]) if get is not None else None
+        if found is None:
+            raise not_found("no such basket", "path.basket_id")
+        out: dict[str, Any] = found
+        return out
+
     # --- volatility --------------------------------------------------------------------------
     def smile(self, underlying: str, expiry: str | None = None) -> dict[str, Any]:
         """IV per strike (calls and puts) of one expiry: live, else the newest stored chain."""

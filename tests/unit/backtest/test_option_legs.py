@@ -179,3 +179,27 @@ def test_iron_condor_buys_its_wings_first():
         s["net_premium"]
         == sum((1 if t.side == "SELL" else -1) * t.entry_price * t.quantity for t in legs) / 100
     )
+
+
+def test_iron_condor_as_one_basket_in_a_backtest():
+    path = [24_000.0] * 45
+    cfg = IronCondorConfig(
+        entry="09:20", exit="09:40", stop_loss_pct=0, offset=1, width=1, as_basket=True
+    )
+    res, snaps, _ = run(IronCondor(cfg), path)
+    legs = sorted(res.trades, key=lambda t: t.symbol)
+    assert [(t.symbol[-7:], t.side) for t in legs] == [
+        ("23800PE", "BUY"),
+        ("23900PE", "SELL"),
+        ("24100CE", "SELL"),
+        ("24200CE", "BUY"),
+    ]
+    buys = [t for t in legs if t.side == "BUY"]
+    sells = [t for t in legs if t.side == "SELL"]
+    # the hedges fill first; the short legs go once they have, on the next quote
+    assert max(t.entry_time for t in buys) < min(t.entry_time for t in sells)
+    for t in legs:
+        q = quote(snaps, t.entry_time, t.symbol)
+        assert t.entry_price == (q.ask if t.side == "BUY" else q.bid)
+    (s,) = res.structures
+    assert len(s["legs"]) == 4 and s["structure"].startswith("iron_condor:")

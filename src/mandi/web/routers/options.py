@@ -9,9 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from mandi.web.deps import Api, Read
+from mandi.web.deps import Api, OrderCaller, Read, command
 from mandi.web.models import (
+    BasketBody,
     BasketOut,
+    BasketPlacedOut,
+    BasketStatusOut,
     BookPayoffBody,
     IVRankOut,
     OIOut,
@@ -182,3 +185,25 @@ async def pcr(
     views = OptionsViews.of(api)
     exp = views.expiry_for(underlying, expiry)
     return await run_in_threadpool(views.pcr_history, underlying, exp, date)
+
+
+@router.post(
+    "/baskets",
+    summary="Place a basket as one structure: one risk decision, hedges first (trade scope)",
+    response_model=BasketPlacedOut,
+    response_model_exclude_unset=True,
+    status_code=201,
+)
+async def place_basket(body: BasketBody, p: OrderCaller, api: Api) -> Any:
+    views = OptionsViews.of(api)
+    return await command(api, views.place_basket, body.model_dump())
+
+
+@router.get(
+    "/baskets/{basket_id}",
+    summary="A placed basket's legs and status",
+    response_model=BasketStatusOut,
+    response_model_exclude_unset=True,
+)
+async def basket_status(p: Read, api: Api, basket_id: Annotated[str, Path(max_length=80)]) -> Any:
+    return OptionsViews.of(api).basket_status(basket_id)
