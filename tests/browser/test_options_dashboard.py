@@ -45,16 +45,14 @@ def test_basket_builder_and_payoff_chart(page, live, tokens, artifacts):
     expect(page.locator("#payoff-tip")).to_contain_text("expiry ₹")
     page.screenshot(path=str(artifacts / "options-payoff.png"), full_page=True)
     # two lots on the first leg: a new analysis of a custom basket
-    before = p["net_premium"]
     lots = page.locator("#bk-legs tbody tr[data-i='0'] input[data-f='lots']")
     lots.fill("2")
     lots.dispatch_event("change")
     page.wait_for_function(
-        "v => window.mandiOptions.last && window.mandiOptions.last.net_premium !== v",
-        arg=before,
+        "() => window.mandiOptions.last && window.mandiOptions.last.legs[0].lots === 2",
         timeout=LIVE_MS,
     )
-    assert last(page)["legs"][0]["lots"] == 2
+    assert last(page)["legs"][0]["quantity"] == 2 * last(page)["legs"][1]["quantity"]
     # a target date closer to expiry moves the target-date curve towards the expiry payoff
     d0 = last(page)["curve"]["today"]
     page.locator("#bk-days").fill("0.5")
@@ -94,6 +92,17 @@ def test_open_positions_payoff_and_the_vol_and_oi_views(page, live, tokens, arti
         timeout=LIVE_MS,
     )
     expect(page.locator("#payoff-chart path.line-0")).to_have_count(1)
+    # place a basket from the builder: one risk decision, the hedges first
+    page.select_option("#bk-template", "straddle")
+    page.select_option("#bk-side", "BUY")
+    page.click("#bk-build")
+    page.wait_for_function(
+        "() => window.mandiOptions.source === 'basket' && window.mandiOptions.legs.length === 2",
+        timeout=LIVE_MS,
+    )
+    expect(page.locator("#bk-place")).to_be_visible()
+    page.click("#bk-place")
+    expect(page.locator("#bk-placed")).to_contain_text("basket accepted", timeout=LIVE_MS)
     # volatility: the smile and the term structure draw
     page.click("#opt-tabs button[data-tab='vol']")
     expect(page.locator("#tab-vol")).to_be_visible()

@@ -213,6 +213,34 @@
     if (sym) analyse();
   });
   $("bk-book").addEventListener("click", () => { S.source = "positions"; analyse(); });
+  $("bk-place").addEventListener("click", async () => {
+    const legs = S.legs.filter((l) => l.symbol).map((l) => {
+      const x = { symbol: l.symbol, side: l.side, lots: Math.max(1, parseInt(l.lots, 10) || 1) };
+      if (l.price !== "" && +l.price > 0) x.price = +l.price;
+      return x;
+    });
+    if (!legs.length || S.source !== "basket") return;
+    const body = { legs, template: S.template || "custom" };
+    if ($("bk-policy").value) body.policy = $("bk-policy").value;
+    const res = await fetch("/api/v1/baskets", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json",
+        "X-CSRF-Token": (window.mandi && window.mandi.csrf) || "" },
+      body: JSON.stringify(body),
+    });
+    let d = null;
+    try { d = await res.json(); } catch (_) { d = null; }
+    const out = $("bk-placed");
+    if (res.ok) {
+      S.placed = d;
+      out.className = "msg ok";
+      out.textContent = `basket ${d.status.toLowerCase()} (${d.basket_id.slice(0, 8)}): hedges first`;
+    } else {
+      const per = ((d && d.issues) || []).map((i) => (i.leg < 0 ? "structure" : `leg ${i.leg + 1}`) + ": " + i.reason).join(" · ");
+      out.className = "msg err";
+      out.textContent = `refused${d && d.rule ? " (" + d.rule + ")" : ""}: ${per || (d && d.message) || res.status}`;
+    }
+  });
   for (const id of ["bk-days", "bk-iv"]) {
     $(id).addEventListener("input", () => { $(id + "-v").textContent = $(id).value; analyse(); });
   }
@@ -402,6 +430,9 @@
     if (!underlying()) { setTimeout(init, 500); return; }
     await loadTemplates();
     S.u = underlying();
+    const trade = window.mandi && window.mandi.scope === "trade";
+    $("bk-place").hidden = !trade;
+    $("bk-policy").hidden = !trade;
     setInterval(() => {
       if (underlying() !== S.u) { // the dashboard switched underlying
         S.u = underlying(); S.legs = []; S.source = "basket"; S.last = null; renderLegs();
