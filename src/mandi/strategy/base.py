@@ -287,7 +287,7 @@ class Strategy:
             return None
         action = Side.BUY if held[0].direction < 0 else Side.SELL
         return self.signal(
-            action, instrument=instrument, metadata={**(metadata or {}), "exit_only": True}
+            action, instrument=instrument, metadata={**(metadata or {}), "exit": True}
         )
 
     def _open_positions(self) -> list[Any]:

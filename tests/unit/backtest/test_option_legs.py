@@ -111,7 +111,7 @@ def test_short_straddle_fills_at_the_recorded_touch_and_stops_a_leg():
     entry = T0 + 6 * MIN  # decided at the 09:20 bar end, filled at the next snapshot (09:21)
     assert ce.entry_time == pe.entry_time == entry
     assert ce.entry_price == quote(snaps, entry, ce.symbol).bid  # a sell at the bid
-    assert ce.exit_reason == "STOP_LOSS_HIT" and pe.exit_reason == "STRATEGY_EXIT"
+    assert ce.exit_reason == "STOP_LOSS_HIT" and pe.exit_reason == "EXIT_SIGNAL"
     # the stop fills at the ask of the very quote that crossed it (1 ns after it was accepted)
     hit = ce.exit_time - 1
     assert ce.exit_price == quote(snaps, hit, ce.symbol).ask
@@ -169,7 +169,7 @@ def test_iron_condor_buys_its_wings_first():
         ("24200CE", "BUY"),
     ]
     # the entry signals (hence orders) go hedge first: the wings before the short legs
-    entries = [x for x in res.signals if not x.metadata.get("exit_only")]
+    entries = [x for x in res.signals if not x.metadata.get("exit")]
     assert [x.action.value for x in entries] == ["BUY", "BUY", "SELL", "SELL"]
     for t in legs:
         q = quote(snaps, t.entry_time, t.symbol)
