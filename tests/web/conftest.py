@@ -66,13 +66,14 @@ def live(tmp_path_factory, web_tokens, watch_logs):
             "indicators.timeframes": (15, 60),
             "run.port": 0,
             "run.status_interval": 0,
-            # the default strategies enter two positions at the open: room for the tests' own
-            "risk.max_concurrent_positions": 8,
             "web.tokens_file": web_tokens["path"],
             "web.login_per_minute": 1000,
             "web.orders_per_minute": 1000,
             "web.commands_per_minute": 1000,
             "web.metrics_interval_s": 1.0,
+            # baskets (tests/web/test_options_api.py) open several positions at once, and the
+            # default strategies two at the open
+            "risk.max_concurrent_positions": 20,
             "webhooks.secret": WEBHOOK_SECRET,
         }
     )

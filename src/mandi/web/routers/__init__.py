@@ -7,15 +7,17 @@ reached through the dependencies of :mod:`mandi.web.deps`:
 * :mod:`.trading` — signals, orders, positions, P&L, risk; placing and cancelling orders, the
   HALTED latch; the seed's aliases;
 * :mod:`.backtests` — stored backtest runs;
+* :mod:`.options` — basket templates, payoff and Greeks, the volatility and OI views;
 * :mod:`.webhooks` — inbound signal webhooks (TradingView / ChartInk alerts).
 """
 
-from mandi.web.routers import backtests, chains, market, system, trading, webhooks
+from mandi.web.routers import backtests, chains, market, options, system, trading, webhooks
 
 ALL = (
     system.router,
     market.router,
     chains.router,
+    options.router,
     trading.router,
     backtests.router,
     webhooks.router,
