@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
-import re
 import sqlite3
 from typing import Any
 
@@ -103,12 +103,12 @@ def test_a_restarted_node_shows_the_chain_of_an_uninterrupted_one(runs: dict[str
 def test_mandi_chain_show_grids_at_the_listed_spacing(runs: dict[str, Any]) -> None:
     outputs = []
     for db in (runs["straight_db"], runs["restarted_db"]):
-        args = ["chain", "show", "NIFTY", "--db", db, "--strikes", "5"]
-        r = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+        args = ["chain", "show", "NIFTY", "--db", db, "--strikes", "5", "--json"]
+        r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
-        outputs.append(r.stdout)
+        outputs.append(json.loads(r.stdout))
     a, b = outputs
     assert a == b  # the same chain, restarted or not
-    atm = float(re.search(r"ATM (\d+)", a).group(1))  # type: ignore[union-attr]
-    shown = [float(k) for k in re.findall(r"│\s*(\d{5})(?: ◆)?\s*│", a)]
-    assert shown == [atm + STEP * i for i in range(-5, 6)]  # 11 strikes, 50 apart, ATM in it
+    strikes = [row["strike"] for row in a["rows"]]
+    atm = a["atm_strike"]
+    assert strikes == [atm + STEP * i for i in range(-5, 6)]  # 11 strikes, 50 apart, ATM in it
