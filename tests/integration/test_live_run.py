@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from mandi.brokers.angel.wire import angel_tag
+from mandi.brokers.groww.wire import groww_tag
 from mandi.brokers.kite.wire import kite_tag
 
 HERE = Path(__file__).resolve().parent
@@ -62,9 +63,20 @@ strikes_each_side = 1
 poll_interval_s = 0.5
 timeout_s = 2.0
 heartbeat_s = 2.0
+
+[broker.groww]
+symbols = ["NIFTY", "INFY"]
+strikes_each_side = 1
+poll_interval_s = 0.5
+timeout_s = 2.0
+heartbeat_s = 2.0
 """
-TAG = {"kite": kite_tag, "angel": angel_tag}
-WHO = {"kite": "logged in to Kite as DM1234", "angel": "logged in to Angel One as D12345"}
+TAG = {"kite": kite_tag, "angel": angel_tag, "groww": groww_tag}
+WHO = {
+    "kite": "logged in to Kite as DM1234",
+    "angel": "logged in to Angel One as D12345",
+    "groww": "logged in to Groww as DM1234",
+}
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -78,7 +90,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> 
         time.sleep(0.1)
 
 
-@pytest.fixture(params=["kite", "angel"])
+@pytest.fixture(params=["kite", "angel", "groww"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     name = request.param
     base = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
