@@ -217,8 +217,11 @@ class WsTicker:
             try:
                 url, headers = await self._open(s)
             except BrokerSessionError as e:  # the session could not be kept alive: fail closed
-                self._health.on_session_dead(str(e))
-                self.on_session_dead(str(e))
+                reason = str(e)
+                if "log in again" not in reason:
+                    reason += f"; log in again: mandi broker login {self.name}"
+                self._health.on_session_dead(reason)
+                self.on_session_dead(reason)
                 return
             except (BrokerError, OSError) as e:  # the credentials' server is unreachable: retry
                 log.warning("%s ticker %d: %s; retrying", self.title, s, e)

@@ -25,7 +25,7 @@ from mandi.brokers.keeper import SessionKeeper
 from mandi.brokers.session import BrokerSession, delete_session, load_session, save_session
 from mandi.config import GrowwConfig
 from mandi.core.clock import NS_PER_SECOND
-from mandi.core.errors import BrokerError, BrokerSessionError, ConfigError
+from mandi.core.errors import BrokerError, BrokerInputError, BrokerSessionError, ConfigError
 
 LOGIN = "mandi broker login groww"
 
@@ -65,6 +65,8 @@ def _mint(cfg: GrowwConfig) -> tuple[str, int]:
     rest = GrowwRest(cfg.api_key, root=cfg.rest_url, timeout=cfg.timeout_s)
     try:
         d = rest.mint(mint_body(cfg))
+    except BrokerInputError as e:  # a refused TOTP, checksum or key
+        raise BrokerSessionError(f"Groww refused the login ({e})") from None
     finally:
         rest.close()
     return str(d["token"]), token_expiry_ns(d, time.time_ns())

@@ -82,6 +82,9 @@ class GrowwTicker(WsTicker):
         self._creds: dict[int, tuple[Any, str, str]] = {}  # shard → (nkey, token, subscription)
         self._streams: dict[int, nats.NatsStream] = {}
         self._subs: dict[int, dict[str, int]] = {}  # shard → subject → sid (this connection)
+        # shard → sid → subject of every subscription this connection made (kept after UNSUB:
+        # messages in flight are not corruption); a MSG that fits none of them is
+        self._sids: dict[int, dict[bytes, bytes]] = {}
         self._next_sid = 0
         self.server_errors: list[str] = []
 
@@ -100,6 +103,7 @@ class GrowwTicker(WsTicker):
         """INFO → CONNECT (token + signed nonce) → PING → PONG; then the order subjects."""
         stream = self._streams[shard] = nats.NatsStream(server=True)
         self._subs[shard] = {}
+        self._sids[shard] = {}
         kp, token, subscription = self._creds[shard]
         async with asyncio.timeout(self.greet_timeout_s):
             info = await self._expect(ws, stream, nats.INFO)
@@ -137,6 +141,7 @@ class GrowwTicker(WsTicker):
             return b""
         self._next_sid += 1
         subs[subject] = self._next_sid
+        self._sids.setdefault(shard, {})[str(self._next_sid).encode()] = subject.encode()
         return nats.sub(subject, self._next_sid)
 
     def _subscribe_messages(self, tokens: list[int], mode: str) -> list[bytes]:
@@ -179,10 +184,15 @@ class GrowwTicker(WsTicker):
         ticks: list[Tick] = []
         bad = [f"NATS protocol: {error}"] if error else []
         decode = self.decoder.decode
+        sids = self._sids.get(shard, {})
         for op in ops:
             kind = op[0]
             if kind == nats.MSG:
                 self.decoded += 1
+                if sids.get(op[2]) != op[1]:
+                    bad.append(f"NATS: MSG {op[1][:60]!r} for subscription {op[2][:20]!r}, "
+                               "which this connection does not hold")  # fmt: skip
+                    continue
                 try:
                     r = decode(op[1], op[3], now)
                 except ParseError as e:

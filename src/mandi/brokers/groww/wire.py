@@ -181,8 +181,11 @@ def token_expiry_ns(doc: Mapping[str, Any], now_ns: int) -> int:
 # --- orders --------------------------------------------------------------------------------------
 def groww_tag(client_order_id: str) -> str:
     """The ``order_reference_id`` (8-20 alphanumerics) that names a mandi order: "m" and the
-    first 19 hex digits of its id (76 bits; ids are UUIDs)."""
-    return "m" + client_order_id.replace("-", "")[:19]
+    first 19 hex digits of its id (76 bits; ids are UUIDs) — of a hash of it for any other id."""
+    h = client_order_id.replace("-", "")
+    if len(h) < 19 or not h.isalnum() or not h.isascii():
+        h = hashlib.sha256(client_order_id.encode()).hexdigest()
+    return "m" + h[:19]
 
 
 def order_params(req: OrderRequest, inst: AnyInstrument, tag: str) -> dict[str, Any]:
