@@ -204,6 +204,7 @@ def tickserver(
 
 
 from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
+from mandi.cli import basket as _basket  # noqa: E402,F401 - registers `mandi basket`
 from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`

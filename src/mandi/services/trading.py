@@ -304,6 +304,9 @@ class TradingLayer:
                     [],
                 )
                 continue
+            if req.get("basket"):
+                _basket_request(kernel, store, req)
+                continue
             off_tick = _off_tick(kernel.master, req)
             if off_tick:  # never rounded: a mistyped limit must not become another order
                 finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
@@ -316,6 +319,7 @@ class TradingLayer:
                     int(req["quantity"]),
                     int(req["limit_price"]),
                     req["exchange"] or None,
+                    int(req.get("trigger_price") or 0),
                 )
                 finish_request(
                     store.con, req["id"], res.status, res.rule, res.reason, list(res.order_ids)
@@ -443,6 +447,25 @@ class LiveInputs:
                 "WARNING",
                 tokens={str(t): {"mandi": a, "broker": b} for t, (a, b) in diff.items()},
             )
+
+
+def _basket_request(kernel: Any, store: Any, req: dict[str, Any]) -> None:
+    """A basket queued by ``mandi basket place``: one risk decision, then its legs."""
+    import msgspec
+
+    from mandi.model.baskets import Basket
+
+    try:
+        payload = msgspec.json.decode(req["basket"])
+        basket = msgspec.convert(payload["basket"], Basket)
+        res = kernel.execution.place_basket(basket, req["request_id"], policy=payload.get("policy"))
+    except Exception as e:  # a malformed request is answered, never crashes the node
+        log.warning("basket request %s refused: %s", req["request_id"], e)
+        finish_request(store.con, req["id"], "DENIED", "bad_request", str(e)[:300], [])
+        return
+    detail = res.reason or "; ".join(str(i) for i in res.issues)
+    result = f"basket {res.basket_id[:8]}" + (f": {detail}" if detail else "")
+    finish_request(store.con, req["id"], res.status, res.rule, result, [res.basket_id])
 
 
 def _off_tick(master: Any, req: dict[str, Any]) -> str:
