@@ -167,9 +167,7 @@ def bench_first_snapshot() -> None:
     (snap,) = parse_option_chains(big_chain(1500), name="x.json").snapshots
     cfg = ChainMatrixConfig(strikes_each_side=len(snap.rows), rate=0.10)
     ChainMatrix(cfg).process_option_chain(snap.underlying, snap)  # compile
-    t_first = best_of(
-        lambda: ChainMatrix(cfg).process_option_chain(snap.underlying, snap), 3
-    )
+    t_first = best_of(lambda: ChainMatrix(cfg).process_option_chain(snap.underlying, snap), 3)
     shape = (cfg.slots, 23, cfg.width)
     t_fill = best_of(lambda: (np.full(shape, np.nan), np.full(shape[::2], np.nan)), 3)
     report("nse: NaN-filled 1,500-strike ring (the old setup) [baseline]", 1, t_fill,

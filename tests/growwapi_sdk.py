@@ -41,19 +41,22 @@ def require_sdk() -> Any:
 def groww_sdk(rest_url: str, ws_url: str, tmp: Path, mp: pytest.MonkeyPatch) -> Iterator[Any]:
     """The ``growwapi`` module, pointed at the fake (see the module docstring)."""
     require_sdk()
-    import requests
-
     import growwapi
     import growwapi.common.files as files
     import growwapi.groww.client as client
     import growwapi.groww.feed as feed
+    import requests
 
     def guard(real: Any) -> Any:
         def call(*args: Any, **kw: Any) -> Any:
             url = kw.pop("url", None) or args[0]
             host = urlparse(url).hostname
             if host in REAL_HOSTS:
-                url = rest_url + urlparse(url).path + (f"?{urlparse(url).query}" if urlparse(url).query else "")
+                url = (
+                    rest_url
+                    + urlparse(url).path
+                    + (f"?{urlparse(url).query}" if urlparse(url).query else "")
+                )
             elif host not in LOOPBACK:
                 raise requests.ConnectionError(f"tests: no network beyond loopback ({url})")
             return real(url, *args[1:], **kw)

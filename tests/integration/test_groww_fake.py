@@ -61,7 +61,9 @@ def cfg(fake: FakeGrowwServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="module")
 def master(fake: FakeGrowwServer) -> InstrumentMaster:
-    return InstrumentMaster(parse_instruments(httpx.get(f"{fake.rest_url}/instruments/instrument.csv").text))
+    return InstrumentMaster(
+        parse_instruments(httpx.get(f"{fake.rest_url}/instruments/instrument.csv").text)
+    )
 
 
 def state(fake: FakeGrowwServer) -> dict[str, Any]:
@@ -104,11 +106,13 @@ def test_official_sdk_against_the_fake(
         assert master.by_symbol("INFY").token == int(infy["exchange_token"]) << 8 | 1
         wait_for(lambda: state(fake)["ticks_seen"], what="the fake's market")
         order = dict(validity="DAY", exchange="NSE", order_type="MARKET", product="MIS",
-                     quantity=1, segment="CASH", trading_symbol="INFY", transaction_type="BUY")  # fmt: skip
+                     quantity=1, segment="CASH", trading_symbol="INFY",
+                     transaction_type="BUY")  # fmt: skip
         placed = a.place_order(**order, order_reference_id="sdk-0000001")
         wait_for(
-            lambda: a.get_order_status_by_reference("CASH", "sdk-0000001")["order_status"]
-            == "EXECUTED",
+            lambda: (
+                a.get_order_status_by_reference("CASH", "sdk-0000001")["order_status"] == "EXECUTED"
+            ),
             what="a fill",
         )
         (trade,) = a.get_trade_list_for_order(placed["groww_order_id"], "CASH")["trade_list"]
@@ -120,7 +124,14 @@ def test_official_sdk_against_the_fake(
             a.place_order(**{**order, "trading_symbol": "NOSUCH"}, order_reference_id="sdk-0000002")
         candles = a.get_historical_candles("NSE", "CASH", "NSE-INFY", "2026-01-05 09:15:00",
                                            "2026-01-05 09:20:00", "1minute")["candles"]  # fmt: skip
-        assert [c[0][11:16] for c in candles] == ["09:15", "09:16", "09:17", "09:18", "09:19", "09:20"]
+        assert [c[0][11:16] for c in candles] == [
+            "09:15",
+            "09:16",
+            "09:17",
+            "09:18",
+            "09:19",
+            "09:20",
+        ]
 
         # the feed: the SDK's NATS client subscribes; mandi's decoder reads the same frames
         nifty = master.by_symbol("NIFTY")
@@ -137,10 +148,14 @@ def test_official_sdk_against_the_fake(
             real_update(topic, data)
 
         feed._nats_client.callback = keep  # the raw frames the SDK's NATS client hands over
-        inst_list = [{"exchange": "NSE", "segment": "CASH", "exchange_token": infy["exchange_token"]}]
+        inst_list = [
+            {"exchange": "NSE", "segment": "CASH", "exchange_token": infy["exchange_token"]}
+        ]
         feed.subscribe_ltp(inst_list)
         feed.subscribe_market_depth(inst_list)
-        feed.subscribe_index_value([{"exchange": "NSE", "segment": "CASH", "exchange_token": "NIFTY"}])
+        feed.subscribe_index_value(
+            [{"exchange": "NSE", "segment": "CASH", "exchange_token": "NIFTY"}]
+        )
         feed.subscribe_equity_order_updates()
         try:
             wait_for(lambda: {t.rsplit(".", 1)[0] for t, _ in seen}
@@ -182,7 +197,7 @@ def test_official_sdk_against_the_fake(
             nc._loop.call_soon_threadsafe(nc._loop.stop)
 
 
-# --- mandi's session: login, renewal, fail closed --------------------------------------------------
+# --- mandi's session: login, renewal, fail closed -------------------------------------------------
 def test_login_renew_and_fail_closed(fake: FakeGrowwServer, cfg: Any) -> None:
     s = groww_session.login(cfg)
     path = groww_session.token_file(cfg)
@@ -202,7 +217,9 @@ def test_login_renew_and_fail_closed(fake: FakeGrowwServer, cfg: Any) -> None:
     by_token = groww_session.login(msgspec.structs.replace(cfg, access_token=r.access_token))
     assert by_token.access_token == r.access_token
     with pytest.raises(BrokerSessionError):
-        groww_session.login(msgspec.structs.replace(cfg, totp_secret="JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"))
+        groww_session.login(
+            msgspec.structs.replace(cfg, totp_secret="JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
+        )
     # no way to renew (a page token only) → fail closed, and stay dead
     keeper = groww_session.keeper(msgspec.structs.replace(due, totp_secret=""), r)
     with pytest.raises(BrokerSessionError, match="log in again"):
@@ -340,7 +357,9 @@ def test_ticker_follows_faults(fake: FakeGrowwServer, cfg: Any, master: Instrume
         # the server's PING (replayed byte for byte) is answered with a PONG
         pongs = state(fake)["counts"]["pongs"]
         ping = base64.b64encode(b"PING\r\n").decode()
-        assert httpx.post(f"{fake.rest_url}/_fake/replay", json={"frames": [ping]}).status_code == 200
+        assert (
+            httpx.post(f"{fake.rest_url}/_fake/replay", json={"frames": [ping]}).status_code == 200
+        )
         wait_for(lambda: state(fake)["counts"]["pongs"] > pongs, what="the PONG")
         bad = health.malformed
         fault(fake, "half_frame")

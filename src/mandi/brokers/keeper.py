@@ -25,9 +25,7 @@ class SessionKeeper:
 
     title = "the broker"
 
-    def __init__(
-        self, cfg: Any, session: BrokerSession, renew: Renew, offset_ns: int = 0
-    ) -> None:
+    def __init__(self, cfg: Any, session: BrokerSession, renew: Renew, offset_ns: int = 0) -> None:
         self.cfg = cfg
         self._s = session
         self._renew = renew

@@ -187,6 +187,4 @@ class GrowwAdapter(Adapter):
         )
 
 
-ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (KiteAdapter(), AngelAdapter(), GrowwAdapter())
-}
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (KiteAdapter(), AngelAdapter(), GrowwAdapter())}

@@ -25,7 +25,6 @@ chains (tests/unit/feeds/test_nse_fast.py).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from decimal import Decimal
 from itertools import repeat
@@ -156,9 +155,12 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
         doc = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    block: _Block | _Doc
     if doc.records is not None:
         block, fmt = doc.records, "nse-json"
-    elif doc.data is not None and (doc.timestamp is not None or not math.isnan(doc.underlyingValue)):
+    elif doc.data is not None and (
+        doc.timestamp is not None or not math.isnan(doc.underlyingValue)
+    ):
         if len(doc.filtered):  # "filtered" makes it a legacy document for the reference
             return None
         block, fmt = doc, "nse-json-v3"
@@ -236,7 +238,7 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     as_of = ist_date(ts_event)
     if min(dates) < as_of:
         return None  # expired contracts: the reference lists them as skipped
-    # --- one snapshot per expiry -------------------------------------------------------------------
+    # --- one snapshot per expiry ------------------------------------------------------------------
     symbols = np.array([x or "" for x in map(_IDENT, sides)], dtype=object)
     price = to_paise(uv)
     snaps = []
@@ -281,4 +283,3 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     if not snaps:
         return None
     return ref.ChainImport(name=name, format=fmt, snapshots=tuple(snaps), skipped=())
-

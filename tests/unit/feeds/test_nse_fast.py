@@ -51,7 +51,7 @@ def test_options_are_honoured_the_same_way() -> None:
         assert outcome(data, True, **kw) == outcome(data, False, **kw), kw
 
 
-# --- generated chains ------------------------------------------------------------------------------
+# --- generated chains -----------------------------------------------------------------------------
 V3 = json.loads((DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_bytes())
 
 prices = st.one_of(

@@ -296,15 +296,20 @@ class FakeGroww(FakeBroker):
                 "collateral_available": 0.0,
                 "adhoc_margin": 0.0,
                 "fno_margin_details": {
-                    "net_fno_margin_used": 0.0, "span_margin_used": 0.0,
-                    "exposure_margin_used": 0.0, "future_balance_available": cash,
-                    "option_buy_balance_available": cash, "option_sell_balance_available": cash,
-                },  # fmt: skip
+                    "net_fno_margin_used": 0.0,
+                    "span_margin_used": 0.0,
+                    "exposure_margin_used": 0.0,
+                    "future_balance_available": cash,
+                    "option_buy_balance_available": cash,
+                    "option_sell_balance_available": cash,
+                },
                 "equity_margin_details": {
-                    "net_equity_margin_used": 0.0, "cnc_margin_used": 0.0,
-                    "mis_margin_used": 0.0, "cnc_balance_available": cash,
+                    "net_equity_margin_used": 0.0,
+                    "cnc_margin_used": 0.0,
+                    "mis_margin_used": 0.0,
+                    "cnc_balance_available": cash,
                     "mis_balance_available": cash,
-                },  # fmt: skip
+                },
                 "commodity_margin_details": {},
             }
         )
@@ -391,7 +396,11 @@ class FakeGroww(FakeBroker):
         d = await self._body(request)
         try:
             ex, seg = str(d["exchange"]), str(d["segment"])
-            sym, side, otype = str(d["trading_symbol"]), str(d["transaction_type"]), str(d["order_type"])
+            sym, side, otype = (
+                str(d["trading_symbol"]),
+                str(d["transaction_type"]),
+                str(d["order_type"]),
+            )
             qty, product = int(d["quantity"]), str(d["product"])
             price = round(float(d.get("price") or 0) * 100)
             ref = str(d.get("order_reference_id") or "")
@@ -711,7 +720,9 @@ class FakeGroww(FakeBroker):
             return
         found = self.subjects.get(subject)
         if found is None:
-            self._put(c, nats.err(f'Permissions Violation for Subscription to "{subject.decode()}"'))
+            self._put(
+                c, nats.err(f'Permissions Violation for Subscription to "{subject.decode()}"')
+            )
             return
         token, what = found
         if token not in c.by_token and len(c.by_token) >= MAX_INSTRUMENTS:

@@ -106,7 +106,9 @@ class FrameDecoder:
         try:
             m.ParseFromString(payload)
         except DecodeError as e:
-            raise ParseError(f"Groww feed: {subject[:60]!r}: not a protobuf message ({e})") from None
+            raise ParseError(
+                f"Groww feed: {subject[:60]!r}: not a protobuf message ({e})"
+            ) from None
         kind = m.WhichOneof("livePoint")
         st = self._state.get(token)
         if st is None:
@@ -248,7 +250,9 @@ def encode_order(order: dict[str, Any]) -> bytes:
     o.exchange = ORDER_EXCHANGES.index(order.get("exchange", "NSE"))
     o.segment = SEGMENTS.index(order.get("segment", "CASH"))
     o.product = PRODUCTS.index(order.get("product", "MIS"))
-    o.orderType = ORDER_TYPES.index({"MARKET": "MKT", "LIMIT": "L"}.get(order.get("orderType", ""), "MKT"))
+    o.orderType = ORDER_TYPES.index(
+        {"MARKET": "MKT", "LIMIT": "L"}.get(order.get("orderType", ""), "MKT")
+    )
     o.buySell = 0 if order.get("transactionType", "BUY") == "BUY" else 1
     o.remark, o.contractId = order.get("remark", ""), order.get("contractId", "")
     return bytes(m.SerializeToString())

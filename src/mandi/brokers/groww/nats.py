@@ -144,7 +144,7 @@ class NatsStream:
         return (MSG if server_op else PUB, parts[1], sid, buf[start + hdr : end]), end + 2
 
 
-# --- what a client sends ---------------------------------------------------------------------------
+# --- what a client sends --------------------------------------------------------------------------
 def connect(jwt: str, sig: str, name: str = "mandi", headers: bool = False) -> bytes:
     """CONNECT with a user JWT and the nonce's signature; ``verbose`` off (no +OK per command),
     ``pedantic`` off, protocol 1 (the server may send INFO updates)."""
@@ -175,7 +175,7 @@ PING_CMD = b"PING\r\n"
 PONG_CMD = b"PONG\r\n"
 
 
-# --- what a server sends (the fake) ------------------------------------------------------------------
+# --- what a server sends (the fake) ---------------------------------------------------------------
 def info(doc: dict[str, Any]) -> bytes:
     return b"INFO " + json.dumps(doc, separators=(",", ":")).encode() + CRLF
 

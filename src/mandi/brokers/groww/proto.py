@@ -64,9 +64,7 @@ def _message(name: str, fields: list[tuple[int, str, int, str]], **kw: Any) -> A
 
 
 def _book_entry(name: str) -> Any:
-    e = _message(
-        name, [(1, "key", _INT32, ""), (2, "value", _MSG, ".mandi.groww.BookProto")]
-    )
+    e = _message(name, [(1, "key", _INT32, ""), (2, "value", _MSG, ".mandi.groww.BookProto")])
     e.options.map_entry = True
     return e
 
@@ -75,7 +73,9 @@ def _file() -> Any:
     f = descriptor_pb2.FileDescriptorProto(
         name="mandi/groww_feed.proto", package="mandi.groww", syntax="proto3"
     )
-    f.message_type.append(_message("BookProto", [(1, "price", _DOUBLE, ""), (2, "qty", _DOUBLE, "")]))
+    f.message_type.append(
+        _message("BookProto", [(1, "price", _DOUBLE, ""), (2, "qty", _DOUBLE, "")])
+    )
     f.message_type.append(
         _message(
             "StocksLivePriceProto",
@@ -83,7 +83,9 @@ def _file() -> Any:
         )
     )
     f.message_type.append(
-        _message("StocksLiveIndicesProto", [(1, "tsInMillis", _DOUBLE, ""), (2, "value", _DOUBLE, "")])
+        _message(
+            "StocksLiveIndicesProto", [(1, "tsInMillis", _DOUBLE, ""), (2, "value", _DOUBLE, "")]
+        )
     )
     depth = _message(
         "StocksMarketDepthProto",
@@ -113,7 +115,10 @@ def _file() -> Any:
         fld.oneof_index = 0
     f.message_type.append(dto)
     f.message_type.append(
-        _message("StageAndTimeStamp", [(1, "timeStampFromMidNight", _DOUBLE, ""), (2, "stageName", _STRING, "")])
+        _message(
+            "StageAndTimeStamp",
+            [(1, "timeStampFromMidNight", _DOUBLE, ""), (2, "stageName", _STRING, "")],
+        )
     )
     f.message_type.append(
         _message(

@@ -92,7 +92,7 @@ class GrowwRest:
             doc = None
         if r.status_code != 200 or not isinstance(doc, dict) or doc.get("status") == "FAILURE":
             raise error_for(r.status_code, doc, what)
-        return doc["payload"] if "payload" in doc else doc
+        return doc.get("payload", doc)
 
     # --- session ----------------------------------------------------------------------------------
     def mint(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +127,9 @@ class GrowwRest:
         body = {"segment": segment, "groww_order_id": order_id}
         return dict(self.request("POST", "cancel", "cancel order", body=body, pace="orders"))
 
-    def _pages(self, route: str, key: str, what: str, params: dict[str, Any], **path: str) -> list[Any]:
+    def _pages(
+        self, route: str, key: str, what: str, params: dict[str, Any], **path: str
+    ) -> list[Any]:
         size = PAGE_SIZE[route]
         out: list[Any] = []
         for page in range(500):  # Groww allows pages 0..500

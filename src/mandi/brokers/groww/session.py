@@ -41,7 +41,9 @@ def totp_now(secret: str, at: float | None = None) -> str:
     try:
         return str(pyotp.TOTP(secret.replace(" ", "").upper()).at(at or time.time()))
     except Exception:  # binascii.Error, ValueError: not base32
-        raise ConfigError("broker.groww.totp_secret", "<hidden>", "not a base32 TOTP secret") from None
+        raise ConfigError(
+            "broker.groww.totp_secret", "<hidden>", "not a base32 TOTP secret"
+        ) from None
 
 
 def mint_body(cfg: GrowwConfig, now_s: int | None = None) -> dict[str, object]:

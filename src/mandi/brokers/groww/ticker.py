@@ -86,7 +86,7 @@ class GrowwTicker(WsTicker):
         # messages in flight are not corruption); a MSG that fits none of them is
         self._sids: dict[int, dict[bytes, bytes]] = {}
         self._next_sid = 0
-        self.server_errors: list[str] = []
+        self.server_errors = 0  # the server's -ERR messages
 
     @property
     def frames(self) -> int:
@@ -207,8 +207,10 @@ class GrowwTicker(WsTicker):
             elif kind == nats.PING:
                 self._send(shard, nats.PONG_CMD)
             elif kind == nats.ERR:
-                self.server_errors.append(op[1])
-                log.warning("Groww feed server says: %s", op[1][:200])
+                self.server_errors += 1
+                if self.server_errors <= 3 or self.server_errors % 100 == 0:
+                    log.warning("Groww feed server says: %s (%d so far)", op[1][:200],
+                                self.server_errors)  # fmt: skip
         if bad:
             if ticks:  # deliver what was good in the message; count what was not
                 for reason in bad:

@@ -142,9 +142,7 @@ def error_for(status: int, body: Any, what: str) -> BrokerError:
     if status in (401, 403):
         cls: type[BrokerError] = BrokerSessionError
     else:
-        cls = _CODES.get(code) or (
-            BrokerInputError if 400 <= status < 500 else BrokerNetworkError
-        )
+        cls = _CODES.get(code) or (BrokerInputError if 400 <= status < 500 else BrokerNetworkError)
     text = message or f"HTTP {status}"
     return cls(f"Groww {what}: {code + ': ' if code else ''}{text}", code, status)
 

@@ -4,6 +4,7 @@ anywhere parses the same, and any bytes either decode or are reported — never 
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,11 @@ from mandi.brokers.groww.frames import (
 from mandi.core.errors import ParseError
 from mandi.model.market import Tick
 
-PRICE, BOOK, INDEX = b"/ld/fo/nse/price.35241", b"/ld/fo/nse/book.35241", b"/ld/indices/nse/price.NIFTY"
+PRICE, BOOK, INDEX = (
+    b"/ld/fo/nse/price.35241",
+    b"/ld/fo/nse/book.35241",
+    b"/ld/indices/nse/price.NIFTY",
+)
 TOKEN = 35241 << 8 | 2
 
 
@@ -81,7 +86,7 @@ def test_stream_operations() -> None:
 @given(st.lists(st.integers(0, len(STREAM)), max_size=8))
 def test_a_stream_cut_anywhere_parses_the_same(cuts: list[int]) -> None:
     points = sorted({0, *cuts, len(STREAM)})
-    chunks = [STREAM[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [STREAM[a:b] for a, b in itertools.pairwise(points)]
     assert ops_of(chunks) == ops_of([STREAM])
 
 
@@ -111,7 +116,7 @@ def test_client_commands_parse_on_the_server_side() -> None:
     assert "unexpected MSG" in nats.NatsStream(server=False).feed(nats.msg(b"a", b"1", b""))[1]
 
 
-# --- the protobuf messages: mandi's descriptors = the SDK's generated ones -------------------------
+# --- the protobuf messages: mandi's descriptors = the SDK's generated ones ------------------------
 def _fields(desc: Any) -> dict[str, tuple[int, str, bool]]:
     """name → (number, wire type class, repeated) — enums are varints like int32."""
     from google.protobuf.descriptor import FieldDescriptor as FD
@@ -176,9 +181,18 @@ def test_mandi_encodes_what_the_sdk_reads(sdk: Any) -> None:
     i = stocks.StocksSocketResponseProtoDto.FromString(encode_index(24_386_70, 1))
     assert i.WhichOneof("livePoint") == "stocksLiveIndices" and i.stocksLiveIndices.value == 24386.7
     o = orders.OrderDetailsBroadCastDto.FromString(
-        encode_order({"growwOrderId": "G1", "orderStatus": "EXECUTED", "qty": 75, "filledQty": 75,
-                      "exchange": "NSE", "segment": "FNO", "product": "NRML",
-                      "transactionType": "SELL"})  # fmt: skip
+        encode_order(
+            {
+                "growwOrderId": "G1",
+                "orderStatus": "EXECUTED",
+                "qty": 75,
+                "filledQty": 75,
+                "exchange": "NSE",
+                "segment": "FNO",
+                "product": "NRML",
+                "transactionType": "SELL",
+            }
+        )
     )
     u = o.orderDetailUpdateDto
     assert (u.growwOrderId, u.filledQty, u.buySell) == ("G1", 75, 1)

@@ -44,7 +44,8 @@ ROWS = [  # the shapes of Groww's instrument.csv rows (indices, stock, F&O, BSE,
     "NSE,NIFTY,NIFTY,NSE-NIFTY,NIFTY 50,IDX,CASH,,NIFTY,,,,,,,,,0,0,,0",
     "NSE,NIFTYJR,NIFTYJR,NSE-NIFTYJR,Nifty Next 50,IDX,CASH,,,,,,,,,,,0,0,,0",
     "BSE,1,SENSEX,BSE-SENSEX,SENSEX,IDX,CASH,,,,,,,,,,,0,0,,0",
-    "NSE,2885,RELIANCE,NSE-RELIANCE,Reliance Industries,EQ,CASH,EQ,INE002A01018,,,,,1,0.1,,,1,1,RELIANCE-EQ,1",
+    "NSE,2885,RELIANCE,NSE-RELIANCE,Reliance Industries,EQ,CASH,EQ,INE002A01018,,,,,1,0.1,,,1,1,"
+    "RELIANCE-EQ,1",
     "NSE,49445,BANKNIFTY25DEC27000PE,NSE-BANKNIFTY-24Dec25-27000-PE,,PE,FNO,,,BANKNIFTY,26009,2025-12-24,27000,35,0.05,601,1,1,1,BANKNIFTY25DEC27000PE,0",
     "NSE,58074,360ONE26AUGFUT,NSE-360ONE-25Aug26-FUT,,FUT,FNO,,,360ONE,13061,2026-08-25,-0.01,500,0.1,20001,0,1,1,360ONE26AUGFUT,0",
     "BSE,1140001,SENSEX25DEC80000CE,BSE-SENSEX-24Dec25-80000-CE,,CE,FNO,,,SENSEX,1,2025-12-24,80000,20,0.05,1001,0,1,1,SENSEX25DEC80000CE,0",
@@ -54,8 +55,15 @@ ROWS = [  # the shapes of Groww's instrument.csv rows (indices, stock, F&O, BSE,
 
 def test_instrument_csv_parses_into_mandi_instruments() -> None:
     insts = {i.symbol: i for i in parse_instruments(HEAD + "\n".join(ROWS))}
-    assert set(insts) == {"NIFTY", "NIFTYNXT50", "SENSEX", "RELIANCE", "BANKNIFTY25DEC27000PE",
-                          "360ONE26AUGFUT", "SENSEX25DEC80000CE"}  # fmt: skip  (MCX left out)
+    assert set(insts) == {
+        "NIFTY",
+        "NIFTYNXT50",
+        "SENSEX",
+        "RELIANCE",
+        "BANKNIFTY25DEC27000PE",
+        "360ONE26AUGFUT",
+        "SENSEX25DEC80000CE",
+    }  # fmt: skip  (MCX left out)
     nifty, nxt, sensex = insts["NIFTY"], insts["NIFTYNXT50"], insts["SENSEX"]
     assert isinstance(nifty, Index) and nifty.token & SYMBOLIC and nifty.exchange == "NSE"
     assert isinstance(nxt, Index) and feed_key(nxt).exchange_token == "NIFTYJR"  # renamed
