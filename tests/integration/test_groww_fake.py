@@ -280,6 +280,20 @@ def test_orders_fill_reject_timeout_restart_and_dead_token(
     assert b.order_status("never-sent") is None
     assert any(p.symbol == "INFY" and p.quantity >= 2 for p in b.positions())
     assert b.balance().cash > 0
+    # a resting limit order: modified (quantity and price), then cancelled
+    infy = b.master.by_symbol("INFY")
+    low = b.order_status("gw-fill-1").fills[0].price // 2 // infy.tick_size * infy.tick_size
+    b.place_order(OrderRequest("gw-limit-1", infy.token, "NSE", "INFY", Side.BUY, 1,
+                               OrderType.LIMIT, low, Product.MIS))  # fmt: skip
+    until(b, ev, has(OrderStatus.ACKED, "gw-limit-1"), "the limit order's ack")
+    assert b.modify_order("gw-limit-1", quantity=2, limit_price=low - infy.tick_size).status == (
+        "ACCEPTED"
+    )
+    held = fake.fake.orders[b.order_status("gw-limit-1").broker_order_id]
+    assert (held.quantity, held.price, held.modified) == (2, low - infy.tick_size, True)
+    assert b.cancel_order("gw-limit-1").status == "PENDING"
+    until(b, ev, has(OrderStatus.CANCELLED, "gw-limit-1"), "the cancel")
+    assert b.modify_order("gw-limit-1", quantity=3).status == "REJECTED"  # GA006: not open
     fault(fake, "reject")
     b.place_order(req(b, "gw-reject-1"))
     until(b, ev, has(OrderStatus.REJECTED, "gw-reject-1"), "the rejection")
@@ -385,3 +399,19 @@ def test_ticker_follows_faults(fake: FakeGrowwServer, cfg: Any, master: Instrume
         call(t.close)
         loop.call_soon_threadsafe(loop.stop)
         th.join(5)
+
+
+def test_history_backfill_resumes(fake: FakeGrowwServer, cfg: Any, master: InstrumentMaster,
+                                  tmp_path: Path) -> None:  # fmt: skip
+    import datetime as dt
+
+    from mandi.brokers.groww import history
+
+    rest = groww_session.rest_client(cfg, groww_session.login(cfg))
+    db = str(tmp_path / "h.db")
+    start, end = dt.date(2026, 1, 5), dt.date(2026, 1, 6)  # a Monday and a Tuesday
+    windows, rows = history.fetch(rest, master.by_symbol("INFY"), "1minute", start, end, db)
+    assert (windows, rows) == (1, 2 * 375)
+    assert history.fetch(rest, master.by_symbol("INFY"), "1minute", start, end, db) == (0, 0)
+    with pytest.raises(ValueError, match="interval"):
+        history.fetch(rest, master.by_symbol("INFY"), "7minute", start, end, db)
