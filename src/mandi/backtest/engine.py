@@ -598,11 +598,13 @@ class BacktestEngine:
         batch_ns: int = 250_000_000,
         close_ns: int | None = None,
         observer: Callable[[Tick], None] | None = None,
+        warm: Iterable[Candle] = (),
     ) -> RawResult:
         """Replay ``ticks`` (in recorded order) the way ``mandi run`` processes them (module doc):
         candles from the pipeline, chain snapshots every ``chains_interval_s`` of exchange time
         (None: no chain layer), ticks to the kernel and its paper broker; batches are the feed's
-        250 ms steps. ``close_ns``, if given, confirms the last buckets at the end."""
+        250 ms steps. ``close_ns``, if given, confirms the last buckets at the end. ``warm``: the
+        candles the strategies warm up on first (signals suppressed), as ``mandi run`` does."""
         from mandi.pipeline.candles import CandlePipeline
         from mandi.pipeline.chains import ChainAssembler
 
@@ -620,7 +622,7 @@ class BacktestEngine:
         if chains_interval_s is not None:
             assembler = ChainAssembler(self.master, source="sim")
             bus.subscribe("tick:>", lambda topic, t: assembler.handle_tick(t), name="chains.ticks")
-        kernel.start(())
+        kernel.start(warm)
         publish, handle = bus.publish, pipeline.handle_tick
         step_ns = int((chains_interval_s or 1.0) * NS_PER_SECOND)
         next_chain = 0

@@ -200,10 +200,11 @@ def _print_stats(res: Any, took: float, console: Any) -> None:
         ("engine", f"{s.get('engine')} ({took:.2f} s)"),
     ):
         t.add_row(name, val)
-    Console_ = type(console)
-    Console_().print(t)
+    from mandi.cli.output import console as stdout
+
+    stdout().print(t)
     if res.structures:
-        _print_structures(res, Console_())
+        _print_structures(res, stdout())
 
 
 def _print_structures(res: Any, console: Any) -> None:
@@ -252,9 +253,9 @@ def _sweep(
     json_out: str | None,
     quiet: bool,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from mandi.cli.output import console
     from mandi.services.backtest.sweep import sweep
 
     rows = sweep(
@@ -289,9 +290,9 @@ def _sweep(
             str(r["trades"]),
             pct(r["win_rate"]),
         )
-    Console().print(t)
+    console().print(t)
     if bad:
-        Console(stderr=True).print(
+        console(stderr=True).print(
             f"{len(bad)} combination(s) refused, e.g. {bad[0]['params']}: {bad[0]['error']}"
         )
     if json_out:

@@ -38,15 +38,9 @@ def _inr(paise: Any) -> str:
 
 
 def _table(title: str, cols: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from mandi.cli.output import table
 
-    t = Table(title=title)
-    for c in cols:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*r)
-    Console().print(t)
+    table(title, cols, rows)
 
 
 def _db(config: str | None, db: str | None) -> str:

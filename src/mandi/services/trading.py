@@ -36,7 +36,6 @@ from mandi.core.money import to_paise
 from mandi.execution.charges import ChargesModel, default_rate_table
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
-from mandi.stores.sqlite import row_candle
 from mandi.stores.trading import (
     SqlitePaperBook,
     SqliteTradingStore,
@@ -181,13 +180,19 @@ class TradingLayer:
                     strategy=strategy.id,
                     symbol=sym,
                 )
-        warm: list[Candle] = []
         resumed = node.stats.resumed_from_ns
         if resumed is not None:
             self._restore_prices(resumed)
-            warm = self._warm_candles(resumed)
-        elif wall:  # a broker feed: warm up on stored candles (mandi history fetch kite ...)
-            warm = self._warm_candles(self.clock.now_ns())
+        # the stored candles before the start: the history layer's backfill of the preceding
+        # sessions, what a resumed day already recorded, or a broker's history fetched ahead
+        # (mandi history fetch kite ...); signals suppressed
+        if resumed is not None:
+            start = resumed
+        elif wall:
+            start = self.clock.now_ns()
+        else:
+            start = node.feed.exchange_time_ns if node.feed is not None else 0
+        warm = self._warm_candles(start) if start else []
         _warm_numerics()
         kernel.start(warm)
         store.heartbeat(self.mode)
@@ -232,19 +237,12 @@ class TradingLayer:
                 n += 1
         log.info("trading: restored the last price of %d instruments", n)
 
-    def _warm_candles(self, resume_ns: int, limit: int = 500) -> list[Candle]:
-        """Stored candles of the strategies' series that closed before the resume point."""
+    def _warm_candles(self, start_ns: int) -> list[Candle]:
+        """Stored candles of the strategies' series that closed before ``start_ns``."""
         assert self.store is not None and self.kernel is not None
-        out: list[Candle] = []
-        for inst, tf in self.kernel.strategies.series():
-            from mandi.stores.history import candles_until
+        from mandi.stores.history import warm_up_candles
 
-            rows = candles_until(
-                self.store.con, inst.token, tf, resume_ns - tf * NS_PER_SECOND, limit
-            )
-            out += [row_candle(r) for r in rows]
-        out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
-        return out
+        return warm_up_candles(self.store.con, self.kernel.strategies.series(), start_ns)
 
     # --- running ----------------------------------------------------------------------------------
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:

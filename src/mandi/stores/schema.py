@@ -415,5 +415,12 @@ TIME_COLUMNS: dict[str, str] = {
     "order_requests": "created_at",
 }
 
+# Tables whose time column is the wall clock of the machine (when something happened here);
+# every other time column is exchange time (simulated time with the simulator, in backtests the
+# bars' time), which `mandi db stats` says per table.
+WALL_CLOCK_TABLES: frozenset[str] = frozenset(
+    {"system_events", "indicator_snapshots", "order_requests"}
+)
+
 # Append-only tables whose rowid order is time order (no time index; see the module doc).
 APPEND_ORDERED: frozenset[str] = frozenset({"ticks"})

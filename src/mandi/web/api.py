@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import InstrumentError, MandiError, StoreError
+from mandi.core.ids import stable_id
 from mandi.core.money import LimitPriceError, limit_price_paise
 from mandi.model.instruments import AnyInstrument, Equity, Future, Index, Option
 from mandi.stores import queries
@@ -968,6 +969,57 @@ class MandiAPI:
         t = self._need_trading()
         changed = t.resume(reason or "resumed via the API")
         return {"changed": changed, **t.risk_state()}
+
+    def inbound_signals(self, source: str, items: list[Any]) -> dict[str, Any]:
+        """Signals from an inbound webhook (:mod:`mandi.web.inbound`): each goes through the
+        signal manager (persisted, idempotent by the alert's key), the risk manager and
+        execution, as a strategy's would; returns what became of each."""
+        from mandi.model.orders import Side
+        from mandi.model.trading import SignalGenerated
+        from mandi.strategy.base import asset_type
+
+        layer = self.layer("trading")
+        kernel = getattr(layer, "kernel", None) if layer is not None else None
+        if kernel is None:
+            raise ApiError(
+                503,
+                "trading_unavailable",
+                "inbound signals need trading in this node (mandi run), not the gateway",
+            )
+        out = []
+        for i, it in enumerate(items):
+            inst = self.instrument(None, it.symbol, it.exchange, field=f"body[{i}]")
+            now = kernel.clock.now_ns()
+            sid = stable_id(source, inst.token, "webhook", it.key)
+            sig = SignalGenerated(
+                signal_id=sid,
+                ts_event=now,
+                strategy=source,
+                token=inst.token,
+                exchange=inst.exchange,
+                symbol=inst.symbol,
+                timeframe=0,
+                bucket=now,
+                action=Side(it.action),
+                price=it.price or kernel.market.ltp(inst.token),
+                asset_type=asset_type(inst),
+                confidence=it.confidence,
+                quantity=it.quantity,
+                metadata={"source": "webhook"},
+            )
+            fresh = kernel.signals.emit(sig)
+            row = self._read(queries.signal, sid) or {}
+            out.append(
+                {
+                    "signal_id": sid,
+                    "symbol": inst.symbol,
+                    "action": it.action,
+                    "status": row.get("status") or kernel.store.signal_status(sid) or "NEW",
+                    "reason": row.get("reason") or "",
+                    "duplicate": not fresh,
+                }
+            )
+        return {"strategy": source, "signals": out}
 
     # --- status and metrics -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -7,10 +7,11 @@ reached through the dependencies of :mod:`mandi.web.deps`:
 * :mod:`.trading` — signals, orders, positions, P&L, risk; placing and cancelling orders, the
   HALTED latch; the seed's aliases;
 * :mod:`.backtests` — stored backtest runs;
-* :mod:`.options` — basket templates, payoff and Greeks, the volatility and OI views.
+* :mod:`.options` — basket templates, payoff and Greeks, the volatility and OI views;
+* :mod:`.webhooks` — inbound signal webhooks (TradingView / ChartInk alerts).
 """
 
-from mandi.web.routers import backtests, chains, market, options, system, trading
+from mandi.web.routers import backtests, chains, market, options, system, trading, webhooks
 
 ALL = (
     system.router,
@@ -19,6 +20,7 @@ ALL = (
     options.router,
     trading.router,
     backtests.router,
+    webhooks.router,
 )
 
 __all__ = ["ALL"]
