@@ -386,9 +386,10 @@ class RateLimiter:
     window_s: float = 60.0
     _hits: dict[str, deque[float]] = field(default_factory=dict)
 
-    def hit(self, key: str) -> float:
-        """Record an attempt; 0 when allowed, else the seconds until one is allowed again."""
-        now = time.monotonic()
+    def hit(self, key: str, now: float | None = None) -> float:
+        """Record an attempt; 0 when allowed, else the seconds until one is allowed again
+        (``now``: a monotonic time, the clock's by default)."""
+        now = time.monotonic() if now is None else now
         q = self._hits.setdefault(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
