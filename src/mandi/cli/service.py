@@ -54,7 +54,11 @@ def service(
     ] = None,
     days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")] = None,
     shard: Annotated[
-        str, typer.Option(help="indengine: K/N = tokens with token %% N == K.")
+        str,
+        typer.Option(
+            help="mdengine: feed shard K/N (the instruments of partitions p with p %% N == K); "
+            "indengine shares its partitions with the other indengines by itself."
+        ),
     ] = "0/1",
     consumer: Annotated[str | None, typer.Option(help="Consumer name in the group.")] = None,
     ws_port: Annotated[
@@ -108,6 +112,18 @@ def service(
 
     metrics_port = int(getattr(cfg.services, SERVICES[name])) if port is None else port
     try:
+        k, n = (int(x) for x in shard.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        fail(MandiError(f"--shard {shard!r}: expected K/N with 0 <= K < N"))
+    if n > 1 and name == "indengine":
+        from logging import getLogger
+
+        getLogger("mandi.cli").warning(
+            "indengine --shard is no longer needed: indengines share the partitions by "
+            "themselves (redis.partitions); ignored"
+        )
+    try:
         if name == "tickserver":
             from mandi.services.distributed.mdengine import run_tickserver
 
@@ -124,16 +140,11 @@ def service(
         elif name in ("mdengine", "mdengine-sim"):
             from mandi.services.distributed.mdengine import run_mdengine
 
-            code = asyncio.run(run_mdengine(cfg, name, metrics_port))
+            code = asyncio.run(run_mdengine(cfg, name, metrics_port, (k, n)))
         elif name == "indengine":
             from mandi.services.distributed.indengine import run_indengine
 
-            try:
-                k, n = (int(x) for x in shard.split("/"))
-                assert 0 <= k < n
-            except (ValueError, AssertionError):
-                fail(MandiError(f"--shard {shard!r}: expected K/N with 0 <= K < N"))
-            code = asyncio.run(run_indengine(cfg, (k, n), metrics_port, consumer))
+            code = asyncio.run(run_indengine(cfg, metrics_port, consumer))
         elif name == "strategy":
             from mandi.services.distributed.node import run_strategy
 

@@ -1,0 +1,150 @@
+"""Instruments partitioned among the live members of a consumer group (shell code).
+
+The instruments are split into ``redis.partitions`` partitions by their hash slot
+(:func:`mandi.bus.redis.token_partition`: on a cluster a partition lives on one master). Every
+member of a group (e.g. each ``mandi service indengine``):
+
+* says it is alive: ``SET member:{group}:{member} 1 PX lease_ms`` and ``SADD members:{group}``
+  (Redis's own expiry: the members' clocks need not agree);
+* computes the same assignment as every other member from the live list — rendezvous hashing
+  (:func:`assign`): each partition goes to the member with the highest hash of
+  ``(member, partition)``, so a member joining or leaving moves only its share;
+* holds each partition it processes under a lease ``lease:{group}:{partition}`` (``SET NX PX``,
+  renewed with a compare-and-extend script, released with compare-and-delete). A partition
+  changes hands only when its old owner released it (after committing and writing its
+  snapshot) or its lease expired (the owner died): two members never read one partition's
+  streams at once.
+
+The service decides what taking over or handing over a partition means (indengine: restore
+the partition's snapshot, claim its pending entries, replay; commit and snapshot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+from mandi.bus.redis import RedisLink, pack
+
+log = logging.getLogger(__name__)
+
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+)
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+    "else return 0 end"
+)
+
+
+def _score(member: str, partition: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{member}|{partition}".encode(), digest_size=8).digest())
+
+
+def assign(members: Iterable[str], partitions: int) -> dict[int, str]:
+    """Rendezvous hashing: ``{partition: member}`` for the live ``members`` (the same on every
+    member; a change of membership moves only the partitions of the member that came or went).
+    """
+    ms = sorted(set(members))
+    if not ms:
+        return {}
+    return {p: max(ms, key=lambda m: _score(m, p)) for p in range(partitions)}
+
+
+class Membership:
+    """One member's view of its group: alive marker, live members, its partitions' leases."""
+
+    def __init__(
+        self, link: RedisLink, group: str, member: str, partitions: int, lease_ms: int
+    ) -> None:
+        self.link = link
+        self.group = group
+        self.member = member
+        self.partitions = partitions
+        self.lease_ms = lease_ms
+        self.members_key = f"members:{group}"
+        self.live: list[str] = []
+
+    def member_key(self, member: str) -> str:
+        return f"member:{self.group}:{member}"
+
+    def lease_key(self, partition: int) -> str:
+        return f"lease:{self.group}:{partition}"
+
+    async def heartbeat(self) -> list[str]:
+        """Renew this member's marker; return the live members (sorted), forgetting dead
+        ones."""
+        mk = self.member_key(self.member)
+        await self.link.pipeline(
+            [
+                (mk, pack("SET", mk, b"1", "PX", self.lease_ms)),
+                (self.members_key, pack("SADD", self.members_key, self.member)),
+            ]
+        )
+        names = sorted(m.decode() for m in await self.link.call("SMEMBERS", self.members_key) or ())
+        alive = await self.link.pipeline(
+            [(self.member_key(m), pack("EXISTS", self.member_key(m))) for m in names]
+        )
+        dead = [m for m, a in zip(names, alive, strict=True) if a != 1]
+        if dead:
+            await self.link.call("SREM", self.members_key, *dead)
+            log.info("%s: members gone: %s", self.group, ", ".join(dead))
+        self.live = [m for m, a in zip(names, alive, strict=True) if a == 1]
+        if self.member not in self.live:
+            self.live = sorted([*self.live, self.member])
+        return self.live
+
+    def wanted(self) -> set[int]:
+        """The partitions this member should own, given the live members."""
+        return {p for p, m in assign(self.live, self.partitions).items() if m == self.member}
+
+    async def acquire(self, partitions: Iterable[int]) -> set[int]:
+        """Try to take the leases of ``partitions``; return those now held."""
+        ps = list(partitions)
+        replies = await self.link.pipeline(
+            [
+                (
+                    self.lease_key(p),
+                    pack("SET", self.lease_key(p), self.member, "NX", "PX", self.lease_ms),
+                )
+                for p in ps
+            ]
+        )
+        return {p for p, r in zip(ps, replies, strict=True) if r == b"OK"}
+
+    async def renew(self, partitions: Iterable[int]) -> set[int]:
+        """Extend the leases of ``partitions``; return those *lost* (expired, or another
+        member's now)."""
+        ps = list(partitions)
+        replies = await self.link.pipeline(
+            [
+                (
+                    self.lease_key(p),
+                    pack("EVAL", _RENEW, 1, self.lease_key(p), self.member, self.lease_ms),
+                )
+                for p in ps
+            ]
+        )
+        return {p for p, r in zip(ps, replies, strict=True) if r != 1}
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        ps = list(partitions)
+        if ps:
+            await self.link.pipeline(
+                [
+                    (self.lease_key(p), pack("EVAL", _RELEASE, 1, self.lease_key(p), self.member))
+                    for p in ps
+                ]
+            )
+
+    async def leave(self) -> None:
+        """Stop being a member (graceful stop: the others take over at their next beat)."""
+        mk = self.member_key(self.member)
+        await self.link.pipeline(
+            [
+                (mk, pack("DEL", mk)),
+                (self.members_key, pack("SREM", self.members_key, self.member)),
+            ]
+        )
