@@ -91,7 +91,6 @@ def cfg_for(url, tmp_path, **over):
         "redis.discover_interval_s": 0.1,
         "indicators.timeframes": [60],
         "redis.retention_s": 86_400,
-        "redis.lease_ms": 600,
     }
     return load_config(env={}, overrides={**base, **over})
 

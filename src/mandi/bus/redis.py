@@ -72,6 +72,7 @@ DATA_FIELD = b"d"
 TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 ID_NOT_NEWER = "equal or smaller than the target stream top item"
 HASH_SLOTS = 16384
+TOPOLOGY_REFRESH_S = 5.0  # a cluster's replicas are looked up again this often (wait_replicas)
 _TF_RE = re.compile(r"^(\d+)s$")
 _ReplyError = hiredis.ReplyError
 
@@ -596,6 +597,7 @@ class LinkStats:
     moved: int = 0  # MOVED/ASK replies followed (a cluster's slots changed hands)
     refreshes: int = 0  # slot maps loaded
     not_replicated: int = 0  # writes a WAIT found on fewer replicas than asked (retried)
+    unreplicated: int = 0  # durable writes to a master with fewer replicas than asked
 
 
 Addr = tuple[str, int]
@@ -663,9 +665,9 @@ class RedisLink:
         self._stale = True  # the slot map must be (re)loaded
         self._topology_lock = asyncio.Lock()
         self._attempts_in_outage = 0
-        self._wait_suffix = (
-            pack("WAIT", wait_replicas, wait_timeout_ms) if wait_replicas > 0 else b""
-        )
+        self._replicas: dict[Addr, int] = {}  # a cluster's masters: replicas they have now
+        self._refreshed = 0.0
+        self._unreplicated_warned: set[Addr] = set()
 
     # --- keys ------------------------------------------------------------------------------------
     def key(self, topic: str) -> str:
@@ -738,7 +740,14 @@ class RedisLink:
         return conn
 
     async def _topology(self) -> None:
-        """Find out whether this is a cluster and load its slot map (when unknown or stale)."""
+        """Find out whether this is a cluster and load its slot map (when unknown or stale;
+        with ``wait_replicas``, every few seconds too: replicas come and go)."""
+        if (
+            self.cluster
+            and self.wait_replicas
+            and time.monotonic() - self._refreshed > TOPOLOGY_REFRESH_S
+        ):
+            self._stale = True
         if not self._stale and self.cluster is not None:
             return
         async with self._topology_lock:
@@ -768,24 +777,40 @@ class RedisLink:
                 if self._load_slots(reply):
                     self.cluster = True
                     self._stale = False
+                    self._refreshed = time.monotonic()
                     self.stats.refreshes += 1
-                    if self._default not in self._masters:
-                        self._default = self._masters[0]
+                    # keyless commands go to a node that just answered
+                    self._default = addr if addr in self._masters else self._masters[0]
+                    if self.wait_replicas:
+                        await self._count_replicas()
                     return
                 errors.append(f"{addr[0]}:{addr[1]} does not cover every slot yet")
             raise RedisUnavailable(
                 f"no Redis node answered at {self.target.safe()}: {'; '.join(errors[-3:])}"
             )
 
+    async def _count_replicas(self) -> None:
+        """How many replicas each master has now, from the master itself (``ROLE``: CLUSTER
+        SLOTS leaves out replicas the gossip has not reported an offset for yet)."""
+        for addr in self._masters:
+            try:
+                conn = await self._conn(addr)
+                async with asyncio.timeout(self.connect_timeout):
+                    (role,) = await conn.request(pack("ROLE"), 1)
+                if isinstance(role, list) and role and role[0] == b"master":
+                    self._replicas[addr] = len(role[2] or ())
+            except (RedisUnavailable, TimeoutError):
+                self._drop(addr)  # a master that does not answer: its replica will take over
+
     def _load_slots(self, reply: Any) -> bool:
         slots: list[Addr | None] = [None] * HASH_SLOTS
-        masters: dict[Addr, None] = {}
+        masters: dict[Addr, int] = {}
         known: dict[Addr, None] = dict.fromkeys(self._known)
         for rng in reply or ():
             lo, hi, master = int(rng[0]), int(rng[1]), rng[2]
             host = master[0].decode() or self._default[0]
             addr = (host, int(master[1]))
-            masters[addr] = None
+            masters[addr] = len(rng) - 3
             known[addr] = None
             for rep in rng[3:]:
                 known[(rep[0].decode() or host, int(rep[1]))] = None
@@ -794,6 +819,7 @@ class RedisLink:
             return False
         self._slots = slots  # type: ignore[assignment]
         self._masters = list(masters)
+        self._replicas = masters
         self._known = list(known)
         return True
 
@@ -826,9 +852,37 @@ class RedisLink:
         self._mark_down(reason)
 
     # --- requests --------------------------------------------------------------------------------
+    def _replicas_to_wait(self, addr: Addr) -> int:
+        """``wait_replicas``, but on a cluster no more than the master has now: after a
+        fail-over the promoted replica serves without one until another joins (a warning,
+        counted in ``stats.unreplicated``) rather than refusing every write."""
+        want = self.wait_replicas
+        if not want or not self.cluster:
+            return want
+        have = self._replicas.get(addr, want)
+        if have < want:
+            self.stats.unreplicated += 1
+            if addr not in self._unreplicated_warned:
+                self._unreplicated_warned.add(addr)
+                log.warning(
+                    "%s: %s:%d has %d replica(s), fewer than redis.wait_replicas = %d: its "
+                    "writes wait for %d until more join",
+                    self.role, addr[0], addr[1], have, want, have,
+                )  # fmt: skip
+        else:
+            self._unreplicated_warned.discard(addr)
+        return min(want, have)
+
     async def _node_request(
-        self, addr: Addr, packet: bytes, n: int, timeout: float, queued: int = 0
+        self,
+        addr: Addr,
+        packet: bytes,
+        n: int,
+        timeout: float,
+        queued: int = 0,
+        durable: bool = False,
     ) -> list[Any]:
+        wait = self._replicas_to_wait(addr) if durable else 0
         lock = self._locks.get(addr)
         if lock is None:
             lock = self._locks[addr] = asyncio.Lock()
@@ -837,8 +891,9 @@ class RedisLink:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(timeout):
                     conn = await self._conn(addr)
-                    if self._wait_suffix:
-                        replies = await conn.request(packet + self._wait_suffix, n + 1, queued)
+                    if wait:
+                        suffix = pack("WAIT", wait, self.wait_timeout_ms)
+                        replies = await conn.request(packet + suffix, n + 1, queued)
                     else:
                         replies = await conn.request(packet, n, queued)
             except TimeoutError:
@@ -847,13 +902,15 @@ class RedisLink:
             except RedisUnavailable as e:
                 self.broken(str(e), addr)
                 raise
-        if self._wait_suffix:
+        if wait:
             acked = replies.pop()
-            if not isinstance(acked, int) or acked < self.wait_replicas:
+            if not isinstance(acked, int) or acked < wait:
                 self.stats.not_replicated += 1
+                if self.cluster:
+                    self._stale = True  # the replica may be gone: look again
                 raise RedisUnavailable(
-                    f"{acked} of {self.wait_replicas} replica(s) of {addr[0]}:{addr[1]} "
-                    f"acknowledged within {self.wait_timeout_ms} ms (the write is retried)"
+                    f"{acked} of {wait} replica(s) of {addr[0]}:{addr[1]} acknowledged "
+                    f"within {self.wait_timeout_ms} ms (the write is retried)"
                 )
         first = replies[0] if replies else None
         if isinstance(first, _ReplyError) and str(first).split(" ", 1)[0] in TRANSIENT:
@@ -876,11 +933,15 @@ class RedisLink:
             raise
         return await self._node_request(self._default, packet, n, timeout, queued)
 
-    async def pipeline(self, commands: Sequence[Command], timeout: float = 30.0) -> list[Any]:
+    async def pipeline(
+        self, commands: Sequence[Command], timeout: float = 30.0, durable: bool = False
+    ) -> list[Any]:
         """Send routed commands (``(key, RESP)``; see :func:`command_key`) and return their
         replies in order: one packet per node, concurrently, each node's in the given order.
         One attempt: a node that fails raises :class:`RedisUnavailable` (the commands other
-        nodes ran stay done; callers send idempotent batches and retry them whole)."""
+        nodes ran stay done; callers send idempotent batches and retry them whole).
+        ``durable``: the writes count only once ``wait_replicas`` replicas hold them
+        (``WAIT``; see :meth:`_replicas_to_wait`), else :class:`RedisUnavailable`."""
         if not commands:
             return []
         try:
@@ -890,12 +951,16 @@ class RedisLink:
             raise
         if not self.cluster:
             return await self._node_request(
-                self._default, b"".join([c for _, c in commands]), len(commands), timeout
+                self._default,
+                b"".join([c for _, c in commands]),
+                len(commands),
+                timeout,
+                durable=durable,
             )
         out: list[Any] = [None] * len(commands)
         todo = list(range(len(commands)))
         for _ in range(5):  # redirections: at most a few rounds while slots move
-            todo = await self._routed(commands, todo, out, timeout)
+            todo = await self._routed(commands, todo, out, timeout, durable)
             if not todo:
                 return out
             self._stale = True
@@ -903,7 +968,12 @@ class RedisLink:
         raise RedisUnavailable("the cluster kept redirecting these keys (slots moving?)")
 
     async def _routed(
-        self, commands: Sequence[Command], idx: list[int], out: list[Any], timeout: float
+        self,
+        commands: Sequence[Command],
+        idx: list[int],
+        out: list[Any],
+        timeout: float,
+        durable: bool,
     ) -> list[int]:
         """One round of a cluster pipeline; returns the indexes redirected elsewhere."""
         slots = self._slots
@@ -915,7 +985,9 @@ class RedisLink:
         items = list(groups.items())
         results = await asyncio.gather(
             *(
-                self._node_request(a, b"".join([commands[i][1] for i in ix]), len(ix), timeout)
+                self._node_request(
+                    a, b"".join([commands[i][1] for i in ix]), len(ix), timeout, durable=durable
+                )
                 for a, ix in items
             ),
             return_exceptions=True,
@@ -966,13 +1038,16 @@ class RedisLink:
                 await asyncio.sleep(self.backoff.next())
 
     async def pipeline_retrying(
-        self, commands: Sequence[Command], stop: asyncio.Event | None = None
+        self,
+        commands: Sequence[Command],
+        stop: asyncio.Event | None = None,
+        durable: bool = False,
     ) -> list[Any]:
         """:meth:`pipeline` of idempotent commands until it succeeds (or ``stop`` is set:
         RedisUnavailable)."""
         while True:
             try:
-                return await self.pipeline(commands)
+                return await self.pipeline(commands, durable=durable)
             except RedisUnavailable:
                 if stop is not None and stop.is_set():
                     raise
@@ -1283,9 +1358,9 @@ class StreamPublisher:
             return 0
         try:
             if retry:
-                replies = await self.link.pipeline_retrying(cmds, self.stop)
+                replies = await self.link.pipeline_retrying(cmds, self.stop, durable=True)
             else:
-                replies = await self.link.pipeline(cmds)
+                replies = await self.link.pipeline(cmds, durable=True)
         except (RedisUnavailable, RedisCommandError):
             # stopping while Redis is down: keep it, in order
             self._confirmed[:0] = take

@@ -223,7 +223,7 @@ def start_cluster(
             )  # fmt: skip
             procs.append(p)
             nodes.append(
-                NodeProc(port, p.pid, role, str(d), str(log_path), [str(a) for a in p.args])
+                NodeProc(port, p.pid, role, str(d), str(log_path), list(map(str, p.args)))  # type: ignore[arg-type]
             )
         form_cluster(host, nodes, masters, partitions, timeout)
     except BaseException:

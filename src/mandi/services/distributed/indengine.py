@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 import sqlite3
@@ -87,7 +86,7 @@ from mandi.services.distributed.health import (
     link_samples,
     publisher_samples,
 )
-from mandi.services.distributed.partitions import Membership
+from mandi.services.distributed.partitions import DuplicateMember, Membership
 from mandi.services.indicators import (
     PRUNE_SQL,
     SNAPSHOT_SQL,
@@ -182,9 +181,8 @@ class IndEngineService:
         self.cfg = cfg
         self.service = "indengine"
         self.state = ServiceState(self.service)
-        self.consumer = (
-            consumer or rc.consumer or f"{self.service}-{socket.gethostname()}-{os.getpid()}"
-        )
+        # stable across restarts: a restarted member takes its own partitions back at once
+        self.consumer = consumer or rc.consumer or f"{self.service}-{socket.gethostname()}"
         self.nparts = rc.partitions
         self.specs_key = ",".join(IndicatorEngine(cfg.indicators.specs).specs)
         self.timeframes = tuple(cfg.indicators.timeframes)
@@ -199,6 +197,7 @@ class IndEngineService:
             self._members_link, GROUP, self.consumer, self.nparts, rc.lease_ms
         )
         self.partitions: dict[int, Partition] = {}
+        self._leased: set[int] = set()  # leases held: partitions owned or about to be taken
         self._wanted: set[int] = set()
         self._lost: set[int] = set()
         self._part_of: dict[str, int | None] = {}
@@ -216,6 +215,7 @@ class IndEngineService:
         self._acker: asyncio.Task[Any] | None = None
         self._acker_error: BaseException | None = None
         self._all_keys: list[str] = []
+        self.failed = ""  # why the service stopped on its own (exit status 1)
 
     def _link(self, suffix: str) -> RedisLink:
         rc = self.cfg.redis
@@ -224,7 +224,7 @@ class IndEngineService:
             f"{self.service}{suffix}",
             rc.connect_timeout_s,
             backoff_max=rc.backoff_max_s,
-            wait_replicas=rc.wait_replicas if suffix in ("", ".aux") else 0,
+            wait_replicas=rc.wait_replicas,
             wait_timeout_ms=rc.wait_timeout_ms,
         )
 
@@ -255,6 +255,9 @@ class IndEngineService:
             self.link, [f"streams:candle:{tf}s" for tf in self.timeframes]
         )
         return [k for k in self._all_keys if self.partition_of(k) is not None]
+
+    def _show_partitions(self) -> None:
+        self.state.detail["partitions"] = sorted(self.partitions)
 
     def _keys_of(self, partition: int) -> list[str]:
         return [k for k in self._all_keys if self.partition_of(k) == partition]
@@ -371,13 +374,15 @@ class IndEngineService:
                 batch.snapshots.append(self._snapshot_of(part))
 
     # --- committing ----------------------------------------------------------------------------
-    async def _send(self, cmds: list[Command], link: RedisLink | None = None) -> list[Any]:
+    async def _send(
+        self, cmds: list[Command], link: RedisLink | None = None, durable: bool = False
+    ) -> list[Any]:
         """A pipeline of idempotent commands, retried until Redis (or the replica that took
-        over) takes it."""
+        over) takes it (``durable``: replicated as ``redis.wait_replicas`` asks)."""
         link = link or self.link
         while True:
             try:
-                replies = await link.pipeline(cmds)
+                replies = await link.pipeline(cmds, durable=durable)
             except RedisUnavailable:
                 self.state.set("redis_down")
                 if self.stop.is_set():
@@ -395,7 +400,7 @@ class IndEngineService:
             return
         t0 = time.perf_counter()
         if batch.dlq:  # the dead letters exist before their entries are acknowledged away
-            await self._send(batch.dlq)
+            await self._send(batch.dlq, durable=True)
         link = self.link
         if link.cluster is None:
             await link.ready()
@@ -408,7 +413,7 @@ class IndEngineService:
         tail = self.builder.registration(new)
         self.builder.latest(tail, batch.newest)
         if cmds or tail:
-            replies = await self._send(cmds + tail)
+            replies = await self._send(cmds + tail, durable=True)
             if batch.xadds:
                 ps = PublisherStats()
                 tally_xadds(replies, batch.xadds, ps)
@@ -560,6 +565,7 @@ class IndEngineService:
         rc = self.cfg.redis
         part = Partition(index, self.nparts, self.cfg.indicators.specs, self.specs_key)
         self.partitions[index] = part
+        self._show_partitions()
         keys = self._keys_of(index)
         await self.reader.add_keys(keys)
         ids = await self.load_snapshot(part)
@@ -585,7 +591,7 @@ class IndEngineService:
         position = {k: self._replay_start(part, k, ids) for k in keys}
         replayed = 0
         ends: dict[str, bytes] = {}
-        chunk, per_round = 200, 25  # ≤ 5,000 candles per batch: the loop stays responsive
+        chunk, per_round = 200, 5  # ≤ 1,000 candles per batch: the loop stays responsive
         todo = list(position.items())
         while todo:
             now, todo = todo[:per_round], todo[per_round:]
@@ -609,6 +615,7 @@ class IndEngineService:
             for k, done in met.items():
                 for i in done:
                     del pending[k][i]
+            await asyncio.sleep(0)  # /health, heartbeats and the acker between batches
             if self.stop.is_set():
                 return  # stopping: the rest is replayed at the next start
         # what the replay committed need not be delivered again: move the group's cursor to
@@ -636,10 +643,13 @@ class IndEngineService:
     async def hand_over(self, indexes: Iterable[int], lost: bool = False) -> None:
         """Stop reading these partitions; unless their leases are already lost, commit what
         they hold, write their final snapshots and release them."""
+        indexes = set(indexes)
+        self._leased -= indexes
         parts = [self.partitions.pop(i) for i in indexes if i in self.partitions]
         if not parts:
             return
         gone = {p.index for p in parts}
+        self._show_partitions()
         self.reader.remove_keys([k for k in self.reader.keys if self.partition_of(k) in gone])
         self.reader.watch(self._doorbells())
         if lost:
@@ -663,6 +673,7 @@ class IndEngineService:
         """Hand over what is no longer wanted (or lost), take what is wanted and free."""
         lost, self._lost = self._lost, set()
         if lost:
+            self._leased -= lost
             await self.hand_over(lost & set(self.partitions), lost=True)
         extra = set(self.partitions) - self._wanted
         if extra:
@@ -671,6 +682,7 @@ class IndEngineService:
         if not missing:
             return
         got = await self.membership.acquire(missing)
+        self._leased |= got
         if got:
             await self.discover_streams()
             for p in sorted(got):
@@ -678,7 +690,6 @@ class IndEngineService:
                 if self.stop.is_set():
                     return
             self.reader.watch(self._doorbells())
-            self.state.set(self.state.state, partitions=sorted(self.partitions))
 
     async def _members_loop(self) -> None:
         """Heartbeats and lease renewals (every third of ``redis.lease_ms``); what this member
@@ -688,10 +699,15 @@ class IndEngineService:
             try:
                 await self.membership.heartbeat()
                 self._wanted = self.membership.wanted()
-                lost = await self.membership.renew(self.partitions)
+                lost = await self.membership.renew(self._leased)
                 self._lost |= lost
             except (RedisUnavailable, RedisCommandError) as e:
                 log.debug("%s: membership: %s", self.service, e)
+            except DuplicateMember as e:
+                log.error("%s: %s; stopping", self.service, e)
+                self.failed = str(e)
+                self.stop.set()
+                return
             await asyncio.sleep(every)
 
     # --- live ----------------------------------------------------------------------------------
@@ -800,14 +816,14 @@ class IndEngineService:
             # the database's write lock for a while (health must still answer)
             self.con = await asyncio.to_thread(connect, self.cfg.store.db)
             self.state.set("warming", partitions=[])
-            # join, and let members starting together see each other before taking partitions
+            # join: the partitions this member should own among the live ones
             while not self.stop.is_set():
                 try:
                     await self.membership.heartbeat()
-                    await self._sleep(min(0.5, self.cfg.redis.lease_ms / 3000))
-                    await self.membership.heartbeat()
                     self._wanted = self.membership.wanted()
                     joined = True
+                    if not tasks:  # heartbeats and lease renewals during the warm start too
+                        tasks.append(asyncio.create_task(self._members_loop()))
                     await self.discover_streams()
                     await self.rebalance()
                     break
@@ -825,10 +841,9 @@ class IndEngineService:
             gc.collect()
             gc.freeze()  # what warm start built lives on: later collections skip it
             self.state.set("running", streams=len(self.reader.keys))
-            tasks = [
+            tasks += [
                 asyncio.create_task(c)
                 for c in (
-                    self._members_loop(),
                     self._discover_loop(),
                     self._backlog_loop(),
                     self._preview_loop(),
@@ -860,7 +875,7 @@ class IndEngineService:
             self.state.set("stopped")
             await health.close()
             log.info("%s stopped: %s", self.service, dict(self.stats))
-        return 0
+        return 1 if self.failed else 0
 
     async def _until_stopped(self, coro: Any) -> Any:
         task = asyncio.ensure_future(coro)
@@ -957,7 +972,7 @@ class IndEngineService:
                     ]
                     await self.commit(batch)
                     await self.drain()
-                    await self.membership.release(list(self.partitions))
+                    await self.membership.release(self._leased)
 
     # --- metrics -------------------------------------------------------------------------------
     def samples(self) -> Iterable[Sample]:

@@ -23,12 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Iterable
 
 from mandi.bus.redis import RedisLink, pack
+from mandi.core.errors import MandiError
 
 log = logging.getLogger(__name__)
 
+_ACQUIRE = (  # free, or already ours (the same member restarted): take it
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == false or v == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 else return 0 end"
+)
 _RENEW = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
@@ -53,8 +61,17 @@ def assign(members: Iterable[str], partitions: int) -> dict[int, str]:
     return {p: max(ms, key=lambda m: _score(m, p)) for p in range(partitions)}
 
 
+class DuplicateMember(MandiError):
+    """Another live process uses this member's name."""
+
+
 class Membership:
-    """One member's view of its group: alive marker, live members, its partitions' leases."""
+    """One member's view of its group: alive marker, live members, its partitions' leases.
+
+    A member's name is its consumer name, stable across restarts (``{service}-{hostname}``
+    by default), so a restarted member takes back its own leases at once; two live processes
+    with one name would share partitions — the alive marker holds a per-process value, and a
+    member that finds another's value there stops with :class:`DuplicateMember`."""
 
     def __init__(
         self, link: RedisLink, group: str, member: str, partitions: int, lease_ms: int
@@ -66,6 +83,8 @@ class Membership:
         self.lease_ms = lease_ms
         self.members_key = f"members:{group}"
         self.live: list[str] = []
+        self.nonce = f"{os.getpid()}:{time.time_ns()}"
+        self._beats = 0
 
     def member_key(self, member: str) -> str:
         return f"member:{self.group}:{member}"
@@ -75,14 +94,21 @@ class Membership:
 
     async def heartbeat(self) -> list[str]:
         """Renew this member's marker; return the live members (sorted), forgetting dead
-        ones."""
+        ones. Raises :class:`DuplicateMember` when another process renewed it meanwhile."""
         mk = self.member_key(self.member)
-        await self.link.pipeline(
+        before, _ = await self.link.pipeline(
             [
-                (mk, pack("SET", mk, b"1", "PX", self.lease_ms)),
+                (mk, pack("SET", mk, self.nonce, "PX", self.lease_ms, "GET")),
                 (self.members_key, pack("SADD", self.members_key, self.member)),
             ]
         )
+        self._beats += 1
+        # the first beat may find the marker of this member's previous (crashed) incarnation
+        if self._beats > 1 and before is not None and before != self.nonce.encode():
+            raise DuplicateMember(
+                f"another live process is {self.group} member {self.member!r} (pid:time "
+                f"{before.decode()!r}); give each one its own --consumer name"
+            )
         names = sorted(m.decode() for m in await self.link.call("SMEMBERS", self.members_key) or ())
         alive = await self.link.pipeline(
             [(self.member_key(m), pack("EXISTS", self.member_key(m))) for m in names]
@@ -107,12 +133,12 @@ class Membership:
             [
                 (
                     self.lease_key(p),
-                    pack("SET", self.lease_key(p), self.member, "NX", "PX", self.lease_ms),
+                    pack("EVAL", _ACQUIRE, 1, self.lease_key(p), self.member, self.lease_ms),
                 )
                 for p in ps
             ]
         )
-        return {p for p, r in zip(ps, replies, strict=True) if r == b"OK"}
+        return {p for p, r in zip(ps, replies, strict=True) if r == 1}
 
     async def renew(self, partitions: Iterable[int]) -> set[int]:
         """Extend the leases of ``partitions``; return those *lost* (expired, or another
