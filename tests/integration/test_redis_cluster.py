@@ -378,7 +378,12 @@ def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
             key = tagged(f"ind:SMA_9:60s:NSE:{token}")
             r = c.client()
             n0 = r.xlen(key)
-            _wait(lambda: c.client().xlen(key) > n0, 60, "values on the failed-over shard")
+            try:
+                _wait(lambda: c.client().xlen(key) > n0, 60, "values on the failed-over shard")
+            except AssertionError:
+                p.send_signal(signal.SIGUSR1)  # its tasks' stacks to the log
+                time.sleep(1)
+                raise
             recovery_s = time.monotonic() - t_kill
             print(f"fail-over: replica promoted {failover_s:.2f} s, values flowing again "
                   f"{recovery_s:.2f} s after the kill")  # fmt: skip

@@ -226,6 +226,12 @@ EXEC = pack("EXEC")
 
 #: one routed command: (the key that decides its node — None: any node —, its RESP)
 Command = tuple[str | bytes | None, bytes]
+#: several commands of one key in one RESP blob: (key, RESP, how many commands)
+Commands = tuple[str | bytes | None, bytes, int]
+
+
+def _count(c: Command | Commands) -> int:
+    return c[2] if len(c) == 3 else 1
 
 
 class RedisUnavailable(BusError):
@@ -759,9 +765,7 @@ class RedisLink:
             random.shuffle(candidates)
             for addr in candidates:
                 try:
-                    conn = await self._conn(addr)
-                    async with asyncio.timeout(self.connect_timeout):
-                        (reply,) = await conn.request(pack("CLUSTER", "SLOTS"), 1)
+                    (reply,) = await self._exclusive(addr, pack("CLUSTER", "SLOTS"), 1)
                 except (RedisUnavailable, RedisCommandError, TimeoutError) as e:
                     self._drop(addr)
                     errors.append(str(e) or "timeout")
@@ -794,13 +798,21 @@ class RedisLink:
         SLOTS leaves out replicas the gossip has not reported an offset for yet)."""
         for addr in self._masters:
             try:
-                conn = await self._conn(addr)
-                async with asyncio.timeout(self.connect_timeout):
-                    (role,) = await conn.request(pack("ROLE"), 1)
+                (role,) = await self._exclusive(addr, pack("ROLE"), 1)
                 if isinstance(role, list) and role and role[0] == b"master":
                     self._replicas[addr] = len(role[2] or ())
             except (RedisUnavailable, TimeoutError):
                 self._drop(addr)  # a master that does not answer: its replica will take over
+
+    async def _exclusive(self, addr: Addr, packet: bytes, n: int) -> list[Any]:
+        """A request on a node's connection while no pipeline uses it (a connection carries
+        one request at a time: replies are matched by order)."""
+        lock = self._locks.get(addr)
+        if lock is None:
+            lock = self._locks[addr] = asyncio.Lock()
+        async with lock, asyncio.timeout(self.connect_timeout):
+            conn = await self._conn(addr)
+            return await conn.request(packet, n)
 
     def _load_slots(self, reply: Any) -> bool:
         slots: list[Addr | None] = [None] * HASH_SLOTS
@@ -934,10 +946,14 @@ class RedisLink:
         return await self._node_request(self._default, packet, n, timeout, queued)
 
     async def pipeline(
-        self, commands: Sequence[Command], timeout: float = 30.0, durable: bool = False
+        self,
+        commands: Sequence[Command | Commands],
+        timeout: float = 30.0,
+        durable: bool = False,
     ) -> list[Any]:
-        """Send routed commands (``(key, RESP)``; see :func:`command_key`) and return their
-        replies in order: one packet per node, concurrently, each node's in the given order.
+        """Send routed commands (``(key, RESP)`` or ``(key, RESP, n)`` for n commands of one
+        key; see :func:`command_key`) and return their replies in order, one per command: one
+        packet per node, concurrently, each node's in the given order.
         One attempt: a node that fails raises :class:`RedisUnavailable` (the commands other
         nodes ran stay done; callers send idempotent batches and retry them whole).
         ``durable``: the writes count only once ``wait_replicas`` replicas hold them
@@ -950,17 +966,23 @@ class RedisLink:
             self._mark_down(str(e))
             raise
         if not self.cluster:
+            n = len(commands)
+            if any(len(c) == 3 for c in commands):
+                n = sum(map(_count, commands))
             return await self._node_request(
                 self._default,
-                b"".join([c for _, c in commands]),
-                len(commands),
+                b"".join([c[1] for c in commands]),
+                n,
                 timeout,
                 durable=durable,
             )
-        out: list[Any] = [None] * len(commands)
+        at = [0] * (len(commands) + 1)  # where each entry's replies start
+        for i, c in enumerate(commands):
+            at[i + 1] = at[i] + _count(c)
+        out: list[Any] = [None] * at[-1]
         todo = list(range(len(commands)))
         for _ in range(5):  # redirections: at most a few rounds while slots move
-            todo = await self._routed(commands, todo, out, timeout, durable)
+            todo = await self._routed(commands, todo, out, at, timeout, durable)
             if not todo:
                 return out
             self._stale = True
@@ -969,9 +991,10 @@ class RedisLink:
 
     async def _routed(
         self,
-        commands: Sequence[Command],
+        commands: Sequence[Command | Commands],
         idx: list[int],
         out: list[Any],
+        at: list[int],
         timeout: float,
         durable: bool,
     ) -> list[int]:
@@ -986,7 +1009,11 @@ class RedisLink:
         results = await asyncio.gather(
             *(
                 self._node_request(
-                    a, b"".join([commands[i][1] for i in ix]), len(ix), timeout, durable=durable
+                    a,
+                    b"".join([commands[i][1] for i in ix]),
+                    sum(at[i + 1] - at[i] for i in ix),
+                    timeout,
+                    durable=durable,
                 )
                 for a, ix in items
             ),
@@ -998,21 +1025,28 @@ class RedisLink:
             if isinstance(res, BaseException):
                 failure = failure or res
                 continue
-            for i, r in zip(ix, res, strict=True):
-                if r.__class__ is _ReplyError:
-                    text = str(r)
-                    if text.startswith(("MOVED ", "ASK ")):
-                        self.stats.moved += 1
-                        if text.startswith("ASK "):
-                            r = await self._ask(text, commands[i][1], timeout)
-                        else:
-                            again.append(i)
-                            continue
-                    elif text.split(" ", 1)[0] in TRANSIENT:
-                        self._stale = True
-                        failure = failure or RedisUnavailable(text)
+            pos = 0
+            for i in ix:
+                k = at[i + 1] - at[i]
+                got = res[pos : pos + k]
+                pos += k
+                redirect = None
+                for r in got:
+                    if r.__class__ is _ReplyError:
+                        text = str(r)
+                        if text.startswith(("MOVED ", "ASK ")):
+                            redirect = text
+                        elif text.split(" ", 1)[0] in TRANSIENT:
+                            self._stale = True
+                            failure = failure or RedisUnavailable(text)
+                if redirect is not None:
+                    self.stats.moved += 1
+                    if redirect.startswith("ASK ") and k == 1:
+                        got = [await self._ask(redirect, commands[i][1], timeout)]
+                    else:
+                        again.append(i)
                         continue
-                out[i] = r
+                out[at[i] : at[i + 1]] = got
         if failure is not None:
             if isinstance(failure, RedisUnavailable):
                 raise failure

@@ -45,20 +45,24 @@ import logging
 import signal
 import socket
 import sqlite3
+import struct
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
+from hiredis import ReplyError
 
 from mandi.bus.codec import codec
 from mandi.bus.redis import (
+    ID_NOT_NEWER,
     BatchBuilder,
     Command,
+    Commands,
     Entry,
     GroupReader,
-    PublisherStats,
     RedisCommandError,
     RedisLink,
     RedisUnavailable,
@@ -72,7 +76,6 @@ from mandi.bus.redis import (
     parse_candle_key,
     stream_id,
     tagged,
-    tally_xadds,
     wake_channel,
     xrange,
 )
@@ -136,15 +139,105 @@ class Partition:
         self.last_sqlite_snapshot: float | None = None
 
 
+_F64 = struct.Struct(">Bd")
+
+
+class ValueWriter:
+    """Indicator values straight from the engine's columns to their stream commands and SQLite
+    rows: payloads are assembled from cached bytes exactly as the codec encodes an
+    :class:`~mandi.model.market.IndicatorValue` (checked at start: :attr:`exact`; the general
+    path is used otherwise), and each value's XADD + PUBLISH is one cached-prefix blob."""
+
+    def __init__(self, names: tuple[str, ...], builder: BatchBuilder, streams_on: bool) -> None:
+        enc = msgspec.msgpack.encode
+        self.names = names
+        self.builder = builder
+        self.streams_on = streams_on
+        self._mid = [enc("name") + enc(n) + enc("value") for n in names]
+        self._tail = enc("confirmed") + enc(True)
+        self._series: dict[tuple[int, str, int], tuple[bytes, list[tuple[str, Any, Any]]]] = {}
+        self._cluster = builder.cluster
+        sample = IndicatorValue(256265, "NSE", 60, 1_776_052_500 * 10**9, names[0], 0.1, True)
+        self.exact = bool(names) and self.payload(
+            self._head(256265, "NSE", 60), enc(sample.bucket), 0, 0.1
+        ) == codec.encode(sample)
+
+    @staticmethod
+    def _head(token: int, exchange: str, tf: int) -> bytes:
+        enc = msgspec.msgpack.encode
+        return b"".join(
+            [b"\x88", enc("type"), enc("IndicatorValue"), enc("token"), enc(token),
+             enc("exchange"), enc(exchange), enc("timeframe"), enc(tf), enc("bucket")]
+        )  # fmt: skip
+
+    def payload(self, head: bytes, bucket: bytes, k: int, value: float) -> bytes:
+        return b"".join([head, bucket, self._mid[k], _F64.pack(0xCB, value), self._tail])
+
+    def _of(self, token: int, exchange: str, tf: int) -> tuple[bytes, list[tuple[str, Any, Any]]]:
+        b = self.builder
+        if self._cluster != b.cluster:
+            self._series.clear()
+            self._cluster = b.cluster
+        s = self._series.get((token, exchange, tf))
+        if s is None:
+            per_name = []
+            for n in self.names:
+                topic = f"ind:{n}:{tf}s:{exchange}:{token}"
+                ki = b.info(topic)
+                per_name.append((topic, ki, ki.key if b.cluster else None))
+            s = self._series[(token, exchange, tf)] = (self._head(token, exchange, tf), per_name)
+        return s
+
+    def emit(
+        self,
+        token: int,
+        exchange: str,
+        tf: int,
+        bucket: int,
+        row: list[float],
+        batch: _Batch,
+        store: bool,
+    ) -> int:
+        """Commands (and rows) of one candle's values; returns how many (NaN: warming up)."""
+        head, per_name = self._of(token, exchange, tf)
+        bb = msgspec.msgpack.encode(bucket)
+        eid = b"%d-0" % (bucket // 1_000_000)
+        cmds, newest, rows, names = batch.cmds, batch.newest, batch.rows, self.names
+        mid, tail, pack_f = self._mid, self._tail, _F64.pack
+        n = 0
+        for k, v in enumerate(row):
+            if v != v:
+                continue
+            payload = b"".join([head, bb, mid[k], pack_f(0xCB, v), tail])
+            topic, ki, route = per_name[k]
+            size = len(payload)
+            if self.streams_on:
+                cmds.append(
+                    (
+                        ki.key,
+                        b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
+                        % (ki.xadd, len(eid), eid, size, payload, ki.pub, size, payload),
+                        2,
+                    )
+                )
+                newest[topic] = payload
+            else:
+                cmds.append((route, b"%s$%d\r\n%s\r\n" % (ki.pub, size, payload)))
+            if store:
+                rows.append((token, exchange, tf, bucket, names[k], v))
+            n += 1
+        return n
+
+
 class _Batch:
     """The output of processing some entries: values out now, rows and acks after."""
 
-    __slots__ = ("acks", "candles", "cmds", "dlq", "newest", "rows", "snapshots", "values", "xadds")
+    __slots__ = ("acks", "candles", "cmds", "dlq", "newest", "rows", "snapshots", "values")
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.cmds: list[Command] = []  # value XADD + PUBLISH, dead letters' XACK + XDEL
-        self.xadds: list[int] = []  # indexes of the value XADDs in cmds
+        # value XADD + PUBLISH, dead letters' XACK + XDEL
+        self.cmds: list[Command | Commands] = []
         self.newest: dict[str, bytes] = {}  # indicator topic -> newest payload (one SET each)
         self.values = 0
         self.acks: dict[str, list[bytes]] = {}
@@ -192,6 +285,9 @@ class IndEngineService:
         self.reader = GroupReader(self.link, GROUP, self.consumer, sweep_s=rc.sweep_s)
         self.reader.accept = self.mine
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
+        self.values = ValueWriter(
+            IndicatorEngine(cfg.indicators.specs).names, self.builder, rc.indicator_streams
+        )
         self.previews = StreamPublisher(self._link(".previews"), max_buffer=rc.buffer_max)
         self.membership = Membership(
             self._members_link, GROUP, self.consumer, self.nparts, rc.lease_ms
@@ -312,18 +408,49 @@ class IndEngineService:
             acks.setdefault(key, []).append(e.id)
         for p, candles in by_part.items():
             batch.candles += len(candles)
-            self._emit(parts[p].engine.process_many(candles), batch)
+            engine = parts[p].engine
+            if engine.fused and self.values.exact:
+                self._emit_columns(engine, candles, batch)
+            else:
+                self._emit(engine.process_many(candles), batch)
+
+    def _emit_columns(self, engine: IndicatorEngine, candles: list[Candle], batch: _Batch) -> None:
+        """The columnar path (close-only indicator sets, the default): one compiled call per
+        exchange, payloads and commands from cached bytes — no message objects per value."""
+        by_ex: dict[str, list[Candle]] = {}
+        for c in candles:
+            by_ex.setdefault(c.exchange, []).append(c)
+        store = self.cfg.indicators.store_values
+        for ex, cs in by_ex.items():
+            res = engine.process_arrays(
+                [c.token for c in cs],
+                [c.timeframe for c in cs],
+                [c.bucket for c in cs],
+                [c.close for c in cs],
+                exchange=ex,
+                high=[c.high for c in cs],
+                low=[c.low for c in cs],
+                open=[c.open for c in cs],
+                volume=[c.volume for c in cs],
+            )
+            vals = res.values.tolist()
+            for j in np.flatnonzero(res.status == 0).tolist():
+                c = cs[j]
+                batch.values += self.values.emit(
+                    c.token, ex, c.timeframe, c.bucket, vals[j], batch, store
+                )
 
     def _emit(self, values: list[IndicatorValue], batch: _Batch) -> None:
+        """The general path (any indicator set): one message per value."""
         batch.values += len(values)
         encode, builder = self._encode, self.builder
-        cmds, newest, at = batch.cmds, batch.newest, batch.xadds
+        cmds, newest = batch.cmds, batch.newest
         if self._streams_on:
             add = builder.confirmed
             for v in values:
                 topic = indicator_topic(v)
                 payload = encode(v)
-                at.append(add(cmds, topic, b"%d-0" % (v.bucket // 1_000_000), payload))
+                add(cmds, topic, b"%d-0" % (v.bucket // 1_000_000), payload)  # type: ignore[arg-type]
                 newest[topic] = payload
         else:
             forming = builder.forming
@@ -375,7 +502,10 @@ class IndEngineService:
 
     # --- committing ----------------------------------------------------------------------------
     async def _send(
-        self, cmds: list[Command], link: RedisLink | None = None, durable: bool = False
+        self,
+        cmds: Sequence[Command | Commands],
+        link: RedisLink | None = None,
+        durable: bool = False,
     ) -> list[Any]:
         """A pipeline of idempotent commands, retried until Redis (or the replica that took
         over) takes it (``durable``: replicated as ``redis.wait_replicas`` asks)."""
@@ -409,17 +539,11 @@ class IndEngineService:
             self._reg_epoch = link.stats.connects
             self.builder.registered.clear()
         new = [t for t in batch.newest if t not in self.builder.registered]
-        cmds = batch.cmds
-        tail = self.builder.registration(new)
+        tail: list[Command] = self.builder.registration(new)
         self.builder.latest(tail, batch.newest)
-        if cmds or tail:
-            replies = await self._send(cmds + tail, durable=True)
-            if batch.xadds:
-                ps = PublisherStats()
-                tally_xadds(replies, batch.xadds, ps)
-                self.stats["values_written"] += ps.confirmed
-                self.stats["values_duplicate"] += ps.duplicates
-                self.stats["value_errors"] += ps.errors
+        if batch.cmds or tail:
+            replies = await self._send([*batch.cmds, *tail], durable=True)
+            self._tally(replies)
             self.builder.registered.update(new)
         self.stats["candles"] += batch.candles
         self.stats["values"] += batch.values
@@ -428,6 +552,26 @@ class IndEngineService:
         if self._acker_error is not None:
             raise self._acker_error
         await self._inflight.put(batch)
+
+    def _tally(self, replies: list[Any]) -> None:
+        """Count the value XADDs among a commit's replies: an XADD answers with the entry's ID
+        (every other command of a commit with an integer or OK), or refuses an entry already
+        there (a replay: counted, not an error)."""
+        written = dup = errors = 0
+        for r in replies:
+            t = r.__class__
+            if t is bytes:
+                if r != b"OK":
+                    written += 1
+            elif t is ReplyError:
+                if ID_NOT_NEWER in str(r):
+                    dup += 1
+                else:
+                    errors += 1
+                    log.error("%s: %s", self.service, r)
+        self.stats["values_written"] += written
+        self.stats["values_duplicate"] += dup
+        self.stats["value_errors"] += errors
 
     def _commit_sqlite(self, rows: list[tuple[Any, ...]], snaps: list[tuple[str, bytes]]) -> None:
         if self.con is None or not (rows or snaps):
@@ -490,7 +634,11 @@ class IndEngineService:
                 self.stats["commits"] += 1
                 for _ in done:
                     q.task_done()
-        except RedisUnavailable as e:  # stopping while Redis is down: the rest is replayed
+        except Exception as e:  # stopping while Redis is down (the rest is replayed), or a bug
+            if not isinstance(e, RedisUnavailable):
+                log.exception("%s: acknowledging failed; stopping", self.service)
+                self.failed = f"acknowledging failed: {e!r}"
+                self.stop.set()
             self._acker_error = e
             while not q.empty():
                 q.get_nowait()
