@@ -196,6 +196,8 @@ class ServicesConfig(_Section, frozen=True):
     gateway_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9094  # metrics; web is run.port
     state_dir: str = ".mandi"  # mandi up: PID files, logs, the local redis-server's data
     redis_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 6379  # local redis; 0 = free
+    # mandi up --shards N: the cluster's failure detection (a master silent this long fails over)
+    cluster_node_timeout_ms: Annotated[int, msgspec.Meta(ge=100)] = 2000
     redis_server: str = "redis-server"
     start: tuple[str, ...] = ("tickserver", "mdengine-sim", "indengine", "strategy", "gateway")
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0

@@ -169,13 +169,13 @@ def _table(rows: list[dict[str, Any]]) -> None:
         t.add_column(col)
     for r in rows:
         state = r["state"]
-        color = "green" if state == "running" else "yellow" if r["alive"] else "red"
+        color = "green" if state.startswith("running") else "yellow" if r["alive"] else "red"
         t.add_row(
             r["service"],
             str(r["pid"]),
             str(r["port"]),
             f"[{color}]{state}[/]",
-            "yes" if r.get("ready", r["service"] == "redis" and r["alive"]) else "no",
+            "yes" if r.get("ready", r["service"].startswith("redis") and r["alive"]) else "no",
         )
     Console().print(t)
 
@@ -195,9 +195,28 @@ def up(
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
     date: Annotated[str | None, typer.Option(help="Simulated trading date YYYY-MM-DD.")] = None,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Start a local Redis Cluster of this many masters (real redis-server "
+            "processes on loopback) instead of one redis-server.",
+        ),
+    ] = 0,
+    replicas: Annotated[
+        int, typer.Option(min=0, help="--shards: replicas per master (fail-over).")
+    ] = 0,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=N copies of a service: indengine/strategy share the partitions, "
+            "mdengine(-sim) copies are feed shards (repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable state.")] = False,
 ) -> None:
-    """Start a local deployment: redis-server (unless --redis) and every service, detached."""
+    """Start a local deployment: redis-server (or a Redis Cluster with --shards; unless
+    --redis) and every service, detached."""
     cfg = load(
         config,
         {
@@ -216,14 +235,27 @@ def up(
         if value is not None:
             common += [flag, str(value)]
     extra = {n: list(common) for n in names}
+    copies: dict[str, int] = {}
+    for item in scale or []:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            fail(MandiError(f"--scale {item!r}: expected NAME=N, e.g. indengine=2"))
+        copies[name] = int(n)
     try:
-        supervisor.up(cfg, redis, names, config, extra)
+        dep = supervisor.up(
+            cfg, redis, names, config, extra, shards=shards, replicas=replicas, scale=copies
+        )
     except MandiError as e:
         fail(e)
     rows = supervisor.status(cfg)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
+        if dep.cluster:
+            typer.echo(f"Redis Cluster: {dep.redis_url}")
+            for node in dep.cluster:
+                of = f" of {cfg.services.host}:{node.replica_of}" if node.replica_of else ""
+                typer.echo(f"  {cfg.services.host}:{node.port}  {node.role}{of}")
         _table(rows)
 
 
