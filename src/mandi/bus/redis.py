@@ -950,6 +950,7 @@ class RedisLink:
         commands: Sequence[Command | Commands],
         timeout: float = 30.0,
         durable: bool = False,
+        atomic: bool = False,
     ) -> list[Any]:
         """Send routed commands (``(key, RESP)`` or ``(key, RESP, n)`` for n commands of one
         key; see :func:`command_key`) and return their replies in order, one per command: one
@@ -957,7 +958,11 @@ class RedisLink:
         One attempt: a node that fails raises :class:`RedisUnavailable` (the commands other
         nodes ran stay done; callers send idempotent batches and retry them whole).
         ``durable``: the writes count only once ``wait_replicas`` replicas hold them
-        (``WAIT``; see :meth:`_replicas_to_wait`), else :class:`RedisUnavailable`."""
+        (``WAIT``; see :meth:`_replicas_to_wait`), else :class:`RedisUnavailable`.
+        ``atomic``: on one Redis the whole batch is one MULTI/EXEC, so a consumer blocked on
+        the streams wakes to all of it, not to its first entry (a cluster cannot run a
+        transaction across slots: there each node's commands run in order, and the doorbells
+        wake consumers after them)."""
         if not commands:
             return []
         try:
@@ -969,13 +974,16 @@ class RedisLink:
             n = len(commands)
             if any(len(c) == 3 for c in commands):
                 n = sum(map(_count, commands))
-            return await self._node_request(
-                self._default,
-                b"".join([c[1] for c in commands]),
-                n,
-                timeout,
-                durable=durable,
+            packet = b"".join([c[1] for c in commands])
+            if not atomic:
+                return await self._node_request(self._default, packet, n, timeout, durable=durable)
+            replies = await self._node_request(
+                self._default, MULTI + packet + EXEC, n + 2, timeout, queued=n, durable=durable
             )
+            done = replies[-1]
+            if not isinstance(done, list):  # EXECABORT: refused at queue time, nothing ran
+                raise RedisCommandError(f"Redis refused the transaction: {done}")
+            return done
         at = [0] * (len(commands) + 1)  # where each entry's replies start
         for i, c in enumerate(commands):
             at[i + 1] = at[i] + _count(c)
@@ -1076,12 +1084,13 @@ class RedisLink:
         commands: Sequence[Command],
         stop: asyncio.Event | None = None,
         durable: bool = False,
+        atomic: bool = False,
     ) -> list[Any]:
         """:meth:`pipeline` of idempotent commands until it succeeds (or ``stop`` is set:
         RedisUnavailable)."""
         while True:
             try:
-                return await self.pipeline(commands, durable=durable)
+                return await self.pipeline(commands, durable=durable, atomic=atomic)
             except RedisUnavailable:
                 if stop is not None and stop.is_set():
                     raise
@@ -1392,9 +1401,11 @@ class StreamPublisher:
             return 0
         try:
             if retry:
-                replies = await self.link.pipeline_retrying(cmds, self.stop, durable=True)
+                replies = await self.link.pipeline_retrying(
+                    cmds, self.stop, durable=True, atomic=True
+                )
             else:
-                replies = await self.link.pipeline(cmds, durable=True)
+                replies = await self.link.pipeline(cmds, durable=True, atomic=True)
         except (RedisUnavailable, RedisCommandError):
             # stopping while Redis is down: keep it, in order
             self._confirmed[:0] = take

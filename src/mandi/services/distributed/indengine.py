@@ -47,7 +47,7 @@ import socket
 import sqlite3
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -103,6 +103,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_KEY = "ind:snapshot:engine"
 GROUP = "indengine"
 MAX_INFLIGHT = 8  # batches whose values are out but whose SQLite commit + XACK are not
+STAGES = ("process", "send", "sqlite", "ack")  # timed per batch (see IndEngineService.timings)
 
 
 class RedisSnapshot(msgspec.Struct):
@@ -312,6 +313,9 @@ class IndEngineService:
         self._acker_error: BaseException | None = None
         self._all_keys: list[str] = []
         self.failed = ""  # why the service stopped on its own (exit status 1)
+        # seconds per live batch and stage, the last 10,000 (quantiles on /metrics): where a
+        # candle's time goes between its read and its values' publication, and behind it
+        self.timings: dict[str, deque[float]] = {s: deque(maxlen=10_000) for s in STAGES}
 
     def _link(self, suffix: str) -> RedisLink:
         rc = self.cfg.redis
@@ -506,13 +510,22 @@ class IndEngineService:
         cmds: Sequence[Command | Commands],
         link: RedisLink | None = None,
         durable: bool = False,
+        atomic: bool = False,
     ) -> list[Any]:
         """A pipeline of idempotent commands, retried until Redis (or the replica that took
-        over) takes it (``durable``: replicated as ``redis.wait_replicas`` asks)."""
+        over) takes it (``durable``: replicated as ``redis.wait_replicas`` asks; ``atomic``:
+        one transaction on a single Redis)."""
         link = link or self.link
         while True:
             try:
-                replies = await link.pipeline(cmds, durable=durable)
+                replies = await link.pipeline(cmds, durable=durable, atomic=atomic)
+            except RedisCommandError as e:  # refused at queue time: nothing ran; retried
+                self.stats["commit_errors"] += 1
+                log.error("%s: Redis refused the commit: %s", self.service, e)
+                if self.stop.is_set():
+                    raise RedisUnavailable(str(e)) from None
+                await self._sleep(link.backoff.next())
+                continue
             except RedisUnavailable:
                 self.state.set("redis_down")
                 if self.stop.is_set():
@@ -542,7 +555,9 @@ class IndEngineService:
         tail: list[Command] = self.builder.registration(new)
         self.builder.latest(tail, batch.newest)
         if batch.cmds or tail:
-            replies = await self._send([*batch.cmds, *tail], durable=True)
+            t_send = time.perf_counter()
+            replies = await self._send([*batch.cmds, *tail], durable=True, atomic=True)
+            self.timings["send"].append(time.perf_counter() - t_send)
             self._tally(replies)
             self.builder.registered.update(new)
         self.stats["candles"] += batch.candles
@@ -612,7 +627,9 @@ class IndEngineService:
                 rows = [r for b in done for r in b.rows]
                 snaps = [(p.sqlite_label, s) for b in done for p, _, s in b.snapshots if s]
                 if rows or snaps:
+                    t0 = time.perf_counter()
                     await asyncio.to_thread(self._commit_sqlite, rows, snaps)
+                    self.timings["sqlite"].append(time.perf_counter() - t0)
                 acks: dict[str, list[bytes]] = {}
                 for b in done:
                     for k, ids in b.acks.items():
@@ -624,7 +641,9 @@ class IndEngineService:
                     for part, blob, _ in b.snapshots
                 ]
                 if cmds:
+                    t0 = time.perf_counter()
                     replies = await self._send(cmds, self._aux)
+                    self.timings["ack"].append(time.perf_counter() - t0)
                     for r in replies:
                         if isinstance(r, Exception):
                             self.stats["command_errors"] += 1
@@ -958,6 +977,7 @@ class IndEngineService:
             await self._until_stopped(self.link.connection())
             if self.stop.is_set():
                 return 0
+            self.builder.use_cluster(bool(self.link.cluster))  # keys tagged on a cluster
             from mandi.stores.sqlite import connect
 
             # values (if stored) and fallback snapshots; off the loop: another service may hold
@@ -1104,9 +1124,11 @@ class IndEngineService:
                 continue  # read over a new connection: recovered in ID order, with older ones
             if self.state.state == "redis_down":
                 self.state.set("running")
+            t0 = time.perf_counter()
             batch = _Batch()
             self.process(entries, batch)
             if entries:
+                self.timings["process"].append(time.perf_counter() - t0)
                 self._due_snapshots(batch)
             await self.commit(batch)
         # graceful stop: everything processed is committed; final snapshots
@@ -1190,6 +1212,19 @@ class IndEngineService:
         )
         yield ("lag", "gauge", "Not yet delivered (sampled every 5 s)", self.backlog[1], {})
         yield ("last_commit_ms", "gauge", "Duration of the last commit", self.last_commit_ms, {})
+        for stage, xs in self.timings.items():
+            if not xs:
+                continue
+            ordered = sorted(xs)
+            for q in (0.5, 0.99, 0.999, 1.0):
+                yield (
+                    "stage_seconds",
+                    "gauge",
+                    "Seconds per live batch and stage (process: read to values built; send: "
+                    "values to Redis; sqlite, ack: behind them), over the last 10,000 batches",
+                    ordered[min(len(ordered) - 1, int(q * len(ordered)))],
+                    {"stage": stage, "quantile": str(q)},
+                )
         yield from link_samples(self.link, "consumer")
         yield from publisher_samples(self.previews, "previews")
 
