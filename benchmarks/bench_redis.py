@@ -27,15 +27,17 @@ starts on free loopback ports (no persistence; the fail-over cluster has replica
   SIGKILLed during a replay; recovery time, and every value checked present exactly once.
 
 Each tick makes a 1 s candle as well (mdengine publishes those too; indengine does not read
-them): the "candles/s" figures count the 60 s candles indengine consumes. ``MANDI_BENCH_QUICK=1``
-for a short run; ``MANDI_BENCH_RT=1`` runs the latency section's processes at real-time priority
-(``SCHED_FIFO``, as a deployment with cores of its own would; needs root) in addition.
+them): the "candles/s" figures count the 60 s candles indengine consumes.
+``MANDI_BENCH_QUICK=1`` for a short run; ``MANDI_BENCH_RT=1`` runs the latency section again
+with its processes (and Redis) at real-time priority (``SCHED_FIFO``, as a deployment with
+cores of its own would; needs root), so other work on a shared machine shows less.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -269,6 +271,8 @@ async def produce(
             marks[c.bucket] = current[0]
 
     bus.subscribe("candle:>", on_candle)
+    gc.collect()
+    gc.freeze()  # the ticks prepared above: no collection walks them while producing
     t0 = time.perf_counter()
     for i, batch in enumerate(batches):
         current[0] = time.monotonic_ns()
@@ -601,61 +605,57 @@ async def link_read(url: str, keys: list[str], n: int) -> float:
 
 
 def _listen(url: str, cluster: bool, tokens: int, seconds: float, out: mp.Queue) -> None:
-    """Receive each token's 60 s candles and SMA_9 values; report (kind, bucket, monotonic ns)
-    of the first candle and the first value of every bucket."""
-    import redis
-
-    channels = [
-        ch
-        for t in range(1, tokens + 1)
-        for ch in (f"pub:candle:60s:NSE:{t}", f"pub:ind:SMA_9:60s:NSE:{t}")
-    ]
-    if cluster:
-        from redis.cluster import ClusterNode
-
-        hosts = [h.split(":") for h in url.split("//")[1].split("/")[0].split(",")]
-        rc = redis.RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in hosts])
-        ps = rc.pubsub()
-        ps.ssubscribe(*[tagged(ch) for ch in channels])
-
-        def get() -> Any:
-            return ps.get_sharded_message(timeout=0.2)
-    else:
-        port = int(url.split(":")[2].split("/")[0])
-        ps = redis.Redis(port=port).pubsub()
-        ps.psubscribe("pub:candle:60s:*", "pub:ind:SMA_9:60s:*")
-
-        def get() -> Any:
-            return ps.get_message(timeout=0.2)
+    """Receive each token's 60 s candles and SMA_9 values (the bridge's ``Subscriber``:
+    hiredis, one connection per node — a Python subscriber of 20,000 messages/s must cost
+    little, or it measures itself); report (kind, bucket, monotonic ns) of the first candle
+    and the first value of every bucket."""
+    from mandi.bus.redis import Subscriber
 
     got: list[tuple[str, int, int]] = []
-    deadline = time.monotonic() + seconds
-    ready = False
     seen: set[tuple[str, int]] = set()
-    while time.monotonic() < deadline:
-        m = get()
-        if m is None:
-            if not ready and (cluster or ps.subscribed):
-                out.put("ready")
-                ready = True
-            continue
-        if m["type"] not in ("message", "pmessage", "smessage"):
-            continue
+    decode = codec.decode
+
+    def on(channel: bytes, data: bytes, pattern: bytes | None) -> None:
         now = time.monotonic_ns()
-        x = codec.decode(m["data"])
-        kind = "value" if hasattr(x, "confirmed") else "candle"
+        x = decode(data)
+        kind = "value" if channel.startswith(b"pub:ind:") else "candle"
         if (getattr(x, "confirmed", None) or getattr(x, "closed", None)) and (
             kind,
             x.bucket,
         ) not in seen:
             seen.add((kind, x.bucket))
             got.append((kind, x.bucket, now))
+
+    async def go() -> None:
+        link = RedisLink(url, "bench.listener")
+        await link.connection()
+        ready = asyncio.Event()
+        sub = Subscriber(link, on, ready.set)
+        channels = [
+            ch
+            for t in range(1, tokens + 1)
+            for ch in (f"pub:candle:60s:NSE:{t}", f"pub:ind:SMA_9:60s:NSE:{t}")
+        ]
+        sub.set(sharded=[link.key(ch) for ch in channels])
+        task = asyncio.create_task(sub.run())
+        await ready.wait()
+        await asyncio.sleep(0.3)  # the subscriptions are confirmed
+        gc.freeze()
+        out.put("ready")
+        await asyncio.sleep(seconds)
+        task.cancel()
+        link.close()
+
+    asyncio.run(go())
     out.put(got)
 
 
-def _rt() -> None:
-    with contextlib.suppress(PermissionError, AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
+def _rt(*pids: int) -> None:
+    """Real-time priority (``SCHED_FIFO``) for these processes (0: this one; children inherit
+    it): woken at once whatever else the machine runs."""
+    for pid in pids or (0,):
+        with contextlib.suppress(PermissionError, AttributeError, OSError):
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(20))
 
 
 def latency(server: Any, cluster: bool, tmp: str, scenarios: list[tuple[str, int, float]]) -> None:
@@ -923,8 +923,8 @@ def main() -> None:
         finally:
             cl.stop()
         if RT:
-            _rt()  # this process and the ones it starts from now on
-            print("-- the same at real-time priority (SCHED_FIFO: cores of its own)")
+            _rt(0, *server.pids)  # this process, Redis, and the ones it starts from now on
+            print("-- the same at real-time priority (SCHED_FIFO: as if on cores of its own)")
             latency(server, False, tmp, scenarios[:2])
         failover(tmp)
     finally:

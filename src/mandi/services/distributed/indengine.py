@@ -46,6 +46,7 @@ import signal
 import socket
 import sqlite3
 import struct
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
@@ -103,6 +104,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_KEY = "ind:snapshot:engine"
 GROUP = "indengine"
 MAX_INFLIGHT = 8  # batches whose values are out but whose SQLite commit + XACK are not
+SMALL_BATCH = 64  # fewer candles of a partition: one by one (the columns cost ~0.1 ms a call)
 STAGES = ("process", "send", "sqlite", "ack")  # timed per batch (see IndEngineService.timings)
 
 
@@ -233,16 +235,26 @@ class ValueWriter:
 class _Batch:
     """The output of processing some entries: values out now, rows and acks after."""
 
-    __slots__ = ("acks", "candles", "cmds", "dlq", "newest", "rows", "snapshots", "values")
+    __slots__ = (
+        "acks",
+        "candles",
+        "cmds",
+        "dead",
+        "dlq",
+        "newest",
+        "rows",
+        "snapshots",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        # value XADD + PUBLISH, dead letters' XACK + XDEL
-        self.cmds: list[Command | Commands] = []
+        self.cmds: list[Command | Commands] = []  # value XADD + PUBLISH
         self.newest: dict[str, bytes] = {}  # indicator topic -> newest payload (one SET each)
         self.values = 0
         self.acks: dict[str, list[bytes]] = {}
         self.dlq: list[Command] = []  # dead-letter XADDs: written before anything else
+        self.dead: list[Command] = []  # then the XACK + XDEL of the dead-lettered entries
         self.candles = 0
         # (partition, Redis snapshot blob, SQLite copy or None), written with the acks
         self.snapshots: list[tuple[Partition, bytes, bytes | None]] = []
@@ -282,13 +294,14 @@ class IndEngineService:
         self.timeframes = tuple(cfg.indicators.timeframes)
         self.link = self._link("")
         self._aux = self._link(".aux")
+        self._writer = self._link(".values")
         self._members_link = self._link(".members")
         self.reader = GroupReader(self.link, GROUP, self.consumer, sweep_s=rc.sweep_s)
         self.reader.accept = self.mine
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
-        self.values = ValueWriter(
-            IndicatorEngine(cfg.indicators.specs).names, self.builder, rc.indicator_streams
-        )
+        names = IndicatorEngine(cfg.indicators.specs).names
+        self.values = ValueWriter(names, self.builder, rc.indicator_streams)
+        self._name_index = {n: i for i, n in enumerate(names)}
         self.previews = StreamPublisher(self._link(".previews"), max_buffer=rc.buffer_max)
         self.membership = Membership(
             self._members_link, GROUP, self.consumer, self.nparts, rc.lease_ms
@@ -308,8 +321,10 @@ class IndEngineService:
         self._encode = codec.encode
         self._streams_on = rc.indicator_streams
         self._reg_epoch = -1
-        self._inflight: asyncio.Queue[_Batch] | None = None
+        self._outq: asyncio.Queue[_Batch] | None = None  # processed: values to send
+        self._inflight: asyncio.Queue[_Batch] | None = None  # values sent: SQLite, XACK
         self._acker: asyncio.Task[Any] | None = None
+        self._sender: asyncio.Task[Any] | None = None
         self._acker_error: BaseException | None = None
         self._all_keys: list[str] = []
         self.failed = ""  # why the service stopped on its own (exit status 1)
@@ -421,10 +436,13 @@ class IndEngineService:
     def _emit_columns(self, engine: IndicatorEngine, candles: list[Candle], batch: _Batch) -> None:
         """The columnar path (close-only indicator sets, the default): one compiled call per
         exchange, payloads and commands from cached bytes — no message objects per value."""
+        store = self.cfg.indicators.store_values
+        if len(candles) < SMALL_BATCH:  # the columns' fixed cost exceeds a few candles' work
+            self._emit_rows(engine.process_many(candles), batch, store)
+            return
         by_ex: dict[str, list[Candle]] = {}
         for c in candles:
             by_ex.setdefault(c.exchange, []).append(c)
-        store = self.cfg.indicators.store_values
         for ex, cs in by_ex.items():
             res = engine.process_arrays(
                 [c.token for c in cs],
@@ -443,6 +461,22 @@ class IndEngineService:
                 batch.values += self.values.emit(
                     c.token, ex, c.timeframe, c.bucket, vals[j], batch, store
                 )
+
+    def _emit_rows(self, values: list[IndicatorValue], batch: _Batch, store: bool) -> None:
+        """Values of a few candles (in candle order) through the same cached-bytes writer."""
+        index = self._name_index
+        nan = float("nan")
+        row: list[float] = []
+        key: tuple[int, str, int, int] | None = None
+        for v in values:
+            k = (v.token, v.exchange, v.timeframe, v.bucket)
+            if k != key:
+                if key is not None:
+                    batch.values += self.values.emit(*key, row, batch, store)
+                key, row = k, [nan] * len(index)
+            row[index[v.name]] = v.value
+        if key is not None:
+            batch.values += self.values.emit(*key, row, batch, store)
 
     def _emit(self, values: list[IndicatorValue], batch: _Batch) -> None:
         """The general path (any indicator set): one message per value."""
@@ -469,7 +503,7 @@ class IndEngineService:
         self.dead_reasons[reason.split(":")[0]] += 1
         first, *rest = self.reader.dead_letter_commands(e, reason, deliveries)
         batch.dlq.append(first)
-        batch.cmds += rest
+        batch.dead += rest
 
     def _snapshot_of(
         self, part: Partition, final: bool = False
@@ -537,36 +571,69 @@ class IndEngineService:
             return replies
 
     async def commit(self, batch: _Batch) -> None:
-        """Values to Redis now; SQLite, then the XACKs and snapshots, in order behind it (the
-        acker). Waits only when :data:`MAX_INFLIGHT` batches are behind."""
+        """Hand a processed batch on: its values go to Redis next (the sender, on a connection
+        of its own, so reading goes on meanwhile), then SQLite, then the XACKs and snapshots
+        (the acker), in order. Waits only when :data:`MAX_INFLIGHT` batches are behind."""
         if batch.empty():
             return
-        t0 = time.perf_counter()
-        if batch.dlq:  # the dead letters exist before their entries are acknowledged away
-            await self._send(batch.dlq, durable=True)
-        link = self.link
-        if link.cluster is None:
-            await link.ready()
-        self.builder.use_cluster(bool(link.cluster))
-        if link.stats.connects != self._reg_epoch:  # (re)connected: register again
-            self._reg_epoch = link.stats.connects
-            self.builder.registered.clear()
-        new = [t for t in batch.newest if t not in self.builder.registered]
-        tail: list[Command] = self.builder.registration(new)
-        self.builder.latest(tail, batch.newest)
-        if batch.cmds or tail:
-            t_send = time.perf_counter()
-            replies = await self._send([*batch.cmds, *tail], durable=True, atomic=True)
-            self.timings["send"].append(time.perf_counter() - t_send)
-            self._tally(replies)
-            self.builder.registered.update(new)
-        self.stats["candles"] += batch.candles
-        self.stats["values"] += batch.values
-        self.last_commit_ms = (time.perf_counter() - t0) * 1000
-        assert self._inflight is not None
+        if batch.dlq:  # the dead letters exist before their entries are acknowledged away,
+            await self._send(batch.dlq, durable=True)  # and are gone before anything reads on
+            await self._send(batch.dead)
         if self._acker_error is not None:
             raise self._acker_error
-        await self._inflight.put(batch)
+        assert self._outq is not None
+        await self._outq.put(batch)
+
+    async def _send_loop(self) -> None:
+        """The values of the batches waiting, in order (a stream refuses an ID below its top:
+        batches never overtake each other), as one pipeline — one transaction on a single
+        Redis — then on to the acker."""
+        assert self._outq is not None and self._inflight is not None
+        q, link = self._outq, self._writer
+        done: list[_Batch] = []
+        try:
+            while True:
+                done = [await q.get()]
+                while not q.empty():
+                    done.append(q.get_nowait())
+                t0 = time.perf_counter()
+                if link.cluster is None:
+                    await link.ready()
+                self.builder.use_cluster(bool(link.cluster))
+                if link.stats.connects != self._reg_epoch:  # (re)connected: register again
+                    self._reg_epoch = link.stats.connects
+                    self.builder.registered.clear()
+                newest: dict[str, bytes] = {}
+                cmds: list[Command | Commands] = []
+                for b in done:
+                    newest.update(b.newest)
+                    cmds += b.cmds
+                new = [t for t in newest if t not in self.builder.registered]
+                tail: list[Command] = self.builder.registration(new)
+                self.builder.latest(tail, newest)
+                if cmds or tail:
+                    replies = await self._send([*cmds, *tail], link, durable=True, atomic=True)
+                    self._tally(replies)
+                    self.builder.registered.update(new)
+                    self.timings["send"].append(time.perf_counter() - t0)
+                for b in done:
+                    self.stats["candles"] += b.candles
+                    self.stats["values"] += b.values
+                    await self._inflight.put(b)
+                    q.task_done()
+                done = []
+                self.last_commit_ms = (time.perf_counter() - t0) * 1000
+        except Exception as e:  # stopping while Redis is down (replayed next start), or a bug
+            if not isinstance(e, RedisUnavailable):
+                log.exception("%s: writing values failed; stopping", self.service)
+                self.failed = f"writing values failed: {e!r}"
+                self.stop.set()
+            self._acker_error = e
+            for _ in done:
+                q.task_done()
+            while not q.empty():
+                q.get_nowait()
+                q.task_done()
 
     def _tally(self, replies: list[Any]) -> None:
         """Count the value XADDs among a commit's replies: an XADD answers with the entry's ID
@@ -667,6 +734,8 @@ class IndEngineService:
 
     async def drain(self) -> None:
         """Wait until every batch handed to :meth:`commit` is committed and acknowledged."""
+        if self._outq is not None:
+            await self._outq.join()
         if self._inflight is not None:
             await self._inflight.join()
         if self._acker_error is not None:
@@ -966,8 +1035,10 @@ class IndEngineService:
             self.state, self.cfg.services.host, self.port, self.samples
         )
         await health.start()
+        self._outq = asyncio.Queue(MAX_INFLIGHT)
         self._inflight = asyncio.Queue(MAX_INFLIGHT)
         self._acker = asyncio.create_task(self._ack_loop())
+        self._sender = asyncio.create_task(self._send_loop())
         tasks: list[asyncio.Task[Any]] = []
         joined = False
         try:
@@ -1008,6 +1079,9 @@ class IndEngineService:
             await asyncio.to_thread(load_kernels, self.cfg.indicators.specs)
             gc.collect()
             gc.freeze()  # what warm start built lives on: later collections skip it
+            # the SQLite thread binds rows holding the GIL: hand it back to the loop sooner
+            # than the default 5 ms, or a candle read meanwhile waits that long
+            sys.setswitchinterval(0.0005)
             self.state.set("running", streams=len(self.reader.keys))
             tasks += [
                 asyncio.create_task(c)
@@ -1029,14 +1103,24 @@ class IndEngineService:
                     await self.drain()
             if self._acker is not None:
                 self._acker.cancel()
-                await asyncio.gather(self._acker, return_exceptions=True)
+            if self._sender is not None:
+                self._sender.cancel()
+            await asyncio.gather(
+                *[t for t in (self._acker, self._sender) if t is not None], return_exceptions=True
+            )
             if joined and self.link.up:
                 with contextlib.suppress(RedisUnavailable, RedisCommandError, TimeoutError):
                     async with asyncio.timeout(2):
                         await self.membership.leave()
             self.previews.flush_blocking(1.0)
             self.reader.close()
-            for link in (self.link, self._aux, self._members_link, self.previews.link):
+            for link in (
+                self.link,
+                self._aux,
+                self._writer,
+                self._members_link,
+                self.previews.link,
+            ):
                 link.close()
             if self.con is not None:
                 self.con.close()
