@@ -52,7 +52,7 @@ from mandi.bus.redis import (
     wake_channel,
 )
 from mandi.services.distributed.cluster import masters_now, slot_ranges
-from mandi.services.distributed.indengine import IndEngineService
+from mandi.services.distributed.indengine import IndEngineService, snapshot_key
 from mandi.services.distributed.partitions import assign
 
 
@@ -184,7 +184,9 @@ def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F
     )
     assert svc.stats["partitions_taken"] == 16
     assert not any(r.exists(f"lease:indengine:{p}") for p in range(16))  # released at stop
-    assert all(r.exists(f"ind:snapshot:engine:{p}of16") for p in range(16))
+    for p in range(16):  # each on the master of its partition's instruments
+        key = snapshot_key(p, 16, cluster=True)
+        assert r.exists(key) and key_slot(key) * 16 // 16384 == p
 
 
 # --- processes: partitions shared, a member dying, a master failing over ------------------------

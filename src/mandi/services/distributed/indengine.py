@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
+import itertools
 import logging
 import signal
 import socket
@@ -77,6 +79,7 @@ from mandi.bus.redis import (
     parse_candle_key,
     stream_id,
     tagged,
+    token_partition,
     wake_channel,
     xrange,
 )
@@ -123,19 +126,34 @@ _snap_enc = msgspec.msgpack.Encoder()
 _snap_dec = msgspec.msgpack.Decoder(RedisSnapshot)
 
 
-def snapshot_key(partition: int, partitions: int) -> str:
-    """``ind:snapshot:engine`` (one partition) or ``ind:snapshot:engine:{k}of{P}``."""
-    return SNAPSHOT_KEY if partitions == 1 else f"{SNAPSHOT_KEY}:{partition}of{partitions}"
+def snapshot_key(partition: int, partitions: int, cluster: bool = False) -> str:
+    """``ind:snapshot:engine`` (one partition) or ``ind:snapshot:engine:{k}of{P}``; on a
+    cluster with the first token of the partition as its hash tag
+    (``ind:snapshot:engine:3of16:{181}``), so the snapshot lives on the master of the
+    partition's instruments: a master restarted from its AOF then loses the newest values and
+    the snapshot that counts them together, never one without the other."""
+    if partitions == 1:
+        return SNAPSHOT_KEY
+    key = f"{SNAPSHOT_KEY}:{partition}of{partitions}"
+    return f"{key}:{{{first_token(partition, partitions)}}}" if cluster else key
+
+
+@functools.lru_cache(maxsize=1024)
+def first_token(partition: int, partitions: int) -> int:
+    """The smallest token in a partition (its slot is in the partition's range)."""
+    return next(t for t in itertools.count(1) if token_partition(t, partitions) == partition)
 
 
 class Partition:
     """One partition this process owns: its engine and the stream positions it reflects."""
 
-    def __init__(self, index: int, total: int, specs: Any, specs_key: str) -> None:
+    def __init__(
+        self, index: int, total: int, specs: Any, specs_key: str, cluster: bool = False
+    ) -> None:
         self.index = index
         self.engine = IndicatorEngine(specs)
         self.last_ids: dict[str, bytes] = {}
-        self.snapshot_key = snapshot_key(index, total)
+        self.snapshot_key = snapshot_key(index, total, cluster)
         # the label of its SQLite fallback snapshots (the whole engine's: the specs alone)
         self.sqlite_label = specs_key if total == 1 else f"{specs_key}#{index}of{total}"
         self.last_snapshot = time.monotonic()
@@ -799,7 +817,9 @@ class IndEngineService:
     async def take(self, index: int) -> None:
         """Warm start of one partition (its lease is held): snapshot, pending, replay."""
         rc = self.cfg.redis
-        part = Partition(index, self.nparts, self.cfg.indicators.specs, self.specs_key)
+        part = Partition(
+            index, self.nparts, self.cfg.indicators.specs, self.specs_key, bool(self.link.cluster)
+        )
         self.partitions[index] = part
         self._show_partitions()
         keys = self._keys_of(index)
