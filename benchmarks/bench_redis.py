@@ -79,7 +79,7 @@ from mandi.services.distributed.cluster import (
     start_cluster,
     stop_nodes,
 )
-from mandi.services.indicators import VALUE_SQL
+from mandi.stores.indicators import VALUE_SQL
 from mandi.stores.sqlite import connect
 
 T0 = 1_776_052_500 * 10**9  # 2026-04-13 09:15 IST

@@ -34,10 +34,9 @@ from mandi.core.clock import NS_PER_SECOND, Clock
 from mandi.core.errors import ConfigError, MandiError
 from mandi.core.money import to_paise
 from mandi.execution.charges import ChargesModel, default_rate_table
-from mandi.execution.kernel import TradingKernel
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
-from mandi.stores.sqlite import first_rowid_at, row_candle
+from mandi.stores.sqlite import row_candle
 from mandi.stores.trading import (
     SqlitePaperBook,
     SqliteTradingStore,
@@ -46,6 +45,7 @@ from mandi.stores.trading import (
     pending_requests,
 )
 from mandi.strategy.loader import DEFAULT_STRATEGIES, StrategySpec, build_strategies
+from mandi.system.kernel import TradingKernel
 
 if TYPE_CHECKING:
     from mandi.config import AppConfig
@@ -89,7 +89,7 @@ class FeedClock:
 
 
 class TradingLayer:
-    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a ``MarketNode``."""
+    """Plugs the :class:`~mandi.system.kernel.TradingKernel` into a ``MarketNode``."""
 
     name = "trading"
 
@@ -98,13 +98,21 @@ class TradingLayer:
         self.mode = cfg.run.mode
         self.specs = strategy_specs(cfg)
         self._built = build_strategies(self.specs)  # bad strategy config stops start-up here
+        from mandi.ml.binding import bind_models
+
+        bind_models(s for s, _ in self._built)  # ML strategies: their models, or stop here
+        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name:
+            cfg = self.cfg = msgspec.structs.replace(
+                cfg, trading=msgspec.structs.replace(cfg.trading, broker=cfg.broker.name)
+            )
         if self.mode == "live" and not cfg.trading.broker:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (set trading.broker); refusing to start",
+                "live mode needs a live broker (--broker kite or broker.name); refusing to start",
             )
         self.kernel: TradingKernel | None = None
+        self.live: LiveInputs | None = None
         self.store: SqliteTradingStore | None = None
         self.clock: Clock | None = None
         self._node: MarketNode | None = None
@@ -144,7 +152,13 @@ class TradingLayer:
             self.clock,
             paper_book=SqlitePaperBook(cfg.store.db, store.con),
             cash=to_paise(cfg.risk.capital_inr),
+            app=cfg,
+            master=node.master,
+            feed=node.feed,
         )
+        if broker is not None and broker.is_live:
+            broker.connect()  # live brokers start their worker before reconciliation
+        self.live = LiveInputs(node, broker)
         self.kernel = kernel = TradingKernel(
             bus=node.bus,
             clock=self.clock,
@@ -171,6 +185,8 @@ class TradingLayer:
         if resumed is not None:
             self._restore_prices(resumed)
             warm = self._warm_candles(resumed)
+        elif wall:  # a broker feed: warm up on stored candles (mandi history fetch kite ...)
+            warm = self._warm_candles(self.clock.now_ns())
         _warm_numerics()
         kernel.start(warm)
         store.heartbeat(self.mode)
@@ -190,18 +206,12 @@ class TradingLayer:
         assert self.store is not None and self.kernel is not None and self._node is not None
         con = self.store.con
         from mandi.core.calendar import session_anchor_ns
+        from mandi.stores.history import last_ticks_between
 
-        lo = first_rowid_at(
-            con, "ticks", "ts_event", session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
-        )
-        hi = first_rowid_at(con, "ticks", "ts_event", resume_ns)
+        day_start = session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
         master = self._node.master
         n = 0
-        for token, ts, price, volume, oi, bid, ask, _ in con.execute(
-            "SELECT token, ts_event, price, volume, oi, bid, ask, max(rowid) FROM ticks "
-            "WHERE rowid >= ? AND rowid < ? GROUP BY token",
-            (lo, hi),
-        ):
+        for token, ts, price, volume, oi, bid, ask in last_ticks_between(con, day_start, resume_ns):
             inst = master.get(int(token))
             if inst is not None:
                 self.kernel.market.update(
@@ -226,13 +236,12 @@ class TradingLayer:
         assert self.store is not None and self.kernel is not None
         out: list[Candle] = []
         for inst, tf in self.kernel.strategies.series():
-            rows = self.store.con.execute(
-                "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, "
-                "ticks FROM candles WHERE timeframe=? AND token=? AND bucket <= ? "
-                "ORDER BY bucket DESC LIMIT ?",
-                (tf, inst.token, resume_ns - tf * NS_PER_SECOND, limit),
-            ).fetchall()
-            out += [row_candle(r) for r in reversed(rows)]
+            from mandi.stores.history import candles_until
+
+            rows = candles_until(
+                self.store.con, inst.token, tf, resume_ns - tf * NS_PER_SECOND, limit
+            )
+            out += [row_candle(r) for r in rows]
         out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
         return out
 
@@ -241,11 +250,14 @@ class TradingLayer:
         return [self._timer(), self._poll()]
 
     async def _timer(self) -> None:
-        """Time-driven kernel work when no tick arrives (broker feeds, quiet markets)."""
+        """Time-driven kernel work when no tick arrives (broker feeds, quiet markets), and the
+        live inputs (feed health, broker session, reconciliation after reconnects)."""
         while True:
             await asyncio.sleep(0.25)
             if self.kernel is not None:
                 self.kernel.handle_time()
+                if self.live is not None:
+                    self.live.check(self.kernel)
 
     async def _poll(self) -> None:
         """Heartbeat, latch changes from the CLI, manual order requests."""
@@ -291,6 +303,10 @@ class TradingLayer:
                     [],
                 )
                 continue
+            off_tick = _off_tick(kernel.master, req)
+            if off_tick:  # never rounded: a mistyped limit must not become another order
+                finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
+                continue
             try:
                 res = kernel.execution.handle_manual(
                     req["request_id"],
@@ -312,17 +328,137 @@ class TradingLayer:
         return n
 
     def status(self) -> dict[str, Any] | None:
-        return self.kernel.status() if self.kernel is not None else None
+        if self.kernel is None:
+            return None
+        st = self.kernel.status()
+        if self.kernel.risk.entry_blocks:
+            st["entries_blocked"] = {
+                k: f"{r}: {why}" for k, (r, why) in self.kernel.risk.entry_blocks.items()
+            }
+        return st
 
     def close(self) -> None:
         if self.kernel is not None:
             self.kernel.handle_time()
             log.info("trading: %s", self.kernel.summary())
             self.kernel.stop()
+            close = getattr(self.kernel.broker, "close", None)
+            if callable(close):
+                close()
         if self.store is not None:
             self.store.clear_heartbeat()
             self.store.close()
             self.store = None
+
+
+class LiveInputs:
+    """The live broker's and feed's state as inputs of the trading kernel (checked every
+    0.25 s): feed health and a dead broker session block new entries (exits stay possible) and
+    raise system events when they change; a reconnect of the feed reconciles every open order
+    with the broker; the session's expiry is warned about before it comes."""
+
+    def __init__(self, node: MarketNode, broker: Any) -> None:
+        self.node = node
+        self.broker = broker
+        self.feed = node.feed
+        self.health = getattr(self.feed, "health", None)
+        self.reconcile_due = False
+        self.positions_checked = False  # once at start-up, then after every reconnect
+        self.warned_expiry = False
+        self.reconciles = 0
+        if self.feed is not None and hasattr(self.feed, "on_reconnect"):
+            self.feed.on_reconnect = self._on_reconnect
+
+    def _on_reconnect(self) -> None:
+        self.reconcile_due = True
+
+    def _market_open(self, now: int) -> bool:
+        from mandi.core.calendar import calendar, ist_date
+
+        s = calendar("NSE").session(ist_date(now))
+        return s is not None and s.open_ns <= now < s.close_ns
+
+    def check(self, kernel: TradingKernel) -> None:
+        now = self.node.clock.now_ns()
+        risk = kernel.risk
+        if self.health is not None:
+            rule, why = self.health.problem(now, self._market_open(now))
+            if risk.block_entries("feed", rule, why):
+                if why:
+                    self.node.event(
+                        "feed_unhealthy", f"new entries blocked: {why}", "WARNING", rule=rule
+                    )
+                else:
+                    self.node.event(
+                        "feed_healthy", "market data is flowing again; entries allowed", "INFO"
+                    )
+        dead = getattr(self.broker, "session_dead", "")
+        if dead and risk.block_entries("session", "broker_session", dead):
+            self.node.event("broker_session_ended", dead, "ERROR")
+        if not self.positions_checked and not dead:
+            self.positions_checked = True
+            self._check_positions(kernel)
+        if self.reconcile_due and kernel.orders is not None and not dead:
+            self.reconcile_due = False
+            self.reconciles += 1
+            log.info("feed reconnected: reconciling open orders with the broker")
+            kernel.orders.reconcile_all()
+            self._check_positions(kernel)
+        expires = getattr(getattr(self.feed, "session", None), "expires_ns", 0)
+        warn_ns = int(self.node.cfg.broker.kite.expiry_warning_min * 60 * NS_PER_SECOND)
+        real_now = time.time_ns()
+        if expires and not self.warned_expiry and expires - real_now <= warn_ns:
+            self.warned_expiry = True
+            self.node.event(
+                "broker_session_expiring",
+                f"the broker session expires in {(expires - real_now) / 60e9:.0f} min "
+                "(06:00 IST); log in again: mandi broker login kite",
+                "WARNING",
+            )
+
+    def _check_positions(self, kernel: TradingKernel) -> None:
+        """Compare the broker's net positions with mandi's open ones; report differences."""
+        if self.broker is None or not getattr(self.broker, "is_live", False):
+            return
+        try:
+            theirs = {p.token: p.quantity for p in self.broker.positions()}
+        except MandiError as e:
+            log.warning("position reconciliation skipped: %s", e)
+            return
+        ours: dict[int, int] = {}
+        for p in kernel.book.open_positions():
+            ours[p.token] = ours.get(p.token, 0) + p.direction * p.quantity
+        diff = {
+            t: (ours.get(t, 0), theirs.get(t, 0))
+            for t in set(ours) | set(theirs)
+            if ours.get(t, 0) != theirs.get(t, 0)
+        }
+        if diff:
+            self.node.event(
+                "position_mismatch",
+                f"positions differ from the broker's for {len(diff)} instrument(s)",
+                "WARNING",
+                tokens={str(t): {"mandi": a, "broker": b} for t, (a, b) in diff.items()},
+            )
+
+
+def _off_tick(master: Any, req: dict[str, Any]) -> str:
+    """Why a manual request's limit price is not a valid price of its instrument ("" when it
+    is, or is a market order, or names an unknown symbol — the kernel answers that)."""
+    from mandi.core.errors import InstrumentError
+    from mandi.core.money import LimitPriceError, check_limit_price
+
+    limit = int(req["limit_price"])
+    if limit == 0:
+        return ""
+    try:
+        inst = master.by_symbol(req["symbol"], req["exchange"] or None)
+        check_limit_price(limit, inst.tick_size)
+    except InstrumentError:
+        return ""
+    except LimitPriceError as e:
+        return str(e)
+    return ""
 
 
 def _warm_numerics() -> None:

@@ -94,13 +94,8 @@ from mandi.services.distributed.health import (
     publisher_samples,
 )
 from mandi.services.distributed.partitions import DuplicateMember, Membership
-from mandi.services.indicators import (
-    PRUNE_SQL,
-    SNAPSHOT_SQL,
-    VALUE_SQL,
-    indicator_topic,
-    latest_snapshot,
-)
+from mandi.services.indicators import indicator_topic
+from mandi.stores.indicators import latest_snapshot, write_values_and_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -678,19 +673,12 @@ class IndEngineService:
             return
         delay = 0.05
         while True:
-            try:
-                self.con.execute("BEGIN")
-                if rows:
-                    self.con.executemany(VALUE_SQL, rows)
-                keep = self.cfg.indicators.snapshots_kept
-                for label, blob in snaps:  # the fallback: kept as the single process keeps it
-                    self.con.execute(SNAPSHOT_SQL, (time.time_ns(), label, blob))
-                    self.con.execute(PRUNE_SQL, (label, label, keep))
-                self.con.execute("COMMIT")
+            try:  # snapshots here are the fallback: kept as the single process keeps them
+                write_values_and_snapshots(
+                    self.con, rows, snaps, self.cfg.indicators.snapshots_kept
+                )
                 return
             except sqlite3.Error as e:
-                if self.con.in_transaction:
-                    self.con.execute("ROLLBACK")
                 self.stats["sqlite_errors"] += 1
                 log.error(
                     "%s: SQLite commit failed (%s); retrying in %.2f s", self.service, e, delay
