@@ -326,6 +326,18 @@ class IndEngineService:
         self._part_of: dict[str, int | None] = {}
         self.port = cfg.services.indengine_port if port is None else port
         self.con: sqlite3.Connection | None = None
+        # store.clickhouse_url: the values in ClickHouse too (acknowledged once inserted)
+        self.clickhouse: Any = None
+        if cfg.store.clickhouse_url.strip() and cfg.indicators.store_values:
+            from mandi.stores.clickhouse import ClickHouseWriter, open_market_sink
+
+            open_market_sink(cfg)  # a bad URL or a missing driver: one line, before starting
+            self.clickhouse = ClickHouseWriter(
+                cfg.store.clickhouse_url,
+                flush_interval=cfg.store.flush_interval_ms / 1000,
+                flush_items=cfg.store.flush_items,
+                max_pending_rows=cfg.store.max_pending_rows,
+            )
         self.stop = asyncio.Event()
         self.stats: Counter[str] = Counter()
         self.dead_reasons: Counter[str] = Counter()
@@ -703,6 +715,9 @@ class IndEngineService:
                     t0 = time.perf_counter()
                     await asyncio.to_thread(self._commit_sqlite, rows, snaps)
                     self.timings["sqlite"].append(time.perf_counter() - t0)
+                if rows and self.clickhouse is not None:  # the system of record has them first
+                    self.clickhouse.put("indicator_values", rows)
+                    await asyncio.to_thread(self.clickhouse.wait_idle, 3600.0)
                 acks: dict[str, list[bytes]] = {}
                 for b in done:
                     for k, ids in b.acks.items():
@@ -1046,6 +1061,8 @@ class IndEngineService:
         self._outq = asyncio.Queue(MAX_INFLIGHT)
         self._inflight = asyncio.Queue(MAX_INFLIGHT)
         self._acker = asyncio.create_task(self._ack_loop())
+        if self.clickhouse is not None:
+            self.clickhouse.start()
         self._sender = asyncio.create_task(self._send_loop())
         tasks: list[asyncio.Task[Any]] = []
         joined = False
@@ -1121,6 +1138,8 @@ class IndEngineService:
                     async with asyncio.timeout(2):
                         await self.membership.leave()
             self.previews.flush_blocking(1.0)
+            if self.clickhouse is not None:
+                await asyncio.to_thread(self.clickhouse.stop)
             self.reader.close()
             for link in (
                 self.link,
@@ -1317,6 +1336,11 @@ class IndEngineService:
                     ordered[min(len(ordered) - 1, int(q * len(ordered)))],
                     {"stage": stage, "quantile": str(q)},
                 )
+        if self.clickhouse is not None:
+            ch = self.clickhouse.stats
+            for table, n in ch.rows.items():
+                yield ("clickhouse_rows_total", "counter", "Rows inserted", n, {"table": table})
+            yield ("clickhouse_errors_total", "counter", "Failed ClickHouse calls", ch.errors, {})
         yield from link_samples(self.link, "consumer")
         yield from publisher_samples(self.previews, "previews")
 

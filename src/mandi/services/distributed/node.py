@@ -479,7 +479,12 @@ def strategy_layers(cfg: AppConfig) -> list[Any]:
     its node (strategies → signals → risk → execution in ``run.mode``), unchanged."""
     from mandi.services.trading import TradingLayer
 
-    return [TradingLayer(cfg)]
+    layers: list[Any] = [TradingLayer(cfg)]
+    if cfg.store.clickhouse_url.strip():  # the trading record in ClickHouse (a server)
+        from mandi.services.record import ClickHouseRecordLayer
+
+        layers.append(ClickHouseRecordLayer(cfg))
+    return layers
 
 
 def gateway_layers(cfg: AppConfig) -> list[Any]:
@@ -568,7 +573,11 @@ class GatewayNode(RedisNode):
         self.layers.append(CallerLayer(self.trading_relay))
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # no feed queue here: always empty
         self.pipeline.seconds.rejected = Counter()  # no ticks are validated here
-        self.history = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
+        self.history: Any = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
+        if cfg.store.clickhouse_url.strip():  # history from the system of record first
+            from mandi.services.record import ClickHouseHistory, LayeredHistory
+
+            self.history = LayeredHistory(ClickHouseHistory(cfg.store.clickhouse_url), self.history)
         self._ticked: set[int] = set()
         self._master_size = -1
         self.bus.subscribe("tick:>", self._on_tick, name="gateway.stats")
