@@ -202,7 +202,7 @@ def _env(url, **extra):
         MANDI_REDIS__BLOCK_MS="100",
         MANDI_REDIS__RETENTION_S="86400",
         MANDI_REDIS__BACKOFF_MAX_S="0.3",
-        MANDI_REDIS__LEASE_MS="2000",
+        MANDI_REDIS__LEASE_MS="1500",
         MANDI_REDIS__DISCOVER_INTERVAL_S="0.2",
         **extra,
     )
@@ -293,9 +293,9 @@ def _check_once(r, candles, db, tokens):
 @pytest.mark.slow
 def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(cluster, tmp_path):  # noqa: F811
     r = cluster.client()
-    tokens = list(range(1, 121))
-    candles = make_candles(tokens, 60, seed=21)
-    producer = _Producer(cluster.url, candles, per_second=1_200)
+    tokens = list(range(1, 61))
+    candles = make_candles(tokens, 30, seed=21)
+    producer = _Producer(cluster.url, candles, per_second=900)
     db = str(tmp_path / "ind.db")
     log = open(tmp_path / "indengine.log", "wb")  # noqa: SIM115
     procs = []
@@ -328,7 +328,7 @@ def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(clu
         _wait(
             lambda: sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"]
                         for t in tokens) == 0
-            and sorted(r.xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens)[0] == 52,
+            and sorted(r.xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens)[0] == 22,
             60,
             "every candle processed",
         )  # fmt: skip
@@ -350,11 +350,11 @@ def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
     A master is SIGKILLed mid-replay: its replica takes over, the producer and indengine carry
     on against it, and every value is there exactly once."""
     _need_redis()
-    c = ClusterServer(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=800).start()
+    c = ClusterServer(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=500).start()
     try:
-        tokens = list(range(1, 151))
-        candles = make_candles(tokens, 60, seed=23)
-        producer = _Producer(c.url, candles, per_second=1_500, wait_replicas=1)
+        tokens = list(range(1, 61))
+        candles = make_candles(tokens, 30, seed=23)
+        producer = _Producer(c.url, candles, per_second=900, wait_replicas=1)
         db = str(tmp_path / "ind.db")
         log = open(tmp_path / "indengine.log", "wb")  # noqa: SIM115
         p, port = _indengine(c.url, db, log, "solo", MANDI_REDIS__WAIT_REPLICAS="1")
@@ -394,7 +394,7 @@ def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
             _wait(
                 lambda: sum(c.client().xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")
                             ["pending"] for t in tokens) == 0
-                and min(c.client().xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens) == 52,
+                and min(c.client().xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens) == 22,
                 90,
                 "every candle processed",
             )  # fmt: skip
