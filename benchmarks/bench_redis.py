@@ -79,6 +79,7 @@ from mandi.services.distributed.cluster import (
     start_cluster,
     stop_nodes,
 )
+from mandi.services.distributed.indengine import load_kernels
 from mandi.stores.indicators import VALUE_SQL
 from mandi.stores.sqlite import connect
 
@@ -472,6 +473,20 @@ def end_to_end(
             "redis": sum(cpu_s(p) for p in server.pids) - cpu0["redis"],
             "indengine": sum(cpu_s(p.pid) for p, _ in inds) - cpu0["indengine"],
         }
+        for k, (_, port) in enumerate(inds):
+            m = metrics(port)
+
+            def g(name: str, m: dict[str, float] = m) -> float:
+                return m.get(f'mandi_{name}{{service="indengine"}}', 0.0)
+
+            cs, reads = g("candles_processed_total"), g("commits_total")
+            print(
+                f"   indengine {k}: {cs:,.0f} candles in {g('batches_total'):,.0f} batches "
+                f"({cs / max(1.0, g('batches_total')):,.0f} a batch), {reads:,.0f} commits; "
+                f"partitions taken {g('partitions_taken_total'):.0f}, lost "
+                f"{g('partitions_lost_total'):.0f}; replayed {g('replayed_total'):,.0f}",
+                flush=True,
+            )
         assert sum(n for _, n, _ in produced) >= 2 * TOKENS * (len(batches) - 2)
     finally:
         for p, _ in inds:
@@ -658,7 +673,13 @@ def _rt(*pids: int) -> None:
             os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(20))
 
 
-def latency(server: Any, cluster: bool, tmp: str, scenarios: list[tuple[str, int, float]]) -> None:
+def latency(
+    server: Any,
+    cluster: bool,
+    tmp: str,
+    scenarios: list[tuple[str, int, float]],
+    extra: dict[str, str] | None = None,
+) -> None:
     for label, tokens, pace in scenarios:
         server.flush()
         nb = int(LAT_SECONDS / pace)
@@ -666,7 +687,7 @@ def latency(server: Any, cluster: bool, tmp: str, scenarios: list[tuple[str, int
         lat_batches = all_ticks(nb + warm, seed=9, tokens=tokens)
         base_lat = baseline_latency(lat_batches[warm:])
         db = tempfile.mktemp(suffix=".db", dir=tmp)  # a fresh one: no fallback snapshot
-        p, port = start_indengine(server.url, db)
+        p, port = start_indengine(server.url, db, extra)
         try:
             _wait_http(port)
             asyncio.run(produce(server.url, lat_batches[:warm]))
@@ -830,6 +851,7 @@ def main() -> None:
             f"(+ as many 1 s candles published); load average {os.getloadavg()[0]:.1f} on "
             f"{os.cpu_count()} CPUs"
         )
+        load_kernels(None)  # compiled once here: the services load them from numba's cache
         base = baseline_throughput(batches, os.path.join(tmp, "single.db"))
         report("single process: ticks → candles → indicators → SQLite", n, base, "candles")
 
@@ -926,6 +948,16 @@ def main() -> None:
             _rt(0, *server.pids)  # this process, Redis, and the ones it starts from now on
             print("-- the same at real-time priority (SCHED_FIFO: as if on cores of its own)")
             latency(server, False, tmp, scenarios[:2])
+            lean = {"MANDI_INDICATORS__STORE_VALUES": "false",
+                    "MANDI_REDIS__INDICATOR_STREAMS": "false"}  # fmt: skip
+            print("-- … with values only PUBLISHed and not stored in SQLite (the lean setting)")
+            latency(server, False, tmp, scenarios[:2], lean)
+            cl = Cluster(os.path.join(tmp, "latency-rt"), masters=2)
+            try:
+                _rt(*cl.pids)
+                latency(cl, True, tmp, scenarios[:2])
+            finally:
+                cl.stop()
         failover(tmp)
     finally:
         server.stop()

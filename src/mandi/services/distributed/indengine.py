@@ -93,7 +93,7 @@ from mandi.services.distributed.health import (
     link_samples,
     publisher_samples,
 )
-from mandi.services.distributed.partitions import DuplicateMember, Membership
+from mandi.services.distributed.partitions import LeaseKeeper, Membership
 from mandi.services.indicators import indicator_topic
 from mandi.stores.indicators import latest_snapshot, write_values_and_snapshots
 
@@ -321,6 +321,7 @@ class IndEngineService:
         )
         self.partitions: dict[int, Partition] = {}
         self._leased: set[int] = set()  # leases held: partitions owned or about to be taken
+        self._keeper: LeaseKeeper | None = None
         self._wanted: set[int] = set()
         self._lost: set[int] = set()
         self._part_of: dict[str, int | None] = {}
@@ -950,24 +951,16 @@ class IndEngineService:
                     return
             self.reader.watch(self._doorbells())
 
-    async def _members_loop(self) -> None:
-        """Heartbeats and lease renewals (every third of ``redis.lease_ms``); what this member
-        should own is read by the live loop between batches."""
-        every = self.cfg.redis.lease_ms / 3000
-        while True:
-            try:
-                await self.membership.heartbeat()
-                self._wanted = self.membership.wanted()
-                lost = await self.membership.renew(self._leased)
-                self._lost |= lost
-            except (RedisUnavailable, RedisCommandError) as e:
-                log.debug("%s: membership: %s", self.service, e)
-            except DuplicateMember as e:
-                log.error("%s: %s; stopping", self.service, e)
-                self.failed = str(e)
-                self.stop.set()
-                return
-            await asyncio.sleep(every)
+    def _members_report(self, live: list[str], lost: set[int]) -> None:
+        """From the lease keeper (on the loop): who is alive, which leases expired."""
+        self.membership.live = live
+        self._wanted = self.membership.wanted()
+        self._lost |= lost & self._leased
+
+    def _members_error(self, e: BaseException) -> None:
+        log.error("%s: %s; stopping", self.service, e)
+        self.failed = str(e)
+        self.stop.set()
 
     # --- live ----------------------------------------------------------------------------------
     async def _discover_loop(self) -> None:
@@ -1086,8 +1079,15 @@ class IndEngineService:
                     await self.membership.heartbeat()
                     self._wanted = self.membership.wanted()
                     joined = True
-                    if not tasks:  # heartbeats and lease renewals during the warm start too
-                        tasks.append(asyncio.create_task(self._members_loop()))
+                    if self._keeper is None:  # beats and renewals from now on, on a thread
+                        self._keeper = LeaseKeeper(
+                            self.cfg.redis.url,
+                            self.membership,
+                            lambda: set(self._leased),
+                            self._members_report,
+                            self._members_error,
+                            asyncio.get_running_loop(),
+                        ).start()
                     await self.discover_streams()
                     await self.rebalance()
                     break
@@ -1133,6 +1133,8 @@ class IndEngineService:
             await asyncio.gather(
                 *[t for t in (self._acker, self._sender) if t is not None], return_exceptions=True
             )
+            if self._keeper is not None:
+                await asyncio.to_thread(self._keeper.stop)
             if joined and self.link.up:
                 with contextlib.suppress(RedisUnavailable, RedisCommandError, TimeoutError):
                     async with asyncio.timeout(2):
@@ -1239,6 +1241,7 @@ class IndEngineService:
             batch = _Batch()
             self.process(entries, batch)
             if entries:
+                self.stats["batches"] += 1
                 self.timings["process"].append(time.perf_counter() - t0)
                 self._due_snapshots(batch)
             await self.commit(batch)
@@ -1281,6 +1284,7 @@ class IndEngineService:
         )
         yield ("acked_total", "counter", "Stream entries acknowledged", s["acked"], {})
         yield ("commits_total", "counter", "Commit transactions", s["commits"], {})
+        yield ("batches_total", "counter", "Live read batches processed", s["batches"], {})
         yield ("replayed_total", "counter", "Candles replayed at warm start", s["replayed"], {})
         yield ("snapshots_total", "counter", "Engine snapshots stored", s["snapshots"], {})
         yield ("previews_total", "counter", "Forming candles previewed", s["previews"], {})

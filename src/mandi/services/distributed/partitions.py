@@ -21,11 +21,14 @@ the partition's snapshot, claim its pending entries, replay; commit and snapshot
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from mandi.bus.redis import RedisLink, pack
 from mandi.core.errors import MandiError
@@ -174,3 +177,84 @@ class Membership:
                 (self.members_key, pack("SREM", self.members_key, self.member)),
             ]
         )
+
+
+class LeaseKeeper:
+    """Heartbeats and lease renewals on a thread of their own, with a blocking client: a
+    member whose event loop is busy for longer than a lease (a long batch on a loaded machine)
+    keeps its partitions — it is alive, only slow. Every ``lease_ms``/3 it renews the member's
+    marker and the leases of ``leased()``, and hands ``(live members, leases lost)`` to
+    ``report`` (called on the event loop). A second live process with the member's name stops
+    it with :class:`DuplicateMember` (reported as ``error``)."""
+
+    def __init__(
+        self,
+        url: str,
+        membership: Membership,
+        leased: Any,
+        report: Any,
+        error: Any,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        from mandi.bus.redis import BlockingRedis
+
+        self.redis = BlockingRedis(url, membership.link.connect_timeout)
+        self.m = membership
+        self.leased = leased
+        self.report = report
+        self.error = error
+        self.loop = loop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mandi-leases", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.redis.close()
+
+    def beat(self) -> tuple[list[str], set[int]]:
+        """One round: (live members, leases lost)."""
+        m, r = self.m, self.redis
+        mk = m.member_key(m.member)
+        before = r.call("GET", mk)
+        r.call("SET", mk, m.nonce, "PX", m.lease_ms)
+        if before is not None and before != m.nonce.encode():
+            raise DuplicateMember(
+                f"another live process is {m.group} member {m.member!r} (pid:time "
+                f"{before.decode()!r}); give each one its own --consumer name"
+            )
+        r.call("SADD", m.members_key, m.member)
+        names = sorted(x.decode() for x in r.call("SMEMBERS", m.members_key) or ())
+        live = [n for n in names if n == m.member or r.call("EXISTS", m.member_key(n)) == 1]
+        dead = [n for n in names if n not in live]
+        if dead:
+            r.call("SREM", m.members_key, *dead)
+            log.info("%s: members gone: %s", m.group, ", ".join(dead))
+        lost = {
+            p
+            for p in sorted(self.leased())
+            if r.call("EVAL", _RENEW, 1, m.lease_key(p), m.member, m.lease_ms) != 1
+        }
+        return live, lost
+
+    def _run(self) -> None:
+        from mandi.bus.redis import RedisCommandError, RedisUnavailable
+
+        every = self.m.lease_ms / 3000
+        while not self._stop.wait(every):
+            try:
+                live, lost = self.beat()
+            except (RedisUnavailable, RedisCommandError) as e:
+                log.debug("%s: membership: %s", self.m.group, e)
+                continue
+            except DuplicateMember as e:
+                self.loop.call_soon_threadsafe(self.error, e)
+                return
+            except Exception:  # a bug must not end the beats: the leases would expire
+                log.exception("%s: membership round failed", self.m.group)
+                continue
+            self.loop.call_soon_threadsafe(self.report, live, lost)
