@@ -198,7 +198,7 @@ class RedisConfig(_Section, frozen=True):
     # horizontal consumers (indengine): instruments in partitions by hash slot, shared by the
     # live members of a group under leases (a dead member's expire after lease_ms)
     partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
-    lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 3000
+    lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
     # a write counts once this many replicas hold it (WAIT): no loss when a master fails over
     wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
     wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000

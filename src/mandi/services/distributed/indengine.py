@@ -103,7 +103,10 @@ SNAPSHOT_KEY = "ind:snapshot:engine"
 GROUP = "indengine"
 MAX_INFLIGHT = 8  # batches whose values are out but whose SQLite commit + XACK are not
 SMALL_BATCH = 64  # fewer candles of a partition: one by one (the columns cost ~0.1 ms a call)
-STAGES = ("process", "send", "sqlite", "ack")  # timed per batch (see IndEngineService.timings)
+STAGES = ("process", "send", "sqlite", "ack")
+# values sent at most this many entries (~2 commands each) per transaction: a single Redis runs
+# a transaction without serving anybody else (heartbeats, other services) meanwhile
+SEND_CHUNK = 5_000  # timed per batch (see IndEngineService.timings)
 
 
 class RedisSnapshot(msgspec.Struct):
@@ -637,9 +640,13 @@ class IndEngineService:
                 new = [t for t in newest if t not in self.builder.registered]
                 tail: list[Command] = self.builder.registration(new)
                 self.builder.latest(tail, newest)
-                if cmds or tail:
-                    replies = await self._send([*cmds, *tail], link, durable=True, atomic=True)
+                whole = [*cmds, *tail]
+                for i in range(0, len(whole), SEND_CHUNK):  # Redis serves others in between
+                    replies = await self._send(
+                        whole[i : i + SEND_CHUNK], link, durable=True, atomic=True
+                    )
                     self._tally(replies)
+                if whole:
                     self.builder.registered.update(new)
                     self.timings["send"].append(time.perf_counter() - t0)
                 for b in done:
