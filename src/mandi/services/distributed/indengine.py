@@ -1111,6 +1111,9 @@ class IndEngineService:
             await asyncio.to_thread(load_kernels, self.cfg.indicators.specs)
             gc.collect()
             gc.freeze()  # what warm start built lives on: later collections skip it
+            # a batch's rows live until their commit: collect young objects less often, so
+            # the collector does not walk a big batch again and again (it frees no cycles)
+            gc.set_threshold(50_000, 20, 100)
             # the SQLite thread binds rows holding the GIL: hand it back to the loop sooner
             # than the default 5 ms, or a candle read meanwhile waits that long
             sys.setswitchinterval(0.0005)
