@@ -70,6 +70,8 @@ def live(tmp_path_factory, web_tokens, watch_logs):
             "web.orders_per_minute": 1000,
             "web.commands_per_minute": 1000,
             "web.metrics_interval_s": 1.0,
+            # baskets (tests/web/test_options_api.py) open several positions at once
+            "risk.max_concurrent_positions": 20,
         }
     )
     try:

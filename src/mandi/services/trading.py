@@ -101,7 +101,7 @@ class TradingLayer:
         from mandi.ml.binding import bind_models
 
         bind_models(s for s, _ in self._built)  # ML strategies: their models, or stop here
-        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name:
+        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name not in ("", "paper"):
             cfg = self.cfg = msgspec.structs.replace(
                 cfg, trading=msgspec.structs.replace(cfg.trading, broker=cfg.broker.name)
             )
@@ -109,7 +109,8 @@ class TradingLayer:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite or broker.name); refusing to start",
+                "live mode needs a live broker (--broker kite|angel or broker.name); "
+                "refusing to start",
             )
         self.kernel: TradingKernel | None = None
         self.live: LiveInputs | None = None
@@ -303,6 +304,9 @@ class TradingLayer:
                     [],
                 )
                 continue
+            if req.get("basket"):
+                _basket_request(kernel, store, req)
+                continue
             off_tick = _off_tick(kernel.master, req)
             if off_tick:  # never rounded: a mistyped limit must not become another order
                 finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
@@ -315,6 +319,7 @@ class TradingLayer:
                     int(req["quantity"]),
                     int(req["limit_price"]),
                     req["exchange"] or None,
+                    int(req.get("trigger_price") or 0),
                 )
                 finish_request(
                     store.con, req["id"], res.status, res.rule, res.reason, list(res.order_ids)
@@ -405,14 +410,16 @@ class LiveInputs:
             kernel.orders.reconcile_all()
             self._check_positions(kernel)
         expires = getattr(getattr(self.feed, "session", None), "expires_ns", 0)
-        warn_ns = int(self.node.cfg.broker.kite.expiry_warning_min * 60 * NS_PER_SECOND)
+        name = getattr(self.feed, "name", "")
+        adapter = getattr(self.node.cfg.broker, name, None)
+        warn_min = getattr(adapter, "expiry_warning_min", 30.0)
         real_now = time.time_ns()
-        if expires and not self.warned_expiry and expires - real_now <= warn_ns:
+        if expires and not self.warned_expiry and expires - real_now <= warn_min * 60e9:
             self.warned_expiry = True
             self.node.event(
                 "broker_session_expiring",
-                f"the broker session expires in {(expires - real_now) / 60e9:.0f} min "
-                "(06:00 IST); log in again: mandi broker login kite",
+                f"the {name} session expires in {(expires - real_now) / 60e9:.0f} min; "
+                f"log in again: mandi broker login {name}",
                 "WARNING",
             )
 
@@ -440,6 +447,25 @@ class LiveInputs:
                 "WARNING",
                 tokens={str(t): {"mandi": a, "broker": b} for t, (a, b) in diff.items()},
             )
+
+
+def _basket_request(kernel: Any, store: Any, req: dict[str, Any]) -> None:
+    """A basket queued by ``mandi basket place``: one risk decision, then its legs."""
+    import msgspec
+
+    from mandi.model.baskets import Basket
+
+    try:
+        payload = msgspec.json.decode(req["basket"])
+        basket = msgspec.convert(payload["basket"], Basket)
+        res = kernel.execution.place_basket(basket, req["request_id"], policy=payload.get("policy"))
+    except Exception as e:  # a malformed request is answered, never crashes the node
+        log.warning("basket request %s refused: %s", req["request_id"], e)
+        finish_request(store.con, req["id"], "DENIED", "bad_request", str(e)[:300], [])
+        return
+    detail = res.reason or "; ".join(str(i) for i in res.issues)
+    result = f"basket {res.basket_id[:8]}" + (f": {detail}" if detail else "")
+    finish_request(store.con, req["id"], res.status, res.rule, result, [res.basket_id])
 
 
 def _off_tick(master: Any, req: dict[str, Any]) -> str:

@@ -387,6 +387,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
     """,
     ),
+    (
+        "0006_stop_orders",
+        # SL / SL-M orders carry a trigger price, and the two legs of a GTT-style OCO a group
+        # id — in our order book and in the paper broker's own book.
+        """
+        ALTER TABLE orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE paper_orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE paper_orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE order_requests ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE order_requests ADD COLUMN basket TEXT NOT NULL DEFAULT '';
+    """,
+    ),
 ]
 
 # Tables with a time column, for stats and retention: table -> column (int ns).

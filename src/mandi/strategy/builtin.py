@@ -1,6 +1,7 @@
 """Built-in strategies from the seeds: SMA crossover, EMA crossover (9/21 on 15 min), RSI
-overbought/oversold, momentum, an OI/PCR strategy on the option chain, and the ML strategies
-``xgboost`` and ``alpha`` (:mod:`mandi.strategy.ml`).
+overbought/oversold, momentum, an OI/PCR strategy on the option chain, the ML strategies
+``xgboost`` and ``alpha`` (:mod:`mandi.strategy.ml`), and the option-selling structures
+``short_straddle`` and ``iron_condor`` (:mod:`mandi.strategy.options`).
 
 Each signals on a *change* of state (a crossover, a threshold crossing), never on every candle,
 and keeps its own incremental indicators per instrument (``mandi.indicators``), so it runs the same
@@ -199,8 +200,19 @@ class OIPCR(Strategy):
 
 
 from mandi.strategy.ml import AlphaStrategy, XGBoostStrategy  # noqa: E402 - the ML strategies
+from mandi.strategy.options import IronCondor, ShortStraddle  # noqa: E402
 
 BUILTIN: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR, XGBoostStrategy, AlphaStrategy)
+    for cls in (
+        SMACross,
+        EMACross,
+        RSIReversal,
+        Momentum,
+        OIPCR,
+        XGBoostStrategy,
+        AlphaStrategy,
+        ShortStraddle,
+        IronCondor,
+    )
 }

@@ -114,8 +114,10 @@ class TradingPort(Protocol):
         quantity: int,
         limit_price: int,
         exchange: str | None,
+        trigger_price: int = 0,
     ) -> tuple[str, str, str, tuple[str, ...]]:
-        """(status ACCEPTED | DENIED | LOGGED | ERROR, reason, rule, order ids)."""
+        """(status ACCEPTED | DENIED | LOGGED | ERROR, reason, rule, order ids); a
+        ``trigger_price`` makes it a stop (SL with a limit price, else SL-M)."""
         ...
 
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
@@ -159,13 +161,22 @@ class KernelTrading:
         quantity: int,
         limit_price: int,
         exchange: str | None,
+        trigger_price: int = 0,
     ) -> tuple[str, str, str, tuple[str, ...]]:
         from mandi.model.orders import Side
 
         r = self.k.execution.handle_manual(
-            request_id, symbol, Side(side), quantity, limit_price, exchange
+            request_id, symbol, Side(side), quantity, limit_price, exchange, trigger_price
         )
         return r.status, r.reason, r.rule, tuple(r.order_ids)
+
+    def place_basket(self, request_id: str, basket: Any, policy: str | None) -> Any:
+        """A basket through the kernel's one risk decision (BasketExecutor.place)."""
+        return self.k.execution.place_basket(basket, request_id, policy=policy)
+
+    def basket(self, basket_id: str) -> dict[str, Any] | None:
+        run = self.k.execution.baskets.runs.get(basket_id)
+        return None if run is None else run.summary()
 
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
         om = self.k.orders
@@ -824,6 +835,7 @@ class MandiAPI:
         price: float | None = None,
         request_id: str | None = None,
         order_type: str | None = None,
+        trigger_price: float | None = None,
     ) -> dict[str, Any]:
         """A paper/live order through the risk manager. Returns ``status`` ACCEPTED (with the
         client order ids) or LOGGED (logging-only mode); a denial raises :class:`ApiError` 409
@@ -849,15 +861,28 @@ class MandiAPI:
         assert quantity is not None
         if quantity <= 0:
             raise bad("body.quantity", quantity, "must be a positive number of shares")
-        kind = (order_type or ("MARKET" if price is None else "LIMIT")).upper()
-        if kind not in ("MARKET", "LIMIT"):
-            raise bad("body.order_type", order_type, "use MARKET or LIMIT")
+        default = "MARKET" if price is None else "LIMIT"
+        if trigger_price is not None:
+            default = "SL-M" if price is None else "SL"
+        kind = (order_type or default).upper()
+        if kind not in ("MARKET", "LIMIT", "SL", "SL-M"):
+            raise bad("body.order_type", order_type, "use MARKET, LIMIT, SL or SL-M")
+        trigger_paise = 0
+        if kind in ("SL", "SL-M"):
+            if trigger_price is None:
+                raise bad("body.trigger_price", None, f"an {kind} order needs a trigger price")
+            try:
+                trigger_paise = limit_price_paise(trigger_price, inst.tick_size)
+            except LimitPriceError as e:
+                raise bad("body.trigger_price", trigger_price, str(e)) from None
+        elif trigger_price is not None:
+            raise bad("body.trigger_price", trigger_price, f"a {kind} order takes no trigger")
         limit_paise = 0
-        if kind == "MARKET":
+        if kind in ("MARKET", "SL-M"):
             if price:
-                raise bad("body.price", price, "a MARKET order takes no price (omit it)")
+                raise bad("body.price", price, f"a {kind} order takes no price (omit it)")
         elif price is None:
-            raise bad("body.price", None, "a LIMIT order needs a price in rupees")
+            raise bad("body.price", None, f"a {kind} order needs a price in rupees")
         else:
             try:
                 limit_paise = limit_price_paise(price, inst.tick_size)
@@ -868,9 +893,14 @@ class MandiAPI:
         elif not _REQUEST_ID.match(request_id):
             raise bad("body.request_id", request_id, "1-64 characters of A-Z a-z 0-9 _ . : -")
         try:
-            status, reason, rule, ids = t.place(
-                request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
-            )
+            if trigger_paise:
+                status, reason, rule, ids = t.place(
+                    request_id, inst.symbol, s, quantity, limit_paise, inst.exchange, trigger_paise
+                )
+            else:
+                status, reason, rule, ids = t.place(
+                    request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
+                )
         except ApiError:
             raise
         except MandiError as e:
@@ -883,7 +913,8 @@ class MandiAPI:
             "side": s,
             "quantity": quantity,
             "price": ser.rupees(limit_paise) if limit_paise else None,
-            "order_type": "LIMIT" if limit_paise else "MARKET",
+            "order_type": kind,
+            **({"trigger_price": ser.rupees(trigger_paise)} if trigger_paise else {}),
         }
         if status == "DENIED":
             raise ApiError(
@@ -954,6 +985,15 @@ class MandiAPI:
         ex = node.stats.exchange_time_ns
         snap["feed"] = feed.name if feed else None
         snap["mode"] = node.cfg.run.mode
+        # which broker trades and how its feed is: the dashboard's "broker" and "feed" cells
+        broker = node.cfg.trading.broker or node.cfg.broker.name
+        snap["broker"] = broker if node.cfg.run.mode == "live" and broker else "paper"
+        fh = snap.get("feed_health") or {}
+        why = ""
+        health = getattr(feed, "health", None)
+        if health is not None and hasattr(health, "problem"):
+            why = health.problem(node.clock.now_ns(), True)[1]
+        snap["feed_state"] = fh.get("state") or why or "ok"
         snap["speed"] = node.cfg.run.speed if math.isfinite(node.cfg.run.speed) else "inf"
         snap["lags"] = {
             "tick_queue_batches": snap["tick_queue"],

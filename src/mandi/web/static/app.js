@@ -535,6 +535,7 @@
     if (r.trading) { rs.textContent = r.halted ? `HALTED: ${r.halt_reason}` : "risk OK"; rs.className = "badge " + (r.halted ? "halted" : "ok"); }
     else { rs.textContent = "trading off"; rs.className = "badge"; }
     const items = [
+      ["broker", s.broker || "–"], ["feed", `${s.feed || "–"} · ${s.feed_state || "ok"}`],
       ["ticks/s", fmt(s.ticks_per_s, 0)], ["ticks", fmt(s.ticks_in, 0)],
       ["tick queue", s.tick_queue], ["writer pending", fmt(s.writer_pending_rows, 0)],
       ["last flush", fmt(s.last_flush_ms, 1) + " ms"],
