@@ -209,7 +209,7 @@ def up(
     scale: Annotated[
         list[str] | None,
         typer.Option(
-            help="NAME=N copies of a service: indengine/strategy share the partitions, "
+            help="NAME=N copies of a service: indengines share the partitions, "
             "mdengine(-sim) copies are feed shards (repeatable)."
         ),
     ] = None,

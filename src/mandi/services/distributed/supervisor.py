@@ -188,7 +188,7 @@ def service_port(cfg: AppConfig, name: str) -> int:
     return int(getattr(cfg.services, SERVICES[name]))
 
 
-SCALABLE = ("indengine", "mdengine", "mdengine-sim", "strategy")
+SCALABLE = ("indengine", "mdengine", "mdengine-sim")  # strategy: one per portfolio
 
 
 def up(
@@ -206,7 +206,7 @@ def up(
     """Start the deployment (see the module documentation); returns it once every service
     answers ``/health`` (or ``wait_s`` passed). ``shards`` > 0: a local Redis Cluster of that
     many masters with ``replicas`` each instead of one redis-server; ``scale``: copies of a
-    service (indengine and strategy share partitions, mdengine copies are feed shards)."""
+    service (indengines share the partitions, mdengine copies are feed shards)."""
     sc = cfg.services
     state_dir = os.path.abspath(sc.state_dir)
     old = Deployment.load(state_dir)
