@@ -54,6 +54,10 @@ class CandlePipeline:
             self._bus_version = self.bus.version
             self.frames.refresh_forming_filter()
 
+    def set_price_limits(self, token: int, lower: int, upper: int) -> None:
+        """``token``'s circuit limits in paise (0 = that side unknown), for the price band."""
+        self.seconds.set_price_limits(token, lower, upper)
+
     def handle_tick(self, tick: Tick, now_ns: int | None = None) -> None:
         """One tick (``now_ns``: the feed's clock, for the policy's future-timestamp rule)."""
         self._check_subscriptions()

@@ -1058,6 +1058,10 @@ class FastCandlePipeline:
                 f"{'candle' if c.closed else 'pub:candle'}:{c.timeframe}s:{c.exchange}:{c.token}", c
             )
 
+    def set_price_limits(self, token: int, lower: int, upper: int) -> None:
+        """``CandlePipeline.set_price_limits``: circuit limits in paise (0 = unknown)."""
+        self.core.set_price_limits(token, lower, upper)
+
     def handle_tick(self, tick: Tick, now_ns: int | None = None) -> None:
         self._check_subscriptions()
         self._publish(self.core.process_ticks((tick,), copy=False, now_ns=now_ns))

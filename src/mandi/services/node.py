@@ -183,6 +183,7 @@ class MarketNode:
         are published and stored."""
         publish, last = self.bus.publish, self.stats.last_price
         now = self._feed_clock()
+        self._apply_price_limits()
         kept: list[Tick] = []
         # Candles close only on the first tick of a new second, so a run of ticks within one
         # second goes through the pipeline in one call (the fast path's speed comes from the
@@ -207,6 +208,15 @@ class MarketNode:
             if after is not None:
                 after()
         self._report_rejections()
+
+    def _apply_price_limits(self) -> None:
+        """Circuit limits a feed learnt (Angel One's SNAP_QUOTE frames carry them) bound the
+        tick policy's price band from the next tick on."""
+        take = getattr(self.feed, "take_price_limits", None)
+        if take is None:
+            return
+        for token, (lower, upper) in take().items():
+            self.pipeline.set_price_limits(token, lower, upper)
 
     def _feed_clock(self) -> int | None:
         """The clock a tick's time is checked against: the wall clock for a broker feed, the
