@@ -7,7 +7,7 @@ Each parser gets an equal share of the inputs:
 * Kite Connect binary messages: the reference decoder :func:`mandi.feeds.kite.parse_frame` and
   the live path's :func:`mandi.brokers.kite.frames.decode_ticks`;
 * Angel One SmartAPI v2 binary frames: :func:`mandi.feeds.angel.parse_frame` and the live path's
-  :func:`mandi.brokers.angel.frames.decode_tick`;
+  ``AngelTicker._decode`` (:func:`mandi.brokers.angel.frames.decode_tick` and the circuit limits);
 * tickserver JSON messages, :class:`mandi.feeds.ws.TickserverFeed` (``_parse``, what its read
   loop calls for every frame).
 
@@ -44,7 +44,7 @@ from typing import Any
 
 import msgspec
 
-from mandi.brokers.angel.frames import decode_tick as angel_live
+from mandi.brokers.angel.ticker import AngelTicker
 from mandi.brokers.kite.frames import decode_ticks as kite_live
 from mandi.config import AppConfig
 from mandi.core.errors import ParseError
@@ -279,6 +279,7 @@ def main() -> int:
     )  # counted, not logged: a million skips would flood the terminal
     feed = TickserverFeed("ws://fuzz")
     feed._log.warning = lambda *a, **k: None  # type: ignore[method-assign]
+    angel_ticker = AngelTicker("ws://fuzz", "key", "client", lambda: None)  # type: ignore[arg-type,return-value]
     targets = [
         Target(
             "kite",
@@ -295,7 +296,13 @@ def main() -> int:
             kite_structured,
         ),
         Target("angel", angel.parse_frame, (ParseError,), angel_seeds(), angel_structured),
-        Target("angel-live", angel_live, (ParseError,), angel_seeds(), angel_structured),
+        Target(
+            "angel-live",  # what the ticker does with each frame: the tick and circuit limits
+            lambda d: angel_ticker._decode(d, 0),
+            (ParseError,),
+            angel_seeds(),
+            angel_structured,
+        ),
         Target("tickserver", feed._parse, (), tickserver_seeds(), tickserver_structured),
     ]
     per = -(-args.inputs // len(targets))
