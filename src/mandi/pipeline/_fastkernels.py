@@ -581,6 +581,7 @@ def process(
     floor = g[G_BAND_MIN]
     confirm = g[G_CONFIRM]
     limits = g[G_LIMITS] != 0
+    check_fields = len(fields) != 0  # empty: every tick's other fields are known to be good
     one_exchange = len(exch) == 1
     r = g[G_NOUT]
     for i in range(start, n):
@@ -602,7 +603,7 @@ def process(
             reason = R_FUTURE
         elif v < 0 or v > vmax:
             reason = R_BAD_VOL
-        elif fields[i] < 0 or fields[i] >= MAX_FIELD:
+        elif check_fields and (fields[i] < 0 or fields[i] >= MAX_FIELD):
             reason = R_BAD_FIELD
         elif tok[k, T_HAS] == 0:
             if tok[k, T_ALLOWED] == 0:
@@ -1042,6 +1043,7 @@ def replay(
     confirm = policy[2]
     vmax = policy[3]
     vstep = policy[4]
+    check_fields = len(fields) != 0  # empty: every tick's other fields are known to be good
     n1 = 0
     nblock = 0
     wm = -1
@@ -1058,7 +1060,7 @@ def replay(
             reason = R_BAD_TS
         elif v < 0 or v > vmax:
             reason = R_BAD_VOL
-        elif fields[i] < 0 or fields[i] >= MAX_FIELD:
+        elif check_fields and (fields[i] < 0 or fields[i] >= MAX_FIELD):
             reason = R_BAD_FIELD
         elif st[k, S_HAS] == 0:
             if tok[k, T_ALLOWED] == 0:

@@ -47,7 +47,14 @@ from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, cal
 from mandi.model.market import Candle, Tick
 from mandi.pipeline import _fastkernels as K
 from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES
-from mandi.pipeline.validate import DEFAULT_POLICY, INVALID, TickPolicy, is_int, other_fields_ok
+from mandi.pipeline.validate import (
+    DEFAULT_POLICY,
+    INVALID,
+    MAX_FIELD,
+    TickPolicy,
+    is_int,
+    other_fields_ok,
+)
 
 I64 = NDArray[np.int64]
 
@@ -139,7 +146,8 @@ class _Columns(NamedTuple):
     volume: I64
     last_qty: I64
     oi: I64
-    fields: I64  # bitwise OR of the other numeric fields; -1 if one is not an int
+    fields: I64  # bitwise OR of the other numeric fields, -1 if one is not an int; or empty when
+    # every tick's are good (the kernels then skip the per-tick check: see _fields_to_check)
     exchange: I64
 
 
@@ -177,6 +185,26 @@ def _quotes_column(ticks: Sequence[Tick]) -> I64:
     return np.array([_quotes_of(t) for t in ticks], dtype=np.int64)
 
 
+_NO_FIELDS = np.zeros(0, dtype=np.int64)
+
+
+def _fields_to_check(*cols: I64) -> I64:
+    """The per-tick bitwise OR of the other numeric fields, for the kernels' ``bad_field`` check
+    — or an empty array when every value is an int in [0, 2**53) (the usual batch), which spares
+    the kernels a column and a test per tick (an OR of such ints stays in range; a negative
+    value, −1 for a non-int, makes it negative)."""
+    acc = 0
+    for c in cols:
+        if len(c):
+            acc |= int(np.bitwise_or.reduce(c))
+    if 0 <= acc < MAX_FIELD:
+        return _NO_FIELDS
+    out = cols[0]
+    for c in cols[1:]:
+        out = out | c
+    return out
+
+
 def tick_columns(ticks: Sequence[Tick]) -> _Columns:
     """The columns of a list of :class:`Tick` (see the module doc for non-int fields)."""
     codes = _EXCHANGE_CODES
@@ -192,7 +220,7 @@ def tick_columns(ticks: Sequence[Tick]) -> _Columns:
         _column([t.volume for t in ticks], -1),
         last_qty,
         oi,
-        last_qty | oi | _quotes_column(ticks),
+        _fields_to_check(last_qty, oi, _quotes_column(ticks)),
         np.array(ex, dtype=np.int64),
     )
 
@@ -568,7 +596,7 @@ class FastCandles:
             ex = np.array([exchange_code(exchange)], dtype=np.int64)
         else:
             ex = _i64("exchange", exchange, n)
-        cols = _Columns(tokens, ts, px, vol, lq, oi_, lq | oi_, ex)
+        cols = _Columns(tokens, ts, px, vol, lq, oi_, _fields_to_check(lq, oi_), ex)
         return self._run(cols, None, copy, now_ns)
 
     def _run(
@@ -880,7 +908,7 @@ def replay_candles(
         ex = np.array([exchange_code(exchange)], dtype=np.int64)
     else:
         ex = _i64("exchange", exchange, n)
-    fields = lq | oi_
+    fields = _fields_to_check(lq, oi_)
     if close_delay_ns == 0 and n:
         idx = fc._map(tokens)
         span = fc._cover(ts)

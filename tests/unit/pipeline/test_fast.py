@@ -434,6 +434,32 @@ def test_bad_ticks_counted_per_reason_with_the_last_one_kept() -> None:
     ] == [1, 99]
 
 
+def test_bad_fields_in_columns_are_rejected_by_streaming_and_replay() -> None:
+    """The columns path skips the per-tick field check only for a batch whose fields are all
+    good: a negative or too-large last quantity or OI is still ``bad_field``, tick by tick."""
+    t0 = parse_ist("2026-04-13 09:15:00")
+    n = 6
+    cols = {
+        "token": [1] * n,
+        "ts_event": [t0 + i * NS_PER_SECOND for i in range(n)],
+        "price": [100 + i for i in range(n)],
+        "volume": [10 * (i + 1) for i in range(n)],
+        "last_qty": [1, -5, 1, 1, 1, 1],
+        "oi": [0, 0, 0, 1 << 53, 0, 7],
+    }
+    for run in ("stream", "replay"):
+        if run == "stream":
+            f = FastCandles()
+            out = np.concatenate([f.process(**cols), f.flush()])
+            rejected = f.rejected
+        else:
+            r = replay_candles(*cols.values())
+            out, rejected = r.candles, r.rejected
+        assert rejected == Counter({"bad_field": 2}), run
+        ones = out[out["timeframe"] == 1]
+        assert list(ones["open"]) == [100, 102, 104, 105], run
+
+
 def test_columns_in_big_batches_cross_the_output_buffer() -> None:
     rng = np.random.default_rng(1)
     t0 = parse_ist("2026-04-13 09:15:00")
