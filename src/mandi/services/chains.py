@@ -33,7 +33,7 @@ from mandi.stores.sqlite import connect
 
 if TYPE_CHECKING:
     from mandi.config import ChainsConfig
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def chain_topic(prefix: str, underlying: str, expiry: Any) -> str:
 
 
 class ChainLayer:
-    """Plugs the chain assembler and matrix into a :class:`MarketNode`."""
+    """Plugs the chain assembler and matrix into a node (through its
+    :class:`~mandi.services.context.NodeContext`)."""
 
     name = "chains"
 
@@ -51,20 +52,21 @@ class ChainLayer:
         self.cfg = cfg
         self.matrix: ChainMatrix | None = None
         self.assembler: ChainAssembler | None = None
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
+        self._known = 0  # instruments the assembler knows (the master grows on a new day)
         self._next_ns = 0
         self._next_persist_ns = 0
         self._pending: list[tuple[ChainSnapshot, ChainAnalytics | None]] = []
         self.snapshots = 0
         self.errors = 0
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         rate = self.cfg.rate
         if rate is None:  # the simulator prices at its own rate; real chains use NSE's 10 %
             from mandi.feeds.sim import RISK_FREE_RATE
 
-            rate = RISK_FREE_RATE if node.feed is not None and node.feed.name == "sim" else 0.10
+            rate = RISK_FREE_RATE if ctx.feed is not None and ctx.feed.name == "sim" else 0.10
         self.matrix = ChainMatrix(
             ChainMatrixConfig(
                 strikes_each_side=self.cfg.strikes_each_side,
@@ -73,15 +75,15 @@ class ChainLayer:
                 diff_neg_threshold=self.cfg.diff_neg_threshold,
             )
         )
-        self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
-        node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
-        node.writer.statements["exchange_metadata"] = METADATA_SQL
-        node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
-        self._warm(node)
+        self.assembler = ChainAssembler(ctx.master, source=ctx.feed.name if ctx.feed else "")
+        ctx.writer.register("option_chain_snapshots", SNAPSHOT_SQL)
+        ctx.writer.register("exchange_metadata", METADATA_SQL)
+        ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        self._warm(ctx)
 
-    def _warm(self, node: MarketNode) -> None:
+    def _warm(self, ctx: NodeContext) -> None:
         assert self.matrix is not None
-        con = connect(node.cfg.store.db)
+        con = connect(ctx.cfg.store.db)
         try:
             last = con.execute("SELECT max(timestamp) FROM option_chain_snapshots").fetchone()[0]
             if last is None:
@@ -99,13 +101,13 @@ class ChainLayer:
         self.assembler.handle_tick(tick)
 
     def after_batch(self) -> None:
-        node = self._node
-        if node is None or self.assembler is None:
+        ctx = self._ctx
+        if ctx is None or self.assembler is None:
             return
-        if self.assembler is not None and len(node.master) != getattr(self, "_known", 0):
-            self._known = len(node.master)  # a new simulated day brought new contracts
-            self.assembler.add_instruments(node.master)
-        now = node.stats.exchange_time_ns
+        if len(ctx.master) != self._known:
+            self._known = len(ctx.master)  # a new simulated day brought new contracts
+            self.assembler.add_instruments(ctx.master)
+        now = ctx.stats.exchange_time_ns
         if now < self._next_ns:
             return
         step = int(self.cfg.interval_s * NS_PER_SECOND)
@@ -115,8 +117,8 @@ class ChainLayer:
 
     def emit(self, ts_ns: int) -> None:
         """Build, analyse, publish (and at the persist cadence, store) every chain at ``ts_ns``."""
-        node = self._node
-        assert node is not None and self.assembler is not None and self.matrix is not None
+        ctx = self._ctx
+        assert ctx is not None and self.assembler is not None and self.matrix is not None
         persist = ts_ns >= self._next_persist_ns
         if persist:
             self._next_persist_ns = (
@@ -129,19 +131,19 @@ class ChainLayer:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)
             except Exception as e:
                 self.errors += 1
-                node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+                ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
                 continue
             self.snapshots += 1
-            node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+            ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
             if analytics is not None:
-                node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+                ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
             if persist:
-                node.writer.put(
-                    "option_chain_snapshots", snapshot_rows(snap, analytics, node.clock.now_ns())
+                ctx.writer.put(
+                    "option_chain_snapshots", snapshot_rows(snap, analytics, ctx.clock.now_ns())
                 )
-                node.writer.put(
+                ctx.writer.put(
                     "exchange_metadata",
-                    [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
+                    [metadata_row(snap, atm_paise(analytics), ctx.clock.now_ns())],
                 )
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:

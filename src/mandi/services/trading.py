@@ -17,6 +17,9 @@
   writer would race the node's in-memory state.
 * **Kill switch.** ``mandi halt`` / ``mandi resume`` write the latch row directly (compare-and-set
   on its version); the layer picks the change up at its next poll.
+* **Storage.** When the node's SQLite writer cannot write (``system:storage_failed``: disk full,
+  read-only, locked too long) the layer halts trading through the same latch (source ``storage``):
+  no new entries while nothing can be recorded — fail closed; ``mandi resume`` clears it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from mandi.strategy.loader import DEFAULT_STRATEGIES, StrategySpec, build_strate
 
 if TYPE_CHECKING:
     from mandi.config import AppConfig
-    from mandi.services.node import MarketNode
+    from mandi.model.events import SystemEvent
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +77,26 @@ def prepare_config(cfg: AppConfig) -> AppConfig:
 
 
 class FeedClock:
-    """Exchange time of a replayable feed (see the module docstring)."""
+    """Exchange time of a replayable feed (see the module docstring): the later of the node's
+    watermark and the last tick seen, starting at ``start_ns``."""
 
-    def __init__(self, node: MarketNode) -> None:
-        self._node = node
-        self._last = 0
+    def __init__(self, ctx: NodeContext, start_ns: int = 0) -> None:
+        self._watermark_ns = ctx.watermark_ns
+        self._last = start_ns
 
     def observe(self, topic: str, tick: Tick) -> None:
         if tick.ts_event > self._last:
             self._last = tick.ts_event
 
     def now_ns(self) -> int:
-        wm = self._node.pipeline.seconds.watermark_ns
+        wm = self._watermark_ns()
         return wm if wm > self._last else self._last
 
 
 class TradingLayer:
-    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a ``MarketNode``."""
+    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a node (through its
+    :class:`~mandi.services.context.NodeContext`). A ``system:storage_failed`` event halts new
+    entries (the HALTED latch: fail closed; ``mandi resume`` clears it)."""
 
     name = "trading"
 
@@ -107,23 +114,21 @@ class TradingLayer:
         self.kernel: TradingKernel | None = None
         self.store: SqliteTradingStore | None = None
         self.clock: Clock | None = None
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
         self.requests_done = 0
 
     # --- start-up ---------------------------------------------------------------------------------
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         cfg = self.cfg
-        wall = node.feed is not None and node.feed.wall_clock
-        if wall:
-            self.clock = node.clock
+        feed = ctx.feed
+        if feed is not None and feed.wall_clock:
+            self.clock = ctx.clock
         else:
-            fc = FeedClock(node)
             # before the first tick: where the feed starts (or resumes), never 1970
-            fc._last = node.stats.resumed_from_ns or (
-                node.feed.exchange_time_ns if node.feed is not None else 0
-            )
-            node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
+            start = ctx.stats.resumed_from_ns or (feed.exchange_time_ns if feed is not None else 0)
+            fc = FeedClock(ctx, start)
+            ctx.bus.subscribe("tick:>", fc.observe, name="trading.clock")
             self.clock = fc
         self.store = store = SqliteTradingStore(cfg.store.db)
         extra = ""
@@ -146,9 +151,9 @@ class TradingLayer:
             cash=to_paise(cfg.risk.capital_inr),
         )
         self.kernel = kernel = TradingKernel(
-            bus=node.bus,
+            bus=ctx.bus,
             clock=self.clock,
-            master=node.master,
+            master=ctx.master,
             mode=self.mode,
             store=store,
             broker=broker,
@@ -159,7 +164,7 @@ class TradingLayer:
         for strategy, spec in self._built:
             missing = kernel.add_strategy(strategy, spec.symbols)
             for sym in missing:
-                node.event(
+                ctx.event(
                     "strategy_error",
                     f"strategy {strategy.id}: unknown symbol {sym!r} (skipped)",
                     "ERROR",
@@ -167,12 +172,13 @@ class TradingLayer:
                     symbol=sym,
                 )
         warm: list[Candle] = []
-        resumed = node.stats.resumed_from_ns
+        resumed = ctx.stats.resumed_from_ns
         if resumed is not None:
             self._restore_prices(resumed)
             warm = self._warm_candles(resumed)
         _warm_numerics()
         kernel.start(warm)
+        ctx.bus.subscribe("system:storage_failed", self._on_storage_failed, name="trading.storage")
         store.heartbeat(self.mode)
         r = kernel.restored
         log.info(
@@ -185,9 +191,14 @@ class TradingLayer:
             f"HALTED ({kernel.risk.latch.reason})" if r["halted"] else "clear",
         )
 
+    def _on_storage_failed(self, topic: str, e: SystemEvent) -> None:
+        """The node cannot store what happens: no new entries (exits stay allowed)."""
+        if self.kernel is not None:
+            self.kernel.halt(f"storage failed: {e.message}", "storage")
+
     def _restore_prices(self, resume_ns: int) -> None:
         """The last price of every instrument before the resume point (from stored ticks)."""
-        assert self.store is not None and self.kernel is not None and self._node is not None
+        assert self.store is not None and self.kernel is not None and self._ctx is not None
         con = self.store.con
         from mandi.core.calendar import session_anchor_ns
 
@@ -195,7 +206,7 @@ class TradingLayer:
             con, "ticks", "ts_event", session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
         )
         hi = first_rowid_at(con, "ticks", "ts_event", resume_ns)
-        master = self._node.master
+        master = self._ctx.master
         n = 0
         for token, ts, price, volume, oi, bid, ask, _ in con.execute(
             "SELECT token, ts_event, price, volume, oi, bid, ask, max(rowid) FROM ticks "

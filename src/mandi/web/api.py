@@ -15,12 +15,12 @@ built without it) the trading routes answer 503 ``trading_unavailable``. What th
 is the small :class:`TradingPort` protocol, implemented over its ``TradingKernel`` by
 :class:`KernelTrading`.
 
-The node: a :class:`~mandi.services.node.MarketNode` (``mandi run``) or the distributed gateway's
-:class:`~mandi.services.distributed.node.GatewayNode`, which offers the same attributes fed from
-Redis plus ``trading_service`` (execution lives in that service; positions are read from its
+The node: the :class:`~mandi.services.context.NodeContext` of ``mandi run``'s node, or the
+distributed gateway's (:class:`~mandi.services.distributed.node.GatewayContext`: the same, fed from
+Redis, plus ``trading_service`` (execution lives in that service; positions are read from its
 SQLite rows), ``trading_relay`` (the :class:`TradingPort` the command routes use there: it relays
 each call to that service over Redis) and ``history`` (candles and indicator values from the Redis
-streams when the SQLite file holds none).
+streams when the SQLite file holds none)).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from mandi.model.instruments import AnyInstrument, Equity, Future, Index, Option
 from mandi.web import serialize as ser
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class KernelTrading:
 class MandiAPI:
     """The platform as plain methods (see the module docstring)."""
 
-    def __init__(self, node: MarketNode, hub: Any = None) -> None:
+    def __init__(self, node: NodeContext, hub: Any = None) -> None:
         self.node = node
         self.hub = hub
         self.started = time.monotonic()
