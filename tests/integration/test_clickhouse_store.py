@@ -18,8 +18,8 @@ pytest.importorskip("chdb")
 from mandi.config import load_config
 from mandi.core.errors import ConfigError, StoreError
 from mandi.model.market import Candle, ChainRow, ChainSnapshot, OptionQuote
-from mandi.stores.chains import snapshot_rows
 from mandi.services.clickhouse import open_clickhouse_sink
+from mandi.stores.chains import snapshot_rows
 from mandi.stores.clickhouse import (
     SETTING,
     TABLES,

@@ -326,14 +326,18 @@ class TradingLayer:
         return self.kernel.status() if self.kernel is not None else None
 
     def close(self) -> None:
-        if self.kernel is not None:
-            self.kernel.handle_time()
-            log.info("trading: %s", self.kernel.summary())
-            self.kernel.stop()
-        if self.store is not None:
-            self.store.clear_heartbeat()
-            self.store.close()
-            self.store = None
+        try:
+            if self.kernel is not None:
+                self.kernel.handle_time()
+                log.info("trading: %s", self.kernel.summary())
+                self.kernel.stop()
+        finally:  # a kernel that cannot persist (a full disk) still lets go of the database
+            if self.store is not None:
+                store, self.store = self.store, None
+                try:
+                    store.clear_heartbeat()
+                finally:
+                    store.close()
 
 
 def _warm_numerics() -> None:

@@ -60,10 +60,10 @@ class SqliteTradingStore:
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
+            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
-        con.execute("COMMIT")
 
     # --- signals ----------------------------------------------------------------------------------
     def insert_signal(self, s: SignalGenerated) -> str | None:
@@ -455,9 +455,16 @@ def save_latch(con: sqlite3.Connection, latch: Latch) -> Latch:
             cur = latch
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
     return cur
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    """Undo a failed transaction, if SQLite has not already (a failed COMMIT on a full disk
+    rolls back by itself; one refused as busy leaves it open, and the next BEGIN would fail)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
 
 
 def set_latch(path: str, halted: bool, reason: str, source: str) -> tuple[Latch, bool]:

@@ -19,8 +19,9 @@ ClickHouse: one columnar insert per table). The loop owns the rest, the same for
   5 s), keeping its rows. From the first failure until a flush succeeds again the writer is
   *failing* (``stats.failing``; ``stats.failures`` counts the episodes); the writer's owner turns
   that into a system event (:class:`mandi.services.storage.StorageWatch`).
-* **Stopping never hangs on a dead store.** :meth:`BatchLoop.stop` flushes what is queued; rows
-  whose store still fails ``stop_retry_s`` after stopping began are given up and counted
+* **Stopping never hangs on a dead store.** :meth:`BatchLoop.stop` flushes what is queued. A
+  store that fails while stopping gets ``stop_retry_s`` to recover; one already failing when the
+  stop is asked for gets one more try. Then its rows are given up and counted
   (``stats.given_up``). :meth:`BatchLoop.not_stored` is everything that never reached storage.
 """
 
@@ -196,6 +197,9 @@ class BatchLoop:
         """Write everything queued and stop the thread (see the module docstring)."""
         if self._thread is None:
             return
+        # a store already failing gets one more try; a healthy one stop_retry_s to recover
+        grace = 0.0 if self.stats.failing else self.stop_retry_s
+        self._give_up_at = time.monotonic() + grace
         self._stopping.set()
         self._q.put(_STOP)
         self._thread.join(timeout)
@@ -260,14 +264,15 @@ class BatchLoop:
             try:
                 self.backend.open()
             except Exception as e:
-                self._failed("connecting", e, delay)
+                giving_up = self._giving_up()
+                self._failed("connecting", e, None if giving_up else delay)
+                if giving_up:
+                    return False
             else:
                 self.stats.connected = True
                 self._recovered()
                 return True
-            if self._giving_up():
-                return False
-            time.sleep(delay)
+            self._pause(delay)
             delay = min(delay * 2, 5.0)
 
     def _flush(self, buf: list[tuple[str, Rows]], opened: bool) -> None:
@@ -313,8 +318,11 @@ class BatchLoop:
                     salvage = True  # again, bisecting to find the rows the store refuses
                     continue
                 n = sum(len(r) for r in unit.values())
-                self._failed(f"writing {n} rows ({', '.join(unit)})", e, delay)
-                if self._giving_up():
+                giving_up = self._giving_up()
+                self._failed(
+                    f"writing {n} rows ({', '.join(unit)})", e, None if giving_up else delay
+                )
+                if giving_up:
                     self.stats.given_up.update({k: len(r) for k, r in unit.items()})
                     self._log.error(
                         "%s: gave up on %d rows (%s) at shutdown: the store still fails",
@@ -323,7 +331,7 @@ class BatchLoop:
                         ", ".join(unit),
                     )
                     return
-                time.sleep(delay)
+                self._pause(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             self._stored(unit, rejects)
@@ -364,7 +372,7 @@ class BatchLoop:
                 )
         self._recovered()
 
-    def _failed(self, what: str, e: BaseException, delay: float) -> None:
+    def _failed(self, what: str, e: BaseException, delay: float | None) -> None:
         s = self.stats
         s.errors += 1
         s.last_error = str(e) or type(e).__name__
@@ -372,9 +380,8 @@ class BatchLoop:
             s.failing = True
             s.failures += 1
             self._failing_since = time.monotonic()
-        self._log.error(
-            "%s: %s failed (%s); retrying in %.2f s", self.backend.label, what, s.last_error, delay
-        )
+        retry = "" if delay is None else f"; retrying in {delay:.2f} s"
+        self._log.error("%s: %s failed (%s)%s", self.backend.label, what, s.last_error, retry)
 
     def _recovered(self) -> None:
         if self.stats.failing:
@@ -386,10 +393,12 @@ class BatchLoop:
             )
 
     def _giving_up(self) -> bool:
-        """Stopping, and the store has failed for ``stop_retry_s`` since: give up on it."""
-        if not self._stopping.is_set():
-            return False
-        now = time.monotonic()
-        if not self._give_up_at:
-            self._give_up_at = now + self.stop_retry_s
-        return now >= self._give_up_at
+        """Stopping began ``stop_retry_s`` ago and the store still fails: give up on it."""
+        return self._stopping.is_set() and time.monotonic() >= self._give_up_at
+
+    def _pause(self, delay: float) -> None:
+        """Back off before a retry; a stop cuts it short (one more try, then the deadline)."""
+        if self._stopping.is_set():
+            time.sleep(max(0.0, min(delay, self._give_up_at - time.monotonic())))
+        else:
+            self._stopping.wait(delay)

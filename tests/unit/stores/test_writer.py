@@ -17,7 +17,9 @@ HUGE = 2**64  # Python int too large to convert to SQLite INTEGER
 
 
 def ticks(n, start=0):
-    return [tick_row(Tick(256265, "NSE", T0 + (start + i) * 1000, 0, 2_400_000 + i)) for i in range(n)]
+    return [
+        tick_row(Tick(256265, "NSE", T0 + (start + i) * 1000, 0, 2_400_000 + i)) for i in range(n)
+    ]
 
 
 def wait_for(predicate, timeout=20.0):
@@ -33,7 +35,7 @@ def test_a_tick_of_price_2_pow_64_is_quarantined_and_its_batch_is_stored(db_path
     w = BatchWriter(db_path, flush_interval=60, flush_items=10**6).start()  # one flush
     good = ticks(1000)
     bad = (T0 + 500_500, 256265, HUGE, 1, 0, 0, 0)
-    w.put("ticks", good[:500] + [bad] + good[500:])
+    w.put("ticks", [*good[:500], bad, *good[500:]])
     c = Candle(256265, "NSE", 60, T0, 100, 101, 99, 100, 5, 0, 3, True)
     w.put("candles", [candle_row(c)])  # same transaction, another statement
     w.put("events", [(T0, "test", "an event", "INFO", "test", "{}")])
