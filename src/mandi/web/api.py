@@ -997,6 +997,18 @@ class MandiAPI:
             s["dropped_writer_rows"],
         )
         m.add(
+            "mandi_writer_failing",
+            "gauge",
+            "1 while the SQLite writer cannot write (storage failed).",
+            int(bool(s.get("writer_failing"))),
+        )
+        m.add(
+            "mandi_quarantined_rows_total",
+            "counter",
+            "Rows SQLite refused, kept in the rejects table.",
+            s.get("quarantined_rows", 0),
+        )
+        m.add(
             "mandi_rejected_ticks_total",
             "counter",
             "Bad ticks rejected, by reason.",
