@@ -214,6 +214,27 @@ def test_an_unreachable_server_is_counted_and_logged_without_the_password(caplog
     assert "bob:***@" in caplog.text
 
 
+def test_rows_clickhouse_cannot_hold_are_handed_back_and_the_rest_inserted(tmp_path):
+    url = f"chdb://{tmp_path}/ch"
+    cs = candles()
+    rows = [candle_row(c) for c in cs]
+    bad = (*rows[0][:4], 2**64, *rows[0][5:])  # an open price beyond Int64
+    rejected = []
+    w = ClickHouseWriter(url, flush_interval=0.05, on_reject=rejected.extend).start()
+    w.put("market_data", [*rows[:3], bad, *rows[3:]])
+    assert w.wait_idle(30)
+    w.stop()
+    assert [(r.target, r.row) for r in rejected] == [("market_data", bad)]
+    assert "cannot hold" in rejected[0].reason
+    assert w.stats.quarantined["market_data"] == 1 and w.stats.rows["market_data"] == len(rows)
+    assert w.not_stored() == 0 and w.stats.failures == 0
+    s = ClickHouseStore.open(url)
+    try:
+        assert s.load_candles(60) == sorted(cs, key=lambda c: (c.bucket, c.token))
+    finally:
+        s.close()
+
+
 def test_the_writer_drops_and_counts_beyond_max_pending_rows(tmp_path):
     w = ClickHouseWriter(f"chdb://{tmp_path}/ch", max_pending_rows=3)  # not started: no drain
     assert w.put("market_data", [candle_row(c) for c in candles(1)])

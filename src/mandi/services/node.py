@@ -61,6 +61,8 @@ class MarketNode:
         self, cfg: AppConfig, clock: Clock | None = None, layers: list[Layer] | None = None
     ) -> None:
         self.cfg = cfg
+        # store.clickhouse_url: market data also copied into ClickHouse (a bad URL stops here)
+        self.clickhouse = open_clickhouse_sink(cfg)
         self.clock = clock or LiveClock()
         self.bus = MessageBus(self.clock)
         self.stats = NodeStats()
@@ -76,9 +78,7 @@ class MarketNode:
             max_pending_rows=st.max_pending_rows,
         )
         self.layers: list[Layer] = list(layers or [])
-        # store.clickhouse_url: market data also copied into ClickHouse (first in, last out)
-        self.clickhouse = open_clickhouse_sink(cfg)
-        if self.clickhouse is not None:
+        if self.clickhouse is not None:  # first in, last out: it stops after the others
             self.layers.insert(0, self.clickhouse)
         self.ctx = NodeContext(
             cfg,
