@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per purpose: `make run` installs only what running needs; the test and benchmark
+# extras (TA-Lib, QuantLib, chdb, Playwright, vectorbt, ...) come with `make test` / `make bench`.
+RUN_STAMP   := $(VENV)/.installed-run
+TEST_STAMP  := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 ARGS   ?=
 
 UI     := src/mandi/web/ui
@@ -12,11 +17,19 @@ UI_STAMP := $(UI)/node_modules/.installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP) --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,bench]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test,bench]'
+	touch $@ $(TEST_STAMP) $(RUN_STAMP)
 
 # The dashboard's JavaScript libraries (lightweight-charts) come from npm, pinned by the lock file;
 # they are served from node_modules, never copied into the repository.
@@ -26,25 +39,25 @@ $(UI_STAMP): $(UI)/package.json $(UI)/package-lock.json
 
 ui: $(UI_STAMP)
 
-run: $(STAMP) $(UI_STAMP)
+run: $(RUN_STAMP) $(UI_STAMP)
 	$(BIN)/mandi run $(ARGS)
 
 # redis-server and chromium come from apt-get where missing (tests start them on loopback).
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: $(STAMP) $(UI_STAMP) system-deps
+test: $(TEST_STAMP) $(UI_STAMP) system-deps
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: $(STAMP) $(UI_STAMP)
+bench: $(BENCH_STAMP) $(UI_STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 

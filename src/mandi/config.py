@@ -133,10 +133,30 @@ class WebConfig(_Section, frozen=True):
     chain_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # chain tables per client
     metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     client_queue: Annotated[int, msgspec.Meta(ge=10)] = 2000  # pending events; then dropped
-    max_clients: Annotated[int, msgspec.Meta(ge=1)] = 500
+    max_clients: Annotated[int, msgspec.Meta(ge=1)] = 500  # authenticated WebSocket clients
+    # a WebSocket that did not authenticate on the handshake must within this time, and holds no
+    # client slot meanwhile: such sockets are capped per address and in total
+    ws_auth_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    ws_unauth_per_address: Annotated[int, msgspec.Meta(ge=1)] = 8
+    ws_unauth_max: Annotated[int, msgspec.Meta(ge=1)] = 64
     send_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     cpu_budget: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.03  # loop share for fan-out
     access_log: bool = False
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 65_536  # request bodies; else 413
+    commands_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10  # per token: halt, resume
+
+    def __post_init__(self) -> None:
+        for key, origins in (
+            ("web.cors_origins", self.cors_origins),
+            ("web.ws_origins", self.ws_origins),
+        ):
+            for o in origins:
+                if o.strip() == "*" or "*" in o:
+                    raise ConfigError(
+                        key,
+                        o,
+                        "list exact origins (https://host:port); a wildcard is never allowed",
+                    )
 
 
 def _default_redis_url() -> str:

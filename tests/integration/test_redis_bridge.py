@@ -16,6 +16,7 @@ from redis_server import RedisServer, redis_aof, redis_server  # noqa: F401 - fi
 
 from mandi.bus.codec import codec
 from mandi.bus.redis import (
+    GroupReader,
     RedisLink,
     StreamPublisher,
     latest_key,
@@ -276,9 +277,53 @@ def test_an_entry_delivered_too_often_is_dead_lettered_at_start(redis_server, tm
     )
     asyncio.run(run_until(svc, lambda: caught_up(svc, cs)))
     ((_, f),) = r.xrange("dlq:indengine")
-    assert f[b"id"] == poison_id and f[b"reason"].startswith(b"delivered 6 times")
+    assert f[b"id"] == poison_id and f[b"reason"].startswith(b"delivered 5 times")
     assert as_rows(reference(cs[1:])) == stored_values(svc.cfg.store.db)
     assert r.xpending(key, "indengine")["pending"] == 0
+
+
+def test_a_warm_start_counts_a_delivery_only_when_it_tries_the_entry(redis_server, tmp_path):  # noqa: F811
+    """Only an attempt to process an entry counts towards the dead letters: incarnations killed
+    during a long warm start (before they met the entry) must not make a healthy candle poison.
+    Here each pending entry was delivered once; with ``dead_letter_after = 2`` one more
+    *attempt* is allowed — and it succeeds."""
+    r = redis_server.client()
+    cs = make_candles([6], 10)
+    asyncio.run(publish(redis_server.url, cs))
+    key = "candle:60s:NSE:6"
+    r.xgroup_create(key, "indengine", id="0")
+    r.xreadgroup("indengine", "crashed", {key: ">"}, count=3)  # delivered once, never acked
+    svc = IndEngineService(
+        cfg_for(redis_server.url, tmp_path, **{"redis.dead_letter_after": 2}), port=0
+    )
+    asyncio.run(run_until(svc, lambda: caught_up(svc, cs)))
+    assert r.xlen("dlq:indengine") == 0
+    assert as_rows(reference(cs)) == stored_values(svc.cfg.store.db)
+    assert r.xpending(key, "indengine")["pending"] == 0
+
+
+def test_taking_over_pending_entries_does_not_count_a_delivery(redis_server):  # noqa: F811
+    r = redis_server.client()
+    asyncio.run(publish(redis_server.url, make_candles([7], 5)))
+    key = "candle:60s:NSE:7"
+    r.xgroup_create(key, "indengine", id="0")
+    r.xreadgroup("indengine", "crashed", {key: ">"}, count=3)
+
+    async def take_over_as(consumer):
+        link = RedisLink(redis_server.url, consumer)
+        try:
+            reader = GroupReader(link, "indengine", consumer)
+            await reader.add_keys([key])
+            return await reader.take_over()
+        finally:
+            link.close()
+
+    for i in range(4):  # incarnations killed right after taking over
+        got = asyncio.run(take_over_as(f"incarnation-{i}"))
+        assert list(got[key].values()) == [1, 1, 1]
+    assert {p["consumer"] for p in r.xpending_range(key, "indengine", "-", "+", 10)} == {
+        b"incarnation-3"
+    }
 
 
 # --- waiting for Redis, reconnecting --------------------------------------------------------------

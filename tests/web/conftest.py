@@ -68,6 +68,7 @@ def live(tmp_path_factory, web_tokens, watch_logs):
             "web.tokens_file": web_tokens["path"],
             "web.login_per_minute": 1000,
             "web.orders_per_minute": 1000,
+            "web.commands_per_minute": 1000,
             "web.metrics_interval_s": 1.0,
         }
     )

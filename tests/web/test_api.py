@@ -22,9 +22,12 @@ PUBLIC = {
 
 
 def routes(live):
-    """(method, path) of every HTTP route of the running app (so new routes are covered)."""
+    """(method, path) of every HTTP route of the running app (so new routes are covered): the
+    app's own and those of every router it includes."""
+    from mandi.web import routers
+
     out = []
-    for r in live.web.app.routes:
+    for r in [*live.web.app.routes, *(r for router in routers.ALL for r in router.routes)]:
         methods = getattr(r, "methods", None)
         if (
             not methods
@@ -36,6 +39,7 @@ def routes(live):
             r.path.replace("{token}", str(NIFTY))
             .replace("{underlying}", "NIFTY")
             .replace("{order_id}", "nope")
+            .replace("{run_id}", "nope")
         )
         out += [(m, path) for m in methods if m != "HEAD"]
     return out

@@ -166,4 +166,4 @@ def test_bad_channels_are_refused_with_a_reason():
     reasons = {e["channel"]: e["message"] for e in errors}
     assert "no instrument" in reasons["tick:NSE:1"] and "unknown channel" in reasons["tick:>"]
     assert "timeframe 7s" in reasons["candle:7s:NSE:256265"]
-    assert "ZZZ" in reasons["chain:ZZZ"]
+    assert "no option chains" in reasons["chain:ZZZ"]  # the channel names it; never echoed

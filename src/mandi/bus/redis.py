@@ -984,6 +984,48 @@ class GroupReader:
             out += [(e, deliveries.get(e.id, 1)) for e in claimed]
         return out
 
+    async def take_over(self, keys: Sequence[str] | None = None) -> dict[str, dict[bytes, int]]:
+        """Make this consumer the owner of every pending entry of the group *without* counting a
+        delivery (XAUTOCLAIM ... JUSTID), and return ``{key: {id: deliveries so far}}``.
+
+        A warm start that is killed before it reaches an entry has not tried it: counting the
+        take-over as a delivery would send a healthy entry to the dead letters after a few
+        crashes (and lose its results). :meth:`claim_ids` counts the real attempts."""
+        out: dict[str, dict[bytes, int]] = {}
+        for key in await self.pending_keys(keys):
+            cursor, ids = b"0-0", []
+            while True:
+                r = await self.link.call(
+                    "XAUTOCLAIM", key, self.group, self.consumer, 0, cursor, "COUNT", 1000, "JUSTID"
+                )
+                cursor = r[0]
+                ids += list(r[1])
+                if cursor == b"0-0":
+                    break
+            if not ids:
+                continue
+            rows = await self.link.call(
+                "XPENDING", key, self.group, min(ids, key=id_tuple), max(ids, key=id_tuple),
+                len(ids) + 10, self.consumer,
+            )  # fmt: skip
+            out[key] = {row[0]: int(row[3]) for row in rows or ()}
+        return out
+
+    async def claim_ids(self, wanted: dict[str, list[bytes]]) -> list[Entry]:
+        """XCLAIM the given pending entries (one round trip): each counts one more delivery —
+        call it right before they are processed. Entries deleted meanwhile are dropped from the
+        pending list by Redis and not returned."""
+        keys = [k for k, ids in wanted.items() if ids]
+        if not keys:
+            return []
+        packet = b"".join(pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k]) for k in keys)
+        out: list[Entry] = []
+        for k, r in zip(keys, await self.link.request(packet, len(keys)), strict=True):
+            if isinstance(r, hiredis.ReplyError):
+                raise RedisCommandError(f"XCLAIM {k} {self.group}: {r}")
+            out += _entries(k, r)
+        return out
+
     def ack_packet(self, acks: dict[str, list[bytes]]) -> list[bytes]:
         """XACK commands (one per key) for ``{key: [ids]}``."""
         return [pack("XACK", k, self.group, *ids) for k, ids in acks.items() if ids]

@@ -55,13 +55,13 @@ def db_cleanup(
     db: DbOpt = None,
 ) -> None:
     """Delete data older than ``--days`` days from every time-keyed table."""
-    from mandi.stores.sqlite import cleanup, connect
+    from mandi.stores.sqlite import checkpoint, cleanup, connect
 
     cfg = load(config, {"store.db": db})
     try:
         con = connect(cfg.store.db)
         deleted = cleanup(con, days, time.time_ns())
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpoint(con)
     except MandiError as e:
         fail(e)
     for table, n in deleted.items():

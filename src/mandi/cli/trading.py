@@ -61,13 +61,10 @@ def positions(
     limit: LimitOpt = 50,
 ) -> None:
     """Open positions (``--all``: closed too) with entry, mark, stop-loss, target and P&L."""
-    from mandi.stores.trading import query
+    from mandi.stores import queries
 
     path = _db(config, db)
-    where = "" if all_ else "WHERE status='OPEN'"
-    rows = query(
-        path, f"SELECT * FROM positions {where} ORDER BY entry_timestamp DESC LIMIT ?", (limit,)
-    )
+    rows = queries.positions(path, "all" if all_ else "open", limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -103,7 +100,7 @@ def positions(
             for r in rows
         ],
     )
-    day = query(path, "SELECT * FROM daily_performance ORDER BY date DESC LIMIT 1")
+    day = queries.daily_performance(path, 1)
     if day:
         d = day[0]
         typer.echo(
@@ -123,14 +120,10 @@ def orders(
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
     """Recent orders with their state, fills and charges."""
-    from mandi.stores.trading import query
+    from mandi.stores import queries
 
     path = _db(config, db)
-    sql, args = "SELECT * FROM orders", []
-    if status:
-        sql += " WHERE status=?"
-        args.append(status.upper())
-    rows = query(path, sql + " ORDER BY timestamp DESC, slice_no LIMIT ?", (*args, limit))
+    rows = queries.orders(path, status.upper() if status else None, limit)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -179,14 +172,10 @@ def signals(
     strategy: Annotated[str | None, typer.Option(help="Only this strategy.")] = None,
 ) -> None:
     """Recent trading signals and what became of them."""
-    from mandi.stores.trading import query
+    from mandi.stores import queries
 
     path = _db(config, db)
-    sql, args = "SELECT * FROM trading_signals", []
-    if strategy:
-        sql += " WHERE strategy=?"
-        args.append(strategy)
-    rows = query(path, sql + " ORDER BY timestamp DESC LIMIT ?", (*args, limit))
+    rows = queries.signals(path, limit, strategy)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -234,7 +223,8 @@ def resume(
     db: DbOpt = None,
 ) -> None:
     """Clear the HALTED latch (manual reset of the circuit breaker / kill switch)."""
-    from mandi.stores.trading import query, set_latch
+    from mandi.stores import queries
+    from mandi.stores.trading import set_latch
 
     cfg = load(config, {"store.db": db})
     try:
@@ -242,9 +232,7 @@ def resume(
     except MandiError as e:
         fail(e)
     typer.echo("trading resumed" if changed else "trading was not halted")
-    day = query(
-        cfg.store.db, "SELECT date, net_pnl FROM daily_performance ORDER BY date DESC LIMIT 1"
-    )
+    day = queries.daily_performance(cfg.store.db, 1)
     limit = round(cfg.risk.max_daily_loss_inr * 100)
     if changed and day and day[0]["net_pnl"] <= -limit:
         typer.echo(
@@ -268,19 +256,29 @@ def order(
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Place a manual order through the running node's risk manager."""
-    from mandi.core.money import to_paise
-    from mandi.stores.trading import add_order_request, query, read_heartbeat
+    """Place a manual order through the running node's risk manager: a market order, or with
+    ``--limit`` a limit order whose price must be a multiple of the instrument's tick (never
+    rounded; the node refuses it naming the nearest valid prices)."""
+    from mandi.core.money import LimitPriceError, limit_price_paise
+    from mandi.stores import queries
+    from mandi.stores.trading import add_order_request, read_heartbeat
 
     side_u = side.upper()
     if side_u not in ("BUY", "SELL"):
         fail(MandiError(f"side must be buy or sell, got {side!r}"))
     if qty <= 0:
         fail(MandiError(f"--qty must be positive, got {qty}"))
-    try:
-        price = to_paise(limit_price) if limit_price is not None else 0
-    except ValueError as e:
-        fail(MandiError(f"--limit: {e}"))
+    try:  # whole paise here; the node checks the instrument's tick
+        price = limit_price_paise(limit_price, 1) if limit_price is not None else 0
+    except LimitPriceError as e:
+        near = " or ".join(f"{p / 100:.2f}" for p in e.nearest)
+        fail(
+            MandiError(
+                "--limit: a limit price must be a positive number of rupees in whole paise"
+                + (f" (nearest: {near})" if near else "")
+                + "; omit --limit for a market order"
+            )
+        )
     cfg = load(config, {"store.db": db})
     path = cfg.store.db
     beat = read_heartbeat(path)
@@ -300,8 +298,7 @@ def order(
     deadline = time.monotonic() + wait
     row: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        rows = query(path, "SELECT * FROM order_requests WHERE request_id=?", (request_id,))
-        row = rows[0] if rows else {}
+        row = queries.order_request(path, request_id) or {}
         if row.get("status") not in (None, "PENDING"):
             break
         time.sleep(0.1)

@@ -56,6 +56,66 @@ def round_to_tick(paise: int, tick: int, mode: str = "nearest") -> int:
     raise ValueError(f"unknown rounding mode {mode!r}; use nearest, down or up")
 
 
+class LimitPriceError(ValueError):
+    """A limit price that is not a positive multiple of the instrument's tick; ``nearest`` are
+    the closest valid prices (paise), one or two."""
+
+    def __init__(self, message: str, nearest: tuple[int, ...]) -> None:
+        self.nearest = nearest
+        super().__init__(message)
+
+
+def nearest_ticks(paise: int | Decimal, tick: int) -> tuple[int, ...]:
+    """The valid prices (positive multiples of ``tick`` paise) closest to ``paise``: the one
+    below and the one above, or only the one above when nothing positive lies below."""
+    if tick <= 0:
+        raise ValueError(f"tick size must be positive paise, got {tick}")
+    below = int(Decimal(paise) // tick) * tick
+    above = below + tick
+    return (above,) if below <= 0 else (below, above)
+
+
+def check_limit_price(paise: int, tick: int) -> int:
+    """``paise`` when it is a valid limit price (a positive multiple of ``tick``), else raises
+    :class:`LimitPriceError` whose message names the nearest valid prices. A limit price never
+    becomes zero: zero is a market order, which only an explicit MARKET request may place."""
+    if paise > 0 and paise % tick == 0:
+        return paise
+    near = nearest_ticks(max(paise, 0), tick)
+    raise LimitPriceError(_limit_message(tick, near), near)
+
+
+def limit_price_paise(rupees: float | int | str | Decimal, tick: int) -> int:
+    """A limit price given in rupees as paise, without rounding: it must be a positive multiple
+    of the instrument's ``tick`` (paise) exactly, else :class:`LimitPriceError` names the
+    nearest valid prices (``0.001`` is not 0 paise — a market order — but an error saying
+    ₹0.05)."""
+    try:
+        if isinstance(rupees, str):
+            d = Decimal(rupees.replace(",", "").strip())
+        elif isinstance(rupees, float):
+            d = Decimal(repr(rupees)) if math.isfinite(rupees) else Decimal("NaN")
+        else:
+            d = Decimal(rupees)
+    except (InvalidOperation, ValueError):
+        d = Decimal("NaN")
+    if not d.is_finite():
+        raise LimitPriceError("a limit price must be a finite number of rupees", ())
+    exact = d * PAISE_PER_RUPEE
+    if exact > 0 and exact == exact.to_integral_value() and int(exact) % tick == 0:
+        return int(exact)
+    near = nearest_ticks(max(exact, Decimal(0)), tick)
+    raise LimitPriceError(_limit_message(tick, near), near)
+
+
+def _limit_message(tick: int, near: tuple[int, ...]) -> str:
+    shown = " or ".join(format_inr(p) for p in near)
+    return (
+        f"a limit price must be a positive multiple of the tick size {format_inr(tick)}; "
+        f"the nearest valid prices are {shown}"
+    )
+
+
 def format_inr(paise: int) -> str:
     """Format paise as rupees with Indian digit grouping: ``1234567_89`` → ``₹12,34,567.89``."""
     sign = "-" if paise < 0 else ""

@@ -85,10 +85,12 @@ class ChainLayer:
         assert self.matrix is not None
         con = connect(ctx.cfg.store.db)
         try:
-            last = con.execute("SELECT max(timestamp) FROM option_chain_snapshots").fetchone()[0]
+            from mandi.stores.history import last_chain_timestamp
+
+            last = last_chain_timestamp(con)
             if last is None:
                 return
-            snaps = load_snapshots(con, today_start_ns(int(last)))
+            snaps = load_snapshots(con, today_start_ns(last))
         finally:
             con.close()
         for s in snaps:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mandi.indicators import IndicatorEngine, SnapshotError
 from mandi.model.instruments import Option
 from mandi.model.market import Candle, IndicatorValue
+from mandi.stores.indicators import PRUNE_SQL, SNAPSHOT_SQL, VALUE_SQL, latest_snapshot
 from mandi.stores.sqlite import connect, load_candles
 
 if TYPE_CHECKING:
@@ -29,27 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VALUE_SQL = (
-    "INSERT INTO indicator_values VALUES (?,?,?,?,?,?) "
-    "ON CONFLICT (timeframe, bucket, token, name) DO UPDATE SET value=excluded.value"
-)
-SNAPSHOT_SQL = "INSERT INTO indicator_snapshots (timestamp, specs, state) VALUES (?,?,?)"
-PRUNE_SQL = (
-    "DELETE FROM indicator_snapshots WHERE specs=? AND id NOT IN (SELECT id FROM "
-    "indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT ?)"
-)
-
 
 def indicator_topic(v: IndicatorValue) -> str:
     prefix = "ind" if v.confirmed else "pub:ind"
     return f"{prefix}:{v.name}:{v.timeframe}s:{v.exchange}:{v.token}"
-
-
-def latest_snapshot(con: Any, specs: str) -> bytes | None:
-    row = con.execute(
-        "SELECT state FROM indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT 1", (specs,)
-    ).fetchone()
-    return None if row is None else bytes(row[0])
 
 
 def warm_start(

@@ -18,7 +18,8 @@ from mandi.core.calendar import session_anchor_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import Candle
 from mandi.pipeline.timeframes import bucket_start
-from mandi.stores.sqlite import first_rowid_at, last_tick_ns, load_candles
+from mandi.stores.history import delete_ticks_from, last_candle_bucket, last_ticks_between
+from mandi.stores.sqlite import last_tick_ns, load_candles
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ResumePoint:
 def find_resume_point(
     con: sqlite3.Connection, timeframes: tuple[int, ...], ticks_stored: bool
 ) -> ResumePoint | None:
-    last_candle = con.execute("SELECT max(bucket) FROM candles WHERE timeframe=1").fetchone()[0]
+    last_candle = last_candle_bucket(con, 1)
     if last_candle is None:
         return None
     resume = int(last_candle)  # re-emit the last stored second: upserts make it harmless
@@ -44,18 +45,11 @@ def find_resume_point(
     baselines: dict[int, int] = {}
     if ticks_stored:
         day_start = session_anchor_ns(resume) - 3600 * NS_PER_SECOND  # pre-open included
-        lo = first_rowid_at(con, "ticks", "ts_event", day_start)
-        hi = first_rowid_at(con, "ticks", "ts_event", resume)
-        for token, volume, _ in con.execute(
-            "SELECT token, volume, max(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? "
-            "GROUP BY token",
-            (lo, hi),
-        ):
-            baselines[int(token)] = int(volume)
+        for token, _, _, volume, *_ in last_ticks_between(con, day_start, resume):
+            baselines[token] = volume
     return ResumePoint(resume, warm, baselines)
 
 
 def discard_after(con: sqlite3.Connection, ts_ns: int) -> int:
     """Delete stored ticks at or after ``ts_ns`` (they will be emitted again)."""
-    start = first_rowid_at(con, "ticks", "ts_event", ts_ns)
-    return con.execute("DELETE FROM ticks WHERE rowid >= ?", (start,)).rowcount
+    return delete_ticks_from(con, ts_ns)

@@ -40,7 +40,7 @@ from mandi.execution.charges import ChargesModel, default_rate_table
 from mandi.execution.kernel import TradingKernel
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
-from mandi.stores.sqlite import first_rowid_at, row_candle
+from mandi.stores.sqlite import row_candle
 from mandi.stores.trading import (
     SqlitePaperBook,
     SqliteTradingStore,
@@ -201,18 +201,12 @@ class TradingLayer:
         assert self.store is not None and self.kernel is not None and self._ctx is not None
         con = self.store.con
         from mandi.core.calendar import session_anchor_ns
+        from mandi.stores.history import last_ticks_between
 
-        lo = first_rowid_at(
-            con, "ticks", "ts_event", session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
-        )
-        hi = first_rowid_at(con, "ticks", "ts_event", resume_ns)
+        day_start = session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
         master = self._ctx.master
         n = 0
-        for token, ts, price, volume, oi, bid, ask, _ in con.execute(
-            "SELECT token, ts_event, price, volume, oi, bid, ask, max(rowid) FROM ticks "
-            "WHERE rowid >= ? AND rowid < ? GROUP BY token",
-            (lo, hi),
-        ):
+        for token, ts, price, volume, oi, bid, ask in last_ticks_between(con, day_start, resume_ns):
             inst = master.get(int(token))
             if inst is not None:
                 self.kernel.market.update(
@@ -237,13 +231,12 @@ class TradingLayer:
         assert self.store is not None and self.kernel is not None
         out: list[Candle] = []
         for inst, tf in self.kernel.strategies.series():
-            rows = self.store.con.execute(
-                "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, "
-                "ticks FROM candles WHERE timeframe=? AND token=? AND bucket <= ? "
-                "ORDER BY bucket DESC LIMIT ?",
-                (tf, inst.token, resume_ns - tf * NS_PER_SECOND, limit),
-            ).fetchall()
-            out += [row_candle(r) for r in reversed(rows)]
+            from mandi.stores.history import candles_until
+
+            rows = candles_until(
+                self.store.con, inst.token, tf, resume_ns - tf * NS_PER_SECOND, limit
+            )
+            out += [row_candle(r) for r in rows]
         out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
         return out
 
@@ -302,6 +295,10 @@ class TradingLayer:
                     [],
                 )
                 continue
+            off_tick = _off_tick(kernel.master, req)
+            if off_tick:  # never rounded: a mistyped limit must not become another order
+                finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
+                continue
             try:
                 res = kernel.execution.handle_manual(
                     req["request_id"],
@@ -338,6 +335,25 @@ class TradingLayer:
                     store.clear_heartbeat()
                 finally:
                     store.close()
+
+
+def _off_tick(master: Any, req: dict[str, Any]) -> str:
+    """Why a manual request's limit price is not a valid price of its instrument ("" when it
+    is, or is a market order, or names an unknown symbol — the kernel answers that)."""
+    from mandi.core.errors import InstrumentError
+    from mandi.core.money import LimitPriceError, check_limit_price
+
+    limit = int(req["limit_price"])
+    if limit == 0:
+        return ""
+    try:
+        inst = master.by_symbol(req["symbol"], req["exchange"] or None)
+        check_limit_price(limit, inst.tick_size)
+    except InstrumentError:
+        return ""
+    except LimitPriceError as e:
+        return str(e)
+    return ""
 
 
 def _warm_numerics() -> None:

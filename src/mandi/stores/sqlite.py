@@ -401,3 +401,8 @@ def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
         (key, value),
     )
+
+
+def checkpoint(con: sqlite3.Connection) -> None:
+    """Fold the write-ahead log into the database file and truncate it (after a cleanup)."""
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -30,29 +30,33 @@ import logging
 import math
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
-from mandi.core.errors import InstrumentError, MandiError
-from mandi.core.money import to_paise
+from mandi.core.errors import InstrumentError, MandiError, StoreError
+from mandi.core.money import LimitPriceError, limit_price_paise
 from mandi.model.instruments import AnyInstrument, Equity, Future, Index, Option
+from mandi.stores import queries
 from mandi.web import serialize as ser
 
 if TYPE_CHECKING:
     from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VERSION = "1"
 VIX_SYMBOL = "INDIA VIX"
 #: the seed's per-exchange dashboard underlying (``data_update_NSE`` / ``data_update_BSE``)
 EXCHANGE_DEFAULT_UNDERLYING = {"NSE": "NIFTY", "BSE": "SENSEX"}
-DB_METHODS = frozenset({"candles", "indicators", "indicator_names", "trades"})
+DB_METHODS = frozenset(
+    {"candles", "indicators", "indicator_names", "trades", "backtests", "backtest"}
+)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _KINDS = {"index": Index, "equity": Equity, "future": Future, "option": Option}
 
@@ -76,8 +80,10 @@ class ApiError(MandiError):
 
 
 def bad(field: str, value: Any, reason: str) -> ApiError:
-    shown = value if isinstance(value, int | float | bool) or value is None else str(value)[:80]
-    return ApiError(422, "invalid_parameter", f"{field} = {shown!r}: {reason}", field)
+    """A 422 naming ``field`` and what is expected. ``value`` is never shown: an error body
+    (and whatever logs it) carries no user input back."""
+    del value
+    return ApiError(422, "invalid_parameter", f"{field}: {reason}", field)
 
 
 def not_found(what: str, field: str | None = None) -> ApiError:
@@ -206,7 +212,7 @@ class MandiAPI:
         self.node = node
         self.hub = hub
         self.started = time.monotonic()
-        self._local = threading.local()
+        self._reads: queries.ReadOnlyConnections | None = None
         self._signals: deque[Any] = deque(maxlen=500)
         self._denials: deque[Any] = deque(maxlen=200)
         self._orders: OrderedDict[str, Any] = OrderedDict()
@@ -302,28 +308,21 @@ class MandiAPI:
         return getattr(self.node, "history", None)
 
     def _db(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            path = self.node.cfg.store.db
-            try:
-                con = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False
-                )
-                con.execute("PRAGMA busy_timeout=10000")
-            except sqlite3.Error as e:
-                raise ApiError(503, "store_unavailable", f"cannot read the database: {e}") from None
-            self._local.con = con
-        return con
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """This thread's read-only connection to the node's SQLite file."""
+        if self._reads is None:
+            self._reads = queries.ReadOnlyConnections(self.node.cfg.store.db)
         try:
-            cur = self._db().execute(sql, args)
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return []
-            raise ApiError(503, "store_unavailable", f"database read failed: {e}") from None
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return self._reads.get()
+        except StoreError as e:
+            raise ApiError(503, "store_unavailable", str(e)) from None
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)``: one of the :mod:`mandi.stores.queries` reads, a failure
+        answered as 503 ``store_unavailable``."""
+        try:
+            return fn(self._db(), *args)
+        except StoreError as e:
+            raise ApiError(503, "store_unavailable", str(e)) from None
 
     def now_ns(self) -> int:
         """Exchange time (the feed's), or the node clock before the first tick."""
@@ -354,13 +353,16 @@ class MandiAPI:
         if token is not None:
             inst = master.get(token)
             if inst is None:
-                raise not_found(f"no instrument with token {token}", f"{field}.token")
+                raise not_found("no instrument with this token", f"{field}.token")
             return inst
         if symbol:
             try:
                 return master.by_symbol(symbol, exchange or None)
-            except InstrumentError as e:
-                raise not_found(str(e), f"{field}.symbol") from None
+            except InstrumentError:
+                raise not_found(
+                    "no instrument with this symbol" + (" on this exchange" if exchange else ""),
+                    f"{field}.symbol",
+                ) from None
         raise bad(f"{field}.token", None, "give a token or a symbol")
 
     def instruments(
@@ -427,7 +429,7 @@ class MandiAPI:
             if u["symbol"] == name.upper():
                 return u
         names = ", ".join(u["symbol"] for u in self.underlyings()) or "none yet"
-        raise not_found(f"no option chains for {name!r} (known: {names})", field)
+        raise not_found(f"no option chains for this underlying (known: {names})", field)
 
     # --- candles and indicators (SQLite; may run in a worker thread) --------------------------
     def candles(
@@ -438,16 +440,11 @@ class MandiAPI:
         if timeframe not in tfs:
             raise bad("query.timeframe", timeframe, f"use one of {list(tfs)} (seconds)")
         end = _time_ns("query.before", before) if before else 1 << 62
-        rows = self._query(
-            "SELECT token, exchange, timeframe, bucket, open, high, low, close, volume, oi, ticks "
-            "FROM candles WHERE token=? AND timeframe=? AND bucket<? ORDER BY bucket DESC "
-            "LIMIT ?",
-            (token, timeframe, end, limit),
-        )
+        rows = self._read(queries.candles, token, timeframe, limit, end)
         from mandi.model.market import Candle
 
         if rows:
-            cs = [ser.candle(Candle(**r)) for r in reversed(rows)]
+            cs = [ser.candle(Candle(**r)) for r in rows]
         else:
             cs = [
                 ser.candle(c)
@@ -465,13 +462,7 @@ class MandiAPI:
             raise ApiError(503, "store_unavailable", f"history read failed: {e}") from None
 
     def indicator_names(self, token: int, timeframe: int) -> list[str]:
-        names = [
-            r["name"]
-            for r in self._query(
-                "SELECT DISTINCT name FROM indicator_values WHERE token=? AND timeframe=?",
-                (token, timeframe),
-            )
-        ]
+        names = self._read(queries.indicator_names, token, timeframe)
         if names or self._remote_history() is None:
             return names
         return list(
@@ -498,12 +489,9 @@ class MandiAPI:
         series: dict[str, list[dict[str, Any]]] = {}
         for name in names or available:
             scale = ser.indicator_scale(name)  # paise → rupees for price-like indicators
-            rows = self._query(
-                "SELECT bucket, value FROM indicator_values WHERE token=? AND timeframe=? AND "
-                "name=? AND bucket<? ORDER BY bucket DESC LIMIT ?",
-                (token, timeframe, name, end, limit),
-            )
-            points = [(r["bucket"], r["value"]) for r in reversed(rows)] or self._from_history(
+            points = self._read(
+                queries.indicator_points, token, timeframe, name, limit, end
+            ) or self._from_history(
                 "indicator_values", token, inst.exchange, timeframe, name, end, limit
             )
             series[name] = [
@@ -629,13 +617,9 @@ class MandiAPI:
             return hit  # found (neither the previous close nor today's open changes), or
             # nothing yet: asked again after 10 s of exchange time
         start = ist_ns(day)
-        rows = self._query(
-            "SELECT close FROM candles WHERE token=? AND timeframe=60 AND bucket<? "
-            "ORDER BY bucket DESC LIMIT 1",
-            (token, start),
-        )
-        if rows:
-            res: tuple[int | None, str] = (int(rows[0]["close"]), "previous_close")
+        close = self._read(queries.last_close_before, token, 60, start)
+        if close is not None:
+            res: tuple[int | None, str] = (close, "previous_close")
         else:
             inst = self.node.master.get(token)
             res = (None, "")
@@ -649,25 +633,16 @@ class MandiAPI:
                 if p:
                     res = (p, "previous_close")
             if res[0] is None:
-                rows = self._query(
-                    "SELECT open FROM candles WHERE token=? AND timeframe=1 AND "
-                    "bucket>=? ORDER BY bucket LIMIT 1",
-                    (token, start),
-                )
-                if rows:
-                    res = (int(rows[0]["open"]), "open")
+                first = self._read(queries.first_open_since, token, 1, start)
+                if first is not None:
+                    res = (first, "open")
         self._prev_close[(token, day)] = res
         self._prev_retry[token] = now + 10 * NS_PER_SECOND
         return res
 
     # --- signals, orders, positions, P&L ------------------------------------------------------
     def signals(self, limit: int = 50, strategy: str | None = None) -> list[dict[str, Any]]:
-        rows = self._query(
-            "SELECT * FROM trading_signals"
-            + (" WHERE strategy=?" if strategy else "")
-            + " ORDER BY timestamp DESC LIMIT ?",
-            ((strategy, limit) if strategy else (limit,)),
-        )
+        rows = self._read(queries.signals, limit, strategy)
         if rows:
             out = []
             for r in rows:
@@ -707,14 +682,7 @@ class MandiAPI:
         # the trading store commits every change before its event; the kernel's open orders are
         # the newest view of those still working; the bus cache serves a node without a store
         live = {o.client_order_id: o for o in (t.open_orders() if t is not None else [])}
-        where, args = "", []
-        if status == "OPEN":
-            where = " WHERE status NOT IN ('FILLED','CANCELLED','REJECTED')"
-        elif status:
-            where, args = " WHERE status=?", [status]
-        rows = self._query(
-            f"SELECT * FROM orders{where} ORDER BY timestamp DESC LIMIT ?", (*args, limit)
-        )
+        rows = self._read(queries.orders, status, limit)
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
             r["fill_ids"] = _json(r.get("fill_ids")) or []
@@ -746,17 +714,13 @@ class MandiAPI:
             for p in live
             if status == "all" or (status == "open") == (p.status == "OPEN")
         ]
-        where = " WHERE status='CLOSED'" if status != "open" else None
-        if t is None and self.trading_service:  # the trading service's store is the truth
-            where = {"open": " WHERE status='OPEN'", "closed": " WHERE status='CLOSED'"}.get(
-                status, ""
-            )
-        if where is not None:
-            rows = self._query(
-                f"SELECT * FROM positions{where} ORDER BY entry_timestamp DESC LIMIT ?",
-                (limit,),
-            )
-            for r in rows:
+        # the kernel's book holds every open position; the store adds the closed ones (and on
+        # the gateway, whose trading runs elsewhere, the store is the only truth)
+        stored = "closed" if status != "open" else None
+        if t is None and self.trading_service:
+            stored = status
+        if stored is not None:
+            for r in self._read(queries.positions, stored, limit):
                 if r["position_id"] not in by_id:
                     r["metadata"] = _json(r.get("metadata"))
                     out.append(ser.position(r))
@@ -783,12 +747,7 @@ class MandiAPI:
         return d
 
     def daily_performance(self, days: int = 30) -> list[dict[str, Any]]:
-        rows = {
-            r["date"]: ser.record(r)
-            for r in self._query(
-                "SELECT * FROM daily_performance ORDER BY date DESC LIMIT ?", (days,)
-            )
-        }
+        rows = {r["date"]: ser.record(r) for r in self._read(queries.daily_performance, days)}
         t = self.trading
         today = t.today() if t is not None else None
         if today is not None:
@@ -799,10 +758,7 @@ class MandiAPI:
         return sorted(rows.values(), key=lambda r: r["date"], reverse=True)[:days]
 
     def trades(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [
-            ser.record(r)
-            for r in self._query("SELECT * FROM trades ORDER BY exit_time DESC LIMIT ?", (limit,))
-        ]
+        return [ser.record(r) for r in self._read(queries.trades, limit)]
 
     def risk(self) -> dict[str, Any]:
         t = self.trading
@@ -813,6 +769,32 @@ class MandiAPI:
         d["mode"] = t.mode
         d["recent_denials"] = [ser.record(x) for x in list(self._denials)[-20:]][::-1]
         return d
+
+    # --- backtests (SQLite; may run in a worker thread) ---------------------------------------
+    def backtests(self, limit: int = 50, strategy: str | None = None) -> dict[str, Any]:
+        """Stored backtest runs (``mandi backtest --save``), newest first."""
+        return {
+            "runs": [_backtest_run(r) for r in self._read(queries.backtest_runs, limit, strategy)]
+        }
+
+    def backtest(self, run_id: str) -> dict[str, Any]:
+        """One stored backtest run: its stats, equity curve and trades."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", run_id):
+            raise bad("path.run_id", run_id, "not a backtest run id")
+        row = self._read(queries.backtest_run, run_id)
+        if row is None:
+            raise not_found("no backtest run with this id", "path.run_id")
+        out = _backtest_run(row)
+        out["stats"] = _json(row.get("stats")) or {}
+        out["equity"] = [
+            {"time": ser.iso(t), "t": ser.epoch_s(t), "value": ser.rupees(v)}
+            for t, v in (_json(row.get("equity")) or [])
+        ]
+        out["trade_list"] = [
+            {k: v for k, v in ser.record(r).items() if k != "run_id"}
+            for r in self._read(queries.backtest_trades, run_id)
+        ]
+        return out
 
     # --- commands -----------------------------------------------------------------------------
     def place_order(
@@ -826,10 +808,16 @@ class MandiAPI:
         lots: int | None = None,
         price: float | None = None,
         request_id: str | None = None,
+        order_type: str | None = None,
     ) -> dict[str, Any]:
         """A paper/live order through the risk manager. Returns ``status`` ACCEPTED (with the
         client order ids) or LOGGED (logging-only mode); a denial raises :class:`ApiError` 409
-        ``risk_denied`` with the rule and the reason."""
+        ``risk_denied`` with the rule and the reason.
+
+        A MARKET order is placed only when the request says so: ``order_type`` MARKET, or no
+        ``price`` at all. A price is a limit price in rupees that must be a positive multiple of
+        the instrument's tick exactly (422 naming the nearest valid prices otherwise): it is never
+        rounded, so a mistyped ``0.001`` cannot become a market order."""
         t = self._need_trading()
         s = (side or "").upper()
         if s not in ("BUY", "SELL"):
@@ -846,11 +834,20 @@ class MandiAPI:
         assert quantity is not None
         if quantity <= 0:
             raise bad("body.quantity", quantity, "must be a positive number of shares")
+        kind = (order_type or ("MARKET" if price is None else "LIMIT")).upper()
+        if kind not in ("MARKET", "LIMIT"):
+            raise bad("body.order_type", order_type, "use MARKET or LIMIT")
         limit_paise = 0
-        if price is not None and price != 0:
-            if not math.isfinite(price) or price < 0:
-                raise bad("body.price", price, "a limit price in rupees, > 0 (omit for market)")
-            limit_paise = to_paise(price)
+        if kind == "MARKET":
+            if price:
+                raise bad("body.price", price, "a MARKET order takes no price (omit it)")
+        elif price is None:
+            raise bad("body.price", None, "a LIMIT order needs a price in rupees")
+        else:
+            try:
+                limit_paise = limit_price_paise(price, inst.tick_size)
+            except LimitPriceError as e:
+                raise bad("body.price", price, str(e)) from None
         if request_id is None:
             request_id = uuid.uuid4().hex
         elif not _REQUEST_ID.match(request_id):
@@ -897,23 +894,20 @@ class MandiAPI:
             raise bad("path.order_id", client_order_id, "not an order id")
         r = t.cancel(client_order_id, reason[:200])
         if r is None:
-            rows = self._query(
-                "SELECT status FROM orders WHERE order_id=? OR parent_id=?",
-                (client_order_id, client_order_id),
-            )
-            if rows:
+            found = self._read(queries.order_statuses, client_order_id)
+            if found:
                 raise ApiError(
                     409,
                     "order_not_open",
-                    f"order {client_order_id} is {rows[0]['status']}; nothing to cancel",
+                    f"the order is {found[0]}; nothing to cancel",
                     "path.order_id",
                 )
-            raise not_found(f"no order {client_order_id}", "path.order_id")
+            raise not_found("no order with this id", "path.order_id")
         if not r:
             raise ApiError(
                 409,
                 "cancel_refused",
-                f"order {client_order_id} cannot be cancelled "
+                "the order cannot be cancelled "
                 "now (unknown outcome being reconciled, or the broker refused)",
                 "path.order_id",
             )
@@ -1061,6 +1055,18 @@ class MandiAPI:
         if w:
             m.add("mandi_ws_clients", "gauge", "Connected WebSocket clients.", w["clients"])
             m.add(
+                "mandi_ws_unauthenticated",
+                "gauge",
+                "WebSockets still authenticating (no client slot).",
+                w.get("unauthenticated"),
+            )
+            m.add(
+                "mandi_ws_unauthenticated_refused_total",
+                "counter",
+                "WebSockets refused: too many unauthenticated from one address or in all.",
+                w.get("unauthenticated_refused"),
+            )
+            m.add(
                 "mandi_ws_messages_total", "counter", "WebSocket messages sent.", w["messages_sent"]
             )
             m.add("mandi_ws_frames_total", "counter", "WebSocket frames sent.", w["frames_sent"])
@@ -1204,6 +1210,26 @@ def _json(text: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _backtest_run(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": r["run_id"],
+        "created_at": ser.iso(r["created_at"]),
+        "strategy": r["strategy"],
+        "symbols": [x for x in str(r["symbols"]).split(",") if x],
+        "timeframe": r["timeframe"],
+        "engine": r["engine"],
+        "params": _json(r["params"]) or {},
+        "data_start": ser.iso(r["data_start"]),
+        "data_end": ser.iso(r["data_end"]),
+        "initial_value": ser.rupees(r["initial_value"]),
+        "final_value": ser.rupees(r["final_value"]),
+        "total_return": ser.num(r["total_return"]),
+        "sharpe": ser.num(r["sharpe"]),
+        "max_drawdown": ser.num(r["max_drawdown"]),
+        "trades": r["trades"],
+    }
 
 
 def _order_row(r: dict[str, Any]) -> dict[str, Any]:

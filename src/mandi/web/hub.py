@@ -60,6 +60,7 @@ import itertools
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,10 @@ class Hub:
         self.ticks_per_s: float | None = None
         self._last_metrics: str | None = None
         self._stopping = False
+        # sockets still authenticating: no client slot, counted per address (see mandi.web.ws)
+        self.pending: Counter[str] = Counter()
+        self.pending_refused = 0
+        self.auth_timeouts = 0
 
     # --- channels ---------------------------------------------------------------------------------
     def parse(self, channel: str) -> tuple[str, dict[str, Any]]:
@@ -439,6 +444,23 @@ class Hub:
         return key, d
 
     # --- per client -------------------------------------------------------------------------------
+    def admit_pending(self, addr: str) -> bool:
+        """Room for one more unauthenticated socket from ``addr`` (``web.ws_unauth_per_address``,
+        ``web.ws_unauth_max`` in total)? Counts it when there is; release it when it is done."""
+        if (
+            self.pending[addr] >= self.cfg.ws_unauth_per_address
+            or self.pending.total() >= self.cfg.ws_unauth_max
+        ):
+            self.pending_refused += 1
+            return False
+        self.pending[addr] += 1
+        return True
+
+    def release_pending(self, addr: str) -> None:
+        self.pending[addr] -= 1
+        if self.pending[addr] <= 0:
+            del self.pending[addr]
+
     def add(self, c: Client) -> bool:
         if len(self.clients) >= self.cfg.max_clients:
             return False
@@ -592,6 +614,9 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         return {
             "clients": len(self.clients),
+            "unauthenticated": self.pending.total(),
+            "unauthenticated_refused": self.pending_refused,
+            "auth_timeouts": self.auth_timeouts,
             "messages_sent": self.messages_sent,
             "frames_sent": self.frames_sent,
             "skipped": self.skipped,

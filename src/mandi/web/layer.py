@@ -55,14 +55,7 @@ class WebLayer:
         w = self.cfg.web
         tokens = TokenStore(w.tokens_file)
         check_bind(self.host, tokens)
-        self.security = Security(
-            tokens,
-            w.session_ttl_s,
-            w.login_per_minute,
-            w.orders_per_minute,
-            w.ws_origins,
-            w.cors_origins,
-        )
+        self.security = Security.from_config(tokens, w)
         self.api = MandiAPI(ctx)
         self.hub = Hub(self.api, w)
         self.api.hub = self.hub

@@ -11,9 +11,12 @@
   ``HttpOnly; SameSite=Strict`` cookie holding a random session id (also stored hashed); state
   changing requests made with the cookie must also carry the session's CSRF token in the
   ``X-CSRF-Token`` header. API clients send ``Authorization: Bearer <token>`` instead.
-* **Rate limits** (sliding windows) on the login route per client address and on order routes
-  per token; **CORS** is closed unless ``web.cors_origins`` lists origins; the WebSocket accepts a
-  browser ``Origin`` only when it is the page's own origin or listed in ``web.ws_origins``.
+* **Rate limits** (sliding windows) on the login route per client address, on order routes per
+  token (``web.orders_per_minute``) and on the other state changes, halt and resume, per token
+  (``web.commands_per_minute``); request bodies are capped (``web.max_body_bytes``, 413 beyond);
+  **CORS** is closed unless ``web.cors_origins`` lists exact origins (never ``*``); the WebSocket
+  accepts a browser ``Origin`` only when it is the page's own origin or listed in
+  ``web.ws_origins``.
 * **Binding**: a non-loopback address is refused unless at least one token exists.
 * Secrets never appear in logs, errors or API responses (tokens are shown by their id only).
 """
@@ -297,14 +300,34 @@ class Security:
         orders_per_minute: int = 60,
         ws_origins: tuple[str, ...] = (),
         cors_origins: tuple[str, ...] = (),
+        commands_per_minute: int = 10,
+        max_body_bytes: int = 65_536,
     ) -> None:
+        if any("*" in o for o in cors_origins):  # the config refuses it too
+            raise ConfigError("web.cors_origins", "*", "a wildcard origin is never allowed")
         self.tokens = tokens
         self.sessions = SessionStore(session_ttl_s)
         self.login_limit = RateLimiter(login_per_minute)
         self.order_limit = RateLimiter(orders_per_minute)
+        self.command_limit = RateLimiter(commands_per_minute)
+        self.max_body_bytes = max_body_bytes
         self.ws_origins = tuple(o.rstrip("/").lower() for o in ws_origins)
         self.cors_origins = tuple(o.rstrip("/") for o in cors_origins)
         self.failures = 0
+
+    @classmethod
+    def from_config(cls, tokens: TokenStore, w: Any) -> Security:
+        """The security state of a gateway from its ``[web]`` section."""
+        return cls(
+            tokens,
+            w.session_ttl_s,
+            w.login_per_minute,
+            w.orders_per_minute,
+            w.ws_origins,
+            w.cors_origins,
+            w.commands_per_minute,
+            w.max_body_bytes,
+        )
 
     def authenticate(self, authorization: str | None, cookie: str | None) -> Principal:
         """The caller from an ``Authorization: Bearer`` header or the session cookie; raises

@@ -37,3 +37,27 @@ def test_format_inr_indian_grouping():
     assert format_inr(123456789) == "₹12,34,567.89"
     assert format_inr(-500) == "-₹5.00"
     assert format_inr(99900) == "₹999.00"
+
+
+def test_limit_prices_are_never_rounded_and_name_the_nearest_valid_prices():
+    from mandi.core.money import LimitPriceError, check_limit_price, limit_price_paise
+
+    assert limit_price_paise(100.05, 5) == 10005 and limit_price_paise("24,200", 5) == 2420000
+    for price, nearest in (
+        (0.001, (5,)),  # would round to 0 paise: a market order
+        (100.03, (10000, 10005)),
+        (0, (5,)),
+        (-2, (5,)),
+        (0.0499, (5,)),
+    ):
+        with pytest.raises(LimitPriceError) as e:
+            limit_price_paise(price, 5)
+        assert e.value.nearest == nearest, price
+        assert "nearest valid prices" in str(e.value)
+    with pytest.raises(LimitPriceError):
+        limit_price_paise(float("nan"), 5)
+    assert check_limit_price(10005, 5) == 10005
+    with pytest.raises(LimitPriceError, match=r"₹10\.00 or ₹10\.05"):
+        check_limit_price(1003, 5)
+    with pytest.raises(LimitPriceError):
+        check_limit_price(0, 5)

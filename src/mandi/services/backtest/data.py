@@ -274,13 +274,12 @@ def load_store_candles(
                 if hit:
                     tokens.append(hit[0].token)
                 else:
-                    row = con.execute(
-                        "SELECT DISTINCT token FROM candles WHERE timeframe=? LIMIT 1000",
-                        (timeframe,),
-                    ).fetchall()
+                    from mandi.stores.history import candle_tokens
+
+                    known = candle_tokens(con, timeframe, 20)
                     raise BacktestError(
                         f"{path}: no instrument {sym!r} (tokens with {timeframe} s candles: "
-                        f"{', '.join(str(r[0]) for r in row[:20])})"
+                        f"{', '.join(str(t) for t in known)})"
                     )
         rows = load_candles(con, timeframe, start_ns, end_ns, tokens)
     finally:
@@ -304,7 +303,9 @@ def load_store_candles(
 def store_timeframes(path: str | os.PathLike[str]) -> list[int]:
     con = open_store(path)
     try:
-        return [int(r[0]) for r in con.execute("SELECT DISTINCT timeframe FROM candles ORDER BY 1")]
+        from mandi.stores.history import candle_timeframes
+
+        return candle_timeframes(con)
     finally:
         con.close()
 

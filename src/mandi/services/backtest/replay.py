@@ -69,13 +69,9 @@ def _ticks(
     stats: dict[str, int],
 ) -> Iterator[Tick]:
     ex = {i.token: i.exchange for i in master}
-    cur = con.execute(
-        "SELECT ts_event, token, price, volume, oi, bid, ask FROM ticks ORDER BY rowid"
-    )
-    while True:
-        rows = cur.fetchmany(50_000)
-        if not rows:
-            return
+    from mandi.stores.history import recorded_ticks
+
+    for rows in recorded_ticks(con):
         for ts, token, price, volume, oi, bid, ask in rows:
             t = Tick(token, ex.get(token, "NSE"), ts, ts, price, volume, 0, oi, bid, ask)
             if depth is not None:
@@ -158,20 +154,10 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
             cfg.pipeline.timeframes,
             chains_interval_s=cfg.chains.interval_s if cfg.chains.enabled else None,
         )
-        rec_sig = [
-            (r[0], r[1], r[2], int(r[3]), r[4])
-            for r in con.execute(
-                "SELECT signal_id, strategy, action, timestamp, status FROM trading_signals "
-                "ORDER BY timestamp, signal_id"
-            )
-        ]
-        rec_fill = [
-            (r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]))
-            for r in con.execute(
-                "SELECT fill_id, order_id, timestamp, quantity, price, charges FROM fills "
-                "ORDER BY timestamp, fill_id"
-            )
-        ]
+        from mandi.stores.history import recorded_fills, recorded_signals
+
+        rec_sig = recorded_signals(con)
+        rec_fill = recorded_fills(con)
     finally:
         con.close()
     st = raw.store

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -222,9 +221,8 @@ def run_id(result: BacktestResult) -> str:
 def save_to_store(result: BacktestResult, db: str | os.PathLike[str]) -> str:
     """Append the run to ``backtest_runs`` / ``backtest_trades`` (creating or migrating the
     database); returns its id."""
-    from mandi.stores.sqlite import connect
+    from mandi.stores.backtests import save_run
 
-    con: sqlite3.Connection = connect(str(db))
     rid = run_id(result)
     s = result.stats
     k = _thin(len(result.times), 2_000)
@@ -234,57 +232,42 @@ def save_to_store(result: BacktestResult, db: str | os.PathLike[str]) -> str:
             for a, b in zip(result.times[k].tolist(), result.equity[k].tolist(), strict=True)
         ]
     )
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            con.execute("DELETE FROM backtest_trades WHERE run_id=?", (rid,))
-            con.execute(
-                "INSERT OR REPLACE INTO backtest_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rid,
-                    time.time_ns(),
-                    str(s.get("strategy", "")),
-                    ",".join(s.get("symbols", [])),
-                    int(s.get("timeframe", 0)),
-                    str(s.get("engine", "")),
-                    json.dumps(s.get("params", {}), sort_keys=True),
-                    int(result.times[0]) if len(result.times) else None,
-                    int(result.times[-1]) if len(result.times) else None,
-                    round(s["initial_value"] * 100),
-                    round(s["final_value"] * 100),
-                    s.get("total_return"),
-                    s.get("sharpe"),
-                    s.get("max_drawdown"),
-                    int(s["trades"]),
-                    json.dumps(s, sort_keys=True, default=str),
-                    equity,
-                ),
-            )
-            con.executemany(
-                "INSERT INTO backtest_trades VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        rid,
-                        n,
-                        t.symbol,
-                        t.strategy,
-                        t.side,
-                        t.quantity,
-                        t.entry_time,
-                        t.exit_time,
-                        t.entry_price,
-                        t.exit_price,
-                        t.charges,
-                        t.pnl,
-                        t.exit_reason,
-                    )
-                    for n, t in enumerate(result.trades)
-                ],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.close()
+    run = (
+        rid,
+        time.time_ns(),
+        str(s.get("strategy", "")),
+        ",".join(s.get("symbols", [])),
+        int(s.get("timeframe", 0)),
+        str(s.get("engine", "")),
+        json.dumps(s.get("params", {}), sort_keys=True),
+        int(result.times[0]) if len(result.times) else None,
+        int(result.times[-1]) if len(result.times) else None,
+        round(s["initial_value"] * 100),
+        round(s["final_value"] * 100),
+        s.get("total_return"),
+        s.get("sharpe"),
+        s.get("max_drawdown"),
+        int(s["trades"]),
+        json.dumps(s, sort_keys=True, default=str),
+        equity,
+    )
+    trades = [
+        (
+            rid,
+            n,
+            t.symbol,
+            t.strategy,
+            t.side,
+            t.quantity,
+            t.entry_time,
+            t.exit_time,
+            t.entry_price,
+            t.exit_price,
+            t.charges,
+            t.pnl,
+            t.exit_reason,
+        )
+        for n, t in enumerate(result.trades)
+    ]
+    save_run(db, run, trades)
     return rid

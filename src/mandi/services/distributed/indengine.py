@@ -73,13 +73,8 @@ from mandi.services.distributed.health import (
     link_samples,
     publisher_samples,
 )
-from mandi.services.indicators import (
-    PRUNE_SQL,
-    SNAPSHOT_SQL,
-    VALUE_SQL,
-    indicator_topic,
-    latest_snapshot,
-)
+from mandi.services.indicators import indicator_topic
+from mandi.stores.indicators import latest_snapshot, try_write_values_now, write_values
 
 log = logging.getLogger(__name__)
 
@@ -283,19 +278,16 @@ class IndEngineService:
             return
         delay = 0.05
         while True:
-            try:
-                self.con.execute("BEGIN")
-                if batch.rows:
-                    self.con.executemany(VALUE_SQL, batch.rows)
-                if snapshot is not None:  # the fallback: kept as the single process keeps it
-                    self.con.execute(SNAPSHOT_SQL, (time.time_ns(), self.specs_key, snapshot))
-                    keep = self.cfg.indicators.snapshots_kept
-                    self.con.execute(PRUNE_SQL, (self.specs_key, self.specs_key, keep))
-                self.con.execute("COMMIT")
+            try:  # a snapshot here is the fallback: kept as the single process keeps it
+                write_values(
+                    self.con,
+                    batch.rows,
+                    snapshot,
+                    self.specs_key,
+                    self.cfg.indicators.snapshots_kept,
+                )
                 return
             except sqlite3.Error as e:
-                if self.con.in_transaction:
-                    self.con.execute("ROLLBACK")
                 self.stats["sqlite_errors"] += 1
                 log.error(
                     "%s: SQLite commit failed (%s); retrying in %.2f s", self.service, e, delay
@@ -311,20 +303,8 @@ class IndEngineService:
         if con is None or len(batch.rows) > INLINE_ROWS:
             return False
         try:
-            con.execute("PRAGMA busy_timeout=0")
-            try:
-                con.execute("BEGIN IMMEDIATE")  # the write lock now, or SQLITE_BUSY at once
-            finally:
-                con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.OperationalError:
-            return False
-        try:
-            con.executemany(VALUE_SQL, batch.rows)
-            con.execute("COMMIT")
-            return True
+            return bool(try_write_values_now(con, batch.rows, BUSY_TIMEOUT_MS))
         except sqlite3.Error as e:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
             self.stats["sqlite_errors"] += 1
             log.warning("%s: SQLite commit on the loop failed (%s); retrying", self.service, e)
             return False
@@ -457,20 +437,24 @@ class IndEngineService:
         rc = self.cfg.redis
         ids = await self.load_snapshot()
         self.last_ids = dict(ids)
-        # 1. claim what earlier incarnations (or dead consumers) left pending; poison entries
-        #    (delivered too often, e.g. one that crashes the process) go to the dead letters
-        claimed = await self.reader.claim(0)
-        keep: list[Entry] = []
+        # 1. take over what earlier incarnations (or dead consumers) left pending, without
+        #    counting that as a delivery; an entry already tried ``dead_letter_after`` times
+        #    (e.g. one that crashes the process) goes to the dead letters
+        pending = await self.reader.take_over()
+        poison = {
+            k: [i for i, n in got.items() if n >= rc.dead_letter_after]
+            for k, got in pending.items()
+        }
         batch = _Batch()
-        for e, deliveries in claimed:
-            if deliveries >= rc.dead_letter_after:
-                self._dead(
-                    batch, e, f"delivered {deliveries} times without acknowledgement", deliveries
-                )
-            else:
-                keep.append(e)
+        for e in await self.reader.claim_ids(poison):
+            n = pending[e.key][e.id]
+            self._dead(batch, e, f"delivered {n} times without acknowledgement", n)
+        for k, bad in poison.items():
+            for i in bad:
+                del pending[k][i]
         await self.commit(batch)
-        # 2. replay every stream after the snapshot's position
+        # 2. replay every stream after the snapshot's position; a pending entry met here is
+        #    claimed first (one more delivery: a real attempt) and acknowledged with its results
         position = {k: self._replay_start(k, ids) for k in self.reader.keys}
         replayed = 0
         ends: dict[str, bytes] = {}
@@ -479,6 +463,11 @@ class IndEngineService:
         while todo:
             now, todo = todo[:per_round], todo[per_round:]
             got = await xrange(self.link, now, chunk)
+            met = {
+                k: [e.id for e in entries if e.id in pending.get(k, ())]
+                for k, entries in got.items()
+            }
+            await self.reader.claim_ids(met)
             batch = _Batch()
             for key, entries in got.items():
                 self.process(entries, batch)
@@ -487,10 +476,13 @@ class IndEngineService:
                     ends[key] = entries[-1].id
                 if len(entries) == chunk:
                     todo.append((key, "(" + entries[-1].id.decode()))
-            batch.acks.clear()  # replayed entries are acknowledged below (or were already)
+            batch.acks = {k: v for k, v in met.items() if v}  # the rest were acknowledged
             # snapshots during a long replay too: a crash loop still makes progress
             due = time.monotonic() - self._last_snapshot >= rc.snapshot_interval_s
             await self.commit(batch, snapshot=due)
+            for k, done in met.items():
+                for i in done:
+                    del pending[k][i]
             if self.stop.is_set():
                 return  # stopping: the rest is replayed at the next start
         # what the replay committed need not be delivered again: move the group's cursor to
@@ -498,7 +490,9 @@ class IndEngineService:
         if ends:
             setid = [pack("XGROUP", "SETID", k, GROUP, i) for k, i in ends.items()]
             await self.link.request(b"".join(setid), len(setid))
-        # 3. the claimed entries are processed now (stale: no output) and acknowledged
+        # 3. the pending entries the replay did not meet (older than the snapshot: stale, no
+        #    output) are claimed, processed and acknowledged
+        keep = await self.reader.claim_ids({k: list(v) for k, v in pending.items()})
         batch = _Batch()
         self.process(keep, batch, track=False)
         await self.commit(batch, snapshot=True)

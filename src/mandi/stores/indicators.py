@@ -1,0 +1,72 @@
+"""SQLite statements and reads of indicator values and engine snapshots (the single-process
+indicator layer and the distributed indengine share them)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+VALUE_SQL = (
+    "INSERT INTO indicator_values VALUES (?,?,?,?,?,?) "
+    "ON CONFLICT (timeframe, bucket, token, name) DO UPDATE SET value=excluded.value"
+)
+SNAPSHOT_SQL = "INSERT INTO indicator_snapshots (timestamp, specs, state) VALUES (?,?,?)"
+PRUNE_SQL = (
+    "DELETE FROM indicator_snapshots WHERE specs=? AND id NOT IN (SELECT id FROM "
+    "indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT ?)"
+)
+
+
+def latest_snapshot(con: Any, specs: str) -> bytes | None:
+    """The newest engine snapshot stored for these indicator specs, or None."""
+    row = con.execute(
+        "SELECT state FROM indicator_snapshots WHERE specs=? ORDER BY id DESC LIMIT 1", (specs,)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def write_values(
+    con: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    snapshot: bytes | None = None,
+    specs: str = "",
+    keep: int = 0,
+) -> None:
+    """Upsert indicator value rows (and store an engine snapshot, keeping the newest ``keep``)
+    in one transaction; rolled back on failure (the error propagates)."""
+    con.execute("BEGIN")
+    try:
+        if rows:
+            con.executemany(VALUE_SQL, rows)
+        if snapshot is not None:
+            con.execute(SNAPSHOT_SQL, (time.time_ns(), specs, snapshot))
+            con.execute(PRUNE_SQL, (specs, specs, keep))
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+
+
+def try_write_values_now(
+    con: sqlite3.Connection, rows: list[tuple[Any, ...]], busy_timeout_ms: int
+) -> bool | None:
+    """Upsert ``rows`` only if the write lock is free right now: None when it is not (nothing
+    written), True when written; a failure after the lock was taken is rolled back and raised."""
+    try:
+        con.execute("PRAGMA busy_timeout=0")
+        try:
+            con.execute("BEGIN IMMEDIATE")  # the write lock now, or SQLITE_BUSY at once
+        finally:
+            con.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    except sqlite3.OperationalError:
+        return None
+    try:
+        con.executemany(VALUE_SQL, rows)
+        con.execute("COMMIT")
+        return True
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
