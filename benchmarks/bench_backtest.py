@@ -5,9 +5,9 @@ Data: a deterministic synthetic minute series (seeded random walk with NIFTY-lik
 per-minute volatility, 375 one-minute bars per NSE session from 2016 on) of 1,000,000 bars —
 synthetic, not resampled real data; the real NIFTY 3-minute year is timed as well.
 
-* Event-driven: ``mandi.backtest.run(..., engine="event")`` — strategies, signal manager, risk
-  engine, order manager, paper broker over the shared fill simulator, positions, charges — on all
-  1,000,000 bars, and on the first year (93,750 bars).
+* Event-driven: ``mandi.services.backtest.run(..., engine="event")`` — strategies, signal manager,
+  risk engine, order manager, paper broker over the shared fill simulator, positions, charges — on
+  all 1,000,000 bars, and on the first year (93,750 bars).
 * backtrader 1.9 (``runonce`` default, ``PandasData``): an SMA crossover doing the same trades
   (long only, fixed size, market orders at the next open) on the first ``MANDI_BENCH_BT_BARS``
   bars (default 100,000: backtrader is too slow for a million bars in a benchmark run; its speed
@@ -83,7 +83,8 @@ def to_frame(s, n: int):  # type: ignore[no-untyped-def]
 
 
 def mandi_run(bars, engine: str, fill: str = "open"):  # type: ignore[no-untyped-def]
-    from mandi.backtest import BacktestConfig, run
+    from mandi.backtest import BacktestConfig
+    from mandi.services.backtest import run
 
     cfg = BacktestConfig(
         cash_inr=100_000_000.0,

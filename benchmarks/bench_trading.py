@@ -32,19 +32,19 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from harness import report
-from mandi.brokers.paper import MemoryPaperBook, PaperBroker
 from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.execution.config import MatchingConfig, TradingConfig
-from mandi.execution.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
+from mandi.execution.paper import MemoryPaperBook, PaperBroker
 from mandi.indicators import RSI, SMA
 from mandi.model.instruments import Equity, InstrumentMaster
 from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
 from mandi.risk.config import RiskConfig
 from mandi.strategy.base import Strategy
+from mandi.system.kernel import TradingKernel
 
 TOKEN = 738561
 DAYS = (dt.date(2026, 4, 15), dt.date(2026, 4, 16))
@@ -189,7 +189,7 @@ def main() -> None:
     for name, n in (("1 strategy", 1), ("50 strategies", 50)):
         clock, bus, pipe, k = build(n)
         r = drive(ticks, closers, clock, bus, pipe)
-        assert k.execution.fills >= len(closers) - 1, k.summary()
+        assert k.execution.fills.count >= len(closers) - 1, k.summary()
         results[name] = r
         line(
             f"tick → order ({name})",

@@ -11,7 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mandi.services.jitcache import prepare_numba_cache
+
 RESULTS: list[dict[str, Any]] = []
+
+# the shell's start-up step, before any kernel code runs (see mandi.services.jitcache)
+prepare_numba_cache()
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:

@@ -44,7 +44,7 @@ class SimConfig(_Section, frozen=True):
 class RunConfig(_Section, frozen=True):
     """``[run]``: what ``mandi run`` does."""
 
-    feed: str = "sim"  # "sim" or a tickserver URL ws://host:port
+    feed: str = "sim"  # "sim", "kite" (a broker feed) or a tickserver URL ws://host:port
     mode: Literal["logging", "paper", "live"] = "paper"
     speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
     duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
@@ -55,6 +55,9 @@ class RunConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0 = any free port
     resume: bool = True  # continue a simulated day from what the database already holds
+    # shifts the wall clock of a broker feed: only for demos and tests against a fake broker on
+    # loopback outside market hours (`mandi fakebroker` prints it); refused with a real broker
+    clock_offset_s: float = 0.0
 
 
 class StoreConfig(_Section, frozen=True):
@@ -212,6 +215,47 @@ class ServicesConfig(_Section, frozen=True):
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
 
+class KiteConfig(_Section, frozen=True):
+    """``[broker.kite]``: Zerodha Kite Connect v3 (see the README, "Connect your Kite account").
+
+    ``api_secret`` belongs in the environment (``MANDI_BROKER__KITE__API_SECRET``), never in a
+    committed file; the daily access token lives in ``token_file`` (0600; "" =
+    ``$XDG_CONFIG_HOME/mandi/kite-session.json``), never in the database or the logs."""
+
+    api_key: str = ""
+    api_secret: str = ""
+    rest_url: str = "https://api.kite.trade"
+    ws_url: str = "wss://ws.kite.trade"
+    login_url: str = "https://kite.zerodha.com/connect/login"
+    token_file: str = ""
+    cache_dir: str = ""  # instrument dumps; "" = $XDG_CACHE_HOME/mandi/kite
+    exchanges: tuple[str, ...] = ("NSE", "NFO", "BSE", "BFO")  # kept from the dump
+    freeze_file: str = ""  # NSE's quantity-freeze CSV (SYMBOL, VOL_FRZ_QTY), merged at sync
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 7.0  # one REST request
+    # live feed: the underlyings (indices, stocks) followed, and ATM +- N strikes of each index
+    symbols: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
+    strikes_each_side: Annotated[int, msgspec.Meta(ge=0)] = 10
+    expiries: Annotated[int, msgspec.Meta(ge=0)] = 1  # nearest N expiries subscribed
+    mode: Literal["ltp", "quote", "full"] = "full"
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3  # Kite: 3 per API key
+    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 3000  # Kite: 3,000
+    # feed health: a silent socket, a reconnect storm or stale prices block new entries
+    silent_after_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    storm_reconnects: Annotated[int, msgspec.Meta(ge=1)] = 5
+    storm_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 3.0  # order book polling
+    expiry_warning_min: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # Kite: 3 req/s
+
+
+class BrokerConfig(_Section, frozen=True):
+    """``[broker]``: the live broker (``name = "kite"``; ``mandi run --broker kite``)."""
+
+    name: str = ""
+    kite: KiteConfig = KiteConfig()
+
+
 class LogConfig(_Section, frozen=True):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -232,6 +276,7 @@ class AppConfig(_Section, frozen=True):
     redis: RedisConfig = RedisConfig()  # [redis]: the distributed mode's bus
     services: ServicesConfig = ServicesConfig()  # [services]: ports, mandi up
     backtest: BacktestConfig = BacktestConfig()  # [backtest]: mandi backtest defaults
+    broker: BrokerConfig = BrokerConfig()  # [broker]: the live broker and its adapter
 
 
 ENV_PREFIX = "MANDI_"
@@ -261,8 +306,18 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Environment values are TOML scalars/arrays when they parse as such, else strings."""
+_SECRET_WORDS = ("secret", "token", "password", "api_key")
+
+
+def _is_secret(dotted: str) -> bool:
+    return any(w in dotted.lower() for w in _SECRET_WORDS)
+
+
+def _parse_env_value(raw: str, dotted: str = "") -> Any:
+    """Environment values are TOML scalars/arrays when they parse as such, else strings;
+    credentials stay strings as given (a secret of digits is not a number)."""
+    if _is_secret(dotted):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -290,7 +345,7 @@ def load_config(
     for name, raw in (os.environ if env is None else env).items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set(tree, dotted, _parse_env_value(raw))
+            _set(tree, dotted, _parse_env_value(raw, dotted))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(tree, dotted, value)
@@ -304,5 +359,10 @@ def load_config(
         unknown = re.search(r"unknown field `([^`]*)`", text)
         if unknown:
             key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-            raise ConfigError(key, _lookup(tree, key), "unknown key") from None
-        raise ConfigError(key, _lookup(tree, key), reason) from None
+            raise ConfigError(key, _shown(tree, key), "unknown key") from None
+        raise ConfigError(key, _shown(tree, key), reason) from None
+
+
+def _shown(tree: Mapping[str, Any], key: str) -> Any:
+    """The value an error message may show: never a credential."""
+    return "<hidden>" if _is_secret(key) else _lookup(tree, key)

@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 
-from mandi.backtest import run
+from mandi.services.backtest import run
 
 bt = pytest.importorskip("backtrader")
 pd = pytest.importorskip("pandas")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mandi.backtest import replay
+from mandi.services.backtest import replay
 
 CONFIG = """
 [sim]

@@ -5,7 +5,7 @@
   exited 0. Now the good ticks are all stored, the run exits 0 and the bad row is never in
   ``ticks`` (quarantined in ``rejects``, or refused before the writer by tick validation).
 * A full disk used to end in ``writer did not stop within 30 s; ... rows pending`` and exit 0.
-  Now the node says so (``STORAGE FAILED``), halts new entries, and exits 1 with the count of
+  Now the node says so (``STORAGE FAILED``), blocks new entries, and exits 1 with the count of
   what was not stored; everything committed before is intact. The disk is made full for real:
   ``mandi run`` runs with ``RLIMIT_FSIZE``, so the kernel refuses to grow its files (a tmpfs
   of a few MB would need root).
@@ -127,7 +127,7 @@ def _full_disk(limit):
     return apply
 
 
-def test_a_full_disk_halts_entries_and_the_run_exits_1_with_what_was_not_stored(tmp_path):
+def test_a_full_disk_blocks_entries_and_the_run_exits_1_with_what_was_not_stored(tmp_path):
     db = str(tmp_path / "full.db")
     args = ["run", "--db", db, "--date", "2026-04-13", "--seed", "11", "--speed", "inf"]
     args += ["--until", "10:30", "--no-dashboard", "--status-interval", "0"]
@@ -158,7 +158,7 @@ def test_a_full_disk_halts_entries_and_the_run_exits_1_with_what_was_not_stored(
 
     try:
         wait_for_line("STORAGE FAILED", 180)
-        wait_for_line("trading HALTED (storage)", 60)  # the trading layer heard the event
+        wait_for_line("new entries blocked: storage failed", 60)  # the trading layer heard it
         p.send_signal(signal.SIGTERM)
         code = p.wait(120)
     finally:

@@ -201,7 +201,7 @@ def test_every_rest_route_documents_its_response(client):
 
 
 def test_stored_backtests_are_served(live, client, web_tokens):
-    from mandi.backtest import run
+    from mandi.services.backtest import run
     from mandi.services.backtest.report import save_to_store
 
     lines = (ROOT / "tests/data/NIFTY50_3min_2025-07-23_to_2026-08-04.csv").read_text()

@@ -1,14 +1,12 @@
-"""mandi.backtest: the same strategies, risk rules and fill simulator on history.
+"""mandi.backtest: the same strategies, risk rules and fill simulator on history — the engines.
 
-* :func:`run` — backtest a strategy on CSV/Parquet files or a ``mandi.db`` store and get a
-  :class:`BacktestResult` (trades, equity curve, statistics; ``trades_frame()`` for pandas).
-* :func:`replay` — re-run a recorded ``mandi run`` session tick by tick through the kernel.
-* :func:`sweep` — a parameter grid in parallel across cores.
 * :class:`BacktestEngine` — the event-driven engine (the trading kernel on a ``TestClock``);
-  :mod:`mandi.backtest.vector` — the vectorized fast path for indicator crossovers.
+* :mod:`mandi.backtest.vector` — the vectorized fast path for indicator crossovers;
+* :class:`BarSeries`, :class:`BacktestResult`, :class:`BacktestConfig` — their inputs and outputs.
 
-The engines are pure kernel code; file, store and report I/O lives in the shell,
-:mod:`mandi.services.backtest` (imported only when these entry points are called).
+This package is pure kernel code (no files, no store, no reports). The entry points that load
+data and write reports are shell code: ``from mandi.services.backtest import run, replay, sweep``
+(:mod:`mandi.services.backtest`).
 """
 
 from __future__ import annotations
@@ -32,11 +30,19 @@ _LAZY = {
     "BacktestResult": "mandi.backtest.result",
     "Trade": "mandi.backtest.result",
 }
+# the shell's entry points, once reachable here: a clear pointer instead of a bare AttributeError
+_MOVED = ("run", "replay", "sweep")
 
 
 def __getattr__(name: str) -> Any:
     mod = _LAZY.get(name)
     if mod is None:
+        if name in _MOVED:
+            raise AttributeError(
+                f"mandi.backtest.{name} moved to mandi.services.backtest.{name} (the backtest "
+                f"engines are kernel code without I/O; loading data is the shell's job): "
+                f"use `from mandi.services.backtest import {name}`"
+            )
         raise AttributeError(f"module 'mandi.backtest' has no attribute {name!r}")
     import importlib
 
@@ -51,28 +57,4 @@ __all__ = [
     "BarSeries",
     "StrategyRun",
     "Trade",
-    "replay",
-    "run",
-    "sweep",
 ]
-
-
-def run(*args: Any, **kwargs: Any) -> BacktestResult:
-    """See :func:`mandi.services.backtest.api.run`."""
-    from mandi.services.backtest.api import run as _run
-
-    return _run(*args, **kwargs)
-
-
-def replay(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`mandi.services.backtest.replay.replay`."""
-    from mandi.services.backtest.replay import replay as _replay
-
-    return _replay(*args, **kwargs)
-
-
-def sweep(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`mandi.services.backtest.sweep.sweep`."""
-    from mandi.services.backtest.sweep import sweep as _sweep
-
-    return _sweep(*args, **kwargs)

@@ -1,6 +1,6 @@
 """The backtest broker: the paper broker plus matching on bars.
 
-:class:`BacktestBroker` *is* :class:`~mandi.brokers.paper.PaperBroker` — the same order book,
+:class:`BacktestBroker` *is* :class:`~mandi.execution.paper.PaperBroker` — the same order book,
 idempotent placing, lot/tick checks and the same shared fill simulator
 (:mod:`mandi.execution.matching`) — with two more ways to match its working orders:
 
@@ -15,13 +15,9 @@ On tick data the backtester uses the paper broker's own ``on_market_data`` uncha
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from mandi.brokers.paper import PaperBroker
-from mandi.execution.matching import Fill, MarketPrint
-from mandi.execution.ports import BrokerFill
+from mandi.execution.matching import MarketPrint
+from mandi.execution.paper import PaperBroker
 from mandi.model.market import Candle
-from mandi.model.orders import OrderStatus
 
 
 class BacktestBroker(PaperBroker):
@@ -33,27 +29,14 @@ class BacktestBroker(PaperBroker):
         fills."""
         if not self.sim.has_orders(token):
             return 0
-        return self._dispatch(self.sim.on_bar(token, bar))
+        fills = self.sim.on_bar(token, bar)
+        self._record_fills(fills)
+        return len(fills)
 
     def match_price(self, token: int, price: int, ts: int, quantity: int = 0) -> int:
         """Fill what one print at ``price`` (paise) at time ``ts`` fills."""
         if not self.sim.has_orders(token):
             return 0
-        return self._dispatch(self.sim.on_print(token, MarketPrint(ts, price, traded_qty=quantity)))
-
-    def _dispatch(self, fills: list[Fill]) -> int:
-        # as PaperBroker.on_market_data: the broker's record first, then the client hears of it
-        for f in fills:
-            o = self._orders[f.order_id]
-            bf = BrokerFill(f.order_id, f.fill_id, f.quantity, f.price, f.ts)
-            filled = o.filled_qty + f.quantity
-            o = replace(
-                o,
-                filled_qty=filled,
-                fills=(*o.fills, bf),
-                status=OrderStatus.FILLED if filled == o.quantity else OrderStatus.PARTIALLY_FILLED,
-            )
-            self._orders[f.order_id] = o
-            self.book.save(o, bf)
-            self._sink(bf)
+        fills = self.sim.on_print(token, MarketPrint(ts, price, traded_qty=quantity))
+        self._record_fills(fills)
         return len(fills)

@@ -1,10 +1,11 @@
 """The event-driven backtester: the trading kernel of ``mandi run``, driven by a ``TestClock``
 over recorded bars or ticks.
 
-Everything between the data and the fills is the live code — :class:`~mandi.execution.kernel.
+Everything between the data and the fills is the live code — :class:`~mandi.system.kernel.
 TradingKernel` with its strategies, signal manager, risk engine, execution engine, order manager,
 position book and Indian charges — and the broker is the paper broker
-(:class:`~mandi.backtest.broker.BacktestBroker`) over the shared fill simulator. The backtester only
+(:class:`~mandi.backtest.broker.BacktestBroker`, a :class:`~mandi.execution.paper.PaperBroker`)
+over the shared fill simulator. The backtester only
 decides *when* things happen and hands the kernel the market data.
 
 Bar fill model (stated; tested)
@@ -57,14 +58,13 @@ from mandi.backtest.bars import BacktestError, BarSeries, merge_order
 from mandi.backtest.broker import BacktestBroker
 from mandi.backtest.config import BacktestConfig, kernel_configs
 from mandi.backtest.store import BacktestStore
-from mandi.brokers.paper import MemoryPaperBook
 from mandi.bus.memory import MessageBus
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ist_date
 from mandi.core.clock import NS_PER_SECOND, TestClock
 from mandi.execution.charges import ChargesModel, RateTable, default_rate_table, parse_rates_csv
 from mandi.execution.config import TradingConfig
-from mandi.execution.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
+from mandi.execution.paper import MemoryPaperBook
 from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Candle, ChainSnapshot, Tick
 from mandi.model.orders import Intent
@@ -82,6 +82,7 @@ from mandi.risk.rules import (
 )
 from mandi.strategy.base import Strategy
 from mandi.strategy.engine import _overrides
+from mandi.system.kernel import TradingKernel
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +442,7 @@ class BacktestEngine:
         if timed or k.risk.halted:
             k.execution.check_exits(k.book.open_positions())
             unrealized = k.book.unrealized()
-        fills = k.execution.fills
+        fills = k.execution.fills.count
         if day_no != self._day_no or fills != self._fills_seen:
             if day_no != self._day_no:
                 self._day_no = day_no

@@ -3,10 +3,11 @@
 :func:`make_broker` is the only place a broker is chosen:
 
 * ``logging`` → no broker at all (the execution engine has no order path);
-* ``paper``   → :class:`~mandi.brokers.paper.PaperBroker` (never a live one);
+* ``paper``   → :class:`~mandi.execution.paper.PaperBroker` (kernel code; never a live one);
 * ``live``    → the broker named by ``trading.broker``, looked up in :data:`LIVE_BROKERS`; live
-  mode refuses to start without one. Live broker adapters (Kite, Angel, Groww) register
-  themselves here in a later release; until then ``live`` always refuses.
+  mode refuses to start without one. Each adapter package registers its factory here
+  (``kite``: :mod:`mandi.brokers.kite`); factories get the trading config, the clock and the
+  node's context (``app`` config, instrument ``master``, live ``feed``).
 """
 
 from __future__ import annotations
@@ -20,20 +21,36 @@ from mandi.execution.config import TradingConfig
 from mandi.execution.ports import Broker
 
 #: name -> factory(trading config, clock) of live brokers
-LIVE_BROKERS: dict[str, Callable[[TradingConfig, Clock], Broker]] = {}
+LIVE_BROKERS: dict[str, Callable[..., Broker]] = {}
 
 
-def register_live_broker(name: str, factory: Callable[[TradingConfig, Clock], Broker]) -> None:
+def register_live_broker(name: str, factory: Callable[..., Broker]) -> None:
     LIVE_BROKERS[name] = factory
 
 
+def _kite(cfg: TradingConfig, clock: Clock, **context: Any) -> Broker:
+    from mandi.brokers.kite import make_live_broker
+
+    broker: Broker = make_live_broker(cfg, clock, **context)
+    return broker
+
+
+register_live_broker("kite", _kite)
+
+
 def make_broker(
-    mode: str, cfg: TradingConfig, clock: Clock, *, paper_book: Any = None, cash: int = 0
+    mode: str,
+    cfg: TradingConfig,
+    clock: Clock,
+    *,
+    paper_book: Any = None,
+    cash: int = 0,
+    **context: Any,
 ) -> Broker | None:
     if mode == "logging":
         return None
     if mode == "paper":
-        from mandi.brokers.paper import PaperBroker
+        from mandi.execution.paper import PaperBroker
 
         return PaperBroker(clock, paper_book, cfg.paper, cash)
     if mode != "live":
@@ -52,7 +69,7 @@ def make_broker(
             cfg.broker,
             f"no such live broker (available: {have}); refusing to start",
         )
-    broker = factory(cfg, clock)
+    broker = factory(cfg, clock, **context)
     if not broker.is_live:
         raise ConfigError("trading.broker", cfg.broker, "is not a live broker")
     return broker

@@ -60,11 +60,64 @@ def build_layers(cfg: Any) -> list[Any]:
     return layers
 
 
+def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
+    """Live mode with a broker reads that broker's feed (unless another feed was asked for);
+    ``run.clock_offset_s`` is only for a fake broker on loopback."""
+    import msgspec
+
+    from mandi.core.clock import LiveClock, OffsetClock
+    from mandi.core.errors import ConfigError
+
+    name = cfg.broker.name or cfg.trading.broker
+    if cfg.run.mode == "live":
+        from mandi.brokers import LIVE_BROKERS
+
+        if not name:
+            raise ConfigError(
+                "trading.broker",
+                "",
+                "live mode needs a live broker (--broker kite); refusing to start",
+            )
+        if name not in LIVE_BROKERS:
+            have = ", ".join(sorted(LIVE_BROKERS))
+            raise ConfigError(
+                "trading.broker",
+                name,
+                f"no such live broker (available: {have}); refusing to start",
+            )
+        if cfg.run.feed == "sim" and not feed_given:
+            cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, feed=name))
+    if cfg.run.mode == "live" and cfg.run.feed == "sim":
+        raise ConfigError("run.feed", "sim", "live trading needs a broker's feed (--feed kite)")
+    if cfg.run.feed == "kite" and cfg.pipeline.close_delay_ms < 1500:
+        # Kite stamps ticks in whole seconds and they travel: a second closes 1.5 s late
+        cfg = msgspec.structs.replace(
+            cfg, pipeline=msgspec.structs.replace(cfg.pipeline, close_delay_ms=1500)
+        )
+    if not cfg.run.clock_offset_s:
+        return cfg, LiveClock()
+    from urllib.parse import urlparse
+
+    host = urlparse(cfg.broker.kite.rest_url).hostname
+    if cfg.run.feed == "sim" or host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            "run.clock_offset_s",
+            cfg.run.clock_offset_s,
+            "only for a broker feed from a fake broker on loopback (mandi fakebroker)",
+        )
+    return cfg, OffsetClock(int(cfg.run.clock_offset_s * 1_000_000_000))
+
+
 @app.command()
 def run(
     config: ConfigOpt = None,
-    feed: Annotated[str | None, typer.Option(help="'sim' or a tickserver ws:// URL.")] = None,
+    feed: Annotated[
+        str | None, typer.Option(help="'sim', 'kite' (a broker's feed) or a tickserver ws:// URL.")
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="The live broker (kite); its feed is used too.")
+    ] = None,
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     duration: Annotated[
         float | None, typer.Option(help="Wall seconds to run (0 = no limit).")
@@ -102,6 +155,7 @@ def run(
             "run.status_interval": status_interval,
             "log.json": True if log_json else None,
             "log.level": log_level,
+            "broker.name": broker,
         },
     )
     from mandi.logs import setup_logging
@@ -112,7 +166,8 @@ def run(
         from mandi.services.trading import prepare_config
 
         cfg = prepare_config(cfg)  # the candle timeframes the strategies need
-        node = MarketNode(cfg, layers=build_layers(cfg))
+        cfg, clock = broker_run_config(cfg, feed_given=feed is not None)
+        node = MarketNode(cfg, clock=clock, layers=build_layers(cfg))
         code = asyncio.run(node.run())
     except MandiError as e:
         fail(e)
@@ -145,6 +200,7 @@ def tickserver(
 
 
 from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
+from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
 from mandi.cli import service as _service  # noqa: E402,F401 - service, up, down, ps
@@ -153,6 +209,9 @@ from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`
 
 
 def main() -> None:
+    from mandi.services.jitcache import prepare_numba_cache
+
+    prepare_numba_cache()  # before any kernel code runs: numba misses cross-file edits
     try:
         app()
     except MandiError as e:  # pragma: no cover - safety net

@@ -1,6 +1,6 @@
 """``mandi backtest``: a strategy over CSV/Parquet files or a ``mandi.db`` store, with statistics,
 JSON, an HTML report, a PNG equity curve and a parameter sweep; ``mandi backtest replay`` of a
-recorded ``mandi run`` session is :func:`mandi.backtest.replay`."""
+recorded ``mandi run`` session is :func:`mandi.services.backtest.replay`."""
 
 from __future__ import annotations
 

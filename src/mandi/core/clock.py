@@ -29,6 +29,19 @@ class LiveClock:
         return time.time_ns()
 
 
+class OffsetClock:
+    """Wall-clock time shifted by a fixed offset: demos and tests against a fake broker outside
+    market hours (``run.clock_offset_s``); the shell refuses it with a real broker."""
+
+    __slots__ = ("offset_ns",)
+
+    def __init__(self, offset_ns: int) -> None:
+        self.offset_ns = offset_ns
+
+    def now_ns(self) -> int:
+        return time.time_ns() + self.offset_ns
+
+
 class TestClock:
     """A clock that only moves when told to; time never goes backwards."""
 

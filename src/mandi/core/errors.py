@@ -62,3 +62,35 @@ class RiskError(MandiError):
 
 class BusError(MandiError):
     """A message could not be routed or encoded."""
+
+
+class BrokerError(MandiError):
+    """A broker refused or failed a request. ``kind`` is the broker's own error type (Kite's
+    ``error_type``) and ``status`` the HTTP status, when there was one."""
+
+    def __init__(self, message: str, kind: str = "", status: int = 0) -> None:
+        self.kind, self.status = kind, status
+        super().__init__(message)
+
+
+class BrokerSessionError(BrokerError):
+    """The broker session is missing, expired or was invalidated (Kite ``TokenException``):
+    log in again; never retried automatically."""
+
+
+class BrokerInputError(BrokerError):
+    """The broker rejected the request's parameters (Kite ``InputException``)."""
+
+
+class BrokerOrderError(BrokerError):
+    """The broker rejected an order operation (Kite ``OrderException``, ``MarginException``,
+    ``HoldingException``)."""
+
+
+class BrokerNetworkError(BrokerError):
+    """The broker (or the way to it) failed: timeouts, 5xx, ``NetworkException``,
+    ``GeneralException``, ``DataException``. The outcome of a send is unknown."""
+
+
+class BrokerRateLimitError(BrokerNetworkError):
+    """HTTP 429: too many requests; slow down and retry later."""

@@ -3,10 +3,16 @@ backtester (no durability; same semantics as the SQLite store)."""
 
 from __future__ import annotations
 
-from mandi.execution.ports import ClosedTrade, DailyRow, Latch
 from mandi.model.events import SystemEvent
 from mandi.model.orders import OrderFilled, OrderRecord, OrderStatus
-from mandi.model.trading import PositionRecord, RiskDenied, SignalGenerated
+from mandi.model.trading import (
+    ClosedTrade,
+    DailyRow,
+    Latch,
+    PositionRecord,
+    RiskDenied,
+    SignalGenerated,
+)
 
 _TERMINAL = {OrderStatus.FILLED.value, OrderStatus.CANCELLED.value, OrderStatus.REJECTED.value}
 

@@ -294,6 +294,8 @@ class OrderManager:
                 self._apply_ack(o, BrokerAck("ACCEPTED", ev.broker_order_id))
             elif ev.status in (S.CANCELLED, S.REJECTED):
                 self._finish(o, ev.status, ev.reason)
+            elif ev.status is S.UNKNOWN and o.status in (S.SUBMITTED, S.NEW):
+                self._unknown(o, ev.reason)  # an asynchronous send whose outcome is unknown
 
     def _fill(self, o: Order, f: BrokerFill) -> None:
         if f.fill_id in o.fill_ids:

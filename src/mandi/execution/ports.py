@@ -1,11 +1,16 @@
 """Ports of the trading kernel: the broker and the trading store (protocols), and the values
 that cross them.
 
-The kernel only sees these protocols; the shell implements them — ``mandi.brokers.paper``
-(:class:`Broker` over the shared fill simulator), ``mandi.stores.trading`` (:class:`TradingStore`
-on SQLite with ``synchronous=FULL``) — and tests and the backtester use the in-memory store
+The kernel only sees these protocols; the shell implements them — the paper broker
+(:class:`mandi.execution.paper.PaperBroker`, kernel code over the shared fill simulator, chosen by
+``mandi.brokers.make_broker``), ``mandi.stores.trading`` (:class:`TradingStore` on SQLite with
+``synchronous=FULL``) — and tests and the backtester use the in-memory store
 (:class:`mandi.execution.memstore.MemoryTradingStore`). Calls are synchronous; a broker whose API
 is slow answers ``place_order`` with ``PENDING`` and reports the outcome through the event sink.
+
+The store's records (:class:`~mandi.model.trading.Latch`, :class:`~mandi.model.trading.DailyRow`,
+:class:`~mandi.model.trading.ClosedTrade`) live in :mod:`mandi.model.trading` — risk and portfolio
+use them without importing execution — and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,10 +19,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mandi.model.events import SystemEvent
 from mandi.model.market import Tick
 from mandi.model.orders import OrderFilled, OrderRecord, OrderStatus, OrderType, Product, Side
-from mandi.model.trading import PositionRecord, RiskDenied, SignalGenerated
+from mandi.model.trading import ClosedTrade, DailyRow, Latch, PositionRecord
+from mandi.risk.engine import RiskStore
+from mandi.signals.manager import SignalStore
+
+__all__ = [
+    "Broker",
+    "BrokerAck",
+    "BrokerBalance",
+    "BrokerEvent",
+    "BrokerFill",
+    "BrokerOrderReport",
+    "BrokerOrderUpdate",
+    "BrokerPosition",
+    "ClosedTrade",
+    "DailyRow",
+    "Latch",
+    "OrderRequest",
+    "TradingStore",
+]
 
 # --- broker values --------------------------------------------------------------------------------
 
@@ -141,64 +163,13 @@ class Broker(Protocol):
 # --- the store ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Latch:
-    """The persisted HALTED latch. ``version`` grows with every change so a process can tell a
-    newer value written by another (``mandi halt`` / ``mandi resume``) from its own."""
-
-    halted: bool = False
-    reason: str = ""
-    source: str = ""
-    ts_ns: int = 0
-    version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DailyRow:
-    """A ``daily_performance`` row (money in paise)."""
-
-    date: str
-    total_trades: int = 0
-    winning_trades: int = 0
-    losing_trades: int = 0
-    gross_profit: int = 0
-    gross_loss: int = 0
-    net_pnl: int = 0
-    charges: int = 0
-    max_drawdown: int = 0
-    peak: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedTrade:
-    """A ``trades`` row: one position from entry to its final exit."""
-
-    position_id: str
-    order_id: str
-    strategy: str
-    symbol: str
-    side: str
-    quantity: int
-    entry_price: int
-    exit_price: int
-    pnl: int
-    pnl_pct: float
-    charges: int
-    entry_time: int
-    exit_time: int
-    exit_reason: str
-
-
-class TradingStore(Protocol):
+class TradingStore(SignalStore, RiskStore, Protocol):
     """Durable state of the trading kernel. Every method commits before it returns (the SQLite
-    store runs ``synchronous=FULL``): what the kernel was told is stored is stored."""
+    store runs ``synchronous=FULL``): what the kernel was told is stored is stored.
 
-    # signals: insert_signal returns None when new, else the stored status
-    def insert_signal(self, signal: SignalGenerated) -> str | None: ...
-
-    def signal_status(self, signal_id: str) -> str | None: ...
-
-    def set_signal_status(self, signal_id: str, status: str, reason: str, ts_ns: int) -> None: ...
+    Signals (:class:`~mandi.signals.manager.SignalStore`) and the latch, events and denials
+    (:class:`~mandi.risk.engine.RiskStore`) are the narrow ports of the signal manager and the
+    risk engine; the rest is execution's own."""
 
     # orders
     def save_new_orders(
@@ -240,14 +211,3 @@ class TradingStore(Protocol):
     def load_daily(self, date: str) -> DailyRow | None: ...
 
     def save_daily(self, row: DailyRow) -> None: ...
-
-    # the latch and events
-    def load_latch(self) -> Latch: ...
-
-    def save_latch(self, latch: Latch) -> Latch:
-        """Store ``latch`` unless a newer version is stored; return what is stored now."""
-        ...
-
-    def record_event(self, event: SystemEvent) -> None: ...
-
-    def record_denial(self, denial: RiskDenied) -> None: ...

@@ -1,6 +1,8 @@
-"""Trading messages: signals, risk decisions, positions and the halt latch.
+"""Trading messages: signals, risk decisions, positions and the halt latch — and the records the
+trading store keeps (:class:`Latch`, :class:`DailyRow`, :class:`ClosedTrade`), shared by risk,
+portfolio and execution.
 
-Bus topics (all published by the trading kernel, ``mandi.execution.kernel``):
+Bus topics (all published by the trading kernel, ``mandi.system.kernel``):
 
 ==============================  ==========================================================
 ``signal:{strategy}``           :class:`SignalGenerated` — persisted *before* it is published
@@ -21,6 +23,7 @@ Prices int paise, quantities shares, times int ns UTC; ``confidence`` is 0..1.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -171,3 +174,54 @@ class TradingResumed(Message, frozen=True):
     ts_event: int
     reason: str
     source: str
+
+
+# --- records of the trading store -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Latch:
+    """The persisted HALTED latch. ``version`` grows with every change so a process can tell a
+    newer value written by another (``mandi halt`` / ``mandi resume``) from its own."""
+
+    halted: bool = False
+    reason: str = ""
+    source: str = ""
+    ts_ns: int = 0
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRow:
+    """A ``daily_performance`` row (money in paise)."""
+
+    date: str
+    total_trades: int = 0
+    winning_trades: int = 0
+    losing_trades: int = 0
+    gross_profit: int = 0
+    gross_loss: int = 0
+    net_pnl: int = 0
+    charges: int = 0
+    max_drawdown: int = 0
+    peak: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """A ``trades`` row: one position from entry to its final exit."""
+
+    position_id: str
+    order_id: str
+    strategy: str
+    symbol: str
+    side: str
+    quantity: int
+    entry_price: int
+    exit_price: int
+    pnl: int
+    pnl_pct: float
+    charges: int
+    entry_time: int
+    exit_time: int
+    exit_reason: str

@@ -9,15 +9,17 @@
   fixed symbol name, called through :class:`numba.types.ExternalFunction`. Binding by *name*
   (not by a raw address baked into the machine code) keeps the kernels cacheable on disk
   (``cache=True``): a cached kernel is re-linked against the symbol registered by this module.
+
+numba does not notice when a kernel cached in one file calls one from another file that changed;
+the shell drops such stale caches before any kernel runs (:mod:`mandi.services.jitcache`) — this
+module does no file I/O.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import re
-from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba as nb
@@ -61,35 +63,6 @@ jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 jit_parallel = nb.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 
 _CAPSULE_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
-
-
-def _drop_stale_numba_cache() -> None:
-    """Delete this package's cached machine code when any of its sources changed.
-
-    numba invalidates a cached function only when *its own* file changes, not when a kernel it
-    calls in another module does; a stale cache then runs old code, or aborts the process if a
-    symbol it was linked against is gone. A digest of all the package's sources, kept next to
-    the cache, catches every such edit (a ``git pull``, a branch switch). Failures are ignored:
-    the cache is an optimisation.
-    """
-    here = Path(__file__).parent
-    try:
-        sources = sorted(here.rglob("*.py"))
-        digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()
-        caches = [p for p in {s.parent / "__pycache__" for s in sources} if p.is_dir()]
-        stamp = here / "__pycache__" / "numba-sources.sha1"
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        for cache in caches:
-            for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
-                stale.unlink(missing_ok=True)
-        stamp.parent.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:  # pragma: no cover - read-only installs use numba's user-wide cache
-        pass
-
-
-_drop_stale_numba_cache()
 
 
 def _capsule_signature(capsule: object) -> str:

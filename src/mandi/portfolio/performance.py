@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-from mandi.execution.ports import DailyRow
+from mandi.model.trading import DailyRow
 
 
 @dataclasses.dataclass

@@ -16,10 +16,9 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from mandi.execution.ports import ClosedTrade
 from mandi.model.instruments import AnyInstrument, Future, Option
 from mandi.model.orders import Intent, Side
-from mandi.model.trading import PositionRecord
+from mandi.model.trading import ClosedTrade, PositionRecord
 
 OPEN, CLOSED = "OPEN", "CLOSED"
 

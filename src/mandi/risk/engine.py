@@ -3,7 +3,7 @@
 
 * Every denial becomes a :class:`~mandi.model.trading.RiskDenied`, persisted (as a
   ``system_events`` row) *and* published on ``risk:denied``.
-* The latch is persisted (``TradingStore.save_latch``, ``synchronous=FULL``) as it is set and
+* The latch is persisted (:meth:`RiskStore.save_latch`, ``synchronous=FULL``) as it is set and
   survives restarts; only a manual reset (``mandi resume``) clears it.
 * The circuit breaker trips when the day's P&L (realized net of charges + unrealized) falls to
   ``-max_daily_loss``. It **fails closed**: if computing the P&L raises, trading halts.
@@ -14,23 +14,36 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from mandi.bus.memory import MessageBus
 from mandi.core.clock import Clock
 from mandi.core.money import format_inr
-from mandi.execution.ports import Latch, TradingStore
 from mandi.model.events import SystemEvent
-from mandi.model.trading import RiskDenied, TradingHalted, TradingResumed
+from mandi.model.trading import Latch, RiskDenied, TradingHalted, TradingResumed
 from mandi.risk.config import RiskLimits
 from mandi.risk.rules import ALLOWED, Decision, Denied, OrderContext, evaluate
 
 log = logging.getLogger(__name__)
 
 
+class RiskStore(Protocol):
+    """What the risk engine keeps durable: the latch, system events and denials (the trading
+    store, :class:`~mandi.execution.ports.TradingStore`, is one)."""
+
+    def load_latch(self) -> Latch: ...
+
+    def save_latch(self, latch: Latch) -> Latch:
+        """Store ``latch`` unless a newer version is stored; return what is stored now."""
+        ...
+
+    def record_event(self, event: SystemEvent) -> None: ...
+
+    def record_denial(self, denial: RiskDenied) -> None: ...
+
+
 class RiskEngine:
-    def __init__(
-        self, limits: RiskLimits, store: TradingStore, bus: MessageBus, clock: Clock
-    ) -> None:
+    def __init__(self, limits: RiskLimits, store: RiskStore, bus: MessageBus, clock: Clock) -> None:
         self.limits = limits
         self.store = store
         self.bus = bus
@@ -38,6 +51,24 @@ class RiskEngine:
         self.latch: Latch = store.load_latch()
         self.denials: Counter[str] = Counter()
         self.last_denial: RiskDenied | None = None
+        # live inputs that block new entries (exits stay possible): source -> (rule, reason),
+        # e.g. "feed" -> ("feed_health", "no data for 12 s"); set by the shell, never latched
+        self.entry_blocks: dict[str, tuple[str, str]] = {}
+
+    def block_entries(self, source: str, rule: str, reason: str) -> bool:
+        """Block new entries while ``source`` is unhealthy (``reason`` "" clears it); True when
+        the state changed."""
+        held = self.entry_blocks.get(source)
+        if not reason:
+            return self.entry_blocks.pop(source, None) is not None
+        self.entry_blocks[source] = (rule, reason)
+        return held is None or held != (rule, reason)
+
+    def entry_block(self) -> tuple[str, str]:
+        """The first active entry block as (rule, reason), or ("", "")."""
+        for v in self.entry_blocks.values():
+            return v
+        return ("", "")
 
     @property
     def halted(self) -> bool:

@@ -80,6 +80,7 @@ class OrderContext:
     orders_last_minute: int = 0
     orders_today: int = 0
     slices: int = 1
+    entry_block: tuple[str, str] = ("", "")  # (rule, reason) of a live input: feed, session
 
     @property
     def price(self) -> int:
@@ -100,6 +101,15 @@ def halted(c: OrderContext) -> Denied | None:
             "halted",
             f"trading is HALTED ({c.halt_reason or 'kill switch'}); `mandi resume` clears it",
         )
+    return None
+
+
+def live_inputs(c: OrderContext) -> Denied | None:
+    """New entries wait while a live input is unhealthy (a silent or reconnecting feed, a dead
+    broker session); exits are not affected."""
+    rule, reason = c.entry_block
+    if rule and c.intent is Intent.ENTRY:
+        return Denied(rule, reason)
     return None
 
 
@@ -273,6 +283,7 @@ def order_rate(c: OrderContext) -> Denied | None:
 
 ENTRY_RULES: tuple[Rule, ...] = (
     halted,
+    live_inputs,
     trading_hours,
     tradable,
     lot_size,

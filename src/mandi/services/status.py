@@ -47,7 +47,14 @@ def status_snapshot(ctx: NodeContext) -> dict[str, Any]:
         "last_flush_ms": w.last_flush_ms,
         "indices": {k: v for k, v in indices.items() if v is not None},
         "trading": _trading_status(ctx),
+        "feed_health": _feed_health(ctx),
     }
+
+
+def _feed_health(ctx: NodeContext) -> dict[str, Any] | None:
+    """A broker feed's health (connections, reconnects, data age, session); None otherwise."""
+    status = getattr(ctx.feed, "status", None)
+    return status() if callable(status) else None
 
 
 def _trading_status(ctx: NodeContext) -> dict[str, Any] | None:
@@ -93,10 +100,22 @@ def render(snap: dict[str, Any]) -> Table:
         )
     for sym, p in snap["indices"].items():
         t.add_row(sym, format_inr(p).replace("₹", "") if sym == "INDIA VIX" else format_inr(p))
+    fh = snap.get("feed_health")
+    if fh:
+        t.add_row("broker feed", _feed_text(fh))
     tr = snap.get("trading")
     if tr:
         _render_trading(t, tr)
     return t
+
+
+def _feed_text(fh: dict[str, Any]) -> str:
+    age = "-" if fh["data_age_s"] is None else f"{fh['data_age_s']:.1f} s"
+    return (
+        f"{fh['connections_up']}/{fh['connections_expected']} up, {fh['subscribed']} instruments, "
+        f"data age {age}, reconnects {fh['reconnects']}, bad frames {fh['malformed_frames']}, "
+        f"session {fh['session']}"
+    )
 
 
 def _render_trading(t: Table, tr: dict[str, Any]) -> None:
@@ -154,6 +173,7 @@ def one_line(snap: dict[str, Any]) -> str:
         f"{' STORAGE FAILING' if snap.get('writer_failing') else ''}"
         f"{' quarantined=' + str(snap['quarantined_rows']) if snap.get('quarantined_rows') else ''}"
         f" {idx}{_trading_line(snap)}"
+        + (f" | feed: {_feed_text(snap['feed_health'])}" if snap.get("feed_health") else "")
     )
 
 

@@ -6,9 +6,8 @@ system events on the node's bus:
 
 * ``system:storage_failed`` (``CRITICAL``) when the SQLite writer starts failing (disk full,
   read-only, locked beyond its busy timeout): logged as critical, shown by the status and the
-  API; the trading layer halts new entries on it (fail closed; the HALTED latch stays until
-  ``mandi resume``);
-* ``system:storage_recovered`` when a flush succeeds again.
+  API; the trading layer blocks new entries on it (fail closed; exits stay possible);
+* ``system:storage_recovered`` when a flush succeeds again (the block is lifted).
 
 The ClickHouse copy uses the same watch with ``clickhouse_failed`` / ``clickhouse_recovered``:
 SQLite still holds everything, so trading goes on.
@@ -48,7 +47,7 @@ class StorageWatch:
         event: Callable[..., None],
         store: str,
         kinds: tuple[str, str] = ("storage_failed", "storage_recovered"),
-        consequence: str = "new entries are halted",
+        consequence: str = "new entries are blocked",
     ) -> None:
         self.writer = writer
         self.event = event

@@ -17,9 +17,10 @@
   writer would race the node's in-memory state.
 * **Kill switch.** ``mandi halt`` / ``mandi resume`` write the latch row directly (compare-and-set
   on its version); the layer picks the change up at its next poll.
-* **Storage.** When the node's SQLite writer cannot write (``system:storage_failed``: disk full,
-  read-only, locked too long) the layer halts trading through the same latch (source ``storage``):
-  no new entries while nothing can be recorded — fail closed; ``mandi resume`` clears it.
+* **Storage.** While the node's SQLite writer cannot write (``system:storage_failed``: disk full,
+  read-only, locked too long) new entries are blocked (the risk engine's entry block ``storage``,
+  rule ``storage_failed``; exits stay possible) — fail closed; ``system:storage_recovered`` lifts
+  the block.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from mandi.core.clock import NS_PER_SECOND, Clock
 from mandi.core.errors import ConfigError, MandiError
 from mandi.core.money import to_paise
 from mandi.execution.charges import ChargesModel, default_rate_table
-from mandi.execution.kernel import TradingKernel
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
 from mandi.stores.sqlite import row_candle
@@ -49,6 +49,7 @@ from mandi.stores.trading import (
     pending_requests,
 )
 from mandi.strategy.loader import DEFAULT_STRATEGIES, StrategySpec, build_strategies
+from mandi.system.kernel import TradingKernel
 
 if TYPE_CHECKING:
     from mandi.config import AppConfig
@@ -94,9 +95,9 @@ class FeedClock:
 
 
 class TradingLayer:
-    """Plugs the :class:`~mandi.execution.kernel.TradingKernel` into a node (through its
-    :class:`~mandi.services.context.NodeContext`). A ``system:storage_failed`` event halts new
-    entries (the HALTED latch: fail closed; ``mandi resume`` clears it)."""
+    """Plugs the :class:`~mandi.system.kernel.TradingKernel` into a node (through its
+    :class:`~mandi.services.context.NodeContext`). While the node cannot store
+    (``system:storage_failed`` until ``system:storage_recovered``) new entries are blocked."""
 
     name = "trading"
 
@@ -105,13 +106,18 @@ class TradingLayer:
         self.mode = cfg.run.mode
         self.specs = strategy_specs(cfg)
         self._built = build_strategies(self.specs)  # bad strategy config stops start-up here
+        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name:
+            cfg = self.cfg = msgspec.structs.replace(
+                cfg, trading=msgspec.structs.replace(cfg.trading, broker=cfg.broker.name)
+            )
         if self.mode == "live" and not cfg.trading.broker:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (set trading.broker); refusing to start",
+                "live mode needs a live broker (--broker kite or broker.name); refusing to start",
             )
         self.kernel: TradingKernel | None = None
+        self.live: LiveInputs | None = None
         self.store: SqliteTradingStore | None = None
         self.clock: Clock | None = None
         self._ctx: NodeContext | None = None
@@ -122,7 +128,8 @@ class TradingLayer:
         self._ctx = ctx
         cfg = self.cfg
         feed = ctx.feed
-        if feed is not None and feed.wall_clock:
+        wall = feed is not None and feed.wall_clock
+        if wall:
             self.clock = ctx.clock
         else:
             # before the first tick: where the feed starts (or resumes), never 1970
@@ -149,7 +156,13 @@ class TradingLayer:
             self.clock,
             paper_book=SqlitePaperBook(cfg.store.db, store.con),
             cash=to_paise(cfg.risk.capital_inr),
+            app=cfg,
+            master=ctx.master,
+            feed=ctx.feed,
         )
+        if broker is not None and broker.is_live:
+            broker.connect()  # live brokers start their worker before reconciliation
+        self.live = LiveInputs(ctx, broker)
         self.kernel = kernel = TradingKernel(
             bus=ctx.bus,
             clock=self.clock,
@@ -176,9 +189,12 @@ class TradingLayer:
         if resumed is not None:
             self._restore_prices(resumed)
             warm = self._warm_candles(resumed)
+        elif wall:  # a broker feed: warm up on stored candles (mandi history fetch kite ...)
+            warm = self._warm_candles(self.clock.now_ns())
         _warm_numerics()
         kernel.start(warm)
-        ctx.bus.subscribe("system:storage_failed", self._on_storage_failed, name="trading.storage")
+        ctx.bus.subscribe("system:storage_failed", self._on_storage, name="trading.storage")
+        ctx.bus.subscribe("system:storage_recovered", self._on_storage, name="trading.storage")
         store.heartbeat(self.mode)
         r = kernel.restored
         log.info(
@@ -191,10 +207,16 @@ class TradingLayer:
             f"HALTED ({kernel.risk.latch.reason})" if r["halted"] else "clear",
         )
 
-    def _on_storage_failed(self, topic: str, e: SystemEvent) -> None:
-        """The node cannot store what happens: no new entries (exits stay allowed)."""
-        if self.kernel is not None:
-            self.kernel.halt(f"storage failed: {e.message}", "storage")
+    def _on_storage(self, topic: str, e: SystemEvent) -> None:
+        """No new entries while the node cannot store what happens (exits stay possible)."""
+        if self.kernel is None:
+            return
+        why = f"storage failed: {e.message}" if e.kind == "storage_failed" else ""
+        if self.kernel.risk.block_entries("storage", "storage_failed", why):
+            if why:
+                log.error("new entries blocked: %s", why)
+            else:
+                log.warning("storage writes again: new entries allowed")
 
     def _restore_prices(self, resume_ns: int) -> None:
         """The last price of every instrument before the resume point (from stored ticks)."""
@@ -245,11 +267,14 @@ class TradingLayer:
         return [self._timer(), self._poll()]
 
     async def _timer(self) -> None:
-        """Time-driven kernel work when no tick arrives (broker feeds, quiet markets)."""
+        """Time-driven kernel work when no tick arrives (broker feeds, quiet markets), and the
+        live inputs (feed health, broker session, reconciliation after reconnects)."""
         while True:
             await asyncio.sleep(0.25)
             if self.kernel is not None:
                 self.kernel.handle_time()
+                if self.live is not None:
+                    self.live.check(self.kernel)
 
     async def _poll(self) -> None:
         """Heartbeat, latch changes from the CLI, manual order requests."""
@@ -320,7 +345,14 @@ class TradingLayer:
         return n
 
     def status(self) -> dict[str, Any] | None:
-        return self.kernel.status() if self.kernel is not None else None
+        if self.kernel is None:
+            return None
+        st = self.kernel.status()
+        if self.kernel.risk.entry_blocks:
+            st["entries_blocked"] = {
+                k: f"{r}: {why}" for k, (r, why) in self.kernel.risk.entry_blocks.items()
+            }
+        return st
 
     def close(self) -> None:
         try:
@@ -328,6 +360,9 @@ class TradingLayer:
                 self.kernel.handle_time()
                 log.info("trading: %s", self.kernel.summary())
                 self.kernel.stop()
+                close = getattr(self.kernel.broker, "close", None)
+                if callable(close):
+                    close()
         finally:  # a kernel that cannot persist (a full disk) still lets go of the database
             if self.store is not None:
                 store, self.store = self.store, None
@@ -335,6 +370,97 @@ class TradingLayer:
                     store.clear_heartbeat()
                 finally:
                     store.close()
+
+
+class LiveInputs:
+    """The live broker's and feed's state as inputs of the trading kernel (checked every
+    0.25 s): feed health and a dead broker session block new entries (exits stay possible) and
+    raise system events when they change; a reconnect of the feed reconciles every open order
+    with the broker; the session's expiry is warned about before it comes."""
+
+    def __init__(self, ctx: NodeContext, broker: Any) -> None:
+        self.ctx = ctx
+        self.broker = broker
+        self.feed = ctx.feed
+        self.health = getattr(self.feed, "health", None)
+        self.reconcile_due = False
+        self.positions_checked = False  # once at start-up, then after every reconnect
+        self.warned_expiry = False
+        self.reconciles = 0
+        if self.feed is not None and hasattr(self.feed, "on_reconnect"):
+            self.feed.on_reconnect = self._on_reconnect
+
+    def _on_reconnect(self) -> None:
+        self.reconcile_due = True
+
+    def _market_open(self, now: int) -> bool:
+        from mandi.core.calendar import calendar, ist_date
+
+        s = calendar("NSE").session(ist_date(now))
+        return s is not None and s.open_ns <= now < s.close_ns
+
+    def check(self, kernel: TradingKernel) -> None:
+        now = self.ctx.clock.now_ns()
+        risk = kernel.risk
+        if self.health is not None:
+            rule, why = self.health.problem(now, self._market_open(now))
+            if risk.block_entries("feed", rule, why):
+                if why:
+                    self.ctx.event(
+                        "feed_unhealthy", f"new entries blocked: {why}", "WARNING", rule=rule
+                    )
+                else:
+                    self.ctx.event(
+                        "feed_healthy", "market data is flowing again; entries allowed", "INFO"
+                    )
+        dead = getattr(self.broker, "session_dead", "")
+        if dead and risk.block_entries("session", "broker_session", dead):
+            self.ctx.event("broker_session_ended", dead, "ERROR")
+        if not self.positions_checked and not dead:
+            self.positions_checked = True
+            self._check_positions(kernel)
+        if self.reconcile_due and kernel.orders is not None and not dead:
+            self.reconcile_due = False
+            self.reconciles += 1
+            log.info("feed reconnected: reconciling open orders with the broker")
+            kernel.orders.reconcile_all()
+            self._check_positions(kernel)
+        expires = getattr(getattr(self.feed, "session", None), "expires_ns", 0)
+        warn_ns = int(self.ctx.cfg.broker.kite.expiry_warning_min * 60 * NS_PER_SECOND)
+        real_now = time.time_ns()
+        if expires and not self.warned_expiry and expires - real_now <= warn_ns:
+            self.warned_expiry = True
+            self.ctx.event(
+                "broker_session_expiring",
+                f"the broker session expires in {(expires - real_now) / 60e9:.0f} min "
+                "(06:00 IST); log in again: mandi broker login kite",
+                "WARNING",
+            )
+
+    def _check_positions(self, kernel: TradingKernel) -> None:
+        """Compare the broker's net positions with mandi's open ones; report differences."""
+        if self.broker is None or not getattr(self.broker, "is_live", False):
+            return
+        try:
+            theirs = {p.token: p.quantity for p in self.broker.positions()}
+        except MandiError as e:
+            log.warning("position reconciliation skipped: %s", e)
+            return
+        ours: dict[int, int] = {}
+        for p in kernel.book.open_positions():
+            ours[p.token] = ours.get(p.token, 0) + p.direction * p.quantity
+        diff = {
+            t: (ours.get(t, 0), theirs.get(t, 0))
+            for t in set(ours) | set(theirs)
+            if ours.get(t, 0) != theirs.get(t, 0)
+        }
+        if diff:
+            self.ctx.event(
+                "position_mismatch",
+                f"positions differ from the broker's for {len(diff)} instrument(s)",
+                "WARNING",
+                tokens={str(t): {"mandi": a, "broker": b} for t, (a, b) in diff.items()},
+            )
 
 
 def _off_tick(master: Any, req: dict[str, Any]) -> str:

@@ -16,10 +16,10 @@ once.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from mandi.bus.memory import MessageBus
 from mandi.core.clock import Clock
-from mandi.execution.ports import TradingStore
 from mandi.model.trading import SignalGenerated
 from mandi.risk.rules import Denied
 
@@ -33,8 +33,21 @@ def signal_topic(strategy: str) -> str:
     return f"signal:{strategy.replace(':', '_') or 'unnamed'}"
 
 
+class SignalStore(Protocol):
+    """Where signals and their status are kept (the trading store,
+    :class:`~mandi.execution.ports.TradingStore`, is one)."""
+
+    def insert_signal(self, signal: SignalGenerated) -> str | None:
+        """Store ``signal`` as ``NEW``: None when it is new, else the status already stored."""
+        ...
+
+    def signal_status(self, signal_id: str) -> str | None: ...
+
+    def set_signal_status(self, signal_id: str, status: str, reason: str, ts_ns: int) -> None: ...
+
+
 class SignalManager:
-    def __init__(self, store: TradingStore, bus: MessageBus, clock: Clock) -> None:
+    def __init__(self, store: SignalStore, bus: MessageBus, clock: Clock) -> None:
         self.store, self.bus, self.clock = store, bus, clock
         self.emitted = 0
         self.duplicates = 0

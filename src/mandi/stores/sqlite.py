@@ -403,6 +403,20 @@ def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
+def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[str, str]) -> int:
+    """Upsert confirmed candles (a history backfill) and ``meta`` keys in one transaction."""
+    con.execute("BEGIN")
+    try:
+        con.executemany(CANDLE_SQL, [candle_row(c) for c in candles])
+        for k, v in meta.items():
+            set_meta(con, k, v)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return len(candles)
+
+
 def checkpoint(con: sqlite3.Connection) -> None:
     """Fold the write-ahead log into the database file and truncate it (after a cleanup)."""
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -44,7 +44,7 @@ from mandi.model.trading import SignalGenerated
 from mandi.pipeline.timeframes import bucket_start
 
 if TYPE_CHECKING:
-    from mandi.execution.market import MarketState
+    from mandi.model.marketstate import MarketState
     from mandi.portfolio.positions import PositionBook
 
 

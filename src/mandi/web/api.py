@@ -132,7 +132,7 @@ class TradingPort(Protocol):
 
 
 class KernelTrading:
-    """:class:`TradingPort` over a :class:`~mandi.execution.kernel.TradingKernel`."""
+    """:class:`TradingPort` over a :class:`~mandi.system.kernel.TradingKernel`."""
 
     def __init__(self, kernel: Any) -> None:
         self.k = kernel
@@ -1011,6 +1011,45 @@ class MandiAPI:
         m.add(
             "mandi_handler_errors_total", "counter", "Bus handler exceptions.", s["handler_errors"]
         )
+        fh = s.get("feed_health")
+        if fh:  # a broker feed (mandi.execution.live.FeedHealth)
+            m.add(
+                "mandi_feed_connections_up",
+                "gauge",
+                "Broker feed connections up.",
+                fh["connections_up"],
+            )
+            m.add(
+                "mandi_feed_reconnects_total",
+                "counter",
+                "Broker feed reconnects.",
+                fh["reconnects"],
+            )
+            m.add(
+                "mandi_feed_silent_timeouts_total",
+                "counter",
+                "Broker feed connections dropped for silence.",
+                fh["silent_timeouts"],
+            )
+            m.add(
+                "mandi_feed_malformed_frames_total",
+                "counter",
+                "Broker feed frames that could not be decoded.",
+                fh["malformed_frames"],
+            )
+            if fh["data_age_s"] is not None:
+                m.add(
+                    "mandi_feed_data_age_seconds",
+                    "gauge",
+                    "Seconds since the last tick.",
+                    fh["data_age_s"],
+                )
+            m.add(
+                "mandi_feed_session_ok",
+                "gauge",
+                "1 while the broker session is valid.",
+                1 if fh["session"] == "ok" else 0,
+            )
         m.add(
             "mandi_candles_confirmed_total",
             "counter",

@@ -7,10 +7,10 @@ import datetime as dt
 
 import msgspec
 
-from mandi.backtest import run
 from mandi.core.calendar import ist_ns
 from mandi.model.instruments import Equity
 from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
+from mandi.services.backtest import run
 
 from .kit import DAY, bars
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mandi.backtest import BacktestError, run
+from mandi.backtest import BacktestError
 from mandi.backtest.result import TRADE_KEYS
 from mandi.cli import app
 from mandi.core.calendar import ist_ns
+from mandi.services.backtest import run
 from mandi.services.backtest.data import load, load_csv, load_store_candles, write_parquet
 from mandi.services.backtest.report import save_to_store, write_html, write_json, write_png
 from mandi.services.backtest.sweep import parse_param, parse_params, sweep
@@ -140,6 +141,16 @@ def test_param_syntax():
     for bad in ("fast", "=3", "f=5..1", "f=1..5:0"):
         with pytest.raises(BacktestError):
             parse_params([bad])
+
+
+def test_the_kernel_package_points_to_the_shell_entry_points():
+    import mandi.backtest
+    import mandi.services.backtest as shell
+
+    for name in ("run", "replay", "sweep"):
+        with pytest.raises(AttributeError, match=f"from mandi.services.backtest import {name}"):
+            getattr(mandi.backtest, name)
+        assert callable(getattr(shell, name))
 
 
 def test_sweep_in_parallel(small):

@@ -9,10 +9,10 @@ import pytest
 
 import mandi.brokers as brokers
 from mandi.brokers import make_broker
-from mandi.brokers.paper import MemoryPaperBook, PaperBroker
 from mandi.core.clock import TestClock
 from mandi.core.errors import ConfigError
 from mandi.execution.config import MatchingConfig, TradingConfig
+from mandi.execution.paper import MemoryPaperBook, PaperBroker
 from mandi.execution.ports import BrokerFill, OrderRequest
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus, OrderType, Product, Side
@@ -120,6 +120,8 @@ def test_live_mode_refuses_without_a_live_broker(spy):
     with pytest.raises(ConfigError, match=r"trading\.broker"):
         make_broker("live", TradingConfig(), TestClock(1))
     with pytest.raises(ConfigError, match="no such live broker"):
+        make_broker("live", TradingConfig(broker="groww"), TestClock(1))
+    with pytest.raises(ConfigError, match="mandi run --mode live --broker kite"):
         make_broker("live", TradingConfig(broker="kite"), TestClock(1))
     live = make_broker("live", TradingConfig(broker="spy"), TestClock(1))
     assert spy.constructed == 1 and live is not None

@@ -6,19 +6,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mandi.brokers.paper import MemoryPaperBook, PaperBroker
 from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
 from mandi.core.ids import stable_id
 from mandi.execution.config import MatchingConfig, TradingConfig
-from mandi.execution.kernel import TradingKernel
 from mandi.execution.memstore import MemoryTradingStore
+from mandi.execution.paper import MemoryPaperBook, PaperBroker
 from mandi.model.instruments import Equity, Index, InstrumentMaster, Option
 from mandi.model.market import Tick
 from mandi.model.orders import Side
 from mandi.model.trading import SignalGenerated
 from mandi.risk.config import RiskConfig
+from mandi.system.kernel import TradingKernel
 
 DAY = dt.date(2026, 4, 15)  # a Wednesday; the weekly expiry is Tue 2026-04-21
 EXPIRY = dt.date(2026, 4, 21)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mandi.brokers.paper import MemoryPaperBook, PaperBroker
 from mandi.execution.config import MatchingConfig, TradingConfig
+from mandi.execution.paper import MemoryPaperBook, PaperBroker
 from mandi.execution.ports import BrokerAck
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus, Side
@@ -136,7 +136,7 @@ def test_a_signal_for_an_unknown_or_stale_or_old_instrument_is_denied_and_the_ke
 def test_a_strategy_exception_in_the_executor_is_contained(monkeypatch):
     k = Kit().start()
     k.chain_ticks()
-    monkeypatch.setattr(k.kernel.execution, "_plan", lambda *a: 1 / 0)
+    monkeypatch.setattr(k.kernel.execution.entries, "plan", lambda *a: 1 / 0)
     k.emit(k.signal("boom", NIFTY, "BUY"))
     assert [d.rule for d in k.store.denials] == ["internal_error"]
     monkeypatch.undo()
@@ -190,7 +190,7 @@ def test_daily_loss_breaker_halts_persists_and_fails_closed():
     assert k2.kernel.risk.halted
     # a P&L that cannot be computed halts too
     k3 = Kit().start()
-    k3.kernel.execution.day_pnl = lambda: 1 / 0  # type: ignore[method-assign]
+    k3.kernel.execution.ctx.day_pnl = lambda: 1 / 0  # type: ignore[method-assign]
     k3.tick(RELIANCE, 1400.0, dt_s=6)
     assert k3.kernel.risk.halted and k3.kernel.risk.latch.source == "fail_closed"
 

@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from mandi.brokers.paper import PaperBroker
 from mandi.execution.config import MatchingConfig
 from mandi.execution.memstore import MemoryTradingStore
-from mandi.execution.ports import DailyRow, Latch
+from mandi.execution.paper import PaperBroker
 from mandi.model.orders import Intent, Order, OrderFilled, OrderStatus, Side
+from mandi.model.trading import DailyRow, Latch
 from mandi.stores.trading import SqlitePaperBook, SqliteTradingStore, set_latch
 
 from .kit import INFY, RELIANCE, Kit

@@ -7,9 +7,9 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mandi.execution.ports import DailyRow
 from mandi.model.instruments import Equity
 from mandi.model.orders import Intent
+from mandi.model.trading import DailyRow
 from mandi.portfolio.performance import PerformanceTracker
 from mandi.portfolio.positions import Position, PositionBook
 

@@ -1,4 +1,4 @@
-"""``mandi.backtest.run(...)``: load data, build the strategy, run an engine, return a
+"""``mandi.services.backtest.run(...)``: load data, build the strategy, run an engine, return a
 :class:`~mandi.backtest.result.BacktestResult` — and :func:`replay` of a recorded ``mandi run``.
 
 This is shell code (it reads files); the engines it drives are pure.

@@ -1,9 +1,17 @@
-"""The trading kernel: strategies → signals → risk → execution → portfolio, wired on one bus.
+"""The trading kernel: strategies → signals → risk → execution → portfolio, assembled on one bus.
 
+This is the one place the trading stages are put together (as NautilusTrader's
+``system/kernel``): none of them imports another stage above it, and none imports this module.
 The same object runs behind ``mandi run`` (paper, live or logging-only), the benchmark and the
 backtester; the shell hands it a clock, a bus, the instrument master, a
 :class:`~mandi.execution.ports.TradingStore` and (except in logging-only mode) a
 :class:`~mandi.execution.ports.Broker`.
+
+A signal's route: ``StrategyEngine`` (strategy) → ``SignalManager.emit`` (signals: stored, then
+published on ``signal:{strategy}``) → ``ExecutionEngine.handle_signal`` (execution's entry stage:
+checks, plan, ``RiskEngine.check``, submit) → ``OrderManager`` (stored, paced, sent) → broker →
+``FillStage.apply`` (execution) → ``PositionBook`` / ``PerformanceTracker`` (portfolio) →
+``order:filled`` / ``position:*`` on the bus, and the strategies' ``on_fill``.
 
 Start-up order (:meth:`TradingKernel.start`) — nothing acts on a new signal before it is done:
 
@@ -32,12 +40,13 @@ from mandi.core.clock import NS_PER_SECOND, Clock
 from mandi.core.money import format_inr
 from mandi.execution.charges import ChargesModel
 from mandi.execution.config import TradingConfig
-from mandi.execution.engine import ExecutionEngine, InFlight, parse_tag
-from mandi.execution.market import MarketState
+from mandi.execution.context import InFlight, parse_tag
+from mandi.execution.engine import ExecutionEngine
 from mandi.execution.orders import OrderManager
 from mandi.execution.ports import Broker, TradingStore
 from mandi.model.instruments import AnyInstrument, Equity, InstrumentMaster, Option
 from mandi.model.market import Candle, ChainSnapshot, Tick
+from mandi.model.marketstate import MarketState
 from mandi.model.orders import Intent, Order, OrderStatus
 from mandi.model.trading import PositionUpdated
 from mandi.portfolio.performance import PerformanceTracker
@@ -117,7 +126,7 @@ class TradingKernel:
         self.signals = SignalManager(store, bus, clock)
         self.ctx = StrategyContext(clock, master, self.market, self.book)
         self.strategies = StrategyEngine(bus, self.ctx, self.signals.emit, disable_after_errors)
-        self.execution.on_fill_hooks.append(self.strategies.handle_fill)
+        self.execution.fills.on_fill_hooks.append(self.strategies.handle_fill)
         self._monitor_ns = int(self.cfg.monitor_interval_s * NS_PER_SECOND)
         self._reconcile_ns = int(self.cfg.reconcile_interval_s * NS_PER_SECOND)
         self._entry_timeout_ns = int(self.cfg.entry_timeout_s * NS_PER_SECOND)
@@ -321,14 +330,14 @@ class TradingKernel:
             "halt_reason": self.risk.latch.reason,
             "strategies": len(self.strategies.strategies),
             "signals": self.signals.emitted,
-            "signal_duplicates": self.signals.duplicates + self.execution.duplicates,
+            "signal_duplicates": self.signals.duplicates + self.execution.entries.duplicates,
             "last_signal": (
                 f"{last.strategy} {last.action.value} {last.symbol}" if last is not None else ""
             ),
-            "logged_trades": self.execution.logged,
+            "logged_trades": self.execution.entries.logged,
             "orders_sent": self.orders.sent if self.orders is not None else 0,
             "orders_queued": len(self.orders.queue) if self.orders is not None else 0,
-            "fills": self.execution.fills,
+            "fills": self.execution.fills.count,
             "open_positions": [
                 {
                     "strategy": p.strategy,

@@ -1,5 +1,7 @@
 """What the trading kernel knows of the market: the latest tick of every instrument and the latest
-option-chain snapshot per (underlying, expiry).
+option-chain snapshot per (underlying, expiry). Strategies read it (through their context) and
+execution prices and picks strikes from it; it lives in the model layer so that neither has to
+import the other.
 
 Chain snapshots come from the bus (``chain:{underlying}:{expiry}``) when the node publishes them;
 otherwise :meth:`MarketState.chain` assembles one from the latest ticks of the chain's contracts

@@ -1,0 +1,225 @@
+"""End to end against ``mandi fakebroker kite`` (a subprocess), through the command line as a
+user would: login, instrument sync, ``mandi run --mode live --broker kite`` (live feed → candles
+→ a strategy → risk → an order at the fake → postback → fill → position), a manual ``mandi
+order``, ``mandi halt`` blocking new orders, and a SIGKILL between send and acknowledgement
+followed by a restart that reconciles the order by its tag without sending it again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mandi.brokers.kite.wire import kite_tag
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+
+CONFIG = """
+[[strategies]]
+name = "kite_strategy:BuyOnce"
+id = "buy_once"
+symbols = ["INFY"]
+timeframe = 60
+
+[indicators]
+enabled = false
+
+[pipeline]
+engine = "reference"
+
+[chains]
+enabled = false
+
+[trading]
+reconcile_interval_s = 1.0
+request_poll_s = 0.2
+
+[risk]
+sizing = "fixed_amount"
+fixed_amount_inr = 5000.0
+
+[broker.kite]
+symbols = ["NIFTY", "INFY"]
+strikes_each_side = 1
+poll_interval_s = 0.5
+timeout_s = 2.0
+"""
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
+    base.update(
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        PYTHONPATH=os.pathsep.join([str(SRC), str(HERE), base.get("PYTHONPATH", "")]),
+    )
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "mandi", "fakebroker", "kite", "--port", "0"],
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None
+        for _ in range(12):  # the export lines come first, then a comment line
+            line = fake.stdout.readline()
+            if line.startswith("export "):
+                k, _, v = line.removeprefix("export ").strip().partition("=")
+                base[k] = v
+            if line.startswith("#") or not line:
+                break
+        assert base["MANDI_BROKER__NAME"] == "kite"
+        base["MANDI_STORE__DB"] = str(tmp_path / "mandi.db")
+        (tmp_path / "mandi.toml").write_text(CONFIG)
+        base["MANDI_TEST_CONFIG"] = str(tmp_path / "mandi.toml")
+        yield base
+    finally:
+        fake.terminate()
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            fake.kill()
+            raise
+
+
+def mandi(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "mandi", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def fake_state(env: dict[str, str]) -> dict[str, Any]:
+    return httpx.get(env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/state").json()  # type: ignore[no-any-return]
+
+
+def orders(env: dict[str, str]) -> dict[str, tuple[str, int]]:
+    con = sqlite3.connect(env["MANDI_STORE__DB"])
+    try:
+        rows = con.execute("SELECT order_id, status, filled_qty FROM orders").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mandi",
+            "run",
+            "--mode",
+            "live",
+            "--broker",
+            "kite",
+            "--no-dashboard",
+            "--status-interval",
+            "0",
+            "--config",
+            env["MANDI_TEST_CONFIG"],
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
+    out = mandi(env, "broker", "login", "kite", "--request-token", "any-token").stdout
+    assert "logged in to Kite as DM1234" in out
+    session = tmp_path / "config" / "mandi" / "kite-session.json"
+    assert session.stat().st_mode & 0o777 == 0o600
+    assert "logged in as DM1234" in mandi(env, "broker", "status", "kite").stdout
+    assert "instruments" in mandi(env, "instruments", "sync", "kite").stdout
+    log = tmp_path / "run.log"
+    try:
+        first = trade_then_crash(env, log)
+        reconcile_after_restart(env, log, first)
+    except AssertionError:
+        print(log.read_text()[-6000:])  # the node's side of the story
+        raise
+    text = log.read_text()
+    assert "access_token" not in text and "mandi_demo_secret" not in text
+
+
+def trade_then_crash(env: dict[str, str], log: Path) -> str:
+    """Strategy order, manual order, halt, then SIGKILL with an order in flight; returns the
+    strategy's order id."""
+    run = start_run(env, log)
+    try:
+        # feed -> candles -> strategy -> risk -> order at the fake -> postback -> fill
+        (first,) = wait_for(
+            lambda: [o for o, (s, _) in orders(env).items() if s == "FILLED"],
+            what="the strategy's order to fill",
+        )
+        assert fake_state(env)["orders"] == 1
+        r = mandi(env, "order", "buy", "INFY", "--qty", "1")
+        assert "accepted" in r.stdout, r.stdout + r.stderr
+        wait_for(
+            lambda: sum(s == "FILLED" for s, _ in orders(env).values()) == 2,
+            what="the manual order to fill",
+        )
+        mandi(env, "halt", "--reason", "test")
+        r = mandi(env, "order", "buy", "INFY", "--qty", "1", check=False)
+        assert r.returncode != 0 and "halted" in (r.stdout + r.stderr).lower()
+        assert fake_state(env)["orders"] == 2
+        mandi(env, "resume")
+        # the answer to the next order never comes: SIGKILL while it is in flight
+        httpx.post(
+            env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/fault",
+            json={"fault": "timeout", "seconds": 30},
+        )
+        mandi(env, "order", "buy", "INFY", "--qty", "1")
+        wait_for(lambda: fake_state(env)["orders"] == 3, what="the order to reach the fake")
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+        return str(first)
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+def reconcile_after_restart(env: dict[str, str], log: Path, first: str) -> None:
+    held = orders(env)
+    pending = [o for o, (s, _) in held.items() if s in ("SUBMITTED", "UNKNOWN", "NEW")]
+    assert len(pending) == 1, held
+    run = start_run(env, log)
+    try:
+        wait_for(lambda: orders(env)[pending[0]][0] == "FILLED", what="reconciliation")
+        st = fake_state(env)
+        assert st["orders"] == 3  # nothing was sent twice
+        assert st["orders_by_tag"][kite_tag(pending[0])] == 1
+        assert st["orders_by_tag"][kite_tag(first)] == 1
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
