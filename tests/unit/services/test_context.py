@@ -122,3 +122,25 @@ def test_storage_failure_and_recovery_become_system_events(tmp_path):
     assert seen == [("storage_failed", "CRITICAL"), ("storage_recovered", "WARNING")]
     writer.stop()
     assert writer.not_stored() == 0
+
+
+def test_the_trading_layer_blocks_entries_while_storage_fails(tmp_path):
+    from mandi.services.trading import TradingLayer
+
+    db = str(tmp_path / "trading.db")
+    cfg, ctx, writer = make_context(db, TestClock(T0))
+    layer = TradingLayer(cfg)
+    layer.attach(ctx)  # no feed: exchange time from the data, as in a Redis service
+    try:
+        risk = layer.kernel.risk
+        ctx.event("storage_failed", "SQLite x.db cannot write: disk I/O error", "CRITICAL")
+        assert risk.entry_block() == (
+            "storage_failed",
+            "storage failed: SQLite x.db cannot write: disk I/O error",
+        )
+        assert not risk.halted  # a block, not the latch: it lifts when storage writes again
+        ctx.event("storage_recovered", "SQLite x.db writes again", "WARNING")
+        assert risk.entry_block() == ("", "")
+    finally:
+        layer.close()
+        writer.stop()
