@@ -78,7 +78,11 @@ class ChainLayer:
         self.assembler = ChainAssembler(ctx.master, source=ctx.feed.name if ctx.feed else "")
         ctx.writer.register("option_chain_snapshots", SNAPSHOT_SQL)
         ctx.writer.register("exchange_metadata", METADATA_SQL)
-        ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        if ctx.feed is not None and hasattr(ctx.feed, "on_snapshot"):
+            # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
+            ctx.feed.on_snapshot = self.handle_snapshot
+        else:
+            ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
         self._warm(ctx)
 
     def _warm(self, ctx: NodeContext) -> None:
@@ -104,7 +108,7 @@ class ChainLayer:
 
     def after_batch(self) -> None:
         ctx = self._ctx
-        if ctx is None or self.assembler is None:
+        if ctx is None or self.assembler is None or hasattr(ctx.feed, "on_snapshot"):
             return
         if len(ctx.master) != self._known:
             self._known = len(ctx.master)  # a new simulated day brought new contracts
@@ -147,6 +151,25 @@ class ChainLayer:
                     "exchange_metadata",
                     [metadata_row(snap, atm_paise(analytics), ctx.clock.now_ns())],
                 )
+
+    def handle_snapshot(self, snap: ChainSnapshot) -> None:
+        """A whole chain from a polled source: analysed and published like an assembled one,
+        and stored every time (as ``mandi chain import`` stores a file)."""
+        ctx = self._ctx
+        assert ctx is not None and self.matrix is not None
+        try:
+            analytics = self.matrix.process_option_chain(snap.underlying, snap)
+        except Exception as e:
+            self.errors += 1
+            ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+            return
+        self.snapshots += 1
+        ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+        if analytics is not None:
+            ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+        now = ctx.clock.now_ns()
+        ctx.writer.put("option_chain_snapshots", snapshot_rows(snap, analytics, now))
+        ctx.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []

@@ -128,12 +128,10 @@ class MarketNode:
                 await feed.connect_once()
             except (OSError, TimeoutError) as e:
                 raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
-        elif cfg.run.feed == "kite":  # a broker feed: wall-clock time, live
-            from mandi.brokers.kite.feed import open_kite_feed
+        else:  # a broker's feed or NSE's chains: wall-clock time, live (mandi.feeds.registry)
+            from mandi.feeds.registry import opener
 
-            feed = await open_kite_feed(cfg, self.clock)
-        else:
-            raise ConfigError("run.feed", cfg.run.feed, "use 'sim', 'kite' or a ws://host:port URL")
+            feed = await opener(cfg.run.feed)(cfg, self.ctx)
         self.ctx.feed = feed
         self.ctx.add_instruments(feed.instruments())
 
