@@ -15,32 +15,37 @@ UI_STAMP := $(UI)/node_modules/.installed
 
 .PHONY: run test bench lint format system-deps ui clean
 
+# Installs are quiet: one line says what is happening, pip and npm speak only when they fail.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
+	@echo "mandi: creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
-	touch $@
+	@echo "mandi: installing mandi and its runtime dependencies into $(VENV)"
+	@$(PIP) -e .
+	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test]'
-	touch $@ $(RUN_STAMP)
+	@echo "mandi: installing mandi with the test dependencies into $(VENV)"
+	@$(PIP) -e '.[test]'
+	@touch $@ $(RUN_STAMP)
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test,bench]'
-	touch $@ $(TEST_STAMP) $(RUN_STAMP)
+	@echo "mandi: installing mandi with the test and benchmark dependencies into $(VENV)"
+	@$(PIP) -e '.[test,bench]'
+	@touch $@ $(TEST_STAMP) $(RUN_STAMP)
 
 # The dashboard's JavaScript libraries (lightweight-charts) come from npm, pinned by the lock file;
 # they are served from node_modules, never copied into the repository.
 $(UI_STAMP): $(UI)/package.json $(UI)/package-lock.json
-	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
-	touch $(UI_STAMP)
+	@echo "mandi: installing the dashboard's chart library (npm)"
+	@cd $(UI) && npm ci --no-audit --no-fund --loglevel=error --silent
+	@touch $(UI_STAMP)
 
 ui: $(UI_STAMP)
 
 run: $(RUN_STAMP) $(UI_STAMP)
-	$(BIN)/mandi run $(ARGS)
+	@$(BIN)/mandi run $(ARGS)
 
 # redis-server and chromium come from apt-get where missing (tests start them on loopback).
 system-deps:

@@ -388,7 +388,20 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
-        "0006_rejects",
+        "0006_stop_orders",
+        # SL / SL-M orders carry a trigger price, and the two legs of a GTT-style OCO a group
+        # id — in our order book and in the paper broker's own book.
+        """
+        ALTER TABLE orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE paper_orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE paper_orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE order_requests ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE order_requests ADD COLUMN basket TEXT NOT NULL DEFAULT '';
+    """,
+    ),
+    (
+        "0007_rejects",
         # rows a writer could not store (a value the store cannot hold, a wrong width): kept here
         # with the reason instead of killing the writer (mandi.stores.writer). ``store`` is the
         # writer that refused it (sqlite, clickhouse), ``target`` its statement or table, ``row``
@@ -420,6 +433,13 @@ TIME_COLUMNS: dict[str, str] = {
     "order_requests": "created_at",
     "rejects": "timestamp",
 }
+
+# Tables whose time column is the wall clock of the machine (when something happened here);
+# every other time column is exchange time (simulated time with the simulator, in backtests the
+# bars' time), which `mandi db stats` says per table.
+WALL_CLOCK_TABLES: frozenset[str] = frozenset(
+    {"system_events", "indicator_snapshots", "order_requests", "rejects"}
+)
 
 # Append-only tables whose rowid order is time order (no time index; see the module doc).
 APPEND_ORDERED: frozenset[str] = frozenset({"ticks"})
