@@ -40,6 +40,7 @@ from mandi.services.node import MarketNode
 NIFTY = Index(256265, "NSE", "NIFTY 50", "NIFTY")
 T0 = ist_ns(dt.date(2026, 4, 13)) + (9 * 3600 + 15 * 60) * NS_PER_SECOND  # 09:15 IST
 HUGE = 2**64
+FULL_AT = 3_000_000  # bytes: no file of the run may grow beyond it
 
 
 def tick(i, price):
@@ -119,6 +120,25 @@ def test_a_tick_of_price_2_pow_64_loses_nothing_else_and_the_run_exits_0(tmp_pat
     assert con.execute("SELECT count(*) FROM candles WHERE timeframe = 1").fetchone()[0] >= 49
 
 
+def test_a_disk_full_at_start_up_is_one_line_and_exit_2(tmp_path):
+    db = str(tmp_path / "full.db")
+    args = ["run", "--db", db, "--date", "2026-04-13", "--until", "09:20", "--no-dashboard"]
+    p = subprocess.run(
+        [sys.executable, "-m", "mandi", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "MANDI_HISTORY__SESSIONS": "5"},  # its backfill needs more than FULL_AT
+        preexec_fn=_full_disk(FULL_AT),
+    )
+    assert p.returncode == 2, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"mandi: the database {db} failed at start-up: ")
+        and "Traceback" not in p.stderr
+    )
+
+
 def _full_disk(limit):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write fails, not kills
@@ -131,14 +151,15 @@ def test_a_full_disk_blocks_entries_and_the_run_exits_1_with_what_was_not_stored
     db = str(tmp_path / "full.db")
     args = ["run", "--db", db, "--date", "2026-04-13", "--seed", "11", "--speed", "inf"]
     args += ["--until", "10:30", "--no-dashboard", "--status-interval", "0"]
-    env = {**os.environ, "MANDI_CHAINS__ENABLED": "false"}
+    # no chains, no history backfill: the disk fills while the market runs, not at start-up
+    env = {**os.environ, "MANDI_CHAINS__ENABLED": "false", "MANDI_HISTORY__SESSIONS": "0"}
     p = subprocess.Popen(
         [sys.executable, "-m", "mandi", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=_full_disk(3_000_000),
+        preexec_fn=_full_disk(FULL_AT),
     )
     lines: list[str] = []
 

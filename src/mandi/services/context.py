@@ -1,9 +1,10 @@
 """The node context: what a layer of the platform may use of the node that hosts it.
 
 A *layer* (history, indicators, option chains, trading, backups, the web gateway, notifications,
-the Redis bridge, the ClickHouse sink) plugs into a node — ``mandi run``'s :class:`~mandi.services.node.MarketNode`, or a
-distributed service's :class:`~mandi.services.distributed.node.RedisNode` — through a
-:class:`NodeContext`, never through the node itself. The context is the whole contract:
+the Redis bridge, the ClickHouse sink) plugs into a node — ``mandi run``'s
+:class:`~mandi.services.node.MarketNode`, or a distributed service's
+:class:`~mandi.services.distributed.node.RedisNode` — through a :class:`NodeContext`, never
+through the node itself. The context is the whole contract:
 
 =====================  ======================================================================
 ``cfg``                the frozen :class:`~mandi.config.AppConfig`

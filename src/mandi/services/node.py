@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -39,7 +40,7 @@ from mandi.bus.memory import MessageBus
 from mandi.config import AppConfig
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
-from mandi.core.errors import ConfigError
+from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
@@ -349,9 +350,12 @@ class MarketNode:
         """Run until the duration, the ``until`` time, the end of the feed or a signal; the exit
         status: 0, or :data:`~mandi.services.storage.EXIT_NOT_STORED` when rows were lost."""
         self._feed_done = False
-        await self.prepare()
-        for layer in self.layers:
-            layer.attach(self.ctx)
+        try:
+            await self.prepare()
+            for layer in self.layers:
+                layer.attach(self.ctx)
+        except sqlite3.Error as e:  # e.g. a full disk at start-up: one line, not a traceback
+            raise StoreError(f"the database {self.cfg.store.db} failed at start-up: {e}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

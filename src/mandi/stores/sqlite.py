@@ -47,6 +47,14 @@ def connect(
         raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
 
 
+def rollback(con: sqlite3.Connection) -> None:
+    """Undo a failed transaction, if SQLite has not already: a COMMIT that failed on a full disk
+    rolled back by itself (a second ROLLBACK would hide the real error behind "no transaction is
+    active"), one refused as busy left it open (and the next BEGIN would fail)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 def migrate(con: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     con.execute(
@@ -70,7 +78,7 @@ def migrate(con: sqlite3.Connection) -> list[str]:
             con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time_ns()))
             con.execute("COMMIT")
         except sqlite3.Error:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         applied.append(name)
     n = con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
@@ -413,7 +421,7 @@ def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[
         for k, v in meta.items():
             set_meta(con, k, v)
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     con.execute("COMMIT")
     return len(candles)

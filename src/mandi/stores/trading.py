@@ -33,7 +33,7 @@ from mandi.model.orders import (
     Side,
 )
 from mandi.model.trading import PositionRecord, RiskDenied, SignalGenerated
-from mandi.stores.sqlite import connect, get_meta, set_meta
+from mandi.stores.sqlite import connect, get_meta, rollback, set_meta
 
 _TERMINAL = ("FILLED", "CANCELLED", "REJECTED")
 _json = msgspec.json.Encoder()
@@ -62,7 +62,7 @@ class SqliteTradingStore:
             yield con
             con.execute("COMMIT")
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
 
     # --- signals ----------------------------------------------------------------------------------
@@ -457,16 +457,9 @@ def save_latch(con: sqlite3.Connection, latch: Latch) -> Latch:
             cur = latch
         con.execute("COMMIT")
     except BaseException:
-        _rollback(con)
+        rollback(con)
         raise
     return cur
-
-
-def _rollback(con: sqlite3.Connection) -> None:
-    """Undo a failed transaction, if SQLite has not already (a failed COMMIT on a full disk
-    rolls back by itself; one refused as busy leaves it open, and the next BEGIN would fail)."""
-    if con.in_transaction:
-        con.execute("ROLLBACK")
 
 
 def set_latch(path: str, halted: bool, reason: str, source: str) -> tuple[Latch, bool]:
