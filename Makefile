@@ -25,14 +25,22 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@$(PIP) -e .
 	@touch $@
 
+# Groww's official SDK (the second client of `mandi fakebroker groww` in tests/integration)
+# pins pandas<3 while vectorbt (bench) needs pandas>=3; it runs on pandas 3 (it only reads its
+# instrument CSV with it), so it is installed without its pins; the packages it imports are in
+# the test extra.
+GROWW_SDK := growwapi==1.5.0
+
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	@echo "mandi: installing mandi with the test dependencies into $(VENV)"
 	@$(PIP) -e '.[test]'
+	@$(PIP) --no-deps '$(GROWW_SDK)'
 	@touch $@ $(RUN_STAMP)
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	@echo "mandi: installing mandi with the test and benchmark dependencies into $(VENV)"
 	@$(PIP) -e '.[test,bench]'
+	@$(PIP) --no-deps '$(GROWW_SDK)'
 	@touch $@ $(TEST_STAMP) $(RUN_STAMP)
 
 # The dashboard's JavaScript libraries (lightweight-charts) come from npm, pinned by the lock file;

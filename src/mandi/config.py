@@ -44,7 +44,7 @@ class SimConfig(_Section, frozen=True):
 class RunConfig(_Section, frozen=True):
     """``[run]``: what ``mandi run`` does."""
 
-    feed: str = "sim"  # "sim", a broker feed ("kite", "angel"), "nse" or ws://host:port
+    feed: str = "sim"  # "sim", a broker feed ("kite", "angel", "groww"), "nse" or ws://...
     mode: Literal["logging", "paper", "live"] = "paper"
     speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
     duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
@@ -265,7 +265,8 @@ class RedisConfig(_Section, frozen=True):
     """``[redis]``: the Redis bus of the distributed mode (``mandi service``, ``mandi up``).
 
     ``url`` defaults to ``$MANDI_REDIS_URL`` (``redis://[user:password@]host:port/db``,
-    ``rediss://`` for TLS, ``unix:///path?db=0``). Streams keep ``retention_s`` of each
+    ``rediss://`` for TLS, ``unix:///path?db=0``; a Redis Cluster by one or more of its nodes,
+    ``redis://host:7000,host:7001``). Streams keep ``retention_s`` of each
     timeframe (``MAXLEN ~ retention_s / tf``; the seed's ~3 h), 1 s candle streams
     ``retention_1s_s``; ``latest`` keys live ``latest_ttl_s``.
     """
@@ -289,6 +290,14 @@ class RedisConfig(_Section, frozen=True):
     forming: Literal["none", "underlyings", "all"] = "underlyings"
     ticks: Literal["none", "underlyings", "all"] = "underlyings"
     indicator_streams: bool = True  # confirmed values: XADD+SET+PUBLISH (False: PUBLISH only)
+    # horizontal consumers (indengine): instruments in partitions by hash slot, shared by the
+    # live members of a group under leases (a dead member's expire after lease_ms)
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
+    # a write counts once this many replicas hold it (WAIT): no loss when a master fails over
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    sweep_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # cluster: read every key this often
 
 
 class ServicesConfig(_Section, frozen=True):
@@ -305,6 +314,8 @@ class ServicesConfig(_Section, frozen=True):
     gateway_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9094  # metrics; web is run.port
     state_dir: str = ".mandi"  # mandi up: PID files, logs, the local redis-server's data
     redis_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 6379  # local redis; 0 = free
+    # mandi up --shards N: the cluster's failure detection (a master silent this long fails over)
+    cluster_node_timeout_ms: Annotated[int, msgspec.Meta(ge=100)] = 2000
     redis_server: str = "redis-server"
     start: tuple[str, ...] = ("tickserver", "mdengine-sim", "indengine", "strategy", "gateway")
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
@@ -380,13 +391,39 @@ class AngelConfig(BrokerAdapterConfig, frozen=True):
     history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # candle API: 3 req/s
 
 
+class GrowwConfig(BrokerAdapterConfig, frozen=True):
+    """``[broker.groww]``: Groww's trading API (see the README, "Connect your Groww account").
+
+    Login mints the daily access token from the API key and either a TOTP (computed from
+    ``totp_secret``, the base32 secret behind the TOTP QR code) or the API secret (the approval
+    flow, which Groww wants approved once a day on its API keys page); an ``access_token``
+    generated on Groww's page can be given instead. Secrets belong in the environment
+    (``MANDI_BROKER__GROWW__...``), never in a file. The token lives in ``token_file`` (0600)
+    and ends at 06:00 IST; a node still running then logs in again ``refresh_before_min``
+    before, when it can (TOTP or secret), else it fails closed."""
+
+    api_key: str = ""
+    api_secret: str = ""
+    totp_secret: str = ""
+    access_token: str = ""
+    rest_url: str = "https://api.groww.in"
+    ws_url: str = "wss://socket-api.groww.in"
+    instruments_url: str = "https://growwapi-assets.groww.in/instruments/instrument.csv"
+    refresh_before_min: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
+    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000  # Groww: 1,000
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # the client's NATS PING
+    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=10)] = 5.0
+
+
 class BrokerConfig(_Section, frozen=True):
-    """``[broker]``: the live broker (``name = "kite" | "angel" | "paper"``;
+    """``[broker]``: the live broker (``name = "kite" | "angel" | "groww" | "paper"``;
     ``mandi run --broker NAME``) and one section per adapter."""
 
-    name: Literal["", "kite", "angel", "paper"] = ""
+    name: Literal["", "kite", "angel", "groww", "paper"] = ""
     kite: KiteConfig = KiteConfig()
     angel: AngelConfig = AngelConfig()
+    groww: GrowwConfig = GrowwConfig()
 
 
 class NseConfig(_Section, frozen=True):

@@ -90,6 +90,10 @@ def build_layers(cfg: Any) -> list[Any]:
     from mandi.services.backup import BackupLayer  # the daily database backup (backup.daily_at)
 
     layers.append(BackupLayer(cfg))
+    if cfg.store.clickhouse_url.strip():  # signals, orders, positions, chains, daily rows
+        from mandi.services.record import ClickHouseRecordLayer
+
+        layers.append(ClickHouseRecordLayer(cfg))
     if cfg.run.dashboard:  # REST + WebSocket gateway and the dashboard (run.host:run.port)
         from mandi.web.layer import WebLayer
 
@@ -117,7 +121,7 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite|angel); refusing to start",
+                "live mode needs a live broker (--broker kite|angel|groww); refusing to start",
             )
         if name not in LIVE_BROKERS:
             have = ", ".join(sorted(LIVE_BROKERS))
@@ -157,11 +161,11 @@ def run(
     config: ConfigOpt = None,
     feed: Annotated[
         str | None,
-        typer.Option(help="'sim', a broker's feed (kite, angel), 'nse' or a ws:// URL."),
+        typer.Option(help="'sim', a broker's feed (kite, angel, groww), 'nse' or a ws:// URL."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
     broker: Annotated[
-        str | None, typer.Option(help="The live broker (kite, angel); its feed too.")
+        str | None, typer.Option(help="The live broker (kite, angel, groww); its feed too.")
     ] = None,
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     duration: Annotated[

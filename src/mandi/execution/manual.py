@@ -42,6 +42,16 @@ class ManualOrders:
         )
         return ManualResult("DENIED", d.reason, d.rule)
 
+    def _already_accepted(self, parent: str) -> tuple[str, ...]:
+        """The orders an earlier request with this id created (an entry, or the first exit or
+        resting stop of a close), so that a retry never becomes a second order."""
+        store = self.ctx.store
+        for p in (parent, stable_id(parent, "exit", 0), stable_id(parent, 0)):
+            ids = store.order_ids(p)
+            if ids:
+                return tuple(ids)
+        return ()
+
     def handle(
         self,
         request_id: str,
@@ -66,6 +76,9 @@ class ManualOrders:
         except InstrumentError as e:
             return self._deny(now, Denied("unknown_symbol", str(e)), symbol, side, quantity)
         parent = stable_id("manual", request_id)
+        done = self._already_accepted(parent)
+        if done:  # a retried request gets its original result, not a second decision
+            return ManualResult("ACCEPTED", "already accepted (same request id)", "", done)
         if order_type is None:
             if trigger_price > 0:
                 order_type = OrderType.SL if limit_price > 0 else OrderType.SL_M

@@ -116,7 +116,7 @@ class TradingLayer:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite|angel or broker.name); "
+                "live mode needs a live broker (--broker kite|angel|groww or broker.name); "
                 "refusing to start",
             )
         self.kernel: TradingKernel | None = None
