@@ -597,6 +597,9 @@ class FakeServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
+        # listening from here on: a client told the URL before uvicorn runs waits in the
+        # backlog instead of being refused (the CLI prints the URLs first, then serves)
+        self.sock.listen(128)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.server = uvicorn.Server(
             uvicorn.Config(
