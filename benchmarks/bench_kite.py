@@ -296,9 +296,7 @@ class Day:
         self.clock = TestClock(ist_ns(day, dt.time(9, 15)))
         self.bus = MessageBus(self.clock)
         others = [Equity(500_000 + i, "NSE", f"X{i}", f"X{i}", "NSE", 1, 5) for i in range(busy)]
-        master = InstrumentMaster(
-            [Equity(self.token, "NSE", "INFY", "INFY", "NSE", 1, 5), *others]
-        )
+        master = InstrumentMaster([Equity(self.token, "NSE", "INFY", "INFY", "NSE", 1, 5), *others])
         known = {i.token for i in master}
         self.pipe = CandlePipeline(self.bus, (60,), known_tokens=known, emit_forming=False)
         self.others = [i.token for i in others]
@@ -396,7 +394,7 @@ def worker_day(busy: int) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {"wall": [], "kernel": [], "broker": [], "cpu": []}
     gc.disable()
     try:
-        for batch, closes in d.ticks():
+        for batch, _closes in d.ticks():
             before = len(sent)
             entered = len(d.entered)
             c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
@@ -437,7 +435,7 @@ async def sender_day(busy: int) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {"wall": [], "kernel": [], "broker": [], "cpu": [], "server": []}
     gc.disable()
     try:
-        for batch, closes in d.ticks():
+        for batch, _closes in d.ticks():
             written, entered = sender.written, len(d.entered)
             c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
             d.run_batch(batch)

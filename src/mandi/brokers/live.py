@@ -360,8 +360,8 @@ class LiveBroker:
         try:
             book = self._book()
             found: dict[str, Json] = {}
-            for o in book:  # the last of a tag wins, as in _find
-                found[self._tag_of(o)] = o
+            for row in book:  # the last of a tag wins, as in _find
+                found[self._tag_of(row)] = row
             mine = {cid: found.get(self.tag(cid)) for cid in client_order_ids}
             filled = [o for o in mine.values() if o is not None and self._filled_of(o)]
             by_order = self._trades_by_order() if len(filled) > 1 else None
@@ -448,7 +448,10 @@ class LiveBroker:
                     if self.session_dead:
                         self._emit(
                             BrokerOrderUpdate(
-                                arg[0], S.REJECTED, self.clock.now_ns(), f"not sent: {self.session_dead}"
+                                arg[0],
+                                S.REJECTED,
+                                self.clock.now_ns(),
+                                f"not sent: {self.session_dead}",
                             )
                         )
                     else:
@@ -538,7 +541,13 @@ class LiveBroker:
         sender.send(template, body, done)
 
     def _fast_done(
-        self, cid: str, params: Json, attempt: int, status: int, body: bytes, err: BrokerError | None
+        self,
+        cid: str,
+        params: Json,
+        attempt: int,
+        status: int,
+        body: bytes,
+        err: BrokerError | None,
     ) -> None:
         if isinstance(err, NotSent):  # it never left: the worker sends it through the REST client
             self.sent -= 1

@@ -163,7 +163,7 @@ class _Connection(asyncio.Protocol):
             self.told = True
             p = self.inflight
             self.h11.send(
-                h11.Request(method=p.method, target=p.target, headers=[("Host", "-")])  # type: ignore[list-item]
+                h11.Request(method=p.method, target=p.target, headers=[("Host", "-")])
             )
             self.h11.send(h11.EndOfMessage())
 
@@ -301,7 +301,9 @@ class OrderSender:
         self.last_write_ns = c.write(p, self.timeout_s, self.loop)
         self.written += 1
 
-    def _done(self, c: _Connection, p: _Pending, status: int, body: bytes, err: BrokerError | None) -> None:
+    def _done(
+        self, c: _Connection, p: _Pending, status: int, body: bytes, err: BrokerError | None
+    ) -> None:
         self._busy.discard(c)
         if not c.closed and not self._closed:
             self._release(c)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
 import msgspec
 
 from mandi.brokers.http import Pacer, send
