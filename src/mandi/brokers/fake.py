@@ -199,7 +199,8 @@ class FakeBroker:
         self.instruments: dict[int, AnyInstrument] = {i.token: i for i in insts}
         self.user_id, self.user_name = DEMO_USER
         self.sessions: set[str] = set()
-        self.lost_postbacks: set[str] = set()  # orders whose postbacks are lost (a ``timeout`` fault)
+        # orders whose postbacks are lost (a ``timeout`` fault)
+        self.lost_postbacks: set[str] = set()
         self.orders: dict[str, FakeOrder] = {}
         self.cash = cash
         self.sim = FillSimulator(matching or MatchingConfig(participation=1.0))

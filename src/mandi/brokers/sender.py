@@ -162,9 +162,7 @@ class _Connection(asyncio.Protocol):
         if not self.told and self.inflight is not None:
             self.told = True
             p = self.inflight
-            self.h11.send(
-                h11.Request(method=p.method, target=p.target, headers=[("Host", "-")])
-            )
+            self.h11.send(h11.Request(method=p.method, target=p.target, headers=[("Host", "-")]))
             self.h11.send(h11.EndOfMessage())
 
     def _answered(self) -> None:
