@@ -571,7 +571,8 @@ class LiveBroker:
     def mark_dead(self, why: str) -> None:
         """Fail closed: no more orders or polling until a new login (and a restart)."""
         if not self.session_dead:
-            self.session_dead = f"{why}; log in again: mandi broker login {self.name}"
+            again = f"log in again: mandi broker login {self.name}"
+            self.session_dead = why if again in why else f"{why}; {again}"
             log.error("%s", self.session_dead)
             self._close_sender()  # no connections kept for a dead session
             self.on_session_dead(self.session_dead)

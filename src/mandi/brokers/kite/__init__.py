@@ -39,4 +39,8 @@ def make_live_broker(cfg: TradingConfig, clock: Clock, **context: Any) -> Any:
     feed = context.get("feed")
     if feed is not None and hasattr(feed, "on_order"):
         feed.on_order = broker.handle_postback
+    if feed is not None and hasattr(feed, "on_session_dead"):
+        # the ticker refused for the token: the broker stops sending at once (not at the
+        # first order Kite refuses)
+        feed.on_session_dead = broker.mark_dead
     return broker
