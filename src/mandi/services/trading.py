@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -393,6 +393,8 @@ class LiveInputs:
         self.positions_checked = False  # once at start-up, then after every reconnect
         self.warned_expiry = False
         self.reconciles = 0
+        # the session's expiry is wall-clock time (the node's clock may be shifted for a fake)
+        self.wall_ns: Callable[[], int] = time.time_ns
         if self.feed is not None and hasattr(self.feed, "on_reconnect"):
             self.feed.on_reconnect = self._on_reconnect
 
@@ -435,7 +437,7 @@ class LiveInputs:
         name = getattr(self.feed, "name", "")
         adapter = getattr(self.ctx.cfg.broker, name, None)
         warn_min = getattr(adapter, "expiry_warning_min", 30.0)
-        real_now = time.time_ns()
+        real_now = self.wall_ns()
         if expires and not self.warned_expiry and expires - real_now <= warn_min * 60e9:
             self.warned_expiry = True
             self.ctx.event(
