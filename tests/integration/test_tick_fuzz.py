@@ -163,9 +163,10 @@ def test_hostile_messages_never_reach_a_candle_or_the_store(tmp_path_factory: An
     db = str(tmp_path_factory.mktemp("fuzz") / "f.db")
     cfg = load_config(env={}, overrides={"store.db": db, "run.feed": "ws://fuzz"})
     node = MarketNode(cfg)
-    feed = TickserverFeed(cfg.run.feed, node)
+    feed = TickserverFeed(cfg.run.feed, node.ctx)
     feed._instruments = INSTRUMENTS
-    node._attach_feed(feed)
+    node.ctx.feed = feed
+    node.ctx.add_instruments(feed.instruments())
     node.writer.start()
     try:
         for f in frames:
@@ -173,7 +174,7 @@ def test_hostile_messages_never_reach_a_candle_or_the_store(tmp_path_factory: An
             if batch is not None:
                 node.handle_batch(batch)
         node.pipeline.flush()  # confirm the open seconds too
-        node._flush_rows()
+        node._queue_rows()
     finally:
         node.writer.stop()
     assert node.writer.stats.errors == 0 and node.bus.handler_errors == 0

@@ -122,11 +122,11 @@ async def run_node(db: str) -> dict[str, Any]:
                     await asyncio.sleep(0.02)
                 while getattr(node.feed, "rejected", {}).get("malformed_frame", 0) < 5:
                     await asyncio.sleep(0.02)
-        snap = status_snapshot(node)
+        snap = status_snapshot(node.ctx)
         out = {
             "snapshot": snap,
             "line": one_line(snap),
-            "metrics": MandiAPI(node).metrics_text(),
+            "metrics": MandiAPI(node.ctx).metrics_text(),
             "rejected": node.pipeline.seconds.rejected,
             "url": url,
             "good": good,

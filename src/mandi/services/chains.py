@@ -44,7 +44,7 @@ from mandi.stores.sqlite import connect
 
 if TYPE_CHECKING:
     from mandi.config import ChainsConfig
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def chain_topic(prefix: str, underlying: str, expiry: Any) -> str:
 
 
 class ChainLayer:
-    """Plugs the chain assembler and matrix into a :class:`MarketNode`."""
+    """Plugs the chain assembler and matrix into a node (through its
+    :class:`~mandi.services.context.NodeContext`)."""
 
     name = "chains"
 
@@ -62,7 +63,8 @@ class ChainLayer:
         self.cfg = cfg
         self.matrix: ChainMatrix | None = None
         self.assembler: ChainAssembler | None = None
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
+        self._known = 0  # instruments the assembler knows (the master grows on a new day)
         self._next_ns = 0
         self._next_persist_ns = -1  # -1: the first stamp decides (the next grid point)
         self._listed: set[tuple[str, Any]] = set()  # chains whose strikes the matrix knows
@@ -70,13 +72,13 @@ class ChainLayer:
         self.snapshots = 0
         self.errors = 0
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         rate = self.cfg.rate
         if rate is None:  # the simulator prices at its own rate; real chains use NSE's 10 %
             from mandi.feeds.sim import RISK_FREE_RATE
 
-            rate = RISK_FREE_RATE if node.feed is not None and node.feed.name == "sim" else 0.10
+            rate = RISK_FREE_RATE if ctx.feed is not None and ctx.feed.name == "sim" else 0.10
         self.matrix = ChainMatrix(
             ChainMatrixConfig(
                 strikes_each_side=self.cfg.strikes_each_side,
@@ -85,35 +87,35 @@ class ChainLayer:
                 diff_neg_threshold=self.cfg.diff_neg_threshold,
             )
         )
-        self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
-        node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
-        node.writer.statements["exchange_metadata"] = METADATA_SQL
-        node.writer.statements["chain_strikes"] = STRIKES_SQL
-        if node.feed is not None and hasattr(node.feed, "on_snapshot"):
+        self.assembler = ChainAssembler(ctx.master, source=ctx.feed.name if ctx.feed else "")
+        ctx.writer.register("option_chain_snapshots", SNAPSHOT_SQL)
+        ctx.writer.register("exchange_metadata", METADATA_SQL)
+        ctx.writer.register("chain_strikes", STRIKES_SQL)
+        if ctx.feed is not None and hasattr(ctx.feed, "on_snapshot"):
             # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
-            node.feed.on_snapshot = self.handle_snapshot
+            ctx.feed.on_snapshot = self.handle_snapshot
         else:
-            node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+            ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
         self._list_strikes()
-        self._warm(node)
+        self._warm(ctx)
 
     def _list_strikes(self) -> None:
         """Give the matrix (and ``meta``) the listed strikes of chains it does not know yet."""
-        assert self.matrix is not None and self.assembler is not None and self._node is not None
+        assert self.matrix is not None and self.assembler is not None and self._ctx is not None
         new = {k: v for k, v in self.assembler.listed_strikes().items() if k not in self._listed}
         for (underlying, expiry), strikes in new.items():
             self.matrix.set_listed_strikes(underlying, expiry, strikes)
         self._listed.update(new)
-        self._node.writer.put("chain_strikes", listed_strikes_rows(new))
+        self._ctx.writer.put("chain_strikes", listed_strikes_rows(new))
 
-    def _warm(self, node: MarketNode) -> None:
+    def _warm(self, ctx: NodeContext) -> None:
         """After a restart: the OI windows from today's stored snapshots, each contract's OI
         reference, and — when the node resumed a simulated day from the database — the latest
         quote of every contract and underlying from the stored ticks, so the chains go on as if
         the node had never stopped."""
         assert self.matrix is not None and self.assembler is not None
-        resumed = node.stats.resumed_from_ns
-        con = connect(node.cfg.store.db)
+        resumed = ctx.stats.resumed_from_ns
+        con = connect(ctx.cfg.store.db)
         try:
             from mandi.stores.history import last_chain_timestamp
 
@@ -124,7 +126,7 @@ class ChainLayer:
             snaps = load_snapshots(con, day)
             first_oi, ticks = (
                 day_ticks(con, day, resumed)
-                if resumed is not None and node.cfg.store.store_ticks
+                if resumed is not None and ctx.cfg.store.store_ticks
                 else ({}, [])
             )
         finally:
@@ -153,14 +155,14 @@ class ChainLayer:
         self.assembler.handle_tick(tick)
 
     def after_batch(self) -> None:
-        node = self._node
-        if node is None or self.assembler is None or hasattr(node.feed, "on_snapshot"):
+        ctx = self._ctx
+        if ctx is None or self.assembler is None or hasattr(ctx.feed, "on_snapshot"):
             return
-        if self.assembler is not None and len(node.master) != getattr(self, "_known", 0):
-            self._known = len(node.master)  # a new simulated day brought new contracts
-            self.assembler.add_instruments(node.master)
+        if len(ctx.master) != self._known:
+            self._known = len(ctx.master)  # a new simulated day brought new contracts
+            self.assembler.add_instruments(ctx.master)
             self._list_strikes()
-        now = node.stats.exchange_time_ns
+        now = ctx.stats.exchange_time_ns
         if now < self._next_ns:
             return
         step = int(self.cfg.interval_s * NS_PER_SECOND)
@@ -170,8 +172,8 @@ class ChainLayer:
 
     def emit(self, ts_ns: int) -> None:
         """Build, analyse, publish (and at the persist cadence, store) every chain at ``ts_ns``."""
-        node = self._node
-        assert node is not None and self.assembler is not None and self.matrix is not None
+        ctx = self._ctx
+        assert ctx is not None and self.assembler is not None and self.matrix is not None
         every = int(self.cfg.persist_interval_s * NS_PER_SECOND)
         if self._next_persist_ns < 0:  # start (or restart) on the grid: 09:15:00, :30, ...
             self._next_persist_ns = -(-ts_ns // every) * every
@@ -183,39 +185,39 @@ class ChainLayer:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)
             except Exception as e:
                 self.errors += 1
-                node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+                ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
                 continue
             self.snapshots += 1
-            node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+            ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
             if analytics is not None:
-                node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+                ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
             if persist:
-                rows = snapshot_rows(snap, analytics, node.clock.now_ns(), self._ivs(snap))
-                node.writer.put("option_chain_snapshots", rows)
-                node.writer.put(
+                rows = snapshot_rows(snap, analytics, ctx.clock.now_ns(), self._ivs(snap))
+                ctx.writer.put("option_chain_snapshots", rows)
+                ctx.writer.put(
                     "exchange_metadata",
-                    [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
+                    [metadata_row(snap, atm_paise(analytics), ctx.clock.now_ns())],
                 )
 
     def handle_snapshot(self, snap: ChainSnapshot) -> None:
         """A whole chain from a polled source: analysed and published like an assembled one,
         and stored every time (as ``mandi chain import`` stores a file)."""
-        node = self._node
-        assert node is not None and self.matrix is not None
+        ctx = self._ctx
+        assert ctx is not None and self.matrix is not None
         try:
             analytics = self.matrix.process_option_chain(snap.underlying, snap)
         except Exception as e:
             self.errors += 1
-            node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+            ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
             return
         self.snapshots += 1
-        node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+        ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
         if analytics is not None:
-            node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
-        now = node.clock.now_ns()
+            ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+        now = ctx.clock.now_ns()
         rows = snapshot_rows(snap, analytics, now, self._ivs(snap))
-        node.writer.put("option_chain_snapshots", rows)
-        node.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
+        ctx.writer.put("option_chain_snapshots", rows)
+        ctx.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
 
     def _ivs(self, snap: ChainSnapshot) -> dict[tuple[int, str], float]:
         """The matrix's IVs of the snapshot's window strikes, to store beside the quotes."""

@@ -26,7 +26,7 @@ from mandi.stores.sqlite import connect, load_candles
 
 if TYPE_CHECKING:
     from mandi.config import IndicatorsConfig
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def warm_start(
 
 
 class IndicatorLayer:
-    """Plugs the :class:`IndicatorEngine` into a :class:`MarketNode`."""
+    """Plugs the :class:`IndicatorEngine` into a node (through its
+    :class:`~mandi.services.context.NodeContext`)."""
 
     name = "indicators"
 
@@ -82,16 +83,16 @@ class IndicatorLayer:
         self.engine = IndicatorEngine(cfg.specs)
         self._specs_key = ",".join(self.engine.specs)
         self._rows: list[tuple[Any, ...]] = []
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
         self.values_published = 0
         self.previews_published = 0
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
-        node.writer.statements["indicator_values"] = VALUE_SQL
-        node.writer.statements["indicator_snapshots"] = SNAPSHOT_SQL
-        node.writer.statements["indicator_snapshots_prune"] = PRUNE_SQL
-        con = connect(node.cfg.store.db)
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        ctx.writer.register("indicator_values", VALUE_SQL)
+        ctx.writer.register("indicator_snapshots", SNAPSHOT_SQL)
+        ctx.writer.register("indicator_snapshots_prune", PRUNE_SQL)
+        con = connect(ctx.cfg.store.db)
         try:
             replayed, produced = warm_start(
                 self.engine, con, self.cfg.timeframes, self._specs_key, self._store_values
@@ -101,15 +102,15 @@ class IndicatorLayer:
         if replayed:
             log.info("indicators warm: replayed %d stored candles (%d values)", replayed, produced)
         for tf in self.cfg.timeframes:
-            node.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
+            ctx.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
             if self.cfg.previews == "all":
-                node.bus.subscribe(
+                ctx.bus.subscribe(
                     f"pub:candle:{tf}s:>", self.handle_forming, name="indicators.peek"
                 )
             elif self.cfg.previews == "underlyings":  # per series: the pipeline then builds
-                for inst in node.master:  # forming candles only for these
+                for inst in ctx.master:  # forming candles only for these
                     if not isinstance(inst, Option):
-                        node.bus.subscribe(
+                        ctx.bus.subscribe(
                             f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
                             self.handle_forming,
                             name="indicators.peek",
@@ -122,8 +123,8 @@ class IndicatorLayer:
             )
 
     def handle_candle(self, topic: str, candle: Candle) -> None:
-        assert self._node is not None
-        publish = self._node.bus.publish
+        assert self._ctx is not None
+        publish = self._ctx.bus.publish
         values = self.engine.process(candle)
         for v in values:
             publish(indicator_topic(v), v)
@@ -131,24 +132,24 @@ class IndicatorLayer:
         self.values_published += len(values)
 
     def handle_forming(self, topic: str, candle: Candle) -> None:
-        assert self._node is not None
-        publish = self._node.bus.publish
+        assert self._ctx is not None
+        publish = self._ctx.bus.publish
         for v in self.engine.peek(candle):
             publish(indicator_topic(v), v)
             self.previews_published += 1
 
     def after_batch(self) -> None:
-        if self._rows and self._node is not None:
-            self._node.writer.put("indicator_values", self._rows)
+        if self._rows and self._ctx is not None:
+            self._ctx.writer.put("indicator_values", self._rows)
             self._rows = []
 
     def save_snapshot(self) -> None:
-        if self._node is None:
+        if self._ctx is None:
             return
         self.after_batch()  # values first: the writer commits in order
-        self._node.writer.put(
+        self._ctx.writer.put(
             "indicator_snapshots",
-            [(self._node.clock.now_ns(), self._specs_key, self.engine.snapshot())],
+            [(self._ctx.clock.now_ns(), self._specs_key, self.engine.snapshot())],
         )
 
     async def _snapshots(self) -> None:
@@ -161,8 +162,8 @@ class IndicatorLayer:
 
     def close(self) -> None:
         self.save_snapshot()
-        if self._node is not None:
-            self._node.writer.put(
+        if self._ctx is not None:
+            self._ctx.writer.put(
                 "indicator_snapshots_prune",
                 [(self._specs_key, self._specs_key, self.cfg.snapshots_kept)],
             )

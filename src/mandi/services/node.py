@@ -1,9 +1,24 @@
-"""The single-process market node behind ``mandi run``.
+"""The single-process market node behind ``mandi run``: a tick's trip, top to bottom.
 
-feed (asyncio) → bounded queue → kernel (bus + candle pipeline, synchronous) → sinks (SQLite
-writer thread, status, later the web hub). The feed never waits for the kernel when it is a live
-source: a full queue drops the batch and counts it. The simulator, which we control, is instead
-slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as the kernel can go.
+1. **Feed** (:meth:`MarketNode.prepare`): the simulator or a tickserver. Its instruments are
+   registered through the context (:meth:`~mandi.services.context.NodeContext.add_instruments`)
+   before their ticks arrive.
+2. **Feed → queue** (:meth:`MarketNode._pump`, asyncio): a bounded queue of tick batches. A live
+   source is never slowed: a full queue drops the batch and counts it. The simulator, which we
+   control, is instead slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as
+   the kernel can go.
+3. **Queue → kernel** (:meth:`MarketNode._kernel`): one batch at a time, cut at ``run.until``.
+4. **Kernel** (:meth:`MarketNode.handle_batch`, synchronous): the candle pipeline (1 s
+   aggregator → timeframe builder) publishes ticks and candles on the bus. The layers
+   (indicators, chains, trading, web, the Redis bridge, the ClickHouse copy) subscribe to it
+   through their :class:`~mandi.services.context.NodeContext`, never through the node.
+5. **Into SQLite** (:meth:`MarketNode._queue_rows`): the batch's ticks, confirmed candles and
+   system events are queued to the :class:`~mandi.stores.sqlite.BatchWriter`, which commits them
+   on its own thread (:mod:`mandi.stores.writer`).
+
+Around it: timers (the status line, bucket closing by wall time, storage health) and the
+lifecycle: start, signals, and a shutdown in order (feed, kernel drain, layers, writer) whose exit
+status says whether every row was stored (:mod:`mandi.services.storage`).
 """
 
 from __future__ import annotations
@@ -13,11 +28,11 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -25,93 +40,37 @@ from mandi.bus.memory import MessageBus
 from mandi.config import AppConfig
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
-from mandi.core.errors import ConfigError
+from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
+from mandi.services.clickhouse import open_clickhouse_sink
+from mandi.services.context import Feed, Layer, NodeContext, NodeStats
 from mandi.services.resume import discard_after, find_resume_point
-from mandi.stores.clickhouse import open_market_sink
+from mandi.services.storage import EXIT_NOT_STORED, StorageWatch, storage_summary
 from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta, tick_row
 
 log = logging.getLogger(__name__)
 
 
-class Feed(Protocol):
-    """A source of tick batches for the node."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def exchange_time_ns(self) -> int: ...
-
-    @property
-    def live(self) -> bool:
-        """True: a real-time source that must never be slowed (overflow is dropped)."""
-        ...
-
-    @property
-    def wall_clock(self) -> bool:
-        """True: exchange time is wall time (brokers), so buckets close by the clock."""
-        ...
-
-    def instruments(self) -> list[AnyInstrument]: ...
-
-    def batches(self) -> AsyncIterator[list[Tick]]: ...
-
-
-class Layer(Protocol):
-    """A part of the platform that plugs into the node (indicators, chains, trading, web).
-
-    ``attach`` runs after the feed and the instrument master are known and before the first
-    tick: subscribe to the bus, open stores, restore state. ``tasks`` returns long-running
-    coroutines (timers, servers). ``close`` runs at shutdown after the kernel has drained, before
-    the SQLite writer stops.
-    """
-
-    name: str
-
-    def attach(self, node: MarketNode) -> None: ...
-
-    def tasks(self) -> list[Coroutine[Any, Any, Any]]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class NodeStats:
-    started_wall: float = field(default_factory=time.monotonic)
-    ticks_in: int = 0
-    batches: int = 0
-    queue_dropped_ticks: int = 0
-    candles_confirmed: Counter[int] = field(default_factory=Counter)
-    last_price: dict[int, int] = field(default_factory=dict)
-    exchange_time_ns: int = 0
-    resumed_from_ns: int | None = None
-    ticks_per_s: float = 0.0
-    # rejected ticks per feed and reason (the tick policy, mandi.pipeline.validate)
-    rejected: dict[str, Counter[str]] = field(default_factory=dict)
-
-
 class MarketNode:
-    """Feed → pipeline → SQLite, with status; the trading and web layers plug into its bus."""
+    """Feed → pipeline → SQLite, with status; the layers plug into its bus through ``ctx``."""
 
     def __init__(
         self, cfg: AppConfig, clock: Clock | None = None, layers: list[Layer] | None = None
     ) -> None:
         self.cfg = cfg
-        self.layers: list[Layer] = list(layers or [])
-        # store.clickhouse_url: candles also batch-inserted into ClickHouse (first in, last out)
-        self.clickhouse = open_market_sink(cfg)
-        if self.clickhouse is not None:
-            self.layers.insert(0, self.clickhouse)
+        # store.clickhouse_url: market data also copied into ClickHouse (a bad URL stops here)
+        self.clickhouse = open_clickhouse_sink(cfg)
         self.clock = clock or LiveClock()
         self.bus = MessageBus(self.clock)
         self.stats = NodeStats()
-        self.known_tokens: set[int] = set()
         self.master = InstrumentMaster()
+        self.known_tokens: set[int] = set()  # the pipeline rejects ticks of other tokens
+        self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.pipeline = _candle_pipeline(cfg, self.bus, self.known_tokens)
         st = cfg.store
         self.writer = BatchWriter(
             st.db,
@@ -119,177 +78,65 @@ class MarketNode:
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
         )
-        pipeline_class: Any = CandlePipeline
-        if cfg.pipeline.engine == "fast":  # numba kernels, the same candles (tests/unit/pipeline)
-            from mandi.pipeline.fast import FastCandlePipeline
-
-            pipeline_class = FastCandlePipeline
-        self.pipeline = pipeline_class(
+        self.layers: list[Layer] = list(layers or [])
+        if self.clickhouse is not None:  # first in, last out: it stops after the others
+            self.layers.insert(0, self.clickhouse)
+        self.ctx = NodeContext(
+            cfg,
+            self.clock,
             self.bus,
-            cfg.pipeline.timeframes,
+            self.master,
+            self.writer,
+            self.stats,
+            layers=self.layers,
             known_tokens=self.known_tokens,
-            close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
-            emit_forming=cfg.pipeline.emit_forming,
-            policy=cfg.ticks,
+            watermark_ns=lambda: int(self.pipeline.seconds.watermark_ns),
+            queue_depth=self.queue.qsize,
+            rejected_ticks=self.rejected_ticks,
+            rejections=self.rejections,
         )
-        self.feed: Feed | None = None
-        self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
         self._candle_rows: list[tuple[Any, ...]] = []
         self._event_rows: list[tuple[Any, ...]] = []
         self._stop = asyncio.Event()
         self._stop_reason = ""
+        self._feed_done = False
         self._rejected_seen: Counter[str] = Counter()
+        self._rejected_by_feed: dict[str, Counter[str]] = {}  # the pipeline's, per feed
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
         self._until_reached = False
         self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
         self.bus.subscribe("system:>", self._on_system_event, name="store.events")
 
-    # --- sinks ----------------------------------------------------------------------------------
-    def _on_candle(self, topic: str, c: Candle) -> None:
-        self._candle_rows.append(candle_row(c))
-        self.stats.candles_confirmed[c.timeframe] += 1
-
-    def _on_system_event(self, topic: str, e: SystemEvent) -> None:
-        self._event_rows.append(
-            (
-                e.ts_event,
-                e.kind,
-                e.message,
-                e.severity,
-                e.source,
-                msgspec.json.encode(e.data).decode(),
-            )
-        )
-
-    def _flush_rows(self) -> None:
-        if self._candle_rows:
-            self.writer.put("candles", self._candle_rows)  # one item = whole seconds
-            self._candle_rows = []
-        if self._event_rows:
-            self.writer.put("events", self._event_rows)
-            self._event_rows = []
+    @property
+    def feed(self) -> Feed | None:
+        return self.ctx.feed
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
-        self.bus.publish(
-            f"system:{kind}",
-            SystemEvent(self.clock.now_ns(), kind, message, severity, "node", data),
-        )
+        self.ctx.event(kind, message, severity, **data)
 
-    # --- the kernel side ------------------------------------------------------------------------
-    def handle_batch(self, batch: list[Tick]) -> None:
-        """Run one batch of ticks through the kernel (synchronously). Every feed's ticks come
-        in here: the tick policy rejects (and counts) bad ones; only ticks with valid values
-        are published and stored."""
-        publish, last = self.bus.publish, self.stats.last_price
-        now = self._feed_clock()
-        self._apply_price_limits()
-        kept: list[Tick] = []
-        # Candles close only on the first tick of a new second, so a run of ticks within one
-        # second goes through the pipeline in one call (the fast path's speed comes from the
-        # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
-        for run in _same_second_runs(batch):
-            valid = self.pipeline.handle_ticks(run, now)
-            for t in valid:
-                last[t.token] = t.price
-                publish(f"tick:{t.exchange}:{t.token}", t)
-            kept += valid
-        self.stats.ticks_in += len(batch)
-        self.stats.batches += 1
-        if kept:
-            self.stats.exchange_time_ns = kept[-1].ts_event
-            if self.cfg.store.store_ticks:
-                self.writer.put("ticks", [tick_row(t) for t in kept])
-        elif self.feed is not None and not batch:  # an empty batch: the session is over
-            self.pipeline.advance(self.feed.exchange_time_ns)
-        self._flush_rows()
-        for layer in self.layers:
-            after = getattr(layer, "after_batch", None)
-            if after is not None:
-                after()
-        self._report_rejections()
-
-    def _apply_price_limits(self) -> None:
-        """Circuit limits a feed learnt (Angel One's SNAP_QUOTE frames carry them) bound the
-        tick policy's price band from the next tick on."""
-        take = getattr(self.feed, "take_price_limits", None)
-        if take is None:
-            return
-        for token, (lower, upper) in take().items():
-            self.pipeline.set_price_limits(token, lower, upper)
-
-    def _feed_clock(self) -> int | None:
-        """The clock a tick's time is checked against: the wall clock for a broker feed, the
-        feed's own (simulated) exchange time otherwise; None before the feed has one."""
-        feed = self.feed
-        if feed is None:
-            return None
-        now = self.clock.now_ns() if feed.wall_clock else feed.exchange_time_ns
-        return now if now > 0 else None
-
-    def _report_rejections(self) -> None:
-        """Count the kernel's new rejections against the feed, log each reason once a minute."""
-        rejected = self.pipeline.seconds.rejected
-        if rejected == self._rejected_seen:
-            return
-        feed = self.feed.name if self.feed is not None else "?"
-        mine = self.stats.rejected.setdefault(feed, Counter())
-        for reason, n in rejected.items():
-            new = n - self._rejected_seen[reason]
-            if new > 0:
-                mine[reason] += new
-                example = self.pipeline.seconds.last_rejection
-                self._reject_log.warning(
-                    f"{feed}:{reason}",
-                    self.clock.now_ns(),
-                    "feed %s: rejected %d tick(s): %s (%d from this feed; last %r)",
-                    feed,
-                    new,
-                    reason,
-                    mine[reason],
-                    example[1] if example else None,
-                )
-        self._rejected_seen = Counter(rejected)
-
-    def rejections(self) -> dict[str, dict[str, int]]:
-        """Rejected ticks per feed and reason: the pipeline's (the tick policy) and what each
-        feed could not even parse (``malformed``)."""
-        out = {feed: dict(c) for feed, c in self.stats.rejected.items()}
-        feed = self.feed
-        own: Counter[str] | None = getattr(feed, "rejected", None)
-        if feed is not None and own:
-            mine = out.setdefault(feed.name, {})
-            for reason, n in own.items():
-                mine[reason] = mine.get(reason, 0) + n
-        return {feed: dict(sorted(c.items())) for feed, c in sorted(out.items()) if c}
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    def _attach_feed(self, feed: Feed) -> None:
-        self.feed = feed
-        for inst in feed.instruments():
-            if inst.token not in self.master:
-                self.master.add(inst)
-            self.known_tokens.add(inst.token)
-
+    # --- 1. the feed ----------------------------------------------------------------------------
     async def prepare(self) -> None:
         """Open storage, choose the feed and recover from what the database holds."""
         cfg = self.cfg
         self.writer.start()
         if cfg.run.feed == "sim":
-            self._attach_feed(self._sim_feed())
+            feed = self._sim_feed()
         elif cfg.run.feed.startswith(("ws://", "wss://")):
             from mandi.feeds.ws import TickserverFeed
 
-            feed = TickserverFeed(cfg.run.feed, self)
+            feed = TickserverFeed(cfg.run.feed, self.ctx)
             try:
                 await feed.connect_once()
             except (OSError, TimeoutError) as e:
                 raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
-            self._attach_feed(feed)
         else:  # a broker's feed or NSE's chains: wall-clock time, live (mandi.feeds.registry)
             from mandi.feeds.registry import opener
 
-            self._attach_feed(await opener(cfg.run.feed)(cfg, self))
+            feed = await opener(cfg.run.feed)(cfg, self.ctx)
+        self.ctx.feed = feed
+        self.ctx.add_instruments(feed.instruments())
 
     def _sim_feed(self) -> Feed:
         from mandi.core.calendar import calendar
@@ -338,8 +185,9 @@ class MarketNode:
             days=cfg.run.days or None,
             resume_from_ns=resume.ts_ns if resume else None,
         )
-        return _SimFeedAdapter(feed, self)
+        return _SimFeedAdapter(feed, self.ctx)
 
+    # --- 2. feed → queue ------------------------------------------------------------------------
     async def _pump(self) -> None:
         """Feed → queue. Live feeds never wait: a full queue drops the batch, counted."""
         assert self.feed is not None
@@ -356,19 +204,7 @@ class MarketNode:
             await self.queue.put([])  # end of feed
             self._feed_done = True
 
-    def _cut_at_until(self, batch: list[Tick]) -> list[Tick] | None:
-        """Keep the ticks before the ``until`` time (None if none is left: an empty list would
-        mean the end of the session); reaching it stops the run."""
-        if self._until_s is None or not batch:
-            return batch
-        t = batch[-1].ts_event
-        limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
-        if t < limit:
-            return batch
-        self._until_reached = True
-        self.request_stop(f"exchange time reached {self.cfg.run.until}")
-        return [x for x in batch if x.ts_event < limit] or None
-
+    # --- 3. queue → kernel ----------------------------------------------------------------------
     async def _kernel(self) -> None:
         while True:
             batch = await self.queue.get()
@@ -382,20 +218,154 @@ class MarketNode:
                 high = self.writer.max_pending_rows // 4
                 while self.writer.pending_rows > high or self._layers_busy():
                     await asyncio.sleep(0.005)
-            if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
+            if not batch and self._feed_done and self.queue.empty():
                 self.request_stop("the feed ended")
                 return
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
+
+    def _cut_at_until(self, batch: list[Tick]) -> list[Tick] | None:
+        """Keep the ticks before the ``until`` time (None if none is left: an empty list would
+        mean the end of the session); reaching it stops the run."""
+        if self._until_s is None or not batch:
+            return batch
+        t = batch[-1].ts_event
+        limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
+        if t < limit:
+            return batch
+        self._until_reached = True
+        self.request_stop(f"exchange time reached {self.cfg.run.until}")
+        return [x for x in batch if x.ts_event < limit] or None
 
     def _layers_busy(self) -> bool:
         """A layer with an optional ``busy()`` (e.g. the Redis bridge while Redis is down and its
         bounded buffer is full) holds back a replayable feed, like a full SQLite writer."""
         return any(layer.busy() for layer in self.layers if hasattr(layer, "busy"))
 
+    # --- 4. the kernel --------------------------------------------------------------------------
+    def handle_batch(self, batch: list[Tick]) -> None:
+        """Run one batch of ticks through the kernel (synchronously). Every feed's ticks come
+        in here: the tick policy rejects (and counts) bad ones; only ticks with valid values
+        are published and stored."""
+        publish, last = self.bus.publish, self.stats.last_price
+        now = self._feed_clock()
+        self._apply_price_limits()
+        kept: list[Tick] = []
+        # Candles close only on the first tick of a new second, so a run of ticks within one
+        # second goes through the pipeline in one call (the fast path's speed comes from the
+        # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
+        for run in _same_second_runs(batch):
+            valid = self.pipeline.handle_ticks(run, now)
+            for t in valid:
+                last[t.token] = t.price
+                publish(f"tick:{t.exchange}:{t.token}", t)
+            kept += valid
+        self.stats.ticks_in += len(batch)
+        self.stats.batches += 1
+        if kept:
+            self.stats.exchange_time_ns = kept[-1].ts_event
+        elif self.feed is not None and not batch:  # an empty batch: the session is over
+            self.pipeline.advance(self.feed.exchange_time_ns)
+        self._queue_rows(kept)
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+        self._report_rejections()
+
+    def _apply_price_limits(self) -> None:
+        """Circuit limits a feed learnt (Angel One's SNAP_QUOTE frames carry them) bound the
+        tick policy's price band from the next tick on."""
+        take = getattr(self.feed, "take_price_limits", None)
+        if take is None:
+            return
+        for token, (lower, upper) in take().items():
+            self.pipeline.set_price_limits(token, lower, upper)
+
+    def _feed_clock(self) -> int | None:
+        """The clock a tick's time is checked against: the wall clock for a broker feed, the
+        feed's own (simulated) exchange time otherwise; None before the feed has one."""
+        feed = self.feed
+        if feed is None:
+            return None
+        now = self.clock.now_ns() if feed.wall_clock else feed.exchange_time_ns
+        return now if now > 0 else None
+
+    def _report_rejections(self) -> None:
+        """Count the kernel's new rejections against the feed, log each reason once a minute."""
+        rejected = self.pipeline.seconds.rejected
+        if rejected == self._rejected_seen:
+            return
+        feed = self.feed.name if self.feed is not None else "?"
+        mine = self._rejected_by_feed.setdefault(feed, Counter())
+        for reason, n in rejected.items():
+            new = n - self._rejected_seen[reason]
+            if new > 0:
+                mine[reason] += new
+                example = self.pipeline.seconds.last_rejection
+                self._reject_log.warning(
+                    f"{feed}:{reason}",
+                    self.clock.now_ns(),
+                    "feed %s: rejected %d tick(s): %s (%d from this feed; last %r)",
+                    feed,
+                    new,
+                    reason,
+                    mine[reason],
+                    example[1] if example else None,
+                )
+        self._rejected_seen = Counter(rejected)
+
+    def rejections(self) -> dict[str, dict[str, int]]:
+        """Rejected ticks per feed and reason: the pipeline's (the tick policy) and what each
+        feed could not even parse (``malformed``, ``malformed_frame``)."""
+        out = {feed: dict(c) for feed, c in self._rejected_by_feed.items()}
+        feed = self.feed
+        own: Counter[str] | None = getattr(feed, "rejected", None)
+        if feed is not None and own:
+            mine = out.setdefault(feed.name, {})
+            for reason, n in own.items():
+                mine[reason] = mine.get(reason, 0) + n
+        return {feed: dict(sorted(c.items())) for feed, c in sorted(out.items()) if c}
+
+    def rejected_ticks(self) -> Counter[str]:
+        """:meth:`rejections` summed over the feeds, per reason."""
+        total: Counter[str] = Counter()
+        for reasons in self.rejections().values():
+            total.update(reasons)
+        return total
+
+    # --- 5. into SQLite -------------------------------------------------------------------------
+    def _on_candle(self, topic: str, c: Candle) -> None:
+        self._candle_rows.append(candle_row(c))
+        self.stats.candles_confirmed[c.timeframe] += 1
+
+    def _on_system_event(self, topic: str, e: SystemEvent) -> None:
+        self._event_rows.append(
+            (
+                e.ts_event,
+                e.kind,
+                e.message,
+                e.severity,
+                e.source,
+                msgspec.json.encode(e.data).decode(),
+            )
+        )
+
+    def _queue_rows(self, ticks: Sequence[Tick] = ()) -> None:
+        """The batch's ticks, then its confirmed candles and events: one writer item each."""
+        if ticks and self.cfg.store.store_ticks:
+            self.writer.put("ticks", [tick_row(t) for t in ticks])
+        if self._candle_rows:
+            self.writer.put("candles", self._candle_rows)  # one item = whole seconds
+            self._candle_rows = []
+        if self._event_rows:
+            self.writer.put("events", self._event_rows)
+            self._event_rows = []
+
+    # --- timers ---------------------------------------------------------------------------------
     async def _status(self) -> None:
         from mandi.services.status import StatusReporter
 
-        reporter = StatusReporter(self)
+        reporter = StatusReporter(self.ctx)
         last_ticks, last_t = 0, time.monotonic()
         try:
             while True:
@@ -413,19 +383,31 @@ class MarketNode:
             await asyncio.sleep(0.25)
             if self.feed is not None and self.feed.wall_clock:
                 self.pipeline.advance(self.clock.now_ns())
-                self._flush_rows()
+                self._queue_rows()
 
+    async def _watch_storage(self) -> None:
+        """A writer that cannot write raises ``system:storage_failed`` (see
+        :mod:`mandi.services.storage`)."""
+        while True:
+            await asyncio.sleep(0.25)
+            self.storage.check()
+
+    # --- lifecycle ------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop.set()
 
     async def run(self) -> int:
-        """Run until the duration, the ``until`` time, the end of the feed or a signal."""
+        """Run until the duration, the ``until`` time, the end of the feed or a signal; the exit
+        status: 0, or :data:`~mandi.services.storage.EXIT_NOT_STORED` when rows were lost."""
         self._feed_done = False
-        await self.prepare()
-        for layer in self.layers:
-            layer.attach(self)
+        try:
+            await self.prepare()
+            for layer in self.layers:
+                layer.attach(self.ctx)
+        except sqlite3.Error as e:  # e.g. a full disk at start-up: one line, not a traceback
+            raise StoreError(f"the database {self.cfg.store.db} failed at start-up: {e}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -435,6 +417,7 @@ class MarketNode:
             asyncio.create_task(self._pump(), name="feed"),
             asyncio.create_task(self._kernel(), name="kernel"),
             asyncio.create_task(self._clock_driver(), name="clock"),
+            asyncio.create_task(self._watch_storage(), name="storage"),
         ]
         if self.cfg.run.status_interval > 0:
             tasks.append(asyncio.create_task(self._status(), name="status"))
@@ -449,10 +432,11 @@ class MarketNode:
             else:
                 await self._stop.wait()
         finally:
-            await self._shutdown(tasks)
-        return 0
+            lost = await self._shutdown(tasks)
+        return EXIT_NOT_STORED if lost else 0
 
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> int:
+        """Stop in order; return how many rows were not stored."""
         log.info("stopping: %s", self._stop_reason or "requested")
         feed_task, kernel_task, *others = tasks
         feed_task.cancel()
@@ -477,8 +461,9 @@ class MarketNode:
             except Exception:
                 log.exception("layer %s failed to close", layer.name)
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
-        self._flush_rows()
+        self._queue_rows()
         self.writer.stop()
+        self.storage.check()  # a failure seen only while stopping is still said out loud
         log.info(
             "stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
             dict(self.writer.stats.rows),
@@ -486,6 +471,10 @@ class MarketNode:
             dict(self.writer.stats.dropped) or 0,
             self.rejections() or 0,
         )
+        lost, _ = storage_summary(self.writer, f"SQLite {self.cfg.store.db}")
+        if self.clickhouse is not None:
+            lost += self.clickhouse.writer.not_stored()
+        return lost
 
 
 class _SimFeedAdapter:
@@ -496,9 +485,9 @@ class _SimFeedAdapter:
     live = False
     wall_clock = False
 
-    def __init__(self, feed: Any, node: MarketNode) -> None:
+    def __init__(self, feed: Any, ctx: NodeContext) -> None:
         self._feed = feed
-        self._node = node
+        self._ctx = ctx
 
     @property
     def exchange_time_ns(self) -> int:
@@ -512,7 +501,7 @@ class _SimFeedAdapter:
         async for batch in self._feed.batches():
             if self._feed.exchange.date != day:
                 day = self._feed.exchange.date
-                self._node._attach_feed(self)
+                self._ctx.add_instruments(self.instruments())
             yield batch
 
 
@@ -520,6 +509,22 @@ def _second(ts: Any) -> Any:
     """The event second of a timestamp; a value that is not an int (the policy rejects that
     tick) stays in the run it arrived in."""
     return ts // NS_PER_SECOND if type(ts) is int else None
+
+
+def _candle_pipeline(cfg: AppConfig, bus: MessageBus, known_tokens: set[int]) -> Any:
+    pipeline_class: Any = CandlePipeline
+    if cfg.pipeline.engine == "fast":  # numba kernels, the same candles (tests/unit/pipeline)
+        from mandi.pipeline.fast import FastCandlePipeline
+
+        pipeline_class = FastCandlePipeline
+    return pipeline_class(
+        bus,
+        cfg.pipeline.timeframes,
+        known_tokens=known_tokens,
+        close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
+        emit_forming=cfg.pipeline.emit_forming,
+        policy=cfg.ticks,
+    )
 
 
 def _same_second_runs(batch: list[Tick]) -> list[list[Tick]]:

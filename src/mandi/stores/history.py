@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from mandi.stores.sqlite import first_rowid_at
+from mandi.stores.sqlite import first_rowid_at, rollback
 
 
 def last_candle_bucket(con: sqlite3.Connection, timeframe: int) -> int | None:
@@ -130,7 +130,7 @@ def insert_missing_candles(con: sqlite3.Connection, candles: list[Any]) -> int:
         )
         con.execute("COMMIT")
     except sqlite3.Error:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return con.total_changes - before
 

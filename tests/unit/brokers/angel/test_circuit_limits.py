@@ -51,7 +51,8 @@ def test_a_tick_outside_the_circuit_is_rejected_by_the_node(tmp_path, engine) ->
     feed = BrokerFeed(
         "angel", angel, None, [Equity(token, "NSE", "RELIANCE")], ticker, node.clock.now_ns
     )
-    node._attach_feed(feed)  # type: ignore[arg-type]
+    node.ctx.feed = feed  # type: ignore[assignment]
+    node.ctx.add_instruments(feed.instruments())
     node.writer.start()
     try:
         # ₹1,500 with circuits at ₹1,350 / ₹1,650, then ₹1,660: 0.7 % up, inside the 100 % band
