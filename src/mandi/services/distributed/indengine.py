@@ -855,7 +855,10 @@ class IndEngineService:
                 del pending[k][i]
         await self.commit(batch)
         # 2. replay every stream after the snapshot's position; a pending entry met here is
-        #    claimed first (one more delivery: a real attempt) and acknowledged with its results
+        #    acknowledged with its results. It is not claimed (counted as a delivery) first: a
+        #    crash loop killed mid-replay would otherwise send healthy candles to the dead
+        #    letters after ``dead_letter_after`` kills, losing their values. A poison entry
+        #    cannot crash the replay: what does not decode is dead-lettered in process()
         position = {k: self._replay_start(part, k, ids) for k in keys}
         replayed = 0
         ends: dict[str, bytes] = {}
@@ -868,7 +871,6 @@ class IndEngineService:
                 k: [e.id for e in entries if e.id in pending.get(k, ())]
                 for k, entries in got.items()
             }
-            await self.reader.claim_ids(met)
             batch = _Batch()
             for key, entries in got.items():
                 self.process(entries, batch)
