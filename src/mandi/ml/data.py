@@ -126,7 +126,7 @@ def load_training_data(
         snaps: list[ChainSnapshot] | None = None
         und = underlying or main.symbol
         if chains:
-            from mandi.services.backtest.api import load_chains
+            from mandi.services.backtest.data import load_chains
 
             sources += [str(c) for c in chains]
             snaps = load_chains(list(chains))

@@ -46,8 +46,7 @@ class StoredMarket:
 def stored_market(db: str | os.PathLike[str], underlying: str) -> StoredMarket:
     """The newest stored snapshot of every expiry of ``underlying`` in ``db``."""
     from mandi.feeds.sim import RISK_FREE_RATE
-    from mandi.services.backtest.api import chain_instruments
-    from mandi.services.backtest.data import open_store, store_master
+    from mandi.services.backtest.data import chain_instruments, open_store, store_master
     from mandi.stores.chains import expiries, latest_snapshot
 
     con = open_store(db)

@@ -50,7 +50,7 @@ def test_nse_chain_file_is_read(tmp_path):
     import pathlib
 
     from mandi.model.instruments import InstrumentMaster
-    from mandi.services.backtest.api import chain_instruments, load_chains
+    from mandi.services.backtest.data import chain_instruments, load_chains
 
     data = pathlib.Path(__file__).parents[2] / "data" / "option_chain"
     f = data / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json"

@@ -257,6 +257,8 @@ def run(
         "charges_model": cfg.charges,
         "slippage_ticks": cfg.slippage_ticks,
     }
+    from mandi.services.backtest.data import chain_instruments, load_chains
+
     snaps = load_chains(chains) if chains is not None else []
     if snaps and engine == "vector":
         raise BacktestError("--engine vector: option chains need the event-driven engine")
@@ -292,65 +294,3 @@ def run(
         if was:
             gc.enable()
     return from_raw(raw, meta)
-
-
-def load_chains(chains: Any) -> list[Any]:
-    """Option-chain snapshots from paths (NSE/BSE files or a store) or snapshots as they are."""
-    from mandi.model.market import ChainSnapshot
-    from mandi.services.backtest.data import is_store, load_chain_files, load_store_chains
-
-    items = list(chains) if isinstance(chains, list | tuple) else [chains]
-    out: list[ChainSnapshot] = []
-    files = []
-    for it in items:
-        if isinstance(it, ChainSnapshot):
-            out.append(it)
-        elif is_store(it):
-            out += load_store_chains(it)
-        else:
-            files.append(it)
-    if files:
-        out += load_chain_files(files)
-    if not out and items:
-        raise BacktestError("--chains: no option-chain snapshots found")
-    return out
-
-
-def chain_instruments(snaps: Sequence[Any], master: InstrumentMaster) -> list[Any]:
-    """Option contracts for the chains' strikes (so that the strategy engine knows their
-    expiries); tokens from the snapshots, or made up where a file gives none."""
-    from mandi.model.instruments import Option
-
-    out: dict[tuple[Any, ...], Any] = {}
-    next_token = 900_000_000
-    used = {i.token for i in master}
-    for snap in snaps:
-        for row in snap.rows:
-            for kind, q in (("CE", row.call), ("PE", row.put)):
-                if q is None:
-                    continue
-                key = (snap.underlying, snap.expiry, row.strike, kind)
-                if key in out:
-                    continue
-                token = q.token
-                if not token or token in used:
-                    while next_token in used:
-                        next_token += 1
-                    token = next_token
-                used.add(token)
-                sym = q.symbol or f"{snap.underlying}{snap.expiry:%y%b}{row.strike // 100}{kind}"
-                out[key] = Option(
-                    token,
-                    snap.exchange,
-                    sym.upper(),
-                    snap.underlying,
-                    "",
-                    snap.lot_size,
-                    5,
-                    0,
-                    underlying=snap.underlying,
-                    expiry=snap.expiry,
-                    strike=row.strike,
-                    option_type=kind,
-                )
-    return list(out.values())

@@ -105,8 +105,7 @@ def option_master(
 ) -> InstrumentMaster:
     """The underlying's stand-in, the simulation's contracts (stores recorded on the simulator)
     and, for contracts the snapshots quote that neither lists, contracts made from the snapshots."""
-    from mandi.services.backtest.api import chain_instruments
-    from mandi.services.backtest.data import open_store, store_master
+    from mandi.services.backtest.data import chain_instruments, open_store, store_master
 
     master = InstrumentMaster([underlying_bars.instrument])
     keys: set[tuple[Any, ...]] = set()
@@ -160,8 +159,7 @@ def run_option_legs(
     meta: Mapping[str, Any],
 ) -> BacktestResult:
     """Run an option-leg strategy (already built: ``strategy``) on recorded data (module doc)."""
-    from mandi.services.backtest.api import load_chains
-    from mandi.services.backtest.data import load_store_candles
+    from mandi.services.backtest.data import load_chains, load_store_candles
 
     stores, sources = split_sources(data, chains)
     snaps = load_chains(sources)
