@@ -59,8 +59,11 @@ run: $(RUN_STAMP) $(UI_STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
+# Two workers (the suite waits on subprocesses, sockets and browsers as much as it computes);
+# a test file stays on one worker, so its module fixtures start once. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP) $(UI_STAMP) system-deps
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(ARGS)
 
 bench: $(BENCH_STAMP) $(UI_STAMP)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
