@@ -47,51 +47,27 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, calendar
+from mandi.model.batches import (
+    _EXCHANGE_CODES,
+    CANDLE_DTYPE,
+    CANDLE_FIELDS,
+    exchange_code,
+    exchange_name,
+    records_to_candles,
+)
 from mandi.model.market import Candle, Tick
 from mandi.pipeline import _fastkernels as K
 from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES
 
 I64 = NDArray[np.int64]
 
-#: Field names of a candle record, in column order; every field is ``int64``. ``closed`` is 1
-#: for a confirmed candle and 0 for a forming one; ``exchange`` is a code (:func:`exchange_name`).
-CANDLE_FIELDS: tuple[str, ...] = (
-    "token",
-    "timeframe",
-    "bucket",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "oi",
-    "ticks",
-    "closed",
-    "exchange",
-)
-CANDLE_DTYPE = np.dtype([(f, np.int64) for f in CANDLE_FIELDS])
+# candle records, exchange codes and their conversion live with the batch messages (model)
 assert len(CANDLE_FIELDS) == K.NOCOL
 
 REASONS: tuple[str, ...] = K.REASONS  # the aggregator's rejection reasons, in counter order
 
-_EXCHANGES: list[str] = ["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
-_EXCHANGE_CODES: dict[str, int] = {name: i for i, name in enumerate(_EXCHANGES)}
 _BAD_TOKEN = -(1 << 63)  # stands for a token id that is not an int (never allowed)
 _LO, _HI = -(1 << 63), 1 << 63
-
-
-def exchange_code(name: str) -> int:
-    """The code of an exchange name in candle records (new names get the next code)."""
-    code = _EXCHANGE_CODES.get(name)
-    if code is None:
-        code = _EXCHANGE_CODES[name] = len(_EXCHANGES)
-        _EXCHANGES.append(name)
-    return code
-
-
-def exchange_name(code: int) -> str:
-    """The exchange name of a code in candle records."""
-    return _EXCHANGES[code]
 
 
 def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
@@ -112,15 +88,6 @@ def _new_table(size: int) -> I64:
 
 def _shift(table: I64) -> int:
     return 64 - (len(table).bit_length() - 1)
-
-
-def records_to_candles(records: NDArray[Any]) -> list[Candle]:
-    """Candle records (:data:`CANDLE_DTYPE`) as :class:`~mandi.model.market.Candle` messages."""
-    names = _EXCHANGES
-    return [
-        Candle(t, names[x], tf, b, o, h, lo, c, v, oi, n, cl == 1)
-        for t, tf, b, o, h, lo, c, v, oi, n, cl, x in records.tolist()
-    ]
 
 
 def _as_records(block: I64) -> NDArray[Any]:
