@@ -418,6 +418,61 @@ class TokenIndex:
             K.rehash(self.ids, self.size, self._table, _shift(self._table))
 
 
+class TokenValues:
+    """One ``int64`` value per token (a last cumulative volume, a first OI of the day …) that a
+    batch updates in one compiled scatter, the latest value of a token winning.
+
+    Examples
+    --------
+    >>> v = TokenValues()
+    >>> v.set_batch(np.array([5, 6, 5]), np.array([1, 2, 3]), 0, 3)
+    >>> v.get(5), v.get(6), v.get(7)
+    (3, 2, None)
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.index = TokenIndex(capacity)
+        self._slots: dict[int, int] = {}
+        self._values = np.zeros(capacity, dtype=np.int64)
+        self._seen = np.zeros(capacity, dtype=np.uint8)
+
+    def slots(self, tokens: I64) -> I64:
+        before = self.index.size
+        slots = self.index.index(tokens)
+        size = self.index.size
+        if size != before:
+            for k, token in enumerate(self.index.ids[before:size].tolist(), before):
+                self._slots[token] = k
+            if size > len(self._values):
+                cap = max(size, 2 * len(self._values))
+                self._values = np.concatenate(
+                    [self._values, np.zeros(cap - len(self._values), np.int64)]
+                )
+                self._seen = np.concatenate([self._seen, np.zeros(cap - len(self._seen), np.uint8)])
+        return slots
+
+    def get(self, token: int) -> int | None:
+        k = self._slots.get(token)
+        return int(self._values[k]) if k is not None and self._seen[k] else None
+
+    def set(self, token: int, value: int) -> None:
+        k = self._slots.get(token)
+        if k is None:
+            k = int(self.slots(np.array([token], dtype=np.int64))[0])
+        self._values[k] = value
+        self._seen[k] = 1
+
+    def set_batch(self, tokens: I64, values: I64, lo: int, hi: int) -> None:
+        """``set(tokens[i], values[i])`` for ``lo <= i < hi``, in order."""
+        if hi > lo:
+            slots = self.slots(tokens[lo:hi])
+            K.scatter_column(self._values, slots, values[lo:hi], 0, hi - lo)
+            self._seen[slots] = 1
+
+    def clear(self) -> None:
+        self._seen[:] = 0
+
+
 def _new_table(size: int) -> I64:
     table = np.zeros((size, 2), dtype=np.int64)
     table[:, 1] = -1
@@ -437,6 +492,7 @@ __all__ = [
     "IndicatorValueBatch",
     "TickBatch",
     "TokenIndex",
+    "TokenValues",
     "exchange_code",
     "exchange_name",
     "records_to_candles",

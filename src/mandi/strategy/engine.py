@@ -154,6 +154,10 @@ class StrategyEngine:
                 s._event = None
         return True
 
+    def tick_tokens(self) -> set[int]:
+        """Tokens some strategy follows tick by tick (``on_tick``)."""
+        return set(self._by_tick)
+
     def handle_tick(self, t: Tick) -> None:
         for s in self._by_tick.get(t.token, ()):
             if s.id not in self.disabled:

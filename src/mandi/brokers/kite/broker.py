@@ -50,6 +50,7 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
+from mandi.model.batches import TickBatch
 from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus
@@ -125,6 +126,12 @@ class KiteBroker:
         self._sink = sink
 
     def on_market_data(self, tick: Tick) -> None:
+        return None
+
+    def active_tokens(self) -> set[int]:
+        return set()  # fills come from Kite, never from ticks
+
+    def on_market_batch(self, batch: TickBatch, lo: int, hi: int) -> None:
         return None
 
     def _track(self, cid: str) -> _Tracked:
