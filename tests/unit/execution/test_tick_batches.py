@@ -8,6 +8,7 @@ between ticks."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -148,7 +149,7 @@ def test_batches_do_exactly_what_ticks_do(stream):
         ref.kernel.handle_tick(t)
     batch = TickBatch.from_ticks(ticks)
     bounds = [0, *cuts, len(ticks)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         fast.kernel.handle_ticks(batch.slice(lo, hi), _observe(fast))
     a, b = _state(ref), _state(fast)
     for key in a:
