@@ -44,7 +44,7 @@ class SimConfig(_Section, frozen=True):
 class RunConfig(_Section, frozen=True):
     """``[run]``: what ``mandi run`` does."""
 
-    feed: str = "sim"  # "sim", "kite" (a broker feed) or a tickserver URL ws://host:port
+    feed: str = "sim"  # "sim", a broker feed ("kite", "angel"), "nse" or ws://host:port
     mode: Literal["logging", "paper", "live"] = "paper"
     speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
     duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
@@ -215,7 +215,34 @@ class ServicesConfig(_Section, frozen=True):
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0
 
 
-class KiteConfig(_Section, frozen=True):
+class BrokerAdapterConfig(_Section, frozen=True):
+    """What every ``[broker.NAME]`` section has: where the broker is, the token file and the
+    instrument cache, the live feed's subscriptions and health limits, order polling."""
+
+    rest_url: str = ""
+    ws_url: str = ""
+    token_file: str = ""  # "" = $XDG_CONFIG_HOME/mandi/<name>-session.json (0600)
+    cache_dir: str = ""  # instrument masters; "" = $XDG_CACHE_HOME/mandi/<name>
+    exchanges: tuple[str, ...] = ("NSE", "NFO", "BSE", "BFO")  # kept from the master
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 7.0  # one REST request
+    # live feed: the underlyings (indices, stocks) followed, and ATM +- N strikes of each index
+    symbols: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
+    strikes_each_side: Annotated[int, msgspec.Meta(ge=0)] = 10
+    expiries: Annotated[int, msgspec.Meta(ge=0)] = 1  # nearest N expiries subscribed
+    mode: Literal["ltp", "quote", "full"] = "full"
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3
+    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 3000
+    # feed health: a silent socket, a reconnect storm or stale prices block new entries
+    silent_after_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    storm_reconnects: Annotated[int, msgspec.Meta(ge=1)] = 5
+    storm_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 3.0  # order book polling
+    expiry_warning_min: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=10)] = 3.0
+
+
+class KiteConfig(BrokerAdapterConfig, frozen=True):
     """``[broker.kite]``: Zerodha Kite Connect v3 (see the README, "Connect your Kite account").
 
     ``api_secret`` belongs in the environment (``MANDI_BROKER__KITE__API_SECRET``), never in a
@@ -227,33 +254,75 @@ class KiteConfig(_Section, frozen=True):
     rest_url: str = "https://api.kite.trade"
     ws_url: str = "wss://ws.kite.trade"
     login_url: str = "https://kite.zerodha.com/connect/login"
-    token_file: str = ""
-    cache_dir: str = ""  # instrument dumps; "" = $XDG_CACHE_HOME/mandi/kite
-    exchanges: tuple[str, ...] = ("NSE", "NFO", "BSE", "BFO")  # kept from the dump
     freeze_file: str = ""  # NSE's quantity-freeze CSV (SYMBOL, VOL_FRZ_QTY), merged at sync
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 7.0  # one REST request
-    # live feed: the underlyings (indices, stocks) followed, and ATM +- N strikes of each index
-    symbols: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
-    strikes_each_side: Annotated[int, msgspec.Meta(ge=0)] = 10
-    expiries: Annotated[int, msgspec.Meta(ge=0)] = 1  # nearest N expiries subscribed
-    mode: Literal["ltp", "quote", "full"] = "full"
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3  # Kite: 3 per API key
     tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 3000  # Kite: 3,000
-    # feed health: a silent socket, a reconnect storm or stale prices block new entries
-    silent_after_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    storm_reconnects: Annotated[int, msgspec.Meta(ge=1)] = 5
-    storm_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 3.0  # order book polling
-    expiry_warning_min: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # Kite: 3 req/s
 
 
-class BrokerConfig(_Section, frozen=True):
-    """``[broker]``: the live broker (``name = "kite"``; ``mandi run --broker kite``)."""
+class AngelConfig(BrokerAdapterConfig, frozen=True):
+    """``[broker.angel]``: Angel One SmartAPI (see the README, "Connect your Angel One account").
 
-    name: str = ""
+    Login takes the client code, the PIN and a TOTP computed from ``totp_secret`` (the base32
+    secret shown when TOTP was enabled). ``pin`` and ``totp_secret`` belong in the environment
+    (``MANDI_BROKER__ANGEL__PIN``, ``MANDI_BROKER__ANGEL__TOTP_SECRET``), never in a file. The
+    JWT, refresh and feed tokens live in ``token_file`` (0600); the JWT is refreshed
+    ``refresh_before_min`` before it expires."""
+
+    api_key: str = ""
+    client_code: str = ""
+    pin: str = ""
+    totp_secret: str = ""
+    rest_url: str = "https://apiconnect.angelone.in"
+    ws_url: str = "wss://smartapisocket.angelone.in/smart-stream"
+    scrip_master_url: str = (
+        "https://margincalculator.angelone.in/OpenAPI_File/files/OpenAPIScripMaster.json"
+    )
+    refresh_before_min: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3  # SmartStream: 3 per client
+    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000  # 1,000 a session
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # the text "ping" SmartStream wants
+    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # candle API: 3 req/s
+
+
+class BrokerConfig(_Section, frozen=True):
+    """``[broker]``: the live broker (``name = "kite" | "angel" | "paper"``;
+    ``mandi run --broker NAME``) and one section per adapter."""
+
+    name: Literal["", "kite", "angel", "paper"] = ""
     kite: KiteConfig = KiteConfig()
+    angel: AngelConfig = AngelConfig()
+
+
+class NseConfig(_Section, frozen=True):
+    """``[nse]``: NSE's (and BSE's) public option chains as a live source (``mandi run --feed
+    nse``). NSE's site wants a browser's headers and the cookies its option-chain page sets; it
+    is polled no faster than ``min_interval_s`` (a polite floor that a config value cannot go
+    under), backing off exponentially up to ``backoff_max_s`` when it blocks or fails."""
+
+    underlyings: tuple[str, ...] = ("NIFTY", "BANKNIFTY")
+    bse_underlyings: tuple[str, ...] = ("SENSEX",)
+    interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    min_interval_s: Annotated[float, msgspec.Meta(ge=3)] = 15.0
+    expiries: Annotated[int, msgspec.Meta(ge=1)] = 2  # nearest N expiries of each underlying
+    api: Literal["v3", "legacy"] = "v3"  # option-chain-v3 (one expiry a call) or -indices
+    url: str = "https://www.nseindia.com"
+    bse_url: str = "https://api.bseindia.com"
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    blocked_after: Annotated[int, msgspec.Meta(ge=1)] = 3  # failures in a row: "blocked"
+    user_agent: str = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0 Safari/537.36"
+    )
+
+    def __post_init__(self) -> None:
+        if self.interval_s < self.min_interval_s:
+            raise ConfigError(
+                "nse.interval_s",
+                self.interval_s,
+                f"polls NSE faster than the polite minimum of {self.min_interval_s:g} s",
+            )
 
 
 class LogConfig(_Section, frozen=True):
@@ -277,6 +346,7 @@ class AppConfig(_Section, frozen=True):
     services: ServicesConfig = ServicesConfig()  # [services]: ports, mandi up
     backtest: BacktestConfig = BacktestConfig()  # [backtest]: mandi backtest defaults
     broker: BrokerConfig = BrokerConfig()  # [broker]: the live broker and its adapter
+    nse: NseConfig = NseConfig()  # [nse]: NSE/BSE option chains polled live (--feed nse)
 
 
 ENV_PREFIX = "MANDI_"
@@ -307,10 +377,12 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
 
 
 _SECRET_WORDS = ("secret", "token", "password", "api_key")
+_SECRET_KEYS = ("pin", "client_code")  # whole key names (a PIN of digits stays a string)
 
 
 def _is_secret(dotted: str) -> bool:
-    return any(w in dotted.lower() for w in _SECRET_WORDS)
+    low = dotted.lower()
+    return any(w in low for w in _SECRET_WORDS) or low.rsplit(".", 1)[-1] in _SECRET_KEYS
 
 
 def _parse_env_value(raw: str, dotted: str = "") -> Any:

@@ -6,8 +6,8 @@
 * ``paper``   → :class:`~mandi.execution.paper.PaperBroker` (kernel code; never a live one);
 * ``live``    → the broker named by ``trading.broker``, looked up in :data:`LIVE_BROKERS`; live
   mode refuses to start without one. Each adapter package registers its factory here
-  (``kite``: :mod:`mandi.brokers.kite`); factories get the trading config, the clock and the
-  node's context (``app`` config, instrument ``master``, live ``feed``).
+  (:mod:`mandi.brokers.kite`, :mod:`mandi.brokers.angel`); factories get the trading config,
+  the clock and the node's context (``app`` config, instrument ``master``, live ``feed``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,20 @@ def register_live_broker(name: str, factory: Callable[..., Broker]) -> None:
     LIVE_BROKERS[name] = factory
 
 
-def _kite(cfg: TradingConfig, clock: Clock, **context: Any) -> Broker:
-    from mandi.brokers.kite import make_live_broker
+def _adapter(package: str) -> Callable[..., Broker]:
+    """The factory of an adapter package, imported only when that broker is used."""
 
-    broker: Broker = make_live_broker(cfg, clock, **context)
-    return broker
+    def make(cfg: TradingConfig, clock: Clock, **context: Any) -> Broker:
+        import importlib
+
+        broker: Broker = importlib.import_module(package).make_live_broker(cfg, clock, **context)
+        return broker
+
+    return make
 
 
-register_live_broker("kite", _kite)
+for _name in ("kite", "angel"):
+    register_live_broker(_name, _adapter(f"mandi.brokers.{_name}"))
 
 
 def make_broker(

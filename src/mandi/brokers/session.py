@@ -1,8 +1,9 @@
 """Broker sessions on disk: the daily access token in a 0600 file, shared by every broker
-adapter (Kite today; Angel One and Groww follow the same shape).
+adapter (Kite, Angel One).
 
 The file holds JSON ``{"broker", "api_key", "user_id", "user_name", "access_token",
-"login_ns", "expires_ns"}``. It is written atomically with mode 0600 in a 0700 directory, never
+"login_ns", "expires_ns"}`` and, for brokers that have them, ``refresh_token`` and
+``feed_token`` (Angel One). It is written atomically with mode 0600 in a 0700 directory, never
 logged (``repr`` of a :class:`BrokerSession` hides the token) and never copied into the
 database. ``$XDG_CONFIG_HOME/mandi/<broker>-session.json`` unless configured.
 """
@@ -30,6 +31,8 @@ class BrokerSession:
     access_token: str = field(repr=False)
     login_ns: int
     expires_ns: int
+    refresh_token: str = field(default="", repr=False)
+    feed_token: str = field(default="", repr=False)
 
     def expired(self, now_ns: int) -> bool:
         return now_ns >= self.expires_ns
@@ -61,6 +64,8 @@ def save_session(path: Path, s: BrokerSession) -> None:
             "access_token": s.access_token,
             "login_ns": s.login_ns,
             "expires_ns": s.expires_ns,
+            "refresh_token": s.refresh_token,
+            "feed_token": s.feed_token,
         }
     )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session-")
@@ -97,6 +102,8 @@ def load_session(path: Path, broker: str) -> BrokerSession | None:
             str(d["access_token"]),
             int(d["login_ns"]),
             int(d["expires_ns"]),
+            str(d.get("refresh_token", "")),
+            str(d.get("feed_token", "")),
         )
     except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise BrokerSessionError(
@@ -109,3 +116,28 @@ def delete_session(path: Path) -> bool:
         path.unlink()
         return True
     return False
+
+
+def require(cfg: object, broker: str, *keys: str) -> None:
+    """Stop with a clear error naming the first unset credential and its variable."""
+    from mandi.core.errors import ConfigError
+
+    for k in keys:
+        if not getattr(cfg, k):
+            env = f"MANDI_BROKER__{broker.upper()}__{k.upper()}"
+            raise ConfigError(f"broker.{broker}.{k}", "", f"not set (put it in ${env})")
+
+
+def current(broker: str, title: str, path: Path, api_key: str, now_ns: int) -> BrokerSession:
+    """The stored, unexpired session of this API key (else a clear error saying what to do)."""
+    s = load_session(path, broker)
+    login = f"mandi broker login {broker}"
+    if s is None:
+        raise BrokerSessionError(f"no {title} session on this machine; log in: {login}")
+    if api_key and s.api_key != api_key:
+        raise BrokerSessionError(
+            f"the stored {title} session belongs to another API key; log in: {login}"
+        )
+    if s.expired(now_ns):
+        raise BrokerSessionError(f"the {title} session expired; log in again: {login}")
+    return s

@@ -76,7 +76,7 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite); refusing to start",
+                "live mode needs a live broker (--broker kite|angel); refusing to start",
             )
         if name not in LIVE_BROKERS:
             have = ", ".join(sorted(LIVE_BROKERS))
@@ -87,10 +87,12 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
             )
         if cfg.run.feed == "sim" and not feed_given:
             cfg = msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, feed=name))
+    from mandi.feeds.registry import BROKER_FEEDS
+
     if cfg.run.mode == "live" and cfg.run.feed == "sim":
-        raise ConfigError("run.feed", "sim", "live trading needs a broker's feed (--feed kite)")
-    if cfg.run.feed == "kite" and cfg.pipeline.close_delay_ms < 1500:
-        # Kite stamps ticks in whole seconds and they travel: a second closes 1.5 s late
+        raise ConfigError("run.feed", "sim", f"live trading needs a broker's feed (--feed {name})")
+    if cfg.run.feed in BROKER_FEEDS and cfg.pipeline.close_delay_ms < 1500:
+        # broker ticks travel (Kite stamps whole seconds): a second closes 1.5 s late
         cfg = msgspec.structs.replace(
             cfg, pipeline=msgspec.structs.replace(cfg.pipeline, close_delay_ms=1500)
         )
@@ -98,8 +100,9 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
         return cfg, LiveClock()
     from urllib.parse import urlparse
 
-    host = urlparse(cfg.broker.kite.rest_url).hostname
-    if cfg.run.feed == "sim" or host not in ("127.0.0.1", "localhost", "::1"):
+    adapter = getattr(cfg.broker, cfg.run.feed, None) if cfg.run.feed in BROKER_FEEDS else None
+    host = urlparse(adapter.rest_url).hostname if adapter is not None else None
+    if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(
             "run.clock_offset_s",
             cfg.run.clock_offset_s,
@@ -112,11 +115,12 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
 def run(
     config: ConfigOpt = None,
     feed: Annotated[
-        str | None, typer.Option(help="'sim', 'kite' (a broker's feed) or a tickserver ws:// URL.")
+        str | None,
+        typer.Option(help="'sim', a broker's feed (kite, angel), 'nse' or a ws:// URL."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
     broker: Annotated[
-        str | None, typer.Option(help="The live broker (kite); its feed is used too.")
+        str | None, typer.Option(help="The live broker (kite, angel); its feed too.")
     ] = None,
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     duration: Annotated[
@@ -203,6 +207,7 @@ from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mand
 from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
+from mandi.cli import ml as _ml  # noqa: E402,F401 - features, train, serve-model
 from mandi.cli import service as _service  # noqa: E402,F401 - service, up, down, ps
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...
 from mandi.cli import web as _web  # noqa: E402,F401 - registers `mandi token`

@@ -1,6 +1,6 @@
 """Broker commands: ``mandi broker login|status|logout NAME``, ``mandi fakebroker NAME``,
-``mandi instruments sync NAME`` and ``mandi history fetch NAME``. Kite is the broker today;
-Angel One and Groww plug into the same commands."""
+``mandi instruments sync NAME`` and ``mandi history fetch NAME`` for Kite and Angel One.
+What differs between brokers lives in :mod:`mandi.cli.adapters` (one small object each)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ app.add_typer(instruments_app, name="instruments")
 history_app = typer.Typer(no_args_is_help=True, help="Historical candles from a broker.")
 app.add_typer(history_app, name="history")
 
-BROKERS = ("kite",)
 
+def _broker(name: str) -> Any:
+    from mandi.cli.adapters import ADAPTERS
 
-def _broker(name: str) -> None:
-    if name not in BROKERS:
-        fail(ConfigError("broker", name, f"unknown broker; available: {', '.join(BROKERS)}"))
+    if name not in ADAPTERS:
+        have = ", ".join(ADAPTERS)
+        fail(ConfigError("broker", name, f"unknown broker; available: {have}"))
+    return ADAPTERS[name]
 
 
 def _when(ns: int) -> str:
@@ -38,26 +40,27 @@ def _when(ns: int) -> str:
 
 @broker_app.command("login")
 def broker_login(
-    name: Annotated[str, typer.Argument(help="kite")],
+    name: Annotated[str, typer.Argument(help="kite | angel")],
     request_token: Annotated[
-        str | None, typer.Option(help="The request_token from the redirect after logging in.")
+        str | None, typer.Option(help="Kite: the request_token from the redirect after login.")
     ] = None,
     callback_port: Annotated[
         int | None,
-        typer.Option(help="Catch the redirect on http://127.0.0.1:PORT/kite/callback instead."),
+        typer.Option(help="Kite: catch the redirect on http://127.0.0.1:PORT/kite/callback."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the redirect.")] = 300.0,
     config: ConfigOpt = None,
 ) -> None:
-    """Print the login URL and complete the session (the token goes to a 0600 file)."""
-    _broker(name)
-    from mandi.brokers.kite import session as ks
-
-    cfg = load(config, {}).broker.kite
+    """Log in and store the session in a 0600 token file. Kite: print the login URL, then
+    complete with the request token. Angel One: client code + PIN + TOTP from the environment.
+    """
+    adapter = _broker(name)
+    cfg = adapter.cfg(load(config, {}))
     try:
-        url = ks.login_url(cfg)
-        if request_token is None:
-            typer.echo(f"Log in at: {url}", err=True)
+        if name == "kite" and request_token is None:
+            from mandi.brokers.kite import session as ks
+
+            typer.echo(f"Log in at: {ks.login_url(cfg)}", err=True)
             if callback_port is None:
                 typer.echo(
                     "then run: mandi broker login kite --request-token <request_token from the "
@@ -66,12 +69,12 @@ def broker_login(
                 )
                 raise typer.Exit(0)
             request_token = _catch_redirect(callback_port, timeout)
-        s = ks.login(cfg, request_token)
+        s = adapter.login(cfg, request_token=request_token)
     except MandiError as e:
         fail(e)
     typer.echo(
-        f"logged in to Kite as {s.user_id} ({s.user_name}); the token expires "
-        f"{_when(s.expires_ns)}; stored in {ks.token_file(cfg)} (mode 0600)"
+        f"logged in to {adapter.title} as {s.user_id} ({s.user_name}); the session expires "
+        f"{_when(s.expires_ns)}; stored in {adapter.token_file(cfg)} (mode 0600)"
     )
 
 
@@ -117,54 +120,51 @@ def _catch_redirect(port: int, timeout: float) -> str:
 
 @broker_app.command("status")
 def broker_status(
-    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
 ) -> None:
-    """Who is logged in and when the token expires (exit 1 when there is no valid session)."""
-    _broker(name)
-    from mandi.brokers.kite import session as ks
+    """Who is logged in and when the session expires (exit 1 when there is no valid one)."""
+    adapter = _broker(name)
     from mandi.brokers.session import load_session
 
-    cfg = load(config, {}).broker.kite
+    cfg = adapter.cfg(load(config, {}))
     try:
-        s = load_session(ks.token_file(cfg), "kite")
+        s = load_session(adapter.token_file(cfg), name)
     except MandiError as e:
         fail(e)
     if s is None:
-        typer.echo("kite: not logged in (mandi broker login kite)")
+        typer.echo(f"{name}: not logged in (mandi broker login {name})")
         raise typer.Exit(1)
     now = time.time_ns()
     if s.expired(now):
-        typer.echo(f"kite: {s.user_id} — token EXPIRED at {_when(s.expires_ns)}; log in again")
+        typer.echo(f"{name}: {s.user_id} — session EXPIRED at {_when(s.expires_ns)}; log in again")
         raise typer.Exit(1)
     left = (s.expires_ns - now) / 3.6e12
     typer.echo(
-        f"kite: logged in as {s.user_id} ({s.user_name}) since {_when(s.login_ns)}; token "
+        f"{name}: logged in as {s.user_id} ({s.user_name}) since {_when(s.login_ns)}; session "
         f"expires {_when(s.expires_ns)} (in {left:.1f} h)"
     )
 
 
 @broker_app.command("logout")
 def broker_logout(
-    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
 ) -> None:
-    """Invalidate the token at the broker and delete the token file."""
-    _broker(name)
-    from mandi.brokers.kite import session as ks
-
-    cfg = load(config, {}).broker.kite
+    """End the session at the broker and delete the token file."""
+    adapter = _broker(name)
+    cfg = adapter.cfg(load(config, {}))
     try:
-        had = ks.logout(cfg)
+        had = adapter.logout(cfg)
     except MandiError as e:
         fail(MandiError(f"token file deleted; the broker could not be told: {e}"))
-    typer.echo("kite: logged out" if had else "kite: no session to log out of")
+    typer.echo(f"{name}: logged out" if had else f"{name}: no session to log out of")
 
 
 @app.command()
 def fakebroker(
-    name: Annotated[str, typer.Argument(help="kite")],
+    name: Annotated[str, typer.Argument(help="kite | angel")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 0,
     redirect_url: Annotated[
-        str, typer.Option(help="Where the login page redirects with the request token.")
+        str, typer.Option(help="Kite: where the login page redirects with the request token.")
     ] = "http://127.0.0.1:8765/kite/callback",
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
     market_clock: Annotated[
@@ -172,26 +172,23 @@ def fakebroker(
     ] = True,
     config: ConfigOpt = None,
 ) -> None:
-    """A local broker speaking the real protocol (REST + ticker) on loopback; prints the
+    """A local broker speaking the real protocol (REST + websocket) on loopback; prints the
     ``export MANDI_BROKER__...`` lines that point mandi at it, then serves until Ctrl-C."""
-    _broker(name)
+    adapter = _broker(name)
     import msgspec
 
-    from mandi.brokers.kite.fake import FakeKite, FakeKiteServer
     from mandi.logs import setup_logging
 
     cfg = load(config, {"sim.seed": seed})
     setup_logging(cfg.log.level, cfg.log.json)
     sim = msgspec.structs.replace(cfg.sim, strikes_each_side=min(cfg.sim.strikes_each_side, 15))
-    srv = FakeKiteServer(
-        FakeKite(sim, redirect_url=redirect_url, clock_offset_ns=None if market_clock else 0),
-        port=port,
-    )
+    srv = adapter.fake(sim, market_clock, redirect_url=redirect_url, port=port)
     for k, v in srv.env().items():
         typer.echo(f"export {k}={v}")
-    typer.echo(  # a shell comment: `eval "$(mandi fakebroker kite)"`-friendly, ends the block
-        f"# fake Kite on {srv.rest_url} (ticker {srv.ws_url}); log in with: "
-        "mandi broker login kite --request-token any"
+    hint = " --request-token any" if name == "kite" else ""
+    typer.echo(  # a shell comment: `eval "$(mandi fakebroker NAME)"`-friendly, ends the block
+        f"# fake {adapter.title} on {srv.rest_url} (websocket {srv.ws_url}); log in with: "
+        f"mandi broker login {name}{hint}"
     )
     import sys
 
@@ -202,21 +199,15 @@ def fakebroker(
 
 @instruments_app.command("sync")
 def instruments_sync(
-    name: Annotated[str, typer.Argument(help="kite")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
 ) -> None:
-    """Download today's instrument dump (cached with its date) and merge freeze quantities."""
-    _broker(name)
-    from mandi.brokers.kite import instruments as ki
-    from mandi.brokers.kite import session as ks
+    """Download today's instrument master (cached with its date)."""
+    adapter = _broker(name)
     from mandi.core.calendar import ist_date
 
-    cfg = load(config, {}).broker.kite
+    cfg = adapter.cfg(load(config, {}))
     try:
-        rest = ks.rest_client(cfg)
-        try:
-            path, insts = ki.sync(cfg, rest, ist_date(time.time_ns()))
-        finally:
-            rest.close()
+        path, insts = adapter.sync(cfg, ist_date(time.time_ns()))
     except MandiError as e:
         fail(e)
     kinds: dict[str, int] = {}
@@ -225,59 +216,54 @@ def instruments_sync(
     with_freeze = sum(1 for i in insts if i.freeze_qty)
     by_kind = ", ".join(f"{v:,} {k}" for k, v in sorted(kinds.items()))
     typer.echo(
-        f"kite: {len(insts):,} instruments ({by_kind}; {with_freeze:,} with a freeze quantity) "
+        f"{name}: {len(insts):,} instruments ({by_kind}; {with_freeze:,} with a freeze quantity) "
         f"saved to {path}"
     )
 
 
 @history_app.command("fetch")
 def history_fetch(
-    name: Annotated[str, typer.Argument(help="kite")],
+    name: Annotated[str, typer.Argument(help="kite | angel")],
     symbol: Annotated[str, typer.Option(help="Trading symbol (NIFTY, INFY, NIFTY25JANFUT...).")],
-    interval: Annotated[str, typer.Option(help="minute, 3minute, 5minute, ..., day.")] = "minute",
+    interval: Annotated[
+        str | None,
+        typer.Option(help="Kite: minute ... day; Angel One: ONE_MINUTE ... ONE_DAY."),
+    ] = None,
     days: Annotated[int, typer.Option(help="Calendar days back from today.", min=1)] = 90,
     db: DbOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Backfill candles (with OI for F&O) into the store; resumable, rate-limited."""
-    _broker(name)
+    """Backfill candles into the store; resumable, rate-limited."""
+    adapter = _broker(name)
     from rich.progress import Progress
 
-    from mandi.brokers.kite import history as kh
-    from mandi.brokers.kite import instruments as ki
-    from mandi.brokers.kite import session as ks
-    from mandi.brokers.kite.wire import INTERVAL_MAX_DAYS
     from mandi.core.calendar import ist_date
-    from mandi.model.instruments import InstrumentMaster
 
     app_cfg = load(config, {"store.db": db})
-    cfg = app_cfg.broker.kite
-    if interval not in INTERVAL_MAX_DAYS:
-        fail(ConfigError("--interval", interval, f"use one of {', '.join(INTERVAL_MAX_DAYS)}"))
+    cfg = adapter.cfg(app_cfg)
+    interval = interval or adapter.default_interval
+    if interval not in adapter.intervals:
+        fail(ConfigError("--interval", interval, f"use one of {', '.join(adapter.intervals)}"))
     try:
-        rest = ks.rest_client(cfg)
-        try:
-            today = ist_date(time.time_ns())
-            master = InstrumentMaster(ki.load(cfg, rest, today))
-            inst = master.by_symbol(symbol)
-            start = today - dt.timedelta(days=days)
-            with Progress(transient=True) as bar:
-                task = bar.add_task(f"{symbol} {interval}", total=None)
+        today = ist_date(time.time_ns())
+        start = today - dt.timedelta(days=days)
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{symbol} {interval}", total=None)
 
-                def step(done: int, total: int, rows: int) -> None:
-                    bar.update(
-                        task,
-                        total=total,
-                        completed=done,
-                        description=f"{symbol} {interval}: {rows:,} candles",
-                    )
+            def step(done: int, total: int, rows: int) -> None:
+                bar.update(
+                    task,
+                    total=total,
+                    completed=done,
+                    description=f"{symbol} {interval}: {rows:,} candles",
+                )
 
-                windows, rows = kh.fetch(rest, inst, interval, start, today, app_cfg.store.db, step)
-        finally:
-            rest.close()
+            inst, windows, rows = adapter.history(
+                cfg, symbol, interval, start, today, app_cfg.store.db, step
+            )
     except MandiError as e:
         fail(e)
     typer.echo(
-        f"kite: {rows:,} {interval} candles of {inst.symbol} in {windows} request(s) stored in "
+        f"{name}: {rows:,} {interval} candles of {inst.symbol} in {windows} request(s) stored in "
         f"{app_cfg.store.db}" + ("" if windows else " (already up to date)")
     )

@@ -41,8 +41,8 @@ def service(
     feed: Annotated[
         str | None,
         typer.Option(
-            help="mdengine: 'sim' or a tickserver ws:// URL (mdengine-sim default: "
-            "ws://127.0.0.1:9001)."
+            help="mdengine: 'sim', a broker's feed (kite, angel), 'nse' or a tickserver ws:// URL "
+            "(mdengine-sim default: ws://127.0.0.1:9001)."
         ),
     ] = None,
     db: DbOpt = None,

@@ -6,7 +6,8 @@ In order, for one signal (``signal:>``):
 1. **once** — a signal already handled (in memory or by its stored status) is a duplicate;
 2. **position rules** — an opposite signal from the same strategy first closes its position
    (``exit_on_opposite_signal``, through the exit stage) and cancels its working entry; a repeated
-   one is ignored while the position (or its entry order) exists;
+   one is ignored while the position (or its entry order) exists; one whose metadata has
+   ``exit`` only closes (go flat: exit reason ``EXIT_SIGNAL``, nothing opened);
 3. **checks** — :func:`~mandi.signals.manager.validate_signal` (age, enabled, symbol known,
    concurrent positions), short selling (``allow_short``), the daily-loss breaker;
 4. **plan** — :func:`~mandi.execution.plan.plan_entry`: instrument (an option for an index
@@ -83,6 +84,16 @@ class EntryStage:
         same_inflight = [
             f for f in ctx.inflight.values() if f.strategy == sig.strategy and f.source == sig.token
         ]
+        if sig.metadata.get("exit"):  # "go flat" (an ML strategy on a neutral prediction)
+            for p in opposite:
+                self.exits.exit_position(p, exit_rules.FLAT)
+            for f in [f for f in same_inflight if f.bias == -bias]:
+                for cid in list(f.children):
+                    if ctx.orders is not None:
+                        ctx.orders.cancel(cid, "exit signal")
+            done = "closing the position" if opposite else "no position to close"
+            ctx.finish_signal(sig.signal_id, ORDERED if opposite else IGNORED, done)
+            return
         if opposite and ctx.cfg.exit_on_opposite_signal:
             for p in opposite:
                 self.exits.exit_position(p, exit_rules.SIGNAL)

@@ -1,7 +1,7 @@
 """The live-market port and feed health (kernel: no I/O; times are given, never read).
 
-:class:`LiveFeed` is what a broker adapter's market-data side offers (Kite today; Angel One and
-Groww implement the same): connect, subscribe tokens in a mode, ticks and order updates as
+:class:`LiveFeed` is what a broker adapter's market-data side offers (Kite and Angel
+One): connect, subscribe tokens in a mode, ticks and order updates as
 messages, health. The :class:`~mandi.execution.ports.Broker` port is the order side.
 
 :class:`FeedHealth` turns what the adapter observes (connections up and down, messages, ticks)

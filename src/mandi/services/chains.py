@@ -76,7 +76,11 @@ class ChainLayer:
         self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
         node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
         node.writer.statements["exchange_metadata"] = METADATA_SQL
-        node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        if node.feed is not None and hasattr(node.feed, "on_snapshot"):
+            # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
+            node.feed.on_snapshot = self.handle_snapshot
+        else:
+            node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
         self._warm(node)
 
     def _warm(self, node: MarketNode) -> None:
@@ -102,7 +106,7 @@ class ChainLayer:
 
     def after_batch(self) -> None:
         node = self._node
-        if node is None or self.assembler is None:
+        if node is None or self.assembler is None or hasattr(node.feed, "on_snapshot"):
             return
         if self.assembler is not None and len(node.master) != getattr(self, "_known", 0):
             self._known = len(node.master)  # a new simulated day brought new contracts
@@ -145,6 +149,25 @@ class ChainLayer:
                     "exchange_metadata",
                     [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
                 )
+
+    def handle_snapshot(self, snap: ChainSnapshot) -> None:
+        """A whole chain from a polled source: analysed and published like an assembled one,
+        and stored every time (as ``mandi chain import`` stores a file)."""
+        node = self._node
+        assert node is not None and self.matrix is not None
+        try:
+            analytics = self.matrix.process_option_chain(snap.underlying, snap)
+        except Exception as e:
+            self.errors += 1
+            node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+            return
+        self.snapshots += 1
+        node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+        if analytics is not None:
+            node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+        now = node.clock.now_ns()
+        node.writer.put("option_chain_snapshots", snapshot_rows(snap, analytics, now))
+        node.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []

@@ -242,12 +242,10 @@ class MarketNode:
             except (OSError, TimeoutError) as e:
                 raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
             self._attach_feed(feed)
-        elif cfg.run.feed == "kite":  # a broker feed: wall-clock time, live
-            from mandi.brokers.kite.feed import open_kite_feed
+        else:  # a broker's feed or NSE's chains: wall-clock time, live (mandi.feeds.registry)
+            from mandi.feeds.registry import opener
 
-            self._attach_feed(await open_kite_feed(cfg, self))
-        else:
-            raise ConfigError("run.feed", cfg.run.feed, "use 'sim', 'kite' or a ws://host:port URL")
+            self._attach_feed(await opener(cfg.run.feed)(cfg, self))
 
     def _sim_feed(self) -> Feed:
         from mandi.core.calendar import calendar

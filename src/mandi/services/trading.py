@@ -98,7 +98,10 @@ class TradingLayer:
         self.mode = cfg.run.mode
         self.specs = strategy_specs(cfg)
         self._built = build_strategies(self.specs)  # bad strategy config stops start-up here
-        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name:
+        from mandi.ml.binding import bind_models
+
+        bind_models(s for s, _ in self._built)  # ML strategies: their models, or stop here
+        if self.mode == "live" and not cfg.trading.broker and cfg.broker.name not in ("", "paper"):
             cfg = self.cfg = msgspec.structs.replace(
                 cfg, trading=msgspec.structs.replace(cfg.trading, broker=cfg.broker.name)
             )
@@ -106,7 +109,8 @@ class TradingLayer:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite or broker.name); refusing to start",
+                "live mode needs a live broker (--broker kite|angel or broker.name); "
+                "refusing to start",
             )
         self.kernel: TradingKernel | None = None
         self.live: LiveInputs | None = None
@@ -402,14 +406,16 @@ class LiveInputs:
             kernel.orders.reconcile_all()
             self._check_positions(kernel)
         expires = getattr(getattr(self.feed, "session", None), "expires_ns", 0)
-        warn_ns = int(self.node.cfg.broker.kite.expiry_warning_min * 60 * NS_PER_SECOND)
+        name = getattr(self.feed, "name", "")
+        adapter = getattr(self.node.cfg.broker, name, None)
+        warn_min = getattr(adapter, "expiry_warning_min", 30.0)
         real_now = time.time_ns()
-        if expires and not self.warned_expiry and expires - real_now <= warn_ns:
+        if expires and not self.warned_expiry and expires - real_now <= warn_min * 60e9:
             self.warned_expiry = True
             self.node.event(
                 "broker_session_expiring",
-                f"the broker session expires in {(expires - real_now) / 60e9:.0f} min "
-                "(06:00 IST); log in again: mandi broker login kite",
+                f"the {name} session expires in {(expires - real_now) / 60e9:.0f} min; "
+                f"log in again: mandi broker login {name}",
                 "WARNING",
             )
 

@@ -1,5 +1,6 @@
 """Built-in strategies from the seeds: SMA crossover, EMA crossover (9/21 on 15 min), RSI
-overbought/oversold, momentum, and an OI/PCR strategy on the option chain.
+overbought/oversold, momentum, an OI/PCR strategy on the option chain, and the ML strategies
+``xgboost`` and ``alpha`` (:mod:`mandi.strategy.ml`).
 
 Each signals on a *change* of state (a crossover, a threshold crossing), never on every candle,
 and keeps its own incremental indicators per instrument (``mandi.indicators``), so it runs the same
@@ -197,6 +198,9 @@ class OIPCR(Strategy):
             )
 
 
+from mandi.strategy.ml import AlphaStrategy, XGBoostStrategy  # noqa: E402 - the ML strategies
+
 BUILTIN: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR)
+    cls.name: cls
+    for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR, XGBoostStrategy, AlphaStrategy)
 }

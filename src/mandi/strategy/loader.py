@@ -1,6 +1,6 @@
 """Strategies from configuration: ``[[strategies]]`` tables naming a built-in (``ema_cross``,
-``sma_cross``, ``rsi``, ``momentum``, ``oi_pcr``) or a user class by dotted path
-(``mypkg.mystrategies:Breakout``).
+``sma_cross``, ``rsi``, ``momentum``, ``oi_pcr``, ``xgboost``, ``alpha``) or a user class by
+dotted path (``mypkg.mystrategies:Breakout``).
 
 .. code-block:: toml
 

@@ -655,12 +655,27 @@ class MandiAPI:
         return [ser.message("signal", s) for s in sigs[:limit]]
 
     def alpha(self) -> dict[str, Any] | None:
-        """The latest signal as the seed's alpha card (signal, confidence, probabilities)."""
+        """The seed's alpha card (signal, confidence, probabilities): the latest prediction of a
+        running ML strategy (``xgboost``/``alpha``: the model's own probabilities, name and
+        date, every bar), else the latest signal."""
+        out: dict[str, Any] | None = None
         if self._signals:
-            out: dict[str, Any] = ser.message("signal", self._signals[-1])
-            return out
-        rows = self.signals(limit=1)
-        return rows[0] if rows else None
+            out = ser.message("signal", self._signals[-1])
+        else:
+            rows = self.signals(limit=1)
+            out = rows[0] if rows else None
+        layer = self.layer("trading")
+        engine = getattr(getattr(layer, "kernel", None), "strategies", None)
+        preds = [
+            (s.id, s.last_prediction)
+            for s in getattr(engine, "strategies", ())
+            if getattr(s, "last_prediction", None)
+        ]
+        if preds:
+            sid, p = max(preds, key=lambda kv: kv[1]["time_ns"])
+            if out is None or (out.get("t") or 0) * 1e9 <= p["time_ns"]:
+                out = ser.prediction(sid, p)
+        return out
 
     def orders(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if status is not None:
@@ -939,6 +954,15 @@ class MandiAPI:
         ex = node.stats.exchange_time_ns
         snap["feed"] = feed.name if feed else None
         snap["mode"] = node.cfg.run.mode
+        # which broker trades and how its feed is: the dashboard's "broker" and "feed" cells
+        broker = node.cfg.trading.broker or node.cfg.broker.name
+        snap["broker"] = broker if node.cfg.run.mode == "live" and broker else "paper"
+        fh = snap.get("feed_health") or {}
+        why = ""
+        health = getattr(feed, "health", None)
+        if health is not None and hasattr(health, "problem"):
+            why = health.problem(node.clock.now_ns(), True)[1]
+        snap["feed_state"] = fh.get("state") or why or "ok"
         snap["speed"] = node.cfg.run.speed if math.isfinite(node.cfg.run.speed) else "inf"
         snap["lags"] = {
             "tick_queue_batches": snap["tick_queue"],

@@ -354,6 +354,8 @@ class SignalOut(Out):
     alpha_signal: str | None = None
     alpha_confidence: Num | None = None
     alpha_probabilities: dict[str, Num | None] | None = None
+    alpha_model: str | None = None  # an ML strategy's model (name and training date)
+    alpha_model_date: str | None = None
 
 
 class OrderOut(Out):

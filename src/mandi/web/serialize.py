@@ -308,6 +308,8 @@ def alpha(sig: Any) -> dict[str, Any]:
     meta = d.get("metadata") or {}
     probs = meta.get("probabilities") if isinstance(meta, dict) else None
     label = {"BUY": "Bullish", "SELL": "Bearish"}.get(action, "Neutral")
+    if isinstance(meta, dict) and meta.get("alpha_signal"):  # an ML strategy's own class
+        label = str(meta["alpha_signal"])
     if not isinstance(probs, dict):
         rest = max(0.0, 1.0 - conf) / 2
         probs = {
@@ -315,10 +317,29 @@ def alpha(sig: Any) -> dict[str, Any]:
             "Neutral": rest,
             "Bearish": conf if label == "Bearish" else rest,
         }
-    return {
+    out = {
         "alpha_signal": label,
         "alpha_confidence": num(conf, 4),
         "alpha_probabilities": {str(k): num(v, 4) for k, v in probs.items()},
+    }
+    if isinstance(meta, dict) and meta.get("model"):
+        out.update(alpha_model=str(meta["model"]), alpha_model_date=str(meta.get("model_date", "")))
+    return out
+
+
+def prediction(strategy: str, p: dict[str, Any]) -> dict[str, Any]:
+    """The alpha card of an ML strategy's latest prediction (``last_prediction``)."""
+    return {
+        "time": iso(p["time_ns"]),
+        "t": epoch_s(p["time_ns"]),
+        "strategy": strategy,
+        "symbol": p["symbol"],
+        "action": "",
+        "alpha_signal": p["signal"],
+        "alpha_confidence": num(p["confidence"], 4),
+        "alpha_probabilities": {k: num(v, 4) for k, v in p["probabilities"].items()},
+        "alpha_model": p["model"],
+        "alpha_model_date": p["model_date"],
     }
 
 

@@ -115,8 +115,9 @@ LAYERS = (
     ("core",),
     ("model",),
     ("bus",),
-    ("pipeline", "options", "features"),
+    ("pipeline", "options"),
     ("indicators", "portfolio"),
+    ("features",),  # ML features reuse the indicators (RSI, SMA) and the chain analytics
     ("strategy", "risk"),
     ("signals",),
     ("execution",),

@@ -9,36 +9,15 @@ never contain the token or the secret (URLs are not echoed).
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from typing import Any
 
 import httpx
 
+from mandi.brokers.http import Pacer, send
 from mandi.brokers.kite.wire import checksum, error_for
-from mandi.core.errors import BrokerNetworkError, BrokerSessionError
+from mandi.core.errors import BrokerSessionError
 
 VERSION = "3"
-# httpx logs every URL at INFO; Kite's logout URL carries the access token
-logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-class Pacer:
-    """At most ``rate`` calls per second (thread-safe; blocks the calling thread)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            t = max(now, self._next)
-            self._next = t + self.interval
-        if t > now:
-            time.sleep(t - now)
 
 
 class KiteRest:
@@ -86,14 +65,10 @@ class KiteRest:
         """One call; returns ``data`` of the answer (the body text with ``raw``)."""
         self._pace[pace].wait()
         self.requests += 1
-        try:
-            r = self._http.request(method, path, params=params, data=data, headers=self._headers())
-        except httpx.TimeoutException:
-            raise BrokerNetworkError(f"Kite {what}: timed out", "Timeout") from None
-        except httpx.HTTPError as e:
-            raise BrokerNetworkError(
-                f"Kite {what}: cannot reach {self.root} ({type(e).__name__})", "Network"
-            ) from None
+        r = send(
+            self._http, "Kite", what, self.root, method, path,
+            params=params, data=data, headers=self._headers(),
+        )  # fmt: skip
         if raw and r.status_code == 200:
             return r.text
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from mandi.brokers import session as sessions
 from mandi.brokers.kite.rest import KiteRest
 from mandi.brokers.kite.wire import token_expiry_ns
 from mandi.brokers.session import (
@@ -15,14 +16,11 @@ from mandi.brokers.session import (
     session_path,
 )
 from mandi.config import KiteConfig
-from mandi.core.errors import BrokerSessionError, ConfigError
+from mandi.core.errors import BrokerSessionError
 
 
 def _need(cfg: KiteConfig, *keys: str) -> None:
-    for k in keys:
-        if not getattr(cfg, k):
-            env = f"MANDI_BROKER__KITE__{k.upper()}"
-            raise ConfigError(f"broker.kite.{k}", "", f"not set (put it in ${env})")
+    sessions.require(cfg, "kite", *keys)
 
 
 def token_file(cfg: KiteConfig) -> Path:
@@ -58,18 +56,15 @@ def login(cfg: KiteConfig, request_token: str) -> BrokerSession:
 
 def current(cfg: KiteConfig, now_ns: int | None = None) -> BrokerSession:
     """The stored, unexpired session of this API key (else a clear error)."""
-    s = load_session(token_file(cfg), "kite")
-    if s is None:
-        raise BrokerSessionError("no Kite session on this machine; log in: mandi broker login kite")
-    if cfg.api_key and s.api_key != cfg.api_key:
-        raise BrokerSessionError(
-            "the stored Kite session belongs to another API key; log in: mandi broker login kite"
-        )
-    if s.expired(time.time_ns() if now_ns is None else now_ns):
-        raise BrokerSessionError(
-            "the Kite access token expired (06:00 IST); log in again: mandi broker login kite"
-        )
-    return s
+    now = time.time_ns() if now_ns is None else now_ns
+    try:
+        return sessions.current("kite", "Kite", token_file(cfg), cfg.api_key, now)
+    except BrokerSessionError as e:
+        if "expired" in str(e):
+            raise BrokerSessionError(
+                "the Kite access token expired (06:00 IST); log in again: mandi broker login kite"
+            ) from None
+        raise
 
 
 def rest_client(cfg: KiteConfig, session: BrokerSession | None = None) -> KiteRest:

@@ -347,14 +347,9 @@ def history_windows(start: dt.date, end: dt.date, interval: str) -> list[tuple[d
     """[start, end] cut into spans a single request may ask for (inclusive day ranges)."""
     if interval not in INTERVAL_MAX_DAYS:
         raise ValueError(f"interval {interval!r}: use one of {', '.join(INTERVAL_MAX_DAYS)}")
-    step = dt.timedelta(days=INTERVAL_MAX_DAYS[interval])
-    out = []
-    d = start
-    while d <= end:
-        e = min(end, d + step - dt.timedelta(days=1))
-        out.append((d, e))
-        d = e + dt.timedelta(days=1)
-    return out
+    from mandi.brokers.history import windows
+
+    return windows(start, end, INTERVAL_MAX_DAYS[interval])
 
 
 def parse_candles(rows: Iterable[Any], token: int, exchange: str, interval: str) -> list[Candle]:

@@ -96,11 +96,15 @@ def make_strategy(
 ) -> Any:
     """A strategy by built-in name or dotted path, its parameters checked by its config class."""
     try:
-        return build_strategy(
+        strategy = build_strategy(
             StrategySpec(name, id=strategy_id or "", timeframe=timeframe, params=dict(params or {}))
         )
     except ValueError as e:  # a config class's own check (e.g. fast >= slow)
         raise ConfigError("params", dict(params or {}), str(e)) from None
+    from mandi.ml.binding import bind_models
+
+    bind_models([strategy])  # ML strategies: load the model their params name
+    return strategy
 
 
 def run(

@@ -118,6 +118,7 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
 
     from mandi.config import load_config
     from mandi.execution.charges import ChargesModel, default_rate_table
+    from mandi.ml.binding import bind_models
     from mandi.services.backtest.data import open_store, store_master
     from mandi.services.trading import prepare_config, strategy_specs
     from mandi.strategy.loader import build_strategies
@@ -128,7 +129,9 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
         master = store_master(con)
         if not len(master):
             raise BacktestError(f"{db}: not a session recorded on the simulator (no sim identity)")
-        runs = [StrategyRun(s, spec.symbols) for s, spec in build_strategies(strategy_specs(cfg))]
+        built = build_strategies(strategy_specs(cfg))
+        bind_models(s for s, _ in built)  # ML strategies: their models
+        runs = [StrategyRun(s, spec.symbols) for s, spec in built]
         extra = ""
         if cfg.trading.charges.rates_file:
             with open(cfg.trading.charges.rates_file, encoding="utf-8") as f:

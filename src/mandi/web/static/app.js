@@ -148,7 +148,7 @@
           resubscribe();
           return;
         case "snapshot": return onSnapshot(m.data);
-        case "metrics": return renderSystem(m.data);
+        case "metrics": renderSystem(m.data); return refreshAlpha();
         case "error":
           if (m.error === "not_authenticated") { showLogin(); return; }
           console.warn("server:", m.error, m.message);
@@ -404,6 +404,13 @@
   });
 
   // ---- alpha card ----------------------------------------------------------------------------
+  let alphaAsked = 0;
+  async function refreshAlpha() {  // an ML strategy's prediction changes every bar, signal or not
+    if (Date.now() - alphaAsked < 10000) return;
+    alphaAsked = Date.now();
+    const r = await api("/api/v1/alpha");
+    if (r.ok && r.data) renderAlpha(r.data);
+  }
   function renderAlpha(s) {
     if (!s || !s.alpha_signal) return;
     const probs = s.alpha_probabilities || {};
@@ -412,6 +419,7 @@
     $("alpha-body").innerHTML =
       `<div class="sig ${esc(s.alpha_signal)}">${esc(s.alpha_signal)} <span class="small muted">${esc(s.action || "")} ${esc(s.symbol || "")}</span></div>` +
       `<div class="small">confidence <b>${fmt((s.alpha_confidence || 0) * 100, 1)}%</b> · ${esc(s.strategy || "")}</div>` +
+      (s.alpha_model ? `<div class="small muted" id="alpha-model">model ${esc(s.alpha_model)} · ${esc(s.alpha_model_date || "")}</div>` : "") +
       Object.entries(probs).map(([k, v]) => `<div class="prob"><span>${esc(k)}</span><span class="bar"><span style="width:${Math.round((v || 0) * 100)}%"></span></span><span>${fmt((v || 0) * 100, 1)}%</span></div>`).join("");
     $("ib-alpha").textContent = `${s.alpha_signal} ${fmt((s.alpha_confidence || 0) * 100, 0)}%`;
     $("ib-alpha").className = "v " + (s.alpha_signal === "Bullish" ? "pos" : s.alpha_signal === "Bearish" ? "neg" : "");
@@ -527,6 +535,7 @@
     if (r.trading) { rs.textContent = r.halted ? `HALTED: ${r.halt_reason}` : "risk OK"; rs.className = "badge " + (r.halted ? "halted" : "ok"); }
     else { rs.textContent = "trading off"; rs.className = "badge"; }
     const items = [
+      ["broker", s.broker || "–"], ["feed", `${s.feed || "–"} · ${s.feed_state || "ok"}`],
       ["ticks/s", fmt(s.ticks_per_s, 0)], ["ticks", fmt(s.ticks_in, 0)],
       ["tick queue", s.tick_queue], ["writer pending", fmt(s.writer_pending_rows, 0)],
       ["last flush", fmt(s.last_flush_ms, 1) + " ms"],

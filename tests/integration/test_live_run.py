@@ -1,5 +1,6 @@
-"""End to end against ``mandi fakebroker kite`` (a subprocess), through the command line as a
-user would: login, instrument sync, ``mandi run --mode live --broker kite`` (live feed → candles
+"""End to end against ``mandi fakebroker NAME`` (a subprocess) for Kite and Angel One, through
+the command line as a user would: login, instrument sync, ``mandi run --mode live --broker NAME``
+(live feed → candles
 → a strategy → risk → an order at the fake → postback → fill → position), a manual ``mandi
 order``, ``mandi halt`` blocking new orders, and a SIGKILL between send and acknowledgement
 followed by a restart that reconciles the order by its tag without sending it again."""
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mandi.brokers.angel.wire import angel_tag
 from mandi.brokers.kite.wire import kite_tag
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +55,16 @@ symbols = ["NIFTY", "INFY"]
 strikes_each_side = 1
 poll_interval_s = 0.5
 timeout_s = 2.0
+
+[broker.angel]
+symbols = ["NIFTY", "INFY"]
+strikes_each_side = 1
+poll_interval_s = 0.5
+timeout_s = 2.0
+heartbeat_s = 2.0
 """
+TAG = {"kite": kite_tag, "angel": angel_tag}
+WHO = {"kite": "logged in to Kite as DM1234", "angel": "logged in to Angel One as D12345"}
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -67,8 +78,9 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> 
         time.sleep(0.1)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+@pytest.fixture(params=["kite", "angel"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    name = request.param
     base = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
     base.update(
         XDG_CONFIG_HOME=str(tmp_path / "config"),
@@ -76,7 +88,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         PYTHONPATH=os.pathsep.join([str(SRC), str(HERE), base.get("PYTHONPATH", "")]),
     )
     fake = subprocess.Popen(
-        [sys.executable, "-m", "mandi", "fakebroker", "kite", "--port", "0"],
+        [sys.executable, "-m", "mandi", "fakebroker", name, "--port", "0"],
         env=base,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -91,7 +103,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
                 base[k] = v
             if line.startswith("#") or not line:
                 break
-        assert base["MANDI_BROKER__NAME"] == "kite"
+        assert base["MANDI_BROKER__NAME"] == name
         base["MANDI_STORE__DB"] = str(tmp_path / "mandi.db")
         (tmp_path / "mandi.toml").write_text(CONFIG)
         base["MANDI_TEST_CONFIG"] = str(tmp_path / "mandi.toml")
@@ -115,7 +127,11 @@ def mandi(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Com
 
 
 def fake_state(env: dict[str, str]) -> dict[str, Any]:
-    return httpx.get(env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/state").json()  # type: ignore[no-any-return]
+    return httpx.get(rest_url(env) + "/_fake/state").json()  # type: ignore[no-any-return]
+
+
+def rest_url(env: dict[str, str]) -> str:
+    return env[f"MANDI_BROKER__{env['MANDI_BROKER__NAME'].upper()}__REST_URL"]
 
 
 def orders(env: dict[str, str]) -> dict[str, tuple[str, int]]:
@@ -139,7 +155,7 @@ def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             "--mode",
             "live",
             "--broker",
-            "kite",
+            env["MANDI_BROKER__NAME"],
             "--no-dashboard",
             "--status-interval",
             "0",
@@ -153,12 +169,14 @@ def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
-    out = mandi(env, "broker", "login", "kite", "--request-token", "any-token").stdout
-    assert "logged in to Kite as DM1234" in out
-    session = tmp_path / "config" / "mandi" / "kite-session.json"
+    name = env["MANDI_BROKER__NAME"]
+    extra = ["--request-token", "any-token"] if name == "kite" else []
+    out = mandi(env, "broker", "login", name, *extra).stdout
+    assert WHO[name] in out
+    session = tmp_path / "config" / "mandi" / f"{name}-session.json"
     assert session.stat().st_mode & 0o777 == 0o600
-    assert "logged in as DM1234" in mandi(env, "broker", "status", "kite").stdout
-    assert "instruments" in mandi(env, "instruments", "sync", "kite").stdout
+    assert "logged in as" in mandi(env, "broker", "status", name).stdout
+    assert "instruments" in mandi(env, "instruments", "sync", name).stdout
     log = tmp_path / "run.log"
     try:
         first = trade_then_crash(env, log)
@@ -168,6 +186,7 @@ def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path:
         raise
     text = log.read_text()
     assert "access_token" not in text and "mandi_demo_secret" not in text
+    assert env.get("MANDI_BROKER__ANGEL__PIN", "no pin") not in text.replace("12345", "")
 
 
 def trade_then_crash(env: dict[str, str], log: Path) -> str:
@@ -194,7 +213,7 @@ def trade_then_crash(env: dict[str, str], log: Path) -> str:
         mandi(env, "resume")
         # the answer to the next order never comes: SIGKILL while it is in flight
         httpx.post(
-            env["MANDI_BROKER__KITE__REST_URL"] + "/_fake/fault",
+            rest_url(env) + "/_fake/fault",
             json={"fault": "timeout", "seconds": 30},
         )
         mandi(env, "order", "buy", "INFY", "--qty", "1")
@@ -216,8 +235,9 @@ def reconcile_after_restart(env: dict[str, str], log: Path, first: str) -> None:
         wait_for(lambda: orders(env)[pending[0]][0] == "FILLED", what="reconciliation")
         st = fake_state(env)
         assert st["orders"] == 3  # nothing was sent twice
-        assert st["orders_by_tag"][kite_tag(pending[0])] == 1
-        assert st["orders_by_tag"][kite_tag(first)] == 1
+        tag = TAG[env["MANDI_BROKER__NAME"]]
+        assert st["orders_by_tag"][tag(pending[0])] == 1
+        assert st["orders_by_tag"][tag(first)] == 1
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == 0
     finally:

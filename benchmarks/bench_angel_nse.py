@@ -1,0 +1,156 @@
+"""Angel One's SmartStream decoding and NSE chain snapshots.
+
+1. **SnapQuote frames decoded per second**: 20,000 SNAP_QUOTE frames (379 bytes, best five both
+   sides) as the fake writes them, through mandi's fast decoder
+   (:func:`mandi.brokers.angel.frames.decode_tick`) and its reference decoder
+   (:func:`mandi.feeds.angel.parse_frame`), against the official ``smartapi-python`` parser
+   (``SmartWebSocketV2._parse_binary_data``) on the same bytes. Goal: ≥ 10× the SDK.
+2. **NSE chain JSON → chain matrix + analytics per snapshot**: a 3,000-contract chain (1,500
+   strikes, NSE's v3 JSON built from the real 2026 NIFTY file's rows) parsed by the importer and
+   analysed by the chain matrix (IV, Greeks, OI windows, PCR, max pain). Baseline: the real
+   99-strike file. Goal: ≤ 5 ms per 3,000-contract snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+from harness import best_of, report
+from mandi.brokers.angel import frames
+from mandi.feeds.angel import parse_frame
+from mandi.feeds.nse import parse_option_chains
+from mandi.options.chain import ChainMatrix, ChainMatrixConfig
+
+DATA = pathlib.Path(__file__).parents[1] / "tests" / "data" / "option_chain"
+
+
+def snap_frames(n: int) -> list[bytes]:
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n):
+        p = int(rng.integers(1000, 500_000)) // 5 * 5
+        bids = [
+            (int(rng.integers(1, 5000)), p - 5 * (k + 1), int(rng.integers(1, 50)))
+            for k in range(5)
+        ]
+        asks = [
+            (int(rng.integers(1, 5000)), p + 5 * (k + 1), int(rng.integers(1, 50)))
+            for k in range(5)
+        ]
+        out.append(
+            frames.encode_snap(
+                2,
+                str(40000 + i % 3000),
+                i,
+                1752744600000 + i,
+                p,
+                75,
+                p,
+                1_000_000 + i,
+                1.5e5,
+                9.9e4,
+                p,
+                p + 100,
+                p - 100,
+                p,
+                1752744540,
+                987650,
+                2.5,
+                bids,
+                asks,
+                p * 2,
+                p // 2,
+                p * 3,
+                p // 3,
+            )
+        )
+    return out
+
+
+def bench_snapquote() -> None:
+    from smartapi_sdk import import_smartapi
+
+    import_smartapi()
+    from SmartApi.smartWebSocketV2 import SmartWebSocketV2
+
+    cwd = os.getcwd()
+    os.chdir(tempfile.mkdtemp())  # the SDK writes logs/ into the working directory
+    try:
+        sdk = SmartWebSocketV2("jwt", "key", "client", "feed")
+    finally:
+        os.chdir(cwd)
+    import logging
+
+    logging.getLogger("SmartApi").setLevel(logging.CRITICAL)
+    fs = snap_frames(20_000)
+    some = fs[:2000]
+    t_sdk = best_of(lambda: [sdk._parse_binary_data(f) for f in some], 3) * len(fs) / len(some)
+    t_ref = best_of(lambda: [parse_frame(f, ts_init=1) for f in fs], 3)
+    t_fast = best_of(lambda: [frames.decode_tick(f, 1) for f in fs], 5)
+    for f in fs[:100]:
+        a, b = frames.decode_tick(f, 1), parse_frame(f, ts_init=1)
+        assert (a.token >> 8, a.price, a.bid, a.ask, a.oi) == (b.token, b.price, b.bid, b.ask, b.oi)
+    n = len(fs)
+    report("angel: SNAP_QUOTE frames, official SDK parser [baseline]", n, t_sdk, "frames")
+    report("angel: SNAP_QUOTE frames, reference decoder", n, t_ref, "frames", "SDK", t_sdk)
+    report("angel: SNAP_QUOTE frames, fast decoder (decode_tick)", n, t_fast, "frames", "SDK",
+           t_sdk, goal=">= 10x the SDK")  # fmt: skip
+
+
+def big_chain(strikes: int) -> bytes:
+    """NSE's v3 JSON with ``strikes`` strikes (both sides), cloned from the real file's rows at
+    50-point spacing around its spot."""
+    doc = json.loads((DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_bytes())
+    rows = doc["data"]
+    mid = rows[len(rows) // 2]["strikePrice"]
+    out = []
+    for k in range(strikes):
+        src = rows[k % len(rows)]
+        strike = mid + 50 * (k - strikes // 2)
+        row = json.loads(json.dumps(src))
+        row["strikePrice"] = strike
+        for side in ("CE", "PE"):
+            if side in row:
+                row[side]["strikePrice"] = strike
+        out.append(row)
+    doc["data"] = out
+    return json.dumps(doc).encode()
+
+
+def bench_chain() -> None:
+    """Steady state, as in a running node: the matrix lives across polls (its first snapshot
+    allocates the ring buffers); parsing and analysis are timed apart."""
+    real = (DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_bytes()
+    big = big_chain(1500)
+    out = {}
+    for name, body in (("198", real), ("3,000", big)):
+        (snap,) = parse_option_chains(body, name="x.json").snapshots
+        m = ChainMatrix(ChainMatrixConfig(strikes_each_side=len(snap.rows), rate=0.10))
+        m.process_option_chain(snap.underlying, snap)  # allocate, compile
+        t_parse = best_of(lambda b=body: parse_option_chains(b, name="x.json"), 3)
+        t_an = best_of(lambda m=m, s=snap: m.process_option_chain(s.underlying, s), 5)
+        out[name] = (t_parse, t_an)
+    (p0, a0), (p1, a1) = out["198"], out["3,000"]
+    report("nse: 198-contract v3 JSON → snapshot (importer) [baseline]", 1, p0, "snapshots")
+    report("nse: 3,000-contract v3 JSON → snapshot (importer)", 1, p1, "snapshots",
+           "198 contracts", p0)  # fmt: skip
+    report("nse: 3,000-contract snapshot → matrix + analytics", 1, a1, "snapshots",
+           "198 contracts", a0, goal=f"<= 5 ms a snapshot (got {a1 * 1e3:.2f} ms analysis, "
+           f"{(p1 + a1) * 1e3:.1f} ms with parsing)")  # fmt: skip
+
+
+def main() -> None:
+    bench_snapquote()
+    bench_chain()
+
+
+if __name__ == "__main__":
+    main()
