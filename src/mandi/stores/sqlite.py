@@ -369,8 +369,10 @@ def first_rowid_at(con: sqlite3.Connection, table: str, column: str, ts_ns: int)
 
 
 def last_tick_ns(con: sqlite3.Connection) -> int | None:
-    r = con.execute("SELECT ts_event FROM ticks ORDER BY rowid DESC LIMIT 1").fetchone()
-    return None if r is None else int(r[0])
+    """The event time of the last stored tick (rows or blocks), or None."""
+    from mandi.stores.ticks import last_tick_ns as last
+
+    return last(con)
 
 
 def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
