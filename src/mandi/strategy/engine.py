@@ -16,7 +16,7 @@ them up from history.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -139,17 +139,27 @@ class StrategyEngine:
         self._dispatch_candle(c)
 
     def _dispatch_candle(self, c: Candle) -> bool:
-        key = (c.token, c.timeframe)
-        if not c.closed or c.bucket <= self._last_bucket.get(key, -1):
+        # every confirmed candle of a followed series passes here (a backtest's every bar): kept
+        # lean — the candle history append and the strategy calls inline, no getattr per call
+        token, tf, bucket = c.token, c.timeframe, c.bucket
+        key = (token, tf)
+        if not c.closed or bucket <= self._last_bucket.get(key, -1):
             return False
-        self._last_bucket[key] = c.bucket
-        self.ctx._add_candle(c)
+        self._last_bucket[key] = bucket
+        ctx = self.ctx
+        history = ctx._candles.get(key)
+        if history is None:
+            history = ctx._candles[key] = deque(maxlen=ctx._history)
+        history.append(c)  # buckets only grow here (checked above)
+        disabled = self.disabled
         for s in self._by_series.get(key, ()):
-            if s.id in self.disabled:
+            if disabled and s.id in disabled:
                 continue
-            s._event = (c.token, c.timeframe, c.bucket)
+            s._event = (token, tf, bucket)
             try:
-                self._call(s, "on_candle", c)
+                s.on_candle(c)
+            except Exception as e:
+                self._failed(s, "on_candle", e)
             finally:
                 s._event = None
         return True
