@@ -15,32 +15,45 @@ UI_STAMP := $(UI)/node_modules/.installed
 
 .PHONY: run test bench lint format system-deps ui clean
 
+# Installs are quiet: one line says what is happening, pip and npm speak only when they fail.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
+	@echo "mandi: creating $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
-	touch $@
+	@echo "mandi: installing mandi and its runtime dependencies into $(VENV)"
+	@$(PIP) -e .
+	@touch $@
+
+# Groww's official SDK (the second client of `mandi fakebroker groww` in tests/integration)
+# pins pandas<3 while vectorbt (bench) needs pandas>=3; it runs on pandas 3 (it only reads its
+# instrument CSV with it), so it is installed without its pins; the packages it imports are in
+# the test extra.
+GROWW_SDK := growwapi==1.5.0
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test]'
-	touch $@ $(RUN_STAMP)
+	@echo "mandi: installing mandi with the test dependencies into $(VENV)"
+	@$(PIP) -e '.[test]'
+	@$(PIP) --no-deps '$(GROWW_SDK)'
+	@touch $@ $(RUN_STAMP)
 
 $(BENCH_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test,bench]'
-	touch $@ $(TEST_STAMP) $(RUN_STAMP)
+	@echo "mandi: installing mandi with the test and benchmark dependencies into $(VENV)"
+	@$(PIP) -e '.[test,bench]'
+	@$(PIP) --no-deps '$(GROWW_SDK)'
+	@touch $@ $(TEST_STAMP) $(RUN_STAMP)
 
 # The dashboard's JavaScript libraries (lightweight-charts) come from npm, pinned by the lock file;
 # they are served from node_modules, never copied into the repository.
 $(UI_STAMP): $(UI)/package.json $(UI)/package-lock.json
-	cd $(UI) && npm ci --no-audit --no-fund --loglevel=error
-	touch $(UI_STAMP)
+	@echo "mandi: installing the dashboard's chart library (npm)"
+	@cd $(UI) && npm ci --no-audit --no-fund --loglevel=error --silent
+	@touch $(UI_STAMP)
 
 ui: $(UI_STAMP)
 
 run: $(RUN_STAMP) $(UI_STAMP)
-	$(BIN)/mandi run $(ARGS)
+	@$(BIN)/mandi run $(ARGS)
 
 # redis-server and chromium come from apt-get where missing (tests start them on loopback).
 system-deps:

@@ -44,7 +44,7 @@ class SimConfig(_Section, frozen=True):
 class RunConfig(_Section, frozen=True):
     """``[run]``: what ``mandi run`` does."""
 
-    feed: str = "sim"  # "sim", a broker feed ("kite", "angel"), "nse" or ws://host:port
+    feed: str = "sim"  # "sim", a broker feed ("kite", "angel", "groww"), "nse" or ws://...
     mode: Literal["logging", "paper", "live"] = "paper"
     speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # exchange s per wall s; inf = flat out
     duration: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # wall seconds; 0 = until the end
@@ -118,6 +118,96 @@ class ChainsConfig(_Section, frozen=True):
     diff_neg_threshold: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
 
+class HistoryConfig(_Section, frozen=True):
+    """``[history]``: the warm-up of ``mandi run`` (see :mod:`mandi.services.history`).
+
+    Before the first tick, ``sessions`` trading sessions of candles before the feed's start come
+    from the feed's history source (the simulator's own past; a broker's historical API) into the
+    candle store, never over stored candles; indicators and strategies warm up on them, so they
+    are warm at 09:15. ``0`` turns the backfill off (the warm-up then uses what the store holds).
+    """
+
+    sessions: Annotated[int, msgspec.Meta(ge=0, le=250)] = 5
+
+
+class BackupConfig(_Section, frozen=True):
+    """``[backup]``: copies of the SQLite database (``mandi db backup``; daily in ``mandi run``).
+
+    ``dir`` "" = ``backups/`` beside the database; the newest ``keep`` are kept. ``mandi run``
+    takes one every day at ``daily_at`` (IST, wall clock) unless one of that day exists;
+    ``daily_at = ""`` turns the schedule off."""
+
+    dir: str = ""
+    keep: Annotated[int, msgspec.Meta(ge=0)] = 7
+    daily_at: str = "16:00"
+
+    def __post_init__(self) -> None:
+        if self.daily_at:
+            try:
+                dt.time.fromisoformat(self.daily_at)
+            except ValueError:
+                raise ConfigError(
+                    "backup.daily_at", self.daily_at, 'expected an IST time HH:MM, or "" for none'
+                ) from None
+
+
+class TelegramConfig(_Section, frozen=True):
+    """``[notify.telegram]``: alerts to Telegram chats and commands from them.
+
+    ``bot_token`` comes from @BotFather — keep it out of committed files
+    (``MANDI_NOTIFY__TELEGRAM__BOT_TOKEN``); ``chat_ids`` receive the alerts and are the only
+    chats whose commands are accepted, with the scope ``commands`` (``trade``: /halt and /resume
+    too; ``read``: /status /positions /pnl; ``none``: no commands, no polling); ``api_url`` is the
+    Bot API server."""
+
+    bot_token: str = ""
+    chat_ids: tuple[int, ...] = ()
+    api_url: str = "https://api.telegram.org"
+    commands: Literal["none", "read", "trade"] = "trade"
+    poll_timeout_s: Annotated[int, msgspec.Meta(ge=1, le=50)] = 25
+
+
+class WebhookNotifyConfig(_Section, frozen=True):
+    """``[notify.webhook]``: alerts POSTed as Slack/Discord-compatible JSON to ``url``."""
+
+    url: str = ""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+
+
+class NotifyConfig(_Section, frozen=True):
+    """``[notify]``: what becomes an alert and how often messages go out (per notifier)."""
+
+    fills: bool = True  # every fill
+    large_pnl_inr: Annotated[float, msgspec.Meta(ge=0)] = 2000.0  # a closed position's P&L
+    errors: bool = True  # ERROR system events (strategy errors, failed backups, ...)
+    daily_summary_at: str = "15:30"  # IST exchange time; "" = no daily summary
+    batch_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0  # alerts this close: one message
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1, le=60)] = 20  # messages, then they wait
+    telegram: TelegramConfig = TelegramConfig()
+    webhook: WebhookNotifyConfig = WebhookNotifyConfig()
+
+    def __post_init__(self) -> None:
+        if self.daily_summary_at:
+            try:
+                dt.time.fromisoformat(self.daily_summary_at)
+            except ValueError:
+                raise ConfigError(
+                    "notify.daily_summary_at", self.daily_summary_at, "expected HH:MM (IST)"
+                ) from None
+
+
+class WebhooksConfig(_Section, frozen=True):
+    """``[webhooks]``: inbound signal webhooks (``POST /api/v1/webhooks/signal``, see
+    :mod:`mandi.web.inbound`). ``secret`` is the HMAC key requests are signed with — keep it in
+    the environment (``MANDI_WEBHOOKS__SECRET``); empty turns the route off. A signature older
+    than ``tolerance_s`` (or reused) is refused. ChartInk alerts (a list of stocks) become
+    ``chartink_action`` signals."""
+
+    secret: str = ""
+    tolerance_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    chartink_action: Literal["BUY", "SELL"] = "BUY"
+
+
 class WebConfig(_Section, frozen=True):
     """``[web]``: the REST + WebSocket gateway and the dashboard of ``mandi run``.
 
@@ -147,6 +237,11 @@ class WebConfig(_Section, frozen=True):
     access_log: bool = False
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 65_536  # request bodies; else 413
     commands_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 10  # per token: halt, resume
+    # the first start creates the owner's trade token; every start prints a one-time login link
+    # (used once, then refused; expires after login_link_ttl_s) to the terminal — turn it off
+    # where stdout is a log (a systemd service)
+    login_link: bool = True
+    login_link_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 900.0
 
     def __post_init__(self) -> None:
         for key, origins in (
@@ -285,13 +380,39 @@ class AngelConfig(BrokerAdapterConfig, frozen=True):
     history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # candle API: 3 req/s
 
 
+class GrowwConfig(BrokerAdapterConfig, frozen=True):
+    """``[broker.groww]``: Groww's trading API (see the README, "Connect your Groww account").
+
+    Login mints the daily access token from the API key and either a TOTP (computed from
+    ``totp_secret``, the base32 secret behind the TOTP QR code) or the API secret (the approval
+    flow, which Groww wants approved once a day on its API keys page); an ``access_token``
+    generated on Groww's page can be given instead. Secrets belong in the environment
+    (``MANDI_BROKER__GROWW__...``), never in a file. The token lives in ``token_file`` (0600)
+    and ends at 06:00 IST; a node still running then logs in again ``refresh_before_min``
+    before, when it can (TOTP or secret), else it fails closed."""
+
+    api_key: str = ""
+    api_secret: str = ""
+    totp_secret: str = ""
+    access_token: str = ""
+    rest_url: str = "https://api.groww.in"
+    ws_url: str = "wss://socket-api.groww.in"
+    instruments_url: str = "https://growwapi-assets.groww.in/instruments/instrument.csv"
+    refresh_before_min: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 1
+    tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1000  # Groww: 1,000
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # the client's NATS PING
+    history_per_second: Annotated[float, msgspec.Meta(gt=0, le=10)] = 5.0
+
+
 class BrokerConfig(_Section, frozen=True):
-    """``[broker]``: the live broker (``name = "kite" | "angel" | "paper"``;
+    """``[broker]``: the live broker (``name = "kite" | "angel" | "groww" | "paper"``;
     ``mandi run --broker NAME``) and one section per adapter."""
 
-    name: Literal["", "kite", "angel", "paper"] = ""
+    name: Literal["", "kite", "angel", "groww", "paper"] = ""
     kite: KiteConfig = KiteConfig()
     angel: AngelConfig = AngelConfig()
+    groww: GrowwConfig = GrowwConfig()
 
 
 class NseConfig(_Section, frozen=True):
@@ -337,6 +458,10 @@ class AppConfig(_Section, frozen=True):
     pipeline: PipelineConfig = PipelineConfig()
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
+    history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
+    backup: BackupConfig = BackupConfig()  # [backup]: database copies, daily in mandi run
+    notify: NotifyConfig = NotifyConfig()  # [notify]: Telegram / webhook alerts and commands
+    webhooks: WebhooksConfig = WebhooksConfig()  # [webhooks]: inbound signal webhooks
     web: WebConfig = WebConfig()
     log: LogConfig = LogConfig()
     trading: TradingConfig = TradingConfig()  # [trading]: signals → orders (mode is run.mode)

@@ -44,6 +44,8 @@ def live(tmp_path_factory, tokens):
             "run.speed": 8.0,
             "run.port": 0,
             "run.status_interval": 0,
+            # the default strategies enter two positions at the open: room for the tests' own
+            "risk.max_concurrent_positions": 8,
             "web.tokens_file": tokens["path"],
             "pipeline.timeframes": (15, 60, 120, 180, 300),
             "indicators.timeframes": (15, 60),

@@ -118,3 +118,32 @@ def test_bse_sensex_chain(page, live, tokens):
         timeout=LIVE_MS,
     )
     assert page.errors == []
+
+
+def test_saved_backtests_are_listed_and_shown(page, live, tokens, data_dir, artifacts):
+    from mandi.services.backtest.api import run
+    from mandi.services.backtest.report import save_to_store
+
+    res = run(
+        str(data_dir / "backtrader_2006-day-001.txt"),
+        "sma_cross",
+        {"fast": 10, "slow": 30},
+        quantity=10,
+        charges="none",
+        commission=0,
+    )
+    run_id = save_to_store(res, live.node.cfg.store.db)  # as `mandi backtest --save` does
+    login(page, live, tokens["read"])
+    row = page.locator(f"#backtests tbody tr[data-run='{run_id}']")
+    expect(row).to_contain_text("sma_cross", timeout=LIVE_MS)
+    row.click()
+    expect(page.locator("#bt-detail")).to_be_visible()
+    expect(page.locator("#bt-title")).to_contain_text("sma_cross")
+    expect(page.locator("#bt-stats")).to_contain_text("Sharpe")
+    trades = page.locator("#bt-trades tbody tr")
+    assert trades.count() == res.stats["trades"] > 0
+    page.wait_for_function(
+        "() => window.mandi.btChart && window.mandi.backtest.equity.length > 10", timeout=LIVE_MS
+    )
+    page.screenshot(path=str(artifacts / "backtests.png"), full_page=True)
+    assert page.errors == []

@@ -1,9 +1,14 @@
-"""End to end against ``mandi fakebroker NAME`` (a subprocess) for Kite and Angel One, through
-the command line as a user would: login, instrument sync, ``mandi run --mode live --broker NAME``
-(live feed → candles
-→ a strategy → risk → an order at the fake → postback → fill → position), a manual ``mandi
-order``, ``mandi halt`` blocking new orders, and a SIGKILL between send and acknowledgement
-followed by a restart that reconciles the order by its tag without sending it again."""
+"""End to end against ``mandi fakebroker NAME`` (a subprocess) for Kite, Angel One and Groww,
+through the command line as a user would: login, instrument sync, ``mandi run --mode live
+--broker NAME`` (live feed → candles → a strategy → risk → an order at the fake → postback →
+fill → position), a manual ``mandi order``, ``mandi halt`` blocking new orders, and a SIGKILL
+between send and acknowledgement followed by a restart that reconciles the order by its tag
+without sending it again.
+
+Groww runs the same path with one ``mandi run`` (the suite's time is counted): trade, manual
+order, halt, then a clean stop; its crash-and-reconcile half (the shared
+:class:`~mandi.brokers.live.LiveBroker` code) is covered against the same fake by
+tests/integration/test_groww_fake.py without a second node."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import httpx
 import pytest
 
 from mandi.brokers.angel.wire import angel_tag
+from mandi.brokers.groww.wire import groww_tag
 from mandi.brokers.kite.wire import kite_tag
 
 HERE = Path(__file__).resolve().parent
@@ -62,9 +68,20 @@ strikes_each_side = 1
 poll_interval_s = 0.5
 timeout_s = 2.0
 heartbeat_s = 2.0
+
+[broker.groww]
+symbols = ["NIFTY", "INFY"]
+strikes_each_side = 1
+poll_interval_s = 0.5
+timeout_s = 2.0
+heartbeat_s = 2.0
 """
-TAG = {"kite": kite_tag, "angel": angel_tag}
-WHO = {"kite": "logged in to Kite as DM1234", "angel": "logged in to Angel One as D12345"}
+TAG = {"kite": kite_tag, "angel": angel_tag, "groww": groww_tag}
+WHO = {
+    "kite": "logged in to Kite as DM1234",
+    "angel": "logged in to Angel One as D12345",
+    "groww": "logged in to Groww as DM1234",
+}
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -78,7 +95,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> 
         time.sleep(0.1)
 
 
-@pytest.fixture(params=["kite", "angel"])
+@pytest.fixture
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     name = request.param
     base = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
@@ -168,6 +185,7 @@ def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.parametrize("env", ["kite", "angel"], indirect=True)
 def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     name = env["MANDI_BROKER__NAME"]
     extra = ["--request-token", "any-token"] if name == "kite" else []
@@ -189,28 +207,58 @@ def test_live_trading_against_the_fake_end_to_end(env: dict[str, str], tmp_path:
     assert env.get("MANDI_BROKER__ANGEL__PIN", "no pin") not in text.replace("12345", "")
 
 
+@pytest.mark.parametrize("env", ["groww"], indirect=True)
+def test_groww_live_trading_in_one_run(env: dict[str, str], tmp_path: Path) -> None:
+    out = mandi(env, "broker", "login", "groww").stdout
+    assert WHO["groww"] in out
+    assert (tmp_path / "config" / "mandi" / "groww-session.json").stat().st_mode & 0o777 == 0o600
+    assert "instruments" in mandi(env, "instruments", "sync", "groww").stdout
+    log = tmp_path / "run.log"
+    run = start_run(env, log)
+    try:
+        strategy_manual_and_halt(env)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 0
+    except AssertionError:
+        print(log.read_text()[-6000:])
+        raise
+    finally:
+        if run.poll() is None:
+            run.kill()
+    st = fake_state(env)
+    assert st["orders"] == 2 and all(n == 1 for n in st["orders_by_tag"].values())
+    assert "access_token" not in log.read_text()
+
+
+def strategy_manual_and_halt(env: dict[str, str]) -> str:
+    """The strategy's order fills, a manual order fills, a halt refuses the next; returns the
+    strategy's order id."""
+    (first,) = wait_for(
+        lambda: [o for o, (s, _) in orders(env).items() if s == "FILLED"],
+        what="the strategy's order to fill",
+    )
+    assert fake_state(env)["orders"] == 1
+    r = mandi(env, "order", "buy", "INFY", "--qty", "1")
+    assert "accepted" in r.stdout, r.stdout + r.stderr
+    wait_for(
+        lambda: sum(s == "FILLED" for s, _ in orders(env).values()) == 2,
+        what="the manual order to fill",
+    )
+    mandi(env, "halt", "--reason", "test")
+    r = mandi(env, "order", "buy", "INFY", "--qty", "1", check=False)
+    assert r.returncode != 0 and "halted" in (r.stdout + r.stderr).lower()
+    assert fake_state(env)["orders"] == 2
+    mandi(env, "resume")
+    return str(first)
+
+
 def trade_then_crash(env: dict[str, str], log: Path) -> str:
     """Strategy order, manual order, halt, then SIGKILL with an order in flight; returns the
     strategy's order id."""
     run = start_run(env, log)
     try:
         # feed -> candles -> strategy -> risk -> order at the fake -> postback -> fill
-        (first,) = wait_for(
-            lambda: [o for o, (s, _) in orders(env).items() if s == "FILLED"],
-            what="the strategy's order to fill",
-        )
-        assert fake_state(env)["orders"] == 1
-        r = mandi(env, "order", "buy", "INFY", "--qty", "1")
-        assert "accepted" in r.stdout, r.stdout + r.stderr
-        wait_for(
-            lambda: sum(s == "FILLED" for s, _ in orders(env).values()) == 2,
-            what="the manual order to fill",
-        )
-        mandi(env, "halt", "--reason", "test")
-        r = mandi(env, "order", "buy", "INFY", "--qty", "1", check=False)
-        assert r.returncode != 0 and "halted" in (r.stdout + r.stderr).lower()
-        assert fake_state(env)["orders"] == 2
-        mandi(env, "resume")
+        first = strategy_manual_and_halt(env)
         # the answer to the next order never comes: SIGKILL while it is in flight
         httpx.post(
             rest_url(env) + "/_fake/fault",
@@ -220,7 +268,7 @@ def trade_then_crash(env: dict[str, str], log: Path) -> str:
         wait_for(lambda: fake_state(env)["orders"] == 3, what="the order to reach the fake")
         run.send_signal(signal.SIGKILL)
         run.wait(10)
-        return str(first)
+        return first
     finally:
         if run.poll() is None:
             run.kill()

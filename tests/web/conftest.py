@@ -14,6 +14,7 @@ from mandi.web.embed import start_node
 from mandi.web.security import TokenStore
 
 NIFTY = 256265
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 
 
 class SecretWatch(logging.Handler):
@@ -70,6 +71,10 @@ def live(tmp_path_factory, web_tokens, watch_logs):
             "web.orders_per_minute": 1000,
             "web.commands_per_minute": 1000,
             "web.metrics_interval_s": 1.0,
+            # baskets (tests/web/test_options_api.py) open several positions at once, and the
+            # default strategies two at the open
+            "risk.max_concurrent_positions": 20,
+            "webhooks.secret": WEBHOOK_SECRET,
         }
     )
     try:

@@ -54,10 +54,11 @@ def test_sessions_end_when_their_token_is_revoked(tmp_path):
 
 def test_rate_limiter_is_a_sliding_window():
     rl = RateLimiter(3, 0.2)
-    assert [rl.hit("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert rl.hit("a") > 0 and rl.hit("b") == 0.0
-    time.sleep(0.25)
-    assert rl.hit("a") == 0.0
+    assert [rl.hit("a", now=t) for t in (10.0, 10.05, 10.1)] == [0.0, 0.0, 0.0]
+    assert rl.hit("a", now=10.15) == pytest.approx(0.05) and rl.hit("b", now=10.15) == 0.0
+    assert rl.hit("a", now=10.21) == 0.0  # the first hit left the window
+    assert rl.hit("a", now=10.22) > 0  # ... and only that one
+    assert rl.hit("c") == 0.0  # the clock's own time by default
 
 
 def test_a_non_loopback_bind_needs_a_token(tmp_path):

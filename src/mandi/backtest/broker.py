@@ -8,7 +8,9 @@ idempotent placing, lot/tick checks and the same shared fill simulator
   the bar's start fill at its open (moved ``slippage_ticks`` against us), limit orders when the bar
   trades through them;
 * :meth:`match_price` — one price print at a given moment (``FillSimulator.on_print``): used for
-  the intrabar stop/target levels and for the "this bar's close" fill model.
+  the intrabar stop/target levels and for the "this bar's close" fill model;
+* :meth:`match_quote` — a recorded quote of an option contract (a chain snapshot's LTP, bid and
+  ask), and :meth:`settle` — an expired contract at its intrinsic value (option-leg backtests).
 
 On tick data the backtester uses the paper broker's own ``on_market_data`` unchanged.
 """
@@ -38,5 +40,21 @@ class BacktestBroker(PaperBroker):
         if not self.sim.has_orders(token):
             return 0
         fills = self.sim.on_print(token, MarketPrint(ts, price, traded_qty=quantity))
+        self._record_fills(fills)
+        return len(fills)
+
+    def match_quote(self, token: int, quote: MarketPrint) -> int:
+        """Fill what one recorded quote (last, bid, ask; a chain snapshot's) fills."""
+        if not self.sim.has_orders(token):
+            return 0
+        fills = self.sim.on_print(token, quote)
+        self._record_fills(fills)
+        return len(fills)
+
+    def settle(self, token: int, price: int, ts: int) -> int:
+        """Fill the working (exit) orders of an expired contract at its settlement price."""
+        if not self.sim.has_orders(token):
+            return 0
+        fills = self.sim.settle(token, price, ts)
         self._record_fills(fills)
         return len(fills)

@@ -127,6 +127,7 @@ def kernel_configs(
         paper=MatchingConfig(
             price_source=t.paper.price_source,
             slippage_ticks=bt.slippage_ticks,
+            no_quote_slippage_ticks=t.paper.no_quote_slippage_ticks,
             participation=t.paper.participation,
             limit_by_volume=t.paper.limit_by_volume,
             bar_fill="open",

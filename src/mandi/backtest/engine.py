@@ -326,7 +326,7 @@ class BacktestEngine:
         snaps = sorted(chains, key=lambda x: (x.ts_event, x.underlying, x.expiry))
         chain_ts = [x.ts_event for x in snaps]
         nc, ci = len(snaps), 0
-        publish = self.bus.publish
+        on_snapshot = self.handle_snapshot
         # the open phases (fills at the open, intrabar exits) in start order: every bar that
         # started before a moment is opened before the bars ending at that moment are handed out
         ex_sid = [k for k, c in enumerate(cols) if c[11]]
@@ -376,11 +376,11 @@ class BacktestEngine:
                     if plans:
                         walk(plans)
                 candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
-                clock_set(e)
                 while ci < nc and chain_ts[ci] <= e:
-                    snap = snaps[ci]
-                    publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+                    clock_set(chain_ts[ci])  # at its own moment (the clock never goes back)
+                    on_snapshot(snaps[ci])
                     ci += 1
+                clock_set(e)
                 if exec_series:
                     v = cum_volume[tok] = cum_volume.get(tok, 0) + vo[i]
                     pending[tok] = (ex, e, c, v, oi[i])
@@ -424,10 +424,12 @@ class BacktestEngine:
         times = np.asarray(times_l, dtype=np.int64)
         equity = np.asarray(equity_l, dtype=np.int64)
         in_market = np.asarray(in_market_l, dtype=bool)
+        changed = self.before_end()
         if self.config.close_at_end and open_by_token:
             self._flatten(active)
-            if n:
-                equity[-1] = self._equity()
+            changed = True
+        if changed and n:
+            equity[-1] = self._equity()
         if om.queue:
             om.pump()
         kernel.stop()
@@ -553,6 +555,16 @@ class BacktestEngine:
                 in_market_l[i] = True
             else:
                 equity_l[i] = cash + self._closed_pnl
+
+    def handle_snapshot(self, snap: ChainSnapshot) -> None:
+        """A recorded chain snapshot reached by the clock: published on
+        ``chain:{underlying}:{expiry}`` (the option-leg engine also trades on its quotes)."""
+        self.bus.publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+
+    def before_end(self) -> bool:
+        """Called once after the last bar, before ``close_at_end`` (the option-leg engine
+        settles contracts expiring on the data's last day); True if it changed positions."""
+        return False
 
     def _monitor(self, now: int, day_no: int, timed: bool, unrealized: int) -> None:
         """:meth:`TradingKernel.monitor` at bar cadence, without what a backtest has no use for
@@ -708,11 +720,13 @@ class BacktestEngine:
         batch_ns: int = 250_000_000,
         close_ns: int | None = None,
         observer: Callable[[Tick], None] | None = None,
+        warm: Iterable[Candle] = (),
     ) -> RawResult:
         """Replay ``ticks`` (in recorded order) the way ``mandi run`` processes them (module doc):
         candles from the pipeline, chain snapshots every ``chains_interval_s`` of exchange time
         (None: no chain layer), ticks to the kernel and its paper broker; batches are the feed's
-        250 ms steps. ``close_ns``, if given, confirms the last buckets at the end."""
+        250 ms steps. ``close_ns``, if given, confirms the last buckets at the end. ``warm``: the
+        candles the strategies warm up on first (signals suppressed), as ``mandi run`` does."""
         from mandi.pipeline.candles import CandlePipeline
         from mandi.pipeline.chains import ChainAssembler
 
@@ -730,7 +744,7 @@ class BacktestEngine:
         if chains_interval_s is not None:
             assembler = ChainAssembler(self.master, source="sim")
             bus.subscribe("tick:>", lambda topic, t: assembler.handle_tick(t), name="chains.ticks")
-        kernel.start(())
+        kernel.start(warm)
         publish, handle = bus.publish, pipeline.handle_tick
         step_ns = int((chains_interval_s or 1.0) * NS_PER_SECOND)
         next_chain = 0
@@ -787,32 +801,41 @@ class BacktestEngine:
 
 class _BarTicks(dict):  # type: ignore[type-arg]
     """``MarketState.ticks`` for bar data: the last price of each instrument, kept as a cheap
-    tuple per bar and turned into a :class:`Tick` only when somebody reads it."""
+    tuple per bar (or, for option contracts priced by chain snapshots, the recorded quote) and
+    turned into a :class:`Tick` only when somebody reads it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.pending: dict[int, tuple[str, int, int, int, int]] = {}
+        self.quoted: dict[int, tuple[str, int, Any]] = {}  # token -> (exchange, ts, OptionQuote)
 
     def _make(self, token: int) -> None:
-        ex, ts, price, volume, oi = self.pending.pop(token)
-        dict.__setitem__(self, token, Tick(token, ex, ts, ts, price, volume, 0, oi))
+        if token in self.pending:
+            ex, ts, price, volume, oi = self.pending.pop(token)
+            dict.__setitem__(self, token, Tick(token, ex, ts, ts, price, volume, 0, oi))
+            return
+        ex, ts, q = self.quoted.pop(token)
+        last = q.ltp or ((q.bid + q.ask) // 2 if q.bid > 0 and q.ask > 0 else 0)
+        tick = Tick(token, ex, ts, ts, last, q.volume, 0, q.oi, q.bid, q.ask, q.bid_qty, q.ask_qty)
+        dict.__setitem__(self, token, tick)
 
     def get(self, token: int, default: Any = None) -> Any:
-        if token in self.pending:
+        if token in self.pending or token in self.quoted:
             self._make(token)
         return dict.get(self, token, default)
 
     def __getitem__(self, token: int) -> Tick:
-        if token in self.pending:
+        if token in self.pending or token in self.quoted:
             self._make(token)
         return dict.__getitem__(self, token)  # type: ignore[no-any-return]
 
     def __setitem__(self, token: int, tick: Tick) -> None:
         self.pending.pop(token, None)
+        self.quoted.pop(token, None)
         dict.__setitem__(self, token, tick)
 
     def __contains__(self, token: object) -> bool:
-        return token in self.pending or dict.__contains__(self, token)
+        return token in self.pending or token in self.quoted or dict.__contains__(self, token)
 
 
 class _FeedClock:

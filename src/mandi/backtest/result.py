@@ -5,8 +5,10 @@ and ISO times (IST) outside.
 
     {"stats": {..., "final_value": ...},
      "trades": [{"entry_time", "exit_time", "side", "quantity", "entry_price", "exit_price",
-                 "charges", "pnl"}, ...],
-     "equity": [{"time", "value"}, ...]}
+                 "charges", "pnl", "symbol"(, "structure")}, ...],
+     "equity": [{"time", "value"}, ...]
+     (, "structures": [{"structure", "strategy", "legs", "entry_time", "exit_time",
+                        "net_premium", "charges", "pnl", "stopped_legs"}, ...])}
 
 with prices and money in rupees and times as ISO 8601 with the IST offset.
 :meth:`BacktestResult.trades_frame` gives the trades as a pandas DataFrame.
@@ -33,6 +35,7 @@ TRADE_KEYS = (
     "exit_price",
     "charges",
     "pnl",
+    "symbol",
 )
 
 
@@ -56,6 +59,7 @@ class Trade:
     symbol: str = ""
     strategy: str = ""
     exit_reason: str = ""
+    structure: str = ""  # the option structure the leg belongs to (option-leg strategies)
 
     def key(self) -> tuple[Any, ...]:
         """What two engines must agree on for the same trade."""
@@ -81,6 +85,8 @@ class Trade:
             "exit_price": self.exit_price / 100,
             "charges": self.charges / 100,
             "pnl": self.pnl / 100,
+            "symbol": self.symbol,
+            **({"structure": self.structure} if self.structure else {}),
         }
 
 
@@ -110,6 +116,7 @@ class BacktestResult:
         default_factory=dict
     )  # symbol -> (bucket, open, high, low, close) for the report
     notes: list[str] = field(default_factory=list)
+    structures: list[dict[str, Any]] = field(default_factory=list)  # rupees, IST times
 
     # --- views ------------------------------------------------------------------------------------
     @property
@@ -132,7 +139,7 @@ class BacktestResult:
         """The trades as a ``pandas.DataFrame`` (needs pandas)."""
         import pandas as pd
 
-        cols = [*TRADE_KEYS, "symbol", "strategy", "exit_reason"]
+        cols = [*TRADE_KEYS, "strategy", "exit_reason", "structure"]
         return pd.DataFrame(self.trade_records(), columns=cols)
 
     def equity_frame(self) -> Any:
@@ -142,7 +149,7 @@ class BacktestResult:
         return pd.Series(self.equity / 100, index=idx, name="equity")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "stats": self.stats,
             "trades": [t.as_json() for t in self.trades],
             "equity": [
@@ -150,6 +157,9 @@ class BacktestResult:
                 for t, v in zip(self.times.tolist(), self.equity.tolist(), strict=True)
             ],
         }
+        if self.structures:
+            doc["structures"] = self.structures
+        return doc
 
     def to_json(self) -> bytes:
         """The ``--json`` document (deterministic: the same run gives the same bytes)."""
@@ -177,6 +187,7 @@ def from_raw(raw: Any, meta: dict[str, Any] | None = None) -> BacktestResult:
     """A :class:`BacktestResult` from an engine's :class:`~mandi.backtest.engine.RawResult`."""
     from mandi.backtest.stats import compute_stats
 
+    structure_of = _structures_by_position(raw.store)
     trades = [
         Trade(
             entry_time=t.entry_time,
@@ -190,6 +201,7 @@ def from_raw(raw: Any, meta: dict[str, Any] | None = None) -> BacktestResult:
             symbol=t.symbol,
             strategy=t.strategy,
             exit_reason=t.exit_reason,
+            structure=structure_of.get(t.position_id, ""),
         )
         for t in raw.store.trades
     ]
@@ -228,4 +240,47 @@ def from_raw(raw: Any, meta: dict[str, Any] | None = None) -> BacktestResult:
         fills=fills,
         prices=prices,
         notes=list(raw.notes),
+        structures=structure_results(trades),
     )
+
+
+def _structures_by_position(store: Any) -> dict[str, str]:
+    """position id -> the ``structure`` its entry signal named (option-leg strategies)."""
+    signals = getattr(store, "signals", {})
+    out: dict[str, str] = {}
+    for pid, pos in getattr(store, "positions", {}).items():
+        if pos.signal_id.startswith("basket:"):  # a leg of a basket
+            out[pid] = pos.signal_id.removeprefix("basket:")
+            continue
+        sig = signals.get(pos.signal_id)
+        name = (sig.metadata or {}).get("structure", "") if sig is not None else ""
+        if name:
+            out[pid] = str(name)
+    return out
+
+
+def structure_results(trades: list[Trade]) -> list[dict[str, Any]]:
+    """Per-structure results of option-leg trades (rupees, IST times), in entry order: the legs,
+    entry (first leg in) and exit (last leg out) times, net premium (> 0 a credit), charges,
+    P&L net of charges, and how many legs were stopped out."""
+    groups: dict[str, list[Trade]] = {}
+    for t in trades:
+        if t.structure:
+            groups.setdefault(t.structure, []).append(t)
+    out = []
+    for name, legs in sorted(groups.items(), key=lambda kv: min(t.entry_time for t in kv[1])):
+        premium = sum((1 if t.side == "SELL" else -1) * t.entry_price * t.quantity for t in legs)
+        out.append(
+            {
+                "structure": name,
+                "strategy": legs[0].strategy,
+                "legs": [f"{t.side} {t.quantity} {t.symbol}" for t in legs],
+                "entry_time": iso(min(t.entry_time for t in legs)),
+                "exit_time": iso(max(t.exit_time for t in legs)),
+                "net_premium": premium / 100,
+                "charges": sum(t.charges for t in legs) / 100,
+                "pnl": sum(t.pnl for t in legs) / 100,
+                "stopped_legs": sum(t.exit_reason == "STOP_LOSS_HIT" for t in legs),
+            }
+        )
+    return out

@@ -6,8 +6,9 @@
 * ``paper``   → :class:`~mandi.execution.paper.PaperBroker` (kernel code; never a live one);
 * ``live``    → the broker named by ``trading.broker``, looked up in :data:`LIVE_BROKERS`; live
   mode refuses to start without one. Each adapter package registers its factory here
-  (:mod:`mandi.brokers.kite`, :mod:`mandi.brokers.angel`); factories get the trading config,
-  the clock and the node's context (``app`` config, instrument ``master``, live ``feed``).
+  (:mod:`mandi.brokers.kite`, :mod:`mandi.brokers.angel`, :mod:`mandi.brokers.groww`);
+  factories get the trading config, the clock and the node's context (``app`` config,
+  instrument ``master``, live ``feed``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _adapter(package: str) -> Callable[..., Broker]:
     return make
 
 
-for _name in ("kite", "angel"):
+for _name in ("kite", "angel", "groww"):
     register_live_broker(_name, _adapter(f"mandi.brokers.{_name}"))
 
 

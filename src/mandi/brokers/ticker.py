@@ -1,5 +1,5 @@
 """The WebSocket side every broker feed shares (asyncio + websockets): the
-:class:`~mandi.execution.live.LiveFeed` of Kite and Angel One.
+:class:`~mandi.execution.live.LiveFeed` of Kite, Angel One and Groww.
 
 * **Shards.** Subscriptions are spread over up to ``max_connections`` connections, each holding at
   most ``tokens_per_connection`` instruments (the broker's limits). Asking for more is refused
@@ -11,7 +11,12 @@
   treated as dead; every drop reconnects with jittered exponential backoff and resubscribes, and
   calls ``on_reconnect`` so the broker reconciles. A handshake refused with HTTP 401/403 (a dead
   token) stops the ticker for good — no loop on a dead token. Brokers whose server expects the
-  client to ping (Angel One's ``ping``/``pong``) set :attr:`WsTicker.ping_text`.
+  client to ping (Angel One's ``ping``/``pong``, Groww's NATS ``PING``) set
+  :attr:`WsTicker.ping_text`.
+* **Protocols with a greeting** (Groww's NATS: the server's INFO, the client's signed CONNECT)
+  override :meth:`WsTicker._open` (credentials fetched per connection, off the event loop) and
+  :meth:`WsTicker._greet` (run before the subscriptions are sent); a stream protocol whose
+  messages span websocket frames decodes per connection in :meth:`WsTicker._decode_from`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
-from mandi.core.errors import BrokerSessionError, ConfigError, ParseError
+from mandi.core.errors import BrokerError, BrokerSessionError, ConfigError, ParseError
 from mandi.execution.live import FeedHealth
 from mandi.model.market import Tick
 
@@ -39,7 +44,7 @@ class WsTicker:
 
     name = "ticker"
     title = "the broker"
-    ping_text: str | None = None  # a text heartbeat the client sends every ``ping_interval_s``
+    ping_text: str | bytes | None = None  # a heartbeat the client sends every ping_interval_s
     ping_interval_s = 10.0
 
     def __init__(
@@ -76,15 +81,29 @@ class WsTicker:
         """The URL and headers of a connection."""
         return self.ws_url, {}
 
-    def _subscribe_messages(self, tokens: list[int], mode: str) -> list[str]:
+    async def _open(self, shard: int) -> tuple[str, dict[str, str]]:
+        """The URL and headers of a new connection (may fetch credentials; off the loop)."""
+        return self._handshake(shard)
+
+    async def _greet(self, ws: Any, shard: int) -> None:
+        """What the protocol exchanges before subscribing (nothing by default)."""
+        return None
+
+    def _subscribe_messages(self, tokens: list[int], mode: str) -> list[str] | list[bytes]:
         raise NotImplementedError
 
-    def _unsubscribe_messages(self, tokens: list[int], modes: dict[int, str]) -> list[str]:
+    def _unsubscribe_messages(
+        self, tokens: list[int], modes: dict[int, str]
+    ) -> list[str] | list[bytes]:
         raise NotImplementedError
 
     def _decode(self, raw: bytes, now: int) -> list[Tick]:
         """One binary message → ticks; :class:`ParseError` for a bad one."""
         raise NotImplementedError
+
+    def _decode_from(self, shard: int, raw: bytes, now: int) -> list[Tick]:
+        """One binary message of connection ``shard`` → ticks (per-connection state)."""
+        return self._decode(raw, now)
 
     def _on_text(self, text: str) -> None:
         return None
@@ -149,7 +168,7 @@ class WsTicker:
             for m in self._unsubscribe_messages(list(modes), modes):
                 self._send(s, m)
 
-    def _send(self, shard: int, msg: str) -> None:
+    def _send(self, shard: int, msg: str | bytes) -> None:
         ws = self._sockets.get(shard)
         if ws is not None:
             task = asyncio.ensure_future(ws.send(msg))
@@ -196,11 +215,19 @@ class WsTicker:
             was_silent = False
             pinger: asyncio.Task[None] | None = None
             try:
-                url, headers = self._handshake(s)
+                url, headers = await self._open(s)
             except BrokerSessionError as e:  # the session could not be kept alive: fail closed
-                self._health.on_session_dead(str(e))
-                self.on_session_dead(str(e))
+                reason = str(e)
+                if "log in again" not in reason:
+                    reason += f"; log in again: mandi broker login {self.name}"
+                self._health.on_session_dead(reason)
+                self.on_session_dead(reason)
                 return
+            except (BrokerError, OSError) as e:  # the credentials' server is unreachable: retry
+                log.warning("%s ticker %d: %s; retrying", self.title, s, e)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
             try:
                 async with connect(
                     url,
@@ -210,6 +237,7 @@ class WsTicker:
                     close_timeout=1.0,
                     ping_interval=None,
                 ) as ws:
+                    await self._greet(ws, s)
                     self._sockets[s] = ws
                     self.connects += 1
                     self._health.on_connected(self.now_ns())
@@ -239,7 +267,13 @@ class WsTicker:
                         except TimeoutError:
                             was_silent = True
                             raise
-                        self._handle(raw)
+                        self._handle(raw, s)
+            except BrokerSessionError as e:  # refused in the greeting: fail closed
+                reason = f"{e}; log in again: mandi broker login {self.name}"
+                log.error("%s ticker: %s", self.title, reason)
+                self._health.on_session_dead(reason)
+                self.on_session_dead(reason)
+                return
             except websockets.InvalidStatus as e:
                 code = e.response.status_code
                 if code in (401, 403):
@@ -252,7 +286,7 @@ class WsTicker:
                     self.on_session_dead(reason)
                     return
                 log.warning("%s ticker %d: handshake refused (HTTP %d)", self.title, s, code)
-            except (OSError, TimeoutError, websockets.WebSocketException) as e:
+            except (OSError, TimeoutError, websockets.WebSocketException, ParseError) as e:
                 log.warning(
                     "%s ticker %d: %s; reconnecting",
                     self.title,
@@ -270,21 +304,13 @@ class WsTicker:
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.backoff_max_s)
 
-    def _handle(self, raw: bytes | str) -> None:
+    def _handle(self, raw: bytes | str, shard: int = 0) -> None:
         now = self.now_ns()
         if isinstance(raw, bytes):
             try:
-                ticks = self._decode(raw, now)
+                ticks = self._decode_from(shard, raw, now)
             except ParseError as e:
-                self._health.malformed += 1
-                self.rejected["malformed frame"] += 1
-                if self._health.malformed <= 3 or self._health.malformed % 100 == 0:
-                    log.warning(
-                        "%s ticker: bad frame skipped (%s); %d so far",
-                        self.title,
-                        e,
-                        self._health.malformed,
-                    )
+                self._bad_frame(str(e))
                 self._health.on_message(now)
                 return
             self._health.on_message(now, len(ticks))
@@ -293,3 +319,15 @@ class WsTicker:
             return
         self._health.on_message(now)
         self._on_text(raw)
+
+    def _bad_frame(self, reason: str) -> None:
+        """Count a frame (or a message in it) that could not be decoded; log a few of them."""
+        self._health.malformed += 1
+        self.rejected["malformed frame"] += 1
+        if self._health.malformed <= 3 or self._health.malformed % 100 == 0:
+            log.warning(
+                "%s ticker: bad frame skipped (%s); %d so far",
+                self.title,
+                reason,
+                self._health.malformed,
+            )

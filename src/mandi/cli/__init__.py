@@ -20,6 +20,38 @@ app = typer.Typer(
     help="mandi: event-driven trading and options analytics for NSE and BSE.",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mandi {version()} (Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("mandi")
+    except PackageNotFoundError:
+        from mandi import __version__
+
+        return __version__
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """mandi: event-driven trading and options analytics for NSE and BSE."""
+
+
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="mandi.toml to read.")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLite database file.")]
 
@@ -41,7 +73,9 @@ def load(config: str | None, overrides: dict[str, Any]) -> Any:
 
 def build_layers(cfg: Any) -> list[Any]:
     """The layers ``mandi run`` plugs into the node, in order."""
-    layers: list[Any] = []
+    from mandi.services.history import HistoryLayer  # the preceding sessions, before any warm-up
+
+    layers: list[Any] = [HistoryLayer(cfg)]
     if cfg.indicators.enabled:
         from mandi.services.indicators import IndicatorLayer
 
@@ -53,10 +87,17 @@ def build_layers(cfg: Any) -> list[Any]:
     from mandi.services.trading import TradingLayer  # strategies → risk → orders (run.mode)
 
     layers.append(TradingLayer(cfg))
+    from mandi.services.backup import BackupLayer  # the daily database backup (backup.daily_at)
+
+    layers.append(BackupLayer(cfg))
     if cfg.run.dashboard:  # REST + WebSocket gateway and the dashboard (run.host:run.port)
         from mandi.web.layer import WebLayer
 
         layers.append(WebLayer(cfg))
+    if cfg.notify.telegram.bot_token or cfg.notify.webhook.url:
+        from mandi.services.notify import NotifyLayer  # alerts and chat commands ([notify])
+
+        layers.append(NotifyLayer(cfg))
     return layers
 
 
@@ -76,7 +117,7 @@ def broker_run_config(cfg: Any, feed_given: bool) -> tuple[Any, Any]:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite|angel); refusing to start",
+                "live mode needs a live broker (--broker kite|angel|groww); refusing to start",
             )
         if name not in LIVE_BROKERS:
             have = ", ".join(sorted(LIVE_BROKERS))
@@ -116,11 +157,11 @@ def run(
     config: ConfigOpt = None,
     feed: Annotated[
         str | None,
-        typer.Option(help="'sim', a broker's feed (kite, angel), 'nse' or a ws:// URL."),
+        typer.Option(help="'sim', a broker's feed (kite, angel, groww), 'nse' or a ws:// URL."),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
     broker: Annotated[
-        str | None, typer.Option(help="The live broker (kite, angel); its feed too.")
+        str | None, typer.Option(help="The live broker (kite, angel, groww); its feed too.")
     ] = None,
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     duration: Annotated[
@@ -204,9 +245,11 @@ def tickserver(
 
 
 from mandi.cli import backtest as _backtest  # noqa: E402,F401 - registers `mandi backtest`
+from mandi.cli import basket as _basket  # noqa: E402,F401 - registers `mandi basket`
 from mandi.cli import broker as _broker  # noqa: E402,F401 - broker, fakebroker, instruments, history
 from mandi.cli import chain as _chain  # noqa: E402,F401 - registers `mandi chain`
 from mandi.cli import db as _db  # noqa: E402,F401 - registers `mandi db`
+from mandi.cli import instruments as _instruments  # noqa: E402,F401 - `mandi instruments search`
 from mandi.cli import ml as _ml  # noqa: E402,F401 - features, train, serve-model
 from mandi.cli import service as _service  # noqa: E402,F401 - service, up, down, ps
 from mandi.cli import trading as _trading  # noqa: E402,F401 - positions, orders, signals, ...

@@ -143,4 +143,48 @@ class AngelAdapter(Adapter):
         )
 
 
-ADAPTERS: dict[str, Adapter] = {a.name: a for a in (KiteAdapter(), AngelAdapter())}
+class GrowwAdapter(Adapter):
+    name, title = "groww", "Groww"
+    intervals = ("1minute", "2minute", "3minute", "5minute", "10minute", "15minute", "30minute",
+                 "1hour", "4hour", "1day")  # fmt: skip
+    default_interval = "1minute"
+
+    def login(self, cfg: Any, **opts: Any) -> BrokerSession:
+        from mandi.brokers.groww import session as s
+
+        return s.login(cfg)
+
+    def logout(self, cfg: Any) -> bool:
+        from mandi.brokers.groww import session as s
+
+        return s.logout(cfg)
+
+    def sync(self, cfg: Any, day: dt.date) -> tuple[Path, list[AnyInstrument]]:
+        from mandi.brokers.groww import instruments as gi
+
+        return gi.sync(cfg, day)
+
+    def history(
+        self, cfg: Any, symbol: str, interval: str, start: dt.date, end: dt.date, db: str,
+        step: Step,
+    ) -> tuple[AnyInstrument, int, int]:  # fmt: skip
+        from mandi.brokers.groww import history as gh
+        from mandi.brokers.groww import instruments as gi
+        from mandi.brokers.groww import session as s
+
+        inst = InstrumentMaster(gi.load(cfg, end)).by_symbol(symbol)
+        rest = s.rest_client(cfg)
+        try:
+            return inst, *gh.fetch(rest, inst, interval, start, end, db, step)
+        finally:
+            rest.close()
+
+    def fake(self, sim: Any, market_clock: bool, **opts: Any) -> Any:
+        from mandi.brokers.groww.fake import FakeGroww, FakeGrowwServer
+
+        return FakeGrowwServer(
+            FakeGroww(sim, clock_offset_ns=None if market_clock else 0), port=opts["port"]
+        )
+
+
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (KiteAdapter(), AngelAdapter(), GrowwAdapter())}

@@ -19,7 +19,9 @@ EPILOG = (
     "--param slow=30 --qty 25 --report out.html\n\n"
     "  mandi backtest --data orcl.txt --strategy sma_cross --param fast=5..30:5 "
     "--param slow=40..100:20 --qty 10 --charges none\n\n"
-    "  mandi backtest --data mandi.db --strategy ema_cross --symbol RELIANCE --timeframe 300"
+    "  mandi backtest --data mandi.db --strategy ema_cross --symbol RELIANCE --timeframe 300\n\n"
+    "  mandi backtest --data mandi.db --strategy short_straddle --param entry=09:20 "
+    "--param exit=15:10 --param stop_loss_pct=30"
 )
 
 
@@ -198,8 +200,46 @@ def _print_stats(res: Any, took: float, console: Any) -> None:
         ("engine", f"{s.get('engine')} ({took:.2f} s)"),
     ):
         t.add_row(name, val)
-    Console_ = type(console)
-    Console_().print(t)
+    from mandi.cli.output import console as stdout
+
+    stdout().print(t)
+    if res.structures:
+        _print_structures(res, stdout())
+
+
+def _print_structures(res: Any, console: Any) -> None:
+    """Option-leg runs: one row per structure, then one per leg."""
+    from rich.table import Table
+
+    t = Table(title="structures (net premium > 0 = credit)")
+    for col in ("structure", "entry", "exit", "legs", "premium ₹", "P&L ₹", "stopped"):
+        t.add_column(col, justify="left" if col == "structure" else "right", no_wrap=True)
+    for s in res.structures[:50]:
+        t.add_row(
+            s["structure"].split(":", 1)[-1],
+            s["entry_time"][11:19],
+            s["exit_time"][11:19],
+            str(len(s["legs"])),
+            f"{s['net_premium']:,.2f}",
+            f"{s['pnl']:,.2f}",
+            str(s["stopped_legs"]),
+        )
+    console.print(t)
+    legs = Table(title="legs (P&L net of charges)")
+    for col in ("symbol", "side", "qty", "entry ₹", "exit ₹", "P&L ₹", "exit"):
+        legs.add_column(col, justify="left" if col in ("symbol", "exit") else "right")
+    legs.columns[0].no_wrap = True
+    for tr in res.trades[:100]:
+        legs.add_row(
+            tr.symbol,
+            tr.side,
+            str(tr.quantity),
+            f"{tr.entry_price / 100:,.2f}",
+            f"{tr.exit_price / 100:,.2f}",
+            f"{tr.pnl / 100:,.2f}",
+            tr.exit_reason.replace("_", " ").lower(),
+        )
+    console.print(legs)
 
 
 def _sweep(
@@ -213,9 +253,9 @@ def _sweep(
     json_out: str | None,
     quiet: bool,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from mandi.cli.output import console
     from mandi.services.backtest.sweep import sweep
 
     rows = sweep(
@@ -250,9 +290,9 @@ def _sweep(
             str(r["trades"]),
             pct(r["win_rate"]),
         )
-    Console().print(t)
+    console().print(t)
     if bad:
-        Console(stderr=True).print(
+        console(stderr=True).print(
             f"{len(bad)} combination(s) refused, e.g. {bad[0]['params']}: {bad[0]['error']}"
         )
     if json_out:

@@ -40,7 +40,7 @@ def _when(ns: int) -> str:
 
 @broker_app.command("login")
 def broker_login(
-    name: Annotated[str, typer.Argument(help="kite | angel")],
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")],
     request_token: Annotated[
         str | None, typer.Option(help="Kite: the request_token from the redirect after login.")
     ] = None,
@@ -120,7 +120,7 @@ def _catch_redirect(port: int, timeout: float) -> str:
 
 @broker_app.command("status")
 def broker_status(
-    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")], config: ConfigOpt = None
 ) -> None:
     """Who is logged in and when the session expires (exit 1 when there is no valid one)."""
     adapter = _broker(name)
@@ -147,7 +147,7 @@ def broker_status(
 
 @broker_app.command("logout")
 def broker_logout(
-    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")], config: ConfigOpt = None
 ) -> None:
     """End the session at the broker and delete the token file."""
     adapter = _broker(name)
@@ -161,7 +161,7 @@ def broker_logout(
 
 @app.command()
 def fakebroker(
-    name: Annotated[str, typer.Argument(help="kite | angel")],
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 0,
     redirect_url: Annotated[
         str, typer.Option(help="Kite: where the login page redirects with the request token.")
@@ -199,7 +199,7 @@ def fakebroker(
 
 @instruments_app.command("sync")
 def instruments_sync(
-    name: Annotated[str, typer.Argument(help="kite | angel")], config: ConfigOpt = None
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")], config: ConfigOpt = None
 ) -> None:
     """Download today's instrument master (cached with its date)."""
     adapter = _broker(name)
@@ -223,7 +223,7 @@ def instruments_sync(
 
 @history_app.command("fetch")
 def history_fetch(
-    name: Annotated[str, typer.Argument(help="kite | angel")],
+    name: Annotated[str, typer.Argument(help="kite | angel | groww")],
     symbol: Annotated[str, typer.Option(help="Trading symbol (NIFTY, INFY, NIFTY25JANFUT...).")],
     interval: Annotated[
         str | None,

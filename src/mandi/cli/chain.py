@@ -80,14 +80,15 @@ def chain_show(
     strikes: Annotated[int, typer.Option(help="Strikes each side of ATM.")] = 10,
     window: Annotated[int, typer.Option(help="OI % change window, minutes.")] = 5,
     rate: Annotated[float | None, typer.Option(help="Rate for IV/Greeks.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Print a chain: calls | strike | puts with OI, change in OI, OI % change, IV and Greeks,
     LTP against theoretical, and PCR, max pain and ATM."""
-    from rich.console import Console
     from rich.table import Table
 
+    from mandi.cli.output import console
     from mandi.core.calendar import ist_datetime
     from mandi.options.chain import ChainMatrix, ChainMatrixConfig
     from mandi.stores.chains import latest_snapshot, load_snapshots
@@ -134,6 +135,9 @@ def chain_show(
     from mandi.options.chain import matrix as ch
 
     w = a.oi_windows_minutes.index(window) if window in a.oi_windows_minutes else 0
+    if as_json:
+        _chain_json(snap, a, data, ks, w)
+        return
     when = ist_datetime(snap.ts_event).strftime("%Y-%m-%d %H:%M:%S")
     t = Table(
         title=f"{snap.underlying} {snap.expiry} · {when} IST · spot "
@@ -188,7 +192,7 @@ def chain_show(
         if k == a.max_pain:
             mark += " ◆"
         t.add_row(*ce, mark, *reversed(pe))
-    Console().print(t)
+    console().print(t)
     typer.echo(
         f"PCR  OI {a.pcr_oi:.4f}  volume {_fmt(a.pcr_volume, '.4f')}  change in OI "
         f"{_fmt(a.pcr_oi_change, '.4f')}   ITM delta % CE {_fmt(a.itm_ce_delta_pct, '.1f')}"
@@ -199,3 +203,50 @@ def chain_show(
 def _hl(diff: float, highlight: int) -> str:
     text = _fmt(diff, "+.2f")
     return f"[bold]{text}↑[/]" if highlight > 0 else f"[bold]{text}↓[/]" if highlight < 0 else text
+
+
+def _num(x: float, digits: int = 4) -> float | None:
+    return round(float(x), digits) if math.isfinite(x) else None
+
+
+def _chain_json(snap: Any, a: Any, data: Any, ks: Any, w: int) -> None:
+    """The chain as JSON: the summary and per strike both sides (rupees, OI in contracts)."""
+    from mandi.cli.output import emit_json
+    from mandi.core.calendar import ist_datetime
+    from mandi.options.chain import matrix as ch
+
+    def side(prefix: str, col: int, j: int) -> dict[str, float | None]:
+        def g(name: str) -> float | None:
+            return _num(data[getattr(ch, f"{prefix}_{name}"), j])
+
+        return {
+            "oi": g("OI"),
+            "oi_change": g("OI_CHANGE"),
+            "oi_change_pct": _num(a.oi_change_pct[w, col, j], 2),
+            "iv": g("IV"),
+            "delta": g("DELTA"),
+            "gamma": _num(data[getattr(ch, f"{prefix}_GAMMA"), j], 6),
+            "theta": g("THETA"),
+            "vega": g("VEGA"),
+            "ltp": g("LTP"),
+            "ltp_minus_theo": _num((a.ce_price_diff if col == 0 else a.pe_price_diff)[j]),
+        }
+
+    emit_json(
+        {
+            "underlying": snap.underlying,
+            "expiry": snap.expiry.isoformat(),
+            "time": ist_datetime(snap.ts_event).isoformat(timespec="seconds") + "+05:30",
+            "spot": snap.underlying_price / 100,
+            "atm_strike": _num(a.atm_strike),
+            "max_pain": _num(a.max_pain),
+            "pcr_oi": _num(a.pcr_oi),
+            "pcr_volume": _num(a.pcr_volume),
+            "oi_window_minutes": a.oi_windows_minutes[w],
+            "rows": [
+                {"strike": float(k), "ce": side("CE", 0, j), "pe": side("PE", 1, j)}
+                for j, k in enumerate(ks)
+                if math.isfinite(k)
+            ],
+        }
+    )

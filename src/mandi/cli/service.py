@@ -41,8 +41,8 @@ def service(
     feed: Annotated[
         str | None,
         typer.Option(
-            help="mdengine: 'sim', a broker's feed (kite, angel), 'nse' or a tickserver ws:// URL "
-            "(mdengine-sim default: ws://127.0.0.1:9001)."
+            help="mdengine: 'sim', a broker's feed (kite, angel, groww), 'nse' or a tickserver "
+            "ws:// URL (mdengine-sim default: ws://127.0.0.1:9001)."
         ),
     ] = None,
     db: DbOpt = None,
@@ -150,8 +150,9 @@ def service(
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from mandi.cli.output import console
 
     t = Table(title="mandi deployment")
     for col in ("service", "pid", "port", "state", "ready"):
@@ -166,7 +167,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
             f"[{color}]{state}[/]",
             "yes" if r.get("ready", r["service"] == "redis" and r["alive"]) else "no",
         )
-    Console().print(t)
+    console().print(t)
 
 
 @app.command()

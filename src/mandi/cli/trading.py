@@ -1,6 +1,7 @@
 """Trading commands against the database: ``mandi positions``, ``mandi orders``, ``mandi signals``,
 ``mandi halt`` / ``mandi resume`` (the persisted HALTED latch — the kill switch) and
-``mandi order buy|sell SYMBOL --qty N [--limit PRICE]``.
+``mandi order buy|sell SYMBOL --qty N [--limit PRICE] [--trigger PRICE]`` (a trigger makes it a
+stop: SL-M, or SL with a limit).
 
 A manual order is queued in ``order_requests`` for the running ``mandi run`` node, which puts it
 through the same risk manager as strategy signals and writes the outcome back; this command waits
@@ -37,15 +38,9 @@ def _inr(paise: Any) -> str:
 
 
 def _table(title: str, cols: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from mandi.cli.output import table
 
-    t = Table(title=title)
-    for c in cols:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*r)
-    Console().print(t)
+    table(title, cols, rows)
 
 
 def _db(config: str | None, db: str | None) -> str:
@@ -251,6 +246,14 @@ def order(
     limit_price: Annotated[
         float | None, typer.Option("--limit", help="Limit price in rupees (default: market).")
     ] = None,
+    trigger: Annotated[
+        float | None,
+        typer.Option(
+            "--trigger",
+            help="Stop trigger in rupees: an SL-M order (an SL with --limit); a SELL stop "
+            "against an open long rests as its stop-loss.",
+        ),
+    ] = None,
     exchange: Annotated[str | None, typer.Option(help="NSE or BSE, if ambiguous.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the node's answer.")] = 10.0,
     config: ConfigOpt = None,
@@ -279,6 +282,12 @@ def order(
                 + "; omit --limit for a market order"
             )
         )
+    trigger_paise = 0
+    if trigger is not None:
+        try:
+            trigger_paise = limit_price_paise(trigger, 1)
+        except LimitPriceError:
+            fail(MandiError("--trigger: a positive number of rupees in whole paise"))
     cfg = load(config, {"store.db": db})
     path = cfg.store.db
     beat = read_heartbeat(path)
@@ -292,7 +301,9 @@ def order(
         )
     request_id = str(uuid.uuid4())
     try:
-        add_order_request(path, request_id, symbol, side_u, qty, price, exchange or "")
+        add_order_request(
+            path, request_id, symbol, side_u, qty, price, exchange or "", trigger_paise
+        )
     except MandiError as e:
         fail(e)
     deadline = time.monotonic() + wait

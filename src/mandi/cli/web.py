@@ -90,3 +90,39 @@ def token_revoke(
     if not ok:
         fail(MandiError(f"no token with id {token_id!r}"))
     typer.echo(f"revoked {token_id}")
+
+
+@token_app.command("link")
+def token_link(
+    token_id: Annotated[
+        str | None, typer.Option("--id", help="The token to log in as (default: the owner's).")
+    ] = None,
+    ttl: Annotated[float | None, typer.Option(help="Seconds the link stays valid.")] = None,
+    config: ConfigOpt = None,
+    file: FileOpt = None,
+) -> None:
+    """Print a one-time login link for the running dashboard (works once; the node reads the
+    tokens file, so no restart is needed)."""
+    from mandi.web.layer import browser_url
+    from mandi.web.security import TokenStore
+
+    cfg = load(config, {"web.tokens_file": file, "web.login_link_ttl_s": ttl})
+    try:
+        store = TokenStore(cfg.web.tokens_file)
+        if token_id is None:
+            owner = store.owner()
+            if owner is None:
+                raise MandiError(
+                    f"no owner token in {store.path} yet: `mandi run` creates it on its "
+                    "first start (or pass --id of a token from `mandi token list`)"
+                )
+            token_id = owner.id
+        elif not any(t.id == token_id for t in store.tokens()):
+            fail(MandiError(f"no token with id {token_id!r}"))
+        code = store.add_link(token_id, cfg.web.login_link_ttl_s)
+    except MandiError as e:
+        fail(e)
+    typer.echo(f"{browser_url(cfg.run.host, cfg.run.port)}/?token={code}")
+    typer.echo(
+        f"works once, for {cfg.web.login_link_ttl_s / 60:g} min, as token {token_id}", err=True
+    )

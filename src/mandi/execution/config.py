@@ -35,6 +35,9 @@ class MatchingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     price_source: Literal["last", "touch"] = "last"
     slippage_ticks: Annotated[int, msgspec.Meta(ge=0)] = 1
+    # with price_source "touch": extra ticks against us when a print has no bid/ask and the
+    # order fills at the last price instead
+    no_quote_slippage_ticks: Annotated[int, msgspec.Meta(ge=0)] = 1
     participation: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
     limit_by_volume: bool = True
     bar_fill: Literal["open", "close"] = "open"
@@ -66,6 +69,14 @@ class TradingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     options_for_indices: bool = True
     allow_short: bool = False
     exit_on_opposite_signal: bool = True
+    # "stop_orders": once an entry fills, its stop-loss and target rest as a GTT-style OCO pair
+    # (SL-M at the stop, LIMIT at the target) at the broker — or in the kernel where the broker
+    # cannot hold them — and the position monitor keeps only the time rules (square-off, expiry)
+    # and the trailing stop; "monitor": the monitor watches every price and sends a market exit
+    exit_orders: Literal["monitor", "stop_orders"] = "monitor"
+    # a basket leg that fails (refused, cancelled, unfilled): "unwind" closes what the basket
+    # filled and sends nothing more; "complete" still sends the remaining legs
+    basket_on_failure: Literal["unwind", "complete"] = "unwind"
     signal_max_age_s: Seconds = 86_400.0
     monitor_interval_s: Seconds = 5.0
     entry_timeout_s: Seconds = 60.0

@@ -124,6 +124,7 @@ class ExecutionContext:
         limit_price: int = 0,
         slices: int = 1,
         opens_position: bool = True,
+        trigger_price: int = 0,
     ) -> OrderContext:
         """What the risk rules see of one order: the market, the book, the entries in flight,
         the cash and the order rate."""
@@ -152,6 +153,7 @@ class ExecutionContext:
             orders_today=(lim.sent_today(now) if lim else 0) + queued,
             slices=slices,
             entry_block=self.risk.entry_block(),
+            trigger_price=trigger_price,
         )
 
     # --- signal outcomes --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from mandi.bus.memory import MessageBus
 from mandi.core.clock import Clock
+from mandi.execution.baskets import BasketExecutor
 from mandi.execution.charges import ChargesModel
 from mandi.execution.config import TradingConfig
 from mandi.execution.context import ExecutionContext, InFlight, parse_tag, tag_for
@@ -96,6 +97,10 @@ class ExecutionEngine:
         self.entries = EntryStage(ctx, self.exits)
         self.fills = FillStage(ctx)
         self.manual = ManualOrders(ctx, self.entries, self.exits)
+        if cfg.exit_orders == "stop_orders":
+            self.fills.protect = self.exits.protect
+        self.baskets = BasketExecutor(ctx, self.entries, self.exits, cfg.basket_on_failure)
+        self.place_basket = self.baskets.place
         # the stages' entry points, bound once (the backtester calls check_exits per bar)
         self.handle_signal = self.entries.handle_signal
         self.apply_fill = self.fills.apply

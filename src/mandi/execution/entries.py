@@ -84,7 +84,7 @@ class EntryStage:
         same_inflight = [
             f for f in ctx.inflight.values() if f.strategy == sig.strategy and f.source == sig.token
         ]
-        if sig.metadata.get("exit"):  # "go flat" (an ML strategy on a neutral prediction)
+        if sig.metadata.get("exit"):  # "go flat": Strategy.close, an ML strategy's neutral call
             for p in opposite:
                 self.exits.exit_position(p, exit_rules.FLAT)
             for f in [f for f in same_inflight if f.bias == -bias]:

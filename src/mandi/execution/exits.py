@@ -31,6 +31,125 @@ class ExitStage:
         self._clock, self._limits, self._risk = ctx.clock, ctx.limits, ctx.risk
         self._exit_retry: dict[str, int] = {}
         self._unknown_reported: set[str] = set()
+        #: position id -> the client order ids of its resting stop/target (exit_orders)
+        self.protected: dict[str, tuple[str, ...]] = {}
+
+    # --- protective orders (trading.exit_orders = "stop_orders") ------------------------------
+    def protect(self, p: Position) -> list[Order]:
+        """Rest ``p``'s stop-loss and target as a one-cancels-other pair of exit orders — an
+        SL-M at the stop and a LIMIT at the target — for its whole open quantity, replacing
+        the pair it had. Returns the orders placed."""
+        ctx = self.ctx
+        orders = ctx.orders
+        inst = ctx.master.get(p.token)
+        if orders is None or inst is None or not p.is_open or p.closing:
+            return []
+        self.unprotect(p, "replaced")
+        now = ctx.clock.now_ns()
+        side = p.entry_side.opposite
+        group = stable_id(p.position_id, "protect", p.quantity, now)
+        legs = []
+        if p.stop_loss > 0:
+            legs.append(("stop", OrderType.SL_M, p.stop_loss, 0))
+        if p.target > 0:
+            legs.append(("target", OrderType.LIMIT, 0, p.target))
+        segment = f"{inst.exchange}:{inst.segment or 'EQ'}"
+        placed: list[Order] = []
+        for name, kind, trigger, limit in legs:
+            cmd = SubmitOrder(
+                client_order_id=stable_id(group, name),
+                ts_event=now,
+                token=p.token,
+                exchange=p.exchange,
+                symbol=p.symbol,
+                side=side,
+                quantity=p.quantity,
+                reference_price=ctx.market.ltp(p.token),
+                order_type=kind,
+                limit_price=limit,
+                product=Product(p.product),
+                intent=Intent.EXIT,
+                strategy=p.strategy,
+                signal_id=p.signal_id,
+                position_id=p.position_id,
+                tag=tag_for(int(p.metadata.get("source", 0)), int(p.metadata.get("bias", 0))),
+                trigger_price=trigger,
+                oco_group=group if len(legs) > 1 else "",
+            )
+            try:
+                placed += orders.submit(cmd, [p.quantity], segment)
+            except OrderError as e:
+                log.error("protective %s of %s not placed: %s", name, p.position_id, e)
+        live = tuple(o.client_order_id for o in placed if not o.terminal)
+        if live:
+            self.protected[p.position_id] = live
+        elif placed:  # refused (e.g. the stop is already behind the market): the monitor acts
+            log.warning("protective orders of %s refused; the monitor watches it", p.symbol)
+        return placed
+
+    def stop_exit(
+        self,
+        p: Position,
+        quantity: int,
+        order_type: OrderType,
+        trigger: int,
+        limit: int,
+        parent: str,
+    ) -> list[Order] | Denied:
+        """A stop (SL / SL-M) closing ``quantity`` of ``p`` when its trigger is reached (a
+        manual stop-loss); the risk rules refuse a trigger the market has already passed."""
+        ctx = self.ctx
+        orders, inst = ctx.orders, ctx.master.get(p.token)
+        if orders is None or inst is None or not p.is_open:
+            return Denied("no_position", f"{p.symbol}: nothing to protect")
+        side = p.entry_side.opposite
+        qty = min(quantity, p.quantity)
+        decision = ctx.risk.check(
+            ctx.order_context(
+                inst, side, qty, Intent.EXIT, order_type, limit, opens_position=False,
+                trigger_price=trigger,
+            )
+        )  # fmt: skip
+        if isinstance(decision, Denied):
+            return decision
+        cmd = SubmitOrder(
+            client_order_id=parent,
+            ts_event=ctx.clock.now_ns(),
+            token=p.token,
+            exchange=p.exchange,
+            symbol=p.symbol,
+            side=side,
+            quantity=qty,
+            reference_price=ctx.market.ltp(p.token),
+            order_type=order_type,
+            limit_price=limit,
+            product=Product(p.product),
+            intent=Intent.EXIT,
+            strategy=p.strategy,
+            signal_id=p.signal_id,
+            position_id=p.position_id,
+            tag=tag_for(int(p.metadata.get("source", 0)), int(p.metadata.get("bias", 0))),
+            trigger_price=trigger,
+        )
+        segment = f"{inst.exchange}:{inst.segment or 'EQ'}"
+        try:
+            placed = orders.submit(
+                cmd, slice_quantity(qty, inst.freeze_qty, inst.lot_size), segment
+            )
+        except OrderError as e:
+            return Denied("order_error", str(e))
+        ids = self.protected.get(p.position_id, ())
+        self.protected[p.position_id] = (*ids, *(o.client_order_id for o in placed))
+        return placed
+
+    def unprotect(self, p: Position, reason: str) -> None:
+        """Cancel ``p``'s resting stop/target pair (before another exit, or to replace it)."""
+        ids = self.protected.pop(p.position_id, ())
+        orders = self.ctx.orders
+        if orders is None:
+            return
+        for cid in ids:
+            orders.cancel(cid, f"protective order {reason}")
 
     def check(self, positions: list[Position] | tuple[Position, ...]) -> int:
         """Apply the exit rules to ``positions``; returns how many exits were started."""
@@ -40,13 +159,14 @@ class ExitStage:
         for p in positions:
             if not p.is_open or p.closing:
                 continue
+            guarded = p.position_id in self.protected  # the OCO pair watches stop and target
             reason = exit_reason(
                 limits,
                 ExitCheck(
                     p.direction,
                     p.current_price,
-                    p.stop_loss,
-                    p.target,
+                    0 if guarded else p.stop_loss,
+                    0 if guarded else p.target,
                     p.high_water,
                     p.product == MIS,
                     p.expiry,
@@ -94,6 +214,8 @@ class ExitStage:
                 "unknown_symbol",
                 f"position {p.position_id}: instrument {p.token} is not in the master",
             )
+        if p.position_id in self.protected:  # another exit takes over from the resting pair
+            self.unprotect(p, f"superseded ({reason})")
         # an entry still working for this position must not add to what is being closed
         for f in [
             f

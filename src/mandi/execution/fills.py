@@ -29,6 +29,9 @@ class FillStage:
         #: called with every :class:`~mandi.model.orders.OrderFilled` after it is stored and
         #: published (the strategies' ``on_fill``)
         self.on_fill_hooks: list[Callable[[OrderFilled], object]] = []
+        #: ``trading.exit_orders = "stop_orders"``: rest a position's stop and target once its
+        #: entry fills (the exit stage's ``protect``)
+        self.protect: Callable[[Position], object] | None = None
 
     def apply(self, o: Order, f: BrokerFill) -> None:
         """A broker fill: order state, charges, position, daily row — stored in one
@@ -69,6 +72,11 @@ class FillStage:
             book.add(p)
             opened = True
         gross = 0
+        if p is not None and o.intent is Intent.EXIT and not p.exit_reason and o.oco_group:
+            # a resting protective order filled: which one says why the position closed
+            p.exit_reason = exits.STOP_LOSS if o.order_type.is_stop else exits.TARGET
+        elif p is not None and o.intent is Intent.EXIT and not p.exit_reason and o.trigger_price:
+            p.exit_reason = exits.STOP_LOSS
         if p is not None:
             gross = p.apply_fill(o.intent, f.quantity, f.price, charges, f.ts_ns)
             if o.intent is Intent.ENTRY:
@@ -145,6 +153,14 @@ class FillStage:
                 bus.publish("position:updated", PositionUpdated(f.ts_ns, rec))
         for hook in self.on_fill_hooks:
             hook(ev)
+        if (
+            self.protect is not None
+            and p is not None
+            and p.is_open
+            and o.intent is Intent.ENTRY
+            and (p.stop_loss or p.target)
+        ):
+            self.protect(p)
         ctx.risk.check_breaker(ctx.day_pnl)
 
     def order_done(self, o: Order) -> None:

@@ -42,6 +42,16 @@ class ManualOrders:
         )
         return ManualResult("DENIED", d.reason, d.rule)
 
+    def _already_accepted(self, parent: str) -> tuple[str, ...]:
+        """The orders an earlier request with this id created (an entry, or the first exit or
+        resting stop of a close), so that a retry never becomes a second order."""
+        store = self.ctx.store
+        for p in (parent, stable_id(parent, "exit", 0), stable_id(parent, 0)):
+            ids = store.order_ids(p)
+            if ids:
+                return tuple(ids)
+        return ()
+
     def handle(
         self,
         request_id: str,
@@ -50,8 +60,12 @@ class ManualOrders:
         quantity: int,
         limit_price: int = 0,
         exchange: str | None = None,
+        trigger_price: int = 0,
+        order_type: OrderType | None = None,
     ) -> ManualResult:
-        """A manual order through the same risk rules as signals."""
+        """A manual order through the same risk rules as signals. A ``trigger_price`` makes it
+        a stop: SL-M, or SL with a ``limit_price`` (a SELL stop against an open long rests as
+        that position's stop exit)."""
         ctx = self.ctx
         now = ctx.clock.now_ns()
         if not ctx.cfg.enabled:
@@ -62,7 +76,17 @@ class ManualOrders:
         except InstrumentError as e:
             return self._deny(now, Denied("unknown_symbol", str(e)), symbol, side, quantity)
         parent = stable_id("manual", request_id)
-        order_type = OrderType.LIMIT if limit_price > 0 else OrderType.MARKET
+        done = self._already_accepted(parent)
+        if done:  # a retried request gets its original result, not a second decision
+            return ManualResult("ACCEPTED", "already accepted (same request id)", "", done)
+        if order_type is None:
+            if trigger_price > 0:
+                order_type = OrderType.SL if limit_price > 0 else OrderType.SL_M
+            else:
+                order_type = OrderType.LIMIT if limit_price > 0 else OrderType.MARKET
+        if order_type.is_stop and trigger_price <= 0:
+            d = Denied("stop_trigger", f"a {order_type.value} order needs a trigger price")
+            return self._deny(now, d, symbol, side, quantity)
         longs = [p for p in ctx.book.open_for_token(inst.token) if p.direction > 0]
         if side is Side.SELL and longs:
             held = sum(p.quantity for p in longs)
@@ -76,9 +100,14 @@ class ManualOrders:
             left = quantity
             for i, p in enumerate(longs):
                 take = min(left, p.quantity)
-                out = self.exits.exit_position(
-                    p, exit_rules.MANUAL, take, parent_hint=stable_id(parent, "exit", i)
-                )
+                if order_type.is_stop:  # a stop exit rests; the position stays open
+                    out = self.exits.stop_exit(
+                        p, take, order_type, trigger_price, limit_price, stable_id(parent, i)
+                    )
+                else:
+                    out = self.exits.exit_position(
+                        p, exit_rules.MANUAL, take, parent_hint=stable_id(parent, "exit", i)
+                    )
                 if isinstance(out, Denied):
                     return ManualResult("DENIED", out.reason, out.rule, tuple(ids))
                 ids += [o.client_order_id for o in out]
@@ -96,7 +125,14 @@ class ManualOrders:
         slices = slice_quantity(quantity, inst.freeze_qty, inst.lot_size)
         decision = ctx.risk.check(
             ctx.order_context(
-                inst, side, quantity, Intent.ENTRY, order_type, limit_price, len(slices)
+                inst,
+                side,
+                quantity,
+                Intent.ENTRY,
+                order_type,
+                limit_price,
+                len(slices),
+                trigger_price=trigger_price,
             )
         )
         if isinstance(decision, Denied):
@@ -135,6 +171,7 @@ class ManualOrders:
             reference_price=ref,
             order_type=order_type,
             limit_price=limit_price,
+            trigger_price=trigger_price,
             product=ctx.product,
             intent=Intent.ENTRY,
             strategy="manual",

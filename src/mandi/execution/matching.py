@@ -9,13 +9,30 @@ Fill model (stated, tested):
 * **No look-ahead**: an order only fills on data strictly *after* the moment it was accepted
   (``print.ts > accepted_ns``; for bars, a bar that starts at or after acceptance).
 * **Market orders** fill at the next print's price — the last trade, or the touch (ask for a buy,
-  bid for a sell) with ``price_source="touch"`` — moved ``slippage_ticks`` ticks against us.
+  bid for a sell) with ``price_source="touch"`` — moved ``slippage_ticks`` ticks against us
+  (``no_quote_slippage_ticks`` more when a touch print has no quote and the last price is used).
   On bars: at the next bar's open (``bar_fill="open"``) or close (``"close"``).
 * **Limit orders** that were *marketable* when accepted (a buy limit at or above the reference
   price) fill like market orders on the first print whose price (after slippage) is within the
   limit, at that price. A *resting* limit fills only when the market
   trades through it (a print strictly below a buy limit / above a sell limit; a bar whose low/high
   passes it) and then at the limit price (or the bar's open if it opened beyond the limit).
+* **Stop orders** (``SL-M``, ``SL``) rest untriggered until a print strictly after their
+  acceptance reaches the trigger — the *last* price at or above it for a BUY stop, at or below
+  it for a SELL stop (:func:`stop_triggered`, the one rule every broker emulation uses) — and
+  then act at once on that print as a market order (``SL-M``) or as a limit order at their
+  ``limit_price`` (``SL``). On a bar a BUY stop triggers when the high reaches it and fills at the
+  trigger, or at the open when the bar opened beyond it (a gap); a SELL stop mirrors that with the
+  low. A stop whose trigger is already on the wrong side of the reference price when it arrives
+  (a BUY stop at or below it, a SELL stop at or above it) is refused (:class:`StopRejected`),
+  never filled at once.
+* **One-cancels-other** groups (a GTT OCO's stop and target): when an order of a group fills,
+  the group's other orders are cancelled (:meth:`FillSimulator.take_cancelled` hands them to the
+  broker). Within one bar a group's stops are matched before its limits (the pessimistic path:
+  when a bar touches both the stop and the target, the stop wins).
+* **Expiry settlement** (:meth:`FillSimulator.settle`): every working order of a contract fills
+  at the settlement price (its intrinsic value, possibly 0) — the way an option that reaches
+  expiry leaves a book.
 * **Partial fills by available volume**: a market/marketable order takes at most the displayed
   opposite quantity (ask qty for a buy), a resting limit at most the traded quantity of the print,
   a bar at most its volume — times ``participation`` and rounded down to whole lots. Where the data
@@ -31,7 +48,11 @@ from typing import NamedTuple
 from mandi.core.errors import OrderError
 from mandi.execution.config import MatchingConfig
 from mandi.model.market import Candle
-from mandi.model.orders import OrderType, Side
+from mandi.model.orders import OrderType, Side, stop_on_wrong_side, stop_triggered
+
+
+class StopRejected(OrderError):
+    """A stop order whose trigger the market has already passed (it would fill at once)."""
 
 
 class MarketPrint(NamedTuple):
@@ -63,12 +84,14 @@ class WorkingOrder:
         "limit_price",
         "lot",
         "marketable",
+        "oco_group",
         "order_id",
         "order_type",
         "remaining",
         "side",
         "tick",
         "token",
+        "trigger",
     )
 
     def __init__(
@@ -84,11 +107,20 @@ class WorkingOrder:
         tick: int,
         marketable: bool,
         fills: int = 0,
+        trigger: int = 0,
+        oco_group: str = "",
     ) -> None:
         self.order_id, self.token, self.side = order_id, token, side
         self.remaining, self.order_type, self.limit_price = quantity, order_type, limit_price
         self.accepted_ns, self.lot, self.tick = accepted_ns, max(lot, 1), max(tick, 1)
         self.marketable, self.fills = marketable, fills
+        self.trigger = trigger  # > 0 while a stop waits for its trigger; 0 once it fired
+        self.oco_group = oco_group
+
+    @property
+    def waiting(self) -> bool:
+        """An untriggered stop."""
+        return self.trigger > 0
 
 
 class FillSimulator:
@@ -98,6 +130,8 @@ class FillSimulator:
         self.config = config or MatchingConfig()
         self._by_token: dict[int, dict[str, WorkingOrder]] = {}
         self._orders: dict[str, WorkingOrder] = {}
+        self._groups: dict[str, set[str]] = {}  # OCO group -> its working orders
+        self._cancelled: list[tuple[str, str]] = []  # (order id, reason) for the broker
 
     def __contains__(self, order_id: object) -> bool:
         return order_id in self._orders
@@ -129,18 +163,31 @@ class FillSimulator:
         lot_size: int = 1,
         tick_size: int = 5,
         fills_so_far: int = 0,
+        trigger_price: int = 0,
+        oco_group: str = "",
     ) -> WorkingOrder:
         """Start working an order. ``reference_price`` (the touch or LTP at acceptance) decides
-        whether a limit order is marketable."""
+        whether a limit order is marketable, and refuses a stop already triggered
+        (:class:`StopRejected`). ``oco_group`` links the orders of a one-cancels-other group."""
         if order_id in self._orders:
             raise OrderError(f"order {order_id} is already working")
         if quantity <= 0:
             raise OrderError(f"order {order_id}: quantity must be positive, got {quantity}")
         order_type, side = OrderType(order_type), Side(side)
-        if order_type is OrderType.LIMIT and limit_price <= 0:
+        if order_type.has_limit and limit_price <= 0:
             raise OrderError(f"order {order_id}: limit price must be positive")
+        if order_type.is_stop:
+            if trigger_price <= 0:
+                raise OrderError(f"order {order_id}: a stop needs a positive trigger price")
+            if stop_on_wrong_side(side, trigger_price, reference_price):
+                where = "above" if side is Side.BUY else "below"
+                raise StopRejected(
+                    f"order {order_id}: a {side.value} stop's trigger must be {where} the last "
+                    f"price ({trigger_price / 100:g} vs {reference_price / 100:g})"
+                )
         marketable = order_type is OrderType.MARKET or (
-            reference_price > 0
+            order_type is OrderType.LIMIT
+            and reference_price > 0
             and (
                 limit_price >= reference_price
                 if side is Side.BUY
@@ -159,9 +206,13 @@ class FillSimulator:
             tick_size,
             marketable,
             fills_so_far,
+            trigger_price if order_type.is_stop else 0,
+            oco_group,
         )
         self._orders[order_id] = w
         self._by_token.setdefault(token, {})[order_id] = w
+        if oco_group:
+            self._groups.setdefault(oco_group, set()).add(order_id)
         return w
 
     def cancel(self, order_id: str) -> int:
@@ -173,7 +224,24 @@ class FillSimulator:
         del book[order_id]
         if not book:
             del self._by_token[w.token]
+        if w.oco_group:
+            group = self._groups.get(w.oco_group)
+            if group is not None:
+                group.discard(order_id)
+                if not group:
+                    del self._groups[w.oco_group]
         return w.remaining
+
+    def take_cancelled(self) -> list[tuple[str, str]]:
+        """The orders the simulator cancelled itself since the last call (an OCO partner of a
+        filled order), as ``(order id, reason)``; the broker reports them cancelled."""
+        out, self._cancelled = self._cancelled, []
+        return out
+
+    def _trigger(self, w: WorkingOrder) -> None:
+        """A stop fired: from now on it is a market order (SL-M) or a limit (SL)."""
+        w.trigger = 0
+        w.marketable = w.order_type is OrderType.SL_M
 
     # --- matching ---------------------------------------------------------------------------------
     def _take(self, w: WorkingOrder, available: int) -> int:
@@ -189,6 +257,10 @@ class FillSimulator:
         w.fills += 1
         w.remaining -= qty
         out.append(Fill(w.order_id, f"{w.order_id}:{w.fills}", w.token, w.side, qty, price, ts))
+        if w.oco_group:  # one filled: the others of its group are cancelled
+            for other in list(self._groups.get(w.oco_group, ())):
+                if other != w.order_id and self.cancel(other):
+                    self._cancelled.append((other, f"OCO: {w.order_id} filled"))
         if w.remaining == 0:
             self.cancel(w.order_id)
 
@@ -200,15 +272,25 @@ class FillSimulator:
         cfg = self.config
         out: list[Fill] = []
         for w in list(book.values()):
-            if p.ts <= w.accepted_ns:
-                continue
+            if p.ts <= w.accepted_ns or w.order_id not in self._orders:
+                continue  # too early, or cancelled by an OCO partner in this print
             buy = w.side is Side.BUY
+            if w.trigger:
+                if not stop_triggered(w.side, w.trigger, p.last):
+                    continue
+                self._trigger(w)
+                if not w.marketable and (p.last > w.limit_price if buy else p.last < w.limit_price):
+                    continue  # an SL triggered beyond its limit: it rests as a limit
+                w.marketable = True  # acts on this print like a marketable order
             if w.marketable:
                 base = p.last
+                slip = cfg.slippage_ticks * w.tick
                 if cfg.price_source == "touch":
                     touch = p.ask if buy else p.bid
-                    base = touch if touch > 0 else p.last
-                slip = cfg.slippage_ticks * w.tick
+                    if touch > 0:
+                        base = touch
+                    else:
+                        slip += cfg.no_quote_slippage_ticks * w.tick
                 price = base + slip if buy else max(base - slip, w.tick)
                 if w.order_type is OrderType.LIMIT and (
                     price > w.limit_price if buy else price < w.limit_price
@@ -224,6 +306,16 @@ class FillSimulator:
             self._fill(w, self._take(w, avail), price, p.ts, out)
         return out
 
+    def settle(self, token: int, price: int, ts: int) -> list[Fill]:
+        """Fill every working order of ``token`` at the settlement ``price`` (paise, ≥ 0) — an
+        expired contract's intrinsic value."""
+        if price < 0:
+            raise OrderError(f"settlement price of {token} must not be negative, got {price}")
+        out: list[Fill] = []
+        for w in list(self._by_token.get(token, {}).values()):
+            self._fill(w, w.remaining, price, ts, out)
+        return out
+
     def on_bar(self, token: int, bar: Candle, ts: int | None = None) -> list[Fill]:
         """Match against one confirmed bar. Market orders accepted before the bar started fill
         at its open (``bar_fill="open"``), or at its close if accepted before it ended
@@ -235,12 +327,31 @@ class FillSimulator:
         end = bar.bucket + bar.timeframe * 1_000_000_000
         when = bar.bucket if ts is None else ts
         out: list[Fill] = []
-        for w in list(book.values()):
-            at_open = cfg.bar_fill == "open" or not w.marketable
+        # stops first: when a bar touches an OCO group's stop and its target, the stop wins
+        for w in sorted(book.values(), key=lambda x: not x.trigger):
+            if w.order_id not in self._orders:
+                continue  # cancelled by an OCO partner in this bar
+            at_open = cfg.bar_fill == "open" or not w.marketable or w.trigger
             if (at_open and w.accepted_ns > bar.bucket) or (not at_open and w.accepted_ns >= end):
                 continue
             buy = w.side is Side.BUY
             slip = cfg.slippage_ticks * w.tick
+            if w.trigger:
+                reach = bar.high if buy else bar.low
+                if not stop_triggered(w.side, w.trigger, reach):
+                    continue
+                # the trigger, or the open when the bar opened beyond it
+                level = max(bar.open, w.trigger) if buy else min(bar.open, w.trigger)
+                self._trigger(w)
+                if w.order_type is OrderType.SL and (
+                    level > w.limit_price if buy else level < w.limit_price
+                ):
+                    continue  # beyond the SL's limit: it rests as a limit for later bars
+                price = level + slip if buy else max(level - slip, w.tick)
+                if w.order_type is OrderType.SL:
+                    price = min(price, w.limit_price) if buy else max(price, w.limit_price)
+                self._fill(w, self._take(w, bar.volume), price, when, out)
+                continue
             if w.marketable:
                 base = bar.open if at_open else bar.close
                 price = base + slip if buy else max(base - slip, w.tick)

@@ -34,7 +34,10 @@ from mandi.execution.ports import (
     BrokerOrderUpdate,
     OrderRequest,
     TradingStore,
+    native_oco,
+    native_order_types,
 )
+from mandi.execution.stops import PendingStop, StopEmulator
 from mandi.model.instruments import InstrumentMaster
 from mandi.model.orders import (
     Intent,
@@ -44,7 +47,9 @@ from mandi.model.orders import (
     OrderRejected,
     OrderStatus,
     OrderSubmitted,
+    OrderType,
     OrderUnknown,
+    Side,
     SubmitOrder,
 )
 from mandi.risk.ratelimit import OrderRateLimiter
@@ -81,6 +86,7 @@ class OrderManager:
         self.sent = 0
         self.send_times: list[tuple[str, int]] = []  # (segment, ts) of sends, for tests/status
         self.record_send_times = False
+        self.stops = StopEmulator()  # stops and OCO groups the broker cannot hold itself
         if broker is not None:
             broker.set_event_sink(self.handle_broker_event)
 
@@ -128,6 +134,8 @@ class OrderManager:
                     tag=cmd.tag,
                     stop_loss=cmd.stop_loss,
                     target=cmd.target,
+                    trigger_price=cmd.trigger_price,
+                    oco_group=cmd.oco_group,
                 )
             )
         self.store.save_new_orders([o.to_record() for o in children], signal_status)
@@ -165,22 +173,84 @@ class OrderManager:
         slots = [self.limiter.next_slot(o.segment, now) for o in self.queue]
         return min(slots) if slots else None
 
-    def _request(self, o: Order) -> OrderRequest:
+    def _request(self, o: Order, order_type: OrderType | None = None) -> OrderRequest:
         inst = self.master.get(o.token)
+        kind = order_type or o.order_type
         return OrderRequest(
             o.client_order_id,
             o.token,
             o.exchange,
             o.symbol,
             o.side,
-            o.quantity,
-            o.order_type,
-            o.limit_price,
+            o.quantity - o.filled_qty,
+            kind,
+            o.limit_price if kind.has_limit else 0,
             o.product,
             reference_price=self.reference_price(o),
             lot_size=inst.lot_size if inst else 1,
             tick_size=inst.tick_size if inst else 5,
+            trigger_price=o.trigger_price if kind.is_stop else 0,
+            oco_group=o.oco_group if order_type is None else "",
         )
+
+    def held_by_kernel(self, o: Order) -> bool:
+        """Whether ``o`` waits in the kernel's stop book: a type the broker does not hold, or an
+        OCO group it cannot link (then both legs wait here, as a GTT does at the broker)."""
+        if self.broker is None:
+            return False
+        if o.order_type not in native_order_types(self.broker):
+            return True
+        return bool(o.oco_group) and not native_oco(self.broker)
+
+    def _hold(self, o: Order, now: int) -> None:
+        """Keep a stop (or an OCO leg) here until a price triggers it (:meth:`on_price`)."""
+        stop = PendingStop(
+            o.client_order_id,
+            o.token,
+            o.side,
+            o.order_type,
+            o.trigger_price,
+            o.limit_price,
+            now,
+            o.oco_group,
+        )
+        try:
+            self.stops.add(stop, self.reference_price(o))
+        except ValueError:
+            where = "above" if o.side is Side.BUY else "below"
+            self._finish(
+                o, S.REJECTED, f"a {o.side.value} stop's trigger must be {where} the last price"
+            )
+            return
+        self._apply_ack(o, BrokerAck("ACCEPTED", ""))
+
+    def on_price(self, token: int, last: int, ts: int) -> int:
+        """A last price of ``token``: send the held stops it triggers (an SL-M as a MARKET
+        order, an SL or a target as a LIMIT) and drop their OCO partners; returns how many
+        were sent."""
+        if not self.stops.watches(token):
+            return 0
+        fired, dropped = self.stops.on_price(token, last, ts)
+        for cid in dropped:
+            o = self.orders.get(cid)
+            if o is not None:
+                self._finish(o, S.CANCELLED, "OCO: its partner triggered")
+        for stop in fired:
+            o = self.orders.get(stop.order_id)
+            if o is None or o.terminal or self.broker is None:
+                continue
+            kind = OrderType.MARKET if stop.order_type is OrderType.SL_M else OrderType.LIMIT
+            log.info(
+                "order %s: %s triggered at %s", o.client_order_id[:8], o.order_type.value, last
+            )
+            try:
+                ack = self.broker.place_order(self._request(o, kind))
+            except Exception as e:
+                self._unknown(o, f"error while sending a triggered stop: {type(e).__name__}: {e}")
+                continue
+            if ack.status == "REJECTED":
+                self._finish(o, S.REJECTED, ack.reason or "rejected by the broker")
+        return len(fired)
 
     def _send(self, o: Order, now: int) -> None:
         assert self.broker is not None
@@ -192,6 +262,9 @@ class OrderManager:
             self.send_times.append((o.segment, now))
         if self.bus.has_subscribers("order:submitted"):
             self.bus.publish("order:submitted", OrderSubmitted(now, rec))
+        if self.held_by_kernel(o):
+            self._hold(o, now)
+            return
         try:
             ack = self.broker.place_order(self._request(o))
         except Exception as e:
@@ -256,6 +329,9 @@ class OrderManager:
         o = self.orders.get(client_order_id)
         if o is None or o.terminal:
             return False
+        if self.stops.cancel(client_order_id) is not None:  # held here: never reached the broker
+            self._finish(o, S.CANCELLED, reason)
+            return True
         if o.status is S.NEW:
             self._finish(o, S.CANCELLED, reason)
             return True
@@ -307,8 +383,8 @@ class OrderManager:
     # --- reconciliation ---------------------------------------------------------------------------
     def reconcile(self, o: Order) -> None:
         """Settle ``o`` with the broker's book (see the module docstring)."""
-        if self.broker is None or o.terminal:
-            return
+        if self.broker is None or o.terminal or o.client_order_id in self.stops.pending:
+            return  # a held stop is ours alone until it triggers
         now = self.clock.now_ns()
         try:
             report = self.broker.order_status(o.client_order_id)
@@ -379,3 +455,17 @@ class OrderManager:
         """Adopt the open orders of the store (after a restart), before reconciliation."""
         for o in orders:
             self.orders[o.client_order_id] = o
+            if o.status is S.ACKED and not o.filled_qty and self.held_by_kernel(o):
+                # a stop held here before the restart: held again (its broker never saw it)
+                self.stops.add(
+                    PendingStop(
+                        o.client_order_id,
+                        o.token,
+                        o.side,
+                        o.order_type,
+                        o.trigger_price,
+                        o.limit_price,
+                        o.updated_ns,
+                        o.oco_group,
+                    )
+                )

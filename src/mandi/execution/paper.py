@@ -23,13 +23,14 @@ from typing import Protocol
 
 from mandi.core.clock import Clock
 from mandi.execution.config import MatchingConfig
-from mandi.execution.matching import Fill, FillSimulator, MarketPrint
+from mandi.execution.matching import Fill, FillSimulator, MarketPrint, StopRejected
 from mandi.execution.ports import (
     BrokerAck,
     BrokerBalance,
     BrokerEvent,
     BrokerFill,
     BrokerOrderReport,
+    BrokerOrderUpdate,
     BrokerPosition,
     OrderRequest,
 )
@@ -63,6 +64,8 @@ class PaperOrder:
     filled_qty: int = 0
     reason: str = ""
     fills: tuple[BrokerFill, ...] = ()
+    trigger_price: int = 0
+    oco_group: str = ""
 
     def report(self) -> BrokerOrderReport:
         return BrokerOrderReport(
@@ -103,6 +106,9 @@ class MemoryPaperBook:
 class PaperBroker:
     name = "paper"
     is_live = False
+    #: SL / SL-M and OCO groups live in the shared fill simulator, as a real broker holds them
+    native_order_types = frozenset(OrderType)
+    native_oco = True
 
     def __init__(
         self,
@@ -134,6 +140,8 @@ class PaperBroker:
                     lot_size=o.lot_size,
                     tick_size=o.tick_size,
                     fills_so_far=len(o.fills),
+                    trigger_price=o.trigger_price,
+                    oco_group=o.oco_group,
                 )
 
     # --- the port ---------------------------------------------------------------------------------
@@ -159,10 +167,14 @@ class PaperBroker:
         reason = ""
         if r.quantity <= 0 or r.quantity % max(r.lot_size, 1):
             reason = f"quantity {r.quantity} is not a multiple of the lot size {r.lot_size}"
-        elif r.order_type is OrderType.LIMIT and (
+        elif OrderType(r.order_type).has_limit and (
             r.limit_price <= 0 or r.limit_price % max(r.tick_size, 1)
         ):
             reason = f"limit price {r.limit_price} is not on the tick grid of {r.tick_size}"
+        elif OrderType(r.order_type).is_stop and (
+            r.trigger_price <= 0 or r.trigger_price % max(r.tick_size, 1)
+        ):
+            reason = f"trigger price {r.trigger_price} is not on the tick grid of {r.tick_size}"
         now = self.clock.now_ns()
         self.placed += 1
         o = PaperOrder(
@@ -182,23 +194,31 @@ class PaperBroker:
             now,
             S.REJECTED if reason else S.ACKED,
             reason=reason,
+            trigger_price=r.trigger_price,
+            oco_group=r.oco_group,
         )
+        if not reason:
+            try:
+                self.sim.add(
+                    o.client_order_id,
+                    o.token,
+                    o.side,
+                    o.quantity,
+                    accepted_ns=now,
+                    order_type=o.order_type,
+                    limit_price=o.limit_price,
+                    reference_price=o.reference_price,
+                    lot_size=o.lot_size,
+                    tick_size=o.tick_size,
+                    trigger_price=o.trigger_price,
+                    oco_group=o.oco_group,
+                )
+            except StopRejected as e:  # the market already passed the trigger
+                o = replace(o, status=S.REJECTED, reason=str(e).split(": ", 1)[-1])
         self.book.save(o)
         self._orders[o.client_order_id] = o
-        if reason:
-            return BrokerAck("REJECTED", o.broker_order_id, reason)
-        self.sim.add(
-            o.client_order_id,
-            o.token,
-            o.side,
-            o.quantity,
-            accepted_ns=now,
-            order_type=o.order_type,
-            limit_price=o.limit_price,
-            reference_price=o.reference_price,
-            lot_size=o.lot_size,
-            tick_size=o.tick_size,
-        )
+        if o.status is S.REJECTED:
+            return BrokerAck("REJECTED", o.broker_order_id, o.reason)
         return BrokerAck("ACCEPTED", o.broker_order_id)
 
     def modify_order(
@@ -230,6 +250,8 @@ class PaperBroker:
                 lot_size=o.lot_size,
                 tick_size=o.tick_size,
                 fills_so_far=len(o.fills),
+                trigger_price=w.trigger,
+                oco_group=o.oco_group,
             )
         else:
             o = replace(o, status=S.FILLED)
@@ -301,7 +323,18 @@ class PaperBroker:
 
     def _record_fills(self, fills: list[Fill]) -> None:
         """Book the simulator's fills and report them: the broker's record first, then the
-        client hears of it."""
+        client hears of it; then the OCO partners the simulator cancelled."""
+        self._record(fills)
+        for cid, why in self.sim.take_cancelled():
+            o = self._orders.get(cid)
+            if o is None or o.status.terminal:
+                continue
+            o = replace(o, status=S.CANCELLED, reason=why)
+            self._orders[cid] = o
+            self.book.save(o)
+            self._sink(BrokerOrderUpdate(cid, S.CANCELLED, self.clock.now_ns(), why))
+
+    def _record(self, fills: list[Fill]) -> None:
         for f in fills:
             o = self._orders[f.order_id]
             bf = BrokerFill(f.order_id, f.fill_id, f.quantity, f.price, f.ts)

@@ -61,6 +61,8 @@ class OrderRequest:
     reference_price: int = 0  # the decision price (paper: decides whether a limit is marketable)
     lot_size: int = 1
     tick_size: int = 5
+    trigger_price: int = 0  # SL / SL-M
+    oco_group: str = ""  # one-cancels-other partners (a GTT OCO's stop and target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,12 @@ class Broker(Protocol):
 
     name: str
     is_live: bool
+    # What the broker holds itself. Optional (adapters that do not say are taken to hold MARKET
+    # and LIMIT only): other types and OCO groups are then held by the kernel
+    # (:mod:`mandi.execution.stops`) with the fill simulator's trigger rule. See
+    # :func:`native_order_types` and :func:`native_oco`.
+    # native_order_types: frozenset[OrderType]
+    # native_oco: bool
 
     def connect(self) -> None: ...
 
@@ -169,6 +177,20 @@ class Broker(Protocol):
     def positions(self) -> list[BrokerPosition]: ...
 
     def balance(self) -> BrokerBalance: ...
+
+
+BASIC_ORDER_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT})
+
+
+def native_order_types(broker: object) -> frozenset[OrderType]:
+    """The order types ``broker`` holds itself (MARKET and LIMIT unless it declares more)."""
+    types: frozenset[OrderType] = getattr(broker, "native_order_types", BASIC_ORDER_TYPES)
+    return types
+
+
+def native_oco(broker: object) -> bool:
+    """Whether ``broker`` links one-cancels-other orders itself (a GTT OCO)."""
+    return bool(getattr(broker, "native_oco", False))
 
 
 # --- the store ------------------------------------------------------------------------------------

@@ -320,8 +320,18 @@ def _resolve_lot(
 ) -> int:
     if explicit is not None:
         return explicit
-    table = default_lot_size(underlying, expiry, as_of)
     g, n = _gcd(quantities)
+    return _lot_from_gcd(name, underlying, expiry, as_of, g, n, None)
+
+
+def _lot_from_gcd(
+    name: str, underlying: str, expiry: dt.date, as_of: dt.date, g: int, n: int,
+    explicit: int | None,
+) -> int:  # fmt: skip
+    """:func:`_resolve_lot` given the GCD ``g`` of the ``n`` non-zero share quantities."""
+    if explicit is not None:
+        return explicit
+    table = default_lot_size(underlying, expiry, as_of)
     if table is not None:
         if n == 0 or g % table == 0:
             return table
@@ -1171,6 +1181,7 @@ def parse_option_chains(
     lot_size: int | None = None,
     underlying_price: UnderlyingPrice = None,
     as_of: AsOf = None,
+    fast: bool = True,
 ) -> ChainImport:
     """Parse one option-chain file (any supported format) into one snapshot per expiry.
 
@@ -1197,6 +1208,9 @@ def parse_option_chains(
         Observation time for formats that carry none (NSE CSV): an IST-naive or aware
         ``datetime``, a ``date`` (= 15:30 IST that day), int ns UTC or an ISO string in IST.
         Ignored when the file has its own timestamp.
+    fast
+        Try the fast path for NSE JSON first (:mod:`mandi.feeds.nse_fast`: the same result, or
+        it steps aside for this reference parser); False runs the reference parser only.
 
     Returns
     -------
@@ -1217,6 +1231,15 @@ def parse_option_chains(
         underlying_price=underlying_price,
         as_of_ns=_as_of_ns(as_of, name),
     )
+    if fast:
+        raw = _decompress(data, name) if isinstance(data, bytes) else data
+        head = raw.lstrip()[:1] if isinstance(raw, str) else raw.lstrip(b" \t\r\n")[:1]
+        if head in ("{", b"{"):
+            from mandi.feeds import nse_fast
+
+            imp = nse_fast.parse(raw, name, opts)
+            if imp is not None:
+                return imp
     text = _text(data, name)
     stripped = text.lstrip()
     if not stripped:

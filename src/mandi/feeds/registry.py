@@ -20,9 +20,10 @@ Opener = Callable[[Any, Any], Awaitable[Any]]
 FEEDS: dict[str, str | Opener] = {
     "kite": "mandi.brokers.kite.feed:open_kite_feed",
     "angel": "mandi.brokers.angel.feed:open_angel_feed",
+    "groww": "mandi.brokers.groww.feed:open_groww_feed",
     "nse": "mandi.feeds.nse_live:open_nse_feed",
 }
-BROKER_FEEDS = ("kite", "angel")
+BROKER_FEEDS = ("kite", "angel", "groww")
 
 
 def register_feed(name: str, opener: str | Opener) -> None:

@@ -50,7 +50,6 @@ from mandi.model.batches import (
 )
 from mandi.model.instruments import AnyInstrument, Equity, Index, Option
 from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
-from mandi.options.pricing import bs_price
 
 TICK = 5  # paise
 NS_PER_YEAR = 365 * 86_400 * NS_PER_SECOND  # ACT/365
@@ -117,6 +116,71 @@ def _token_for(symbol: str, taken: set[int]) -> int:
     return t
 
 
+def day_listing(
+    cfg: SimConfig, day: dt.date, spots: list[float] | None = None
+) -> tuple[list[AnyInstrument], list[Option], dict[str, list[dt.date]]]:
+    """The instruments the simulated exchange lists on ``day``: indices, stocks and India VIX,
+    then every option contract (``strikes_each_side`` strikes around each index's ATM at
+    ``spots``, by default the opening levels, for its expiries by the calendar rules); and the
+    expiries per index. Pure and cheap: no prices are computed."""
+    specs = [UNDERLYINGS[u] for u in cfg.underlyings]
+    spots = spots if spots is not None else [u.spot for u in specs]
+    contracts: list[Option] = []
+    instruments: list[AnyInstrument] = []
+    taken: set[int] = set()
+    for spec in specs:
+        instruments.append(
+            Index(spec.token, spec.exchange, spec.symbol, spec.symbol, "INDICES", 1, TICK)
+        )
+        taken.add(spec.token)
+    for s in cfg.stocks:
+        tok = STOCKS[s][0]
+        instruments.append(Equity(tok, "NSE", s, s, "NSE", 1, TICK))
+        taken.add(tok)
+    instruments.append(Index(VIX_TOKEN, "NSE", "INDIA VIX", "INDIA VIX", "INDICES", 1, 1))
+    taken.add(VIX_TOKEN)
+    expiries: dict[str, list[dt.date]] = {}
+    for i, spec in enumerate(specs):
+        ecal = calendar(spec.exchange)
+        weekly = spec.symbol in ("NIFTY", "SENSEX")
+        exps = ecal.expiries(spec.symbol, day, 2)
+        monthly = ecal.monthly_expiry(day.year, day.month)
+        if monthly < day:
+            y, m = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+            monthly = ecal.monthly_expiry(y, m)
+        if weekly and monthly not in exps:
+            exps.append(monthly)
+        expiries[spec.symbol] = sorted(exps)
+        atm = round(spots[i] / spec.spacing) * spec.spacing
+        strikes = [
+            atm + k * spec.spacing for k in range(-cfg.strikes_each_side, cfg.strikes_each_side + 1)
+        ]
+        seg = "NFO-OPT" if spec.exchange == "NSE" else "BFO-OPT"
+        fo_exchange = spec.exchange  # mandi keys F&O by the parent exchange (NSE/BSE)
+        for e in expiries[spec.symbol]:
+            is_monthly = e == ecal.monthly_expiry(e.year, e.month)
+            for k in strikes:
+                for kind in ("CE", "PE"):
+                    sym = option_symbol(spec.symbol, e, int(k), kind, is_monthly)
+                    contracts.append(
+                        Option(
+                            _token_for(sym, taken),
+                            fo_exchange,
+                            sym,
+                            spec.symbol,
+                            seg,
+                            spec.lot,
+                            TICK,
+                            spec.freeze,
+                            underlying=spec.symbol,
+                            expiry=e,
+                            strike=int(k) * 100,
+                            option_type=kind,
+                        )
+                    )
+    return instruments, contracts, expiries
+
+
 def latest_trading_day(cal: ExchangeCalendar, today: dt.date) -> dt.date:
     return today if cal.is_trading_day(today) else cal.previous_trading_day(today)
 
@@ -177,60 +241,9 @@ class SimExchange:
         self.open_ns, self.close_ns = session.open_ns, session.close_ns
         self._u_cum = np.zeros(len(self._u_price), dtype=np.int64)
         self._prev_close = self._u_price.copy()
-        contracts: list[Option] = []
-        instruments: list[AnyInstrument] = []
-        taken: set[int] = set()
-        for spec in self._u_specs:
-            instruments.append(
-                Index(spec.token, spec.exchange, spec.symbol, spec.symbol, "INDICES", 1, TICK)
-            )
-            taken.add(spec.token)
-        for s in cfg.stocks:
-            tok = STOCKS[s][0]
-            instruments.append(Equity(tok, "NSE", s, s, "NSE", 1, TICK))
-            taken.add(tok)
-        instruments.append(Index(VIX_TOKEN, "NSE", "INDIA VIX", "INDIA VIX", "INDICES", 1, 1))
-        taken.add(VIX_TOKEN)
-        self.expiries: dict[str, list[dt.date]] = {}
-        for i, spec in enumerate(self._u_specs):
-            ecal = calendar(spec.exchange)
-            weekly = spec.symbol in ("NIFTY", "SENSEX")
-            exps = ecal.expiries(spec.symbol, day, 2)
-            monthly = ecal.monthly_expiry(day.year, day.month)
-            if monthly < day:
-                y, m = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
-                monthly = ecal.monthly_expiry(y, m)
-            if weekly and monthly not in exps:
-                exps.append(monthly)
-            self.expiries[spec.symbol] = sorted(exps)
-            atm = round(self._u_price[i] / spec.spacing) * spec.spacing
-            strikes = [
-                atm + k * spec.spacing
-                for k in range(-cfg.strikes_each_side, cfg.strikes_each_side + 1)
-            ]
-            seg = "NFO-OPT" if spec.exchange == "NSE" else "BFO-OPT"
-            fo_exchange = spec.exchange  # mandi keys F&O by the parent exchange (NSE/BSE)
-            for e in self.expiries[spec.symbol]:
-                is_monthly = e == ecal.monthly_expiry(e.year, e.month)
-                for k in strikes:
-                    for kind in ("CE", "PE"):
-                        sym = option_symbol(spec.symbol, e, int(k), kind, is_monthly)
-                        contracts.append(
-                            Option(
-                                _token_for(sym, taken),
-                                fo_exchange,
-                                sym,
-                                spec.symbol,
-                                seg,
-                                spec.lot,
-                                TICK,
-                                spec.freeze,
-                                underlying=spec.symbol,
-                                expiry=e,
-                                strike=int(k) * 100,
-                                option_type=kind,
-                            )
-                        )
+        instruments, contracts, self.expiries = day_listing(
+            cfg, day, [float(p) for p in self._u_price[: len(self._u_specs)]]
+        )
         self.contracts = contracts
         self._c_token = np.array([c.token for c in contracts], dtype=np.int64)
         self._c_exchange = np.array([exchange_code(c.exchange) for c in contracts], dtype=np.int64)
@@ -258,6 +271,8 @@ class SimExchange:
         self._price_options(self.open_ns)
 
     def _price_options(self, ts_ns: int) -> np.ndarray:
+        from mandi.options.pricing import bs_price  # numba: loaded when prices are first made
+
         spot = self._u_price[self._c_under]
         t = np.maximum(self._c_expiry_ns - ts_ns, 60 * NS_PER_SECOND) / (365 * 86400 * 1e9)
         iv = smile(self._atm_vol[self._c_under], spot, self._c_strike)
@@ -344,6 +359,8 @@ class SimExchange:
     ) -> TickBatch:
         """Ticks of one generated minute in event-time order (ties: indices, stocks, VIX,
         options), as columns: every field is computed for the whole minute with NumPy."""
+        from mandi.options.pricing import bs_price
+
         cfg = self.config
         step_ns = cfg.step_ms * 1_000_000
         n_i = len(self._u_specs)

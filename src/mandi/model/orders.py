@@ -58,8 +58,36 @@ class Side(StrEnum):
 
 
 class OrderType(StrEnum):
+    """Kite's order types: ``SL`` (stop-loss limit: at the trigger it becomes a LIMIT order at
+    ``limit_price``) and ``SL-M`` (stop-loss market: at the trigger it becomes a MARKET order).
+    A BUY stop triggers when the last price rises to its trigger, a SELL stop when it falls to
+    it; a stop whose trigger the market has already passed is rejected, never filled at once."""
+
     MARKET = "MARKET"
     LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL-M"
+
+    @property
+    def is_stop(self) -> bool:
+        return self is OrderType.SL or self is OrderType.SL_M
+
+    @property
+    def has_limit(self) -> bool:
+        return self is OrderType.LIMIT or self is OrderType.SL
+
+
+def stop_triggered(side: Side, trigger: int, last: int) -> bool:
+    """Whether a stop with ``trigger`` fires on a print at ``last`` (paise): a BUY stop when the
+    last price is at or above its trigger, a SELL stop when at or below. The one trigger rule of
+    the fill simulator, the risk check and every broker emulation."""
+    return last >= trigger if side is Side.BUY else last <= trigger
+
+
+def stop_on_wrong_side(side: Side, trigger: int, reference: int) -> bool:
+    """Whether the market (``reference``, the last price; 0 = unknown) is already at or beyond
+    a new stop's trigger — such a stop would fire at once and is refused."""
+    return reference > 0 and stop_triggered(side, trigger, reference)
 
 
 class Product(StrEnum):
@@ -143,6 +171,7 @@ class Order:
         "filled_qty",
         "intent",
         "limit_price",
+        "oco_group",
         "order_type",
         "parent_id",
         "position_id",
@@ -161,6 +190,7 @@ class Order:
         "tag",
         "target",
         "token",
+        "trigger_price",
         "updated_ns",
     )
 
@@ -196,13 +226,20 @@ class Order:
         updated_ns: int | None = None,
         stop_loss: int = 0,
         target: int = 0,
+        trigger_price: int = 0,
+        oco_group: str = "",
     ) -> None:
         if quantity <= 0:
             raise OrderError(f"order {client_order_id}: quantity must be positive, got {quantity}")
-        if order_type == OrderType.LIMIT and limit_price <= 0:
+        if order_type in (OrderType.LIMIT, OrderType.SL) and limit_price <= 0:
             raise OrderError(
-                f"order {client_order_id}: a LIMIT order needs a positive limit "
-                f"price, got {limit_price}"
+                f"order {client_order_id}: a {OrderType(order_type).value} order needs a positive "
+                f"limit price, got {limit_price}"
+            )
+        if order_type in (OrderType.SL, OrderType.SL_M) and trigger_price <= 0:
+            raise OrderError(
+                f"order {client_order_id}: a {OrderType(order_type).value} order needs a positive "
+                f"trigger price, got {trigger_price}"
             )
         self.client_order_id = client_order_id
         self.token, self.exchange, self.symbol = token, exchange, symbol
@@ -218,6 +255,7 @@ class Order:
         self.slice_no, self.slice_count = slice_no, slice_count
         self.segment, self.tag = segment, tag
         self.stop_loss, self.target = stop_loss, target
+        self.trigger_price, self.oco_group = trigger_price, oco_group
         self.status = status if type(status) is OrderStatus else OrderStatus(status)
         self.filled_qty, self.fill_value = filled_qty, fill_value
         self.fill_ids: set[str] = set(fill_ids)
@@ -270,10 +308,11 @@ class Order:
     def apply_fill(self, fill_id: str, quantity: int, price: int, ts_ns: int) -> bool:
         """Apply one execution. Returns False for a duplicate fill id (ignored); raises
         :class:`OrderError` for a fill the state machine cannot accept (a terminal order, an
-        over-fill, a non-positive quantity or price) and changes nothing then."""
+        over-fill, a non-positive quantity or price — except a price of 0 on an exit: an option
+        expiring worthless is settled at 0) and changes nothing then."""
         if fill_id in self.fill_ids:
             return False
-        if quantity <= 0 or price <= 0:
+        if quantity <= 0 or price < 0 or (price == 0 and self.intent is not Intent.EXIT):
             raise OrderError(
                 f"order {self.client_order_id}: bad fill {fill_id} "
                 f"(quantity {quantity}, price {price})"
@@ -352,6 +391,8 @@ class Order:
             updated_ns=self.updated_ns,
             stop_loss=self.stop_loss,
             target=self.target,
+            trigger_price=self.trigger_price,
+            oco_group=self.oco_group,
         )
 
     @classmethod
@@ -386,6 +427,8 @@ class Order:
             updated_ns=r.updated_ns,
             stop_loss=r.stop_loss,
             target=r.target,
+            trigger_price=r.trigger_price,
+            oco_group=r.oco_group,
         )
 
 
@@ -421,6 +464,8 @@ class OrderRecord(msgspec.Struct, frozen=True):
     updated_ns: int
     stop_loss: int = 0
     target: int = 0
+    trigger_price: int = 0  # SL / SL-M
+    oco_group: str = ""  # one-cancels-other partners share it (a GTT OCO's two legs)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -450,6 +495,8 @@ class SubmitOrder(Message, frozen=True):
     stop_loss: int = 0
     target: int = 0
     tag: str = ""
+    trigger_price: int = 0  # SL / SL-M: the last price that turns the stop into an order
+    oco_group: str = ""  # a GTT OCO: when one order of the group fills, the others cancel
 
 
 @message

@@ -20,7 +20,7 @@ TRAILING = "TRAILING_STOP"
 EXPIRY = "EXPIRY_APPROACHING"
 SQUARE_OFF = "INTRADAY_SQUARE_OFF"
 SIGNAL = "OPPOSITE_SIGNAL"
-FLAT = "EXIT_SIGNAL"  # the strategy asked to go flat (an ML strategy on a neutral prediction)
+FLAT = "EXIT_SIGNAL"  # the strategy asked to go flat (Strategy.close, an ML neutral prediction)
 MANUAL = "MANUAL"
 HALT = "HALTED"
 

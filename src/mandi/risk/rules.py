@@ -24,7 +24,7 @@ from mandi.core.calendar import (
 )
 from mandi.core.money import format_inr
 from mandi.model.instruments import AnyInstrument, Future, Index
-from mandi.model.orders import Intent, OrderType, Side
+from mandi.model.orders import Intent, OrderType, Side, stop_on_wrong_side
 from mandi.risk.config import RiskLimits, before_close_ns, session_for
 
 
@@ -81,11 +81,17 @@ class OrderContext:
     orders_today: int = 0
     slices: int = 1
     entry_block: tuple[str, str] = ("", "")  # (rule, reason) of a live input: feed, session
+    trigger_price: int = 0  # SL / SL-M
 
     @property
     def price(self) -> int:
-        """The price the order's value is judged at: the limit, or the last traded price."""
-        return self.limit_price if self.order_type is OrderType.LIMIT else self.ltp
+        """The price the order's value is judged at: the limit (LIMIT, SL), the trigger
+        (SL-M), or the last traded price."""
+        if self.order_type is OrderType.LIMIT or self.order_type is OrderType.SL:
+            return self.limit_price
+        if self.order_type is OrderType.SL_M:
+            return self.trigger_price
+        return self.ltp
 
     @property
     def value(self) -> int:
@@ -189,7 +195,11 @@ def stale_data(c: OrderContext) -> Denied | None:
 def price_sanity(c: OrderContext) -> Denied | None:
     if c.ltp <= 0:
         return Denied("price_sanity", f"no valid last price for {c.instrument.symbol}")
-    if c.order_type is OrderType.LIMIT:
+    if c.order_type.is_stop:
+        d = stop_trigger(c)
+        if d is not None:
+            return d
+    if c.order_type is OrderType.LIMIT or c.order_type is OrderType.SL:
         tick = max(c.instrument.tick_size, 1)
         if c.limit_price <= 0 or c.limit_price % tick:
             return Denied(
@@ -205,6 +215,36 @@ def price_sanity(c: OrderContext) -> Denied | None:
                 f"{c.limits.limit_band:.0%} away from the last price "
                 f"{format_inr(c.ltp)}",
             )
+    return None
+
+
+def stop_trigger(c: OrderContext) -> Denied | None:
+    """A stop (SL / SL-M) needs a trigger on the tick grid on the far side of the last price —
+    above it for a BUY stop, below for a SELL stop — or it would fire at once; an SL's limit
+    must not be worse than its trigger allows (a BUY SL's limit at or above the trigger)."""
+    tick = max(c.instrument.tick_size, 1)
+    t = c.trigger_price
+    if t <= 0 or t % tick:
+        return Denied(
+            "stop_trigger",
+            f"trigger price {format_inr(t)} is not a positive multiple of the tick size "
+            f"{format_inr(tick)}",
+        )
+    if stop_on_wrong_side(c.side, t, c.ltp):
+        where = "above" if c.side is Side.BUY else "below"
+        return Denied(
+            "stop_trigger",
+            f"a {c.side.value} stop's trigger {format_inr(t)} must be {where} the last price "
+            f"{format_inr(c.ltp)}: it would fire at once",
+        )
+    if c.order_type is OrderType.SL and (
+        c.limit_price < t if c.side is Side.BUY else c.limit_price > t
+    ):
+        return Denied(
+            "stop_trigger",
+            f"an SL {c.side.value}'s limit {format_inr(c.limit_price)} must be "
+            f"{'at or above' if c.side is Side.BUY else 'at or below'} its trigger {format_inr(t)}",
+        )
     return None
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import ChainSnapshot, Tick
 from mandi.options.chain import ChainAnalytics, ChainMatrix, ChainMatrixConfig
+from mandi.options.chain.matrix import CE_IV, PE_IV
 from mandi.pipeline.chains import ChainAssembler
 from mandi.stores.chains import (
     METADATA_SQL,
@@ -142,9 +143,8 @@ class ChainLayer:
             if analytics is not None:
                 node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
             if persist:
-                node.writer.put(
-                    "option_chain_snapshots", snapshot_rows(snap, analytics, node.clock.now_ns())
-                )
+                rows = snapshot_rows(snap, analytics, node.clock.now_ns(), self._ivs(snap))
+                node.writer.put("option_chain_snapshots", rows)
                 node.writer.put(
                     "exchange_metadata",
                     [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
@@ -166,8 +166,23 @@ class ChainLayer:
         if analytics is not None:
             node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
         now = node.clock.now_ns()
-        node.writer.put("option_chain_snapshots", snapshot_rows(snap, analytics, now))
+        rows = snapshot_rows(snap, analytics, now, self._ivs(snap))
+        node.writer.put("option_chain_snapshots", rows)
         node.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
+
+    def _ivs(self, snap: ChainSnapshot) -> dict[tuple[int, str], float]:
+        """The matrix's IVs of the snapshot's window strikes, to store beside the quotes."""
+        assert self.matrix is not None
+        try:
+            data, strikes = self.matrix.latest(snap.underlying, snap.expiry)
+        except KeyError:
+            return {}
+        out: dict[tuple[int, str], float] = {}
+        for j, k in enumerate(strikes.tolist()):
+            if k == k:  # not NaN
+                out[(round(k * 100), "CE")] = float(data[CE_IV, j])
+                out[(round(k * 100), "PE")] = float(data[PE_IV, j])
+        return out
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []

@@ -36,7 +36,6 @@ from mandi.core.money import to_paise
 from mandi.execution.charges import ChargesModel, default_rate_table
 from mandi.model.market import Candle, Tick
 from mandi.model.orders import Side
-from mandi.stores.sqlite import row_candle
 from mandi.stores.trading import (
     SqlitePaperBook,
     SqliteTradingStore,
@@ -109,7 +108,7 @@ class TradingLayer:
             raise ConfigError(
                 "trading.broker",
                 "",
-                "live mode needs a live broker (--broker kite|angel or broker.name); "
+                "live mode needs a live broker (--broker kite|angel|groww or broker.name); "
                 "refusing to start",
             )
         self.kernel: TradingKernel | None = None
@@ -181,13 +180,19 @@ class TradingLayer:
                     strategy=strategy.id,
                     symbol=sym,
                 )
-        warm: list[Candle] = []
         resumed = node.stats.resumed_from_ns
         if resumed is not None:
             self._restore_prices(resumed)
-            warm = self._warm_candles(resumed)
-        elif wall:  # a broker feed: warm up on stored candles (mandi history fetch kite ...)
-            warm = self._warm_candles(self.clock.now_ns())
+        # the stored candles before the start: the history layer's backfill of the preceding
+        # sessions, what a resumed day already recorded, or a broker's history fetched ahead
+        # (mandi history fetch kite ...); signals suppressed
+        if resumed is not None:
+            start = resumed
+        elif wall:
+            start = self.clock.now_ns()
+        else:
+            start = node.feed.exchange_time_ns if node.feed is not None else 0
+        warm = self._warm_candles(start) if start else []
         _warm_numerics()
         kernel.start(warm)
         store.heartbeat(self.mode)
@@ -232,19 +237,12 @@ class TradingLayer:
                 n += 1
         log.info("trading: restored the last price of %d instruments", n)
 
-    def _warm_candles(self, resume_ns: int, limit: int = 500) -> list[Candle]:
-        """Stored candles of the strategies' series that closed before the resume point."""
+    def _warm_candles(self, start_ns: int) -> list[Candle]:
+        """Stored candles of the strategies' series that closed before ``start_ns``."""
         assert self.store is not None and self.kernel is not None
-        out: list[Candle] = []
-        for inst, tf in self.kernel.strategies.series():
-            from mandi.stores.history import candles_until
+        from mandi.stores.history import warm_up_candles
 
-            rows = candles_until(
-                self.store.con, inst.token, tf, resume_ns - tf * NS_PER_SECOND, limit
-            )
-            out += [row_candle(r) for r in rows]
-        out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
-        return out
+        return warm_up_candles(self.store.con, self.kernel.strategies.series(), start_ns)
 
     # --- running ----------------------------------------------------------------------------------
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
@@ -304,6 +302,9 @@ class TradingLayer:
                     [],
                 )
                 continue
+            if req.get("basket"):
+                _basket_request(kernel, store, req)
+                continue
             off_tick = _off_tick(kernel.master, req)
             if off_tick:  # never rounded: a mistyped limit must not become another order
                 finish_request(store.con, req["id"], "DENIED", "price_not_on_tick", off_tick, [])
@@ -316,6 +317,7 @@ class TradingLayer:
                     int(req["quantity"]),
                     int(req["limit_price"]),
                     req["exchange"] or None,
+                    int(req.get("trigger_price") or 0),
                 )
                 finish_request(
                     store.con, req["id"], res.status, res.rule, res.reason, list(res.order_ids)
@@ -443,6 +445,25 @@ class LiveInputs:
                 "WARNING",
                 tokens={str(t): {"mandi": a, "broker": b} for t, (a, b) in diff.items()},
             )
+
+
+def _basket_request(kernel: Any, store: Any, req: dict[str, Any]) -> None:
+    """A basket queued by ``mandi basket place``: one risk decision, then its legs."""
+    import msgspec
+
+    from mandi.model.baskets import Basket
+
+    try:
+        payload = msgspec.json.decode(req["basket"])
+        basket = msgspec.convert(payload["basket"], Basket)
+        res = kernel.execution.place_basket(basket, req["request_id"], policy=payload.get("policy"))
+    except Exception as e:  # a malformed request is answered, never crashes the node
+        log.warning("basket request %s refused: %s", req["request_id"], e)
+        finish_request(store.con, req["id"], "DENIED", "bad_request", str(e)[:300], [])
+        return
+    detail = res.reason or "; ".join(str(i) for i in res.issues)
+    result = f"basket {res.basket_id[:8]}" + (f": {detail}" if detail else "")
+    finish_request(store.con, req["id"], res.status, res.rule, result, [res.basket_id])
 
 
 def _off_tick(master: Any, req: dict[str, Any]) -> str:

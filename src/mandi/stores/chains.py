@@ -30,16 +30,20 @@ METADATA_SQL = (
 WINDOWS = (3, 5, 10, 15, 30)
 
 
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
 def snapshot_rows(
-    snap: ChainSnapshot, analytics: Any | None, created_ns: int
+    snap: ChainSnapshot,
+    analytics: Any | None,
+    created_ns: int,
+    ivs: dict[tuple[int, str], float] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Rows of ``option_chain_snapshots`` for one snapshot; ``analytics`` (a
     :class:`~mandi.options.chain.ChainAnalytics` of the same snapshot) supplies moneyness and
-    the OI % windows for the strikes of its window."""
+    the OI % windows for the strikes of its window, ``ivs`` ((strike paise, side) → IV, the
+    matrix's) the IV where the quote carries none."""
     per_strike: dict[tuple[int, str], tuple[str, list[float | None]]] = {}
     if analytics is not None:
         windows = list(analytics.oi_windows_minutes)
@@ -85,7 +89,9 @@ def snapshot_rows(
                     q.oi_change,
                     q.bid,
                     q.ask,
-                    _num(q.iv),
+                    _num(q.iv)
+                    if math.isfinite(q.iv)
+                    else _num((ivs or {}).get((row.strike, side))),
                     snap.lot_size,
                     snap.source,
                     created_ns,
@@ -255,3 +261,75 @@ def atm_paise(analytics: Any | None) -> int:
         return 0
     atm: float = analytics.atm_strike
     return round(atm * 100) if math.isfinite(atm) else 0
+
+
+# --- history for the volatility and OI views ------------------------------------------------
+HISTORY_COLUMNS = (
+    "timestamp",
+    "expiry",
+    "strike",
+    "option_type",
+    "ltp",
+    "bid",
+    "ask",
+    "oi",
+    "oi_change",
+    "volume",
+    "iv",
+    "underlying_price",
+)
+
+
+def chain_history(
+    con: sqlite3.Connection,
+    underlying: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    expiry: dt.date | None = None,
+    strike: int | None = None,
+    near_fraction: float | None = None,
+    times: Iterable[int] | None = None,
+    limit: int = 2_000_000,
+) -> list[tuple[Any, ...]]:
+    """Stored chain rows of ``underlying`` in ``[start_ns, end_ns)`` (columns
+    :data:`HISTORY_COLUMNS`, time order): of one ``expiry`` and/or ``strike`` (paise) if given,
+    only strikes within ``near_fraction`` of the underlying price (the rows an ATM series needs)
+    or only at the given snapshot ``times``."""
+    sql = (
+        f"SELECT {', '.join(HISTORY_COLUMNS)} FROM option_chain_snapshots "
+        "WHERE underlying = ? AND timestamp >= ? AND timestamp < ?"
+    )
+    args: list[Any] = [underlying, start_ns, end_ns]
+    if expiry is not None:
+        sql += " AND expiry = ?"
+        args.append(expiry.isoformat())
+    if strike is not None:
+        sql += " AND strike = ?"
+        args.append(strike)
+    if near_fraction is not None:
+        sql += " AND abs(strike - underlying_price) <= underlying_price * ?"
+        args.append(near_fraction)
+    if times is not None:
+        stamps = sorted(set(times))
+        if not stamps:
+            return []
+        sql += f" AND timestamp IN ({','.join('?' * len(stamps))})"
+        args += stamps
+    sql += " ORDER BY timestamp, expiry, strike, option_type LIMIT ?"
+    args.append(limit)
+    return con.execute(sql, args).fetchall()
+
+
+def day_close_times(
+    con: sqlite3.Connection, underlying: str, start_ns: int, end_ns: int
+) -> list[int]:
+    """The last stored snapshot time of each IST day with snapshots of ``underlying``."""
+    day = NS_PER_SECOND * 86_400
+    offset = (5 * 3600 + 30 * 60) * NS_PER_SECOND
+    rows = con.execute(
+        "SELECT max(timestamp) FROM option_chain_snapshots WHERE underlying = ? "
+        "AND timestamp >= ? AND timestamp < ? GROUP BY (timestamp + ?) / ? ORDER BY 1",
+        (underlying, start_ns, end_ns, offset, day),
+    ).fetchall()
+    return [int(r[0]) for r in rows]

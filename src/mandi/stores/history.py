@@ -102,3 +102,46 @@ def recorded_fills(con: sqlite3.Connection) -> list[tuple[str, str, int, int, in
             "ORDER BY timestamp, fill_id"
         )
     ]
+
+
+def insert_missing_candles(con: sqlite3.Connection, candles: list[Any]) -> int:
+    """Store confirmed candles (e.g. a history backfill) where no candle of the same (token,
+    timeframe, bucket) is stored yet — a candle the live pipeline wrote is never overwritten;
+    returns how many were inserted. One transaction."""
+    from mandi.stores.sqlite import candle_row
+
+    before = con.total_changes
+    con.execute("BEGIN")
+    try:
+        con.executemany(
+            "INSERT OR IGNORE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [candle_row(c) for c in candles],
+        )
+        con.execute("COMMIT")
+    except sqlite3.Error:
+        con.execute("ROLLBACK")
+        raise
+    return con.total_changes - before
+
+
+def warm_up_candles(
+    con: sqlite3.Connection, series: list[tuple[Any, int]], start_ns: int, limit: int = 500
+) -> list[Any]:
+    """The stored confirmed candles of ``series`` ((instrument, timeframe) pairs) that closed
+    by ``start_ns``, the newest ``limit`` of each, in the order they closed: what a strategy
+    warms up on — in ``mandi run`` and in a replay of its session alike."""
+    from mandi.core.clock import NS_PER_SECOND
+    from mandi.stores.sqlite import row_candle
+
+    out = []
+    for inst, tf in series:
+        rows = candles_until(con, inst.token, tf, start_ns - tf * NS_PER_SECOND, limit)
+        out += [row_candle(r) for r in rows]
+    out.sort(key=lambda c: (c.bucket + c.timeframe * NS_PER_SECOND, c.token, c.timeframe))
+    return out
+
+
+def first_tick_ns(con: sqlite3.Connection) -> int | None:
+    """The time of the first stored tick (where a recorded session starts), or None."""
+    r = con.execute("SELECT ts_event FROM ticks ORDER BY rowid LIMIT 1").fetchone()
+    return None if r is None else int(r[0])

@@ -164,6 +164,12 @@ def signals(db: Db, limit: int = 50, strategy: str | None = None) -> list[Row]:
     return _rows(db, "SELECT * FROM trading_signals ORDER BY timestamp DESC LIMIT ?", (limit,))
 
 
+def signal(db: Db, signal_id: str) -> Row | None:
+    """One trading signal by id (with its status and the reason for it)."""
+    rows = _rows(db, "SELECT * FROM trading_signals WHERE signal_id=?", (signal_id,))
+    return rows[0] if rows else None
+
+
 def orders(db: Db, status: str | None = None, limit: int = 100) -> list[Row]:
     """Orders (slices), newest first; ``status`` one order status, or ``OPEN`` for every order not
     yet final (filled, cancelled or rejected)."""

@@ -388,7 +388,20 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
-        "0007_tick_blocks",
+        "0006_stop_orders",
+        # SL / SL-M orders carry a trigger price, and the two legs of a GTT-style OCO a group
+        # id — in our order book and in the paper broker's own book.
+        """
+        ALTER TABLE orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE paper_orders ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE paper_orders ADD COLUMN oco_group TEXT NOT NULL DEFAULT '';
+        ALTER TABLE order_requests ADD COLUMN trigger_price INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE order_requests ADD COLUMN basket TEXT NOT NULL DEFAULT '';
+    """,
+    ),
+    (
+        "0008_tick_blocks",
         # ticks as compressed columnar blocks in arrival order (mandi.stores.ticks): one row per
         # writer flush; start_ns/end_ns are the smallest and largest event time in the block
         """
@@ -418,6 +431,13 @@ TIME_COLUMNS: dict[str, str] = {
     "order_events": "timestamp",
     "order_requests": "created_at",
 }
+
+# Tables whose time column is the wall clock of the machine (when something happened here);
+# every other time column is exchange time (simulated time with the simulator, in backtests the
+# bars' time), which `mandi db stats` says per table.
+WALL_CLOCK_TABLES: frozenset[str] = frozenset(
+    {"system_events", "indicator_snapshots", "order_requests"}
+)
 
 # Append-only tables whose rowid order is time order (no time index; see the module doc).
 APPEND_ORDERED: frozenset[str] = frozenset({"ticks"})

@@ -23,7 +23,7 @@ from typing import Any
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import StoreError
 from mandi.model.market import Candle, Tick
-from mandi.stores.schema import APPEND_ORDERED, MIGRATIONS, TIME_COLUMNS
+from mandi.stores.schema import APPEND_ORDERED, MIGRATIONS, TIME_COLUMNS, WALL_CLOCK_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,8 @@ def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     for t in tables:
         row: dict[str, Any] = {"rows": con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]}
         col = TIME_COLUMNS.get(t)
+        if col:
+            row["clock"] = "wall" if t in WALL_CLOCK_TABLES else "exchange"
         if col and t in APPEND_ORDERED:
             first = con.execute(f'SELECT "{col}" FROM "{t}" ORDER BY rowid LIMIT 1').fetchone()
             last = con.execute(f'SELECT "{col}" FROM "{t}" ORDER BY rowid DESC LIMIT 1').fetchone()

@@ -117,7 +117,7 @@ class SqliteTradingStore:
         "timestamp, strategy_name, parent_id, token, exchange, order_type, product, "
         "intent, signal_id, position_id, slice_no, slice_count, segment, tag, "
         "broker_order_id, reason, charges, fill_value, fill_ids, stop_loss, target, "
-        "updated_at"
+        "updated_at, trigger_price, oco_group"
     )
 
     @staticmethod
@@ -154,11 +154,13 @@ class SqliteTradingStore:
             o.stop_loss,
             o.target,
             o.updated_ns,
+            o.trigger_price,
+            o.oco_group,
         )
 
     def _upsert_order(self, con: sqlite3.Connection, o: OrderRecord, event: str) -> None:
         con.execute(
-            f"INSERT OR REPLACE INTO orders ({self._ORDER_COLS}) VALUES ({','.join('?' * 30)})",
+            f"INSERT OR REPLACE INTO orders ({self._ORDER_COLS}) VALUES ({','.join('?' * 32)})",
             self._order_row(o),
         )
         con.execute(
@@ -502,7 +504,7 @@ class SqlitePaperBook:
     def save(self, o: PaperOrder, new_fill: BrokerFill | None = None) -> None:
         fills = [[f.fill_id, f.quantity, f.price, f.ts_ns] for f in o.fills]
         self.con.execute(
-            f"INSERT OR REPLACE INTO paper_orders ({_PAPER_COLS}) VALUES ({','.join('?' * 18)})",
+            f"INSERT OR REPLACE INTO paper_orders ({_PAPER_COLS}) VALUES ({','.join('?' * 20)})",
             (
                 o.client_order_id,
                 o.broker_order_id,
@@ -522,6 +524,8 @@ class SqlitePaperBook:
                 o.filled_qty,
                 o.reason,
                 json.dumps(fills),
+                o.trigger_price,
+                o.oco_group,
             ),
         )
 
@@ -529,7 +533,7 @@ class SqlitePaperBook:
 _PAPER_COLS = (
     "client_order_id, broker_order_id, token, exchange, symbol, side, quantity, "
     "order_type, limit_price, product, reference_price, lot_size, tick_size, "
-    "accepted_ns, status, filled_qty, reason, fills"
+    "accepted_ns, status, filled_qty, reason, fills, trigger_price, oco_group"
 )
 
 
@@ -556,6 +560,8 @@ def _paper(r: tuple[Any, ...]) -> PaperOrder:
         int(r[15]),
         r[16],
         fills,
+        trigger_price=int(r[18]),
+        oco_group=r[19],
     )
 
 
@@ -591,6 +597,8 @@ def _order_record(r: tuple[Any, ...]) -> OrderRecord:
         stop_loss,
         target,
         updated,
+        trigger_price,
+        oco_group,
     ) = r
     return OrderRecord(
         client_order_id=oid,
@@ -622,6 +630,8 @@ def _order_record(r: tuple[Any, ...]) -> OrderRecord:
         updated_ns=int(updated),
         stop_loss=int(stop_loss),
         target=int(target),
+        trigger_price=int(trigger_price),
+        oco_group=oco_group,
     )
 
 
@@ -742,13 +752,26 @@ def add_order_request(
     quantity: int,
     limit_price: int = 0,
     exchange: str = "",
+    trigger_price: int = 0,
+    basket: str = "",
 ) -> None:
+    """Queue a manual order (or, with ``basket``, a basket as JSON) for the running node."""
     con = connect(path, synchronous="FULL")
     try:
         con.execute(
             "INSERT INTO order_requests (request_id, created_at, symbol, exchange, side, "
-            "quantity, limit_price) VALUES (?,?,?,?,?,?,?)",
-            (request_id, time.time_ns(), symbol, exchange, side, quantity, limit_price),
+            "quantity, limit_price, trigger_price, basket) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                request_id,
+                time.time_ns(),
+                symbol,
+                exchange,
+                side,
+                quantity,
+                limit_price,
+                trigger_price,
+                basket,
+            ),
         )
     finally:
         con.close()
@@ -757,7 +780,8 @@ def add_order_request(
 def pending_requests(con: sqlite3.Connection) -> list[dict[str, Any]]:
     cur = con.execute(
         "SELECT id, request_id, created_at, symbol, exchange, side, quantity, "
-        "limit_price FROM order_requests WHERE status='PENDING' ORDER BY id"
+        "limit_price, trigger_price, basket FROM order_requests WHERE status='PENDING' "
+        "ORDER BY id"
     )
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

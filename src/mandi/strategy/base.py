@@ -181,6 +181,7 @@ class Strategy:
         self.timeframe = timeframe or self.default_timeframe
         self.ctx: StrategyContext = None  # type: ignore[assignment]  # set by the engine
         self._emit: Callable[[SignalGenerated], bool] | None = None
+        self._engine: Any = None  # the strategy engine (its basket hook)
         self._event: tuple[int, int, int] | None = None  # (token, timeframe, bucket) in hand
 
     # --- hooks (override what you need) -----------------------------------------------------------
@@ -257,6 +258,40 @@ class Strategy:
         if self.ctx.warming_up:
             return None
         return sig if self._emit(sig) else None
+
+    def place_basket(self, basket: Any, key: str = "", policy: str | None = None) -> Any:
+        """Place a multi-leg ``basket`` (:class:`mandi.model.baskets.Basket`) as one: a single
+        risk decision for the structure, the hedges first, the configured leg-failure policy
+        (or ``policy``). ``key`` makes it idempotent (default: once per timeframe bucket).
+        Returns the :class:`~mandi.execution.baskets.BasketResult`, or None while warming up."""
+        hook = getattr(self._engine, "place_basket", None)
+        if hook is None:
+            raise RuntimeError(f"strategy {self.id} cannot place baskets here (no trading kernel)")
+        if self.ctx.warming_up:
+            return None
+        now = self.ctx.now_ns
+        request = stable_id(self.id, key or bucket_start(now, self.timeframe), "basket")
+        return hook(basket, request, policy=policy, strategy=self.id)
+
+    def close(
+        self, instrument: AnyInstrument, *, metadata: dict[str, Any] | None = None
+    ) -> SignalGenerated | None:
+        """Signal to close this strategy's open position in ``instrument`` (an exit-only signal:
+        it never opens a position). Returns the signal, or None when nothing is open."""
+        held = [
+            p
+            for p in self._open_positions()
+            if p.token == instrument.token and p.strategy == self.id
+        ]
+        if not held:
+            return None
+        action = Side.BUY if held[0].direction < 0 else Side.SELL
+        return self.signal(
+            action, instrument=instrument, metadata={**(metadata or {}), "exit": True}
+        )
+
+    def _open_positions(self) -> list[Any]:
+        return list(self.ctx._positions.open_positions())
 
     def _last_close(self, token: int, tf: int) -> int:
         c = self.ctx.last_candle(token, tf)

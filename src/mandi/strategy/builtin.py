@@ -1,6 +1,7 @@
 """Built-in strategies from the seeds: SMA crossover, EMA crossover (9/21 on 15 min), RSI
-overbought/oversold, momentum, an OI/PCR strategy on the option chain, and the ML strategies
-``xgboost`` and ``alpha`` (:mod:`mandi.strategy.ml`).
+overbought/oversold, momentum, an OI/PCR strategy on the option chain, the ML strategies
+``xgboost`` and ``alpha`` (:mod:`mandi.strategy.ml`), and the option-selling structures
+``short_straddle`` and ``iron_condor`` (:mod:`mandi.strategy.options`).
 
 Each signals on a *change* of state (a crossover, a threshold crossing), never on every candle,
 and keeps its own incremental indicators per instrument (``mandi.indicators``), so it runs the same
@@ -9,13 +10,16 @@ in the backtester. Indicator state warms up from stored candles after a restart.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Annotated
 
 import msgspec
 
+from mandi.core.calendar import calendar, ist_date
 from mandi.indicators import EMA, RSI, SMA
-from mandi.model.market import Candle, ChainSnapshot
+from mandi.model.market import Candle, ChainSnapshot, Tick
+from mandi.pipeline.timeframes import bucket_start
 from mandi.strategy.base import Strategy, StrategyConfig
 
 Period = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
@@ -24,6 +28,11 @@ Period = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 class CrossConfig(StrategyConfig, frozen=True):
     fast: Period = 9
     slow: Period = 21
+    #: a trend follower from the open: once per session, ``open_delay_s`` after the open and
+    #: within the strategy's first bucket of the day, signal the side the (warm) averages stand
+    #: on, unless the strategy already holds a position on the instrument
+    enter_at_open: bool = False
+    open_delay_s: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 10
 
     def __post_init__(self) -> None:
         if self.fast >= self.slow:
@@ -39,6 +48,42 @@ class _Cross(Strategy):
 
     def on_start(self) -> None:
         self._state: dict[int, tuple[object, object, int]] = {}
+        self._opened: dict[int, dt.date] = {}  # token -> the session of the open entry
+
+    def on_tick(self, tick: Tick) -> None:
+        cfg: CrossConfig = self.config  # type: ignore[assignment]
+        if not cfg.enter_at_open:
+            return
+        day = ist_date(tick.ts_event)
+        if self._opened.get(tick.token) == day:
+            return
+        st = self._state.get(tick.token)
+        side = st[2] if st is not None else 0
+        inst = self.ctx.master.get(tick.token)
+        session = calendar("BSE" if inst is not None and inst.exchange == "BSE" else "NSE").session(
+            day
+        )
+        if inst is None or session is None or tick.ts_event < session.open_ns:
+            return
+        first_bucket_end = bucket_start(session.open_ns, self.timeframe) + self.timeframe * 10**9
+        if tick.ts_event >= first_bucket_end:
+            self._opened[tick.token] = day  # too late today: wait for a crossover
+            return
+        if not side or tick.ts_event < session.open_ns + cfg.open_delay_s * 10**9:
+            return  # cold (no history), or the open's first quotes are not settled yet
+        self._opened[tick.token] = day
+        held = any(
+            p.token == tick.token or p.underlying == inst.symbol
+            for p in self.ctx.positions(self.id)
+        )
+        if not held:
+            self.signal(
+                "BUY" if side > 0 else "SELL",
+                instrument=inst,
+                price=tick.price,
+                confidence=0.6,
+                metadata={"entry": "open", "trend": "up" if side > 0 else "down"},
+            )
 
     def on_candle(self, candle: Candle) -> None:
         cfg: CrossConfig = self.config  # type: ignore[assignment]
@@ -199,8 +244,19 @@ class OIPCR(Strategy):
 
 
 from mandi.strategy.ml import AlphaStrategy, XGBoostStrategy  # noqa: E402 - the ML strategies
+from mandi.strategy.options import IronCondor, ShortStraddle  # noqa: E402
 
 BUILTIN: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (SMACross, EMACross, RSIReversal, Momentum, OIPCR, XGBoostStrategy, AlphaStrategy)
+    for cls in (
+        SMACross,
+        EMACross,
+        RSIReversal,
+        Momentum,
+        OIPCR,
+        XGBoostStrategy,
+        AlphaStrategy,
+        ShortStraddle,
+        IronCondor,
+    )
 }

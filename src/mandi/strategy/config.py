@@ -17,9 +17,16 @@ class StrategySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+#: ``mandi run``'s strategies when ``mandi.toml`` has no ``[[strategies]]``. The index EMA crossover
+#: enters the standing trend at the open (``enter_at_open``): warmed up on the preceding sessions
+#: (see ``[history]``), it trades an option on NIFTY and one on BANKNIFTY within the first minute
+#: instead of waiting for the next crossing (two of the three positions ``risk`` allows at once).
 DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
     StrategySpec(
-        "ema_cross", symbols=("NIFTY", "BANKNIFTY"), timeframe=900, params={"fast": 9, "slow": 21}
+        "ema_cross",
+        symbols=("NIFTY", "BANKNIFTY"),
+        timeframe=900,
+        params={"fast": 9, "slow": 21, "enter_at_open": True},
     ),
     StrategySpec("rsi", symbols=("NIFTY",), timeframe=300),
     StrategySpec("momentum", symbols=("RELIANCE", "INFY", "HDFCBANK"), timeframe=300),

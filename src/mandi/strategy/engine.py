@@ -62,11 +62,14 @@ class StrategyEngine:
         self._rl = RateLimitedLog(log)
         self._subs: list[Any] = []
         self.started = False
+        #: places a basket for a strategy (the kernel's BasketExecutor.place), if any
+        self.place_basket: Callable[..., Any] | None = None
 
     def add(self, strategy: Strategy, instruments: Iterable[AnyInstrument]) -> None:
         strategy.instruments = tuple(instruments)
         strategy.ctx = self.ctx
         strategy._emit = self.emit
+        strategy._engine = self
         self.strategies.append(strategy)
         self._by_id[strategy.id] = strategy
         for inst in strategy.instruments:

@@ -130,6 +130,7 @@ class TradingKernel:
         self.signals = SignalManager(store, bus, clock)
         self.ctx = StrategyContext(clock, master, self.market, self.book)
         self.strategies = StrategyEngine(bus, self.ctx, self.signals.emit, disable_after_errors)
+        self.strategies.place_basket = self.execution.place_basket
         self.execution.fills.on_fill_hooks.append(self.strategies.handle_fill)
         self._monitor_ns = int(self.cfg.monitor_interval_s * NS_PER_SECOND)
         self._reconcile_ns = int(self.cfg.reconcile_interval_s * NS_PER_SECOND)
@@ -186,7 +187,11 @@ class TradingKernel:
                 f.value += o.remaining * max(o.limit_price, self.market.ltp(o.token), 0)
             else:
                 p = self.book.get(o.position_id)
-                if p is not None:
+                if p is not None and (o.oco_group or o.order_type.is_stop):
+                    # a resting protective stop/target: the exit stage knows it again
+                    ids = self.execution.exits.protected.get(p.position_id, ())
+                    self.execution.exits.protected[p.position_id] = (*ids, o.client_order_id)
+                elif p is not None:
                     p.closing = True
         now = self.clock.now_ns()
         for segment, ts in self.store.sends_since(now - DAY_NS):
@@ -245,6 +250,9 @@ class TradingKernel:
         self.market.update(t)
         if self.broker is not None:
             self.broker.on_market_data(t)
+        om = self.orders
+        if om is not None and om.stops.watches(t.token):  # stops the broker cannot hold
+            om.on_price(t.token, t.price, t.ts_event)
         if self.book.has_open(t.token):
             # a replayed tick older than what a position has seen (a restarted simulation
             # re-emits its last second) must not move or close it

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import InstrumentError, MandiError, StoreError
+from mandi.core.ids import stable_id
 from mandi.core.money import LimitPriceError, limit_price_paise
 from mandi.model.instruments import AnyInstrument, Equity, Future, Index, Option
 from mandi.stores import queries
@@ -114,8 +115,10 @@ class TradingPort(Protocol):
         quantity: int,
         limit_price: int,
         exchange: str | None,
+        trigger_price: int = 0,
     ) -> tuple[str, str, str, tuple[str, ...]]:
-        """(status ACCEPTED | DENIED | LOGGED | ERROR, reason, rule, order ids)."""
+        """(status ACCEPTED | DENIED | LOGGED | ERROR, reason, rule, order ids); a
+        ``trigger_price`` makes it a stop (SL with a limit price, else SL-M)."""
         ...
 
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
@@ -159,13 +162,22 @@ class KernelTrading:
         quantity: int,
         limit_price: int,
         exchange: str | None,
+        trigger_price: int = 0,
     ) -> tuple[str, str, str, tuple[str, ...]]:
         from mandi.model.orders import Side
 
         r = self.k.execution.handle_manual(
-            request_id, symbol, Side(side), quantity, limit_price, exchange
+            request_id, symbol, Side(side), quantity, limit_price, exchange, trigger_price
         )
         return r.status, r.reason, r.rule, tuple(r.order_ids)
+
+    def place_basket(self, request_id: str, basket: Any, policy: str | None) -> Any:
+        """A basket through the kernel's one risk decision (BasketExecutor.place)."""
+        return self.k.execution.place_basket(basket, request_id, policy=policy)
+
+    def basket(self, basket_id: str) -> dict[str, Any] | None:
+        run = self.k.execution.baskets.runs.get(basket_id)
+        return None if run is None else run.summary()
 
     def cancel(self, client_order_id: str, reason: str) -> bool | None:
         om = self.k.orders
@@ -824,6 +836,7 @@ class MandiAPI:
         price: float | None = None,
         request_id: str | None = None,
         order_type: str | None = None,
+        trigger_price: float | None = None,
     ) -> dict[str, Any]:
         """A paper/live order through the risk manager. Returns ``status`` ACCEPTED (with the
         client order ids) or LOGGED (logging-only mode); a denial raises :class:`ApiError` 409
@@ -849,15 +862,28 @@ class MandiAPI:
         assert quantity is not None
         if quantity <= 0:
             raise bad("body.quantity", quantity, "must be a positive number of shares")
-        kind = (order_type or ("MARKET" if price is None else "LIMIT")).upper()
-        if kind not in ("MARKET", "LIMIT"):
-            raise bad("body.order_type", order_type, "use MARKET or LIMIT")
+        default = "MARKET" if price is None else "LIMIT"
+        if trigger_price is not None:
+            default = "SL-M" if price is None else "SL"
+        kind = (order_type or default).upper()
+        if kind not in ("MARKET", "LIMIT", "SL", "SL-M"):
+            raise bad("body.order_type", order_type, "use MARKET, LIMIT, SL or SL-M")
+        trigger_paise = 0
+        if kind in ("SL", "SL-M"):
+            if trigger_price is None:
+                raise bad("body.trigger_price", None, f"an {kind} order needs a trigger price")
+            try:
+                trigger_paise = limit_price_paise(trigger_price, inst.tick_size)
+            except LimitPriceError as e:
+                raise bad("body.trigger_price", trigger_price, str(e)) from None
+        elif trigger_price is not None:
+            raise bad("body.trigger_price", trigger_price, f"a {kind} order takes no trigger")
         limit_paise = 0
-        if kind == "MARKET":
+        if kind in ("MARKET", "SL-M"):
             if price:
-                raise bad("body.price", price, "a MARKET order takes no price (omit it)")
+                raise bad("body.price", price, f"a {kind} order takes no price (omit it)")
         elif price is None:
-            raise bad("body.price", None, "a LIMIT order needs a price in rupees")
+            raise bad("body.price", None, f"a {kind} order needs a price in rupees")
         else:
             try:
                 limit_paise = limit_price_paise(price, inst.tick_size)
@@ -868,9 +894,14 @@ class MandiAPI:
         elif not _REQUEST_ID.match(request_id):
             raise bad("body.request_id", request_id, "1-64 characters of A-Z a-z 0-9 _ . : -")
         try:
-            status, reason, rule, ids = t.place(
-                request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
-            )
+            if trigger_paise:
+                status, reason, rule, ids = t.place(
+                    request_id, inst.symbol, s, quantity, limit_paise, inst.exchange, trigger_paise
+                )
+            else:
+                status, reason, rule, ids = t.place(
+                    request_id, inst.symbol, s, quantity, limit_paise, inst.exchange
+                )
         except ApiError:
             raise
         except MandiError as e:
@@ -883,7 +914,8 @@ class MandiAPI:
             "side": s,
             "quantity": quantity,
             "price": ser.rupees(limit_paise) if limit_paise else None,
-            "order_type": "LIMIT" if limit_paise else "MARKET",
+            "order_type": kind,
+            **({"trigger_price": ser.rupees(trigger_paise)} if trigger_paise else {}),
         }
         if status == "DENIED":
             raise ApiError(
@@ -937,6 +969,57 @@ class MandiAPI:
         t = self._need_trading()
         changed = t.resume(reason or "resumed via the API")
         return {"changed": changed, **t.risk_state()}
+
+    def inbound_signals(self, source: str, items: list[Any]) -> dict[str, Any]:
+        """Signals from an inbound webhook (:mod:`mandi.web.inbound`): each goes through the
+        signal manager (persisted, idempotent by the alert's key), the risk manager and
+        execution, as a strategy's would; returns what became of each."""
+        from mandi.model.orders import Side
+        from mandi.model.trading import SignalGenerated
+        from mandi.strategy.base import asset_type
+
+        layer = self.layer("trading")
+        kernel = getattr(layer, "kernel", None) if layer is not None else None
+        if kernel is None:
+            raise ApiError(
+                503,
+                "trading_unavailable",
+                "inbound signals need trading in this node (mandi run), not the gateway",
+            )
+        out = []
+        for i, it in enumerate(items):
+            inst = self.instrument(None, it.symbol, it.exchange, field=f"body[{i}]")
+            now = kernel.clock.now_ns()
+            sid = stable_id(source, inst.token, "webhook", it.key)
+            sig = SignalGenerated(
+                signal_id=sid,
+                ts_event=now,
+                strategy=source,
+                token=inst.token,
+                exchange=inst.exchange,
+                symbol=inst.symbol,
+                timeframe=0,
+                bucket=now,
+                action=Side(it.action),
+                price=it.price or kernel.market.ltp(inst.token),
+                asset_type=asset_type(inst),
+                confidence=it.confidence,
+                quantity=it.quantity,
+                metadata={"source": "webhook"},
+            )
+            fresh = kernel.signals.emit(sig)
+            row = self._read(queries.signal, sid) or {}
+            out.append(
+                {
+                    "signal_id": sid,
+                    "symbol": inst.symbol,
+                    "action": it.action,
+                    "status": row.get("status") or kernel.store.signal_status(sid) or "NEW",
+                    "reason": row.get("reason") or "",
+                    "duplicate": not fresh,
+                }
+            )
+        return {"strategy": source, "signals": out}
 
     # --- status and metrics -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -24,8 +24,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+)
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mandi.logs import printable
@@ -33,7 +40,7 @@ from mandi.web import routers
 from mandi.web.api import ApiError, MandiAPI
 from mandi.web.hub import Hub
 from mandi.web.models import ErrorOut
-from mandi.web.security import AuthError, Security
+from mandi.web.security import SESSION_COOKIE, AuthError, Security, redact_access_log
 from mandi.web.ws import serve_ws
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
         redoc_url=None,
     )
     app.state.api, app.state.hub, app.state.security = api, hub, security
+    redact_access_log()  # web.access_log never shows a login link's code
     http_counts: Counter[str] = Counter()
     app.state.http_counts = http_counts
 
@@ -157,7 +165,10 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
 
     # --- the dashboard ------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
-    async def index() -> HTMLResponse:
+    async def index(request: Request) -> Response:
+        code = request.query_params.get("token")
+        if code is not None:  # a one-time login link: exchanged once, then out of the URL
+            return await redeem_login_link(request, security, code)
         html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
@@ -177,6 +188,34 @@ def create_app(api: MandiAPI, hub: Hub, security: Security) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+async def redeem_login_link(request: Request, security: Security, code: str) -> Response:
+    """``GET /?token=CODE``: a valid one-time code becomes a session cookie and a redirect to
+    ``/`` (the code leaves the address bar and the history entry is replaced); a used, expired
+    or unknown one redirects to ``/#login-link-invalid`` (the dashboard says so). Rate-limited
+    like the login route; the code is never logged or echoed."""
+    headers = {"Cache-Control": "no-store"}
+    addr = request.client.host if request.client else "?"
+    info = None
+    if 0 < len(code) <= 100 and not security.login_limit.hit(addr):
+        info = await run_in_threadpool(security.tokens.take_link, code)
+    if info is None:
+        security.failures += 1
+        return RedirectResponse("/#login-link-invalid", status_code=303, headers=headers)
+    sid, _ = security.sessions.create(info)
+    response = RedirectResponse("/", status_code=303, headers=headers)
+    response.set_cookie(
+        SESSION_COOKIE,
+        sid,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+        max_age=int(security.sessions.ttl_s),
+    )
+    log.info("login link used from %s (token %s)", printable(addr), info.id)
+    return response
 
 
 ERROR_RESPONSES = {

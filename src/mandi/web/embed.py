@@ -75,7 +75,8 @@ def start_node(
     from mandi.services.node import MarketNode
     from mandi.services.trading import prepare_config
 
-    cfg = prepare_config(load_config(overrides=dict(overrides), env={}))
+    # no one-time login link unless asked: an embedded node has no terminal to print it to
+    cfg = prepare_config(load_config(overrides={"web.login_link": False, **overrides}, env={}))
     node = MarketNode(cfg, layers=(layers or build_layers)(cfg))
     started = threading.Event()
     holder: dict[str, Any] = {}

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import socket
+import sys
 import time
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,12 @@ class WebLayer:
         self.hub: Any = None
         self.security: Any = None
         self.app: Any = None
+        self.asgi: Any = None  # the app with Socket.IO beside it
         self.server: Any = None
         self._sock: socket.socket | None = None
         self._last_turn = time.monotonic()
+        self.login_url = ""
+        self.announce = _to_terminal  # where the one-time login link goes (never the log)
 
     def attach(self, node: MarketNode) -> None:
         from mandi.web.api import MandiAPI
@@ -60,9 +64,14 @@ class WebLayer:
         self.api.hub = self.hub
         self.api.attach()
         self.app = create_app(self.api, self.hub, self.security)
+        from mandi.web.sio import socketio_app  # seed 001's dashboards: /socket.io/
+
+        self.asgi = socketio_app(self.app, self.hub, self.security)
         self._sock = _bind(self.host, self.port)
         self.port = self._sock.getsockname()[1]
         shown = f"[{self.host}]" if ":" in self.host else self.host
+        if w.login_link:
+            self._login_link(tokens)
         log.info(
             "dashboard and API on http://%s:%d (tokens: %s, %d configured)",
             shown,
@@ -79,6 +88,26 @@ class WebLayer:
             log.warning(
                 "the chart library is not installed (run `make ui`); the dashboard shows no chart"
             )
+
+    def _login_link(self, tokens: Any) -> None:
+        """The owner's token (created on the first start) and a one-time login link for it,
+        written to the terminal once — never to the log."""
+        owner, created = tokens.ensure_owner()
+        code = tokens.add_link(owner.id, self.cfg.web.login_link_ttl_s)
+        self.login_url = f"{browser_url(self.host, self.port)}/?token={code}"
+        lines = []
+        if created:
+            lines.append(
+                f"mandi: created the owner's trade token {owner.id}; its secret is in "
+                f"{tokens.owner_secret_path} (mode 0600) for curl and scripts"
+            )
+        minutes = self.cfg.web.login_link_ttl_s / 60
+        lines += [
+            f"mandi: open the dashboard with this one-time login link (works once, for "
+            f"{minutes:g} min; `mandi token link` prints another):",
+            f"    {self.login_url}",
+        ]
+        self.announce("\n".join(lines) + "\n")
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return [self._serve(), self.hub.run(), self._heartbeat()]
@@ -101,7 +130,7 @@ class WebLayer:
         import uvicorn
 
         config = uvicorn.Config(
-            self.app,
+            self.asgi,
             log_config=None,
             access_log=self.cfg.web.access_log,
             lifespan="off",
@@ -147,6 +176,20 @@ class _Server:
                 yield
 
         return Server(config)
+
+
+def _to_terminal(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def browser_url(host: str, port: int) -> str:
+    """The URL a browser on this machine opens for a server bound to ``host``: a wildcard
+    address (0.0.0.0, ::) is reached at the loopback address."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    return f"http://{shown}:{port}"
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -39,9 +39,11 @@ class OrderBody(BaseModel):
     exchange: Literal["NSE", "BSE"] | None = None
     quantity: int | None = Field(None, gt=0, le=10_000_000, description="Shares (units).")
     lots: int | None = Field(None, gt=0, le=100_000, description="Lots (instead of quantity).")
-    order_type: Literal["MARKET", "LIMIT"] | None = Field(
+    order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"] | None = Field(
         None,
-        description="MARKET or LIMIT; default: LIMIT when a price is given, else MARKET.",
+        description="MARKET, LIMIT, SL (stop-limit: trigger_price and price) or SL-M (stop-market:"
+        " trigger_price); default: SL/SL-M with a trigger_price, else LIMIT with a price, else "
+        "MARKET.",
     )
     price: float | None = Field(
         None,
@@ -49,6 +51,13 @@ class OrderBody(BaseModel):
         le=1e8,
         description="Limit price in rupees: a positive multiple of the instrument's tick size "
         "(never rounded; the error names the nearest valid prices). Omit it for a market order.",
+    )
+    trigger_price: float | None = Field(
+        None,
+        gt=0,
+        le=1e8,
+        description="Stop trigger in rupees (SL / SL-M): a BUY stop fires when the last price "
+        "rises to it, a SELL stop when it falls to it; one the market already passed is refused.",
     )
     request_id: str | None = Field(
         None,
@@ -441,7 +450,8 @@ class OrderPlacedOut(Out):
     side: Literal["BUY", "SELL"]
     quantity: int
     price: Num | None = Field(description="The limit price (rupees); null for a market order.")
-    order_type: Literal["MARKET", "LIMIT"]
+    order_type: Literal["MARKET", "LIMIT", "SL", "SL-M"]
+    trigger_price: Num | None = Field(None, description="The stop trigger (rupees): SL, SL-M.")
     status: Literal["ACCEPTED", "LOGGED"]
     reason: str
     order_ids: list[str]
@@ -500,3 +510,156 @@ class BacktestDetailOut(BacktestRunOut):
     stats: dict[str, Any]
     equity: list[dict[str, Any]] = Field(description="[{time, t, value}] (rupees), thinned.")
     trade_list: list[BacktestTradeOut]
+
+
+# --- options: baskets, payoff, volatility and OI views ---------------------------------------
+
+
+class BasketLegIn(BaseModel):
+    """One leg of a basket: a contract, a side, and ``quantity`` (units) or ``lots``."""
+
+    model_config = ConfigDict(extra="forbid")
+    symbol: str = Field(min_length=1, max_length=64, description="e.g. NIFTY2641424200CE")
+    side: Literal["BUY", "SELL"]
+    exchange: Literal["NSE", "BSE"] | None = None
+    quantity: int | None = Field(None, gt=0, le=10_000_000, description="Units (a lot multiple).")
+    lots: int | None = Field(None, gt=0, le=100_000, description="Lots (instead of quantity).")
+    price: float | None = Field(
+        None, gt=0, le=1e8, description="Entry price in rupees (default: the market's touch)."
+    )
+
+
+class PayoffBody(BaseModel):
+    """A structure to analyse at the current market (nothing is placed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    legs: list[BasketLegIn] = Field(min_length=1, max_length=20)
+    template: str = Field("custom", max_length=40, description="custom, or a template name.")
+    spot: float | None = Field(None, gt=0, le=1e8, description="What-if underlying (rupees).")
+    horizon_days: float = Field(0.0, ge=0, le=3650, description="Days ahead for the today curve.")
+    iv_shift: float = Field(0.0, ge=-50, le=200, description="What-if IV change, vol points.")
+    points: int = Field(200, ge=20, le=2000, description="Grid points of the curves.")
+
+
+class BookPayoffBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spot: float | None = Field(None, gt=0, le=1e8)
+    horizon_days: float = Field(0.0, ge=0, le=3650)
+    iv_shift: float = Field(0.0, ge=-50, le=200)
+    points: int = Field(200, ge=20, le=2000)
+
+
+class TemplateOut(Out):
+    name: str
+    description: str
+    legs: int
+    default_side: str
+    offset: int
+    width: int
+    expiries: int
+
+
+class BasketLegOut(Out):
+    symbol: str
+    side: str
+    quantity: int
+    lots: int
+    strike: Num | None = None
+    option_type: str | None = None
+    expiry: str | None = None
+
+
+class BasketOut(Out):
+    underlying: str
+    template: str
+    expiry: str
+    legs: list[BasketLegOut]
+
+
+class PayoffCurveOut(Out):
+    spots: list[Num]
+    at_expiry: list[Num]
+    today: list[Num]
+    delta: list[Num | None]
+
+
+class PayoffOut(Out):
+    """Payoff at expiry and today, breakevens, extremes (``null`` = unbounded), probability of
+    profit, net Greeks, the margin estimate with the hedge benefit (rupees)."""
+
+    underlying: str
+    spot: Num
+    legs: list[BasketLegOut]
+    curve: PayoffCurveOut
+    breakevens: list[Num]
+    max_profit: Num | None
+    max_loss: Num | None
+    pop: Num | None
+    net_premium: Num
+    greeks: dict[str, Num | None]
+    margin: dict[str, Num | None]
+    worst_case: Num | None
+
+
+class SmileOut(Out):
+    underlying: str
+    expiry: str
+    live: bool
+    points: list[dict[str, Num | None]]
+
+
+class TermStructureOut(Out):
+    underlying: str
+    live: bool
+    points: list[dict[str, Any]]
+
+
+class IVRankOut(Out):
+    underlying: str
+    iv: Num | None
+    rank: Num | None
+    percentile: Num | None
+    basis: Literal["days", "snapshots"]
+    observations: int
+    history: list[dict[str, Any]]
+
+
+class SeriesOut(Out):
+    """A series through the day (``points`` oldest first, each with ``t`` and ``time``)."""
+
+    underlying: str
+    points: list[dict[str, Any]]
+
+
+class OIOut(Out):
+    underlying: str
+    expiry: str
+    live: bool
+    rows: list[dict[str, Num | None]]
+
+
+class BasketBody(BaseModel):
+    """A basket to place as one structure (trade scope)."""
+
+    model_config = ConfigDict(extra="forbid")
+    legs: list[BasketLegIn] = Field(min_length=1, max_length=20)
+    template: str = Field("custom", max_length=40, description="custom, or a template name.")
+    policy: Literal["unwind", "complete"] | None = Field(
+        None, description="When a leg fails: unwind what filled, or complete the rest."
+    )
+    request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class BasketPlacedOut(Out):
+    request_id: str
+    basket_id: str
+    status: Literal["ACCEPTED", "LOGGED"]
+    legs: list[BasketLegOut]
+    risk: dict[str, Any]
+
+
+class BasketStatusOut(Out):
+    basket_id: str
+    status: str
+    policy: str
+    legs: list[dict[str, Any]]

@@ -18,22 +18,33 @@
   accepts a browser ``Origin`` only when it is the page's own origin or listed in
   ``web.ws_origins``.
 * **Binding**: a non-loopback address is refused unless at least one token exists.
+* **The owner and one-time login links** (as Jupyter does): on its first start a node creates
+  the local owner's ``trade`` token (its secret kept in a 0600 file beside the tokens file, for
+  curl and scripts) and prints a one-time link ``http://127.0.0.1:8080/?token=…`` to the
+  terminal. The code in it is not a token: it is stored hashed, works once (a second use is
+  refused), expires after ``web.login_link_ttl_s``, and is exchanged for a session cookie by a
+  redirect that removes it from the address bar. ``mandi token link`` prints a new one for a
+  running node. Neither the code nor the owner's secret is ever logged.
 * Secrets never appear in logs, errors or API responses (tokens are shown by their id only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +56,7 @@ log = logging.getLogger(__name__)
 SCOPES = ("read", "trade")
 TOKEN_PREFIX = "mandi_"
 SESSION_COOKIE = "mandi_session"
+MAX_LINKS = 50  # unexpired one-time login links kept
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -78,9 +90,18 @@ class TokenInfo:
     scope: str
     created: str
     hash: str
+    owner: bool = False  # the local owner's token, created by the first start
 
-    def public(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "scope": self.scope, "created": self.created}
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "created": self.created,
+        }
+        if self.owner:
+            out["owner"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +136,33 @@ class TokenStore:
         self._lock = threading.Lock()
 
     # --- file -------------------------------------------------------------------------------------
-    def _read(self) -> list[TokenInfo]:
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize read-modify-write of the file with other processes (``mandi token`` and
+        a running node both write it) and threads."""
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        with self._lock:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _load(self) -> dict[str, Any]:
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
         except FileNotFoundError:
-            return []
+            return {}
         except (OSError, ValueError) as e:
             raise ConfigError("web.tokens_file", self.path, f"cannot read tokens ({e})") from None
+        return data if isinstance(data, dict) else {}
+
+    def _read(self) -> list[TokenInfo]:
+        return self._parse(self._load())
+
+    def _parse(self, data: dict[str, Any]) -> list[TokenInfo]:
         out = []
         for t in data.get("tokens", []):
             try:
@@ -135,34 +175,34 @@ class TokenStore:
                         t["scope"],
                         str(t.get("created", "")),
                         str(t["sha256"]),
+                        bool(t.get("owner", False)),
                     )
                 )
             except (KeyError, TypeError):
                 log.warning("tokens file %s: skipping a malformed entry", self.path)
         return out
 
-    def _write(self, tokens: list[TokenInfo]) -> None:
+    def _write(self, tokens: list[TokenInfo], links: list[dict[str, Any]] | None = None) -> None:
         d = os.path.dirname(self.path)
         os.makedirs(d, mode=0o700, exist_ok=True)
+        if links is None:
+            links = self._load().get("links", [])
+        entries = []
+        for t in tokens:
+            e: dict[str, Any] = {
+                "id": t.id,
+                "name": t.name,
+                "scope": t.scope,
+                "created": t.created,
+                "sha256": t.hash,
+            }
+            if t.owner:
+                e["owner"] = True
+            entries.append(e)
         tmp = f"{self.path}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "tokens": [
-                        {
-                            "id": t.id,
-                            "name": t.name,
-                            "scope": t.scope,
-                            "created": t.created,
-                            "sha256": t.hash,
-                        }
-                        for t in tokens
-                    ]
-                },
-                f,
-                indent=2,
-            )
+            json.dump({"tokens": entries, "links": links}, f, indent=2)
         os.replace(tmp, self.path)
         self._stamp = None
 
@@ -184,7 +224,7 @@ class TokenStore:
             return self._tokens
 
     # --- management (the CLI) ---------------------------------------------------------------------
-    def create(self, scope: str, name: str = "") -> tuple[TokenInfo, str]:
+    def create(self, scope: str, name: str = "", owner: bool = False) -> tuple[TokenInfo, str]:
         """Create a token; returns its info and the secret (shown once, never stored)."""
         if scope not in SCOPES:
             raise ConfigError("scope", scope, f"use one of {', '.join(SCOPES)}")
@@ -196,21 +236,93 @@ class TokenStore:
             scope,
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             hash_secret(secret),
+            owner,
         )
-        with self._lock:
+        with self._locked():
             tokens = self._read()
             tokens.append(info)
             self._write(tokens)
         return info, secret
 
     def revoke(self, token_id: str) -> bool:
-        with self._lock:
+        """Revoke a token (the owner's: its secret file goes too)."""
+        with self._locked():
             tokens = self._read()
             kept = [t for t in tokens if t.id != token_id]
             if len(kept) == len(tokens):
                 return False
             self._write(kept)
+        if any(t.owner for t in tokens if t.id == token_id):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.owner_secret_path)
         return True
+
+    # --- the owner and one-time login links ------------------------------------------------------
+    @property
+    def owner_secret_path(self) -> str:
+        """Where the owner token's secret is kept (0600): ``owner-token`` beside
+        ``tokens.json`` (``<name>-owner-token`` beside another tokens file)."""
+        stem = os.path.splitext(os.path.basename(self.path))[0]
+        name = "owner-token" if stem == "tokens" else f"{stem}-owner-token"
+        return os.path.join(os.path.dirname(self.path), name)
+
+    def owner(self) -> TokenInfo | None:
+        return next((t for t in self.tokens() if t.owner), None)
+
+    def ensure_owner(self) -> tuple[TokenInfo, bool]:
+        """The local owner's ``trade`` token, created (with its 0600 secret file) when there
+        is none; returns it and whether it was created now."""
+        with self._locked():
+            found = next((t for t in self._read() if t.owner), None)
+        if found is not None:
+            return found, False
+        info, secret = self.create("trade", "owner", owner=True)
+        path = self.owner_secret_path
+        tmp = f"{path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secret + "\n")
+        os.replace(tmp, path)
+        return info, True
+
+    def add_link(self, token_id: str, ttl_s: float) -> str:
+        """A one-time login code for ``token_id``, valid ``ttl_s`` seconds; only its hash is
+        stored (with the tokens), so any node reading this file can redeem it once."""
+        code = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._locked():
+            data = self._load()
+            links = [
+                x
+                for x in data.get("links", [])
+                if isinstance(x, dict) and x.get("expires", 0) > now
+            ][-(MAX_LINKS - 1) :]
+            links.append(
+                {"sha256": hash_secret(code), "token_id": token_id, "expires": now + ttl_s}
+            )
+            self._write(self._parse(data), links)
+        return code
+
+    def take_link(self, code: str) -> TokenInfo | None:
+        """Redeem a one-time code: the token it logs in as, or None (unknown, used or expired;
+        a code found is removed whatever its state, so it never works twice)."""
+        presented = hash_secret(code)
+        now = time.time()
+        with self._locked():
+            data = self._load()
+            links = [x for x in data.get("links", []) if isinstance(x, dict)]
+            match = None
+            for x in links:  # every stored hash is compared
+                if hmac.compare_digest(presented, str(x.get("sha256", ""))):
+                    match = x
+            if match is None:
+                return None
+            kept = [x for x in links if x is not match and x.get("expires", 0) > now]
+            tokens = self._parse(data)
+            self._write(tokens, kept)
+        if match.get("expires", 0) <= now:
+            return None
+        return next((t for t in tokens if t.id == match.get("token_id")), None)
 
     # --- checking ---------------------------------------------------------------------------------
     def verify(self, secret: str) -> TokenInfo | None:
@@ -274,9 +386,10 @@ class RateLimiter:
     window_s: float = 60.0
     _hits: dict[str, deque[float]] = field(default_factory=dict)
 
-    def hit(self, key: str) -> float:
-        """Record an attempt; 0 when allowed, else the seconds until one is allowed again."""
-        now = time.monotonic()
+    def hit(self, key: str, now: float | None = None) -> float:
+        """Record an attempt; 0 when allowed, else the seconds until one is allowed again
+        (``now``: a monotonic time, the clock's by default)."""
+        now = time.monotonic() if now is None else now
         q = self._hits.setdefault(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
@@ -429,3 +542,23 @@ def redact(data: Any) -> Any:
     if isinstance(data, list):
         return [redact(v) for v in data]
     return data
+
+
+class _RedactQuery(logging.Filter):
+    """Blanks the value of ``token=`` in uvicorn's access-log lines (a one-time login link)."""
+
+    _RX = re.compile(r"(?i)([?&](?:token|code)=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._RX.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def redact_access_log() -> None:
+    """Install the access-log filter once (``web.access_log = true`` logs every request)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactQuery) for f in logger.filters):
+        logger.addFilter(_RedactQuery())

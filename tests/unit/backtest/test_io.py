@@ -113,7 +113,7 @@ def test_reports(small, tmp_path):
     write_png(res, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     df = res.trades_frame()
-    assert list(df.columns[:8]) == list(TRADE_KEYS) and len(df) == len(res.trades)
+    assert list(df.columns[: len(TRADE_KEYS)]) == list(TRADE_KEYS) and len(df) == len(res.trades)
     assert df["pnl"].sum() == pytest.approx(sum(t.pnl for t in res.trades) / 100)
 
 

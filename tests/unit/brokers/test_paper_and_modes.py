@@ -120,8 +120,9 @@ def test_live_mode_refuses_without_a_live_broker(spy):
     with pytest.raises(ConfigError, match=r"trading\.broker"):
         make_broker("live", TradingConfig(), TestClock(1))
     with pytest.raises(ConfigError, match="no such live broker"):
-        make_broker("live", TradingConfig(broker="groww"), TestClock(1))
-    with pytest.raises(ConfigError, match="mandi run --mode live --broker kite"):
-        make_broker("live", TradingConfig(broker="kite"), TestClock(1))
+        make_broker("live", TradingConfig(broker="upstox"), TestClock(1))
+    for name in ("kite", "angel", "groww"):
+        with pytest.raises(ConfigError, match=f"mandi run --mode live --broker {name}"):
+            make_broker("live", TradingConfig(broker=name), TestClock(1))
     live = make_broker("live", TradingConfig(broker="spy"), TestClock(1))
     assert spy.constructed == 1 and live is not None

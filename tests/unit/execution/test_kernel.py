@@ -315,6 +315,25 @@ def test_manual_orders_go_through_the_same_risk_rules():
     assert pos.quantity == 6
 
 
+def test_a_retried_manual_request_gets_its_original_result():
+    k = Kit(risk=RiskConfig(max_concurrent_positions=1)).start()
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    k.tick(INFY, 1500.0, qty=1000)
+    first = k.kernel.execution.handle_manual("same", "RELIANCE", Side.BUY, 10)
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    assert first.status == "ACCEPTED" and k.kernel.book.open_count == 1
+    again = k.kernel.execution.handle_manual("same", "RELIANCE", Side.BUY, 10)
+    assert again.status == "ACCEPTED" and again.order_ids == first.order_ids
+    other = k.kernel.execution.handle_manual("new", "INFY", Side.BUY, 10)
+    assert other.status == "DENIED" and other.rule == "max_concurrent_positions"
+    close = k.kernel.execution.handle_manual("close", "RELIANCE", Side.SELL, 10)
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    assert close.status == "ACCEPTED" and k.kernel.book.open_count == 0
+    retry = k.kernel.execution.handle_manual("close", "RELIANCE", Side.SELL, 10)
+    assert retry.status == "ACCEPTED" and retry.order_ids == close.order_ids
+    assert len(k.store.orders) == 2
+
+
 def test_entry_orders_that_do_not_fill_are_cancelled_after_the_timeout():
     k = Kit(
         trading=TradingConfig(

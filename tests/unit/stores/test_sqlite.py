@@ -124,7 +124,13 @@ def test_stats_and_cleanup(db_path):
         [candle_row(candle(1, T0 + d * day)) for d in range(10)],
     )
     stats = table_stats(con, db_path)
-    assert stats["tables"]["ticks"] == {"rows": 10, "first_ns": T0, "last_ns": T0 + 9 * day}
+    assert stats["tables"]["ticks"] == {
+        "rows": 10,
+        "first_ns": T0,
+        "last_ns": T0 + 9 * day,
+        "clock": "exchange",
+    }
+    assert stats["tables"]["system_events"]["clock"] == "wall"
     assert stats["tables"]["candles"]["rows"] == 10 and stats["file_size_bytes"] > 0
     deleted = cleanup(con, 3, T0 + 9 * day)
     assert deleted["ticks"] == 6 and deleted["candles"] == 6

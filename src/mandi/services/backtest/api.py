@@ -140,7 +140,10 @@ def run(
     data : path, BarSeries, DataFrame or a list of them
         CSV (``datetime,open,high,low,close,volume`` or Yahoo), Parquet, or a ``mandi.db`` store.
     strategy : str
-        A built-in (``sma_cross``, ``ema_cross``, ``rsi``, ``momentum``) or ``module:Class``.
+        A built-in (``sma_cross``, ``ema_cross``, ``rsi``, ``momentum``, ``oi_pcr``, and the
+        option-leg strategies ``short_straddle`` and ``iron_condor``, which trade option
+        contracts on recorded chain quotes: :mod:`mandi.services.backtest.options`) or
+        ``module:Class``.
     params : mapping
         The strategy's parameters (checked by its config class).
     symbols : list of str, optional
@@ -191,10 +194,40 @@ def run(
             )
         except msgspec.ValidationError as e:
             raise BacktestError(f"backtest settings: {e}") from None
-    series = load_data(data, symbol=symbol, lot_size=cfg.lot_size, tick_size=cfg.tick_size_paise)
     d0, d1 = parse_day(start, "from"), parse_day(end, "to")
     start_ns = ist_ns(d0) if d0 else None
     end_ns = ist_ns(d1 + dt.timedelta(days=1)) if d1 else None
+    cls = strategy_class(strategy)
+    if getattr(cls, "trades_option_legs", False):  # legs priced from recorded chains
+        from mandi.services.backtest.options import run_option_legs
+
+        if engine == "vector":
+            raise BacktestError("--engine vector: option-leg strategies need the event engine")
+        strat = make_strategy(strategy, params, timeframe or cls.default_timeframe, strategy_id)
+        legs_meta: dict[str, Any] = {
+            "strategy": strat.id,
+            "strategy_class": f"{cls.__module__}:{cls.__qualname__}",
+            "params": msgspec.to_builtins(strat.config),
+            "quantity": cfg.quantity,
+            "charges_model": cfg.charges,
+            "slippage_ticks": cfg.slippage_ticks,
+            "fill": "recorded bid/ask",
+        }
+        return run_option_legs(
+            data,
+            strat,
+            cls,
+            cfg,
+            symbols=symbols,
+            timeframe=timeframe,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            risk=risk,
+            trading=trading,
+            chains=chains,
+            meta=legs_meta,
+        )
+    series = load_data(data, symbol=symbol, lot_size=cfg.lot_size, tick_size=cfg.tick_size_paise)
     if end_ns is not None:
         series = [s.slice(None, end_ns) for s in series]
     if symbols:
@@ -205,7 +238,6 @@ def run(
                 f"--symbol: no data for {', '.join(missing)} (loaded: {', '.join(sorted(have))})"
             )
     base_tf = min(s.timeframe for s in series)
-    cls = strategy_class(strategy)
     tf = timeframe or base_tf
     traded = list(symbols) if symbols else sorted({s.symbol for s in series})
     feed = list(series)

@@ -152,12 +152,23 @@ def replay(db: str | os.PathLike[str], config: str | None = None) -> ReplayResul
             exact_configs=True,
             replay=True,
         )
+        from mandi.stores.history import (
+            first_tick_ns,
+            recorded_fills,
+            recorded_signals,
+            warm_up_candles,
+        )
+
+        # the warm-up of the live run: the stored candles before its first tick (the history
+        # backfill of the preceding sessions), signals suppressed
+        first = first_tick_ns(con)
+        warm = warm_up_candles(con, eng.kernel.strategies.series(), first) if first else []
         raw = eng.run_ticks(
             _ticks(con, master, depth, stats),
             cfg.pipeline.timeframes,
             chains_interval_s=cfg.chains.interval_s if cfg.chains.enabled else None,
+            warm=warm,
         )
-        from mandi.stores.history import recorded_fills, recorded_signals
 
         rec_sig = recorded_signals(con)
         rec_fill = recorded_fills(con)

@@ -156,6 +156,31 @@ def write_html(result: BacktestResult, path: str | os.PathLike[str], title: str 
         if len(result.trades) > 1000
         else ""
     )
+    srows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(x))}</td>"
+            for x in (
+                st["structure"],
+                st["entry_time"][:19],
+                st["exit_time"][:19],
+                "; ".join(st["legs"]),
+                f"{st['net_premium']:,.2f}",
+                f"{st['charges']:,.2f}",
+                f"{st['pnl']:,.2f}",
+                st["stopped_legs"],
+            )
+        )
+        + "</tr>"
+        for st in result.structures[:1000]
+    )
+    structures_html = (
+        "<h2>Structures</h2><table><tr><th>structure</th><th>entry</th><th>exit</th>"
+        "<th>legs</th><th>net premium ₹</th><th>charges ₹</th><th>P&amp;L ₹</th>"
+        f"<th>legs stopped</th></tr>{srows}</table>"
+        if srows
+        else ""
+    )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     notes_html = f"<ul>{notes}</ul>" if notes else ""
     page = f"""<!doctype html>
@@ -167,7 +192,7 @@ flex-wrap:wrap;align-items:flex-start}}</style></head><body>
 <h1>{html.escape(head)}</h1><p>{html.escape(result.summary())}</p>
 {chart}
 <div class="grid"><div><h2>Statistics</h2><table>{rows}</table>{notes_html}
-</div><div><h2>Trades</h2><table><tr><th>entry</th><th>exit</th><th>symbol</th><th>side</th>
+</div><div>{structures_html}<h2>Trades</h2><table><tr><th>entry</th><th>exit</th><th>symbol</th><th>side</th>
 <th>qty</th><th>entry ₹</th><th>exit ₹</th><th>charges ₹</th><th>P&amp;L ₹</th><th>exit reason</th>
 </tr>{trows}</table>{more}</div></div>
 </body></html>"""

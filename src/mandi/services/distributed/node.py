@@ -858,6 +858,7 @@ class CommandRelay:
         quantity: int,
         limit_price: int,
         exchange: str | None,
+        trigger_price: int = 0,
     ) -> tuple[str, str, str, tuple[str, ...]]:
         status, reason, rule, ids = self.call(
             "place",
@@ -867,6 +868,7 @@ class CommandRelay:
             quantity=quantity,
             limit_price=limit_price,
             exchange=exchange,
+            trigger_price=trigger_price,
         )
         return str(status), str(reason), str(rule), tuple(ids)
 
@@ -1096,6 +1098,7 @@ class CommandConsumer:
                     int(args["quantity"]),
                     int(args["limit_price"]),
                     args.get("exchange") or None,
+                    int(args.get("trigger_price") or 0),
                 )
                 result: Any = [status, reason, rule, list(ids)]
             elif kind == "cancel":

@@ -54,8 +54,14 @@
 
   // ---- login ---------------------------------------------------------------------------------
   async function boot() {
+    // a one-time login link that was used already (or expired) redirects here with this mark
+    const badLink = location.hash === "#login-link-invalid";
+    if (badLink) history.replaceState(null, "", "/");
     const r = await api("/api/v1/auth/session");
-    if (!r.ok || !r.data.authenticated) { showLogin(); return; }
+    if (!r.ok || !r.data.authenticated) {
+      showLogin(badLink ? "That login link was used already or has expired: run `mandi token link` for a new one, or paste a token." : "");
+      return;
+    }
     state.csrf = r.data.csrf_token || "";
     state.scope = r.data.scope;
     start();
@@ -99,6 +105,8 @@
     const first = state.underlyings[0];
     if (first) selectUnderlying(first.symbol);
     refreshPositions();
+    refreshOrders();
+    loadBacktests();
   }
 
   // ---- WebSocket -----------------------------------------------------------------------------
@@ -135,7 +143,7 @@
 
   function resubscribe() {
     const chans = [...state.chainChannels, ...state.chartChannels, ...(state.positionTicks || []),
-      "signal:>", "position:>", "position_closed", "risk:>", "order:rejected"];
+      "signal:>", "position:>", "position_closed", "risk:>", "order:>"];
     send({ op: "subscribe", channels: chans });
   }
 
@@ -167,7 +175,10 @@
     if (ch === "risk:denied") return toast("Risk denied", `${m.data.rule}: ${m.data.reason}`, "err");
     if (ch === "risk:halted") { toast("Trading halted", m.data.reason || "", "warn"); return; }
     if (ch === "risk:resumed") { toast("Trading resumed", m.data.reason || "", "ok"); return; }
-    if (ch === "order:rejected") return toast("Order rejected", `${m.data.order.symbol}: ${m.data.reason}`, "err");
+    if (ch.startsWith("order:")) {
+      scheduleOrders();
+      if (ch === "order:rejected") toast("Order rejected", `${m.data.order.symbol}: ${m.data.reason}`, "err");
+    }
   }
 
   function onSnapshot(d) {
@@ -487,8 +498,9 @@
         `<td class="small">${fmt(p.stop_loss_premium)} / ${fmt(p.target_premium)}</td>` +
         `<td>${state.scope === "trade" ? `<button class="btn btn-small btn-ghost" data-close="${esc(p.symbol)}" data-qty="${p.quantity}" data-side="${p.side}">Close</button>` : ""}</td></tr>`;
     }).join("") : `<tr class="empty"><td colspan="7">No open positions.</td></tr>`;
-    $("pnl").textContent = ps.length ? `MTM ${signed(mtm)}` : "";
-    $("pnl").className = "small " + cls(mtm);
+    const day = state.dayPnl === undefined || state.dayPnl === null ? "" : ` · day P&L ${signed(state.dayPnl)}`;
+    $("pnl").textContent = (ps.length ? `MTM ${signed(mtm)}` : "") + (ps.length || state.dayPnl ? day : "");
+    $("pnl").className = "small " + cls(ps.length ? mtm : state.dayPnl);
   }
 
   $("positions").addEventListener("click", async (ev) => {
@@ -497,6 +509,85 @@
     b.disabled = true;
     await placeOrder({ symbol: b.dataset.close, side: b.dataset.side === "LONG" ? "SELL" : "BUY", quantity: Number(b.dataset.qty) });
   });
+
+  // ---- the orders card: the newest orders, refreshed (at most 3×/s) on every order event -------
+  let ordersTimer = null;
+  function scheduleOrders() {
+    if (ordersTimer === null) ordersTimer = setTimeout(() => { ordersTimer = null; refreshOrders(); }, 300);
+  }
+
+  async function refreshOrders() {
+    const r = await api("/api/v1/orders?limit=8");
+    if (!r.ok) return;
+    state.orders = r.data;
+    const tb = $("orders").tBodies[0];
+    tb.innerHTML = r.data.length ? r.data.map((o) => {
+      const st = String(o.status || "");
+      const kind = st === "FILLED" ? "pos" : (st === "REJECTED" || st === "CANCELLED") ? "neg" : "";
+      return `<tr data-id="${esc(o.order_id)}"><td title="${esc(o.strategy_name || o.strategy || "")}">${esc(o.side)} ${esc(o.quantity)} ${esc(o.symbol)}</td>` +
+        `<td class="small">${esc(String(o.timestamp || o.created_ns || o.time || "").slice(11, 19))}</td><td class="${kind}">${esc(st)}</td>` +
+        `<td>${o.avg_price ? fmt(o.avg_price) : "–"}</td></tr>`;
+    }).join("") : `<tr class="empty"><td colspan="4">No orders yet.</td></tr>`;
+    $("orders-note").textContent = r.data.length ? `${state.mode ? state.mode.toLowerCase() + " · " : ""}newest first` : "";
+  }
+
+  // ---- saved backtests: list, then one run's statistics, equity curve and trades --------------
+  async function loadBacktests() {
+    const r = await api("/api/v1/backtests?limit=50");
+    if (!r.ok) return;
+    const runs = r.data.runs || [];
+    const pct = (x) => (x === null || x === undefined ? "–" : signed(x * 100) + "%");
+    $("backtests").tBodies[0].innerHTML = runs.length ? runs.map((b) =>
+      `<tr data-run="${esc(b.run_id)}"><td>${esc(b.run_id.slice(0, 8))}</td><td class="small">${esc(String(b.created_at || "").slice(0, 16).replace("T", " "))}</td>` +
+      `<td>${esc(b.strategy)}</td><td>${esc((b.symbols || []).join(", "))}</td><td class="${cls(b.total_return)}">${pct(b.total_return)}</td>` +
+      `<td>${fmt(b.sharpe)}</td><td class="neg">${pct(b.max_drawdown === null ? null : -Math.abs(b.max_drawdown))}</td><td>${esc(b.trades)}</td></tr>`
+    ).join("") : `<tr class="empty"><td colspan="8">No saved backtests: <code>mandi backtest --data … --save mandi.db</code> adds one.</td></tr>`;
+  }
+
+  $("backtests").addEventListener("click", (ev) => {
+    const tr = ev.target.closest("tr[data-run]");
+    if (tr) showBacktest(tr.dataset.run);
+  });
+  $("bt-close").addEventListener("click", () => { $("bt-detail").hidden = true; state.backtest = null; });
+
+  async function showBacktest(runId) {
+    const r = await api(`/api/v1/backtests/${encodeURIComponent(runId)}`);
+    if (!r.ok) { toast("Backtest", (r.data && r.data.message) || "not found", "err"); return; }
+    const b = r.data;
+    state.backtest = b;
+    for (const tr of $("backtests").tBodies[0].rows) tr.classList.toggle("sel", tr.dataset.run === runId);
+    $("bt-detail").hidden = false;
+    $("bt-title").textContent = `${b.strategy} ${JSON.stringify(b.params || {})} on ${(b.symbols || []).join(", ")} · ${String(b.data_start || "").slice(0, 10)} → ${String(b.data_end || "").slice(0, 10)}`;
+    const s = b.stats || {};
+    const pct = (x) => (x === null || x === undefined ? "–" : fmt(x * 100) + "%");
+    const items = [
+      ["initial ₹", fmt(b.initial_value)], ["final ₹", fmt(b.final_value)], ["total return", pct(s.total_return ?? b.total_return)],
+      ["annualized", pct(s.annualized_return)], ["Sharpe", fmt(s.sharpe ?? b.sharpe)], ["Sortino", fmt(s.sortino)],
+      ["max drawdown", pct(s.max_drawdown ?? b.max_drawdown)], ["win rate", pct(s.win_rate)], ["profit factor", fmt(s.profit_factor)],
+      ["trades", b.trades], ["exposure", pct(s.exposure)], ["engine", b.engine],
+    ];
+    $("bt-stats").innerHTML = items.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${esc(v ?? "–")}</dd></div>`).join("");
+    const LC = window.LightweightCharts;
+    if (LC) {
+      if (state.btChart) state.btChart.remove();
+      state.btChart = LC.createChart($("bt-equity"), {
+        autoSize: true,
+        layout: { background: { type: LC.ColorType.Solid, color: "#171d25" }, textColor: "#8595a8" },
+        grid: { vertLines: { color: "#1e2631" }, horzLines: { color: "#1e2631" } },
+        timeScale: { timeVisible: true, borderColor: "#263040" }, rightPriceScale: { borderColor: "#263040" },
+      });
+      const line = state.btChart.addSeries(LC.AreaSeries, { lineColor: "#4f8ff7", topColor: "rgba(79,143,247,.3)", bottomColor: "rgba(79,143,247,0)", lineWidth: 2 });
+      const seen = new Set();
+      line.setData((b.equity || []).filter((p) => !seen.has(p.t) && seen.add(p.t)).map((p) => ({ time: p.t + IST_OFFSET, value: p.value })));
+      state.btChart.timeScale().fitContent();
+    }
+    const trades = b.trade_list || [];
+    $("bt-trades").tBodies[0].innerHTML = trades.map((t) =>
+      `<tr><td>${esc(t.seq)}</td><td>${esc(t.symbol)}</td><td>${esc(t.side)}</td><td>${esc(t.quantity)}</td>` +
+      `<td class="small">${esc(String(t.entry_time || "").slice(0, 16).replace("T", " "))}</td><td class="small">${esc(String(t.exit_time || "").slice(0, 16).replace("T", " "))}</td>` +
+      `<td>${fmt(t.entry_price)}</td><td>${fmt(t.exit_price)}</td><td>${fmt(t.charges)}</td><td class="${cls(t.pnl)}">${signed(t.pnl)}</td><td>${esc(t.exit_reason)}</td></tr>`
+    ).join("") || `<tr class="empty"><td colspan="11">No trades.</td></tr>`;
+  }
 
   // ---- orders --------------------------------------------------------------------------------
   let submitter = "BUY";
@@ -530,6 +621,7 @@
     const t = s.trading || {};
     const w = s.web || {};
     state.mode = s.mode || state.mode;
+    if (t.day_pnl !== undefined && t.day_pnl !== state.dayPnl) { state.dayPnl = t.day_pnl; renderPositions(); }
     $("mode").textContent = (s.mode || "").toUpperCase();
     const rs = $("risk-state");
     if (r.trading) { rs.textContent = r.halted ? `HALTED: ${r.halt_reason}` : "risk OK"; rs.className = "badge " + (r.halted ? "halted" : "ok"); }
