@@ -755,19 +755,25 @@ class BacktestEngine:
         step = None
         n = 0
 
+        def emit_chains(stamp: int) -> None:
+            assert assembler is not None
+            for snap in assembler.snapshots(stamp):
+                publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+
         def run_batch(b: list[Tick]) -> None:
             nonlocal next_chain
             for t in b:
                 handle(t)
+                # the chain stamped t is every quote before the first tick at or after t
+                # (mandi.services.chains), built before that tick reaches anybody
+                if assembler is not None and t.ts_event >= next_chain:
+                    stamp = t.ts_event - t.ts_event % step_ns
+                    next_chain = stamp + step_ns
+                    emit_chains(stamp)
                 publish(f"tick:{t.exchange}:{t.token}", t)
                 if observer is not None:
                     observer(t)
             now = b[-1].ts_event
-            if assembler is not None and now >= next_chain:
-                stamp = now - now % step_ns
-                next_chain = stamp + step_ns
-                for snap in assembler.snapshots(stamp):
-                    publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
             times.append(now)
             equity.append(self._equity())
             in_market.append(kernel.book.open_count > 0)
@@ -784,6 +790,8 @@ class BacktestEngine:
             run_batch(batch)
         if close_ns is not None:
             pipeline.advance(close_ns)
+            if assembler is not None and next_chain and close_ns >= next_chain:
+                emit_chains(close_ns - close_ns % step_ns)
         kernel.handle_time()
         kernel.stop()
         self.bars = n

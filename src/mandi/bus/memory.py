@@ -129,6 +129,7 @@ class MessageBus:
             }
             got = self._wanted[key] = sorted(cons, key=lambda c: tuple(x or "" for x in c))
         return got
+
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._resolve(topic))
 
@@ -207,4 +208,3 @@ def rows_wanted(
             rows &= col == value
         mask |= rows
     return mask
-

@@ -11,7 +11,7 @@ otherwise :meth:`MarketState.chain` assembles one from the latest ticks of the c
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -122,6 +122,9 @@ class MarketState:
         self.ticks: Mapping[int, Tick] = LatestTicks()
         self._chains: dict[tuple[str, dt.date], ChainSnapshot] = {}
         self._chain_max_age = chain_max_age_ns
+        #: where the newest published chains come from when they are not delivered as
+        #: ``chain:...`` messages (the columnar node makes a chain's snapshot only when asked)
+        self.chain_source: Callable[[str, dt.date], ChainSnapshot | None] | None = None
 
     def update(self, tick: Tick) -> None:
         ticks = self.ticks
@@ -155,7 +158,10 @@ class MarketState:
     ) -> ChainSnapshot | None:
         """The latest chain of ``underlying``/``expiry``: a published snapshot if recent, else
         one assembled from the latest ticks (None if nothing is known)."""
-        snap = self._chains.get((underlying, expiry))
+        source = self.chain_source
+        snap = (
+            self._chains.get((underlying, expiry)) if source is None else source(underlying, expiry)
+        )
         if snap is not None and now_ns - snap.ts_event <= self._chain_max_age:
             return snap
         return self.assemble_chain(underlying, expiry, now_ns, underlying_token) or snap

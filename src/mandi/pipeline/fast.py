@@ -46,11 +46,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mandi.bus.memory import rows_wanted
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, calendar
 from mandi.model.batches import (
     _EXCHANGE_CODES,
     CANDLE_DTYPE,
     CANDLE_FIELDS,
+    CandleBatch,
+    TickBatch,
     exchange_code,
     exchange_name,
     records_to_candles,
@@ -146,6 +149,36 @@ def tick_columns(ticks: Sequence[Tick]) -> _Columns:
         _column([t.oi for t in ticks], 0),
         np.array(ex, dtype=np.int64),
     )
+
+
+def tick_batch(ticks: Sequence[Tick]) -> TickBatch:
+    """A :class:`~mandi.model.batches.TickBatch` of :class:`Tick` objects from any feed: a field
+    that is not an integer becomes the value the pipeline rejects (see the module doc: a bad
+    token, timestamp, price or volume), a bad quoted field 0 — never a silently truncated float."""
+    if not ticks:
+        return TickBatch.empty()
+    c = tick_columns(ticks)
+    return TickBatch.from_columns(
+        c.token,
+        c.ts,
+        c.price,
+        exchange=c.exchange,
+        ts_init=_column([t.ts_init for t in ticks], 0),
+        volume=c.volume,
+        last_qty=c.last_qty,
+        oi=c.oi,
+        bid=_column([t.bid for t in ticks], 0),
+        ask=_column([t.ask for t in ticks], 0),
+        bid_qty=_column([t.bid_qty for t in ticks], 0),
+        ask_qty=_column([t.ask_qty for t in ticks], 0),
+    )
+
+
+def _tf_segment(seg: str) -> int:
+    """``"60s"`` → 60 (a topic's timeframe segment); anything else is no timeframe."""
+    if not seg.endswith("s"):
+        raise ValueError(seg)
+    return int(seg[:-1])
 
 
 class FastCandles:
@@ -923,6 +956,8 @@ class FastCandlePipeline:
         self.seconds = _SecondsView(self.core)
         self.frames = _FramesView(self.core)
         self._bus_version = bus.version
+        #: candles of advance/flush go out as batches (the columnar node) or as objects
+        self.batches = False
 
     def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
         return bool(self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}"))
@@ -965,10 +1000,65 @@ class FastCandlePipeline:
             self.core.process(token, ts_event, price, volume, last_qty, oi, exchange, copy=False)
         )
 
+    def handle_batch(self, batch: TickBatch) -> None:
+        """A :class:`~mandi.model.batches.TickBatch` (one call of the kernels): its candles go out
+        as :class:`~mandi.model.batches.CandleBatch` es on ``batch:candle``, a :class:`Candle`
+        only for a topic somebody subscribed to with a handler (:meth:`publish_batch`)."""
+        if len(batch):
+            self._check_subscriptions()
+            d = batch.data
+            self.publish_batch(
+                self.core._run(_Columns(d[0], d[2], d[4], d[5], d[6], d[7], d[1]), None, False)
+            )
+
+    def publish_batch(self, records: NDArray[Any]) -> None:
+        """Candle records out as batches and, for the topics with a handler, as objects: each
+        wanted candle is published after the batch that holds it (so batch readers — the
+        indicators, the store — have seen it first) and before the candles after it. The batch's
+        records are a view, valid during the call: a reader that keeps them copies them."""
+        n = len(records)
+        if not n:
+            return
+        bus = self.bus
+        confirmed = bus.wanted(("candle",), 3)
+        forming = bus.wanted(("pub", "candle"), 3)
+        if not confirmed and not forming:
+            bus.publish(CandleBatch.topic, CandleBatch(records))
+            return
+        cols: list[tuple[np.ndarray, Callable[[str], Any]]] = [
+            (records["timeframe"], _tf_segment),
+            (records["exchange"], _EXCHANGE_CODES.__getitem__),
+            (records["token"], int),
+        ]
+        closed = records["closed"] == 1
+        want = np.zeros(n, dtype=bool)
+        for cons, which in ((confirmed, closed), (forming, ~closed)):
+            if cons:
+                m = rows_wanted(cons, cols)
+                want |= which if m is None else (m & which)
+        lo = 0
+        for w in np.flatnonzero(want).tolist():
+            bus.publish(CandleBatch.topic, CandleBatch(records[lo : w + 1]))
+            (c,) = records_to_candles(records[w : w + 1])
+            bus.publish(
+                f"{'candle' if c.closed else 'pub:candle'}:{c.timeframe}s:{c.exchange}:{c.token}", c
+            )
+            lo = w + 1
+        if lo < n:
+            bus.publish(CandleBatch.topic, CandleBatch(records[lo:]))
+
     def advance(self, now_ns: int) -> None:
         self._check_subscriptions()  # closing seconds build forming candles too
-        self._publish(self.core.advance(now_ns, copy=False))
+        records = self.core.advance(now_ns, copy=False)
+        if self.batches:
+            self.publish_batch(records)
+        else:
+            self._publish(records)
 
     def flush(self) -> None:
         self._check_subscriptions()
-        self._publish(self.core.flush(copy=False))
+        records = self.core.flush(copy=False)
+        if self.batches:
+            self.publish_batch(records)
+        else:
+            self._publish(records)

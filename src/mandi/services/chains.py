@@ -8,19 +8,37 @@ every ``interval_s`` of exchange time one :class:`ChainSnapshot` per (underlying
 ``persist_interval_s`` (the seed's 30 s) into ``option_chain_snapshots`` with
 ``exchange_metadata``; on start, today's stored snapshots are replayed into the matrix (without
 notifying anybody) so the 3–30 minute OI windows are warm at once.
+
+When. The chain stamped ``t`` (on the ``interval_s`` grid) is every quote that arrived before
+the first tick at or after ``t``, and is built at that tick — so it does not depend on how a
+feed batches its ticks: a live run, a replay of its recording and a flat-out simulation make the
+same chains.
+
+Two engines (``pipeline.engine``): the reference takes ``tick:>`` objects into a
+:class:`ChainAssembler` and processes every snapshot through the matrix; the columnar one takes
+``batch:tick`` into :class:`~mandi.pipeline.chains.ChainColumns` and stages each moment's chains
+as arrays (:meth:`ChainMatrix.stage_frames`): a snapshot object, the matrix work and the
+analytics are made only for who reads them — subscribers of ``chain:`` / ``analytics:``
+topics, the persistence every 30 s, the trading kernel asking for the latest chain
+(:meth:`ChainLayer.latest_snapshot`, :meth:`ChainLayer.latest_analytics`) — with the same
+values as the reference (tested).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from mandi.bus.memory import rows_wanted
 from mandi.core.clock import NS_PER_SECOND
+from mandi.model import _columns as columns
+from mandi.model.batches import TickBatch
 from mandi.model.market import ChainSnapshot, Tick
 from mandi.options.chain import ChainAnalytics, ChainMatrix, ChainMatrixConfig
 from mandi.options.chain.matrix import CE_IV, PE_IV
-from mandi.pipeline.chains import ChainAssembler
+from mandi.pipeline.chains import ChainAssembler, ChainColumns, ChainFrame
 from mandi.stores.chains import (
     METADATA_SQL,
     SNAPSHOT_SQL,
@@ -52,9 +70,12 @@ class ChainLayer:
         self.cfg = cfg
         self.matrix: ChainMatrix | None = None
         self.assembler: ChainAssembler | None = None
+        self.columns: ChainColumns | None = None  # the columnar engine
         self._node: MarketNode | None = None
-        self._next_ns = 0
+        self._next_ns = 0  # the next chain falls due at the first tick at or after this time
+        self._step_ns = max(1, int(cfg.interval_s * NS_PER_SECOND))
         self._next_persist_ns = 0
+        self._frames: dict[tuple[str, dt.date], ChainFrame] = {}  # the latest, columnar
         self._pending: list[tuple[ChainSnapshot, ChainAnalytics | None]] = []
         self.snapshots = 0
         self.errors = 0
@@ -74,12 +95,21 @@ class ChainLayer:
                 diff_neg_threshold=self.cfg.diff_neg_threshold,
             )
         )
-        self.assembler = ChainAssembler(node.master, source=node.feed.name if node.feed else "")
+        source = node.feed.name if node.feed else ""
+        columnar = node.cfg.pipeline.engine == "fast"
+        if columnar:
+            self.columns = ChainColumns(node.master, source=source)
+        else:
+            self.assembler = ChainAssembler(node.master, source=source)
         node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
         node.writer.statements["exchange_metadata"] = METADATA_SQL
         if node.feed is not None and hasattr(node.feed, "on_snapshot"):
             # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
             node.feed.on_snapshot = self.handle_snapshot
+            self.columns = None
+            self.assembler = ChainAssembler(node.master, source=source)
+        elif columnar:
+            node.bus.subscribe(TickBatch.topic, self.handle_batch, name="chains.ticks")
         else:
             node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
         self._warm(node)
@@ -101,36 +131,70 @@ class ChainLayer:
         if snaps:
             log.info("chains warm: %d stored snapshots replayed into the OI windows", len(snaps))
 
+    def _new_contracts(self) -> None:
+        node = self._node
+        assert node is not None
+        if len(node.master) != getattr(self, "_known", 0):
+            self._known = len(node.master)  # a new simulated day brought new contracts
+            if self.assembler is not None:
+                self.assembler.add_instruments(node.master)
+            if self.columns is not None:
+                self.columns.add_instruments(node.master)
+
     def handle_tick(self, topic: str, tick: Tick) -> None:
+        """A tick (reference engine): the chain falls due before it if it starts a new
+        interval (module docstring)."""
         assert self.assembler is not None
+        ts = tick.ts_event
+        if ts >= self._next_ns:
+            self._new_contracts()
+            stamp = ts - ts % self._step_ns
+            self._next_ns = stamp + self._step_ns
+            self.emit(stamp)
         self.assembler.handle_tick(tick)
 
-    def after_batch(self) -> None:
-        node = self._node
-        if node is None or self.assembler is None or hasattr(node.feed, "on_snapshot"):
+    def handle_batch(self, topic: str, batch: TickBatch) -> None:
+        """A tick batch (columnar engine): applied in one call per interval it spans."""
+        cols = self.columns
+        assert cols is not None
+        n, i = len(batch), 0
+        ts = batch.ts_event
+        while i < n:
+            j = columns.first_at_or_after(ts, i, n, self._next_ns)
+            if j > i:
+                cols.handle_batch(batch.slice(i, j))
+            if j < n:
+                self._new_contracts()
+                t = int(ts[j])
+                stamp = t - t % self._step_ns
+                self._next_ns = stamp + self._step_ns
+                self.emit(stamp)
+            i = j
+
+    def end_of_session(self, ts_ns: int) -> None:
+        """The session is over (the feed said so at ``ts_ns``): the last chain falls due."""
+        if self._node is None or (self.assembler is None and self.columns is None):
             return
-        if self.assembler is not None and len(node.master) != getattr(self, "_known", 0):
-            self._known = len(node.master)  # a new simulated day brought new contracts
-            self.assembler.add_instruments(node.master)
-        now = node.stats.exchange_time_ns
-        if now < self._next_ns:
-            return
-        step = int(self.cfg.interval_s * NS_PER_SECOND)
-        stamp = now - now % step
-        self._next_ns = stamp + step
-        self.emit(stamp)
+        if ts_ns >= self._next_ns and self._next_ns:
+            stamp = ts_ns - ts_ns % self._step_ns
+            self._next_ns = stamp + self._step_ns
+            self.emit(stamp)
+
+    def _persist_due(self, ts_ns: int) -> bool:
+        if ts_ns < self._next_persist_ns:
+            return False
+        every = int(self.cfg.persist_interval_s * NS_PER_SECOND)
+        self._next_persist_ns = ts_ns - ts_ns % every + every
+        return True
 
     def emit(self, ts_ns: int) -> None:
         """Build, analyse, publish (and at the persist cadence, store) every chain at ``ts_ns``."""
+        if self.columns is not None:
+            self._emit_frames(ts_ns)
+            return
         node = self._node
         assert node is not None and self.assembler is not None and self.matrix is not None
-        persist = ts_ns >= self._next_persist_ns
-        if persist:
-            self._next_persist_ns = (
-                ts_ns
-                - ts_ns % int(self.cfg.persist_interval_s * 1e9)
-                + int(self.cfg.persist_interval_s * NS_PER_SECOND)
-            )
+        persist = self._persist_due(ts_ns)
         for snap in self.assembler.snapshots(ts_ns):
             try:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)
@@ -149,6 +213,77 @@ class ChainLayer:
                     "exchange_metadata",
                     [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
                 )
+
+    def _emit_frames(self, ts_ns: int) -> None:
+        """The columnar emit: the chains as arrays, staged in the matrix; objects and analytics
+        only for who wants them (module docstring)."""
+        node, cols, matrix = self._node, self.columns, self.matrix
+        assert node is not None and cols is not None and matrix is not None
+        persist = self._persist_due(ts_ns)
+        frames = cols.frames(ts_ns)
+        if not frames:
+            return
+        try:
+            matrix.stage_frames(frames)
+        except Exception as e:  # a frame the matrix refuses (bad lot size …): reported
+            self.errors += 1
+            node.event("chain_error", f"chains at {ts_ns}: {e}", "ERROR")
+            return
+        self.snapshots += len(frames)
+        for f in frames:
+            self._frames[(f.underlying, f.expiry)] = f
+        bus = node.bus
+        if bus.has_subscribers("batch:chain"):
+            bus.publish("batch:chain", frames)
+        want_snap = bus.wanted(("chain",), 2)
+        want_ana = bus.wanted(("analytics",), 2)
+        if want_snap or want_ana or persist:
+            keys = [(f.underlying, f.expiry.isoformat()) for f in frames]
+            snap_rows = _wanted_keys(want_snap, keys)
+            ana_rows = _wanted_keys(want_ana, keys)
+            for k, f in enumerate(frames):
+                if not (snap_rows[k] or ana_rows[k] or persist):
+                    continue
+                snap = f.snapshot()
+                analytics = self._analytics_of(f)
+                if snap_rows[k]:
+                    bus.publish(chain_topic("chain", f.underlying, f.expiry), snap)
+                if ana_rows[k] and analytics is not None:
+                    bus.publish(chain_topic("analytics", f.underlying, f.expiry), analytics)
+                if persist:
+                    now = node.clock.now_ns()
+                    rows = snapshot_rows(snap, analytics, now, self._ivs(snap))
+                    node.writer.put("option_chain_snapshots", rows)
+                    node.writer.put(
+                        "exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)]
+                    )
+
+    def _analytics_of(self, f: ChainFrame) -> ChainAnalytics | None:
+        assert self.matrix is not None
+        try:
+            return self.matrix.analytics(f.underlying, f.expiry)
+        except Exception as e:
+            self.errors += 1
+            if self._node is not None:
+                self._node.event("chain_error", f"{f.underlying} {f.expiry}: {e}", "ERROR")
+            return None
+
+    def latest_snapshot(self, underlying: str, expiry: dt.date) -> ChainSnapshot | None:
+        """The newest chain of (underlying, expiry) the columnar engine made, as a
+        :class:`ChainSnapshot` (what ``chain:...`` subscribers got last)."""
+        f = self._frames.get((underlying, expiry))
+        return f.snapshot() if f is not None else None
+
+    def latest_analytics(self, underlying: str, expiry: dt.date | None) -> ChainAnalytics | None:
+        """The analytics of that newest chain (what ``analytics:...`` subscribers got last);
+        ``expiry`` None: the nearest expiry seen."""
+        if expiry is None:
+            mine = [e for u, e in self._frames if u == underlying]
+            if not mine:
+                return None
+            expiry = min(mine)
+        f = self._frames.get((underlying, expiry))
+        return self._analytics_of(f) if f is not None else None
 
     def handle_snapshot(self, snap: ChainSnapshot) -> None:
         """A whole chain from a polled source: analysed and published like an assembled one,
@@ -188,4 +323,17 @@ class ChainLayer:
         return []
 
     def close(self) -> None:
-        pass
+        if self.columns is not None and self.matrix is not None:
+            self.matrix.flush_staged()
+
+
+def _wanted_keys(constraints: list[Any], keys: list[tuple[str, str]]) -> list[bool]:
+    """Per (underlying, expiry) key: does a constraint of ``chain:{u}:{e}`` topics match it."""
+    if not constraints:
+        return [False] * len(keys)
+    import numpy as np
+
+    u = np.array([k[0] for k in keys], dtype=object)
+    e = np.array([k[1] for k in keys], dtype=object)
+    mask = rows_wanted(constraints, [(u, str), (e, str)])
+    return [True] * len(keys) if mask is None else mask.tolist()

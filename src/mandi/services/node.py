@@ -4,6 +4,18 @@ feed (asyncio) → bounded queue → kernel (bus + candle pipeline, synchronous)
 writer thread, status, later the web hub). The feed never waits for the kernel when it is a live
 source: a full queue drops the batch and counts it. The simulator, which we control, is instead
 slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as the kernel can go.
+
+Two engines (``pipeline.engine``, DESIGN §11). ``fast`` (the default) is columnar: a feed batch
+is a :class:`~mandi.model.batches.TickBatch`, cut into runs of one event second; per run the
+pipeline publishes its candles as :class:`~mandi.model.batches.CandleBatch` es and the run goes
+out once on ``batch:tick`` — the layers (indicators, chains, trading, the store) work on the
+arrays, and a per-object message (``tick:…``, ``candle:…``) is made only for a topic somebody
+subscribed to with a handler. ``reference`` is the readable per-object path (a ``Tick`` and a
+``Candle`` per message); a differential test holds the two to the same messages and rows.
+
+Storage: ticks as compressed columnar blocks (:mod:`mandi.stores.ticks`); confirmed timeframe
+candles as rows; one-second candles in memory for ``store.second_candles_s`` (in SQLite too with
+``store.second_candles = "sqlite"``).
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import numpy as np
 
 from mandi.bus.memory import MessageBus
 from mandi.config import AppConfig
@@ -27,13 +40,15 @@ from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
 from mandi.core.errors import ConfigError
 from mandi.core.logs import RateLimitedLog
+from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, CandleBatch, TickBatch
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
 from mandi.services.resume import discard_after, find_resume_point
 from mandi.stores.clickhouse import open_market_sink
-from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta, tick_row
+from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta
+from mandi.stores.ticks import BLOCK_SQL, block_row
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +74,7 @@ class Feed(Protocol):
 
     def instruments(self) -> list[AnyInstrument]: ...
 
-    def batches(self) -> AsyncIterator[list[Tick]]: ...
+    def batches(self) -> AsyncIterator[list[Tick] | TickBatch]: ...
 
 
 class Layer(Protocol):
@@ -117,6 +132,11 @@ class MarketNode:
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
         )
+        self.writer.statements["tick_blocks"] = BLOCK_SQL
+        #: the columnar engine (DESIGN §11); "reference" keeps the per-object path
+        self.columnar = cfg.pipeline.engine == "fast"
+        self.seconds_ring = SecondCandles(st.second_candles_s)
+        self._store_seconds = st.second_candles == "sqlite"
         pipeline_class: Any = CandlePipeline
         if cfg.pipeline.engine == "fast":  # numba kernels, the same candles (tests/unit/pipeline)
             from mandi.pipeline.fast import FastCandlePipeline
@@ -129,8 +149,9 @@ class MarketNode:
             close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
             emit_forming=cfg.pipeline.emit_forming,
         )
+        self.pipeline.batches = self.columnar
         self.feed: Feed | None = None
-        self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(cfg.pipeline.tick_queue)
         self._candle_rows: list[tuple[Any, ...]] = []
         self._event_rows: list[tuple[Any, ...]] = []
         self._stop = asyncio.Event()
@@ -139,13 +160,41 @@ class MarketNode:
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
         self._until_reached = False
-        self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
+        if self.columnar:
+            self.bus.subscribe(CandleBatch.topic, self._on_candle_batch, name="store.candles")
+        else:
+            self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
         self.bus.subscribe("system:>", self._on_system_event, name="store.events")
 
     # --- sinks ----------------------------------------------------------------------------------
     def _on_candle(self, topic: str, c: Candle) -> None:
-        self._candle_rows.append(candle_row(c))
         self.stats.candles_confirmed[c.timeframe] += 1
+        if c.timeframe == 1:
+            self.seconds_ring.add_one(c)
+            if not self._store_seconds:
+                return
+        self._candle_rows.append(candle_row(c))
+
+    def _on_candle_batch(self, topic: str, batch: CandleBatch) -> None:
+        r = batch.records
+        r = r[r["closed"] == 1]
+        if not len(r):
+            return
+        tf = r["timeframe"]
+        ones = tf == 1
+        if ones.any():
+            self.seconds_ring.add(r[ones])
+            if not self._store_seconds:
+                r, tf = r[~ones], tf[~ones]
+        counts = self.stats.candles_confirmed
+        for t, k in zip(*np.unique(tf, return_counts=True), strict=True):
+            counts[int(t)] += int(k)
+        if len(r):
+            names = EXCHANGES
+            self._candle_rows += [
+                (tok, names[x], t, b, o, h, lo, c, v, oi, n)
+                for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
+            ]
 
     def _on_system_event(self, topic: str, e: SystemEvent) -> None:
         self._event_rows.append(
@@ -174,8 +223,15 @@ class MarketNode:
         )
 
     # --- the kernel side ------------------------------------------------------------------------
-    def handle_batch(self, batch: list[Tick]) -> None:
+    def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
         """Run one batch of ticks through the kernel (synchronously)."""
+        if self.columnar:
+            from mandi.pipeline.fast import tick_batch
+
+            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch))
+            return
+        if isinstance(batch, TickBatch):
+            batch = batch.to_ticks()
         publish, last = self.bus.publish, self.stats.last_price
         # Candles close only on the first tick of a new second, so a run of ticks within one
         # second goes through the pipeline in one call (the fast path's speed comes from the
@@ -190,15 +246,75 @@ class MarketNode:
         if batch:
             self.stats.exchange_time_ns = batch[-1].ts_event
             if self.cfg.store.store_ticks:
-                self.writer.put("ticks", [tick_row(t) for t in batch])
+                from mandi.pipeline.fast import tick_batch
+
+                self.writer.put("tick_blocks", [block_row(tick_batch(batch))])
         elif self.feed is not None:  # an empty batch: the session is over
             self.pipeline.advance(self.feed.exchange_time_ns)
+            self._end_of_session(self.feed.exchange_time_ns)
         self._flush_rows()
         for layer in self.layers:
             after = getattr(layer, "after_batch", None)
             if after is not None:
                 after()
         self._report_rejections()
+
+    def _handle_columns(self, batch: TickBatch) -> None:
+        """The columnar kernel step: per run of one event second, the candles (batches, and
+        objects for their subscribers), then the run on ``batch:tick`` (and ``tick:…`` objects
+        for their subscribers) — the order a tick-by-tick loop gives."""
+        bus, pipeline = self.bus, self.pipeline
+        starts = batch.second_starts()
+        for k in range(len(starts) - 1):
+            run = batch.slice(starts[k], starts[k + 1])
+            pipeline.handle_batch(run)
+            bus.publish(TickBatch.topic, run)
+            if bus.wanted(("tick",), 2):
+                self._tick_objects(run)
+        n = len(batch)
+        self.stats.ticks_in += n
+        self.stats.batches += 1
+        if n:
+            ts = batch.ts_event
+            self.stats.exchange_time_ns = int(ts[-1])
+            tok = batch.token[::-1]
+            _, last = np.unique(tok, return_index=True)  # each token's last tick
+            idx = n - 1 - last
+            self.stats.last_price.update(
+                zip(batch.token[idx].tolist(), batch.price[idx].tolist(), strict=True)
+            )
+            if self.cfg.store.store_ticks:
+                self.writer.put("tick_blocks", [block_row(batch)])
+        elif self.feed is not None:  # an empty batch: the session is over
+            pipeline.advance(self.feed.exchange_time_ns)
+            self._end_of_session(self.feed.exchange_time_ns)
+        self._flush_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+        self._report_rejections()
+
+    def _tick_objects(self, run: TickBatch) -> None:
+        """``tick:{exchange}:{token}`` messages for the topics somebody subscribed to."""
+        from mandi.bus.memory import rows_wanted
+        from mandi.model.batches import _EXCHANGE_CODES
+
+        mask = rows_wanted(
+            self.bus.wanted(("tick",), 2),
+            [(run.exchange, _EXCHANGE_CODES.__getitem__), (run.token, int)],
+        )
+        rows = range(len(run)) if mask is None else np.flatnonzero(mask).tolist()
+        publish = self.bus.publish
+        for i in rows:
+            t = run.tick(i)
+            publish(f"tick:{t.exchange}:{t.token}", t)
+
+    def _end_of_session(self, ts_ns: int) -> None:
+        for layer in self.layers:
+            hook = getattr(layer, "end_of_session", None)
+            if hook is not None:
+                hook(ts_ns)
 
     def _report_rejections(self) -> None:
         rejected = self.pipeline.seconds.rejected
@@ -261,7 +377,12 @@ class MarketNode:
             resume = None
             held = get_meta(con, "sim.identity")
             if cfg.run.resume and held == identity:
-                resume = find_resume_point(con, cfg.pipeline.timeframes, cfg.store.store_ticks)
+                resume = find_resume_point(
+                    con,
+                    cfg.pipeline.timeframes,
+                    cfg.store.store_ticks,
+                    cfg.store.second_candles == "sqlite",
+                )
                 held_start = get_meta(con, "sim.start_date")
                 if resume is not None and held_start:
                     start = dt.date.fromisoformat(held_start)
@@ -310,17 +431,21 @@ class MarketNode:
             await self.queue.put([])  # end of feed
             self._feed_done = True
 
-    def _cut_at_until(self, batch: list[Tick]) -> list[Tick] | None:
-        """Keep the ticks before the ``until`` time (None if none is left: an empty list would
+    def _cut_at_until(self, batch: Any) -> Any:
+        """Keep the ticks before the ``until`` time (None if none is left: an empty batch would
         mean the end of the session); reaching it stops the run."""
-        if self._until_s is None or not batch:
+        if self._until_s is None or not len(batch):
             return batch
-        t = batch[-1].ts_event
+        columns = isinstance(batch, TickBatch)
+        t = int(batch.ts_event.max()) if columns else batch[-1].ts_event
         limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
         if t < limit:
             return batch
         self._until_reached = True
         self.request_stop(f"exchange time reached {self.cfg.run.until}")
+        if columns:
+            kept = batch.take(batch.ts_event < limit)
+            return kept if len(kept) else None
         return [x for x in batch if x.ts_event < limit] or None
 
     async def _kernel(self) -> None:
@@ -336,7 +461,7 @@ class MarketNode:
                 high = self.writer.max_pending_rows // 4
                 while self.writer.pending_rows > high or self._layers_busy():
                     await asyncio.sleep(0.005)
-            if not batch and getattr(self, "_feed_done", False) and self.queue.empty():
+            if not len(batch) and getattr(self, "_feed_done", False) and self.queue.empty():
                 self.request_stop("the feed ended")
                 return
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
@@ -378,6 +503,9 @@ class MarketNode:
         """Run until the duration, the ``until`` time, the end of the feed or a signal."""
         self._feed_done = False
         await self.prepare()
+        if self.columnar and self.feed is not None and not self.feed.live:
+            # a replayable feed flat out brings whole minutes: a few in hand bound the memory
+            self.queue = asyncio.Queue(min(4, self.cfg.pipeline.tick_queue))
         for layer in self.layers:
             layer.attach(self)
         loop = asyncio.get_running_loop()
@@ -461,9 +589,10 @@ class _SimFeedAdapter:
     def instruments(self) -> list[AnyInstrument]:
         return list(self._feed.exchange.instruments)
 
-    async def batches(self) -> AsyncIterator[list[Tick]]:
+    async def batches(self) -> AsyncIterator[list[Tick] | TickBatch]:
         day = self._feed.exchange.date
-        async for batch in self._feed.batches():
+        source = self._feed.column_batches() if self._node.columnar else self._feed.batches()
+        async for batch in source:
             if self._feed.exchange.date != day:
                 day = self._feed.exchange.date
                 self._node._attach_feed(self)
@@ -500,3 +629,44 @@ def _fmt(ts_ns: int) -> str:
     from mandi.core.calendar import ist_datetime
 
     return ist_datetime(ts_ns).strftime("%Y-%m-%d %H:%M:%S IST")
+
+
+class SecondCandles:
+    """The last ``seconds`` of confirmed one-second candles, in memory (the seed keeps its 1 s
+    candle streams for ten minutes): a ring of :data:`~mandi.model.batches.CANDLE_DTYPE` records
+    that holds still when nothing comes."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self._parts: list[np.ndarray] = []
+        self._newest = 0
+
+    def add(self, records: np.ndarray) -> None:
+        if not self.seconds or not len(records):
+            return
+        self._parts.append(records.copy())  # the pipeline's records are a view
+        self._newest = max(self._newest, int(records["bucket"].max()))
+        horizon = self._newest - self.seconds * NS_PER_SECOND
+        while self._parts and int(self._parts[0]["bucket"].max()) < horizon:
+            self._parts.pop(0)
+
+    def add_one(self, c: Candle) -> None:
+        if self.seconds:
+            from mandi.model.batches import exchange_code
+
+            rec = np.array(
+                [(c.token, 1, c.bucket, c.open, c.high, c.low, c.close, c.volume, c.oi, c.ticks,
+                  1, exchange_code(c.exchange))],
+                dtype=CANDLE_DTYPE,
+            )  # fmt: skip
+            self.add(rec)
+
+    def candles(self, token: int, since_ns: int = 0) -> list[Candle]:
+        """The held one-second candles of ``token`` from ``since_ns`` on, oldest first."""
+        from mandi.model.batches import records_to_candles
+
+        out: list[Candle] = []
+        for part in self._parts:
+            sel = part[(part["token"] == token) & (part["bucket"] >= since_ns)]
+            out += records_to_candles(sel)
+        return out

@@ -82,6 +82,12 @@ class FeedClock:
         if tick.ts_event > self._last:
             self._last = tick.ts_event
 
+    def observe_ns(self, ts_ns: int) -> None:
+        """A tick of this exchange time went by (the columnar path tells it tick batches' times,
+        see ``TradingKernel.handle_ticks``)."""
+        if ts_ns > self._last:
+            self._last = ts_ns
+
     def now_ns(self) -> int:
         wm = self._node.pipeline.seconds.watermark_ns
         return wm if wm > self._last else self._last
@@ -131,7 +137,8 @@ class TradingLayer:
             fc._last = node.stats.resumed_from_ns or (
                 node.feed.exchange_time_ns if node.feed is not None else 0
             )
-            node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
+            if not node.columnar:  # the columnar kernel tells it each run's times itself
+                node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
             self.clock = fc
         self.store = store = SqliteTradingStore(cfg.store.db)
         extra = ""
@@ -194,7 +201,20 @@ class TradingLayer:
             start = node.feed.exchange_time_ns if node.feed is not None else 0
         warm = self._warm_candles(start) if start else []
         _warm_numerics()
-        kernel.start(warm)
+        if node.columnar:
+            chains: Any = next((x for x in node.layers if getattr(x, "name", "") == "chains"), None)
+            if chains is not None and getattr(chains, "columns", None) is not None:
+                # the chain layer makes a chain's objects only when asked: the kernel asks
+                kernel.market.chain_source = chains.latest_snapshot
+                kernel.ctx.analytics_source = chains.latest_analytics
+        kernel.start(warm, tick_objects=not node.columnar)
+        if node.columnar:
+            observe = self.clock.observe_ns if isinstance(self.clock, FeedClock) else None
+            node.bus.subscribe(
+                "batch:tick",
+                lambda topic, batch: kernel.handle_ticks(batch, observe),
+                name="trading.ticks",
+            )
         store.heartbeat(self.mode)
         r = kernel.restored
         log.info(

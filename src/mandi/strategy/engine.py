@@ -89,8 +89,9 @@ class StrategyEngine:
         return out
 
     # --- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Subscribe to the bus and call every ``on_start``."""
+    def start(self, batches: bool = False) -> None:
+        """Subscribe to the bus and call every ``on_start``. ``batches``: indicator values come
+        as ``batch:ind`` batches (the columnar node) rather than ``ind:...`` messages."""
         for token, tf in self._by_series:
             inst = self.ctx.master.get(token)
             if inst is None:
@@ -102,12 +103,20 @@ class StrategyEngine:
                     name="strategy.candles",
                 )
             )
-        self._subs.append(
-            self.bus.subscribe("ind:>", self._on_indicator, name="strategy.indicators")
-        )
-        self._subs.append(
-            self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
-        )
+        if batches:
+            self._subs.append(
+                self.bus.subscribe(
+                    "batch:ind", self._on_indicator_batch, name="strategy.indicators"
+                )
+            )
+        else:
+            self._subs.append(
+                self.bus.subscribe("ind:>", self._on_indicator, name="strategy.indicators")
+            )
+        if self.ctx.analytics_source is None:  # else it asks for them when read
+            self._subs.append(
+                self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
+            )
         if not self.started:  # warm_up already started them: a second on_start would reset
             for s in self.strategies:  # the state the warm-up just rebuilt
                 self._call(s, "on_start")
@@ -227,6 +236,9 @@ class StrategyEngine:
         underlying, expiry = getattr(a, "underlying", None), getattr(a, "expiry", None)
         if underlying is not None and expiry is not None:
             self.ctx._analytics[(underlying, expiry)] = a
+
+    def _on_indicator_batch(self, topic: str, batch: Any) -> None:
+        self.ctx._add_indicator_batch(batch)
 
     def _on_indicator(self, topic: str, v: IndicatorValue) -> None:
         if isinstance(v, IndicatorValue) and v.confirmed:

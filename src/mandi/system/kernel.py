@@ -212,7 +212,7 @@ class TradingKernel:
     def start(self, warm_candles: Iterable[Candle] = (), *, tick_objects: bool = True) -> None:
         """Restore, reconcile, warm up, subscribe (see the module docstring). ``tick_objects``
         False: the shell hands over tick batches itself (:meth:`handle_ticks`) instead of the
-        kernel subscribing to ``tick:>``."""
+        kernel subscribing to ``tick:>``, and indicator values come as ``batch:ind``."""
         self.restore()
         if self.orders is not None:
             self.orders.reconcile_all()
@@ -221,11 +221,12 @@ class TradingKernel:
             log.info("strategies warmed up on %d stored candles", n)
         if tick_objects:
             self._subs.append(self.bus.subscribe("tick:>", self._on_tick, name="trading.ticks"))
-        self._subs += [
-            self.bus.subscribe("chain:>", self._on_chain, name="trading.chains"),
-            self.bus.subscribe("signal:>", self.execution.handle_signal, name="execution.signals"),
-        ]
-        self.strategies.start()
+        if self.market.chain_source is None:  # else it asks for the newest chain when it needs it
+            self._subs.append(self.bus.subscribe("chain:>", self._on_chain, name="trading.chains"))
+        self._subs.append(
+            self.bus.subscribe("signal:>", self.execution.handle_signal, name="execution.signals")
+        )
+        self.strategies.start(batches=not tick_objects)
         self.started = True
 
     def stop(self) -> None:

@@ -273,6 +273,13 @@ class ChainBuffer:
             self.pending.clear()
         return self._data
 
+    def slot_data(self, slot: int) -> NDArray[np.float64]:
+        """One slot ``(channel, strike)`` of the ring, its IV and Greeks computed if pending."""
+        job = self.pending.pop(slot, None)
+        if job is not None:
+            job.complete(self._data[slot])
+        return self._data[slot]  # type: ignore[no-any-return]
+
     def newest_time(self) -> int | None:
         return int(self.times[self.head]) if self.count else None
 
@@ -449,7 +456,7 @@ class ChainMatrix:
         buf = self.buffer(underlying, expiry)
         if not buf.count:
             raise KeyError(f"no snapshot yet for {underlying} {expiry}")
-        return buf.data[buf.head], buf.strikes[buf.head]
+        return buf.slot_data(buf.head), buf.strikes[buf.head]
 
     def history(self, underlying: str, expiry: dt.date, n: int | None = None) -> ChainHistory:
         """The last ``n`` (default all) slots in time order, as copies."""
