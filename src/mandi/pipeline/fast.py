@@ -262,6 +262,9 @@ class FastCandles:
         self._closes = np.zeros(0, dtype=np.int64)
         self._out = np.zeros((1 << 14, K.NOCOL), dtype=np.int64)
         self._stateless: set[int] = set()  # token indices without aggregator state
+        # the last kernel call stopped after a token got state in its last tick: that token's
+        # filter answer is asked at the start of the next call (only then is the scan needed)
+        self._ask_next = False
         self.last_rejection: tuple[str, Tick] | None = None
 
     # --- counters ---------------------------------------------------------------------------
@@ -528,7 +531,9 @@ class FastCandles:
         n = len(cols.token)
         idx = self._map(cols.token)
         self._recheck_known()
-        self._ask_filter()
+        if self._ask_next:
+            self._ask_filter()
+            self._ask_next = False
         self._cover(cols.ts)
         rejected = int(self._g[K.G_REJ : K.G_REJ + 6].sum())
         self._g[K.G_NOUT] = 0
@@ -560,6 +565,7 @@ class FastCandles:
             self._recheck_known()
         # a token that got state in the last tick is asked at the next step, as the reference
         # asks lazily when it first needs the answer
+        self._ask_next = self._filter is not None and int(self._g[K.G_STOP]) == 2
         if int(self._g[K.G_REJ : K.G_REJ + 6].sum()) != rejected:
             self._note_rejection(cols, ticks)
         if chunks:

@@ -86,7 +86,7 @@ class ChainLayer:
         if rate is None:  # the simulator prices at its own rate; real chains use NSE's 10 %
             from mandi.feeds.sim import RISK_FREE_RATE
 
-            rate = RISK_FREE_RATE if node.feed is not None and node.feed.name == "sim" else 0.10
+            rate = RISK_FREE_RATE if _label(node.feed) == "sim" else 0.10
         self.matrix = ChainMatrix(
             ChainMatrixConfig(
                 strikes_each_side=self.cfg.strikes_each_side,
@@ -95,7 +95,7 @@ class ChainLayer:
                 diff_neg_threshold=self.cfg.diff_neg_threshold,
             )
         )
-        source = node.feed.name if node.feed else ""
+        source = _label(node.feed)
         columnar = node.cfg.pipeline.engine == "fast"
         if columnar:
             self.columns = ChainColumns(node.master, source=source)
@@ -325,6 +325,11 @@ class ChainLayer:
     def close(self) -> None:
         if self.columns is not None and self.matrix is not None:
             self.matrix.flush_staged()
+
+
+def _label(feed: Any) -> str:
+    """What a feed's data is labelled with: its name, or a replay's recorded feed's."""
+    return "" if feed is None else str(getattr(feed, "label", feed.name))
 
 
 def _wanted_keys(constraints: list[Any], keys: list[tuple[str, str]]) -> list[bool]:

@@ -34,6 +34,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: the topic of preview batches (``batch:ind`` carries confirmed values only)
+PREVIEW_TOPIC = "batch:pub:ind"
+
+
+def _value_rows(b: IndicatorValueBatch, ok: np.ndarray) -> list[tuple[Any, ...]]:
+    """``indicator_values`` rows of a batch's values that are not NaN (``ok``), candle by
+    candle, names in order — what :meth:`IndicatorLayer.handle_candle` stores per candle."""
+    j, k = np.nonzero(ok)
+    names = np.array(b.names, dtype=object)[k]
+    ex = np.array(EXCHANGES, dtype=object)[b.exchange[j]]
+    return list(
+        zip(
+            b.token[j].tolist(),
+            ex.tolist(),
+            b.timeframe[j].tolist(),
+            b.bucket[j].tolist(),
+            names.tolist(),
+            b.values[j, k].tolist(),
+            strict=True,
+        )
+    )
+
+
 def indicator_topic(v: IndicatorValue) -> str:
     prefix = "ind" if v.confirmed else "pub:ind"
     return f"{prefix}:{v.name}:{v.timeframe}s:{v.exchange}:{v.token}"
@@ -152,12 +175,16 @@ class IndicatorLayer:
         r = batch.records
         ours = np.isin(r["timeframe"], self._tfs)
         closed = r["closed"] == 1
-        if self.cfg.previews == "all":
-            peek = ours & ~closed
-        elif self.cfg.previews == "underlyings":
-            peek = ours & ~closed & np.isin(r["token"], self._preview_tokens)
-        else:
+        bus = self._node.bus if self._node is not None else None
+        readers = bus is not None and (
+            bus.has_subscribers(PREVIEW_TOPIC) or bool(bus.wanted(("pub", "ind"), 4))
+        )
+        if self.cfg.previews == "none" or not readers:  # a preview nobody reads is not made
             peek = np.zeros(len(r), dtype=bool)
+        elif self.cfg.previews == "all":
+            peek = ours & ~closed
+        else:
+            peek = ours & ~closed & np.isin(r["token"], self._preview_tokens)
         use = (ours & closed) | peek
         if not use.any():
             return
@@ -196,7 +223,7 @@ class IndicatorLayer:
             confirmed,
         )
         bus = self._node.bus
-        bus.publish(IndicatorValueBatch.topic, out)
+        bus.publish(IndicatorValueBatch.topic if confirmed else PREVIEW_TOPIC, out)
         family = ("ind",) if confirmed else ("pub", "ind")
         if bus.wanted(family, 4):
             for v in out.to_values():
@@ -207,16 +234,7 @@ class IndicatorLayer:
         if confirmed:
             self.values_published += n
             if self.cfg.store_values and n:
-                names, ex = self.engine.names, EXCHANGES
-                rows = self._rows
-                for tok, x, tf, b, row in zip(
-                    out.token.tolist(), out.exchange.tolist(), out.timeframe.tolist(),
-                    out.bucket.tolist(), values.tolist(), strict=True,
-                ):  # fmt: skip
-                    exchange = ex[x]
-                    for name, v in zip(names, row, strict=True):
-                        if v == v:
-                            rows.append((tok, exchange, tf, b, name, v))
+                self._rows += _value_rows(out, ok)
         else:
             self.previews_published += n
 

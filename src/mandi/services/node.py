@@ -50,6 +50,8 @@ from mandi.stores.clickhouse import open_market_sink
 from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta
 from mandi.stores.ticks import BLOCK_SQL, block_row
 
+META_SQL = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
 log = logging.getLogger(__name__)
 
 
@@ -133,6 +135,7 @@ class MarketNode:
             max_pending_rows=st.max_pending_rows,
         )
         self.writer.statements["tick_blocks"] = BLOCK_SQL
+        self.writer.statements["meta"] = META_SQL
         #: the columnar engine (DESIGN §11); "reference" keeps the per-object path
         self.columnar = cfg.pipeline.engine == "fast"
         self.seconds_ring = SecondCandles(st.second_candles_s)
@@ -159,6 +162,7 @@ class MarketNode:
         self._rejected_seen: Counter[str] = Counter()
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
+        self._first_batch_at = self._last_batch_at = 0.0  # the kernel's own time, for its rate
         self._until_reached = False
         if self.columnar:
             self.bus.subscribe(CandleBatch.topic, self._on_candle_batch, name="store.candles")
@@ -177,24 +181,28 @@ class MarketNode:
 
     def _on_candle_batch(self, topic: str, batch: CandleBatch) -> None:
         r = batch.records
-        r = r[r["closed"] == 1]
-        if not len(r):
+        closed = r["closed"] == 1
+        if not closed.any():
             return
+        r = r[closed]
         tf = r["timeframe"]
         ones = tf == 1
-        if ones.any():
-            self.seconds_ring.add(r[ones])
-            if not self._store_seconds:
-                r, tf = r[~ones], tf[~ones]
+        n1 = int(ones.sum())
         counts = self.stats.candles_confirmed
-        for t, k in zip(*np.unique(tf, return_counts=True), strict=True):
+        if n1:  # most runs: only the seconds the run's first tick closed
+            self.seconds_ring.add(r if n1 == len(r) else r[ones])
+            counts[1] += n1
+            if not self._store_seconds:
+                if n1 == len(r):
+                    return
+                r, tf = r[~ones], tf[~ones]
+        for t, k in zip(*np.unique(tf[tf != 1], return_counts=True), strict=True):
             counts[int(t)] += int(k)
-        if len(r):
-            names = EXCHANGES
-            self._candle_rows += [
-                (tok, names[x], t, b, o, h, lo, c, v, oi, n)
-                for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
-            ]
+        names = EXCHANGES
+        self._candle_rows += [
+            (tok, names[x], t, b, o, h, lo, c, v, oi, n)
+            for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
+        ]
 
     def _on_system_event(self, topic: str, e: SystemEvent) -> None:
         self._event_rows.append(
@@ -310,7 +318,18 @@ class MarketNode:
             t = run.tick(i)
             publish(f"tick:{t.exchange}:{t.token}", t)
 
+    def _end_of_feed(self) -> None:
+        if self.feed is not None:
+            self.pipeline.advance(self.feed.exchange_time_ns)
+        self._flush_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+
     def _end_of_session(self, ts_ns: int) -> None:
+        # the recording closed this session (a replay of it closes it too: mandi.feeds.replay)
+        self.writer.put("meta", [(f"session.closed.{ist_date(ts_ns - 1).isoformat()}", str(ts_ns))])
         for layer in self.layers:
             hook = getattr(layer, "end_of_session", None)
             if hook is not None:
@@ -349,6 +368,11 @@ class MarketNode:
         self.writer.start()
         if cfg.run.feed == "sim":
             self._attach_feed(self._sim_feed())
+        elif cfg.run.feed.startswith("replay:"):  # a recording through the whole platform
+            from mandi.feeds.replay import ReplayFeed, register, replay_path
+
+            register()
+            self._attach_feed(ReplayFeed(replay_path(cfg.run.feed), cfg.run.speed, self))
         elif cfg.run.feed.startswith(("ws://", "wss://")):
             from mandi.feeds.ws import TickserverFeed
 
@@ -428,7 +452,7 @@ class MarketNode:
                 else:
                     await self.queue.put(batch)
         finally:
-            await self.queue.put([])  # end of feed
+            await self.queue.put(None)  # end of feed (not of a session: see _kernel)
             self._feed_done = True
 
     def _cut_at_until(self, batch: Any) -> Any:
@@ -453,17 +477,23 @@ class MarketNode:
             batch = await self.queue.get()
             if self._until_reached:
                 continue
+            if batch is None:  # the feed ended: time reaches the feed's (no session closes)
+                self._end_of_feed()
+                if self.queue.empty():
+                    self.request_stop("the feed ended")
+                    return
+                continue
             kept = self._cut_at_until(batch)
             if kept is not None:
+                if not self._first_batch_at:
+                    self._first_batch_at = time.perf_counter()
                 self.handle_batch(kept)
+                self._last_batch_at = time.perf_counter()
             if self.feed is not None and not self.feed.live:
                 # a replayable source waits for the writer instead of making it drop rows
                 high = self.writer.max_pending_rows // 4
                 while self.writer.pending_rows > high or self._layers_busy():
                     await asyncio.sleep(0.005)
-            if not len(batch) and getattr(self, "_feed_done", False) and self.queue.empty():
-                self.request_stop("the feed ended")
-                return
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
     def _layers_busy(self) -> bool:
@@ -550,7 +580,8 @@ class MarketNode:
             while not self.queue.empty():
                 self.queue.get_nowait()
         while not self.queue.empty() and not self._until_reached:
-            kept = self._cut_at_until(self.queue.get_nowait())
+            item = self.queue.get_nowait()
+            kept = self._cut_at_until(item) if item is not None else None
             if kept is not None:
                 self.handle_batch(kept)
         for layer in reversed(self.layers):
@@ -561,6 +592,14 @@ class MarketNode:
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
         self._flush_rows()
         self.writer.stop()
+        busy = self._last_batch_at - self._first_batch_at
+        if busy > 0:
+            log.info(
+                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last)",
+                self.stats.ticks_in,
+                busy,
+                self.stats.ticks_in / busy,
+            )
         log.info(
             "stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
             dict(self.writer.stats.rows),
