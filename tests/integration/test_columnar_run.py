@@ -140,7 +140,7 @@ def test_the_same_rows_are_stored(runs, name):
     finally:
         con_a.close()
         con_b.close()
-    assert len(a) > 10_000 and np.array_equal(a.data, b.data)
+    assert len(a) > 5_000 and np.array_equal(a.data, b.data)
 
 
 def test_a_replay_publishes_what_the_recorded_run_published(runs):
