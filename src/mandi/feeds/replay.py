@@ -42,6 +42,8 @@ from mandi.model.instruments import AnyInstrument, Equity
 
 STEP_NS = 250_000_000
 MINUTE_NS = 60 * NS_PER_SECOND
+#: ``meta`` key prefix of a session the recording closed (``session.closed.YYYY-MM-DD``)
+CLOSED_KEY = "session.closed."
 
 
 def replay_path(feed: str) -> pathlib.Path:
@@ -64,7 +66,8 @@ class _Recording:
         self.is_db = path.read_bytes()[:16] == b"SQLite format 3\x00"
         self._csv: TickBatch | None = None
         if self.is_db:
-            from mandi.stores.sqlite import connect, get_meta
+            from mandi.stores.sqlite import connect, get_meta, meta_keys
+            from mandi.stores.ticks import tick_span
 
             con = connect(str(path), readonly=True)
             try:
@@ -72,12 +75,10 @@ class _Recording:
                 if identity:
                     self.sim = msgspec.json.decode(identity, type=SimConfig)
                 self.closed = {
-                    dt.date.fromisoformat(k.removeprefix("session.closed."))
-                    for (k,) in con.execute(
-                        "SELECT key FROM meta WHERE key LIKE 'session.closed.%'"
-                    )
+                    dt.date.fromisoformat(k.removeprefix(CLOSED_KEY))
+                    for k in meta_keys(con, CLOSED_KEY)
                 }
-                self.first_ns, self.last_ns = _span(con)
+                self.first_ns, self.last_ns = tick_span(con)
             finally:
                 con.close()
         else:
@@ -127,19 +128,6 @@ class _Recording:
 
             return list(SimExchange(self.sim, day).instruments)
         return [Equity(int(t), exchange_name(int(x)), str(t)) for t, x in tokens]
-
-
-def _span(con: Any) -> tuple[int, int]:
-    from mandi.stores.ticks import block_stats
-
-    s = block_stats(con)
-    lo = [s["first_ns"]] if s["first_ns"] is not None else []
-    hi = [s["last_ns"]] if s["last_ns"] is not None else []
-    r = con.execute("SELECT min(ts_event), max(ts_event) FROM ticks").fetchone()
-    if r[0] is not None:
-        lo.append(r[0])
-        hi.append(r[1])
-    return (int(min(lo)), int(max(hi))) if lo else (0, 0)
 
 
 def read_tick_csv(path: pathlib.Path) -> TickBatch:

@@ -47,10 +47,15 @@ from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
 from mandi.services.resume import discard_after, find_resume_point
 from mandi.stores.clickhouse import open_market_sink
-from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta
+from mandi.stores.sqlite import (
+    META_SQL,
+    BatchWriter,
+    candle_row,
+    connect,
+    get_meta,
+    set_meta,
+)
 from mandi.stores.ticks import BLOCK_SQL, block_row
-
-META_SQL = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 log = logging.getLogger(__name__)
 

@@ -429,11 +429,22 @@ def get_meta(con: sqlite3.Connection, key: str) -> str | None:
     return None if r is None else str(r[0])
 
 
+#: upsert of a ``meta`` key (also a writer statement: ``writer.put("meta", [(key, value)])``)
+META_SQL = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
+
+
 def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
-    con.execute(
-        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-        (key, value),
-    )
+    con.execute(META_SQL, (key, value))
+
+
+def meta_keys(con: sqlite3.Connection, prefix: str) -> list[str]:
+    """The ``meta`` keys that start with ``prefix``."""
+    return [
+        str(k)
+        for (k,) in con.execute(
+            "SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+    ]
 
 
 def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[str, str]) -> int:

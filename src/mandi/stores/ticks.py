@@ -281,3 +281,15 @@ def block_stats(con: sqlite3.Connection) -> dict[str, Any]:
         "first_ns": first,
         "last_ns": last,
     }
+
+
+def tick_span(con: sqlite3.Connection) -> tuple[int, int]:
+    """(first, last) event time of the stored ticks, blocks and rows; (0, 0) when none."""
+    s = block_stats(con)
+    lo = [s["first_ns"]] if s["first_ns"] is not None else []
+    hi = [s["last_ns"]] if s["last_ns"] is not None else []
+    first, last = con.execute("SELECT min(ts_event), max(ts_event) FROM ticks").fetchone()
+    if first is not None:
+        lo.append(first)
+        hi.append(last)
+    return (int(min(lo)), int(max(hi))) if lo else (0, 0)

@@ -411,11 +411,10 @@ class TradingKernel:
     def persist_marks(self) -> None:
         """Store the MTM of open positions and today's row (informational; fills are stored as
         they happen)."""
-        for p in self.book.open_positions():
-            self.store.save_position(p.to_record())
+        marks = [p.to_record() for p in self.book.open_positions()]
         self.book.forget_closed()  # closed positions live on in the store
-        if self.clock.now_ns() > 0:
-            self.store.save_daily(self.perf.row(ist_date(self.clock.now_ns())))
+        now = self.clock.now_ns()
+        self.store.save_marks(marks, self.perf.row(ist_date(now)) if now > 0 else None)
 
     # --- control ----------------------------------------------------------------------------------
     def halt(self, reason: str, source: str = "kill_switch") -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from functools import cache
 
 import numpy as np
@@ -36,7 +37,7 @@ def frames_by_second() -> list[list]:  # type: ignore[type-arg]
     for _ in range(SECONDS // 60 + 1):
         minute = ex._chunk_columns(True)
         starts = minute.second_starts()
-        for lo, hi in zip(starts, starts[1:], strict=False):
+        for lo, hi in itertools.pairwise(starts):
             cols.handle_batch(minute.slice(lo, hi))
             ts = int(minute.ts_event[lo]) // 10**9 * 10**9 + 10**9
             out.append(cols.frames(ts))
@@ -71,7 +72,7 @@ def test_lazy_reads_equal_eager_processing(reads, which):
             np.testing.assert_array_equal(
                 lazy.latest(f.underlying, f.expiry)[0], eager.latest(f.underlying, f.expiry)[0]
             )
-    for key in eager.keys():
+    for key in eager.keys():  # noqa: SIM118 (a ChainMatrix is not a mapping)
         h1, h2 = eager.history(*key), lazy.history(*key)
         np.testing.assert_array_equal(h1.times, h2.times)
         np.testing.assert_array_equal(h1.data, h2.data)
