@@ -10,9 +10,9 @@ byte-shuffled, then Zstandard level 1 — about 13 bytes a tick, encoded at ~5 M
 writer thread (the blob is made when SQLite binds it, :meth:`TickBlock.__conform__`), so the
 kernel never pays for it.
 
-``store.tick_format = "rows"`` keeps the old row format; every read here merges both (a database
-written by an older mandi stays readable), so the seed's ``ticks`` table remains readable
-through this API (:func:`read_ticks`, ``mandi db ticks``).
+Every read here merges the blocks with the seed's row table (a database written by an older
+mandi stays readable), so the seed's ``ticks`` table remains readable through this API
+(:func:`read_ticks`, :func:`iter_ticks`).
 
 Blocks are appended in arrival order (``seq``); ``start_ns``/``end_ns`` are the smallest and
 largest event time in a block, so a time range reads only the blocks that overlap it.
