@@ -519,6 +519,11 @@ class MarketNode:
                 last_ticks, last_t = self.stats.ticks_in, now
                 reporter.update()
         finally:
+            # the last state too: a flat-out run may end before the first interval
+            now = time.monotonic()
+            if now > last_t:
+                self.stats.ticks_per_s = (self.stats.ticks_in - last_ticks) / (now - last_t)
+            reporter.update()
             reporter.close()
 
     async def _clock_driver(self) -> None:
