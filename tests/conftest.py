@@ -31,10 +31,17 @@ def db_path(tmp_path: pathlib.Path) -> str:
 def _private_config_home(tmp_path_factory):
     """Commands the tests run (``mandi run`` creates the owner's token on its first start) write
     their per-user files under a temporary XDG_CONFIG_HOME, never the real ~/.config."""
-    old = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    # ... and a `mandi run` without --port listens on a free port, never on 8080, which another
+    # program of the machine may hold
+    new = {
+        "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg-config")),
+        "MANDI_RUN__PORT": os.environ.get("MANDI_RUN__PORT", "0"),
+    }
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
     yield
-    if old is None:
-        os.environ.pop("XDG_CONFIG_HOME", None)
-    else:
-        os.environ["XDG_CONFIG_HOME"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

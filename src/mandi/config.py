@@ -272,7 +272,8 @@ class RedisConfig(_Section, frozen=True):
     """``[redis]``: the Redis bus of the distributed mode (``mandi service``, ``mandi up``).
 
     ``url`` defaults to ``$MANDI_REDIS_URL`` (``redis://[user:password@]host:port/db``,
-    ``rediss://`` for TLS, ``unix:///path?db=0``). Streams keep ``retention_s`` of each
+    ``rediss://`` for TLS, ``unix:///path?db=0``; a Redis Cluster by one or more of its nodes,
+    ``redis://host:7000,host:7001``). Streams keep ``retention_s`` of each
     timeframe (``MAXLEN ~ retention_s / tf``; the seed's ~3 h), 1 s candle streams
     ``retention_1s_s``; ``latest`` keys live ``latest_ttl_s``.
     """
@@ -296,6 +297,14 @@ class RedisConfig(_Section, frozen=True):
     forming: Literal["none", "underlyings", "all"] = "underlyings"
     ticks: Literal["none", "underlyings", "all"] = "underlyings"
     indicator_streams: bool = True  # confirmed values: XADD+SET+PUBLISH (False: PUBLISH only)
+    # horizontal consumers (indengine): instruments in partitions by hash slot, shared by the
+    # live members of a group under leases (a dead member's expire after lease_ms)
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
+    # a write counts once this many replicas hold it (WAIT): no loss when a master fails over
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    sweep_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # cluster: read every key this often
 
 
 class ServicesConfig(_Section, frozen=True):
@@ -312,6 +321,8 @@ class ServicesConfig(_Section, frozen=True):
     gateway_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9094  # metrics; web is run.port
     state_dir: str = ".mandi"  # mandi up: PID files, logs, the local redis-server's data
     redis_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 6379  # local redis; 0 = free
+    # mandi up --shards N: the cluster's failure detection (a master silent this long fails over)
+    cluster_node_timeout_ms: Annotated[int, msgspec.Meta(ge=100)] = 2000
     redis_server: str = "redis-server"
     start: tuple[str, ...] = ("tickserver", "mdengine-sim", "indengine", "strategy", "gateway")
     stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0

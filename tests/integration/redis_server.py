@@ -117,3 +117,144 @@ def redis_aof(tmp_path: Path):
     server = RedisServer(tmp_path / "redis-aof", aof=True, fsync="always").start()
     yield server
     server.kill()
+
+
+class ClusterServer:
+    """A real Redis Cluster: ``masters`` × (1 + ``replicas``) ``redis-server --cluster-enabled
+    yes`` processes on free loopback ports, formed by the product's own
+    :func:`mandi.services.distributed.cluster.start_cluster` (what ``mandi up --shards N``
+    runs)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 1000,
+        aof: bool = False,
+        fsync: str = "everysec",
+    ) -> None:
+        self.dir = directory
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.aof = aof
+        self.fsync = fsync
+        self.nodes: list = []
+
+    def start(self) -> ClusterServer:
+        from mandi.services.distributed.cluster import start_cluster
+
+        self.nodes = start_cluster(
+            self.dir,
+            masters=self.masters,
+            replicas=self.replicas,
+            node_timeout_ms=self.node_timeout_ms,
+            aof=self.aof,
+            fsync=self.fsync,
+            detach=False,
+        )
+        return self
+
+    @property
+    def url(self) -> str:
+        from mandi.services.distributed.cluster import cluster_url
+
+        return cluster_url("127.0.0.1", self.nodes)
+
+    @staticmethod
+    def key(topic: str) -> str:
+        """The cluster key of a topic (the instrument token as a hash tag)."""
+        from mandi.bus.redis import tagged
+
+        return tagged(topic)
+
+    def client(self) -> redis.RedisCluster:
+        from redis.cluster import ClusterNode
+
+        alive = [n for n in self.nodes if _alive(n.pid)]
+        return redis.RedisCluster(
+            startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in alive], socket_timeout=10
+        )
+
+    def master_ports(self) -> list[int]:
+        from mandi.services.distributed.cluster import masters_now
+
+        return sorted(masters_now("127.0.0.1", self.nodes))
+
+    def node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+
+    def flush(self) -> None:
+        for port in self.master_ports():
+            self.node_client(port).flushall()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a crash: a replica takes over a master's slots)."""
+        import os
+
+        (node,) = [n for n in self.nodes if n.port == port]
+        os.kill(node.pid, signal.SIGKILL)
+        while _alive(node.pid):
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        import os
+
+        for n in self.nodes:
+            if _alive(n.pid):
+                os.kill(n.pid, signal.SIGKILL)
+        for n in self.nodes:
+            while _alive(n.pid):
+                time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    from mandi.services.distributed.cluster import _alive as alive
+
+    return alive(pid)
+
+
+class SingleServer:
+    """The single-Redis side of :func:`any_redis`: the same interface as :class:`ClusterServer`."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.url = server.url
+
+    @staticmethod
+    def key(topic: str) -> str:
+        return topic
+
+    def client(self) -> redis.Redis:
+        return self.server.client()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """One 3-master Redis Cluster for the session (tests flush it: see :func:`cluster`)."""
+    _need_redis()
+    server = ClusterServer(tmp_path_factory.mktemp("cluster")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster):
+    """The session's cluster, emptied."""
+    redis_cluster.flush()
+    return redis_cluster
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis(request, tmp_path):
+    """The same test on one redis-server and on a 3-master cluster (keys hash-tagged there)."""
+    _need_redis()
+    if request.param == "single":
+        server = RedisServer(tmp_path / "redis").start()
+        yield SingleServer(server)
+        server.kill()
+    else:
+        c = request.getfixturevalue("redis_cluster")
+        c.flush()
+        yield c

@@ -22,11 +22,12 @@ from mandi.bus.redis import (
     latest_key,
     registry_key,
     stream_id,
+    token_partition,
 )
 from mandi.config import load_config
 from mandi.indicators import IndicatorEngine
 from mandi.model.market import Candle, Tick
-from mandi.services.distributed.indengine import SNAPSHOT_KEY, IndEngineService, RedisSnapshot
+from mandi.services.distributed.indengine import IndEngineService, RedisSnapshot, snapshot_key
 
 T0 = 1_776_052_500 * 10**9  # 2026-04-13 09:15 IST
 
@@ -114,7 +115,7 @@ def caught_up(svc, candles):
     last = {}
     for c in candles:
         last[(c.token, c.exchange, c.timeframe)] = c.bucket
-    pos = svc.engine.position()
+    pos = svc.position()
     return svc.state.state == "running" and all(pos.get(k) == b for k, b in last.items())
 
 
@@ -226,7 +227,8 @@ def test_indengine_outputs_match_the_kernel_and_are_acknowledged(redis_server, t
     assert codec.decode(r.get(f"ind:{v.name}:60s:latest:NSE:{v.token}")) == v
     assert 1790 <= r.ttl(f"ind:{v.name}:60s:latest:NSE:{v.token}") <= 1800
     assert key.encode() in r.smembers("streams:ind:60s")
-    snap = msgspec.msgpack.decode(r.get(SNAPSHOT_KEY), type=RedisSnapshot)
+    snap_key = snapshot_key(token_partition(1, 16), 16)
+    snap = msgspec.msgpack.decode(r.get(snap_key), type=RedisSnapshot)
     assert snap.streams["candle:60s:NSE:1"] == stream_id(cs[-1].bucket)
     for t in (1, 2, 3):
         assert r.xpending(f"candle:60s:NSE:{t}", "indengine")["pending"] == 0

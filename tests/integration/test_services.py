@@ -531,4 +531,58 @@ def test_up_ps_down(tmp_path):
     assert db_rows(str(tmp_path / "mandi.db"), "SELECT count(*) FROM candles")[0][0] > 0
 
 
+@pytest.mark.slow
+def test_up_with_shards_starts_a_cluster_and_scaled_indengines_share_it(tmp_path):
+    if not __import__("shutil").which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    state = tmp_path / "state"
+    e = env(
+        MANDI_SERVICES__INDENGINE_PORT=str(free_port()),
+        MANDI_SERVICES__REDIS_PORT="0",
+        MANDI_SERVICES__STATE_DIR=str(state),
+        MANDI_STORE__DB=str(tmp_path / "mandi.db"),
+        MANDI_REDIS__LEASE_MS="1500",
+    )
+    up = subprocess.run(
+        [sys.executable, "-m", "mandi", "up", "--shards", "2", "--replicas", "1",
+         "--services", "indengine", "--scale", "indengine=2"],
+        env=e, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("Redis Cluster: redis://127.0.0.1:")
+        masters = [ln.split()[0] for ln in up.stdout.splitlines() if ln.endswith(" master")]
+        assert len(masters) == 2 and sum(" replica of " in ln for ln in up.stdout.splitlines()) == 2
+        dep = json.loads((state / "deployment.json").read_text())
+        ports = {s["name"]: s["port"] for s in dep["services"]}
+        assert set(ports) == {"indengine-1", "indengine-2"}
+
+        def shares():
+            got = [set((health(p) or {}).get("partitions", [])) for p in ports.values()]
+            return all(got) and set.union(*got) == set(range(16)) and not set.intersection(*got)
+
+        wait_for(shares, 60, "the two indengines to share the 16 partitions")
+        ps = subprocess.run(
+            [sys.executable, "-m", "mandi", "ps", "--json"],
+            env=e, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        rows = {x["service"]: x for x in json.loads(ps.stdout)}
+        nodes = [r for name, r in rows.items() if name.startswith("redis:")]
+        assert len(nodes) == 4 and all(r["state"].startswith("running (") for r in nodes)
+        assert sorted(r["role"] for r in nodes) == ["master", "master", "replica", "replica"]
+        r = redis.RedisCluster(host="127.0.0.1", port=int(masters[0].split(":")[1]))
+        assert r.get("lease:indengine:0") in (b"indengine-%s-%d" % (os.uname().nodename.encode(), i)
+                                               for i in (1, 2))  # fmt: skip
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "mandi", "down"], env=e, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    from mandi.services.distributed.supervisor import alive
+
+    assert not any(alive(n["pid"]) for n in dep["cluster"])
+    assert not any(alive(s["pid"]) for s in dep["services"])
+
+
 _ = msgspec  # (kept for readers decoding entries by hand)

@@ -273,7 +273,7 @@ def test_live_mode_refuses_to_start_and_logging_mode_places_nothing(tmp_path, cf
     p = mandi("run", "-c", cfg, "--db", db, "--mode", "live", *DATE)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("mandi: config trading.broker")
-    env = {**os.environ, "MANDI_TRADING__BROKER": "groww"}
+    env = {**os.environ, "MANDI_TRADING__BROKER": "upstox"}
     p = mandi("run", "-c", cfg, "--db", db, "--mode", "live", *DATE, env=env)
     assert p.returncode == 2 and "no such live broker" in p.stderr
     p = mandi(

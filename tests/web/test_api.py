@@ -315,7 +315,10 @@ def test_paper_order_opens_a_position_with_mtm_and_closing_it_books_pnl(client, 
         headers=t,
         json={"side": "BUY", "symbol": opt["symbol"], "lots": 1, "request_id": "api-test-open-1"},
     )
-    assert again.status_code == 201 and again.json()["order_ids"] == []
+    # ... it returns the original order's ids instead
+    assert again.status_code == 201 and again.json()["order_ids"] == out["order_ids"]
+    after = client.get("/api/v1/orders", headers=rd).json()
+    assert len(after) == len(orders)
     r = client.post(
         "/api/v1/orders",
         headers=t,

@@ -124,8 +124,12 @@ def test_payoff_of_the_open_book(client, web_tokens, rd):
     assert r.status_code == 201, r.text
 
     def book():
+        # the book may already hold the strategies' positions: wait for this fill's leg
         r = client.post("/api/v1/positions/payoff/NIFTY", headers=rd)
-        return r.json() if r.status_code == 200 else None
+        if r.status_code != 200:
+            return None
+        p = r.json()
+        return p if any(x["symbol"] == call["symbol"] for x in p["legs"]) else None
 
     p = wait_for(book)
     assert p["source"] == "positions"

@@ -14,34 +14,52 @@ Keys are the bus topics themselves (the seed's names, see :mod:`mandi.bus.memory
 ``dlq:{group}``                                dead-letter stream of a consumer group
 =============================================  =====================================================
 
+**Redis Cluster.** The same code runs on one Redis or on a Redis Cluster (``redis.url`` naming
+one or more of its nodes: ``redis://h1:7000,h2:7001/0``; a cluster is recognised at connect).
+On a cluster every per-instrument key carries its token as a hash tag —
+``candle:60s:NSE:{256265}``, ``candle:60s:latest:NSE:{256265}``, ``ind:SMA_9:60s:NSE:{256265}``
+— so everything of one instrument (its candles, values, latest keys and the acknowledgement of
+its candles) lives in one slot, on one master; its live channels are *sharded* Pub/Sub
+(``SPUBLISH pub:candle:60s:NSE:{256265}``): a plain PUBLISH is copied to every node of a
+cluster. On a single Redis the key names are unchanged (no braces).
+
 Every stream entry has one field ``d``: the message encoded by the one codec
-(:data:`mandi.bus.codec.codec`, msgpack). Confirmed results go XADD + SET + PUBLISH inside one
-MULTI/EXEC (a whole batch is one transaction); forming results are PUBLISHed only.
+(:data:`mandi.bus.codec.codec`, msgpack). Confirmed results go XADD + SET + PUBLISH, forming
+results are PUBLISHed only. A batch is one pipeline per node, in order; nothing needs a
+transaction across instruments (see *Delivery* in ``docs/distributed.md``).
 
 **Idempotent streams.** A bucketed message (candle, indicator value) is added with an explicit
 stream ID derived from its bucket (``{bucket_ms}-0``); Redis refuses an ID not above the stream's
-top, so re-publishing after a restart or a retry never duplicates an entry — the refusal is
-counted (``duplicates``), not an error. Together with consumer groups that acknowledge only after
-their own output is committed this gives effectively-once results.
+top, so re-publishing after a restart, a retry or a fail-over never duplicates an entry — the
+refusal is counted (``duplicates``), not an error. Together with consumer groups that acknowledge
+only after their own output is written this gives effectively-once results. With
+``wait_replicas`` a write counts only once that many replicas hold it (``WAIT``), so a master
+that dies before replicating loses nothing: the batch is written again to the replica that took
+over.
 
-The hot paths (publishing batches, XREADGROUP over thousands of keys, commit + XACK) speak RESP
-directly over one socket per role with the ``hiredis`` parser, building packets from cached
-byte prefixes: redis-py's general command packing costs more per candle than Redis itself.
+The hot paths (publishing batches, XREADGROUP, commit + XACK) speak RESP directly over one
+socket per node and role with the ``hiredis`` parser, building packets from cached byte
+prefixes and routing them with the cluster's slot map: redis-py's cluster client costs several
+times more per command (``benchmarks/bench_redis.py`` measures both); redis-py serves the
+blocking helpers (:func:`sync_client`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
+import functools
 import logging
 import random
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import hiredis
@@ -53,7 +71,10 @@ log = logging.getLogger(__name__)
 DATA_FIELD = b"d"
 TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 ID_NOT_NEWER = "equal or smaller than the target stream top item"
+HASH_SLOTS = 16384
+TOPOLOGY_REFRESH_S = 5.0  # a cluster's replicas are looked up again this often (wait_replicas)
 _TF_RE = re.compile(r"^(\d+)s$")
+_ReplyError = hiredis.ReplyError
 
 
 # --- key names ------------------------------------------------------------------------------------
@@ -61,7 +82,8 @@ _TF_RE = re.compile(r"^(\d+)s$")
 
 def latest_key(key: str) -> str:
     """``candle:60s:NSE:256265`` → ``candle:60s:latest:NSE:256265`` (``latest`` goes before the
-    exchange segment; ``ind:SMA_9:60s:NSE:1`` → ``ind:SMA_9:60s:latest:NSE:1``)."""
+    exchange segment; ``ind:SMA_9:60s:NSE:1`` → ``ind:SMA_9:60s:latest:NSE:1``; a tagged
+    ``…:NSE:{1}`` keeps its tag)."""
     parts = key.split(":")
     return ":".join([*parts[:-2], "latest", *parts[-2:]])
 
@@ -100,9 +122,53 @@ def stream_maxlen(key: str, retention_s: int, floor: int = 32) -> int:
     return max(retention_s // tf, floor)
 
 
+def tagged(topic: str) -> str:
+    """The cluster key of a topic: its trailing instrument token as a hash tag
+    (``candle:60s:NSE:256265`` → ``candle:60s:NSE:{256265}``); other topics unchanged."""
+    head, sep, last = topic.rpartition(":")
+    return f"{head}:{{{last}}}" if sep and last.isdigit() else topic
+
+
+def untagged(key: str) -> str:
+    """The topic of a key (hash-tag braces removed)."""
+    return key.replace("{", "").replace("}", "") if "{" in key else key
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def key_slot(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of a key (CRC16 of its ``{tag}`` if it has one)."""
+    k = key.encode() if isinstance(key, str) else key
+    s = k.find(b"{")
+    if s >= 0:
+        e = k.find(b"}", s + 1)
+        if e > s + 1:
+            k = k[s + 1 : e]
+    return binascii.crc_hqx(k, 0) & (HASH_SLOTS - 1)
+
+
+def token_partition(token: int, partitions: int) -> int:
+    """The partition of an instrument: its hash slot scaled to ``partitions`` (so partition
+    ``p`` is the slot range ``[p·16384/P, (p+1)·16384/P)`` and, on a cluster whose masters own
+    whole ranges — ``mandi up`` makes them so — lives on one master)."""
+    return key_slot(str(token)) * partitions // HASH_SLOTS
+
+
+def key_token(key: str) -> int | None:
+    """The instrument token at the end of a (tagged or plain) key, else None."""
+    last = key.rpartition(":")[2].strip("{}")
+    return int(last) if last.isdigit() else None
+
+
+def key_partition(key: str, partitions: int) -> int | None:
+    """The partition of a per-instrument key (None for other keys)."""
+    token = key_token(key)
+    return None if token is None else token_partition(token, partitions)
+
+
 def parse_candle_key(key: str) -> tuple[int, str, int] | None:
-    """``candle:{tf}s:{exchange}:{token}`` → (token, exchange, tf), else None."""
-    parts = key.split(":")
+    """``candle:{tf}s:{exchange}:{token}`` (or ``…:{{token}}``) → (token, exchange, tf), else
+    None."""
+    parts = untagged(key).split(":")
     if len(parts) != 4 or parts[0] != "candle":
         return None
     m = _TF_RE.match(parts[1])
@@ -116,6 +182,12 @@ def id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     s = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = s.partition("-")
     return int(ms), int(seq or 0)
+
+
+def wake_channel(registry: str, partition: int) -> str:
+    """The doorbell channel of a stream family's partition on a cluster: the publisher
+    announces there which stream keys got entries (``wake:candle:60s:3``)."""
+    return f"wake:{registry.removeprefix('streams:')}:{partition}"
 
 
 # --- RESP packing ---------------------------------------------------------------------------------
@@ -152,6 +224,15 @@ MULTI = pack("MULTI")
 _OK_QUEUED = (b"+OK\r\n", b"+QUEUED\r\n")
 EXEC = pack("EXEC")
 
+#: one routed command: (the key that decides its node — None: any node —, its RESP)
+Command = tuple[str | bytes | None, bytes]
+#: several commands of one key in one RESP blob: (key, RESP, how many commands)
+Commands = tuple[str | bytes | None, bytes, int]
+
+
+def _count(c: Command | Commands) -> int:
+    return c[2] if len(c) == 3 else 1
+
 
 class RedisUnavailable(BusError):
     """Redis cannot be reached (or the connection broke); the caller retries with backoff."""
@@ -166,8 +247,9 @@ class RedisCommandError(BusError):
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """Where Redis is: parsed from ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS)
-    or ``unix:///path/redis.sock?db=0``. The password is never logged (see :meth:`safe`)."""
+    """Where Redis is: parsed from ``redis://[user:password@]host:port[,host:port…]/db``,
+    ``rediss://`` (TLS) or ``unix:///path/redis.sock?db=0``. More than one ``host:port`` names
+    seed nodes of a cluster (:attr:`seeds`). The password is never logged (see :meth:`safe`)."""
 
     host: str = "127.0.0.1"
     port: int = 6379
@@ -176,6 +258,7 @@ class RedisTarget:
     password: str | None = None
     tls: bool = False
     unix_path: str | None = None
+    seeds: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_url(cls, url: str) -> RedisTarget:
@@ -185,19 +268,32 @@ class RedisTarget:
                 f"unsupported Redis URL scheme {u.scheme!r} (redis://, rediss://, unix://)"
             )
         q = urllib.parse.parse_qs(u.query)
-        user = urllib.parse.unquote(u.username) if u.username else None
-        pw = urllib.parse.unquote(u.password) if u.password else None
+        creds, _, hosts = u.netloc.rpartition("@")
+        user_raw, has_pw, pw_raw = creds.partition(":")
+        user = urllib.parse.unquote(user_raw) if user_raw else None
+        pw = urllib.parse.unquote(pw_raw) if has_pw else None
         if u.scheme == "unix":
             return cls(db=int(q.get("db", ["0"])[0]), username=user, password=pw, unix_path=u.path)
         path = u.path.strip("/")
         db = int(path) if path.isdigit() else int(q.get("db", ["0"])[0])
-        return cls(u.hostname or "127.0.0.1", u.port or 6379, db, user, pw, u.scheme == "rediss")
+        nodes = tuple(_host_port(h, url) for h in hosts.split(",") if h)
+        host, port = nodes[0] if nodes else ("127.0.0.1", 6379)
+        return cls(host, port, db, user, pw, u.scheme == "rediss", None, nodes)
+
+    def at(self, host: str, port: int) -> RedisTarget:
+        """The same credentials and TLS, another node."""
+        return replace(self, host=host, port=port, seeds=())
+
+    def nodes(self) -> list[tuple[str, int]]:
+        """Every node named: the seeds (or the one host)."""
+        return list(self.seeds) or [(self.host, self.port)]
 
     def safe(self) -> str:
         """The URL without credentials, for logs and health output."""
         if self.unix_path:
             return f"unix://{self.unix_path}?db={self.db}"
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes())
+        return f"{'rediss' if self.tls else 'redis'}://{hosts}/{self.db}"
 
     def handshake(self) -> list[bytes]:
         out = []
@@ -210,6 +306,18 @@ class RedisTarget:
         if self.db:
             out.append(pack("SELECT", self.db))
         return out
+
+
+def _host_port(text: str, url: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.rfind(":") > text.rfind("]") else (text, "", "")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port) if port else 6379
+    except ValueError:
+        raise BusError(
+            f"bad Redis node {text!r} in the URL (host:port)"
+            + ("" if "@" not in url else "; credentials are not shown")
+        ) from None
 
 
 class RespConnection:
@@ -260,8 +368,9 @@ class RespConnection:
         if self.closed:
             raise RedisUnavailable("connection closed")
         try:
-            self._w.write(packet)
-            await self._w.drain()
+            if packet:
+                self._w.write(packet)
+                await self._w.drain()
             out: list[Any] = []
             parser = self._parser
             if queued:
@@ -299,6 +408,13 @@ class RespConnection:
             self.close()  # a reply may still be on its way: this connection is out of step
             raise
 
+    def send(self, packet: bytes) -> None:
+        """Write without waiting for replies (subscriptions: their confirmations arrive as
+        messages)."""
+        if self.closed:
+            raise RedisUnavailable("connection closed")
+        self._w.write(packet)
+
     async def call(self, *args: bytes | str | int | float) -> Any:
         """One command; an error reply raises :class:`RedisCommandError`."""
         (reply,) = await self.request(pack(*args), 1)
@@ -314,7 +430,8 @@ class RespConnection:
 
 
 class SyncRespConnection:
-    """A blocking twin of :class:`RespConnection` (final flush at shutdown, tools, tests)."""
+    """A blocking twin of :class:`RespConnection` for one node (tools, tests; the blocking
+    helpers of the services use :func:`sync_client`, which also speaks to a cluster)."""
 
     def __init__(self, target: RedisTarget, timeout: float = 2.0) -> None:
         try:
@@ -366,6 +483,101 @@ class SyncRespConnection:
             self._s.close()
 
 
+def is_cluster(url: str, timeout: float = 2.0) -> bool:
+    """Whether the Redis at ``url`` is a cluster (more than one node named, or the node says
+    ``cluster_enabled:1``)."""
+    target = RedisTarget.from_url(url)
+    if len(target.seeds) > 1:
+        return True
+    if target.unix_path:
+        return False
+    con = SyncRespConnection(target, timeout)
+    try:
+        info = con.call("INFO", "cluster")
+    finally:
+        con.close()
+    return b"cluster_enabled:1" in info
+
+
+def sync_client(url: str, timeout: float = 2.0, read_timeout: float | None = None) -> Any:
+    """A blocking redis-py client for ``url``: ``redis.RedisCluster`` on a cluster, else
+    ``redis.Redis`` (the services' blocking helpers: history reads, trading commands, the
+    mdengine restart backfill; not a hot path). ``read_timeout``: how long a reply may take
+    (default ``timeout`` + 30 s; more for blocking commands)."""
+    import redis
+
+    target = RedisTarget.from_url(url)
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": timeout + 30 if read_timeout is None else read_timeout,
+        "socket_connect_timeout": timeout,
+    }
+    if target.unix_path:
+        return redis.Redis(unix_socket_path=target.unix_path, db=target.db, **common)
+    if is_cluster(url, timeout):
+        from redis.cluster import ClusterNode
+
+        nodes = [ClusterNode(h, p) for h, p in target.nodes()]  # type: ignore[no-untyped-call]
+        return redis.RedisCluster(startup_nodes=nodes, ssl=target.tls, **common)
+    return redis.Redis(target.host, target.port, target.db, ssl=target.tls, **common)
+
+
+class BlockingRedis:
+    """A thread-safe blocking client (redis-py, cluster-aware) for the services' helpers that
+    run in worker threads: commands as :meth:`call` ``(*args)``; a lost connection is retried
+    once, then :class:`RedisUnavailable`; an error reply is :class:`RedisCommandError`."""
+
+    def __init__(self, url: str, timeout: float = 2.0, read_timeout: float | None = None) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.read_timeout = read_timeout
+        self.cluster = False
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import redis
+
+                try:
+                    self._client = sync_client(self.url, self.timeout, self.read_timeout)
+                except (OSError, BusError, redis.RedisError) as e:
+                    raise RedisUnavailable(
+                        f"cannot connect to Redis at {RedisTarget.from_url(self.url).safe()}: {e}"
+                    ) from None
+                self.cluster = isinstance(self._client, redis.RedisCluster)
+            return self._client
+
+    def key(self, topic: str) -> str:
+        """The Redis key of a topic (hash-tagged on a cluster)."""
+        self.client()
+        return tagged(topic) if self.cluster else topic
+
+    def call(self, *args: bytes | str | int | float) -> Any:
+        import redis
+
+        for attempt in (0, 1):
+            client = self.client()
+            try:
+                return client.execute_command(*args)
+            except redis.ResponseError as e:
+                raise RedisCommandError(str(e)) from None
+            except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException) as e:
+                self.close()
+                if attempt:
+                    raise RedisUnavailable(f"Redis connection lost: {e}") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
 class Backoff:
     """Jittered exponential backoff: ``initial`` doubling up to ``maximum`` seconds."""
 
@@ -388,14 +600,45 @@ class LinkStats:
     failures: int = 0
     down_since: float | None = None  # monotonic
     last_error: str = ""
+    moved: int = 0  # MOVED/ASK replies followed (a cluster's slots changed hands)
+    refreshes: int = 0  # slot maps loaded
+    not_replicated: int = 0  # writes a WAIT found on fewer replicas than asked (retried)
+    unreplicated: int = 0  # durable writes to a master with fewer replicas than asked
+
+
+Addr = tuple[str, int]
+#: the key index of commands whose key is not their first argument (XREADGROUP: after STREAMS)
+_KEY_AT = {b"XGROUP": 2, b"XINFO": 2, b"EVAL": 3, b"EVALSHA": 3, b"OBJECT": 2, b"MEMORY": 2}
+_KEYLESS = frozenset(
+    {b"PING", b"WAIT", b"PUBLISH", b"INFO", b"CLUSTER", b"CONFIG", b"FLUSHALL", b"DBSIZE", b"AUTH"}
+)
+
+
+def command_key(args: Sequence[bytes | str | int | float]) -> bytes | None:
+    """The key that routes a command on a cluster (None: any node)."""
+    name = _b(args[0]).upper()
+    if name in _KEYLESS or len(args) < 2:
+        return None
+    if name in (b"XREADGROUP", b"XREAD"):
+        for i, a in enumerate(args):
+            if _b(a).upper() == b"STREAMS":
+                return _b(args[i + 1])
+        return None
+    return _b(args[_KEY_AT.get(name, 1)])
 
 
 class RedisLink:
-    """A reconnecting connection to Redis for one role (publishing, reading, committing).
+    """A reconnecting link to Redis — one node, or every master of a cluster — for one role
+    (publishing, reading, committing).
 
-    :meth:`connection` waits — retrying with jittered exponential backoff, logging once per
-    outage (with the number of attempts) — until Redis answers; :attr:`up` tells the health
-    endpoint whether it is reachable now.
+    :meth:`pipeline` sends commands routed by their keys: on one Redis as one packet; on a
+    cluster as one packet per master, concurrently, each in the given order, following MOVED
+    and ASK redirections and reloading the slot map when a node fails (its replica takes
+    over). ``wait_replicas`` > 0 appends ``WAIT`` to every packet and fails the call (the
+    caller retries: every write of the bridge is idempotent) until that many replicas
+    acknowledged it. :meth:`connection` waits — retrying with jittered exponential backoff,
+    logging once per outage (with the number of attempts) — until Redis answers; :attr:`up`
+    tells the health endpoint whether it is reachable now.
     """
 
     def __init__(
@@ -405,40 +648,197 @@ class RedisLink:
         connect_timeout: float = 2.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
+        self.url = url
         self.target = RedisTarget.from_url(url)
         self.role = role
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(backoff_initial, backoff_max)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.stats = LinkStats()
         self.up = False
-        self._conn: RespConnection | None = None
+        #: None until the first connection tells: True on a Redis Cluster
+        self.cluster: bool | None = None
+        self._conns: dict[Addr, RespConnection] = {}
+        self._locks: dict[Addr, asyncio.Lock] = {}
+        self._slots: list[Addr] = []
+        self._masters: list[Addr] = []
+        self._known: list[Addr] = self.target.nodes()
+        self._default: Addr = self._known[0]
+        self._stale = True  # the slot map must be (re)loaded
+        self._topology_lock = asyncio.Lock()
         self._attempts_in_outage = 0
-        self._lock = asyncio.Lock()  # one request at a time on the connection
+        self._replicas: dict[Addr, int] = {}  # a cluster's masters: replicas they have now
+        self._refreshed = 0.0
+        self._unreplicated_warned: set[Addr] = set()
 
+    # --- keys ------------------------------------------------------------------------------------
+    def key(self, topic: str) -> str:
+        """The Redis key of a bus topic here (hash-tagged on a cluster)."""
+        return tagged(topic) if self.cluster else topic
+
+    @property
+    def masters(self) -> list[Addr]:
+        """The masters of the cluster (or the one node)."""
+        return list(self._masters) if self.cluster else [self._default]
+
+    def node_of(self, key: str | bytes | None) -> Addr:
+        """The node that serves ``key`` now."""
+        if not self.cluster or key is None:
+            return self._default
+        return self._slots[key_slot(key)]
+
+    # --- connections -----------------------------------------------------------------------------
     async def connection(self) -> RespConnection:
-        while self._conn is None or self._conn.closed:
+        """A connection to the (default) node, once Redis answers; on a cluster the slot map is
+        loaded first."""
+        while True:
             try:
-                self._conn = await RespConnection.open(self.target, self.connect_timeout)
-                await self._conn.call("PING")
+                await self._topology()
+                return await self._conn(self._default)
             except (RedisUnavailable, RedisCommandError) as e:
                 self._mark_down(str(e))
                 await asyncio.sleep(self.backoff.next())
-                continue
-            self.stats.connects += 1
-            if self._attempts_in_outage:
-                log.info(
-                    "%s: Redis at %s is back after %d attempt(s), %.1f s",
-                    self.role,
-                    self.target.safe(),
-                    self._attempts_in_outage,
-                    time.monotonic() - (self.stats.down_since or time.monotonic()),
-                )
-            self.up = True
-            self.stats.down_since = None
-            self._attempts_in_outage = 0
-            self.backoff.reset()
-        return self._conn
+
+    async def ready(self) -> None:
+        """One attempt to learn the topology (single Redis or cluster, and the slot map);
+        :class:`RedisUnavailable` if no node answers."""
+        try:
+            await self._topology()
+        except RedisUnavailable as e:
+            self._mark_down(str(e))
+            raise
+
+    async def _open(self, addr: Addr) -> RespConnection:
+        target = self.target if self.target.unix_path else self.target.at(*addr)
+        conn = await RespConnection.open(target, self.connect_timeout)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                (pong,) = await conn.request(pack("PING"), 1)
+        except TimeoutError:
+            conn.close()
+            raise RedisUnavailable(f"no reply from Redis at {target.safe()}") from None
+        if isinstance(pong, hiredis.ReplyError):
+            conn.close()
+            raise RedisUnavailable(str(pong))
+        self.stats.connects += 1
+        if self._attempts_in_outage:
+            log.info(
+                "%s: Redis at %s is back after %d attempt(s), %.1f s",
+                self.role,
+                target.safe(),
+                self._attempts_in_outage,
+                time.monotonic() - (self.stats.down_since or time.monotonic()),
+            )
+        self.up = True
+        self.stats.down_since = None
+        self._attempts_in_outage = 0
+        self.backoff.reset()
+        return conn
+
+    async def _conn(self, addr: Addr) -> RespConnection:
+        conn = self._conns.get(addr)
+        if conn is None or conn.closed:
+            conn = self._conns[addr] = await self._open(addr)
+        return conn
+
+    async def _topology(self) -> None:
+        """Find out whether this is a cluster and load its slot map (when unknown or stale;
+        with ``wait_replicas``, every few seconds too: replicas come and go)."""
+        if (
+            self.cluster
+            and self.wait_replicas
+            and time.monotonic() - self._refreshed > TOPOLOGY_REFRESH_S
+        ):
+            self._stale = True
+        if not self._stale and self.cluster is not None:
+            return
+        async with self._topology_lock:
+            if not self._stale and self.cluster is not None:
+                return
+            errors = []
+            # the nodes we know, the default (last seen working) last if it just failed
+            candidates = list(dict.fromkeys([*self._masters, *self._known, self._default]))
+            random.shuffle(candidates)
+            for addr in candidates:
+                try:
+                    (reply,) = await self._exclusive(addr, pack("CLUSTER", "SLOTS"), 1)
+                except (RedisUnavailable, RedisCommandError, TimeoutError) as e:
+                    self._drop(addr)
+                    errors.append(str(e) or "timeout")
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    if "cluster support disabled" in str(reply) or "unknown command" in str(reply):
+                        self.cluster = False
+                        self._default = addr
+                        self._stale = False
+                        return
+                    errors.append(str(reply))
+                    continue
+                if self._load_slots(reply):
+                    self.cluster = True
+                    self._stale = False
+                    self._refreshed = time.monotonic()
+                    self.stats.refreshes += 1
+                    # keyless commands go to a node that just answered
+                    self._default = addr if addr in self._masters else self._masters[0]
+                    if self.wait_replicas:
+                        await self._count_replicas()
+                    return
+                errors.append(f"{addr[0]}:{addr[1]} does not cover every slot yet")
+            raise RedisUnavailable(
+                f"no Redis node answered at {self.target.safe()}: {'; '.join(errors[-3:])}"
+            )
+
+    async def _count_replicas(self) -> None:
+        """How many replicas each master has now, from the master itself (``ROLE``: CLUSTER
+        SLOTS leaves out replicas the gossip has not reported an offset for yet)."""
+        for addr in self._masters:
+            try:
+                (role,) = await self._exclusive(addr, pack("ROLE"), 1)
+                if isinstance(role, list) and role and role[0] == b"master":
+                    self._replicas[addr] = len(role[2] or ())
+            except (RedisUnavailable, TimeoutError):
+                self._drop(addr)  # a master that does not answer: its replica will take over
+
+    async def _exclusive(self, addr: Addr, packet: bytes, n: int) -> list[Any]:
+        """A request on a node's connection while no pipeline uses it (a connection carries
+        one request at a time: replies are matched by order)."""
+        lock = self._locks.get(addr)
+        if lock is None:
+            lock = self._locks[addr] = asyncio.Lock()
+        async with lock, asyncio.timeout(self.connect_timeout):
+            conn = await self._conn(addr)
+            return await conn.request(packet, n)
+
+    def _load_slots(self, reply: Any) -> bool:
+        slots: list[Addr | None] = [None] * HASH_SLOTS
+        masters: dict[Addr, int] = {}
+        known: dict[Addr, None] = dict.fromkeys(self._known)
+        for rng in reply or ():
+            lo, hi, master = int(rng[0]), int(rng[1]), rng[2]
+            host = master[0].decode() or self._default[0]
+            addr = (host, int(master[1]))
+            masters[addr] = len(rng) - 3
+            known[addr] = None
+            for rep in rng[3:]:
+                known[(rep[0].decode() or host, int(rep[1]))] = None
+            slots[lo : hi + 1] = [addr] * (hi - lo + 1)
+        if any(s is None for s in slots):
+            return False
+        self._slots = slots  # type: ignore[assignment]
+        self._masters = list(masters)
+        self._replicas = masters
+        self._known = list(known)
+        return True
+
+    def _drop(self, addr: Addr) -> None:
+        conn = self._conns.pop(addr, None)
+        if conn is not None:
+            conn.close()
 
     def _mark_down(self, reason: str) -> None:
         if self._attempts_in_outage == 0:
@@ -454,39 +854,218 @@ class RedisLink:
         self.stats.last_error = reason
         self.up = False
 
-    def broken(self, reason: str) -> None:
-        """The caller saw the connection fail: drop it (the next use reconnects)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def broken(self, reason: str, addr: Addr | None = None) -> None:
+        """The caller saw a connection fail: drop it (the next use reconnects and, on a
+        cluster, reloads the slot map)."""
+        for a in [addr] if addr is not None else list(self._conns):
+            self._drop(a)
+        if self.cluster:
+            self._stale = True
         self._mark_down(reason)
+
+    # --- requests --------------------------------------------------------------------------------
+    def _replicas_to_wait(self, addr: Addr) -> int:
+        """``wait_replicas``, but on a cluster no more than the master has now: after a
+        fail-over the promoted replica serves without one until another joins (a warning,
+        counted in ``stats.unreplicated``) rather than refusing every write."""
+        want = self.wait_replicas
+        if not want or not self.cluster:
+            return want
+        have = self._replicas.get(addr, want)
+        if have < want:
+            self.stats.unreplicated += 1
+            if addr not in self._unreplicated_warned:
+                self._unreplicated_warned.add(addr)
+                log.warning(
+                    "%s: %s:%d has %d replica(s), fewer than redis.wait_replicas = %d: its "
+                    "writes wait for %d until more join",
+                    self.role, addr[0], addr[1], have, want, have,
+                )  # fmt: skip
+        else:
+            self._unreplicated_warned.discard(addr)
+        return min(want, have)
+
+    async def _node_request(
+        self,
+        addr: Addr,
+        packet: bytes,
+        n: int,
+        timeout: float,
+        queued: int = 0,
+        durable: bool = False,
+    ) -> list[Any]:
+        wait = self._replicas_to_wait(addr) if durable else 0
+        lock = self._locks.get(addr)
+        if lock is None:
+            lock = self._locks[addr] = asyncio.Lock()
+        async with lock:
+            try:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    conn = await self._conn(addr)
+                    if wait:
+                        suffix = pack("WAIT", wait, self.wait_timeout_ms)
+                        replies = await conn.request(packet + suffix, n + 1, queued)
+                    else:
+                        replies = await conn.request(packet, n, queued)
+            except TimeoutError:
+                self.broken(f"no reply within {timeout:g} s", addr)
+                raise RedisUnavailable(f"no reply from Redis within {timeout:g} s") from None
+            except RedisUnavailable as e:
+                self.broken(str(e), addr)
+                raise
+        if wait:
+            acked = replies.pop()
+            if not isinstance(acked, int) or acked < wait:
+                self.stats.not_replicated += 1
+                if self.cluster:
+                    self._stale = True  # the replica may be gone: look again
+                raise RedisUnavailable(
+                    f"{acked} of {wait} replica(s) of {addr[0]}:{addr[1]} acknowledged "
+                    f"within {self.wait_timeout_ms} ms (the write is retried)"
+                )
+        first = replies[0] if replies else None
+        if isinstance(first, _ReplyError) and str(first).split(" ", 1)[0] in TRANSIENT:
+            # restarting (loading its AOF), failing over: unavailable for now
+            self.broken(str(first), addr)
+            raise RedisUnavailable(str(first))
+        return replies
 
     async def request(
         self, packet: bytes, n: int, timeout: float = 30.0, queued: int = 0
     ) -> list[Any]:
-        """One attempt; :class:`RedisUnavailable` after marking the link down (also when no
-        reply comes within ``timeout`` seconds: a silent peer is treated as dead)."""
-        async with self._lock:
-            conn = await self.connection()
-            try:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                async with asyncio.timeout(timeout):
-                    replies = await conn.request(packet, n, queued)
-                first = replies[0] if replies else None
-                if (
-                    isinstance(first, hiredis.ReplyError)
-                    and str(first).split(" ", 1)[0] in TRANSIENT
-                ):
-                    # restarting (loading its AOF), failing over: unavailable for now
-                    self.broken(str(first))
-                    raise RedisUnavailable(str(first))
-                return replies
-            except TimeoutError:
-                self.broken(f"no reply within {timeout:g} s")
-                raise RedisUnavailable(f"no reply from Redis within {timeout:g} s") from None
-            except RedisUnavailable as e:
-                self.broken(str(e))
-                raise
+        """Send a packet of ``n`` commands to the (default) node and return the replies; one
+        attempt. :class:`RedisUnavailable` after marking the link down (also when no reply
+        comes within ``timeout`` seconds: a silent peer is treated as dead). On a cluster use
+        :meth:`pipeline` for keyed commands."""
+        try:
+            await self._topology()
+        except RedisUnavailable as e:
+            self._mark_down(str(e))
+            raise
+        return await self._node_request(self._default, packet, n, timeout, queued)
+
+    async def pipeline(
+        self,
+        commands: Sequence[Command | Commands],
+        timeout: float = 30.0,
+        durable: bool = False,
+        atomic: bool = False,
+    ) -> list[Any]:
+        """Send routed commands (``(key, RESP)`` or ``(key, RESP, n)`` for n commands of one
+        key; see :func:`command_key`) and return their replies in order, one per command: one
+        packet per node, concurrently, each node's in the given order.
+        One attempt: a node that fails raises :class:`RedisUnavailable` (the commands other
+        nodes ran stay done; callers send idempotent batches and retry them whole).
+        ``durable``: the writes count only once ``wait_replicas`` replicas hold them
+        (``WAIT``; see :meth:`_replicas_to_wait`), else :class:`RedisUnavailable`.
+        ``atomic``: on one Redis the whole batch is one MULTI/EXEC, so a consumer blocked on
+        the streams wakes to all of it, not to its first entry (a cluster cannot run a
+        transaction across slots: there each node's commands run in order, and the doorbells
+        wake consumers after them)."""
+        if not commands:
+            return []
+        try:
+            await self._topology()
+        except RedisUnavailable as e:
+            self._mark_down(str(e))
+            raise
+        if not self.cluster:
+            n = len(commands)
+            if any(len(c) == 3 for c in commands):
+                n = sum(map(_count, commands))
+            packet = b"".join([c[1] for c in commands])
+            if not atomic:
+                return await self._node_request(self._default, packet, n, timeout, durable=durable)
+            replies = await self._node_request(
+                self._default, MULTI + packet + EXEC, n + 2, timeout, queued=n, durable=durable
+            )
+            done = replies[-1]
+            if not isinstance(done, list):  # EXECABORT: refused at queue time, nothing ran
+                raise RedisCommandError(f"Redis refused the transaction: {done}")
+            return done
+        at = [0] * (len(commands) + 1)  # where each entry's replies start
+        for i, c in enumerate(commands):
+            at[i + 1] = at[i] + _count(c)
+        out: list[Any] = [None] * at[-1]
+        todo = list(range(len(commands)))
+        for _ in range(5):  # redirections: at most a few rounds while slots move
+            todo = await self._routed(commands, todo, out, at, timeout, durable)
+            if not todo:
+                return out
+            self._stale = True
+            await self._topology()
+        raise RedisUnavailable("the cluster kept redirecting these keys (slots moving?)")
+
+    async def _routed(
+        self,
+        commands: Sequence[Command | Commands],
+        idx: list[int],
+        out: list[Any],
+        at: list[int],
+        timeout: float,
+        durable: bool,
+    ) -> list[int]:
+        """One round of a cluster pipeline; returns the indexes redirected elsewhere."""
+        slots = self._slots
+        groups: dict[Addr, list[int]] = {}
+        for i in idx:
+            key = commands[i][0]
+            addr = self._default if key is None else slots[key_slot(key)]
+            groups.setdefault(addr, []).append(i)
+        items = list(groups.items())
+        results = await asyncio.gather(
+            *(
+                self._node_request(
+                    a,
+                    b"".join([commands[i][1] for i in ix]),
+                    sum(at[i + 1] - at[i] for i in ix),
+                    timeout,
+                    durable=durable,
+                )
+                for a, ix in items
+            ),
+            return_exceptions=True,
+        )
+        again: list[int] = []
+        failure: BaseException | None = None
+        for (_, ix), res in zip(items, results, strict=True):
+            if isinstance(res, BaseException):
+                failure = failure or res
+                continue
+            pos = 0
+            for i in ix:
+                k = at[i + 1] - at[i]
+                got = res[pos : pos + k]
+                pos += k
+                redirect = None
+                for r in got:
+                    if r.__class__ is _ReplyError:
+                        text = str(r)
+                        if text.startswith(("MOVED ", "ASK ")):
+                            redirect = text
+                        elif text.split(" ", 1)[0] in TRANSIENT:
+                            self._stale = True
+                            failure = failure or RedisUnavailable(text)
+                if redirect is not None:
+                    self.stats.moved += 1
+                    if redirect.startswith("ASK ") and k == 1:
+                        got = [await self._ask(redirect, commands[i][1], timeout)]
+                    else:
+                        again.append(i)
+                        continue
+                out[at[i] : at[i + 1]] = got
+        if failure is not None:
+            if isinstance(failure, RedisUnavailable):
+                raise failure
+            raise failure
+        return again
+
+    async def _ask(self, text: str, command: bytes, timeout: float) -> Any:
+        """Follow one ASK redirection (a slot being migrated): ASKING + the command there."""
+        host, _, port = text.split(" ")[2].rpartition(":")
+        replies = await self._node_request((host, int(port)), pack("ASKING") + command, 2, timeout)
+        return replies[1]
 
     async def request_retrying(
         self, packet: bytes, n: int, stop: asyncio.Event | None = None, queued: int = 0
@@ -500,17 +1079,62 @@ class RedisLink:
                     raise
                 await asyncio.sleep(self.backoff.next())
 
+    async def pipeline_retrying(
+        self,
+        commands: Sequence[Command],
+        stop: asyncio.Event | None = None,
+        durable: bool = False,
+        atomic: bool = False,
+    ) -> list[Any]:
+        """:meth:`pipeline` of idempotent commands until it succeeds (or ``stop`` is set:
+        RedisUnavailable)."""
+        while True:
+            try:
+                return await self.pipeline(commands, durable=durable, atomic=atomic)
+            except RedisUnavailable:
+                if stop is not None and stop.is_set():
+                    raise
+                await asyncio.sleep(self.backoff.next())
+
     async def call(self, *args: bytes | str | int | float) -> Any:
-        (reply,) = await self.request(pack(*args), 1)
+        """One command, routed by its key; an error reply raises :class:`RedisCommandError`."""
+        (reply,) = await self.pipeline([(command_key(args), pack(*args))])
         if isinstance(reply, hiredis.ReplyError):
             raise RedisCommandError(str(reply))
         return reply
 
+    async def each_master(self, *args: bytes | str | int | float) -> list[Any]:
+        """One command on every master (e.g. ``INFO``), replies in :attr:`masters` order."""
+        await self._topology()
+        packet = pack(*args)
+        return [
+            (await self._node_request(a, packet, 1, self.connect_timeout * 5))[0]
+            for a in self.masters
+        ]
+
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for addr in list(self._conns):
+            self._drop(addr)
         self.up = False
+
+
+def run_in_thread(coro_fn: Any, timeout: float) -> Any:
+    """Run ``coro_fn()`` on a fresh event loop in a helper thread and return its result (the
+    synchronous shutdown paths run inside an event loop they must not re-enter)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro_fn())
+        except BaseException as e:  # handed back to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="redis-flush", daemon=True)
+    t.start()
+    t.join(timeout + 5)
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 # --- publishing -----------------------------------------------------------------------------------
@@ -529,23 +1153,31 @@ class PublisherStats:
 
 
 class _KeyInfo:
-    __slots__ = ("pub", "set", "xadd")
+    """Cached RESP prefixes of one stream key (its XADD, latest SET and channel)."""
 
-    def __init__(self, key: str, retention_s: int) -> None:
-        k = key.encode()
+    __slots__ = ("key", "latest", "pub", "set", "xadd")
+
+    def __init__(self, key: str, retention_s: int, sharded: bool) -> None:
+        self.key = key  # the Redis key (tagged on a cluster): routes the commands
+        self.latest = latest_key(key)
         self.xadd = pack_prefix(
-            b"XADD", k, b"MAXLEN", b"~", stream_maxlen(key, retention_s), total=8
+            b"XADD", key, b"MAXLEN", b"~", stream_maxlen(key, retention_s), total=8
         )
-        self.set = pack_prefix(b"SET", latest_key(key), total=5)
-        self.pub = pack_prefix(b"PUBLISH", pub_channel(key), total=3)
+        self.set = pack_prefix(b"SET", self.latest, total=5)
+        self.pub = pack_prefix(b"SPUBLISH" if sharded else b"PUBLISH", pub_channel(key), total=3)
 
 
 class BatchBuilder:
-    """Builds one MULTI/EXEC packet of confirmed results (XADD + SET + PUBLISH each) plus
-    PUBLISH-only messages, and counts the replies it expects."""
+    """Builds the routed commands of confirmed results (XADD + PUBLISH each, one latest-key SET
+    per key) and PUBLISH-only messages. On a cluster (:attr:`cluster`) keys are hash-tagged and
+    per-instrument channels are sharded (SPUBLISH)."""
 
     def __init__(
-        self, retention_s: int, latest_ttl_s: int, retention_1s_s: int | None = None
+        self,
+        retention_s: int,
+        latest_ttl_s: int,
+        retention_1s_s: int | None = None,
+        cluster: bool = False,
     ) -> None:
         self.retention_s = retention_s
         self.retention_1s_s = retention_s if retention_1s_s is None else retention_1s_s
@@ -554,52 +1186,91 @@ class BatchBuilder:
             latest_ttl_s,
         )
         self._keys: dict[str, _KeyInfo] = {}
-        self.registered: set[str] = set()
+        self.registered: set[str] = set()  # topics registered in their discovery sets
         self.latest_ttl_s = latest_ttl_s
+        self.cluster = cluster
 
-    def info(self, key: str) -> _KeyInfo:
-        ki = self._keys.get(key)
+    def use_cluster(self, cluster: bool) -> None:
+        """Build for a cluster (tags, sharded channels) or a single Redis."""
+        if cluster != self.cluster:
+            self.cluster = cluster
+            self._keys.clear()
+
+    def info(self, topic: str) -> _KeyInfo:
+        ki = self._keys.get(topic)
         if ki is None:
-            r = self.retention_1s_s if timeframe_of(key) == 1 else self.retention_s
-            ki = self._keys[key] = _KeyInfo(key, r)
+            r = self.retention_1s_s if timeframe_of(topic) == 1 else self.retention_s
+            key = tagged(topic) if self.cluster else topic
+            ki = self._keys[topic] = _KeyInfo(key, r, key != topic)
         return ki
 
-    def confirmed(self, parts: list[bytes], key: str, entry_id: bytes, payload: bytes) -> int:
-        """Append XADD + PUBLISH of one confirmed message; return the commands added (2).
+    def confirmed(self, cmds: list[Command], topic: str, entry_id: bytes, payload: bytes) -> int:
+        """Append XADD + PUBLISH of one confirmed message; return the index of its XADD.
 
-        Its latest-key SET comes from :meth:`latest`, once per key per transaction: inside
-        MULTI/EXEC nobody can observe a key between two SETs, so only the newest one matters
-        (a SET costs Redis about as much as the XADD; a batch often holds several per key).
-        """
-        ki = self.info(key)
+        Its latest-key SET comes from :meth:`latest`, once per key per batch (only the newest
+        one matters: a SET costs Redis about as much as the XADD; a batch often holds several
+        per key)."""
+        ki = self.info(topic)
         n = len(payload)
-        parts.append(
-            b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
-            % (ki.xadd, len(entry_id), entry_id, n, payload, ki.pub, n, payload)
+        at = len(cmds)
+        key = ki.key
+        cmds.append(
+            (
+                key,
+                b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n"
+                % (ki.xadd, len(entry_id), entry_id, n, payload),
+            )
         )
-        return 2
+        cmds.append((key, b"%s$%d\r\n%s\r\n" % (ki.pub, n, payload)))
+        return at
 
-    def latest(self, parts: list[bytes], newest: dict[str, bytes]) -> int:
-        """Append ``SET latest-key payload EX ttl`` for each key's newest payload; return the
+    def latest(self, cmds: list[Command], newest: dict[str, bytes]) -> int:
+        """Append ``SET latest-key payload EX ttl`` for each topic's newest payload; return the
         commands added."""
         info, ttl = self.info, self._ttl_suffix
-        for key, payload in newest.items():
-            parts.append(b"%s$%d\r\n%s\r\n%s" % (info(key).set, len(payload), payload, ttl))
+        for topic, payload in newest.items():
+            ki = info(topic)
+            cmds.append((ki.key, b"%s$%d\r\n%s\r\n%s" % (ki.set, len(payload), payload, ttl)))
         return len(newest)
 
-    def registration(self, keys: Iterable[str]) -> list[bytes]:
+    def forming(self, channel: str, payload: bytes) -> Command:
+        """PUBLISH (sharded on a cluster for per-instrument channels) of a ``pub:…`` channel."""
+        if channel.startswith("pub:"):
+            ki = self.info(channel[4:])
+            return (ki.key if self.cluster and ki.key != channel[4:] else None,
+                    b"%s$%d\r\n%s\r\n" % (ki.pub, len(payload), payload))  # fmt: skip
+        return (None, pack("PUBLISH", channel, payload))
+
+    def registration(self, topics: Iterable[str]) -> list[Command]:
         """SADD commands registering new stream keys in their discovery sets."""
         by_reg: dict[str, list[str]] = {}
-        for k in keys:
-            by_reg.setdefault(registry_key(k), []).append(k)
-        return [pack("SADD", reg, *ks) for reg, ks in by_reg.items()]
+        for t in topics:
+            by_reg.setdefault(registry_key(t), []).append(self.info(t).key)
+        return [(reg, pack("SADD", reg, *ks)) for reg, ks in by_reg.items()]
+
+    def doorbells(self, topics: Iterable[str], partitions: int, node_of: Any) -> list[Command]:
+        """On a cluster: one ``PUBLISH wake:{family}:{tf}s:{partition}`` per family, partition
+        and node, naming the keys that got entries (routed to that node, after its XADDs, so a
+        woken consumer finds them there)."""
+        groups: dict[tuple[str, int, Addr], list[bytes]] = {}
+        for t in topics:
+            ki = self.info(t)
+            p = key_partition(t, partitions)
+            if p is None:
+                continue
+            groups.setdefault((registry_key(t), p, node_of(ki.key)), []).append(ki.key.encode())
+        return [
+            (ks[0], pack("PUBLISH", wake_channel(reg, p), b" ".join(ks)))
+            for (reg, p, _), ks in groups.items()
+        ]
 
 
-def count_xadd_replies(replies: Sequence[Any], stats: PublisherStats) -> None:
-    """Tally the replies of the XADD + PUBLISH pairs inside an EXEC array."""
-    for i in range(0, len(replies) - 1, 2):
+def tally_xadds(replies: Sequence[Any], at: Iterable[int], stats: PublisherStats) -> None:
+    """Count the XADD replies at the indexes ``at``: written, refused as already present
+    (a replay; not an error) or errors."""
+    for i in at:
         r = replies[i]
-        if isinstance(r, hiredis.ReplyError):
+        if r.__class__ is _ReplyError:
             if ID_NOT_NEWER in str(r):
                 stats.duplicates += 1
             else:
@@ -612,12 +1283,13 @@ def count_xadd_replies(replies: Sequence[Any], stats: PublisherStats) -> None:
 class StreamPublisher:
     """Buffers confirmed and forming messages (bounded) and writes them to Redis in batches.
 
-    :meth:`confirmed` and :meth:`forming` are synchronous (called from bus handlers). The
-    :meth:`run` task writes everything buffered as one MULTI/EXEC transaction per batch,
-    retrying a failed batch with backoff until Redis takes it (explicit stream IDs make the
-    retry idempotent). While Redis is down the buffer grows up to ``max_buffer`` messages;
+    :meth:`confirmed` and :meth:`forming` are synchronous (called from bus handlers) and take
+    bus topics; the :meth:`run` task writes everything buffered as one pipeline per node per
+    batch, retrying a failed batch with backoff until Redis takes it (explicit stream IDs make
+    the retry idempotent). While Redis is down the buffer grows up to ``max_buffer`` messages;
     beyond it :meth:`busy` is True (a replayable source waits) and, for live sources, new
-    messages are dropped and counted — the SQLite store still holds the candles.
+    messages are dropped and counted — the SQLite store still holds the candles. On a cluster
+    each batch also rings the doorbells of the partitions it wrote to (``partitions``).
     """
 
     def __init__(
@@ -628,15 +1300,17 @@ class StreamPublisher:
         max_buffer: int = 200_000,
         max_batch: int = 5_000,
         retention_1s_s: int | None = None,
+        partitions: int = 16,
     ) -> None:
         self.link = link
         self.builder = BatchBuilder(retention_s, latest_ttl_s, retention_1s_s)
         self.max_buffer = max_buffer
         self.max_batch = max_batch
+        self.partitions = partitions
         self.stats = PublisherStats()
         self._confirmed: list[tuple[str, bytes, bytes]] = []
         self._forming: dict[str, bytes] = {}  # channel -> latest payload (coalesced)
-        self._extra: list[bytes] = []  # extra commands for the next transaction
+        self._extra: list[Command] = []  # extra commands for the next batch
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -653,14 +1327,14 @@ class StreamPublisher:
         return len(self._confirmed) >= self.max_buffer
 
     def confirmed(
-        self, key: str, entry_id: str | bytes, payload: bytes, live: bool = False
+        self, topic: str, entry_id: str | bytes, payload: bytes, live: bool = False
     ) -> bool:
         if live and len(self._confirmed) >= self.max_buffer:
             self.stats.dropped += 1
             return False
-        if key not in self.builder.registered:
-            self._new_keys.add(key)
-        self._confirmed.append((key, _b(entry_id), payload))
+        if topic not in self.builder.registered:
+            self._new_keys.add(topic)
+        self._confirmed.append((topic, _b(entry_id), payload))
         self._kick()
         return True
 
@@ -668,9 +1342,10 @@ class StreamPublisher:
         self._forming[channel] = payload
         self._kick()
 
-    def extra(self, packed: bytes) -> None:
-        """Add one packed command to the next transaction (e.g. a watermark SET)."""
-        self._extra.append(packed)
+    def extra(self, packed: bytes, key: str | None = None) -> None:
+        """Add one packed command (routed by ``key``) to the next batch (e.g. a watermark
+        SET)."""
+        self._extra.append((key, packed))
         self._kick()
 
     def _kick(self) -> None:
@@ -680,88 +1355,81 @@ class StreamPublisher:
     # -- the writer --
     def _take(
         self,
-    ) -> tuple[bytes, int, int, list[tuple[str, bytes, bytes]], dict[str, bytes], list[bytes]]:
-        """Build the next packet: (packet, replies expected, confirmed count, taken...)."""
+    ) -> tuple[
+        list[Command], list[int], list[tuple[str, bytes, bytes]], dict[str, bytes], list[Command]
+    ]:
+        """Build the next batch: (commands, XADD indexes, taken confirmed, forming, extra)."""
         take = self._confirmed[: self.max_batch]
         self._confirmed = self._confirmed[self.max_batch :]
         forming, self._forming = self._forming, {}
         extra, self._extra = self._extra, []
-        if self.link.stats.connects != self._reg_epoch:
+        link, builder = self.link, self.builder
+        builder.use_cluster(bool(link.cluster))
+        if link.stats.connects != self._reg_epoch:
             # a new connection: Redis may have restarted without its data, register again
-            self._reg_epoch = self.link.stats.connects
-            self._new_keys |= self.builder.registered
-            self.builder.registered.clear()
-        new = [k for k, _, _ in take if k in self._new_keys]
-        parts: list[bytes] = [MULTI]
-        queued = 0
-        regs = self.builder.registration(dict.fromkeys(new))
-        parts += regs
-        queued += len(regs)
-        add = self.builder.confirmed
+            self._reg_epoch = link.stats.connects
+            self._new_keys |= builder.registered
+            builder.registered.clear()
+        new = [t for t, _, _ in take if t in self._new_keys]
+        cmds: list[Command] = builder.registration(dict.fromkeys(new))
+        add = builder.confirmed
+        at: list[int] = []
         newest: dict[str, bytes] = {}
-        for key, eid, payload in take:
-            queued += add(parts, key, eid, payload)
-            newest[key] = payload
-        queued += self.builder.latest(parts, newest)
-        parts += extra
-        queued += len(extra)
-        parts.append(EXEC)
-        for ch, payload in forming.items():
-            parts.append(
-                b"%s$%d\r\n%s\r\n"
-                % (
-                    self.builder.info(ch[4:]).pub
-                    if ch.startswith("pub:")
-                    else pack_prefix(b"PUBLISH", ch, total=3),
-                    len(payload),
-                    payload,
-                )
-            )
-        n = 1 + queued + 1 + len(forming)
-        return b"".join(parts), n, len(regs), take, forming, extra
+        for topic, eid, payload in take:
+            at.append(add(cmds, topic, eid, payload))
+            newest[topic] = payload
+        builder.latest(cmds, newest)
+        cmds += extra
+        if link.cluster and newest:
+            cmds += builder.doorbells(newest, self.partitions, link.node_of)
+        cmds += [builder.forming(ch, payload) for ch, payload in forming.items()]
+        return cmds, at, take, forming, extra
 
-    async def flush_once(self) -> int:
-        """Write what is buffered (one transaction, retried until Redis takes it); return the
-        number of confirmed messages written."""
+    async def flush_once(self, retry: bool = True) -> int:
+        """Write what is buffered (one batch; retried until Redis takes it unless ``retry`` is
+        False); return the number of confirmed messages written."""
         if not (self._confirmed or self._forming or self._extra):
             return 0
         t0 = time.perf_counter()
-        packet, n, nreg, take, forming, extra = self._take()
         try:
-            replies = await self.link.request_retrying(
-                packet, n, self.stop, queued=n - 2 - len(forming)
-            )
-            self._account(replies, nreg, take, forming)
+            await self.link.ready()
+            cmds, at, take, forming, extra = self._take()
+        except RedisUnavailable:
+            if not retry or self.stop.is_set():
+                raise
+            await asyncio.sleep(self.link.backoff.next())
+            return 0
+        try:
+            if retry:
+                replies = await self.link.pipeline_retrying(
+                    cmds, self.stop, durable=True, atomic=True
+                )
+            else:
+                replies = await self.link.pipeline(cmds, durable=True, atomic=True)
         except (RedisUnavailable, RedisCommandError):
-            # stopping while Redis is down, or the transaction was refused: keep it, in order
+            # stopping while Redis is down: keep it, in order
             self._confirmed[:0] = take
             self._forming = {**forming, **self._forming}
             self._extra[:0] = extra
             raise
+        self._account(replies, at, take, forming)
         self.stats.last_batch_ms = (time.perf_counter() - t0) * 1000
         return len(take)
 
     def _account(
         self,
         replies: list[Any],
-        nreg: int,
+        at: list[int],
         take: list[tuple[str, bytes, bytes]],
         forming: dict[str, bytes],
     ) -> None:
-        exec_reply = replies[-1 - len(forming)]
-        if isinstance(exec_reply, hiredis.ReplyError) or not isinstance(exec_reply, list):
-            # EXECABORT (a command refused at queue time): nothing was applied — put it back
-            self.stats.errors += 1
-            self.stats.last_error = str(exec_reply)
-            log.error("Redis refused a batch transaction: %s", exec_reply)
-            raise RedisCommandError(str(exec_reply))
-        count_xadd_replies(exec_reply[nreg : nreg + 2 * len(take)], self.stats)
+        tally_xadds(replies, at, self.stats)
         self.stats.forming += len(forming)
         self.stats.batches += 1
-        for k, _, _ in take:
-            if k in self._new_keys:
-                self._new_keys.discard(k)
-                self.builder.registered.add(k)
+        for t, _, _ in take:
+            if t in self._new_keys:
+                self._new_keys.discard(t)
+                self.builder.registered.add(t)
 
     async def run(self) -> None:
         """Write batches until cancelled."""
@@ -769,10 +1437,8 @@ class StreamPublisher:
             await self._wake.wait()
             self._wake.clear()
             while self._confirmed or self._forming or self._extra:
-                try:
+                with contextlib.suppress(RedisCommandError):
                     await self.flush_once()
-                except RedisCommandError:
-                    await asyncio.sleep(self.link.backoff.next())
             self._idle.set()
 
     async def drained(self) -> None:
@@ -784,37 +1450,40 @@ class StreamPublisher:
                 self._wake.set()
 
     def flush_blocking(self, timeout: float = 10.0) -> int:
-        """Write what is left synchronously (shutdown, outside the event loop's tasks); return
-        the number of confirmed messages that could NOT be written."""
-        deadline = time.monotonic() + timeout
-        conn: SyncRespConnection | None = None
-        try:
-            while self._confirmed or self._forming or self._extra:
-                if time.monotonic() > deadline:
-                    break
-                try:
-                    if conn is None:
-                        conn = SyncRespConnection(self.link.target, self.link.connect_timeout)
-                    packet, n, nreg, take, forming, extra = self._take()
+        """Write what is left synchronously (shutdown, outside the event loop's tasks: on a
+        fresh connection in a helper thread); return the number of confirmed messages that could
+        NOT be written."""
+        if not (self._confirmed or self._forming or self._extra):
+            return 0
+        saved = self.link
+
+        async def flush() -> None:
+            self.link = RedisLink(
+                saved.url,
+                f"{saved.role}.final",
+                saved.connect_timeout,
+                backoff_max=0.5,
+                wait_replicas=saved.wait_replicas,
+                wait_timeout_ms=saved.wait_timeout_ms,
+            )
+            deadline = time.monotonic() + timeout
+            try:
+                while (self._confirmed or self._forming or self._extra) and (
+                    time.monotonic() < deadline
+                ):
                     try:
-                        replies = conn.request(
-                            packet, n, timeout=max(0.1, deadline - time.monotonic())
-                        )
-                        self._account(replies, nreg, take, forming)
-                    except (RedisUnavailable, RedisCommandError):
-                        self._confirmed[:0] = take
-                        self._forming = {**forming, **self._forming}
-                        self._extra[:0] = extra
-                        raise
-                except (RedisUnavailable, RedisCommandError) as e:
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    self.stats.last_error = str(e)
-                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                        async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                            await self.flush_once(retry=False)
+                    except (RedisUnavailable, RedisCommandError, TimeoutError) as e:
+                        self.stats.last_error = str(e)
+                        await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            finally:
+                self.link.close()
+
+        try:
+            run_in_thread(flush, timeout)
         finally:
-            if conn is not None:
-                conn.close()
+            self.link = saved
         return len(self._confirmed)
 
 
@@ -833,6 +1502,11 @@ class Entry:
     @property
     def key_bytes(self) -> bytes:
         return self.key.encode()
+
+    @property
+    def topic(self) -> str:
+        """The bus topic of the entry's stream (the key without a cluster's hash tag)."""
+        return untagged(self.key)
 
 
 def _entries(key: str, raw: list[Any]) -> list[Entry]:
@@ -853,21 +1527,147 @@ def _entries(key: str, raw: list[Any]) -> list[Entry]:
     return out
 
 
+MessageHandler = Any  # (channel: bytes, data: bytes, pattern: bytes | None) -> None
+
+
+class Subscriber:
+    """Pub/Sub that survives reconnects and fail-overs: channels and patterns on one node
+    (``SUBSCRIBE``/``PSUBSCRIBE``: a cluster copies plain PUBLISHes to every node) and, on a
+    cluster, sharded channels on the masters that own them (``SSUBSCRIBE``, one per channel).
+
+    :meth:`run` keeps the connections; ``handler(channel, data, pattern)`` gets every message
+    and ``on_subscribed()`` runs after each (re)subscription — messages sent while it was not
+    subscribed are lost (Pub/Sub keeps nothing), so a consumer that depends on them re-reads
+    its streams then. Changing the subscriptions (:meth:`set`) resubscribes.
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        handler: MessageHandler,
+        on_subscribed: Any = None,
+    ) -> None:
+        self.link = link
+        self.handler = handler
+        self.on_subscribed = on_subscribed
+        self.channels: frozenset[str] = frozenset()
+        self.patterns: frozenset[str] = frozenset()
+        self.sharded: frozenset[str] = frozenset()
+        self.received = 0
+        self.resubscribes = 0
+        self._changed: asyncio.Event | None = None
+
+    def set(
+        self,
+        channels: Iterable[str] = (),
+        patterns: Iterable[str] = (),
+        sharded: Iterable[str] = (),
+    ) -> None:
+        """Subscribe to exactly these (a change takes effect at once, resubscribing)."""
+        new = (frozenset(channels), frozenset(patterns), frozenset(sharded))
+        if new != (self.channels, self.patterns, self.sharded):
+            self.channels, self.patterns, self.sharded = new
+            if self._changed is not None:
+                self._changed.set()
+
+    def _plan(self) -> dict[Addr, list[bytes]]:
+        """The subscribe commands per node."""
+        link = self.link
+        plan: dict[Addr, list[bytes]] = {}
+        first = link.node_of(None)
+        if self.channels:
+            plan.setdefault(first, []).append(pack("SUBSCRIBE", *sorted(self.channels)))
+        if self.patterns:
+            plan.setdefault(first, []).append(pack("PSUBSCRIBE", *sorted(self.patterns)))
+        verb = "SSUBSCRIBE" if link.cluster else "SUBSCRIBE"
+        for ch in sorted(self.sharded):
+            plan.setdefault(link.node_of(ch), []).append(pack(verb, ch))
+        return plan
+
+    async def run(self) -> None:
+        """Subscribe and deliver messages until cancelled."""
+        self._changed = asyncio.Event()
+        link = self.link
+        while True:
+            self._changed.clear()
+            conns: list[RespConnection] = []
+            readers: list[asyncio.Task[Any]] = []
+            try:
+                await link.ready()
+                plan = self._plan()
+                for addr, cmds in plan.items():
+                    conn = await link._open(addr)
+                    conns.append(conn)
+                    for i in range(0, len(cmds), 1000):
+                        conn.send(b"".join(cmds[i : i + 1000]))
+                readers = [asyncio.create_task(self._pump(c)) for c in conns]
+                self.resubscribes += 1
+                if self.on_subscribed is not None:
+                    self.on_subscribed()
+                changed = asyncio.create_task(self._changed.wait())
+                done, _ = await asyncio.wait(
+                    [*readers, changed], return_when=asyncio.FIRST_COMPLETED
+                )
+                changed.cancel()
+                for t in done:
+                    if t is not changed and t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
+                if not plan:
+                    await self._changed.wait()
+            except (RedisUnavailable, RedisCommandError) as e:
+                link.broken(str(e))
+                await asyncio.sleep(link.backoff.next())
+            finally:
+                for t in readers:
+                    t.cancel()
+                for c in conns:
+                    c.close()
+
+    async def _pump(self, conn: RespConnection) -> None:
+        handler = self.handler
+        while True:
+            (m,) = await conn.request(b"", 1)
+            if not isinstance(m, list) or not m:
+                continue
+            kind = m[0]
+            if kind in (b"message", b"smessage") and len(m) == 3:
+                self.received += 1
+                handler(m[1], m[2], None)
+            elif kind == b"pmessage" and len(m) == 4:
+                self.received += 1
+                handler(m[2], m[3], m[1])
+            elif kind == b"sunsubscribe" and self.link.cluster:
+                # the slot moved (fail-over, resharding): subscribe again where it lives now
+                self.link._stale = True
+                raise RedisUnavailable(f"sharded channel {m[1]!r} moved")
+            elif isinstance(m, hiredis.ReplyError):
+                raise RedisCommandError(f"subscribe refused: {m}")
+
+
 class GroupReader:
     """A consumer in a consumer group over a changing set of stream keys.
 
     * :meth:`add_keys` creates the group on new keys (``XGROUP CREATE ... 0 MKSTREAM``: a key
       discovered late is read from its first entry, nothing published before is missed);
-    * :meth:`read` is XREADGROUP ``>`` over every key with one cached packed command;
+    * :meth:`read`: on one Redis XREADGROUP ``>`` BLOCK over every key with one cached packed
+      command; on a cluster (where one command cannot span slots) XREADGROUP per key, for the
+      keys the publishers' doorbells named (``wake:{family}:{tf}s:{partition}``, see
+      :meth:`watch`) and, every ``sweep_s`` and whenever nothing rang for ``block_ms``, for
+      every key (a missed doorbell costs latency, never an entry);
     * :meth:`claim` takes over pending entries idle for ``min_idle_ms`` (XAUTOCLAIM) and
       returns them with their delivery counts (XPENDING), so poison entries can be
       dead-lettered after N deliveries;
-    * :meth:`ack_packet`, :meth:`dead_letter_packet` build the XACK and the
-      move-to-dead-letter commands a caller adds to its own commit transaction.
+    * :meth:`ack_commands`, :meth:`dead_letter_commands` build the XACK and the
+      move-to-dead-letter commands a caller adds to its own commit.
     """
 
     def __init__(
-        self, link: RedisLink, group: str, consumer: str, dead_letter_maxlen: int = 100_000
+        self,
+        link: RedisLink,
+        group: str,
+        consumer: str,
+        dead_letter_maxlen: int = 100_000,
+        sweep_s: float = 5.0,
     ) -> None:
         self.link = link
         self.group = group
@@ -875,9 +1675,22 @@ class GroupReader:
         self.keys: list[str] = []
         self._known: set[str] = set()
         self._cached: tuple[int, int, bytes] | None = None
+        self._per_key: dict[str, bytes] = {}
+        self._per_key_count = 0
         self.dlq_key = f"dlq:{group}"
         self.dead_letter_maxlen = dead_letter_maxlen
         self.dead_lettered = 0
+        self.sweep_s = sweep_s
+        self.sweeps = 0
+        self._next_sweep = 0.0
+        self._dirty: set[str] = set()
+        self._rang: asyncio.Event | None = None
+        self._bell: Subscriber | None = None
+        self._bell_task: asyncio.Task[Any] | None = None
+        self._bell_channels: frozenset[str] = frozenset()
+        #: keys a doorbell named that this reader does not follow yet: accept(key) decides
+        self.accept: Any = None
+        self.discovered: list[str] = []
 
     async def add_keys(self, keys: Iterable[str]) -> list[str]:
         new = [k for k in keys if k not in self._known]
@@ -889,13 +1702,20 @@ class GroupReader:
         self._cached = None
         return new
 
+    def remove_keys(self, keys: Iterable[str]) -> None:
+        """Stop reading these keys (another consumer owns them now)."""
+        gone = set(keys) & self._known
+        if gone:
+            self.keys = [k for k in self.keys if k not in gone]
+            self._known -= gone
+            self._dirty -= gone
+            self._cached = None
+
     async def _create_groups(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 2000):
             chunk = keys[i : i + 2000]
-            packet = b"".join(
-                pack("XGROUP", "CREATE", k, self.group, "0", "MKSTREAM") for k in chunk
-            )
-            for k, r in zip(chunk, await self.link.request(packet, len(chunk)), strict=True):
+            cmds = [(k, pack("XGROUP", "CREATE", k, self.group, "0", "MKSTREAM")) for k in chunk]
+            for k, r in zip(chunk, await self.link.pipeline(cmds), strict=True):
                 if isinstance(r, hiredis.ReplyError) and "BUSYGROUP" not in str(r):
                     raise RedisCommandError(f"XGROUP CREATE {k} {self.group}: {r}")
 
@@ -903,6 +1723,46 @@ class GroupReader:
         """After NOGROUP (Redis lost its data or a key was deleted): create them again."""
         await self._create_groups(self.keys)
 
+    # --- doorbells (cluster) -----------------------------------------------------------------
+    def watch(self, channels: Iterable[str]) -> None:
+        """Listen to these doorbell channels (on a cluster; ignored on one Redis)."""
+        self._bell_channels = frozenset(channels)
+        if self._bell is not None:
+            self._bell.set(channels=self._bell_channels)
+
+    def _ring(self, channel: bytes, data: bytes, pattern: bytes | None) -> None:
+        for k in data.decode().split(" "):
+            if k in self._known:
+                self._dirty.add(k)
+            elif k and (self.accept is None or self.accept(k)):
+                self.discovered.append(k)
+        if self._rang is not None:
+            self._rang.set()
+
+    def _resubscribed(self) -> None:
+        self._next_sweep = 0.0  # doorbells may have rung while we were away: read every key
+        if self._rang is not None:
+            self._rang.set()
+
+    def _start_bell(self) -> None:
+        if self._bell_task is None or self._bell_task.done():
+            self._rang = asyncio.Event()
+            link = self.link
+            sub_link = RedisLink(
+                link.url, f"{link.role}.doorbell", link.connect_timeout, backoff_max=1.0
+            )
+            self._bell = Subscriber(sub_link, self._ring, self._resubscribed)
+            self._bell.set(channels=self._bell_channels)
+            self._bell_task = asyncio.create_task(self._bell.run())
+
+    def close(self) -> None:
+        if self._bell_task is not None:
+            self._bell_task.cancel()
+            self._bell_task = None
+        if self._bell is not None:
+            self._bell.link.close()
+
+    # --- reading -------------------------------------------------------------------------------
     def _read_packet(self, count: int, block_ms: int) -> bytes:
         c = self._cached
         if c is None or c[0] != count or c[1] != block_ms:
@@ -922,23 +1782,84 @@ class GroupReader:
 
     async def read(self, count: int = 1000, block_ms: int = 1000) -> list[Entry]:
         """New entries for this consumer (``[]`` after ``block_ms`` without any)."""
-        if not self.keys:
+        if not self.keys and not (self.link.cluster and self._bell_channels):
             await asyncio.sleep(block_ms / 1000)
             return []
+        await self.link.ready()
+        if self.link.cluster:
+            return await self._read_cluster(count, block_ms)
         (reply,) = await self.link.request(
             self._read_packet(count, block_ms), 1, timeout=max(block_ms, 0) / 1000 + 10.0
         )
         if isinstance(reply, hiredis.ReplyError):
-            if "NOGROUP" in str(reply):
-                log.warning(
-                    "consumer group %s missing (Redis restarted empty?); recreating", self.group
-                )
-                await self.recreate_groups()
-                return []
-            raise RedisCommandError(str(reply))
+            await self._nogroup(reply)
+            return []
         out: list[Entry] = []
         for key, items in reply or ():
             out += _entries(key.decode(), items)
+        return out
+
+    async def _nogroup(self, reply: Any) -> None:
+        if "NOGROUP" in str(reply):
+            log.warning(
+                "consumer group %s missing (Redis restarted empty?); recreating", self.group
+            )
+            await self.recreate_groups()
+            return
+        raise RedisCommandError(str(reply))
+
+    async def _read_cluster(self, count: int, block_ms: int) -> list[Entry]:
+        self._start_bell()
+        assert self._rang is not None
+        now = time.monotonic()
+        if not self._dirty and not self.discovered and now < self._next_sweep:
+            self._rang.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(block_ms / 1000):
+                    await self._rang.wait()
+            if not self._dirty and not self.discovered:
+                self._next_sweep = 0.0  # quiet for block_ms: look at every key
+        if self.discovered:
+            new, self.discovered = self.discovered, []
+            self._dirty.update(await self.add_keys(dict.fromkeys(new)))
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self.sweep_s
+            self.sweeps += 1
+            keys = list(self.keys)
+            self._dirty.clear()
+        else:
+            keys, self._dirty = list(self._dirty), set()
+        return await self.read_keys(keys, count)
+
+    async def read_keys(self, keys: Sequence[str], count: int) -> list[Entry]:
+        """XREADGROUP ``>`` of each key (routed; one command per key); a key that filled its
+        ``count`` is read again next time."""
+        if not keys:
+            return []
+        if count != self._per_key_count:
+            self._per_key, self._per_key_count = {}, count
+        cache = self._per_key
+        cmds: list[Command] = []
+        for k in keys:
+            p = cache.get(k)
+            if p is None:
+                p = cache[k] = pack(
+                    "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                    "STREAMS", k, ">",
+                )  # fmt: skip
+            cmds.append((k, p))
+        out: list[Entry] = []
+        for k, reply in zip(keys, await self.link.pipeline(cmds), strict=True):
+            if reply is None:
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                await self._nogroup(reply)
+                continue
+            for _, items in reply:
+                got = _entries(k, items)
+                if len(got) >= count:
+                    self._dirty.add(k)
+                out += got
         return out
 
     async def pending_keys(self, keys: Sequence[str] | None = None) -> dict[str, int]:
@@ -947,8 +1868,10 @@ class GroupReader:
         out: dict[str, int] = {}
         for i in range(0, len(keys), 2000):
             chunk = keys[i : i + 2000]
-            packet = b"".join(pack("XPENDING", k, self.group) for k in chunk)
-            for k, r in zip(chunk, await self.link.request(packet, len(chunk)), strict=True):
+            replies = await self.link.pipeline(
+                [(k, pack("XPENDING", k, self.group)) for k in chunk]
+            )
+            for k, r in zip(chunk, replies, strict=True):
                 if isinstance(r, list) and r and r[0]:
                     out[k] = int(r[0])
         return out
@@ -1018,48 +1941,60 @@ class GroupReader:
         keys = [k for k, ids in wanted.items() if ids]
         if not keys:
             return []
-        packet = b"".join(pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k]) for k in keys)
+        cmds = [(k, pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k])) for k in keys]
         out: list[Entry] = []
-        for k, r in zip(keys, await self.link.request(packet, len(keys)), strict=True):
+        for k, r in zip(keys, await self.link.pipeline(cmds), strict=True):
             if isinstance(r, hiredis.ReplyError):
                 raise RedisCommandError(f"XCLAIM {k} {self.group}: {r}")
             out += _entries(k, r)
         return out
 
-    def ack_packet(self, acks: dict[str, list[bytes]]) -> list[bytes]:
+    def ack_commands(self, acks: dict[str, list[bytes]]) -> list[Command]:
         """XACK commands (one per key) for ``{key: [ids]}``."""
-        return [pack("XACK", k, self.group, *ids) for k, ids in acks.items() if ids]
+        return [(k, pack("XACK", k, self.group, *ids)) for k, ids in acks.items() if ids]
 
-    def dead_letter_packet(self, entry: Entry, reason: str, deliveries: int) -> list[bytes]:
+    def ack_packet(self, acks: dict[str, list[bytes]]) -> list[bytes]:
+        """The XACK commands of :meth:`ack_commands` as packed bytes (one Redis)."""
+        return [c for _, c in self.ack_commands(acks)]
+
+    def dead_letter_commands(self, entry: Entry, reason: str, deliveries: int) -> list[Command]:
         """Move ``entry`` to the dead-letter stream: XADD ``dlq:{group}`` with the reason, XACK
-        it, and XDEL it from its stream (so a replay never meets it again)."""
+        it, and XDEL it from its stream (so a replay never meets it again). On a cluster the
+        dead-letter stream lives elsewhere: send the first command before the other two."""
         self.dead_lettered += 1
         return [
-            pack(
-                "XADD",
+            (
                 self.dlq_key,
-                "MAXLEN",
-                "~",
-                self.dead_letter_maxlen,
-                "*",
-                "stream",
-                entry.key,
-                "id",
-                entry.id,
-                "reason",
-                reason,
-                "deliveries",
-                deliveries,
-                "consumer",
-                self.consumer,
-                "ts_ns",
-                time.time_ns(),
-                "payload",
-                entry.payload or b"",
+                pack(
+                    "XADD",
+                    self.dlq_key,
+                    "MAXLEN",
+                    "~",
+                    self.dead_letter_maxlen,
+                    "*",
+                    "stream",
+                    entry.key,
+                    "id",
+                    entry.id,
+                    "reason",
+                    reason,
+                    "deliveries",
+                    deliveries,
+                    "consumer",
+                    self.consumer,
+                    "ts_ns",
+                    time.time_ns(),
+                    "payload",
+                    entry.payload or b"",
+                ),
             ),
-            pack("XACK", entry.key, self.group, entry.id),
-            pack("XDEL", entry.key, entry.id),
+            (entry.key, pack("XACK", entry.key, self.group, entry.id)),
+            (entry.key, pack("XDEL", entry.key, entry.id)),
         ]
+
+    def dead_letter_packet(self, entry: Entry, reason: str, deliveries: int) -> list[bytes]:
+        """:meth:`dead_letter_commands` as packed bytes (one Redis)."""
+        return [c for _, c in self.dead_letter_commands(entry, reason, deliveries)]
 
 
 async def xrange(
@@ -1067,12 +2002,12 @@ async def xrange(
     keys_starts: Sequence[tuple[str, str]],
     count: int,
 ) -> dict[str, list[Entry]]:
-    """XRANGE of many keys in one round trip: ``[(key, start)]`` with ``start`` as Redis takes
-    it (``-`` or ``(ID`` for exclusive); up to ``count`` entries each."""
+    """XRANGE of many keys in one round trip per node: ``[(key, start)]`` with ``start`` as
+    Redis takes it (``-`` or ``(ID`` for exclusive); up to ``count`` entries each."""
     if not keys_starts:
         return {}
-    packet = b"".join(pack("XRANGE", k, s, "+", "COUNT", count) for k, s in keys_starts)
-    replies = await link.request(packet, len(keys_starts))
+    cmds = [(k, pack("XRANGE", k, s, "+", "COUNT", count)) for k, s in keys_starts]
+    replies = await link.pipeline(cmds)
     out: dict[str, list[Entry]] = {}
     for (k, _), r in zip(keys_starts, replies, strict=True):
         if isinstance(r, hiredis.ReplyError):
@@ -1086,7 +2021,7 @@ async def discover(link: RedisLink, registries: Iterable[str]) -> list[str]:
     regs = list(registries)
     if not regs:
         return []
-    replies = await link.request(b"".join(pack("SMEMBERS", r) for r in regs), len(regs))
+    replies = await link.pipeline([(r, pack("SMEMBERS", r)) for r in regs])
     keys: set[str] = set()
     for r in replies:
         if isinstance(r, list):
@@ -1102,9 +2037,7 @@ async def group_backlog(link: RedisLink, keys: Sequence[str], group: str) -> tup
     behind: list[tuple[str, bytes, int]] = []  # (key, last-delivered-id, reported lag)
     for i in range(0, len(keys), 2000):
         chunk = keys[i : i + 2000]
-        replies = await link.request(
-            b"".join(pack("XINFO", "GROUPS", k) for k in chunk), len(chunk)
-        )
+        replies = await link.pipeline([(k, pack("XINFO", "GROUPS", k)) for k in chunk])
         for key, r in zip(chunk, replies, strict=True):
             if not isinstance(r, list):
                 continue
@@ -1119,9 +2052,8 @@ async def group_backlog(link: RedisLink, keys: Sequence[str], group: str) -> tup
     # the last entry delivered); what is truly undelivered is what lies after the group's cursor
     for i in range(0, len(behind), 2000):
         chunk_b = behind[i : i + 2000]
-        replies = await link.request(
-            b"".join(pack("XRANGE", k, b"(" + last, "+", "COUNT", n) for k, last, n in chunk_b),
-            len(chunk_b),
+        replies = await link.pipeline(
+            [(k, pack("XRANGE", k, b"(" + last, "+", "COUNT", n)) for k, last, n in chunk_b]
         )
         lag += sum(len(r) for r in replies if isinstance(r, list))
     return pending, lag

@@ -90,6 +90,10 @@ def build_layers(cfg: Any) -> list[Any]:
     from mandi.services.backup import BackupLayer  # the daily database backup (backup.daily_at)
 
     layers.append(BackupLayer(cfg))
+    if cfg.store.clickhouse_url.strip():  # signals, orders, positions, chains, daily rows
+        from mandi.services.record import ClickHouseRecordLayer
+
+        layers.append(ClickHouseRecordLayer(cfg))
     if cfg.run.dashboard:  # REST + WebSocket gateway and the dashboard (run.host:run.port)
         from mandi.web.layer import WebLayer
 

@@ -54,7 +54,11 @@ def service(
     ] = None,
     days: Annotated[int | None, typer.Option(help="Simulated trading days (0 = no limit).")] = None,
     shard: Annotated[
-        str, typer.Option(help="indengine: K/N = tokens with token %% N == K.")
+        str,
+        typer.Option(
+            help="mdengine: feed shard K/N (the instruments of partitions p with p %% N == K); "
+            "indengine shares its partitions with the other indengines by itself."
+        ),
     ] = "0/1",
     consumer: Annotated[str | None, typer.Option(help="Consumer name in the group.")] = None,
     ws_port: Annotated[
@@ -108,6 +112,18 @@ def service(
 
     metrics_port = int(getattr(cfg.services, SERVICES[name])) if port is None else port
     try:
+        k, n = (int(x) for x in shard.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        fail(MandiError(f"--shard {shard!r}: expected K/N with 0 <= K < N"))
+    if n > 1 and name == "indengine":
+        from logging import getLogger
+
+        getLogger("mandi.cli").warning(
+            "indengine --shard is no longer needed: indengines share the partitions by "
+            "themselves (redis.partitions); ignored"
+        )
+    try:
         if name == "tickserver":
             from mandi.services.distributed.mdengine import run_tickserver
 
@@ -124,16 +140,11 @@ def service(
         elif name in ("mdengine", "mdengine-sim"):
             from mandi.services.distributed.mdengine import run_mdengine
 
-            code = asyncio.run(run_mdengine(cfg, name, metrics_port))
+            code = asyncio.run(run_mdengine(cfg, name, metrics_port, (k, n)))
         elif name == "indengine":
             from mandi.services.distributed.indengine import run_indengine
 
-            try:
-                k, n = (int(x) for x in shard.split("/"))
-                assert 0 <= k < n
-            except (ValueError, AssertionError):
-                fail(MandiError(f"--shard {shard!r}: expected K/N with 0 <= K < N"))
-            code = asyncio.run(run_indengine(cfg, (k, n), metrics_port, consumer))
+            code = asyncio.run(run_indengine(cfg, metrics_port, consumer))
         elif name == "strategy":
             from mandi.services.distributed.node import run_strategy
 
@@ -159,13 +170,13 @@ def _table(rows: list[dict[str, Any]]) -> None:
         t.add_column(col)
     for r in rows:
         state = r["state"]
-        color = "green" if state == "running" else "yellow" if r["alive"] else "red"
+        color = "green" if state.startswith("running") else "yellow" if r["alive"] else "red"
         t.add_row(
             r["service"],
             str(r["pid"]),
             str(r["port"]),
             f"[{color}]{state}[/]",
-            "yes" if r.get("ready", r["service"] == "redis" and r["alive"]) else "no",
+            "yes" if r.get("ready", r["service"].startswith("redis") and r["alive"]) else "no",
         )
     console().print(t)
 
@@ -185,9 +196,28 @@ def up(
     speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
     date: Annotated[str | None, typer.Option(help="Simulated trading date YYYY-MM-DD.")] = None,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Start a local Redis Cluster of this many masters (real redis-server "
+            "processes on loopback) instead of one redis-server.",
+        ),
+    ] = 0,
+    replicas: Annotated[
+        int, typer.Option(min=0, help="--shards: replicas per master (fail-over).")
+    ] = 0,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=N copies of a service: indengines share the partitions, "
+            "mdengine(-sim) copies are feed shards (repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable state.")] = False,
 ) -> None:
-    """Start a local deployment: redis-server (unless --redis) and every service, detached."""
+    """Start a local deployment: redis-server (or a Redis Cluster with --shards; unless
+    --redis) and every service, detached."""
     cfg = load(
         config,
         {
@@ -206,14 +236,27 @@ def up(
         if value is not None:
             common += [flag, str(value)]
     extra = {n: list(common) for n in names}
+    copies: dict[str, int] = {}
+    for item in scale or []:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            fail(MandiError(f"--scale {item!r}: expected NAME=N, e.g. indengine=2"))
+        copies[name] = int(n)
     try:
-        supervisor.up(cfg, redis, names, config, extra)
+        dep = supervisor.up(
+            cfg, redis, names, config, extra, shards=shards, replicas=replicas, scale=copies
+        )
     except MandiError as e:
         fail(e)
     rows = supervisor.status(cfg)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
+        if dep.cluster:
+            typer.echo(f"Redis Cluster: {dep.redis_url}")
+            for node in dep.cluster:
+                of = f" of {cfg.services.host}:{node.replica_of}" if node.replica_of else ""
+                typer.echo(f"  {cfg.services.host}:{node.port}  {node.role}{of}")
         _table(rows)
 
 

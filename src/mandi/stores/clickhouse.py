@@ -67,6 +67,9 @@ class Table:
     order_by: str
     time_column: str  # int ns: retention, stats and the partition (by month)
     replacing: bool = True
+    # rows carry their own version as their last value (the record's update time: an order's
+    # or a position's newest state wins, whatever order the inserts came in)
+    row_version: bool = False
 
     @property
     def insert_columns(self) -> list[str]:
@@ -168,7 +171,8 @@ TABLES: dict[str, Table] = {
             "underlying, expiry, timestamp, strike, option_type",
             "timestamp",
         ),
-        # the seed's trading tables (003 §7), in mandi's units; written by nothing yet
+        # the seed's trading tables (003 §7), in mandi's units; written by the trading record
+        # (mandi.services.record) when store.clickhouse_url is set
         Table(
             "trading_signals",
             (
@@ -218,6 +222,59 @@ TABLES: dict[str, Table] = {
             ),
             "entry_timestamp, position_id",
             "entry_timestamp",
+            row_version=True,
+        ),
+        # every order as it is now (ReplacingMergeTree by its update time)
+        Table(
+            "orders",
+            (
+                ("client_order_id", _S),
+                ("parent_id", _S),
+                ("token", _I),
+                ("exchange", _LS),
+                ("symbol", _S),
+                ("side", _LS),
+                ("quantity", _I),
+                ("order_type", _LS),
+                ("limit_price", _I),
+                ("product", _LS),
+                ("intent", _LS),
+                ("strategy", _LS),
+                ("signal_id", _S),
+                ("position_id", _S),
+                ("status", _LS),
+                ("filled_qty", _I),
+                ("fill_value", _I),
+                ("broker_order_id", _S),
+                ("reason", _S),
+                ("charges", _I),
+                ("created_ns", _I),
+                ("updated_ns", _I),
+            ),
+            "created_ns, client_order_id",
+            "created_ns",
+            row_version=True,
+        ),
+        # the seed's daily_performance row per IST trading day (day_ns: its midnight, IST)
+        Table(
+            "daily_performance",
+            (
+                ("date", _S),
+                ("day_ns", _I),
+                ("total_trades", _I),
+                ("winning_trades", _I),
+                ("losing_trades", _I),
+                ("gross_profit", _I),
+                ("gross_loss", _I),
+                ("net_pnl", _I),
+                ("charges", _I),
+                ("max_drawdown", _I),
+                ("peak", _I),
+                ("updated_ns", _I),
+            ),
+            "date",
+            "day_ns",
+            row_version=True,
         ),
         Table(
             "performance_metrics",
@@ -229,6 +286,11 @@ TABLES: dict[str, Table] = {
     )
 }
 CANDLE_TABLES = ("market_data", "historical_data")
+
+
+def _lit(text: str) -> str:
+    """A ClickHouse string literal (quotes and backslashes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 # --- URLs -----------------------------------------------------------------------------------------
@@ -531,11 +593,11 @@ class ClickHouseStore:
         spec = TABLES.get(table)
         if spec is None:
             raise StoreError(f"unknown ClickHouse table {table!r}")
-        width = len(spec.columns)
+        width = len(spec.columns) + (1 if spec.row_version else 0)
         columns: list[Sequence[Any]] = [list(c) for c in zip(*rows, strict=True)]
         if len(columns) != width:
             raise StoreError(f"{table}: rows of {len(columns)} columns, the table has {width}")
-        if spec.replacing:
+        if spec.replacing and not spec.row_version:
             columns.append([time.time_ns() if version is None else version] * len(rows))
         self._call(
             f"INSERT INTO {table}",
@@ -587,6 +649,37 @@ class ClickHouseStore:
             f"AND bucket >= {int(start_ns)} AND bucket < {int(end_ns)} ORDER BY bucket, token, name"
         )
         return [IndicatorValue(*r) for r in self.rows(sql)]
+
+    # --- history for the API (newest ``limit`` before ``end_ns``, oldest first) ----------------
+    def recent_candles(
+        self, token: int, exchange: str, timeframe: int, end_ns: int, limit: int
+    ) -> list[Candle]:
+        cols = ", ".join(c for c, _ in _CANDLE_COLUMNS)
+        rows = self.rows(
+            f"SELECT {cols} FROM {self._q('market_data')} FINAL WHERE timeframe = "
+            f"{int(timeframe)} AND token = {int(token)} AND exchange = {_lit(exchange)} AND "
+            f"bucket < {int(end_ns)} ORDER BY bucket DESC LIMIT {int(limit)}"
+        )
+        return [row_candle(r) for r in reversed(rows)]
+
+    def indicator_names(self, token: int, exchange: str, timeframe: int) -> list[str]:
+        rows = self.rows(
+            f"SELECT DISTINCT name FROM {self._q('indicator_values')} WHERE timeframe = "
+            f"{int(timeframe)} AND token = {int(token)} AND exchange = {_lit(exchange)} "
+            "ORDER BY name"
+        )
+        return [str(r[0]) for r in rows]
+
+    def recent_indicator_values(
+        self, token: int, exchange: str, timeframe: int, name: str, end_ns: int, limit: int
+    ) -> list[tuple[int, float]]:
+        rows = self.rows(
+            f"SELECT bucket, value FROM {self._q('indicator_values')} FINAL WHERE timeframe = "
+            f"{int(timeframe)} AND token = {int(token)} AND exchange = {_lit(exchange)} AND "
+            f"name = {_lit(name)} AND bucket < {int(end_ns)} ORDER BY bucket DESC "
+            f"LIMIT {int(limit)}"
+        )
+        return [(int(b), float(v)) for b, v in reversed(rows)]
 
     def stats(self) -> dict[str, Any]:
         """Per table: rows after deduplication (``rows``), rows stored before merges

@@ -3,8 +3,10 @@ indicator layer and the distributed indengine share them)."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 VALUE_SQL = (
@@ -66,6 +68,44 @@ def try_write_values_now(
         con.executemany(VALUE_SQL, rows)
         con.execute("COMMIT")
         return True
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+
+
+_ROWS_PER_STATEMENT = 128
+_MANY_SQL = (
+    "INSERT INTO indicator_values VALUES "
+    + ",".join(["(?,?,?,?,?,?)"] * _ROWS_PER_STATEMENT)
+    + " ON CONFLICT (timeframe, bucket, token, name) DO UPDATE SET value=excluded.value"
+)
+
+
+def write_values_and_snapshots(
+    con: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    snapshots: Sequence[tuple[str, bytes]] = (),
+    keep: int = 0,
+) -> None:
+    """Upsert indicator value rows (128 to a statement: the same rows, order and result as one
+    by one) and store engine snapshots ``(label, state)`` — each label keeping its newest
+    ``keep`` — in one transaction; rolled back on failure (the error propagates)."""
+    con.execute("BEGIN")
+    try:
+        full = len(rows) - len(rows) % _ROWS_PER_STATEMENT
+        if full:
+            n = _ROWS_PER_STATEMENT
+            con.executemany(
+                _MANY_SQL,
+                [tuple(itertools.chain.from_iterable(rows[i : i + n])) for i in range(0, full, n)],
+            )
+        if full < len(rows):
+            con.executemany(VALUE_SQL, rows[full:])
+        for label, state in snapshots:
+            con.execute(SNAPSHOT_SQL, (time.time_ns(), label, state))
+            con.execute(PRUNE_SQL, (label, label, keep))
+        con.execute("COMMIT")
     except BaseException:
         if con.in_transaction:
             con.execute("ROLLBACK")

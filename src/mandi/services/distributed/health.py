@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,6 +27,14 @@ log = logging.getLogger(__name__)
 
 #: (name, "counter" | "gauge", help, value, labels)
 Sample = tuple[str, str, str, float, dict[str, str]]
+
+
+def dump_tasks() -> None:
+    """Log the stack of every asyncio task (``kill -USR1 PID``: where is a service waiting?)."""
+    buf = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=buf)
+    log.warning("asyncio tasks (SIGUSR1):\n%s", buf.getvalue())
 
 
 class ServiceState:
@@ -119,6 +129,8 @@ class HealthServer:
         return all_samples
 
     async def start(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         if self.port < 0:
             return
         self._server = await asyncio.start_server(self._handle, self.host, self.port)

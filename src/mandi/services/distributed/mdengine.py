@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from mandi.bus.codec import codec
 from mandi.bus.redis import (
-    RedisCommandError,
     RedisLink,
     RedisUnavailable,
     StreamPublisher,
-    SyncRespConnection,
     pack,
     stream_id,
+    sync_client,
+    token_partition,
 )
 from mandi.config import AppConfig
 from mandi.core.clock import NS_PER_SECOND
@@ -52,6 +52,8 @@ from mandi.services.distributed.health import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from mandi.services.node import MarketNode
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,44 @@ log = logging.getLogger(__name__)
 MASTER_KEY = "instruments:master"
 
 
-def watermark_key(service: str) -> str:
-    return f"mdengine:watermark:{service}"
+def watermark_key(service: str, shard: tuple[int, int] = (0, 1)) -> str:
+    k, n = shard
+    return f"mdengine:watermark:{service}" + ("" if n == 1 else f":{k}of{n}")
+
+
+class ShardFeed:
+    """A feed restricted to one feed shard: the ticks of the instruments whose partition
+    ``p`` has ``p % n == k`` (``mandi service mdengine --shard K/N``; the partitions are
+    indengine's, so a shard's candles land on the masters its partitions live on)."""
+
+    def __init__(self, feed: Any, shard: tuple[int, int], partitions: int) -> None:
+        self._feed = feed
+        self.k, self.n = shard
+        self.partitions = partitions
+        self._mine: dict[int, bool] = {}
+        self.name = f"{feed.name} shard {self.k}/{self.n}"
+        self.live = feed.live
+        self.wall_clock = getattr(feed, "wall_clock", False)
+
+    @property
+    def exchange_time_ns(self) -> int:
+        return int(self._feed.exchange_time_ns)
+
+    def instruments(self) -> list[Any]:
+        return list(self._feed.instruments())
+
+    def mine(self, token: int) -> bool:
+        m = self._mine.get(token)
+        if m is None:
+            m = self._mine[token] = token_partition(token, self.partitions) % self.n == self.k
+        return m
+
+    async def batches(self) -> AsyncIterator[list[Tick]]:
+        mine = self.mine
+        async for batch in self._feed.batches():
+            kept = [t for t in batch if mine(t.token)]
+            if kept or not batch:  # an empty batch ends the session: pass it on
+                yield kept
 
 
 class RedisPublishLayer:
@@ -69,13 +107,25 @@ class RedisPublishLayer:
     name = "redis"
 
     def __init__(
-        self, cfg: AppConfig, service: str = "mdengine", state: ServiceState | None = None
+        self,
+        cfg: AppConfig,
+        service: str = "mdengine",
+        state: ServiceState | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         rc = cfg.redis
         self.cfg = cfg
         self.service = service
+        self.shard = shard
         self.state = state or ServiceState(service)
-        self.link = RedisLink(rc.url, service, rc.connect_timeout_s, backoff_max=rc.backoff_max_s)
+        self.link = RedisLink(
+            rc.url,
+            service,
+            rc.connect_timeout_s,
+            backoff_max=rc.backoff_max_s,
+            wait_replicas=rc.wait_replicas,
+            wait_timeout_ms=rc.wait_timeout_ms,
+        )
         self.publisher = StreamPublisher(
             self.link,
             rc.retention_s,
@@ -83,6 +133,7 @@ class RedisPublishLayer:
             rc.buffer_max,
             rc.publish_batch,
             rc.retention_1s_s,
+            rc.partitions,
         )
         self.node: MarketNode | None = None
         self._live = False
@@ -117,22 +168,22 @@ class RedisPublishLayer:
                 )
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(instrument_csv_rows(node.master))
-        self.publisher.extra(pack("SET", MASTER_KEY, buf.getvalue()))
+        self.publisher.extra(pack("SET", MASTER_KEY, buf.getvalue()), MASTER_KEY)
         self._backfill(node)
 
     def _backfill(self, node: MarketNode) -> None:
         """Re-publish the candles SQLite holds after the Redis watermark (a crash may have left
         Redis behind SQLite); the explicit stream IDs refuse what Redis already has."""
+        import redis
+
         try:
-            conn = SyncRespConnection(self.link.target, self.link.connect_timeout)
-        except (RedisUnavailable, RedisCommandError):
+            client = sync_client(self.cfg.redis.url, self.link.connect_timeout)
+            try:
+                raw = client.get(watermark_key(self.service, self.shard))
+            finally:
+                client.close()
+        except (RedisUnavailable, redis.RedisError, OSError):
             return  # Redis down now: the service waits for it before the feed starts anyway
-        try:
-            raw = conn.call("GET", watermark_key(self.service))
-        except (RedisUnavailable, RedisCommandError):
-            raw = None
-        finally:
-            conn.close()
         if raw is None:
             return
         from mandi.stores.sqlite import connect, load_candles
@@ -171,7 +222,8 @@ class RedisPublishLayer:
     def after_batch(self) -> None:
         if self._watermark > self._sent_watermark:
             self._sent_watermark = self._watermark
-            self.publisher.extra(pack("SET", watermark_key(self.service), self._watermark))
+            key = watermark_key(self.service, self.shard)
+            self.publisher.extra(pack("SET", key, self._watermark), key)
 
     def busy(self) -> bool:
         return self.publisher.busy()
@@ -250,13 +302,21 @@ async def wait_for_redis(link: RedisLink, state: ServiceState) -> None:
     await link.connection()
 
 
-async def run_mdengine(cfg: AppConfig, service: str, port: int) -> int:
-    """``mandi service mdengine`` / ``mdengine-sim``."""
+async def run_mdengine(
+    cfg: AppConfig, service: str, port: int, shard: tuple[int, int] = (0, 1)
+) -> int:
+    """``mandi service mdengine`` / ``mdengine-sim`` (``shard``: one feed shard of N)."""
     from mandi.services.node import MarketNode
 
-    state = ServiceState(service)
-    layer = RedisPublishLayer(cfg, service, state)
-    node = MarketNode(cfg, layers=[layer])
+    class ShardNode(MarketNode):
+        async def prepare(self) -> None:
+            await super().prepare()
+            if shard[1] > 1 and self.feed is not None:
+                self.feed = ShardFeed(self.feed, shard, cfg.redis.partitions)
+
+    state = ServiceState(service if shard[1] == 1 else f"{service}-{shard[0]}of{shard[1]}")
+    layer = RedisPublishLayer(cfg, service, state, shard)
+    node = ShardNode(cfg, layers=[layer])
     health = HealthServer(state, cfg.services.host, port, layer.samples)
     await health.start()
     try:

@@ -48,19 +48,22 @@ from mandi.bus.memory import MessageBus
 from mandi.bus.redis import (
     EXEC,
     MULTI,
+    BlockingRedis,
+    Command,
     Entry,
     GroupReader,
     RedisCommandError,
     RedisLink,
-    RedisTarget,
     RedisUnavailable,
-    RespConnection,
     StreamPublisher,
-    SyncRespConnection,
+    Subscriber,
     _entries,
     discover,
     pack,
     stream_id,
+    tagged,
+    untagged,
+    wake_channel,
 )
 from mandi.config import AppConfig
 from mandi.core.clock import NS_PER_SECOND, Clock, LiveClock
@@ -126,18 +129,21 @@ class RedisNode:
             max_pending_rows=st.max_pending_rows,
         )
         self.consumer = consumer or rc.consumer or f"{service}-{socket.gethostname()}"
-        self.link = RedisLink(rc.url, service, rc.connect_timeout_s, backoff_max=rc.backoff_max_s)
-        self._aux = RedisLink(
-            rc.url, f"{service}.aux", rc.connect_timeout_s, backoff_max=rc.backoff_max_s
+        self.link = self._new_link("", rc.wait_replicas)
+        self._aux = self._new_link(".aux")
+        self.reader = GroupReader(self.link, group, self.consumer, sweep_s=rc.sweep_s)
+        self.reader.watch(
+            [wake_channel(reg, p) for reg in self.registries for p in range(rc.partitions)]
         )
-        self.reader = GroupReader(self.link, group, self.consumer)
         self.publisher = StreamPublisher(
-            RedisLink(rc.url, f"{service}.out", rc.connect_timeout_s, backoff_max=rc.backoff_max_s),
+            self._new_link(".out", rc.wait_replicas),
             rc.retention_s,
             rc.latest_ttl_s,
             rc.buffer_max,
             rc.publish_batch,
+            partitions=rc.partitions,
         )
+        self.subscriber: Subscriber | None = None
         self.stop = asyncio.Event()
         self.received = 0
         self.acked = 0
@@ -145,6 +151,17 @@ class RedisNode:
         self.pubsub_received = 0
         for pattern in self.outputs:
             self.bus.subscribe(pattern, self._output, name=f"{service}.redis-out")
+
+    def _new_link(self, suffix: str, wait_replicas: int = 0) -> RedisLink:
+        rc = self.cfg.redis
+        return RedisLink(
+            rc.url,
+            f"{self.service}{suffix}",
+            rc.connect_timeout_s,
+            backoff_max=rc.backoff_max_s,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=rc.wait_timeout_ms,
+        )
 
     # --- what layers use ------------------------------------------------------------------------
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
@@ -168,13 +185,13 @@ class RedisNode:
                 self.known_tokens.add(inst.token)
 
     def _deliver(
-        self, entries: Iterable[Entry], dead: list[bytes], acks: dict[str, list[bytes]]
+        self, entries: Iterable[Entry], dead: list[Command], acks: dict[str, list[bytes]]
     ) -> None:
         publish = self.bus.publish
         for e in entries:
             if e.payload is None:
                 if e.fields:
-                    dead += self.reader.dead_letter_packet(e, "no 'd' field in the entry", 1)
+                    dead += self.reader.dead_letter_commands(e, "no 'd' field in the entry", 1)
                     self.dead += 1
                 else:
                     acks.setdefault(e.key, []).append(e.id)
@@ -182,67 +199,58 @@ class RedisNode:
             try:
                 msg = codec.decode(e.payload)
             except (msgspec.DecodeError, msgspec.ValidationError) as ex:
-                dead += self.reader.dead_letter_packet(e, f"undecodable: {ex}", 1)
+                dead += self.reader.dead_letter_commands(e, f"undecodable: {ex}", 1)
                 self.dead += 1
                 continue
             self._advance(msg)
-            publish(e.key, msg)  # handler errors are isolated by the bus
+            publish(e.topic, msg)  # handler errors are isolated by the bus
             acks.setdefault(e.key, []).append(e.id)
         self.received += sum(len(v) for v in acks.values())
 
-    async def _commit(self, dead: list[bytes], acks: dict[str, list[bytes]]) -> None:
+    async def _commit(self, dead: list[Command], acks: dict[str, list[bytes]]) -> None:
         for layer in self.layers:
             after = getattr(layer, "after_batch", None)
             if after is not None:
                 after()
         await asyncio.to_thread(self.writer.wait_idle, 3600.0)  # the layers' rows are committed
-        cmds = dead + self.reader.ack_packet(acks)
-        if not cmds:
-            return
-        packet = b"".join([MULTI, *cmds, EXEC])
-        while True:
-            try:
-                replies = await self.link.request(packet, len(cmds) + 2)
-                if isinstance(replies[-1], hiredis.ReplyError):
-                    raise RedisCommandError(str(replies[-1]))
-                break
-            except (RedisUnavailable, RedisCommandError):
-                self.state.set("redis_down")
-                await asyncio.sleep(self.link.backoff.next())
+        # dead letters (every third command is the dead-letter XADD) exist before their entries
+        # are acknowledged away; then the XACKs
+        for cmds in (dead[0::3], dead[1::3] + dead[2::3] + self.reader.ack_commands(acks)):
+            while cmds:
+                try:
+                    await self.link.pipeline(cmds)
+                    break
+                except RedisUnavailable:
+                    self.state.set("redis_down")
+                    await asyncio.sleep(self.link.backoff.next())
         self.acked += sum(len(v) for v in acks.values())
 
     async def _own_pending(self) -> None:
-        """Entries delivered to this consumer before a restart, in order, first."""
+        """Entries delivered to this consumer before a restart, in order, first (XREADGROUP
+        from ``0`` per key)."""
         starts = dict.fromkeys(self.reader.keys, "0")
+        count = self.cfg.redis.read_count
         while starts:
             keys = list(starts)
-            (reply,) = await self.link.request(
-                pack(
-                    "XREADGROUP",
-                    "GROUP",
-                    self.group,
-                    self.consumer,
-                    "COUNT",
-                    self.cfg.redis.read_count,
-                    "STREAMS",
-                    *keys,
-                    *[starts[k] for k in keys],
-                ),
-                1,
-            )
-            if isinstance(reply, hiredis.ReplyError):
-                raise RedisCommandError(str(reply))
+            replies = await self.link.pipeline(
+                [
+                    (k, pack("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                             "STREAMS", k, starts[k]))
+                    for k in keys
+                ]
+            )  # fmt: skip
             got: list[Entry] = []
-            for key, items in reply or ():
-                es = _entries(key.decode(), items)
+            for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, hiredis.ReplyError):
+                    raise RedisCommandError(str(reply))
+                es = [e for _, items in reply or () for e in _entries(key, items)]
                 got += es
                 if es:
-                    starts[key.decode()] = es[-1].id.decode()
-            done = {k for k in keys if not any(e.key == k for e in got)}
-            for k in done:
-                starts.pop(k, None)
+                    starts[key] = es[-1].id.decode()
+                else:
+                    starts.pop(key, None)
             if got:
-                dead: list[bytes] = []
+                dead: list[Command] = []
                 acks: dict[str, list[bytes]] = {}
                 self._deliver(got, dead, acks)
                 await self._commit(dead, acks)
@@ -253,12 +261,12 @@ class RedisNode:
         claimed = await self.reader.claim(rc.claim_idle_ms)
         if not claimed:
             return
-        dead: list[bytes] = []
+        dead: list[Command] = []
         acks: dict[str, list[bytes]] = {}
         ok = []
         for e, n in claimed:
             if n >= rc.dead_letter_after:
-                dead += self.reader.dead_letter_packet(
+                dead += self.reader.dead_letter_commands(
                     e, f"delivered {n} times without acknowledgement", n
                 )
                 self.dead += 1
@@ -270,24 +278,52 @@ class RedisNode:
     async def _pubsub_loop(self) -> None:
         if not self.pubsub:
             return
-        while True:
-            try:
-                conn = await RespConnection.open(self.link.target, self.cfg.redis.connect_timeout_s)
-            except (RedisUnavailable, RedisCommandError):
-                await asyncio.sleep(self.link.backoff.next())
-                continue
-            try:
-                await conn.request(pack("PSUBSCRIBE", *self.pubsub), len(self.pubsub))
-                while True:
-                    (m,) = await conn.request(b"", 1)
-                    if isinstance(m, list) and len(m) == 4 and m[0] == b"pmessage":
-                        self._on_pubsub(m[2].decode(), m[3])
-            except RedisUnavailable:
-                await asyncio.sleep(self.link.backoff.next())
-            finally:
-                conn.close()
+        link = self._new_link(".pubsub")
+        self.subscriber = sub = Subscriber(
+            link, lambda ch, data, _: self._on_pubsub(ch.decode(), data)
+        )
+        await link.connection()
+        await self._subscriptions()
+        try:
+            await sub.run()
+        finally:
+            link.close()
+
+    async def _subscriptions(self) -> None:
+        """What :attr:`pubsub` asks for: patterns as they are (plain PUBLISHes: signals,
+        orders, events…) and, on a cluster, the sharded per-instrument channels they match
+        (candles and values from the discovery sets, ticks from the instrument master)."""
+        sub = self.subscriber
+        if sub is None:
+            return
+        if not sub.link.cluster:
+            sub.set(patterns=self.pubsub)
+            return
+        import fnmatch
+
+        rc, cfg = self.cfg.redis, self.cfg
+        tfs = sorted({1, *cfg.pipeline.timeframes, *cfg.indicators.timeframes})
+        registries = [f"streams:{fam}:{tf}s" for fam in ("candle", "ind") for tf in tfs]
+        keys = await discover(self._aux, registries)
+        channels = ["pub:" + k for k in keys]
+        if rc.ticks != "none":
+            channels += [
+                "pub:" + tagged(f"tick:{i.exchange}:{i.token}")
+                for i in self.master
+                if rc.ticks == "all" or i.token in self._tick_tokens()
+            ]
+        wanted = [
+            ch for ch in channels if any(fnmatch.fnmatchcase(untagged(ch), p) for p in self.pubsub)
+        ]
+        sub.set(patterns=self.pubsub, sharded=wanted)
+
+    def _tick_tokens(self) -> set[int]:
+        from mandi.model.instruments import Option
+
+        return {i.token for i in self.master if not isinstance(i, Option)}
 
     def _on_pubsub(self, channel: str, data: bytes) -> None:
+        channel = untagged(channel)
         try:
             msg = codec.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -318,6 +354,7 @@ class RedisNode:
             with contextlib.suppress(RedisUnavailable, RedisCommandError):
                 keys = await discover(self._aux, self.registries)
                 self._new = [k for k in keys if k not in self.reader._known]
+                await self._subscriptions()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -361,6 +398,7 @@ class RedisNode:
                     log.exception("layer %s failed to close", getattr(layer, "name", layer))
             self.writer.stop()
             self.publisher.flush_blocking(5.0)
+            self.reader.close()
             for link in (self.link, self._aux, self.publisher.link):
                 link.close()
             self.state.set("stopped")
@@ -396,7 +434,7 @@ class RedisNode:
             if self.state.state == "redis_down":
                 self.state.set("running")
             if entries:
-                dead: list[bytes] = []
+                dead: list[Command] = []
                 acks: dict[str, list[bytes]] = {}
                 self._deliver(entries, dead, acks)
                 await self._commit(dead, acks)
@@ -441,7 +479,12 @@ def strategy_layers(cfg: AppConfig) -> list[Any]:
     its node (strategies → signals → risk → execution in ``run.mode``), unchanged."""
     from mandi.services.trading import TradingLayer
 
-    return [TradingLayer(cfg)]
+    layers: list[Any] = [TradingLayer(cfg)]
+    if cfg.store.clickhouse_url.strip():  # the trading record in ClickHouse (a server)
+        from mandi.services.record import ClickHouseRecordLayer
+
+        layers.append(ClickHouseRecordLayer(cfg))
+    return layers
 
 
 def gateway_layers(cfg: AppConfig) -> list[Any]:
@@ -530,7 +573,11 @@ class GatewayNode(RedisNode):
         self.layers.append(CallerLayer(self.trading_relay))
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # no feed queue here: always empty
         self.pipeline.seconds.rejected = Counter()  # no ticks are validated here
-        self.history = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
+        self.history: Any = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
+        if cfg.store.clickhouse_url.strip():  # history from the system of record first
+            from mandi.services.record import ClickHouseHistory, LayeredHistory
+
+            self.history = LayeredHistory(ClickHouseHistory(cfg.store.clickhouse_url), self.history)
         self._ticked: set[int] = set()
         self._master_size = -1
         self.bus.subscribe("tick:>", self._on_tick, name="gateway.stats")
@@ -566,6 +613,7 @@ class GatewayNode(RedisNode):
             await asyncio.sleep(self.cfg.redis.discover_interval_s)
             with contextlib.suppress(RedisUnavailable, RedisCommandError):
                 await self.load_master()
+                await self._subscriptions()
 
     async def run(self) -> int:
         try:
@@ -594,36 +642,18 @@ class RedisHistory:
     reached (the API answers 503)."""
 
     def __init__(self, url: str, timeout_s: float = 2.0) -> None:
-        self.target = RedisTarget.from_url(url)
-        self.timeout_s = timeout_s
-        self._local = threading.local()
-        self._conns: list[SyncRespConnection] = []
-        self._lock = threading.Lock()
+        self.redis = BlockingRedis(url, timeout_s)
 
-    def _call(self, *args: str | int) -> Any:
-        for attempt in (0, 1):
-            con: SyncRespConnection | None = getattr(self._local, "con", None)
-            try:
-                if con is None:
-                    con = self._local.con = SyncRespConnection(self.target, self.timeout_s)
-                    with self._lock:
-                        self._conns.append(con)
-                return con.call(*args)
-            except RedisUnavailable:
-                if con is not None:
-                    con.close()
-                self._local.con = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _range(self, key: str, end_ns: int, limit: int) -> list[Any]:
+    def _range(self, topic: str, end_ns: int, limit: int) -> list[Any]:
         """The ``limit`` newest messages of a stream with a bucket before ``end_ns``."""
         end = "+" if end_ns >= 1 << 62 else f"({end_ns // 1_000_000}-0"
         out = []
-        for item in self._call("XREVRANGE", key, end, "-", "COUNT", limit) or ():
-            fields = item[1] or []
-            payload = dict(zip(fields[::2], fields[1::2], strict=False)).get(b"d")
+        key = self.redis.key(topic)
+        for item in self.redis.call("XREVRANGE", key, end, "-", "COUNT", limit) or ():
+            fields = item[1] or {}
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2], strict=False))
+            payload = fields.get(b"d")
             if payload is None:
                 continue
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
@@ -638,14 +668,14 @@ class RedisHistory:
         return [c for c in self._range(key, end_ns, limit) if type(c) is Candle]
 
     def indicator_names(self, token: int, exchange: str, timeframe: int) -> list[str]:
-        match, cursor = f"ind:*:{timeframe}s:{exchange}:{token}", "0"
+        match, cursor = self.redis.key(f"ind:*:{timeframe}s:{exchange}:{token}"), "0"
         names: set[str] = set()
         while True:
-            cursor_b, keys = self._call(
+            cursor_b, keys = self.redis.call(
                 "SSCAN", f"streams:ind:{timeframe}s", cursor, "MATCH", match, "COUNT", 1000
             )
             names.update(k.decode().split(":")[1] for k in keys)
-            cursor = cursor_b.decode()
+            cursor = cursor_b.decode() if isinstance(cursor_b, bytes) else str(cursor_b)
             if cursor == "0":
                 return sorted(names)
 
@@ -660,10 +690,7 @@ class RedisHistory:
         ]
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for con in conns:
-            con.close()
+        self.redis.close()
 
 
 # --- trading commands: gateway → strategy ---------------------------------------------------------
@@ -723,25 +750,18 @@ class CommandRelay:
     see ``mandi.web.app``), one command at a time over one connection (a lock)."""
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float, mode: str) -> None:
-        self.target = RedisTarget.from_url(url)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.mode = mode
         self.outcomes: Counter[str] = Counter()
-        self._con: SyncRespConnection | None = None
-        self._lock = threading.Lock()  # web worker threads share the one connection
+        # replies may take two timeouts (BLPOP twice) plus the connection's own allowance
+        self.redis = BlockingRedis(url, connect_timeout_s, 2 * timeout_s + connect_timeout_s + 5)
+        self._lock = threading.Lock()  # web worker threads: one command at a time
         self._risk: dict[str, Any] = {}
 
     # --- transport --------------------------------------------------------------------------
-    def _connection(self) -> SyncRespConnection:
-        if self._con is None:
-            self._con = SyncRespConnection(self.target, self.connect_timeout_s)
-        return self._con
-
     def _drop(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        self.redis.close()
 
     def _unavailable(self, e: Exception) -> MandiError:
         from mandi.web.api import ApiError
@@ -755,13 +775,8 @@ class CommandRelay:
             service="strategy",
         )
 
-    def _pop(self, con: SyncRespConnection, key: str, wait_s: float) -> bytes | None:
-        (reply,) = con.request(
-            pack("BLPOP", key, f"{wait_s:.3f}"), 1, timeout=wait_s + self.connect_timeout_s
-        )
-        con._s.settimeout(self.connect_timeout_s)
-        if isinstance(reply, hiredis.ReplyError):
-            raise RedisCommandError(str(reply))
+    def _pop(self, key: str, wait_s: float) -> bytes | None:
+        reply = self.redis.call("BLPOP", key, f"{wait_s:.3f}")
         return None if reply is None else reply[1]
 
     def call(self, kind: str, **args: Any) -> Any:
@@ -785,27 +800,21 @@ class CommandRelay:
             "sent_ms": sent,
             "expires_ms": sent + int(self.timeout_s * 1000),
         }
-        packet = pack(
-            "XADD", CMD_STREAM, "MAXLEN", "~", CMD_MAXLEN, "*", "d", msgspec.msgpack.encode(cmd)
-        )
-        for attempt in (0, 1):  # a stale connection (Redis restarted): reconnect once
-            fresh = self._con is None
-            try:
-                con = self._connection()
-                (eid,) = con.request(packet, 1)
-                break
-            except RedisUnavailable as e:
-                self._drop()
-                if fresh or attempt:
-                    raise self._unavailable(e) from None
-        if isinstance(eid, hiredis.ReplyError):
-            raise ApiError(503, "redis_error", f"Redis refused the command: {eid}")
+        r = self.redis
+        try:  # (a stale connection — Redis restarted — is reconnected once)
+            eid = r.call(
+                "XADD", CMD_STREAM, "MAXLEN", "~", CMD_MAXLEN, "*", "d", msgspec.msgpack.encode(cmd)
+            )
+        except RedisUnavailable as e:
+            raise self._unavailable(e) from None
+        except RedisCommandError as e:
+            raise ApiError(503, "redis_error", f"Redis refused the command: {e}") from None
         try:
-            raw = self._pop(con, reply_key(cmd_id), self.timeout_s)
+            raw = self._pop(reply_key(cmd_id), self.timeout_s)
             if raw is None:
-                won = con.call("SET", claim_key(cmd_id), "expired", "NX", "PX", CLAIM_TTL_MS)
-                if won is not None:  # the strategy service never took it: it never will
-                    con.call("XDEL", CMD_STREAM, eid)
+                won = r.call("SET", claim_key(cmd_id), "expired", "NX", "PX", CLAIM_TTL_MS)
+                if won:  # the strategy service never took it: it never will
+                    r.call("XDEL", CMD_STREAM, eid)
                     self.outcomes["timeout"] += 1
                     raise ApiError(
                         504,
@@ -816,7 +825,7 @@ class CommandRelay:
                         service="strategy",
                         command=kind,
                     )
-                raw = self._pop(con, reply_key(cmd_id), self.timeout_s)
+                raw = self._pop(reply_key(cmd_id), self.timeout_s)
                 if raw is None:
                     self.outcomes["unknown"] += 1
                     raise ApiError(
@@ -1063,16 +1072,13 @@ class CommandConsumer:
         reply = self.execute(kind, args, caller)
         self.counts[str(reply.get("error", "ok"))] += 1
         key = reply_key(cmd_id)
-        await self.link.request(
-            b"".join(
-                [
-                    MULTI,
-                    pack("RPUSH", key, msgspec.msgpack.encode(reply)),
-                    pack("PEXPIRE", key, REPLY_TTL_MS),
-                    EXEC,
-                ]
-            ),
-            4,
+        await self.link.pipeline(  # one key: one slot, so one transaction on a cluster too
+            [
+                (key, MULTI),
+                (key, pack("RPUSH", key, msgspec.msgpack.encode(reply))),
+                (key, pack("PEXPIRE", key, REPLY_TTL_MS)),
+                (key, EXEC),
+            ]
         )
 
     def execute(self, kind: str, args: dict[str, Any], caller: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """``mandi up`` / ``mandi down`` / ``mandi ps``: a whole local deployment as child processes.
 
 ``up`` starts (unless ``--redis URL`` names one) a local ``redis-server`` on loopback with AOF
-persistence in ``{state_dir}/redis``, then each service as ``mandi service NAME`` in its own
+persistence in ``{state_dir}/redis`` — or, with ``--shards N``, a local Redis Cluster of N
+masters (``--replicas R`` each; :mod:`.cluster`) — then each service as ``mandi service NAME``
+(``--scale indengine=2``: two indengines sharing the partitions; ``--scale mdengine-sim=2``:
+two feed shards) in its own
 session (so it outlives the command and a terminal's Ctrl-C), with its log in
 ``{state_dir}/logs/NAME.log`` and its PID in ``{state_dir}/run/NAME.pid``; the deployment is
 described in ``{state_dir}/deployment.json``. It waits until every service answers ``/health``
@@ -29,6 +32,13 @@ from typing import Any
 from mandi.config import AppConfig
 from mandi.core.errors import MandiError
 from mandi.services.distributed import SERVICES
+from mandi.services.distributed.cluster import (
+    ClusterError,
+    NodeProc,
+    cluster_url,
+    start_cluster,
+    stop_nodes,
+)
 
 
 class SupervisorError(MandiError):
@@ -51,6 +61,7 @@ class Deployment:
     redis: Proc | None
     services: list[Proc]
     started: float
+    cluster: list[NodeProc] = field(default_factory=list)  # --shards: the cluster's nodes
 
     def save(self) -> None:
         Path(self.state_dir, "deployment.json").write_text(json.dumps(asdict(self), indent=2))
@@ -67,6 +78,7 @@ class Deployment:
             Proc(**d["redis"]) if d["redis"] else None,
             [Proc(**s) for s in d["services"]],
             d["started"],
+            [NodeProc(**n) for n in d.get("cluster", [])],
         )
 
 
@@ -176,6 +188,9 @@ def service_port(cfg: AppConfig, name: str) -> int:
     return int(getattr(cfg.services, SERVICES[name]))
 
 
+SCALABLE = ("indengine", "mdengine", "mdengine-sim")  # strategy: one per portfolio
+
+
 def up(
     cfg: AppConfig,
     redis_url: str | None,
@@ -184,9 +199,14 @@ def up(
     extra: dict[str, list[str]] | None = None,
     wait_s: float = 60.0,
     env: dict[str, str] | None = None,
+    shards: int = 0,
+    replicas: int = 0,
+    scale: dict[str, int] | None = None,
 ) -> Deployment:
     """Start the deployment (see the module documentation); returns it once every service
-    answers ``/health`` (or ``wait_s`` passed)."""
+    answers ``/health`` (or ``wait_s`` passed). ``shards`` > 0: a local Redis Cluster of that
+    many masters with ``replicas`` each instead of one redis-server; ``scale``: copies of a
+    service (indengines share the partitions, mdengine copies are feed shards)."""
     sc = cfg.services
     state_dir = os.path.abspath(sc.state_dir)
     old = Deployment.load(state_dir)
@@ -199,34 +219,73 @@ def up(
         raise SupervisorError(
             f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"
         )
+    scale = dict(scale or {})
+    bad = [n for n, k in scale.items() if n not in SCALABLE or k < 1]
+    if bad:
+        raise SupervisorError(
+            f"--scale {', '.join(bad)}: only {', '.join(SCALABLE)} scale, to 1 or more copies"
+        )
+    if redis_url is not None and shards:
+        raise SupervisorError("--shards starts a local cluster: leave out --redis")
     redis_proc = None
-    if redis_url is None:
-        redis_proc, redis_url = start_redis(state_dir, sc.host, sc.redis_port, sc.redis_server)
-    dep = Deployment(state_dir, redis_url, redis_proc, [], time.time())
-    dep.save()
-    base_env = {**os.environ, **(env or {}), "MANDI_REDIS_URL": redis_url}
-    for name in services:
-        cmd = [sys.executable, "-m", "mandi", "service", name, "--redis", redis_url]
-        if config_path:
-            cmd += ["--config", config_path]
-        if name == "mdengine-sim" and "tickserver" in services:
-            cmd += ["--feed", f"ws://{sc.host}:{sc.tickserver_port}"]
-        cmd += (extra or {}).get(name, [])
-        log_path = str(Path(state_dir, "logs", f"{name}.log"))
-        with open(log_path, "ab") as logf:
-            p = subprocess.Popen(
-                cmd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=base_env,
+    nodes: list[NodeProc] = []
+    extra_env: dict[str, str] = {}
+    if redis_url is None and shards:
+        try:
+            nodes = start_cluster(
+                Path(state_dir, "redis"),
+                sc.host,
+                shards,
+                replicas,
+                base_port=sc.redis_port,
+                partitions=cfg.redis.partitions,
+                node_timeout_ms=sc.cluster_node_timeout_ms,
+                server=sc.redis_server,
             )
-        Path(state_dir, "run", f"{name}.pid").write_text(str(p.pid))
-        dep.services.append(Proc(name, p.pid, service_port(cfg, name), log_path, cmd))
-        dep.save()
-        if name == "tickserver":  # mdengine-sim connects to it: wait for its port
-            _wait_port(sc.host, sc.tickserver_port, 20, p)
+        except ClusterError as e:
+            raise SupervisorError(str(e)) from None
+        redis_url = cluster_url(sc.host, nodes)
+        if replicas and "MANDI_REDIS__WAIT_REPLICAS" not in os.environ:
+            extra_env["MANDI_REDIS__WAIT_REPLICAS"] = "1"  # fail-over loses nothing
+    elif redis_url is None:
+        redis_proc, redis_url = start_redis(state_dir, sc.host, sc.redis_port, sc.redis_server)
+    dep = Deployment(state_dir, redis_url, redis_proc, [], time.time(), nodes)
+    dep.save()
+    base_env = {**os.environ, **(env or {}), **extra_env, "MANDI_REDIS_URL": redis_url}
+    host = socket.gethostname()
+    for name in services:
+        copies = scale.get(name, 1)
+        for k in range(copies):
+            label = name if copies == 1 else f"{name}-{k + 1}"
+            port = service_port(cfg, name) if k == 0 else free_port(sc.host)
+            cmd = [sys.executable, "-m", "mandi", "service", name, "--redis", redis_url]
+            if config_path:
+                cmd += ["--config", config_path]
+            if name == "mdengine-sim" and "tickserver" in services:
+                cmd += ["--feed", f"ws://{sc.host}:{sc.tickserver_port}"]
+            cmd += (extra or {}).get(name, [])
+            if copies > 1:
+                cmd += ["--port", str(port)]
+                if name.startswith("mdengine"):  # feed shards, each with its own database
+                    db = Path(cfg.store.db)
+                    cmd += ["--shard", f"{k}/{copies}", "--db", str(db.with_stem(f"{db.stem}-{k}"))]
+                else:
+                    cmd += ["--consumer", f"{name}-{host}-{k + 1}"]
+            log_path = str(Path(state_dir, "logs", f"{label}.log"))
+            with open(log_path, "ab") as logf:
+                p = subprocess.Popen(
+                    cmd,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=base_env,
+                )
+            Path(state_dir, "run", f"{label}.pid").write_text(str(p.pid))
+            dep.services.append(Proc(label, p.pid, port, log_path, cmd))
+            dep.save()
+            if name == "tickserver":  # mdengine-sim connects to it: wait for its port
+                _wait_port(sc.host, sc.tickserver_port, 20, p)
     deadline = time.monotonic() + wait_s
     for s in dep.services:
         while time.monotonic() < deadline and alive(s.pid):
@@ -252,6 +311,18 @@ def status(cfg: AppConfig) -> list[dict[str, Any]]:
     if dep is None:
         return []
     rows = []
+    for n in dep.cluster:
+        rows.append(
+            {
+                "service": f"redis:{n.port}",
+                "pid": n.pid,
+                "alive": alive(n.pid),
+                "port": n.port,
+                "state": _node_state(cfg.services.host, n.port) if alive(n.pid) else "exited",
+                "role": n.role,
+                "url": f"redis://{cfg.services.host}:{n.port}",
+            }
+        )
     if dep.redis is not None:
         rows.append(
             {
@@ -277,6 +348,22 @@ def status(cfg: AppConfig) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _node_state(host: str, port: int) -> str:
+    """A cluster node as ``mandi ps`` shows it: its role and whether the cluster is ok."""
+    from mandi.bus.redis import RedisCommandError, RedisTarget, RedisUnavailable, SyncRespConnection
+
+    try:
+        con = SyncRespConnection(RedisTarget(host, port), 1.0)
+        try:
+            role = con.call("ROLE")[0].decode().replace("slave", "replica")
+            ok = b"cluster_state:ok" in con.call("CLUSTER", "INFO")
+        finally:
+            con.close()
+    except (RedisUnavailable, RedisCommandError):
+        return "down"
+    return f"{'running' if ok else 'cluster_down'} ({role})"
 
 
 def _stop(pids: list[int], timeout: float) -> list[int]:
@@ -313,5 +400,6 @@ def down(cfg: AppConfig) -> list[str]:
         Path(state_dir, "run", f"{s.name}.pid").unlink(missing_ok=True)
     if dep.redis is not None and alive(dep.redis.pid) and _stop([dep.redis.pid], 20.0):
         killed.append("redis")
+    killed += [f"redis:{port}" for port in stop_nodes(dep.cluster)]
     Path(state_dir, "deployment.json").rename(Path(state_dir, "deployment.stopped.json"))
     return killed

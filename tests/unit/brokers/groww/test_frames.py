@@ -117,14 +117,18 @@ def test_client_commands_parse_on_the_server_side() -> None:
 
 
 # --- the protobuf messages: mandi's descriptors = the SDK's generated ones ------------------------
+def _repeated(f: Any, FD: Any) -> bool:
+    # protobuf 6 dropped FieldDescriptor.label for is_repeated
+    return bool(f.is_repeated) if hasattr(f, "is_repeated") else f.label == FD.LABEL_REPEATED
+
+
 def _fields(desc: Any) -> dict[str, tuple[int, str, bool]]:
     """name → (number, wire type class, repeated) — enums are varints like int32."""
     from google.protobuf.descriptor import FieldDescriptor as FD
 
     kind = {FD.TYPE_ENUM: "varint", FD.TYPE_INT32: "varint", FD.TYPE_INT64: "varint64"}
     return {
-        f.name: (f.number, kind.get(f.type, str(f.type)), f.label == FD.LABEL_REPEATED)
-        for f in desc.fields
+        f.name: (f.number, kind.get(f.type, str(f.type)), _repeated(f, FD)) for f in desc.fields
     }
 
 

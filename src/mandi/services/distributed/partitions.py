@@ -1,0 +1,260 @@
+"""Instruments partitioned among the live members of a consumer group (shell code).
+
+The instruments are split into ``redis.partitions`` partitions by their hash slot
+(:func:`mandi.bus.redis.token_partition`: on a cluster a partition lives on one master). Every
+member of a group (e.g. each ``mandi service indengine``):
+
+* says it is alive: ``SET member:{group}:{member} 1 PX lease_ms`` and ``SADD members:{group}``
+  (Redis's own expiry: the members' clocks need not agree);
+* computes the same assignment as every other member from the live list — rendezvous hashing
+  (:func:`assign`): each partition goes to the member with the highest hash of
+  ``(member, partition)``, so a member joining or leaving moves only its share;
+* holds each partition it processes under a lease ``lease:{group}:{partition}`` (``SET NX PX``,
+  renewed with a compare-and-extend script, released with compare-and-delete). A partition
+  changes hands only when its old owner released it (after committing and writing its
+  snapshot) or its lease expired (the owner died): two members never read one partition's
+  streams at once.
+
+The service decides what taking over or handing over a partition means (indengine: restore
+the partition's snapshot, claim its pending entries, replay; commit and snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from mandi.bus.redis import RedisLink, pack
+from mandi.core.errors import MandiError
+
+log = logging.getLogger(__name__)
+
+_ACQUIRE = (  # free, or already ours (the same member restarted): take it
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == false or v == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 else return 0 end"
+)
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+)
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+    "else return 0 end"
+)
+
+
+def _score(member: str, partition: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{member}|{partition}".encode(), digest_size=8).digest())
+
+
+def assign(members: Iterable[str], partitions: int) -> dict[int, str]:
+    """Rendezvous hashing: ``{partition: member}`` for the live ``members`` (the same on every
+    member; a change of membership moves only the partitions of the member that came or went).
+    """
+    ms = sorted(set(members))
+    if not ms:
+        return {}
+    return {p: max(ms, key=lambda m: _score(m, p)) for p in range(partitions)}
+
+
+class DuplicateMember(MandiError):
+    """Another live process uses this member's name."""
+
+
+class Membership:
+    """One member's view of its group: alive marker, live members, its partitions' leases.
+
+    A member's name is its consumer name, stable across restarts (``{service}-{hostname}``
+    by default), so a restarted member takes back its own leases at once; two live processes
+    with one name would share partitions — the alive marker holds a per-process value, and a
+    member that finds another's value there stops with :class:`DuplicateMember`."""
+
+    def __init__(
+        self, link: RedisLink, group: str, member: str, partitions: int, lease_ms: int
+    ) -> None:
+        self.link = link
+        self.group = group
+        self.member = member
+        self.partitions = partitions
+        self.lease_ms = lease_ms
+        self.members_key = f"members:{group}"
+        self.live: list[str] = []
+        self.nonce = f"{os.getpid()}:{time.time_ns()}"
+        self._beats = 0
+
+    def member_key(self, member: str) -> str:
+        return f"member:{self.group}:{member}"
+
+    def lease_key(self, partition: int) -> str:
+        return f"lease:{self.group}:{partition}"
+
+    async def heartbeat(self) -> list[str]:
+        """Renew this member's marker; return the live members (sorted), forgetting dead
+        ones. Raises :class:`DuplicateMember` when another process renewed it meanwhile."""
+        mk = self.member_key(self.member)
+        before, _ = await self.link.pipeline(
+            [
+                (mk, pack("SET", mk, self.nonce, "PX", self.lease_ms, "GET")),
+                (self.members_key, pack("SADD", self.members_key, self.member)),
+            ]
+        )
+        self._beats += 1
+        # the first beat may find the marker of this member's previous (crashed) incarnation
+        if self._beats > 1 and before is not None and before != self.nonce.encode():
+            raise DuplicateMember(
+                f"another live process is {self.group} member {self.member!r} (pid:time "
+                f"{before.decode()!r}); give each one its own --consumer name"
+            )
+        names = sorted(m.decode() for m in await self.link.call("SMEMBERS", self.members_key) or ())
+        alive = await self.link.pipeline(
+            [(self.member_key(m), pack("EXISTS", self.member_key(m))) for m in names]
+        )
+        dead = [m for m, a in zip(names, alive, strict=True) if a != 1]
+        if dead:
+            await self.link.call("SREM", self.members_key, *dead)
+            log.info("%s: members gone: %s", self.group, ", ".join(dead))
+        self.live = [m for m, a in zip(names, alive, strict=True) if a == 1]
+        if self.member not in self.live:
+            self.live = sorted([*self.live, self.member])
+        return self.live
+
+    def wanted(self) -> set[int]:
+        """The partitions this member should own, given the live members."""
+        return {p for p, m in assign(self.live, self.partitions).items() if m == self.member}
+
+    async def acquire(self, partitions: Iterable[int]) -> set[int]:
+        """Try to take the leases of ``partitions``; return those now held."""
+        ps = list(partitions)
+        replies = await self.link.pipeline(
+            [
+                (
+                    self.lease_key(p),
+                    pack("EVAL", _ACQUIRE, 1, self.lease_key(p), self.member, self.lease_ms),
+                )
+                for p in ps
+            ]
+        )
+        return {p for p, r in zip(ps, replies, strict=True) if r == 1}
+
+    async def renew(self, partitions: Iterable[int]) -> set[int]:
+        """Extend the leases of ``partitions``; return those *lost* (expired, or another
+        member's now)."""
+        ps = list(partitions)
+        replies = await self.link.pipeline(
+            [
+                (
+                    self.lease_key(p),
+                    pack("EVAL", _RENEW, 1, self.lease_key(p), self.member, self.lease_ms),
+                )
+                for p in ps
+            ]
+        )
+        return {p for p, r in zip(ps, replies, strict=True) if r != 1}
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        ps = list(partitions)
+        if ps:
+            await self.link.pipeline(
+                [
+                    (self.lease_key(p), pack("EVAL", _RELEASE, 1, self.lease_key(p), self.member))
+                    for p in ps
+                ]
+            )
+
+    async def leave(self) -> None:
+        """Stop being a member (graceful stop: the others take over at their next beat)."""
+        mk = self.member_key(self.member)
+        await self.link.pipeline(
+            [
+                (mk, pack("DEL", mk)),
+                (self.members_key, pack("SREM", self.members_key, self.member)),
+            ]
+        )
+
+
+class LeaseKeeper:
+    """Heartbeats and lease renewals on a thread of their own, with a blocking client: a
+    member whose event loop is busy for longer than a lease (a long batch on a loaded machine)
+    keeps its partitions — it is alive, only slow. Every ``lease_ms``/3 it renews the member's
+    marker and the leases of ``leased()``, and hands ``(live members, leases lost)`` to
+    ``report`` (called on the event loop). A second live process with the member's name stops
+    it with :class:`DuplicateMember` (reported as ``error``)."""
+
+    def __init__(
+        self,
+        url: str,
+        membership: Membership,
+        leased: Any,
+        report: Any,
+        error: Any,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        from mandi.bus.redis import BlockingRedis
+
+        self.redis = BlockingRedis(url, membership.link.connect_timeout)
+        self.m = membership
+        self.leased = leased
+        self.report = report
+        self.error = error
+        self.loop = loop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mandi-leases", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.redis.close()
+
+    def beat(self) -> tuple[list[str], set[int]]:
+        """One round: (live members, leases lost)."""
+        m, r = self.m, self.redis
+        mk = m.member_key(m.member)
+        before = r.call("GET", mk)
+        r.call("SET", mk, m.nonce, "PX", m.lease_ms)
+        if before is not None and before != m.nonce.encode():
+            raise DuplicateMember(
+                f"another live process is {m.group} member {m.member!r} (pid:time "
+                f"{before.decode()!r}); give each one its own --consumer name"
+            )
+        r.call("SADD", m.members_key, m.member)
+        names = sorted(x.decode() for x in r.call("SMEMBERS", m.members_key) or ())
+        live = [n for n in names if n == m.member or r.call("EXISTS", m.member_key(n)) == 1]
+        dead = [n for n in names if n not in live]
+        if dead:
+            r.call("SREM", m.members_key, *dead)
+            log.info("%s: members gone: %s", m.group, ", ".join(dead))
+        lost = {
+            p
+            for p in sorted(self.leased())
+            if r.call("EVAL", _RENEW, 1, m.lease_key(p), m.member, m.lease_ms) != 1
+        }
+        return live, lost
+
+    def _run(self) -> None:
+        from mandi.bus.redis import RedisCommandError, RedisUnavailable
+
+        every = self.m.lease_ms / 3000
+        while not self._stop.wait(every):
+            try:
+                live, lost = self.beat()
+            except (RedisUnavailable, RedisCommandError) as e:
+                log.debug("%s: membership: %s", self.m.group, e)
+                continue
+            except DuplicateMember as e:
+                self.loop.call_soon_threadsafe(self.error, e)
+                return
+            except Exception:  # a bug must not end the beats: the leases would expire
+                log.exception("%s: membership round failed", self.m.group)
+                continue
+            self.loop.call_soon_threadsafe(self.report, live, lost)

@@ -1,0 +1,409 @@
+"""The bus on a real Redis Cluster (3 masters on loopback, formed by the product's own
+``start_cluster``): hash-tagged keys, one instrument in one slot, sharded channels read by
+redis-py's cluster client, indengine's outputs equal to the kernel's, partitions shared by
+indengine processes that join and die, and a master killed during a replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+from redis_server import (  # noqa: F401 - fixtures
+    ClusterServer,
+    _need_redis,
+    any_redis,
+    cluster,
+    free_port,
+    redis_cluster,
+)
+from test_redis_bridge import (
+    as_rows,
+    caught_up,
+    cfg_for,
+    make_candles,
+    publish,
+    reference,
+    run_until,
+    stored_values,
+    topic,
+)
+
+from mandi.bus.codec import codec
+from mandi.bus.redis import (
+    GroupReader,
+    RedisLink,
+    StreamPublisher,
+    discover,
+    key_slot,
+    stream_id,
+    tagged,
+    token_partition,
+    untagged,
+    wake_channel,
+)
+from mandi.services.distributed.cluster import masters_now, slot_ranges
+from mandi.services.distributed.indengine import IndEngineService, snapshot_key
+from mandi.services.distributed.partitions import assign
+
+
+def test_slot_ranges_follow_partitions_and_tags_put_an_instrument_in_one_slot():
+    assert slot_ranges(3, 16) == [(0, 5119), (5120, 10239), (10240, 16383)]
+    assert slot_ranges(2, 16) == [(0, 8191), (8192, 16383)]
+    for token in (256265, 1, 99926000):
+        keys = [
+            tagged(f"candle:60s:NSE:{token}"),
+            tagged(f"candle:60s:latest:NSE:{token}"),
+            tagged(f"ind:SMA_9:300s:NSE:{token}"),
+            "pub:" + tagged(f"ind:RSI_14:60s:NSE:{token}"),
+        ]
+        assert keys[0] == f"candle:60s:NSE:{{{token}}}"
+        assert len({key_slot(k) for k in keys}) == 1
+        assert untagged(keys[0]) == f"candle:60s:NSE:{token}"
+        p = token_partition(token, 16)
+        slot = key_slot(keys[0])
+        lo, hi = next((a, b) for a, b in slot_ranges(3, 16) if a <= slot <= b)
+        assert lo <= p * 1024 <= slot <= hi  # the instrument's partition lives on its master
+    assert tagged("signal:abc") == "signal:abc"  # not per instrument: not tagged
+
+
+def test_rendezvous_assignment_moves_only_the_share_of_who_came_or_went():
+    before = assign(["a", "b", "c"], 64)
+    after = assign(["a", "b", "c", "d"], 64)
+    moved = {p for p in before if before[p] != after[p]}
+    assert moved and all(after[p] == "d" for p in moved)  # only to the newcomer
+    gone = assign(["a", "c", "d"], 64)
+    assert all(gone[p] == after[p] for p in after if after[p] != "b")
+    assert Counter(after.values()).keys() == {"a", "b", "c", "d"}
+
+
+def test_publishing_on_a_cluster_tags_keys_and_shards_channels(cluster):  # noqa: F811
+    r = cluster.client()
+    tokens = [256265, 1, 2, 3, 4, 5]
+    node = cluster.node_client(r.get_node_from_key(tagged("candle:60s:NSE:1")).port)
+    ps = node.pubsub()  # sharded Pub/Sub: subscribed on the channel's master
+    ps.ssubscribe("pub:" + tagged("candle:60s:NSE:1"))
+    assert ps.get_sharded_message(timeout=2)["type"] == "ssubscribe"
+    cs = make_candles(tokens, 20)
+    pub = asyncio.run(publish(cluster.url, cs))
+    assert pub.stats.confirmed == len(cs) and pub.stats.duplicates == 0
+    for t in tokens:
+        key = tagged(f"candle:60s:NSE:{t}")
+        assert r.xlen(key) == 20
+        last = [c for c in cs if c.token == t][-1]
+        assert codec.decode(r.get(tagged(f"candle:60s:latest:NSE:{t}"))) == last
+        assert r.xrevrange(key, count=1)[0][0].decode() == stream_id(last.bucket)
+    assert {k.decode() for k in r.smembers("streams:candle:60s")} == {
+        tagged(f"candle:60s:NSE:{t}") for t in tokens
+    }
+    got = []
+    while (m := ps.get_sharded_message(timeout=0.5)) is not None:
+        if m["type"] == "smessage":
+            got.append(codec.decode(m["data"]))
+    assert got == [c for c in cs if c.token == 1]
+    assert not r.exists("candle:60s:NSE:1")  # no untagged twin
+    again = asyncio.run(publish(cluster.url, cs[-12:]))  # a replay: refused, counted
+    assert again.stats.duplicates == 12 and again.stats.confirmed == 0
+
+
+def test_a_cluster_reader_is_woken_by_doorbells_and_sweeps_every_key(cluster):  # noqa: F811
+    async def go():
+        link = RedisLink(cluster.url, "reader")
+        reader = GroupReader(link, "g", "c1", sweep_s=60)
+        reader.accept = lambda k: True
+        try:
+            await link.connection()
+            reader.watch([wake_channel("streams:candle:60s", p) for p in range(16)])
+            first = make_candles([11, 12, 13], 2)
+            await publish(cluster.url, first)
+            await reader.add_keys(await discover(link, ["streams:candle:60s"]))
+            got = await reader.read(100, 200)  # the first read sweeps every key
+            for _ in range(20):
+                if len(got) >= len(first):
+                    break
+                got += await reader.read(100, 200)
+            assert sorted((e.topic, e.id) for e in got) == sorted(
+                (topic(c), stream_id(c.bucket).encode()) for c in first
+            )
+            assert reader.sweeps >= 1
+            while reader._bell is None or reader._bell.resubscribes == 0:
+                await asyncio.sleep(0.01)  # the doorbells are subscribed ...
+            assert await reader.read(100, 50) == []  # ... and a sweep followed
+            sweeps = reader.sweeps
+            later = make_candles([12], 1, start=5)
+            t0 = time.monotonic()
+            task = asyncio.create_task(reader.read(100, 5000))
+            await asyncio.sleep(0.2)
+            await publish(cluster.url, later)
+            woke = await task
+            while not woke and time.monotonic() - t0 < 4:  # (a late doorbell woke it early)
+                woke = await reader.read(100, 5000)
+            assert [e.topic for e in woke] == ["candle:60s:NSE:12"]
+            assert time.monotonic() - t0 < 4.0 and reader.sweeps == sweeps  # a doorbell
+        finally:
+            reader.close()
+            link.close()
+
+    asyncio.run(go())
+
+
+def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F811
+    r = cluster.client()
+    tokens = list(range(1, 25))
+    cs = make_candles(tokens, 30)
+    asyncio.run(publish(cluster.url, cs[: len(cs) // 2]))  # some before, some while it runs
+    cfg = cfg_for(cluster.url, tmp_path)
+    svc = IndEngineService(cfg, port=0)
+
+    async def go():
+        task = asyncio.create_task(run_until(svc, lambda: caught_up(svc, cs)))
+        while svc.state.state != "running":
+            await asyncio.sleep(0.02)
+        await publish(cluster.url, cs[len(cs) // 2 :])
+        await task
+
+    asyncio.run(go())
+    expected = reference(cs)
+    assert as_rows(expected) == stored_values(cfg.store.db)
+    v = expected[-1]
+    key = tagged(f"ind:{v.name}:60s:NSE:{v.token}")
+    assert codec.decode(r.xrevrange(key, count=1)[0][1][b"d"]) == v
+    assert codec.decode(r.get(tagged(f"ind:{v.name}:60s:latest:NSE:{v.token}"))) == v
+    assert key.encode() in r.smembers("streams:ind:60s")
+    assert (
+        sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"] for t in tokens) == 0
+    )
+    assert svc.stats["partitions_taken"] == 16
+    assert not any(r.exists(f"lease:indengine:{p}") for p in range(16))  # released at stop
+    for p in range(16):  # each on the master of its partition's instruments
+        key = snapshot_key(p, 16, cluster=True)
+        assert r.exists(key) and key_slot(key) * 16 // 16384 == p
+
+
+# --- processes: partitions shared, a member dying, a master failing over ------------------------
+
+
+def _env(url, **extra):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
+    e.update(
+        MANDI_REDIS__URL=url,
+        MANDI_INDICATORS__TIMEFRAMES="[60]",
+        MANDI_INDICATORS__PREVIEWS="none",
+        MANDI_REDIS__SNAPSHOT_INTERVAL_S="0.5",
+        MANDI_REDIS__BLOCK_MS="100",
+        MANDI_REDIS__RETENTION_S="86400",
+        MANDI_REDIS__BACKOFF_MAX_S="0.3",
+        MANDI_REDIS__LEASE_MS="1500",
+        MANDI_REDIS__DISCOVER_INTERVAL_S="0.2",
+        **extra,
+    )
+    return e
+
+
+def _health(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def _wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _indengine(url, db, log, name, **extra):
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "mandi", "service", "indengine", "--db", db, "--port", str(port),
+         "--consumer", name],
+        env=_env(url, **extra), stdout=log, stderr=log,
+    )  # fmt: skip
+    return p, port
+
+
+def _partitions(port):
+    h = _health(port) or {}
+    return set(h.get("partitions", [])) if h.get("state") == "running" else None
+
+
+class _Producer(threading.Thread):
+    """Candles published as mdengine publishes them (paced); survives fail-overs."""
+
+    def __init__(self, url, candles, per_second, wait_replicas=0):
+        super().__init__(daemon=True)
+        self.url, self.candles, self.rate = url, candles, per_second
+        self.wait_replicas = wait_replicas
+        self.error = None
+        self.published = 0
+        self.stats = None
+
+    def run(self):
+        try:
+            asyncio.run(self._go())
+        except Exception as e:  # reported by the test
+            self.error = e
+
+    async def _go(self):
+        link = RedisLink(
+            self.url, "producer", backoff_initial=0.05, backoff_max=0.3,
+            wait_replicas=self.wait_replicas,
+        )  # fmt: skip
+        pub = StreamPublisher(link, retention_s=86_400)
+        task = asyncio.create_task(pub.run())
+        t0 = time.monotonic()
+        for i, c in enumerate(self.candles):
+            pub.confirmed(topic(c), stream_id(c.bucket), codec.encode(c))
+            if i % 200 == 199:
+                self.published = i + 1
+                await asyncio.sleep(max(0.0, t0 + self.published / self.rate - time.monotonic()))
+        self.published = len(self.candles)
+        await pub.drained()
+        self.stats = pub.stats
+        task.cancel()
+        link.close()
+
+
+def _check_once(r, candles, db, tokens):
+    expected = reference(candles)
+    assert as_rows(expected) == stored_values(db)  # 0 lost, 0 duplicated, same values
+    per_key = Counter(tagged(f"ind:{v.name}:60s:NSE:{v.token}") for v in expected)
+    for key in random.Random(3).sample(sorted(per_key), 60):
+        ids = [e[0] for e in r.xrange(key)]
+        assert len(ids) == per_key[key] == len(set(ids)), key
+    pending = sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"] for t in tokens)
+    assert pending == 0
+    assert r.xlen("dlq:indengine") == 0
+
+
+@pytest.mark.slow
+def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(cluster, tmp_path):  # noqa: F811
+    r = cluster.client()
+    tokens = list(range(1, 61))
+    candles = make_candles(tokens, 30, seed=21)
+    producer = _Producer(cluster.url, candles, per_second=900)
+    db = str(tmp_path / "ind.db")
+    log = open(tmp_path / "indengine.log", "wb")  # noqa: SIM115
+    procs = []
+    try:
+        a, pa = _indengine(cluster.url, db, log, "a")
+        b, pb = _indengine(cluster.url, db, log, "b")
+        procs += [a, b]
+        _wait(lambda: _partitions(pa) and _partitions(pb), 60, "two members")
+        _wait(lambda: len(_partitions(pa) | _partitions(pb)) == 16, 30, "all 16 shared")
+        assert not _partitions(pa) & _partitions(pb)  # never one partition twice
+        producer.start()
+        _wait(lambda: producer.published > len(candles) // 4, 60, "the replay to start")
+        b.send_signal(signal.SIGKILL)  # a member dies: its leases expire, a takes over
+        b.wait()
+        _wait(lambda: _partitions(pa) == set(range(16)), 30, "a to own every partition")
+        c, pc = _indengine(cluster.url, db, log, "c")  # a member joins: a hands over its share
+        procs.append(c)
+        _wait(lambda: _partitions(pc), 60, "c to take its share")
+        _wait(
+            lambda: (
+                (_partitions(pa) or set()) | (_partitions(pc) or set()) == set(range(16))
+                and not (_partitions(pa) or set()) & (_partitions(pc) or set())
+            ),
+            30,
+            "a and c to split the partitions",
+        )
+        assert _partitions(pc) == {p for p, m in assign(["a", "c"], 16).items() if m == "c"}
+        producer.join(120)
+        assert producer.error is None and producer.published == len(candles)
+        _wait(
+            lambda: sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"]
+                        for t in tokens) == 0
+            and sorted(r.xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens)[0] == 22,
+            60,
+            "every candle processed",
+        )  # fmt: skip
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes = [p.wait(30) for p in procs]
+        log.close()
+    assert codes[0] == 0 and codes[2] == 0
+    _check_once(r, candles, db, tokens)
+    text = (tmp_path / "indengine.log").read_text()
+    assert "handed over" in text and "taken" in text
+
+
+@pytest.mark.slow
+def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
+    """3 masters with a replica each; writes wait for their replica (``wait_replicas = 1``).
+    A master is SIGKILLed mid-replay: its replica takes over, the producer and indengine carry
+    on against it, and every value is there exactly once."""
+    _need_redis()
+    c = ClusterServer(tmp_path / "cluster", masters=3, replicas=1, node_timeout_ms=500).start()
+    try:
+        tokens = list(range(1, 61))
+        candles = make_candles(tokens, 30, seed=23)
+        producer = _Producer(c.url, candles, per_second=900, wait_replicas=1)
+        db = str(tmp_path / "ind.db")
+        log = open(tmp_path / "indengine.log", "wb")  # noqa: SIM115
+        p, port = _indengine(c.url, db, log, "solo", MANDI_REDIS__WAIT_REPLICAS="1")
+        try:
+            _wait(lambda: _partitions(port) == set(range(16)), 60, "indengine")
+            producer.start()
+            _wait(lambda: producer.published > len(candles) // 3, 60, "the replay to start")
+            victim = c.master_ports()[1]
+            slots = masters_now("127.0.0.1", c.nodes)[victim]
+            t_kill = time.monotonic()
+            c.kill(victim)
+
+            def promoted():
+                try:
+                    now = masters_now("127.0.0.1", c.nodes)
+                except Exception:
+                    return False
+                return victim not in now and slots in now.values()
+
+            _wait(promoted, 30, "the replica to take over")
+            failover_s = time.monotonic() - t_kill
+            token = next(t for t in tokens if slots[0] <= key_slot(str(t)) <= slots[1])
+            key = tagged(f"ind:SMA_9:60s:NSE:{token}")
+            r = c.client()
+            n0 = r.xlen(key)
+            try:
+                _wait(lambda: c.client().xlen(key) > n0, 60, "values on the failed-over shard")
+            except AssertionError:
+                p.send_signal(signal.SIGUSR1)  # its tasks' stacks to the log
+                time.sleep(1)
+                raise
+            recovery_s = time.monotonic() - t_kill
+            print(f"fail-over: replica promoted {failover_s:.2f} s, values flowing again "
+                  f"{recovery_s:.2f} s after the kill")  # fmt: skip
+            producer.join(120)
+            assert producer.error is None and producer.published == len(candles)
+            _wait(
+                lambda: sum(c.client().xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")
+                            ["pending"] for t in tokens) == 0
+                and min(c.client().xlen(tagged(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens) == 22,
+                90,
+                "every candle processed",
+            )  # fmt: skip
+        finally:
+            p.send_signal(signal.SIGTERM)
+            code = p.wait(30)
+            log.close()
+        assert code == 0
+        assert recovery_s < 20
+        _check_once(c.client(), candles, db, tokens)
+    finally:
+        c.stop()
