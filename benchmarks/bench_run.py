@@ -10,7 +10,7 @@ chains, paper trading, SQLite) — beside the pipeline alone, measured in the sa
 * the pipeline alone (``FastCandles.process``) on the same ticks, in this process.
 
 ``MANDI_BENCH_RUN_UNTIL`` changes the window (``15:30`` for a full simulated day; the goal is
-under 10 s). The machine is shared: figures are wall time of a loaded box, each beside its
+under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The machine is shared: figures are wall time of a loaded box, each beside its
 baseline measured in the same run.
 """
 
@@ -50,7 +50,7 @@ def mandi_run(db: str, *args: str, env: dict[str, str] | None = None) -> dict[st
     """One ``mandi run`` in a fresh process: its kernel rate and RSS samples."""
     cmd = [
         sys.executable, "-m", "mandi", "run", "--db", db, "--speed", "inf", "--no-dashboard",
-        "--status-interval", "0", "--no-resume", *args,
+        "--status-interval", "0", "--no-resume", "--days", "1", *args,
     ]  # fmt: skip
     t0 = time.perf_counter()
     p = subprocess.Popen(
