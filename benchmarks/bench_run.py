@@ -10,8 +10,9 @@ chains, paper trading, SQLite) — beside the pipeline alone, measured in the sa
 * the pipeline alone (``FastCandles.process``) on the same ticks, in this process.
 
 ``MANDI_BENCH_RUN_UNTIL`` changes the window (``15:30`` for a full simulated day; the goal is
-under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The machine is shared: figures are wall time of a loaded box, each beside its
-baseline measured in the same run.
+under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The
+machine is shared: figures are wall time of a loaded box, each beside its baseline measured in
+the same run.
 """
 
 from __future__ import annotations

@@ -371,6 +371,9 @@ class KiteConfig(BrokerAdapterConfig, frozen=True):
     max_connections: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3  # Kite: 3 per API key
     tokens_per_connection: Annotated[int, msgspec.Meta(ge=1, le=3000)] = 3000  # Kite: 3,000
     history_per_second: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0  # Kite: 3 req/s
+    # orders are written from the node's loop over this many kept-alive connections (0: sent
+    # by the broker's worker thread through the REST client, as every other request)
+    order_connections: Annotated[int, msgspec.Meta(ge=0, le=4)] = 2
 
 
 class AngelConfig(BrokerAdapterConfig, frozen=True):

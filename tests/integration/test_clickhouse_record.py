@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from test_redis_bridge import (
 from mandi.bus.memory import MessageBus
 from mandi.config import load_config
 from mandi.core.clock import TestClock
+from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Candle, ChainRow, ChainSnapshot, OptionQuote
 from mandi.model.orders import (
     OrderAccepted,
@@ -43,6 +45,7 @@ from mandi.model.trading import (
     PositionUpdated,
     SignalGenerated,
 )
+from mandi.services.context import NodeContext, NodeStats
 from mandi.services.distributed.indengine import IndEngineService
 from mandi.services.record import (
     ClickHouseHistory,
@@ -50,6 +53,7 @@ from mandi.services.record import (
     LayeredHistory,
 )
 from mandi.stores.clickhouse import ClickHouseStore
+from mandi.stores.sqlite import BatchWriter
 
 T0 = 1_776_052_500 * 10**9  # 2026-04-13 09:15 IST
 S = 10**9
@@ -135,10 +139,14 @@ def test_the_trading_record_lands_in_clickhouse_with_the_newest_state(tmp_path):
     bus = MessageBus(clock)
     kernel = _Kernel(clock)
     trading = SimpleNamespace(name="trading", kernel=kernel)
-    node = SimpleNamespace(bus=bus, layers=[trading])
+    layers: list[Any] = [trading]
+    ctx = NodeContext(
+        cfg, clock, bus, InstrumentMaster(), BatchWriter(str(tmp_path / "m.db")), NodeStats(),
+        layers=layers,
+    )  # fmt: skip
     record = ClickHouseRecordLayer(cfg)
-    record.attach(node)
-    node.layers.append(record)
+    record.attach(ctx)
+    layers.append(record)
     _events(bus, clock, kernel, record)
     _events(bus, clock, kernel, record)  # a restart re-emitting everything: nothing twice
     record.close()

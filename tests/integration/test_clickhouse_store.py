@@ -19,13 +19,13 @@ pytest.importorskip("chdb")
 from mandi.config import load_config
 from mandi.core.errors import ConfigError, StoreError
 from mandi.model.market import Candle, ChainRow, ChainSnapshot, OptionQuote
+from mandi.services.clickhouse import open_clickhouse_sink
 from mandi.stores.chains import snapshot_rows
 from mandi.stores.clickhouse import (
     SETTING,
     TABLES,
     ClickHouseStore,
     ClickHouseWriter,
-    open_market_sink,
     parse_url,
 )
 from mandi.stores.sqlite import candle_row, load_candles
@@ -182,7 +182,7 @@ def test_a_bad_url_is_a_config_error_naming_the_setting(url, reason):
     assert reason in str(e.value) and "hunter2" not in str(e.value)
     cfg = load_config(env={}, overrides={"store.clickhouse_url": url})
     with pytest.raises(ConfigError, match=r"store\.clickhouse_url"):
-        open_market_sink(cfg)
+        open_clickhouse_sink(cfg)
 
 
 def test_urls_parse_to_targets_and_stay_secret():
@@ -201,7 +201,7 @@ def test_urls_parse_to_targets_and_stay_secret():
     assert (t.port, t.database, t.password) == (8123, "mandi", "s3")
     t = parse_url("chdb:///var/lib/mandi-ch?database=md")
     assert (t.kind, t.path, t.database) == ("chdb", "/var/lib/mandi-ch", "md")
-    assert open_market_sink(load_config(env={})) is None  # empty = off
+    assert open_clickhouse_sink(load_config(env={})) is None  # empty = off
 
 
 def test_an_unreachable_server_is_counted_and_logged_without_the_password(caplog):
@@ -213,9 +213,31 @@ def test_an_unreachable_server_is_counted_and_logged_without_the_password(caplog
         assert w.put("market_data", [candle_row(c) for c in candles(2)])
         w.stop(timeout=30)
     assert w.stats.errors >= 1 and not w.stats.connected
-    assert w.stats.dropped["market_data"] == 4 and w.pending_rows == 0
+    assert w.stats.given_up["market_data"] == 4 and w.pending_rows == 0
+    assert w.not_stored() == 4 and w.stats.failing
     assert "127.0.0.1:9" in caplog.text and "hunter2" not in caplog.text
     assert "bob:***@" in caplog.text
+
+
+def test_rows_clickhouse_cannot_hold_are_handed_back_and_the_rest_inserted(tmp_path):
+    url = f"chdb://{tmp_path}/ch"
+    cs = candles()
+    rows = [candle_row(c) for c in cs]
+    bad = (*rows[0][:4], 2**64, *rows[0][5:])  # an open price beyond Int64
+    rejected = []
+    w = ClickHouseWriter(url, flush_interval=0.05, on_reject=rejected.extend).start()
+    w.put("market_data", [*rows[:3], bad, *rows[3:]])
+    assert w.wait_idle(30)
+    w.stop()
+    assert [(r.target, r.row) for r in rejected] == [("market_data", bad)]
+    assert "cannot hold" in rejected[0].reason
+    assert w.stats.quarantined["market_data"] == 1 and w.stats.rows["market_data"] == len(rows)
+    assert w.not_stored() == 0 and w.stats.failures == 0
+    s = ClickHouseStore.open(url)
+    try:
+        assert s.load_candles(60) == sorted(cs, key=lambda c: (c.bucket, c.token))
+    finally:
+        s.close()
 
 
 def test_the_writer_drops_and_counts_beyond_max_pending_rows(tmp_path):
@@ -234,6 +256,8 @@ def test_mandi_run_stores_the_same_candles_in_clickhouse_as_in_sqlite(tmp_path):
         "MANDI_STORE__CLICKHOUSE_TICKS": "true",
         "MANDI_INDICATORS__SPECS": '["SMA_2", "EMA_2"]',  # values from the second minute on
         "MANDI_STORE__SECOND_CANDLES": "sqlite",  # 1 s candles compared too (memory by default)
+        # the history backfill writes earlier sessions to SQLite only (ClickHouse gets the feed's)
+        "MANDI_HISTORY__SESSIONS": "0",
     }
     p = mandi("run", "--db", db, "--speed", "inf", "--until", "09:18", *ARGS, env=env)
     assert p.returncode == 0, p.stderr
@@ -298,11 +322,11 @@ def test_mandi_run_with_a_bad_clickhouse_url_stops_with_one_line(tmp_path):
 def test_the_core_imports_and_runs_without_the_clickhouse_drivers(tmp_path):
     code = (
         "import sys; sys.modules['chdb'] = sys.modules['clickhouse_connect'] = None\n"
-        "import mandi.services.node, mandi.stores.clickhouse as c\n"
+        "import mandi.services.node, mandi.services.clickhouse as c\n"
         "from mandi.config import load_config\n"
-        "assert c.open_market_sink(load_config(env={})) is None\n"
+        "assert c.open_clickhouse_sink(load_config(env={})) is None\n"
         "try:\n"
-        "    c.open_market_sink(load_config(env={}, overrides={'store.clickhouse_url': "
+        "    c.open_clickhouse_sink(load_config(env={}, overrides={'store.clickhouse_url': "
         f"'chdb://{tmp_path}/x'}}))\n"
         "except Exception as e:\n"
         "    print(e)\n"

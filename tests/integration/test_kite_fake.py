@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,14 +26,18 @@ from mandi.brokers.kite.frames import decode_ticks
 from mandi.brokers.kite.rest import KiteRest
 from mandi.brokers.kite.ticker import KiteTicker
 from mandi.brokers.kite.wire import kite_tag, parse_instruments
+from mandi.bus.memory import MessageBus
 from mandi.core.clock import LiveClock
 from mandi.core.errors import BrokerInputError, BrokerSessionError
 from mandi.execution.live import FeedHealth
+from mandi.execution.memstore import MemoryTradingStore
+from mandi.execution.orders import OrderManager
 from mandi.execution.ports import BrokerFill, BrokerOrderUpdate, OrderRequest
 from mandi.feeds.kite import FrameStats, parse_frame
 from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Tick
-from mandi.model.orders import OrderStatus, OrderType, Product, Side
+from mandi.model.orders import Order, OrderStatus, OrderType, Product, Side
+from mandi.risk.ratelimit import OrderRateLimiter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "broker_ticks"
 INFY = 408065
@@ -225,20 +230,62 @@ def test_ticker_replays_real_frames_and_survives_faults(fake: FakeKiteServer) ->
 
 
 # --- the Broker port ------------------------------------------------------------------------------
-@pytest.fixture
-def broker(fake: FakeKiteServer) -> Iterator[tuple[KiteBroker, list[Any]]]:
+class OnLoop(KiteBroker):
+    """A KiteBroker driven as the node drives it: connected and called on a running event loop
+    (here on a thread of its own), so orders leave through the order sender's kept-alive
+    connections instead of the worker thread."""
+
+    def start(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.on_loop(self.connect)
+        wait_for(lambda: self.sender is not None and self.sender.ready, what="order connections")
+
+    def on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+    def place_order(self, request: OrderRequest) -> Any:
+        return self.on_loop(super().place_order, request)
+
+    def close(self) -> None:
+        self.on_loop(super().close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(params=["worker", "sender"])
+def broker(
+    fake: FakeKiteServer, request: pytest.FixtureRequest
+) -> Iterator[tuple[KiteBroker, list[Any]]]:
     rest = login(fake)
     master = InstrumentMaster(parse_instruments(rest.instruments()))
-    b = KiteBroker(rest, master, LiveClock(), poll_interval_s=0.3, retry_429=3)
+    cls = OnLoop if request.param == "sender" else KiteBroker
+    b = cls(rest, master, LiveClock(), poll_interval_s=0.3, retry_429=3)
     events: list[Any] = []
     b.set_event_sink(events.append)
-    b.connect()
+    if isinstance(b, OnLoop):
+        b.start()
+    else:
+        b.connect()
     yield b, events
+    written = b.sender.written if b.sender is not None else 0
     b.close()
+    if isinstance(b, OnLoop):  # every order went out through the sender, none by the worker
+        assert written == b.sent >= 1
 
 
 def req(cid: str, qty: int = 1, token: int = INFY, symbol: str = "INFY") -> OrderRequest:
     return OrderRequest(cid, token, "NSE", symbol, Side.BUY, qty, OrderType.MARKET, 0, Product.MIS)
+
+
+def cid(b: KiteBroker, name: str) -> str:
+    """An order id of its own for each way of sending (the fake lives for the module)."""
+    return f"ord-{name}-{type(b).__name__}"
 
 
 def until(b: KiteBroker, events: list[Any], pred: Callable[[list[Any]], bool], what: str) -> None:
@@ -254,17 +301,17 @@ def test_orders_ack_fill_and_reject_with_kites_reason(
 ) -> None:
     b, ev = broker
     wait_for(lambda: state(fake)["ticks_seen"], what="prices")
-    assert b.place_order(req("ord-fill-1", 3)).status == "PENDING"
+    assert b.place_order(req(cid(b, "fill"), 3)).status == "PENDING"
     until(b, ev, lambda e: sum(x.quantity for x in e if isinstance(x, BrokerFill)) == 3, "fills")
     acks = [x for x in ev if isinstance(x, BrokerOrderUpdate) and x.status is OrderStatus.ACKED]
     assert len(acks) == 1 and acks[0].broker_order_id
-    rep = b.order_status("ord-fill-1")
+    rep = b.order_status(cid(b, "fill"))
     assert rep is not None and rep.status is OrderStatus.FILLED and rep.filled_qty == 3
     assert {f.fill_id for f in rep.fills} == {x.fill_id for x in ev if isinstance(x, BrokerFill)}
     assert b.order_status("never-sent") is None
     ev.clear()
     fault(fake, "reject")
-    b.place_order(req("ord-reject-1"))
+    b.place_order(req(cid(b, "reject")))
     until(
         b,
         ev,
@@ -273,7 +320,7 @@ def test_orders_ack_fill_and_reject_with_kites_reason(
     )
     rej = next(x for x in ev if getattr(x, "status", None) is OrderStatus.REJECTED)
     assert "RMS:Margin Exceeds" in rej.reason
-    assert state(fake)["orders_by_tag"][kite_tag("ord-reject-1")] == 1
+    assert state(fake)["orders_by_tag"][kite_tag(cid(b, "reject"))] == 1
 
 
 def test_timeout_after_accept_is_unknown_then_found_by_tag(
@@ -281,14 +328,14 @@ def test_timeout_after_accept_is_unknown_then_found_by_tag(
 ) -> None:
     b, ev = broker
     fault(fake, "timeout", seconds=4)  # the client gives up after 2 s
-    b.place_order(req("ord-timeout-1", 2))
+    b.place_order(req(cid(b, "timeout"), 2))
     until(
         b,
         ev,
         lambda e: any(getattr(x, "status", None) is OrderStatus.UNKNOWN for x in e),
         "UNKNOWN",
     )
-    rep = wait_for(lambda: b.order_status("ord-timeout-1"), what="the order at Kite")
+    rep = wait_for(lambda: b.order_status(cid(b, "timeout")), what="the order at Kite")
     assert rep.quantity == 2
     until(
         b,
@@ -296,7 +343,7 @@ def test_timeout_after_accept_is_unknown_then_found_by_tag(
         lambda e: sum(x.quantity for x in e if isinstance(x, BrokerFill)) == 2,
         "the fills (postbacks/polling)",
     )
-    assert state(fake)["orders_by_tag"][kite_tag("ord-timeout-1")] == 1  # never re-sent
+    assert state(fake)["orders_by_tag"][kite_tag(cid(b, "timeout"))] == 1  # never re-sent
 
 
 def test_http_429_is_retried_without_duplicates(
@@ -304,29 +351,89 @@ def test_http_429_is_retried_without_duplicates(
 ) -> None:
     b, ev = broker
     fault(fake, "http429", count=2)
-    b.place_order(req("ord-429-1"))
+    b.place_order(req(cid(b, "429")))
     until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.ACKED for x in e), "ack")
-    assert state(fake)["orders_by_tag"][kite_tag("ord-429-1")] == 1
+    assert state(fake)["orders_by_tag"][kite_tag(cid(b, "429"))] == 1
 
 
 def test_modify_and_cancel(fake: FakeKiteServer, broker: tuple[KiteBroker, list[Any]]) -> None:
     b, ev = broker
     r = OrderRequest(
-        "ord-limit-1", INFY, "NSE", "INFY", Side.BUY, 1, OrderType.LIMIT, 100, Product.MIS
+        cid(b, "limit"), INFY, "NSE", "INFY", Side.BUY, 1, OrderType.LIMIT, 100, Product.MIS
     )  # ₹1: never fills
     b.place_order(r)
     until(b, ev, lambda e: any(getattr(x, "status", None) is OrderStatus.ACKED for x in e), "ack")
-    assert b.modify_order("ord-limit-1", quantity=2, limit_price=105).status == "ACCEPTED"
-    assert b.cancel_order("ord-limit-1").status == "PENDING"
+    assert b.modify_order(cid(b, "limit"), quantity=2, limit_price=105).status == "ACCEPTED"
+    assert b.cancel_order(cid(b, "limit")).status == "PENDING"
     until(
         b,
         ev,
         lambda e: any(getattr(x, "status", None) is OrderStatus.CANCELLED for x in e),
         "the cancel",
     )
-    rep = b.order_status("ord-limit-1")
+    rep = b.order_status(cid(b, "limit"))
     assert rep is not None and rep.status is OrderStatus.CANCELLED and rep.quantity == 2
-    assert b.cancel_order("ord-limit-1").status == "REJECTED"  # Kite: OrderException
+    assert b.cancel_order(cid(b, "limit")).status == "REJECTED"  # Kite: OrderException
+
+
+def test_a_reconciliation_pass_reads_the_order_book_once(fake: FakeKiteServer) -> None:
+    """After a crash the node restores its open orders and settles them in one pass: one
+    ``GET /orders`` (and one ``GET /trades``) for all of them, never a request per order; the
+    fills come from Kite's trades, an order Kite never saw is not sent again when too old."""
+    rest = login(fake)
+    paths: list[str] = []
+    rest._http.event_hooks["request"].append(lambda r: paths.append(f"{r.method} {r.url.path}"))
+    master = InstrumentMaster(parse_instruments(rest.instruments()))
+    clock = LiveClock()
+    b = KiteBroker(rest, master, clock, poll_interval_s=3600)
+    b.connect()
+    wait_for(lambda: state(fake)["ticks_seen"], what="prices")
+    held = [f"ord-rec-{i}" for i in range(3)]
+    for i, c in enumerate(held):  # sent before the crash; their answers were lost
+        rest.place_order(b._params(req(c, i + 1), master.get(INFY), kite_tag(c)))
+    tags = {kite_tag(c) for c in held}
+    wait_for(
+        lambda: [o["status"] for o in rest.orders() if o["tag"] in tags] == ["COMPLETE"] * 3,
+        what="the fills at Kite",
+    )
+    orders = [
+        Order(
+            c,
+            token=INFY,
+            exchange="NSE",
+            symbol="INFY",
+            side=Side.BUY,
+            quantity=i + 1,
+            status=OrderStatus.SUBMITTED,
+            created_ns=1,
+        )
+        for i, c in enumerate([*held, "ord-rec-never"])
+    ]
+
+    def fill(o: Order, f: BrokerFill) -> None:
+        o.apply_fill(f.fill_id, f.quantity, f.price, f.ts_ns)
+
+    om = OrderManager(
+        store=MemoryTradingStore(),
+        broker=b,
+        clock=clock,
+        bus=MessageBus(clock),
+        limiter=OrderRateLimiter(),
+        master=master,
+        fill_handler=fill,
+    )
+    om.restore(orders)
+    paths.clear()
+    try:
+        om.reconcile_all()
+    finally:
+        b.close()
+    assert sorted(paths) == ["GET /orders", "GET /trades"]
+    assert [(o.status, o.filled_qty) for o in orders[:3]] == [
+        (OrderStatus.FILLED, i + 1) for i in range(3)
+    ]
+    assert orders[3].status is OrderStatus.CANCELLED  # created long ago: not sent again
+    assert all(n == 1 for n in state(fake)["orders_by_tag"].values())
 
 
 def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:

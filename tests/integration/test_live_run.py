@@ -276,7 +276,9 @@ def trade_then_crash(env: dict[str, str], log: Path) -> str:
 
 def reconcile_after_restart(env: dict[str, str], log: Path, first: str) -> None:
     held = orders(env)
-    pending = [o for o, (s, _) in held.items() if s in ("SUBMITTED", "UNKNOWN", "NEW")]
+    # the answer never came; the order is SUBMITTED, or ACKED where the broker's polling found
+    # it in the order book (by its tag) before the SIGKILL: either way open, and not filled here
+    pending = [o for o, (s, _) in held.items() if s in ("SUBMITTED", "UNKNOWN", "NEW", "ACKED")]
     assert len(pending) == 1, held
     run = start_run(env, log)
     try:
@@ -286,8 +288,64 @@ def reconcile_after_restart(env: dict[str, str], log: Path, first: str) -> None:
         tag = TAG[env["MANDI_BROKER__NAME"]]
         assert st["orders_by_tag"][tag(pending[0])] == 1
         assert st["orders_by_tag"][tag(first)] == 1
+        if env["MANDI_BROKER__NAME"] == "kite":
+            a_dead_token_fails_closed(env, log)
         run.send_signal(signal.SIGTERM)
         assert run.wait(30) == 0
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def a_dead_token_fails_closed(env: dict[str, str], log: Path) -> None:
+    """Kite invalidates the access token under a running node: it says so (log, system event,
+    "log in again"), blocks new entries, sends nothing more — an exit included, which Kite
+    would refuse with that token — and does not loop on the dead token."""
+    placed = fake_state(env)["orders"]
+    seen = infy_candles(env)  # the node has a price, so an exit can pass risk
+    wait_for(lambda: infy_candles(env) > seen, what="INFY's prices")
+    httpx.post(rest_url(env) + "/_fake/fault", json={"fault": "token"})
+    again = "log in again: mandi broker login kite"
+    wait_for(lambda: again in log.read_text(), what="the node to see the dead session")
+    wait_for(
+        lambda: {"broker_session_ended", "feed_unhealthy"} <= set(system_events(env)),
+        what="the system events",
+    )
+    entry = mandi(env, "order", "buy", "INFY", "--qty", "1", check=False)
+    assert entry.returncode != 0 and again in entry.stdout + entry.stderr
+    mandi(env, "order", "sell", "INFY", "--qty", "1")  # an exit: risk lets it through ...
+    refused = wait_for(
+        lambda: [r for s, r in reasons(env) if s == "REJECTED" and again in r],
+        what="the exit refused without a request",
+    )
+    assert refused[0].startswith("not sent")  # ... the broker does not send it
+    quiet = fake_state(env)["counts"]["requests"]
+    time.sleep(1.5)  # three polling intervals: nothing may be asked with the dead token
+    st = fake_state(env)
+    assert st["counts"]["requests"] == quiet and st["connections"] == 0
+    assert st["orders"] == placed
+
+
+def infy_candles(env: dict[str, str]) -> int:
+    con = sqlite3.connect(env["MANDI_STORE__DB"])
+    try:
+        sql = "SELECT count(*) FROM candles WHERE timeframe = 1 AND token = 408065"
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+def system_events(env: dict[str, str]) -> list[str]:
+    con = sqlite3.connect(env["MANDI_STORE__DB"])
+    try:
+        return [r[0] for r in con.execute("SELECT event_type FROM system_events")]
+    finally:
+        con.close()
+
+
+def reasons(env: dict[str, str]) -> list[tuple[str, str]]:
+    con = sqlite3.connect(env["MANDI_STORE__DB"])
+    try:
+        return list(con.execute("SELECT status, reason FROM orders"))
+    finally:
+        con.close()

@@ -41,6 +41,9 @@ strikes_each_side = 6
 [store]
 store_ticks = false
 
+[history]
+sessions = 0  # the recorded store is the run's day alone (features' completeness below)
+
 [indicators]
 enabled = false
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from types import SimpleNamespace
 
 from mandi.bus.memory import MessageBus
 from mandi.config import load_config
@@ -15,7 +14,8 @@ from mandi.core.clock import TestClock
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import Index, InstrumentMaster
 from mandi.model.market import Tick
-from mandi.services.node import NodeStats
+from mandi.services.context import NodeContext, NodeStats
+from mandi.stores.sqlite import BatchWriter
 from mandi.web.api import MandiAPI
 from mandi.web.hub import Client, Hub
 
@@ -25,16 +25,15 @@ NIFTY = 256265
 def make_hub(client_queue=50):
     cfg = load_config(env={}, overrides={"web.client_queue": client_queue})
     clock = TestClock(1_776_052_000_000_000_000)
-    node = SimpleNamespace(
-        bus=MessageBus(clock),
-        clock=clock,
-        cfg=cfg,
-        stats=NodeStats(),
-        master=InstrumentMaster([Index(NIFTY, "NSE", "NIFTY", "NIFTY")]),
-        layers=[],
-        feed=None,
+    node = NodeContext(
+        cfg,
+        clock,
+        MessageBus(clock),
+        InstrumentMaster([Index(NIFTY, "NSE", "NIFTY", "NIFTY")]),
+        BatchWriter(":memory:"),  # never started: the hub does not write
+        NodeStats(),
     )
-    api = MandiAPI(node)  # type: ignore[arg-type]
+    api = MandiAPI(node)
     return Hub(api, cfg.web), node
 
 

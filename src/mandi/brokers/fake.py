@@ -13,7 +13,8 @@ of its ticker (:meth:`FakeBroker.encode`).
   every change goes to :meth:`FakeBroker.order_changed` (the broker's postback, if it has one).
 * **Faults** (``POST /_fake/fault {"fault": ..., "count"|"seconds": ...}``, loopback only):
   ``reject`` (the RMS rejects the next orders), ``timeout`` (an order is accepted but the answer
-  comes after the client gave up), ``http429``, ``token`` (every session is invalidated),
+  comes after the client gave up, and the order's postbacks are lost too: the client learns of
+  it only by reading the order book), ``http429``, ``token`` (every session is invalidated),
   ``drop`` (ticker sockets closed), ``silent`` (the ticker sends nothing), ``half_frame`` (the next
   message is cut in half). ``GET /_fake/state`` shows what the fake holds (order counts for tests);
   ``POST /_fake/replay {"frames": [base64...]}`` sends recorded ticker messages byte for byte.
@@ -198,6 +199,8 @@ class FakeBroker:
         self.instruments: dict[int, AnyInstrument] = {i.token: i for i in insts}
         self.user_id, self.user_name = DEMO_USER
         self.sessions: set[str] = set()
+        # orders whose postbacks are lost (a ``timeout`` fault)
+        self.lost_postbacks: set[str] = set()
         self.orders: dict[str, FakeOrder] = {}
         self.cash = cash
         self.sim = FillSimulator(matching or MatchingConfig(participation=1.0))
@@ -229,6 +232,10 @@ class FakeBroker:
     def order_changed(self, order: FakeOrder) -> None:
         """A postback hook: every change of an order (placed, filled, cancelled...)."""
         return None
+
+    def _changed(self, order: FakeOrder) -> None:
+        if order.order_id not in self.lost_postbacks:
+            self.order_changed(order)
 
     def env(self, rest_url: str, ws_url: str) -> dict[str, str]:
         """The ``MANDI_*`` variables that point mandi at this fake."""
@@ -298,11 +305,13 @@ class FakeBroker:
                 f"Price {price / 100:g} is not a multiple of tick size {inst.tick_size / 100:g}"
             )
         self.orders[oid] = o
+        if self.faults.timeout > 0:  # its answer will be late: its postbacks are lost too
+            self.lost_postbacks.add(oid)
         if reason:
             o.status, o.reason = "REJECTED", reason
         else:
             self._match(o, quantity)
-        self.order_changed(o)
+        self._changed(o)
         return o
 
     def _match(self, o: FakeOrder, quantity: int) -> None:
@@ -336,7 +345,7 @@ class FakeBroker:
             self._match(o, quantity - o.filled)
         else:
             o.status = "COMPLETE"
-        self.order_changed(o)
+        self._changed(o)
         return ""
 
     def cancel(self, o: FakeOrder) -> str:
@@ -345,7 +354,7 @@ class FakeBroker:
         self.counts["cancel"] += 1
         o.cancelled = self.sim.cancel(o.order_id)
         o.status, o.reason, o.updated_ns = "CANCELLED", "Cancelled by the user", self.now_ns()
-        self.order_changed(o)
+        self._changed(o)
         return ""
 
     def _apply_fill(self, oid: str, qty: int, price: int, ts: int) -> None:
@@ -356,7 +365,7 @@ class FakeBroker:
         o.updated_ns = ts
         if o.filled >= o.quantity:
             o.status = "COMPLETE"
-        self.order_changed(o)
+        self._changed(o)
 
     def positions(self) -> list[FakePosition]:
         net: dict[int, FakePosition] = {}
@@ -597,6 +606,9 @@ class FakeServer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
+        # listening from here on: a client told the URL before uvicorn runs waits in the
+        # backlog instead of being refused (the CLI prints the URLs first, then serves)
+        self.sock.listen(128)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.server = uvicorn.Server(
             uvicorn.Config(

@@ -57,8 +57,11 @@ class BrokerFeed:
         self.exchange_time_ns = 0
         self.on_order: Callable[[dict[str, Any]], None] = lambda order: None
         self.on_reconnect: Callable[[], None] = lambda: None
+        # the ticker was refused for the session (the live broker sets it: it stops sending)
+        self.on_session_dead: Callable[[str], None] = lambda reason: None
         self.ticker.set_handlers(self._on_ticks, lambda o: self.on_order(o))
         self.ticker.on_reconnect = lambda: self.on_reconnect()
+        self.ticker.on_session_dead = lambda reason: self.on_session_dead(reason)
         self._queue: asyncio.Queue[list[Tick]] = asyncio.Queue(10_000)
         self.dropped = 0
         self._underlyings: dict[int, list[Option]] = {}  # index token -> its options

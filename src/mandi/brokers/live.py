@@ -2,9 +2,13 @@
 (Kite, Angel One): the sending worker, tags, reconciliation by tag, fills from the
 broker's trades, and failing closed on a dead session.
 
-* **Sending never blocks the kernel.** ``place_order`` hands the order to a worker thread and
-  answers ``PENDING``; the worker's outcome comes back as a broker event, delivered on the
-  kernel's thread (``loop.call_soon_threadsafe``, or :meth:`LiveBroker.drain`). Accepted →
+* **Sending never blocks the kernel.** ``place_order`` answers ``PENDING``; the outcome comes
+  back as a broker event, delivered on the kernel's thread (``loop.call_soon_threadsafe``, or
+  :meth:`LiveBroker.drain`). Called on the node's event loop (the kernel's thread) by an adapter
+  that offers it (:meth:`LiveBroker._order_request`), the order is written at once over a
+  kept-alive connection by the :class:`~mandi.brokers.sender.OrderSender` and its answer read by
+  the loop — no thread hand-off between the tick and the wire; otherwise (no loop, a proxy, the
+  sender not connected) a worker thread sends it through the adapter's REST client. Accepted →
   ``ACKED`` with the broker's order id; an input or order error → ``REJECTED`` with the broker's
   message; a timeout or a 5xx → ``UNKNOWN``, which the order manager settles by reconciliation
   (never by re-sending); HTTP 429 → retried after a pause (nothing was placed).
@@ -15,11 +19,19 @@ broker's trades, and failing closed on a dead session.
   polling the order book every ``poll_interval_s`` while mandi has open orders (a lost postback
   is caught up). Fills are the broker's trades (the trade id is the fill id, so a fill seen twice
   counts once); they are delivered before the order's final status.
-* **Dead session.** A session error marks the session dead: new orders are refused locally (no
-  request is sent), polling stops, ``on_session_dead`` tells the node (entries blocked, system
-  event, "log in again") — nothing loops on a dead token.
+* **Reconciliation** (:meth:`order_reports`) reads the order book once per pass, and the trades
+  once for all the orders of the pass that filled.
+* **Dead session.** A session error marks the session dead: polling stops, ``on_session_dead``
+  tells the node (entries blocked, system event, "log in again") — nothing loops on a dead
+  token. Risk still lets exits through, but with a dead token the broker refuses every order, an
+  exit included (Kite answers ``TokenException`` to anything sent with it), so an order that
+  reaches the broker now is refused here, without a request, with a reason that says so
+  (``refused`` counts them; the node raises a system event for each): the position stays open
+  at the broker, to be closed there or after logging in again.
 
-A subclass says how its broker spells things: :meth:`tag`, :meth:`_params`, :meth:`_send`,
+A subclass says how its broker spells things: :meth:`tag`, :meth:`_params`, :meth:`_send`
+(and, for the loop's fast path, :meth:`_order_request`, :meth:`_order_answer`,
+:meth:`_order_pace`),
 :meth:`_modify`, :meth:`_cancel`, :meth:`_book`, :meth:`_trades`, :meth:`_fill`,
 :meth:`_report`, the fields of its order JSON (:meth:`_tag_of`, :meth:`_oid_of`,
 :meth:`_filled_of`, :meth:`_status_of`), :meth:`positions` and :meth:`balance`.
@@ -37,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mandi.brokers.sender import NotSent, OrderSender, RequestTemplate
 from mandi.core.clock import Clock
 from mandi.core.errors import (
     BrokerError,
@@ -104,8 +117,13 @@ class LiveBroker:
         self.on_session_dead: Callable[[str], None] = lambda reason: None
         self.reconcile_requested = False
         self.sent = 0
-        # per send attempt: (perf_counter_ns, this thread's CPU ns) as the worker starts it
+        self.refused = 0  # orders refused here because the session is dead
+        self.last_refused = ""
+        # per send attempt: (perf_counter_ns, this thread's CPU ns) as it starts
         self.send_marks: list[tuple[int, int]] = []
+        self.order_connections = 2  # kept-alive connections of the fast path (0: none)
+        self._sender: OrderSender | None = None
+        self._loop_thread = 0
 
     # --- what a broker says its own way -----------------------------------------------------------
     def tag(self, client_order_id: str) -> str:
@@ -158,11 +176,35 @@ class LiveBroker:
     def balance(self) -> BrokerBalance:
         raise NotImplementedError
 
+    # the fast path (optional): the order request as bytes, its answer, the order pacing
+    def _order_url(self) -> str:
+        """The URL orders are placed at ("" = no fast path: the worker sends them)."""
+        return ""
+
+    def _order_request(self, params: Json) -> tuple[RequestTemplate, bytes]:
+        """The request that places ``params``: a template (cached by the adapter) and a body."""
+        raise NotImplementedError
+
+    def _order_answer(self, status: int, body: bytes) -> str:
+        """The broker's order id from the answer to a place request (else its error)."""
+        raise NotImplementedError
+
+    def _order_pace(self) -> float:
+        """Take an order slot of the broker's rate limit; seconds to wait for it."""
+        return 0.0
+
+    def _trades_by_order(self) -> dict[str, list[Json]] | None:
+        """Today's trades of every order (by the broker's order id) from one request, where the
+        broker lists them all (None: ask per order with :meth:`_trades`)."""
+        return None
+
     # --- the port ---------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Start the worker; remember the running loop (events are delivered on it)."""
+        """Start the worker; remember the running loop (events are delivered on it) and open
+        the order connections on it."""
         try:
             self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
         except RuntimeError:
             self._loop = None
         if self._worker is None:
@@ -170,13 +212,52 @@ class LiveBroker:
                 target=self._work, name=f"{self.name}-broker", daemon=True
             )
             self._worker.start()
+        url = self._order_url()
+        if (
+            self._loop is not None
+            and self._sender is None
+            and self.order_connections > 0
+            and url
+            and OrderSender.usable(url)
+        ):
+            self._sender = OrderSender(
+                url,
+                timeout_s=self._timeout_s(),
+                warm=self.order_connections,
+                max_connections=max(self.order_connections, 4),
+                title=self.title,
+            )
+            self._sender.start(self._loop)
+
+    def _timeout_s(self) -> float:
+        return 7.0
 
     def close(self) -> None:
         self._stop.set()
         self._jobs.put(None)
+        self._close_sender()
         if self._worker is not None:
             self._worker.join(5)
             self._worker = None
+
+    def _close_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is None:
+            return
+        loop = self._loop
+        if self._on_loop() or loop is None or loop.is_closed():
+            sender.close()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(sender.close)
+
+    def _on_loop(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    @property
+    def sender(self) -> OrderSender | None:
+        """The fast path's connections (None: orders go through the worker)."""
+        return self._sender
 
     def subscribe(self, tokens: list[int]) -> None:
         return None  # market data comes from the broker's feed
@@ -203,14 +284,28 @@ class LiveBroker:
 
     def place_order(self, request: OrderRequest) -> BrokerAck:
         if self.session_dead:
-            return BrokerAck("REJECTED", reason=f"not sent: {self.session_dead}")
+            return self._refuse(request)
         inst = self.master.get(request.token)
         if inst is None:
             return BrokerAck("REJECTED", reason=f"unknown instrument token {request.token}")
-        self._track(request.client_order_id)
-        params = self._params(request, inst, self.tag(request.client_order_id))
-        self._jobs.put(("place", (request.client_order_id, params)))
+        cid = request.client_order_id
+        self._track(cid)
+        params = self._params(request, inst, self.tag(cid))
+        if self._sender is not None and self._on_loop():
+            self._fast_place(cid, params, 0)
+        else:
+            self._jobs.put(("place", (cid, params, 0)))
         return BrokerAck("PENDING")
+
+    def _refuse(self, request: OrderRequest) -> BrokerAck:
+        """An order while the session is dead: nothing is sent (the broker would refuse it)."""
+        self.refused += 1
+        self.last_refused = (
+            f"{request.side.value} {request.quantity} {request.symbol} not sent: "
+            f"{self.session_dead}"
+        )
+        log.error("%s", self.last_refused)
+        return BrokerAck("REJECTED", reason=f"not sent: {self.session_dead}")
 
     def modify_order(
         self, client_order_id: str, quantity: int | None = None, limit_price: int | None = None
@@ -265,6 +360,36 @@ class LiveBroker:
         # the caller (reconciliation) applies the report's fills; postbacks and polling may
         # deliver them again: the order manager counts a fill id once
         return self._report(client_order_id, o, trades)
+
+    def order_reports(self, client_order_ids: list[str]) -> dict[str, BrokerOrderReport | None]:
+        """:meth:`order_status` of many orders from one read of the order book (and one of the
+        trades where the broker lists them all): what a reconciliation pass needs."""
+        try:
+            book = self._book()
+            found: dict[str, Json] = {}
+            for row in book:  # the last of a tag wins, as in _find
+                found[self._tag_of(row)] = row
+            mine = {cid: found.get(self.tag(cid)) for cid in client_order_ids}
+            filled = [o for o in mine.values() if o is not None and self._filled_of(o)]
+            by_order = self._trades_by_order() if len(filled) > 1 else None
+            out: dict[str, BrokerOrderReport | None] = {}
+            for cid, o in mine.items():
+                if o is None:
+                    out[cid] = None
+                    continue
+                t = self._track(cid)
+                t.order_id = self._oid_of(o)
+                if not self._filled_of(o):
+                    trades: list[Json] = []
+                elif by_order is not None:
+                    trades = by_order.get(t.order_id, [])
+                else:
+                    trades = self._trades(t.order_id)
+                out[cid] = self._report(cid, o, trades)
+        except BrokerError as e:
+            self._check_session(e)
+            raise
+        return out
 
     def orders(self) -> list[BrokerOrderReport]:
         out = []
@@ -327,7 +452,17 @@ class LiveBroker:
             kind, arg = job
             try:
                 if kind == "place":
-                    self._place(*arg)
+                    if self.session_dead:
+                        self._emit(
+                            BrokerOrderUpdate(
+                                arg[0],
+                                S.REJECTED,
+                                self.clock.now_ns(),
+                                f"not sent: {self.session_dead}",
+                            )
+                        )
+                    else:
+                        self._place(*arg)
                 elif kind == "update":
                     self._settle(*arg)
                 elif kind == "sync":
@@ -344,33 +479,97 @@ class LiveBroker:
             if kind == "poll" or time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.poll_interval_s
 
-    def _place(self, cid: str, params: Json) -> None:
-        t = self._track(cid)
-        for attempt in range(self.retry_429 + 1):
-            self.send_marks.append((time.perf_counter_ns(), time.thread_time_ns()))
-            self.sent += 1
+    def _place(self, cid: str, params: Json, first: int = 0) -> None:
+        """Send an order through the REST client (the worker thread)."""
+        for attempt in range(first, self.retry_429 + 1):
+            self._mark_send()
             try:
-                oid = self._send(params)
-            except BrokerRateLimitError as e:  # refused before anything was placed
-                if attempt < self.retry_429:
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                self._emit(BrokerOrderUpdate(cid, S.REJECTED, self.clock.now_ns(), str(e)))
+                result: str | BrokerError = self._send(params)
+            except BrokerError as e:
+                result = e
+            if not self._sent_outcome(cid, result, attempt):
                 return
-            except BrokerSessionError as e:
-                self._check_session(e)
-                self._emit(BrokerOrderUpdate(cid, S.REJECTED, self.clock.now_ns(), str(e)))
-                return
-            except BrokerNetworkError as e:  # it may or may not have reached the broker
-                self._emit(BrokerOrderUpdate(cid, S.UNKNOWN, self.clock.now_ns(), str(e)))
-                return
-            except BrokerError as e:  # an input or order error: not placed
-                self._emit(BrokerOrderUpdate(cid, S.REJECTED, self.clock.now_ns(), str(e)))
-                return
+            time.sleep(0.5 * (attempt + 1))  # HTTP 429: nothing was placed; again after a pause
+
+    def _mark_send(self) -> None:
+        self.send_marks.append((time.perf_counter_ns(), time.thread_time_ns()))
+        self.sent += 1
+
+    def _sent_outcome(self, cid: str, result: str | BrokerError, attempt: int) -> bool:
+        """Deliver what a send came to (the broker's order id, or its error); True when it
+        should be sent again (HTTP 429 within ``retry_429``)."""
+        now = self.clock.now_ns()
+        if isinstance(result, str):
+            t = self._track(cid)
             if not t.order_id:
-                t.order_id = oid
-                self._emit(BrokerOrderUpdate(cid, S.ACKED, self.clock.now_ns(), "", oid))
+                t.order_id = result
+                self._emit(BrokerOrderUpdate(cid, S.ACKED, now, "", result))
+            return False
+        e = result
+        if isinstance(e, BrokerRateLimitError):  # refused before anything was placed
+            if attempt < self.retry_429:
+                return True
+            self._emit(BrokerOrderUpdate(cid, S.REJECTED, now, str(e)))
+        elif isinstance(e, BrokerSessionError):
+            self._check_session(e)
+            self._emit(BrokerOrderUpdate(cid, S.REJECTED, now, str(e)))
+        elif isinstance(e, BrokerNetworkError):  # it may or may not have reached the broker
+            self._emit(BrokerOrderUpdate(cid, S.UNKNOWN, now, str(e)))
+        else:  # an input or order error: not placed
+            self._emit(BrokerOrderUpdate(cid, S.REJECTED, now, str(e)))
+        return False
+
+    # --- the fast path: on the loop's thread, over the sender's kept-alive connections -----------
+    def _fast_place(self, cid: str, params: Json, attempt: int) -> None:
+        if self.session_dead:
+            self._emit(
+                BrokerOrderUpdate(
+                    cid, S.REJECTED, self.clock.now_ns(), f"not sent: {self.session_dead}"
+                )
+            )
             return
+        wait = self._order_pace()
+        if wait > 0 and self._loop is not None:
+            self._loop.call_later(wait, self._fast_write, cid, params, attempt)
+        else:
+            self._fast_write(cid, params, attempt)
+
+    def _fast_write(self, cid: str, params: Json, attempt: int) -> None:
+        sender = self._sender
+        if sender is None:  # closed meanwhile
+            self._jobs.put(("place", (cid, params, attempt)))
+            return
+        template, body = self._order_request(params)
+        self._mark_send()
+
+        def done(status: int, answer: bytes, err: BrokerError | None) -> None:
+            self._fast_done(cid, params, attempt, status, answer, err)
+
+        sender.send(template, body, done)
+
+    def _fast_done(
+        self,
+        cid: str,
+        params: Json,
+        attempt: int,
+        status: int,
+        body: bytes,
+        err: BrokerError | None,
+    ) -> None:
+        if isinstance(err, NotSent):  # it never left: the worker sends it through the REST client
+            self.sent -= 1
+            self._jobs.put(("place", (cid, params, attempt)))
+            return
+        result: str | BrokerError
+        if err is not None:
+            result = err
+        else:
+            try:
+                result = self._order_answer(status, body)
+            except BrokerError as e:
+                result = e
+        if self._sent_outcome(cid, result, attempt) and self._loop is not None:
+            self._loop.call_later(0.5 * (attempt + 1), self._fast_place, cid, params, attempt + 1)
 
     def _check_session(self, e: BrokerError) -> None:
         if isinstance(e, BrokerSessionError):
@@ -379,8 +578,10 @@ class LiveBroker:
     def mark_dead(self, why: str) -> None:
         """Fail closed: no more orders or polling until a new login (and a restart)."""
         if not self.session_dead:
-            self.session_dead = f"{why}; log in again: mandi broker login {self.name}"
+            again = f"log in again: mandi broker login {self.name}"
+            self.session_dead = why if again in why else f"{why}; {again}"
             log.error("%s", self.session_dead)
+            self._close_sender()  # no connections kept for a dead session
             self.on_session_dead(self.session_dead)
 
     # --- delivery ---------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ class StoreError(MandiError):
     """A storage backend failed or holds data it cannot read."""
 
 
+class RowError(StoreError):
+    """A store refused the rows written (a value it cannot hold, a wrong type or width), not
+    the write itself: the other rows of the batch can still be stored."""
+
+
 class OrderError(MandiError):
     """An order command is invalid or an order transition is illegal."""
 

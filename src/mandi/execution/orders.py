@@ -31,6 +31,7 @@ from mandi.execution.ports import (
     BrokerAck,
     BrokerEvent,
     BrokerFill,
+    BrokerOrderReport,
     BrokerOrderUpdate,
     OrderRequest,
     TradingStore,
@@ -381,16 +382,27 @@ class OrderManager:
             self._done(o)
 
     # --- reconciliation ---------------------------------------------------------------------------
+    def _reconcilable(self, o: Order) -> bool:
+        # a held stop is ours alone until it triggers
+        return not (self.broker is None or o.terminal or o.client_order_id in self.stops.pending)
+
     def reconcile(self, o: Order) -> None:
         """Settle ``o`` with the broker's book (see the module docstring)."""
-        if self.broker is None or o.terminal or o.client_order_id in self.stops.pending:
-            return  # a held stop is ours alone until it triggers
-        now = self.clock.now_ns()
+        if not self._reconcilable(o):
+            return
+        assert self.broker is not None
         try:
             report = self.broker.order_status(o.client_order_id)
         except Exception as e:
             log.error("reconciliation of %s failed: %s", o.client_order_id, e)
             return
+        self._settle(o, report)
+
+    def _settle(self, o: Order, report: BrokerOrderReport | None) -> None:
+        """Adopt the broker's record of ``o`` (None: the broker never received it)."""
+        if o.terminal:
+            return
+        now = self.clock.now_ns()
         if report is None:
             if o.status in (S.NEW, S.SUBMITTED, S.UNKNOWN):
                 if now - o.created_ns <= self.resend_max_age_ns:
@@ -446,8 +458,18 @@ class OrderManager:
             S.PARTIALLY_FILLED,
         ),
     ) -> None:
-        for o in list(self.orders.values()):
-            if o.status in statuses:
+        todo = [o for o in self.orders.values() if o.status in statuses and self._reconcilable(o)]
+        many = getattr(self.broker, "order_reports", None)
+        if len(todo) > 1 and callable(many):  # one read of the broker's book for the pass
+            try:
+                reports = many([o.client_order_id for o in todo])
+            except Exception as e:
+                log.error("reconciliation of %d orders failed: %s", len(todo), e)
+                todo = []
+            for o in todo:
+                self._settle(o, reports.get(o.client_order_id))
+        else:
+            for o in todo:
                 self.reconcile(o)
         self.pump()
 

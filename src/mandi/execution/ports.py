@@ -139,6 +139,9 @@ class Broker(Protocol):
     # :func:`native_order_types` and :func:`native_oco`.
     # native_order_types: frozenset[OrderType]
     # native_oco: bool
+    # Optional too: ``order_reports(client_order_ids) -> {id: BrokerOrderReport | None}``, the
+    # reports of many orders from one read of the broker's book (a reconciliation pass uses it
+    # when it has more than one order to settle; else :meth:`order_status` per order).
 
     def connect(self) -> None: ...
 

@@ -164,12 +164,12 @@ class ReplayFeed:
     live = False
     wall_clock = False
 
-    def __init__(self, path: pathlib.Path, speed: float, node: Any = None) -> None:
+    def __init__(self, path: pathlib.Path, speed: float, ctx: Any = None) -> None:
         if not speed > 0:
             raise ConfigError("run.speed", speed, "must be > 0")
         self.recording = _Recording(path)
         self.speed = speed
-        self._node = node
+        self._ctx = ctx  # the node's context: a new day's contracts are registered there
         self._days = self.recording.days()
         self._day = self._days[0]
         self.exchange_time_ns = calendar("NSE").session(self._day).open_ns  # type: ignore[union-attr]
@@ -202,8 +202,8 @@ class ReplayFeed:
             if n:  # the next day's contracts, before its ticks
                 self._day = day
                 self._instruments = self._instruments_of(day)
-                if self._node is not None:
-                    self._node._attach_feed(self)
+                if self._ctx is not None:
+                    self._ctx.add_instruments(self._instruments)
             wall0, sim0 = loop.time(), None
             for block in self.recording.ticks(day):
                 ts = block.ts_event

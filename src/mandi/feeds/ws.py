@@ -10,8 +10,8 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import websockets
@@ -21,7 +21,7 @@ from mandi.model.instruments import AnyInstrument, parse_instrument_csv
 from mandi.model.market import Tick
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.core.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,17 @@ def parse_tick_row(row: list[Any], ts_init: int) -> Tick:
     )
 
 
+class FeedHost(Protocol):
+    """What a feed needs of the node hosting it (the node context offers it)."""
+
+    clock: Clock
+
+    def add_instruments(self, instruments: Iterable[AnyInstrument]) -> int: ...
+
+
 class TickserverFeed:
-    """A live :class:`~mandi.services.node.Feed` reading a tickserver."""
+    """A live node feed (:class:`~mandi.services.context.Feed`) reading a tickserver; ``node``
+    (the node's context) learns the instruments at every (re)connection."""
 
     live = True
     wall_clock = False  # the tickserver's exchange time is simulated
@@ -65,7 +74,7 @@ class TickserverFeed:
     def __init__(
         self,
         url: str,
-        node: MarketNode | None = None,
+        node: FeedHost | None = None,
         stale_after: float = 10.0,
         tokens: list[int] | None = None,
     ) -> None:
@@ -107,7 +116,7 @@ class TickserverFeed:
                 ) as ws:
                     await self._load_instruments(ws)
                     if self.node is not None:
-                        self.node._attach_feed(self)
+                        self.node.add_instruments(self._instruments)
                     sub = "all" if self.tokens is None else self.tokens
                     await ws.send(
                         msgspec.json.encode({"action": "subscribe", "tokens": sub}).decode()

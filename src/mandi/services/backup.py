@@ -18,7 +18,7 @@ from mandi.core.errors import MandiError
 from mandi.stores.backup import backup, list_backups
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 IST = dt.timezone(dt.timedelta(seconds=IST_OFFSET_NS // 1_000_000_000))
@@ -41,10 +41,10 @@ class BackupLayer:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.taken = 0
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return [self._daily()] if self.cfg.backup.daily_at else []
@@ -67,13 +67,13 @@ class BackupLayer:
 
     async def run_once(self) -> Any:
         """Take a backup now (in a worker thread); returns its info, or None on failure."""
-        b, node = self.cfg.backup, self._node
+        b, ctx = self.cfg.backup, self._ctx
         try:
             info = await asyncio.to_thread(backup, self.cfg.store.db, b.dir, b.keep)
         except MandiError as e:
             log.error("daily backup failed: %s", e)
-            if node is not None:
-                node.event("backup_failed", f"the daily database backup failed: {e}", "ERROR")
+            if ctx is not None:
+                ctx.event("backup_failed", f"the daily database backup failed: {e}", "ERROR")
             return None
         self.taken += 1
         log.info(
@@ -83,8 +83,8 @@ class BackupLayer:
             info.seconds,
             len(info.deleted),
         )
-        if node is not None:
-            node.event(
+        if ctx is not None:
+            ctx.event(
                 "backup",
                 f"database backed up to {info.path} ({info.size_bytes / 1e6:.1f} MB)",
                 path=info.path,

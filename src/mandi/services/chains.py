@@ -52,7 +52,7 @@ from mandi.stores.sqlite import connect
 
 if TYPE_CHECKING:
     from mandi.config import ChainsConfig
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def chain_topic(prefix: str, underlying: str, expiry: Any) -> str:
 
 
 class ChainLayer:
-    """Plugs the chain assembler and matrix into a :class:`MarketNode`."""
+    """Plugs the chain assembler and matrix into a node (through its
+    :class:`~mandi.services.context.NodeContext`)."""
 
     name = "chains"
 
@@ -71,7 +72,8 @@ class ChainLayer:
         self.matrix: ChainMatrix | None = None
         self.assembler: ChainAssembler | None = None
         self.columns: ChainColumns | None = None  # the columnar engine
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
+        self._known = 0  # instruments the assembler knows (the master grows on a new day)
         self._next_ns = 0  # the next chain falls due at the first tick at or after this time
         self._step_ns = max(1, int(cfg.interval_s * NS_PER_SECOND))
         self._next_persist_ns = 0
@@ -80,13 +82,13 @@ class ChainLayer:
         self.snapshots = 0
         self.errors = 0
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         rate = self.cfg.rate
         if rate is None:  # the simulator prices at its own rate; real chains use NSE's 10 %
             from mandi.feeds.sim import RISK_FREE_RATE
 
-            rate = RISK_FREE_RATE if _label(node.feed) == "sim" else 0.10
+            rate = RISK_FREE_RATE if _label(ctx.feed) == "sim" else 0.10
         self.matrix = ChainMatrix(
             ChainMatrixConfig(
                 strikes_each_side=self.cfg.strikes_each_side,
@@ -95,28 +97,28 @@ class ChainLayer:
                 diff_neg_threshold=self.cfg.diff_neg_threshold,
             )
         )
-        source = _label(node.feed)
-        columnar = node.cfg.pipeline.engine == "fast"
+        source = _label(ctx.feed)
+        columnar = ctx.columnar
         if columnar:
-            self.columns = ChainColumns(node.master, source=source)
+            self.columns = ChainColumns(ctx.master, source=source)
         else:
-            self.assembler = ChainAssembler(node.master, source=source)
-        node.writer.statements["option_chain_snapshots"] = SNAPSHOT_SQL
-        node.writer.statements["exchange_metadata"] = METADATA_SQL
-        if node.feed is not None and hasattr(node.feed, "on_snapshot"):
+            self.assembler = ChainAssembler(ctx.master, source=source)
+        ctx.writer.register("option_chain_snapshots", SNAPSHOT_SQL)
+        ctx.writer.register("exchange_metadata", METADATA_SQL)
+        if ctx.feed is not None and hasattr(ctx.feed, "on_snapshot"):
             # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
-            node.feed.on_snapshot = self.handle_snapshot
+            ctx.feed.on_snapshot = self.handle_snapshot
             self.columns = None
-            self.assembler = ChainAssembler(node.master, source=source)
+            self.assembler = ChainAssembler(ctx.master, source=source)
         elif columnar:
-            node.bus.subscribe(TickBatch.topic, self.handle_batch, name="chains.ticks")
+            ctx.bus.subscribe(TickBatch.topic, self.handle_batch, name="chains.ticks")
         else:
-            node.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
-        self._warm(node)
+            ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        self._warm(ctx)
 
-    def _warm(self, node: MarketNode) -> None:
+    def _warm(self, ctx: NodeContext) -> None:
         assert self.matrix is not None
-        con = connect(node.cfg.store.db)
+        con = connect(ctx.cfg.store.db)
         try:
             from mandi.stores.history import last_chain_timestamp
 
@@ -132,14 +134,14 @@ class ChainLayer:
             log.info("chains warm: %d stored snapshots replayed into the OI windows", len(snaps))
 
     def _new_contracts(self) -> None:
-        node = self._node
-        assert node is not None
-        if len(node.master) != getattr(self, "_known", 0):
-            self._known = len(node.master)  # a new simulated day brought new contracts
+        ctx = self._ctx
+        assert ctx is not None
+        if len(ctx.master) != self._known:
+            self._known = len(ctx.master)  # a new simulated day brought new contracts
             if self.assembler is not None:
-                self.assembler.add_instruments(node.master)
+                self.assembler.add_instruments(ctx.master)
             if self.columns is not None:
-                self.columns.add_instruments(node.master)
+                self.columns.add_instruments(ctx.master)
 
     def handle_tick(self, topic: str, tick: Tick) -> None:
         """A tick (reference engine): the chain falls due before it if it starts a new
@@ -173,7 +175,7 @@ class ChainLayer:
 
     def end_of_session(self, ts_ns: int) -> None:
         """The session is over (the feed said so at ``ts_ns``): the last chain falls due."""
-        if self._node is None or (self.assembler is None and self.columns is None):
+        if self._ctx is None or (self.assembler is None and self.columns is None):
             return
         if ts_ns >= self._next_ns and self._next_ns:
             stamp = ts_ns - ts_ns % self._step_ns
@@ -192,33 +194,33 @@ class ChainLayer:
         if self.columns is not None:
             self._emit_frames(ts_ns)
             return
-        node = self._node
-        assert node is not None and self.assembler is not None and self.matrix is not None
+        ctx = self._ctx
+        assert ctx is not None and self.assembler is not None and self.matrix is not None
         persist = self._persist_due(ts_ns)
         for snap in self.assembler.snapshots(ts_ns):
             try:
                 analytics = self.matrix.process_option_chain(snap.underlying, snap)
             except Exception as e:
                 self.errors += 1
-                node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+                ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
                 continue
             self.snapshots += 1
-            node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+            ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
             if analytics is not None:
-                node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+                ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
             if persist:
-                rows = snapshot_rows(snap, analytics, node.clock.now_ns(), self._ivs(snap))
-                node.writer.put("option_chain_snapshots", rows)
-                node.writer.put(
+                rows = snapshot_rows(snap, analytics, ctx.clock.now_ns(), self._ivs(snap))
+                ctx.writer.put("option_chain_snapshots", rows)
+                ctx.writer.put(
                     "exchange_metadata",
-                    [metadata_row(snap, atm_paise(analytics), node.clock.now_ns())],
+                    [metadata_row(snap, atm_paise(analytics), ctx.clock.now_ns())],
                 )
 
     def _emit_frames(self, ts_ns: int) -> None:
         """The columnar emit: the chains as arrays, staged in the matrix; objects and analytics
         only for who wants them (module docstring)."""
-        node, cols, matrix = self._node, self.columns, self.matrix
-        assert node is not None and cols is not None and matrix is not None
+        ctx, cols, matrix = self._ctx, self.columns, self.matrix
+        assert ctx is not None and cols is not None and matrix is not None
         persist = self._persist_due(ts_ns)
         frames = cols.frames(ts_ns)
         if not frames:
@@ -227,12 +229,12 @@ class ChainLayer:
             matrix.stage_frames(frames)
         except Exception as e:  # a frame the matrix refuses (bad lot size …): reported
             self.errors += 1
-            node.event("chain_error", f"chains at {ts_ns}: {e}", "ERROR")
+            ctx.event("chain_error", f"chains at {ts_ns}: {e}", "ERROR")
             return
         self.snapshots += len(frames)
         for f in frames:
             self._frames[(f.underlying, f.expiry)] = f
-        bus = node.bus
+        bus = ctx.bus
         if bus.has_subscribers("batch:chain"):
             bus.publish("batch:chain", frames)
         want_snap = bus.wanted(("chain",), 2)
@@ -251,10 +253,10 @@ class ChainLayer:
                 if ana_rows[k] and analytics is not None:
                     bus.publish(chain_topic("analytics", f.underlying, f.expiry), analytics)
                 if persist:
-                    now = node.clock.now_ns()
+                    now = ctx.clock.now_ns()
                     rows = snapshot_rows(snap, analytics, now, self._ivs(snap))
-                    node.writer.put("option_chain_snapshots", rows)
-                    node.writer.put(
+                    ctx.writer.put("option_chain_snapshots", rows)
+                    ctx.writer.put(
                         "exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)]
                     )
 
@@ -264,8 +266,8 @@ class ChainLayer:
             return self.matrix.analytics(f.underlying, f.expiry)
         except Exception as e:
             self.errors += 1
-            if self._node is not None:
-                self._node.event("chain_error", f"{f.underlying} {f.expiry}: {e}", "ERROR")
+            if self._ctx is not None:
+                self._ctx.event("chain_error", f"{f.underlying} {f.expiry}: {e}", "ERROR")
             return None
 
     def latest_snapshot(self, underlying: str, expiry: dt.date) -> ChainSnapshot | None:
@@ -288,22 +290,22 @@ class ChainLayer:
     def handle_snapshot(self, snap: ChainSnapshot) -> None:
         """A whole chain from a polled source: analysed and published like an assembled one,
         and stored every time (as ``mandi chain import`` stores a file)."""
-        node = self._node
-        assert node is not None and self.matrix is not None
+        ctx = self._ctx
+        assert ctx is not None and self.matrix is not None
         try:
             analytics = self.matrix.process_option_chain(snap.underlying, snap)
         except Exception as e:
             self.errors += 1
-            node.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
+            ctx.event("chain_error", f"{snap.underlying} {snap.expiry}: {e}", "ERROR")
             return
         self.snapshots += 1
-        node.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
+        ctx.bus.publish(chain_topic("chain", snap.underlying, snap.expiry), snap)
         if analytics is not None:
-            node.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
-        now = node.clock.now_ns()
+            ctx.bus.publish(chain_topic("analytics", snap.underlying, snap.expiry), analytics)
+        now = ctx.clock.now_ns()
         rows = snapshot_rows(snap, analytics, now, self._ivs(snap))
-        node.writer.put("option_chain_snapshots", rows)
-        node.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
+        ctx.writer.put("option_chain_snapshots", rows)
+        ctx.writer.put("exchange_metadata", [metadata_row(snap, atm_paise(analytics), now)])
 
     def _ivs(self, snap: ChainSnapshot) -> dict[tuple[int, str], float]:
         """The matrix's IVs of the snapshot's window strikes, to store beside the quotes."""

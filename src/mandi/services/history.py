@@ -27,7 +27,7 @@ from mandi.stores.history import insert_missing_candles
 from mandi.stores.sqlite import connect, get_meta
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +77,18 @@ class HistoryLayer:
         self.stored = 0
         self.source: HistorySource | None = None
 
-    def attach(self, node: MarketNode) -> None:
+    def attach(self, ctx: NodeContext) -> None:
         cfg = self.cfg
         sessions = cfg.history.sessions
-        feed = node.feed
+        feed = ctx.feed
         if sessions <= 0 or feed is None:
             return
-        start = self._start_date(node)
+        start = self._start_date(ctx)
         self.source = source = history_source(cfg, feed.name, start)
         if source is None:
             return
         covers = getattr(source, "covers", lambda inst: True)
-        insts = [i for i in node.master if not isinstance(i, Option) and covers(i)]
+        insts = [i for i in ctx.master if not isinstance(i, Option) and covers(i)]
         tfs = tuple(sorted({*cfg.pipeline.timeframes, *cfg.indicators.timeframes}))
         t0 = time.perf_counter()
         total, self.stored = backfill(source, cfg.store.db, insts, tfs, start, sessions)
@@ -106,20 +106,18 @@ class HistoryLayer:
             time.perf_counter() - t0,
         )
 
-    def _start_date(self, node: MarketNode) -> dt.date:
+    def _start_date(self, ctx: NodeContext) -> dt.date:
         """The day the feed started on (a simulation's first day, even when it resumes a
         later one: its history ends where the simulation began)."""
-        con = connect(node.cfg.store.db)
+        con = connect(ctx.cfg.store.db)
         try:
-            held = (
-                get_meta(con, "sim.start_date") if node.feed and node.feed.name == "sim" else None
-            )
+            held = get_meta(con, "sim.start_date") if ctx.feed and ctx.feed.name == "sim" else None
         finally:
             con.close()
         if held:
             return dt.date.fromisoformat(held)
-        assert node.feed is not None
-        return ist_date(node.feed.exchange_time_ns)
+        assert ctx.feed is not None
+        return ist_date(ctx.feed.exchange_time_ns)
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []

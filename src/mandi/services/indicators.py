@@ -29,7 +29,7 @@ from mandi.stores.sqlite import connect, load_candles
 
 if TYPE_CHECKING:
     from mandi.config import IndicatorsConfig
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def warm_start(
 
 
 class IndicatorLayer:
-    """Plugs the :class:`IndicatorEngine` into a :class:`MarketNode`."""
+    """Plugs the :class:`IndicatorEngine` into a node (through its
+    :class:`~mandi.services.context.NodeContext`)."""
 
     name = "indicators"
 
@@ -108,16 +109,16 @@ class IndicatorLayer:
         self.engine = IndicatorEngine(cfg.specs)
         self._specs_key = ",".join(self.engine.specs)
         self._rows: list[tuple[Any, ...]] = []
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
         self.values_published = 0
         self.previews_published = 0
 
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
-        node.writer.statements["indicator_values"] = VALUE_SQL
-        node.writer.statements["indicator_snapshots"] = SNAPSHOT_SQL
-        node.writer.statements["indicator_snapshots_prune"] = PRUNE_SQL
-        con = connect(node.cfg.store.db)
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        ctx.writer.register("indicator_values", VALUE_SQL)
+        ctx.writer.register("indicator_snapshots", SNAPSHOT_SQL)
+        ctx.writer.register("indicator_snapshots_prune", PRUNE_SQL)
+        con = connect(ctx.cfg.store.db)
         try:
             replayed, produced = warm_start(
                 self.engine, con, self.cfg.timeframes, self._specs_key, self._store_values
@@ -128,22 +129,22 @@ class IndicatorLayer:
             log.info("indicators warm: replayed %d stored candles (%d values)", replayed, produced)
         # the columnar node: candles come as batches; previews stay subscribed as interests (no
         # handler) so that the pipeline still builds the forming candles of those series
-        columnar = getattr(node, "columnar", False) and self.engine.fused
+        columnar = ctx.columnar and self.engine.fused
         if columnar:
-            node.bus.subscribe("batch:candle", self.handle_candle_batch, name="indicators.process")
+            ctx.bus.subscribe("batch:candle", self.handle_candle_batch, name="indicators.process")
         forming = None if columnar else self.handle_forming
         self._tfs = np.array(sorted(self.cfg.timeframes), dtype=np.int64)
         previews: list[int] = []
         for tf in self.cfg.timeframes:
             if not columnar:
-                node.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
+                ctx.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
             if self.cfg.previews == "all":
-                node.bus.subscribe(f"pub:candle:{tf}s:>", forming, name="indicators.peek")
+                ctx.bus.subscribe(f"pub:candle:{tf}s:>", forming, name="indicators.peek")
             elif self.cfg.previews == "underlyings":  # per series: the pipeline then builds
-                for inst in node.master:  # forming candles only for these
+                for inst in ctx.master:  # forming candles only for these
                     if not isinstance(inst, Option):
                         previews.append(inst.token)
-                        node.bus.subscribe(
+                        ctx.bus.subscribe(
                             f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
                             forming,
                             name="indicators.peek",
@@ -157,8 +158,8 @@ class IndicatorLayer:
             )
 
     def handle_candle(self, topic: str, candle: Candle) -> None:
-        assert self._node is not None
-        publish = self._node.bus.publish
+        assert self._ctx is not None
+        publish = self._ctx.bus.publish
         values = self.engine.process(candle)
         for v in values:
             publish(indicator_topic(v), v)
@@ -175,7 +176,7 @@ class IndicatorLayer:
         r = batch.records
         ours = np.isin(r["timeframe"], self._tfs)
         closed = r["closed"] == 1
-        bus = self._node.bus if self._node is not None else None
+        bus = self._ctx.bus if self._ctx is not None else None
         readers = bus is not None and (
             bus.has_subscribers(PREVIEW_TOPIC) or bool(bus.wanted(("pub", "ind"), 4))
         )
@@ -212,7 +213,7 @@ class IndicatorLayer:
         return values
 
     def _values(self, seg: np.ndarray, values: np.ndarray, confirmed: bool) -> None:
-        assert self._node is not None
+        assert self._ctx is not None
         out = IndicatorValueBatch(
             seg["token"].copy(),
             seg["exchange"].copy(),
@@ -222,7 +223,7 @@ class IndicatorLayer:
             values,
             confirmed,
         )
-        bus = self._node.bus
+        bus = self._ctx.bus
         bus.publish(IndicatorValueBatch.topic if confirmed else PREVIEW_TOPIC, out)
         family = ("ind",) if confirmed else ("pub", "ind")
         if bus.wanted(family, 4):
@@ -239,24 +240,24 @@ class IndicatorLayer:
             self.previews_published += n
 
     def handle_forming(self, topic: str, candle: Candle) -> None:
-        assert self._node is not None
-        publish = self._node.bus.publish
+        assert self._ctx is not None
+        publish = self._ctx.bus.publish
         for v in self.engine.peek(candle):
             publish(indicator_topic(v), v)
             self.previews_published += 1
 
     def after_batch(self) -> None:
-        if self._rows and self._node is not None:
-            self._node.writer.put("indicator_values", self._rows)
+        if self._rows and self._ctx is not None:
+            self._ctx.writer.put("indicator_values", self._rows)
             self._rows = []
 
     def save_snapshot(self) -> None:
-        if self._node is None:
+        if self._ctx is None:
             return
         self.after_batch()  # values first: the writer commits in order
-        self._node.writer.put(
+        self._ctx.writer.put(
             "indicator_snapshots",
-            [(self._node.clock.now_ns(), self._specs_key, self.engine.snapshot())],
+            [(self._ctx.clock.now_ns(), self._specs_key, self.engine.snapshot())],
         )
 
     async def _snapshots(self) -> None:
@@ -269,8 +270,8 @@ class IndicatorLayer:
 
     def close(self) -> None:
         self.save_snapshot()
-        if self._node is not None:
-            self._node.writer.put(
+        if self._ctx is not None:
+            self._ctx.writer.put(
                 "indicator_snapshots_prune",
                 [(self._specs_key, self._specs_key, self.cfg.snapshots_kept)],
             )

@@ -1,9 +1,24 @@
-"""The single-process market node behind ``mandi run``.
+"""The single-process market node behind ``mandi run``: a tick's trip, top to bottom.
 
-feed (asyncio) → bounded queue → kernel (bus + candle pipeline, synchronous) → sinks (SQLite
-writer thread, status, later the web hub). The feed never waits for the kernel when it is a live
-source: a full queue drops the batch and counts it. The simulator, which we control, is instead
-slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as the kernel can go.
+1. **Feed** (:meth:`MarketNode.prepare`): the simulator or a tickserver. Its instruments are
+   registered through the context (:meth:`~mandi.services.context.NodeContext.add_instruments`)
+   before their ticks arrive.
+2. **Feed → queue** (:meth:`MarketNode._pump`, asyncio): a bounded queue of tick batches. A live
+   source is never slowed: a full queue drops the batch and counts it. The simulator, which we
+   control, is instead slowed by the queue (back-pressure), so ``--speed inf`` runs as fast as
+   the kernel can go.
+3. **Queue → kernel** (:meth:`MarketNode._kernel`): one batch at a time, cut at ``run.until``.
+4. **Kernel** (:meth:`MarketNode.handle_batch`, synchronous): the candle pipeline (1 s
+   aggregator → timeframe builder) publishes ticks and candles on the bus. The layers
+   (indicators, chains, trading, web, the Redis bridge, the ClickHouse copy) subscribe to it
+   through their :class:`~mandi.services.context.NodeContext`, never through the node.
+5. **Into SQLite** (:meth:`MarketNode._queue_rows`): the batch's ticks, confirmed candles and
+   system events are queued to the :class:`~mandi.stores.sqlite.BatchWriter`, which commits them
+   on its own thread (:mod:`mandi.stores.writer`).
+
+Around it: timers (the status line, bucket closing by wall time, storage health) and the
+lifecycle: start, signals, and a shutdown in order (feed, kernel drain, layers, writer) whose exit
+status says whether every row was stored (:mod:`mandi.services.storage`).
 
 Two engines (``pipeline.engine``, DESIGN §11). ``fast`` (the default) is columnar: a feed batch
 is a :class:`~mandi.model.batches.TickBatch`, cut into runs of one event second; per run the
@@ -25,11 +40,11 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -38,100 +53,42 @@ from mandi.bus.memory import MessageBus
 from mandi.config import AppConfig
 from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
-from mandi.core.errors import ConfigError
+from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
 from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, CandleBatch, TickBatch
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
 from mandi.pipeline.candles import CandlePipeline
+from mandi.services.clickhouse import open_clickhouse_sink
+from mandi.services.context import Feed, Layer, NodeContext, NodeStats
 from mandi.services.resume import discard_after, find_resume_point
-from mandi.stores.clickhouse import open_market_sink
-from mandi.stores.sqlite import (
-    META_SQL,
-    BatchWriter,
-    candle_row,
-    connect,
-    get_meta,
-    set_meta,
-)
+from mandi.services.storage import EXIT_NOT_STORED, StorageWatch, storage_summary
+from mandi.stores.sqlite import META_SQL, BatchWriter, candle_row, connect, get_meta, set_meta
 from mandi.stores.ticks import BLOCK_SQL, block_row
 
 log = logging.getLogger(__name__)
 
 
-class Feed(Protocol):
-    """A source of tick batches for the node."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def exchange_time_ns(self) -> int: ...
-
-    @property
-    def live(self) -> bool:
-        """True: a real-time source that must never be slowed (overflow is dropped)."""
-        ...
-
-    @property
-    def wall_clock(self) -> bool:
-        """True: exchange time is wall time (brokers), so buckets close by the clock."""
-        ...
-
-    def instruments(self) -> list[AnyInstrument]: ...
-
-    def batches(self) -> AsyncIterator[list[Tick] | TickBatch]: ...
-
-
-class Layer(Protocol):
-    """A part of the platform that plugs into the node (indicators, chains, trading, web).
-
-    ``attach`` runs after the feed and the instrument master are known and before the first
-    tick: subscribe to the bus, open stores, restore state. ``tasks`` returns long-running
-    coroutines (timers, servers). ``close`` runs at shutdown after the kernel has drained, before
-    the SQLite writer stops.
-    """
-
-    name: str
-
-    def attach(self, node: MarketNode) -> None: ...
-
-    def tasks(self) -> list[Coroutine[Any, Any, Any]]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class NodeStats:
-    started_wall: float = field(default_factory=time.monotonic)
-    ticks_in: int = 0
-    batches: int = 0
-    queue_dropped_ticks: int = 0
-    candles_confirmed: Counter[int] = field(default_factory=Counter)
-    last_price: dict[int, int] = field(default_factory=dict)
-    exchange_time_ns: int = 0
-    resumed_from_ns: int | None = None
-    ticks_per_s: float = 0.0
-
-
 class MarketNode:
-    """Feed → pipeline → SQLite, with status; the trading and web layers plug into its bus."""
+    """Feed → pipeline → SQLite, with status; the layers plug into its bus through ``ctx``."""
 
     def __init__(
         self, cfg: AppConfig, clock: Clock | None = None, layers: list[Layer] | None = None
     ) -> None:
         self.cfg = cfg
-        self.layers: list[Layer] = list(layers or [])
-        # store.clickhouse_url: candles also batch-inserted into ClickHouse (first in, last out)
-        self.clickhouse = open_market_sink(cfg)
-        if self.clickhouse is not None:
-            self.layers.insert(0, self.clickhouse)
+        # store.clickhouse_url: market data also copied into ClickHouse (a bad URL stops here)
+        self.clickhouse = open_clickhouse_sink(cfg)
         self.clock = clock or LiveClock()
         self.bus = MessageBus(self.clock)
         self.stats = NodeStats()
-        self.known_tokens: set[int] = set()
         self.master = InstrumentMaster()
+        self.known_tokens: set[int] = set()  # the pipeline rejects ticks of other tokens
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.pipeline = _candle_pipeline(cfg, self.bus, self.known_tokens)
+        #: the columnar engine (DESIGN §11); "reference" keeps the per-object path
+        self.columnar = cfg.pipeline.engine == "fast"
+        self.pipeline.batches = self.columnar
         st = cfg.store
         self.writer = BatchWriter(
             st.db,
@@ -139,31 +96,33 @@ class MarketNode:
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
         )
-        self.writer.statements["tick_blocks"] = BLOCK_SQL
-        self.writer.statements["meta"] = META_SQL
-        #: the columnar engine (DESIGN §11); "reference" keeps the per-object path
-        self.columnar = cfg.pipeline.engine == "fast"
+        self.writer.register("tick_blocks", BLOCK_SQL)
+        self.writer.register("meta", META_SQL)
         self.seconds_ring = SecondCandles(st.second_candles_s)
         self._store_seconds = st.second_candles == "sqlite"
-        pipeline_class: Any = CandlePipeline
-        if cfg.pipeline.engine == "fast":  # numba kernels, the same candles (tests/unit/pipeline)
-            from mandi.pipeline.fast import FastCandlePipeline
-
-            pipeline_class = FastCandlePipeline
-        self.pipeline = pipeline_class(
+        self.layers: list[Layer] = list(layers or [])
+        if self.clickhouse is not None:  # first in, last out: it stops after the others
+            self.layers.insert(0, self.clickhouse)
+        self.ctx = NodeContext(
+            cfg,
+            self.clock,
             self.bus,
-            cfg.pipeline.timeframes,
+            self.master,
+            self.writer,
+            self.stats,
+            layers=self.layers,
             known_tokens=self.known_tokens,
-            close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
-            emit_forming=cfg.pipeline.emit_forming,
+            watermark_ns=lambda: int(self.pipeline.seconds.watermark_ns),
+            queue_depth=lambda: self.queue.qsize(),  # run() may replace the queue
+            rejected_ticks=lambda: self.pipeline.seconds.rejected,
+            columnar=self.columnar,
         )
-        self.pipeline.batches = self.columnar
-        self.feed: Feed | None = None
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
         self._candle_rows: list[tuple[Any, ...]] = []
         self._event_rows: list[tuple[Any, ...]] = []
         self._stop = asyncio.Event()
         self._stop_reason = ""
+        self._feed_done = False
         self._rejected_seen: Counter[str] = Counter()
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
@@ -175,222 +134,39 @@ class MarketNode:
             self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
         self.bus.subscribe("system:>", self._on_system_event, name="store.events")
 
-    # --- sinks ----------------------------------------------------------------------------------
-    def _on_candle(self, topic: str, c: Candle) -> None:
-        self.stats.candles_confirmed[c.timeframe] += 1
-        if c.timeframe == 1:
-            self.seconds_ring.add_one(c)
-            if not self._store_seconds:
-                return
-        self._candle_rows.append(candle_row(c))
-
-    def _on_candle_batch(self, topic: str, batch: CandleBatch) -> None:
-        r = batch.records
-        closed = r["closed"] == 1
-        if not closed.any():
-            return
-        r = r[closed]
-        tf = r["timeframe"]
-        ones = tf == 1
-        n1 = int(ones.sum())
-        counts = self.stats.candles_confirmed
-        if n1:  # most runs: only the seconds the run's first tick closed
-            self.seconds_ring.add(r if n1 == len(r) else r[ones])
-            counts[1] += n1
-            if not self._store_seconds:
-                if n1 == len(r):
-                    return
-                r, tf = r[~ones], tf[~ones]
-        for t, k in zip(*np.unique(tf[tf != 1], return_counts=True), strict=True):
-            counts[int(t)] += int(k)
-        names = EXCHANGES
-        self._candle_rows += [
-            (tok, names[x], t, b, o, h, lo, c, v, oi, n)
-            for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
-        ]
-
-    def _on_system_event(self, topic: str, e: SystemEvent) -> None:
-        self._event_rows.append(
-            (
-                e.ts_event,
-                e.kind,
-                e.message,
-                e.severity,
-                e.source,
-                msgspec.json.encode(e.data).decode(),
-            )
-        )
-
-    def _flush_rows(self) -> None:
-        if self._candle_rows:
-            self.writer.put("candles", self._candle_rows)  # one item = whole seconds
-            self._candle_rows = []
-        if self._event_rows:
-            self.writer.put("events", self._event_rows)
-            self._event_rows = []
+    @property
+    def feed(self) -> Feed | None:
+        return self.ctx.feed
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
-        self.bus.publish(
-            f"system:{kind}",
-            SystemEvent(self.clock.now_ns(), kind, message, severity, "node", data),
-        )
+        self.ctx.event(kind, message, severity, **data)
 
-    # --- the kernel side ------------------------------------------------------------------------
-    def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
-        """Run one batch of ticks through the kernel (synchronously)."""
-        if self.columnar:
-            from mandi.pipeline.fast import tick_batch
-
-            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch))
-            return
-        if isinstance(batch, TickBatch):
-            batch = batch.to_ticks()
-        publish, last = self.bus.publish, self.stats.last_price
-        # Candles close only on the first tick of a new second, so a run of ticks within one
-        # second goes through the pipeline in one call (the fast path's speed comes from the
-        # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
-        for run in _same_second_runs(batch):
-            self.pipeline.handle_ticks(run)
-            for t in run:
-                last[t.token] = t.price
-                publish(f"tick:{t.exchange}:{t.token}", t)
-        self.stats.ticks_in += len(batch)
-        self.stats.batches += 1
-        if batch:
-            self.stats.exchange_time_ns = batch[-1].ts_event
-            if self.cfg.store.store_ticks:
-                from mandi.pipeline.fast import tick_batch
-
-                self.writer.put("tick_blocks", [block_row(tick_batch(batch))])
-        elif self.feed is not None:  # an empty batch: the session is over
-            self.pipeline.advance(self.feed.exchange_time_ns)
-            self._end_of_session(self.feed.exchange_time_ns)
-        self._flush_rows()
-        for layer in self.layers:
-            after = getattr(layer, "after_batch", None)
-            if after is not None:
-                after()
-        self._report_rejections()
-
-    def _handle_columns(self, batch: TickBatch) -> None:
-        """The columnar kernel step: per run of one event second, the candles (batches, and
-        objects for their subscribers), then the run on ``batch:tick`` (and ``tick:…`` objects
-        for their subscribers) — the order a tick-by-tick loop gives."""
-        bus, pipeline = self.bus, self.pipeline
-        starts = batch.second_starts()
-        for k in range(len(starts) - 1):
-            run = batch.slice(starts[k], starts[k + 1])
-            pipeline.handle_batch(run)
-            bus.publish(TickBatch.topic, run)
-            if bus.wanted(("tick",), 2):
-                self._tick_objects(run)
-        n = len(batch)
-        self.stats.ticks_in += n
-        self.stats.batches += 1
-        if n:
-            ts = batch.ts_event
-            self.stats.exchange_time_ns = int(ts[-1])
-            tok = batch.token[::-1]
-            _, last = np.unique(tok, return_index=True)  # each token's last tick
-            idx = n - 1 - last
-            self.stats.last_price.update(
-                zip(batch.token[idx].tolist(), batch.price[idx].tolist(), strict=True)
-            )
-            if self.cfg.store.store_ticks:
-                self.writer.put("tick_blocks", [block_row(batch)])
-        elif self.feed is not None:  # an empty batch: the session is over
-            pipeline.advance(self.feed.exchange_time_ns)
-            self._end_of_session(self.feed.exchange_time_ns)
-        self._flush_rows()
-        for layer in self.layers:
-            after = getattr(layer, "after_batch", None)
-            if after is not None:
-                after()
-        self._report_rejections()
-
-    def _tick_objects(self, run: TickBatch) -> None:
-        """``tick:{exchange}:{token}`` messages for the topics somebody subscribed to."""
-        from mandi.bus.memory import rows_wanted
-        from mandi.model.batches import _EXCHANGE_CODES
-
-        mask = rows_wanted(
-            self.bus.wanted(("tick",), 2),
-            [(run.exchange, _EXCHANGE_CODES.__getitem__), (run.token, int)],
-        )
-        rows = range(len(run)) if mask is None else np.flatnonzero(mask).tolist()
-        publish = self.bus.publish
-        for i in rows:
-            t = run.tick(i)
-            publish(f"tick:{t.exchange}:{t.token}", t)
-
-    def _end_of_feed(self) -> None:
-        if self.feed is not None:
-            self.pipeline.advance(self.feed.exchange_time_ns)
-        self._flush_rows()
-        for layer in self.layers:
-            after = getattr(layer, "after_batch", None)
-            if after is not None:
-                after()
-
-    def _end_of_session(self, ts_ns: int) -> None:
-        # the recording closed this session (a replay of it closes it too: mandi.feeds.replay)
-        self.writer.put("meta", [(f"session.closed.{ist_date(ts_ns - 1).isoformat()}", str(ts_ns))])
-        for layer in self.layers:
-            hook = getattr(layer, "end_of_session", None)
-            if hook is not None:
-                hook(ts_ns)
-
-    def _report_rejections(self) -> None:
-        rejected = self.pipeline.seconds.rejected
-        if rejected == self._rejected_seen:
-            return
-        for reason, n in rejected.items():
-            new = n - self._rejected_seen[reason]
-            if new > 0:
-                example = self.pipeline.seconds.last_rejection
-                self._reject_log.warning(
-                    reason,
-                    self.clock.now_ns(),
-                    "skipped %d bad tick(s): %s (total %d; last %r)",
-                    new,
-                    reason,
-                    n,
-                    example[1] if example else None,
-                )
-        self._rejected_seen = Counter(rejected)
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    def _attach_feed(self, feed: Feed) -> None:
-        self.feed = feed
-        for inst in feed.instruments():
-            if inst.token not in self.master:
-                self.master.add(inst)
-            self.known_tokens.add(inst.token)
-
+    # --- 1. the feed ----------------------------------------------------------------------------
     async def prepare(self) -> None:
         """Open storage, choose the feed and recover from what the database holds."""
         cfg = self.cfg
         self.writer.start()
         if cfg.run.feed == "sim":
-            self._attach_feed(self._sim_feed())
+            feed = self._sim_feed()
         elif cfg.run.feed.startswith("replay:"):  # a recording through the whole platform
             from mandi.feeds.replay import ReplayFeed, register, replay_path
 
             register()
-            self._attach_feed(ReplayFeed(replay_path(cfg.run.feed), cfg.run.speed, self))
+            feed = ReplayFeed(replay_path(cfg.run.feed), cfg.run.speed, self.ctx)
         elif cfg.run.feed.startswith(("ws://", "wss://")):
             from mandi.feeds.ws import TickserverFeed
 
-            feed = TickserverFeed(cfg.run.feed, self)
+            feed = TickserverFeed(cfg.run.feed, self.ctx)
             try:
                 await feed.connect_once()
             except (OSError, TimeoutError) as e:
                 raise ConfigError("run.feed", cfg.run.feed, f"cannot connect ({e})") from None
-            self._attach_feed(feed)
         else:  # a broker's feed or NSE's chains: wall-clock time, live (mandi.feeds.registry)
             from mandi.feeds.registry import opener
 
-            self._attach_feed(await opener(cfg.run.feed)(cfg, self))
+            feed = await opener(cfg.run.feed)(cfg, self.ctx)
+        self.ctx.feed = feed
+        self.ctx.add_instruments(feed.instruments())
 
     def _sim_feed(self) -> Feed:
         from mandi.core.calendar import calendar
@@ -442,8 +218,9 @@ class MarketNode:
             days=cfg.run.days or None,
             resume_from_ns=resume.ts_ns if resume else None,
         )
-        return _SimFeedAdapter(feed, self)
+        return _SimFeedAdapter(feed, self.ctx)
 
+    # --- 2. feed → queue ------------------------------------------------------------------------
     async def _pump(self) -> None:
         """Feed → queue. Live feeds never wait: a full queue drops the batch, counted."""
         assert self.feed is not None
@@ -460,23 +237,7 @@ class MarketNode:
             await self.queue.put(None)  # end of feed (not of a session: see _kernel)
             self._feed_done = True
 
-    def _cut_at_until(self, batch: Any) -> Any:
-        """Keep the ticks before the ``until`` time (None if none is left: an empty batch would
-        mean the end of the session); reaching it stops the run."""
-        if self._until_s is None or not len(batch):
-            return batch
-        columns = isinstance(batch, TickBatch)
-        t = int(batch.ts_event.max()) if columns else batch[-1].ts_event
-        limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
-        if t < limit:
-            return batch
-        self._until_reached = True
-        self.request_stop(f"exchange time reached {self.cfg.run.until}")
-        if columns:
-            kept = batch.take(batch.ts_event < limit)
-            return kept if len(kept) else None
-        return [x for x in batch if x.ts_event < limit] or None
-
+    # --- 3. queue → kernel ----------------------------------------------------------------------
     async def _kernel(self) -> None:
         while True:
             batch = await self.queue.get()
@@ -501,15 +262,212 @@ class MarketNode:
                     await asyncio.sleep(0.005)
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
+    def _cut_at_until(self, batch: Any) -> Any:
+        """Keep the ticks before the ``until`` time (None if none is left: an empty batch would
+        mean the end of the session); reaching it stops the run."""
+        if self._until_s is None or not len(batch):
+            return batch
+        columns = isinstance(batch, TickBatch)
+        t = int(batch.ts_event.max()) if columns else batch[-1].ts_event
+        limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
+        if t < limit:
+            return batch
+        self._until_reached = True
+        self.request_stop(f"exchange time reached {self.cfg.run.until}")
+        if columns:
+            kept = batch.take(batch.ts_event < limit)
+            return kept if len(kept) else None
+        return [x for x in batch if x.ts_event < limit] or None
+
     def _layers_busy(self) -> bool:
         """A layer with an optional ``busy()`` (e.g. the Redis bridge while Redis is down and its
         bounded buffer is full) holds back a replayable feed, like a full SQLite writer."""
         return any(layer.busy() for layer in self.layers if hasattr(layer, "busy"))
 
+    # --- 4. the kernel --------------------------------------------------------------------------
+    def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
+        """Run one batch of ticks through the kernel (synchronously)."""
+        if self.columnar:
+            from mandi.pipeline.fast import tick_batch
+
+            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch))
+            return
+        if isinstance(batch, TickBatch):
+            batch = batch.to_ticks()
+        publish, last = self.bus.publish, self.stats.last_price
+        # Candles close only on the first tick of a new second, so a run of ticks within one
+        # second goes through the pipeline in one call (the fast path's speed comes from the
+        # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
+        for run in _same_second_runs(batch):
+            self.pipeline.handle_ticks(run)
+            for t in run:
+                last[t.token] = t.price
+                publish(f"tick:{t.exchange}:{t.token}", t)
+        self.stats.ticks_in += len(batch)
+        self.stats.batches += 1
+        if batch:
+            self.stats.exchange_time_ns = batch[-1].ts_event
+        elif self.feed is not None:  # an empty batch: the session is over
+            self.pipeline.advance(self.feed.exchange_time_ns)
+            self._end_of_session(self.feed.exchange_time_ns)
+        if batch and self.cfg.store.store_ticks:
+            from mandi.pipeline.fast import tick_batch
+
+            self.writer.put("tick_blocks", [block_row(tick_batch(batch))])
+        self._after_batch()
+
+    def _handle_columns(self, batch: TickBatch) -> None:
+        """The columnar kernel step: per run of one event second, the candles (batches, and
+        objects for their subscribers), then the run on ``batch:tick`` (and ``tick:…`` objects
+        for their subscribers) — the order a tick-by-tick loop gives."""
+        bus, pipeline = self.bus, self.pipeline
+        starts = batch.second_starts()
+        for k in range(len(starts) - 1):
+            run = batch.slice(starts[k], starts[k + 1])
+            pipeline.handle_batch(run)
+            bus.publish(TickBatch.topic, run)
+            if bus.wanted(("tick",), 2):
+                self._tick_objects(run)
+        n = len(batch)
+        self.stats.ticks_in += n
+        self.stats.batches += 1
+        if n:
+            ts = batch.ts_event
+            self.stats.exchange_time_ns = int(ts[-1])
+            tok = batch.token[::-1]
+            _, last = np.unique(tok, return_index=True)  # each token's last tick
+            idx = n - 1 - last
+            self.stats.last_price.update(
+                zip(batch.token[idx].tolist(), batch.price[idx].tolist(), strict=True)
+            )
+            if self.cfg.store.store_ticks:
+                self.writer.put("tick_blocks", [block_row(batch)])
+        elif self.feed is not None:  # an empty batch: the session is over
+            pipeline.advance(self.feed.exchange_time_ns)
+            self._end_of_session(self.feed.exchange_time_ns)
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        """The batch's candles and events to the writer, the layers' ``after_batch`` hooks."""
+        self._queue_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+        self._report_rejections()
+
+    def _tick_objects(self, run: TickBatch) -> None:
+        """``tick:{exchange}:{token}`` messages for the topics somebody subscribed to."""
+        from mandi.bus.memory import rows_wanted
+        from mandi.model.batches import _EXCHANGE_CODES
+
+        mask = rows_wanted(
+            self.bus.wanted(("tick",), 2),
+            [(run.exchange, _EXCHANGE_CODES.__getitem__), (run.token, int)],
+        )
+        rows = range(len(run)) if mask is None else np.flatnonzero(mask).tolist()
+        publish = self.bus.publish
+        for i in rows:
+            t = run.tick(i)
+            publish(f"tick:{t.exchange}:{t.token}", t)
+
+    def _end_of_feed(self) -> None:
+        if self.feed is not None:
+            self.pipeline.advance(self.feed.exchange_time_ns)
+        self._queue_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+
+    def _end_of_session(self, ts_ns: int) -> None:
+        # the recording closed this session (a replay of it closes it too: mandi.feeds.replay)
+        self.writer.put("meta", [(f"session.closed.{ist_date(ts_ns - 1).isoformat()}", str(ts_ns))])
+        for layer in self.layers:
+            hook = getattr(layer, "end_of_session", None)
+            if hook is not None:
+                hook(ts_ns)
+
+    def _report_rejections(self) -> None:
+        rejected = self.pipeline.seconds.rejected
+        if rejected == self._rejected_seen:
+            return
+        for reason, n in rejected.items():
+            new = n - self._rejected_seen[reason]
+            if new > 0:
+                example = self.pipeline.seconds.last_rejection
+                self._reject_log.warning(
+                    reason,
+                    self.clock.now_ns(),
+                    "skipped %d bad tick(s): %s (total %d; last %r)",
+                    new,
+                    reason,
+                    n,
+                    example[1] if example else None,
+                )
+        self._rejected_seen = Counter(rejected)
+
+    # --- 5. into SQLite -------------------------------------------------------------------------
+    def _on_candle(self, topic: str, c: Candle) -> None:
+        self.stats.candles_confirmed[c.timeframe] += 1
+        if c.timeframe == 1:
+            self.seconds_ring.add_one(c)
+            if not self._store_seconds:
+                return
+        self._candle_rows.append(candle_row(c))
+
+    def _on_candle_batch(self, topic: str, batch: CandleBatch) -> None:
+        r = batch.records
+        closed = r["closed"] == 1
+        if not closed.any():
+            return
+        r = r[closed]
+        tf = r["timeframe"]
+        ones = tf == 1
+        n1 = int(ones.sum())
+        counts = self.stats.candles_confirmed
+        if n1:  # most runs: only the seconds the run's first tick closed
+            self.seconds_ring.add(r if n1 == len(r) else r[ones])
+            counts[1] += n1
+            if not self._store_seconds:
+                if n1 == len(r):
+                    return
+                r, tf = r[~ones], tf[~ones]
+        for t, k in zip(*np.unique(tf[tf != 1], return_counts=True), strict=True):
+            counts[int(t)] += int(k)
+        names = EXCHANGES
+        self._candle_rows += [
+            (tok, names[x], t, b, o, h, lo, c, v, oi, n)
+            for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
+        ]
+
+    def _on_system_event(self, topic: str, e: SystemEvent) -> None:
+        self._event_rows.append(
+            (
+                e.ts_event,
+                e.kind,
+                e.message,
+                e.severity,
+                e.source,
+                msgspec.json.encode(e.data).decode(),
+            )
+        )
+
+    def _queue_rows(self) -> None:
+        """The batch's confirmed candles and events (its ticks went first, as a block): one
+        writer item each."""
+        if self._candle_rows:
+            self.writer.put("candles", self._candle_rows)  # one item = whole seconds
+            self._candle_rows = []
+        if self._event_rows:
+            self.writer.put("events", self._event_rows)
+            self._event_rows = []
+
+    # --- timers ---------------------------------------------------------------------------------
     async def _status(self) -> None:
         from mandi.services.status import StatusReporter
 
-        reporter = StatusReporter(self)
+        reporter = StatusReporter(self.ctx)
         last_ticks, last_t = 0, time.monotonic()
         try:
             while True:
@@ -532,22 +490,34 @@ class MarketNode:
             await asyncio.sleep(0.25)
             if self.feed is not None and self.feed.wall_clock:
                 self.pipeline.advance(self.clock.now_ns())
-                self._flush_rows()
+                self._queue_rows()
 
+    async def _watch_storage(self) -> None:
+        """A writer that cannot write raises ``system:storage_failed`` (see
+        :mod:`mandi.services.storage`)."""
+        while True:
+            await asyncio.sleep(0.25)
+            self.storage.check()
+
+    # --- lifecycle ------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self._stop_reason = reason
             self._stop.set()
 
     async def run(self) -> int:
-        """Run until the duration, the ``until`` time, the end of the feed or a signal."""
+        """Run until the duration, the ``until`` time, the end of the feed or a signal; the exit
+        status: 0, or :data:`~mandi.services.storage.EXIT_NOT_STORED` when rows were lost."""
         self._feed_done = False
-        await self.prepare()
-        if self.columnar and self.feed is not None and not self.feed.live:
-            # a replayable feed flat out brings whole minutes: a few in hand bound the memory
-            self.queue = asyncio.Queue(min(4, self.cfg.pipeline.tick_queue))
-        for layer in self.layers:
-            layer.attach(self)
+        try:
+            await self.prepare()
+            if self.columnar and self.feed is not None and not self.feed.live:
+                # a replayable feed flat out brings whole minutes: a few in hand bound the memory
+                self.queue = asyncio.Queue(min(4, self.cfg.pipeline.tick_queue))
+            for layer in self.layers:
+                layer.attach(self.ctx)
+        except sqlite3.Error as e:  # e.g. a full disk at start-up: one line, not a traceback
+            raise StoreError(f"the database {self.cfg.store.db} failed at start-up: {e}") from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -557,6 +527,7 @@ class MarketNode:
             asyncio.create_task(self._pump(), name="feed"),
             asyncio.create_task(self._kernel(), name="kernel"),
             asyncio.create_task(self._clock_driver(), name="clock"),
+            asyncio.create_task(self._watch_storage(), name="storage"),
         ]
         if self.cfg.run.status_interval > 0:
             tasks.append(asyncio.create_task(self._status(), name="status"))
@@ -571,10 +542,11 @@ class MarketNode:
             else:
                 await self._stop.wait()
         finally:
-            await self._shutdown(tasks)
-        return 0
+            lost = await self._shutdown(tasks)
+        return EXIT_NOT_STORED if lost else 0
 
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> int:
+        """Stop in order; return how many rows were not stored."""
         log.info("stopping: %s", self._stop_reason or "requested")
         feed_task, kernel_task, *others = tasks
         feed_task.cancel()
@@ -600,8 +572,9 @@ class MarketNode:
             except Exception:
                 log.exception("layer %s failed to close", layer.name)
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
-        self._flush_rows()
+        self._queue_rows()
         self.writer.stop()
+        self.storage.check()  # a failure seen only while stopping is still said out loud
         busy = self._last_batch_at - self._first_batch_at
         if busy > 0:
             log.info(
@@ -617,6 +590,10 @@ class MarketNode:
             dict(self.writer.stats.dropped) or 0,
             dict(self.pipeline.seconds.rejected) or 0,
         )
+        lost, _ = storage_summary(self.writer, f"SQLite {self.cfg.store.db}")
+        if self.clickhouse is not None:
+            lost += self.clickhouse.writer.not_stored()
+        return lost
 
 
 class _SimFeedAdapter:
@@ -627,9 +604,9 @@ class _SimFeedAdapter:
     live = False
     wall_clock = False
 
-    def __init__(self, feed: Any, node: MarketNode) -> None:
+    def __init__(self, feed: Any, ctx: NodeContext) -> None:
         self._feed = feed
-        self._node = node
+        self._ctx = ctx
 
     @property
     def exchange_time_ns(self) -> int:
@@ -640,12 +617,27 @@ class _SimFeedAdapter:
 
     async def batches(self) -> AsyncIterator[list[Tick] | TickBatch]:
         day = self._feed.exchange.date
-        source = self._feed.column_batches() if self._node.columnar else self._feed.batches()
+        source = self._feed.column_batches() if self._ctx.columnar else self._feed.batches()
         async for batch in source:
             if self._feed.exchange.date != day:
                 day = self._feed.exchange.date
-                self._node._attach_feed(self)
+                self._ctx.add_instruments(self.instruments())
             yield batch
+
+
+def _candle_pipeline(cfg: AppConfig, bus: MessageBus, known_tokens: set[int]) -> Any:
+    pipeline_class: Any = CandlePipeline
+    if cfg.pipeline.engine == "fast":  # numba kernels, the same candles (tests/unit/pipeline)
+        from mandi.pipeline.fast import FastCandlePipeline
+
+        pipeline_class = FastCandlePipeline
+    return pipeline_class(
+        bus,
+        cfg.pipeline.timeframes,
+        known_tokens=known_tokens,
+        close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
+        emit_forming=cfg.pipeline.emit_forming,
+    )
 
 
 def _same_second_runs(batch: list[Tick]) -> list[list[Tick]]:

@@ -30,7 +30,7 @@ from mandi.core.money import to_paise
 from mandi.notify.alerts import AlertRules, Outbox, alert_for, summary_alert
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 TOPICS = ("risk:halted", "risk:resumed", "order:filled", "position:closed", "system:>")
@@ -53,7 +53,7 @@ class NotifyLayer:
         self._own_api = False
         self._inbox: deque[tuple[str, Any]] = deque(maxlen=10_000)
         self._wake: list[asyncio.Event] = []
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
         self._subs: list[Any] = []
         self.summaries: list[str] = []  # the days summarized
         self.delivered = 0
@@ -80,18 +80,18 @@ class NotifyLayer:
         return bool(self.notifiers)
 
     # --- wiring -----------------------------------------------------------------------------------
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         if not self.active:
             return
         for topic in TOPICS:
-            self._subs.append(node.bus.subscribe(topic, self._on_bus, name="notify"))
-        web = next((x for x in node.layers if getattr(x, "name", "") == "web"), None)
+            self._subs.append(ctx.bus.subscribe(topic, self._on_bus, name="notify"))
+        web = ctx.layer("web")
         self.api = getattr(web, "api", None)
         if self.api is None:  # no dashboard: the API core for the commands and the summary
             from mandi.web.api import MandiAPI
 
-            self.api = MandiAPI(node)
+            self.api = MandiAPI(ctx)
             self.api.attach()
             self._own_api = True
         t = self.cfg.notify.telegram
@@ -210,11 +210,11 @@ class NotifyLayer:
         the session, whichever is earlier: a feed's ticks stop at the close — on a day not yet
         summarized (and trading runs here); True when one was queued. Market time is the wall
         clock for a broker feed, the last tick's time for a replayed one (the simulator)."""
-        node = self._node
-        if node is None or self.api is None:
+        ctx = self._ctx
+        if ctx is None or self.api is None:
             return False
-        wall = node.feed is not None and node.feed.wall_clock
-        now = node.clock.now_ns() if wall else node.stats.exchange_time_ns
+        wall = ctx.feed is not None and ctx.feed.wall_clock
+        now = ctx.clock.now_ns() if wall else ctx.stats.exchange_time_ns
         if not now:
             return False
         day = ist_date(now)
@@ -237,10 +237,10 @@ class NotifyLayer:
 
     def close(self) -> None:
         self.route()
-        if self._node is not None:
+        if self._ctx is not None:
             for s in self._subs:
                 with contextlib.suppress(ValueError):
-                    self._node.bus.unsubscribe(s)
+                    self._ctx.bus.unsubscribe(s)
         if self._own_api and self.api is not None:
             self.api.detach()
 

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -51,6 +51,9 @@ from mandi.model.trading import (
 )
 from mandi.stores.chains import snapshot_rows
 from mandi.stores.clickhouse import ClickHouseWriter, parse_url
+
+if TYPE_CHECKING:
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +114,15 @@ class ClickHouseRecordLayer:
         self.cfg = cfg
         self.writer: ClickHouseWriter | None = None
         self._own = False
-        self._node: Any = None
+        self._ctx: NodeContext | None = None
         self._rows: dict[str, list[tuple[Any, ...]]] = {}
         self._orders: dict[str, OrderRecord] = {}
         self._versions: dict[str, int] = {}  # key -> last version written (strictly rising)
         self._daily: tuple[Any, ...] | None = None
 
-    def attach(self, node: Any) -> None:
-        self._node = node
-        sink = getattr(node, "clickhouse", None)  # mandi run: the market-data sink's writer
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
+        sink = ctx.layer("clickhouse")  # mandi run: the market-data sink's writer
         if sink is not None:
             self.writer = sink.writer
         else:
@@ -131,7 +134,7 @@ class ClickHouseRecordLayer:
                 max_pending_rows=st.max_pending_rows,
             ).start()
             self._own = True
-        bus = node.bus
+        bus = ctx.bus
         bus.subscribe("signal:>", self._on_signal, name="clickhouse.signals")
         bus.subscribe("order:>", self._on_order, name="clickhouse.orders")
         bus.subscribe("position:>", self._on_position, name="clickhouse.positions")
@@ -184,12 +187,12 @@ class ClickHouseRecordLayer:
                 self._add("options_data", row)
 
     def _today(self) -> tuple[Any, ...] | None:
-        for layer in getattr(self._node, "layers", ()):
-            kernel = getattr(layer, "kernel", None)
-            if getattr(layer, "name", "") == "trading" and kernel is not None:
-                now = kernel.clock.now_ns()
-                return daily_row(kernel.perf.row(ist_date(now)), now) if now > 0 else None
-        return None
+        trading = self._ctx.layer("trading") if self._ctx is not None else None
+        kernel = getattr(trading, "kernel", None)
+        if kernel is None:
+            return None
+        now = kernel.clock.now_ns()
+        return daily_row(kernel.perf.row(ist_date(now)), now) if now > 0 else None
 
     def after_batch(self) -> None:
         if self.writer is None:

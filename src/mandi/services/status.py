@@ -17,15 +17,15 @@ from mandi.core.money import format_inr
 from mandi.model.instruments import Index
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger("mandi.status")
 
 
-def status_snapshot(node: MarketNode) -> dict[str, Any]:
-    """Everything the status shows, as plain data (also served by the API later)."""
-    s, w = node.stats, node.writer.stats
-    indices = {i.symbol: s.last_price.get(i.token) for i in node.master if isinstance(i, Index)}
+def status_snapshot(ctx: NodeContext) -> dict[str, Any]:
+    """Everything the status shows, as plain data (also served by the API)."""
+    s, w = ctx.stats, ctx.writer.stats
+    indices = {i.symbol: s.last_price.get(i.token) for i in ctx.master if isinstance(i, Index)}
     return {
         "exchange_time": ist_datetime(s.exchange_time_ns).strftime("%Y-%m-%d %H:%M:%S")
         if s.exchange_time_ns
@@ -34,30 +34,32 @@ def status_snapshot(node: MarketNode) -> dict[str, Any]:
         "ticks_per_s": s.ticks_per_s,
         "candles_confirmed": dict(sorted(s.candles_confirmed.items())),
         "rows_written": dict(w.rows),
-        "tick_queue": node.queue.qsize(),
-        "writer_pending_rows": node.writer.pending_rows,
+        "tick_queue": ctx.queue_depth(),
+        "writer_pending_rows": ctx.writer.pending_rows,
         "dropped_queue_ticks": s.queue_dropped_ticks,
         "dropped_writer_rows": sum(w.dropped.values()),
-        "rejected_ticks": dict(node.pipeline.seconds.rejected),
-        "handler_errors": node.bus.handler_errors,
+        "rejected_ticks": dict(ctx.rejected_ticks()),
+        "handler_errors": ctx.bus.handler_errors,
         "writer_errors": w.errors,
+        "writer_failing": w.failing,
+        "writer_last_error": w.last_error if w.failing else "",
+        "quarantined_rows": sum(w.quarantined.values()),
         "last_flush_ms": w.last_flush_ms,
         "indices": {k: v for k, v in indices.items() if v is not None},
-        "trading": _trading_status(node),
-        "feed_health": _feed_health(node),
+        "trading": _trading_status(ctx),
+        "feed_health": _feed_health(ctx),
     }
 
 
-def _feed_health(node: MarketNode) -> dict[str, Any] | None:
+def _feed_health(ctx: NodeContext) -> dict[str, Any] | None:
     """A broker feed's health (connections, reconnects, data age, session); None otherwise."""
-    status = getattr(node.feed, "status", None)
+    status = getattr(ctx.feed, "status", None)
     return status() if callable(status) else None
 
 
-def _trading_status(node: MarketNode) -> dict[str, Any] | None:
+def _trading_status(ctx: NodeContext) -> dict[str, Any] | None:
     """The trading layer's signals, positions, P&L and risk denials (None without one)."""
-    layer = next((x for x in node.layers if getattr(x, "name", "") == "trading"), None)
-    status = getattr(layer, "status", None)
+    status = getattr(ctx.layer("trading"), "status", None)
     return status() if callable(status) else None
 
 
@@ -88,6 +90,10 @@ def render(snap: dict[str, Any]) -> Table:
     )
     rej = snap["rejected_ticks"]
     t.add_row("rejected ticks", ", ".join(f"{k} {v}" for k, v in rej.items()) or "0")
+    if snap.get("writer_failing"):
+        t.add_row("storage", f"[red bold]FAILING[/] ({snap['writer_last_error']})")
+    if snap.get("quarantined_rows"):
+        t.add_row("quarantined rows", f"[red]{snap['quarantined_rows']}[/] (table rejects)")
     if snap["handler_errors"] or snap["writer_errors"]:
         t.add_row(
             "errors", f"[red]handlers {snap['handler_errors']}, writer {snap['writer_errors']}[/]"
@@ -163,7 +169,10 @@ def one_line(snap: dict[str, Any]) -> str:
         f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
         f"writer={snap['writer_pending_rows']} drops="
         f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
-        f"rejected={sum(snap['rejected_ticks'].values())} {idx}{_trading_line(snap)}"
+        f"rejected={sum(snap['rejected_ticks'].values())}"
+        f"{' STORAGE FAILING' if snap.get('writer_failing') else ''}"
+        f"{' quarantined=' + str(snap['quarantined_rows']) if snap.get('quarantined_rows') else ''}"
+        f" {idx}{_trading_line(snap)}"
         + (f" | feed: {_feed_text(snap['feed_health'])}" if snap.get("feed_health") else "")
     )
 
@@ -181,15 +190,15 @@ def _trading_line(snap: dict[str, Any]) -> str:
 
 
 class StatusReporter:
-    def __init__(self, node: MarketNode) -> None:
-        self.node = node
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
         self._live: Live | None = None
         if sys.stdout.isatty():
             self._live = Live(console=Console(), refresh_per_second=1, transient=False)
             self._live.start()
 
     def update(self) -> None:
-        snap = status_snapshot(self.node)
+        snap = status_snapshot(self.ctx)
         if self._live is not None:
             self._live.update(render(snap))
         else:

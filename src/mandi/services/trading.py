@@ -17,6 +17,10 @@
   writer would race the node's in-memory state.
 * **Kill switch.** ``mandi halt`` / ``mandi resume`` write the latch row directly (compare-and-set
   on its version); the layer picks the change up at its next poll.
+* **Storage.** While the node's SQLite writer cannot write (``system:storage_failed``: disk full,
+  read-only, locked too long) new entries are blocked (the risk engine's entry block ``storage``,
+  rule ``storage_failed``; exits stay possible) — fail closed; ``system:storage_recovered`` lifts
+  the block.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,7 +52,8 @@ from mandi.system.kernel import TradingKernel
 
 if TYPE_CHECKING:
     from mandi.config import AppConfig
-    from mandi.services.node import MarketNode
+    from mandi.model.events import SystemEvent
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +77,12 @@ def prepare_config(cfg: AppConfig) -> AppConfig:
 
 
 class FeedClock:
-    """Exchange time of a replayable feed (see the module docstring)."""
+    """Exchange time of a replayable feed (see the module docstring): the later of the node's
+    watermark and the last tick seen, starting at ``start_ns``."""
 
-    def __init__(self, node: MarketNode) -> None:
-        self._node = node
-        self._last = 0
+    def __init__(self, ctx: NodeContext, start_ns: int = 0) -> None:
+        self._watermark_ns = ctx.watermark_ns
+        self._last = start_ns
 
     def observe(self, topic: str, tick: Tick) -> None:
         if tick.ts_event > self._last:
@@ -89,12 +95,14 @@ class FeedClock:
             self._last = ts_ns
 
     def now_ns(self) -> int:
-        wm = self._node.pipeline.seconds.watermark_ns
+        wm = self._watermark_ns()
         return wm if wm > self._last else self._last
 
 
 class TradingLayer:
-    """Plugs the :class:`~mandi.system.kernel.TradingKernel` into a ``MarketNode``."""
+    """Plugs the :class:`~mandi.system.kernel.TradingKernel` into a node (through its
+    :class:`~mandi.services.context.NodeContext`). While the node cannot store
+    (``system:storage_failed`` until ``system:storage_recovered``) new entries are blocked."""
 
     name = "trading"
 
@@ -121,24 +129,24 @@ class TradingLayer:
         self.live: LiveInputs | None = None
         self.store: SqliteTradingStore | None = None
         self.clock: Clock | None = None
-        self._node: MarketNode | None = None
+        self._ctx: NodeContext | None = None
         self.requests_done = 0
 
     # --- start-up ---------------------------------------------------------------------------------
-    def attach(self, node: MarketNode) -> None:
-        self._node = node
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
         cfg = self.cfg
-        wall = node.feed is not None and node.feed.wall_clock
+        feed = ctx.feed
+        wall = feed is not None and feed.wall_clock
+        columnar = ctx.columnar
         if wall:
-            self.clock = node.clock
+            self.clock = ctx.clock
         else:
-            fc = FeedClock(node)
             # before the first tick: where the feed starts (or resumes), never 1970
-            fc._last = node.stats.resumed_from_ns or (
-                node.feed.exchange_time_ns if node.feed is not None else 0
-            )
-            if not node.columnar:  # the columnar kernel tells it each run's times itself
-                node.bus.subscribe("tick:>", fc.observe, name="trading.clock")
+            start = ctx.stats.resumed_from_ns or (feed.exchange_time_ns if feed is not None else 0)
+            fc = FeedClock(ctx, start)
+            if not columnar:  # the columnar kernel tells it each run's times itself
+                ctx.bus.subscribe("tick:>", fc.observe, name="trading.clock")
             self.clock = fc
         self.store = store = SqliteTradingStore(cfg.store.db)
         extra = ""
@@ -160,16 +168,16 @@ class TradingLayer:
             paper_book=SqlitePaperBook(cfg.store.db, store.con),
             cash=to_paise(cfg.risk.capital_inr),
             app=cfg,
-            master=node.master,
-            feed=node.feed,
+            master=ctx.master,
+            feed=ctx.feed,
         )
         if broker is not None and broker.is_live:
             broker.connect()  # live brokers start their worker before reconciliation
-        self.live = LiveInputs(node, broker)
+        self.live = LiveInputs(ctx, broker)
         self.kernel = kernel = TradingKernel(
-            bus=node.bus,
+            bus=ctx.bus,
             clock=self.clock,
-            master=node.master,
+            master=ctx.master,
             mode=self.mode,
             store=store,
             broker=broker,
@@ -180,14 +188,14 @@ class TradingLayer:
         for strategy, spec in self._built:
             missing = kernel.add_strategy(strategy, spec.symbols)
             for sym in missing:
-                node.event(
+                ctx.event(
                     "strategy_error",
                     f"strategy {strategy.id}: unknown symbol {sym!r} (skipped)",
                     "ERROR",
                     strategy=strategy.id,
                     symbol=sym,
                 )
-        resumed = node.stats.resumed_from_ns
+        resumed = ctx.stats.resumed_from_ns
         if resumed is not None:
             self._restore_prices(resumed)
         # the stored candles before the start: the history layer's backfill of the preceding
@@ -198,23 +206,25 @@ class TradingLayer:
         elif wall:
             start = self.clock.now_ns()
         else:
-            start = node.feed.exchange_time_ns if node.feed is not None else 0
+            start = ctx.feed.exchange_time_ns if ctx.feed is not None else 0
         warm = self._warm_candles(start) if start else []
         _warm_numerics()
-        if node.columnar:
-            chains: Any = next((x for x in node.layers if getattr(x, "name", "") == "chains"), None)
+        if columnar:
+            chains: Any = ctx.layer("chains")
             if chains is not None and getattr(chains, "columns", None) is not None:
                 # the chain layer makes a chain's objects only when asked: the kernel asks
                 kernel.market.chain_source = chains.latest_snapshot
                 kernel.ctx.analytics_source = chains.latest_analytics
-        kernel.start(warm, tick_objects=not node.columnar)
-        if node.columnar:
+        kernel.start(warm, tick_objects=not columnar)
+        if columnar:
             observe = self.clock.observe_ns if isinstance(self.clock, FeedClock) else None
-            node.bus.subscribe(
+            ctx.bus.subscribe(
                 "batch:tick",
                 lambda topic, batch: kernel.handle_ticks(batch, observe),
                 name="trading.ticks",
             )
+        ctx.bus.subscribe("system:storage_failed", self._on_storage, name="trading.storage")
+        ctx.bus.subscribe("system:storage_recovered", self._on_storage, name="trading.storage")
         store.heartbeat(self.mode)
         r = kernel.restored
         log.info(
@@ -227,15 +237,26 @@ class TradingLayer:
             f"HALTED ({kernel.risk.latch.reason})" if r["halted"] else "clear",
         )
 
+    def _on_storage(self, topic: str, e: SystemEvent) -> None:
+        """No new entries while the node cannot store what happens (exits stay possible)."""
+        if self.kernel is None:
+            return
+        why = f"storage failed: {e.message}" if e.kind == "storage_failed" else ""
+        if self.kernel.risk.block_entries("storage", "storage_failed", why):
+            if why:
+                log.error("new entries blocked: %s", why)
+            else:
+                log.warning("storage writes again: new entries allowed")
+
     def _restore_prices(self, resume_ns: int) -> None:
         """The last price of every instrument before the resume point (from stored ticks)."""
-        assert self.store is not None and self.kernel is not None and self._node is not None
+        assert self.store is not None and self.kernel is not None and self._ctx is not None
         con = self.store.con
         from mandi.core.calendar import session_anchor_ns
         from mandi.stores.history import last_ticks_between
 
         day_start = session_anchor_ns(resume_ns) - 3600 * NS_PER_SECOND
-        master = self._node.master
+        master = self._ctx.master
         n = 0
         for token, ts, price, volume, oi, bid, ask in last_ticks_between(con, day_start, resume_ns):
             inst = master.get(int(token))
@@ -361,17 +382,21 @@ class TradingLayer:
         return st
 
     def close(self) -> None:
-        if self.kernel is not None:
-            self.kernel.handle_time()
-            log.info("trading: %s", self.kernel.summary())
-            self.kernel.stop()
-            close = getattr(self.kernel.broker, "close", None)
-            if callable(close):
-                close()
-        if self.store is not None:
-            self.store.clear_heartbeat()
-            self.store.close()
-            self.store = None
+        try:
+            if self.kernel is not None:
+                self.kernel.handle_time()
+                log.info("trading: %s", self.kernel.summary())
+                self.kernel.stop()
+                close = getattr(self.kernel.broker, "close", None)
+                if callable(close):
+                    close()
+        finally:  # a kernel that cannot persist (a full disk) still lets go of the database
+            if self.store is not None:
+                store, self.store = self.store, None
+                try:
+                    store.clear_heartbeat()
+                finally:
+                    store.close()
 
 
 class LiveInputs:
@@ -380,15 +405,17 @@ class LiveInputs:
     raise system events when they change; a reconnect of the feed reconciles every open order
     with the broker; the session's expiry is warned about before it comes."""
 
-    def __init__(self, node: MarketNode, broker: Any) -> None:
-        self.node = node
+    def __init__(self, ctx: NodeContext, broker: Any) -> None:
+        self.ctx = ctx
         self.broker = broker
-        self.feed = node.feed
+        self.feed = ctx.feed
         self.health = getattr(self.feed, "health", None)
         self.reconcile_due = False
         self.positions_checked = False  # once at start-up, then after every reconnect
         self.warned_expiry = False
         self.reconciles = 0
+        # the session's expiry is wall-clock time (the node's clock may be shifted for a fake)
+        self.wall_ns: Callable[[], int] = time.time_ns
         if self.feed is not None and hasattr(self.feed, "on_reconnect"):
             self.feed.on_reconnect = self._on_reconnect
 
@@ -402,22 +429,22 @@ class LiveInputs:
         return s is not None and s.open_ns <= now < s.close_ns
 
     def check(self, kernel: TradingKernel) -> None:
-        now = self.node.clock.now_ns()
+        now = self.ctx.clock.now_ns()
         risk = kernel.risk
         if self.health is not None:
             rule, why = self.health.problem(now, self._market_open(now))
             if risk.block_entries("feed", rule, why):
                 if why:
-                    self.node.event(
+                    self.ctx.event(
                         "feed_unhealthy", f"new entries blocked: {why}", "WARNING", rule=rule
                     )
                 else:
-                    self.node.event(
+                    self.ctx.event(
                         "feed_healthy", "market data is flowing again; entries allowed", "INFO"
                     )
         dead = getattr(self.broker, "session_dead", "")
         if dead and risk.block_entries("session", "broker_session", dead):
-            self.node.event("broker_session_ended", dead, "ERROR")
+            self.ctx.event("broker_session_ended", dead, "ERROR")
         if not self.positions_checked and not dead:
             self.positions_checked = True
             self._check_positions(kernel)
@@ -429,12 +456,12 @@ class LiveInputs:
             self._check_positions(kernel)
         expires = getattr(getattr(self.feed, "session", None), "expires_ns", 0)
         name = getattr(self.feed, "name", "")
-        adapter = getattr(self.node.cfg.broker, name, None)
+        adapter = getattr(self.ctx.cfg.broker, name, None)
         warn_min = getattr(adapter, "expiry_warning_min", 30.0)
-        real_now = time.time_ns()
+        real_now = self.wall_ns()
         if expires and not self.warned_expiry and expires - real_now <= warn_min * 60e9:
             self.warned_expiry = True
-            self.node.event(
+            self.ctx.event(
                 "broker_session_expiring",
                 f"the {name} session expires in {(expires - real_now) / 60e9:.0f} min; "
                 f"log in again: mandi broker login {name}",
@@ -459,7 +486,7 @@ class LiveInputs:
             if ours.get(t, 0) != theirs.get(t, 0)
         }
         if diff:
-            self.node.event(
+            self.ctx.event(
                 "position_mismatch",
                 f"positions differ from the broker's for {len(diff)} instrument(s)",
                 "WARNING",

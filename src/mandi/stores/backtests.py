@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from mandi.stores.sqlite import connect
+from mandi.stores.sqlite import connect, rollback
 
 
 def save_run(
@@ -32,7 +32,7 @@ def save_run(
                 )
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
     finally:
         con.close()

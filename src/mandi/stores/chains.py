@@ -13,7 +13,7 @@ from typing import Any
 from mandi.core.calendar import session_anchor_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
-from mandi.stores.sqlite import cleanup, table_stats
+from mandi.stores.sqlite import cleanup, rollback, table_stats
 
 SNAPSHOT_SQL = (
     "INSERT INTO option_chain_snapshots (timestamp, exchange, underlying, expiry, strike, "
@@ -251,7 +251,7 @@ def store_snapshots(
             con.execute(METADATA_SQL, metadata_row(snap, atm_paise(a), now_ns))
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return n
 

@@ -16,37 +16,32 @@ candles — so a replayed or restarted write of the same key never shows twice a
 (every read here uses it); the latest write wins, as SQLite's upserts. Values are mandi's: int
 paise, int ns UTC (a materialized ``timestamp`` column shows them as ``DateTime64(9)``).
 
-:class:`ClickHouseWriter` is the SQLite ``BatchWriter``'s twin: rows are queued from the event loop
-(never blocking), a background thread connects, creates the schema and inserts every 250 ms or
-``flush_items`` items, one column-oriented insert per table (Arrow IPC for chdb, the native
-columnar insert of clickhouse-connect). :class:`MarketSink` is the node layer that feeds it
-(:func:`open_market_sink`). chdb and clickhouse-connect are imported only when used.
+:class:`ClickHouseWriter` runs the writer loop SQLite's ``BatchWriter`` runs
+(:mod:`mandi.stores.writer`): rows are queued from the event loop (never blocking), a background
+thread connects, creates the schema and inserts every 250 ms or ``flush_items`` items, one
+column-oriented insert per table (Arrow IPC for chdb, the native columnar insert of
+clickhouse-connect). The node layer that feeds it is :mod:`mandi.services.clickhouse`. chdb and
+clickhouse-connect are imported only when used.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import os
-import queue
 import re
 import threading
 import time
 import urllib.parse
-from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from mandi.core.clock import NS_PER_SECOND
-from mandi.core.errors import ConfigError, StoreError
-from mandi.model.market import Candle, IndicatorValue, Tick
-from mandi.stores.sqlite import candle_row, row_candle, tick_row
-
-if TYPE_CHECKING:
-    from mandi.config import AppConfig
-    from mandi.services.node import MarketNode
+from mandi.core.errors import ConfigError, RowError, StoreError
+from mandi.model.market import Candle, IndicatorValue
+from mandi.stores.sqlite import candle_row, row_candle
+from mandi.stores.writer import BatchLoop, Reject
 
 log = logging.getLogger(__name__)
 
@@ -594,19 +589,25 @@ class ClickHouseStore:
         if spec is None:
             raise StoreError(f"unknown ClickHouse table {table!r}")
         width = len(spec.columns) + (1 if spec.row_version else 0)
-        columns: list[Sequence[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        try:
+            columns: list[Sequence[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        except ValueError:
+            raise RowError(f"{table}: rows of different widths") from None
         if len(columns) != width:
-            raise StoreError(f"{table}: rows of {len(columns)} columns, the table has {width}")
+            raise RowError(f"{table}: rows of {len(columns)} columns, the table has {width}")
         if spec.replacing and not spec.row_version:
             columns.append([time.time_ns() if version is None else version] * len(rows))
-        self._call(
-            f"INSERT INTO {table}",
-            self.transport.insert,
-            table,
-            spec.insert_columns,
-            spec.insert_types,
-            columns,
-        )
+        try:
+            self.transport.insert(table, spec.insert_columns, spec.insert_types, columns)
+        except (OverflowError, TypeError, ValueError) as e:  # pyarrow's Arrow{Invalid,TypeError}
+            raise RowError(f"{table}: a value ClickHouse cannot hold ({e})") from None
+        except StoreError:
+            raise
+        except Exception as e:
+            clean = getattr(self.transport, "_clean", str)
+            raise StoreError(
+                f"ClickHouse INSERT INTO {table} failed ({self.url}): {clean(e)}"
+            ) from None
         return len(rows)
 
     def insert_candles(self, candles: Iterable[Candle], table: str = "market_data") -> int:
@@ -737,23 +738,56 @@ class ClickHouseStore:
 # --- the batched writer ---------------------------------------------------------------------------
 
 
-@dataclass
-class ClickHouseWriterStats:
-    rows: Counter[str] = field(default_factory=Counter)
-    flushes: int = 0
-    items: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    errors: int = 0
-    last_flush_ms: float = 0.0
-    last_error: str = ""
-    connected: bool = False
+class ClickHouseBackend:
+    """The ClickHouse half of a :class:`ClickHouseWriter`: connect (and create the schema) on the
+    writer thread, one column-oriented insert per table; refused rows go to ``on_reject``."""
+
+    kind = "clickhouse"
+    atomic = False  # each table's insert lands on its own; a retry repeats only the failed one
+
+    def __init__(
+        self, target: ClickHouseTarget, on_reject: Callable[[list[Reject]], None] | None
+    ) -> None:
+        self.target = target
+        self.label = f"ClickHouse ({target.safe()})"
+        self.on_reject = on_reject
+        self.store: ClickHouseStore | None = None
+
+    def check(self, key: str) -> None:
+        if key not in TABLES:
+            raise StoreError(f"unknown ClickHouse table {key!r}")
+
+    def open(self) -> None:
+        self.store = ClickHouseStore.open(self.target)
+
+    def begin(self) -> None:
+        pass
+
+    def write(self, key: str, rows: list[tuple[Any, ...]], isolated: bool = False) -> None:
+        assert self.store is not None
+        self.store.insert_rows(key, rows)  # one insert: all or nothing either way
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def is_bad_row(self, e: BaseException) -> bool:
+        return isinstance(e, RowError)
+
+    def quarantine(self, rejects: list[Reject]) -> None:
+        if self.on_reject is not None:
+            self.on_reject(rejects)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
 
-_STOP = object()
-
-
-class ClickHouseWriter:
-    """Inserts rows into ClickHouse on a background thread, in column-oriented batches.
+class ClickHouseWriter(BatchLoop):
+    """Inserts rows into ClickHouse on a background thread, in column-oriented batches
+    (:class:`~mandi.stores.writer.BatchLoop`, the loop SQLite's ``BatchWriter`` uses too).
 
     ``put`` only queues (the caller's event loop never waits for ClickHouse). The thread opens
     the store (connect + schema; retried with backoff while the server is unreachable), then
@@ -761,7 +795,9 @@ class ClickHouseWriter:
     everything queued goes out as one insert per table. At most ``max_pending_rows`` rows wait;
     more are dropped and counted. A failed insert is counted, logged (the URL without its
     password) and retried with backoff, keeping its rows; replacing tables make the retry of a
-    partly applied insert harmless. ``stop`` flushes what is queued.
+    partly applied insert harmless. Rows ClickHouse refuses are isolated and handed to
+    ``on_reject`` (the node stores them in SQLite's ``rejects``). ``stop`` flushes what is
+    queued, giving up on an unreachable server after ``stop_retry_s``.
     """
 
     def __init__(
@@ -771,245 +807,25 @@ class ClickHouseWriter:
         flush_items: int = 64,
         max_pending_rows: int = 2_000_000,
         stop_retry_s: float = 10.0,
+        on_reject: Callable[[list[Reject]], None] | None = None,
     ) -> None:
         self.target = parse_url(url) if isinstance(url, str) else url
-        self.flush_interval = flush_interval
-        self.flush_items = flush_items
-        self.max_pending_rows = max_pending_rows
-        self.stop_retry_s = stop_retry_s
-        self.stats = ClickHouseWriterStats()
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending_rows = 0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        self._stopping = threading.Event()
-        self.store: ClickHouseStore | None = None
+        self._clickhouse = ClickHouseBackend(self.target, on_reject)
+        super().__init__(
+            self._clickhouse,
+            flush_interval=flush_interval,
+            flush_items=flush_items,
+            max_pending_rows=max_pending_rows,
+            stop_retry_s=stop_retry_s,
+            thread_name="mandi-clickhouse-writer",
+            logger=log,
+        )
 
     @property
-    def pending_rows(self) -> int:
-        return self._pending_rows
+    def store(self) -> ClickHouseStore | None:
+        """The open store (None before the writer thread connected)."""
+        return self._clickhouse.store
 
     def start(self) -> ClickHouseWriter:
-        self._thread = threading.Thread(
-            target=self._run, name="mandi-clickhouse-writer", daemon=True
-        )
-        self._thread.start()
+        super().start()
         return self
-
-    def put(self, table: str, rows: list[tuple[Any, ...]]) -> bool:
-        """Queue ``rows`` (tuples in ``table``'s column order); False (and counted) if full."""
-        if not rows:
-            return True
-        if table not in TABLES:
-            raise StoreError(f"unknown ClickHouse table {table!r}")
-        with self._lock:
-            if self._pending_rows + len(rows) > self.max_pending_rows:
-                self.stats.dropped[table] += len(rows)
-                return False
-            self._pending_rows += len(rows)
-            self._idle.clear()
-        self._q.put((table, rows))
-        return True
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until everything queued so far is inserted."""
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Insert everything queued and stop the thread."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._q.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error(
-                "ClickHouse writer (%s) did not stop within %.0f s; %d rows not inserted",
-                self.target.safe(),
-                timeout,
-                self._pending_rows,
-            )
-        self._thread = None
-
-    def _error(self, what: str, e: BaseException, delay: float) -> None:
-        self.stats.errors += 1
-        self.stats.last_error = str(e)
-        log.error("ClickHouse %s (%s): %s; retrying in %.2f s", what, self.target.safe(), e, delay)
-
-    def _connect(self) -> ClickHouseStore | None:
-        delay, give_up = 0.1, 0.0
-        while True:
-            try:
-                return ClickHouseStore.open(self.target)
-            except StoreError as e:
-                self._error("connect", e, delay)
-            if self._stopping.is_set():
-                give_up = give_up or time.monotonic() + self.stop_retry_s
-                if time.monotonic() > give_up:
-                    return None
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    def _run(self) -> None:
-        store = self._connect()
-        self.store = store
-        self.stats.connected = store is not None
-        buf: list[tuple[str, list[tuple[Any, ...]]]] = []
-        first = 0.0
-        stopping = False
-        while not stopping:
-            timeout = None if not buf else max(0.0, first + self.flush_interval - time.monotonic())
-            try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                stopping = True
-            elif item is not None:
-                if not buf:
-                    first = time.monotonic()
-                buf.append(item)
-            due = buf and (
-                len(buf) >= self.flush_items or time.monotonic() - first >= self.flush_interval
-            )
-            if due or (stopping and buf):
-                while True:  # take everything already queued: bigger inserts under load
-                    try:
-                        more = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        stopping = True
-                    else:
-                        buf.append(more)
-                self._flush(store, buf)
-                buf = []
-            if not buf and self._q.empty():
-                self._idle.set()
-        if store is not None:
-            store.close()
-
-    def _flush(
-        self, store: ClickHouseStore | None, buf: list[tuple[str, list[tuple[Any, ...]]]]
-    ) -> None:
-        by_table: dict[str, list[tuple[Any, ...]]] = {}
-        for table, rows in buf:
-            by_table.setdefault(table, []).extend(rows)
-        n = sum(len(r) for r in by_table.values())
-        if store is None:  # never connected and stopping: count them as dropped
-            for table, rows in by_table.items():
-                self.stats.dropped[table] += len(rows)
-        else:
-            delay, give_up = 0.05, 0.0
-            t0 = time.perf_counter()
-            for table, rows in by_table.items():
-                while True:
-                    try:
-                        store.insert_rows(table, rows)
-                        self.stats.rows[table] += len(rows)
-                        break
-                    except StoreError as e:
-                        self._error(f"insert of {len(rows)} rows into {table}", e, delay)
-                    if self._stopping.is_set():
-                        give_up = give_up or time.monotonic() + self.stop_retry_s
-                        if time.monotonic() > give_up:
-                            self.stats.dropped[table] += len(rows)
-                            break
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
-            self.stats.flushes += 1
-            self.stats.items += len(buf)
-        with self._lock:
-            self._pending_rows -= n
-
-
-# --- the node layer -------------------------------------------------------------------------------
-
-
-class MarketSink:
-    """A :class:`~mandi.services.node.Layer` copying the node's confirmed candles (and confirmed
-    indicator values; ticks with ``store.clickhouse_ticks``) into ClickHouse, one queued item
-    per kernel batch."""
-
-    name = "clickhouse"
-
-    def __init__(self, cfg: AppConfig, target: ClickHouseTarget) -> None:
-        st = cfg.store
-        self.cfg = cfg
-        self.writer = ClickHouseWriter(
-            target,
-            flush_interval=st.flush_interval_ms / 1000,
-            flush_items=st.flush_items,
-            max_pending_rows=st.max_pending_rows,
-        )
-        self._candles: list[tuple[Any, ...]] = []
-        self._values: list[tuple[Any, ...]] = []
-        self._ticks: list[tuple[Any, ...]] = []
-
-    def attach(self, node: MarketNode) -> None:
-        self.writer.start()
-        bus = node.bus
-        bus.subscribe("candle:>", self._on_candle, name="clickhouse.candles")
-        ind = self.cfg.indicators
-        if ind.enabled and ind.store_values:
-            bus.subscribe("ind:>", self._on_value, name="clickhouse.indicators")
-        if self.cfg.store.clickhouse_ticks:
-            bus.subscribe("tick:>", self._on_tick, name="clickhouse.ticks")
-
-    def _on_candle(self, topic: str, c: Candle) -> None:
-        if c.closed:
-            self._candles.append(candle_row(c))
-
-    def _on_value(self, topic: str, v: IndicatorValue) -> None:
-        if v.confirmed:
-            self._values.append((v.token, v.exchange, v.timeframe, v.bucket, v.name, v.value))
-
-    def _on_tick(self, topic: str, t: Tick) -> None:
-        self._ticks.append(tick_row(t))
-
-    def after_batch(self) -> None:
-        if self._candles:
-            self.writer.put("market_data", self._candles)
-            self._candles = []
-        if self._values:
-            self.writer.put("indicator_values", self._values)
-            self._values = []
-        if self._ticks:
-            self.writer.put("ticks", self._ticks)
-            self._ticks = []
-
-    def tasks(self) -> list[Coroutine[Any, Any, Any]]:
-        return []
-
-    def close(self) -> None:
-        self.after_batch()
-        self.writer.stop()
-        s = self.writer.stats
-        log.info(
-            "ClickHouse (%s): inserted %s rows; dropped %s; %d errors",
-            self.writer.target.safe(),
-            dict(s.rows),
-            dict(s.dropped) or 0,
-            s.errors,
-        )
-
-
-def open_market_sink(cfg: AppConfig) -> MarketSink | None:
-    """The ClickHouse layer for ``store.clickhouse_url``, or None when it is empty. A bad URL
-    or a missing driver raises :class:`ConfigError` here, before anything starts; connecting
-    happens on the writer thread."""
-    url = cfg.store.clickhouse_url.strip()
-    if not url:
-        return None
-    target = parse_url(url)
-    module = "chdb" if target.kind == "chdb" else "clickhouse_connect"
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            SETTING, target.safe(), f"needs {module}: pip install 'mandi[clickhouse]'"
-        ) from None
-    return MarketSink(cfg, target)

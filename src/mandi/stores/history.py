@@ -11,6 +11,7 @@ from typing import Any
 
 from mandi.model.batches import T_ASK, T_BID, T_OI, T_PRICE, T_TOKEN, T_TS, T_VOLUME
 from mandi.stores import ticks
+from mandi.stores.sqlite import rollback
 
 
 def last_candle_bucket(con: sqlite3.Connection, timeframe: int) -> int | None:
@@ -119,7 +120,7 @@ def insert_missing_candles(con: sqlite3.Connection, candles: list[Any]) -> int:
         )
         con.execute("COMMIT")
     except sqlite3.Error:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return con.total_changes - before
 

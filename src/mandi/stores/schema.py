@@ -401,6 +401,24 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
+        "0007_rejects",
+        # rows a writer could not store (a value the store cannot hold, a wrong width): kept here
+        # with the reason instead of killing the writer (mandi.stores.writer). ``store`` is the
+        # writer that refused it (sqlite, clickhouse), ``target`` its statement or table, ``row``
+        # the values as a JSON array (integers exact, whatever their size).
+        """
+        CREATE TABLE IF NOT EXISTS rejects (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            timestamp INTEGER NOT NULL,
+            store TEXT NOT NULL,
+            target TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            row TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_rejects_ts ON rejects (timestamp);
+    """,
+    ),
+    (
         "0008_tick_blocks",
         # ticks as compressed columnar blocks in arrival order (mandi.stores.ticks): one row per
         # writer flush; start_ns/end_ns are the smallest and largest event time in the block
@@ -430,13 +448,14 @@ TIME_COLUMNS: dict[str, str] = {
     "trading_signals": "timestamp",
     "order_events": "timestamp",
     "order_requests": "created_at",
+    "rejects": "timestamp",
 }
 
 # Tables whose time column is the wall clock of the machine (when something happened here);
 # every other time column is exchange time (simulated time with the simulator, in backtests the
 # bars' time), which `mandi db stats` says per table.
 WALL_CLOCK_TABLES: frozenset[str] = frozenset(
-    {"system_events", "indicator_snapshots", "order_requests"}
+    {"system_events", "indicator_snapshots", "order_requests", "rejects"}
 )
 
 # Append-only tables whose rowid order is time order (no time index; see the module doc).

@@ -10,20 +10,17 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
 import re
 import sqlite3
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import StoreError
 from mandi.model.market import Candle, Tick
 from mandi.stores.schema import APPEND_ORDERED, MIGRATIONS, TIME_COLUMNS, WALL_CLOCK_TABLES
+from mandi.stores.writer import BatchLoop, Reject
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +47,14 @@ def connect(
         raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
 
 
+def rollback(con: sqlite3.Connection) -> None:
+    """Undo a failed transaction, if SQLite has not already: a COMMIT that failed on a full disk
+    rolled back by itself (a second ROLLBACK would hide the real error behind "no transaction is
+    active"), one refused as busy left it open (and the next BEGIN would fail)."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 def migrate(con: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     con.execute(
@@ -73,7 +78,7 @@ def migrate(con: sqlite3.Connection) -> list[str]:
             con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time_ns()))
             con.execute("COMMIT")
         except sqlite3.Error:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         applied.append(name)
     n = con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
@@ -94,6 +99,7 @@ EVENT_SQL = (
     "INSERT INTO system_events (timestamp, event_type, message, severity, source, data) "
     "VALUES (?,?,?,?,?,?)"
 )
+REJECT_SQL = "INSERT INTO rejects (timestamp, store, target, reason, row) VALUES (?,?,?,?,?)"
 
 
 def tick_row(t: Tick) -> tuple[Any, ...]:
@@ -122,20 +128,6 @@ def row_candle(r: Sequence[Any]) -> Candle:
 
 
 # --- the batched writer ---------------------------------------------------------------------------
-
-
-@dataclass
-class WriterStats:
-    rows: Counter[str] = field(default_factory=Counter)
-    flushes: int = 0
-    items: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    errors: int = 0
-    last_flush_ms: float = 0.0
-    last_error: str = ""
-
-
-_STOP = object()
 
 # A plain ``INSERT INTO t VALUES (?, ..., ?)`` is written ``_MULTI_ROWS`` rows per statement
 # (``VALUES (...),(...),...``): one SQLite step per 128 rows instead of one per row, about twice
@@ -171,15 +163,103 @@ def _insert_rows(con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]])
         con.executemany(sql, rows[full:])
 
 
-class BatchWriter:
-    """Writes rows on a background thread in batched transactions.
+# Errors caused by the rows written, not by the database: a value SQLite cannot hold (an integer
+# beyond 64 bits raises OverflowError), a type it cannot bind, a wrong number of values, a
+# constraint, a string or blob too big. Anything else (locked, full, read-only, I/O) is the store.
+_BAD_ROW_ERRORS = (
+    OverflowError,
+    TypeError,
+    ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+)
+
+
+class SqliteBackend:
+    """The SQLite half of a :class:`BatchWriter`: each flush is one transaction on the writer's
+    own connection; bad rows are isolated inside it with savepoints and quarantined into the
+    ``rejects`` table in the same transaction."""
+
+    kind = "sqlite"
+    atomic = True
+
+    def __init__(
+        self, path: str, statements: dict[str, str], synchronous: str, busy_timeout_ms: int
+    ) -> None:
+        self.label = f"SQLite {path}"
+        self.path = path
+        self.statements = statements
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self.con: sqlite3.Connection | None = None
+
+    def connect(self) -> None:
+        """Open the connection (on the caller's thread: a bad path stops start-up at once)."""
+        if self.con is None:
+            self.con = connect(self.path, self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
+
+    def check(self, key: str) -> None:
+        if key not in self.statements:
+            raise StoreError(f"unknown writer statement {key!r}")
+
+    def open(self) -> None:
+        self.connect()
+
+    def begin(self) -> None:
+        assert self.con is not None
+        self.con.execute("BEGIN")
+
+    def write(self, key: str, rows: list[tuple[Any, ...]], isolated: bool = False) -> None:
+        con = self.con
+        assert con is not None
+        if not isolated:
+            _insert_rows(con, self.statements[key], rows)
+            return
+        con.execute("SAVEPOINT mandi_rows")
+        try:
+            _insert_rows(con, self.statements[key], rows)
+        except BaseException:
+            con.execute("ROLLBACK TO mandi_rows")
+            con.execute("RELEASE mandi_rows")
+            raise
+        con.execute("RELEASE mandi_rows")
+
+    def commit(self) -> None:
+        assert self.con is not None
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.con is not None and self.con.in_transaction:
+            self.con.execute("ROLLBACK")
+
+    def is_bad_row(self, e: BaseException) -> bool:
+        if isinstance(e, _BAD_ROW_ERRORS):
+            return True
+        # "Incorrect number of bindings" is the row's; a closed connection is not
+        return isinstance(e, sqlite3.ProgrammingError) and "closed" not in str(e)
+
+    def quarantine(self, rejects: list[Reject]) -> None:
+        assert self.con is not None
+        now = time.time_ns()
+        self.con.executemany(REJECT_SQL, [r.as_row(self.kind, now) for r in rejects])
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+
+class BatchWriter(BatchLoop):
+    """Writes rows into SQLite on a background thread in batched transactions
+    (:class:`~mandi.stores.writer.BatchLoop`: flushing, bounds, quarantine, failure handling).
 
     A batch is flushed when ``flush_items`` items are pending or ``flush_interval`` seconds have
-    passed since the first pending one (seed: 250 ms or 64 items); a flush writes everything queued
-    at that moment in one transaction, so throughput grows with load. An *item* is ``(statement,
-    rows)`` and is committed atomically. The queue is bounded by ``max_pending_rows``; rows beyond
-    it are dropped and counted, never silently. A failing flush is retried with backoff, keeping
-    its rows.
+    passed since the first pending one (seed: 250 ms or 64 items); a flush writes everything
+    queued at that moment in one transaction, so throughput grows with load. An *item* is
+    ``(statement, rows)``; statements are named (``ticks``, ``candles``, ``events``, ``rejects``
+    and whatever a layer adds with :meth:`register`). The queue is bounded by
+    ``max_pending_rows``; rows beyond it are dropped and counted, never silently.
     """
 
     def __init__(
@@ -191,136 +271,35 @@ class BatchWriter:
         max_pending_rows: int = 2_000_000,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 30_000,
+        stop_retry_s: float = 10.0,
     ) -> None:
         self.path = path
         self.statements = {
             "ticks": TICK_SQL,
             "candles": CANDLE_SQL,
             "events": EVENT_SQL,
+            "rejects": REJECT_SQL,
             **(statements or {}),
         }
-        self.flush_interval = flush_interval
-        self.flush_items = flush_items
-        self.max_pending_rows = max_pending_rows
-        self.stats = WriterStats()
-        self._synchronous = synchronous
-        self._busy_timeout_ms = busy_timeout_ms
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending_rows = 0
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
+        self._sqlite = SqliteBackend(path, self.statements, synchronous, busy_timeout_ms)
+        super().__init__(
+            self._sqlite,
+            flush_interval=flush_interval,
+            flush_items=flush_items,
+            max_pending_rows=max_pending_rows,
+            stop_retry_s=stop_retry_s,
+            thread_name="mandi-sqlite-writer",
+            logger=log,
+        )
 
-    @property
-    def pending_rows(self) -> int:
-        return self._pending_rows
+    def register(self, name: str, sql: str) -> None:
+        """Name a statement for :meth:`put` (a layer's own tables)."""
+        self.statements[name] = sql
 
     def start(self) -> BatchWriter:
-        con = connect(self.path, self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
-        self._thread = threading.Thread(
-            target=self._run, args=(con,), name="mandi-sqlite-writer", daemon=True
-        )
-        self._thread.start()
+        self._sqlite.connect()  # a bad path or an unwritable file fails here, not on the thread
+        super().start()
         return self
-
-    def put(self, statement: str, rows: list[tuple[Any, ...]]) -> bool:
-        """Queue ``rows`` for ``statement``; False (and counted) if the queue is full."""
-        if not rows:
-            return True
-        if statement not in self.statements:
-            raise StoreError(f"unknown writer statement {statement!r}")
-        with self._lock:
-            if self._pending_rows + len(rows) > self.max_pending_rows:
-                self.stats.dropped[statement] += len(rows)
-                return False
-            self._pending_rows += len(rows)
-            self._idle.clear()
-        self._q.put((statement, rows))
-        return True
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until everything queued so far is committed."""
-        return self._idle.wait(timeout)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Flush everything queued and stop the thread."""
-        if self._thread is None:
-            return
-        self._q.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error(
-                "SQLite writer did not stop within %.0f s; %d rows pending",
-                timeout,
-                self._pending_rows,
-            )
-        self._thread = None
-
-    def _run(self, con: sqlite3.Connection) -> None:
-        buf: list[tuple[str, list[tuple[Any, ...]]]] = []
-        first = 0.0
-        stopping = False
-        while not stopping:
-            timeout = None if not buf else max(0.0, first + self.flush_interval - time.monotonic())
-            try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                stopping = True
-            elif item is not None:
-                if not buf:
-                    first = time.monotonic()
-                buf.append(item)
-            due = buf and (
-                len(buf) >= self.flush_items or time.monotonic() - first >= self.flush_interval
-            )
-            if due or (stopping and buf):
-                while True:  # take everything already queued: bigger transactions under load
-                    try:
-                        more = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        stopping = True
-                    else:
-                        buf.append(more)
-                self._flush(con, buf)
-                buf = []
-            if not buf and self._q.empty():
-                self._idle.set()
-        con.close()
-
-    def _flush(self, con: sqlite3.Connection, buf: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
-        by_stmt: dict[str, list[tuple[Any, ...]]] = {}
-        for stmt, rows in buf:
-            by_stmt.setdefault(stmt, []).extend(rows)
-        n = sum(len(r) for r in by_stmt.values())
-        delay = 0.05
-        while True:
-            t0 = time.perf_counter()
-            try:
-                con.execute("BEGIN")
-                for stmt, rows in by_stmt.items():
-                    _insert_rows(con, self.statements[stmt], rows)
-                con.execute("COMMIT")
-                break
-            except sqlite3.Error as e:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                self.stats.errors += 1
-                self.stats.last_error = str(e)
-                log.error("SQLite flush of %d rows failed (%s); retrying in %.2f s", n, e, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
-        self.stats.flushes += 1
-        self.stats.items += len(buf)
-        for stmt, rows in by_stmt.items():
-            self.stats.rows[stmt] += len(rows)
-        with self._lock:
-            self._pending_rows -= n
 
 
 # --- reads, stats, retention ----------------------------------------------------------------------
@@ -455,7 +434,7 @@ def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[
         for k, v in meta.items():
             set_meta(con, k, v)
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     con.execute("COMMIT")
     return len(candles)

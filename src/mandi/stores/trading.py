@@ -33,7 +33,7 @@ from mandi.model.orders import (
     Side,
 )
 from mandi.model.trading import PositionRecord, RiskDenied, SignalGenerated
-from mandi.stores.sqlite import connect, get_meta, set_meta
+from mandi.stores.sqlite import connect, get_meta, rollback, set_meta
 
 _TERMINAL = ("FILLED", "CANCELLED", "REJECTED")
 _json = msgspec.json.Encoder()
@@ -60,10 +60,10 @@ class SqliteTradingStore:
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
+            con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
-        con.execute("COMMIT")
 
     # --- signals ----------------------------------------------------------------------------------
     def insert_signal(self, s: SignalGenerated) -> str | None:
@@ -465,7 +465,7 @@ def save_latch(con: sqlite3.Connection, latch: Latch) -> Latch:
             cur = latch
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return cur
 

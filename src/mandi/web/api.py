@@ -15,12 +15,12 @@ built without it) the trading routes answer 503 ``trading_unavailable``. What th
 is the small :class:`TradingPort` protocol, implemented over its ``TradingKernel`` by
 :class:`KernelTrading`.
 
-The node: a :class:`~mandi.services.node.MarketNode` (``mandi run``) or the distributed gateway's
-:class:`~mandi.services.distributed.node.GatewayNode`, which offers the same attributes fed from
-Redis plus ``trading_service`` (execution lives in that service; positions are read from its
+The node: the :class:`~mandi.services.context.NodeContext` of ``mandi run``'s node, or the
+distributed gateway's (:class:`~mandi.services.distributed.node.GatewayContext`: the same, fed from
+Redis, plus ``trading_service`` (execution lives in that service; positions are read from its
 SQLite rows), ``trading_relay`` (the :class:`TradingPort` the command routes use there: it relays
 each call to that service over Redis) and ``history`` (candles and indicator values from the Redis
-streams when the SQLite file holds none).
+streams when the SQLite file holds none)).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from mandi.stores import queries
 from mandi.web import serialize as ser
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -220,7 +220,7 @@ class KernelTrading:
 class MandiAPI:
     """The platform as plain methods (see the module docstring)."""
 
-    def __init__(self, node: MarketNode, hub: Any = None) -> None:
+    def __init__(self, node: NodeContext, hub: Any = None) -> None:
         self.node = node
         self.hub = hub
         self.started = time.monotonic()
@@ -1096,6 +1096,18 @@ class MandiAPI:
             "counter",
             "Rows dropped at the SQLite writer.",
             s["dropped_writer_rows"],
+        )
+        m.add(
+            "mandi_writer_failing",
+            "gauge",
+            "1 while the SQLite writer cannot write (storage failed).",
+            int(bool(s.get("writer_failing"))),
+        )
+        m.add(
+            "mandi_quarantined_rows_total",
+            "counter",
+            "Rows SQLite refused, kept in the rejects table.",
+            s.get("quarantined_rows", 0),
         )
         m.add(
             "mandi_rejected_ticks_total",

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 from mandi.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 TURN_S = 0.1  # the longest the web layer waits for a turn of the event loop
 
 
 class WebLayer:
-    """Plugs the REST + WebSocket gateway and the dashboard into a :class:`MarketNode` (or the
-    distributed ``mandi service gateway``'s ``GatewayNode``, which offers the same attributes)."""
+    """Plugs the REST + WebSocket gateway and the dashboard into a node through its
+    :class:`~mandi.services.context.NodeContext` (``mandi run``'s, or the distributed
+    ``mandi service gateway``'s, whose context adds the trading relay and the Redis history)."""
 
     name = "web"
 
@@ -49,7 +50,7 @@ class WebLayer:
         self.login_url = ""
         self.announce = _to_terminal  # where the one-time login link goes (never the log)
 
-    def attach(self, node: MarketNode) -> None:
+    def attach(self, ctx: NodeContext) -> None:
         from mandi.web.api import MandiAPI
         from mandi.web.app import chart_library, create_app
         from mandi.web.hub import Hub
@@ -59,7 +60,7 @@ class WebLayer:
         tokens = TokenStore(w.tokens_file)
         check_bind(self.host, tokens)
         self.security = Security.from_config(tokens, w)
-        self.api = MandiAPI(node)
+        self.api = MandiAPI(ctx)
         self.hub = Hub(self.api, w)
         self.api.hub = self.hub
         self.api.attach()

@@ -184,6 +184,11 @@ class StatusOut(Out):
     rejected_ticks: dict[str, int]
     handler_errors: int
     writer_errors: int
+    writer_failing: bool = Field(
+        description="True while the SQLite writer cannot write (storage failed; entries halt)."
+    )
+    writer_last_error: str = Field(description="Why it cannot write (empty when it can).")
+    quarantined_rows: int = Field(description="Rows SQLite refused, kept in the rejects table.")
     last_flush_ms: Num
     indices: dict[str, Num | None]
     feed: str | None

@@ -127,7 +127,7 @@ def test_the_daily_summary_goes_out_once_when_the_session_ends():
     layer.api = SimpleNamespace(pnl=lambda: pnl, daily_performance=lambda n: [perf])
     stats = SimpleNamespace(exchange_time_ns=ist_ns(dt.date(2026, 4, 13), dt.time(15, 0)))
     node = SimpleNamespace(stats=stats, feed=SimpleNamespace(wall_clock=False), clock=None)
-    layer._node = node  # type: ignore[assignment]
+    layer._ctx = node  # type: ignore[assignment]
     at = dt.time(15, 30)
     assert not layer.summary_due(at)  # 15:00: not yet
     # the simulator's last tick is at 15:29:59.75: the session is over, the summary goes out

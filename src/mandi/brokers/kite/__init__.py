@@ -35,7 +35,12 @@ def make_live_broker(cfg: TradingConfig, clock: Clock, **context: Any) -> Any:
     k = app.broker.kite
     s = kite_session.current(k, now_ns=clock.now_ns() - int(app.run.clock_offset_s * 1e9))
     broker = KiteBroker(kite_session.rest_client(k, s), context["master"], clock, k.poll_interval_s)
+    broker.order_connections = k.order_connections
     feed = context.get("feed")
     if feed is not None and hasattr(feed, "on_order"):
         feed.on_order = broker.handle_postback
+    if feed is not None and hasattr(feed, "on_session_dead"):
+        # the ticker refused for the token: the broker stops sending at once (not at the
+        # first order Kite refuses)
+        feed.on_session_dead = broker.mark_dead
     return broker

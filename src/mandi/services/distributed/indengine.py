@@ -333,9 +333,10 @@ class IndEngineService:
         # store.clickhouse_url: the values in ClickHouse too (acknowledged once inserted)
         self.clickhouse: Any = None
         if cfg.store.clickhouse_url.strip() and cfg.indicators.store_values:
-            from mandi.stores.clickhouse import ClickHouseWriter, open_market_sink
+            from mandi.services.clickhouse import open_clickhouse_sink
+            from mandi.stores.clickhouse import ClickHouseWriter
 
-            open_market_sink(cfg)  # a bad URL or a missing driver: one line, before starting
+            open_clickhouse_sink(cfg)  # a bad URL or a missing driver: one line, before starting
             self.clickhouse = ClickHouseWriter(
                 cfg.store.clickhouse_url,
                 flush_interval=cfg.store.flush_interval_ms / 1000,

@@ -54,7 +54,7 @@ from mandi.services.distributed.health import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mandi.services.node import MarketNode
+    from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class ShardFeed:
 
 
 class RedisPublishLayer:
-    """A :class:`~mandi.services.node.Layer` forwarding the node's bus to Redis."""
+    """A node :class:`~mandi.services.context.Layer` forwarding the node's bus to Redis."""
 
     name = "redis"
 
@@ -135,7 +135,7 @@ class RedisPublishLayer:
             rc.retention_1s_s,
             rc.partitions,
         )
-        self.node: MarketNode | None = None
+        self.ctx: NodeContext | None = None
         self._live = False
         self._watermark = 0  # last 1 s bucket handed to the publisher
         self._sent_watermark = 0
@@ -143,17 +143,17 @@ class RedisPublishLayer:
         self._encode = codec.encode
 
     # --- Layer ---------------------------------------------------------------------------------
-    def attach(self, node: MarketNode) -> None:
-        self.node = node
-        self._live = bool(node.feed is not None and node.feed.live)
-        bus, rc = node.bus, self.cfg.redis
+    def attach(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self._live = bool(ctx.feed is not None and ctx.feed.live)
+        bus, rc = ctx.bus, self.cfg.redis
         bus.subscribe("candle:>", self._on_candle, name="redis.candles")
-        underlyings = [i for i in node.master if not isinstance(i, Option)]
+        underlyings = [i for i in ctx.master if not isinstance(i, Option)]
         if rc.forming == "all":
             bus.subscribe("pub:candle:>", self._on_forming, name="redis.forming")
         elif rc.forming == "underlyings":
             for inst in underlyings:  # the pipeline builds forming candles only for these
-                for tf in node.cfg.pipeline.timeframes:
+                for tf in ctx.cfg.pipeline.timeframes:
                     bus.subscribe(
                         f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
                         self._on_forming,
@@ -167,11 +167,11 @@ class RedisPublishLayer:
                     f"tick:{inst.exchange}:{inst.token}", self._on_tick, name="redis.ticks"
                 )
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(instrument_csv_rows(node.master))
+        csv.writer(buf, lineterminator="\n").writerows(instrument_csv_rows(ctx.master))
         self.publisher.extra(pack("SET", MASTER_KEY, buf.getvalue()), MASTER_KEY)
-        self._backfill(node)
+        self._backfill(ctx)
 
-    def _backfill(self, node: MarketNode) -> None:
+    def _backfill(self, ctx: NodeContext) -> None:
         """Re-publish the candles SQLite holds after the Redis watermark (a crash may have left
         Redis behind SQLite); the explicit stream IDs refuse what Redis already has."""
         import redis
@@ -189,9 +189,9 @@ class RedisPublishLayer:
         from mandi.stores.sqlite import connect, load_candles
 
         wm = int(raw)
-        con = connect(node.cfg.store.db)
+        con = connect(ctx.cfg.store.db)
         try:
-            tfs = (1, *node.cfg.pipeline.timeframes)
+            tfs = (1, *ctx.cfg.pipeline.timeframes)
             rows: list[Candle] = []
             for tf in tfs:
                 rows += load_candles(con, tf, wm - tf * NS_PER_SECOND)
@@ -255,10 +255,10 @@ class RedisPublishLayer:
     # --- metrics -------------------------------------------------------------------------------
     def samples(self) -> Iterable[Sample]:
         yield from publisher_samples(self.publisher, "candles")
-        node = self.node
-        if node is None:
+        ctx = self.ctx
+        if ctx is None:
             return
-        s = node.stats
+        s = ctx.stats
         yield ("ticks_total", "counter", "Ticks received from the feed", s.ticks_in, {})
         yield (
             "ticks_dropped_total",
@@ -269,24 +269,34 @@ class RedisPublishLayer:
         )
         for tf, n in s.candles_confirmed.items():
             yield ("candles_total", "counter", "Confirmed candles", n, {"timeframe": str(tf)})
-        for reason, n in node.pipeline.seconds.rejected.items():
+        for reason, n in ctx.rejected_ticks().items():
             yield ("ticks_rejected_total", "counter", "Rejected ticks", n, {"reason": reason})
-        w = node.writer.stats
+        w = ctx.writer.stats
         for table, n in w.rows.items():
             yield ("sqlite_rows_total", "counter", "Rows committed to SQLite", n, {"table": table})
         yield (
             "sqlite_pending_rows",
             "gauge",
             "Rows waiting for the SQLite writer",
-            node.writer.pending_rows,
+            ctx.writer.pending_rows,
             {},
         )
-        if node.clickhouse is not None:  # store.clickhouse_url: the node's ClickHouse sink
-            ch = node.clickhouse.writer.stats
+        for table, n in w.quarantined.items():
+            yield (
+                "sqlite_quarantined_rows_total",
+                "counter",
+                "Rows SQLite refused (kept in rejects)",
+                n,
+                {"table": table},
+            )
+        yield ("sqlite_failing", "gauge", "1 while SQLite cannot write", int(w.failing), {})
+        clickhouse = ctx.layer("clickhouse")
+        if clickhouse is not None:  # store.clickhouse_url: the node's ClickHouse sink
+            ch = clickhouse.writer.stats
             for table, n in ch.rows.items():
                 yield ("clickhouse_rows_total", "counter", "Rows inserted", n, {"table": table})
             yield ("clickhouse_errors_total", "counter", "Failed ClickHouse calls", ch.errors, {})
-        yield ("feed_queue", "gauge", "Tick batches waiting for the kernel", node.queue.qsize(), {})
+        yield ("feed_queue", "gauge", "Tick batches waiting for the kernel", ctx.queue_depth(), {})
         yield (
             "exchange_time_seconds",
             "gauge",
@@ -311,8 +321,8 @@ async def run_mdengine(
     class ShardNode(MarketNode):
         async def prepare(self) -> None:
             await super().prepare()
-            if shard[1] > 1 and self.feed is not None:
-                self.feed = ShardFeed(self.feed, shard, cfg.redis.partitions)
+            if shard[1] > 1 and self.ctx.feed is not None:
+                self.ctx.feed = ShardFeed(self.ctx.feed, shard, cfg.redis.partitions)
 
     state = ServiceState(service if shard[1] == 1 else f"{service}-{shard[0]}of{shard[1]}")
     layer = RedisPublishLayer(cfg, service, state, shard)

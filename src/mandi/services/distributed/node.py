@@ -1,9 +1,11 @@
 """A service host for ``mandi run``'s layers, fed from Redis instead of a feed.
 
-``RedisNode`` offers what a :class:`~mandi.services.node.Layer` expects of its node — ``bus``
-(the in-process :class:`~mandi.bus.memory.MessageBus`), ``clock``, ``cfg``, ``master`` (loaded
-from ``instruments:master``), ``writer`` (the SQLite :class:`~mandi.stores.sqlite.BatchWriter`)
-and ``event(...)`` — so the strategy/execution layer and the web layer run unchanged in a service:
+``RedisNode`` gives its layers the :class:`~mandi.services.context.NodeContext` ``mandi run``
+gives them — ``bus`` (the in-process :class:`~mandi.bus.memory.MessageBus`), ``clock``, ``cfg``,
+``master`` (loaded from ``instruments:master``), ``writer`` (the SQLite
+:class:`~mandi.stores.sqlite.BatchWriter`), ``event(...)``; no feed, and the watermark is the end of
+the last candle or tick received — so the strategy/execution layer and the web layer run unchanged
+in a service:
 
 * **stream inputs**: a consumer group over the streams of the given discovery sets (e.g.
   ``streams:candle:60s``); each entry is decoded and published on the local bus under its key
@@ -37,7 +39,6 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from contextvars import ContextVar
-from types import SimpleNamespace
 from typing import Any
 
 import hiredis
@@ -68,9 +69,9 @@ from mandi.bus.redis import (
 from mandi.config import AppConfig
 from mandi.core.clock import NS_PER_SECOND, Clock, LiveClock
 from mandi.core.errors import MandiError
-from mandi.model.events import SystemEvent
 from mandi.model.instruments import InstrumentMaster, parse_instrument_csv
 from mandi.model.market import Candle, IndicatorValue, Tick
+from mandi.services.context import NodeContext, NodeStats
 from mandi.services.distributed.health import (
     HealthServer,
     Sample,
@@ -79,7 +80,7 @@ from mandi.services.distributed.health import (
     publisher_samples,
 )
 from mandi.services.distributed.mdengine import MASTER_KEY
-from mandi.services.node import NodeStats
+from mandi.services.storage import EXIT_NOT_STORED, StorageWatch, storage_summary
 from mandi.stores.sqlite import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ log = logging.getLogger(__name__)
 
 class RedisNode:
     """Consumers on Redis → the same layers/kernel code as ``mandi run`` → outputs on Redis."""
+
+    context_class: type[NodeContext] = NodeContext
 
     def __init__(
         self,
@@ -115,11 +118,10 @@ class RedisNode:
         self.bus = MessageBus(self.clock)
         self.master = InstrumentMaster()
         self.known_tokens: set[int] = set()
-        # what mandi run's layers also read of their node: no feed here (exchange time comes
-        # from the data: the watermark is the end of the last candle or the last tick seen)
-        self.feed = None
-        self.stats: Any = SimpleNamespace(resumed_from_ns=None)
-        self.pipeline = SimpleNamespace(seconds=SimpleNamespace(watermark_ns=0))
+        self.stats = NodeStats()
+        # no feed here: exchange time comes from the data (the end of the last candle or the
+        # last tick seen)
+        self.watermark_ns = 0
         st = cfg.store
         # flush at once: a read batch is acknowledged only after its rows are committed
         self.writer = BatchWriter(
@@ -149,6 +151,19 @@ class RedisNode:
         self.acked = 0
         self.dead = 0
         self.pubsub_received = 0
+        self.ctx = self.context_class(
+            cfg,
+            self.clock,
+            self.bus,
+            self.master,
+            self.writer,
+            self.stats,
+            source=service,
+            layers=self.layers,
+            known_tokens=self.known_tokens,
+            watermark_ns=lambda: self.watermark_ns,
+        )
+        self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
         for pattern in self.outputs:
             self.bus.subscribe(pattern, self._output, name=f"{service}.redis-out")
 
@@ -163,13 +178,6 @@ class RedisNode:
             wait_timeout_ms=rc.wait_timeout_ms,
         )
 
-    # --- what layers use ------------------------------------------------------------------------
-    def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
-        self.bus.publish(
-            f"system:{kind}",
-            SystemEvent(self.clock.now_ns(), kind, message, severity, self.service, data),
-        )
-
     def _output(self, topic: str, msg: Any) -> None:
         bucket = getattr(msg, "bucket", None)
         eid = stream_id(bucket) if isinstance(bucket, int) else "*"
@@ -179,10 +187,7 @@ class RedisNode:
     async def load_master(self) -> None:
         raw = await self.link.call("GET", MASTER_KEY)
         if raw:
-            for inst in parse_instrument_csv(raw.decode()):
-                if inst.token not in self.master:
-                    self.master.add(inst)
-                self.known_tokens.add(inst.token)
+            self.ctx.add_instruments(parse_instrument_csv(raw.decode()))
 
     def _deliver(
         self, entries: Iterable[Entry], dead: list[Command], acks: dict[str, list[bytes]]
@@ -338,15 +343,14 @@ class RedisNode:
         self.bus.publish(topic, msg)
 
     def _advance(self, msg: Any) -> None:
-        seconds = self.pipeline.seconds
         if type(msg) is Candle and msg.closed:
             end = msg.bucket + msg.timeframe * NS_PER_SECOND
         elif type(msg) is Tick:
             end = msg.ts_event
         else:
             return
-        if end > seconds.watermark_ns:
-            seconds.watermark_ns = end
+        if end > self.watermark_ns:
+            self.watermark_ns = end
 
     async def _maintain(self) -> None:
         while True:
@@ -356,8 +360,14 @@ class RedisNode:
                 self._new = [k for k in keys if k not in self.reader._known]
                 await self._subscriptions()
 
+    async def _watch_storage(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.storage.check()
+
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> int:
+        """Serve until stopped; the exit status says whether every row was stored."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -372,7 +382,7 @@ class RedisNode:
             await self.link.connection()
             await self.load_master()
             for layer in self.layers:
-                layer.attach(self)
+                layer.attach(self.ctx)
             self.state.set("warming")
             await self.reader.add_keys(await discover(self.link, self.registries))
             await self._own_pending()
@@ -380,6 +390,7 @@ class RedisNode:
             coros: list[Coroutine[Any, Any, Any]] = [
                 self._pubsub_loop(),
                 self._maintain(),
+                self._watch_storage(),
                 self.publisher.run(),
             ]
             for layer in self.layers:
@@ -397,13 +408,15 @@ class RedisNode:
                 except Exception:
                     log.exception("layer %s failed to close", getattr(layer, "name", layer))
             self.writer.stop()
+            self.storage.check()
+            lost, _ = storage_summary(self.writer, f"SQLite {self.cfg.store.db}")
             self.publisher.flush_blocking(5.0)
             self.reader.close()
             for link in (self.link, self._aux, self.publisher.link):
                 link.close()
             self.state.set("stopped")
             await health.close()
-        return 0
+        return EXIT_NOT_STORED if lost else 0
 
     async def _live(self) -> None:
         rc = self.cfg.redis
@@ -526,11 +539,20 @@ async def run_gateway(cfg: AppConfig, port: int) -> int:
 # --- the gateway ---------------------------------------------------------------------------------
 
 
+class GatewayContext(NodeContext):
+    """The gateway's node context: what :class:`~mandi.web.api.MandiAPI` reads in ``mandi run``
+    plus where trading and history live (see :class:`GatewayNode`)."""
+
+    trading_service = "strategy"
+    trading_relay: CommandRelay | None = None
+    history: RedisHistory | None = None
+
+
 class GatewayNode(RedisNode):
-    """The gateway's host: a :class:`RedisNode` on every ``pub:*`` channel that also keeps what
-    :class:`~mandi.web.api.MandiAPI` reads of a ``MarketNode`` — ``stats`` (ticks received,
-    last prices, confirmed candles per timeframe, exchange time: all from what comes over
-    Pub/Sub), an always-empty ``queue``, ``pipeline.seconds.rejected`` — and
+    """The gateway's host: a :class:`RedisNode` on every ``pub:*`` channel that also keeps the
+    ``stats`` :class:`~mandi.web.api.MandiAPI` reads in ``mandi run`` (ticks received, last
+    prices, confirmed candles per timeframe, exchange time: all from what comes over Pub/Sub;
+    no tick queue, no tick validation here), and gives its layers a :class:`GatewayContext`:
 
     * ``trading_service``: execution (orders, cancels, halt/resume, live P&L) belongs to that
       service; ``trading_relay`` (a :class:`CommandRelay`) sends the API's state-changing calls
@@ -543,7 +565,8 @@ class GatewayNode(RedisNode):
     The instrument master is reloaded when ``instruments:master`` changes (mdengine may start
     after the gateway)."""
 
-    trading_service = "strategy"
+    context_class = GatewayContext
+    trading_service = GatewayContext.trading_service
 
     def __init__(
         self,
@@ -563,7 +586,6 @@ class GatewayNode(RedisNode):
             port=port,
             clock=clock,
         )
-        self.stats = NodeStats()
         self.trading_relay = CommandRelay(
             cfg.redis.url,
             command_timeout_s() if command_timeout is None else command_timeout,
@@ -571,13 +593,14 @@ class GatewayNode(RedisNode):
             cfg.run.mode,
         )
         self.layers.append(CallerLayer(self.trading_relay))
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()  # no feed queue here: always empty
-        self.pipeline.seconds.rejected = Counter()  # no ticks are validated here
         self.history: Any = RedisHistory(cfg.redis.url, cfg.redis.connect_timeout_s)
         if cfg.store.clickhouse_url.strip():  # history from the system of record first
             from mandi.services.record import ClickHouseHistory, LayeredHistory
 
             self.history = LayeredHistory(ClickHouseHistory(cfg.store.clickhouse_url), self.history)
+        assert isinstance(self.ctx, GatewayContext)
+        self.ctx.trading_relay = self.trading_relay
+        self.ctx.history = self.history
         self._ticked: set[int] = set()
         self._master_size = -1
         self.bus.subscribe("tick:>", self._on_tick, name="gateway.stats")
@@ -961,10 +984,10 @@ class CallerLayer:
     def __init__(self, relay: CommandRelay) -> None:
         self.relay = relay
 
-    def attach(self, node: Any) -> None:
-        for layer in node.layers:
-            if getattr(layer, "name", "") == "web" and getattr(layer, "app", None) is not None:
-                layer.app.add_middleware(CallerMiddleware, security=layer.security)
+    def attach(self, ctx: NodeContext) -> None:
+        web = ctx.layer("web")
+        if web is not None and getattr(web, "app", None) is not None:
+            web.app.add_middleware(CallerMiddleware, security=web.security)
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return []
@@ -986,16 +1009,16 @@ class CommandConsumer:
     name = "commands"
 
     def __init__(self, node: RedisNode) -> None:
-        self.node = node
         rc = node.cfg.redis
         self.link = RedisLink(
             rc.url, f"{node.service}.cmd", rc.connect_timeout_s, backoff_max=rc.backoff_max_s
         )
         self.consumer = node.consumer
         self.counts: Counter[str] = Counter()
+        self._ctx: NodeContext | None = None
 
-    def attach(self, node: Any) -> None:
-        pass
+    def attach(self, ctx: NodeContext) -> None:
+        self._ctx = ctx
 
     def tasks(self) -> list[Coroutine[Any, Any, Any]]:
         return [self._run()]
@@ -1006,11 +1029,9 @@ class CommandConsumer:
     def _port(self) -> Any:
         from mandi.web.api import KernelTrading
 
-        for layer in self.node.layers:
-            kernel = getattr(layer, "kernel", None)
-            if getattr(layer, "name", "") == "trading" and kernel is not None:
-                return KernelTrading(kernel)
-        return None
+        trading = self._ctx.layer("trading") if self._ctx is not None else None
+        kernel = getattr(trading, "kernel", None)
+        return KernelTrading(kernel) if kernel is not None else None
 
     async def _run(self) -> None:
         created = False

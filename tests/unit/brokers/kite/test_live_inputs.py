@@ -117,3 +117,37 @@ def test_a_reconnect_reconciles_open_orders() -> None:
     live.check(k)
     live.check(k)
     assert calls == [1] and live.reconciles == 1
+
+
+def test_the_session_expiry_is_warned_about_before_06_00_ist() -> None:
+    """A Kite token from a 10:00 IST login dies at 06:00 IST the next day; the node warns
+    ``expiry_warning_min`` (30) minutes before — once, and not earlier."""
+    from mandi.brokers.kite.wire import token_expiry_ns
+    from mandi.brokers.session import BrokerSession
+
+    login = ist_ns(dt.date(2026, 4, 15), dt.time(10, 0))
+    expires = token_expiry_ns(login)
+    assert expires == ist_ns(dt.date(2026, 4, 16), dt.time(6, 0))
+    feed = Feed()
+    feed.session = BrokerSession("kite", "key", "DM1234", "Demo", "tok", login, expires)  # type: ignore[attr-defined]
+    feed.name = "kite"  # type: ignore[attr-defined]
+    node = Node(TestClock(login), feed)
+    live = LiveInputs(node, None)  # type: ignore[arg-type]
+    k: Any = type("K", (), {"risk": None, "orders": None})()
+    wall = [login]
+    live.wall_ns = lambda: wall[0]
+    live.health = None
+    for minutes_left in (20 * 60, 31):  # the evening, then just outside the warning window
+        wall[0] = expires - minutes_left * 60 * S
+        live.check(k)
+    assert node.events == []
+    wall[0] = expires - 29 * 60 * S
+    live.check(k)
+    wall[0] += 60 * S
+    live.check(k)
+    assert node.events == [
+        (
+            "broker_session_expiring",
+            "the kite session expires in 29 min; log in again: mandi broker login kite",
+        )
+    ]
