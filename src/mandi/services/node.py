@@ -55,7 +55,7 @@ from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
 from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
-from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, CandleBatch, TickBatch
+from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, TICK_FIELDS, CandleBatch, TickBatch
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
@@ -288,9 +288,12 @@ class MarketNode:
     def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
         """Run one batch of ticks through the kernel (synchronously)."""
         if self.columnar:
-            from mandi.pipeline.fast import tick_batch
+            if isinstance(batch, TickBatch):
+                self._handle_columns(batch, batch)
+            else:
+                from mandi.pipeline.fast import tick_batch
 
-            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch))
+                self._handle_columns(tick_batch(batch), self._storable(batch))
             return
         if isinstance(batch, TickBatch):
             batch = batch.to_ticks()
@@ -311,15 +314,40 @@ class MarketNode:
             self.pipeline.advance(self.feed.exchange_time_ns)
             self._end_of_session(self.feed.exchange_time_ns)
         if batch and self.cfg.store.store_ticks:
-            from mandi.pipeline.fast import tick_batch
-
-            self.writer.put("tick_blocks", [block_row(tick_batch(batch))])
+            self.writer.put("tick_blocks", [block_row(self._storable(batch))])
         self._after_batch()
 
-    def _handle_columns(self, batch: TickBatch) -> None:
+    def _storable(self, ticks: list[Tick]) -> TickBatch:
+        """The ticks of a feed's batch as a block to store. A tick with a field a block cannot
+        hold as it came (not an integer, or beyond 64 bits: a hostile price of 2**64) is not
+        stored as some other value: it goes to ``rejects`` with its values and the reason (the
+        pipeline rejects it too, counted). One NumPy call when every field is an int64."""
+        from mandi.pipeline.fast import tick_batch
+        from mandi.stores.sqlite import tick_row
+        from mandi.stores.writer import Reject
+
+        fields = [[getattr(t, f) for f in _INT_TICK_FIELDS] for t in ticks]
+        if not ticks or np.array(fields).dtype == np.int64:
+            return tick_batch(ticks)
+        good = [all(type(v) is int and -(2**63) <= v < 2**63 for v in f) for f in fields]
+        now = self.clock.now_ns()
+        self.writer.put(
+            "rejects",
+            [
+                Reject("ticks", tick_row(t), "a field is not a 64-bit integer").as_row(
+                    "sqlite", now
+                )
+                for t, ok in zip(ticks, good, strict=True)
+                if not ok
+            ],
+        )
+        return tick_batch([t for t, ok in zip(ticks, good, strict=True) if ok])
+
+    def _handle_columns(self, batch: TickBatch, stored: TickBatch) -> None:
         """The columnar kernel step: per run of one event second, the candles (batches, and
         objects for their subscribers), then the run on ``batch:tick`` (and ``tick:…`` objects
-        for their subscribers) — the order a tick-by-tick loop gives."""
+        for their subscribers) — the order a tick-by-tick loop gives. ``stored``: the ticks to
+        store (:meth:`_storable`)."""
         bus, pipeline = self.bus, self.pipeline
         starts = batch.second_starts()
         for k in range(len(starts) - 1):
@@ -340,8 +368,8 @@ class MarketNode:
             self.stats.last_price.update(
                 zip(batch.token[idx].tolist(), batch.price[idx].tolist(), strict=True)
             )
-            if self.cfg.store.store_ticks:
-                self.writer.put("tick_blocks", [block_row(batch)])
+            if self.cfg.store.store_ticks and len(stored):
+                self.writer.put("tick_blocks", [block_row(stored)])
         elif self.feed is not None:  # an empty batch: the session is over
             pipeline.advance(self.feed.exchange_time_ns)
             self._end_of_session(self.feed.exchange_time_ns)
@@ -623,6 +651,10 @@ class _SimFeedAdapter:
                 day = self._feed.exchange.date
                 self._ctx.add_instruments(self.instruments())
             yield batch
+
+
+#: the integer fields of a :class:`Tick` (all but the exchange), as a tick block holds them
+_INT_TICK_FIELDS = tuple(f for f in TICK_FIELDS if f != "exchange")
 
 
 def _candle_pipeline(cfg: AppConfig, bus: MessageBus, known_tokens: set[int]) -> Any:
