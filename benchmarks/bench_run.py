@@ -21,6 +21,8 @@ import datetime as dt
 import os
 import pathlib
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -119,8 +121,31 @@ def pipeline_alone(until: str) -> tuple[int, float]:
     return n, best_of(run, repeat=3)
 
 
+def storage_line(db: str) -> str:
+    """Bytes a stored tick costs: in its block, and of the whole database (all tables)."""
+    from mandi.stores.ticks import block_stats
+
+    con = sqlite3.connect(db)
+    try:
+        s = block_stats(con)
+    finally:
+        con.close()
+    n = max(1, s["ticks"])
+    return (
+        f"  storage: {s['ticks']:,} ticks in {s['blocks']} blocks, {s['bytes'] / n:.1f} B/tick; "
+        f"the database {os.path.getsize(db) / n:.1f} B/tick (candles, indicator values, chains)"
+    )
+
+
 def main() -> None:
     tmp = tempfile.mkdtemp(prefix="mandi-bench-run-")
+    try:
+        run_all(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(tmp: str) -> None:
     db = os.path.join(tmp, "run.db")
     col = mandi_run(db, "--date", DAY, "--until", UNTIL)
     n_pipe, t_pipe = pipeline_alone(UNTIL)
@@ -138,6 +163,7 @@ def main() -> None:
         f"last quarter {col['rss_last']:.0f} MB, peak {col['rss_peak']:.0f} MB",
         flush=True,
     )
+    print(storage_line(db), flush=True)
     ref = mandi_run(
         os.path.join(tmp, "ref.db"),
         "--date",
