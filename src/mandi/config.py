@@ -2,13 +2,18 @@
 
 Sources, later ones winning: defaults → ``mandi.toml`` (or ``--config FILE``) → environment
 variables ``MANDI_<SECTION>__<KEY>`` (e.g. ``MANDI_STORE__DB=/data/mandi.db``) → CLI flags.
-An unknown key or a bad value stops start-up with one line naming the key and the value.
+An unknown key or a bad value stops start-up with one line naming the key and the value — and so
+do an empty path (``store.db = ""`` would be a temporary database), an amount of rupees that is
+not finite or above :data:`~mandi.core.money.MAX_CONFIG_INR`, and an environment variable that
+starts with ``MANDI_`` but names no setting (``MANDI_RUN_SPEED``: the closest key is named; fail
+closed — a setting the user believes applied must not silently not apply).
 Secrets never live here: brokers read theirs from the environment or a file outside the repo.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 import tomllib
@@ -20,6 +25,7 @@ import msgspec
 from mandi.backtest.config import BacktestConfig
 from mandi.core.errors import ConfigError
 from mandi.execution.config import TradingConfig
+from mandi.pipeline.validate import TickPolicy
 from mandi.risk.config import RiskConfig
 from mandi.strategy.config import StrategySpec
 
@@ -477,6 +483,7 @@ class AppConfig(_Section, frozen=True):
     sim: SimConfig = SimConfig()
     store: StoreConfig = StoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    ticks: TickPolicy = TickPolicy()  # [ticks]: the tick policy (mandi.pipeline.validate)
     indicators: IndicatorsConfig = IndicatorsConfig()
     chains: ChainsConfig = ChainsConfig()
     history: HistoryConfig = HistoryConfig()  # [history]: warm-up sessions before the start
@@ -496,7 +503,75 @@ class AppConfig(_Section, frozen=True):
 
 
 ENV_PREFIX = "MANDI_"
+#: ``MANDI_`` variables that are not settings: read by mandi itself (the Redis URL default, the
+#: ClickHouse password, the gateway's command timeout, the dashboard's node_modules) or by its
+#: test suite and benchmarks.
+OTHER_ENV = frozenset(
+    (
+        "MANDI_REDIS_URL",
+        "MANDI_CLICKHOUSE_PASSWORD",
+        "MANDI_GATEWAY_COMMAND_TIMEOUT_S",
+        "MANDI_UI_NODE_MODULES",
+        "MANDI_CHROMIUM",
+    )
+)
+OTHER_ENV_PREFIXES = ("MANDI_BENCH_", "MANDI_TEST_")
+#: Settings that name a file or directory: empty is never what anybody means.
+PATH_KEYS = {
+    "store.db": "must name the database file (an empty path is a temporary database: orders, "
+    "fills and the halt latch would vanish at exit)",
+    "services.state_dir": "must name a directory",
+}
 _PATH_RE = re.compile(r"`\$\.?([^`]*)`")
+
+
+def setting_keys(struct: Any = None, prefix: str = "") -> list[str]:
+    """The dotted key of every setting (``run.speed``, ``trading.strikes.min_oi``, ...)."""
+    out = []
+    for f in msgspec.structs.fields(struct or AppConfig):
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            out += setting_keys(f.type, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a setting: ``run.speed`` → ``MANDI_RUN__SPEED``."""
+    return ENV_PREFIX + key.upper().replace(".", "__")
+
+
+def _closest_env(name: str) -> str | None:
+    names = [env_name(k) for k in setting_keys()] + sorted(OTHER_ENV)
+    squeezed = {n.replace("_", ""): n for n in names}  # MANDI_RUN_SPEED ~ MANDI_RUN__SPEED
+    hit = squeezed.get(name.replace("_", ""))
+    if hit is not None:
+        return hit
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _check_env_name(name: str) -> None:
+    """A ``MANDI_`` variable that does not start with a section is a known non-setting or a
+    mistake (its value is never shown: it may be a misspelt secret)."""
+    if name in OTHER_ENV or name.startswith(OTHER_ENV_PREFIXES):
+        return
+    hint = _closest_env(name)
+    raise ConfigError(
+        name,
+        None,
+        "names no setting; "
+        + (f"did you mean {hint}?" if hint else "settings are MANDI_<SECTION>__<KEY>"),
+        show_value=False,
+    )
+
+
+def _check_paths(cfg: AppConfig) -> None:
+    for key, reason in PATH_KEYS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not value.strip():
+            raise ConfigError(key, value, reason)
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -561,14 +636,18 @@ def load_config(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("--config", path, f"not valid TOML ({e})") from None
     for name, raw in (os.environ if env is None else env).items():
-        if name.startswith(ENV_PREFIX) and "__" in name:
-            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set(tree, dotted, _parse_env_value(raw, dotted))
+        if not name.startswith(ENV_PREFIX):
+            continue
+        dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if "__" not in name or dotted.split(".")[0] not in AppConfig.__struct_fields__:
+            _check_env_name(name)
+            continue
+        _set(tree, dotted, _parse_env_value(raw, dotted))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(tree, dotted, value)
     try:
-        return msgspec.convert(tree, AppConfig, strict=False)
+        cfg = msgspec.convert(tree, AppConfig, strict=False)
     except msgspec.ValidationError as e:
         text = str(e)
         m = _PATH_RE.search(text)
@@ -577,8 +656,12 @@ def load_config(
         unknown = re.search(r"unknown field `([^`]*)`", text)
         if unknown:
             key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-            raise ConfigError(key, _shown(tree, key), "unknown key") from None
+            close = difflib.get_close_matches(key, setting_keys(), n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(key, _shown(tree, key), "unknown key" + hint) from None
         raise ConfigError(key, _shown(tree, key), reason) from None
+    _check_paths(cfg)
+    return cfg
 
 
 def _shown(tree: Mapping[str, Any], key: str) -> Any:

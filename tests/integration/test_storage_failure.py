@@ -68,7 +68,10 @@ class FakeTickserver:
                     await ws.send(json.dumps({"type": "instruments", "csv": csv}))
                 elif cmd["action"] == "subscribe":
                     for rows in self.batches:
-                        data = msgspec.json.encode({"type": "ticks", "data": rows}).decode()
+                        # ts: the step's exchange time, the client's clock (docs/tickserver.md)
+                        ts = max(r[2] for r in rows)
+                        msg = {"type": "ticks", "ts": ts, "data": rows}
+                        data = msgspec.json.encode(msg).decode()
                         await ws.send(data)
 
     async def _main(self):

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from mandi.core.money import MAX_CONFIG_INR, Rupees
 from mandi.execution.config import BrokerageConfig, MatchingConfig, TradingConfig
 from mandi.risk.config import RiskConfig
 
@@ -40,9 +41,9 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``risk.square_off``) for intraday bars and ``CNC`` (delivery) for daily bars.
     """
 
-    cash_inr: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
+    cash_inr: Annotated[float, msgspec.Meta(gt=0, le=MAX_CONFIG_INR)] = 1_000_000.0
     quantity: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0 = the risk manager's sizing
-    commission_inr: Annotated[float, msgspec.Meta(ge=0)] | None = None  # brokerage per order
+    commission_inr: Rupees | None = None  # brokerage per order
     charges: Literal["india", "none"] = "india"
     slippage_ticks: Annotated[int, msgspec.Meta(ge=0)] = 0
     fill: Literal["open", "close"] = "open"

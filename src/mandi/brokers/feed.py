@@ -68,6 +68,10 @@ class BrokerFeed:
         self._window: dict[int, set[int]] = {}
         self._plan()
 
+    def take_price_limits(self) -> dict[int, tuple[int, int]]:
+        """Circuit limits the ticker learnt since the last call (token -> (lower, upper))."""
+        return self.ticker.take_price_limits()
+
     @property
     def rejected(self) -> Counter[str]:
         """Frames the ticker could not decode, by reason (the node counts them per feed)."""

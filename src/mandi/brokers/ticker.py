@@ -66,6 +66,8 @@ class WsTicker:
         self.modes: dict[int, str] = {}  # token -> mode, all shards
         self.shard_of: dict[int, int] = {}
         self.rejected: Counter[str] = Counter()  # frames that could not be decoded, by reason
+        self.price_limits: dict[int, tuple[int, int]] = {}  # token -> circuit (lower, upper)
+        self._new_limits: dict[int, tuple[int, int]] = {}
         self._sockets: dict[int, Any] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.on_ticks: Callable[[list[Tick]], None] = lambda ticks: None
@@ -320,10 +322,22 @@ class WsTicker:
         self._health.on_message(now)
         self._on_text(raw)
 
+    def report_price_limits(self, token: int, limits: tuple[int, int]) -> None:
+        """A frame told ``token``'s circuit limits (lower, upper paise; 0 = unknown side)."""
+        if self.price_limits.get(token) != limits:
+            self.price_limits[token] = limits
+            self._new_limits[token] = limits
+
+    def take_price_limits(self) -> dict[int, tuple[int, int]]:
+        """The circuit limits that changed since the last call (the node hands them to the
+        tick policy, whose price band they bound)."""
+        new, self._new_limits = self._new_limits, {}
+        return new
+
     def _bad_frame(self, reason: str) -> None:
         """Count a frame (or a message in it) that could not be decoded; log a few of them."""
         self._health.malformed += 1
-        self.rejected["malformed frame"] += 1
+        self.rejected["malformed_frame"] += 1
         if self._health.malformed <= 3 or self._health.malformed % 100 == 0:
             log.warning(
                 "%s ticker: bad frame skipped (%s); %d so far",

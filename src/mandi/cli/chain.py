@@ -91,11 +91,12 @@ def chain_show(
     from mandi.cli.output import console
     from mandi.core.calendar import ist_datetime
     from mandi.options.chain import ChainMatrix, ChainMatrixConfig
-    from mandi.stores.chains import latest_snapshot, load_snapshots
+    from mandi.stores.chains import latest_snapshot, load_listed_strikes, load_snapshots
     from mandi.stores.sqlite import connect
 
     cfg = load(config, {"store.db": db})
     exp = dt.date.fromisoformat(expiry) if expiry else None
+    listed: list[int] | None = None
     try:
         if file:
             from mandi.feeds.nse import load_option_chain
@@ -120,9 +121,16 @@ def chain_show(
                 newest.underlying,
                 newest.expiry,
             )
+            # the grid's spacing: the strikes the instrument master listed (stored by mandi
+            # run), else every strike the history shows — never the sparse first snapshot's
+            listed = load_listed_strikes(con, newest.underlying, newest.expiry) or sorted(
+                {row.strike for s in history for row in s.rows}
+            )
         snap = history[-1]
         r = rate if rate is not None else (0.065 if snap.source == "sim" else 0.10)
         matrix = ChainMatrix(ChainMatrixConfig(strikes_each_side=strikes, rate=r))
+        if listed:
+            matrix.set_listed_strikes(snap.underlying, snap.expiry, listed)
         a = None
         for s in history:
             a = matrix.process_option_chain(s.underlying, s, notify=False)

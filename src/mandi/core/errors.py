@@ -12,11 +12,14 @@ class MandiError(Exception):
 
 
 class ConfigError(MandiError):
-    """A configuration key is unknown or its value is invalid."""
+    """A configuration key is unknown or its value is invalid (``show_value=False`` keeps a
+    value that may be a secret out of the message)."""
 
-    def __init__(self, key: str, value: object, reason: str) -> None:
+    def __init__(self, key: str, value: object, reason: str, *, show_value: bool = True) -> None:
         self.key, self.value, self.reason = key, value, reason
-        super().__init__(f"config {key} = {value!r}: {reason}")
+        super().__init__(
+            f"config {key} = {value!r}: {reason}" if show_value else f"config {key}: {reason}"
+        )
 
 
 class DataError(MandiError):

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Annotated
+
+import msgspec
 
 PAISE_PER_RUPEE = 100
+#: The largest amount a setting in rupees may hold (₹1 lakh crore, 10**14 paise): far above any
+#: account, and small enough that paise products (value × quantity) stay exact in int64. Larger,
+#: infinite or NaN amounts are typos and stop start-up naming the key.
+MAX_CONFIG_INR = 1e12
+#: A configured amount of rupees (``*_inr`` settings): finite, 0 ≤ x ≤ :data:`MAX_CONFIG_INR`.
+Rupees = Annotated[float, msgspec.Meta(ge=0, le=MAX_CONFIG_INR)]
 
 
 def to_paise(rupees: float | int | str | Decimal) -> int:

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from mandi.core.money import Rupees
+
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 W = Annotated[float, msgspec.Meta(ge=0)]
 
@@ -47,9 +49,9 @@ class BrokerageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``[trading.charges]``: brokerage (Zerodha's schedule by default; amounts in rupees) and an
     optional CSV of extra/corrected statutory rate rows."""
 
-    per_order_inr: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    per_order_inr: Rupees = 20.0
     percent: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.03  # of turnover, futures/intraday
-    delivery_inr: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    delivery_inr: Rupees = 0.0
     rates_file: str = ""
 
 

@@ -8,8 +8,9 @@ Protocol (version 1; also in docs/tickserver.md). Every message is one JSON obje
   ``{"action": "subscribe", "tokens": [256265, ...]}`` or ``{"action": "subscribe", "tokens":
   "all"}`` → ``{"type": "subscribed", "count": N}``; ``{"action": "unsubscribe", "tokens": [...]}``.
 * server → client, one message per exchange step with the subscribed tokens' ticks:
-  ``{"type": "ticks", "data": [[token, exchange, ts_event, price, volume, last_qty, oi, bid, ask,
-  bid_qty, ask_qty], ...]}`` (prices in paise, ``ts_event`` ns UTC, ``volume`` cumulative);
+  ``{"type": "ticks", "ts": ns, "data": [[token, exchange, ts_event, price, volume, last_qty, oi,
+  bid, ask, bid_qty, ask_qty], ...]}`` (prices in paise, ``ts_event`` ns UTC, ``volume``
+  cumulative; ``ts`` the step's exchange time, the client's clock for the tick policy);
   ``{"type": "session_end", "ts": ns}`` at the close; ``{"type": "day", "date": ...}`` when the
   next simulated day starts (fetch the instruments again).
 * a malformed client message gets ``{"type": "error", "error": "..."}``; the connection stays.
@@ -195,13 +196,16 @@ class TickServer:
                 ]
                 for t in batch
             ]
-            everything = _encode({"type": "ticks", "data": rows})
+            now = self.feed.exchange_time_ns  # the step's time: the clients' clock
+            everything = _encode({"type": "ticks", "ts": now, "data": rows})
 
-            def make(c: _Client, rows: list[list[Any]] = rows, full: bytes = everything) -> Any:
+            def make(
+                c: _Client, rows: list[list[Any]] = rows, full: bytes = everything, now: int = now
+            ) -> Any:
                 if c.tokens is None:
                     return full
                 mine = [r for r in rows if r[0] in c.tokens]
-                return _encode({"type": "ticks", "data": mine}) if mine else None
+                return _encode({"type": "ticks", "ts": now, "data": mine}) if mine else None
 
             self._broadcast(make)
 

@@ -1,7 +1,17 @@
 """Client of ``mandi tickserver``: ``mandi run --feed ws://127.0.0.1:9001``.
 
 Reconnects with jittered exponential backoff and resubscribes; a socket silent for longer than
-``stale_after`` seconds is treated as dead (watchdog). Malformed messages are counted and skipped.
+``stale_after`` seconds is treated as dead (watchdog).
+
+Bad input is counted in :attr:`TickserverFeed.rejected` (shown per feed in the node's status,
+``/api/v1/status`` and ``/metrics``) and logged once a minute per reason: a frame that is not a
+protocol message (not JSON, not an object, an unknown type) is ``malformed_frame``; a row of a
+``ticks`` message that cannot be a tick (not a list of 11 values, the exchange not a string) is
+``malformed`` and skipped alone — the other rows of the message go on. Values are passed on as
+sent: the tick policy (:mod:`mandi.pipeline.validate`) rejects a float or string price and every
+other bad value, never truncating one. The feed's clock is the server's step time (``ts`` of a
+``ticks`` message; without one, the median time of the message's rows), so one row stamped a
+day ahead cannot move it.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,8 +28,10 @@ import msgspec
 import websockets
 from websockets.asyncio.client import connect
 
+from mandi.core.logs import RateLimitedLog
 from mandi.model.instruments import AnyInstrument, parse_instrument_csv
 from mandi.model.market import Tick
+from mandi.pipeline.validate import MALFORMED
 
 if TYPE_CHECKING:
     from mandi.core.clock import Clock
@@ -28,32 +41,34 @@ log = logging.getLogger(__name__)
 
 class _Msg(msgspec.Struct):
     type: str
-    data: list[list[Any]] | None = None
+    data: Any = None  # rows of a ticks message, each checked on its own
     csv: str | None = None
     date: str | None = None
-    ts: int | None = None
+    ts: Any = None
     error: str | None = None
 
 
 _decode = msgspec.json.Decoder(_Msg).decode
+KNOWN_TYPES = frozenset(
+    ("hello", "instruments", "subscribed", "ticks", "session_end", "day", "error")
+)
+MALFORMED_FRAME = "malformed_frame"  # a frame that is not a protocol message
 
 
-def parse_tick_row(row: list[Any], ts_init: int) -> Tick:
-    token, exchange, ts, price, volume, last_qty, oi, bid, ask, bid_qty, ask_qty = row
-    return Tick(
-        int(token),
-        str(exchange),
-        int(ts),
-        ts_init,
-        int(price),
-        int(volume),
-        int(last_qty),
-        int(oi),
-        int(bid),
-        int(ask),
-        int(bid_qty),
-        int(ask_qty),
-    )
+def parse_tick_row(row: Any, ts_init: int) -> Tick:
+    """One row of a ``ticks`` message as a :class:`Tick`, values as sent (the tick policy
+    judges them). Raises ``ValueError`` when the row cannot be a tick at all: not a list of
+    11 values, or an exchange that is not a string."""
+    if type(row) is not list or len(row) != 11:
+        raise ValueError(f"a tick row is a list of 11 values, got {type(row).__name__}")
+    if type(row[1]) is not str:
+        raise ValueError(f"exchange must be a string, got {type(row[1]).__name__}")
+    return Tick(row[0], row[1], row[2], ts_init, *row[3:])
+
+
+def _median_time(ticks: list[Tick]) -> int | None:
+    times = sorted(t.ts_event for t in ticks if type(t.ts_event) is int)
+    return times[len(times) // 2] if times else None
 
 
 class FeedHost(Protocol):
@@ -84,9 +99,10 @@ class TickserverFeed:
         self.stale_after = stale_after
         self.tokens = tokens  # None = all
         self.exchange_time_ns = 0
-        self.malformed: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # what never became a tick, per reason
         self.reconnects = 0
         self._instruments: list[AnyInstrument] = []
+        self._log = RateLimitedLog(log)
 
     def instruments(self) -> list[AnyInstrument]:
         return self._instruments
@@ -142,26 +158,46 @@ class TickserverFeed:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)
 
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self._log.warning(
+            reason,
+            time.monotonic_ns(),
+            "tickserver %s: skipped a %s (%s; %d so far)",
+            self.url,
+            "frame that is not a message" if reason == MALFORMED_FRAME else "malformed tick row",
+            detail,
+            self.rejected[reason],
+        )
+
     def _parse(self, raw: str | bytes) -> list[Tick] | None:
         try:
             msg = _decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.malformed["undecodable"] += 1
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._reject(MALFORMED_FRAME, str(e)[:80])
             return None
-        if msg.type == "ticks" and msg.data is not None:
+        if msg.type not in KNOWN_TYPES:
+            self._reject(MALFORMED_FRAME, f"unknown type {msg.type[:40]!r}")
+            return None
+        if msg.type == "ticks":
+            if type(msg.data) is not list:
+                self._reject(MALFORMED_FRAME, "a ticks message without a list of rows")
+                return None
             ts_init = self.node.clock.now_ns() if self.node is not None else 0
             out = []
             for row in msg.data:
                 try:
                     out.append(parse_tick_row(row, ts_init))
-                except (ValueError, TypeError):
-                    self.malformed["bad_tick_row"] += 1
-            if out:
-                self.exchange_time_ns = out[-1].ts_event
-            return out
+                except ValueError as e:
+                    self._reject(MALFORMED, str(e))
+            clock = msg.ts if type(msg.ts) is int and msg.ts > 0 else _median_time(out)
+            if clock is not None:
+                self.exchange_time_ns = clock
+            return out or None  # (an empty batch would mean the session is over)
         if msg.type == "session_end":
-            self.exchange_time_ns = msg.ts or self.exchange_time_ns
+            if type(msg.ts) is int and msg.ts > 0:
+                self.exchange_time_ns = msg.ts
             return []
         if msg.type == "error":
-            log.warning("tickserver says: %s", msg.error)
+            self._log.warning("error", time.monotonic_ns(), "tickserver says: %r", msg.error)
         return None

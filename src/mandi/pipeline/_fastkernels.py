@@ -12,7 +12,8 @@ State layout (all ``int64``):
   tick count), whether the aggregator has state for it, a restored volume baseline, the token id,
   its rank in token-id order, its place in the list of open seconds, and its exchange codes.
 * ``bk[k, j, B_*]`` — the forming bucket of token ``k`` in timeframe ``j``.
-* ``g[G_*]`` — watermark, counters, per-reason rejections and bookkeeping.
+* ``g[G_*]`` — watermark, counters, per-reason rejections, bookkeeping and the tick policy's
+  parameters (:mod:`mandi.pipeline.validate`: the kernels apply its rules in its order).
 * ``out[r, O_*]`` — emitted candles, in the order ``CandlePipeline`` publishes them.
 """
 
@@ -39,13 +40,14 @@ NS = 1_000_000_000
 IST_OFFSET = 19_800 * NS
 DAY = 86_400 * NS
 ANCHOR = (9 * 3600 + 15 * 60) * NS - IST_OFFSET  # 09:15 IST as an offset from UTC midnight
-MAX_PRICE = 1 << 53  # exclusive, as SecondAggregator
-MAX_TS = 1 << 62  # exclusive: the fast path's time domain (year 2116) keeps int64 sums exact
+MAX_PRICE = 1 << 53  # exclusive, as the tick policy (mandi.pipeline.validate)
+MAX_TS = 1 << 62  # exclusive: the time domain (year 2116) keeps int64 sums exact
+MAX_FIELD = 1 << 53  # exclusive bound of the other numeric fields
 FAR = 1 << 62  # TimeframeBuilder.flush's "end of time"
 BIG = (1 << 63) - 1
 NO_SESSION = -1  # session-close table entry of a day without a session
 
-# per-token columns of ``tok``
+# per-token columns of ``tok`` (what every tick reads and writes first, in as few cache lines)
 T_SEC = 0  # open second (ns) or -1
 T_OPEN = 1
 T_HIGH = 2
@@ -56,18 +58,23 @@ T_CUM = 6  # latest cumulative volume
 T_OI = 7
 T_N = 8
 T_HAS = 9  # the aggregator has state for this token
-T_BASEVAL = 10  # a restored volume baseline, waiting for the first tick
-T_HASBASE = 11
-T_TOKEN = 12  # the token id
-T_RANK = 13  # position in token-id order
-T_OPENPOS = 14  # position in the list of open seconds, or -1
-T_TFSEEN = 15  # the timeframe builder has a series for this token
-T_EXCH = 16  # exchange code of the aggregator's state
-T_TFEXCH = 17  # exchange code of the timeframe builder's series
-T_ALLOWED = 18  # may create state (known token, or no known set)
-T_WANT = 19  # bit j: forming candles of timeframe j are wanted (the forming filter)
-T_WANTOK = 20  # T_WANT is up to date with the filter
-NTOKCOL = 21
+T_REF = 10  # last accepted price (0 = none): the centre of the price band
+T_PENDN = 11  # how many out-of-band ticks in a row agreed with each other ...
+T_LIMLO = 12  # circuit limits, paise (0 = unknown)
+T_LIMHI = 13
+T_PENDP = 14  # ... and the latest of them
+T_BASEVAL = 15  # a restored volume baseline, waiting for the first tick
+T_HASBASE = 16
+T_TOKEN = 17  # the token id
+T_RANK = 18  # position in token-id order
+T_OPENPOS = 19  # position in the list of open seconds, or -1
+T_TFSEEN = 20  # the timeframe builder has a series for this token
+T_EXCH = 21  # exchange code of the aggregator's state
+T_TFEXCH = 22  # exchange code of the timeframe builder's series
+T_ALLOWED = 23  # may create state (known token, or no known set)
+T_WANT = 24  # bit j: forming candles of timeframe j are wanted (the forming filter)
+T_WANTOK = 25  # T_WANT is up to date with the filter
+NTOKCOL = 26
 
 # per (token, timeframe) columns of ``bk``
 B_START = 0
@@ -101,8 +108,15 @@ G_TFLATE = 14
 G_LASTREJ_POS = 15
 G_LASTREJ_REASON = 16
 G_STOP = 17  # why process() stopped early: 1 output full, 2 a new token needs its filter answer
-G_REJ = 20  # six counters from here, in REASONS order
-NG = 32
+G_REJ = 20  # NREASONS counters from here, in REASONS order
+G_TSLIMIT = 30  # a tick stamped after this is future_timestamp (the clock + max_ahead)
+G_BAND_BP = 31  # the tick policy: price band (basis points), its floor (paise), confirmation
+G_BAND_MIN = 32
+G_CONFIRM = 33
+G_VMAX = 34  # largest cumulative volume
+G_VSTEP = 35  # largest rise of the cumulative volume
+G_LIMITS = 36  # some token has circuit limits (else the kernels skip reading them)
+NG = 40
 
 R_BAD_PRICE = 0
 R_BAD_TS = 1
@@ -110,7 +124,23 @@ R_BAD_VOL = 2
 R_UNKNOWN = 3
 R_VOLDEC = 4
 R_LATE = 5
-REASONS = ("bad_price", "bad_timestamp", "bad_volume", "unknown_token", "volume_decreased", "late")
+R_FUTURE = 6
+R_BAD_FIELD = 7
+R_BAND = 8
+R_VJUMP = 9
+REASONS = (
+    "bad_price",
+    "bad_timestamp",
+    "bad_volume",
+    "unknown_token",
+    "volume_decreased",
+    "late",
+    "future_timestamp",
+    "bad_field",
+    "price_band",
+    "volume_jump",
+)
+NREASONS = len(REASONS)
 
 # output record columns
 O_TOKEN = 0
@@ -130,7 +160,13 @@ NOCOL = 12
 _HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64 (Fibonacci hashing)
 
 
-def new_globals(close_delay_ns: int, emit_forming: bool) -> Any:
+def policy_array(band_bp: int, band_min: int, confirm: int, vmax: int, vstep: int) -> Any:
+    """The tick policy's parameters as the kernels take them."""
+    return np.array([band_bp, band_min, confirm, vmax, vstep], dtype=np.int64)
+
+
+def new_globals(close_delay_ns: int, emit_forming: bool, policy: Any) -> Any:
+    """The globals of a fresh streaming state; ``policy`` from :func:`policy_array`."""
     g = np.zeros(NG, dtype=np.int64)
     g[G_WM] = -1
     g[G_PWM] = -1
@@ -140,7 +176,50 @@ def new_globals(close_delay_ns: int, emit_forming: bool) -> Any:
     g[G_FORMING] = 1 if emit_forming else 0
     g[G_LASTREJ_POS] = -1
     g[G_LASTREJ_REASON] = -1
+    g[G_TSLIMIT] = BIG
+    g[G_BAND_BP : G_VSTEP + 1] = policy
     return g
+
+
+# --- the tick policy ------------------------------------------------------------------------------
+
+
+@_inline
+def band_ok(ref, p, bp, floor):
+    """:func:`mandi.pipeline.validate.band_allows` (the same integer arithmetic)."""
+    if p >= ref:
+        move = p - ref
+        low = ref
+    else:
+        move = ref - p
+        low = p
+    width = (low // 10_000) * bp + (low % 10_000) * bp // 10_000
+    if width < floor:
+        width = floor
+    return move <= width
+
+
+@_inline
+def out_of_band(p, limlo, limhi, ref, st, k, cp, cn, bp, floor, confirm):
+    """SecondAggregator._out_of_band for token row ``k`` of ``st``, whose columns ``cp`` and
+    ``cn`` hold the latest out-of-band price and how many agreed in a row; True = reject. A move
+    within the floor needs no division (the usual tick)."""
+    if (limlo != 0 and p < limlo) or (limhi != 0 and p > limhi):
+        return True
+    move = p - ref if p >= ref else ref - p
+    if move <= floor or ref <= 0 or bp <= 0 or band_ok(ref, p, bp, floor):
+        if st[k, cn] != 0:
+            st[k, cn] = 0
+        return False
+    if st[k, cn] != 0 and band_ok(st[k, cp], p, bp, floor):
+        st[k, cn] += 1
+    else:
+        st[k, cn] = 1
+    st[k, cp] = p
+    if st[k, cn] < confirm:
+        return True
+    st[k, cn] = 0  # confirmed: the market really moved there
+    return False
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -470,7 +549,9 @@ def process(
     vol,
     lq,
     oi,
+    fields,
     exch,
+    why,
     start,
     tok,
     bk,
@@ -485,12 +566,22 @@ def process(
 ):
     """CandlePipeline.handle_tick for ticks ``start..``; candles go to ``out`` from
     ``g[G_NOUT]``. Stops early (returning the next tick's position) when ``out`` might not
-    hold the candles of the next tick; returns ``len(idx)`` when every tick is done."""
+    hold the candles of the next tick; returns ``len(idx)`` when every tick is done.
+    ``fields`` is the bitwise OR of each tick's other numeric fields (or −1 when one is not an
+    int); a rejected tick's reason goes to ``why[i]``."""
     n = len(idx)
     ntf = len(tfs)
     per_second = 1 + ntf * (1 + g[G_FORMING])  # records one 1 s candle can produce
     room = out.shape[0] - g[G_NTOK] * ntf  # keep space for a timeframe advance
     delay = g[G_DELAY]
+    tslimit = g[G_TSLIMIT]
+    vmax = g[G_VMAX]
+    vstep = g[G_VSTEP]
+    bp = g[G_BAND_BP]
+    floor = g[G_BAND_MIN]
+    confirm = g[G_CONFIRM]
+    limits = g[G_LIMITS] != 0
+    check_fields = len(fields) != 0  # empty: every tick's other fields are known to be good
     one_exchange = len(exch) == 1
     r = g[G_NOUT]
     for i in range(start, n):
@@ -508,8 +599,12 @@ def process(
             reason = R_BAD_PRICE
         elif t <= 0 or t >= MAX_TS:
             reason = R_BAD_TS
-        elif v < 0:
+        elif t > tslimit:
+            reason = R_FUTURE
+        elif v < 0 or v > vmax:
             reason = R_BAD_VOL
+        elif check_fields and (fields[i] < 0 or fields[i] >= MAX_FIELD):
+            reason = R_BAD_FIELD
         elif tok[k, T_HAS] == 0:
             if tok[k, T_ALLOWED] == 0:
                 reason = R_UNKNOWN
@@ -534,6 +629,13 @@ def process(
                 tok[k, T_N] = 0
                 ask = tok[k, T_WANTOK] == 0
         if reason < 0:
+            lo = tok[k, T_LIMLO] if limits else 0
+            hi = tok[k, T_LIMHI] if limits else 0
+            if out_of_band(p, lo, hi, tok[k, T_REF], tok, k, T_PENDP, T_PENDN, bp, floor, confirm):
+                reason = R_BAND
+            elif v - tok[k, T_CUM] > vstep:
+                reason = R_VJUMP
+        if reason < 0:
             sec = t - t % NS
             cur = tok[k, T_SEC]
             if sec == cur:  # hot path: the open second
@@ -545,6 +647,7 @@ def process(
                     elif p < tok[k, T_LOW]:
                         tok[k, T_LOW] = p
                     tok[k, T_CLOSE] = p
+                    tok[k, T_REF] = p
                     tok[k, T_CUM] = v
                     tok[k, T_OI] = oi[i]
                     tok[k, T_N] += 1
@@ -561,6 +664,7 @@ def process(
                 tok[k, T_HIGH] = p
                 tok[k, T_LOW] = p
                 tok[k, T_CLOSE] = p
+                tok[k, T_REF] = p
                 tok[k, T_CUM] = v
                 tok[k, T_OI] = oi[i]
                 tok[k, T_N] = 1
@@ -589,6 +693,7 @@ def process(
             g[G_REJ + reason] += 1
             g[G_LASTREJ_POS] = i
             g[G_LASTREJ_REASON] = reason
+            why[i] = reason
         if g[G_WM] != g[G_PWM]:  # CandlePipeline: the watermark moved, advance the frames
             g[G_PWM] = g[G_WM]
             r = _tfb_advance(g[G_WM] - delay, bk, g, tok, tfs, tfb_order, out, r)
@@ -685,7 +790,18 @@ S_CUM = 6
 S_OI = 7
 S_N = 8
 S_HAS = 9
-NSCOL = 10
+S_REF = 10  # the price band's state, as T_REF, T_PENDP, T_PENDN
+S_PENDP = 11
+S_PENDN = 12
+NSCOL = 13
+
+# ``counts`` of the replay kernel
+C_TFLATE = NREASONS  # the rejection counters come first, in REASONS order
+C_LASTPOS = NREASONS + 1
+C_LASTREASON = NREASONS + 2
+C_TICKS = NREASONS + 3
+C_N1 = NREASONS + 4
+NCOUNTS = NREASONS + 5
 
 
 @_bare
@@ -846,7 +962,7 @@ def _finalize(
                 if bks[k, j, B_DONE] != 0 or sec >= bks[k, j, B_END]:
                     # done, or data after a session close: the clock confirmed the bucket
                     bks[k, j, B_DONE] = 1
-                    counts[6] += 1
+                    counts[C_TFLATE] += 1
                     continue
                 if h > bks[k, j, B_HIGH]:
                     bks[k, j, B_HIGH] = h
@@ -878,7 +994,9 @@ def replay(
     vol,
     lq,
     oi,
+    fields,
     exch,
+    policy,
     tok,
     rank_order,
     tfs,
@@ -900,8 +1018,8 @@ def replay(
     row per tick), timeframe ``j``'s from row ``bases[j]`` (room for every (token, bucket) the
     stream can touch).
 
-    ``counts`` receives the six rejection counters, the frames' late count [6], the last
-    rejection's position [7] and reason [8], the ticks [9] and the 1 s candles [10]; ``ntfout``
+    ``counts`` receives the rejection counters, the frames' late count [C_TFLATE], the last
+    rejection's position and reason, the ticks and the 1 s candles (``C_*``); ``ntfout``
     the timeframe candle counts. Work space, zeroed by the caller: ``st`` (tokens × NSCOL),
     ``bks`` (tokens × timeframes × NBCOL, starts −1), ``work`` (5 × tokens), ``touched``
     (timeframes × tokens), ``gridst`` (5 × timeframes, row 1 −1). Returns 0, or 1 when the
@@ -920,6 +1038,12 @@ def replay(
     gend = gridst[2]
     lo_ = gridst[3]
     hi_ = gridst[4]
+    bp = policy[0]
+    floor = policy[1]
+    confirm = policy[2]
+    vmax = policy[3]
+    vstep = policy[4]
+    check_fields = len(fields) != 0  # empty: every tick's other fields are known to be good
     n1 = 0
     nblock = 0
     wm = -1
@@ -934,8 +1058,10 @@ def replay(
             reason = R_BAD_PRICE
         elif t <= 0 or t >= MAX_TS:
             reason = R_BAD_TS
-        elif v < 0:
+        elif v < 0 or v > vmax:
             reason = R_BAD_VOL
+        elif check_fields and (fields[i] < 0 or fields[i] >= MAX_FIELD):
+            reason = R_BAD_FIELD
         elif st[k, S_HAS] == 0:
             if tok[k, T_ALLOWED] == 0:
                 reason = R_UNKNOWN
@@ -945,10 +1071,18 @@ def replay(
                 base = v - lq[i]
                 st[k, S_CUM] = base if base > 0 else 0
                 st[k, S_SEC] = -1
+                st[k, S_REF] = tok[k, T_REF]
+        if reason < 0:
+            lo = tok[k, T_LIMLO]
+            hi = tok[k, T_LIMHI]
+            if out_of_band(p, lo, hi, st[k, S_REF], st, k, S_PENDP, S_PENDN, bp, floor, confirm):
+                reason = R_BAND
+            elif v - st[k, S_CUM] > vstep:
+                reason = R_VJUMP
         if reason >= 0:
             counts[reason] += 1
-            counts[7] = i
-            counts[8] = reason
+            counts[C_LASTPOS] = i
+            counts[C_LASTREASON] = reason
             continue
         sec = t - t % NS
         if sec != wm:
@@ -995,6 +1129,7 @@ def replay(
             elif p < st[k, S_LOW]:
                 st[k, S_LOW] = p
             st[k, S_CLOSE] = p
+            st[k, S_REF] = p
             st[k, S_CUM] = v
             st[k, S_OI] = oi[i]
             st[k, S_N] += 1
@@ -1005,6 +1140,7 @@ def replay(
             st[k, S_HIGH] = p
             st[k, S_LOW] = p
             st[k, S_CLOSE] = p
+            st[k, S_REF] = p
             st[k, S_CUM] = v
             st[k, S_OI] = oi[i]
             st[k, S_N] = 1
@@ -1046,6 +1182,6 @@ def replay(
         _flush_touched(
             j, bks, touched, tcount, tok, rank_order, mark, torder, scratch, tfs, out, bases, ntfout
         )
-    counts[9] = ticks
-    counts[10] = n1
+    counts[C_TICKS] = ticks
+    counts[C_N1] = n1
     return 0

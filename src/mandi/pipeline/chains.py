@@ -87,6 +87,18 @@ class ChainAssembler:
                     self._underlying_token[opt.underlying] = by_symbol[name]
                     break
 
+    def listed_strikes(self) -> dict[tuple[str, dt.date], list[int]]:
+        """Every (underlying, expiry) of the instrument master with its listed strikes (paise)."""
+        return {key: sorted(strikes) for key, strikes in self._listed.items()}
+
+    def restore_oi_references(self, ts_ns: int, references: dict[int, int]) -> None:
+        """After a restart on the IST day of ``ts_ns``: the OI each contract's change is measured
+        against (its first reading of the day, as stored: ``oi − oi_change``), so the change in
+        OI goes on as if the node had never stopped."""
+        self._new_day(ts_ns)
+        for token, oi in references.items():
+            self.set_oi_reference(token, oi)
+
     def set_oi_reference(self, token: int, oi: int) -> None:
         """The open interest that ``oi_change`` is measured against (e.g. yesterday's close)."""
         self._oi_ref[token] = oi
@@ -351,6 +363,17 @@ class ChainColumns:
                 if name in by_symbol:
                     self._underlying_token[opt.underlying] = by_symbol[name]
                     break
+
+    def listed_strikes(self) -> dict[tuple[str, dt.date], list[int]]:
+        """:meth:`ChainAssembler.listed_strikes`: every chain with its listed strikes (paise)."""
+        return {spec.key: list(spec.strikes) for spec in self._specs}
+
+    def restore_oi_references(self, ts_ns: int, references: dict[int, int]) -> None:
+        """:meth:`ChainAssembler.restore_oi_references`: after a restart on the IST day of
+        ``ts_ns``, each contract's OI reference as before it."""
+        self._new_day(ts_ns)
+        for token, oi in references.items():
+            self.set_oi_reference(token, oi)
 
     def set_oi_reference(self, token: int, oi: int) -> None:
         """The open interest that ``oi_change`` is measured against (e.g. yesterday's close)."""

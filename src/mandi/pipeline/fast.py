@@ -27,18 +27,15 @@ first needs it, which gives the same answers unless the subscriptions change in 
 a refresh. :class:`FastCandlePipeline` publishes a batch's candles after computing them (the same
 messages in the same order as ``CandlePipeline``, which publishes as it goes).
 
-Domain (documented differences from the reference classes, which take any Python object):
-``ts_event`` must be below 2**62 ns (year 2116) — later is ``bad_timestamp``; prices, volumes,
-quantities and OI are ``int`` (paise, shares) as :class:`~mandi.model.market.Tick` declares — on
-the object path an integral float is taken as that integer, any other non-int price counts as
-``bad_price``, volume as ``bad_volume``, timestamp as ``bad_timestamp``, and a non-int last
-quantity or OI as 0.
+Both apply the tick policy of :mod:`mandi.pipeline.validate` exactly as the reference does (the
+same reasons, in the same order, for the same ticks). On the object path a value that is not an
+integer (a float, even an integral one, a string, None) is rejected under its field's reason; the
+columns path takes integer arrays only (a float array is a ``TypeError``, never truncated).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -61,6 +58,14 @@ from mandi.model.batches import (
 from mandi.model.market import Candle, Tick
 from mandi.pipeline import _fastkernels as K
 from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES
+from mandi.pipeline.validate import (
+    DEFAULT_POLICY,
+    INVALID,
+    MAX_FIELD,
+    TickPolicy,
+    is_int,
+    other_fields_ok,
+)
 
 I64 = NDArray[np.int64]
 
@@ -68,13 +73,20 @@ I64 = NDArray[np.int64]
 assert len(CANDLE_FIELDS) == K.NOCOL
 
 REASONS: tuple[str, ...] = K.REASONS  # the aggregator's rejection reasons, in counter order
+_INVALID_CODES = np.array([r in INVALID for r in REASONS], dtype=bool)
 
 _BAD_TOKEN = -(1 << 63)  # stands for a token id that is not an int (never allowed)
 _LO, _HI = -(1 << 63), 1 << 63
 
 
 def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
-    a = np.ascontiguousarray(values, dtype=np.int64)
+    a = np.asarray(values)
+    if a.dtype != np.int64:
+        if a.dtype.kind not in "iub" and not (a.size == 0 and a.dtype.kind == "f"):
+            raise TypeError(f"{name} must be integers (paise, ns, shares), got {a.dtype} values")
+        a = a.astype(np.int64)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
     if a.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
     if n is not None and len(a) != n:
@@ -104,34 +116,63 @@ class _Columns(NamedTuple):
     volume: I64
     last_qty: I64
     oi: I64
+    fields: I64  # bitwise OR of the other numeric fields, -1 if one is not an int; or empty when
+    # every tick's are good (the kernels then skip the per-tick check: see _fields_to_check)
     exchange: I64
 
 
 def _int_or(x: Any, bad: int) -> int:
-    """``x`` if it is an int, the integer of an integral finite float, else ``bad``."""
-    if type(x) is int:
-        return x if _LO <= x < _HI else bad
-    if isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) < 2**62:
-        return int(x)
-    if isinstance(x, int | np.integer) and not isinstance(x, bool):
-        return int(x)
-    return bad
+    """``x`` if it is an integer that fits int64, else ``bad``."""
+    return int(x) if is_int(x) and _LO <= x < _HI else bad
 
 
-def _column(values: list[Any], bad: int, strict: bool = False) -> I64:
-    """An int64 column; a value that is not an integer becomes ``bad`` (``strict``: anything but
-    a Python int, as SecondAggregator's timestamp check)."""
+def _column(values: list[Any], bad: int) -> I64:
+    """An int64 column; a value that is not an integer (or does not fit) becomes ``bad``."""
     try:
         a = np.array(values)
     except (OverflowError, ValueError, TypeError):
         a = np.zeros(0, dtype=object)
     if a.dtype == np.int64 and len(a) == len(values):
         return a
-    if strict:
-        return np.array(
-            [x if type(x) is int and _LO <= x < _HI else bad for x in values], dtype=np.int64
-        )
     return np.array([_int_or(x, bad) for x in values], dtype=np.int64)
+
+
+def _quotes_of(t: Tick) -> int:
+    """Bid, ask and their quantities OR-ed (−1 unless all are ints in [0, 2**53))."""
+    q = (t.bid, t.ask, t.bid_qty, t.ask_qty)
+    return int(q[0] | q[1] | q[2] | q[3]) if other_fields_ok(*q) else -1
+
+
+def _quotes_column(ticks: Sequence[Tick]) -> I64:
+    """:func:`_quotes_of` of every tick; one expression per tick when they are all ints (an OR
+    of non-negative ints below 2**53 stays below it, a negative one makes it negative)."""
+    try:
+        a = np.array([t.bid | t.ask | t.bid_qty | t.ask_qty for t in ticks])
+        if a.dtype == np.int64 and len(a) == len(ticks):
+            return a
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return np.array([_quotes_of(t) for t in ticks], dtype=np.int64)
+
+
+_NO_FIELDS = np.zeros(0, dtype=np.int64)
+
+
+def _fields_to_check(*cols: I64) -> I64:
+    """The per-tick bitwise OR of the other numeric fields, for the kernels' ``bad_field`` check
+    — or an empty array when every value is an int in [0, 2**53) (the usual batch), which spares
+    the kernels a column and a test per tick (an OR of such ints stays in range; a negative
+    value, −1 for a non-int, makes it negative)."""
+    acc = 0
+    for c in cols:
+        if len(c):
+            acc |= int(np.bitwise_or.reduce(c))
+    if 0 <= acc < MAX_FIELD:
+        return _NO_FIELDS
+    out = cols[0]
+    for c in cols[1:]:
+        out = out | c
+    return out
 
 
 def tick_columns(ticks: Sequence[Tick]) -> _Columns:
@@ -140,21 +181,25 @@ def tick_columns(ticks: Sequence[Tick]) -> _Columns:
     ex = [codes.get(t.exchange, -1) for t in ticks]
     if -1 in ex:
         ex = [exchange_code(t.exchange) for t in ticks]
+    last_qty = _column([t.last_qty for t in ticks], -1)  # -1: a bad field (below)
+    oi = _column([t.oi for t in ticks], -1)
     return _Columns(
         _column([t.token for t in ticks], _BAD_TOKEN),
-        _column([t.ts_event for t in ticks], 0, strict=True),
+        _column([t.ts_event for t in ticks], 0),
         _column([t.price for t in ticks], 0),
         _column([t.volume for t in ticks], -1),
-        _column([t.last_qty for t in ticks], 0),
-        _column([t.oi for t in ticks], 0),
+        last_qty,
+        oi,
+        _fields_to_check(last_qty, oi, _quotes_column(ticks)),
         np.array(ex, dtype=np.int64),
     )
 
 
 def tick_batch(ticks: Sequence[Tick]) -> TickBatch:
     """A :class:`~mandi.model.batches.TickBatch` of :class:`Tick` objects from any feed: a field
-    that is not an integer becomes the value the pipeline rejects (see the module doc: a bad
-    token, timestamp, price or volume), a bad quoted field 0 — never a silently truncated float."""
+    that is not an integer becomes the value the tick policy rejects (see the module doc: a bad
+    token, timestamp, price or volume; −1 for a bad quoted field, a ``bad_field``) — never a
+    silently truncated float."""
     if not ticks:
         return TickBatch.empty()
     c = tick_columns(ticks)
@@ -167,10 +212,10 @@ def tick_batch(ticks: Sequence[Tick]) -> TickBatch:
         volume=c.volume,
         last_qty=c.last_qty,
         oi=c.oi,
-        bid=_column([t.bid for t in ticks], 0),
-        ask=_column([t.ask for t in ticks], 0),
-        bid_qty=_column([t.bid_qty for t in ticks], 0),
-        ask_qty=_column([t.ask_qty for t in ticks], 0),
+        bid=_column([t.bid for t in ticks], -1),
+        ask=_column([t.ask for t in ticks], -1),
+        bid_qty=_column([t.bid_qty for t in ticks], -1),
+        ask_qty=_column([t.ask_qty for t in ticks], -1),
     )
 
 
@@ -208,6 +253,8 @@ class FastCandles:
         ``filter(token, exchange, timeframe) -> bool``: forming candles only for the series it
         wants (``TimeframeBuilder``'s filter); answers are kept until
         :meth:`refresh_forming_filter`.
+    policy : TickPolicy, optional
+        The tick policy (:mod:`mandi.pipeline.validate`; its defaults when None).
 
     Attributes
     ----------
@@ -234,6 +281,7 @@ class FastCandles:
         close_delay_ns: int = 0,
         emit_forming: bool = True,
         forming_filter: Callable[[int, str, int], bool] | None = None,
+        policy: TickPolicy | None = None,
     ) -> None:
         tfs = tuple(sorted(set(timeframes)))
         if not tfs or any(type(tf) is not int or tf <= 0 for tf in tfs):
@@ -245,11 +293,16 @@ class FastCandles:
         self.timeframes: tuple[int, ...] = tfs
         self.emit_forming = emit_forming
         self.close_delay_ns = close_delay_ns
+        self.policy = p = policy or DEFAULT_POLICY
+        self._policy = K.policy_array(
+            p.band_bp, p.price_band_min_paise, p.price_band_confirm, p.max_volume, p.max_volume_step
+        )
+        self._ahead_ns = p.max_ahead_ms * 1_000_000
         self._cal = cal or calendar("NSE")
         self._known = known_tokens
         self._filter = forming_filter
         self._tfs = np.array(tfs, dtype=np.int64)
-        self._g = K.new_globals(close_delay_ns, emit_forming)
+        self._g = K.new_globals(close_delay_ns, emit_forming, self._policy)
         self._cap = 0
         self._tok = np.zeros((0, K.NTOKCOL), dtype=np.int64)
         self._bk = np.zeros((0, len(tfs), K.NBCOL), dtype=np.int64)
@@ -266,6 +319,11 @@ class FastCandles:
         # filter answer is asked at the start of the next call (only then is the scan needed)
         self._ask_next = False
         self.last_rejection: tuple[str, Tick] | None = None
+        # of the last batch, per tick: the reason code of a rejected tick, -1 for an accepted one
+        # (None: nothing was rejected); the kernel writes into a reused buffer kept at -1
+        self.why: NDArray[np.int64] | None = None
+        self._why = np.full(4096, -1, dtype=np.int64)
+        self._batch = 0
 
     # --- counters ---------------------------------------------------------------------------
     @property
@@ -382,6 +440,19 @@ class FastCandles:
             self._tok[k, K.T_BASEVAL] = cumulative_volume
             self._tok[k, K.T_HASBASE] = 1
 
+    def set_price_reference(self, token: int, price: int) -> None:
+        """``SecondAggregator.set_price_reference``: the last good price known from elsewhere."""
+        k = self._index(int(token))
+        self._tok[k, K.T_REF] = int(price)
+        self._tok[k, K.T_PENDN] = 0
+
+    def set_price_limits(self, token: int, lower: int, upper: int) -> None:
+        """``SecondAggregator.set_price_limits``: circuit limits in paise (0 = unknown)."""
+        k = self._index(int(token))
+        self._tok[k, K.T_LIMLO] = int(lower)
+        self._tok[k, K.T_LIMHI] = int(upper)
+        self._g[K.G_LIMITS] = 1
+
     # --- the forming filter ---------------------------------------------------------------------
     def refresh_forming_filter(self) -> None:
         """Forget the filter's answers (the set of interested consumers changed)."""
@@ -495,6 +566,7 @@ class FastCandles:
         exchange: str | ArrayLike = "NSE",
         *,
         copy: bool = True,
+        now_ns: int | None = None,
     ) -> NDArray[Any]:
         """Apply a batch of ticks given as columns; return the candles they produce.
 
@@ -507,6 +579,9 @@ class FastCandles:
             The exchange of every tick, or one :func:`exchange_code` per tick.
         copy : bool
             ``False`` returns a view of an internal buffer, valid until the next call.
+        now_ns : int, optional
+            The feed's clock: a tick stamped more than ``policy.max_ahead_ms`` after it is
+            ``future_timestamp``.
 
         Returns
         -------
@@ -525,9 +600,16 @@ class FastCandles:
             ex = np.array([exchange_code(exchange)], dtype=np.int64)
         else:
             ex = _i64("exchange", exchange, n)
-        return self._run(_Columns(tokens, ts, px, vol, lq, oi_, ex), None, copy)
+        cols = _Columns(tokens, ts, px, vol, lq, oi_, _fields_to_check(lq, oi_), ex)
+        return self._run(cols, None, copy, now_ns)
 
-    def _run(self, cols: _Columns, ticks: Sequence[Tick] | None, copy: bool) -> NDArray[Any]:
+    def _run(
+        self,
+        cols: _Columns,
+        ticks: Sequence[Tick] | None,
+        copy: bool,
+        now_ns: int | None = None,
+    ) -> NDArray[Any]:
         n = len(cols.token)
         idx = self._map(cols.token)
         self._recheck_known()
@@ -535,7 +617,12 @@ class FastCandles:
             self._ask_filter()
             self._ask_next = False
         self._cover(cols.ts)
-        rejected = int(self._g[K.G_REJ : K.G_REJ + 6].sum())
+        g = self._g
+        g[K.G_TSLIMIT] = K.BIG if now_ns is None else min(int(now_ns) + self._ahead_ns, K.BIG)
+        rejected = int(g[K.G_REJ : K.G_REJ + K.NREASONS].sum())
+        if len(self._why) < n:
+            self._why = np.full(max(n, 2 * len(self._why)), -1, dtype=np.int64)
+        why = self._why[:n]
         self._g[K.G_NOUT] = 0
         self._room(max(1 << 14, 2 * self._need(1)))
         chunks: list[I64] = []
@@ -548,7 +635,9 @@ class FastCandles:
                 cols.volume,
                 cols.last_qty,
                 cols.oi,
+                cols.fields,
                 cols.exchange,
+                why,
                 pos,
                 *self._state(),
             )
@@ -565,9 +654,12 @@ class FastCandles:
             self._recheck_known()
         # a token that got state in the last tick is asked at the next step, as the reference
         # asks lazily when it first needs the answer
-        self._ask_next = self._filter is not None and int(self._g[K.G_STOP]) == 2
-        if int(self._g[K.G_REJ : K.G_REJ + 6].sum()) != rejected:
+        self._ask_next = self._filter is not None and int(g[K.G_STOP]) == 2
+        self.why, self._batch = None, n
+        if int(g[K.G_REJ : K.G_REJ + K.NREASONS].sum()) != rejected:
             self._note_rejection(cols, ticks)
+            self.why = why.copy()
+            why.fill(-1)
         if chunks:
             chunks.append(self._take_raw())
             return _as_records(np.concatenate(chunks))
@@ -592,21 +684,32 @@ class FastCandles:
         )
         self.last_rejection = (reason, tick)
 
-    def process_ticks(self, ticks: Sequence[Tick], *, copy: bool = True) -> NDArray[Any]:
+    def process_ticks(
+        self, ticks: Sequence[Tick], *, copy: bool = True, now_ns: int | None = None
+    ) -> NDArray[Any]:
         """:meth:`process` for :class:`Tick` objects; returns records."""
         ticks = list(ticks)
-        return self._run(tick_columns(ticks), ticks, copy)
+        return self._run(tick_columns(ticks), ticks, copy, now_ns)
 
-    def handle_ticks(self, ticks: Iterable[Tick]) -> list[Candle]:
+    def handle_ticks(self, ticks: Iterable[Tick], now_ns: int | None = None) -> list[Candle]:
         """:meth:`process` for :class:`Tick` objects, returning :class:`Candle` messages."""
         ticks = list(ticks)
         if not ticks:
             return []
-        return records_to_candles(self._run(tick_columns(ticks), ticks, False))
+        return records_to_candles(self._run(tick_columns(ticks), ticks, False, now_ns))
 
-    def handle_tick(self, tick: Tick) -> list[Candle]:
+    def handle_tick(self, tick: Tick, now_ns: int | None = None) -> list[Candle]:
         """One tick (``CandlePipeline.handle_tick``); returns the candles it publishes."""
-        return self.handle_ticks((tick,))
+        return self.handle_ticks((tick,), now_ns)
+
+    def valid_mask(self) -> NDArray[np.bool_]:
+        """Of the last batch, the ticks whose values are valid (not rejected as one of
+        :data:`~mandi.pipeline.validate.INVALID`): what the node stores and publishes."""
+        why = self.why
+        if why is None:
+            return np.ones(self._batch, dtype=bool)
+        valid: NDArray[np.bool_] = (why < 0) | ~_INVALID_CODES[np.maximum(why, 0)]
+        return valid
 
     # --- time ---------------------------------------------------------------------------------
     def advance(self, now_ns: int, *, copy: bool = True) -> NDArray[Any]:
@@ -784,6 +887,7 @@ def replay_candles(
     known_tokens: Container[int] | None = None,
     close_delay_ns: int = 0,
     seconds: bool = True,
+    policy: TickPolicy | None = None,
 ) -> Replay:
     """Every confirmed candle of a whole tick stream at once (backfills, backtests).
 
@@ -799,7 +903,7 @@ def replay_candles(
     ``seconds=False`` leaves the 1 s candles out (the timeframes only, for 1-minute-and-up
     backtests); everything else is unchanged.
     """
-    fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
+    fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, False, policy=policy)
     tokens = _i64("token", token)
     n = len(tokens)
     ts = _i64("ts_event", ts_event, n)
@@ -811,12 +915,13 @@ def replay_candles(
         ex = np.array([exchange_code(exchange)], dtype=np.int64)
     else:
         ex = _i64("exchange", exchange, n)
+    fields = _fields_to_check(lq, oi_)
     if close_delay_ns == 0 and n:
         idx = fc._map(tokens)
         span = fc._cover(ts)
         ntok = int(fc._g[K.G_NTOK])
-        counts = np.zeros(16, dtype=np.int64)
-        counts[7] = -1
+        counts = np.zeros(K.NCOUNTS, dtype=np.int64)
+        counts[K.C_LASTPOS] = -1
         ntf = len(fc.timeframes)
         room = _timeframe_rows(span, n, ntok, fc.timeframes)
         first = n if seconds else 0  # rows for the 1 s candles
@@ -831,7 +936,9 @@ def replay_candles(
             vol,
             lq,
             oi_,
+            fields,
             ex,
+            fc._policy,
             fc._tok[:ntok],
             fc._rank[:ntok].copy(),
             fc._tfs,
@@ -845,7 +952,7 @@ def replay_candles(
             seconds,
         )
         if status == 0:
-            end = int(counts[10])
+            end = int(counts[K.C_N1])
             for j in range(ntf):  # close the gaps: timeframe rows follow the 1 s rows
                 m = int(ntf_out[j])
                 buf[end : end + m] = buf[bases[j] : bases[j] + m]
@@ -854,12 +961,12 @@ def replay_candles(
             if 1 in fc.timeframes:  # the builder's 1 s candles equal the base ones: interleave
                 out = canonical_order(out)
             rejected = Counter({r: int(counts[i]) for i, r in enumerate(REASONS) if counts[i]})
-            late = int(counts[6])
+            late = int(counts[K.C_TFLATE])
             return Replay(
                 out, rejected, Counter({"late": late}) if late else Counter(), "single-pass"
             )
-        fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, emit_forming=False)
-    cols = _Columns(tokens, ts, px, vol, lq, oi_, ex)
+        fc = FastCandles(timeframes, cal, known_tokens, close_delay_ns, False, policy=policy)
+    cols = _Columns(tokens, ts, px, vol, lq, oi_, fields, ex)
     out = canonical_order(np.concatenate([fc._run(cols, None, True), fc.flush()]))
     if not seconds:
         one = out["timeframe"] == 1
@@ -900,6 +1007,12 @@ class _SecondsView:
 
     def set_volume_baseline(self, token: int, cumulative_volume: int) -> None:
         self._core.set_volume_baseline(token, cumulative_volume)
+
+    def set_price_reference(self, token: int, price: int) -> None:
+        self._core.set_price_reference(token, price)
+
+    def set_price_limits(self, token: int, lower: int, upper: int) -> None:
+        self._core.set_price_limits(token, lower, upper)
 
 
 class _FramesView:
@@ -949,6 +1062,7 @@ class FastCandlePipeline:
         known_tokens: Container[int] | None = None,
         close_delay_ns: int = 0,
         emit_forming: bool = True,
+        policy: TickPolicy | None = None,
     ) -> None:
         self.bus = bus
         self.core = FastCandles(
@@ -958,6 +1072,7 @@ class FastCandlePipeline:
             close_delay_ns,
             emit_forming,
             self._has_forming_subscriber,
+            policy,
         )
         self.seconds = _SecondsView(self.core)
         self.frames = _FramesView(self.core)
@@ -980,15 +1095,24 @@ class FastCandlePipeline:
                 f"{'candle' if c.closed else 'pub:candle'}:{c.timeframe}s:{c.exchange}:{c.token}", c
             )
 
-    def handle_tick(self, tick: Tick) -> None:
-        self._check_subscriptions()
-        self._publish(self.core.process_ticks((tick,), copy=False))
+    def set_price_limits(self, token: int, lower: int, upper: int) -> None:
+        """``CandlePipeline.set_price_limits``: circuit limits in paise (0 = unknown)."""
+        self.core.set_price_limits(token, lower, upper)
 
-    def handle_ticks(self, ticks: Iterable[Tick]) -> None:
+    def handle_tick(self, tick: Tick, now_ns: int | None = None) -> None:
+        self._check_subscriptions()
+        self._publish(self.core.process_ticks((tick,), copy=False, now_ns=now_ns))
+
+    def handle_ticks(self, ticks: Iterable[Tick], now_ns: int | None = None) -> list[Tick]:
+        """``CandlePipeline.handle_ticks``: returns the ticks with valid values."""
         ticks = list(ticks)
-        if ticks:
-            self._check_subscriptions()
-            self._publish(self.core.process_ticks(ticks, copy=False))
+        if not ticks:
+            return ticks
+        self._check_subscriptions()
+        self._publish(self.core.process_ticks(ticks, copy=False, now_ns=now_ns))
+        if self.core.why is None:  # nothing rejected: the usual case
+            return ticks
+        return [t for t, ok in zip(ticks, self.core.valid_mask().tolist(), strict=True) if ok]
 
     def handle_columns(
         self,
@@ -999,23 +1123,33 @@ class FastCandlePipeline:
         last_qty: ArrayLike | None = None,
         oi: ArrayLike | None = None,
         exchange: str | ArrayLike = "NSE",
+        now_ns: int | None = None,
     ) -> None:
         """:meth:`FastCandles.process` on columns, the candles published."""
         self._check_subscriptions()
         self._publish(
-            self.core.process(token, ts_event, price, volume, last_qty, oi, exchange, copy=False)
+            self.core.process(
+                token, ts_event, price, volume, last_qty, oi, exchange, copy=False, now_ns=now_ns
+            )
         )
 
-    def handle_batch(self, batch: TickBatch) -> None:
-        """A :class:`~mandi.model.batches.TickBatch` (one call of the kernels): its candles go out
-        as :class:`~mandi.model.batches.CandleBatch` es on ``batch:candle``, a :class:`Candle`
-        only for a topic somebody subscribed to with a handler (:meth:`publish_batch`)."""
-        if len(batch):
-            self._check_subscriptions()
-            d = batch.data
-            self.publish_batch(
-                self.core._run(_Columns(d[0], d[2], d[4], d[5], d[6], d[7], d[1]), None, False)
-            )
+    def handle_batch(self, batch: TickBatch, now_ns: int | None = None) -> NDArray[np.bool_] | None:
+        """A :class:`~mandi.model.batches.TickBatch` (one call of the kernels, the tick policy
+        applied against the feed's clock ``now_ns``): its candles go out as
+        :class:`~mandi.model.batches.CandleBatch` es on ``batch:candle``, a :class:`Candle` only
+        for a topic somebody subscribed to with a handler (:meth:`publish_batch`). Returns None
+        when the policy kept every tick (the usual batch), else the mask of the ticks whose
+        values are valid (:meth:`FastCandles.valid_mask`): what the node stores and publishes."""
+        if not len(batch):
+            return None
+        self._check_subscriptions()
+        b = batch
+        lq, oi = b.last_qty, b.oi
+        fields = _fields_to_check(lq, oi, b.bid, b.ask, b.bid_qty, b.ask_qty)
+        cols = _Columns(b.token, b.ts_event, b.price, b.volume, lq, oi, fields, b.exchange)
+        core = self.core
+        self.publish_batch(core._run(cols, None, False, now_ns))
+        return None if core.why is None else core.valid_mask()
 
     def publish_batch(self, records: NDArray[Any]) -> None:
         """Candle records out as batches and, for the topics with a handler, as objects: each

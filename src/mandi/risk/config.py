@@ -12,10 +12,10 @@ import msgspec
 
 from mandi.core.calendar import MARKET_CLOSE, Session, calendar
 from mandi.core.errors import ConfigError
-from mandi.core.money import to_paise
+from mandi.core.money import Rupees, to_paise
 
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
-Inr = Annotated[float, msgspec.Meta(ge=0)]
+Inr = Rupees
 
 
 class RiskConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

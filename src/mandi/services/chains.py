@@ -7,12 +7,19 @@ every ``interval_s`` of exchange time one :class:`ChainSnapshot` per (underlying
 :class:`~mandi.options.chain.ChainAnalytics`). Snapshots are persisted every
 ``persist_interval_s`` (the seed's 30 s) into ``option_chain_snapshots`` with
 ``exchange_metadata``; on start, today's stored snapshots are replayed into the matrix (without
-notifying anybody) so the 3–30 minute OI windows are warm at once.
+notifying anybody) so the 3–30 minute OI windows are warm at once, and each contract's change in
+OI is measured against the same first reading of the day as before the restart.
 
 When. The chain stamped ``t`` (on the ``interval_s`` grid) is every quote that arrived before
 the first tick at or after ``t``, and is built at that tick — so it does not depend on how a
 feed batches its ticks: a live run, a replay of its recording and a flat-out simulation make the
-same chains.
+same chains. Snapshots are persisted on the ``persist_interval_s`` grid of exchange time (:00,
+:30, ...), also after a restart mid-interval; a simulated day has no tick before 09:15:00, so its
+first persisted chain is 09:15:30.
+
+Strike spacing comes from the instrument master: every (underlying, expiry)'s listed strikes go
+to the matrix (``set_listed_strikes``) before any snapshot — the first stored snapshot of a day is
+sparse and would otherwise fix a wrong grid — and into ``meta`` for ``mandi chain show``.
 
 Two engines (``pipeline.engine``): the reference takes ``tick:>`` objects into a
 :class:`ChainAssembler` and processes every snapshot through the matrix; the columnar one takes
@@ -21,7 +28,7 @@ as arrays (:meth:`ChainMatrix.stage_frames`): a snapshot object, the matrix work
 analytics are made only for who reads them — subscribers of ``chain:`` / ``analytics:``
 topics, the persistence every 30 s, the trading kernel asking for the latest chain
 (:meth:`ChainLayer.latest_snapshot`, :meth:`ChainLayer.latest_analytics`) — with the same
-values as the reference (tested).
+values as the reference (tested). Both restart alike (:meth:`ChainLayer._warm`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,10 @@ from mandi.pipeline.chains import ChainAssembler, ChainColumns, ChainFrame
 from mandi.stores.chains import (
     METADATA_SQL,
     SNAPSHOT_SQL,
+    STRIKES_SQL,
     atm_paise,
+    day_ticks,
+    listed_strikes_rows,
     load_snapshots,
     metadata_row,
     snapshot_rows,
@@ -76,7 +86,8 @@ class ChainLayer:
         self._known = 0  # instruments the assembler knows (the master grows on a new day)
         self._next_ns = 0  # the next chain falls due at the first tick at or after this time
         self._step_ns = max(1, int(cfg.interval_s * NS_PER_SECOND))
-        self._next_persist_ns = 0
+        self._next_persist_ns = -1  # -1: the first stamp decides (the next grid point)
+        self._listed: set[tuple[str, Any]] = set()  # chains whose strikes the matrix knows
         self._frames: dict[tuple[str, dt.date], ChainFrame] = {}  # the latest, columnar
         self._pending: list[tuple[ChainSnapshot, ChainAnalytics | None]] = []
         self.snapshots = 0
@@ -105,6 +116,7 @@ class ChainLayer:
             self.assembler = ChainAssembler(ctx.master, source=source)
         ctx.writer.register("option_chain_snapshots", SNAPSHOT_SQL)
         ctx.writer.register("exchange_metadata", METADATA_SQL)
+        ctx.writer.register("chain_strikes", STRIKES_SQL)
         if ctx.feed is not None and hasattr(ctx.feed, "on_snapshot"):
             # a source of whole chains (NSE's API): its snapshots, not ticks, feed the matrix
             ctx.feed.on_snapshot = self.handle_snapshot
@@ -114,24 +126,69 @@ class ChainLayer:
             ctx.bus.subscribe(TickBatch.topic, self.handle_batch, name="chains.ticks")
         else:
             ctx.bus.subscribe("tick:>", self.handle_tick, name="chains.ticks")
+        self._list_strikes()
         self._warm(ctx)
 
+    def _list_strikes(self) -> None:
+        """Give the matrix (and ``meta``) the listed strikes of chains it does not know yet."""
+        source = self.columns if self.columns is not None else self.assembler
+        assert self.matrix is not None and source is not None and self._ctx is not None
+        new = {k: v for k, v in source.listed_strikes().items() if k not in self._listed}
+        for (underlying, expiry), strikes in new.items():
+            self.matrix.set_listed_strikes(underlying, expiry, strikes)
+        self._listed.update(new)
+        if new:
+            self._ctx.writer.put("chain_strikes", listed_strikes_rows(new))
+
     def _warm(self, ctx: NodeContext) -> None:
-        assert self.matrix is not None
+        """After a restart: the OI windows from today's stored snapshots, each contract's OI
+        reference, and — when the node resumed a simulated day from the database — the latest
+        quote of every contract and underlying from the stored ticks (the ticks before the
+        resume point; chains fall due again from the first interval at or after it), so the
+        chains go on as if the node had never stopped."""
+        source = self.columns if self.columns is not None else self.assembler
+        assert self.matrix is not None and source is not None
+        resumed = ctx.stats.resumed_from_ns
         con = connect(ctx.cfg.store.db)
         try:
             from mandi.stores.history import last_chain_timestamp
 
             last = last_chain_timestamp(con)
-            if last is None:
+            ref = last if last is not None else resumed  # a day to warm up
+            if ref is None:
                 return
-            snaps = load_snapshots(con, today_start_ns(last))
+            day = today_start_ns(ref)
+            snaps = load_snapshots(con, day) if last is not None else []
+            first_oi, ticks = (
+                day_ticks(con, day, resumed)
+                if resumed is not None and ctx.cfg.store.store_ticks
+                else ({}, TickBatch.empty())
+            )
         finally:
             con.close()
         for s in snaps:
             self.matrix.process_option_chain(s.underlying, s, notify=False)
-        if snaps:
-            log.info("chains warm: %d stored snapshots replayed into the OI windows", len(snaps))
+        refs = {  # oi_change = oi − the first reading of the day
+            q.token: q.oi - q.oi_change
+            for s in snaps
+            for r in s.rows
+            for q in (r.call, r.put)
+            if q is not None and q.token
+        }
+        refs.update(first_oi)  # the stored ticks know it exactly
+        source.restore_oi_references(int(ref), refs)
+        if self.columns is not None:
+            self.columns.handle_batch(ticks)
+        else:
+            for t in ticks.to_ticks():
+                source.handle_tick(t)
+        if resumed is not None:  # a chain stamped before it fell due before the restart
+            self._next_ns = -(-resumed // self._step_ns) * self._step_ns
+        log.info(
+            "chains warm: %d stored snapshots replayed into the OI windows, %d latest quotes",
+            len(snaps),
+            len(ticks),
+        )
 
     def _new_contracts(self) -> None:
         ctx = self._ctx
@@ -142,6 +199,7 @@ class ChainLayer:
                 self.assembler.add_instruments(ctx.master)
             if self.columns is not None:
                 self.columns.add_instruments(ctx.master)
+            self._list_strikes()
 
     def handle_tick(self, topic: str, tick: Tick) -> None:
         """A tick (reference engine): the chain falls due before it if it starts a new
@@ -183,9 +241,14 @@ class ChainLayer:
             self.emit(stamp)
 
     def _persist_due(self, ts_ns: int) -> bool:
+        """Is the chain stamped ``ts_ns`` one to store: the first at or after each point of the
+        ``persist_interval_s`` grid, from the first grid point at or after the first chain (on
+        a restart too)."""
+        every = int(self.cfg.persist_interval_s * NS_PER_SECOND)
+        if self._next_persist_ns < 0:  # start (or restart) on the grid: :00, :30, ...
+            self._next_persist_ns = -(-ts_ns // every) * every
         if ts_ns < self._next_persist_ns:
             return False
-        every = int(self.cfg.persist_interval_s * NS_PER_SECOND)
         self._next_persist_ns = ts_ns - ts_ns % every + every
         return True
 

@@ -20,7 +20,8 @@ through the node itself. The context is the whole contract:
 ``add_instruments``    register a feed's instruments (the master and the pipeline's known tokens)
 ``watermark_ns()``     the exchange time the data has reached
 ``queue_depth()``      tick batches waiting for the kernel (0 without a feed)
-``rejected_ticks()``   ticks the pipeline rejected, per reason
+``rejected_ticks()``   rejected ticks per reason, all feeds (the tick policy's and the feeds')
+``rejections()``       rejected ticks per feed, then per reason
 ``layer(name)``        another layer of the same node, or None
 ``columnar``           True: the node publishes tick and candle batches (``batch:tick``,
                        ``batch:candle``) and makes per-object messages only for their
@@ -135,6 +136,10 @@ def _none_rejected() -> Counter[str]:
     return Counter()
 
 
+def _no_rejections() -> dict[str, dict[str, int]]:
+    return {}
+
+
 class NodeContext:
     """What a layer may use of its node (see the module docstring for the list)."""
 
@@ -153,6 +158,7 @@ class NodeContext:
         watermark_ns: Callable[[], int] = _zero,
         queue_depth: Callable[[], int] = _zero,
         rejected_ticks: Callable[[], Counter[str]] = _none_rejected,
+        rejections: Callable[[], dict[str, dict[str, int]]] = _no_rejections,
         columnar: bool = False,
     ) -> None:
         self.cfg = cfg
@@ -169,6 +175,7 @@ class NodeContext:
         self.watermark_ns = watermark_ns
         self.queue_depth = queue_depth
         self.rejected_ticks = rejected_ticks
+        self.rejections = rejections
         self.columnar = columnar
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:

@@ -55,7 +55,7 @@ from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
 from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
-from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, TICK_FIELDS, CandleBatch, TickBatch
+from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, CandleBatch, TickBatch
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
@@ -114,7 +114,8 @@ class MarketNode:
             known_tokens=self.known_tokens,
             watermark_ns=lambda: int(self.pipeline.seconds.watermark_ns),
             queue_depth=lambda: self.queue.qsize(),  # run() may replace the queue
-            rejected_ticks=lambda: self.pipeline.seconds.rejected,
+            rejected_ticks=self.rejected_ticks,
+            rejections=self.rejections,
             columnar=self.columnar,
         )
         self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
@@ -124,6 +125,7 @@ class MarketNode:
         self._stop_reason = ""
         self._feed_done = False
         self._rejected_seen: Counter[str] = Counter()
+        self._rejected_by_feed: dict[str, Counter[str]] = {}  # the pipeline's, per feed
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
         self._first_batch_at = self._last_batch_at = 0.0  # the kernel's own time, for its rate
@@ -199,6 +201,8 @@ class MarketNode:
                     self.pipeline.frames.handle_candle(c)
                 for token, vol in resume.volume_baselines.items():
                     self.pipeline.seconds.set_volume_baseline(token, vol)
+                for token, price in resume.last_prices.items():  # the price band's centre
+                    self.pipeline.seconds.set_price_reference(token, price)
                 self.stats.resumed_from_ns = resume.ts_ns
                 log.info(
                     "resuming the simulated market at %s (%d ticks to re-emit removed, "
@@ -286,91 +290,72 @@ class MarketNode:
 
     # --- 4. the kernel --------------------------------------------------------------------------
     def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
-        """Run one batch of ticks through the kernel (synchronously)."""
+        """Run one batch of ticks through the kernel (synchronously). Every feed's ticks come
+        in here: the tick policy rejects (and counts) bad ones; only ticks with valid values
+        are published and stored."""
+        now = self._feed_clock()
+        self._apply_price_limits()
         if self.columnar:
-            if isinstance(batch, TickBatch):
-                self._handle_columns(batch, batch)
-            else:
-                from mandi.pipeline.fast import tick_batch
-
-                self._handle_columns(tick_batch(batch), self._storable(batch))
+            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch), now)
             return
         if isinstance(batch, TickBatch):
             batch = batch.to_ticks()
         publish, last = self.bus.publish, self.stats.last_price
+        kept: list[Tick] = []
         # Candles close only on the first tick of a new second, so a run of ticks within one
         # second goes through the pipeline in one call (the fast path's speed comes from the
         # batch) and its ticks are published after it — the order a tick-by-tick loop gives.
         for run in _same_second_runs(batch):
-            self.pipeline.handle_ticks(run)
-            for t in run:
+            valid = self.pipeline.handle_ticks(run, now)
+            for t in valid:
                 last[t.token] = t.price
                 publish(f"tick:{t.exchange}:{t.token}", t)
+            kept += valid
         self.stats.ticks_in += len(batch)
         self.stats.batches += 1
-        if batch:
-            self.stats.exchange_time_ns = batch[-1].ts_event
-        elif self.feed is not None:  # an empty batch: the session is over
+        if kept:
+            self.stats.exchange_time_ns = kept[-1].ts_event
+        elif self.feed is not None and not batch:  # an empty batch: the session is over
             self.pipeline.advance(self.feed.exchange_time_ns)
             self._end_of_session(self.feed.exchange_time_ns)
-        if batch and self.cfg.store.store_ticks:
-            self.writer.put("tick_blocks", [block_row(self._storable(batch))])
+        if kept and self.cfg.store.store_ticks:
+            self.writer.put("tick_blocks", [block_row(tick_batch(kept))])
         self._after_batch()
 
-    def _storable(self, ticks: list[Tick]) -> TickBatch:
-        """The ticks of a feed's batch as a block to store. A tick with a field a block cannot
-        hold as it came (not an integer, or beyond 64 bits: a hostile price of 2**64) is not
-        stored as some other value: it goes to ``rejects`` with its values and the reason (the
-        pipeline rejects it too, counted). One NumPy call when every field is an int64."""
-        from mandi.pipeline.fast import tick_batch
-        from mandi.stores.sqlite import tick_row
-        from mandi.stores.writer import Reject
-
-        fields = [[getattr(t, f) for f in _INT_TICK_FIELDS] for t in ticks]
-        if not ticks or np.array(fields).dtype == np.int64:
-            return tick_batch(ticks)
-        good = [all(type(v) is int and -(2**63) <= v < 2**63 for v in f) for f in fields]
-        now = self.clock.now_ns()
-        self.writer.put(
-            "rejects",
-            [
-                Reject("ticks", tick_row(t), "a field is not a 64-bit integer").as_row(
-                    "sqlite", now
-                )
-                for t, ok in zip(ticks, good, strict=True)
-                if not ok
-            ],
-        )
-        return tick_batch([t for t, ok in zip(ticks, good, strict=True) if ok])
-
-    def _handle_columns(self, batch: TickBatch, stored: TickBatch) -> None:
+    def _handle_columns(self, batch: TickBatch, now: int | None) -> None:
         """The columnar kernel step: per run of one event second, the candles (batches, and
-        objects for their subscribers), then the run on ``batch:tick`` (and ``tick:…`` objects
-        for their subscribers) — the order a tick-by-tick loop gives. ``stored``: the ticks to
-        store (:meth:`_storable`)."""
+        objects for their subscribers), then the run's ticks the tick policy kept on
+        ``batch:tick`` (and ``tick:…`` objects for their subscribers) — the order a
+        tick-by-tick loop gives. Only the kept ticks are stored, as one block."""
         bus, pipeline = self.bus, self.pipeline
         starts = batch.second_starts()
+        kept: list[TickBatch] = []
         for k in range(len(starts) - 1):
             run = batch.slice(starts[k], starts[k + 1])
-            pipeline.handle_batch(run)
+            valid = pipeline.handle_batch(run, now)
+            if valid is not None:  # the policy refused some: the others go on
+                run = run.take(valid)
+                if not len(run):
+                    continue
             bus.publish(TickBatch.topic, run)
             if bus.wanted(("tick",), 2):
                 self._tick_objects(run)
+            kept.append(run)
         n = len(batch)
         self.stats.ticks_in += n
         self.stats.batches += 1
-        if n:
-            ts = batch.ts_event
-            self.stats.exchange_time_ns = int(ts[-1])
-            tok = batch.token[::-1]
-            _, last = np.unique(tok, return_index=True)  # each token's last tick
-            idx = n - 1 - last
+        good = TickBatch.concat(kept)
+        if len(good):
+            m = len(good)
+            self.stats.exchange_time_ns = int(good.ts_event[-1])
+            _, last = np.unique(good.token[::-1], return_index=True)  # each token's last tick
+            idx = m - 1 - last
             self.stats.last_price.update(
-                zip(batch.token[idx].tolist(), batch.price[idx].tolist(), strict=True)
+                zip(good.token[idx].tolist(), good.price[idx].tolist(), strict=True)
             )
-            if self.cfg.store.store_ticks and len(stored):
-                self.writer.put("tick_blocks", [block_row(stored)])
-        elif self.feed is not None:  # an empty batch: the session is over
+            if self.cfg.store.store_ticks:
+                self.writer.put("tick_blocks", [block_row(good)])
+        elif self.feed is not None and not n:  # an empty batch: the session is over
             pipeline.advance(self.feed.exchange_time_ns)
             self._end_of_session(self.feed.exchange_time_ns)
         self._after_batch()
@@ -416,24 +401,66 @@ class MarketNode:
             if hook is not None:
                 hook(ts_ns)
 
+    def _apply_price_limits(self) -> None:
+        """Circuit limits a feed learnt (Angel One's SNAP_QUOTE frames carry them) bound the
+        tick policy's price band from the next tick on."""
+        take = getattr(self.feed, "take_price_limits", None)
+        if take is None:
+            return
+        for token, (lower, upper) in take().items():
+            self.pipeline.set_price_limits(token, lower, upper)
+
+    def _feed_clock(self) -> int | None:
+        """The clock a tick's time is checked against: the wall clock for a broker feed, the
+        feed's own (simulated) exchange time otherwise; None before the feed has one."""
+        feed = self.feed
+        if feed is None:
+            return None
+        now = self.clock.now_ns() if feed.wall_clock else feed.exchange_time_ns
+        return now if now > 0 else None
+
     def _report_rejections(self) -> None:
+        """Count the kernel's new rejections against the feed, log each reason once a minute."""
         rejected = self.pipeline.seconds.rejected
         if rejected == self._rejected_seen:
             return
+        feed = self.feed.name if self.feed is not None else "?"
+        mine = self._rejected_by_feed.setdefault(feed, Counter())
         for reason, n in rejected.items():
             new = n - self._rejected_seen[reason]
             if new > 0:
+                mine[reason] += new
                 example = self.pipeline.seconds.last_rejection
                 self._reject_log.warning(
-                    reason,
+                    f"{feed}:{reason}",
                     self.clock.now_ns(),
-                    "skipped %d bad tick(s): %s (total %d; last %r)",
+                    "feed %s: rejected %d tick(s): %s (%d from this feed; last %r)",
+                    feed,
                     new,
                     reason,
-                    n,
+                    mine[reason],
                     example[1] if example else None,
                 )
         self._rejected_seen = Counter(rejected)
+
+    def rejections(self) -> dict[str, dict[str, int]]:
+        """Rejected ticks per feed and reason: the pipeline's (the tick policy) and what each
+        feed could not even parse (``malformed``, ``malformed_frame``)."""
+        out = {feed: dict(c) for feed, c in self._rejected_by_feed.items()}
+        feed = self.feed
+        own: Counter[str] | None = getattr(feed, "rejected", None)
+        if feed is not None and own:
+            mine = out.setdefault(feed.name, {})
+            for reason, n in own.items():
+                mine[reason] = mine.get(reason, 0) + n
+        return {feed: dict(sorted(c.items())) for feed, c in sorted(out.items()) if c}
+
+    def rejected_ticks(self) -> Counter[str]:
+        """:meth:`rejections` summed over the feeds, per reason."""
+        total: Counter[str] = Counter()
+        for reasons in self.rejections().values():
+            total.update(reasons)
+        return total
 
     # --- 5. into SQLite -------------------------------------------------------------------------
     def _on_candle(self, topic: str, c: Candle) -> None:
@@ -616,7 +643,7 @@ class MarketNode:
             dict(self.writer.stats.rows),
             self.stats.queue_dropped_ticks,
             dict(self.writer.stats.dropped) or 0,
-            dict(self.pipeline.seconds.rejected) or 0,
+            self.rejections() or 0,
         )
         lost, _ = storage_summary(self.writer, f"SQLite {self.cfg.store.db}")
         if self.clickhouse is not None:
@@ -653,8 +680,17 @@ class _SimFeedAdapter:
             yield batch
 
 
-#: the integer fields of a :class:`Tick` (all but the exchange), as a tick block holds them
-_INT_TICK_FIELDS = tuple(f for f in TICK_FIELDS if f != "exchange")
+def tick_batch(ticks: list[Tick]) -> TickBatch:
+    """:func:`mandi.pipeline.fast.tick_batch` (imported when first needed)."""
+    from mandi.pipeline.fast import tick_batch as make
+
+    return make(ticks)
+
+
+def _second(ts: Any) -> Any:
+    """The event second of a timestamp; a value that is not an int (the policy rejects that
+    tick) stays in the run it arrived in."""
+    return ts // NS_PER_SECOND if type(ts) is int else None
 
 
 def _candle_pipeline(cfg: AppConfig, bus: MessageBus, known_tokens: set[int]) -> Any:
@@ -669,6 +705,7 @@ def _candle_pipeline(cfg: AppConfig, bus: MessageBus, known_tokens: set[int]) ->
         known_tokens=known_tokens,
         close_delay_ns=cfg.pipeline.close_delay_ms * NS_PER_MS,
         emit_forming=cfg.pipeline.emit_forming,
+        policy=cfg.ticks,
     )
 
 
@@ -676,14 +713,17 @@ def _same_second_runs(batch: list[Tick]) -> list[list[Tick]]:
     """Split a batch where the event second changes (usually it does not)."""
     if not batch:
         return []
-    first, last = batch[0].ts_event, batch[-1].ts_event
-    if first // NS_PER_SECOND == last // NS_PER_SECOND:
+    first, last = _second(batch[0].ts_event), _second(batch[-1].ts_event)
+    if first == last and first is not None:
         return [batch]
-    runs, start = [], 0
+    runs, start, cur = [], 0, first
     for i in range(1, len(batch)):
-        if batch[i].ts_event // NS_PER_SECOND != batch[i - 1].ts_event // NS_PER_SECOND:
-            runs.append(batch[start:i])
-            start = i
+        sec = _second(batch[i].ts_event)
+        if sec is not None and sec != cur:
+            if cur is not None:
+                runs.append(batch[start:i])
+                start = i
+            cur = sec
     runs.append(batch[start:])
     return runs
 

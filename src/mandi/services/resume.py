@@ -5,8 +5,9 @@ database holds completely (``resume point``) and everything after it is regenera
 candle writes are upserts, so re-emitting a stored second duplicates nothing. Ticks at or after
 the resume point are deleted first because they will be emitted again. The timeframe builder is
 warmed from the stored one-second candles of the buckets still open at the resume point, and the
-cumulative volume of each token from its last stored tick, so the first candles after a restart
-are the same as in an uninterrupted run.
+cumulative volume and last price of each token from its last stored tick (the tick policy's
+volume and price references), so the first candles after a restart are the same as in an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ResumePoint:
     ts_ns: int  # first second to (re-)emit
     warm_candles: list[Candle]  # stored 1 s candles of the timeframe buckets open at ts_ns
     volume_baselines: dict[int, int]  # token -> cumulative volume before ts_ns
+    last_prices: dict[int, int]  # token -> price of its last tick before ts_ns (paise)
 
 
 def find_resume_point(
@@ -62,10 +64,12 @@ def find_resume_point(
     else:
         warm = _seconds_from_ticks(con, day_start, earliest, resume)
     baselines: dict[int, int] = {}
+    prices: dict[int, int] = {}
     if ticks_stored:
-        for token, _, _, volume, *_ in last_ticks_between(con, day_start, resume):
+        for token, _, price, volume, *_ in last_ticks_between(con, day_start, resume):
             baselines[token] = volume
-    return ResumePoint(resume, warm, baselines)
+            prices[token] = price  # the tick policy's price band starts from it
+    return ResumePoint(resume, warm, baselines, prices)
 
 
 def _seconds_from_ticks(
@@ -73,9 +77,15 @@ def _seconds_from_ticks(
 ) -> list[Candle]:
     """The confirmed one-second candles of the stored ticks in [start, end)."""
     from mandi.pipeline.fast import FastCandles
+    from mandi.pipeline.validate import MAX_FIELD, TickPolicy
     from mandi.stores.ticks import read_ticks
 
-    fc = FastCandles((60,), emit_forming=False)
+    # the stored ticks passed the tick policy once: no band or volume rule may drop one now
+    # (a band's reference or confirmation would start afresh at the window's first tick)
+    permissive = TickPolicy(
+        price_band_pct=0, max_volume=MAX_FIELD - 1, max_volume_step=MAX_FIELD - 1
+    )
+    fc = FastCandles((60,), emit_forming=False, policy=permissive)
     for token, _, _, volume, *_ in last_ticks_between(con, day_start, start):
         fc.set_volume_baseline(token, volume)
     b = read_ticks(con, start, end)

@@ -26,6 +26,7 @@ def status_snapshot(ctx: NodeContext) -> dict[str, Any]:
     """Everything the status shows, as plain data (also served by the API)."""
     s, w = ctx.stats, ctx.writer.stats
     indices = {i.symbol: s.last_price.get(i.token) for i in ctx.master if isinstance(i, Index)}
+    by_feed = ctx.rejections()  # a gateway validates no ticks: {}
     return {
         "exchange_time": ist_datetime(s.exchange_time_ns).strftime("%Y-%m-%d %H:%M:%S")
         if s.exchange_time_ns
@@ -38,7 +39,8 @@ def status_snapshot(ctx: NodeContext) -> dict[str, Any]:
         "writer_pending_rows": ctx.writer.pending_rows,
         "dropped_queue_ticks": s.queue_dropped_ticks,
         "dropped_writer_rows": sum(w.dropped.values()),
-        "rejected_ticks": dict(ctx.rejected_ticks()),
+        "rejected_ticks": dict(sorted(ctx.rejected_ticks().items())),  # per reason, all feeds
+        "rejected_by_feed": by_feed,  # per feed, per reason
         "handler_errors": ctx.bus.handler_errors,
         "writer_errors": w.errors,
         "writer_failing": w.failing,
@@ -88,8 +90,11 @@ def render(snap: dict[str, Any]) -> Table:
         f"[{'red' if drops else 'green'}]{drops}[/] "
         f"(queue {snap['dropped_queue_ticks']}, writer {snap['dropped_writer_rows']})",
     )
-    rej = snap["rejected_ticks"]
-    t.add_row("rejected ticks", ", ".join(f"{k} {v}" for k, v in rej.items()) or "0")
+    by_feed = snap.get("rejected_by_feed", {})
+    if not by_feed:
+        t.add_row("rejected ticks", "[green]0[/]")
+    for feed, reasons in by_feed.items():
+        t.add_row(f"rejected ticks ({feed})", f"[yellow]{_reasons(reasons)}[/]")
     if snap.get("writer_failing"):
         t.add_row("storage", f"[red bold]FAILING[/] ({snap['writer_last_error']})")
     if snap.get("quarantined_rows"):
@@ -162,14 +167,25 @@ def _render_trading(t: Table, tr: dict[str, Any]) -> None:
         )
 
 
+def _reasons(reasons: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in reasons.items())
+
+
 def one_line(snap: dict[str, Any]) -> str:
     idx = " ".join(f"{k}={v / 100:.2f}" for k, v in snap["indices"].items())
+    rejected = str(sum(snap["rejected_ticks"].values()))
+    if snap.get("rejected_by_feed"):  # which feed sent what
+        rejected += (
+            " ("
+            + "; ".join(f"{feed}: {_reasons(r)}" for feed, r in snap["rejected_by_feed"].items())
+            + ")"
+        )
     return (
         f"{snap['exchange_time']} ticks={snap['ticks_in']} ({snap['ticks_per_s']:.0f}/s) "
         f"candles={sum(snap['candles_confirmed'].values())} queue={snap['tick_queue']} "
         f"writer={snap['writer_pending_rows']} drops="
         f"{snap['dropped_queue_ticks'] + snap['dropped_writer_rows']} "
-        f"rejected={sum(snap['rejected_ticks'].values())}"
+        f"rejected={rejected}"
         f"{' STORAGE FAILING' if snap.get('writer_failing') else ''}"
         f"{' quarantined=' + str(snap['quarantined_rows']) if snap.get('quarantined_rows') else ''}"
         f" {idx}{_trading_line(snap)}"

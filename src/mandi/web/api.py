@@ -1112,8 +1112,14 @@ class MandiAPI:
         m.add(
             "mandi_rejected_ticks_total",
             "counter",
-            "Bad ticks rejected, by reason.",
-            [({"reason": k}, v) for k, v in s["rejected_ticks"].items()] or 0,
+            "Ticks rejected by the tick policy (and feed input that was no tick), by feed and "
+            "reason.",
+            [
+                ({"feed": feed, "reason": k}, v)
+                for feed, reasons in s["rejected_by_feed"].items()
+                for k, v in reasons.items()
+            ]
+            or 0,
         )
         m.add(
             "mandi_handler_errors_total", "counter", "Bus handler exceptions.", s["handler_errors"]

@@ -181,7 +181,12 @@ class StatusOut(Out):
     writer_pending_rows: int
     dropped_queue_ticks: int
     dropped_writer_rows: int
-    rejected_ticks: dict[str, int]
+    rejected_ticks: dict[str, int] = Field(description="Rejected ticks per reason, all feeds.")
+    rejected_by_feed: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Rejected ticks (the tick policy) and feed input that was no tick "
+        "(malformed, malformed_frame), per feed and reason.",
+    )
     handler_errors: int
     writer_errors: int
     writer_failing: bool = Field(

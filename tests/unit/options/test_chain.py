@@ -548,3 +548,33 @@ def test_batch_processing_equals_one_by_one(threads: int) -> None:
     for key in one.keys():  # noqa: SIM118 - ChainMatrix.keys() is a method, not a dict
         np.testing.assert_array_equal(one.history(*key).data, many.history(*key).data)
     assert one.stats == many.stats
+
+
+def test_the_grid_step_comes_from_the_listed_strikes_not_the_first_snapshot() -> None:
+    # the first snapshot of a day: six strikes have traded, 150 points apart
+    sparse = _snapshot(T0, 24210.0, strikes=range(23850, 24601, 150))
+    full = _snapshot(T0 + MINUTE, 24210.0)
+    listed = [k * 100 for k in range(23000, 25001, 50)]  # paise, as the instrument master
+    guessing = ChainMatrix(ChainMatrixConfig(strikes_each_side=3))
+    guessing.process_option_chain("NIFTY", sparse)
+    wrong = guessing.process_option_chain("NIFTY", full)
+    assert wrong is not None and wrong.strike_step == 150.0  # what happened before the master
+    m = ChainMatrix(ChainMatrixConfig(strikes_each_side=3))
+    m.set_listed_strikes("NIFTY", EXPIRY, listed)
+    assert m.strike_step("NIFTY", EXPIRY) == 50.0
+    first = m.process_option_chain("NIFTY", sparse)
+    a = m.process_option_chain("NIFTY", full)
+    assert first is not None and a is not None
+    assert a.strike_step == first.strike_step == 50.0
+    np.testing.assert_array_equal(a.strikes, np.arange(24050.0, 24351.0, 50.0))
+    assert a.atm_strike == 24200.0 and a.atm_strike in a.strikes
+    # a listing arriving after the first snapshot moves the buffer; a configured step wins
+    late = ChainMatrix(ChainMatrixConfig(strikes_each_side=3))
+    late.process_option_chain("NIFTY", sparse)
+    late.set_listed_strikes("NIFTY", EXPIRY, listed)
+    b = late.process_option_chain("NIFTY", full)
+    assert b is not None and b.strike_step == 50.0
+    fixed = ChainMatrix(ChainMatrixConfig(strikes_each_side=3, strike_step=100.0))
+    fixed.set_listed_strikes("NIFTY", EXPIRY, listed)
+    c = fixed.process_option_chain("NIFTY", full)
+    assert c is not None and c.strike_step == 100.0

@@ -1,10 +1,13 @@
 """The columnar candle pipeline against the reference classes.
 
-Streaming (:class:`FastCandles`): on random streams — several tokens, bad ticks of every kind,
-late and out-of-order ticks, decreasing volumes, unknown tokens, session closes (normal, Muhurat,
-a holiday), IST midnight, a close delay, clock-driven ``advance`` calls, restored volume
-baselines, flushes, the stream cut into random batches — it publishes exactly the candles
-``CandlePipeline`` publishes, in the same order, with the same rejection counts and counters.
+Streaming (:class:`FastCandles`): on random streams — several tokens, bad ticks of every kind
+the tick policy knows (floats, strings and 2**64 in every field, prices outside the band, spikes
+and real level shifts, volume jumps, ticks stamped ahead of the feed's clock), late and
+out-of-order ticks, decreasing volumes, unknown tokens, session closes (normal, Muhurat, a
+holiday), IST midnight, a close delay, clock-driven ``advance`` calls, restored volume baselines,
+price references and circuit limits, several policies, flushes, the stream cut into random
+batches — it publishes exactly the candles ``CandlePipeline`` publishes, in the same order, with
+the same rejection counts and counters, and keeps the same ticks as valid.
 Replay (:func:`replay_candles`): bit-identical to the confirmed candles of the streaming path.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -31,6 +35,7 @@ from mandi.pipeline.fast import (
     records_to_candles,
     replay_candles,
 )
+from mandi.pipeline.validate import TickPolicy
 
 NS = NS_PER_SECOND
 STARTS = [
@@ -57,6 +62,32 @@ class RecordingBus(MessageBus):
         super().publish(topic, message)
 
 
+POLICIES = [
+    TickPolicy(),
+    TickPolicy(price_band_pct=0),
+    TickPolicy(price_band_pct=1, price_band_min_paise=0, price_band_confirm=2, max_ahead_ms=0),
+    TickPolicy(price_band_pct=30, price_band_confirm=4, max_volume=10**6, max_volume_step=300),
+]
+# values no int field may hold: the object path must reject them, never round or truncate
+NOT_INTS: list[Any] = [1.5, 2.0, "100", None, 2**64, -(2**70), float("nan"), float("inf")]
+
+
+def walk(rng: np.random.Generator, price: int) -> int:
+    """The next price of a token: a small random step, at least 5 paise."""
+    return max(5, price + int(rng.integers(-price // 50 - 5, price // 50 + 6)))
+
+
+def hostile(rng: np.random.Generator, tick: Tick, price: int) -> Tick:
+    """``tick`` with one field broken the way a buggy or hostile feed breaks it."""
+    r = int(rng.integers(0, 12))
+    field = ["price", "ts_event", "volume", "last_qty", "oi", "bid", "ask", "bid_qty", "ask_qty"][
+        r % 9
+    ]
+    if r >= 9:  # a price far out of band: a spike, a unit error, paise sent as rupees
+        return msgspec.structs.replace(tick, price=int(rng.choice([price * 10, price // 100 + 1])))
+    return msgspec.structs.replace(tick, **{field: NOT_INTS[int(rng.integers(0, len(NOT_INTS)))]})
+
+
 SUBSCRIPTIONS = [
     "pub:candle:>",
     "pub:candle:60s:NSE:>",
@@ -77,6 +108,7 @@ def events(draw: Any, max_ticks: int = 160) -> tuple[list[tuple[Any, ...]], dict
         ),
         "close_delay_ns": draw(st.sampled_from([0, 0, NS, 500_000_000, 2 * NS])),
         "emit_forming": draw(st.booleans()),
+        "policy": draw(st.sampled_from(POLICIES)),
     }
     known = draw(st.sampled_from([None, None, {11, 256265, 7}]))
     if known is not None:
@@ -88,14 +120,17 @@ def events(draw: Any, max_ticks: int = 160) -> tuple[list[tuple[Any, ...]], dict
     tokens = [*TOKENS, 99] if known else TOKENS
     steps: list[tuple[Any, ...]] = [("subscribe", str(rng.choice(SUBSCRIPTIONS)))]
     cum: dict[int, int] = {}
+    px: dict[int, int] = {}
     batch: list[Tick] = []
+    clock = bool(rng.integers(0, 2))  # batches come with the feed's clock (or without one)
     for _ in range(n):
         kind = int(rng.integers(0, 100))
         token = int(rng.choice(tokens))
         t += int(rng.choice(BACK)) if kind < back else int(rng.choice(GAPS))
         q = int(rng.integers(0, 400))
         c = cum.get(token, int(rng.choice([0, 1000, 5])))
-        price, ts, vol, lq = int(rng.integers(5, 10**7)), t, c + q, q
+        price = px[token] = walk(rng, px.get(token, int(rng.integers(5, 10**7))))
+        ts, vol, lq = t, c + q, q
         if kind in (8, 9):
             price = int(rng.choice([0, -5, 1 << 53]))
         elif kind == 10:
@@ -106,13 +141,22 @@ def events(draw: Any, max_ticks: int = 160) -> tuple[list[tuple[Any, ...]], dict
             vol = max(0, c - int(rng.integers(1, 50)))  # the cumulative volume goes down
         elif kind == 14:
             lq = int(rng.integers(-5, 2000))  # odd last quantities (first tick baselines)
+        elif kind == 15:
+            vol = c + int(rng.choice([10**4, 10**12]))  # a jump of the cumulative volume
+        elif kind == 16:
+            ts = t + int(rng.choice([6 * NS, 86_400 * NS]))  # stamped ahead of the clock
+        elif kind in (17, 18):  # a real move: the level shifts for good
+            price = px[token] = int(px[token] * rng.choice([3, 0.3])) + 5
         else:
             cum[token] = vol
         exchange = "NSE" if token != 7 else "BSE"
-        batch.append(Tick(token, exchange, ts, 0, price, vol, lq, int(rng.integers(0, 10**6))))
+        tick = Tick(token, exchange, ts, 0, price, vol, lq, int(rng.integers(0, 10**6)))
+        if kind in (19, 20, 21):
+            tick = hostile(rng, tick, px[token])
+        batch.append(tick)
         cut = int(rng.integers(0, 100))
         if cut < 12:
-            steps.append(("ticks", batch))
+            steps.append(("ticks", batch, t + int(rng.choice([0, NS, 10 * NS])) if clock else None))
             batch = []
         if cut < 3:
             steps.append(("advance", t + int(rng.choice([0, NS, 1_500_000_000, 70 * NS]))))
@@ -120,7 +164,12 @@ def events(draw: Any, max_ticks: int = 160) -> tuple[list[tuple[Any, ...]], dict
             steps.append(("baseline", int(rng.choice(TOKENS)), int(rng.integers(0, 5000))))
         elif cut == 4:
             steps.append(("subscribe", str(rng.choice(SUBSCRIPTIONS))))
-    steps.append(("ticks", batch))
+        elif cut == 5:
+            steps.append(("reference", int(rng.choice(TOKENS)), int(rng.integers(5, 10**7))))
+        elif cut == 6:
+            lo = int(rng.integers(0, 10**6))
+            steps.append(("limits", int(rng.choice(TOKENS)), lo, int(rng.choice([0, lo * 20]))))
+    steps.append(("ticks", batch, t if clock else None))
     if rng.integers(0, 2):
         steps.append(("flush",))
     return steps, kw
@@ -131,15 +180,17 @@ def run(steps: list[tuple[Any, ...]], kw: dict[str, Any], fast: bool) -> tuple[l
     p: Any = (FastCandlePipeline if fast else CandlePipeline)(bus, **kw)
     for step in steps:
         if step[0] == "ticks":
-            if fast:
-                p.handle_ticks(step[1])  # the whole batch at once
-            else:
-                for t in step[1]:
-                    p.handle_tick(t)
+            # the fast path takes the whole batch at once, the reference tick by tick; both
+            # say which ticks have valid values (what the node stores and publishes)
+            bus.log.append(("valid", p.handle_ticks(step[1], step[2])))
         elif step[0] == "advance":
             p.advance(step[1])
         elif step[0] == "baseline":
             p.seconds.set_volume_baseline(step[1], step[2])
+        elif step[0] == "reference":
+            p.seconds.set_price_reference(step[1], step[2])
+        elif step[0] == "limits":
+            p.seconds.set_price_limits(step[1], step[2], step[3])
         elif step[0] == "subscribe":
             bus.subscribe(step[1], lambda _t, _m: None)
         else:
@@ -202,6 +253,7 @@ def streams(draw: Any, clean: bool, max_ticks: int = 300) -> tuple[dict[str, np.
     kw: dict[str, Any] = {
         "timeframes": draw(st.sampled_from([(60, 120, 180, 300), (120, 3600), (1, 7, 86400)])),
         "close_delay_ns": 0 if clean else draw(st.sampled_from([0, NS])),
+        "policy": draw(st.sampled_from(POLICIES)),
     }
     if draw(st.booleans()):
         kw["known_tokens"] = {11, 256265, 7}
@@ -209,6 +261,7 @@ def streams(draw: Any, clean: bool, max_ticks: int = 300) -> tuple[dict[str, np.
     rng = np.random.default_rng(draw(st.integers(0, 2**32)))
     t = int(rng.choice(STARTS))
     cum: dict[int, int] = {}
+    px: dict[int, int] = {}
     cols: dict[str, list[int]] = {k: [] for k in ("token", "ts", "price", "volume", "lq", "oi")}
     for _ in range(n):
         kind = int(rng.integers(0, 100))
@@ -216,7 +269,8 @@ def streams(draw: Any, clean: bool, max_ticks: int = 300) -> tuple[dict[str, np.
         t += int(rng.choice(GAPS if clean or kind >= 5 else BACK))
         q = int(rng.integers(0, 300))
         c = cum.get(token, int(rng.choice([0, 700])))
-        price, ts, vol = int(rng.integers(5, 10**6)), t, c + q
+        price = px[token] = walk(rng, px.get(token, int(rng.integers(5, 10**6))))
+        ts, vol, oi = t, c + q, int(rng.integers(0, 99))
         if kind in (6, 7):
             price = 0
         elif kind == 8:
@@ -225,9 +279,16 @@ def streams(draw: Any, clean: bool, max_ticks: int = 300) -> tuple[dict[str, np.
             vol = -1
         elif kind == 10 and not clean:
             vol = max(0, c - 1)
+        elif kind == 11:
+            price = price * 10  # out of the band (a real move when a few agree)
+            cum[token] = vol
+        elif kind == 12:
+            vol = c + 10**12  # a volume jump (or beyond the largest volume)
+        elif kind == 13:
+            oi = -1  # a bad field
         else:
             cum[token] = vol
-        for k, x in zip(cols, (token, ts, price, vol, q, int(rng.integers(0, 99))), strict=True):
+        for k, x in zip(cols, (token, ts, price, vol, q, oi), strict=True):
             cols[k].append(x)
     return {k: np.array(v, dtype=np.int64) for k, v in cols.items()}, kw
 
@@ -371,6 +432,32 @@ def test_bad_ticks_counted_per_reason_with_the_last_one_kept() -> None:
     assert [
         c.token for c in f.handle_ticks([]) + records_to_candles(f.flush()) if c.timeframe == 1
     ] == [1, 99]
+
+
+def test_bad_fields_in_columns_are_rejected_by_streaming_and_replay() -> None:
+    """The columns path skips the per-tick field check only for a batch whose fields are all
+    good: a negative or too-large last quantity or OI is still ``bad_field``, tick by tick."""
+    t0 = parse_ist("2026-04-13 09:15:00")
+    n = 6
+    cols = {
+        "token": [1] * n,
+        "ts_event": [t0 + i * NS_PER_SECOND for i in range(n)],
+        "price": [100 + i for i in range(n)],
+        "volume": [10 * (i + 1) for i in range(n)],
+        "last_qty": [1, -5, 1, 1, 1, 1],
+        "oi": [0, 0, 0, 1 << 53, 0, 7],
+    }
+    for run in ("stream", "replay"):
+        if run == "stream":
+            f = FastCandles()
+            out = np.concatenate([f.process(**cols), f.flush()])
+            rejected = f.rejected
+        else:
+            r = replay_candles(*cols.values())
+            out, rejected = r.candles, r.rejected
+        assert rejected == Counter({"bad_field": 2}), run
+        ones = out[out["timeframe"] == 1]
+        assert list(ones["open"]) == [100, 102, 104, 105], run
 
 
 def test_columns_in_big_batches_cross_the_output_buffer() -> None:

@@ -9,6 +9,7 @@ from mandi.core.calendar import parse_ist
 from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import Tick
 from mandi.pipeline.seconds import SecondAggregator
+from mandi.pipeline.validate import TickPolicy
 
 T0 = parse_ist("2026-04-13 09:15:00")
 
@@ -31,8 +32,11 @@ def tick_streams(draw, max_tokens=4, max_ticks=300):
     return out
 
 
+NO_BAND = TickPolicy(price_band_pct=0)  # the streams' prices are random, not a market
+
+
 def run(ticks, **kw):
-    agg = SecondAggregator(**kw)
+    agg = SecondAggregator(policy=NO_BAND, **kw)
     candles = [c for t in ticks for c in agg.handle_tick(t)] + agg.flush()
     return agg, candles
 

@@ -12,13 +12,13 @@ from mandi.model.market import Candle, Tick
 from mandi.pipeline.seconds import SecondAggregator
 from mandi.pipeline.timeframes import TimeframeBuilder, bucket_start
 
-from .test_seconds import tick_streams
+from .test_seconds import NO_BAND, tick_streams
 
 T0 = parse_ist("2026-04-13 09:15:00")
 
 
 def build(ticks, timeframes=(60, 120, 180, 300)):
-    agg, tfb = SecondAggregator(), TimeframeBuilder(timeframes)
+    agg, tfb = SecondAggregator(policy=NO_BAND), TimeframeBuilder(timeframes)
     seconds, out = [], []
     for t in ticks:
         for c in agg.handle_tick(t):

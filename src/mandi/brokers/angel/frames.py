@@ -86,6 +86,21 @@ def decode_tick(data: bytes, ts_init: int = 0) -> Tick:
     return Tick(_token(v[2], ex_type), exchange, v[4] * NS_PER_MS, ts_init, v[5])
 
 
+_CIRCUIT = struct.Struct("<qq")  # upper, lower circuit (paise) at byte 347 of a SNAP_QUOTE
+
+
+def circuit_limits(data: bytes) -> tuple[int, int] | None:
+    """The (lower, upper) circuit limits in paise a SNAP_QUOTE frame carries, or None for other
+    modes and for limits that cannot be right (negative, or lower above upper); 0 = not given.
+    Call it on a frame :func:`decode_tick` accepted."""
+    if data[0] != 3:
+        return None
+    upper, lower = _CIRCUIT.unpack_from(data, 347)
+    if lower < 0 or upper < 0 or (upper and lower > upper) or not (lower or upper):
+        return None
+    return lower, upper
+
+
 # --- encoding (the fake server; tests) -----------------------------------------------------------
 def _head(mode: int, ex_type: int, token: str, seq: int, ts_ms: int, ltp: int) -> bytes:
     return _LTP.pack(mode, ex_type, token.encode(), seq, ts_ms, ltp)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from mandi.brokers.angel.frames import decode_tick
+from mandi.brokers.angel.frames import circuit_limits, decode_tick
 from mandi.brokers.session import BrokerSession
 from mandi.brokers.ticker import WsTicker
 from mandi.execution.live import FeedHealth
@@ -101,7 +101,11 @@ class AngelTicker(WsTicker):
 
     def _decode(self, raw: bytes, now: int) -> list[Tick]:
         self.decoded += 1
-        return [decode_tick(raw, now)]
+        tick = decode_tick(raw, now)
+        limits = circuit_limits(raw)
+        if limits is not None:
+            self.report_price_limits(tick.token, limits)
+        return [tick]
 
     def _on_text(self, text: str) -> None:
         if text == "pong":

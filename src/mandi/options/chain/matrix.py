@@ -15,7 +15,7 @@ theta rupees per calendar day, vega rupees per vol point. No trade / no quote / 
 contract is NaN (never 0); why is in :class:`~mandi.options.chain.StrikeStatus`.
 
 Strike window. Each buffer tracks ``2·strikes_each_side + 1`` strikes on a uniform grid of the
-chain's strike step (the most common spacing of the listed strikes, or ``strike_step``) centred
+chain's strike step centred
 on a listed strike. The centre starts at the ATM strike (listed strike nearest the underlying)
 and moves to the new ATM as soon as the ATM is ``recentre_strikes`` steps or more away from it
 (default 1: the window always follows the underlying). When the window moves, strikes entering it
@@ -23,6 +23,12 @@ start with no history at the earlier slots and strikes leaving it keep theirs: e
 records its own strike grid, and OI windows look a strike up by value, so a strike that left and
 comes back within 30 minutes has its OI changes again. Grid strikes the snapshot does not list
 are MISSING columns (NaN).
+
+The strike step is a property of the instrument master, not of whatever rows arrived first: it
+is ``strike_step`` when configured, else the most common spacing of the expiry's listed strikes
+(:meth:`ChainMatrix.set_listed_strikes`, from the master), else — for a chain nobody listed, e.g.
+one NSE file — the most common spacing of its first snapshot's strikes. (The first snapshot of a
+day can be sparse: at 09:15:00 six of 41 NIFTY strikes have traded, 150 points apart.)
 
 Time comes only from ``snapshot.ts_event``. Snapshots falling in the same
 ``sample_interval_seconds`` bucket overwrite the newest slot (the latest one wins); a snapshot
@@ -427,6 +433,7 @@ class ChainMatrix:
         # the columnar path (stage_frames): per chain the newest frame, its job once it is in
         # the ring, its analytics once asked for
         self._staged: dict[tuple[str, dt.date], list[Any]] = {}
+        self._steps: dict[tuple[str, dt.date], float] = {}  # from the listed strikes
         offsets = np.arange(-self.config.strikes_each_side, self.config.strikes_each_side + 1)
         self._offsets = offsets.astype(np.float64)
         self._windows_ns = np.array(self.config.oi_windows_minutes, dtype=np.int64) * _NS_PER_MINUTE
@@ -479,6 +486,7 @@ class ChainMatrix:
         self._buffers.pop((underlying, expiry), None)
         self._latest.pop((underlying, expiry), None)
         self._staged.pop((underlying, expiry), None)
+        self._steps.pop((underlying, expiry), None)
 
     # --- the columnar path ---------------------------------------------------------------------
     def stage_frames(self, frames: Iterable[ChainFrameLike]) -> None:
@@ -537,6 +545,27 @@ class ChainMatrix:
         )
         job.buf.pending[job.slot] = job
         held[1] = job
+
+    def set_listed_strikes(self, underlying: str, expiry: dt.date, strikes: Iterable[int]) -> None:
+        """The strikes the instrument master lists for an expiry (paise): the grid's step is
+        their most common spacing from now on (unless ``strike_step`` is configured). Call it
+        before the first snapshot; a later call moves an existing buffer to the new step."""
+        listed = np.unique(np.fromiter(strikes, dtype=np.float64)) / 100.0
+        if listed.size < 2:
+            return
+        step = _infer_step(listed)
+        key = (underlying, expiry)
+        self._steps[key] = step
+        buf = self._buffers.get(key)
+        if buf is not None and not self.config.strike_step:
+            buf.step = step
+
+    def strike_step(self, underlying: str, expiry: dt.date) -> float | None:
+        """The step (rupees) the chain's grid uses or will use, None while unknown."""
+        buf = self._buffers.get((underlying, expiry))
+        if buf is not None and not math.isnan(buf.step):
+            return buf.step
+        return self.config.strike_step or self._steps.get((underlying, expiry))
 
     # --- ingestion -----------------------------------------------------------------------------
     def handle_chain_snapshot(self, snapshot: ChainSnapshot) -> ChainAnalytics | None:
@@ -725,8 +754,9 @@ class ChainMatrix:
 
         step = buf.step
         if math.isnan(step):
-            step = cfg.strike_step or _infer_step(strikes)
-            if cfg.strike_step or len(strikes) >= 2:  # keep it only once it is known
+            listed = self._steps.get(key)
+            step = cfg.strike_step or listed or _infer_step(strikes)
+            if cfg.strike_step or listed or len(strikes) >= 2:  # keep it once it is known
                 buf.step = step
         # no valid underlying price: no ATM, the window stays where it was (or mid-chain)
         atm = _nearest(strikes, spot) if spot > 0 else math.nan

@@ -269,8 +269,10 @@ class RedisPublishLayer:
         )
         for tf, n in s.candles_confirmed.items():
             yield ("candles_total", "counter", "Confirmed candles", n, {"timeframe": str(tf)})
-        for reason, n in ctx.rejected_ticks().items():
-            yield ("ticks_rejected_total", "counter", "Rejected ticks", n, {"reason": reason})
+        for feed, reasons in ctx.rejections().items():
+            for reason, n in reasons.items():
+                labels = {"feed": feed, "reason": reason}
+                yield ("ticks_rejected_total", "counter", "Rejected ticks", n, labels)
         w = ctx.writer.stats
         for table, n in w.rows.items():
             yield ("sqlite_rows_total", "counter", "Rows committed to SQLite", n, {"table": table})
