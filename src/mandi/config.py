@@ -73,10 +73,17 @@ class StoreConfig(_Section, frozen=True):
     (ticks with ``clickhouse_ticks``) into ClickHouse: ``chdb:///abs/dir`` for the in-process
     chdb, ``http[s]://[user@]host:8123/database`` for a server (password from the URL or
     ``$MANDI_CLICKHOUSE_PASSWORD``; never logged). See :mod:`mandi.stores.clickhouse`.
+
+    Ticks are stored as compressed columnar blocks (``tick_blocks``, :mod:`mandi.stores.ticks`).
+    One-second candles stay in memory for ``second_candles_s`` (the seed's 1 s candle streams
+    keep ten minutes) — they are a function of the stored ticks — unless ``second_candles`` is
+    ``"sqlite"``, which stores them in ``candles`` as well (about one row per tick).
     """
 
     db: str = "mandi.db"
     store_ticks: bool = True
+    second_candles: Literal["memory", "sqlite"] = "memory"
+    second_candles_s: Annotated[int, msgspec.Meta(ge=0)] = 600
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 250
     flush_items: Annotated[int, msgspec.Meta(ge=1)] = 64
     max_pending_rows: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000

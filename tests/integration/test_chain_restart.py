@@ -2,12 +2,13 @@
 from the first (sparse) snapshot of the day, and a node restarted mid-session shows the same
 chain as one that never stopped — the matrix the dashboard reads, and ``mandi chain show``.
 
-Two runs of the simulated NIFTY market from 09:15 to 09:18:20 on the node ``mandi run`` uses
-(its chain layer): one uninterrupted, one stopped at 09:15:15 and restarted on the same database
+Two runs of the simulated NIFTY market from 09:15 to 09:18:55 on the node ``mandi run`` uses
+(its chain layer): one uninterrupted, one stopped at 09:15:45 and restarted on the same database
 (resuming the day) — so that even the 3-minute OI windows at the end reach back only to what both
 nodes computed live (earlier, a restarted node's windows use the stored 30-second snapshots).
-At 09:15:00 only a few of the 41 listed strikes have traded, so the stored 09:15:00 snapshot —
-the first the restarted node replays — has strikes far apart.
+A chain stamped S holds the quotes before S, so the first stored snapshot is 09:15:30 — the
+first the restarted node replays; the options trade rarely here (``option_tick_probability``),
+so only a few of the 41 listed strikes have traded by then and its strikes are far apart.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SETTINGS = {
     "sim.stocks": (),
     "run.speed": math.inf,
     "run.status_interval": 0.0,
+    "sim.option_tick_probability": 0.003,  # a sparse first stored snapshot (module docstring)
 }
 
 
@@ -55,8 +57,8 @@ def runs(tmp_path_factory: Any) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("chains")
     straight, restarted = str(d / "straight.db"), str(d / "restarted.db")
     out = {"straight_db": straight, "restarted_db": restarted}
-    out["straight"] = run(straight, "09:18:20")
-    run(restarted, "09:15:15")
+    out["straight"] = run(straight, "09:18:55")
+    run(restarted, "09:15:45")
     con = sqlite3.connect(restarted)
     first = con.execute(
         "SELECT expiry, strike FROM option_chain_snapshots WHERE timestamp = "
@@ -66,7 +68,7 @@ def runs(tmp_path_factory: Any) -> dict[str, Any]:
     out["first_snapshot_strikes"] = {
         e: [k / 100 for x, k in first if x == e] for e in sorted({e for e, _ in first})
     }
-    out["restarted"] = run(restarted, "09:18:20")
+    out["restarted"] = run(restarted, "09:18:55")
     return out
 
 
@@ -97,7 +99,8 @@ def test_a_restarted_node_shows_the_chain_of_an_uninterrupted_one(runs: dict[str
         for f in dataclasses.fields(ChainAnalytics):
             if f.name != "slot":  # the place in the ring, not part of the view
                 assert same(getattr(a, f.name), getattr(b, f.name)), (key, f.name)
-        assert np.isfinite(a.oi_change_pct[0]).sum() > 20  # the 3-minute OI windows are live
+        # the 3-minute OI windows are live (for the few strikes that trade here; deterministic)
+        assert np.isfinite(a.oi_change_pct[0]).sum() > 5
 
 
 def test_mandi_chain_show_grids_at_the_listed_spacing(runs: dict[str, Any]) -> None:

@@ -29,6 +29,10 @@ from mandi.stores.clickhouse import (
     parse_url,
 )
 from mandi.stores.sqlite import candle_row, load_candles
+from mandi.stores.ticks import read_ticks
+
+#: the seed's ``ticks`` columns, as ClickHouse stores them
+SEED_TICK_COLUMNS = ("ts_event", "token", "price", "volume", "oi", "bid", "ask")
 
 ARGS = ["--date", "2026-04-13", "--seed", "11", "--status-interval", "1", "--no-dashboard"]
 T0 = 1_776_051_900 * 10**9  # 2026-04-13 09:15 IST
@@ -251,6 +255,7 @@ def test_mandi_run_stores_the_same_candles_in_clickhouse_as_in_sqlite(tmp_path):
         "MANDI_STORE__CLICKHOUSE_URL": ch,
         "MANDI_STORE__CLICKHOUSE_TICKS": "true",
         "MANDI_INDICATORS__SPECS": '["SMA_2", "EMA_2"]',  # values from the second minute on
+        "MANDI_STORE__SECOND_CANDLES": "sqlite",  # 1 s candles compared too (memory by default)
         # the history backfill writes earlier sessions to SQLite only (ClickHouse gets the feed's)
         "MANDI_HISTORY__SESSIONS": "0",
     }
@@ -286,7 +291,8 @@ def test_mandi_run_stores_the_same_candles_in_clickhouse_as_in_sqlite(tmp_path):
                 for v in s.load_indicator_values(tf)
             ]
             assert values and sorted(got) == sorted(values)
-            ticks = set(con.execute("SELECT * FROM ticks"))
+            b = read_ticks(con)  # tick blocks (and the seed's rows)
+            ticks = set(zip(*(getattr(b, f).tolist() for f in SEED_TICK_COLUMNS), strict=True))
             ch_ticks = s.rows(
                 "SELECT ts_event, token, price, volume, oi, bid, ask FROM mandi.ticks FINAL"
             )

@@ -36,6 +36,7 @@ from mandi.core.clock import NS_PER_SECOND
 from mandi.feeds.tickserver import master_csv
 from mandi.model.instruments import Index
 from mandi.services.node import MarketNode
+from mandi.stores.ticks import read_ticks
 
 NIFTY = Index(256265, "NSE", "NIFTY 50", "NIFTY")
 T0 = ist_ns(dt.date(2026, 4, 13)) + (9 * 3600 + 15 * 60) * NS_PER_SECOND  # 09:15 IST
@@ -67,7 +68,10 @@ class FakeTickserver:
                     await ws.send(json.dumps({"type": "instruments", "csv": csv}))
                 elif cmd["action"] == "subscribe":
                     for rows in self.batches:
-                        data = msgspec.json.encode({"type": "ticks", "data": rows}).decode()
+                        # ts: the step's exchange time, the client's clock (docs/tickserver.md)
+                        ts = max(r[2] for r in rows)
+                        msg = {"type": "ticks", "ts": ts, "data": rows}
+                        data = msgspec.json.encode(msg).decode()
                         await ws.send(data)
 
     async def _main(self):
@@ -106,12 +110,14 @@ def test_a_tick_of_price_2_pow_64_loses_nothing_else_and_the_run_exits_0(tmp_pat
                 "run.until": "09:16",
                 "run.status_interval": 0,
                 "store.db": db,
+                "store.second_candles": "sqlite",  # 1 s candles in SQLite, checked below
             },
         )
         code = asyncio.run(asyncio.wait_for(MarketNode(cfg, layers=[]).run(), 60))
     assert code == 0
     con = sqlite3.connect(db)
-    stored = con.execute("SELECT ts_event, price FROM ticks ORDER BY rowid").fetchall()
+    b = read_ticks(con)  # tick blocks (and the seed's rows)
+    stored = list(zip(b.ts_event.tolist(), b.price.tolist(), strict=True))
     assert stored == [(r[2], r[3]) for r in good]  # all the good ticks, nothing else
     rejects = con.execute("SELECT target, row FROM rejects").fetchall()
     assert all(t == "ticks" and json.loads(r)[2] == HUGE for t, r in rejects)
@@ -194,5 +200,5 @@ def test_a_full_disk_blocks_entries_and_the_run_exits_1_with_what_was_not_stored
     counts = ast.literal_eval(stored)  # the node's own account: {"ticks": n, ...}
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    for table in ("ticks", "candles"):  # every committed row is there, intact
+    for table in ("tick_blocks", "candles"):  # every committed row is there, intact
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == counts[table] > 0

@@ -29,8 +29,10 @@ from hypothesis import strategies as st
 from mandi.config import load_config
 from mandi.core.calendar import parse_ist
 from mandi.feeds.ws import TickserverFeed
+from mandi.model.batches import T_PRICE, T_TOKEN, T_TS, T_VOLUME
 from mandi.model.instruments import Index, Option
 from mandi.services.node import MarketNode
+from mandi.stores.ticks import read_ticks
 
 NS = 10**9
 T0 = parse_ist("2026-04-13 09:15:00")
@@ -161,7 +163,8 @@ def encode(frame: Any) -> str | bytes:
 def test_hostile_messages_never_reach_a_candle_or_the_store(tmp_path_factory: Any, s: Any) -> None:
     frames, valid, expected = s
     db = str(tmp_path_factory.mktemp("fuzz") / "f.db")
-    cfg = load_config(env={}, overrides={"store.db": db, "run.feed": "ws://fuzz"})
+    settings = {"store.db": db, "run.feed": "ws://fuzz", "store.second_candles": "sqlite"}
+    cfg = load_config(env={}, overrides=settings)
     node = MarketNode(cfg)
     feed = TickserverFeed(cfg.run.feed, node.ctx)
     feed._instruments = INSTRUMENTS
@@ -182,8 +185,8 @@ def test_hostile_messages_never_reach_a_candle_or_the_store(tmp_path_factory: An
     assert got == dict(expected)  # rejects equal what was sent, reason by reason
 
     con = sqlite3.connect(db)
-    ticks = con.execute("SELECT ts_event, token, price, volume FROM ticks ORDER BY rowid")
-    ticks = ticks.fetchall()
+    b = read_ticks(con)  # tick blocks (and the seed's rows), in arrival order
+    ticks = list(zip(*b.data[[T_TS, T_TOKEN, T_PRICE, T_VOLUME]].tolist(), strict=True))
     candles = con.execute(
         "SELECT token, bucket, open, high, low, close, volume, ticks FROM candles "
         "WHERE timeframe = 1 ORDER BY bucket, token"

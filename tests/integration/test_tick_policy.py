@@ -23,9 +23,11 @@ import websockets
 from mandi.config import load_config
 from mandi.core.calendar import parse_ist
 from mandi.feeds.tickserver import master_csv
+from mandi.model.batches import T_PRICE, T_TOKEN, T_TS, T_VOLUME
 from mandi.model.instruments import Index, Option
 from mandi.services.node import MarketNode
 from mandi.services.status import one_line, status_snapshot
+from mandi.stores.ticks import read_ticks
 from mandi.web.api import MandiAPI
 
 NS = 10**9
@@ -108,7 +110,12 @@ async def run_node(db: str) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{port}"
     cfg = load_config(
         env={},
-        overrides={"run.feed": url, "store.db": db, "run.status_interval": 0.0},
+        overrides={
+            "run.feed": url,
+            "store.db": db,
+            "run.status_interval": 0.0,
+            "store.second_candles": "sqlite",  # the 1 s candles are checked below
+        },
     )
     node = MarketNode(cfg)
     task = asyncio.create_task(node.run())
@@ -151,7 +158,8 @@ def hostile_run(tmp_path_factory: Any) -> dict[str, Any]:
         for name in ("mandi.services.node", "mandi.feeds.ws"):
             logging.getLogger(name).removeHandler(handler)
     con = sqlite3.connect(db)
-    out["ticks"] = con.execute("SELECT ts_event, token, price, volume FROM ticks").fetchall()
+    b = read_ticks(con)  # tick blocks (and the seed's rows)
+    out["ticks"] = list(zip(*b.data[[T_TS, T_TOKEN, T_PRICE, T_VOLUME]].tolist(), strict=True))
     out["candles"] = con.execute(
         "SELECT token, bucket, open, high, low, close, volume FROM candles WHERE timeframe = 1"
     ).fetchall()

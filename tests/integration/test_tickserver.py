@@ -3,6 +3,7 @@ in-process simulator."""
 
 import asyncio
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -100,6 +101,8 @@ def test_ws_feed_gives_the_same_candles_as_the_in_process_simulator(tmp_path):
             "--status-interval",
             "0",
         ]
+        # the 1 s candles are compared too: stored in SQLite (by default they stay in memory)
+        seconds_in_sqlite = {**os.environ, "MANDI_STORE__SECOND_CANDLES": "sqlite"}
         p = subprocess.run(
             [
                 sys.executable,
@@ -115,6 +118,7 @@ def test_ws_feed_gives_the_same_candles_as_the_in_process_simulator(tmp_path):
             capture_output=True,
             text=True,
             timeout=120,
+            env=seconds_in_sqlite,
         )
         assert p.returncode == 0, p.stderr
         p = subprocess.run(
@@ -122,6 +126,7 @@ def test_ws_feed_gives_the_same_candles_as_the_in_process_simulator(tmp_path):
             capture_output=True,
             text=True,
             timeout=120,
+            env=seconds_in_sqlite,
         )
         assert p.returncode == 0, p.stderr
     finally:

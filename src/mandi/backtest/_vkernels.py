@@ -350,3 +350,50 @@ def simulate(
         pos_dir,
         pos_cost,
     )
+
+
+@njit(cache=True)
+def _at_or_after(x, day0, close_tab, offset, day_ns, before_close_ns, tod_ns):  # type: ignore[no-untyped-def]
+    # mandi.backtest.vector._calendar_masks.at_or_after for one time
+    cl = close_tab[(x + offset) // day_ns - day0]
+    if cl >= 0:
+        return x >= cl - before_close_ns
+    return (x + offset) % day_ns >= tod_ns
+
+
+@njit(cache=True)
+def _continuous(x, day0, open_tab, close_tab, offset, day_ns):  # type: ignore[no-untyped-def]
+    k = (x + offset) // day_ns - day0
+    op = open_tab[k]
+    return op >= 0 and op <= x < close_tab[k]
+
+
+@njit(cache=True)
+def calendar_masks(  # type: ignore[no-untyped-def]
+    b, e, day0, open_tab, close_tab, offset, day_ns, sq_before, sq_tod, cut_before, cut_tod,
+    rules, entry_ok, exit_ok, bar_ok, sq_moment, sq_end, late_in,
+):  # fmt: skip
+    """Every calendar mask of :func:`mandi.backtest.vector._calendar_masks` in one pass (the
+    session table indexed by IST day number from ``day0``; ``*_before`` the distance before the
+    session close, ``*_tod`` the time of day where there is no session)."""
+    for i in range(len(b)):
+        bi, ei = b[i], e[i]
+        span = ei - bi
+        moments = (bi, bi + span // 3, bi + 2 * span // 3, ei - 1)
+        for k in range(4):
+            sq_moment[i, k] = _at_or_after(
+                moments[k], day0, close_tab, offset, day_ns, sq_before, sq_tod
+            )
+        sq_end[i] = _at_or_after(ei, day0, close_tab, offset, day_ns, sq_before, sq_tod)
+        late_in[i] = _at_or_after(ei - 1, day0, close_tab, offset, day_ns, sq_before, sq_tod)
+        if rules:
+            ok_exit = _continuous(ei, day0, open_tab, close_tab, offset, day_ns)
+            exit_ok[i] = ok_exit
+            entry_ok[i] = ok_exit and not _at_or_after(
+                ei, day0, close_tab, offset, day_ns, cut_before, cut_tod
+            )
+            bar_ok[i] = _continuous(bi, day0, open_tab, close_tab, offset, day_ns) and _continuous(
+                ei - 1, day0, open_tab, close_tab, offset, day_ns
+            )
+        else:
+            exit_ok[i] = entry_ok[i] = bar_ok[i] = True

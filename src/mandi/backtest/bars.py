@@ -36,27 +36,62 @@ class BacktestError(MandiError):
     """Bad backtest input (data, parameters, strategy) — the message names the field and value."""
 
 
+class _Sessions:
+    """(open, close) ns of consecutive IST day numbers of one exchange, grown as asked: a bar's
+    session is a table lookup by day number (no sort of a million days, no calendar call per
+    bar)."""
+
+    def __init__(self, exchange: str) -> None:
+        self.cal = calendar(exchange)
+        self.first = 0
+        self.open = np.zeros(0, dtype=I64)
+        self.close = np.zeros(0, dtype=I64)
+
+    def cover(self, lo: int, hi: int) -> None:
+        if len(self.open) and self.first <= lo and hi < self.first + len(self.open):
+            return
+        if len(self.open):
+            lo, hi = min(lo, self.first), max(hi, self.first + len(self.open) - 1)
+        op = np.full(hi - lo + 1, -1, dtype=I64)
+        cl = np.full(hi - lo + 1, -1, dtype=I64)
+        for k in range(hi - lo + 1):
+            if len(self.open) and 0 <= lo + k - self.first < len(self.open):
+                op[k] = self.open[lo + k - self.first]
+                cl[k] = self.close[lo + k - self.first]
+                continue
+            s = self.cal.session(_EPOCH + dt.timedelta(days=lo + k))
+            if s is not None:
+                op[k], cl[k] = s.open_ns, s.close_ns
+        self.first, self.open, self.close = lo, op, cl
+
+    def lookup(self, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if days.size == 0:
+            return np.zeros(days.shape, dtype=I64), np.zeros(days.shape, dtype=I64)
+        self.cover(int(days.min()), int(days.max()))
+        k = days - self.first
+        return self.open[k], self.close[k]
+
+
+_SESSIONS: dict[str, _Sessions] = {}
+
+
+def session_table(exchange: str) -> _Sessions:
+    """The session table of an exchange (NSE for any other; grown as asked)."""
+    name = exchange if exchange in ("NSE", "BSE") else "NSE"
+    table = _SESSIONS.get(name)
+    if table is None:
+        table = _SESSIONS[name] = _Sessions(name)
+    return table
+
+
 def session_closes(days: np.ndarray, exchange: str = "NSE") -> np.ndarray:
     """Session close (ns) of each IST day number in ``days`` (-1 where the market is closed)."""
-    cal = calendar(exchange if exchange in ("NSE", "BSE") else "NSE")
-    out = np.full(len(days), -1, dtype=I64)
-    for i, d in enumerate(days.tolist()):
-        s = cal.session(_EPOCH + dt.timedelta(days=int(d)))
-        if s is not None:
-            out[i] = s.close_ns
-    return out
+    return session_table(exchange).lookup(np.asarray(days, dtype=I64))[1]
 
 
 def session_bounds(days: np.ndarray, exchange: str = "NSE") -> tuple[np.ndarray, np.ndarray]:
     """(open, close) ns of each IST day number (-1, -1 where the market is closed)."""
-    cal = calendar(exchange if exchange in ("NSE", "BSE") else "NSE")
-    op = np.full(len(days), -1, dtype=I64)
-    cl = np.full(len(days), -1, dtype=I64)
-    for i, d in enumerate(days.tolist()):
-        s = cal.session(_EPOCH + dt.timedelta(days=int(d)))
-        if s is not None:
-            op[i], cl[i] = s.open_ns, s.close_ns
-    return op, cl
+    return session_table(exchange).lookup(np.asarray(days, dtype=I64))
 
 
 def ist_day(ts: np.ndarray) -> np.ndarray:
@@ -70,9 +105,7 @@ def bar_ends(bucket: np.ndarray, timeframe: int, exchange: str = "NSE") -> np.nd
     end = bucket + I64(timeframe * NS_PER_SECOND)
     if len(bucket) == 0:
         return end
-    days = ist_day(bucket)
-    uniq, inv = np.unique(days, return_inverse=True)
-    close = session_closes(uniq, exchange)[inv]
+    close = session_closes(ist_day(bucket), exchange)
     cut = (close > bucket) & (close < end)
     return np.where(cut, close, end)
 

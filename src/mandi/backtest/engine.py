@@ -341,80 +341,85 @@ class BacktestEngine:
         )
         n_open, op_ptr = len(ob_b), 0
         walk_plan, walk = self._walk_plan, self._walk
-        for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
-            tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = cols[
-                sid
-            ]
-            b, e, c = bk[i], en[i], cl[i]
-            if op_ptr < n_open and ob_b[op_ptr] < e:
-                plans = []
-                while op_ptr < n_open and ob_b[op_ptr] < e:
-                    s2, i2 = ob_sid[op_ptr], ob_idx[op_ptr]
-                    op_ptr += 1
-                    c2 = cols[s2]
-                    t2 = c2[0]
-                    orders, held = has_orders(t2), t2 in open_by_token
-                    if not (orders or held):
-                        continue
-                    b2 = c2[3][i2]
-                    bar = Candle(
-                        t2, c2[1], c2[2], b2, c2[5][i2], c2[6][i2], c2[7][i2], c2[8][i2],
-                        c2[9][i2], c2[10][i2], 1, True,
-                    )  # fmt: skip
-                    if orders:
-                        clock_set(b2)
-                        match_bar(t2, bar)
-                    if t2 in open_by_token:
-                        plan = walk_plan(t2, bar, b2, c2[4][i2], c2[12][i2])
-                        if plan is not None:
-                            plans.append(plan)
-                if plans:
-                    walk(plans)
-            candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
-            while ci < nc and chain_ts[ci] <= e:
-                clock_set(chain_ts[ci])  # at its own moment (the clock never goes back)
-                on_snapshot(snaps[ci])
-                ci += 1
-            clock_set(e)
-            if exec_series:
-                v = cum_volume[tok] = cum_volume.get(tok, 0) + vo[i]
-                pending[tok] = (ex, e, c, v, oi[i])
-                ps = open_by_token.get(tok)
-                if ps:
-                    for p in ps.values():
-                        p.update_price(c, e)
-            dispatch("", candle)
-            if fill_close and has_orders(tok):
-                match_price(tok, c, e + 1)
-            # the kernel's time work (TradingKernel.handle_time), at bar cadence: paced sends,
-            # chain dispatch, the position monitor (time exits, the daily-loss breaker)
-            if om.queue:
-                om.pump()
-            if chain_strats and e >= next_second:
-                next_second = e + NS_PER_SECOND
-                kernel.strategies.handle_time(e)
-            times_l[j] = e
-            if open_by_token:
-                unreal = booked = 0
-                dated = False
-                for pb in open_by_token.values():
-                    for p in pb.values():
-                        unreal += p.unrealized()
-                        booked += p.realized
-                        dated = dated or p.expiry is not None
-                if e >= next_monitor:
-                    next_monitor = e + monitor_ns
-                    monitor(e, day[i], late_end[i] or dated, unreal)
-                    if open_by_token:
-                        unreal = booked = 0
-                        for pb in open_by_token.values():
-                            for p in pb.values():
-                                unreal += p.unrealized()
-                                booked += p.realized
-                equity_l[j] = cash + self._closed_pnl + booked + unreal
-                in_market_l[j] = True
-            else:
-                equity_l[j] = cash + self._closed_pnl
+        if self._one_series_loop(active, chain_strats, nc):
+            self._loop_one(
+                active[0], cols[0], times_l, equity_l, in_market_l, monitor_ns, fill_close, cash
+            )
+        else:
+            for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
+                tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = (
+                    cols[sid]
+                )
+                b, e, c = bk[i], en[i], cl[i]
+                if op_ptr < n_open and ob_b[op_ptr] < e:
+                    plans = []
+                    while op_ptr < n_open and ob_b[op_ptr] < e:
+                        s2, i2 = ob_sid[op_ptr], ob_idx[op_ptr]
+                        op_ptr += 1
+                        c2 = cols[s2]
+                        t2 = c2[0]
+                        orders, held = has_orders(t2), t2 in open_by_token
+                        if not (orders or held):
+                            continue
+                        b2 = c2[3][i2]
+                        bar = Candle(
+                            t2, c2[1], c2[2], b2, c2[5][i2], c2[6][i2], c2[7][i2], c2[8][i2],
+                            c2[9][i2], c2[10][i2], 1, True,
+                        )  # fmt: skip
+                        if orders:
+                            clock_set(b2)
+                            match_bar(t2, bar)
+                        if t2 in open_by_token:
+                            plan = walk_plan(t2, bar, b2, c2[4][i2], c2[12][i2])
+                            if plan is not None:
+                                plans.append(plan)
+                    if plans:
+                        walk(plans)
+                candle = Candle(tok, ex, tf, b, op[i], hi[i], lo[i], c, vo[i], oi[i], 1, True)
+                while ci < nc and chain_ts[ci] <= e:
+                    clock_set(chain_ts[ci])  # at its own moment (the clock never goes back)
+                    on_snapshot(snaps[ci])
+                    ci += 1
+                clock_set(e)
+                if exec_series:
+                    v = cum_volume[tok] = cum_volume.get(tok, 0) + vo[i]
+                    pending[tok] = (ex, e, c, v, oi[i])
+                    ps = open_by_token.get(tok)
+                    if ps:
+                        for p in ps.values():
+                            p.update_price(c, e)
+                dispatch("", candle)
+                if fill_close and has_orders(tok):
+                    match_price(tok, c, e + 1)
+                # the kernel's time work (TradingKernel.handle_time), at bar cadence: paced sends,
+                # chain dispatch, the position monitor (time exits, the daily-loss breaker)
+                if om.queue:
+                    om.pump()
+                if chain_strats and e >= next_second:
+                    next_second = e + NS_PER_SECOND
+                    kernel.strategies.handle_time(e)
+                times_l[j] = e
+                if open_by_token:
+                    unreal = booked = 0
+                    dated = False
+                    for pb in open_by_token.values():
+                        for p in pb.values():
+                            unreal += p.unrealized()
+                            booked += p.realized
+                            dated = dated or p.expiry is not None
+                    if e >= next_monitor:
+                        next_monitor = e + monitor_ns
+                        monitor(e, day[i], late_end[i] or dated, unreal)
+                        if open_by_token:
+                            unreal = booked = 0
+                            for pb in open_by_token.values():
+                                for p in pb.values():
+                                    unreal += p.unrealized()
+                                    booked += p.realized
+                    equity_l[j] = cash + self._closed_pnl + booked + unreal
+                    in_market_l[j] = True
+                else:
+                    equity_l[j] = cash + self._closed_pnl
         self.bars = n
         times = np.asarray(times_l, dtype=np.int64)
         equity = np.asarray(equity_l, dtype=np.int64)
@@ -433,6 +438,123 @@ class BacktestEngine:
             keep = np.r_[times[1:] != times[:-1], True]
             times, equity, in_market = times[keep], equity[keep], in_market[keep]
         return self._raw(times, equity, in_market, n, active)
+
+    @staticmethod
+    def _one_series_loop(active: list[BarSeries], chain_strats: bool, chains: int) -> bool:
+        """The common case the lean loop (:meth:`_loop_one`) covers: one series, no chains,
+        bars one after the other (each starts at or after the previous one's end)."""
+        if len(active) != 1 or chain_strats or chains:
+            return False
+        s = active[0]
+        return bool(len(s) < 2 or (s.bucket[1:] >= s.end[:-1]).all())
+
+    def _loop_one(
+        self,
+        s: BarSeries,
+        col: tuple[Any, ...],
+        times_l: list[int],
+        equity_l: list[int],
+        in_market_l: list[bool],
+        monitor_ns: int,
+        fill_close: bool,
+        cash: int,
+    ) -> None:
+        """:meth:`run_bars`' loop for one series (the same steps in the same order — a test holds
+        the two loops to the same result), lean: each bar is one :class:`Candle`, and the
+        common bar of one open position that no exit rule can reach (stop, target and the bar's
+        range known; no trailing stop, expiry, halt or square-off) is marked without planning a
+        walk, and the position monitor is entered only when it has something to do."""
+        kernel = self.kernel
+        tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, day = col
+        assert isinstance(self.clock, TestClock)
+        clock_set = self.clock.set
+        book = kernel.book
+        open_by_token = book._open_by_token
+        ticks = kernel.market.ticks
+        assert isinstance(ticks, _BarTicks)
+        pending = ticks.pending
+        has_orders = self.broker.sim.has_orders
+        match_bar, match_price = self.broker.match_bar, self.broker.match_price
+        dispatch = kernel.strategies.handle_candle
+        om = kernel.orders
+        assert om is not None
+        risk, fills = kernel.risk, kernel.execution.fills
+        max_loss = kernel.limits.max_daily_loss
+        no_trailing = kernel.limits.trailing_stop <= 0
+        walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
+        next_monitor = 0
+        cum = 0
+        for i in range(len(bk)):
+            b, e, c, h, low = bk[i], en[i], cl[i], hi[i], lo[i]
+            bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
+            if has_orders(tok):
+                clock_set(b)
+                match_bar(tok, bar)
+            ps = open_by_token.get(tok)
+            if ps:
+                quiet = False
+                if no_trailing and len(ps) == 1 and not late[i] and not risk.halted:
+                    (p,) = ps.values()
+                    if p.closing:
+                        quiet = True
+                    elif p.expiry is None:
+                        sl, tg = p.stop_loss, p.target
+                        if p.direction > 0:
+                            quiet = not ((sl and low <= sl) or (tg and h >= tg))
+                            best = h
+                        else:
+                            quiet = not ((sl and h >= sl) or (tg and low <= tg))
+                            best = low
+                        if quiet:  # what the walk plan does when nothing can trigger
+                            p.update_price(best, b)
+                if not quiet:
+                    plan = walk_plan(tok, bar, b, e, late[i])
+                    if plan is not None:
+                        walk([plan])
+            clock_set(e)
+            cum += vo[i]
+            pending[tok] = (ex, e, c, cum, oi[i])
+            ps = open_by_token.get(tok)
+            if ps:
+                for p in ps.values():
+                    p.update_price(c, e)
+            dispatch("", bar)
+            if fill_close and has_orders(tok):
+                match_price(tok, c, e + 1)
+            if om.queue:
+                om.pump()
+            times_l[i] = e
+            if open_by_token:
+                unreal = booked = 0
+                dated = False
+                for pb in open_by_token.values():
+                    for p in pb.values():
+                        unreal += p.unrealized()
+                        booked += p.realized
+                        dated = dated or p.expiry is not None
+                if e >= next_monitor:
+                    next_monitor = e + monitor_ns
+                    timed = late_end[i] or dated
+                    if (  # the monitor would return at once (see _monitor)
+                        not timed
+                        and not risk.halted
+                        and day[i] == self._day_no
+                        and fills.count == self._fills_seen
+                        and self._realized_today + unreal > -max_loss
+                    ):
+                        pass
+                    else:
+                        monitor(e, day[i], timed, unreal)
+                        if open_by_token:
+                            unreal = booked = 0
+                            for pb in open_by_token.values():
+                                for p in pb.values():
+                                    unreal += p.unrealized()
+                                    booked += p.realized
+                equity_l[i] = cash + self._closed_pnl + booked + unreal
+                in_market_l[i] = True
+            else:
+                equity_l[i] = cash + self._closed_pnl
 
     def handle_snapshot(self, snap: ChainSnapshot) -> None:
         """A recorded chain snapshot reached by the clock: published on
@@ -633,19 +755,25 @@ class BacktestEngine:
         step = None
         n = 0
 
+        def emit_chains(stamp: int) -> None:
+            assert assembler is not None
+            for snap in assembler.snapshots(stamp):
+                publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
+
         def run_batch(b: list[Tick]) -> None:
             nonlocal next_chain
             for t in b:
                 handle(t)
+                # the chain stamped t is every quote before the first tick at or after t
+                # (mandi.services.chains), built before that tick reaches anybody
+                if assembler is not None and t.ts_event >= next_chain:
+                    stamp = t.ts_event - t.ts_event % step_ns
+                    next_chain = stamp + step_ns
+                    emit_chains(stamp)
                 publish(f"tick:{t.exchange}:{t.token}", t)
                 if observer is not None:
                     observer(t)
             now = b[-1].ts_event
-            if assembler is not None and now >= next_chain:
-                stamp = now - now % step_ns
-                next_chain = stamp + step_ns
-                for snap in assembler.snapshots(stamp):
-                    publish(f"chain:{snap.underlying}:{snap.expiry.isoformat()}", snap)
             times.append(now)
             equity.append(self._equity())
             in_market.append(kernel.book.open_count > 0)
@@ -662,6 +790,8 @@ class BacktestEngine:
             run_batch(batch)
         if close_ns is not None:
             pipeline.advance(close_ns)
+            if assembler is not None and next_chain and close_ns >= next_chain:
+                emit_chains(close_ns - close_ns % step_ns)
         kernel.handle_time()
         kernel.stop()
         self.bars = n

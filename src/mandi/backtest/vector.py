@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mandi.backtest.bars import BacktestError, BarSeries, ist_day, session_bounds
+from mandi.backtest.bars import BacktestError, BarSeries, ist_day, session_table
 from mandi.backtest.config import BacktestConfig, kernel_configs
 from mandi.backtest.engine import backdated_rate_table, zero_rate_table
 from mandi.backtest.result import BacktestResult, Trade, iso
@@ -99,42 +99,48 @@ def supports(
 def _calendar_masks(
     s: BarSeries, limits: RiskLimits, calendar_rules: bool
 ) -> tuple[np.ndarray, ...]:
+    """Per bar: entries allowed, exits allowed, the bar inside one session, each of its four
+    walk moments at or after the square-off, its end at or after it, its last moment at or
+    after it — the kernel's calendar rules (:func:`~mandi.risk.config.before_close_ns`: a time
+    is its distance before its session's close; time of day where there is no session)."""
+    from mandi.backtest import _vkernels as vk
+
     n = len(s)
     b, e = s.bucket, s.end
-    span = e - b
-    moments = np.stack([b, b + span // 3, b + 2 * span // 3, e - 1], axis=1)
     close_s = MARKET_CLOSE.hour * 3600 + MARKET_CLOSE.minute * 60
+    table = session_table(s.instrument.exchange)
+    if n:
+        table.cover(int(ist_day(b.min())), int(ist_day(e.max())))
 
-    def at_or_after(x: np.ndarray, t: dt.time) -> np.ndarray:
-        """x is at or after ``t``'s distance before its session's close (the kernel's
-        :func:`~mandi.risk.config.before_close_ns`); time of day where there is no session."""
+    def rule(t: dt.time) -> tuple[int, int]:
         t_s = t.hour * 3600 + t.minute * 60 + t.second
-        days = ist_day(x)
-        uniq, inv = np.unique(days, return_inverse=True)
-        _, cl = session_bounds(uniq, s.instrument.exchange)
-        cl = cl[inv.reshape(x.shape)]
-        by_session = x >= cl - (close_s - t_s) * NS_PER_SECOND
-        by_clock = (x + IST_OFFSET_NS) % NS_PER_DAY >= t_s * NS_PER_SECOND
-        return np.where(cl >= 0, by_session, by_clock)
+        return (close_s - t_s) * NS_PER_SECOND, t_s * NS_PER_SECOND
 
-    sq = limits.square_off
-    sq_moment = at_or_after(moments, sq)
-    sq_end = at_or_after(e, sq)
-    late_in = at_or_after(e - 1, sq)
-    if not calendar_rules:
-        ok = np.ones(n, dtype=bool)
-        return ok, ok, ok, sq_moment, sq_end, late_in
-
-    def continuous(x: np.ndarray) -> np.ndarray:
-        days = ist_day(x)
-        uniq, inv = np.unique(days, return_inverse=True)
-        op, cl = session_bounds(uniq, s.instrument.exchange)
-        op, cl = op[inv], cl[inv]
-        return (op >= 0) & (x >= op) & (x < cl)
-
-    exit_ok = continuous(e)
-    entry_ok = exit_ok & ~at_or_after(e, limits.entry_cutoff)
-    bar_ok = continuous(b) & continuous(e - 1)
+    sq_before, sq_tod = rule(limits.square_off)
+    cut_before, cut_tod = rule(limits.entry_cutoff)
+    entry_ok, exit_ok, bar_ok = (np.empty(n, dtype=bool) for _ in range(3))
+    sq_moment = np.empty((n, 4), dtype=bool)
+    sq_end, late_in = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    vk.calendar_masks(
+        np.ascontiguousarray(b),
+        np.ascontiguousarray(e),
+        table.first,
+        table.open,
+        table.close,
+        IST_OFFSET_NS,
+        NS_PER_DAY,
+        sq_before,
+        sq_tod,
+        cut_before,
+        cut_tod,
+        calendar_rules,
+        entry_ok,
+        exit_ok,
+        bar_ok,
+        sq_moment,
+        sq_end,
+        late_in,
+    )
     return entry_ok, exit_ok, bar_ok, sq_moment, sq_end, late_in
 
 
@@ -368,4 +374,10 @@ def warm(n: int = 64) -> None:
     vk.simulate(
         x, x + 60, x, x, x, x, sig, ~z, ~z, ~z, np.zeros((n, 4), dtype=bool), z, z,
         1, False, False, 0, 5, 0.0, 0.0, 0.0, True, 3,
+    )  # fmt: skip
+    tab = np.full(1, -1, dtype=np.int64)
+    m = np.empty(n, dtype=bool)
+    vk.calendar_masks(
+        x, x + 60, 0, tab, tab, IST_OFFSET_NS, NS_PER_DAY, 0, 0, 0, 0, True,
+        m, m.copy(), m.copy(), np.empty((n, 4), dtype=bool), m.copy(), m.copy(),
     )  # fmt: skip

@@ -67,6 +67,7 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
+from mandi.model.batches import TickBatch
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus
@@ -265,6 +266,12 @@ class LiveBroker:
         self._sink = sink
 
     def on_market_data(self, tick: Tick) -> None:
+        return None
+
+    def active_tokens(self) -> set[int]:
+        return set()  # fills come from the broker, never from ticks
+
+    def on_market_batch(self, batch: TickBatch, lo: int, hi: int) -> None:
         return None
 
     def _track(self, cid: str) -> Tracked:

@@ -10,13 +10,23 @@ change.
 
 A handler that raises is isolated: the error is logged (rate-limited), counted, and published as a
 :class:`SystemEvent` on ``system:handler_error``; the remaining handlers still run.
+
+Batches (DESIGN §11). A columnar batch travels on its own topic (``batch:tick``, ``batch:candle``,
+``batch:ind``, ``batch:chain``); a producer publishes the per-object messages of a batch only
+for the topics somebody subscribed to with a handler (:meth:`MessageBus.wanted` turns the
+subscriptions of a topic family into a mask over the batch's rows). A consumer that reads the
+batch but needs the producer to make something for it (forming candles of a series) subscribes
+to the per-object topic with ``handler=None``: an *interest*, which ``has_subscribers`` counts
+and publishing skips.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from mandi.core.clock import Clock
 from mandi.core.errors import BusError
@@ -25,6 +35,9 @@ from mandi.model.events import SystemEvent
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, Any], None]
+#: One way a subscription can match the topics of a family: per variable segment the exact
+#: value it needs, or None (any value).
+Constraint = tuple[str | None, ...]
 HANDLER_ERROR_TOPIC = "system:handler_error"
 
 
@@ -39,10 +52,32 @@ def topic_matches(pattern: str, topic: str) -> bool:
     return len(p) == len(t)
 
 
+def family_constraints(pattern: str, family: Sequence[str], variable: int) -> Constraint | None:
+    """How ``pattern`` can match topics made of the fixed segments ``family`` followed by
+    ``variable`` more (``("candle",)`` and 3 for ``candle:{tf}s:{exchange}:{token}``): the value
+    it needs at each variable segment (None: any), or None if it matches none of them."""
+    p = pattern.split(":")
+    n = len(family) + variable
+    need: list[str | None] = [None] * variable
+    for i, seg in enumerate(p):
+        if seg == ">":
+            return tuple(need) if i < n else None
+        if i >= n:
+            return None
+        if seg == "*":
+            continue
+        if i < len(family):
+            if seg != family[i]:
+                return None
+        else:
+            need[i - len(family)] = seg
+    return tuple(need) if len(p) == n else None
+
+
 class Subscription:
     __slots__ = ("handler", "head", "name", "pattern")
 
-    def __init__(self, pattern: str, handler: Handler, name: str) -> None:
+    def __init__(self, pattern: str, handler: Handler | None, name: str) -> None:
         self.pattern, self.handler, self.name = pattern, handler, name
         self.head = pattern.split(":", 1)[0]
 
@@ -57,23 +92,43 @@ class MessageBus:
         self.published = 0
         self.handler_errors = 0
         self.version = 0  # bumped on every (un)subscription, for callers caching routing
+        self._wanted: dict[tuple[tuple[str, ...], int], list[Constraint]] = {}
         self._error_log_counts: dict[str, int] = {}
 
-    def subscribe(self, pattern: str, handler: Handler, name: str = "") -> Subscription:
-        """Call ``handler(topic, message)`` for every message published on a matching topic."""
+    def subscribe(self, pattern: str, handler: Handler | None, name: str = "") -> Subscription:
+        """Call ``handler(topic, message)`` for every message published on a matching topic
+        (``handler`` None: an interest only, see the module docstring)."""
         segs = pattern.split(":")
         if not pattern or any(not s for s in segs) or ">" in segs[:-1]:
             raise BusError(f"invalid topic pattern {pattern!r}")
         sub = Subscription(pattern, handler, name or getattr(handler, "__qualname__", "handler"))
         self._subs.append(sub)
         self._cache.clear()
+        self._wanted.clear()
         self.version += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.remove(sub)
         self._cache.clear()
+        self._wanted.clear()
         self.version += 1
+
+    def wanted(self, family: Sequence[str], variable: int) -> list[Constraint]:
+        """Who wants per-object messages of a topic family: one :data:`Constraint` per
+        subscription with a handler that can match it (cached until the subscriptions change).
+        Empty: publish no object of that family; an all-None constraint: every one."""
+        key = (tuple(family), variable)
+        got = self._wanted.get(key)
+        if got is None:
+            cons = {
+                c
+                for s in self._subs
+                if s.handler is not None
+                and (c := family_constraints(s.pattern, family, variable)) is not None
+            }
+            got = self._wanted[key] = sorted(cons, key=lambda c: tuple(x or "" for x in c))
+        return got
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._resolve(topic))
@@ -97,8 +152,11 @@ class MessageBus:
         """Deliver ``message`` to every matching handler, in subscription order."""
         self.published += 1
         for sub in self._resolve(topic):
+            handler = sub.handler
+            if handler is None:  # an interest: the subscriber reads the batch
+                continue
             try:
-                sub.handler(topic, message)
+                handler(topic, message)
             except Exception as exc:
                 self._handler_failed(sub, topic, exc)
 
@@ -123,3 +181,30 @@ class MessageBus:
                 data={"topic": topic, "count": n},
             ),
         )
+
+
+def rows_wanted(
+    constraints: Sequence[Constraint], columns: Sequence[tuple[np.ndarray, Callable[[str], Any]]]
+) -> np.ndarray | None:
+    """The rows of a batch some constraint matches, as a boolean mask (None: all of them).
+
+    ``columns`` gives per variable segment the batch's column and how a topic segment turns into
+    a column value (``int`` for a token; an exchange name into its code; ``"60s"`` into 60); a
+    segment that cannot (``candle:abc:...``) matches no row."""
+    n = len(columns[0][0]) if columns else 0
+    mask = np.zeros(n, dtype=bool)
+    for c in constraints:
+        if all(v is None for v in c):
+            return None
+        rows = np.ones(n, dtype=bool)
+        for v, (col, parse) in zip(c, columns, strict=True):
+            if v is None:
+                continue
+            try:
+                value = parse(v)
+            except (ValueError, KeyError):
+                rows[:] = False
+                break
+            rows &= col == value
+        mask |= rows
+    return mask

@@ -161,13 +161,18 @@ def run(
     config: ConfigOpt = None,
     feed: Annotated[
         str | None,
-        typer.Option(help="'sim', a broker's feed (kite, angel, groww), 'nse' or a ws:// URL."),
+        typer.Option(
+            help="'sim', a broker's feed (kite, angel, groww), 'nse', a ws:// URL or "
+            "replay:PATH (a recorded mandi database or a tick CSV)."
+        ),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="logging | paper | live.")] = None,
     broker: Annotated[
         str | None, typer.Option(help="The live broker (kite, angel, groww); its feed too.")
     ] = None,
-    speed: Annotated[float | None, typer.Option(help="Simulated speed; inf = flat out.")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Simulated/replay speed; inf = flat out.")
+    ] = None,
     duration: Annotated[
         float | None, typer.Option(help="Wall seconds to run (0 = no limit).")
     ] = None,

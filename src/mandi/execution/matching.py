@@ -142,6 +142,10 @@ class FillSimulator:
     def has_orders(self, token: int) -> bool:
         return token in self._by_token
 
+    def active_tokens(self) -> set[int]:
+        """Tokens with working orders."""
+        return set(self._by_token)
+
     def get(self, order_id: str) -> WorkingOrder | None:
         return self._orders.get(order_id)
 

@@ -118,6 +118,12 @@ class MemoryTradingStore:
     def save_daily(self, row: DailyRow) -> None:
         self.daily[row.date] = row
 
+    def save_marks(self, positions: list[PositionRecord], daily: DailyRow | None) -> None:
+        for p in positions:
+            self.save_position(p)
+        if daily is not None:
+            self.save_daily(daily)
+
     # latch and events
     def load_latch(self) -> Latch:
         return self.latch

@@ -34,6 +34,7 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
+from mandi.model.batches import TickBatch, TokenValues
 from mandi.model.market import Tick
 from mandi.model.orders import OrderStatus, OrderType, Product, Side
 
@@ -122,7 +123,7 @@ class PaperBroker:
         self.cash = cash
         self._sink: Callable[[BrokerEvent], None] = lambda e: None
         self._orders: dict[str, PaperOrder] = {}
-        self._last_volume: dict[int, int] = {}
+        self._last_volume = TokenValues()  # per token: the volume of its last tick
         self.placed = 0
         for o in self.book.load():
             self._orders[o.client_order_id] = o
@@ -300,7 +301,7 @@ class PaperBroker:
     # --- market data ------------------------------------------------------------------------------
     def on_market_data(self, t: Tick) -> None:
         prev = self._last_volume.get(t.token)
-        self._last_volume[t.token] = t.volume
+        self._last_volume.set(t.token, t.volume)
         if not self.sim.has_orders(t.token):
             return
         traded = t.volume - prev if prev is not None and t.volume >= prev else t.last_qty
@@ -309,6 +310,16 @@ class PaperBroker:
             MarketPrint(t.ts_event, t.price, t.bid, t.ask, t.bid_qty, t.ask_qty, max(traded, 0)),
         )
         self._record_fills(fills)
+
+    def active_tokens(self) -> set[int]:
+        """Tokens with working orders: their ticks must go through :meth:`on_market_data` one by
+        one (they can fill); any other tick only leaves its volume behind."""
+        return self.sim.active_tokens()
+
+    def on_market_batch(self, batch: TickBatch, lo: int, hi: int) -> None:
+        """Ticks ``lo`` to ``hi`` of ``batch``, none of an instrument with working orders: what
+        :meth:`on_market_data` does for each of them (remember the volume), in one call."""
+        self._last_volume.set_batch(batch.token, batch.volume, lo, hi)
 
     def _record_fills(self, fills: list[Fill]) -> None:
         """Book the simulator's fills and report them: the broker's record first, then the

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mandi.model.batches import TickBatch
 from mandi.model.market import Tick
 from mandi.model.orders import OrderFilled, OrderRecord, OrderStatus, OrderType, Product, Side
 from mandi.model.trading import ClosedTrade, DailyRow, Latch, PositionRecord
@@ -152,6 +153,16 @@ class Broker(Protocol):
         """Market data the broker may need (a simulating broker fills on it; live: no-op)."""
         ...
 
+    def active_tokens(self) -> set[int]:
+        """Instruments whose ticks the broker needs one by one through :meth:`on_market_data`
+        (a simulating broker's working orders; live: none)."""
+        ...
+
+    def on_market_batch(self, batch: TickBatch, lo: int, hi: int) -> None:
+        """Ticks ``lo`` to ``hi`` of ``batch``, of instruments not in :meth:`active_tokens`:
+        what :meth:`on_market_data` does for each of them, in one call."""
+        ...
+
     def place_order(self, request: OrderRequest) -> BrokerAck: ...
 
     def modify_order(
@@ -236,3 +247,7 @@ class TradingStore(SignalStore, RiskStore, Protocol):
     def load_daily(self, date: str) -> DailyRow | None: ...
 
     def save_daily(self, row: DailyRow) -> None: ...
+
+    def save_marks(self, positions: list[PositionRecord], daily: DailyRow | None) -> None:
+        """The marks of open positions and the day's row (``None``: no row), one transaction."""
+        ...

@@ -31,6 +31,23 @@ from mandi.config import SimConfig
 from mandi.core.calendar import ExchangeCalendar, calendar, ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import ConfigError
+from mandi.model.batches import (
+    N_TICK_FIELDS,
+    T_ASK,
+    T_ASK_QTY,
+    T_BID,
+    T_BID_QTY,
+    T_EXCHANGE,
+    T_INIT,
+    T_LAST_QTY,
+    T_OI,
+    T_PRICE,
+    T_TOKEN,
+    T_TS,
+    T_VOLUME,
+    TickBatch,
+    exchange_code,
+)
 from mandi.model.instruments import AnyInstrument, Equity, Index, Option
 from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
 
@@ -205,6 +222,14 @@ class SimExchange:
             [u.vol for u in self._u_specs] + [STOCKS[s][2] for s in cfg.stocks], dtype=float
         )
         self._atm_vol = np.array([u.vol for u in self._u_specs], dtype=float)
+        self._u_token = np.array(
+            [u.token for u in self._u_specs] + [STOCKS[s][0] for s in cfg.stocks], dtype=np.int64
+        )
+        self._u_exchange = np.array(
+            [exchange_code(u.exchange) for u in self._u_specs]
+            + [exchange_code("NSE")] * len(cfg.stocks),
+            dtype=np.int64,
+        )
         self._start_day(day)
 
     # --- day setup ------------------------------------------------------------------------------
@@ -220,6 +245,8 @@ class SimExchange:
             cfg, day, [float(p) for p in self._u_price[: len(self._u_specs)]]
         )
         self.contracts = contracts
+        self._c_token = np.array([c.token for c in contracts], dtype=np.int64)
+        self._c_exchange = np.array([exchange_code(c.exchange) for c in contracts], dtype=np.int64)
         self.instruments: list[AnyInstrument] = [*instruments, *contracts]
         n = len(contracts)
         self._c_under = np.array(
@@ -261,6 +288,12 @@ class SimExchange:
 
     def _chunk(self, emit: bool) -> list[Tick]:
         """Advance one minute of exchange time; return its ticks in time order if ``emit``."""
+        batch = self._chunk_columns(emit)
+        return batch.to_ticks() if emit else []
+
+    def _chunk_columns(self, emit: bool) -> TickBatch:
+        """Advance one minute of exchange time; return its ticks (columns) in time order if
+        ``emit`` (else an empty batch)."""
         cfg = self.config
         minute = self._minute
         self._minute += 1
@@ -292,7 +325,7 @@ class SimExchange:
         qty = (rng.poisson(4.0, (60, n_c)) + 1) * self._c_lot * trade
         d_oi = (rng.integers(-3, 5, (60, n_c)) * self._c_lot) * trade
         offs = rng.integers(0, sps, (60, n_c))
-        ticks: list[Tick] = []
+        ticks = TickBatch.empty()
         c_cum = self._c_cum + np.cumsum(qty, axis=0)
         c_oi = np.maximum(self._c_oi + np.cumsum(d_oi, axis=0), 0)
         if emit:
@@ -323,10 +356,9 @@ class SimExchange:
         c_cum: np.ndarray,
         c_oi: np.ndarray,
         offs: np.ndarray,
-    ) -> list[Tick]:
+    ) -> TickBatch:
         """Ticks of one generated minute in event-time order (ties: indices, stocks, VIX,
-        options). Vectorized: every field is computed for the whole minute with NumPy, and
-        Python only builds the Tick objects from plain lists."""
+        options), as columns: every field is computed for the whole minute with NumPy."""
         from mandi.options.pricing import bs_price
 
         cfg = self.config
@@ -341,11 +373,7 @@ class SimExchange:
             np.column_stack([np.ones((steps, n_i), bool), u_trades[:steps, n_i:] > 0])
         )
         u_ts = step_ts[s_idx]
-        u_kind = np.where(j_idx < n_i, 0, 1)
-        tokens = np.array(
-            [u.token for u in self._u_specs] + [STOCKS[sym][0] for sym in cfg.stocks],
-            dtype=np.int64,
-        )
+        tokens = self._u_token
         u_px = px[s_idx, j_idx]
         spread = np.maximum(TICK, np.round(u_px * 0.0002 / TICK) * TICK).astype(np.int64)
         # --- options: every (second, contract) that trades, priced at that second's spot/vol
@@ -367,81 +395,61 @@ class SimExchange:
         ).astype(np.int64)
         o_spread = np.maximum(TICK, (o_px * 4 // 1000) // TICK * TICK)
         lots = self._c_lot[o_j]
-        # --- one time-ordered merge: (ts, kind, index)
+        # --- one time-ordered merge by (ts, kind, index); every time is on the step grid, and
+        # within a (step, kind) the rows already come in index order, so a stable sort of the
+        # (step, kind) key is the whole merge (a radix sort when the key fits 16 bits)
         vix = cfg.underlyings.index("NIFTY") if "NIFTY" in cfg.underlyings else -1
         v_sec = np.arange(secs if vix >= 0 else 0)
         v_ts = t0 + v_sec.astype(np.int64) * NS_PER_SECOND
         all_ts = np.concatenate([u_ts, v_ts, o_ts])
-        all_kind = np.concatenate([u_kind, np.full(len(v_ts), 3), np.full(len(o_ts), 2)])
-        kind_rank = np.array([0, 1, 3, 2])[all_kind]  # indices, stocks, VIX, options
-        all_idx = np.concatenate([j_idx, v_sec, o_j])
-        order = np.lexsort((all_idx, kind_rank, all_ts))
-        n_u = len(u_ts)
-        u_rows = list(
-            zip(
-                tokens[j_idx].tolist(),
-                u_ts.tolist(),
-                u_px.tolist(),
-                j_idx.tolist(),
-                (u_px - spread).tolist(),
-                (u_px + spread).tolist(),
-                u_cum[s_idx, j_idx].tolist(),
-                u_trades[s_idx, j_idx].tolist(),
-                strict=True,
-            )
+        kind_rank = np.concatenate(  # indices 0, stocks 1, VIX 2, options 3
+            [np.where(j_idx < n_i, 0, 1), np.full(len(v_ts), 2), np.full(len(o_ts), 3)]
         )
-        exch = [u.exchange for u in self._u_specs] + ["NSE"] * len(cfg.stocks)
-        v_px = np.round(vol_walk[v_sec, vix] * 10_000).astype(np.int64).tolist() if vix >= 0 else []
-        v_ts_l = v_ts.tolist()
-        o_rows = list(
-            zip(
-                o_j.tolist(),
-                o_ts.tolist(),
-                o_px.tolist(),
-                c_cum[o_sec, o_j].tolist(),
-                qty[o_sec, o_j].tolist(),
-                c_oi[o_sec, o_j].tolist(),
-                (o_px - o_spread).clip(0).tolist(),
-                (o_px + o_spread).tolist(),
-                (lots * (1 + o_ts % 13)).tolist(),
-                (lots * (1 + o_ts % 11)).tolist(),
-                strict=True,
-            )
-        )
-        contracts = self.contracts
-        n_v = len(v_ts_l)
-        out: list[Tick] = []
-        append = out.append
-        for k in order.tolist():
-            if k < n_u:
-                token, ts, p, j, bid, ask, cum, lastq = u_rows[k]
-                if j < n_i:
-                    append(Tick(token, exch[j], ts, ts, p))
-                else:
-                    append(
-                        Tick(
-                            token,
-                            "NSE",
-                            ts,
-                            ts,
-                            p,
-                            cum,
-                            lastq,
-                            0,
-                            bid,
-                            ask,
-                            rng_qty(ts, j),
-                            rng_qty(ts, j + 7),
-                        )
-                    )
-            elif k < n_u + n_v:
-                ts = v_ts_l[k - n_u]
-                append(Tick(VIX_TOKEN, "NSE", ts, ts, v_px[k - n_u]))
-            else:
-                j, ts, p, cum, lastq, oi, bid, ask, bq, aq = o_rows[k - n_u - n_v]
-                c = contracts[j]
-                append(Tick(c.token, c.exchange, ts, ts, p, cum, lastq, oi, bid, ask, bq, aq))
-        return out
+        key = (all_ts - t0) // step_ns * 4 + kind_rank
+        order = np.argsort(key.astype(np.int16 if steps * 4 < 1 << 15 else np.int64), kind="stable")
+        # --- the columns of the merged stream (underlyings, VIX, options), then in time order
+        n_u, n_v, n_o = len(u_ts), len(v_ts), len(o_ts)
+        is_stock = j_idx >= n_i
+        exch_codes = self._u_exchange
+        u_zero = np.zeros(n_u, dtype=np.int64)
+        u_ts_ms = u_ts // 1_000_000
+        data = np.empty((N_TICK_FIELDS, n_u + n_v + n_o), dtype=np.int64)
+        u, v, o = slice(0, n_u), slice(n_u, n_u + n_v), slice(n_u + n_v, None)
+        data[T_TOKEN, u] = tokens[j_idx]
+        data[T_EXCHANGE, u] = exch_codes[j_idx]
+        data[T_TS, u] = u_ts
+        data[T_PRICE, u] = u_px
+        data[T_VOLUME, u] = np.where(is_stock, u_cum[s_idx, j_idx], u_zero)
+        data[T_LAST_QTY, u] = np.where(is_stock, u_trades[s_idx, j_idx], u_zero)
+        data[T_OI, u] = 0
+        data[T_BID, u] = np.where(is_stock, u_px - spread, u_zero)
+        data[T_ASK, u] = np.where(is_stock, u_px + spread, u_zero)
+        data[T_BID_QTY, u] = np.where(is_stock, 1 + (u_ts_ms + 7919 * j_idx) % 500, u_zero)
+        data[T_ASK_QTY, u] = np.where(is_stock, 1 + (u_ts_ms + 7919 * (j_idx + 7)) % 500, u_zero)
+        data[:, v] = 0
+        data[T_TOKEN, v] = VIX_TOKEN
+        data[T_EXCHANGE, v] = exchange_code("NSE")
+        data[T_TS, v] = v_ts
+        if vix >= 0:
+            data[T_PRICE, v] = np.round(vol_walk[v_sec, vix] * 10_000).astype(np.int64)
+        data[T_TOKEN, o] = self._c_token[o_j]
+        data[T_EXCHANGE, o] = self._c_exchange[o_j]
+        data[T_TS, o] = o_ts
+        data[T_PRICE, o] = o_px
+        data[T_VOLUME, o] = c_cum[o_sec, o_j]
+        data[T_LAST_QTY, o] = qty[o_sec, o_j]
+        data[T_OI, o] = c_oi[o_sec, o_j]
+        data[T_BID, o] = (o_px - o_spread).clip(0)
+        data[T_ASK, o] = o_px + o_spread
+        data[T_BID_QTY, o] = lots * (1 + o_ts % 13)
+        data[T_ASK_QTY, o] = lots * (1 + o_ts % 11)
+        data[T_INIT] = data[T_TS]
+        return TickBatch(np.take(data, order, axis=1))
+
+    def tick_batches(self) -> Iterator[TickBatch]:
+        """Minute batches of ticks (columns) from the current position to the session close."""
+        while self._minute < self.minutes_in_session:
+            yield self._chunk_columns(emit=True)
 
     def ticks(self) -> Iterator[list[Tick]]:
         """Minute batches of ticks from the current position to the session close."""
@@ -506,11 +514,6 @@ class SimExchange:
         return out
 
 
-def rng_qty(ts: int, j: int) -> int:
-    """Deterministic pseudo-random displayed quantity (no RNG state consumed)."""
-    return 1 + (ts // 1_000_000 + 7919 * j) % 500
-
-
 class SimFeed:
     """Paces a :class:`SimExchange` in real time at ``speed`` × (``math.inf`` = flat out)."""
 
@@ -531,8 +534,19 @@ class SimFeed:
 
     async def batches(self) -> AsyncIterator[list[Tick]]:
         """Yield lists of ticks, each list of the same exchange step, paced by ``speed``."""
+        async for batch in self.column_batches(whole_minutes=False):
+            yield batch.to_ticks()
+
+    async def column_batches(self, whole_minutes: bool | None = None) -> AsyncIterator[TickBatch]:
+        """Yield :class:`TickBatch` es paced by ``speed``: one exchange step each, or — flat
+        out (``whole_minutes``, the default at infinite speed) — a whole generated minute each,
+        the next minute being generated on a worker thread meanwhile (NumPy's generators and the
+        pricing kernel release the GIL). An empty batch ends each session."""
         ex = self.exchange
         loop = asyncio.get_running_loop()
+        paced = math.isfinite(self.speed)
+        if whole_minutes is None:
+            whole_minutes = not paced
         wall0 = loop.time()
         sim0: int | None = None
         days = 0
@@ -543,25 +557,22 @@ class SimFeed:
                     ex.seek(ex.close_ns)
                     ex.next_day()
                 ex.seek(resume)
-            for minute in ex.ticks():
-                i = 0
-                while i < len(minute):
-                    ts = minute[i].ts_event
-                    j = i
-                    step = ts // 250_000_000
-                    while j < len(minute) and minute[j].ts_event // 250_000_000 == step:
-                        j += 1
-                    batch = minute[i:j]
-                    i = j
-                    if resume is not None:
-                        batch = [t for t in batch if t.ts_event >= resume]
-                        if not batch:
-                            continue
+            async for minute in self._minutes(loop, prefetch=whole_minutes):
+                if resume is not None:
+                    minute = minute.take(minute.ts_event >= resume)
+                ts = minute.ts_event
+                if whole_minutes:
+                    parts = [minute] if len(minute) else []
+                else:
+                    cut = np.flatnonzero(np.diff(ts // 250_000_000)) + 1
+                    parts = [minute.slice(i, j) for i, j in _pairs(cut, len(minute))]
+                for batch in parts:
+                    last = int(batch.ts_event[-1])
                     if sim0 is None:
-                        sim0 = ts
-                    self.exchange_time_ns = ts
-                    if math.isfinite(self.speed):
-                        delay = wall0 + (ts - sim0) / 1e9 / self.speed - loop.time()
+                        sim0 = int(batch.ts_event[0])
+                    self.exchange_time_ns = last
+                    if paced:
+                        delay = wall0 + (last - sim0) / 1e9 / self.speed - loop.time()
                         if delay > 0:
                             await asyncio.sleep(delay)
                     else:
@@ -569,13 +580,44 @@ class SimFeed:
                     yield batch
             resume = None
             self.exchange_time_ns = ex.close_ns
-            yield []  # session over: lets the consumer confirm the last buckets
+            yield TickBatch.empty()  # session over: lets the consumer confirm the last buckets
             days += 1
             if self.days is not None and days >= self.days:
                 return
             ex.next_day()
             # the night is skipped: pacing restarts at the next open
             wall0, sim0 = loop.time(), None
+
+    async def _minutes(
+        self, loop: asyncio.AbstractEventLoop, prefetch: bool
+    ) -> AsyncIterator[TickBatch]:
+        """The minutes of the current session; with ``prefetch`` the next one is generated on a
+        worker thread while the current one is consumed."""
+        ex = self.exchange
+        if not prefetch:
+            for minute in ex.tick_batches():
+                yield minute
+            return
+        pending: asyncio.Future[TickBatch] | None = None
+        try:
+            while True:
+                if pending is None:
+                    if ex._minute >= ex.minutes_in_session:
+                        return
+                    pending = loop.run_in_executor(None, ex._chunk_columns, True)
+                minute = await pending
+                pending = None
+                if ex._minute < ex.minutes_in_session:
+                    pending = loop.run_in_executor(None, ex._chunk_columns, True)
+                yield minute
+        finally:
+            if pending is not None:  # the worker finishes before anybody else touches ``ex``
+                await asyncio.wait([pending])
+
+
+def _pairs(cuts: np.ndarray, n: int) -> list[tuple[int, int]]:
+    bounds = [0, *cuts.tolist(), n]
+    return [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1) if bounds[k + 1] > bounds[k]]
 
 
 def sim_start_date(cfg: SimConfig, today: dt.date) -> dt.date:

@@ -474,7 +474,7 @@ class IndicatorEngine:
         :meth:`process_arrays` — the columnar pipeline feeding the columnar engine. Pass the
         timeframes you want (``records[records["timeframe"] == 60]``); a forming record
         (``closed == 0``) is rejected as ``not_confirmed``, as :meth:`process` would."""
-        from mandi.pipeline.fast import exchange_name  # a kernel-to-kernel convenience
+        from mandi.model.batches import exchange_name
 
         m = len(records)
         values = np.full((m, len(self.names)), np.nan)

@@ -71,7 +71,13 @@ class SMA(CloseIndicator):
 
     def update(self, value: float) -> float | None:
         """Add a confirmed input; return the new SMA or None while warming up."""
-        x = finite("SMA", "value", value)
+        t = type(value)  # the common inputs without a call: int paise, finite floats
+        if t is int and -(2**53) <= value <= 2**53:
+            x = float(value)
+        elif t is float and value - value == 0.0:
+            x = value
+        else:
+            x = finite("SMA", "value", value)
         p = self.period
         i = self._i
         if self._n < p:

@@ -43,7 +43,18 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from mandi.bus.memory import rows_wanted
 from mandi.core.calendar import IST_OFFSET_NS, NS_PER_DAY, ExchangeCalendar, calendar
+from mandi.model.batches import (
+    _EXCHANGE_CODES,
+    CANDLE_DTYPE,
+    CANDLE_FIELDS,
+    CandleBatch,
+    TickBatch,
+    exchange_code,
+    exchange_name,
+    records_to_candles,
+)
 from mandi.model.market import Candle, Tick
 from mandi.pipeline import _fastkernels as K
 from mandi.pipeline.timeframes import DEFAULT_TIMEFRAMES
@@ -58,46 +69,14 @@ from mandi.pipeline.validate import (
 
 I64 = NDArray[np.int64]
 
-#: Field names of a candle record, in column order; every field is ``int64``. ``closed`` is 1
-#: for a confirmed candle and 0 for a forming one; ``exchange`` is a code (:func:`exchange_name`).
-CANDLE_FIELDS: tuple[str, ...] = (
-    "token",
-    "timeframe",
-    "bucket",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "oi",
-    "ticks",
-    "closed",
-    "exchange",
-)
-CANDLE_DTYPE = np.dtype([(f, np.int64) for f in CANDLE_FIELDS])
+# candle records, exchange codes and their conversion live with the batch messages (model)
 assert len(CANDLE_FIELDS) == K.NOCOL
 
 REASONS: tuple[str, ...] = K.REASONS  # the aggregator's rejection reasons, in counter order
 _INVALID_CODES = np.array([r in INVALID for r in REASONS], dtype=bool)
 
-_EXCHANGES: list[str] = ["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]
-_EXCHANGE_CODES: dict[str, int] = {name: i for i, name in enumerate(_EXCHANGES)}
 _BAD_TOKEN = -(1 << 63)  # stands for a token id that is not an int (never allowed)
 _LO, _HI = -(1 << 63), 1 << 63
-
-
-def exchange_code(name: str) -> int:
-    """The code of an exchange name in candle records (new names get the next code)."""
-    code = _EXCHANGE_CODES.get(name)
-    if code is None:
-        code = _EXCHANGE_CODES[name] = len(_EXCHANGES)
-        _EXCHANGES.append(name)
-    return code
-
-
-def exchange_name(code: int) -> str:
-    """The exchange name of a code in candle records."""
-    return _EXCHANGES[code]
 
 
 def _i64(name: str, values: ArrayLike, n: int | None = None) -> I64:
@@ -124,15 +103,6 @@ def _new_table(size: int) -> I64:
 
 def _shift(table: I64) -> int:
     return 64 - (len(table).bit_length() - 1)
-
-
-def records_to_candles(records: NDArray[Any]) -> list[Candle]:
-    """Candle records (:data:`CANDLE_DTYPE`) as :class:`~mandi.model.market.Candle` messages."""
-    names = _EXCHANGES
-    return [
-        Candle(t, names[x], tf, b, o, h, lo, c, v, oi, n, cl == 1)
-        for t, tf, b, o, h, lo, c, v, oi, n, cl, x in records.tolist()
-    ]
 
 
 def _as_records(block: I64) -> NDArray[Any]:
@@ -225,6 +195,37 @@ def tick_columns(ticks: Sequence[Tick]) -> _Columns:
     )
 
 
+def tick_batch(ticks: Sequence[Tick]) -> TickBatch:
+    """A :class:`~mandi.model.batches.TickBatch` of :class:`Tick` objects from any feed: a field
+    that is not an integer becomes the value the tick policy rejects (see the module doc: a bad
+    token, timestamp, price or volume; −1 for a bad quoted field, a ``bad_field``) — never a
+    silently truncated float."""
+    if not ticks:
+        return TickBatch.empty()
+    c = tick_columns(ticks)
+    return TickBatch.from_columns(
+        c.token,
+        c.ts,
+        c.price,
+        exchange=c.exchange,
+        ts_init=_column([t.ts_init for t in ticks], 0),
+        volume=c.volume,
+        last_qty=c.last_qty,
+        oi=c.oi,
+        bid=_column([t.bid for t in ticks], -1),
+        ask=_column([t.ask for t in ticks], -1),
+        bid_qty=_column([t.bid_qty for t in ticks], -1),
+        ask_qty=_column([t.ask_qty for t in ticks], -1),
+    )
+
+
+def _tf_segment(seg: str) -> int:
+    """``"60s"`` → 60 (a topic's timeframe segment); anything else is no timeframe."""
+    if not seg.endswith("s"):
+        raise ValueError(seg)
+    return int(seg[:-1])
+
+
 class FastCandles:
     """Streaming ticks → 1 s + timeframe candles, columnar and compiled.
 
@@ -314,6 +315,9 @@ class FastCandles:
         self._closes = np.zeros(0, dtype=np.int64)
         self._out = np.zeros((1 << 14, K.NOCOL), dtype=np.int64)
         self._stateless: set[int] = set()  # token indices without aggregator state
+        # the last kernel call stopped after a token got state in its last tick: that token's
+        # filter answer is asked at the start of the next call (only then is the scan needed)
+        self._ask_next = False
         self.last_rejection: tuple[str, Tick] | None = None
         # of the last batch, per tick: the reason code of a rejected tick, -1 for an accepted one
         # (None: nothing was rejected); the kernel writes into a reused buffer kept at -1
@@ -609,7 +613,9 @@ class FastCandles:
         n = len(cols.token)
         idx = self._map(cols.token)
         self._recheck_known()
-        self._ask_filter()
+        if self._ask_next:
+            self._ask_filter()
+            self._ask_next = False
         self._cover(cols.ts)
         g = self._g
         g[K.G_TSLIMIT] = K.BIG if now_ns is None else min(int(now_ns) + self._ahead_ns, K.BIG)
@@ -648,6 +654,7 @@ class FastCandles:
             self._recheck_known()
         # a token that got state in the last tick is asked at the next step, as the reference
         # asks lazily when it first needs the answer
+        self._ask_next = self._filter is not None and int(g[K.G_STOP]) == 2
         self.why, self._batch = None, n
         if int(g[K.G_REJ : K.G_REJ + K.NREASONS].sum()) != rejected:
             self._note_rejection(cols, ticks)
@@ -1070,6 +1077,8 @@ class FastCandlePipeline:
         self.seconds = _SecondsView(self.core)
         self.frames = _FramesView(self.core)
         self._bus_version = bus.version
+        #: candles of advance/flush go out as batches (the columnar node) or as objects
+        self.batches = False
 
     def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
         return bool(self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}"))
@@ -1124,10 +1133,72 @@ class FastCandlePipeline:
             )
         )
 
+    def handle_batch(self, batch: TickBatch, now_ns: int | None = None) -> NDArray[np.bool_] | None:
+        """A :class:`~mandi.model.batches.TickBatch` (one call of the kernels, the tick policy
+        applied against the feed's clock ``now_ns``): its candles go out as
+        :class:`~mandi.model.batches.CandleBatch` es on ``batch:candle``, a :class:`Candle` only
+        for a topic somebody subscribed to with a handler (:meth:`publish_batch`). Returns None
+        when the policy kept every tick (the usual batch), else the mask of the ticks whose
+        values are valid (:meth:`FastCandles.valid_mask`): what the node stores and publishes."""
+        if not len(batch):
+            return None
+        self._check_subscriptions()
+        b = batch
+        lq, oi = b.last_qty, b.oi
+        fields = _fields_to_check(lq, oi, b.bid, b.ask, b.bid_qty, b.ask_qty)
+        cols = _Columns(b.token, b.ts_event, b.price, b.volume, lq, oi, fields, b.exchange)
+        core = self.core
+        self.publish_batch(core._run(cols, None, False, now_ns))
+        return None if core.why is None else core.valid_mask()
+
+    def publish_batch(self, records: NDArray[Any]) -> None:
+        """Candle records out as batches and, for the topics with a handler, as objects: each
+        wanted candle is published after the batch that holds it (so batch readers — the
+        indicators, the store — have seen it first) and before the candles after it. The batch's
+        records are a view, valid during the call: a reader that keeps them copies them."""
+        n = len(records)
+        if not n:
+            return
+        bus = self.bus
+        confirmed = bus.wanted(("candle",), 3)
+        forming = bus.wanted(("pub", "candle"), 3)
+        if not confirmed and not forming:
+            bus.publish(CandleBatch.topic, CandleBatch(records))
+            return
+        cols: list[tuple[np.ndarray, Callable[[str], Any]]] = [
+            (records["timeframe"], _tf_segment),
+            (records["exchange"], _EXCHANGE_CODES.__getitem__),
+            (records["token"], int),
+        ]
+        closed = records["closed"] == 1
+        want = np.zeros(n, dtype=bool)
+        for cons, which in ((confirmed, closed), (forming, ~closed)):
+            if cons:
+                m = rows_wanted(cons, cols)
+                want |= which if m is None else (m & which)
+        lo = 0
+        for w in np.flatnonzero(want).tolist():
+            bus.publish(CandleBatch.topic, CandleBatch(records[lo : w + 1]))
+            (c,) = records_to_candles(records[w : w + 1])
+            bus.publish(
+                f"{'candle' if c.closed else 'pub:candle'}:{c.timeframe}s:{c.exchange}:{c.token}", c
+            )
+            lo = w + 1
+        if lo < n:
+            bus.publish(CandleBatch.topic, CandleBatch(records[lo:]))
+
     def advance(self, now_ns: int) -> None:
         self._check_subscriptions()  # closing seconds build forming candles too
-        self._publish(self.core.advance(now_ns, copy=False))
+        records = self.core.advance(now_ns, copy=False)
+        if self.batches:
+            self.publish_batch(records)
+        else:
+            self._publish(records)
 
     def flush(self) -> None:
         self._check_subscriptions()
-        self._publish(self.core.flush(copy=False))
+        records = self.core.flush(copy=False)
+        if self.batches:
+            self.publish_batch(records)
+        else:
+            self._publish(records)

@@ -322,6 +322,10 @@ class PositionBook:
     def has_open(self, token: int) -> bool:
         return token in self._open_by_token
 
+    def open_tokens(self) -> set[int]:
+        """Tokens with an open position."""
+        return set(self._open_by_token)
+
     @property
     def open_count(self) -> int:
         return sum(len(b) for b in self._open_by_token.values())

@@ -23,6 +23,9 @@ through the node itself. The context is the whole contract:
 ``rejected_ticks()``   rejected ticks per reason, all feeds (the tick policy's and the feeds')
 ``rejections()``       rejected ticks per feed, then per reason
 ``layer(name)``        another layer of the same node, or None
+``columnar``           True: the node publishes tick and candle batches (``batch:tick``,
+                       ``batch:candle``) and makes per-object messages only for their
+                       subscribers (``mandi run``'s fast engine, docs/architecture.md §3)
 =====================  ======================================================================
 
 A layer reads what it needs at :meth:`Layer.attach` and keeps the context, not the node. Storage
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from mandi.bus.memory import MessageBus
     from mandi.config import AppConfig
     from mandi.core.clock import Clock
+    from mandi.model.batches import TickBatch
     from mandi.model.market import Tick
     from mandi.stores.writer import WriterStats
 
@@ -70,7 +74,7 @@ class Feed(Protocol):
 
     def instruments(self) -> list[AnyInstrument]: ...
 
-    def batches(self) -> AsyncIterator[list[Tick]]: ...
+    def batches(self) -> AsyncIterator[list[Tick] | TickBatch]: ...
 
 
 class RowWriter(Protocol):
@@ -155,6 +159,7 @@ class NodeContext:
         queue_depth: Callable[[], int] = _zero,
         rejected_ticks: Callable[[], Counter[str]] = _none_rejected,
         rejections: Callable[[], dict[str, dict[str, int]]] = _no_rejections,
+        columnar: bool = False,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -171,6 +176,7 @@ class NodeContext:
         self.queue_depth = queue_depth
         self.rejected_ticks = rejected_ticks
         self.rejections = rejections
+        self.columnar = columnar
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
         """Publish a :class:`SystemEvent` on ``system:{kind}`` (stored by the node, shown by

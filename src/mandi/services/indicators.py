@@ -18,7 +18,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mandi.indicators import IndicatorEngine, SnapshotError
+from mandi.model.batches import EXCHANGES, CandleBatch, IndicatorValueBatch, exchange_name
 from mandi.model.instruments import Option
 from mandi.model.market import Candle, IndicatorValue
 from mandi.stores.indicators import PRUNE_SQL, SNAPSHOT_SQL, VALUE_SQL, latest_snapshot
@@ -29,6 +32,29 @@ if TYPE_CHECKING:
     from mandi.services.context import NodeContext
 
 log = logging.getLogger(__name__)
+
+
+#: the topic of preview batches (``batch:ind`` carries confirmed values only)
+PREVIEW_TOPIC = "batch:pub:ind"
+
+
+def _value_rows(b: IndicatorValueBatch, ok: np.ndarray) -> list[tuple[Any, ...]]:
+    """``indicator_values`` rows of a batch's values that are not NaN (``ok``), candle by
+    candle, names in order — what :meth:`IndicatorLayer.handle_candle` stores per candle."""
+    j, k = np.nonzero(ok)
+    names = np.array(b.names, dtype=object)[k]
+    ex = np.array(EXCHANGES, dtype=object)[b.exchange[j]]
+    return list(
+        zip(
+            b.token[j].tolist(),
+            ex.tolist(),
+            b.timeframe[j].tolist(),
+            b.bucket[j].tolist(),
+            names.tolist(),
+            b.values[j, k].tolist(),
+            strict=True,
+        )
+    )
 
 
 def indicator_topic(v: IndicatorValue) -> str:
@@ -101,20 +127,29 @@ class IndicatorLayer:
             con.close()
         if replayed:
             log.info("indicators warm: replayed %d stored candles (%d values)", replayed, produced)
+        # the columnar node: candles come as batches; previews stay subscribed as interests (no
+        # handler) so that the pipeline still builds the forming candles of those series
+        columnar = ctx.columnar and self.engine.fused
+        if columnar:
+            ctx.bus.subscribe("batch:candle", self.handle_candle_batch, name="indicators.process")
+        forming = None if columnar else self.handle_forming
+        self._tfs = np.array(sorted(self.cfg.timeframes), dtype=np.int64)
+        previews: list[int] = []
         for tf in self.cfg.timeframes:
-            ctx.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
+            if not columnar:
+                ctx.bus.subscribe(f"candle:{tf}s:>", self.handle_candle, name="indicators.process")
             if self.cfg.previews == "all":
-                ctx.bus.subscribe(
-                    f"pub:candle:{tf}s:>", self.handle_forming, name="indicators.peek"
-                )
+                ctx.bus.subscribe(f"pub:candle:{tf}s:>", forming, name="indicators.peek")
             elif self.cfg.previews == "underlyings":  # per series: the pipeline then builds
                 for inst in ctx.master:  # forming candles only for these
                     if not isinstance(inst, Option):
+                        previews.append(inst.token)
                         ctx.bus.subscribe(
                             f"pub:candle:{tf}s:{inst.exchange}:{inst.token}",
-                            self.handle_forming,
+                            forming,
                             name="indicators.peek",
                         )
+        self._preview_tokens = np.unique(np.array(previews, dtype=np.int64))
 
     def _store_values(self, values: list[IndicatorValue]) -> None:
         if self.cfg.store_values:
@@ -130,6 +165,79 @@ class IndicatorLayer:
             publish(indicator_topic(v), v)
         self._store_values(values)
         self.values_published += len(values)
+
+    def handle_candle_batch(self, topic: str, batch: CandleBatch) -> None:
+        """The columnar path: the batch's confirmed candles of our timeframes through
+        ``IndicatorEngine.process_records`` and its forming ones of the preview series through
+        ``peek_arrays`` — in record order (a preview sees the state its series had then) —, out
+        as :class:`IndicatorValueBatch` es on ``batch:ind``, an :class:`IndicatorValue` only for a
+        topic somebody subscribed to with a handler; the same values and rows as
+        :meth:`handle_candle` / :meth:`handle_forming` per candle (tested)."""
+        r = batch.records
+        ours = np.isin(r["timeframe"], self._tfs)
+        closed = r["closed"] == 1
+        bus = self._ctx.bus if self._ctx is not None else None
+        readers = bus is not None and (
+            bus.has_subscribers(PREVIEW_TOPIC) or bool(bus.wanted(("pub", "ind"), 4))
+        )
+        if self.cfg.previews == "none" or not readers:  # a preview nobody reads is not made
+            peek = np.zeros(len(r), dtype=bool)
+        elif self.cfg.previews == "all":
+            peek = ours & ~closed
+        else:
+            peek = ours & ~closed & np.isin(r["token"], self._preview_tokens)
+        use = (ours & closed) | peek
+        if not use.any():
+            return
+        idx = np.flatnonzero(use)
+        kind = closed[idx]
+        cuts = np.flatnonzero(kind[1:] != kind[:-1]) + 1
+        for part in np.split(idx, cuts):
+            seg = r[part]
+            if seg["closed"][0] == 1:
+                self._values(seg, self.engine.process_records(seg).values, True)
+            else:
+                self._values(seg, self._peek(seg), False)
+
+    def _peek(self, seg: np.ndarray) -> np.ndarray:
+        values = np.full((len(seg), len(self.engine.names)), np.nan)
+        codes = seg["exchange"]
+        for code in np.unique(codes).tolist():
+            sel = np.flatnonzero(codes == code)
+            s = seg[sel]
+            res = self.engine.peek_arrays(
+                s["token"], s["timeframe"], s["bucket"], s["close"], exchange=exchange_name(code),
+                high=s["high"], low=s["low"], open=s["open"], volume=s["volume"],
+            )  # fmt: skip
+            values[sel] = np.where((res.status == 0)[:, None], res.values, np.nan)
+        return values
+
+    def _values(self, seg: np.ndarray, values: np.ndarray, confirmed: bool) -> None:
+        assert self._ctx is not None
+        out = IndicatorValueBatch(
+            seg["token"].copy(),
+            seg["exchange"].copy(),
+            seg["timeframe"].copy(),
+            seg["bucket"].copy(),
+            self.engine.names,
+            values,
+            confirmed,
+        )
+        bus = self._ctx.bus
+        bus.publish(IndicatorValueBatch.topic if confirmed else PREVIEW_TOPIC, out)
+        family = ("ind",) if confirmed else ("pub", "ind")
+        if bus.wanted(family, 4):
+            for v in out.to_values():
+                if bus.has_subscribers(indicator_topic(v)):
+                    bus.publish(indicator_topic(v), v)
+        ok = ~np.isnan(values)
+        n = int(ok.sum())
+        if confirmed:
+            self.values_published += n
+            if self.cfg.store_values and n:
+                self._rows += _value_rows(out, ok)
+        else:
+            self.previews_published += n
 
     def handle_forming(self, topic: str, candle: Candle) -> None:
         assert self._ctx is not None

@@ -19,6 +19,18 @@
 Around it: timers (the status line, bucket closing by wall time, storage health) and the
 lifecycle: start, signals, and a shutdown in order (feed, kernel drain, layers, writer) whose exit
 status says whether every row was stored (:mod:`mandi.services.storage`).
+
+Two engines (``pipeline.engine``, DESIGN §11). ``fast`` (the default) is columnar: a feed batch
+is a :class:`~mandi.model.batches.TickBatch`, cut into runs of one event second; per run the
+pipeline publishes its candles as :class:`~mandi.model.batches.CandleBatch` es and the run goes
+out once on ``batch:tick`` — the layers (indicators, chains, trading, the store) work on the
+arrays, and a per-object message (``tick:…``, ``candle:…``) is made only for a topic somebody
+subscribed to with a handler. ``reference`` is the readable per-object path (a ``Tick`` and a
+``Candle`` per message); a differential test holds the two to the same messages and rows.
+
+Storage: ticks as compressed columnar blocks (:mod:`mandi.stores.ticks`); confirmed timeframe
+candles as rows; one-second candles in memory for ``store.second_candles_s`` (in SQLite too with
+``store.second_candles = "sqlite"``).
 """
 
 from __future__ import annotations
@@ -31,10 +43,11 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from mandi.bus.memory import MessageBus
 from mandi.config import AppConfig
@@ -42,6 +55,7 @@ from mandi.core.calendar import ist_date, ist_ns
 from mandi.core.clock import NS_PER_MS, NS_PER_SECOND, Clock, LiveClock
 from mandi.core.errors import ConfigError, StoreError
 from mandi.core.logs import RateLimitedLog
+from mandi.model.batches import CANDLE_DTYPE, EXCHANGES, CandleBatch, TickBatch
 from mandi.model.events import SystemEvent
 from mandi.model.instruments import AnyInstrument, InstrumentMaster
 from mandi.model.market import Candle, Tick
@@ -50,7 +64,8 @@ from mandi.services.clickhouse import open_clickhouse_sink
 from mandi.services.context import Feed, Layer, NodeContext, NodeStats
 from mandi.services.resume import discard_after, find_resume_point
 from mandi.services.storage import EXIT_NOT_STORED, StorageWatch, storage_summary
-from mandi.stores.sqlite import BatchWriter, candle_row, connect, get_meta, set_meta, tick_row
+from mandi.stores.sqlite import META_SQL, BatchWriter, candle_row, connect, get_meta, set_meta
+from mandi.stores.ticks import BLOCK_SQL, block_row
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +84,11 @@ class MarketNode:
         self.stats = NodeStats()
         self.master = InstrumentMaster()
         self.known_tokens: set[int] = set()  # the pipeline rejects ticks of other tokens
-        self.queue: asyncio.Queue[list[Tick]] = asyncio.Queue(cfg.pipeline.tick_queue)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(cfg.pipeline.tick_queue)
         self.pipeline = _candle_pipeline(cfg, self.bus, self.known_tokens)
+        #: the columnar engine (DESIGN §11); "reference" keeps the per-object path
+        self.columnar = cfg.pipeline.engine == "fast"
+        self.pipeline.batches = self.columnar
         st = cfg.store
         self.writer = BatchWriter(
             st.db,
@@ -78,6 +96,10 @@ class MarketNode:
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
         )
+        self.writer.register("tick_blocks", BLOCK_SQL)
+        self.writer.register("meta", META_SQL)
+        self.seconds_ring = SecondCandles(st.second_candles_s)
+        self._store_seconds = st.second_candles == "sqlite"
         self.layers: list[Layer] = list(layers or [])
         if self.clickhouse is not None:  # first in, last out: it stops after the others
             self.layers.insert(0, self.clickhouse)
@@ -91,9 +113,10 @@ class MarketNode:
             layers=self.layers,
             known_tokens=self.known_tokens,
             watermark_ns=lambda: int(self.pipeline.seconds.watermark_ns),
-            queue_depth=self.queue.qsize,
+            queue_depth=lambda: self.queue.qsize(),  # run() may replace the queue
             rejected_ticks=self.rejected_ticks,
             rejections=self.rejections,
+            columnar=self.columnar,
         )
         self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
         self._candle_rows: list[tuple[Any, ...]] = []
@@ -105,8 +128,12 @@ class MarketNode:
         self._rejected_by_feed: dict[str, Counter[str]] = {}  # the pipeline's, per feed
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
+        self._first_batch_at = self._last_batch_at = 0.0  # the kernel's own time, for its rate
         self._until_reached = False
-        self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
+        if self.columnar:
+            self.bus.subscribe(CandleBatch.topic, self._on_candle_batch, name="store.candles")
+        else:
+            self.bus.subscribe("candle:>", self._on_candle, name="store.candles")
         self.bus.subscribe("system:>", self._on_system_event, name="store.events")
 
     @property
@@ -123,6 +150,11 @@ class MarketNode:
         self.writer.start()
         if cfg.run.feed == "sim":
             feed = self._sim_feed()
+        elif cfg.run.feed.startswith("replay:"):  # a recording through the whole platform
+            from mandi.feeds.replay import ReplayFeed, register, replay_path
+
+            register()
+            feed = ReplayFeed(replay_path(cfg.run.feed), cfg.run.speed, self.ctx)
         elif cfg.run.feed.startswith(("ws://", "wss://")):
             from mandi.feeds.ws import TickserverFeed
 
@@ -152,7 +184,12 @@ class MarketNode:
             resume = None
             held = get_meta(con, "sim.identity")
             if cfg.run.resume and held == identity:
-                resume = find_resume_point(con, cfg.pipeline.timeframes, cfg.store.store_ticks)
+                resume = find_resume_point(
+                    con,
+                    cfg.pipeline.timeframes,
+                    cfg.store.store_ticks,
+                    cfg.store.second_candles == "sqlite",
+                )
                 held_start = get_meta(con, "sim.start_date")
                 if resume is not None and held_start:
                     start = dt.date.fromisoformat(held_start)
@@ -201,7 +238,7 @@ class MarketNode:
                 else:
                     await self.queue.put(batch)
         finally:
-            await self.queue.put([])  # end of feed
+            await self.queue.put(None)  # end of feed (not of a session: see _kernel)
             self._feed_done = True
 
     # --- 3. queue → kernel ----------------------------------------------------------------------
@@ -210,30 +247,40 @@ class MarketNode:
             batch = await self.queue.get()
             if self._until_reached:
                 continue
+            if batch is None:  # the feed ended: time reaches the feed's (no session closes)
+                self._end_of_feed()
+                if self.queue.empty():
+                    self.request_stop("the feed ended")
+                    return
+                continue
             kept = self._cut_at_until(batch)
             if kept is not None:
+                if not self._first_batch_at:
+                    self._first_batch_at = time.perf_counter()
                 self.handle_batch(kept)
+                self._last_batch_at = time.perf_counter()
             if self.feed is not None and not self.feed.live:
                 # a replayable source waits for the writer instead of making it drop rows
                 high = self.writer.max_pending_rows // 4
                 while self.writer.pending_rows > high or self._layers_busy():
                     await asyncio.sleep(0.005)
-            if not batch and self._feed_done and self.queue.empty():
-                self.request_stop("the feed ended")
-                return
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
-    def _cut_at_until(self, batch: list[Tick]) -> list[Tick] | None:
-        """Keep the ticks before the ``until`` time (None if none is left: an empty list would
+    def _cut_at_until(self, batch: Any) -> Any:
+        """Keep the ticks before the ``until`` time (None if none is left: an empty batch would
         mean the end of the session); reaching it stops the run."""
-        if self._until_s is None or not batch:
+        if self._until_s is None or not len(batch):
             return batch
-        t = batch[-1].ts_event
+        columns = isinstance(batch, TickBatch)
+        t = int(batch.ts_event.max()) if columns else batch[-1].ts_event
         limit = ist_ns(ist_date(t)) + self._until_s * NS_PER_SECOND
         if t < limit:
             return batch
         self._until_reached = True
         self.request_stop(f"exchange time reached {self.cfg.run.until}")
+        if columns:
+            kept = batch.take(batch.ts_event < limit)
+            return kept if len(kept) else None
         return [x for x in batch if x.ts_event < limit] or None
 
     def _layers_busy(self) -> bool:
@@ -242,13 +289,18 @@ class MarketNode:
         return any(layer.busy() for layer in self.layers if hasattr(layer, "busy"))
 
     # --- 4. the kernel --------------------------------------------------------------------------
-    def handle_batch(self, batch: list[Tick]) -> None:
+    def handle_batch(self, batch: list[Tick] | TickBatch) -> None:
         """Run one batch of ticks through the kernel (synchronously). Every feed's ticks come
         in here: the tick policy rejects (and counts) bad ones; only ticks with valid values
         are published and stored."""
-        publish, last = self.bus.publish, self.stats.last_price
         now = self._feed_clock()
         self._apply_price_limits()
+        if self.columnar:
+            self._handle_columns(batch if isinstance(batch, TickBatch) else tick_batch(batch), now)
+            return
+        if isinstance(batch, TickBatch):
+            batch = batch.to_ticks()
+        publish, last = self.bus.publish, self.stats.last_price
         kept: list[Tick] = []
         # Candles close only on the first tick of a new second, so a run of ticks within one
         # second goes through the pipeline in one call (the fast path's speed comes from the
@@ -265,12 +317,89 @@ class MarketNode:
             self.stats.exchange_time_ns = kept[-1].ts_event
         elif self.feed is not None and not batch:  # an empty batch: the session is over
             self.pipeline.advance(self.feed.exchange_time_ns)
-        self._queue_rows(kept)
+            self._end_of_session(self.feed.exchange_time_ns)
+        if kept and self.cfg.store.store_ticks:
+            self.writer.put("tick_blocks", [block_row(tick_batch(kept))])
+        self._after_batch()
+
+    def _handle_columns(self, batch: TickBatch, now: int | None) -> None:
+        """The columnar kernel step: per run of one event second, the candles (batches, and
+        objects for their subscribers), then the run's ticks the tick policy kept on
+        ``batch:tick`` (and ``tick:…`` objects for their subscribers) — the order a
+        tick-by-tick loop gives. Only the kept ticks are stored, as one block."""
+        bus, pipeline = self.bus, self.pipeline
+        starts = batch.second_starts()
+        kept: list[TickBatch] = []
+        for k in range(len(starts) - 1):
+            run = batch.slice(starts[k], starts[k + 1])
+            valid = pipeline.handle_batch(run, now)
+            if valid is not None:  # the policy refused some: the others go on
+                run = run.take(valid)
+                if not len(run):
+                    continue
+            bus.publish(TickBatch.topic, run)
+            if bus.wanted(("tick",), 2):
+                self._tick_objects(run)
+            kept.append(run)
+        n = len(batch)
+        self.stats.ticks_in += n
+        self.stats.batches += 1
+        good = TickBatch.concat(kept)
+        if len(good):
+            m = len(good)
+            self.stats.exchange_time_ns = int(good.ts_event[-1])
+            _, last = np.unique(good.token[::-1], return_index=True)  # each token's last tick
+            idx = m - 1 - last
+            self.stats.last_price.update(
+                zip(good.token[idx].tolist(), good.price[idx].tolist(), strict=True)
+            )
+            if self.cfg.store.store_ticks:
+                self.writer.put("tick_blocks", [block_row(good)])
+        elif self.feed is not None and not n:  # an empty batch: the session is over
+            pipeline.advance(self.feed.exchange_time_ns)
+            self._end_of_session(self.feed.exchange_time_ns)
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        """The batch's candles and events to the writer, the layers' ``after_batch`` hooks."""
+        self._queue_rows()
         for layer in self.layers:
             after = getattr(layer, "after_batch", None)
             if after is not None:
                 after()
         self._report_rejections()
+
+    def _tick_objects(self, run: TickBatch) -> None:
+        """``tick:{exchange}:{token}`` messages for the topics somebody subscribed to."""
+        from mandi.bus.memory import rows_wanted
+        from mandi.model.batches import _EXCHANGE_CODES
+
+        mask = rows_wanted(
+            self.bus.wanted(("tick",), 2),
+            [(run.exchange, _EXCHANGE_CODES.__getitem__), (run.token, int)],
+        )
+        rows = range(len(run)) if mask is None else np.flatnonzero(mask).tolist()
+        publish = self.bus.publish
+        for i in rows:
+            t = run.tick(i)
+            publish(f"tick:{t.exchange}:{t.token}", t)
+
+    def _end_of_feed(self) -> None:
+        if self.feed is not None:
+            self.pipeline.advance(self.feed.exchange_time_ns)
+        self._queue_rows()
+        for layer in self.layers:
+            after = getattr(layer, "after_batch", None)
+            if after is not None:
+                after()
+
+    def _end_of_session(self, ts_ns: int) -> None:
+        # the recording closed this session (a replay of it closes it too: mandi.feeds.replay)
+        self.writer.put("meta", [(f"session.closed.{ist_date(ts_ns - 1).isoformat()}", str(ts_ns))])
+        for layer in self.layers:
+            hook = getattr(layer, "end_of_session", None)
+            if hook is not None:
+                hook(ts_ns)
 
     def _apply_price_limits(self) -> None:
         """Circuit limits a feed learnt (Angel One's SNAP_QUOTE frames carry them) bound the
@@ -335,8 +464,37 @@ class MarketNode:
 
     # --- 5. into SQLite -------------------------------------------------------------------------
     def _on_candle(self, topic: str, c: Candle) -> None:
-        self._candle_rows.append(candle_row(c))
         self.stats.candles_confirmed[c.timeframe] += 1
+        if c.timeframe == 1:
+            self.seconds_ring.add_one(c)
+            if not self._store_seconds:
+                return
+        self._candle_rows.append(candle_row(c))
+
+    def _on_candle_batch(self, topic: str, batch: CandleBatch) -> None:
+        r = batch.records
+        closed = r["closed"] == 1
+        if not closed.any():
+            return
+        r = r[closed]
+        tf = r["timeframe"]
+        ones = tf == 1
+        n1 = int(ones.sum())
+        counts = self.stats.candles_confirmed
+        if n1:  # most runs: only the seconds the run's first tick closed
+            self.seconds_ring.add(r if n1 == len(r) else r[ones])
+            counts[1] += n1
+            if not self._store_seconds:
+                if n1 == len(r):
+                    return
+                r, tf = r[~ones], tf[~ones]
+        for t, k in zip(*np.unique(tf[tf != 1], return_counts=True), strict=True):
+            counts[int(t)] += int(k)
+        names = EXCHANGES
+        self._candle_rows += [
+            (tok, names[x], t, b, o, h, lo, c, v, oi, n)
+            for tok, t, b, o, h, lo, c, v, oi, n, _, x in r.tolist()
+        ]
 
     def _on_system_event(self, topic: str, e: SystemEvent) -> None:
         self._event_rows.append(
@@ -350,10 +508,9 @@ class MarketNode:
             )
         )
 
-    def _queue_rows(self, ticks: Sequence[Tick] = ()) -> None:
-        """The batch's ticks, then its confirmed candles and events: one writer item each."""
-        if ticks and self.cfg.store.store_ticks:
-            self.writer.put("ticks", [tick_row(t) for t in ticks])
+    def _queue_rows(self) -> None:
+        """The batch's confirmed candles and events (its ticks went first, as a block): one
+        writer item each."""
         if self._candle_rows:
             self.writer.put("candles", self._candle_rows)  # one item = whole seconds
             self._candle_rows = []
@@ -375,6 +532,11 @@ class MarketNode:
                 last_ticks, last_t = self.stats.ticks_in, now
                 reporter.update()
         finally:
+            # the last state too: a flat-out run may end before the first interval
+            now = time.monotonic()
+            if now > last_t:
+                self.stats.ticks_per_s = (self.stats.ticks_in - last_ticks) / (now - last_t)
+            reporter.update()
             reporter.close()
 
     async def _clock_driver(self) -> None:
@@ -404,6 +566,9 @@ class MarketNode:
         self._feed_done = False
         try:
             await self.prepare()
+            if self.columnar and self.feed is not None and not self.feed.live:
+                # a replayable feed flat out brings whole minutes: a few in hand bound the memory
+                self.queue = asyncio.Queue(min(4, self.cfg.pipeline.tick_queue))
             for layer in self.layers:
                 layer.attach(self.ctx)
         except sqlite3.Error as e:  # e.g. a full disk at start-up: one line, not a traceback
@@ -452,7 +617,8 @@ class MarketNode:
             while not self.queue.empty():
                 self.queue.get_nowait()
         while not self.queue.empty() and not self._until_reached:
-            kept = self._cut_at_until(self.queue.get_nowait())
+            item = self.queue.get_nowait()
+            kept = self._cut_at_until(item) if item is not None else None
             if kept is not None:
                 self.handle_batch(kept)
         for layer in reversed(self.layers):
@@ -464,6 +630,14 @@ class MarketNode:
         self._queue_rows()
         self.writer.stop()
         self.storage.check()  # a failure seen only while stopping is still said out loud
+        busy = self._last_batch_at - self._first_batch_at
+        if busy > 0:
+            log.info(
+                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last)",
+                self.stats.ticks_in,
+                busy,
+                self.stats.ticks_in / busy,
+            )
         log.info(
             "stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",
             dict(self.writer.stats.rows),
@@ -496,13 +670,21 @@ class _SimFeedAdapter:
     def instruments(self) -> list[AnyInstrument]:
         return list(self._feed.exchange.instruments)
 
-    async def batches(self) -> AsyncIterator[list[Tick]]:
+    async def batches(self) -> AsyncIterator[list[Tick] | TickBatch]:
         day = self._feed.exchange.date
-        async for batch in self._feed.batches():
+        source = self._feed.column_batches() if self._ctx.columnar else self._feed.batches()
+        async for batch in source:
             if self._feed.exchange.date != day:
                 day = self._feed.exchange.date
                 self._ctx.add_instruments(self.instruments())
             yield batch
+
+
+def tick_batch(ticks: list[Tick]) -> TickBatch:
+    """:func:`mandi.pipeline.fast.tick_batch` (imported when first needed)."""
+    from mandi.pipeline.fast import tick_batch as make
+
+    return make(ticks)
 
 
 def _second(ts: Any) -> Any:
@@ -560,3 +742,44 @@ def _fmt(ts_ns: int) -> str:
     from mandi.core.calendar import ist_datetime
 
     return ist_datetime(ts_ns).strftime("%Y-%m-%d %H:%M:%S IST")
+
+
+class SecondCandles:
+    """The last ``seconds`` of confirmed one-second candles, in memory (the seed keeps its 1 s
+    candle streams for ten minutes): a ring of :data:`~mandi.model.batches.CANDLE_DTYPE` records
+    that holds still when nothing comes."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self._parts: list[np.ndarray] = []
+        self._newest = 0
+
+    def add(self, records: np.ndarray) -> None:
+        if not self.seconds or not len(records):
+            return
+        self._parts.append(records.copy())  # the pipeline's records are a view
+        self._newest = max(self._newest, int(records["bucket"].max()))
+        horizon = self._newest - self.seconds * NS_PER_SECOND
+        while self._parts and int(self._parts[0]["bucket"].max()) < horizon:
+            self._parts.pop(0)
+
+    def add_one(self, c: Candle) -> None:
+        if self.seconds:
+            from mandi.model.batches import exchange_code
+
+            rec = np.array(
+                [(c.token, 1, c.bucket, c.open, c.high, c.low, c.close, c.volume, c.oi, c.ticks,
+                  1, exchange_code(c.exchange))],
+                dtype=CANDLE_DTYPE,
+            )  # fmt: skip
+            self.add(rec)
+
+    def candles(self, token: int, since_ns: int = 0) -> list[Candle]:
+        """The held one-second candles of ``token`` from ``since_ns`` on, oldest first."""
+        from mandi.model.batches import records_to_candles
+
+        out: list[Candle] = []
+        for part in self._parts:
+            sel = part[(part["token"] == token) & (part["bucket"] >= since_ns)]
+            out += records_to_candles(sel)
+        return out

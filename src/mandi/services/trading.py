@@ -88,6 +88,12 @@ class FeedClock:
         if tick.ts_event > self._last:
             self._last = tick.ts_event
 
+    def observe_ns(self, ts_ns: int) -> None:
+        """A tick of this exchange time went by (the columnar path tells it tick batches' times,
+        see ``TradingKernel.handle_ticks``)."""
+        if ts_ns > self._last:
+            self._last = ts_ns
+
     def now_ns(self) -> int:
         wm = self._watermark_ns()
         return wm if wm > self._last else self._last
@@ -132,13 +138,15 @@ class TradingLayer:
         cfg = self.cfg
         feed = ctx.feed
         wall = feed is not None and feed.wall_clock
+        columnar = ctx.columnar
         if wall:
             self.clock = ctx.clock
         else:
             # before the first tick: where the feed starts (or resumes), never 1970
             start = ctx.stats.resumed_from_ns or (feed.exchange_time_ns if feed is not None else 0)
             fc = FeedClock(ctx, start)
-            ctx.bus.subscribe("tick:>", fc.observe, name="trading.clock")
+            if not columnar:  # the columnar kernel tells it each run's times itself
+                ctx.bus.subscribe("tick:>", fc.observe, name="trading.clock")
             self.clock = fc
         self.store = store = SqliteTradingStore(cfg.store.db)
         extra = ""
@@ -201,7 +209,20 @@ class TradingLayer:
             start = ctx.feed.exchange_time_ns if ctx.feed is not None else 0
         warm = self._warm_candles(start) if start else []
         _warm_numerics()
-        kernel.start(warm)
+        if columnar:
+            chains: Any = ctx.layer("chains")
+            if chains is not None and getattr(chains, "columns", None) is not None:
+                # the chain layer makes a chain's objects only when asked: the kernel asks
+                kernel.market.chain_source = chains.latest_snapshot
+                kernel.ctx.analytics_source = chains.latest_analytics
+        kernel.start(warm, tick_objects=not columnar)
+        if columnar:
+            observe = self.clock.observe_ns if isinstance(self.clock, FeedClock) else None
+            ctx.bus.subscribe(
+                "batch:tick",
+                lambda topic, batch: kernel.handle_ticks(batch, observe),
+                name="trading.ticks",
+            )
         ctx.bus.subscribe("system:storage_failed", self._on_storage, name="trading.storage")
         ctx.bus.subscribe("system:storage_recovered", self._on_storage, name="trading.storage")
         store.heartbeat(self.mode)

@@ -11,10 +11,14 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from mandi.core.calendar import session_anchor_ns
 from mandi.core.clock import NS_PER_SECOND
-from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote, Tick
-from mandi.stores.sqlite import cleanup, first_rowid_at, rollback, table_stats
+from mandi.model.batches import TickBatch
+from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
+from mandi.stores.sqlite import cleanup, rollback, table_stats
+from mandi.stores.ticks import iter_ticks
 
 SNAPSHOT_SQL = (
     "INSERT INTO option_chain_snapshots (timestamp, exchange, underlying, expiry, strike, "
@@ -49,28 +53,45 @@ def listed_strikes_rows(
 
 def day_ticks(
     con: sqlite3.Connection, start_ns: int, end_ns: int
-) -> tuple[dict[int, int], list[Tick]]:
-    """Of the ticks stored from ``start_ns`` to ``end_ns`` (append order): each token's first OI
-    (what its change in OI is measured against) and its last tick (``exchange`` and the bid/ask
-    quantities, which the table does not keep, are empty)."""
-    lo = first_rowid_at(con, "ticks", "ts_event", start_ns)
-    hi = first_rowid_at(con, "ticks", "ts_event", end_ns)
-    first = {
-        int(token): int(oi)
-        for token, oi, _ in con.execute(
-            "SELECT token, oi, min(rowid) FROM ticks WHERE rowid >= ? AND rowid < ? GROUP BY token",
-            (lo, hi),
-        )
-    }
-    last = [
-        Tick(token, "", ts, 0, price, volume, 0, oi, bid, ask)
-        for ts, token, price, volume, oi, bid, ask, _ in con.execute(
-            "SELECT ts_event, token, price, volume, oi, bid, ask, max(rowid) FROM ticks "
-            "WHERE rowid >= ? AND rowid < ? GROUP BY token ORDER BY max(rowid)",
-            (lo, hi),
-        )
-    ]
-    return first, last
+) -> tuple[dict[int, int], TickBatch]:
+    """Of the ticks stored from ``start_ns`` to ``end_ns`` (arrival order): each token's first OI
+    (what its change in OI is measured against) and its last tick, in arrival order. Read block
+    by block (:func:`mandi.stores.ticks.iter_ticks`): memory stays at one block and a tick per
+    token, however late in the day."""
+    first: dict[int, int] = {}
+    last: dict[int, tuple[int, int, int]] = {}  # token -> (arrival position, part, row)
+    parts: list[TickBatch] = []
+    seen = 0
+    for b in iter_ticks(con, start_ns, end_ns):
+        tok = b.token
+        uniq, at = np.unique(tok, return_index=True)  # each token's first tick in the block
+        oi = b.oi
+        for t, i in zip(uniq.tolist(), at.tolist(), strict=True):
+            first.setdefault(t, int(oi[i]))
+        _, back = np.unique(tok[::-1], return_index=True)
+        rows = np.sort(len(b) - 1 - back)  # each token's last tick in the block, in order
+        part = b.take(rows)
+        parts.append(part)
+        for j, (t, i) in enumerate(zip(part.token.tolist(), rows.tolist(), strict=True)):
+            last[t] = (seen + i, len(parts) - 1, j)
+        seen += len(b)
+        if len(parts) > 64:  # keep only the rows still somebody's last
+            parts, last = _compact(parts, last)
+    parts, last = _compact(parts, last)
+    return first, parts[0] if parts else TickBatch.empty()
+
+
+def _compact(
+    parts: list[TickBatch], last: dict[int, tuple[int, int, int]]
+) -> tuple[list[TickBatch], dict[int, tuple[int, int, int]]]:
+    """The last ticks as one batch in arrival order (``day_ticks``)."""
+    if not last:
+        return [], {}
+    order = sorted(last.items(), key=lambda kv: kv[1][0])
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    rows = [int(offsets[p]) + j for _, (_, p, j) in order]
+    b = TickBatch.concat(parts).take(np.array(rows, dtype=np.int64))
+    return [b], {t: (pos, 0, k) for k, (t, (pos, _, _)) in enumerate(order)}
 
 
 def load_listed_strikes(

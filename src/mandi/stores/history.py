@@ -9,7 +9,9 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from mandi.stores.sqlite import first_rowid_at, rollback
+from mandi.model.batches import T_ASK, T_BID, T_OI, T_PRICE, T_TOKEN, T_TS, T_VOLUME
+from mandi.stores import ticks
+from mandi.stores.sqlite import rollback
 
 
 def last_candle_bucket(con: sqlite3.Connection, timeframe: int) -> int | None:
@@ -23,22 +25,14 @@ def last_ticks_between(
 ) -> list[tuple[int, int, int, int, int, int, int]]:
     """The last stored tick of every token in [start_ns, end_ns): (token, ts_event, price,
     volume, oi, bid, ask)."""
-    lo = first_rowid_at(con, "ticks", "ts_event", start_ns)
-    hi = first_rowid_at(con, "ticks", "ts_event", end_ns)
-    return [
-        (int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]))
-        for r in con.execute(
-            "SELECT token, ts_event, price, volume, oi, bid, ask, max(rowid) FROM ticks "
-            "WHERE rowid >= ? AND rowid < ? GROUP BY token",
-            (lo, hi),
-        )
-    ]
+    b = ticks.last_ticks_between(con, start_ns, end_ns)
+    d = b.data[[T_TOKEN, T_TS, T_PRICE, T_VOLUME, T_OI, T_BID, T_ASK]]
+    return list(zip(*d.tolist(), strict=True)) if len(b) else []
 
 
 def delete_ticks_from(con: sqlite3.Connection, ts_ns: int) -> int:
     """Delete the stored ticks at or after ``ts_ns``; returns how many."""
-    start = first_rowid_at(con, "ticks", "ts_event", ts_ns)
-    return int(con.execute("DELETE FROM ticks WHERE rowid >= ?", (start,)).rowcount)
+    return ticks.delete_ticks_from(con, ts_ns)
 
 
 def candles_until(
@@ -82,14 +76,10 @@ def recorded_ticks(
 ) -> Iterator[list[tuple[int, int, int, int, int, int, int]]]:
     """Every stored tick in arrival order, in batches: (ts_event, token, price, volume, oi, bid,
     ask)."""
-    cur = con.execute(
-        "SELECT ts_event, token, price, volume, oi, bid, ask FROM ticks ORDER BY rowid"
-    )
-    while True:
-        rows = cur.fetchmany(batch)
-        if not rows:
-            return
-        yield rows
+    for b in ticks.iter_ticks(con):
+        d = b.data[[T_TS, T_TOKEN, T_PRICE, T_VOLUME, T_OI, T_BID, T_ASK]]
+        for lo in range(0, len(b), batch):
+            yield list(zip(*d[:, lo : lo + batch].tolist(), strict=True))
 
 
 def recorded_signals(con: sqlite3.Connection) -> list[tuple[str, str, str, int, str]]:

@@ -418,11 +418,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX IF NOT EXISTS idx_rejects_ts ON rejects (timestamp);
     """,
     ),
+    (
+        "0008_tick_blocks",
+        # ticks as compressed columnar blocks in arrival order (mandi.stores.ticks): one row per
+        # writer flush; start_ns/end_ns are the smallest and largest event time in the block
+        """
+        CREATE TABLE IF NOT EXISTS tick_blocks (
+            seq INTEGER PRIMARY KEY,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            ticks INTEGER NOT NULL,
+            codec INTEGER NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_tick_blocks_end ON tick_blocks (end_ns);
+    """,
+    ),
 ]
 
 # Tables with a time column, for stats and retention: table -> column (int ns).
 TIME_COLUMNS: dict[str, str] = {
     "ticks": "ts_event",
+    "tick_blocks": "end_ns",  # a block goes when its newest tick is past retention
     "candles": "bucket",
     "system_events": "timestamp",
     "indicator_values": "bucket",

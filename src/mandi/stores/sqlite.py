@@ -348,8 +348,10 @@ def first_rowid_at(con: sqlite3.Connection, table: str, column: str, ts_ns: int)
 
 
 def last_tick_ns(con: sqlite3.Connection) -> int | None:
-    r = con.execute("SELECT ts_event FROM ticks ORDER BY rowid DESC LIMIT 1").fetchone()
-    return None if r is None else int(r[0])
+    """The event time of the last stored tick (rows or blocks), or None."""
+    from mandi.stores.ticks import last_tick_ns as last
+
+    return last(con)
 
 
 def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
@@ -406,11 +408,22 @@ def get_meta(con: sqlite3.Connection, key: str) -> str | None:
     return None if r is None else str(r[0])
 
 
+#: upsert of a ``meta`` key (also a writer statement: ``writer.put("meta", [(key, value)])``)
+META_SQL = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value"
+
+
 def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
-    con.execute(
-        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-        (key, value),
-    )
+    con.execute(META_SQL, (key, value))
+
+
+def meta_keys(con: sqlite3.Connection, prefix: str) -> list[str]:
+    """The ``meta`` keys that start with ``prefix``."""
+    return [
+        str(k)
+        for (k,) in con.execute(
+            "SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+    ]
 
 
 def save_candles(con: sqlite3.Connection, candles: Sequence[Candle], meta: dict[str, str]) -> int:

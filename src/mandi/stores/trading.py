@@ -388,6 +388,14 @@ class SqliteTradingStore:
         with self._tx() as con:
             self._upsert_daily(con, row)
 
+    def save_marks(self, positions: list[PositionRecord], daily: DailyRow | None) -> None:
+        # one commit (one fsync at synchronous=FULL) for the minute's marks, not one per position
+        with self._tx() as con:
+            for p in positions:
+                self._upsert_position(con, p)
+            if daily is not None:
+                self._upsert_daily(con, daily)
+
     # --- latch and events -------------------------------------------------------------------------
     def load_latch(self) -> Latch:
         return load_latch(self.con)

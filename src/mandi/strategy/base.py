@@ -81,6 +81,13 @@ class StrategyContext:
         self._candles: dict[tuple[int, int], deque[Candle]] = {}
         self._indicators: dict[tuple[str, int, int], IndicatorValue] = {}
         self._analytics: dict[tuple[str, Any], Any] = {}
+        #: where chain analytics come from when they are not delivered as ``analytics:...``
+        #: messages (the columnar node makes them only when asked): (underlying, expiry or None
+        #: for the nearest) -> analytics or None
+        self.analytics_source: Callable[[str, Any], Any] | None = None
+        # indicator values of the columnar path: per (token, timeframe) the newest row of a
+        # batch (names, values); NaN while an indicator warms up, as no message would be
+        self._indicator_rows: dict[tuple[int, int], tuple[tuple[str, ...], list[float]]] = {}
         self.warming_up = False
 
     @property
@@ -99,6 +106,21 @@ class StrategyContext:
 
     def _add_indicator(self, v: IndicatorValue) -> None:
         self._indicators[(v.name, v.token, v.timeframe)] = v
+        self._indicator_rows.pop((v.token, v.timeframe), None)
+
+    def _add_indicator_batch(self, batch: Any) -> None:
+        """The confirmed values of an ``IndicatorValueBatch`` (``batch:ind``): each row the
+        newest of its series."""
+        if not batch.confirmed or not len(batch):
+            return
+        rows, names = self._indicator_rows, batch.names
+        for tok, tf, vals in zip(
+            batch.token.tolist(), batch.timeframe.tolist(), batch.values.tolist(), strict=True
+        ):
+            old = rows.get((tok, tf))
+            if old is not None and any(v != v for v in vals):  # keep what a NaN would not move
+                vals = [o if v != v else v for v, o in zip(vals, old[1], strict=True)]
+            rows[(tok, tf)] = (names, vals)
 
     # reading
     def candles(self, token: int, timeframe: int, n: int | None = None) -> list[Candle]:
@@ -115,6 +137,11 @@ class StrategyContext:
 
     def indicator(self, name: str, token: int, timeframe: int) -> float | None:
         """The latest confirmed value of an engine indicator (``ind:{name}:...`` topics)."""
+        row = self._indicator_rows.get((token, timeframe))
+        if row is not None and name in row[0]:
+            x = row[1][row[0].index(name)]
+            if x == x:
+                return x
         v = self._indicators.get((name, token, timeframe))
         return v.value if v is not None else None
 
@@ -143,6 +170,8 @@ class StrategyContext:
         """The latest chain analytics (``mandi.options.chain.ChainAnalytics``: IV and Greeks per
         strike, PCR, max pain, OI change windows) of ``underlying`` (nearest expiry by
         default), when the node's chain layer publishes them on ``analytics:...``; else None."""
+        if self.analytics_source is not None:
+            return self.analytics_source(underlying, expiry)
         if expiry is None:
             mine = [k for k in self._analytics if k[0] == underlying]
             if not mine:

@@ -16,7 +16,7 @@ them up from history.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,8 +89,9 @@ class StrategyEngine:
         return out
 
     # --- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Subscribe to the bus and call every ``on_start``."""
+    def start(self, batches: bool = False) -> None:
+        """Subscribe to the bus and call every ``on_start``. ``batches``: indicator values come
+        as ``batch:ind`` batches (the columnar node) rather than ``ind:...`` messages."""
         for token, tf in self._by_series:
             inst = self.ctx.master.get(token)
             if inst is None:
@@ -102,12 +103,20 @@ class StrategyEngine:
                     name="strategy.candles",
                 )
             )
-        self._subs.append(
-            self.bus.subscribe("ind:>", self._on_indicator, name="strategy.indicators")
-        )
-        self._subs.append(
-            self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
-        )
+        if batches:
+            self._subs.append(
+                self.bus.subscribe(
+                    "batch:ind", self._on_indicator_batch, name="strategy.indicators"
+                )
+            )
+        else:
+            self._subs.append(
+                self.bus.subscribe("ind:>", self._on_indicator, name="strategy.indicators")
+            )
+        if self.ctx.analytics_source is None:  # else it asks for them when read
+            self._subs.append(
+                self.bus.subscribe("analytics:>", self._on_analytics, name="strategy.analytics")
+            )
         if not self.started:  # warm_up already started them: a second on_start would reset
             for s in self.strategies:  # the state the warm-up just rebuilt
                 self._call(s, "on_start")
@@ -142,20 +151,34 @@ class StrategyEngine:
         self._dispatch_candle(c)
 
     def _dispatch_candle(self, c: Candle) -> bool:
-        key = (c.token, c.timeframe)
-        if not c.closed or c.bucket <= self._last_bucket.get(key, -1):
+        # every confirmed candle of a followed series passes here (a backtest's every bar): kept
+        # lean — the candle history append and the strategy calls inline, no getattr per call
+        token, tf, bucket = c.token, c.timeframe, c.bucket
+        key = (token, tf)
+        if not c.closed or bucket <= self._last_bucket.get(key, -1):
             return False
-        self._last_bucket[key] = c.bucket
-        self.ctx._add_candle(c)
+        self._last_bucket[key] = bucket
+        ctx = self.ctx
+        history = ctx._candles.get(key)
+        if history is None:
+            history = ctx._candles[key] = deque(maxlen=ctx._history)
+        history.append(c)  # buckets only grow here (checked above)
+        disabled = self.disabled
         for s in self._by_series.get(key, ()):
-            if s.id in self.disabled:
+            if disabled and s.id in disabled:
                 continue
-            s._event = (c.token, c.timeframe, c.bucket)
+            s._event = (token, tf, bucket)
             try:
-                self._call(s, "on_candle", c)
+                s.on_candle(c)
+            except Exception as e:
+                self._failed(s, "on_candle", e)
             finally:
                 s._event = None
         return True
+
+    def tick_tokens(self) -> set[int]:
+        """Tokens some strategy follows tick by tick (``on_tick``)."""
+        return set(self._by_tick)
 
     def handle_tick(self, t: Tick) -> None:
         for s in self._by_tick.get(t.token, ()):
@@ -213,6 +236,9 @@ class StrategyEngine:
         underlying, expiry = getattr(a, "underlying", None), getattr(a, "expiry", None)
         if underlying is not None and expiry is not None:
             self.ctx._analytics[(underlying, expiry)] = a
+
+    def _on_indicator_batch(self, topic: str, batch: Any) -> None:
+        self.ctx._add_indicator_batch(batch)
 
     def _on_indicator(self, topic: str, v: IndicatorValue) -> None:
         if isinstance(v, IndicatorValue) and v.confirmed:

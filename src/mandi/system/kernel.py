@@ -31,8 +31,10 @@ chain dispatch to ``on_chain`` strategies.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import numpy as np
 
 from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_date
@@ -44,9 +46,11 @@ from mandi.execution.context import InFlight, parse_tag
 from mandi.execution.engine import ExecutionEngine
 from mandi.execution.orders import OrderManager
 from mandi.execution.ports import Broker, TradingStore
+from mandi.model import _columns as columns
+from mandi.model.batches import TickBatch
 from mandi.model.instruments import AnyInstrument, Equity, InstrumentMaster, Option
 from mandi.model.market import Candle, ChainSnapshot, Tick
-from mandi.model.marketstate import MarketState
+from mandi.model.marketstate import LatestTicks, MarketState
 from mandi.model.orders import Intent, Order, OrderStatus
 from mandi.model.trading import PositionUpdated
 from mandi.portfolio.performance import PerformanceTracker
@@ -133,6 +137,8 @@ class TradingKernel:
         self._entry_timeout_ns = int(self.cfg.entry_timeout_s * NS_PER_SECOND)
         self._next_monitor = self._next_reconcile = self._next_second = self._next_persist = 0
         self._next_due = 0
+        self._interest: set[int] = set()  # tokens whose ticks need handle_tick (handle_ticks)
+        self._flags = np.zeros(0, dtype=np.uint8)  # ... as flags over the market's token slots
         self._subs: list[Any] = []
         self.started = False
         self.restored = {"positions": 0, "orders": 0, "halted": False}
@@ -203,19 +209,24 @@ class TradingKernel:
                 f"HALTED ({self.risk.latch.reason})" if self.risk.halted else "clear",
             )
 
-    def start(self, warm_candles: Iterable[Candle] = ()) -> None:
+    def start(self, warm_candles: Iterable[Candle] = (), *, tick_objects: bool = True) -> None:
+        """Restore, reconcile, warm up, subscribe (see the module docstring). ``tick_objects``
+        False: the shell hands over tick batches itself (:meth:`handle_ticks`) instead of the
+        kernel subscribing to ``tick:>``, and indicator values come as ``batch:ind``."""
         self.restore()
         if self.orders is not None:
             self.orders.reconcile_all()
         n = self.strategies.warm_up(warm_candles)
         if n:
             log.info("strategies warmed up on %d stored candles", n)
-        self._subs += [
-            self.bus.subscribe("tick:>", self._on_tick, name="trading.ticks"),
-            self.bus.subscribe("chain:>", self._on_chain, name="trading.chains"),
-            self.bus.subscribe("signal:>", self.execution.handle_signal, name="execution.signals"),
-        ]
-        self.strategies.start()
+        if tick_objects:
+            self._subs.append(self.bus.subscribe("tick:>", self._on_tick, name="trading.ticks"))
+        if self.market.chain_source is None:  # else it asks for the newest chain when it needs it
+            self._subs.append(self.bus.subscribe("chain:>", self._on_chain, name="trading.chains"))
+        self._subs.append(
+            self.bus.subscribe("signal:>", self.execution.handle_signal, name="execution.signals")
+        )
+        self.strategies.start(batches=not tick_objects)
         self.started = True
 
     def stop(self) -> None:
@@ -255,6 +266,97 @@ class TradingKernel:
         now = self.clock.now_ns()
         if now >= self._next_due:
             self.handle_time(now)
+
+    def handle_ticks(self, batch: TickBatch, observe: Callable[[int], None] | None = None) -> None:
+        """The ticks of ``batch``, in order: exactly :meth:`handle_tick` for each (a hypothesis
+        test holds the two to the same orders, fills, positions, events and clock readings),
+        with per-tick work only where it can matter.
+
+        A tick of an instrument with working orders at the broker, an open position or a
+        strategy's ``on_tick`` goes through :meth:`handle_tick` as a :class:`Tick`; every other
+        tick only moves the last prices and volumes, so a run of them is one array scatter into
+        the market state and the broker. Time work (:meth:`handle_time`) runs after the tick at
+        which it falls due, as it would tick by tick.
+
+        ``observe(ts)`` advances a feed clock to the latest tick (``now`` = the later of what it
+        showed and the latest tick's time), as ``mandi run`` and the backtester drive theirs;
+        without it the clock is read as it is.
+        """
+        n = len(batch)
+        if n == 0:
+            return
+        ticks = self.market.ticks
+        broker = self.broker
+        if not isinstance(ticks, LatestTicks) or not (
+            broker is None
+            or (hasattr(broker, "on_market_batch") and hasattr(broker, "active_tokens"))
+        ):  # a substituted market state, a broker without batches: tick by tick
+            for i in range(n):
+                t = batch.tick(i)
+                if observe is not None:
+                    observe(t.ts_event)
+                self.handle_tick(t)
+            return
+        batch_broker = broker.on_market_batch if broker is not None else None
+        slots = ticks.slots(batch.token)
+        reach = np.maximum.accumulate(batch.ts_event)  # the latest tick time, tick by tick
+        now0 = self.clock.now_ns()
+        flags = self._refresh_interest(ticks)
+        i = 0
+        while i < n:
+            j = columns.first_flagged(flags, slots, i, n) if self._interest else n
+            due = self._next_due
+            if now0 >= due:
+                k = i  # time work falls due at the first tick
+            elif observe is not None:
+                k = columns.first_at_or_after(reach, i, j, due)
+            else:
+                k = j
+            end = k + 1 if k < j else j  # the plain ticks handled in bulk: [i, end)
+            ticks.put_batch(batch, slots, i, end)
+            if batch_broker is not None:
+                batch_broker(batch, i, end)
+            if k < j:  # a plain tick at which time work falls due
+                if observe is not None:
+                    observe(int(reach[k]))
+                now0 = self.clock.now_ns()
+                self.handle_time(now0)
+            elif j < n:  # a tick that needs the whole treatment
+                if observe is not None:
+                    observe(int(reach[j]))
+                self.handle_tick(batch.tick(j))
+                now0 = self.clock.now_ns()
+                end = j + 1
+            i = end
+            if self._interest_changed():
+                flags = self._refresh_interest(ticks)
+        if observe is not None:
+            observe(int(reach[-1]))
+
+    def _interesting(self) -> set[int]:
+        out = self.book.open_tokens() | self.strategies.tick_tokens()
+        if self.broker is not None:
+            out |= self.broker.active_tokens()
+        return out
+
+    def _interest_changed(self) -> bool:
+        return self._interesting() != self._interest
+
+    def _refresh_interest(self, ticks: LatestTicks) -> np.ndarray:
+        """Flags over the market's token slots: 1 for a token in :meth:`_interesting`."""
+        want = self._interesting()
+        size = len(ticks.index.ids)
+        flags = self._flags
+        if len(flags) < size:
+            flags = self._flags = np.zeros(size, dtype=np.uint8)
+        else:
+            flags[:] = 0
+        if want:
+            flags[ticks.slots(np.fromiter(want, dtype=np.int64, count=len(want)))] = 1
+            if len(flags) < len(ticks.index.ids):  # new tokens grew the index
+                return self._refresh_interest(ticks)
+        self._interest = want
+        return flags
 
     # --- time -------------------------------------------------------------------------------------
     def handle_time(self, now: int | None = None) -> None:
@@ -309,11 +411,10 @@ class TradingKernel:
     def persist_marks(self) -> None:
         """Store the MTM of open positions and today's row (informational; fills are stored as
         they happen)."""
-        for p in self.book.open_positions():
-            self.store.save_position(p.to_record())
+        marks = [p.to_record() for p in self.book.open_positions()]
         self.book.forget_closed()  # closed positions live on in the store
-        if self.clock.now_ns() > 0:
-            self.store.save_daily(self.perf.row(ist_date(self.clock.now_ns())))
+        now = self.clock.now_ns()
+        self.store.save_marks(marks, self.perf.row(ist_date(now)) if now > 0 else None)
 
     # --- control ----------------------------------------------------------------------------------
     def halt(self, reason: str, source: str = "kill_switch") -> bool:

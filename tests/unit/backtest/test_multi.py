@@ -58,3 +58,59 @@ def test_two_instruments_trade_as_they_would_alone(two):
     total = sum(r.final_value - 1_000_000 for r in alone.values())
     assert both.final_value == pytest.approx(1_000_000 + total, abs=0.01)
     assert len(both.times) == len(np.unique(np.r_[a.end, b.end]))
+
+
+# --- the lean one-series loop against the general loop --------------------------------------------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mandi.backtest import BacktestEngine as _Engine  # noqa: E402
+
+from .kit import bars as _bars  # noqa: E402
+from .kit import run_script as _run_script  # noqa: E402
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.integers(-3, 3), st.integers(0, 6), st.integers(0, 6)),
+        min_size=5,
+        max_size=120,
+    ),
+    st.dictionaries(st.integers(0, 119), st.sampled_from(["BUY", "SELL"]), max_size=12),
+    st.sampled_from(
+        [
+            {},
+            {"product": "MIS"},
+            {"stop_loss_pct": 1.0, "target_pct": 2.0, "allow_short": True},
+            {"stop_loss_pct": 0.5, "target_pct": 0.8, "trailing_stop_pct": 0.5},
+            {"fill": "close", "allow_short": True, "stop_loss_pct": 1.5},
+        ]
+    ),
+)
+@example(  # a low exactly at the stop (entry at 1000, a 2 % stop at 980)
+    moves=[(0, 0, 0)] * 3 + [(-1, 0, 5)] + [(0, 0, 0)] * 3,
+    actions={0: "BUY"},
+    cfg={"stop_loss_pct": 2.0},
+)
+def test_the_one_series_loop_equals_the_general_loop(monkeypatch, moves, actions, cfg):
+    """One series takes the lean loop; forcing the general one must change nothing: trades,
+    equity, what the strategy saw."""
+    price, rows = 1000, []
+    for d, up, down in moves:
+        o = price
+        price = max(50, price + d * 5)
+        rows.append((o, max(o, price) + up * 3, min(o, price) - down * 3, price))
+    series = _bars(rows)
+    lean, s1 = _run_script(series, actions, **cfg)
+    monkeypatch.setattr(_Engine, "_one_series_loop", staticmethod(lambda *a: False))
+    general, s2 = _run_script(series, actions, **cfg)
+    monkeypatch.undo()
+    assert [t.key() for t in lean.trades] == [t.key() for t in general.trades]
+    assert [t.exit_reason for t in lean.trades] == [t.exit_reason for t in general.trades]
+    np.testing.assert_array_equal(lean.times, general.times)
+    np.testing.assert_array_equal(lean.equity, general.equity)
+    assert s1.log == s2.log

@@ -1,6 +1,7 @@
 import datetime as dt
 import math
 
+import numpy as np
 import pytest
 
 from mandi.bus.codec import codec
@@ -106,3 +107,50 @@ def test_codec_keeps_nan_iv_and_names_bad_fields():
         codec.decode_json(
             b'{"type":"Tick","token":1,"exchange":"NSE","ts_event":1,"ts_init":1,"price":"x"}'
         )
+
+
+# --- per-object interest in batches ---------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mandi.bus.memory import rows_wanted  # noqa: E402
+
+SEGMENTS = st.sampled_from(["candle", "pub", "60s", "300s", "NSE", "BSE", "7", "9", "x"])
+
+
+@given(
+    st.lists(
+        st.lists(st.one_of(SEGMENTS, st.just("*")), min_size=1, max_size=5).map(":".join)
+        | st.lists(st.one_of(SEGMENTS, st.just("*")), max_size=4).map(
+            lambda s: ":".join([*s, ">"])
+        ),
+        max_size=3,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from([60, 300]), st.sampled_from(["NSE", "BSE"]), st.sampled_from([7, 9])
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_wanted_rows_are_exactly_the_rows_whose_topic_is_subscribed(patterns, rows):
+    """For candle records (timeframe, exchange, token), the mask of rows some handler wants
+    equals matching each row's topic ``candle:{tf}s:{exchange}:{token}`` against every pattern;
+    an interest (no handler) wants no object."""
+    bus = MessageBus(TestClock(0))
+    for p in patterns:
+        bus.subscribe(p, lambda t, m: None)
+    bus.subscribe("candle:>", None, name="reads the batch")
+    tf = np.array([r[0] for r in rows])
+    ex = np.array([["NSE", "BSE"].index(r[1]) for r in rows])
+    tok = np.array([r[2] for r in rows])
+    mask = rows_wanted(
+        bus.wanted(("candle",), 3),
+        [(tf, lambda s: int(s.removesuffix("s"))), (ex, ["NSE", "BSE"].index), (tok, int)],
+    )
+    got = [True] * len(rows) if mask is None else mask.tolist()
+    want = [any(topic_matches(p, f"candle:{r[0]}s:{r[1]}:{r[2]}") for p in patterns) for r in rows]
+    assert got == want
+    assert bus.has_subscribers("candle:60s:NSE:7")  # the interest counts for producers

@@ -109,3 +109,52 @@ def test_bad_config_names_the_key(field, value):
 def test_a_holiday_is_not_a_sim_date():
     with pytest.raises(ConfigError, match="trading day"):
         SimExchange(SimConfig(), dt.date(2026, 4, 14))
+
+
+def _collect(feed, columnar):
+    import asyncio
+
+    async def go():
+        out = []
+        source = feed.column_batches() if columnar else feed.batches()
+        async for b in source:
+            out.append(b)
+        return out
+
+    return asyncio.run(go())
+
+
+def _short_day():
+    # a Muhurat session (one hour) keeps the whole-session runs quick
+    return SimExchange(
+        SimConfig(strikes_each_side=3, underlyings=("NIFTY",)), dt.date(2025, 10, 21)
+    )
+
+
+def test_column_batches_flat_out_are_whole_minutes_of_the_same_ticks():
+    """Flat out, a batch is a generated minute (the next one made on a worker thread); its
+    ticks are exactly those of the per-object step batches, in the same order."""
+    from mandi.feeds.sim import SimFeed
+
+    steps = _collect(SimFeed(_short_day(), float("inf"), days=1), columnar=False)
+    minutes_ = _collect(SimFeed(_short_day(), float("inf"), days=1), columnar=True)
+    assert len(minutes_) == 61 and len(minutes_[-1]) == 0  # 60 minutes, then the session end
+    assert steps[-1] == []
+    assert [t for b in minutes_ for t in b.to_ticks()] == [t for b in steps for t in b]
+    # a step batch holds one exchange step, as before
+    assert all(len({t.ts_event // 250_000_000 for t in b}) == 1 for b in steps[:-1])
+
+
+def test_column_batches_paced_and_resumed_are_steps_from_the_resume_point():
+    from mandi.feeds.sim import SimFeed
+
+    ex = _short_day()
+    resume = ex.open_ns + 30 * 60 * 10**9 + 500_000_000
+    feed = SimFeed(ex, 1e9, days=1, resume_from_ns=resume)  # paced (finite speed): steps
+    batches = _collect(feed, columnar=True)
+    ticks = [t for b in batches for t in b.to_ticks()]
+    assert ticks[0].ts_event == resume and len(batches) > 60
+    assert all(len(set((b.ts_event // 250_000_000).tolist())) == 1 for b in batches[:-1])
+    whole = _short_day()
+    expected = [t for m in whole.ticks() for t in m if t.ts_event >= resume]
+    assert ticks == expected

@@ -1,6 +1,7 @@
 """ChainAssembler: latest quotes → chain snapshots per (underlying, expiry)."""
 
 import datetime as dt
+import math
 
 from mandi.core.calendar import parse_ist
 from mandi.model.instruments import Index, InstrumentMaster, Option
@@ -82,3 +83,117 @@ def test_oi_change_from_the_first_reading_of_the_day_and_reset_next_day():
     (s,) = a.snapshots(nxt)
     assert s.rows[0].call.oi_change == 0  # measured from today's first reading
     assert s.rows[1].call is None  # yesterday's quotes are gone
+
+
+# --- the columnar assembler against the reference -------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mandi.model.batches import TickBatch  # noqa: E402
+from mandi.pipeline.chains import ChainColumns  # noqa: E402
+
+EXP2 = dt.date(2026, 4, 28)
+
+
+def wide_master(late=False):
+    """Two expiries of NIFTY with a few strikes (``late``: one more strike, added later)."""
+    opts = []
+    strikes = [24200, 24250, 24300] + ([24350] if late else [])
+    for e, base in ((EXP, 100), (EXP2, 200)):
+        for i, k in enumerate(strikes):
+            for j, t in enumerate(("CE", "PE")):
+                opts.append(
+                    Option(
+                        base + 2 * i + j,
+                        "NSE",
+                        f"NIFTY{e:%y%m%d}{k}{t}",
+                        "NIFTY",
+                        "NFO-OPT",
+                        65,
+                        5,
+                        1800,
+                        underlying="NIFTY",
+                        expiry=e,
+                        strike=k * 100,
+                        option_type=t,
+                    )
+                )
+    return [Index(256265, "NSE", "NIFTY 50", "NIFTY 50", "INDICES"), *opts]
+
+
+TOKENS = [256265, 999, *range(100, 108), *range(200, 208)]  # 999: not in the master
+DAY_NS = 86_400 * 10**9
+
+
+@st.composite
+def chain_streams(draw):
+    ops = []
+    ts = T0
+    for _ in range(draw(st.integers(1, 80))):
+        kind = draw(st.sampled_from(["tick"] * 8 + ["snap", "ref", "late", "day"]))
+        if kind == "tick":
+            ts += draw(st.sampled_from([0, 10**6, 3 * 10**8]))
+            token = draw(st.sampled_from(TOKENS))
+            price = draw(st.integers(1, 5000)) * 5
+            oi = draw(st.integers(0, 100)) * 65
+            ops.append(
+                (
+                    "tick",
+                    Tick(token, "NSE", ts, ts, price, oi * 3, 0, oi, price - 5, price + 5, 65, 130),
+                )
+            )
+        elif kind == "day":
+            ts += draw(st.sampled_from([DAY_NS, -DAY_NS // 2, 3600 * 10**9]))
+        else:
+            ops.append((kind, draw(st.sampled_from(TOKENS)), draw(st.integers(0, 50)) * 65, ts))
+    return ops
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain_streams(), st.integers(1, 6))
+def test_columns_give_the_reference_snapshots(ops, per_batch):
+    """ChainColumns (batches of up to ``per_batch`` ticks) and ChainAssembler (tick by tick)
+    give equal snapshots: quotes, OI changes against the first OI of the IST day (or a reference
+    set by hand, before or after the quote), day changes, contracts listed later, tokens that
+    are no contract."""
+    ref, col = ChainAssembler(wide_master(), "x"), ChainColumns(wide_master(), "x")
+    pending: list[Tick] = []
+
+    def flush():
+        if pending:
+            col.handle_batch(TickBatch.from_ticks(pending))
+            pending.clear()
+
+    for op in ops:
+        if op[0] == "tick":
+            ref.handle_tick(op[1])
+            pending.append(op[1])
+            if len(pending) >= per_batch:
+                flush()
+            continue
+        flush()
+        if op[0] == "snap":
+            assert col.snapshots(op[3]) == ref.snapshots(op[3])
+        elif op[0] == "ref":
+            ref.set_oi_reference(op[1], op[2])
+            col.set_oi_reference(op[1], op[2])
+        else:
+            ref.add_instruments(wide_master(late=True))
+            col.add_instruments(wide_master(late=True))
+    flush()
+    assert col.snapshots(T0) == ref.snapshots(T0)
+
+
+def test_frames_carry_the_matrix_rows():
+    col = ChainColumns(wide_master(), "x")
+    col.handle_batch(
+        TickBatch.from_ticks(
+            [tick(256265, 2421000), tick(100, 15000, oi=6500), tick(103, 900, oi=65)]
+        )
+    )
+    (f,) = col.frames(T0)
+    assert f.raw.shape == (3, 13) and f.underlying_price == 2421000
+    assert f.raw[0, :7].tolist() == [2420000, 15000, 14995, 15005, 0, 6500, 0]
+    assert math.isnan(f.raw[0, 7]) and f.raw[1, 7] == 900 and math.isnan(f.raw[2, 1])
+    assert f.snapshot() is f.snapshot()  # built once

@@ -230,6 +230,69 @@ def chain_kernel(  # type: ignore[no-untyped-def]
 
 
 @jit
+def base_kernel(raw, rows, grid, spot, atm, m, classes, summary):  # type: ignore[no-untyped-def]
+    """What :func:`chain_kernel` computes without an implied volatility, statement for statement
+    the same: the base channels 0-12 of ``m`` (its IV and Greek channels NaN until the full
+    kernel runs), the moneyness classes, and the summary's whole-chain totals, max pain and
+    ITM/OTM OI baskets (the IV-dependent entries stay 0, the ATM IV NaN)."""
+    width = grid.size
+    nan = math.nan
+    n = raw.shape[0]
+    summary[:] = 0.0
+    summary[S_ATM_IV] = nan
+    for j in range(width):
+        k = grid[j]
+        i = rows[j]
+        m[12, j] = spot
+        for side in range(2):
+            base = 6 * side
+            col = 1 + 6 * side
+            greeks_ch = 13 + 5 * side
+            for c in range(5):
+                m[greeks_ch + c, j] = nan
+            if i < 0 or (math.isnan(raw[i, col]) and math.isnan(raw[i, col + 4])):
+                for c in range(6):
+                    m[base + c, j] = nan
+                continue
+            ltp = _positive_or_nan(raw[i, col])
+            bid = _positive_or_nan(raw[i, col + 1])
+            ask = _positive_or_nan(raw[i, col + 2])
+            if bid > ask:
+                bid = nan
+                ask = nan
+            m[base, j] = ltp
+            m[base + 1, j] = bid
+            m[base + 2, j] = ask
+            m[base + 3, j] = raw[i, col + 3]
+            m[base + 4, j] = raw[i, col + 4]
+            m[base + 5, j] = raw[i, col + 5]
+        if k == atm:
+            ce_class = 0
+            pe_class = 0
+        else:
+            ce_class = 1 if k < spot else -1
+            pe_class = 1 if k > spot else -1
+        classes[0, j] = ce_class
+        classes[1, j] = pe_class
+        ce_oi = m[4, j] if m[4, j] == m[4, j] else 0.0
+        pe_oi = m[10, j] if m[10, j] == m[10, j] else 0.0
+        if ce_class == 1:
+            summary[S_ITM_CE_OI] += ce_oi
+        elif ce_class == -1:
+            summary[S_OTM_CE_OI] += ce_oi
+        if pe_class == 1:
+            summary[S_ITM_PE_OI] += pe_oi
+        elif pe_class == -1:
+            summary[S_OTM_PE_OI] += pe_oi
+    for i in range(n):
+        for s_idx, c in _TOTALS:
+            v = raw[i, c]
+            if v == v:
+                summary[s_idx] += v
+    summary[S_MAX_PAIN] = max_pain_sorted(raw)
+
+
+@jit
 def max_pain_sorted(raw):  # type: ignore[no-untyped-def]
     """Max-pain strike of a chain sorted by strike: prefix sums, O(n). NaN OI counts as 0."""
     n = raw.shape[0]

@@ -40,12 +40,14 @@ reserved at once but paged in slot by slot as the ring fills.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -116,6 +118,20 @@ _NAN6 = (math.nan,) * 6
 _QUOTE_FIELDS = operator.attrgetter("ltp", "bid", "ask", "volume", "oi", "oi_change")
 # raw per-row columns: strike, then ltp, bid, ask, volume, oi, oi_change for CE and for PE
 _R_STRIKE, _R_CE, _R_PE = 0, 1, 7
+
+
+class ChainFrameLike(Protocol):
+    """A chain given as arrays (``mandi.pipeline.chains.ChainFrame``): a snapshot's header and
+    ``raw``, its rows as :func:`_rows_to_array` makes them (sorted by strike, no duplicate)."""
+
+    underlying: str
+    exchange: str
+    expiry: dt.date
+    ts_event: int
+    underlying_price: int
+    lot_size: int
+    source: str
+    raw: NDArray[np.float64]
 
 
 class ChainMatrixConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,13 +230,14 @@ class ChainBuffer:
     newest slot, ``count`` how many hold data."""
 
     __slots__ = (
+        "_data",
         "capacity",
         "centre",
         "count",
-        "data",
         "expiry",
         "head",
         "interval_ns",
+        "pending",
         "step",
         "strikes",
         "times",
@@ -241,13 +258,33 @@ class ChainBuffer:
         # written slots are ever read. Filling eagerly touched every page of the ring up front
         # (≈ 200 MB and over a second for a 1,500-strike window); now a slot's pages are
         # touched when it is first written (≈ 0.1 ms).
-        self.data = np.empty((capacity, N_CHANNELS, width))
+        self._data = np.empty((capacity, N_CHANNELS, width))
+        # slots written without their IV and Greek channels (ChainMatrix.stage_frames): the
+        # job that completes each, run when the ring is read
+        self.pending: dict[int, _Job] = {}
         self.strikes = np.empty((capacity, width))
         self.times = np.zeros(capacity, dtype=np.int64)
         self.head = -1
         self.count = 0
         self.step = math.nan
         self.centre = math.nan
+
+    @property
+    def data(self) -> NDArray[np.float64]:
+        """The ring ``(slot, channel, strike)``; IV and Greeks of slots written lazily are
+        computed first."""
+        if self.pending:
+            for slot, job in list(self.pending.items()):
+                job.complete(self._data[slot])
+            self.pending.clear()
+        return self._data
+
+    def slot_data(self, slot: int) -> NDArray[np.float64]:
+        """One slot ``(channel, strike)`` of the ring, its IV and Greeks computed if pending."""
+        job = self.pending.pop(slot, None)
+        if job is not None:
+            job.complete(self._data[slot])
+        return self._data[slot]  # type: ignore[no-any-return]
 
     def newest_time(self) -> int | None:
         return int(self.times[self.head]) if self.count else None
@@ -291,8 +328,10 @@ class _Job:
     __slots__ = (
         "atm",
         "buf",
+        "cfg",
         "classes",
         "diff",
+        "done",
         "grid",
         "highlight",
         "raw",
@@ -309,7 +348,7 @@ class _Job:
 
     def __init__(
         self,
-        snapshot: ChainSnapshot,
+        snapshot: ChainSnapshot | ChainFrameLike,
         buf: ChainBuffer,
         slot: int,
         raw: np.ndarray,
@@ -331,6 +370,35 @@ class _Job:
         )
         self.status = self.theo = self.diff = self.highlight = self.classes = self.summary = (
             np.empty(0)
+        )
+        self.cfg: ChainMatrixConfig | None = None
+        self.done = False
+
+    def complete(self, m: NDArray[np.float64]) -> None:
+        """The full kernel (IV, Greeks, theoretical prices, the IV-dependent summary) into
+        ``m`` and the job's outputs — what an eager snapshot computes."""
+        cfg = self.cfg
+        assert cfg is not None
+        self.done = True
+        _k.chain_kernel(
+            self.raw,
+            self.rows,
+            self.grid,
+            self.spot,
+            self.t,
+            cfg.rate,
+            cfg.dividend_yield,
+            self.atm,
+            cfg.price_source == "mid",
+            cfg.diff_pos_threshold,
+            cfg.diff_neg_threshold,
+            m,
+            self.status,
+            self.theo,
+            self.diff,
+            self.highlight,
+            self.classes,
+            self.summary,
         )
 
 
@@ -362,6 +430,9 @@ class ChainMatrix:
         self.stats: dict[str, int] = {"snapshots": 0, "out_of_order": 0, "callback_errors": 0}
         self._buffers: dict[tuple[str, dt.date], ChainBuffer] = {}
         self._latest: dict[tuple[str, dt.date], ChainAnalytics] = {}
+        # the columnar path (stage_frames): per chain the newest frame, its job once it is in
+        # the ring, its analytics once asked for
+        self._staged: dict[tuple[str, dt.date], list[Any]] = {}
         self._steps: dict[tuple[str, dt.date], float] = {}  # from the listed strikes
         offsets = np.arange(-self.config.strikes_each_side, self.config.strikes_each_side + 1)
         self._offsets = offsets.astype(np.float64)
@@ -373,9 +444,12 @@ class ChainMatrix:
     # --- access --------------------------------------------------------------------------------
     def keys(self) -> list[tuple[str, dt.date]]:
         """(underlying, expiry) of every buffer."""
+        for key in list(self._staged):
+            self._write_staged(key)
         return list(self._buffers)
 
     def buffer(self, underlying: str, expiry: dt.date) -> ChainBuffer:
+        self._write_staged((underlying, expiry))
         try:
             return self._buffers[(underlying, expiry)]
         except KeyError:
@@ -389,21 +463,88 @@ class ChainMatrix:
         buf = self.buffer(underlying, expiry)
         if not buf.count:
             raise KeyError(f"no snapshot yet for {underlying} {expiry}")
-        return buf.data[buf.head], buf.strikes[buf.head]
+        return buf.slot_data(buf.head), buf.strikes[buf.head]
 
     def history(self, underlying: str, expiry: dt.date, n: int | None = None) -> ChainHistory:
         """The last ``n`` (default all) slots in time order, as copies."""
+        self._write_staged((underlying, expiry))
         return self.buffer(underlying, expiry).history(n)
 
     def analytics(self, underlying: str, expiry: dt.date) -> ChainAnalytics | None:
         """The analytics of the newest snapshot of that chain, if any."""
-        return self._latest.get((underlying, expiry))
+        key = (underlying, expiry)
+        held = self._staged.get(key)
+        if held is not None and held[2] is None:
+            self._write_staged(key)
+            job = held[1]
+            if job is not None:
+                held[2] = self._finish(job, notify=False, lazy=True)
+        return self._latest.get(key)
 
     def drop(self, underlying: str, expiry: dt.date) -> None:
         """Forget a chain (e.g. after its expiry) and free its buffer."""
         self._buffers.pop((underlying, expiry), None)
         self._latest.pop((underlying, expiry), None)
+        self._staged.pop((underlying, expiry), None)
         self._steps.pop((underlying, expiry), None)
+
+    # --- the columnar path ---------------------------------------------------------------------
+    def stage_frames(self, frames: Iterable[ChainFrameLike]) -> None:
+        """The chains of one moment, given as arrays (``mandi run``'s columnar path), lazily.
+
+        A frame goes into its ring only when its sampling slot is over (a later frame of the
+        chain starts the next slot) or when the chain is read (:meth:`analytics`,
+        :meth:`latest`, :meth:`history`, :meth:`buffer`, :meth:`keys`); analytics are made
+        only when asked for, and the IV and Greeks of a slot only when the ring is read or a
+        field that needs them is used. As the ring keeps the last snapshot of each slot, every
+        read equals that of processing each frame as it came with
+        :meth:`process_option_chain` (tested) — the window centre then being the newest ATM
+        strike whatever came before, which needs ``recentre_strikes == 1`` (refused otherwise).
+        A frame older than the chain's newest is rejected (``stats["out_of_order"]``)."""
+        if self.config.recentre_strikes != 1:
+            raise ConfigError(
+                "options.chain.recentre_strikes",
+                self.config.recentre_strikes,
+                "the lazy path needs 1 (the window follows the newest ATM)",
+            )
+        interval = self._interval_ns
+        for f in frames:
+            key = (f.underlying, f.expiry)
+            held = self._staged.get(key)
+            if held is not None:
+                last = held[0].ts_event
+                if f.ts_event < last:
+                    self.stats["out_of_order"] += 1
+                    continue
+                if held[1] is None and f.ts_event // interval != last // interval:
+                    self._write_staged(key)  # its slot is over: the last frame of it stays
+            self._staged[key] = [f, None, None]
+
+    def flush_staged(self) -> None:
+        """Write every staged frame into its ring (at shutdown)."""
+        for key in list(self._staged):
+            self._write_staged(key)
+
+    def _write_staged(self, key: tuple[str, dt.date]) -> None:
+        held = self._staged.get(key)
+        if held is None or held[1] is not None:
+            return
+        job = self._prepare(held[0])
+        if job is None:
+            del self._staged[key]
+            return
+        _k.base_kernel(
+            job.raw,
+            job.rows,
+            job.grid,
+            job.spot,
+            job.atm,
+            job.buf._data[job.slot],
+            job.classes,
+            job.summary,
+        )
+        job.buf.pending[job.slot] = job
+        held[1] = job
 
     def set_listed_strikes(self, underlying: str, expiry: dt.date, strikes: Iterable[int]) -> None:
         """The strikes the instrument master lists for an expiry (paise): the grid's step is
@@ -476,7 +617,7 @@ class ChainMatrix:
             cfg.price_source == "mid",
             cfg.diff_pos_threshold,
             cfg.diff_neg_threshold,
-            job.buf.data[job.slot],
+            job.buf._data[job.slot],
             job.status,
             job.theo,
             job.diff,
@@ -513,8 +654,28 @@ class ChainMatrix:
         out += self._process_batch(batch, notify, threads)
         return out
 
+    def process_frames(
+        self, frames: Sequence[ChainFrameLike], *, notify: bool = True, threads: int = 1
+    ) -> list[ChainAnalytics | None]:
+        """:meth:`process_option_chains` for chains given as arrays (``ChainFrame`` of
+        :mod:`mandi.pipeline.chains`: the snapshot's header attributes and ``raw``, its rows in
+        paise and shares as :func:`_rows_to_array` makes them) — no quote objects read or made.
+        The same results as processing each frame's snapshot (tested)."""
+        out: list[ChainAnalytics | None] = []
+        batch: list[ChainFrameLike] = []
+        seen: set[tuple[str, dt.date]] = set()
+        for f in frames:
+            key = (f.underlying, f.expiry)
+            if key in seen:
+                out += self._process_batch(batch, notify, threads)
+                batch, seen = [], set()
+            batch.append(f)
+            seen.add(key)
+        out += self._process_batch(batch, notify, threads)
+        return out
+
     def _process_batch(
-        self, snapshots: list[ChainSnapshot], notify: bool, threads: int
+        self, snapshots: Sequence[ChainSnapshot | ChainFrameLike], notify: bool, threads: int
     ) -> list[ChainAnalytics | None]:
         jobs = [self._prepare(s) for s in snapshots]
         live = [j for j in jobs if j is not None]
@@ -560,12 +721,12 @@ class ChainMatrix:
             else:
                 _k.chain_batch_kernel(*args)
             for i, j in enumerate(live):
-                j.buf.data[j.slot] = m[i]
+                j.buf._data[j.slot] = m[i]
                 j.status, j.theo, j.diff = status[i], theo[i], diff[i]
                 j.highlight, j.classes, j.summary = highlight[i], classes[i], summary[i]
         return [None if j is None else self._finish(j, notify) for j in jobs]
 
-    def _prepare(self, snapshot: ChainSnapshot) -> _Job | None:
+    def _prepare(self, snapshot: ChainSnapshot | ChainFrameLike) -> _Job | None:
         """Validate, extract the rows, place the strike window and claim the ring slot."""
         underlying = snapshot.underlying
         if snapshot.lot_size <= 0:
@@ -582,7 +743,10 @@ class ChainMatrix:
             self.stats["out_of_order"] += 1
             return None
 
-        raw = _rows_to_array(snapshot)  # (n, 13): strike, CE×6, PE×6 (paise / shares)
+        if isinstance(snapshot, ChainSnapshot):
+            raw = _rows_to_array(snapshot)  # (n, 13): strike, CE×6, PE×6 (paise / shares)
+        else:
+            raw = snapshot.raw.copy()
         _k.to_rupees_and_contracts(raw, float(snapshot.lot_size))
         strikes = raw[:, _R_STRIKE]
         spot = snapshot.underlying_price / 100.0
@@ -607,46 +771,52 @@ class ChainMatrix:
             centre = float(strikes[len(strikes) // 2]) if len(strikes) else 0.0
         grid = centre + step * self._offsets
         slot = buf.advance(ts)
+        buf.pending.pop(slot, None)  # the slot is written again
         buf.strikes[slot] = grid
         buf.times[slot] = ts
         job = _Job(
             snapshot, buf, slot, raw, grid, _grid_rows(strikes, grid, step), spot, t, atm, step
         )
+        job.cfg = cfg
         (job.status, job.theo, job.diff, job.highlight, job.classes, job.summary) = _outputs(
             cfg.width
         )
         return job
 
-    def _finish(self, job: _Job, notify: bool) -> ChainAnalytics:
-        """OI windows against the ring, the analytics record, the callbacks."""
+    def _finish(self, job: _Job, notify: bool, lazy: bool = False) -> ChainAnalytics:
+        """OI windows against the ring, the analytics record (``lazy``: its IV-dependent fields
+        computed on first use), the callbacks."""
         cfg = self.config
         buf, slot, ts = job.buf, job.slot, job.snapshot.ts_event
-        m = buf.data[slot]
+        m = buf._data[slot]
         found = np.empty(len(self._windows_ns), dtype=np.int64)
         _k.slots_at_or_before(buf.times, buf.head, buf.count, ts - self._windows_ns, found)
         found[found == slot] = -1  # the slot being written is never its own reference
         pct = np.full((len(found), 2, cfg.width), np.nan)
         if (found >= 0).any():
-            _k.oi_window_kernel(buf.data, buf.strikes, found, job.grid, job.step, m, pct)
+            _k.oi_window_kernel(buf._data, buf.strikes, found, job.grid, job.step, m, pct)
         seconds = np.where(found >= 0, (ts - buf.times[found]) / 1e9, np.nan)
         snapshot = job.snapshot
-        analytics = self._analytics(
-            snapshot,
-            job.spot,
-            job.t,
-            job.step,
-            job.atm,
-            job.grid,
-            job.status,
-            job.theo,
-            job.diff,
-            job.highlight,
-            job.classes,
-            job.summary,
-            pct,
-            seconds,
-            slot,
-        )
+        if lazy:
+            analytics: ChainAnalytics = _LazyAnalytics.make(self, job, pct, seconds)
+        else:
+            analytics = self._analytics(
+                snapshot,
+                job.spot,
+                job.t,
+                job.step,
+                job.atm,
+                job.grid,
+                job.status,
+                job.theo,
+                job.diff,
+                job.highlight,
+                job.classes,
+                job.summary,
+                pct,
+                seconds,
+                slot,
+            )
         self._latest[(snapshot.underlying, snapshot.expiry)] = analytics
         self.stats["snapshots"] += 1
         if notify:
@@ -666,7 +836,7 @@ class ChainMatrix:
     # --- internals -----------------------------------------------------------------------------
     def _analytics(
         self,
-        snapshot: ChainSnapshot,
+        snapshot: ChainSnapshot | ChainFrameLike,
         spot: float,
         t: float,
         step: float,
@@ -735,6 +905,66 @@ class ChainMatrix:
             diff_neg_threshold=cfg.diff_neg_threshold,
             slot=slot,
         )
+
+
+_IV_FIELDS = frozenset(
+    {
+        "atm_iv",
+        "ce_status",
+        "pe_status",
+        "ce_theoretical",
+        "pe_theoretical",
+        "ce_price_diff",
+        "pe_price_diff",
+        "ce_highlight",
+        "pe_highlight",
+        "ce_delta_oi",
+        "pe_delta_oi",
+        "itm_ce_delta_pct",
+        "itm_pe_delta_pct",
+    }
+)
+
+
+class _LazyAnalytics(ChainAnalytics):
+    """:class:`ChainAnalytics` of the columnar path: the fields that need implied volatilities
+    (``_IV_FIELDS``) are computed — by the same kernel, so to the same values — on first use."""
+
+    @classmethod
+    def make(
+        cls, matrix: ChainMatrix, job: _Job, pct: np.ndarray, seconds: np.ndarray
+    ) -> _LazyAnalytics:
+        base = matrix._analytics(
+            job.snapshot, job.spot, job.t, job.step, job.atm, job.grid, job.status, job.theo,
+            job.diff, job.highlight, job.classes, job.summary, pct, seconds, job.slot,
+        )  # fmt: skip
+        obj = object.__new__(cls)
+        for f in dataclasses.fields(ChainAnalytics):
+            if f.name not in _IV_FIELDS:
+                object.__setattr__(obj, f.name, getattr(base, f.name))
+        obj.__dict__["_lazy"] = (matrix, job, pct, seconds)
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        lazy = self.__dict__.get("_lazy")
+        if name in _IV_FIELDS and lazy is not None:
+            self.__dict__["_lazy"] = None
+            matrix, job, pct, seconds = lazy
+            buf = job.buf
+            if buf.pending.get(job.slot) is job:  # its ring slot is completed on the way
+                del buf.pending[job.slot]
+                job.complete(buf._data[job.slot])
+            elif not job.done:
+                job.complete(np.empty((N_CHANNELS, matrix.config.width)))
+            full = matrix._analytics(
+                job.snapshot, job.spot, job.t, job.step, job.atm, job.grid, job.status,
+                job.theo, job.diff, job.highlight, job.classes, job.summary, pct, seconds,
+                job.slot,
+            )  # fmt: skip
+            for field_name in _IV_FIELDS:
+                object.__setattr__(self, field_name, getattr(full, field_name))
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
 
 
 def _outputs(width: int) -> tuple[np.ndarray, ...]:

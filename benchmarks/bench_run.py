@@ -1,0 +1,196 @@
+"""``mandi run`` end to end, flat out, with every default layer (candles, indicators, option
+chains, paper trading, SQLite) — beside the pipeline alone, measured in the same run.
+
+* ``mandi run --date 2026-04-13 --until 10:15 --speed inf --no-dashboard`` (the issue's case, an
+  hour of the default simulated market: 1.38 M ticks) in a fresh process, columnar engine; the
+  node reports the kernel's own rate (first tick to stop, start-up excluded) and the process its
+  peak RSS, sampled through the run (flat memory: the last quarter's peak against the first's).
+* the same with ``pipeline.engine = reference`` (the per-object path) on the first 10 minutes;
+* ``mandi run --feed replay:DB`` of the recorded hour, through the whole platform;
+* the pipeline alone (``FastCandles.process``) on the same ticks, in this process.
+
+``MANDI_BENCH_RUN_UNTIL`` changes the window (``15:30`` for a full simulated day; the goal is
+under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The
+machine is shared: figures are wall time of a loaded box, each beside its baseline measured in
+the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pathlib
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from harness import best_of, report
+
+DAY = "2026-04-13"
+UNTIL = os.environ.get("MANDI_BENCH_RUN_UNTIL", "10:15")
+REF_UNTIL = os.environ.get("MANDI_BENCH_RUN_REF_UNTIL", "09:25")
+GOAL = ">= 1,000,000 ticks/s"
+RATE = re.compile(r"kernel: (\d+) ticks in ([\d.]+) s")
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mandi_run(db: str, *args: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """One ``mandi run`` in a fresh process: its kernel rate and RSS samples."""
+    cmd = [
+        sys.executable, "-m", "mandi", "run", "--db", db, "--speed", "inf", "--no-dashboard",
+        "--status-interval", "0", "--no-resume", "--days", "1", *args,
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    samples: list[int] = []
+
+    def sample() -> None:
+        while p.poll() is None:
+            samples.append(_rss_kb(p.pid))
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    _, err = p.communicate()
+    th.join()
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"mandi run failed ({p.returncode}): {err.strip().splitlines()[-1:]}")
+    m = RATE.search(err)
+    if m is None:
+        raise SystemExit(f"no kernel rate in the log: {err[-500:]}")
+    ticks, secs = int(m.group(1)), float(m.group(2))
+    q = max(1, len(samples) // 4)
+    return {
+        "ticks": ticks,
+        "seconds": secs,
+        "wall": wall,
+        "rss_first": max(samples[:q] or [0]) / 1024,
+        "rss_last": max(samples[-q:] or [0]) / 1024,
+        "rss_peak": max(samples or [0]) / 1024,
+    }
+
+
+def pipeline_alone(until: str) -> tuple[int, float]:
+    """The same simulated ticks through the candle pipeline alone (columns, one call per
+    generated minute)."""
+    from mandi.config import SimConfig
+    from mandi.core.calendar import ist_ns
+    from mandi.feeds.sim import SimExchange
+    from mandi.pipeline.fast import FastCandles
+
+    day = dt.date.fromisoformat(DAY)
+    limit = ist_ns(day, dt.time.fromisoformat(until))
+    ex = SimExchange(SimConfig(date=day), day)
+    minutes = []
+    for b in ex.tick_batches():
+        b = b.take(b.ts_event < limit)
+        if not len(b):
+            break
+        minutes.append(b)
+    n = sum(len(b) for b in minutes)
+
+    def run() -> None:
+        fc = FastCandles((60, 120, 180, 300, 900))
+        for b in minutes:
+            d = b.data
+            fc.process(d[0], d[2], d[4], d[5], d[6], d[7], d[1], copy=False)
+
+    run()
+    return n, best_of(run, repeat=3)
+
+
+def storage_line(db: str) -> str:
+    """Bytes a stored tick costs: in its block, and of the whole database (all tables)."""
+    from mandi.stores.ticks import block_stats
+
+    con = sqlite3.connect(db)
+    try:
+        s = block_stats(con)
+    finally:
+        con.close()
+    n = max(1, s["ticks"])
+    return (
+        f"  storage: {s['ticks']:,} ticks in {s['blocks']} blocks, {s['bytes'] / n:.1f} B/tick; "
+        f"the database {os.path.getsize(db) / n:.1f} B/tick (candles, indicator values, chains)"
+    )
+
+
+def main() -> None:
+    tmp = tempfile.mkdtemp(prefix="mandi-bench-run-")
+    try:
+        run_all(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(tmp: str) -> None:
+    db = os.path.join(tmp, "run.db")
+    col = mandi_run(db, "--date", DAY, "--until", UNTIL)
+    n_pipe, t_pipe = pipeline_alone(UNTIL)
+    report(
+        f"mandi run end to end, {UNTIL} ({col['ticks']:,} ticks), all default layers",
+        int(col["ticks"]),
+        col["seconds"],
+        "ticks",
+        "the candle pipeline alone",
+        t_pipe * col["ticks"] / n_pipe,
+        goal=GOAL,
+    )
+    print(
+        f"  wall {col['wall']:.1f} s with start-up; RSS first quarter {col['rss_first']:.0f} MB, "
+        f"last quarter {col['rss_last']:.0f} MB, peak {col['rss_peak']:.0f} MB",
+        flush=True,
+    )
+    print(storage_line(db), flush=True)
+    ref = mandi_run(
+        os.path.join(tmp, "ref.db"),
+        "--date",
+        DAY,
+        "--until",
+        REF_UNTIL,
+        env={"MANDI_PIPELINE__ENGINE": "reference"},
+    )
+    report(
+        f"mandi run columnar vs the per-object path (reference engine, {REF_UNTIL})",
+        int(col["ticks"]),
+        col["seconds"],
+        "ticks",
+        "reference engine",
+        ref["seconds"] * col["ticks"] / ref["ticks"],
+    )
+    rep = mandi_run(os.path.join(tmp, "replay.db"), "--feed", f"replay:{db}")
+    report(
+        f"mandi run --feed replay:DB of that recording ({rep['ticks']:,} ticks)",
+        int(rep["ticks"]),
+        rep["seconds"],
+        "ticks",
+        "the live (simulated) run",
+        col["seconds"] * rep["ticks"] / col["ticks"],
+        goal=GOAL,
+    )
+
+
+if __name__ == "__main__":
+    main()
