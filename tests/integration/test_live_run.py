@@ -302,8 +302,8 @@ def a_dead_token_fails_closed(env: dict[str, str], log: Path) -> None:
     "log in again"), blocks new entries, sends nothing more — an exit included, which Kite
     would refuse with that token — and does not loop on the dead token."""
     placed = fake_state(env)["orders"]
-    seen = infy_candles(env)  # the node has a price, so an exit can pass risk
-    wait_for(lambda: infy_candles(env) > seen, what="INFY's prices")
+    seen = infy_ticks(env)  # the node has a price, so an exit can pass risk
+    wait_for(lambda: infy_ticks(env) > seen, what="INFY's prices")
     httpx.post(rest_url(env) + "/_fake/fault", json={"fault": "token"})
     again = "log in again: mandi broker login kite"
     wait_for(lambda: again in log.read_text(), what="the node to see the dead session")
@@ -326,11 +326,13 @@ def a_dead_token_fails_closed(env: dict[str, str], log: Path) -> None:
     assert st["orders"] == placed
 
 
-def infy_candles(env: dict[str, str]) -> int:
+def infy_ticks(env: dict[str, str]) -> int:
+    """INFY's stored ticks (the columnar tick blocks; one-second candles stay in memory)."""
+    from mandi.stores.ticks import read_ticks
+
     con = sqlite3.connect(env["MANDI_STORE__DB"])
     try:
-        sql = "SELECT count(*) FROM candles WHERE timeframe = 1 AND token = 408065"
-        return int(con.execute(sql).fetchone()[0])
+        return len(read_ticks(con, tokens=[408065]).token)
     finally:
         con.close()
 

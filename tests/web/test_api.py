@@ -113,8 +113,10 @@ def test_status_candles_indicators_and_units(client, web_tokens):
     assert s2["feed"] == "sim" and s2["risk"]["trading"] and "lags" in s2 and "web" in s2
     nifty = s2["indices"]["NIFTY"]
     assert 15_000 < nifty < 40_000  # rupees, not paise
-    c = wait_for(
-        lambda: (lambda d: d if d["candles"] else None)(
+    c = wait_for(  # a candle of the run's day (the history backfill holds earlier sessions')
+        lambda: (
+            lambda d: d if d["candles"] and "2026-04-13" in d["candles"][-1]["time"] else None
+        )(
             client.get(
                 "/api/v1/candles", params={"token": NIFTY, "timeframe": 15, "limit": 5}, headers=h
             ).json()
@@ -124,6 +126,16 @@ def test_status_candles_indicators_and_units(client, web_tokens):
     bar = c["candles"][-1]
     assert re.fullmatch(r"2026-04-13T\d\d:\d\d:[0-5][05]\.000\+05:30", bar["time"])
     assert bar["low"] <= bar["close"] <= bar["high"] and abs(bar["close"] - nifty) < 500
+    # one-second candles are held in memory, not in SQLite: the API serves them from there
+    sec = wait_for(
+        lambda: (lambda d: d if len(d["candles"]) >= 3 else None)(
+            client.get(
+                "/api/v1/candles", params={"token": NIFTY, "timeframe": 1, "limit": 3}, headers=h
+            ).json()
+        )
+    )
+    times = [b["time"] for b in sec["candles"]]
+    assert len(times) == 3 and times == sorted(set(times))
     ind = wait_for(
         lambda: (lambda d: d if "SMA_9" in d["available"] else None)(
             client.get(

@@ -118,6 +118,8 @@ class MarketNode:
             rejections=self.rejections,
             columnar=self.columnar,
         )
+        if not self._store_seconds:
+            self.ctx.second_candles = self.seconds_ring.candles
         self.storage = StorageWatch(self.writer, self.ctx.event, f"SQLite {st.db}")
         self._candle_rows: list[tuple[Any, ...]] = []
         self._event_rows: list[tuple[Any, ...]] = []

@@ -144,5 +144,7 @@ def warm_up_candles(
 
 def first_tick_ns(con: sqlite3.Connection) -> int | None:
     """The time of the first stored tick (where a recorded session starts), or None."""
-    r = con.execute("SELECT ts_event FROM ticks ORDER BY rowid LIMIT 1").fetchone()
-    return None if r is None else int(r[0])
+    from mandi.stores.ticks import tick_span  # rows and the columnar tick blocks
+
+    first, _ = tick_span(con)
+    return first or None

@@ -455,8 +455,11 @@ class MandiAPI:
         rows = self._read(queries.candles, token, timeframe, limit, end)
         from mandi.model.market import Candle
 
+        held = getattr(self.node, "second_candles", None)
         if rows:
             cs = [ser.candle(Candle(**r)) for r in rows]
+        elif timeframe == 1 and held is not None:  # one-second candles kept in memory
+            cs = [ser.candle(c) for c in held(token, 0) if c.bucket < end][-limit:]
         else:
             cs = [
                 ser.candle(c)
