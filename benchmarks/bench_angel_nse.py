@@ -34,6 +34,7 @@ from harness import best_of, report
 from mandi.brokers.angel import frames
 from mandi.feeds.angel import parse_frame
 from mandi.feeds.nse import parse_option_chains
+from mandi.feeds.nse_live import parse_answer
 from mandi.options.chain import ChainMatrix, ChainMatrixConfig
 
 DATA = pathlib.Path(__file__).parents[1] / "tests" / "data" / "option_chain"
@@ -147,8 +148,8 @@ def bench_chain() -> None:
     t_fast = best_of(lambda: parse_option_chains(big, name="x.json"), 9)
     t_an = best_of(lambda: m.process_option_chain(snap.underlying, snap), 9)
 
-    def whole() -> None:
-        (s,) = parse_option_chains(big, name="x.json").snapshots
+    def whole() -> None:  # what the live poller does with one answer, then the matrix
+        (s,) = parse_answer("NIFTY-14-07-2026.json", big, "NIFTY")
         m.process_option_chain(s.underlying, s)
 
     t_whole = best_of(whole, 9)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from itertools import repeat
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -36,7 +36,7 @@ import numpy as np
 
 from mandi.core.calendar import ist_date
 from mandi.core.money import to_paise
-from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
+from mandi.model.market import ChainRow, ChainRows, ChainSnapshot, OptionQuote
 
 if TYPE_CHECKING:
     from mandi.feeds.nse import ChainImport
@@ -100,6 +100,7 @@ _FIELDS = (
     "totalBuyQuantity", "totalSellQuantity", "strikePrice",
 )  # fmt: skip
 _GET = attrgetter(*_FIELDS)
+_NF = len(_FIELDS)
 _STRIKE, _CE, _PE = attrgetter("strikePrice"), attrgetter("CE"), attrgetter("PE")
 _EXP, _EXPS, _IDENT = attrgetter("expiryDate"), attrgetter("expiryDates"), attrgetter("identifier")
 (LTP, BIDP_L, BIDP_3, ASKP_L, ASKP_3, BIDQ_L, BIDQ_3, ASKQ_L, ASKQ_3, VOL, OI, CHG, IV, TBQ, TSQ,
@@ -178,16 +179,17 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
     if not (row_strike > 0).all():  # NaN (absent) or not positive: the reference skips the row
         return None
-    ce, pe = list(map(_CE, rows)), list(map(_PE, rows))
-    ce_rows = [i for i, x in enumerate(ce) if x is not None]
-    pe_rows = [i for i, x in enumerate(pe) if x is not None]
-    sides: list[_Side] = [ce[i] for i in ce_rows] + [pe[i] for i in pe_rows]
+    both: list[_Side | None] = list(map(_CE, rows))  # every row's CE, then every row's PE
+    both += map(_PE, rows)
+    present = np.fromiter(map(is_not, both, repeat(None)), bool, 2 * n_rows)
+    sides: list[_Side] = list(compress(both, present))  # type: ignore[arg-type]
     if not sides:
         return None
-    side_row = np.array(ce_rows + pe_rows, dtype=np.int64)
-    is_call = np.zeros(len(sides), dtype=bool)
-    is_call[: len(ce_rows)] = True
-    cols = np.array(list(map(_GET, sides)), dtype=np.float64)
+    n = len(sides)
+    at = np.flatnonzero(present)
+    is_call = at < n_rows
+    side_row = np.where(is_call, at, at - n_rows)
+    cols = np.fromiter(chain.from_iterable(map(_GET, sides)), np.float64, n * _NF).reshape(n, _NF)
     strike = row_strike[side_row]
     ss = cols[:, SSTRIKE]
     if (~np.isnan(ss) & (ss != strike)).any():
@@ -209,20 +211,24 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     ):  # fmt: skip
         return None
     # --- expiries, duplicates, the underlying -----------------------------------------------------
-    row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
-                                                             strict=True)]  # fmt: skip
-    srow = side_row.tolist()
-    exp_text = [t if t is not None else row_exp[i]
-                for t, i in zip(map(_EXP, sides), srow, strict=True)]  # fmt: skip
+    exp_text = list(map(_EXP, sides))
+    if None in exp_text:  # a side without its own expiry takes its row's
+        row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
+                                                                 strict=True)]  # fmt: skip
+        exp_text = [t if t is not None else row_exp[i]
+                    for t, i in zip(exp_text, side_row.tolist(), strict=True)]  # fmt: skip
     texts = list(set(exp_text))
     try:
         dates = [ref._date(t, "expiryDate") for t in texts]
     except ref._Bad:
         return None
-    code = dict(zip(texts, range(len(texts)), strict=True))
-    ordinal = np.array([d.toordinal() for d in dates], dtype=np.int64)[
-        np.fromiter(map(code.__getitem__, exp_text), np.int64, len(exp_text))
-    ]
+    if len(texts) == 1:
+        ordinal = np.full(n, dates[0].toordinal(), dtype=np.int64)
+    else:
+        code = dict(zip(texts, range(len(texts)), strict=True))
+        ordinal = np.array([d.toordinal() for d in dates], dtype=np.int64)[
+            np.fromiter(map(code.__getitem__, exp_text), np.int64, n)
+        ]
     key = (ordinal * 2 + is_call) * 10**13 + strike_p  # one per contract
     if np.unique(key).size != key.size:
         return None  # a duplicate contract: the reference skips it
@@ -239,7 +245,12 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     if min(dates) < as_of:
         return None  # expired contracts: the reference lists them as skipped
     # --- one snapshot per expiry ------------------------------------------------------------------
-    symbols = np.array([x or "" for x in map(_IDENT, sides)], dtype=object)
+    symbols = list(map(_IDENT, sides))
+    if None in symbols:
+        symbols = [x or "" for x in symbols]
+    iv_list = iv.tolist()
+    for i in np.flatnonzero(np.isnan(iv)).tolist():
+        iv_list[i] = NAN  # math.nan itself, as the reference
     price = to_paise(uv)
     snaps = []
     for d in sorted(set(dates)):
@@ -252,22 +263,30 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
         lot = ref._lot_from_gcd(name, underlying, d, as_of, g, int(nz.size), opts.lot_size)
         o = idx[np.argsort(strike_p[idx], kind="stable")]  # strike order
         sh = np.rint(lots[o] * lot).astype(np.int64)
-        ivs = iv[o]
+        ol = o.tolist()
+        # the quote's numbers as one int matrix: ltp, bid, ask, volume, oi, oi_change (the
+        # matrix's columns), then bid_qty, ask_qty
+        num = np.column_stack((ltp[o], bid[o], ask[o], sh, bid_q[o], ask_q[o]))
+        c = num.T.tolist()
         quotes = list(
             map(
-                OptionQuote, ltp[o].tolist(), bid[o].tolist(), ask[o].tolist(),
-                sh[:, 0].tolist(), sh[:, 1].tolist(), sh[:, 2].tolist(), repeat(0, o.size),
-                symbols[o].tolist(),
-                [NAN if v != v else v for v in ivs.tolist()],  # math.nan itself, as the reference
-                bid_q[o].tolist(), ask_q[o].tolist(),
+                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, o.size),
+                map(symbols.__getitem__, ol), map(iv_list.__getitem__, ol), c[6], c[7],
             )
         )  # fmt: skip
         ks, first = np.unique(strike_p[o], return_inverse=True)
         pair = np.full((2, ks.size), None, dtype=object)
         qa = np.empty(len(quotes), dtype=object)
         qa[:] = quotes
-        side = np.where(is_call[o], 0, 1)
+        call = is_call[o]
+        side = np.where(call, 0, 1)
         pair[side, first] = qa
+        columns = np.full((ks.size, 13), NAN)
+        columns[:, 0] = ks
+        columns[first[call], 1:7] = num[call, :6]
+        columns[first[~call], 7:13] = num[~call, :6]
+        rows_out = ChainRows(map(ChainRow, ks.tolist(), pair[0].tolist(), pair[1].tolist()))
+        rows_out.columns = columns
         snaps.append(
             ChainSnapshot(
                 underlying=underlying,
@@ -275,7 +294,7 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
                 expiry=d,
                 ts_event=ts_event,
                 underlying_price=price,
-                rows=tuple(map(ChainRow, ks.tolist(), pair[0].tolist(), pair[1].tolist())),
+                rows=rows_out,
                 lot_size=lot,
                 source=fmt,
             )

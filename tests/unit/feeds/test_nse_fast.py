@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 from mandi.core.errors import ParseError
 from mandi.feeds import nse_fast
 from mandi.feeds.nse import _Opts, parse_option_chains
+from mandi.model.market import ChainRows, ChainSnapshot
+from mandi.options.chain.matrix import _rows_to_array
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "option_chain"
 FILES = sorted(p.name for p in DATA.iterdir())
@@ -28,9 +31,22 @@ NO_OPTS = _Opts(None, None, None, None, None)
 
 def outcome(data: bytes | str, fast: bool, **kw: Any) -> bytes | str:
     try:
-        return msgspec.json.encode(parse_option_chains(data, name="x.json", fast=fast, **kw))
+        imp = parse_option_chains(data, name="x.json", fast=fast, **kw)
     except ParseError as e:
         return f"ParseError: {e}"
+    for snap in imp.snapshots:
+        check_columns(snap)
+    return msgspec.json.encode(imp)
+
+
+def check_columns(snap: ChainSnapshot) -> None:
+    """The columns the fast path hands the chain matrix (ChainRows) are its rows, exactly."""
+    if not isinstance(snap.rows, ChainRows):
+        return
+    assert isinstance(snap.rows.columns, np.ndarray)
+    from_rows = _rows_to_array(msgspec.structs.replace(snap, rows=tuple(snap.rows)))
+    np.testing.assert_array_equal(_rows_to_array(snap), from_rows)  # NaN == NaN here
+    assert _rows_to_array(snap) is not snap.rows.columns  # the matrix scales its own copy
 
 
 @pytest.mark.parametrize("fname", FILES)
@@ -139,10 +155,30 @@ def test_generated_chains_parse_the_same(doc: dict[str, Any], mutation: int,
 
 def test_clean_chains_take_the_fast_path() -> None:
     doc = copy.deepcopy(V3)
-    assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is not None
+    imp = nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS)
+    assert imp is not None and isinstance(imp.snapshots[0].rows, ChainRows)
     doc["data"][3]["CE"]["lastPrice"] = -1  # the reference skips it: the fast path steps aside
     assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is None
     doc = copy.deepcopy(V3)
     doc["data"].append(copy.deepcopy(doc["data"][3]))  # a duplicate contract
     assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is None
     assert outcome(json.dumps(doc), True) == outcome(json.dumps(doc), False)
+
+
+def test_the_live_poller_decodes_an_answer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller's answers go through the same parser, and a good one is not read again by
+    the stdlib (that second decode cost more than the whole fast path)."""
+    from mandi.feeds.nse_live import FormatChanged, parse_answer
+
+    body = (DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(json, "loads", lambda *a, **k: pytest.fail("decoded twice"))
+        snaps = parse_answer("x.json", body, "NIFTY")
+    assert snaps == list(parse_option_chains(body, name="x.json", fast=False).snapshots)
+    assert isinstance(snaps[0].rows, ChainRows)
+    empty = b'{"data": [], "timestamp": "10-Jul-2026 15:30:00", "underlyingValue": 24206.9}'
+    assert parse_answer("x.json", empty, "NIFTY") == []
+    with pytest.raises(FormatChanged, match="NIFTY: the answer is not JSON"):
+        parse_answer("x.json", b"<html>blocked</html>", "NIFTY")
+    with pytest.raises(FormatChanged, match=r"NIFTY: x\.json: JSON is not an NSE or BSE"):
+        parse_answer("x.json", b'{"error": "busy"}', "NIFTY")
