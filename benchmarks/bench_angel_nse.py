@@ -8,9 +8,11 @@
 2. **NSE chain JSON → chain matrix + analytics per snapshot**: a 3,000-contract chain (1,500
    strikes, NSE's v3 JSON built from the real 2026 NIFTY file's rows) parsed by the importer —
    its fast path (:mod:`mandi.feeds.nse_fast`) beside the reference parser it falls back to —
-   and analysed by the chain matrix (IV, Greeks, OI windows, PCR, max pain), timed whole, as
-   the live poller runs it. Baseline: the reference parser alone. Goal: ≤ 5 ms per
-   3,000-contract snapshot, JSON to analytics.
+   and analysed by the chain matrix (IV, Greeks, OI windows, PCR, max pain), timed whole
+   through the live poller's own entry (:func:`mandi.feeds.nse_live.parse_answer`, then
+   ``process_option_chain``), wall and CPU time (best of 9; CPU is what a loaded machine does
+   not inflate). Baseline: the reference parser alone. Goal: ≤ 5 ms per 3,000-contract
+   snapshot, JSON to analytics.
 3. **The first snapshot into a fresh 1,500-strike matrix** (the ring's setup), against filling
    the same ring with NaN up front as it used to.
 """

@@ -1,5 +1,12 @@
-"""The fast path of NSE's option-chain JSON (legacy ``option-chain-indices`` and v3): typed
-decoding straight into columns, then array arithmetic.
+"""The fast path of NSE's option-chain JSON (legacy ``option-chain-indices`` and v3): the bytes
+straight into columns, then array arithmetic.
+
+Reading. A numba scanner (:mod:`mandi.feeds._nse_scan`) reads the document in one pass into
+the columns below; what it cannot read exactly (an escape, a number of more than 15 digits —
+the legacy files' fractional lots — ...) it declines, and typed msgspec decoding reads it
+instead. Both give the same columns (a test holds them equal). The snapshots' rows are a
+:class:`~mandi.model.market.ChainRows`: they carry the chain matrix's array of them, so the
+matrix need not rebuild it from the quotes.
 
 :func:`mandi.feeds.nse.parse_option_chains` tries this first for every NSE JSON document
 (``mandi chain import`` and the live poller, :mod:`mandi.feeds.nse_live`, both go through it).
@@ -29,7 +36,7 @@ import math
 from decimal import Decimal
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -147,11 +154,77 @@ def _iv(x: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
-    """The fast path of an NSE JSON chain (see the module docstring); None = use the
-    reference parser."""
-    from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
+class _Columns(NamedTuple):
+    """A document read into columns, by the byte scanner or by the typed decoding."""
 
+    fmt: str
+    ts_raw: str
+    uv: float
+    row_strike: np.ndarray  # per row
+    cols: np.ndarray  # per side (rows in order, CE before PE): _FIELDS, NaN = absent
+    side_row: np.ndarray
+    is_call: np.ndarray
+    exp_text: list[str | None]  # the side's expiry, else its row's
+    symbols: list[str]
+    file_underlying: str | None  # the first side's, in document order, that names one
+
+
+def _scanned(data: bytes | str) -> _Columns | None:
+    """The byte scanner (:mod:`mandi.feeds._nse_scan`); None when it declines."""
+    from mandi.feeds import _nse_scan as sc
+
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:
+            return None
+    b = np.frombuffer(data, dtype=np.uint8)
+    meta = np.zeros(8, dtype=np.int64)
+    uv = np.zeros(1)
+    for cap in (b.size // 512 + 64, b.size // 2 + 2):  # rows; a row takes ≥ 3 bytes
+        row_strike = np.empty(cap)
+        side_row = np.empty(2 * cap, dtype=np.int64)
+        is_call = np.empty(2 * cap, dtype=np.bool_)
+        cols = np.empty((2 * cap, _NF))
+        spans = np.empty((2 * cap, 6), dtype=np.int64)
+        status = sc.scan(b, row_strike, side_row, is_call, cols, spans, meta, uv)
+        if status != sc.GROW:
+            break
+    if status != sc.OK:
+        return None
+    n_rows, n = int(meta[sc.M_ROWS]), int(meta[sc.M_SIDES])
+    spans = spans[:n]
+
+    def strings(col: int) -> list[str]:
+        size = int(np.clip(spans[:, col + 1] - spans[:, col], 0, None).sum()) + n
+        out = np.empty(size, dtype=np.uint8)
+        used = sc.gather(b, spans, col, out)  # out is its exact size: never short
+        return out[:used].tobytes().decode("ascii").split("\0") if n else []
+
+    exp_text: list[str | None] = list(strings(sc.S_EXP))
+    for i in np.flatnonzero(spans[:, sc.S_EXP] < 0).tolist():
+        exp_text[i] = None
+    file_underlying = None
+    for a, z in spans[spans[:, sc.S_UND] >= 0, sc.S_UND : sc.S_UND + 2]:  # usually the first
+        if u := data[a:z].decode("ascii").strip():
+            file_underlying = u.upper()
+            break
+    return _Columns(
+        "nse-json" if meta[sc.M_FMT] == sc.FMT_LEGACY else "nse-json-v3",
+        data[meta[sc.M_TS0] : meta[sc.M_TS1]].decode("ascii"),
+        float(uv[0]),
+        row_strike[:n_rows],
+        cols[:n],
+        side_row[:n],
+        is_call[:n],
+        exp_text,
+        strings(sc.S_IDENT),
+        file_underlying,
+    )
+
+
+def _decoded(data: bytes | str) -> _Columns | None:
+    """The typed msgspec decoding; None when the document is not in the typed shape."""
     try:
         doc = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -168,28 +241,61 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     else:
         return None
     rows, ts_raw, uv = block.data, block.timestamp, block.underlyingValue
-    if rows is None or ts_raw is None or not (math.isfinite(uv) and uv > 0):
+    if rows is None or ts_raw is None:
+        return None
+    n_rows = len(rows)
+    row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
+    pairs = np.empty(2 * n_rows, dtype=object)  # row by row, CE before PE
+    pairs[0::2] = list(map(_CE, rows))
+    pairs[1::2] = list(map(_PE, rows))
+    both: list[_Side | None] = pairs.tolist()
+    present = np.fromiter(map(is_not, both, repeat(None)), bool, 2 * n_rows)
+    sides: list[_Side] = list(compress(both, present))  # type: ignore[arg-type]
+    n = len(sides)
+    at = np.flatnonzero(present)
+    side_row, is_call = at >> 1, (at & 1) == 0
+    cols = np.fromiter(chain.from_iterable(map(_GET, sides)), np.float64, n * _NF).reshape(n, _NF)
+    exp_text = list(map(_EXP, sides))
+    if None in exp_text:  # a side without its own expiry takes its row's
+        row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
+                                                                 strict=True)]  # fmt: skip
+        exp_text = [t if t is not None else row_exp[i]
+                    for t, i in zip(exp_text, side_row.tolist(), strict=True)]  # fmt: skip
+    symbols = list(map(_IDENT, sides))
+    if None in symbols:
+        symbols = [x or "" for x in symbols]
+    file_underlying = None
+    for r in rows:  # the first side in document order that names it, as the reference reads
+        for x in (r.CE, r.PE):
+            if x is not None and x.underlying and x.underlying.strip():
+                file_underlying = x.underlying.strip().upper()
+                break
+        if file_underlying is not None:
+            break
+    return _Columns(fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols,
+                    file_underlying)  # fmt: skip
+
+
+def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
+    """The fast path of an NSE JSON chain (see the module docstring); None = use the
+    reference parser."""
+    from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
+
+    got = _scanned(data) or _decoded(data)
+    if got is None:
+        return None
+    fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols, file_underlying = got
+    if not (math.isfinite(uv) and uv > 0):
         return None
     try:
         ts_event = ref._date_time_ist(ts_raw, "timestamp")
     except ref._Bad:
         return None
-    # --- the sides, as columns (C-level maps over the decoded structs) ---------------------------
-    n_rows = len(rows)
-    row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
     if not (row_strike > 0).all():  # NaN (absent) or not positive: the reference skips the row
         return None
-    both: list[_Side | None] = list(map(_CE, rows))  # every row's CE, then every row's PE
-    both += map(_PE, rows)
-    present = np.fromiter(map(is_not, both, repeat(None)), bool, 2 * n_rows)
-    sides: list[_Side] = list(compress(both, present))  # type: ignore[arg-type]
-    if not sides:
+    n = len(cols)
+    if not n:
         return None
-    n = len(sides)
-    at = np.flatnonzero(present)
-    is_call = at < n_rows
-    side_row = np.where(is_call, at, at - n_rows)
-    cols = np.fromiter(chain.from_iterable(map(_GET, sides)), np.float64, n * _NF).reshape(n, _NF)
     strike = row_strike[side_row]
     ss = cols[:, SSTRIKE]
     if (~np.isnan(ss) & (ss != strike)).any():
@@ -211,12 +317,6 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     ):  # fmt: skip
         return None
     # --- expiries, duplicates, the underlying -----------------------------------------------------
-    exp_text = list(map(_EXP, sides))
-    if None in exp_text:  # a side without its own expiry takes its row's
-        row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
-                                                                 strict=True)]  # fmt: skip
-        exp_text = [t if t is not None else row_exp[i]
-                    for t, i in zip(exp_text, side_row.tolist(), strict=True)]  # fmt: skip
     texts = list(set(exp_text))
     try:
         dates = [ref._date(t, "expiryDate") for t in texts]
@@ -232,22 +332,11 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     key = (ordinal * 2 + is_call) * 10**13 + strike_p  # one per contract
     if np.unique(key).size != key.size:
         return None  # a duplicate contract: the reference skips it
-    file_underlying = None
-    for r in rows:  # the first side in document order that names it, as the reference reads
-        for x in (r.CE, r.PE):
-            if x is not None and x.underlying and x.underlying.strip():
-                file_underlying = x.underlying.strip().upper()
-                break
-        if file_underlying is not None:
-            break
     underlying = ref._check_underlying(name, file_underlying, opts.underlying)
     as_of = ist_date(ts_event)
     if min(dates) < as_of:
         return None  # expired contracts: the reference lists them as skipped
     # --- one snapshot per expiry ------------------------------------------------------------------
-    symbols = list(map(_IDENT, sides))
-    if None in symbols:
-        symbols = [x or "" for x in symbols]
     iv_list = iv.tolist()
     for i in np.flatnonzero(np.isnan(iv)).tolist():
         iv_list[i] = NAN  # math.nan itself, as the reference
