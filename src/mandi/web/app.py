@@ -14,6 +14,7 @@ node's event-loop thread; pure SQLite reads go to a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -248,6 +249,7 @@ class BodyLimit:
         except ValueError:
             too_long = True
         if too_long:
+            await self._drain(receive)
             await self._refuse(send)
             return
         seen = 0
@@ -263,6 +265,8 @@ class BodyLimit:
                 if seen > self.max_bytes:
                     refused = True
                     if not started:
+                        if msg.get("more_body"):
+                            await self._drain(receive)
                         await self._refuse(send)
                     return {"type": "http.disconnect"}
             return msg
@@ -275,6 +279,26 @@ class BodyLimit:
             await send(msg)
 
         await self.app(scope, capped_receive, watched_send)
+
+    async def _drain(self, receive: Any, limit: int = 16 << 20, seconds: float = 2.0) -> None:
+        """Read and drop what the client is still sending of a refused body — at most ``limit``
+        bytes for ``seconds`` (nothing is kept) — so that the connection closes cleanly: closed
+        with unread data, it is reset and the client may lose the 413 it was sent."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while limit > 0:
+            left = end - loop.time()
+            if left <= 0:
+                return
+            try:
+                msg = await asyncio.wait_for(receive(), left)
+            except TimeoutError:
+                return
+            if msg["type"] != "http.request":
+                return
+            limit -= len(msg.get("body", b""))
+            if not msg.get("more_body"):
+                return
 
     async def _refuse(self, send: Any) -> None:
         self.counts["4xx"] += 1
