@@ -109,9 +109,11 @@ def count(db: str, sql: str) -> int:
     return int(r[0][0]) if r else 0
 
 
-def check_books(db: str) -> None:
+def check_books(db: str, settled: bool = True) -> None:
     """Every order at most once, every position equal to the sum of its fills, our view of every
-    order equal to the broker's."""
+    order equal to the broker's — once settled: straight after a SIGKILL the paper broker (a
+    broker with its own book, as a real one) may hold a fill our books learn of only from the
+    start-up reconciliation."""
     # one entry order group per signal, every id unique (the primary keys enforce the rest)
     assert (
         rows(
@@ -139,14 +141,15 @@ def check_books(db: str) -> None:
         )
         == []
     )
-    assert (
-        rows(
-            db,
-            "SELECT o.order_id FROM orders o JOIN paper_orders p ON p.client_order_id = "
-            "o.order_id WHERE p.filled_qty != o.filled_qty",
+    if settled:
+        assert (
+            rows(
+                db,
+                "SELECT o.order_id FROM orders o JOIN paper_orders p ON p.client_order_id = "
+                "o.order_id WHERE p.filled_qty != o.filled_qty",
+            )
+            == []
         )
-        == []
-    )
     # positions equal the sum of their fills
     assert (
         rows(
@@ -338,7 +341,7 @@ def test_sigkill_while_paper_trading_loses_and_duplicates_nothing(tmp_path, cfg)
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        check_books(db)  # consistent even straight after a kill
+        check_books(db, settled=False)  # consistent even straight after a kill
     assert kills == 3
     orders_before = count(db, "SELECT count(*) FROM orders WHERE intent='ENTRY'")
     assert orders_before > 0
