@@ -241,16 +241,11 @@ def test_the_byte_scanner_declines_what_it_cannot_read_exactly(what: str, text: 
 
 
 def test_the_byte_scanner_reads_what_it_can() -> None:
-    """Skipped values of every kind, whitespace and nulls; a number with an exponent (NSE writes
-    none) sends the document to msgspec, whose range checks are the reference's."""
-    text = (V3_TEXT[:ROW] + '"x": {"a": [true, false, null, -1.5, "s", {}, []]}, '
-            '"y": null, "askQty": 650, ' + V3_TEXT[ROW:])  # fmt: skip
+    """Skipped values of every kind, whitespace, nulls and exponents it can read exactly."""
+    text = (V3_TEXT[:ROW] + '"x": {"a": [true, false, null, -1.5E+3, "s", {}, []]}, '
+            '"y": null, "askQty": 65e1, ' + V3_TEXT[ROW:])  # fmt: skip
     assert scanner_agrees(text.replace(", ", " ,\r\n\t"))
     assert outcome(text, True) == outcome(text, False)
-    for number in ("65e1", "-1.5E+3", "1e3456"):
-        odd = text.replace('"askQty": 650', f'"askQty": {number}')
-        assert nse_fast._scanned(odd) is None, number
-        assert outcome(odd, True) == outcome(odd, False), number
 
 
 def test_a_truncated_document_is_never_read() -> None:
