@@ -381,7 +381,10 @@ def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
             r = c.client()
             n0 = r.xlen(key)
             try:
-                _wait(lambda: c.client().xlen(key) > n0, 60, "values on the failed-over shard")
+                # new values, or all 22 already (a fast machine finished the token before the
+                # fail-over was seen): the exactly-once check below holds either way
+                _wait(lambda: c.client().xlen(key) > n0 or c.client().xlen(key) == 22, 60,
+                      "values on the failed-over shard")  # fmt: skip
             except AssertionError:
                 p.send_signal(signal.SIGUSR1)  # its tasks' stacks to the log
                 time.sleep(1)
