@@ -277,6 +277,60 @@ def test_indengine_claims_what_a_failed_cluster_read_dropped_before_reading_on(c
     assert svc.stats["recovered"] >= 3  # what the failed round dropped, claimed
 
 
+def test_a_service_node_gets_what_a_failed_cluster_read_dropped_first_in_order(cluster, tmp_path):  # noqa: F811
+    """The same failed round under the strategy/gateway host (RedisNode): its layers get the
+    dropped candles before newer ones, each series in order, none missing, none left
+    pending (before the fix: only after ``redis.claim_idle_ms``, out of order)."""
+    from mandi.services.distributed.node import RedisNode
+
+    r = cluster.client()
+    first: dict[int, int] = {}  # master port -> an instrument on it
+    for t in range(1, 100):
+        first.setdefault(r.get_node_from_key(tagged(f"candle:60s:NSE:{t}")).port, t)
+    (_, ta), (pb, tb) = list(first.items())[:2]
+    early = make_candles([ta, tb], 4)
+    dropped = make_candles([ta, tb], 3, start=4)
+    later = make_candles([ta], 3, start=7)
+    every = early + dropped + later
+    cfg = cfg_for(cluster.url, tmp_path, **{"redis.block_ms": 1500, "redis.sweep_s": 60})
+    node = RedisNode(cfg, "node-test", "nodes", ["streams:candle:60s"], port=0)
+    seen: list[tuple[int, int]] = []
+    node.bus.subscribe("candle:>", lambda _t, c: seen.append((c.token, c.bucket)), name="probe")
+    keys = [tagged(topic(c)) for c in every[:2]]
+
+    def done():
+        return len(seen) >= len(every) and sum(r.xpending(k, "nodes")["pending"] for k in keys) == 0
+
+    async def wait(pred, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, (what, seen)
+            await asyncio.sleep(0.005)
+
+    async def go():
+        task = asyncio.create_task(node.run())
+        try:
+            await publish(cluster.url, early)
+            await wait(lambda: len(seen) == len(early), "early")
+            failures = node.link.stats.failures
+            cluster.node_client(pb).client_kill_filter(_type="normal", skipme=True)
+            w = cluster.client()
+            for c in dropped:  # no doorbell: the next sweep reads them (and fails on b's master)
+                w.xadd(tagged(topic(c)), {"d": codec.encode(c)}, id=stream_id(c.bucket))
+            await wait(lambda: node.link.stats.failures > failures, "the failed round")
+            await publish(cluster.url, later)  # a's doorbell, within block_ms: no sweep before
+            await wait(done, "every candle, acknowledged")
+        finally:
+            node.stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(go())
+    assert sorted(seen) == sorted((c.token, c.bucket) for c in every)  # once each
+    for t in (ta, tb):
+        mine = [b for tok, b in seen if tok == t]
+        assert mine == sorted(mine), t  # each series in order
+
+
 # --- processes: partitions shared, a member dying, a master failing over ------------------------
 
 
@@ -433,11 +487,6 @@ def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(clu
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open bug (#18): after a master fail-over some candles stay pending at times "
-    "(2 of the last 3 runs on 2026-12-07); not yet found",
-    strict=False,
-)
 def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
     """3 masters with a replica each; writes wait for their replica (``wait_replicas = 1``).
     A master is SIGKILLed mid-replay: its replica takes over, the producer and indengine carry

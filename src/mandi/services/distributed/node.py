@@ -53,6 +53,7 @@ from mandi.bus.redis import (
     Command,
     Entry,
     GroupReader,
+    PendingWatch,
     RedisCommandError,
     RedisLink,
     RedisUnavailable,
@@ -422,7 +423,16 @@ class RedisNode:
         rc = self.cfg.redis
         loop_time = asyncio.get_running_loop().time
         last_claim = loop_time()
+        watch = PendingWatch(self.link)
         while not self.stop.is_set():
+            if watch.check():  # what a failed read dropped: first, in order (see PendingWatch)
+                try:
+                    await self._own_pending()
+                    watch.recovered()
+                except (RedisUnavailable, RedisCommandError):
+                    self.state.set("redis_down")
+                    await asyncio.sleep(self.link.backoff.next())
+                    continue
             if self._new:
                 new, self._new = self._new, []
                 with contextlib.suppress(RedisUnavailable):
@@ -441,9 +451,12 @@ class RedisNode:
             try:
                 entries = read.result()
             except RedisUnavailable:
+                watch.read_failed()
                 self.state.set("redis_down")
                 await asyncio.sleep(self.link.backoff.next())
                 continue
+            if watch.check():
+                continue  # read over a new connection or slot map: pending ones first, in order
             if self.state.state == "redis_down":
                 self.state.set("running")
             if entries:
