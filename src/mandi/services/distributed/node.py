@@ -247,6 +247,9 @@ class RedisNode:
             )  # fmt: skip
             got: list[Entry] = []
             for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, hiredis.ReplyError) and "NOGROUP" in str(reply):
+                    starts.pop(key, None)  # Redis lost the group: nothing pending (read recreates)
+                    continue
                 if isinstance(reply, hiredis.ReplyError):
                     raise RedisCommandError(str(reply))
                 es = [e for _, items in reply or () for e in _entries(key, items)]
@@ -429,8 +432,12 @@ class RedisNode:
                 try:
                     await self._own_pending()
                     watch.recovered()
-                except (RedisUnavailable, RedisCommandError):
+                except RedisUnavailable:
                     self.state.set("redis_down")
+                    await asyncio.sleep(self.link.backoff.next())
+                    continue
+                except RedisCommandError as e:
+                    log.error("%s: re-reading pending entries failed: %s", self.service, e)
                     await asyncio.sleep(self.link.backoff.next())
                     continue
             if self._new:
