@@ -1220,7 +1220,11 @@ class IndEngineService:
         await self.commit(batch)
         if keep:
             self.stats["recovered"] += len(keep)
-            log.info("%s: %d pending entries claimed after a reconnect", self.service, len(keep))
+            log.info(
+                "%s: %d pending entries claimed again (failed read, reconnect, fail-over)",
+                self.service,
+                len(keep),
+            )
 
     async def _live(self) -> None:
         rc = self.cfg.redis
