@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mandi.brokers.angel.keeper import SessionKeeper
 from mandi.brokers.angel.rest import AngelRest
 from mandi.brokers.angel.wire import (
     EXCHANGE_TYPE,
@@ -25,7 +24,6 @@ from mandi.brokers.angel.wire import (
     trade_fill,
 )
 from mandi.brokers.live import LiveBroker
-from mandi.core.clock import Clock
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
@@ -34,35 +32,18 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
+from mandi.model.instruments import AnyInstrument
 from mandi.model.orders import OrderStatus
 
 Json = dict[str, Any]
 
 
-class AngelBroker(LiveBroker):
+class AngelBroker(LiveBroker[AngelRest]):
     name = "angel"
     title = "Angel One"
 
-    def __init__(
-        self,
-        rest: AngelRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-        keeper: SessionKeeper | None = None,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self._rest = rest
-        self.keeper = keeper
-
-    @property
-    def rest(self) -> AngelRest:
-        """The REST client with the current JWT (refreshed by the keeper when due)."""
-        if self.keeper is not None:
-            self._rest.jwt = self.keeper.get().access_token
-        return self._rest
+    def _authorize(self, rest: AngelRest, access_token: str) -> None:
+        rest.jwt = access_token
 
     def tag(self, client_order_id: str) -> str:
         return angel_tag(client_order_id)

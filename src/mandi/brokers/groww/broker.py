@@ -23,9 +23,7 @@ from mandi.brokers.groww.wire import (
     order_status,
     trade_fill,
 )
-from mandi.brokers.keeper import SessionKeeper
 from mandi.brokers.live import LiveBroker
-from mandi.core.clock import Clock
 from mandi.core.errors import BrokerOrderError, ParseError
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
@@ -35,36 +33,21 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
+from mandi.model.instruments import AnyInstrument
 from mandi.model.orders import OrderStatus
 
 Json = dict[str, Any]
 
 
-class GrowwBroker(LiveBroker):
+class GrowwBroker(LiveBroker[GrowwRest]):
     name = "groww"
     title = "Groww"
 
-    def __init__(
-        self,
-        rest: GrowwRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-        keeper: SessionKeeper | None = None,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self._rest = rest
-        self.keeper = keeper
+    def _setup(self) -> None:
         self._segment_of: dict[str, str] = {}  # Groww order id → CASH | FNO
 
-    @property
-    def rest(self) -> GrowwRest:
-        """The REST client with the current access token (renewed by the keeper when due)."""
-        if self.keeper is not None:
-            self._rest.token = self.keeper.get().access_token
-        return self._rest
+    def _authorize(self, rest: GrowwRest, access_token: str) -> None:
+        rest.token = access_token
 
     def tag(self, client_order_id: str) -> str:
         return groww_tag(client_order_id)

@@ -24,7 +24,6 @@ from mandi.brokers.kite.wire import (
 )
 from mandi.brokers.live import LiveBroker
 from mandi.brokers.sender import RequestTemplate
-from mandi.core.clock import Clock
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
@@ -33,28 +32,22 @@ from mandi.execution.ports import (
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
+from mandi.model.instruments import AnyInstrument
 from mandi.model.orders import OrderStatus
 
 Json = dict[str, Any]
 
 
-class KiteBroker(LiveBroker):
+class KiteBroker(LiveBroker[KiteRest]):
     name = "kite"
     title = "Kite"
 
-    def __init__(
-        self,
-        rest: KiteRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self.rest = rest
-        self._template: RequestTemplate | None = None
+    def _setup(self) -> None:
+        self._template: RequestTemplate | None = None  # the fast path's, for this access token
         self._template_token = ""
+
+    def _authorize(self, rest: KiteRest, access_token: str) -> None:
+        rest.access_token = access_token
 
     def tag(self, client_order_id: str) -> str:
         return kite_tag(client_order_id)
