@@ -46,8 +46,11 @@ def fault(fake: Fake, kind: str, **kw: Any) -> None:
     assert r.status_code == 200, r.text
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """``cond()``'s first truthy value, polled until ``timeout`` seconds have passed."""
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 20.0, what: str = "", every: float = 0.05
+) -> Any:
+    """``cond()``'s first truthy value, polled ``every`` seconds until ``timeout`` seconds
+    have passed."""
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
@@ -55,7 +58,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> 
             return v
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def broker_config(fake: Fake, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
