@@ -38,9 +38,8 @@ reconciliation by tag, fills from the broker's trades, and failing closed on a d
 A subclass says how its broker spells things: :meth:`_authorize` (with a keeper), :meth:`tag`,
 :meth:`_params`, :meth:`_send` (and, for the loop's fast path, :meth:`_order_request`,
 :meth:`_order_answer`, :meth:`_order_pace`), :meth:`_modify`, :meth:`_cancel`, :meth:`_book`,
-:meth:`_trades`, :meth:`_fill`, :meth:`_report`, the fields of its order JSON (:meth:`_tag_of`,
-:meth:`_oid_of`, :meth:`_filled_of`, :meth:`_status_of`), :meth:`positions` and
-:meth:`balance`; its own state goes in :meth:`_setup`.
+:meth:`_trades`, its order JSON (:class:`OrderJson`: the fields, and the wire's status, fill
+and report), :meth:`positions` and :meth:`balance`; its own state goes in :meth:`_setup`.
 """
 
 from __future__ import annotations
@@ -85,6 +84,21 @@ Json = dict[str, Any]
 R = TypeVar("R")  # the broker's REST client
 
 
+@dataclass(frozen=True)
+class OrderJson:
+    """How a broker's order JSON reads: the fields mandi looks at, and its wire module's
+    translations of a status, a trade and an order."""
+
+    tag: str  # the field that carries mandi's tag
+    order_id: str
+    filled: str  # the quantity filled so far
+    status: str
+    message: str  # the broker's word on the status (a rejection's reason)
+    to_status: Callable[[str, int, int], OrderStatus]  # (status, filled, quantity) → mandi's
+    to_fill: Callable[[str, Json], BrokerFill]  # (client order id, a trade)
+    to_report: Callable[[str, Json, list[Json]], BrokerOrderReport]  # (cid, order, its trades)
+
+
 @dataclass
 class Tracked:
     client_order_id: str
@@ -100,6 +114,7 @@ class LiveBroker(Generic[R]):
     name = "live"
     title = "the broker"  # for messages: "Kite", "Angel One"
     is_live = True
+    order_json: OrderJson  # each adapter's
 
     def __init__(
         self,
@@ -179,24 +194,29 @@ class LiveBroker(Generic[R]):
         """The trades (fills) of one order."""
         raise NotImplementedError
 
+    # the broker's order JSON, read as its ``order_json`` says
     def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        raise NotImplementedError
+        return self.order_json.to_fill(client_order_id, trade)
 
     def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        raise NotImplementedError
+        return self.order_json.to_report(client_order_id, order, trades)
 
     def _tag_of(self, order: Json) -> str:
-        raise NotImplementedError
+        return str(order.get(self.order_json.tag) or "")
 
     def _oid_of(self, order: Json) -> str:
-        raise NotImplementedError
+        return str(order.get(self.order_json.order_id) or "")
 
     def _filled_of(self, order: Json) -> int:
-        raise NotImplementedError
+        return int(order.get(self.order_json.filled) or 0)
 
     def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
         """mandi's status of an order JSON and the broker's message for it."""
-        raise NotImplementedError
+        j = self.order_json
+        st = j.to_status(
+            str(order.get(j.status) or ""), self._filled_of(order), int(order.get("quantity") or 0)
+        )
+        return st, str(order.get(j.message) or "")
 
     def positions(self) -> list[BrokerPosition]:
         raise NotImplementedError

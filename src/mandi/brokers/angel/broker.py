@@ -23,17 +23,14 @@ from mandi.brokers.angel.wire import (
     rupees,
     trade_fill,
 )
-from mandi.brokers.live import LiveBroker
+from mandi.brokers.live import LiveBroker, OrderJson
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
-    BrokerFill,
-    BrokerOrderReport,
     BrokerPosition,
     OrderRequest,
 )
 from mandi.model.instruments import AnyInstrument
-from mandi.model.orders import OrderStatus
 
 Json = dict[str, Any]
 
@@ -41,6 +38,16 @@ Json = dict[str, Any]
 class AngelBroker(LiveBroker[AngelRest]):
     name = "angel"
     title = "Angel One"
+    order_json = OrderJson(
+        tag="ordertag",
+        order_id="orderid",
+        filled="filledshares",
+        status="orderstatus",
+        message="text",
+        to_status=order_status,
+        to_fill=trade_fill,
+        to_report=order_report,
+    )
 
     def _authorize(self, rest: AngelRest, access_token: str) -> None:
         rest.jwt = access_token
@@ -82,29 +89,6 @@ class AngelBroker(LiveBroker[AngelRest]):
 
     def _trades(self, order_id: str) -> list[Json]:
         return [t for t in self.rest.trades() if str(t.get("orderid")) == order_id]
-
-    def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        return trade_fill(client_order_id, trade)
-
-    def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        return order_report(client_order_id, order, trades)
-
-    def _tag_of(self, order: Json) -> str:
-        return str(order.get("ordertag") or "")
-
-    def _oid_of(self, order: Json) -> str:
-        return str(order.get("orderid") or "")
-
-    def _filled_of(self, order: Json) -> int:
-        return int(order.get("filledshares") or 0)
-
-    def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
-        st = order_status(
-            str(order.get("orderstatus") or ""),
-            self._filled_of(order),
-            int(order.get("quantity") or 0),
-        )
-        return st, str(order.get("text") or "")
 
     def positions(self) -> list[BrokerPosition]:
         out = []
