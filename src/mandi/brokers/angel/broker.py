@@ -39,15 +39,10 @@ class AngelBroker(LiveBroker[AngelRest]):
     name = "angel"
     title = "Angel One"
     order_json = OrderJson(
-        tag="ordertag",
-        order_id="orderid",
-        filled="filledshares",
-        status="orderstatus",
-        message="text",
-        to_status=order_status,
-        to_fill=trade_fill,
-        to_report=order_report,
-    )
+        tag="ordertag", order_id="orderid", filled="filledshares",
+        status="orderstatus", message="text",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
     def _authorize(self, rest: AngelRest, access_token: str) -> None:
         rest.jwt = access_token

@@ -40,15 +40,10 @@ class GrowwBroker(LiveBroker[GrowwRest]):
     name = "groww"
     title = "Groww"
     order_json = OrderJson(
-        tag="order_reference_id",
-        order_id="groww_order_id",
-        filled="filled_quantity",
-        status="order_status",
-        message="remark",
-        to_status=order_status,
-        to_fill=trade_fill,
-        to_report=order_report,
-    )
+        tag="order_reference_id", order_id="groww_order_id", filled="filled_quantity",
+        status="order_status", message="remark",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
     def _setup(self) -> None:
         self._segment_of: dict[str, str] = {}  # Groww order id → CASH | FNO

@@ -40,15 +40,10 @@ class KiteBroker(LiveBroker[KiteRest]):
     name = "kite"
     title = "Kite"
     order_json = OrderJson(
-        tag="tag",
-        order_id="order_id",
-        filled="filled_quantity",
-        status="status",
-        message="status_message",
-        to_status=order_status,
-        to_fill=trade_fill,
-        to_report=order_report,
-    )
+        tag="tag", order_id="order_id", filled="filled_quantity",
+        status="status", message="status_message",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
     def _setup(self) -> None:
         self._template: RequestTemplate | None = None  # the fast path's, for this access token
