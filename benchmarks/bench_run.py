@@ -279,8 +279,9 @@ def latency_lines(slice_ms: int = 250) -> None:
         cpu = np.array(p.cpu) / 1000.0
         print(
             f"tick → order in mandi run, {name}, {slice_ms} ms feed slices, kernel at "
-            f"{p.ticks / p.seconds:,.0f} ticks/s: {len(xs)} orders, p50 {np.percentile(xs, 50):,.0f}"
-            f" µs p99 {np.percentile(xs, 99):,.0f} µs; without the trading store's SQLite writes "
+            f"{p.ticks / p.seconds:,.0f} ticks/s: {len(xs)} orders, "
+            f"p50 {np.percentile(xs, 50):,.0f} µs p99 {np.percentile(xs, 99):,.0f} µs; "
+            "without the trading store's SQLite writes "
             f"p50 {np.percentile(own, 50):,.0f} µs p99 {np.percentile(own, 99):,.0f} µs; "
             f"CPU p50 {np.percentile(cpu, 50):,.0f} µs p99 {np.percentile(cpu, 99):,.0f} µs"
             + ("   [goal p99 < 1 ms]" if p is col else ""),

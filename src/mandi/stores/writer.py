@@ -354,8 +354,8 @@ class BatchLoop:
         another writer of the same store waits (``backend.yield_wanted()``, SQLite's
         :class:`~mandi.stores.sqlite.WriteTurn`): then the transaction ends after the current
         piece and the rest follows in the next one, so that writer waits for a piece, not for
-        the whole flush. A transaction that fails is written again by :meth:`_write` as its own
-        unit (retries, quarantine), exactly the rows it held."""
+        the whole flush. When a transaction fails, what it held and the rest of the flush go to
+        :meth:`_write` as one unit (retries, quarantine), as a flush does without yielding."""
         backend = self.backend
         step = YIELD_ROWS
         pieces = [
@@ -377,7 +377,7 @@ class BatchLoop:
             except Exception:
                 with contextlib.suppress(Exception):
                     backend.rollback()
-                j = min(j + 1, len(pieces))  # with the piece that failed
+                j = len(pieces)  # the rest of the flush, as one unit: retried, salvaged
                 self._write(_unit(pieces[i:j]))
             else:
                 self._stored(_unit(pieces[i:j]), [])
