@@ -9,6 +9,12 @@ chains, paper trading, SQLite) — beside the pipeline alone, measured in the sa
 * ``mandi run --feed replay:DB`` of the recorded hour, through the whole platform;
 * the pipeline alone (``FastCandles.process``) on the same ticks, in this process.
 
+* tick → order inside ``mandi run`` at that throughput (:func:`latency_lines`): the feed's batches
+  cut into 250 ms slices, an extra strategy flipping RELIANCE every minute, each order timed
+  from its slice's arrival at the kernel (wall, without the trading store's SQLite writes, and
+  as the kernel thread's CPU time), beside the per-object path's, to 09:45
+  (``MANDI_BENCH_RUN_LATENCY_UNTIL``).
+
 ``MANDI_BENCH_RUN_UNTIL`` changes the window (``15:30`` for a full simulated day; the goal is
 under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The
 machine is shared: figures are wall time of a loaded box, each beside its baseline measured in
@@ -295,6 +301,7 @@ def main() -> None:
         run_all(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    latency_lines()
 
 
 def run_all(tmp: str) -> None:
