@@ -195,7 +195,7 @@ class WriteTurn:
     def __init__(self, timeout_s: float = 30.0) -> None:
         self._cond = threading.Condition()
         self._urgent = 0
-        self._bulk = False
+        self._bulk = 0  # batch writers of this file inside a transaction
         self.timeout_s = timeout_s
 
     def wanted(self) -> bool:
@@ -207,7 +207,7 @@ class WriteTurn:
         """Hold the turn for a durable write (waits for the batch writer's transaction)."""
         with self._cond:
             self._urgent += 1
-            self._cond.wait_for(lambda: not self._bulk, self.timeout_s)
+            self._cond.wait_for(lambda: self._bulk == 0, self.timeout_s)
         try:
             yield
         finally:
@@ -219,12 +219,13 @@ class WriteTurn:
         """The batch writer's transaction begins (after any durable write waiting)."""
         with self._cond:
             self._cond.wait_for(lambda: not self._urgent, self.timeout_s)
-            self._bulk = True
+            self._bulk += 1
 
     def end_bulk(self) -> None:
+        """The transaction :meth:`begin_bulk` announced is over (committed or rolled back)."""
         with self._cond:
-            if self._bulk:
-                self._bulk = False
+            self._bulk -= 1
+            if self._bulk == 0:
                 self._cond.notify_all()
 
 
@@ -262,6 +263,7 @@ class SqliteBackend:
         self._busy_timeout_ms = busy_timeout_ms
         self.con: sqlite3.Connection | None = None
         self.turn = write_turn(path)
+        self._in_turn = False  # inside a transaction announced to the turn
 
     def connect(self) -> None:
         """Open the connection (on the caller's thread: a bad path stops start-up at once)."""
@@ -278,11 +280,17 @@ class SqliteBackend:
     def begin(self) -> None:
         assert self.con is not None
         self.turn.begin_bulk()
+        self._in_turn = True
         try:
             self.con.execute("BEGIN")
         except BaseException:
-            self.turn.end_bulk()
+            self._end_turn()
             raise
+
+    def _end_turn(self) -> None:
+        if self._in_turn:
+            self._in_turn = False
+            self.turn.end_bulk()
 
     def yield_wanted(self) -> bool:
         """End the transaction early: a durable write waits (:class:`WriteTurn`)."""
@@ -306,14 +314,14 @@ class SqliteBackend:
     def commit(self) -> None:
         assert self.con is not None
         self.con.execute("COMMIT")
-        self.turn.end_bulk()
+        self._end_turn()
 
     def rollback(self) -> None:
         try:
             if self.con is not None and self.con.in_transaction:
                 self.con.execute("ROLLBACK")
         finally:
-            self.turn.end_bulk()
+            self._end_turn()
 
     def is_bad_row(self, e: BaseException) -> bool:
         if isinstance(e, _BAD_ROW_ERRORS):
@@ -330,7 +338,7 @@ class SqliteBackend:
         if self.con is not None:
             self.con.close()
             self.con = None
-        self.turn.end_bulk()
+        self._end_turn()
 
 
 class BatchWriter(BatchLoop):

@@ -177,3 +177,24 @@ def test_a_durable_write_waits_for_a_piece_of_a_flush_not_for_all_of_it(db_path,
     con = connect(db_path)
     assert con.execute("SELECT count(*) FROM ticks").fetchone()[0] == 5 * YIELD_ROWS + 7
     assert w.stats.rows["ticks"] == 5 * YIELD_ROWS + 7 and w.not_stored() == 0
+
+
+def test_a_write_turn_lets_a_durable_write_in_when_every_batch_transaction_ends(tmp_path):
+    from mandi.stores.sqlite import write_turn
+
+    turn = write_turn(str(tmp_path / "t.db"))
+    assert turn is write_turn(str(tmp_path / "." / "t.db"))  # one per file
+    turn.begin_bulk()
+    turn.begin_bulk()  # two batch writers of the file
+    entered = threading.Event()
+
+    def durable() -> None:
+        with turn.urgent():
+            entered.set()
+
+    threading.Thread(target=durable, daemon=True).start()
+    assert wait_for(turn.wanted)  # it waits, announced
+    turn.end_bulk()
+    assert not entered.is_set()  # one batch transaction is still open
+    turn.end_bulk()
+    assert entered.wait(10) and wait_for(lambda: not turn.wanted())
