@@ -978,10 +978,12 @@ class IndEngineService:
                     return
             self.reader.watch(self._doorbells())
 
-    def _members_report(self, live: list[str], lost: set[int]) -> None:
-        """From the lease keeper (on the loop): who is alive, which leases expired."""
-        self.membership.live = live
-        self._wanted = self.membership.wanted()
+    def _members_report(self, live: list[str] | None, lost: set[int]) -> None:
+        """From the lease keeper (on the loop): who is alive (None: not known this round, the
+        member's marker being on a failing master), which leases expired."""
+        if live is not None:
+            self.membership.live = live
+            self._wanted = self.membership.wanted()
         self._lost |= lost & self._leased
 
     def _members_error(self, e: BaseException) -> None:

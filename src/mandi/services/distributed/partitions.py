@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from mandi.bus.redis import RedisLink, pack
@@ -180,12 +181,20 @@ class Membership:
 
 
 class LeaseKeeper:
-    """Heartbeats and lease renewals on a thread of their own, with a blocking client: a
+    """Heartbeats and lease renewals on threads of their own, with a blocking client: a
     member whose event loop is busy for longer than a lease (a long batch on a loaded machine)
     keeps its partitions — it is alive, only slow. Every ``lease_ms``/3 it renews the member's
-    marker and the leases of ``leased()``, and hands ``(live members, leases lost)`` to
-    ``report`` (called on the event loop). A second live process with the member's name stops
-    it with :class:`DuplicateMember` (reported as ``error``)."""
+    marker and the leases of ``leased()``, and hands ``(live members or None, leases lost)``
+    to ``report`` (called on the event loop). A second live process with the member's name
+    stops it with :class:`DuplicateMember` (reported as ``error``).
+
+    Each lease is renewed on its own (a task per lease, none waiting for another, each reply
+    given a third of a lease): on a cluster a master that fails — or stalls — costs only the
+    leases whose keys it holds; the others, and the member's marker when it lives elsewhere,
+    are renewed as usual. A renewal that fails is tried again at the next round. A lease is
+    lost when Redis says it is not ours (``0``), or when no renewal succeeded for a whole
+    lease since the start of the last one that did: by then it may have expired and been
+    taken by another member, so it is given up rather than trusted (fail closed)."""
 
     def __init__(
         self,
@@ -198,13 +207,21 @@ class LeaseKeeper:
     ) -> None:
         from mandi.bus.redis import BlockingRedis
 
-        self.redis = BlockingRedis(url, membership.link.connect_timeout)
         self.m = membership
+        self.every = membership.lease_ms / 3000
+        # a reply slower than a round is as good as lost: the next round tries again
+        wait = min(membership.link.connect_timeout, self.every)
+        self.redis = BlockingRedis(url, wait, read_timeout=wait)
         self.leased = leased
         self.report = report
         self.error = error
         self.loop = loop
+        self.failures = 0  # renewals (and beats) that failed and were tried again
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(membership.partitions + 1, "mandi-lease")
+        self._beat: Future[list[str]] | None = None
+        self._renewals: dict[int, tuple[float, Future[bool]]] = {}  # in flight: (sent, reply)
+        self._held: dict[int, float] = {}  # lease -> when the last good renewal was sent
         self._thread = threading.Thread(target=self._run, name="mandi-leases", daemon=True)
 
     def start(self) -> LeaseKeeper:
@@ -214,47 +231,111 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.redis.close()
 
-    def beat(self) -> tuple[list[str], set[int]]:
-        """One round: (live members, leases lost)."""
-        m, r = self.m, self.redis
+    def call(self, *args: bytes | str | int) -> Any:
+        """One command on the shared client, from any of the keeper's threads. Unlike
+        :meth:`BlockingRedis.call` a failure does not close the client: the renewals in flight
+        to healthy masters go on (redis-py reconnects to, or re-maps, the failed one)."""
+        import redis
+
+        from mandi.bus.redis import RedisCommandError, RedisUnavailable
+
+        try:
+            return self.redis.client().execute_command(*args)
+        except redis.ResponseError as e:
+            raise RedisCommandError(str(e)) from None
+        except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException) as e:
+            raise RedisUnavailable(f"Redis: {e}") from None
+
+    def beat(self) -> list[str]:
+        """Renew this member's marker: the live members."""
+        m, call = self.m, self.call
         mk = m.member_key(m.member)
-        before = r.call("GET", mk)
-        r.call("SET", mk, m.nonce, "PX", m.lease_ms)
+        before = call("GET", mk)
+        call("SET", mk, m.nonce, "PX", m.lease_ms)
         if before is not None and before != m.nonce.encode():
             raise DuplicateMember(
                 f"another live process is {m.group} member {m.member!r} (pid:time "
                 f"{before.decode()!r}); give each one its own --consumer name"
             )
-        r.call("SADD", m.members_key, m.member)
-        names = sorted(x.decode() for x in r.call("SMEMBERS", m.members_key) or ())
-        live = [n for n in names if n == m.member or r.call("EXISTS", m.member_key(n)) == 1]
+        call("SADD", m.members_key, m.member)
+        names = sorted(x.decode() for x in call("SMEMBERS", m.members_key) or ())
+        live = [n for n in names if n == m.member or call("EXISTS", m.member_key(n)) == 1]
         dead = [n for n in names if n not in live]
         if dead:
-            r.call("SREM", m.members_key, *dead)
+            call("SREM", m.members_key, *dead)
             log.info("%s: members gone: %s", m.group, ", ".join(dead))
-        lost = {
-            p
-            for p in sorted(self.leased())
-            if r.call("EVAL", _RENEW, 1, m.lease_key(p), m.member, m.lease_ms) != 1
-        }
-        return live, lost
+        return live
 
-    def _run(self) -> None:
+    def renew(self, partition: int) -> bool:
+        """Extend one lease: False when it is not ours (expired, or another member's)."""
+        m = self.m
+        key = m.lease_key(partition)
+        return bool(self.call("EVAL", _RENEW, 1, key, m.member, m.lease_ms) == 1)
+
+    def round(self) -> tuple[list[str] | None, set[int]]:
+        """Start what is not in flight, wait up to a round for the replies: (live members,
+        or None when the beat has not answered; leases lost)."""
+        now = time.monotonic()
+        leased = set(self.leased())
+        for p in set(self._held) - leased:  # released, or lost and handed over
+            del self._held[p]
+        for p in leased - set(self._held):  # just acquired: held from about a round ago
+            self._held[p] = now - self.every
+        if self._beat is None:
+            self._beat = self._pool.submit(self.beat)
+        for p in sorted(leased - set(self._renewals)):
+            self._renewals[p] = (now, self._pool.submit(self.renew, p))
+        futures: list[Future[Any]] = [self._beat, *(f for _, f in self._renewals.values())]
+        wait(futures, timeout=self.every, return_when=ALL_COMPLETED)
+        live, lost = None, set()
+        if self._beat.done():
+            beat, self._beat = self._beat, None
+            try:
+                live = beat.result()
+            except DuplicateMember:
+                raise
+            except Exception as e:  # tried again next round; the leases need not wait
+                self._failed("beat", e)
+        for p, (sent, f) in list(self._renewals.items()):
+            if not f.done():
+                continue
+            del self._renewals[p]
+            try:
+                if f.result():
+                    self._held[p] = max(self._held.get(p, sent), sent)
+                else:
+                    lost.add(p)
+            except Exception as e:
+                self._failed(f"lease of partition {p}", e)
+        end = time.monotonic()
+        lost |= {p for p in leased if end - self._held.get(p, end) > self.m.lease_ms / 1000}
+        for p in lost:
+            self._held.pop(p, None)
+        return live, lost & leased
+
+    def _failed(self, what: str, e: BaseException) -> None:
         from mandi.bus.redis import RedisCommandError, RedisUnavailable
 
-        every = self.m.lease_ms / 3000
-        while not self._stop.wait(every):
+        self.failures += 1
+        if isinstance(e, (RedisUnavailable, RedisCommandError)):
+            log.debug("%s: %s: %s", self.m.group, what, e)
+        else:  # a bug must not end the renewals: the leases would expire
+            log.error("%s: %s failed", self.m.group, what, exc_info=e)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
             try:
-                live, lost = self.beat()
-            except (RedisUnavailable, RedisCommandError) as e:
-                log.debug("%s: membership: %s", self.m.group, e)
-                continue
+                live, lost = self.round()
             except DuplicateMember as e:
                 self.loop.call_soon_threadsafe(self.error, e)
                 return
             except Exception:  # a bug must not end the beats: the leases would expire
                 log.exception("%s: membership round failed", self.m.group)
-                continue
-            self.loop.call_soon_threadsafe(self.report, live, lost)
+                live, lost = None, set()
+            if live is not None or lost:
+                self.loop.call_soon_threadsafe(self.report, live, lost)
+            self._stop.wait(max(0.0, t0 + self.every - time.monotonic()))
