@@ -303,6 +303,48 @@ def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F
         assert r.exists(key) and key_slot(key) * 16 // 16384 == p
 
 
+def test_a_warm_start_cut_half_way_is_dropped_and_taken_again(cluster, tmp_path):  # noqa: F811
+    """Redis fails (every connection killed) while a partition is half-way through its warm
+    start (part of its streams replayed): that partition is dropped, not kept half-warmed, and
+    the warm start begins again — a new engine, the streams replayed from the snapshot — with
+    every value once and nothing left pending."""
+    r = cluster.client()
+    tokens = list(range(1, 121))
+    cs = make_candles(tokens, 30, seed=5)
+    asyncio.run(publish(cluster.url, cs))
+    cfg = cfg_for(cluster.url, tmp_path)
+    svc = IndEngineService(cfg, port=0)
+    cut = {}
+
+    def half_warm():  # a partition in its warm start with some of its streams replayed
+        if not 2 <= svc.stats["partitions_taken"] < len(svc.partitions):
+            return None
+        part = svc.partitions[max(svc.partitions)]
+        return part if part.engine.position() else None
+
+    async def go():
+        task = asyncio.create_task(run_until(svc, lambda: caught_up(svc, cs), timeout=90))
+        while (part := half_warm()) is None:
+            assert svc.state.state != "running" and not task.done()  # not missed
+            await asyncio.sleep(0)
+        cut.update(part=part, taken=svc.stats["partitions_taken"])
+        for port in cluster.master_ports():  # the loop waits: the warm start is cut here
+            cluster.node_client(port).client_kill_filter(_type="normal", skipme=True)
+        await task
+
+    asyncio.run(go())
+    index = cut["part"].index
+    assert index not in range(cut["taken"])  # taken in order: not one of the finished ones
+    assert svc.partitions[index] is not cut["part"]  # a new engine: not kept half-warmed
+    # all of them again, from the start (more when a link's first use after the kill fails)
+    assert svc.stats["partitions_taken"] >= cut["taken"] + 16
+    assert as_rows(reference(cs)) == stored_values(cfg.store.db)  # once each, no gap
+    assert (
+        sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"] for t in tokens) == 0
+    )
+    assert r.xlen("dlq:indengine") == 0
+
+
 def test_indengine_claims_what_a_failed_cluster_read_dropped_before_reading_on(cluster, tmp_path):  # noqa: F811
     """#18's fail-over bug without a fail-over: a sweep's round fails on one master (its
     connections killed) after another master delivered entries; then a doorbell names only a
