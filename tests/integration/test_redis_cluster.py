@@ -6,10 +6,12 @@ indengine processes that join and die, and a master killed during a replay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -305,40 +307,73 @@ def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F
 
 def test_a_warm_start_cut_half_way_is_dropped_and_taken_again(cluster, tmp_path):  # noqa: F811
     """Redis fails (every connection killed) while a partition is half-way through its warm
-    start (part of its streams replayed): that partition is dropped, not kept half-warmed, and
-    the warm start begins again — a new engine, the streams replayed from the snapshot — with
-    every value once and nothing left pending."""
+    start (part of its streams replayed) — at the service's start, and later when a partition
+    whose lease was lost is taken again, live. The partition is dropped, not kept half-warmed
+    (its engine with a gap, its other streams never replayed), and the warm start begins
+    again: new candles get the kernel's values, every value once, nothing left pending."""
     r = cluster.client()
     tokens = list(range(1, 121))
     cs = make_candles(tokens, 30, seed=5)
+    mid = make_candles(tokens, 10, seed=6, start=30)
+    more = make_candles(tokens, 5, seed=7, start=40)
     asyncio.run(publish(cluster.url, cs))
-    cfg = cfg_for(cluster.url, tmp_path)
+    # snapshots at the end of each warm start only: a partition taken again replays ``mid``
+    cfg = cfg_for(cluster.url, tmp_path, **{"redis.snapshot_interval_s": 3600})
     svc = IndEngineService(cfg, port=0)
-    cut = {}
+    cuts = []
+    expected = as_rows(reference(cs + mid + more))
 
-    def half_warm():  # a partition in its warm start with some of its streams replayed
-        if not 2 <= svc.stats["partitions_taken"] < len(svc.partitions):
+    def done():  # processed, and committed (links still recovering from a kill commit later)
+        if not caught_up(svc, cs + mid + more):
+            return False
+        with contextlib.closing(sqlite3.connect(cfg.store.db)) as con:
+            return con.execute("SELECT count(*) FROM indicator_values").fetchone()[0] >= len(
+                expected
+            )
+
+    def half_warm(taken, old=None):  # a partition in its warm start, some streams replayed
+        if svc.stats["partitions_taken"] != taken:
             return None
-        part = svc.partitions[max(svc.partitions)]
-        return part if part.engine.position() else None
+        if old is None:  # at the start: taken in order, the last one is under way
+            fresh = [p for p in svc.partitions.values() if p.index >= taken]
+        else:
+            fresh = [p for p in svc.partitions.values() if p.index == old.index and p is not old]
+        return fresh[-1] if fresh and fresh[-1].engine.position() else None
+
+    def kill():  # the loop waits meanwhile: the warm start is cut where it stands
+        for port in cluster.master_ports():
+            cluster.node_client(port).client_kill_filter(_type="normal", skipme=True)
 
     async def go():
-        task = asyncio.create_task(run_until(svc, lambda: caught_up(svc, cs), timeout=90))
-        while (part := half_warm()) is None:
+        task = asyncio.create_task(run_until(svc, done, timeout=90))
+        # 1. at the start: partitions 0 and 1 taken, the next one half-way
+        while (part := half_warm(2)) is None:
             assert svc.state.state != "running" and not task.done()  # not missed
             await asyncio.sleep(0)
-        cut.update(part=part, taken=svc.stats["partitions_taken"])
-        for port in cluster.master_ports():  # the loop waits: the warm start is cut here
-            cluster.node_client(port).client_kill_filter(_type="normal", skipme=True)
+        cuts.append(part)
+        kill()
+        # 2. live: a partition's lease lost; taken again, it replays ``mid`` after its snapshot
+        while not caught_up(svc, cs):
+            await asyncio.sleep(0.02)
+        await publish(cluster.url, mid)
+        while not caught_up(svc, cs + mid):
+            await asyncio.sleep(0.02)
+        old = svc.partitions[max(svc.partitions, key=lambda i: len(svc._keys_of(i)))]
+        taken = svc.stats["partitions_taken"]
+        r.delete(f"lease:indengine:{old.index}")
+        while (part := half_warm(taken, old)) is None:
+            assert not task.done()
+            await asyncio.sleep(0)
+        cuts.append(part)
+        kill()
+        await publish(cluster.url, more)  # computed from a gap if the cut one were kept
         await task
 
     asyncio.run(go())
-    index = cut["part"].index
-    assert index not in range(cut["taken"])  # taken in order: not one of the finished ones
-    assert svc.partitions[index] is not cut["part"]  # a new engine: not kept half-warmed
-    # all of them again, from the start (more when a link's first use after the kill fails)
-    assert svc.stats["partitions_taken"] >= cut["taken"] + 16
-    assert as_rows(reference(cs)) == stored_values(cfg.store.db)  # once each, no gap
+    for part in cuts:
+        assert svc.partitions[part.index] is not part  # a new engine: not kept half-warmed
+    assert svc.stats["partitions_lost"] == 1
+    assert expected == stored_values(cfg.store.db)  # once each, no gap
     assert (
         sum(r.xpending(tagged(f"candle:60s:NSE:{t}"), "indengine")["pending"] for t in tokens) == 0
     )
