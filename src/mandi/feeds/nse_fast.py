@@ -1,5 +1,12 @@
-"""The fast path of NSE's option-chain JSON (legacy ``option-chain-indices`` and v3): typed
-decoding straight into columns, then array arithmetic.
+"""The fast path of NSE's option-chain JSON (legacy ``option-chain-indices`` and v3): the bytes
+straight into columns, then array arithmetic.
+
+Reading. A numba scanner (:mod:`mandi.feeds._nse_scan`) reads the document in one pass into
+the columns below; what it cannot read exactly (an escape, a number of more than 15 digits —
+the legacy files' fractional lots — ...) it declines, and typed msgspec decoding reads it
+instead. Both give the same columns (a test holds them equal). The snapshots' rows are a
+:class:`~mandi.model.market.ChainRows`: they carry the chain matrix's array of them, so the
+matrix need not rebuild it from the quotes.
 
 :func:`mandi.feeds.nse.parse_option_chains` tries this first for every NSE JSON document
 (``mandi chain import`` and the live poller, :mod:`mandi.feeds.nse_live`, both go through it).
@@ -27,16 +34,16 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from itertools import repeat
-from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
 
 from mandi.core.calendar import ist_date
 from mandi.core.money import to_paise
-from mandi.model.market import ChainRow, ChainSnapshot, OptionQuote
+from mandi.model.market import ChainRow, ChainRows, ChainSnapshot, OptionQuote
 
 if TYPE_CHECKING:
     from mandi.feeds.nse import ChainImport
@@ -100,6 +107,7 @@ _FIELDS = (
     "totalBuyQuantity", "totalSellQuantity", "strikePrice",
 )  # fmt: skip
 _GET = attrgetter(*_FIELDS)
+_NF = len(_FIELDS)
 _STRIKE, _CE, _PE = attrgetter("strikePrice"), attrgetter("CE"), attrgetter("PE")
 _EXP, _EXPS, _IDENT = attrgetter("expiryDate"), attrgetter("expiryDates"), attrgetter("identifier")
 (LTP, BIDP_L, BIDP_3, ASKP_L, ASKP_3, BIDQ_L, BIDQ_3, ASKQ_L, ASKQ_3, VOL, OI, CHG, IV, TBQ, TSQ,
@@ -146,11 +154,77 @@ def _iv(x: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
-    """The fast path of an NSE JSON chain (see the module docstring); None = use the
-    reference parser."""
-    from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
+class _Columns(NamedTuple):
+    """A document read into columns, by the byte scanner or by the typed decoding."""
 
+    fmt: str
+    ts_raw: str
+    uv: float
+    row_strike: np.ndarray  # per row
+    cols: np.ndarray  # per side (rows in order, CE before PE): _FIELDS, NaN = absent
+    side_row: np.ndarray
+    is_call: np.ndarray
+    exp_text: list[str | None]  # the side's expiry, else its row's
+    symbols: list[str]
+    file_underlying: str | None  # the first side's, in document order, that names one
+
+
+def _scanned(data: bytes | str) -> _Columns | None:
+    """The byte scanner (:mod:`mandi.feeds._nse_scan`); None when it declines."""
+    from mandi.feeds import _nse_scan as sc
+
+    if isinstance(data, str):
+        try:
+            data = data.encode()
+        except UnicodeEncodeError:
+            return None
+    b = np.frombuffer(data, dtype=np.uint8)
+    meta = np.zeros(8, dtype=np.int64)
+    uv = np.zeros(1)
+    for cap in (b.size // 512 + 64, b.size // 2 + 2):  # rows; a row takes ≥ 3 bytes
+        row_strike = np.empty(cap)
+        side_row = np.empty(2 * cap, dtype=np.int64)
+        is_call = np.empty(2 * cap, dtype=np.bool_)
+        cols = np.empty((2 * cap, _NF))
+        spans = np.empty((2 * cap, 6), dtype=np.int64)
+        status = sc.scan(b, row_strike, side_row, is_call, cols, spans, meta, uv)
+        if status != sc.GROW:
+            break
+    if status != sc.OK:
+        return None
+    n_rows, n = int(meta[sc.M_ROWS]), int(meta[sc.M_SIDES])
+    spans = spans[:n]
+
+    def strings(col: int) -> list[str]:
+        size = int(np.clip(spans[:, col + 1] - spans[:, col], 0, None).sum()) + n
+        out = np.empty(size, dtype=np.uint8)
+        used = sc.gather(b, spans, col, out)  # out is its exact size: never short
+        return out[:used].tobytes().decode("ascii").split("\0") if n else []
+
+    exp_text: list[str | None] = list(strings(sc.S_EXP))
+    for i in np.flatnonzero(spans[:, sc.S_EXP] < 0).tolist():
+        exp_text[i] = None
+    file_underlying = None
+    for a, z in spans[spans[:, sc.S_UND] >= 0, sc.S_UND : sc.S_UND + 2]:  # usually the first
+        if u := data[a:z].decode("ascii").strip():
+            file_underlying = u.upper()
+            break
+    return _Columns(
+        "nse-json" if meta[sc.M_FMT] == sc.FMT_LEGACY else "nse-json-v3",
+        data[meta[sc.M_TS0] : meta[sc.M_TS1]].decode("ascii"),
+        float(uv[0]),
+        row_strike[:n_rows],
+        cols[:n],
+        side_row[:n],
+        is_call[:n],
+        exp_text,
+        strings(sc.S_IDENT),
+        file_underlying,
+    )
+
+
+def _decoded(data: bytes | str) -> _Columns | None:
+    """The typed msgspec decoding; None when the document is not in the typed shape."""
     try:
         doc = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -167,27 +241,61 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     else:
         return None
     rows, ts_raw, uv = block.data, block.timestamp, block.underlyingValue
-    if rows is None or ts_raw is None or not (math.isfinite(uv) and uv > 0):
+    if rows is None or ts_raw is None:
+        return None
+    n_rows = len(rows)
+    row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
+    pairs = np.empty(2 * n_rows, dtype=object)  # row by row, CE before PE
+    pairs[0::2] = list(map(_CE, rows))
+    pairs[1::2] = list(map(_PE, rows))
+    both: list[_Side | None] = pairs.tolist()
+    present = np.fromiter(map(is_not, both, repeat(None)), bool, 2 * n_rows)
+    sides: list[_Side] = list(compress(both, present))  # type: ignore[arg-type]
+    n = len(sides)
+    at = np.flatnonzero(present)
+    side_row, is_call = at >> 1, (at & 1) == 0
+    cols = np.fromiter(chain.from_iterable(map(_GET, sides)), np.float64, n * _NF).reshape(n, _NF)
+    exp_text = list(map(_EXP, sides))
+    if None in exp_text:  # a side without its own expiry takes its row's
+        row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
+                                                                 strict=True)]  # fmt: skip
+        exp_text = [t if t is not None else row_exp[i]
+                    for t, i in zip(exp_text, side_row.tolist(), strict=True)]  # fmt: skip
+    symbols = list(map(_IDENT, sides))
+    if None in symbols:
+        symbols = [x or "" for x in symbols]
+    file_underlying = None
+    for r in rows:  # the first side in document order that names it, as the reference reads
+        for x in (r.CE, r.PE):
+            if x is not None and x.underlying and x.underlying.strip():
+                file_underlying = x.underlying.strip().upper()
+                break
+        if file_underlying is not None:
+            break
+    return _Columns(fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols,
+                    file_underlying)  # fmt: skip
+
+
+def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
+    """The fast path of an NSE JSON chain (see the module docstring); None = use the
+    reference parser."""
+    from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
+
+    got = _scanned(data) or _decoded(data)
+    if got is None:
+        return None
+    fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols, file_underlying = got
+    if not (math.isfinite(uv) and uv > 0):
         return None
     try:
         ts_event = ref._date_time_ist(ts_raw, "timestamp")
     except ref._Bad:
         return None
-    # --- the sides, as columns (C-level maps over the decoded structs) ---------------------------
-    n_rows = len(rows)
-    row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
     if not (row_strike > 0).all():  # NaN (absent) or not positive: the reference skips the row
         return None
-    ce, pe = list(map(_CE, rows)), list(map(_PE, rows))
-    ce_rows = [i for i, x in enumerate(ce) if x is not None]
-    pe_rows = [i for i, x in enumerate(pe) if x is not None]
-    sides: list[_Side] = [ce[i] for i in ce_rows] + [pe[i] for i in pe_rows]
-    if not sides:
+    n = len(cols)
+    if not n:
         return None
-    side_row = np.array(ce_rows + pe_rows, dtype=np.int64)
-    is_call = np.zeros(len(sides), dtype=bool)
-    is_call[: len(ce_rows)] = True
-    cols = np.array(list(map(_GET, sides)), dtype=np.float64)
     strike = row_strike[side_row]
     ss = cols[:, SSTRIKE]
     if (~np.isnan(ss) & (ss != strike)).any():
@@ -209,37 +317,29 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     ):  # fmt: skip
         return None
     # --- expiries, duplicates, the underlying -----------------------------------------------------
-    row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
-                                                             strict=True)]  # fmt: skip
-    srow = side_row.tolist()
-    exp_text = [t if t is not None else row_exp[i]
-                for t, i in zip(map(_EXP, sides), srow, strict=True)]  # fmt: skip
     texts = list(set(exp_text))
     try:
         dates = [ref._date(t, "expiryDate") for t in texts]
     except ref._Bad:
         return None
-    code = dict(zip(texts, range(len(texts)), strict=True))
-    ordinal = np.array([d.toordinal() for d in dates], dtype=np.int64)[
-        np.fromiter(map(code.__getitem__, exp_text), np.int64, len(exp_text))
-    ]
+    if len(texts) == 1:
+        ordinal = np.full(n, dates[0].toordinal(), dtype=np.int64)
+    else:
+        code = dict(zip(texts, range(len(texts)), strict=True))
+        ordinal = np.array([d.toordinal() for d in dates], dtype=np.int64)[
+            np.fromiter(map(code.__getitem__, exp_text), np.int64, n)
+        ]
     key = (ordinal * 2 + is_call) * 10**13 + strike_p  # one per contract
     if np.unique(key).size != key.size:
         return None  # a duplicate contract: the reference skips it
-    file_underlying = None
-    for r in rows:  # the first side in document order that names it, as the reference reads
-        for x in (r.CE, r.PE):
-            if x is not None and x.underlying and x.underlying.strip():
-                file_underlying = x.underlying.strip().upper()
-                break
-        if file_underlying is not None:
-            break
     underlying = ref._check_underlying(name, file_underlying, opts.underlying)
     as_of = ist_date(ts_event)
     if min(dates) < as_of:
         return None  # expired contracts: the reference lists them as skipped
     # --- one snapshot per expiry ------------------------------------------------------------------
-    symbols = np.array([x or "" for x in map(_IDENT, sides)], dtype=object)
+    iv_list = iv.tolist()
+    for i in np.flatnonzero(np.isnan(iv)).tolist():
+        iv_list[i] = NAN  # math.nan itself, as the reference
     price = to_paise(uv)
     snaps = []
     for d in sorted(set(dates)):
@@ -252,22 +352,30 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
         lot = ref._lot_from_gcd(name, underlying, d, as_of, g, int(nz.size), opts.lot_size)
         o = idx[np.argsort(strike_p[idx], kind="stable")]  # strike order
         sh = np.rint(lots[o] * lot).astype(np.int64)
-        ivs = iv[o]
+        ol = o.tolist()
+        # the quote's numbers as one int matrix: ltp, bid, ask, volume, oi, oi_change (the
+        # matrix's columns), then bid_qty, ask_qty
+        num = np.column_stack((ltp[o], bid[o], ask[o], sh, bid_q[o], ask_q[o]))
+        c = num.T.tolist()
         quotes = list(
             map(
-                OptionQuote, ltp[o].tolist(), bid[o].tolist(), ask[o].tolist(),
-                sh[:, 0].tolist(), sh[:, 1].tolist(), sh[:, 2].tolist(), repeat(0, o.size),
-                symbols[o].tolist(),
-                [NAN if v != v else v for v in ivs.tolist()],  # math.nan itself, as the reference
-                bid_q[o].tolist(), ask_q[o].tolist(),
+                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, o.size),
+                map(symbols.__getitem__, ol), map(iv_list.__getitem__, ol), c[6], c[7],
             )
         )  # fmt: skip
         ks, first = np.unique(strike_p[o], return_inverse=True)
         pair = np.full((2, ks.size), None, dtype=object)
         qa = np.empty(len(quotes), dtype=object)
         qa[:] = quotes
-        side = np.where(is_call[o], 0, 1)
+        call = is_call[o]
+        side = np.where(call, 0, 1)
         pair[side, first] = qa
+        columns = np.full((ks.size, 13), NAN)
+        columns[:, 0] = ks
+        columns[first[call], 1:7] = num[call, :6]
+        columns[first[~call], 7:13] = num[~call, :6]
+        rows_out = ChainRows(map(ChainRow, ks.tolist(), pair[0].tolist(), pair[1].tolist()))
+        rows_out.columns = columns
         snaps.append(
             ChainSnapshot(
                 underlying=underlying,
@@ -275,7 +383,7 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
                 expiry=d,
                 ts_event=ts_event,
                 underlying_price=price,
-                rows=tuple(map(ChainRow, ks.tolist(), pair[0].tolist(), pair[1].tolist())),
+                rows=rows_out,
                 lot_size=lot,
                 source=fmt,
             )

@@ -1,0 +1,534 @@
+"""A single-pass scanner of NSE's chain JSON bytes straight into columns (numba).
+
+The fast path (:mod:`mandi.feeds.nse_fast`) runs it first; it reads exactly what the typed
+msgspec decoding reads, or declines and that decoding runs. It takes only documents it can
+read without doubt: ASCII strings without escapes, numbers whose double is exact by one
+IEEE operation (at most 15 significant digits, a power of ten up to 1e22: Clinger's fast
+path, the correctly rounded value every JSON parser gives), every known key at most once per
+object, well-formed JSON everywhere else (skipped values are checked, not trusted). Anything
+else — an escape, a long mantissa, a null where a number belongs, a nesting deeper than 64 —
+is a decline, never a guess.
+
+Layout it fills: per row its strike; per side (row order, CE before PE, as the reference reads
+them) the 16 numbers of ``nse_fast._FIELDS`` (NaN = absent), its row, CE or PE, and the spans
+(start, end; −1 = absent or null) of its expiry (the row's when the side has none), identifier
+and underlying.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mandi.options._special import jit
+
+# key ids: 0–15 the side's numbers (nse_fast._FIELDS order; 15 = strikePrice), then strings and
+# the containers' keys
+_NAMES = (
+    "lastPrice", "bidprice", "buyPrice1", "askPrice", "sellPrice1",
+    "bidQty", "buyQuantity1", "askQty", "sellQuantity1",
+    "totalTradedVolume", "openInterest", "changeinOpenInterest", "impliedVolatility",
+    "totalBuyQuantity", "totalSellQuantity", "strikePrice",
+    "expiryDate", "identifier", "underlying", "expiryDates", "CE", "PE",
+    "data", "timestamp", "underlyingValue", "records", "filtered",
+)  # fmt: skip
+NF = 16
+K_STRIKE, K_EXP, K_IDENT, K_UND, K_EXPS, K_CE, K_PE = 15, 16, 17, 18, 19, 20, 21
+K_DATA, K_TS, K_UV, K_RECORDS, K_FILTERED = 22, 23, 24, 25, 26
+_NAME_LEN = np.array([len(n) for n in _NAMES], dtype=np.int64)
+_NAME_BYTES = np.zeros((len(_NAMES), max(_NAME_LEN)), dtype=np.uint8)
+for _i, _n in enumerate(_NAMES):
+    _NAME_BYTES[_i, : len(_n)] = np.frombuffer(_n.encode(), dtype=np.uint8)
+# key lookup: the first name of each (length, first byte), then the next one sharing it
+_FIRST = np.full((max(_NAME_LEN) + 1, 128), -1, dtype=np.int64)
+_NEXT = np.full(len(_NAMES), -1, dtype=np.int64)
+for _i in range(len(_NAMES) - 1, -1, -1):
+    _slot = (len(_NAMES[_i]), ord(_NAMES[_i][0]))
+    _NEXT[_i], _FIRST[_slot] = _FIRST[_slot], _i
+# bytes inside a string: 0 plain, 1 the closing quote, 2 not ours (escape, control, non-ASCII)
+_IN_STRING = np.zeros(256, dtype=np.uint8)
+_IN_STRING[:32] = _IN_STRING[92] = _IN_STRING[128:] = 2
+_IN_STRING[34] = 1
+_POW10 = np.array([10.0**k for k in range(23)])  # each one exact in a double
+
+OK, DECLINE, GROW = 0, 1, 2
+FMT_V3, FMT_LEGACY = 1, 2
+# meta slots
+M_STATUS, M_FMT, M_ROWS, M_SIDES, M_TS0, M_TS1, M_REC = range(7)
+# side string spans: expiry, identifier, underlying (start, end)
+S_EXP, S_IDENT, S_UND = 0, 2, 4
+
+
+@jit
+def _at(b, p):  # type: ignore[no-untyped-def]
+    return b[p] if p < b.size else 0  # 0 is never valid JSON: every expectation fails on it
+
+
+@jit
+def _ws(b, p):  # type: ignore[no-untyped-def]
+    while p < b.size and (b[p] == 32 or b[p] == 10 or b[p] == 13 or b[p] == 9):
+        p += 1
+    return p
+
+
+@jit
+def _string(b, p):  # type: ignore[no-untyped-def]
+    """At an opening quote: the end (exclusive, at the closing quote) or −1 (an escape, a
+    control or non-ASCII byte, no end)."""
+    p += 1
+    n = b.size
+    while p < n:
+        c = _IN_STRING[b[p]]
+        if c:
+            return p if c == 1 else -1
+        p += 1
+    return -1
+
+
+@jit
+def _number(b, p):  # type: ignore[no-untyped-def]
+    """A JSON number at p: (end, value, exact); end −1 = not a number. ``exact`` False when
+    the fast rule cannot give its double (the value is then meaningless)."""
+    neg = False
+    if _at(b, p) == 45:
+        neg = True
+        p += 1
+    c = _at(b, p)
+    if c < 48 or c > 57:
+        return -1, 0.0, False
+    m = 0
+    digits = 0  # significant digits in m
+    exact = True
+    scale = 0  # value = m · 10^-scale
+    if c == 48:
+        p += 1
+    else:
+        while 48 <= _at(b, p) <= 57:
+            if digits < 15:
+                m = m * 10 + (b[p] - 48)
+                if m:
+                    digits += 1
+            else:
+                exact = False
+            p += 1
+    if _at(b, p) == 46:
+        p += 1
+        if not 48 <= _at(b, p) <= 57:
+            return -1, 0.0, False
+        while 48 <= _at(b, p) <= 57:
+            if digits < 15:
+                m = m * 10 + (b[p] - 48)
+                if m:
+                    digits += 1
+                scale += 1
+            else:
+                exact = False
+            p += 1
+    c = _at(b, p)
+    if c == 101 or c == 69:
+        p += 1
+        eneg = False
+        c = _at(b, p)
+        if c == 43 or c == 45:
+            eneg = c == 45
+            p += 1
+        if not 48 <= _at(b, p) <= 57:
+            return -1, 0.0, False
+        e = 0
+        while 48 <= _at(b, p) <= 57:
+            if e < 10_000:
+                e = e * 10 + (b[p] - 48)
+            p += 1
+        scale += e if eneg else -e
+    if neg and m == 0:
+        exact = False  # −0: not worth a rule of its own
+    if not exact or scale > 22 or scale < -22:
+        return p, 0.0, False
+    v = m / _POW10[scale] if scale >= 0 else m * _POW10[-scale]
+    return p, -v if neg else v, True
+
+
+@jit
+def _literal(b, p):  # type: ignore[no-untyped-def]
+    """true / false / null at p: (end, is_null); end −1 = none of them."""
+    c = _at(b, p)
+    if c == 110 and _at(b, p + 1) == 117 and _at(b, p + 2) == 108 and _at(b, p + 3) == 108:
+        return p + 4, True
+    if c == 116 and _at(b, p + 1) == 114 and _at(b, p + 2) == 117 and _at(b, p + 3) == 101:
+        return p + 4, False
+    if (
+        c == 102 and _at(b, p + 1) == 97 and _at(b, p + 2) == 108 and _at(b, p + 3) == 115
+        and _at(b, p + 4) == 101
+    ):  # fmt: skip
+        return p + 5, False
+    return -1, False
+
+
+@jit
+def _key(b, p, q):  # type: ignore[no-untyped-def]
+    """The id of the key b[p:q] (−1: not one of ours)."""
+    n = q - p
+    if n == 0 or n >= _FIRST.shape[0]:
+        return -1
+    k = _FIRST[n, b[p] & 127]
+    while k >= 0:
+        same = True
+        for j in range(1, n):
+            if b[p + j] != _NAME_BYTES[k, j]:
+                same = False
+                break
+        if same and b[p] == _NAME_BYTES[k, 0]:
+            return k
+        k = _NEXT[k]
+    return -1
+
+
+@jit
+def _skip(b, p):  # type: ignore[no-untyped-def]
+    """Past one well-formed JSON value at p (after whitespace); −1 when it is not one."""
+    p = _ws(b, p)
+    c = _at(b, p)
+    if c == 34:  # a scalar (most of what is skipped): no stack
+        q = _string(b, p)
+        return q + 1 if q >= 0 else -1
+    if c == 45 or 48 <= c <= 57:
+        return _number(b, p)[0]
+    if c != 123 and c != 91:
+        return _literal(b, p)[0]
+    stack = np.zeros(64, dtype=np.uint8)  # 1 = object, 2 = array
+    depth = 0
+    p = _ws(b, p)
+    while True:
+        # a value starts at p
+        c = _at(b, p)
+        if c == 123 or c == 91:
+            p = _ws(b, p + 1)
+            close = 125 if c == 123 else 93
+            if _at(b, p) == close:
+                p += 1
+            else:
+                if depth == 64:
+                    return -1
+                stack[depth] = 1 if c == 123 else 2
+                depth += 1
+                if c == 123:  # the first key
+                    if _at(b, p) != 34:
+                        return -1
+                    q = _string(b, p)
+                    if q < 0:
+                        return -1
+                    p = _ws(b, q + 1)
+                    if _at(b, p) != 58:
+                        return -1
+                    p = _ws(b, p + 1)
+                continue
+        elif c == 34:
+            q = _string(b, p)
+            if q < 0:
+                return -1
+            p = q + 1
+        elif c == 45 or 48 <= c <= 57:
+            p, _, _ = _number(b, p)
+            if p < 0:
+                return -1
+        else:
+            p, _ = _literal(b, p)
+            if p < 0:
+                return -1
+        # a value ended: close containers, or move to the next member
+        while True:
+            if depth == 0:
+                return p
+            p = _ws(b, p)
+            c = _at(b, p)
+            top = stack[depth - 1]
+            if c == 44:
+                p = _ws(b, p + 1)
+                if top == 1:
+                    if _at(b, p) != 34:
+                        return -1
+                    q = _string(b, p)
+                    if q < 0:
+                        return -1
+                    p = _ws(b, q + 1)
+                    if _at(b, p) != 58:
+                        return -1
+                    p = _ws(b, p + 1)
+                break
+            if (top == 1 and c == 125) or (top == 2 and c == 93):
+                p += 1
+                depth -= 1
+                continue
+            return -1
+
+
+@jit
+def _side(b, p, nums, strs):  # type: ignore[no-untyped-def]
+    """One side object at p into ``nums`` (16) and ``strs`` (6): its end, or −1."""
+    nums[:] = np.nan
+    strs[:] = -1
+    seen = 0
+    p = _ws(b, p + 1)
+    if _at(b, p) == 125:
+        return p + 1
+    while True:
+        if _at(b, p) != 34:
+            return -1
+        q = _string(b, p)
+        if q < 0:
+            return -1
+        k = _key(b, p + 1, q)
+        p = _ws(b, q + 1)
+        if _at(b, p) != 58:
+            return -1
+        p = _ws(b, p + 1)
+        if 0 <= k <= K_UND:
+            if seen & (1 << k):
+                return -1  # a key twice: whose value wins is not ours to guess
+            seen |= 1 << k
+            if k < NF:
+                p, v, exact = _number(b, p)
+                if p < 0 or not exact:
+                    return -1
+                nums[k] = v
+            elif _at(b, p) == 34:
+                q = _string(b, p)
+                if q < 0:
+                    return -1
+                j = 2 * (k - K_EXP)
+                strs[j] = p + 1
+                strs[j + 1] = q
+                p = q + 1
+            else:
+                p, null = _literal(b, p)
+                if p < 0 or not null:
+                    return -1
+        else:
+            p = _skip(b, p)
+            if p < 0:
+                return -1
+        p = _ws(b, p)
+        c = _at(b, p)
+        if c == 125:
+            return p + 1
+        if c != 44:
+            return -1
+        p = _ws(b, p + 1)
+
+
+@jit
+def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ignore[no-untyped-def]
+    """The ``data`` array at p: its end, or −1 (meta[M_STATUS] says decline or grow)."""
+    ce = np.empty(NF)
+    pe = np.empty(NF)
+    ce_s = np.empty(6, dtype=np.int64)
+    pe_s = np.empty(6, dtype=np.int64)
+    r = meta[M_ROWS]
+    s = meta[M_SIDES]
+    if _at(b, p) != 91:
+        return -1
+    p = _ws(b, p + 1)
+    if _at(b, p) == 93:
+        return p + 1
+    while True:
+        if _at(b, p) != 123:
+            return -1
+        if r >= row_strike.size:
+            meta[M_STATUS] = GROW
+            return -1
+        strike = np.nan
+        has_ce = has_pe = False
+        exp0 = exp1 = exps0 = exps1 = -1
+        seen = 0
+        p = _ws(b, p + 1)
+        if _at(b, p) != 125:
+            while True:
+                if _at(b, p) != 34:
+                    return -1
+                q = _string(b, p)
+                if q < 0:
+                    return -1
+                k = _key(b, p + 1, q)
+                p = _ws(b, q + 1)
+                if _at(b, p) != 58:
+                    return -1
+                p = _ws(b, p + 1)
+                if k in (K_STRIKE, K_EXP, K_EXPS, K_CE, K_PE):
+                    if seen & (1 << k):
+                        return -1
+                    seen |= 1 << k
+                    c = _at(b, p)
+                    if k == K_STRIKE:
+                        p, v, exact = _number(b, p)
+                        if p < 0 or not exact:
+                            return -1
+                        strike = v
+                    elif c == 34 and (k in (K_EXP, K_EXPS)):
+                        q = _string(b, p)
+                        if q < 0:
+                            return -1
+                        if k == K_EXP:
+                            exp0, exp1 = p + 1, q
+                        else:
+                            exps0, exps1 = p + 1, q
+                        p = q + 1
+                    elif c == 123 and k == K_CE:
+                        p = _side(b, p, ce, ce_s)
+                        has_ce = True
+                    elif c == 123 and k == K_PE:
+                        p = _side(b, p, pe, pe_s)
+                        has_pe = True
+                    else:  # null: absent; anything else is not ours to read
+                        p, null = _literal(b, p)
+                        if not null:
+                            return -1
+                    if p < 0:
+                        return -1
+                else:
+                    p = _skip(b, p)
+                    if p < 0:
+                        return -1
+                p = _ws(b, p)
+                c = _at(b, p)
+                if c == 125:
+                    break
+                if c != 44:
+                    return -1
+                p = _ws(b, p + 1)
+        p += 1  # past the row's }
+        row_strike[r] = strike
+        if exp0 < 0:  # the row's expiry: expiryDate, else expiryDates
+            exp0, exp1 = exps0, exps1
+        for call in (True, False):
+            if not (has_ce if call else has_pe):
+                continue
+            nums = ce if call else pe
+            strs = ce_s if call else pe_s
+            cols[s] = nums
+            spans[s] = strs
+            if strs[S_EXP] < 0:
+                spans[s, S_EXP] = exp0
+                spans[s, S_EXP + 1] = exp1
+            side_row[s] = r
+            side_call[s] = call
+            s += 1
+        r += 1
+        meta[M_ROWS] = r
+        meta[M_SIDES] = s
+        p = _ws(b, p)
+        c = _at(b, p)
+        if c == 93:
+            return p + 1
+        if c != 44:
+            return -1
+        p = _ws(b, p + 1)
+
+
+@jit
+def _member(b, p, k, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
+    """The value of ``data``, ``timestamp`` or ``underlyingValue`` at p: its end, or −1."""
+    if k == K_DATA:
+        return _rows(b, p, row_strike, side_row, side_call, cols, spans, meta)
+    if k == K_TS:
+        if _at(b, p) != 34:
+            return -1
+        q = _string(b, p)
+        if q < 0:
+            return -1
+        meta[M_TS0] = p + 1
+        meta[M_TS1] = q
+        return q + 1
+    p, v, exact = _number(b, p)
+    if p < 0 or not exact:
+        return -1
+    uv[0] = v
+    return p
+
+
+@jit
+def _object(b, p, top, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
+    """The document (``top``) or its ``records`` at p: (end or −1, the keys seen). A
+    ``records`` inside is read by a second call (numba compiles no recursion)."""
+    seen = 0
+    if _at(b, p) != 123:
+        return -1, seen
+    p = _ws(b, p + 1)
+    if _at(b, p) == 125:
+        return -1, seen  # no data
+    while True:
+        if _at(b, p) != 34:
+            return -1, seen
+        q = _string(b, p)
+        if q < 0:
+            return -1, seen
+        k = _key(b, p + 1, q)
+        p = _ws(b, q + 1)
+        if _at(b, p) != 58:
+            return -1, seen
+        p = _ws(b, p + 1)
+        if k in (K_DATA, K_TS, K_UV) or (top and (k in (K_RECORDS, K_FILTERED))):
+            if seen & (1 << k):
+                return -1, seen
+            seen |= 1 << k
+            if k in (K_RECORDS, K_FILTERED):
+                if k == K_RECORDS:
+                    meta[M_REC] = p  # where records starts: read by the second call
+                p = _skip(b, p)
+            else:
+                p = _member(b, p, k, row_strike, side_row, side_call, cols, spans, meta, uv)
+        else:
+            p = _skip(b, p)
+        if p < 0:
+            return -1, seen
+        p = _ws(b, p)
+        c = _at(b, p)
+        if c == 125:
+            return p + 1, seen
+        if c != 44:
+            return -1, seen
+        p = _ws(b, p + 1)
+
+
+@jit
+def scan(b, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
+    """The whole document; meta[M_STATUS] = OK, DECLINE or GROW (more rows than room)."""
+    meta[:] = 0
+    meta[M_TS0] = meta[M_TS1] = meta[M_REC] = -1
+    uv[0] = np.nan
+    p, seen = _object(b, _ws(b, 0), True, row_strike, side_row, side_call, cols, spans, meta, uv)
+    if p >= 0 and _ws(b, p) != b.size:
+        p = -1  # something after the document
+    if p >= 0 and seen & (1 << K_RECORDS):  # legacy: records (and filtered) only at the top
+        if seen & ((1 << K_DATA) | (1 << K_TS) | (1 << K_UV)):
+            p = -1
+        else:
+            meta[M_FMT] = FMT_LEGACY
+            r, inner = _object(b, meta[M_REC], False, row_strike, side_row, side_call, cols,
+                               spans, meta, uv)  # fmt: skip
+            if not (inner & (1 << K_DATA)) or not (inner & (1 << K_TS)):
+                r = -1
+            p = r
+    elif p >= 0:  # v3: data, timestamp and the underlying's value at the top, no filtered
+        if seen & (1 << K_FILTERED) or not (seen & (1 << K_DATA)) or not (seen & (1 << K_TS)):
+            p = -1
+        meta[M_FMT] = FMT_V3
+    if p < 0 and meta[M_STATUS] != GROW:
+        meta[M_STATUS] = DECLINE
+    return meta[M_STATUS]
+
+
+@jit
+def gather(b, spans, col, out):  # type: ignore[no-untyped-def]
+    """The strings at spans[:, col:col+2] joined by NUL into out (absent = empty): its length,
+    −1 when out is too small."""
+    n = 0
+    for i in range(spans.shape[0]):
+        a, z = spans[i, col], spans[i, col + 1]
+        if a >= 0:
+            if n + (z - a) + 1 > out.size:
+                return -1
+            out[n : n + z - a] = b[a:z]
+            n += z - a
+        if i + 1 < spans.shape[0]:
+            out[n] = 0
+            n += 1
+    return n
