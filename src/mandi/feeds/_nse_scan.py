@@ -1,18 +1,26 @@
 """A single-pass scanner of NSE's chain JSON bytes straight into columns (numba).
 
-The fast path (:mod:`mandi.feeds.nse_fast`) runs it first; it reads exactly what the typed
-msgspec decoding reads, or declines and that decoding runs. It takes only documents it can
-read without doubt: ASCII strings without escapes, numbers whose double is exact by one
-IEEE operation (at most 15 significant digits, a power of ten up to 1e22: Clinger's fast
-path, the correctly rounded value every JSON parser gives), every known key at most once per
-object, well-formed JSON everywhere else (skipped values are checked, not trusted). Anything
-else — an escape, a long mantissa, a null where a number belongs, a nesting deeper than 64 —
-is a decline, never a guess.
+The fast path (:mod:`mandi.feeds.nse_fast`) runs it; what it reads is exactly what msgspec's
+decoding (the reference parser's first step) reads, and a document it is not sure of is
+declined, never guessed: the reference parser then reads it. The rule is one-sided on purpose —
+it may decline a document msgspec reads, never read one msgspec refuses.
+
+It takes: JSON whitespace, ASCII strings without escapes or control bytes, ``true``/``false``/
+``null``, every known key at most once per object, nesting to 64 levels inside a skipped value,
+and numbers msgspec surely reads — below 1e300 in magnitude, at most 300 digits each side of
+the point, an exponent of at most three digits (msgspec refuses only what overflows a double;
+NSE's numbers are far inside). Skipped values are checked as strictly as read ones. A number
+it reads is computed when its double is exact by one IEEE operation (at most 15 significant
+digits, a power of ten up to 1e22: Clinger's fast path, the correctly rounded value every
+JSON parser gives); any other fraction is listed for ``float()`` of its text after the scan
+(correctly rounded too); −0 and an integer of more than 15 digits where a number is read are
+declines. Anything else — an escape, a null where a number belongs, a key twice, trailing
+text — is a decline.
 
 Layout it fills: per row its strike; per side (row order, CE before PE, as the reference reads
 them) the 16 numbers of ``nse_fast._FIELDS`` (NaN = absent), its row, CE or PE, and the spans
 (start, end; −1 = absent or null) of its expiry (the row's when the side has none), identifier
-and underlying.
+and underlying; the fix-up list of numbers left to ``float()``.
 """
 
 from __future__ import annotations
@@ -51,9 +59,10 @@ _IN_STRING[34] = 1
 _POW10 = np.array([10.0**k for k in range(23)])  # each one exact in a double
 
 OK, DECLINE, GROW = 0, 1, 2
+EXACT, INEXACT, SKIP_ONLY, UNSURE = 0, 1, 2, 3  # what _number says of a number
 FMT_V3, FMT_LEGACY = 1, 2
 # meta slots
-M_STATUS, M_FMT, M_ROWS, M_SIDES, M_TS0, M_TS1, M_REC = range(7)
+M_STATUS, M_FMT, M_ROWS, M_SIDES, M_TS0, M_TS1, M_REC, M_FIX = range(8)
 # side string spans: expiry, identifier, underlying (start, end)
 S_EXP, S_IDENT, S_UND = 0, 2, 4
 
@@ -86,35 +95,52 @@ def _string(b, p):  # type: ignore[no-untyped-def]
 
 @jit
 def _number(b, p):  # type: ignore[no-untyped-def]
-    """A JSON number at p: (end, value, exact); end −1 = not a number. ``exact`` False when
-    the fast rule cannot give its double (the value is then meaningless)."""
+    """A JSON number at p: (end, value, kind); end −1 = not a number. ``kind``:
+
+    * EXACT: ``value`` is its double (at most 15 significant digits and a power of ten up to
+      1e22: one IEEE operation, correctly rounded, as every JSON parser reads it);
+    * INEXACT: a finite fraction or exponent form the fast rule cannot compute (msgspec reads
+      it as a float; ``float()`` of its text gives the same correctly rounded double);
+    * SKIP_ONLY: msgspec reads it, but not as a double we may use (−0, an integer of more
+      than 15 digits, which the reference keeps exact);
+    * UNSURE: so long, large or small that msgspec may refuse it ("Number out of range"):
+      the document is declined whatever the key.
+
+    Sure = magnitude below 1e300 (msgspec refuses only overflow; it reads an underflow as 0.0),
+    at most 300 digits each side of the point and a three-digit exponent; NSE's numbers are
+    far inside."""
     neg = False
     if _at(b, p) == 45:
         neg = True
         p += 1
     c = _at(b, p)
     if c < 48 or c > 57:
-        return -1, 0.0, False
+        return -1, 0.0, UNSURE
     m = 0
     digits = 0  # significant digits in m
     exact = True
     scale = 0  # value = m · 10^-scale
+    int_digits = 0  # digits before the point, leading zero excluded
+    frac_digits = 0
+    is_float = False
     if c == 48:
         p += 1
     else:
         while 48 <= _at(b, p) <= 57:
+            int_digits += 1
             if digits < 15:
                 m = m * 10 + (b[p] - 48)
-                if m:
-                    digits += 1
+                digits += 1
             else:
                 exact = False
             p += 1
     if _at(b, p) == 46:
+        is_float = True
         p += 1
         if not 48 <= _at(b, p) <= 57:
-            return -1, 0.0, False
+            return -1, 0.0, UNSURE
         while 48 <= _at(b, p) <= 57:
+            frac_digits += 1
             if digits < 15:
                 m = m * 10 + (b[p] - 48)
                 if m:
@@ -123,8 +149,11 @@ def _number(b, p):  # type: ignore[no-untyped-def]
             else:
                 exact = False
             p += 1
+    e = 0
+    exp_digits = 0
     c = _at(b, p)
     if c == 101 or c == 69:
+        is_float = True
         p += 1
         eneg = False
         c = _at(b, p)
@@ -132,19 +161,28 @@ def _number(b, p):  # type: ignore[no-untyped-def]
             eneg = c == 45
             p += 1
         if not 48 <= _at(b, p) <= 57:
-            return -1, 0.0, False
-        e = 0
+            return -1, 0.0, UNSURE
         while 48 <= _at(b, p) <= 57:
-            if e < 10_000:
+            exp_digits += 1
+            if exp_digits <= 4:
                 e = e * 10 + (b[p] - 48)
             p += 1
-        scale += e if eneg else -e
+        if eneg:
+            e = -e
+        scale -= e
+    if int_digits > 300 or frac_digits > 300 or exp_digits > 3:
+        return p, 0.0, UNSURE
+    if is_float and int_digits + e > 300:  # ≥ 1e300 (an underflow is read as 0.0)
+        return p, 0.0, UNSURE
     if neg and m == 0:
-        exact = False  # −0: not worth a rule of its own
-    if not exact or scale > 22 or scale < -22:
-        return p, 0.0, False
+        return p, 0.0, SKIP_ONLY  # −0 (an int 0 to msgspec) or −0.0
+    if not is_float:
+        if not exact:
+            return p, 0.0, SKIP_ONLY
+    elif not exact or scale > 22 or scale < -22:
+        return p, 0.0, INEXACT
     v = m / _POW10[scale] if scale >= 0 else m * _POW10[-scale]
-    return p, -v if neg else v, True
+    return p, -v if neg else v, EXACT
 
 
 @jit
@@ -191,7 +229,8 @@ def _skip(b, p):  # type: ignore[no-untyped-def]
         q = _string(b, p)
         return q + 1 if q >= 0 else -1
     if c == 45 or 48 <= c <= 57:
-        return _number(b, p)[0]
+        p, _, kind = _number(b, p)
+        return -1 if kind == UNSURE else p
     if c != 123 and c != 91:
         return _literal(b, p)[0]
     stack = np.zeros(64, dtype=np.uint8)  # 1 = object, 2 = array
@@ -227,8 +266,8 @@ def _skip(b, p):  # type: ignore[no-untyped-def]
                 return -1
             p = q + 1
         elif c == 45 or 48 <= c <= 57:
-            p, _, _ = _number(b, p)
-            if p < 0:
+            p, _, kind = _number(b, p)
+            if p < 0 or kind == UNSURE:
                 return -1
         else:
             p, _ = _literal(b, p)
@@ -262,8 +301,10 @@ def _skip(b, p):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _side(b, p, nums, strs):  # type: ignore[no-untyped-def]
-    """One side object at p into ``nums`` (16) and ``strs`` (6): its end, or −1."""
+def _side(b, p, nums, strs, fix, meta, tag):  # type: ignore[no-untyped-def]
+    """One side object at p into ``nums`` (16) and ``strs`` (6): its end, or −1. A number the
+    fast rule cannot compute stays NaN in ``nums`` and is listed in ``fix`` as (``tag``, key,
+    start, end) for ``float()`` to read (meta[M_FIX] counts them)."""
     nums[:] = np.nan
     strs[:] = -1
     seen = 0
@@ -286,10 +327,22 @@ def _side(b, p, nums, strs):  # type: ignore[no-untyped-def]
                 return -1  # a key twice: whose value wins is not ours to guess
             seen |= 1 << k
             if k < NF:
-                p, v, exact = _number(b, p)
-                if p < 0 or not exact:
+                a = p
+                p, v, kind = _number(b, p)
+                if p < 0 or kind > INEXACT:
                     return -1
-                nums[k] = v
+                if kind == EXACT:
+                    nums[k] = v
+                else:  # read by float() of its text after the scan
+                    f = meta[M_FIX]
+                    if f >= fix.shape[0]:
+                        meta[M_STATUS] = GROW
+                        return -1
+                    fix[f, 0] = tag
+                    fix[f, 1] = k
+                    fix[f, 2] = a
+                    fix[f, 3] = p
+                    meta[M_FIX] = f + 1
             elif _at(b, p) == 34:
                 q = _string(b, p)
                 if q < 0:
@@ -316,7 +369,7 @@ def _side(b, p, nums, strs):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ignore[no-untyped-def]
+def _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta):  # type: ignore[no-untyped-def]
     """The ``data`` array at p: its end, or −1 (meta[M_STATUS] says decline or grow)."""
     ce = np.empty(NF)
     pe = np.empty(NF)
@@ -336,6 +389,7 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ig
             meta[M_STATUS] = GROW
             return -1
         strike = np.nan
+        f0 = meta[M_FIX]  # this row's fix-ups: tagged −1 (CE) / −2 (PE) until its sides land
         has_ce = has_pe = False
         exp0 = exp1 = exps0 = exps1 = -1
         seen = 0
@@ -358,8 +412,8 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ig
                     seen |= 1 << k
                     c = _at(b, p)
                     if k == K_STRIKE:
-                        p, v, exact = _number(b, p)
-                        if p < 0 or not exact:
+                        p, v, kind = _number(b, p)
+                        if p < 0 or kind != EXACT:
                             return -1
                         strike = v
                     elif c == 34 and (k in (K_EXP, K_EXPS)):
@@ -372,10 +426,10 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ig
                             exps0, exps1 = p + 1, q
                         p = q + 1
                     elif c == 123 and k == K_CE:
-                        p = _side(b, p, ce, ce_s)
+                        p = _side(b, p, ce, ce_s, fix, meta, -1)
                         has_ce = True
                     elif c == 123 and k == K_PE:
-                        p = _side(b, p, pe, pe_s)
+                        p = _side(b, p, pe, pe_s, fix, meta, -2)
                         has_pe = True
                     else:  # null: absent; anything else is not ours to read
                         p, null = _literal(b, p)
@@ -398,6 +452,8 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ig
         row_strike[r] = strike
         if exp0 < 0:  # the row's expiry: expiryDate, else expiryDates
             exp0, exp1 = exps0, exps1
+        for f in range(f0, meta[M_FIX]):
+            fix[f, 0] = s if fix[f, 0] == -1 else s + has_ce
         for call in (True, False):
             if not (has_ce if call else has_pe):
                 continue
@@ -424,10 +480,10 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, meta):  # type: ig
 
 
 @jit
-def _member(b, p, k, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
+def _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # type: ignore[no-untyped-def]
     """The value of ``data``, ``timestamp`` or ``underlyingValue`` at p: its end, or −1."""
     if k == K_DATA:
-        return _rows(b, p, row_strike, side_row, side_call, cols, spans, meta)
+        return _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta)
     if k == K_TS:
         if _at(b, p) != 34:
             return -1
@@ -437,15 +493,15 @@ def _member(b, p, k, row_strike, side_row, side_call, cols, spans, meta, uv):  #
         meta[M_TS0] = p + 1
         meta[M_TS1] = q
         return q + 1
-    p, v, exact = _number(b, p)
-    if p < 0 or not exact:
+    p, v, kind = _number(b, p)
+    if p < 0 or kind != EXACT:
         return -1
     uv[0] = v
     return p
 
 
 @jit
-def _object(b, p, top, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
+def _object(b, p, top, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # type: ignore[no-untyped-def]
     """The document (``top``) or its ``records`` at p: (end or −1, the keys seen). A
     ``records`` inside is read by a second call (numba compiles no recursion)."""
     seen = 0
@@ -474,7 +530,7 @@ def _object(b, p, top, row_strike, side_row, side_call, cols, spans, meta, uv): 
                     meta[M_REC] = p  # where records starts: read by the second call
                 p = _skip(b, p)
             else:
-                p = _member(b, p, k, row_strike, side_row, side_call, cols, spans, meta, uv)
+                p = _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv)
         else:
             p = _skip(b, p)
         if p < 0:
@@ -489,12 +545,16 @@ def _object(b, p, top, row_strike, side_row, side_call, cols, spans, meta, uv): 
 
 
 @jit
-def scan(b, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ignore[no-untyped-def]
-    """The whole document; meta[M_STATUS] = OK, DECLINE or GROW (more rows than room)."""
+def scan(b, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # type: ignore[no-untyped-def]
+    """The whole document; meta[M_STATUS] = OK, DECLINE or GROW (more rows or fix-ups than
+    room). ``fix[:meta[M_FIX]]`` lists the side numbers left for ``float()``: (side, key,
+    start, end)."""
     meta[:] = 0
     meta[M_TS0] = meta[M_TS1] = meta[M_REC] = -1
     uv[0] = np.nan
-    p, seen = _object(b, _ws(b, 0), True, row_strike, side_row, side_call, cols, spans, meta, uv)
+    p, seen = _object(
+        b, _ws(b, 0), True, row_strike, side_row, side_call, cols, spans, fix, meta, uv
+    )
     if p >= 0 and _ws(b, p) != b.size:
         p = -1  # something after the document
     if p >= 0 and seen & (1 << K_RECORDS):  # legacy: records (and filtered) only at the top
@@ -503,7 +563,7 @@ def scan(b, row_strike, side_row, side_call, cols, spans, meta, uv):  # type: ig
         else:
             meta[M_FMT] = FMT_LEGACY
             r, inner = _object(b, meta[M_REC], False, row_strike, side_row, side_call, cols,
-                               spans, meta, uv)  # fmt: skip
+                               spans, fix, meta, uv)  # fmt: skip
             if not (inner & (1 << K_DATA)) or not (inner & (1 << K_TS)):
                 r = -1
             p = r

@@ -2,9 +2,10 @@
 straight into columns, then array arithmetic.
 
 Reading. A numba scanner (:mod:`mandi.feeds._nse_scan`) reads the document in one pass into
-the columns below; what it cannot read exactly (an escape, a number of more than 15 digits —
-the legacy files' fractional lots — ...) it declines, and typed msgspec decoding reads it
-instead. Both give the same columns (a test holds them equal). The snapshots' rows are a
+the columns below, exactly the numbers and strings msgspec reads; a document it is not sure
+of (an escape, a number msgspec might refuse, a key twice, anything malformed) it declines,
+and the reference parser reads it. A test holds the columns equal to msgspec's own decoding of
+the document, and the results equal to the reference's. The snapshots' rows are a
 :class:`~mandi.model.market.ChainRows`: they carry the chain matrix's array of them, so the
 matrix need not rebuild it from the quotes.
 
@@ -14,8 +15,8 @@ It gives exactly what the reference parser gives, or declines (returns None) and
 parser runs — so a document with anything unusual is handled, skipped rows and error messages
 included, by the one parser that knows every rule. It declines when
 
-* the document does not decode into the typed shape (a string where a number belongs, a
-  null, a row that is not an object, no ``data``, no ``timestamp`` ...);
+* the scanner declines it (a string where a number belongs, a null, a row that is not an
+  object, no ``data``, no ``timestamp``, anything it is not sure msgspec reads the same ...);
 * any value would make the reference parser skip a row: a negative or non-whole quantity, a
   negative price or IV, a bad strike or date, a side whose strike differs from its row's, a
   duplicate contract, an expired expiry, no rows left;
@@ -34,11 +35,9 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from itertools import chain, compress, repeat
-from operator import attrgetter, is_not
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import msgspec
 import numpy as np
 
 from mandi.core.calendar import ist_date
@@ -52,53 +51,6 @@ NAN = math.nan
 EXACT = 2.0**53
 
 
-class _Side(msgspec.Struct, gc=False):
-    """One option as NSE writes it (legacy and v3 names); NaN = the key is absent."""
-
-    lastPrice: float = NAN
-    bidprice: float = NAN  # legacy
-    buyPrice1: float = NAN  # v3
-    askPrice: float = NAN
-    sellPrice1: float = NAN
-    bidQty: float = NAN
-    buyQuantity1: float = NAN
-    askQty: float = NAN
-    sellQuantity1: float = NAN
-    totalTradedVolume: float = NAN
-    openInterest: float = NAN
-    changeinOpenInterest: float = NAN
-    impliedVolatility: float = NAN
-    totalBuyQuantity: float = NAN
-    totalSellQuantity: float = NAN
-    strikePrice: float = NAN
-    expiryDate: str | None = None
-    identifier: str | None = None
-    underlying: str | None = None
-
-
-class _Row(msgspec.Struct, gc=False):
-    strikePrice: float = NAN
-    expiryDate: str | None = None
-    expiryDates: str | None = None
-    CE: _Side | None = None
-    PE: _Side | None = None
-
-
-class _Block(msgspec.Struct, gc=False):
-    data: list[_Row] | None = None
-    timestamp: str | None = None
-    underlyingValue: float = NAN
-
-
-class _Doc(msgspec.Struct, gc=False):
-    data: list[_Row] | None = None
-    timestamp: str | None = None
-    underlyingValue: float = NAN
-    records: _Block | None = None
-    filtered: msgspec.Raw = msgspec.Raw(b"")
-
-
-_DECODER = msgspec.json.Decoder(_Doc)
 # the numeric columns of a side, in this order (price-like first)
 _FIELDS = (
     "lastPrice", "bidprice", "buyPrice1", "askPrice", "sellPrice1",
@@ -106,10 +58,7 @@ _FIELDS = (
     "totalTradedVolume", "openInterest", "changeinOpenInterest", "impliedVolatility",
     "totalBuyQuantity", "totalSellQuantity", "strikePrice",
 )  # fmt: skip
-_GET = attrgetter(*_FIELDS)
 _NF = len(_FIELDS)
-_STRIKE, _CE, _PE = attrgetter("strikePrice"), attrgetter("CE"), attrgetter("PE")
-_EXP, _EXPS, _IDENT = attrgetter("expiryDate"), attrgetter("expiryDates"), attrgetter("identifier")
 (LTP, BIDP_L, BIDP_3, ASKP_L, ASKP_3, BIDQ_L, BIDQ_3, ASKQ_L, ASKQ_3, VOL, OI, CHG, IV, TBQ, TSQ,
  SSTRIKE) = range(len(_FIELDS))  # fmt: skip
 
@@ -155,7 +104,7 @@ def _iv(x: np.ndarray) -> np.ndarray | None:
 
 
 class _Columns(NamedTuple):
-    """A document read into columns, by the byte scanner or by the typed decoding."""
+    """A document read into columns by the byte scanner."""
 
     fmt: str
     ts_raw: str
@@ -181,19 +130,26 @@ def _scanned(data: bytes | str) -> _Columns | None:
     b = np.frombuffer(data, dtype=np.uint8)
     meta = np.zeros(8, dtype=np.int64)
     uv = np.zeros(1)
-    for cap in (b.size // 512 + 64, b.size // 2 + 2):  # rows; a row takes ≥ 3 bytes
+    # rows (one takes ≥ 3 bytes) and fix-ups (a known key and its number take ≥ 10 bytes)
+    for cap, fixes in (
+        (b.size // 512 + 64, b.size // 1024 + 64),
+        (b.size // 2 + 2, b.size // 8 + 2),
+    ):
         row_strike = np.empty(cap)
         side_row = np.empty(2 * cap, dtype=np.int64)
         is_call = np.empty(2 * cap, dtype=np.bool_)
         cols = np.empty((2 * cap, _NF))
         spans = np.empty((2 * cap, 6), dtype=np.int64)
-        status = sc.scan(b, row_strike, side_row, is_call, cols, spans, meta, uv)
+        fix = np.empty((fixes, 4), dtype=np.int64)
+        status = sc.scan(b, row_strike, side_row, is_call, cols, spans, fix, meta, uv)
         if status != sc.GROW:
             break
     if status != sc.OK:
         return None
     n_rows, n = int(meta[sc.M_ROWS]), int(meta[sc.M_SIDES])
     spans = spans[:n]
+    for i, k, a, z in fix[: meta[sc.M_FIX]].tolist():  # numbers beyond the fast rule
+        cols[i, k] = float(data[a:z])
 
     def strings(col: int) -> list[str]:
         size = int(np.clip(spans[:, col + 1] - spans[:, col], 0, None).sum()) + n
@@ -223,65 +179,12 @@ def _scanned(data: bytes | str) -> _Columns | None:
     )
 
 
-def _decoded(data: bytes | str) -> _Columns | None:
-    """The typed msgspec decoding; None when the document is not in the typed shape."""
-    try:
-        doc = _DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    block: _Block | _Doc
-    if doc.records is not None:
-        block, fmt = doc.records, "nse-json"
-    elif doc.data is not None and (
-        doc.timestamp is not None or not math.isnan(doc.underlyingValue)
-    ):
-        if len(doc.filtered):  # "filtered" makes it a legacy document for the reference
-            return None
-        block, fmt = doc, "nse-json-v3"
-    else:
-        return None
-    rows, ts_raw, uv = block.data, block.timestamp, block.underlyingValue
-    if rows is None or ts_raw is None:
-        return None
-    n_rows = len(rows)
-    row_strike = np.fromiter(map(_STRIKE, rows), np.float64, n_rows)
-    pairs = np.empty(2 * n_rows, dtype=object)  # row by row, CE before PE
-    pairs[0::2] = list(map(_CE, rows))
-    pairs[1::2] = list(map(_PE, rows))
-    both: list[_Side | None] = pairs.tolist()
-    present = np.fromiter(map(is_not, both, repeat(None)), bool, 2 * n_rows)
-    sides: list[_Side] = list(compress(both, present))  # type: ignore[arg-type]
-    n = len(sides)
-    at = np.flatnonzero(present)
-    side_row, is_call = at >> 1, (at & 1) == 0
-    cols = np.fromiter(chain.from_iterable(map(_GET, sides)), np.float64, n * _NF).reshape(n, _NF)
-    exp_text = list(map(_EXP, sides))
-    if None in exp_text:  # a side without its own expiry takes its row's
-        row_exp = [a if a is not None else b for a, b in zip(map(_EXP, rows), map(_EXPS, rows),
-                                                                 strict=True)]  # fmt: skip
-        exp_text = [t if t is not None else row_exp[i]
-                    for t, i in zip(exp_text, side_row.tolist(), strict=True)]  # fmt: skip
-    symbols = list(map(_IDENT, sides))
-    if None in symbols:
-        symbols = [x or "" for x in symbols]
-    file_underlying = None
-    for r in rows:  # the first side in document order that names it, as the reference reads
-        for x in (r.CE, r.PE):
-            if x is not None and x.underlying and x.underlying.strip():
-                file_underlying = x.underlying.strip().upper()
-                break
-        if file_underlying is not None:
-            break
-    return _Columns(fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols,
-                    file_underlying)  # fmt: skip
-
-
 def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     """The fast path of an NSE JSON chain (see the module docstring); None = use the
     reference parser."""
     from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
 
-    got = _scanned(data) or _decoded(data)
+    got = _scanned(data)
     if got is None:
         return None
     fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols, file_underlying = got

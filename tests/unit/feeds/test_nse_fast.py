@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -40,19 +41,34 @@ def outcome(data: bytes | str, fast: bool, **kw: Any) -> bytes | str:
 
 
 def scanner_agrees(data: bytes | str) -> bool:
-    """Whether the byte scanner took the document; when it did, it read exactly what the
-    typed msgspec decoding reads (which must then have read it too)."""
-    scanned = nse_fast._scanned(data)
-    if scanned is None:
+    """Whether the byte scanner took the document; when it did, msgspec (the reference's first
+    step) must read it too, and the scanner's columns must be msgspec's values exactly."""
+    got = nse_fast._scanned(data)
+    if got is None:
         return False
-    decoded = nse_fast._decoded(data)
-    assert decoded is not None, "the scanner read a document msgspec refuses"
-    for field, a, b in zip(scanned._fields, scanned, decoded, strict=True):
-        if isinstance(a, np.ndarray):
-            assert a.dtype == b.dtype and a.shape == b.shape, field
-            np.testing.assert_array_equal(a, b, err_msg=field)
-        else:
-            assert a == b, field
+    doc = msgspec.json.decode(data)  # raises: the scanner read a document msgspec refuses
+    block = doc["records"] if got.fmt == "nse-json" else doc
+    assert got.fmt == ("nse-json" if "records" in doc else "nse-json-v3")
+    assert got.ts_raw == block["timestamp"]
+    np.testing.assert_array_equal(got.uv, float(block.get("underlyingValue", math.nan)))
+    rows = block["data"]
+    strikes = [float(r.get("strikePrice", math.nan)) for r in rows]
+    np.testing.assert_array_equal(got.row_strike, np.array(strikes, dtype=np.float64))
+    sides = [(i, k == "CE", r[k]) for i, r in enumerate(rows) for k in ("CE", "PE")
+             if r.get(k) is not None]  # fmt: skip
+    assert got.side_row.tolist() == [i for i, _, _ in sides]
+    assert got.is_call.tolist() == [c for _, c, _ in sides]
+    want = [[float(x[f]) if x.get(f) is not None else math.nan for f in nse_fast._FIELDS]
+            for _, _, x in sides]  # fmt: skip
+    np.testing.assert_array_equal(got.cols, np.array(want, dtype=np.float64).reshape(-1, 16))
+    for (i, _, x), e in zip(sides, got.exp_text, strict=True):
+        r = rows[i]
+        row_exp = r.get("expiryDate") if r.get("expiryDate") is not None else r.get("expiryDates")
+        assert e == (x.get("expiryDate") if x.get("expiryDate") is not None else row_exp)
+    assert got.symbols == [x.get("identifier") or "" for _, _, x in sides]
+    names = [x["underlying"].strip().upper() for _, _, x in sides
+             if isinstance(x.get("underlying"), str) and x["underlying"].strip()]  # fmt: skip
+    assert got.file_underlying == (names[0] if names else None)
     return True
 
 
@@ -75,9 +91,9 @@ def test_every_real_file_parses_the_same(fname: str) -> None:
 
         raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         assert nse_fast.parse(raw, fname, NO_OPTS) is not None
-        # v3 (what the live poller reads) takes the byte scanner; the legacy files' fractional
-        # lots (4.333333333333333) are beyond its exact rule, so they take the typed decoding
-        assert scanner_agrees(raw) == ("_v3_" in fname)
+        # the byte scanner reads them all (the legacy files' fractional lots,
+        # 4.333333333333333, beyond its exact rule, by float() of their text)
+        assert scanner_agrees(raw)
 
 
 def test_options_are_honoured_the_same_way() -> None:
@@ -211,14 +227,28 @@ def test_the_live_poller_decodes_an_answer_once(monkeypatch: pytest.MonkeyPatch)
 
 V3_TEXT = (DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_text()
 ROW = V3_TEXT.index('"CE":{') + 6  # inside the first call
+
+
+def _oi(value: str) -> str:
+    """The v3 file with its first open interest written as ``value``."""
+    return V3_TEXT.replace('"openInterest":4,', f'"openInterest":{value},', 1)
+
+
 HOSTILE = (
     ("an escape in a string", V3_TEXT.replace('"NIFTY"', '"NIF\\u0054Y"', 1)),
     ("non-ASCII text", V3_TEXT.replace('"NIFTY"', '"NIFTŸ"', 1)),
     ("a key twice", V3_TEXT[:ROW] + '"lastPrice": 1.5, ' + V3_TEXT[ROW:]),
-    ("a long mantissa", V3_TEXT[:ROW] + '"lastPrice": 1.0000000000000001, ' + V3_TEXT[ROW:]),
-    ("an exponent", V3_TEXT[:ROW] + '"totalTradedVolume": 1.5e2, ' + V3_TEXT[ROW:]),
-    ("a huge exponent", V3_TEXT[:ROW] + '"totalTradedVolume": 1e400, ' + V3_TEXT[ROW:]),
-    ("minus zero", V3_TEXT[:ROW] + '"totalTradedVolume": -0, ' + V3_TEXT[ROW:]),
+    ("a key twice, long", V3_TEXT[:ROW] + '"lastPrice": 1.0000000000000001, ' + V3_TEXT[ROW:]),
+    ("minus zero read", _oi("-0")),
+    ("minus zero point zero read", _oi("-0.0")),
+    ("a 16-digit integer read", _oi("1000000000000004")),
+    ("an out-of-range skipped number", V3_TEXT[:ROW] + '"x": 1e400, ' + V3_TEXT[ROW:]),
+    ("an out-of-range damaged number", V3_TEXT.replace(
+        '"pChange":3.9', '"pChange":3e666666666666669', 1)),
+    ("a huge skipped number", V3_TEXT[:ROW] + '"x": ' + "9" * 309 + ".5, " + V3_TEXT[ROW:]),
+    ("a long skipped integer", V3_TEXT[:ROW] + '"x": ' + "9" * 301 + ", " + V3_TEXT[ROW:]),
+    ("an out-of-range read number", _oi("4e308")),
+    ("a four-digit exponent", V3_TEXT[:ROW] + '"x": 1e-1000, ' + V3_TEXT[ROW:]),
     ("null for a number", V3_TEXT[:ROW] + '"bidQty": null, ' + V3_TEXT[ROW:]),
     ("text for a number", V3_TEXT[:ROW] + '"bidQty": "5", ' + V3_TEXT[ROW:]),
     ("a number for text", V3_TEXT[:ROW] + '"identifier": 5, ' + V3_TEXT[ROW:]),
@@ -246,6 +276,54 @@ def test_the_byte_scanner_reads_what_it_can() -> None:
             '"y": null, "askQty": 65e1, ' + V3_TEXT[ROW:])  # fmt: skip
     assert scanner_agrees(text.replace(", ", " ,\r\n\t"))
     assert outcome(text, True) == outcome(text, False)
+
+
+def test_numbers_beyond_the_fast_rule_are_read_by_float() -> None:
+    """A read number of more than 15 digits or beyond 1e±22 is msgspec's correctly rounded
+    double (float() of its text): the scanner reads it, and the results are the reference's."""
+    for old, new in (('"pchangeinOpenInterest":0,', '"pchangeinOpenInterest":1e-400,'),
+                     ('"lastPrice":2820,', '"lastPrice":2820.0000000000000001,'),
+                     ('"lastPrice":2820,', '"lastPrice":2.8200000000000003e3,'),
+                     ('"openInterest":4,', '"openInterest":4.333333333333333,'),
+                     ('"openInterest":4,', '"openInterest":40000000000000000000000e-22,'),
+                     ('"openInterest":4,', '"openInterest":1e299,')):  # fmt: skip
+        text = V3_TEXT.replace(old, new, 1)
+        assert text != V3_TEXT
+        assert scanner_agrees(text), new
+        assert outcome(text, True) == outcome(text, False), new
+
+
+number_texts = st.builds(
+    lambda sign, whole, frac, exp: sign + whole + frac + exp,
+    st.sampled_from(["", "-"]),
+    st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,20}", fullmatch=True),
+              st.from_regex(r"[1-9][0-9]{290,310}", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,25}", fullmatch=True),
+              st.from_regex(r"\.0{280,320}[1-9]", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"[eE][+-]?[0-9]{1,5}", fullmatch=True)),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(number_texts)
+def test_the_scanners_numbers_are_msgspecs(text: str) -> None:
+    """What the scanner says of a number holds for msgspec: one it does not call UNSURE
+    msgspec reads, and one it computes is msgspec's double, bit for bit."""
+    from mandi.feeds import _nse_scan as sc
+
+    end, value, kind = sc._number(np.frombuffer(text.encode() + b",", np.uint8), 0)
+    assert end == len(text)
+    try:
+        ref = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        assert kind == sc.UNSURE, text
+        return
+    if kind == sc.EXACT:
+        assert value == ref and math.copysign(1, value) == math.copysign(1, ref), text
+    elif kind == sc.INEXACT:
+        assert isinstance(ref, float) and float(text) == ref, text
+    elif kind == sc.SKIP_ONLY:
+        assert ref == 0 or (isinstance(ref, int) and abs(ref) >= 10**15), text
 
 
 def test_a_truncated_document_is_never_read() -> None:
