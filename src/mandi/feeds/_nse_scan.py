@@ -13,8 +13,8 @@ NSE's numbers are far inside). Skipped values are checked as strictly as read on
 it reads is computed when its double is exact by one IEEE operation (at most 15 significant
 digits, a power of ten up to 1e22: Clinger's fast path, the correctly rounded value every
 JSON parser gives); any other fraction is listed for ``float()`` of its text after the scan
-(correctly rounded too); −0 and an integer of more than 15 digits where a number is read are
-declines. Anything else — an escape, a null where a number belongs, a key twice, trailing
+(correctly rounded too); an integer of more than 15 digits where a number is read is a
+decline. Anything else — an escape, a null where a number belongs, a key twice, trailing
 text — is a decline.
 
 Layout it fills: per row its strike; per side (row order, CE before PE, as the reference reads
@@ -101,8 +101,8 @@ def _number(b, p):  # type: ignore[no-untyped-def]
       1e22: one IEEE operation, correctly rounded, as every JSON parser reads it);
     * INEXACT: a finite fraction or exponent form the fast rule cannot compute (msgspec reads
       it as a float; ``float()`` of its text gives the same correctly rounded double);
-    * SKIP_ONLY: msgspec reads it, but not as a double we may use (−0, an integer of more
-      than 15 digits, which the reference keeps exact);
+    * SKIP_ONLY: msgspec reads it, but not as a double we may use (an integer of more than
+      15 digits, which the reference keeps exact);
     * UNSURE: so long, large or small that msgspec may refuse it ("Number out of range"):
       the document is declined whatever the key.
 
@@ -174,8 +174,8 @@ def _number(b, p):  # type: ignore[no-untyped-def]
         return p, 0.0, UNSURE
     if is_float and int_digits + e > 300:  # ≥ 1e300 (an underflow is read as 0.0)
         return p, 0.0, UNSURE
-    if neg and m == 0:
-        return p, 0.0, SKIP_ONLY  # −0 (an int 0 to msgspec) or −0.0
+    if neg and m == 0 and not is_float:
+        return p, 0.0, EXACT  # −0 is the integer 0 to msgspec (−0.0 is −0.0, as below)
     if not is_float:
         if not exact:
             return p, 0.0, SKIP_ONLY
