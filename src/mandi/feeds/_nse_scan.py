@@ -592,3 +592,202 @@ def gather(b, spans, col, out):  # type: ignore[no-untyped-def]
             out[n] = 0
             n += 1
     return n
+
+
+@jit
+def expiry_codes(b, spans, codes, firsts):  # type: ignore[no-untyped-def]
+    """Each side's expiry text as a code (the order of first appearance; −1 = none): the
+    count of distinct texts, each first met at side ``firsts[code]``; −1 when there are more
+    than ``firsts`` holds."""
+    n_codes = 0
+    for i in range(spans.shape[0]):
+        a, z = spans[i, S_EXP], spans[i, S_EXP + 1]
+        codes[i] = -1
+        if a < 0:
+            continue
+        for c in range(n_codes):
+            a0 = spans[firsts[c], S_EXP]
+            if spans[firsts[c], S_EXP + 1] - a0 != z - a:
+                continue
+            same = True
+            for j in range(z - a):
+                if b[a + j] != b[a0 + j]:
+                    same = False
+                    break
+            if same:
+                codes[i] = c
+                break
+        if codes[i] < 0:
+            if n_codes == firsts.size:
+                return -1
+            firsts[n_codes] = i
+            codes[i] = n_codes
+            n_codes += 1
+    return n_codes
+
+
+# the int columns convert() fills per side, and its odd-value columns (ODD_IV: the IV)
+I_STRIKE, I_LTP, I_BID, I_ASK, I_BIDQ, I_ASKQ, I_TBQ, I_TSQ = range(8)
+ODD_IV = 8
+_EXACT = 2.0**53  # beyond: a double no longer holds every integer
+
+
+@jit
+def _price(x, i, j, ints, odd, odd_x, n_odd):  # type: ignore[no-untyped-def]
+    """Rupees → paise into ints[i, j] (absent → 0): rint(x·100) when x has at most two
+    decimals (every price NSE prints), else listed in ``odd`` for the exact rule; the new
+    count of odd values, or −1 when the reference would skip the row (negative, too large)."""
+    if x != x:
+        x = 0.0
+    if x < 0 or x >= _EXACT / 100:
+        return -1
+    p = np.rint(x * 100.0)
+    if p / 100.0 != x:
+        odd[n_odd, 0] = i
+        odd[n_odd, 1] = j
+        odd_x[n_odd] = x
+        n_odd += 1
+    ints[i, j] = np.int64(p)
+    return n_odd
+
+
+@jit
+def _shares(x, i, j, ints):  # type: ignore[no-untyped-def]
+    """A share count into ints[i, j] (absent → 0); False when negative, fractional or too
+    large (the reference skips the row)."""
+    if x != x:
+        x = 0.0
+    if x < 0 or x != np.floor(x) or x >= _EXACT:
+        return False
+    ints[i, j] = np.int64(x)
+    return True
+
+
+@jit
+def convert(row_strike, cols, side_row, ints, iv, lots, odd, odd_x):  # type: ignore[no-untyped-def]
+    """Every side's numbers as the reference converts them: strike and prices in paise,
+    quantities in shares (``ints``, columns I_*), the published IV as a decimal (NaN when
+    absent or 0), lots (volume, OI, OI change). Returns how many values are left in ``odd``
+    (side, column; value in ``odd_x``) for the exact rule in Python, or −1 when a value would
+    make the reference skip a row (a bad strike, a side's strike not its row's, a negative or
+    fractional quantity, a negative price or IV, a number too large to be exact)."""
+    n_odd = 0
+    for i in range(cols.shape[0]):
+        strike = row_strike[side_row[i]]
+        if not strike > 0:  # NaN (absent) or not positive
+            return -1
+        own = cols[i, K_STRIKE]
+        if own == own and own != strike:
+            return -1
+        c = cols[i]
+        bid = c[1] if c[1] == c[1] else c[2]  # bidprice (legacy) else buyPrice1 (v3)
+        ask = c[3] if c[3] == c[3] else c[4]
+        for j, x in ((I_STRIKE, strike), (I_LTP, c[0]), (I_BID, bid), (I_ASK, ask)):
+            n_odd = _price(x, i, j, ints, odd, odd_x, n_odd)
+            if n_odd < 0:
+                return -1
+        bid_q = c[5] if c[5] == c[5] else c[6]
+        ask_q = c[7] if c[7] == c[7] else c[8]
+        if not (
+            _shares(bid_q, i, I_BIDQ, ints) and _shares(ask_q, i, I_ASKQ, ints)
+            and _shares(c[13], i, I_TBQ, ints) and _shares(c[14], i, I_TSQ, ints)
+        ):  # fmt: skip
+            return -1
+        x = c[12]
+        if x < 0:
+            return -1
+        iv[i] = np.nan
+        if x == x and x != 0:
+            q = np.rint(x * 100.0)
+            if q / 100.0 == x:
+                iv[i] = q / 10000.0
+            else:
+                odd[n_odd, 0] = i
+                odd[n_odd, 1] = ODD_IV
+                odd_x[n_odd] = x
+                n_odd += 1
+        for j in range(3):
+            x = c[9 + j]
+            if x != x:
+                x = 0.0
+            if (j < 2 and x < 0) or abs(x) >= _EXACT:
+                return -1
+            lots[i, j] = x
+    return n_odd
+
+
+@jit
+def has_duplicate(group, is_call, strike):  # type: ignore[no-untyped-def]
+    """Whether two sides are one contract (same expiry group, CE/PE and strike in paise)."""
+    key = (group * 2 + is_call) * 10**13 + strike
+    key.sort()
+    return bool((key[1:] == key[:-1]).any())
+
+
+@jit
+def lot_gcd(group, g, ints):  # type: ignore[no-untyped-def]
+    """(GCD, count) of the non-zero share quantities (bid, ask, total buy and sell) of the
+    sides in expiry group ``g``."""
+    out = 0
+    count = 0
+    for i in range(group.size):
+        if group[i] != g:
+            continue
+        for j in (I_BIDQ, I_ASKQ, I_TBQ, I_TSQ):
+            q = ints[i, j]
+            if q:
+                count += 1
+                a, b = out, q
+                while b:
+                    a, b = b, a % b
+                out = a
+    return out, count
+
+
+@jit
+def chain_rows(group, g, strike, is_call, ints, lots, lot):  # type: ignore[no-untyped-def]
+    """Expiry group ``g`` in strike order (sides without duplicates): ``order`` (its sides),
+    ``nums`` (8, m) — ltp, bid, ask, volume, oi, oi_change (shares: lots × ``lot``, rounded
+    half-even), bid_qty, ask_qty per side in that order —, the strikes, for each the index in
+    ``order`` of its call and put (−1: none), and the chain matrix's (k, 13) columns."""
+    m = 0
+    for i in range(group.size):
+        m += group[i] == g
+    idx = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(group.size):
+        if group[i] == g:
+            idx[m] = i
+            m += 1
+    order = idx[np.argsort(strike[idx], kind="mergesort")]  # stable: document order
+    nums = np.empty((8, m), dtype=np.int64)
+    k = 0
+    for t in range(m):
+        if t == 0 or strike[order[t]] != strike[order[t - 1]]:
+            k += 1
+    strikes = np.empty(k, dtype=np.int64)
+    call_at = np.full(k, -1, dtype=np.int64)
+    put_at = np.full(k, -1, dtype=np.int64)
+    columns = np.full((k, 13), np.nan)
+    r = -1
+    for t in range(m):
+        i = order[t]
+        nums[0, t] = ints[i, I_LTP]
+        nums[1, t] = ints[i, I_BID]
+        nums[2, t] = ints[i, I_ASK]
+        for j in range(3):
+            nums[3 + j, t] = np.int64(np.rint(lots[i, j] * lot))
+        nums[6, t] = ints[i, I_BIDQ]
+        nums[7, t] = ints[i, I_ASKQ]
+        if t == 0 or strike[i] != strike[order[t - 1]]:
+            r += 1
+            strikes[r] = strike[i]
+            columns[r, 0] = strike[i]
+        at = 1 if is_call[i] else 7
+        if is_call[i]:
+            call_at[r] = t
+        else:
+            put_at[r] = t
+        for j in range(6):
+            columns[r, at + j] = nums[j, t]
+    return order, nums, strikes, call_at, put_at, columns

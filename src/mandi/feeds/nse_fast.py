@@ -63,46 +63,6 @@ _NF = len(_FIELDS)
  SSTRIKE) = range(len(_FIELDS))  # fmt: skip
 
 
-def _first(cols: np.ndarray, legacy: int, v3: int) -> np.ndarray:
-    """The legacy column where the key is present, else the v3 one (the reference's order)."""
-    return np.where(np.isnan(cols[:, legacy]), cols[:, v3], cols[:, legacy])
-
-
-def _paise(x: np.ndarray) -> np.ndarray | None:
-    """Rupees → paise as the reference does (absent → 0); None when a price is negative."""
-    x = np.where(np.isnan(x), 0.0, x)
-    if (x < 0).any() or (x >= EXACT / 100).any():
-        return None
-    p = np.rint(x * 100.0)
-    odd = np.flatnonzero(p / 100.0 != x)  # more than two decimals: the exact rule, one by one
-    out = p.astype(np.int64)
-    for i in odd:
-        out[i] = to_paise(float(x[i]))
-    return out
-
-
-def _whole(x: np.ndarray) -> np.ndarray | None:
-    """Share counts (absent → 0); None when one is negative, fractional or too large."""
-    x = np.where(np.isnan(x), 0.0, x)
-    if (x < 0).any() or (x != np.floor(x)).any() or (x >= EXACT).any():
-        return None
-    return x.astype(np.int64)
-
-
-def _iv(x: np.ndarray) -> np.ndarray | None:
-    """Published IV % → decimal, NaN when absent or 0; None when one is negative."""
-    if (x < 0).any():
-        return None
-    out = np.full(x.shape, NAN)
-    ok = ~np.isnan(x) & (x != 0)
-    q = np.rint(x * 100.0)
-    two = ok & (q / 100.0 == x)
-    out[two] = q[two] / 10000.0
-    for i in np.flatnonzero(ok & ~two):
-        out[i] = float(Decimal(repr(float(x[i]))) / 100)
-    return out
-
-
 class _Columns(NamedTuple):
     """A document read into columns by the byte scanner."""
 
@@ -113,7 +73,8 @@ class _Columns(NamedTuple):
     cols: np.ndarray  # per side (rows in order, CE before PE): _FIELDS, NaN = absent
     side_row: np.ndarray
     is_call: np.ndarray
-    exp_text: list[str | None]  # the side's expiry, else its row's
+    exp_code: np.ndarray  # per side: its expiry's text (the side's, else its row's) as a code
+    exp_texts: list[str]  # the texts of the codes (−1: the side has none)
     symbols: list[str]
     file_underlying: str | None  # the first side's, in document order, that names one
 
@@ -157,9 +118,15 @@ def _scanned(data: bytes | str) -> _Columns | None:
         used = sc.gather(b, spans, col, out)  # out is its exact size: never short
         return out[:used].tobytes().decode("ascii").split("\0") if n else []
 
-    exp_text: list[str | None] = list(strings(sc.S_EXP))
-    for i in np.flatnonzero(spans[:, sc.S_EXP] < 0).tolist():
-        exp_text[i] = None
+    exp_code = np.empty(n, dtype=np.int64)
+    firsts = np.empty(64, dtype=np.int64)
+    n_codes = sc.expiry_codes(b, spans, exp_code, firsts)
+    if n_codes < 0:
+        return None  # more than 64 expiries in one answer
+    exp_texts = [
+        data[spans[i, sc.S_EXP] : spans[i, sc.S_EXP + 1]].decode("ascii")
+        for i in firsts[:n_codes].tolist()
+    ]
     file_underlying = None
     for a, z in spans[spans[:, sc.S_UND] >= 0, sc.S_UND : sc.S_UND + 2]:  # usually the first
         if u := data[a:z].decode("ascii").strip():
@@ -173,7 +140,8 @@ def _scanned(data: bytes | str) -> _Columns | None:
         cols[:n],
         side_row[:n],
         is_call[:n],
-        exp_text,
+        exp_code,
+        exp_texts,
         strings(sc.S_IDENT),
         file_underlying,
     )
@@ -182,62 +150,50 @@ def _scanned(data: bytes | str) -> _Columns | None:
 def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     """The fast path of an NSE JSON chain (see the module docstring); None = use the
     reference parser."""
+    from mandi.feeds import _nse_scan as sc
     from mandi.feeds import nse as ref  # the reference's rules: dates, lots, underlying, result
 
     got = _scanned(data)
     if got is None:
         return None
-    fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_text, symbols, file_underlying = got
-    if not (math.isfinite(uv) and uv > 0):
+    fmt, ts_raw, uv, row_strike, cols, side_row, is_call, exp_code, exp_texts, symbols, und = got
+    n = len(cols)
+    if not (math.isfinite(uv) and uv > 0) or not n:
+        return None
+    if not (row_strike > 0).all():  # NaN (absent) or not positive: the reference skips the row
         return None
     try:
         ts_event = ref._date_time_ist(ts_raw, "timestamp")
     except ref._Bad:
         return None
-    if not (row_strike > 0).all():  # NaN (absent) or not positive: the reference skips the row
+    ints = np.empty((n, 8), dtype=np.int64)
+    iv = np.empty(n)
+    lots = np.empty((n, 3))
+    odd = np.empty((5 * n, 2), dtype=np.int64)
+    odd_x = np.empty(5 * n)
+    n_odd = sc.convert(row_strike, cols, side_row, ints, iv, lots, odd, odd_x)
+    if n_odd < 0:
         return None
-    n = len(cols)
-    if not n:
-        return None
-    strike = row_strike[side_row]
-    ss = cols[:, SSTRIKE]
-    if (~np.isnan(ss) & (ss != strike)).any():
-        return None
-    strike_p = _paise(strike)
-    ltp = _paise(cols[:, LTP])
-    bid = _paise(_first(cols, BIDP_L, BIDP_3))
-    ask = _paise(_first(cols, ASKP_L, ASKP_3))
-    bid_q = _whole(_first(cols, BIDQ_L, BIDQ_3))
-    ask_q = _whole(_first(cols, ASKQ_L, ASKQ_3))
-    tbq, tsq = _whole(cols[:, TBQ]), _whole(cols[:, TSQ])
-    iv = _iv(cols[:, IV])
-    lots = cols[:, VOL : CHG + 1].copy()
-    np.nan_to_num(lots, copy=False, nan=0.0)
-    if (
-        strike_p is None or ltp is None or bid is None or ask is None or bid_q is None
-        or ask_q is None or tbq is None or tsq is None or iv is None
-        or (lots[:, :2] < 0).any() or (np.abs(lots) >= EXACT).any()
-    ):  # fmt: skip
-        return None
+    for (i, j), x in zip(odd[:n_odd].tolist(), odd_x[:n_odd].tolist(), strict=True):
+        if j == sc.ODD_IV:  # more than two decimals: the reference's exact rules
+            iv[i] = float(Decimal(repr(x)) / 100)
+        else:
+            ints[i, j] = to_paise(x)
     # --- expiries, duplicates, the underlying -----------------------------------------------------
-    texts = list(set(exp_text))
+    if (exp_code < 0).any():
+        return None  # a side without an expiry: the reference skips it
     try:
-        dates = [ref._date(t, "expiryDate") for t in texts]
+        dates = [ref._date(t, "expiryDate") for t in exp_texts]
     except ref._Bad:
         return None
-    if len(texts) == 1:
-        ordinal = np.full(n, dates[0].toordinal(), dtype=np.int64)
-    else:
-        code = dict(zip(texts, range(len(texts)), strict=True))
-        ordinal = np.array([d.toordinal() for d in dates], dtype=np.int64)[
-            np.fromiter(map(code.__getitem__, exp_text), np.int64, n)
-        ]
-    key = (ordinal * 2 + is_call) * 10**13 + strike_p  # one per contract
-    if np.unique(key).size != key.size:
+    days = sorted(set(dates))  # two texts may name one day: one group, as the reference
+    group = np.array([days.index(d) for d in dates], dtype=np.int64)[exp_code]
+    strike_p = ints[:, sc.I_STRIKE]
+    if sc.has_duplicate(group, is_call, strike_p):
         return None  # a duplicate contract: the reference skips it
-    underlying = ref._check_underlying(name, file_underlying, opts.underlying)
+    underlying = ref._check_underlying(name, und, opts.underlying)
     as_of = ist_date(ts_event)
-    if min(dates) < as_of:
+    if days[0] < as_of:
         return None  # expired contracts: the reference lists them as skipped
     # --- one snapshot per expiry ------------------------------------------------------------------
     iv_list = iv.tolist()
@@ -245,40 +201,28 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
         iv_list[i] = NAN  # math.nan itself, as the reference
     price = to_paise(uv)
     snaps = []
-    for d in sorted(set(dates)):
+    for g, d in enumerate(days):
         if opts.expiry is not None and d != opts.expiry:
             continue
-        idx = np.flatnonzero(ordinal == d.toordinal())
-        q = np.concatenate((bid_q[idx], ask_q[idx], tbq[idx], tsq[idx]))
-        nz = q[q != 0]
-        g = int(np.gcd.reduce(nz)) if nz.size else 0
-        lot = ref._lot_from_gcd(name, underlying, d, as_of, g, int(nz.size), opts.lot_size)
-        o = idx[np.argsort(strike_p[idx], kind="stable")]  # strike order
-        sh = np.rint(lots[o] * lot).astype(np.int64)
-        ol = o.tolist()
-        # the quote's numbers as one int matrix: ltp, bid, ask, volume, oi, oi_change (the
-        # matrix's columns), then bid_qty, ask_qty
-        num = np.column_stack((ltp[o], bid[o], ask[o], sh, bid_q[o], ask_q[o]))
-        c = num.T.tolist()
-        quotes = list(
+        gcd, count = sc.lot_gcd(group, g, ints)
+        lot = ref._lot_from_gcd(name, underlying, d, as_of, int(gcd), int(count), opts.lot_size)
+        order, nums, strikes, call_at, put_at, columns = sc.chain_rows(
+            group, g, strike_p, is_call, ints, lots, lot
+        )
+        o = order.tolist()
+        c = nums.tolist()  # ltp, bid, ask, volume, oi, oi_change, bid_qty, ask_qty
+        quotes: list[OptionQuote | None] = list(
             map(
-                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, o.size),
-                map(symbols.__getitem__, ol), map(iv_list.__getitem__, ol), c[6], c[7],
+                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, len(o)),
+                map(symbols.__getitem__, o), map(iv_list.__getitem__, o), c[6], c[7],
             )
         )  # fmt: skip
-        ks, first = np.unique(strike_p[o], return_inverse=True)
-        pair = np.full((2, ks.size), None, dtype=object)
-        qa = np.empty(len(quotes), dtype=object)
-        qa[:] = quotes
-        call = is_call[o]
-        side = np.where(call, 0, 1)
-        pair[side, first] = qa
-        columns = np.full((ks.size, 13), NAN)
-        columns[:, 0] = ks
-        columns[first[call], 1:7] = num[call, :6]
-        columns[first[~call], 7:13] = num[~call, :6]
-        rows_out = ChainRows(map(ChainRow, ks.tolist(), pair[0].tolist(), pair[1].tolist()))
-        rows_out.columns = columns
+        quotes.append(None)  # index −1: no such side
+        side = quotes.__getitem__
+        rows = ChainRows(
+            map(ChainRow, strikes.tolist(), map(side, call_at.tolist()), map(side, put_at.tolist()))
+        )
+        rows.columns = columns
         snaps.append(
             ChainSnapshot(
                 underlying=underlying,
@@ -286,7 +230,7 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
                 expiry=d,
                 ts_event=ts_event,
                 underlying_price=price,
-                rows=rows_out,
+                rows=rows,
                 lot_size=lot,
                 source=fmt,
             )

@@ -61,7 +61,9 @@ def scanner_agrees(data: bytes | str) -> bool:
     want = [[float(x[f]) if x.get(f) is not None else math.nan for f in nse_fast._FIELDS]
             for _, _, x in sides]  # fmt: skip
     np.testing.assert_array_equal(got.cols, np.array(want, dtype=np.float64).reshape(-1, 16))
-    for (i, _, x), e in zip(sides, got.exp_text, strict=True):
+    exp_text = [got.exp_texts[c] if c >= 0 else None for c in got.exp_code.tolist()]
+    assert len(set(got.exp_texts)) == len(got.exp_texts)  # one code per text
+    for (i, _, x), e in zip(sides, exp_text, strict=True):
         r = rows[i]
         row_exp = r.get("expiryDate") if r.get("expiryDate") is not None else r.get("expiryDates")
         assert e == (x.get("expiryDate") if x.get("expiryDate") is not None else row_exp)
