@@ -43,9 +43,10 @@ NF = 16
 K_STRIKE, K_EXP, K_IDENT, K_UND, K_EXPS, K_CE, K_PE = 15, 16, 17, 18, 19, 20, 21
 K_DATA, K_TS, K_UV, K_RECORDS, K_FILTERED = 22, 23, 24, 25, 26
 _NAME_LEN = np.array([len(n) for n in _NAMES], dtype=np.int64)
-_NAME_BYTES = np.zeros((len(_NAMES), max(_NAME_LEN)), dtype=np.uint8)
+_NAME_W = np.zeros((len(_NAMES), 3), dtype=np.uint64)  # each name's bytes packed, little-end first
 for _i, _n in enumerate(_NAMES):
-    _NAME_BYTES[_i, : len(_n)] = np.frombuffer(_n.encode(), dtype=np.uint8)
+    for _j, _c in enumerate(_n.encode()):
+        _NAME_W[_i, _j >> 3] |= np.uint64(_c) << np.uint64(8 * (_j & 7))
 # key lookup: the first name of each (length, first byte), then the next one sharing it
 _FIRST = np.full((max(_NAME_LEN) + 1, 128), -1, dtype=np.int64)
 _NEXT = np.full(len(_NAMES), -1, dtype=np.int64)
@@ -202,22 +203,40 @@ def _literal(b, p):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _key(b, p, q):  # type: ignore[no-untyped-def]
-    """The id of the key b[p:q] (−1: not one of ours)."""
-    n = q - p
-    if n == 0 or n >= _FIRST.shape[0]:
-        return -1
-    k = _FIRST[n, b[p] & 127]
+def _key_string(b, p):  # type: ignore[no-untyped-def]
+    """At a key's opening quote: (its end as :func:`_string` gives it, its id; −1: not one of
+    ours). One pass: the bytes are packed into three words as they are read (the names are
+    at most 24 bytes), then compared with the names' words of the same length and first byte."""
+    p += 1
+    start = p
+    n = b.size
+    w0 = w1 = w2 = np.uint64(0)
+    while True:
+        if p >= n:
+            return -1, -1
+        c = b[p]
+        t = _IN_STRING[c]
+        if t:
+            if t == 2:
+                return -1, -1
+            break
+        j = p - start
+        if j < 8:
+            w0 |= np.uint64(c) << np.uint64(8 * j)
+        elif j < 16:
+            w1 |= np.uint64(c) << np.uint64(8 * (j - 8))
+        elif j < 24:
+            w2 |= np.uint64(c) << np.uint64(8 * (j - 16))
+        p += 1
+    size = p - start
+    if size == 0 or size >= _FIRST.shape[0]:
+        return p, -1
+    k = _FIRST[size, b[start]]
     while k >= 0:
-        same = True
-        for j in range(1, n):
-            if b[p + j] != _NAME_BYTES[k, j]:
-                same = False
-                break
-        if same and b[p] == _NAME_BYTES[k, 0]:
-            return k
+        if _NAME_W[k, 0] == w0 and _NAME_W[k, 1] == w1 and _NAME_W[k, 2] == w2:
+            return p, k
         k = _NEXT[k]
-    return -1
+    return p, -1
 
 
 @jit
@@ -314,10 +333,9 @@ def _side(b, p, nums, strs, fix, meta, tag):  # type: ignore[no-untyped-def]
     while True:
         if _at(b, p) != 34:
             return -1
-        q = _string(b, p)
+        q, k = _key_string(b, p)
         if q < 0:
             return -1
-        k = _key(b, p + 1, q)
         p = _ws(b, q + 1)
         if _at(b, p) != 58:
             return -1
@@ -398,10 +416,9 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta):  # typ
             while True:
                 if _at(b, p) != 34:
                     return -1
-                q = _string(b, p)
+                q, k = _key_string(b, p)
                 if q < 0:
                     return -1
-                k = _key(b, p + 1, q)
                 p = _ws(b, q + 1)
                 if _at(b, p) != 58:
                     return -1
@@ -513,10 +530,9 @@ def _object(b, p, top, row_strike, side_row, side_call, cols, spans, fix, meta, 
     while True:
         if _at(b, p) != 34:
             return -1, seen
-        q = _string(b, p)
+        q, k = _key_string(b, p)
         if q < 0:
             return -1, seen
-        k = _key(b, p + 1, q)
         p = _ws(b, q + 1)
         if _at(b, p) != 58:
             return -1, seen
