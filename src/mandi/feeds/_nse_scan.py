@@ -649,86 +649,75 @@ _EXACT = 2.0**53  # beyond: a double no longer holds every integer
 
 
 @jit
-def _price(x, i, j, ints, odd, odd_x, n_odd):  # type: ignore[no-untyped-def]
-    """Rupees → paise into ints[i, j] (absent → 0): rint(x·100) when x has at most two
-    decimals (every price NSE prints), else listed in ``odd`` for the exact rule; the new
-    count of odd values, or −1 when the reference would skip the row (negative, too large)."""
-    if x != x:
-        x = 0.0
-    if x < 0 or x >= _EXACT / 100:
-        return -1
-    p = np.rint(x * 100.0)
-    if p / 100.0 != x:
-        odd[n_odd, 0] = i
-        odd[n_odd, 1] = j
-        odd_x[n_odd] = x
-        n_odd += 1
-    ints[i, j] = np.int64(p)
-    return n_odd
-
-
-@jit
-def _shares(x, i, j, ints):  # type: ignore[no-untyped-def]
-    """A share count into ints[i, j] (absent → 0); False when negative, fractional or too
-    large (the reference skips the row)."""
-    if x != x:
-        x = 0.0
-    if x < 0 or x != np.floor(x) or x >= _EXACT:
-        return False
-    ints[i, j] = np.int64(x)
-    return True
-
-
-@jit
 def convert(row_strike, cols, side_row, ints, iv, lots, odd, odd_x):  # type: ignore[no-untyped-def]
     """Every side's numbers as the reference converts them: strike and prices in paise,
     quantities in shares (``ints``, columns I_*), the published IV as a decimal (NaN when
     absent or 0), lots (volume, OI, OI change). Returns how many values are left in ``odd``
     (side, column; value in ``odd_x``) for the exact rule in Python, or −1 when a value would
     make the reference skip a row (a bad strike, a side's strike not its row's, a negative or
-    fractional quantity, a negative price or IV, a number too large to be exact)."""
-    n_odd = 0
-    for i in range(cols.shape[0]):
-        strike = row_strike[side_row[i]]
-        if not strike > 0:  # NaN (absent) or not positive
-            return -1
-        own = cols[i, K_STRIKE]
-        if own == own and own != strike:
-            return -1
+    fractional quantity, a negative price or IV, a number too large to be exact).
+
+    Prices: rint(x·100) when x has at most two decimals (every price NSE prints: the double
+    nearest p/100 is x), else the exact rule; absent → 0. IV likewise (q/10000). Written as
+    whole-column loops without early exits: a tenth of the time of a branchy per-side loop."""
+    n = cols.shape[0]
+    x = np.empty((9, n))  # strike, ltp, bid, ask, bid_q, ask_q, total buy, total sell, IV
+    bad = False
+    for i in range(n):
         c = cols[i]
-        bid = c[1] if c[1] == c[1] else c[2]  # bidprice (legacy) else buyPrice1 (v3)
-        ask = c[3] if c[3] == c[3] else c[4]
-        for j, x in ((I_STRIKE, strike), (I_LTP, c[0]), (I_BID, bid), (I_ASK, ask)):
-            n_odd = _price(x, i, j, ints, odd, odd_x, n_odd)
-            if n_odd < 0:
-                return -1
-        bid_q = c[5] if c[5] == c[5] else c[6]
-        ask_q = c[7] if c[7] == c[7] else c[8]
-        if not (
-            _shares(bid_q, i, I_BIDQ, ints) and _shares(ask_q, i, I_ASKQ, ints)
-            and _shares(c[13], i, I_TBQ, ints) and _shares(c[14], i, I_TSQ, ints)
-        ):  # fmt: skip
-            return -1
-        x = c[12]
-        if x < 0:
-            return -1
-        iv[i] = np.nan
-        if x == x and x != 0:
-            q = np.rint(x * 100.0)
-            if q / 100.0 == x:
-                iv[i] = q / 10000.0
-            else:
+        strike = row_strike[side_row[i]]
+        own = c[K_STRIKE]
+        bad |= not strike > 0  # NaN (absent) or not positive
+        bad |= own == own and own != strike
+        x[0, i] = strike
+        x[1, i] = c[0]
+        x[2, i] = c[1] if c[1] == c[1] else c[2]  # bidprice (legacy) else buyPrice1 (v3)
+        x[3, i] = c[3] if c[3] == c[3] else c[4]
+        x[4, i] = c[5] if c[5] == c[5] else c[6]
+        x[5, i] = c[7] if c[7] == c[7] else c[8]
+        x[6, i] = c[13]
+        x[7, i] = c[14]
+        x[8, i] = c[12]
+        for j in range(3):  # volume, OI, OI change (lots)
+            v = c[9 + j]
+            v = 0.0 if v != v else v
+            bad |= (j < 2 and v < 0) or abs(v) >= _EXACT
+            lots[i, j] = v
+    flags = np.zeros((9, n), dtype=np.bool_)  # values left for the exact rule
+    for j in range(4):  # rupees → paise
+        for i in range(n):
+            v = x[j, i]
+            v = 0.0 if v != v else v
+            ok = v >= 0 and v < _EXACT / 100
+            bad |= not ok
+            p = np.rint(v * 100.0)
+            flags[j, i] = p / 100.0 != v
+            ints[i, j] = np.int64(p) if ok else 0
+    for j in range(4, 8):  # share counts
+        for i in range(n):
+            v = x[j, i]
+            v = 0.0 if v != v else v
+            ok = v >= 0 and v < _EXACT and v == np.floor(v)
+            bad |= not ok
+            ints[i, j] = np.int64(v) if ok else 0
+    for i in range(n):  # IV % → decimal
+        v = x[8, i]
+        bad |= v < 0
+        q = np.rint(v * 100.0)
+        given = v == v and v != 0
+        two = q / 100.0 == v
+        iv[i] = q / 10000.0 if given and two else np.nan
+        flags[8, i] = given and not two
+    if bad:
+        return -1
+    n_odd = 0
+    for j in range(9):
+        for i in range(n):
+            if flags[j, i]:
                 odd[n_odd, 0] = i
-                odd[n_odd, 1] = ODD_IV
-                odd_x[n_odd] = x
+                odd[n_odd, 1] = j
+                odd_x[n_odd] = x[j, i]
                 n_odd += 1
-        for j in range(3):
-            x = c[9 + j]
-            if x != x:
-                x = 0.0
-            if (j < 2 and x < 0) or abs(x) >= _EXACT:
-                return -1
-            lots[i, j] = x
     return n_odd
 
 
