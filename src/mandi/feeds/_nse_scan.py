@@ -750,6 +750,12 @@ def lot_gcd(group, g, ints):  # type: ignore[no-untyped-def]
 
 
 @jit
+def is_identity(order):  # type: ignore[no-untyped-def]
+    """Whether ``order`` is 0, 1, 2 …"""
+    return bool((order == np.arange(order.size)).all())
+
+
+@jit
 def chain_rows(group, g, strike, is_call, ints, lots, lot):  # type: ignore[no-untyped-def]
     """Expiry group ``g`` in strike order (sides without duplicates): ``order`` (its sides),
     ``nums`` (8, m) — ltp, bid, ask, volume, oi, oi_change (shares: lots × ``lot``, rounded

@@ -209,12 +209,16 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
         order, nums, strikes, call_at, put_at, columns = sc.chain_rows(
             group, g, strike_p, is_call, ints, lots, lot
         )
-        o = order.tolist()
         c = nums.tolist()  # ltp, bid, ask, volume, oi, oi_change, bid_qty, ask_qty
+        if order.size == n and sc.is_identity(order):  # NSE's order: strikes up, CE first
+            sym, ivs = symbols, iv_list
+        else:
+            o = order.tolist()
+            sym, ivs = list(map(symbols.__getitem__, o)), list(map(iv_list.__getitem__, o))
         quotes: list[OptionQuote | None] = list(
             map(
-                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, len(o)),
-                map(symbols.__getitem__, o), map(iv_list.__getitem__, o), c[6], c[7],
+                OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, order.size), sym,
+                ivs, c[6], c[7],
             )
         )  # fmt: skip
         quotes.append(None)  # index −1: no such side
