@@ -127,29 +127,33 @@ def _number(b, p):  # type: ignore[no-untyped-def]
     if c == 48:
         p += 1
     else:
-        while 48 <= _at(b, p) <= 57:
+        while 48 <= c <= 57:
             int_digits += 1
             if digits < 15:
-                m = m * 10 + (b[p] - 48)
+                m = m * 10 + (c - 48)
                 digits += 1
             else:
                 exact = False
             p += 1
-    if _at(b, p) == 46:
+            c = _at(b, p)
+    c = _at(b, p)
+    if c == 46:
         is_float = True
         p += 1
-        if not 48 <= _at(b, p) <= 57:
+        c = _at(b, p)
+        if not 48 <= c <= 57:
             return -1, 0.0, UNSURE
-        while 48 <= _at(b, p) <= 57:
+        while 48 <= c <= 57:
             frac_digits += 1
             if digits < 15:
-                m = m * 10 + (b[p] - 48)
+                m = m * 10 + (c - 48)
                 if m:
                     digits += 1
                 scale += 1
             else:
                 exact = False
             p += 1
+            c = _at(b, p)
     e = 0
     exp_digits = 0
     c = _at(b, p)
