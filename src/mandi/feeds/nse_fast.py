@@ -199,7 +199,10 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
     iv_list = iv.tolist()
     for i in np.flatnonzero(np.isnan(iv)).tolist():
         iv_list[i] = NAN  # math.nan itself, as the reference
-    price = to_paise(uv)
+    try:
+        price = to_paise(uv)
+    except ValueError:
+        return None  # too large: the reference says so
     snaps = []
     for g, d in enumerate(days):
         if opts.expiry is not None and d != opts.expiry:

@@ -296,6 +296,24 @@ def test_numbers_beyond_the_fast_rule_are_read_by_float() -> None:
         assert outcome(text, True) == outcome(text, False), new
 
 
+def test_huge_numbers_are_bad_values_not_crashes() -> None:
+    """Prices past what the paise conversion holds (≥ 1e26 rupees) are a skipped row or a
+    ParseError naming the value in both parsers (the reference crashed on them with
+    decimal.InvalidOperation; a damaged-bytes fuzz found it)."""
+    head, _, tail = V3_TEXT.rpartition('"underlyingValue":24206.9')
+    for text, want in (
+        (V3_TEXT.replace('"lastPrice":2820,', '"lastPrice":2e30,', 1),
+         '"field":"lastPrice","value":"2e+30","reason":"bad number"'),
+        (V3_TEXT.replace(":21400", ":2.5e51"),
+         '"field":"strikePrice","value":"2.5e+51","reason":"bad number"'),
+        (head + '"underlyingValue":1e40' + tail, "is too large a price"),
+    ):  # fmt: skip
+        assert text != V3_TEXT
+        ref = outcome(text, False)
+        assert outcome(text, True) == ref
+        assert want in (ref if isinstance(ref, str) else ref.decode())
+
+
 number_texts = st.builds(
     lambda sign, whole, frac, exp: sign + whole + frac + exp,
     st.sampled_from(["", "-"]),
