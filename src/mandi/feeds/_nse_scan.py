@@ -774,7 +774,12 @@ def chain_rows(group, g, strike, is_call, ints, lots, lot):  # type: ignore[no-u
         if group[i] == g:
             idx[m] = i
             m += 1
-    order = idx[np.argsort(strike[idx], kind="mergesort")]  # stable: document order
+    ordered = True  # NSE lists strikes ascending: then the stable sort is the identity
+    for t in range(1, m):
+        if strike[idx[t]] < strike[idx[t - 1]]:
+            ordered = False
+            break
+    order = idx if ordered else idx[np.argsort(strike[idx], kind="mergesort")]  # stable
     nums = np.empty((8, m), dtype=np.int64)
     k = 0
     for t in range(m):

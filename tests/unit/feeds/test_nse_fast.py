@@ -208,6 +208,18 @@ def test_clean_chains_take_the_fast_path() -> None:
     assert outcome(json.dumps(doc), True) == outcome(json.dumps(doc), False)
 
 
+def test_rows_out_of_strike_order_are_sorted_the_same_way() -> None:
+    doc = copy.deepcopy(V3)
+    doc["data"] = doc["data"][::-1]  # strikes descending, and PE before CE in each row
+    for row in doc["data"]:
+        row.update({k: row.pop(k) for k in ("PE", "CE") if k in row})
+    text = json.dumps(doc)
+    assert scanner_agrees(text)
+    imp = nse_fast.parse(text, "x.json", NO_OPTS)
+    assert imp is not None
+    assert outcome(text, True) == outcome(text, False) == outcome(json.dumps(V3), False)
+
+
 def test_the_live_poller_decodes_an_answer_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The poller's answers go through the same parser, and a good one is not read again by
     the stdlib (that second decode cost more than the whole fast path)."""
