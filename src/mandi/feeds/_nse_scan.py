@@ -191,6 +191,57 @@ def _number(b, p):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _number_end(b, p):  # type: ignore[no-untyped-def]
+    """A skipped number at p: its end, or −1 when it is not one or :func:`_number` would call
+    it UNSURE (the same rule, without computing the value)."""
+    if _at(b, p) == 45:
+        p += 1
+    c = _at(b, p)
+    if c < 48 or c > 57:
+        return -1
+    start = p
+    if c == 48:
+        p += 1
+        int_digits = 0
+    else:
+        while 48 <= _at(b, p) <= 57:
+            p += 1
+        int_digits = p - start
+    is_float = False
+    c = _at(b, p)
+    if c == 46:
+        is_float = True
+        p += 1
+        start = p
+        while 48 <= _at(b, p) <= 57:
+            p += 1
+        if p == start or p - start > 300:
+            return -1
+        c = _at(b, p)
+    e = 0
+    if c == 101 or c == 69:
+        is_float = True
+        p += 1
+        c = _at(b, p)
+        eneg = c == 45
+        if c == 43 or c == 45:
+            p += 1
+        start = p
+        while 48 <= _at(b, p) <= 57:
+            e = e * 10 + (b[p] - 48)
+            p += 1
+            if p - start > 3:
+                return -1
+        if p == start:
+            return -1
+        if eneg:
+            e = -e
+    if int_digits > 300 or (is_float and int_digits + e > 300):
+        return -1
+    return p
+
+
+@jit
 def _literal(b, p):  # type: ignore[no-untyped-def]
     """true / false / null at p: (end, is_null); end −1 = none of them."""
     c = _at(b, p)
@@ -252,8 +303,7 @@ def _skip(b, p):  # type: ignore[no-untyped-def]
         q = _string(b, p)
         return q + 1 if q >= 0 else -1
     if c == 45 or 48 <= c <= 57:
-        p, _, kind = _number(b, p)
-        return -1 if kind == UNSURE else p
+        return _number_end(b, p)
     if c != 123 and c != 91:
         return _literal(b, p)[0]
     stack = np.zeros(64, dtype=np.uint8)  # 1 = object, 2 = array
@@ -289,8 +339,8 @@ def _skip(b, p):  # type: ignore[no-untyped-def]
                 return -1
             p = q + 1
         elif c == 45 or 48 <= c <= 57:
-            p, _, kind = _number(b, p)
-            if p < 0 or kind == UNSURE:
+            p = _number_end(b, p)
+            if p < 0:
                 return -1
         else:
             p, _ = _literal(b, p)
