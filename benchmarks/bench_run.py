@@ -9,6 +9,12 @@ chains, paper trading, SQLite) — beside the pipeline alone, measured in the sa
 * ``mandi run --feed replay:DB`` of the recorded hour, through the whole platform;
 * the pipeline alone (``FastCandles.process``) on the same ticks, in this process.
 
+* tick → order inside ``mandi run`` at that throughput (:func:`latency_lines`): the feed's batches
+  cut into 250 ms slices, an extra strategy flipping RELIANCE every minute, each order timed
+  from its slice's arrival at the kernel (wall, without the trading store's SQLite writes, and
+  as the kernel thread's CPU time), beside the per-object path's, to 09:45
+  (``MANDI_BENCH_RUN_LATENCY_UNTIL``).
+
 ``MANDI_BENCH_RUN_UNTIL`` changes the window (``15:30`` for a full simulated day; the goal is
 under 10 s). Every run is one simulated day (``--days 1``): the session's close ends it. The
 machine is shared: figures are wall time of a loaded box, each beside its baseline measured in
@@ -17,6 +23,7 @@ the same run.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import pathlib
@@ -28,13 +35,22 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
+
+import msgspec
+import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from harness import best_of, report
+from mandi.model.batches import TickBatch
+from mandi.model.market import Candle
+from mandi.services.node import MarketNode
+from mandi.strategy.base import Strategy
 
 DAY = "2026-04-13"
 UNTIL = os.environ.get("MANDI_BENCH_RUN_UNTIL", "10:15")
 REF_UNTIL = os.environ.get("MANDI_BENCH_RUN_REF_UNTIL", "09:25")
+LAT_UNTIL = os.environ.get("MANDI_BENCH_RUN_LATENCY_UNTIL", "09:45")
 GOAL = ">= 1,000,000 ticks/s"
 RATE = re.compile(r"kernel: (\d+) ticks in ([\d.]+) s")
 
@@ -137,12 +153,163 @@ def storage_line(db: str) -> str:
     )
 
 
+class Flip(Strategy):
+    """Buys when flat and sells when long on every 60 s candle: one order a minute, so the
+    latency has a sample every minute (the default strategies trade a few times an hour)."""
+
+    name = "flip"
+
+    def on_start(self) -> None:
+        self.long = False
+
+    def on_candle(self, candle: Candle) -> None:
+        self.signal("SELL" if self.long else "BUY", quantity=1)
+        self.long = not self.long
+
+
+class OrderProbe:
+    """A layer that times tick → order inside a ``mandi run``: the node's feed batches are cut
+    into slices of ``slice_ms`` of exchange time (what a live feed delivers at a time), and every
+    order submitted is timed from the moment its slice reached the kernel — the latency of the
+    slice's first tick, the longest in the slice."""
+
+    name = "order-probe"
+
+    def __init__(self, node: MarketNode, slice_ms: int) -> None:
+        self.latencies: list[int] = []
+        self.in_store: list[int] = []  # of each latency: ns inside the trading store (SQLite)
+        self.cpu: list[int] = []  # this thread's CPU time (no preemption, no waits)
+        self.cpu_in_store: list[int] = []  # ... of it inside the trading store
+        self._store_ns = self._cpu0 = self._store_cpu = 0
+        self.ticks = 0
+        self.seconds = 0.0
+        self._t0 = 0
+        self._slice_ns = slice_ms * 1_000_000
+        self._handle = node.handle_batch
+        node.handle_batch = self._handle_batch  # type: ignore[method-assign]
+
+    def _handle_batch(self, batch: Any) -> None:
+        if not len(batch):
+            self._t0, self._cpu0 = time.perf_counter_ns(), time.thread_time_ns()
+            self._store_ns = self._store_cpu = 0
+            self._handle(batch)
+            return
+        columns = isinstance(batch, TickBatch)
+        ts = batch.ts_event if columns else np.array([t.ts_event for t in batch])
+        cuts = np.flatnonzero(np.diff(ts // self._slice_ns)) + 1
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(batch)], strict=True):
+            piece = batch.slice(lo, hi) if columns else batch[lo:hi]
+            self._t0 = t0 = time.perf_counter_ns()
+            self._store_ns = self._store_cpu = 0
+            self._cpu0 = time.thread_time_ns()
+            self._handle(piece)
+            self.seconds += (time.perf_counter_ns() - t0) / 1e9
+            self.ticks += len(piece)
+
+    def _on_order(self, topic: str, msg: Any) -> None:
+        self.latencies.append(time.perf_counter_ns() - self._t0)
+        self.in_store.append(self._store_ns)
+        self.cpu.append(time.thread_time_ns() - self._cpu0)
+        self.cpu_in_store.append(self._store_cpu)
+
+    def _timed(self, f: Any) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            try:
+                return f(*args, **kw)
+            finally:
+                self._store_ns += time.perf_counter_ns() - t0
+                self._store_cpu += time.thread_time_ns() - c0
+
+        return call
+
+    def attach(self, ctx: Any) -> None:
+        ctx.bus.subscribe("order:submitted", self._on_order, name="bench.order-probe")
+        # the time spent in the trading store's durable writes (orders, signals, the paper book)
+        for layer in ctx.layers:
+            store = getattr(layer, "store", None)
+            if layer.name == "trading" and store is not None:
+                for name in ("insert_signal", "set_signal_status", "save_new_orders", "save_order"):
+                    setattr(store, name, self._timed(getattr(store, name)))
+                book = layer.kernel.broker.book
+                book.save = self._timed(book.save)
+
+    def tasks(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def order_latency(db: str, until: str, slice_ms: int, **extra: Any) -> OrderProbe:
+    """``mandi run`` in this process, flat out, all default layers and strategies plus
+    :class:`Flip` on RELIANCE (60 s), paper mode, SQLite: tick → order of every order."""
+    from mandi.cli import build_layers
+    from mandi.config import load_config
+    from mandi.services.trading import prepare_config
+    from mandi.strategy.config import DEFAULT_STRATEGIES
+
+    strategies = [msgspec.to_builtins(s) for s in DEFAULT_STRATEGIES]
+    strategies.append(
+        {"name": "bench_run:Flip", "id": "flip", "symbols": ["RELIANCE"], "timeframe": 60}
+    )
+    settings = {
+        "sim.date": DAY,
+        "run.until": until,
+        "run.speed": "inf",
+        "run.days": 1,
+        "run.dashboard": False,
+        "run.status_interval": 0,
+        "run.resume": False,
+        "store.db": db,
+        "strategies": strategies,
+        **extra,
+    }
+    cfg = prepare_config(load_config(None, overrides=settings))
+    node = MarketNode(cfg, layers=build_layers(cfg))
+    probe = OrderProbe(node, slice_ms)
+    node.layers.append(probe)
+    if asyncio.run(node.run()) != 0:
+        raise SystemExit("mandi run (order latency) failed")
+    return probe
+
+
+def latency_lines(slice_ms: int = 250) -> None:
+    """Tick → order at the columnar throughput, beside the per-object path's, one run each."""
+    tmp = tempfile.mkdtemp(prefix="mandi-bench-latency-")
+    try:
+        col = order_latency(os.path.join(tmp, "col.db"), LAT_UNTIL, slice_ms)
+        ref = order_latency(
+            os.path.join(tmp, "ref.db"), LAT_UNTIL, slice_ms, **{"pipeline.engine": "reference"}
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for name, p in (("columnar", col), ("per-object (reference engine)", ref)):
+        xs = np.array(p.latencies) / 1000.0
+        own = (np.array(p.latencies) - np.array(p.in_store)) / 1000.0
+        cpu = np.array(p.cpu) / 1000.0
+        cpu_own = (np.array(p.cpu) - np.array(p.cpu_in_store)) / 1000.0
+        print(
+            f"tick → order in mandi run, {name}, {slice_ms} ms feed slices, kernel at "
+            f"{p.ticks / p.seconds:,.0f} ticks/s: {len(xs)} orders, "
+            f"p50 {np.percentile(xs, 50):,.0f} µs p99 {np.percentile(xs, 99):,.0f} µs; "
+            "without the trading store's SQLite writes "
+            f"p50 {np.percentile(own, 50):,.0f} µs p99 {np.percentile(own, 99):,.0f} µs; "
+            f"CPU p50 {np.percentile(cpu, 50):,.0f} µs p99 {np.percentile(cpu, 99):,.0f} µs, "
+            f"without the store's p50 {np.percentile(cpu_own, 50):,.0f} µs "
+            f"p99 {np.percentile(cpu_own, 99):,.0f} µs"
+            + ("   [goal p99 < 1 ms]" if p is col else ""),
+            flush=True,
+        )
+
+
 def main() -> None:
     tmp = tempfile.mkdtemp(prefix="mandi-bench-run-")
     try:
         run_all(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    latency_lines()
 
 
 def run_all(tmp: str) -> None:

@@ -6,7 +6,6 @@ the orders it received."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from fakebroker import broker_config, connected, fault, loop_thread, state, until, wait_for
 
 from mandi.brokers.angel import session as angel_session
 from mandi.brokers.angel.broker import AngelBroker
@@ -32,7 +32,6 @@ from mandi.brokers.angel.frames import decode_tick
 from mandi.brokers.angel.keeper import SessionKeeper
 from mandi.brokers.angel.ticker import AngelTicker
 from mandi.brokers.angel.wire import angel_tag, parse_scrip_master
-from mandi.config import load_config
 from mandi.core.clock import LiveClock
 from mandi.core.errors import BrokerSessionError
 from mandi.execution.live import FeedHealth
@@ -54,28 +53,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAngelServer]:
 
 @pytest.fixture
 def cfg(fake: FakeAngelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return load_config(env=fake.env()).broker.angel
-
-
-def state(fake: FakeAngelServer) -> dict[str, Any]:
-    return httpx.get(f"{fake.rest_url}/_fake/state").json()  # type: ignore[no-any-return]
-
-
-def fault(fake: FakeAngelServer, kind: str, **kw: Any) -> None:
-    assert httpx.post(f"{fake.rest_url}/_fake/fault", json={"fault": kind, **kw}).status_code == 200
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.05)
+    return broker_config(fake, "angel", tmp_path, monkeypatch)
 
 
 # --- the official SDK as a second client ----------------------------------------------------------
@@ -188,20 +166,8 @@ def msgspec_replace(cfg: Any, **kw: Any) -> Any:
 def broker(fake: FakeAngelServer, cfg: Any) -> Iterator[tuple[AngelBroker, list[Any]]]:
     s = angel_session.login(cfg)
     master = InstrumentMaster(parse_scrip_master(httpx.get(cfg.scrip_master_url).text))
-    b = AngelBroker(angel_session.rest_client(cfg, s), master, LiveClock(), 0.3)
-    events: list[Any] = []
-    b.set_event_sink(events.append)
-    b.connect()
-    yield b, events
-    b.close()
-
-
-def until(b: AngelBroker, ev: list[Any], pred: Callable[[list[Any]], bool], what: str) -> None:
-    def check() -> bool:
-        b.drain()
-        return pred(ev)
-
-    wait_for(check, what=what)
+    with connected(AngelBroker(angel_session.rest_client(cfg, s), master, LiveClock(), 0.3)) as b:
+        yield b
 
 
 def req(b: AngelBroker, cid: str, qty: int = 1) -> OrderRequest:
@@ -270,18 +236,7 @@ def test_ticker_follows_faults(fake: FakeAngelServer, cfg: Any) -> None:
     t.set_handlers(ticks.extend, lambda o: None)
     t.on_session_dead = dead.append
     t.on_reconnect = lambda: reconnects.append(1)
-    loop = asyncio.new_event_loop()
-    th = threading.Thread(target=loop.run_forever, daemon=True)
-    th.start()
-
-    def call(fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            r = fn()
-            return await r if asyncio.iscoroutine(r) else r
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(20)
-
-    try:
+    with loop_thread(t.close) as call:
         call(lambda: t.subscribe([nifty.token, infy.token], "full"))
         call(t.connect)
         wait_for(lambda: {x.token for x in ticks} >= {nifty.token, infy.token}, what="ticks")
@@ -302,7 +257,3 @@ def test_ticker_follows_faults(fake: FakeAngelServer, cfg: Any) -> None:
         assert (
             t.connects == connects and health.problem(time.time_ns(), True)[0] == "broker_session"
         )
-    finally:
-        call(t.close)
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(5)

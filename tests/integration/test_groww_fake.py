@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import msgspec
 import pyotp
 import pytest
+from fakebroker import broker_config, connected, fault, loop_thread, state, until, wait_for
 
 from mandi.brokers.groww import session as groww_session
 from mandi.brokers.groww.broker import GrowwBroker
@@ -32,7 +32,6 @@ from mandi.brokers.groww.fake import (
 from mandi.brokers.groww.frames import FrameDecoder, decode_order
 from mandi.brokers.groww.ticker import GrowwTicker
 from mandi.brokers.groww.wire import feed_key, groww_tag, parse_instruments, topics
-from mandi.config import load_config
 from mandi.core.clock import LiveClock
 from mandi.core.errors import BrokerSessionError
 from mandi.execution.live import FeedHealth
@@ -54,9 +53,7 @@ def fake() -> Iterator[FakeGrowwServer]:
 
 @pytest.fixture
 def cfg(fake: FakeGrowwServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return load_config(env=fake.env()).broker.groww
+    return broker_config(fake, "groww", tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +61,6 @@ def master(fake: FakeGrowwServer) -> InstrumentMaster:
     return InstrumentMaster(
         parse_instruments(httpx.get(f"{fake.rest_url}/instruments/instrument.csv").text)
     )
-
-
-def state(fake: FakeGrowwServer) -> dict[str, Any]:
-    return httpx.get(f"{fake.rest_url}/_fake/state").json()  # type: ignore[no-any-return]
-
-
-def fault(fake: FakeGrowwServer, kind: str, **kw: Any) -> None:
-    assert httpx.post(f"{fake.rest_url}/_fake/fault", json={"fault": kind, **kw}).status_code == 200
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.05)
 
 
 # --- the official SDK as a second client ----------------------------------------------------------
@@ -235,20 +213,8 @@ def broker(
     fake: FakeGrowwServer, cfg: Any, master: InstrumentMaster
 ) -> Iterator[tuple[GrowwBroker, list[Any]]]:
     s = groww_session.login(cfg)
-    b = GrowwBroker(groww_session.rest_client(cfg, s), master, LiveClock(), 0.3)
-    events: list[Any] = []
-    b.set_event_sink(events.append)
-    b.connect()
-    yield b, events
-    b.close()
-
-
-def until(b: GrowwBroker, ev: list[Any], pred: Callable[[list[Any]], bool], what: str) -> None:
-    def check() -> bool:
-        b.drain()
-        return pred(ev)
-
-    wait_for(check, what=what)
+    with connected(GrowwBroker(groww_session.rest_client(cfg, s), master, LiveClock(), 0.3)) as b:
+        yield b
 
 
 def req(b: GrowwBroker, cid: str, qty: int = 1, symbol: str = "INFY") -> OrderRequest:
@@ -346,18 +312,7 @@ def test_ticker_follows_faults(fake: FakeGrowwServer, cfg: Any, master: Instrume
     t.set_handlers(ticks.extend, orders.append)
     t.on_session_dead = dead.append
     t.on_reconnect = lambda: reconnects.append(1)
-    loop = asyncio.new_event_loop()
-    th = threading.Thread(target=loop.run_forever, daemon=True)
-    th.start()
-
-    def call(fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            r = fn()
-            return await r if asyncio.iscoroutine(r) else r
-
-        return asyncio.run_coroutine_threadsafe(run(), loop).result(20)
-
-    try:
+    with loop_thread(t.close) as call:
         call(lambda: t.subscribe([nifty.token, infy.token], "full"))
         call(t.connect)
         wait_for(lambda: {x.token for x in ticks} >= {nifty.token, infy.token}, what="ticks")
@@ -396,10 +351,6 @@ def test_ticker_follows_faults(fake: FakeGrowwServer, cfg: Any, master: Instrume
         assert (
             t.connects == connects and health.problem(time.time_ns(), True)[0] == "broker_session"
         )
-    finally:
-        call(t.close)
-        loop.call_soon_threadsafe(loop.stop)
-        th.join(5)
 
 
 def test_history_backfill_resumes(fake: FakeGrowwServer, cfg: Any, master: InstrumentMaster,

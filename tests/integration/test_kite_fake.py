@@ -17,6 +17,7 @@ import httpx
 import kiteconnect
 import msgspec
 import pytest
+from fakebroker import fault, state, until, wait_for
 from kiteconnect import exceptions as kex
 from websockets.asyncio.client import connect
 
@@ -49,26 +50,6 @@ def fake() -> Iterator[FakeKiteServer]:
     srv = FakeKiteServer().start()
     yield srv
     srv.stop()
-
-
-def state(fake: FakeKiteServer) -> dict[str, Any]:
-    return httpx.get(f"{fake.rest_url}/_fake/state").json()  # type: ignore[no-any-return]
-
-
-def fault(fake: FakeKiteServer, kind: str, **kw: Any) -> None:
-    r = httpx.post(f"{fake.rest_url}/_fake/fault", json={"fault": kind, **kw})
-    assert r.status_code == 200, r.text
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.05)
 
 
 def login(fake: FakeKiteServer) -> KiteRest:
@@ -286,14 +267,6 @@ def req(cid: str, qty: int = 1, token: int = INFY, symbol: str = "INFY") -> Orde
 def cid(b: KiteBroker, name: str) -> str:
     """An order id of its own for each way of sending (the fake lives for the module)."""
     return f"ord-{name}-{type(b).__name__}"
-
-
-def until(b: KiteBroker, events: list[Any], pred: Callable[[list[Any]], bool], what: str) -> None:
-    def check() -> bool:
-        b.drain()
-        return pred(events)
-
-    wait_for(check, what=what)
 
 
 def test_orders_ack_fill_and_reject_with_kites_reason(

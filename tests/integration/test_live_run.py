@@ -12,6 +12,7 @@ tests/integration/test_groww_fake.py without a second node."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,10 +20,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fakebroker
 import httpx
 import pytest
 
@@ -85,15 +87,8 @@ WHO = {
 }
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+# the node runs in a subprocess: a longer deadline, a calmer poll
+wait_for = functools.partial(fakebroker.wait_for, timeout=60.0, every=0.1)
 
 
 @pytest.fixture

@@ -41,7 +41,9 @@ from test_redis_bridge import (
 from mandi.bus.codec import codec
 from mandi.bus.redis import (
     GroupReader,
+    PendingWatch,
     RedisLink,
+    RedisUnavailable,
     StreamPublisher,
     discover,
     key_slot,
@@ -156,6 +158,48 @@ def test_a_cluster_reader_is_woken_by_doorbells_and_sweeps_every_key(cluster):  
     asyncio.run(go())
 
 
+def test_a_read_failing_on_one_master_leaves_what_the_others_delivered_pending(cluster):  # noqa: F811
+    """A cluster read is one XREADGROUP per master: when one master fails, what the others
+    delivered is dropped with the round and ``>`` never returns it again. The link goes on over
+    the connections it has (no reconnect tells; the bug of #18's fail-over): the consumer's
+    PendingWatch is due from the failed read until it has claimed its pending entries."""
+    r = cluster.client()
+    first: dict[int, int] = {}  # master port -> an instrument on it
+    for t in range(1, 100):
+        first.setdefault(r.get_node_from_key(tagged(f"candle:60s:NSE:{t}")).port, t)
+    (_, ta), (pb, tb) = list(first.items())[:2]
+    ka, kb = tagged(f"candle:60s:NSE:{ta}"), tagged(f"candle:60s:NSE:{tb}")
+    cs = make_candles([ta, tb], 3)
+
+    async def go():
+        link = RedisLink(cluster.url, "reader")
+        reader = GroupReader(link, "g", "c1")
+        try:
+            await reader.add_keys([ka, kb])  # the group on both: a connection to each master
+            watch = PendingWatch(link)
+            await publish(cluster.url, cs)
+            cluster.node_client(pb).client_kill_filter(_type="normal", skipme=True)
+            with pytest.raises(RedisUnavailable):
+                await reader.read_keys([ka, kb], 100)  # b's master fails the round
+            assert not watch.check()  # no reconnect, no new slot map: the link cannot tell
+            watch.read_failed()
+            assert r.xpending(ka, "g")["pending"] == 3  # delivered by a's master, never seen
+            got = await reader.read_keys([ka, kb], 100)
+            assert {e.key for e in got} == {kb}  # ``>``: a's entries are not delivered again
+            assert watch.check()
+            claimed = await reader.claim(0, [ka])  # the recovery: claimed, in ID order
+            assert [e.id for e, _ in claimed] == [
+                stream_id(c.bucket).encode() for c in cs if c.token == ta
+            ]
+            watch.recovered()
+            assert not watch.check()
+        finally:
+            reader.close()
+            link.close()
+
+    asyncio.run(go())
+
+
 def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F811
     r = cluster.client()
     tokens = list(range(1, 25))
@@ -187,6 +231,104 @@ def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F
     for p in range(16):  # each on the master of its partition's instruments
         key = snapshot_key(p, 16, cluster=True)
         assert r.exists(key) and key_slot(key) * 16 // 16384 == p
+
+
+def test_indengine_claims_what_a_failed_cluster_read_dropped_before_reading_on(cluster, tmp_path):  # noqa: F811
+    """#18's fail-over bug without a fail-over: a sweep's round fails on one master (its
+    connections killed) after another master delivered entries; then a doorbell names only a
+    key of that other master, read over its old connection. indengine claims the dropped
+    entries first (values in order, none lost, nothing left pending)."""
+    r = cluster.client()
+    first: dict[int, int] = {}  # master port -> an instrument on it
+    for t in range(1, 100):
+        first.setdefault(r.get_node_from_key(tagged(f"candle:60s:NSE:{t}")).port, t)
+    (_, ta), (pb, tb) = list(first.items())[:2]
+    early = make_candles([ta, tb], 12)
+    dropped = make_candles([ta, tb], 3, start=12)
+    later = make_candles([ta], 3, start=15)
+    cfg = cfg_for(cluster.url, tmp_path, **{"redis.block_ms": 1500, "redis.sweep_s": 60})
+    svc = IndEngineService(cfg, port=0)
+    every = early + dropped + later
+
+    keys = [tagged(topic(c)) for c in every[:2]]
+
+    def done():  # processed, and acknowledged
+        return (
+            caught_up(svc, every) and sum(r.xpending(k, "indengine")["pending"] for k in keys) == 0
+        )
+
+    async def go():
+        task = asyncio.create_task(run_until(svc, done, timeout=60))
+        await publish(cluster.url, early)
+        while not caught_up(svc, early):
+            await asyncio.sleep(0.02)
+        failures = svc.link.stats.failures
+        cluster.node_client(pb).client_kill_filter(_type="normal", skipme=True)
+        w = cluster.client()
+        for c in dropped:  # no doorbell: the next sweep reads them (and fails on b's master)
+            w.xadd(tagged(topic(c)), {"d": codec.encode(c)}, id=stream_id(c.bucket))
+        while svc.link.stats.failures == failures:
+            await asyncio.sleep(0.005)
+        await publish(cluster.url, later)  # a's doorbell, within block_ms: no sweep before
+        await task
+
+    asyncio.run(go())
+    assert as_rows(reference(every)) == stored_values(cfg.store.db)
+    assert svc.stats["recovered"] >= 3  # what the failed round dropped, claimed
+
+
+def test_a_service_node_gets_what_a_failed_cluster_read_dropped_first_in_order(cluster, tmp_path):  # noqa: F811
+    """The same failed round under the strategy/gateway host (RedisNode): its layers get the
+    dropped candles before newer ones, each series in order, none missing, none left
+    pending (before the fix: only after ``redis.claim_idle_ms``, out of order)."""
+    from mandi.services.distributed.node import RedisNode
+
+    r = cluster.client()
+    first: dict[int, int] = {}  # master port -> an instrument on it
+    for t in range(1, 100):
+        first.setdefault(r.get_node_from_key(tagged(f"candle:60s:NSE:{t}")).port, t)
+    (_, ta), (pb, tb) = list(first.items())[:2]
+    early = make_candles([ta, tb], 4)
+    dropped = make_candles([ta, tb], 3, start=4)
+    later = make_candles([ta], 3, start=7)
+    every = early + dropped + later
+    cfg = cfg_for(cluster.url, tmp_path, **{"redis.block_ms": 1500, "redis.sweep_s": 60})
+    node = RedisNode(cfg, "node-test", "nodes", ["streams:candle:60s"], port=0)
+    seen: list[tuple[int, int]] = []
+    node.bus.subscribe("candle:>", lambda _t, c: seen.append((c.token, c.bucket)), name="probe")
+    keys = [tagged(topic(c)) for c in every[:2]]
+
+    def done():
+        return len(seen) >= len(every) and sum(r.xpending(k, "nodes")["pending"] for k in keys) == 0
+
+    async def wait(pred, what, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, (what, seen)
+            await asyncio.sleep(0.005)
+
+    async def go():
+        task = asyncio.create_task(node.run())
+        try:
+            await publish(cluster.url, early)
+            await wait(lambda: len(seen) == len(early), "early")
+            failures = node.link.stats.failures
+            cluster.node_client(pb).client_kill_filter(_type="normal", skipme=True)
+            w = cluster.client()
+            for c in dropped:  # no doorbell: the next sweep reads them (and fails on b's master)
+                w.xadd(tagged(topic(c)), {"d": codec.encode(c)}, id=stream_id(c.bucket))
+            await wait(lambda: node.link.stats.failures > failures, "the failed round")
+            await publish(cluster.url, later)  # a's doorbell, within block_ms: no sweep before
+            await wait(done, "every candle, acknowledged")
+        finally:
+            node.stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(go())
+    assert sorted(seen) == sorted((c.token, c.bucket) for c in every)  # once each
+    for t in (ta, tb):
+        mine = [b for tok, b in seen if tok == t]
+        assert mine == sorted(mine), t  # each series in order
 
 
 # --- processes: partitions shared, a member dying, a master failing over ------------------------
@@ -345,11 +487,6 @@ def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(clu
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open bug (#18): after a master fail-over some candles stay pending at times "
-    "(2 of the last 3 runs on 2026-12-07); not yet found",
-    strict=False,
-)
 def test_a_master_killed_during_a_replay_fails_over_with_nothing_lost(tmp_path):
     """3 masters with a replica each; writes wait for their replica (``wait_replicas = 1``).
     A master is SIGKILLed mid-replay: its replica takes over, the producer and indengine carry

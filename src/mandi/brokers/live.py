@@ -1,6 +1,12 @@
 """What every live broker adapter shares behind the :class:`~mandi.execution.ports.Broker` port
-(Kite, Angel One): the sending worker, tags, reconciliation by tag, fills from the
-broker's trades, and failing closed on a dead session.
+(Kite, Angel One, Groww): the REST client and its session, the sending worker, tags,
+reconciliation by tag, fills from the broker's trades, and failing closed on a dead session.
+
+* **The session.** An adapter is built on its broker's REST client and, where the session is
+  renewed while the node runs (Angel One, Groww), the shared
+  :class:`~mandi.brokers.keeper.SessionKeeper`: every request then takes the REST client through
+  :attr:`LiveBroker.rest`, which hands it the keeper's current token (:meth:`_authorize`) — a
+  refused renewal raises a session error, which ends the session (below).
 
 * **Sending never blocks the kernel.** ``place_order`` answers ``PENDING``; the outcome comes
   back as a broker event, delivered on the kernel's thread (``loop.call_soon_threadsafe``, or
@@ -29,12 +35,11 @@ broker's trades, and failing closed on a dead session.
   (``refused`` counts them; the node raises a system event for each): the position stays open
   at the broker, to be closed there or after logging in again.
 
-A subclass says how its broker spells things: :meth:`tag`, :meth:`_params`, :meth:`_send`
-(and, for the loop's fast path, :meth:`_order_request`, :meth:`_order_answer`,
-:meth:`_order_pace`),
-:meth:`_modify`, :meth:`_cancel`, :meth:`_book`, :meth:`_trades`, :meth:`_fill`,
-:meth:`_report`, the fields of its order JSON (:meth:`_tag_of`, :meth:`_oid_of`,
-:meth:`_filled_of`, :meth:`_status_of`), :meth:`positions` and :meth:`balance`.
+A subclass says how its broker spells things: :meth:`_authorize` (with a keeper), :meth:`tag`,
+:meth:`_params`, :meth:`_send` (and, for the loop's fast path, :meth:`_order_request`,
+:meth:`_order_answer`, :meth:`_order_pace`), :meth:`_modify`, :meth:`_cancel`, :meth:`_book`,
+:meth:`_trades`, its order JSON (:class:`OrderJson`: the fields, and the wire's status, fill
+and report), :meth:`positions` and :meth:`balance`; its own state goes in :meth:`_setup`.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from mandi.brokers.keeper import SessionKeeper
 from mandi.brokers.sender import NotSent, OrderSender, RequestTemplate
 from mandi.core.clock import Clock
 from mandi.core.errors import (
@@ -75,6 +81,22 @@ from mandi.model.orders import OrderStatus
 log = logging.getLogger(__name__)
 S = OrderStatus
 Json = dict[str, Any]
+R = TypeVar("R")  # the broker's REST client
+
+
+@dataclass(frozen=True)
+class OrderJson:
+    """How a broker's order JSON reads: the fields mandi looks at, and its wire module's
+    translations of a status, a trade and an order."""
+
+    tag: str  # the field that carries mandi's tag
+    order_id: str
+    filled: str  # the quantity filled so far
+    status: str
+    message: str  # the broker's word on the status (a rejection's reason)
+    to_status: Callable[[str, int, int], OrderStatus]  # (status, filled, quantity) → mandi's
+    to_fill: Callable[[str, Json], BrokerFill]  # (client order id, a trade)
+    to_report: Callable[[str, Json, list[Json]], BrokerOrderReport]  # (cid, order, its trades)
 
 
 @dataclass
@@ -86,20 +108,25 @@ class Tracked:
     filled: int = 0
 
 
-class LiveBroker:
+class LiveBroker(Generic[R]):
     """The shared machinery of a live broker adapter (see the module docstring)."""
 
     name = "live"
     title = "the broker"  # for messages: "Kite", "Angel One"
     is_live = True
+    order_json: OrderJson  # each adapter's
 
     def __init__(
         self,
+        rest: R,
         master: InstrumentMaster,
         clock: Clock,
         poll_interval_s: float = 3.0,
         retry_429: int = 3,
+        keeper: SessionKeeper | None = None,
     ) -> None:
+        self._rest = rest
+        self.keeper = keeper
         self.master = master
         self.clock = clock
         self.poll_interval_s = poll_interval_s
@@ -124,8 +151,24 @@ class LiveBroker:
         self.order_connections = 2  # kept-alive connections of the fast path (0: none)
         self._sender: OrderSender | None = None
         self._loop_thread = 0
+        self._setup()
+
+    def _setup(self) -> None:
+        """The adapter's own state, set up at the end of ``__init__`` (none by default)."""
+
+    @property
+    def rest(self) -> R:
+        """The REST client, holding the session's current token (renewed by the keeper when
+        due; a refused renewal raises :class:`~mandi.core.errors.BrokerSessionError`)."""
+        if self.keeper is not None:
+            self._authorize(self._rest, self.keeper.get().access_token)
+        return self._rest
 
     # --- what a broker says its own way -----------------------------------------------------------
+    def _authorize(self, rest: R, access_token: str) -> None:
+        """Hand the REST client the session's access token (adapters built with a keeper)."""
+        raise NotImplementedError
+
     def tag(self, client_order_id: str) -> str:
         """The broker's order tag that names a mandi order."""
         raise NotImplementedError
@@ -151,24 +194,29 @@ class LiveBroker:
         """The trades (fills) of one order."""
         raise NotImplementedError
 
+    # the broker's order JSON, read as its ``order_json`` says
     def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        raise NotImplementedError
+        return self.order_json.to_fill(client_order_id, trade)
 
     def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        raise NotImplementedError
+        return self.order_json.to_report(client_order_id, order, trades)
 
     def _tag_of(self, order: Json) -> str:
-        raise NotImplementedError
+        return str(order.get(self.order_json.tag) or "")
 
     def _oid_of(self, order: Json) -> str:
-        raise NotImplementedError
+        return str(order.get(self.order_json.order_id) or "")
 
     def _filled_of(self, order: Json) -> int:
-        raise NotImplementedError
+        return int(order.get(self.order_json.filled) or 0)
 
     def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
         """mandi's status of an order JSON and the broker's message for it."""
-        raise NotImplementedError
+        j = self.order_json
+        st = j.to_status(
+            str(order.get(j.status) or ""), self._filled_of(order), int(order.get("quantity") or 0)
+        )
+        return st, str(order.get(j.message) or "")
 
     def positions(self) -> list[BrokerPosition]:
         raise NotImplementedError

@@ -602,6 +602,7 @@ class LinkStats:
     last_error: str = ""
     moved: int = 0  # MOVED/ASK replies followed (a cluster's slots changed hands)
     refreshes: int = 0  # slot maps loaded
+    remaps: int = 0  # slot maps that moved slots to other masters (a fail-over, resharding)
     not_replicated: int = 0  # writes a WAIT found on fewer replicas than asked (retried)
     unreplicated: int = 0  # durable writes to a master with fewer replicas than asked
 
@@ -829,6 +830,8 @@ class RedisLink:
             slots[lo : hi + 1] = [addr] * (hi - lo + 1)
         if any(s is None for s in slots):
             return False
+        if self._slots and slots != self._slots:
+            self.stats.remaps += 1
         self._slots = slots  # type: ignore[assignment]
         self._masters = list(masters)
         self._replicas = masters
@@ -1642,6 +1645,49 @@ class Subscriber:
                 raise RedisUnavailable(f"sharded channel {m[1]!r} moved")
             elif isinstance(m, hiredis.ReplyError):
                 raise RedisCommandError(f"subscribe refused: {m}")
+
+
+class PendingWatch:
+    """Tells a group consumer when entries delivered to it may be pending unprocessed, so that
+    it claims them again (in ID order, before it reads on) — and keeps telling until it has.
+
+    XREADGROUP ``>`` delivers an entry once: one whose reply is lost stays pending and ``>``
+    never returns it again. That happens after
+
+    * a read that raised: on a cluster a read is one command per master, and when one master
+      fails the entries the others delivered are dropped with the round; the link goes on
+      over the connections it has (no reconnect needed), and after a fail-over the promoted
+      replica may be served over a connection opened before (the slot map was asked there);
+    * a reconnect (a reply lost with the old connection; an AOF that kept the delivery but
+      not an unsent XACK);
+    * a slot-map change: a promoted replica may lack the last XACKs of its old master.
+
+    :meth:`check` is true from any of these until :meth:`recovered`; a recovery that fails
+    half-way leaves it true (it is tried again), and a reconnect during a recovery makes it
+    true again."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._seen = self._epoch()
+        self.due = False
+
+    def _epoch(self) -> tuple[int, int]:
+        return self.link.stats.connects, self.link.stats.remaps
+
+    def check(self) -> bool:
+        """True while the consumer's pending entries must be claimed before reading on."""
+        now = self._epoch()
+        if now != self._seen:
+            self._seen, self.due = now, True
+        return self.due
+
+    def read_failed(self) -> None:
+        """A read raised: what it delivered (on any node) may be pending unprocessed."""
+        self.due = True
+
+    def recovered(self) -> None:
+        """The pending entries seen at the last :meth:`check` were claimed and processed."""
+        self.due = False
 
 
 class GroupReader:

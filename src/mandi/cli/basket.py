@@ -23,10 +23,20 @@ from mandi.core.errors import MandiError
 basket_app = typer.Typer(no_args_is_help=True, help="Multi-leg option baskets.")
 app.add_typer(basket_app, name="basket")
 
+# the options `show` and `place` share: what the basket is made of
+UnderlyingArg = Annotated[str, typer.Argument(help="e.g. NIFTY")]
+TemplateArg = Annotated[str | None, typer.Argument(help="A template (or use --leg).")]
 LegOpt = Annotated[
     list[str] | None,
     typer.Option("--leg", help="SIDE:SYMBOL:LOTS[:PRICE], repeat for each leg (by hand)."),
 ]
+ExpiryOpt = Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: nearest).")]
+LotsOpt = Annotated[int, typer.Option(min=1)]
+SideOpt = Annotated[str | None, typer.Option(help="BUY (long form) or SELL (short form).")]
+OffsetOpt = Annotated[int | None, typer.Option(min=0, help="Strikes from ATM.")]
+WidthOpt = Annotated[int | None, typer.Option(min=0, help="Strikes between legs.")]
+StrikeOpt = Annotated[float | None, typer.Option(help="Anchor strike (default: ATM).")]
+OptionTypeOpt = Annotated[str, typer.Option("--option-type", help="CE or PE.")]
 
 
 @basket_app.command("templates")
@@ -112,47 +122,68 @@ def _basket(market: Any, underlying: str, template: str | None, legs: list[str],
     return build(template, market.master, underlying, expiry, market.spot, **kw)
 
 
+def _stored_basket(
+    db: str,
+    underlying: str,
+    template: str | None,
+    leg: list[str] | None,
+    expiry: str | None,
+    lots: int,
+    side: str | None,
+    offset: int | None,
+    width: int | None,
+    strike: float | None,
+    option_type: str,
+) -> tuple[Any, Any]:
+    """The newest stored market of ``underlying`` and the basket the command's options make
+    there (raises MandiError / ValueError naming what is wrong)."""
+    import datetime as dt
+
+    from mandi.core.money import to_paise
+    from mandi.model.orders import Side
+    from mandi.services.baskets import stored_market
+
+    market = stored_market(db, underlying.upper())
+    basket = _basket(
+        market,
+        underlying.upper(),
+        template,
+        leg or [],
+        expiry=dt.date.fromisoformat(expiry) if expiry else None,
+        lots=lots,
+        side=Side(side.upper()) if side else None,
+        strike=to_paise(strike) if strike is not None else None,
+        offset=offset,
+        width=width,
+        option_type=option_type.upper(),
+    )
+    return market, basket
+
+
 @basket_app.command("show")
 def show(
-    underlying: Annotated[str, typer.Argument(help="e.g. NIFTY")],
-    template: Annotated[str | None, typer.Argument(help="A template (or use --leg).")] = None,
+    underlying: UnderlyingArg,
+    template: TemplateArg = None,
     leg: LegOpt = None,
-    expiry: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: nearest).")] = None,
-    lots: Annotated[int, typer.Option(min=1)] = 1,
-    side: Annotated[str | None, typer.Option(help="BUY (long form) or SELL (short form).")] = None,
-    offset: Annotated[int | None, typer.Option(min=0, help="Strikes from ATM.")] = None,
-    width: Annotated[int | None, typer.Option(min=0, help="Strikes between legs.")] = None,
-    strike: Annotated[float | None, typer.Option(help="Anchor strike (default: ATM).")] = None,
-    option_type: Annotated[str, typer.Option("--option-type", help="CE or PE.")] = "CE",
+    expiry: ExpiryOpt = None,
+    lots: LotsOpt = 1,
+    side: SideOpt = None,
+    offset: OffsetOpt = None,
+    width: WidthOpt = None,
+    strike: StrikeOpt = None,
+    option_type: OptionTypeOpt = "CE",
     db: DbOpt = None,
     config: ConfigOpt = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Legs, payoff, Greeks and margin of a basket at the newest stored chain."""
-    import datetime as dt
-
-    from mandi.core.money import to_paise
-    from mandi.model.orders import Side
     from mandi.options.payoff import payoff
     from mandi.options.structures import payoff_legs, resolve, structure_risk
-    from mandi.services.baskets import stored_market
 
     cfg = load(config, {"store.db": db} if db else {})
     try:
-        market = stored_market(cfg.store.db, underlying.upper())
-        basket = _basket(
-            market,
-            underlying.upper(),
-            template,
-            leg or [],
-            expiry=dt.date.fromisoformat(expiry) if expiry else None,
-            lots=lots,
-            side=Side(side.upper()) if side else None,
-            strike=to_paise(strike) if strike is not None else None,
-            offset=offset,
-            width=width,
-            option_type=option_type.upper(),
-        )
+        market, basket = _stored_basket(cfg.store.db, underlying, template, leg, expiry, lots,
+                                        side, offset, width, strike, option_type)  # fmt: skip
         legs = resolve(basket, market.master, market.now_ns)
         prices = market.entry_prices({r.instrument.token: r.leg.side.value for r in legs})
         pl = payoff_legs(legs, prices, market.spot, market.now_ns, rate=market.rate, ivs=market.iv)
@@ -247,16 +278,16 @@ def _print(doc: dict[str, Any]) -> None:
 
 @basket_app.command("place")
 def place(
-    underlying: Annotated[str, typer.Argument(help="e.g. NIFTY")],
-    template: Annotated[str | None, typer.Argument(help="A template (or use --leg).")] = None,
+    underlying: UnderlyingArg,
+    template: TemplateArg = None,
     leg: LegOpt = None,
-    expiry: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: nearest).")] = None,
-    lots: Annotated[int, typer.Option(min=1)] = 1,
-    side: Annotated[str | None, typer.Option(help="BUY (long form) or SELL (short form).")] = None,
-    offset: Annotated[int | None, typer.Option(min=0, help="Strikes from ATM.")] = None,
-    width: Annotated[int | None, typer.Option(min=0, help="Strikes between legs.")] = None,
-    strike: Annotated[float | None, typer.Option(help="Anchor strike (default: ATM).")] = None,
-    option_type: Annotated[str, typer.Option("--option-type", help="CE or PE.")] = "CE",
+    expiry: ExpiryOpt = None,
+    lots: LotsOpt = 1,
+    side: SideOpt = None,
+    offset: OffsetOpt = None,
+    width: WidthOpt = None,
+    strike: StrikeOpt = None,
+    option_type: OptionTypeOpt = "CE",
     policy: Annotated[
         str | None,
         typer.Option(help="When a leg fails: unwind (close what filled) or complete."),
@@ -268,15 +299,11 @@ def place(
     """Place a basket through the running node: one risk decision for the whole structure,
     the hedges (buys) first, the leg-failure policy of ``trading.basket_on_failure`` (or
     ``--policy``). The legs are picked at the newest stored chain."""
-    import datetime as dt
     import time
     import uuid
 
     import msgspec
 
-    from mandi.core.money import to_paise
-    from mandi.model.orders import Side
-    from mandi.services.baskets import stored_market
     from mandi.stores import queries
     from mandi.stores.trading import add_order_request, read_heartbeat
 
@@ -288,20 +315,8 @@ def place(
     if beat is None or time.time_ns() - int(beat.get("wall_ns", 0)) > 5_000_000_000:
         fail(MandiError(f"no running mandi node on {path}: start `mandi run` first"))
     try:
-        market = stored_market(path, underlying.upper())
-        basket = _basket(
-            market,
-            underlying.upper(),
-            template,
-            leg or [],
-            expiry=dt.date.fromisoformat(expiry) if expiry else None,
-            lots=lots,
-            side=Side(side.upper()) if side else None,
-            strike=to_paise(strike) if strike is not None else None,
-            offset=offset,
-            width=width,
-            option_type=option_type.upper(),
-        )
+        _, basket = _stored_basket(path, underlying, template, leg, expiry, lots, side, offset,
+                                   width, strike, option_type)  # fmt: skip
         request_id = str(uuid.uuid4())
         payload = msgspec.json.encode({"basket": basket, "policy": policy}).decode()
         add_order_request(path, request_id, "BASKET", "BUY", 1, basket=payload)

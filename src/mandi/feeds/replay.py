@@ -21,11 +21,9 @@ candles, indicator values, chain snapshots, signals, orders and fills (tested). 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import itertools
-import math
 import pathlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -37,6 +35,7 @@ from mandi.config import SimConfig
 from mandi.core.calendar import calendar, ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import ConfigError
+from mandi.feeds.pacer import ExchangePacer
 from mandi.model.batches import TICK_FIELDS, TickBatch, exchange_code, exchange_name
 from mandi.model.instruments import AnyInstrument, Equity
 
@@ -195,8 +194,7 @@ class ReplayFeed:
         return list(self._instruments)
 
     async def batches(self) -> AsyncIterator[TickBatch]:
-        loop = asyncio.get_running_loop()
-        paced = math.isfinite(self.speed)
+        pacer = ExchangePacer(self.speed)
         cal = calendar("NSE")
         for n, day in enumerate(self._days):
             if n:  # the next day's contracts, before its ticks
@@ -204,24 +202,16 @@ class ReplayFeed:
                 self._instruments = self._instruments_of(day)
                 if self._ctx is not None:
                     self._ctx.add_instruments(self._instruments)
-            wall0, sim0 = loop.time(), None
+            pacer.restart()
             for block in self.recording.ticks(day):
                 ts = block.ts_event
-                grid = STEP_NS if paced else MINUTE_NS
+                grid = STEP_NS if pacer.paced else MINUTE_NS
                 cuts = np.flatnonzero(np.diff(ts // grid)) + 1
                 bounds = [0, *cuts.tolist(), len(block)]
                 for lo, hi in itertools.pairwise(bounds):
                     part = block.slice(lo, hi)
-                    last = int(part.ts_event[-1])
-                    if sim0 is None:
-                        sim0 = int(part.ts_event[0])
-                    self.exchange_time_ns = last
-                    if paced:
-                        delay = wall0 + (last - sim0) / 1e9 / self.speed - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                    else:
-                        await asyncio.sleep(0)
+                    self.exchange_time_ns = int(part.ts_event[-1])
+                    await pacer.pace(part)
                     yield part
             if day in self.recording.closed:  # the recording closed this session: so do we
                 session = cal.session(day)

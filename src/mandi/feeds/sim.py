@@ -31,6 +31,7 @@ from mandi.config import SimConfig
 from mandi.core.calendar import ExchangeCalendar, calendar, ist_date, ist_ns
 from mandi.core.clock import NS_PER_SECOND
 from mandi.core.errors import ConfigError
+from mandi.feeds.pacer import ExchangePacer
 from mandi.model.batches import (
     N_TICK_FIELDS,
     T_ASK,
@@ -544,11 +545,9 @@ class SimFeed:
         pricing kernel release the GIL). An empty batch ends each session."""
         ex = self.exchange
         loop = asyncio.get_running_loop()
-        paced = math.isfinite(self.speed)
+        pacer = ExchangePacer(self.speed)
         if whole_minutes is None:
-            whole_minutes = not paced
-        wall0 = loop.time()
-        sim0: int | None = None
+            whole_minutes = not pacer.paced
         days = 0
         resume = self.resume_from_ns
         while True:
@@ -567,16 +566,8 @@ class SimFeed:
                     cut = np.flatnonzero(np.diff(ts // 250_000_000)) + 1
                     parts = [minute.slice(i, j) for i, j in _pairs(cut, len(minute))]
                 for batch in parts:
-                    last = int(batch.ts_event[-1])
-                    if sim0 is None:
-                        sim0 = int(batch.ts_event[0])
-                    self.exchange_time_ns = last
-                    if paced:
-                        delay = wall0 + (last - sim0) / 1e9 / self.speed - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                    else:
-                        await asyncio.sleep(0)
+                    self.exchange_time_ns = int(batch.ts_event[-1])
+                    await pacer.pace(batch)
                     yield batch
             resume = None
             self.exchange_time_ns = ex.close_ns
@@ -585,8 +576,7 @@ class SimFeed:
             if self.days is not None and days >= self.days:
                 return
             ex.next_day()
-            # the night is skipped: pacing restarts at the next open
-            wall0, sim0 = loop.time(), None
+            pacer.restart()  # the night is skipped: pacing restarts at the next open
 
     async def _minutes(
         self, loop: asyncio.AbstractEventLoop, prefetch: bool

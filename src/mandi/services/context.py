@@ -177,9 +177,10 @@ class NodeContext:
         self.rejected_ticks = rejected_ticks
         self.rejections = rejections
         self.columnar = columnar
-        #: the held one-second candles of a token from a time on (``store.second_candles =
+        #: the held one-second candles ``(token, since_ns, before_ns, limit)`` → the newest
+        #: ``limit`` of the token's in that range, oldest first (``store.second_candles =
         #: "memory"``: they are not in SQLite), or None
-        self.second_candles: Callable[[int, int], list[Any]] | None = None
+        self.second_candles: Callable[[int, int, int, int | None], list[Any]] | None = None
 
     def event(self, kind: str, message: str, severity: str = "INFO", **data: Any) -> None:
         """Publish a :class:`SystemEvent` on ``system:{kind}`` (stored by the node, shown by

@@ -753,16 +753,19 @@ class SecondCandles:
 
     def __init__(self, seconds: int) -> None:
         self.seconds = seconds
-        self._parts: list[np.ndarray] = []
+        # (oldest bucket, newest bucket, records): a read skips the parts outside its range
+        self._parts: list[tuple[int, int, np.ndarray]] = []
         self._newest = 0
 
     def add(self, records: np.ndarray) -> None:
         if not self.seconds or not len(records):
             return
-        self._parts.append(records.copy())  # the pipeline's records are a view
-        self._newest = max(self._newest, int(records["bucket"].max()))
+        bucket = records["bucket"]
+        lo, hi = int(bucket.min()), int(bucket.max())
+        self._parts.append((lo, hi, records.copy()))  # the pipeline's records are a view
+        self._newest = max(self._newest, hi)
         horizon = self._newest - self.seconds * NS_PER_SECOND
-        while self._parts and int(self._parts[0]["bucket"].max()) < horizon:
+        while self._parts and self._parts[0][1] < horizon:
             self._parts.pop(0)
 
     def add_one(self, c: Candle) -> None:
@@ -776,12 +779,32 @@ class SecondCandles:
             )  # fmt: skip
             self.add(rec)
 
-    def candles(self, token: int, since_ns: int = 0) -> list[Candle]:
-        """The held one-second candles of ``token`` from ``since_ns`` on, oldest first."""
+    def candles(
+        self, token: int, since_ns: int = 0, before_ns: int = 1 << 62, limit: int | None = None
+    ) -> list[Candle]:
+        """The held one-second candles of ``token`` with ``since_ns <= bucket < before_ns``,
+        oldest first; with ``limit``, only the newest ``limit`` of them. The parts are read
+        newest first, those outside the range not at all, and only the candles returned are
+        made :class:`Candle` s."""
         from mandi.model.batches import records_to_candles
 
-        out: list[Candle] = []
-        for part in self._parts:
-            sel = part[(part["token"] == token) & (part["bucket"] >= since_ns)]
-            out += records_to_candles(sel)
-        return out
+        picked: list[np.ndarray] = []
+        n = 0
+        for lo, hi, part in reversed(self._parts):
+            if hi < since_ns or lo >= before_ns:
+                continue
+            sel = part[part["token"] == token]
+            if lo < since_ns or hi >= before_ns:  # the range cuts this part
+                b = sel["bucket"]
+                sel = sel[(b >= since_ns) & (b < before_ns)]
+            if len(sel):
+                picked.append(sel)
+                n += len(sel)
+                if limit is not None and n >= limit:
+                    break
+        if not picked:
+            return []
+        records = np.concatenate(picked[::-1])
+        if limit is not None:
+            records = records[max(len(records) - limit, 0) :]
+        return records_to_candles(records)

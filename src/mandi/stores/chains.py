@@ -121,17 +121,15 @@ def snapshot_rows(
     per_strike: dict[tuple[int, str], tuple[str, list[float | None]]] = {}
     if analytics is not None:
         windows = list(analytics.oi_windows_minutes)
+        at = [windows.index(w) if w in windows else -1 for w in WINDOWS]
+        oi_pct = analytics.oi_change_pct.tolist()  # (window, side, strike) as Python floats
+        strikes = analytics.strikes.tolist()
         for side_i, side in enumerate(("CE", "PE")):
             labels = analytics.moneyness_labels(side)
-            for j, k in enumerate(analytics.strikes):
+            for j, k in enumerate(strikes):
                 if not math.isfinite(k):
                     continue
-                pct = [
-                    _num(analytics.oi_change_pct[windows.index(w), side_i, j])
-                    if w in windows
-                    else None
-                    for w in WINDOWS
-                ]
+                pct = [_num(oi_pct[w][side_i][j]) if w >= 0 else None for w in at]
                 per_strike[(round(k * 100), side)] = (labels[j], pct)
     out = []
     spot = snap.underlying_price

@@ -129,6 +129,15 @@ class WriterStats:
 
 
 _STOP = object()
+#: rows per piece of a flush that may end its transaction early (``BatchLoop._write_yielding``)
+YIELD_ROWS = 256
+
+
+def _unit(pieces: list[tuple[str, Rows]]) -> dict[str, Rows]:
+    unit: dict[str, Rows] = {}
+    for key, rows in pieces:
+        unit.setdefault(key, []).extend(rows)
+    return unit
 
 
 class BatchLoop:
@@ -284,9 +293,12 @@ class BatchLoop:
             self.stats.given_up.update({k: len(r) for k, r in by_key.items()})
         else:
             t0 = time.perf_counter()
-            units = [by_key] if self.backend.atomic else [{k: r} for k, r in by_key.items()]
-            for unit in units:
-                self._write(unit)
+            if self.backend.atomic and hasattr(self.backend, "yield_wanted"):
+                self._write_yielding(by_key)
+            else:
+                units = [by_key] if self.backend.atomic else [{k: r} for k, r in by_key.items()]
+                for unit in units:
+                    self._write(unit)
             self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
             self.stats.flushes += 1
             self.stats.items += len(buf)
@@ -336,6 +348,40 @@ class BatchLoop:
                 continue
             self._stored(unit, rejects)
             return
+
+    def _write_yielding(self, by_key: dict[str, Rows]) -> None:
+        """An atomic flush written in pieces of ``YIELD_ROWS`` rows, in one transaction unless
+        another writer of the same store waits (``backend.yield_wanted()``, SQLite's
+        :class:`~mandi.stores.sqlite.WriteTurn`): then the transaction ends after the current
+        piece and the rest follows in the next one, so that writer waits for a piece, not for
+        the whole flush. When a transaction fails, what it held and the rest of the flush go to
+        :meth:`_write` as one unit (retries, quarantine), as a flush does without yielding."""
+        backend = self.backend
+        step = YIELD_ROWS
+        pieces = [
+            (key, rows[i : i + step])
+            for key, rows in by_key.items()
+            for i in range(0, len(rows), step)
+        ]
+        i = 0
+        while i < len(pieces):
+            j = i
+            try:
+                backend.begin()
+                while j < len(pieces):
+                    backend.write(*pieces[j])
+                    j += 1
+                    if j < len(pieces) and backend.yield_wanted():  # type: ignore[attr-defined]
+                        break
+                backend.commit()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    backend.rollback()
+                j = len(pieces)  # the rest of the flush, as one unit: retried, salvaged
+                self._write(_unit(pieces[i:j]))
+            else:
+                self._stored(_unit(pieces[i:j]), [])
+            i = j
 
     def _salvage(self, key: str, rows: Rows) -> list[Reject]:
         """Write ``rows``, halving them around the ones the store refuses; return those."""

@@ -301,7 +301,9 @@ class TradingKernel:
         slots = ticks.slots(batch.token)
         reach = np.maximum.accumulate(batch.ts_event)  # the latest tick time, tick by tick
         now0 = self.clock.now_ns()
-        flags = self._refresh_interest(ticks)
+        flags = self._flags
+        if len(flags) < len(ticks.index.ids) or self._interest_changed():
+            flags = self._refresh_interest(ticks)
         i = 0
         while i < n:
             j = columns.first_flagged(flags, slots, i, n) if self._interest else n

@@ -459,7 +459,7 @@ class MandiAPI:
         if rows:
             cs = [ser.candle(Candle(**r)) for r in rows]
         elif timeframe == 1 and held is not None:  # one-second candles kept in memory
-            cs = [ser.candle(c) for c in held(token, 0) if c.bucket < end][-limit:]
+            cs = [ser.candle(c) for c in held(token, 0, end, limit)]
         else:
             cs = [
                 ser.candle(c)

@@ -145,3 +145,25 @@ def test_restart_on_sqlite_restores_everything(tmp_path):
     # the CLI's kill switch on the same file
     latch, changed = set_latch(db, False, "manual reset", "cli")
     assert changed and not latch.halted and latch.version == 2
+
+
+def test_marks_are_stored_and_durable_writes_stay_full(tmp_path):
+    """Marks are committed without an fsync (informational), and every other write after them
+    still commits at synchronous=FULL."""
+    db = str(tmp_path / "m.db")
+    s = SqliteTradingStore(db)
+    k = Kit().start()
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    k.emit(k.signal("s", RELIANCE, "BUY"))
+    k.tick(RELIANCE, 1410.0, qty=1000)
+    (p,) = k.kernel.book.open_positions()
+    s.save_marks([p.to_record()], DailyRow("2026-04-15", net_pnl=7))
+    assert s.con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    s.close()
+    again = SqliteTradingStore(db)
+    try:
+        (rec,) = again.open_positions()
+        assert rec.position_id == p.position_id and rec.current_premium == p.current_price
+        assert again.load_daily("2026-04-15").net_pnl == 7
+    finally:
+        again.close()

@@ -137,3 +137,64 @@ def test_rows_are_stored_whatever_thread_queues_them(db_path):
         th.join()
     w.stop()
     assert connect(db_path).execute("SELECT count(*) FROM ticks").fetchone()[0] == 2000
+
+
+def test_a_durable_write_waits_for_a_piece_of_a_flush_not_for_all_of_it(db_path, monkeypatch):
+    """While the trading store waits for its turn (WriteTurn.urgent), the writer commits after
+    the piece it is writing and lets it in; the rest of the flush follows."""
+    from mandi.stores import sqlite as S
+    from mandi.stores.writer import YIELD_ROWS
+
+    turn = S.write_turn(db_path)
+    seen: list[int] = []
+    urgent_done = threading.Event()
+
+    durable = connect(db_path, synchronous="FULL")
+
+    def durable_write() -> None:
+        with turn.urgent():
+            seen.append(durable.execute("SELECT count(*) FROM ticks").fetchone()[0])
+            durable.execute(
+                "INSERT INTO system_events (timestamp, event_type, message) VALUES (1, 'x', 'y')"
+            )
+        urgent_done.set()
+
+    write = S.SqliteBackend.write
+
+    def first_piece_then_urgent(self, key, rows, isolated=False):
+        write(self, key, rows, isolated)
+        if not seen and not turn.wanted():  # the first piece: a durable writer arrives
+            threading.Thread(target=durable_write, daemon=True).start()
+            assert wait_for(turn.wanted)
+
+    monkeypatch.setattr(S.SqliteBackend, "write", first_piece_then_urgent)
+    w = BatchWriter(db_path, flush_interval=60, flush_items=10**6).start()
+    w.put("ticks", ticks(5 * YIELD_ROWS + 7))
+    w.stop(timeout=15)
+    assert urgent_done.wait(15)
+    assert seen == [YIELD_ROWS]  # it went in after one piece, not after the flush
+    durable.close()
+    con = connect(db_path)
+    assert con.execute("SELECT count(*) FROM ticks").fetchone()[0] == 5 * YIELD_ROWS + 7
+    assert w.stats.rows["ticks"] == 5 * YIELD_ROWS + 7 and w.not_stored() == 0
+
+
+def test_a_write_turn_lets_a_durable_write_in_when_every_batch_transaction_ends(tmp_path):
+    from mandi.stores.sqlite import write_turn
+
+    turn = write_turn(str(tmp_path / "t.db"))
+    assert turn is write_turn(str(tmp_path / "." / "t.db"))  # one per file
+    turn.begin_bulk()
+    turn.begin_bulk()  # two batch writers of the file
+    entered = threading.Event()
+
+    def durable() -> None:
+        with turn.urgent():
+            entered.set()
+
+    threading.Thread(target=durable, daemon=True).start()
+    assert wait_for(turn.wanted)  # it waits, announced
+    turn.end_bulk()
+    assert not entered.is_set()  # one batch transaction is still open
+    turn.end_bulk()
+    assert entered.wait(10) and wait_for(lambda: not turn.wanted())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mandi.brokers.angel.keeper import SessionKeeper
 from mandi.brokers.angel.rest import AngelRest
 from mandi.brokers.angel.wire import (
     EXCHANGE_TYPE,
@@ -24,45 +23,29 @@ from mandi.brokers.angel.wire import (
     rupees,
     trade_fill,
 )
-from mandi.brokers.live import LiveBroker
-from mandi.core.clock import Clock
+from mandi.brokers.live import LiveBroker, OrderJson
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
-    BrokerFill,
-    BrokerOrderReport,
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
-from mandi.model.orders import OrderStatus
+from mandi.model.instruments import AnyInstrument
 
 Json = dict[str, Any]
 
 
-class AngelBroker(LiveBroker):
+class AngelBroker(LiveBroker[AngelRest]):
     name = "angel"
     title = "Angel One"
+    order_json = OrderJson(
+        tag="ordertag", order_id="orderid", filled="filledshares",
+        status="orderstatus", message="text",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        rest: AngelRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-        keeper: SessionKeeper | None = None,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self._rest = rest
-        self.keeper = keeper
-
-    @property
-    def rest(self) -> AngelRest:
-        """The REST client with the current JWT (refreshed by the keeper when due)."""
-        if self.keeper is not None:
-            self._rest.jwt = self.keeper.get().access_token
-        return self._rest
+    def _authorize(self, rest: AngelRest, access_token: str) -> None:
+        rest.jwt = access_token
 
     def tag(self, client_order_id: str) -> str:
         return angel_tag(client_order_id)
@@ -101,29 +84,6 @@ class AngelBroker(LiveBroker):
 
     def _trades(self, order_id: str) -> list[Json]:
         return [t for t in self.rest.trades() if str(t.get("orderid")) == order_id]
-
-    def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        return trade_fill(client_order_id, trade)
-
-    def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        return order_report(client_order_id, order, trades)
-
-    def _tag_of(self, order: Json) -> str:
-        return str(order.get("ordertag") or "")
-
-    def _oid_of(self, order: Json) -> str:
-        return str(order.get("orderid") or "")
-
-    def _filled_of(self, order: Json) -> int:
-        return int(order.get("filledshares") or 0)
-
-    def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
-        st = order_status(
-            str(order.get("orderstatus") or ""),
-            self._filled_of(order),
-            int(order.get("quantity") or 0),
-        )
-        return st, str(order.get("text") or "")
 
     def positions(self) -> list[BrokerPosition]:
         out = []

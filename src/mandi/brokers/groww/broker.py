@@ -23,48 +23,33 @@ from mandi.brokers.groww.wire import (
     order_status,
     trade_fill,
 )
-from mandi.brokers.keeper import SessionKeeper
-from mandi.brokers.live import LiveBroker
-from mandi.core.clock import Clock
+from mandi.brokers.live import LiveBroker, OrderJson
 from mandi.core.errors import BrokerOrderError, ParseError
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
-    BrokerFill,
-    BrokerOrderReport,
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
-from mandi.model.orders import OrderStatus
+from mandi.model.instruments import AnyInstrument
 
 Json = dict[str, Any]
 
 
-class GrowwBroker(LiveBroker):
+class GrowwBroker(LiveBroker[GrowwRest]):
     name = "groww"
     title = "Groww"
+    order_json = OrderJson(
+        tag="order_reference_id", order_id="groww_order_id", filled="filled_quantity",
+        status="order_status", message="remark",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        rest: GrowwRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-        keeper: SessionKeeper | None = None,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self._rest = rest
-        self.keeper = keeper
+    def _setup(self) -> None:
         self._segment_of: dict[str, str] = {}  # Groww order id → CASH | FNO
 
-    @property
-    def rest(self) -> GrowwRest:
-        """The REST client with the current access token (renewed by the keeper when due)."""
-        if self.keeper is not None:
-            self._rest.token = self.keeper.get().access_token
-        return self._rest
+    def _authorize(self, rest: GrowwRest, access_token: str) -> None:
+        rest.token = access_token
 
     def tag(self, client_order_id: str) -> str:
         return groww_tag(client_order_id)
@@ -115,29 +100,6 @@ class GrowwBroker(LiveBroker):
 
     def _trades(self, order_id: str) -> list[Json]:
         return self.rest.trades(order_id, self._segment(order_id))
-
-    def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        return trade_fill(client_order_id, trade)
-
-    def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        return order_report(client_order_id, order, trades)
-
-    def _tag_of(self, order: Json) -> str:
-        return str(order.get("order_reference_id") or "")
-
-    def _oid_of(self, order: Json) -> str:
-        return str(order.get("groww_order_id") or "")
-
-    def _filled_of(self, order: Json) -> int:
-        return int(order.get("filled_quantity") or 0)
-
-    def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
-        st = order_status(
-            str(order.get("order_status") or ""),
-            self._filled_of(order),
-            int(order.get("quantity") or 0),
-        )
-        return st, str(order.get("remark") or "")
 
     def handle_postback(self, order: Json) -> None:
         """An order update from the feed (``growwOrderId`` only): look at that order afresh."""

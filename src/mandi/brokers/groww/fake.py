@@ -30,6 +30,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ _REF = re.compile(r"^[A-Za-z0-9-]{8,20}$")
 _STATUS = {"OPEN": "ACKED", "COMPLETE": "EXECUTED", "REJECTED": "REJECTED",
            "CANCELLED": "CANCELLED"}  # fmt: skip
 _EXCHANGE_CODE = {"BSE": 0, "NSE": 1}
+Handler = Callable[[Request], Awaitable[Response]]
 _SEGMENT_CODE = {"CASH": 0, "FNO": 1}
 
 
@@ -93,6 +95,10 @@ def _verify(public_key: str, nonce: bytes, sig: str) -> bool:
         return True
     except (ValueError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
         return False
+
+
+class _NoSuchOrder(Exception):
+    """An order the fake does not hold (Groww's GA004)."""
 
 
 @dataclass
@@ -188,6 +194,20 @@ class FakeGroww(FakeBroker):
             return self._err("GA005", "Authentication failed: invalid or expired token", 401)
         return None
 
+    def _api(self, handler: Handler) -> Handler:
+        """``handler`` as Groww's API serves it: :meth:`_auth`'s checks first, and an unknown
+        order (:class:`_NoSuchOrder`) answered with GA004, HTTP 404."""
+
+        async def route(request: Request) -> Response:
+            if (e := self._auth(request)) is not None:
+                return e
+            try:
+                return await handler(request)
+            except _NoSuchOrder:
+                return self._err("GA004", "Requested entity does not exist", 404)
+
+        return route
+
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
             d = json.loads(await request.body() or b"{}")
@@ -197,24 +217,24 @@ class FakeGroww(FakeBroker):
 
     # --- routes -----------------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
-        r = ROUTES
+        r, api = ROUTES, self._api
         return [
             Route(r["access"], self.access_token, methods=["POST"]),
-            Route(r["socket_token"], self.socket_token, methods=["POST"]),
-            Route(r["profile"], self.profile, methods=["GET"]),
+            Route(r["socket_token"], api(self.socket_token), methods=["POST"]),
+            Route(r["profile"], api(self.profile), methods=["GET"]),
             Route("/v1/changelog", self.changelog, methods=["GET"]),
-            Route(r["margins"], self.margins, methods=["GET"]),
-            Route(r["place"], self.place_route, methods=["POST"]),
-            Route(r["modify"], self.modify_route, methods=["POST"]),
-            Route(r["cancel"], self.cancel_route, methods=["POST"]),
-            Route(r["orders"], self.order_list, methods=["GET"]),
-            Route("/v1/order/detail/{order_id}", self.order_detail, methods=["GET"]),
-            Route("/v1/order/status/reference/{ref}", self.status_by_ref, methods=["GET"]),
-            Route("/v1/order/status/{order_id}", self.order_status, methods=["GET"]),
-            Route(r["trades"], self.trade_list, methods=["GET"]),
-            Route(r["positions"], self.positions_route, methods=["GET"]),
-            Route("/v1/positions/trading-symbol", self.positions_route, methods=["GET"]),
-            Route(r["candles"], self.candles, methods=["GET"]),
+            Route(r["margins"], api(self.margins), methods=["GET"]),
+            Route(r["place"], api(self.place_route), methods=["POST"]),
+            Route(r["modify"], api(self.modify_route), methods=["POST"]),
+            Route(r["cancel"], api(self.cancel_route), methods=["POST"]),
+            Route(r["orders"], api(self.order_list), methods=["GET"]),
+            Route("/v1/order/detail/{order_id}", api(self.order_detail), methods=["GET"]),
+            Route("/v1/order/status/reference/{ref}", api(self.status_by_ref), methods=["GET"]),
+            Route("/v1/order/status/{order_id}", api(self.order_status), methods=["GET"]),
+            Route(r["trades"], api(self.trade_list), methods=["GET"]),
+            Route(r["positions"], api(self.positions_route), methods=["GET"]),
+            Route("/v1/positions/trading-symbol", api(self.positions_route), methods=["GET"]),
+            Route(r["candles"], api(self.candles), methods=["GET"]),
             Route(INSTRUMENTS_PATH, self.instrument_csv),
             WebSocketRoute("/ws", self.feed),
         ]
@@ -259,8 +279,6 @@ class FakeGroww(FakeBroker):
         )
 
     async def socket_token(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         key = str((await self._body(request)).get("socketKey") or "")
         if not key.startswith("U") or len(key) != 56:
             return self._err("GA001", "socketKey is not a user nkey")
@@ -269,7 +287,7 @@ class FakeGroww(FakeBroker):
         return JSONResponse({"token": token, "subscriptionId": DEMO_SUBSCRIPTION})
 
     async def profile(self, request: Request) -> Response:
-        return self._auth(request) or self._ok(
+        return self._ok(
             {
                 "vendor_user_id": "d86890d1-mandi-fake-groww",
                 "ucc": self.user_id,
@@ -284,8 +302,6 @@ class FakeGroww(FakeBroker):
         return JSONResponse({"info": [], "warning": []})
 
     async def margins(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         cash = _r(self.cash_now())
         return self._ok(
             {
@@ -391,8 +407,6 @@ class FakeGroww(FakeBroker):
         return None
 
     async def place_route(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         d = await self._body(request)
         try:
             ex, seg = str(d["exchange"]), str(d["segment"])
@@ -432,16 +446,18 @@ class FakeGroww(FakeBroker):
             }
         )
 
-    def _order(self, order_id: str) -> FakeOrder | None:
-        return self.orders.get(order_id)
+    def _order(self, order_id: str) -> FakeOrder:
+        return self._known(self.orders.get(order_id))
+
+    def _known(self, o: FakeOrder | None) -> FakeOrder:
+        """``o``, unless there is none: GA004, answered by :meth:`_api`."""
+        if o is None:
+            raise _NoSuchOrder
+        return o
 
     async def modify_route(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         d = await self._body(request)
         o = self._order(str(d.get("groww_order_id") or ""))
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
         try:
             qty = int(d.get("quantity") or o.quantity)
             price = round(float(d.get("price") or o.price / 100) * 100)
@@ -453,12 +469,8 @@ class FakeGroww(FakeBroker):
         return self._ok({"groww_order_id": o.order_id, "order_status": "MODIFICATION_REQUESTED"})
 
     async def cancel_route(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         d = await self._body(request)
         o = self._order(str(d.get("groww_order_id") or ""))
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
         why = self.cancel(o)
         if why:
             return self._err("GA006", why)
@@ -474,8 +486,6 @@ class FakeGroww(FakeBroker):
         return rows[page * size : (page + 1) * size]
 
     async def order_list(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         seg = request.query_params.get("segment")
         rows = [
             self.order_json(o)
@@ -485,36 +495,20 @@ class FakeGroww(FakeBroker):
         return self._ok({"order_list": self._page(request, rows, 100)})
 
     async def order_detail(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         o = self._order(request.path_params["order_id"])
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
         return self._ok(self.order_json(o))
 
     async def order_status(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         o = self._order(request.path_params["order_id"])
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
         return self._ok(self._status_short(o))
 
     async def status_by_ref(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         ref = request.path_params["ref"]
-        o = next((x for x in self.orders.values() if x.tag == ref), None)
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
+        o = self._known(next((x for x in self.orders.values() if x.tag == ref), None))
         return self._ok(self._status_short(o))
 
     async def trade_list(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         o = self._order(request.path_params["order_id"])
-        if o is None:
-            return self._err("GA004", "Requested entity does not exist", 404)
         seg = SEGMENT_OF_CODE[o.token & 0x7F][1]
         rows = [
             {
@@ -541,8 +535,6 @@ class FakeGroww(FakeBroker):
         return self._ok({"trade_list": self._page(request, rows, 50)})
 
     async def positions_route(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         q = request.query_params
         rows = []
         for p in self.positions():
@@ -579,8 +571,6 @@ class FakeGroww(FakeBroker):
         return self._ok({"positions": rows})
 
     async def candles(self, request: Request) -> Response:
-        if (e := self._auth(request)) is not None:
-            return e
         q = request.query_params
         interval = q.get("candle_interval", "")
         inst = self.by_groww_symbol.get(q.get("groww_symbol", ""))

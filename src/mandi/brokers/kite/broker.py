@@ -22,39 +22,35 @@ from mandi.brokers.kite.wire import (
     rupees,
     trade_fill,
 )
-from mandi.brokers.live import LiveBroker
+from mandi.brokers.live import LiveBroker, OrderJson
 from mandi.brokers.sender import RequestTemplate
-from mandi.core.clock import Clock
 from mandi.core.money import to_paise
 from mandi.execution.ports import (
     BrokerBalance,
     BrokerFill,
-    BrokerOrderReport,
     BrokerPosition,
     OrderRequest,
 )
-from mandi.model.instruments import AnyInstrument, InstrumentMaster
-from mandi.model.orders import OrderStatus
+from mandi.model.instruments import AnyInstrument
 
 Json = dict[str, Any]
 
 
-class KiteBroker(LiveBroker):
+class KiteBroker(LiveBroker[KiteRest]):
     name = "kite"
     title = "Kite"
+    order_json = OrderJson(
+        tag="tag", order_id="order_id", filled="filled_quantity",
+        status="status", message="status_message",
+        to_status=order_status, to_fill=trade_fill, to_report=order_report,
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        rest: KiteRest,
-        master: InstrumentMaster,
-        clock: Clock,
-        poll_interval_s: float = 3.0,
-        retry_429: int = 3,
-    ) -> None:
-        super().__init__(master, clock, poll_interval_s, retry_429)
-        self.rest = rest
-        self._template: RequestTemplate | None = None
+    def _setup(self) -> None:
+        self._template: RequestTemplate | None = None  # the fast path's, for this access token
         self._template_token = ""
+
+    def _authorize(self, rest: KiteRest, access_token: str) -> None:
+        rest.access_token = access_token
 
     def tag(self, client_order_id: str) -> str:
         return kite_tag(client_order_id)
@@ -106,27 +102,6 @@ class KiteBroker(LiveBroker):
 
     def _trades(self, order_id: str) -> list[Json]:
         return self.rest.order_trades(order_id)
-
-    def _fill(self, client_order_id: str, trade: Json) -> BrokerFill:
-        return trade_fill(client_order_id, trade)
-
-    def _report(self, client_order_id: str, order: Json, trades: list[Json]) -> BrokerOrderReport:
-        return order_report(client_order_id, order, trades)
-
-    def _tag_of(self, order: Json) -> str:
-        return str(order.get("tag") or "")
-
-    def _oid_of(self, order: Json) -> str:
-        return str(order.get("order_id") or "")
-
-    def _filled_of(self, order: Json) -> int:
-        return int(order.get("filled_quantity") or 0)
-
-    def _status_of(self, order: Json) -> tuple[OrderStatus, str]:
-        st = order_status(
-            str(order.get("status") or ""), self._filled_of(order), int(order.get("quantity") or 0)
-        )
-        return st, str(order.get("status_message") or "")
 
     def positions(self) -> list[BrokerPosition]:
         net = self.rest.positions().get("net") or []

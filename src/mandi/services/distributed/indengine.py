@@ -66,6 +66,7 @@ from mandi.bus.redis import (
     Commands,
     Entry,
     GroupReader,
+    PendingWatch,
     RedisCommandError,
     RedisLink,
     RedisUnavailable,
@@ -827,14 +828,30 @@ class IndEngineService:
         return "-"
 
     async def take(self, index: int) -> None:
-        """Warm start of one partition (its lease is held): snapshot, pending, replay."""
-        rc = self.cfg.redis
+        """Warm start of one partition (its lease is held): snapshot, pending, replay.
+
+        Interrupted (Redis unavailable half-way), the partition is not owned: the next
+        rebalance takes it again from the start (its lease is still ours). Kept half-warmed it
+        would read on with entries taken over but never acknowledged, and a gap in its engine.
+        """
         part = Partition(
             index, self.nparts, self.cfg.indicators.specs, self.specs_key, bool(self.link.cluster)
         )
         self.partitions[index] = part
         self._show_partitions()
         keys = self._keys_of(index)
+        try:
+            await self._warm(part, keys)
+        except (RedisUnavailable, RedisCommandError):
+            if self.partitions.get(index) is part:
+                del self.partitions[index]
+                self._show_partitions()
+                self.reader.remove_keys(keys)
+            raise
+
+    async def _warm(self, part: Partition, keys: list[str]) -> None:
+        rc = self.cfg.redis
+        index = part.index
         await self.reader.add_keys(keys)
         ids = await self.load_snapshot(part)
         part.last_ids = {k: ids[k] for k in keys if k in ids}
@@ -1182,10 +1199,12 @@ class IndEngineService:
         return None
 
     async def _recover_pending(self) -> None:
-        """After a reconnect: entries Redis delivered to us whose reply we never read, or whose
-        XACK it lost in a crash (an AOF keeps the delivery, not the unsent ack), stay pending
-        and XREADGROUP ``>`` never returns them again. Claim and process them now: stale ones
-        give no output and are acknowledged, unseen ones are processed in ID order."""
+        """After a failed read, a reconnect or a fail-over (see :class:`PendingWatch`): entries
+        Redis delivered to us whose reply we never read (or that a failed cluster read
+        dropped), or whose XACK it lost, stay pending and XREADGROUP ``>`` never returns them
+        again. Claim and process them now, before reading on: stale ones give no output and are
+        acknowledged, unseen ones are processed in ID order (a newer candle processed first
+        would make them stale, and their values would be lost)."""
         rc = self.cfg.redis
         await self.drain()  # what is in flight acknowledges its own entries first
         batch = _Batch()
@@ -1201,11 +1220,15 @@ class IndEngineService:
         await self.commit(batch)
         if keep:
             self.stats["recovered"] += len(keep)
-            log.info("%s: %d pending entries claimed after a reconnect", self.service, len(keep))
+            log.info(
+                "%s: %d pending entries claimed again (failed read, reconnect, fail-over)",
+                self.service,
+                len(keep),
+            )
 
     async def _live(self) -> None:
         rc = self.cfg.redis
-        connects = self.link.stats.connects
+        watch = PendingWatch(self.link)
         while not self.stop.is_set():
             if self._lost or self._wanted != set(self.partitions):
                 try:
@@ -1214,10 +1237,10 @@ class IndEngineService:
                     log.warning("%s: rebalancing interrupted (%s)", self.service, e)
                     await self._sleep(self.link.backoff.next())
                     continue
-            if self.link.stats.connects != connects:  # reconnected since the last read
-                connects = self.link.stats.connects  # (a reconnect during recovery: again)
+            if watch.check():  # until a recovery completes: nothing new is read before it
                 try:
                     await self._recover_pending()
+                    watch.recovered()
                 except RedisUnavailable:
                     self.state.set("redis_down")
                     await self._sleep(self.link.backoff.next())
@@ -1237,17 +1260,19 @@ class IndEngineService:
                 count = max(10, min(rc.read_count, 5000 // max(1, len(self.reader.keys))))
                 entries = await self._until_stopped(self.reader.read(count, rc.block_ms))
             except RedisUnavailable:
+                watch.read_failed()
                 self.state.set("redis_down")
                 await self._sleep(self.link.backoff.next())
                 continue
             except RedisCommandError as e:
+                watch.read_failed()
                 log.error("%s: reading failed: %s", self.service, e)
                 await self._sleep(self.link.backoff.next())
                 continue
             if entries is None:  # stopping
                 break
-            if self.link.stats.connects != connects:
-                continue  # read over a new connection: recovered in ID order, with older ones
+            if watch.check():
+                continue  # read over a new connection or slot map: recovered in ID order first
             if self.state.state == "redis_down":
                 self.state.set("running")
             t0 = time.perf_counter()

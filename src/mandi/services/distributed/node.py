@@ -53,6 +53,7 @@ from mandi.bus.redis import (
     Command,
     Entry,
     GroupReader,
+    PendingWatch,
     RedisCommandError,
     RedisLink,
     RedisUnavailable,
@@ -246,6 +247,9 @@ class RedisNode:
             )  # fmt: skip
             got: list[Entry] = []
             for key, reply in zip(keys, replies, strict=True):
+                if isinstance(reply, hiredis.ReplyError) and "NOGROUP" in str(reply):
+                    starts.pop(key, None)  # Redis lost the group: nothing pending (read recreates)
+                    continue
                 if isinstance(reply, hiredis.ReplyError):
                     raise RedisCommandError(str(reply))
                 es = [e for _, items in reply or () for e in _entries(key, items)]
@@ -422,7 +426,20 @@ class RedisNode:
         rc = self.cfg.redis
         loop_time = asyncio.get_running_loop().time
         last_claim = loop_time()
+        watch = PendingWatch(self.link)
         while not self.stop.is_set():
+            if watch.check():  # what a failed read dropped: first, in order (see PendingWatch)
+                try:
+                    await self._own_pending()
+                    watch.recovered()
+                except RedisUnavailable:
+                    self.state.set("redis_down")
+                    await asyncio.sleep(self.link.backoff.next())
+                    continue
+                except RedisCommandError as e:
+                    log.error("%s: re-reading pending entries failed: %s", self.service, e)
+                    await asyncio.sleep(self.link.backoff.next())
+                    continue
             if self._new:
                 new, self._new = self._new, []
                 with contextlib.suppress(RedisUnavailable):
@@ -441,9 +458,12 @@ class RedisNode:
             try:
                 entries = read.result()
             except RedisUnavailable:
+                watch.read_failed()
                 self.state.set("redis_down")
                 await asyncio.sleep(self.link.backoff.next())
                 continue
+            if watch.check():
+                continue  # read over a new connection or slot map: pending ones first, in order
             if self.state.state == "redis_down":
                 self.state.set("running")
             if entries:
