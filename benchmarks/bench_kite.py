@@ -41,7 +41,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from harness import best_of, report
+from harness import Flip, best_of, report
 from mandi.brokers.kite import frames
 from mandi.brokers.kite.broker import KiteBroker
 from mandi.brokers.kite.rest import KiteRest, Pacer
@@ -54,11 +54,10 @@ from mandi.execution.memstore import MemoryTradingStore
 from mandi.execution.ports import BrokerFill
 from mandi.feeds.kite import FrameStats, parse_frame
 from mandi.model.instruments import Equity, InstrumentMaster
-from mandi.model.market import Candle, Tick
+from mandi.model.market import Tick
 from mandi.pipeline.candles import CandlePipeline
 from mandi.pipeline.fast import FastCandlePipeline
 from mandi.risk.config import RiskConfig
-from mandi.strategy.base import Strategy
 from mandi.system.kernel import TradingKernel
 
 NS = 1_000_000_000
@@ -244,19 +243,6 @@ def bench_hold() -> None:
         cpu_ref,
         goal=f"<= 25% of one core; measured {cpu_fast / seconds:.0%}",
     )
-
-
-class Flip(Strategy):
-    """BUY when flat, SELL when long: one order per candle (as in bench_trading)."""
-
-    name = "flip"
-
-    def on_start(self) -> None:
-        self.long = False
-
-    def on_candle(self, candle: Candle) -> None:
-        self.signal("SELL" if self.long else "BUY", quantity=1)
-        self.long = not self.long
 
 
 class KiteAnswers(asyncio.Protocol):

@@ -43,9 +43,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from harness import best_of, report
 from mandi.model.batches import TickBatch
-from mandi.model.market import Candle
 from mandi.services.node import MarketNode
-from mandi.strategy.base import Strategy
 
 DAY = "2026-04-13"
 UNTIL = os.environ.get("MANDI_BENCH_RUN_UNTIL", "10:15")
@@ -153,20 +151,6 @@ def storage_line(db: str) -> str:
     )
 
 
-class Flip(Strategy):
-    """Buys when flat and sells when long on every 60 s candle: one order a minute, so the
-    latency has a sample every minute (the default strategies trade a few times an hour)."""
-
-    name = "flip"
-
-    def on_start(self) -> None:
-        self.long = False
-
-    def on_candle(self, candle: Candle) -> None:
-        self.signal("SELL" if self.long else "BUY", quantity=1)
-        self.long = not self.long
-
-
 class OrderProbe:
     """A layer that times tick → order inside a ``mandi run``: the node's feed batches are cut
     into slices of ``slice_ms`` of exchange time (what a live feed delivers at a time), and every
@@ -243,7 +227,7 @@ class OrderProbe:
 
 def order_latency(db: str, until: str, slice_ms: int, **extra: Any) -> OrderProbe:
     """``mandi run`` in this process, flat out, all default layers and strategies plus
-    :class:`Flip` on RELIANCE (60 s), paper mode, SQLite: tick → order of every order."""
+    :class:`harness.Flip` on RELIANCE (60 s), paper mode, SQLite: tick → order of every order."""
     from mandi.cli import build_layers
     from mandi.config import load_config
     from mandi.services.trading import prepare_config
@@ -251,7 +235,7 @@ def order_latency(db: str, until: str, slice_ms: int, **extra: Any) -> OrderProb
 
     strategies = [msgspec.to_builtins(s) for s in DEFAULT_STRATEGIES]
     strategies.append(
-        {"name": "bench_run:Flip", "id": "flip", "symbols": ["RELIANCE"], "timeframe": 60}
+        {"name": "harness:Flip", "id": "flip", "symbols": ["RELIANCE"], "timeframe": 60}
     )
     settings = {
         "sim.date": DAY,

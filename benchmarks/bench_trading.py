@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from harness import report
+from harness import Flip, report
 from mandi.bus.memory import MessageBus
 from mandi.core.calendar import ist_ns
 from mandi.core.clock import TestClock
@@ -70,17 +70,6 @@ def make_ticks() -> tuple[list[Tick], set[int]]:
             ticks.append(Tick(TOKEN, "NSE", ts, ts, p, vol, 10, 0, p - 5, p + 5, 5000, 5000))
         price *= walk[-1]
     return ticks, closers
-
-
-class Flip(Strategy):
-    name = "flip"
-
-    def on_start(self) -> None:
-        self.long = False
-
-    def on_candle(self, candle: Candle) -> None:
-        self.signal("SELL" if self.long else "BUY", quantity=1)
-        self.long = not self.long
 
 
 class Watcher(Strategy):

@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mandi.model.market import Candle
 from mandi.services.jitcache import prepare_numba_cache
+from mandi.strategy.base import Strategy
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -55,3 +57,18 @@ def report(
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
     return row
+
+
+class Flip(Strategy):
+    """Buys when flat and sells when long on every candle: one order per candle, so an order
+    benchmark has a latency sample every minute (the default strategies trade a few times an
+    hour)."""
+
+    name = "flip"
+
+    def on_start(self) -> None:
+        self.long = False
+
+    def on_candle(self, candle: Candle) -> None:
+        self.signal("SELL" if self.long else "BUY", quantity=1)
+        self.long = not self.long

@@ -24,7 +24,7 @@ def to_paise(rupees: float | int | str | Decimal) -> int:
     """Convert rupees to paise, rounding half-even to the nearest paisa.
 
     Strings may carry Indian digit grouping (``"2,267.60"``). Raises ``ValueError`` naming the
-    value for anything that is not a finite number.
+    value for anything that is not a finite number, or too large to convert exactly.
     """
     try:
         if isinstance(rupees, str):
@@ -39,7 +39,10 @@ def to_paise(rupees: float | int | str | Decimal) -> int:
             raise ValueError
     except (InvalidOperation, ValueError):
         raise ValueError(f"not a finite amount of rupees: {rupees!r}") from None
-    return int((d * PAISE_PER_RUPEE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    try:
+        return int((d * PAISE_PER_RUPEE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    except InvalidOperation:  # more digits than the decimal context holds (≥ 1e26 rupees)
+        raise ValueError(f"too large an amount of rupees: {rupees!r}") from None
 
 
 def to_rupees(paise: int) -> float:

@@ -809,6 +809,10 @@ def _parse_nse_json(doc: dict[str, Any], name: str, *, v3: bool, opts: _Opts) ->
     uv = _require(meta, "underlyingValue", (int, float), mpath, name)
     if not math.isfinite(uv) or uv <= 0:
         raise ParseError(f"{name}: {mpath}underlyingValue = {uv!r} is not a positive price")
+    try:
+        price = to_paise(uv)
+    except ValueError:
+        raise ParseError(f"{name}: {mpath}underlyingValue = {uv!r} is too large a price") from None
     col = _Collector(name)
     file_underlying: str | None = None
     for i, item in enumerate(data):
@@ -820,7 +824,7 @@ def _parse_nse_json(doc: dict[str, Any], name: str, *, v3: bool, opts: _Opts) ->
             strike_rupees = _num(item.get("strikePrice"), "strikePrice")
             if strike_rupees is None or strike_rupees <= 0:
                 raise _Bad("strikePrice", item.get("strikePrice"), "bad strike")
-            strike = to_paise(_clean(item.get("strikePrice"), "strikePrice") or 0)
+            strike = _price(item.get("strikePrice"), "strikePrice") or 0
         except _Bad as b:
             col.skip(where, b)
             continue
@@ -855,7 +859,7 @@ def _parse_nse_json(doc: dict[str, Any], name: str, *, v3: bool, opts: _Opts) ->
         underlying=underlying,
         exchange="NSE",
         ts_event=ts_event,
-        underlying_price=to_paise(uv),
+        underlying_price=price,
         lot_size=opts.lot_size,
         expiry=opts.expiry,
         source="nse-json-v3" if v3 else "nse-json",

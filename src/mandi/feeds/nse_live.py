@@ -206,24 +206,34 @@ class NseClient:
 
 def parse_answer(name: str, body: bytes, underlying: str) -> list[ChainSnapshot]:
     """One API answer → snapshots (the importer's parser); a chain it cannot read is a
-    :class:`FormatChanged`."""
-    import json
-
+    :class:`FormatChanged`. The answer is decoded once, by the parser: only one it cannot use
+    is read again, to tell a listed expiry with no contracts quoted yet (→ ``[]``) from a bad
+    answer."""
     from mandi.feeds.nse import parse_option_chains
+
+    try:
+        imp = parse_option_chains(body, name=name, underlying=underlying)
+    except ParseError as e:
+        if _empty_chain(body, underlying):
+            return []
+        raise FormatChanged(f"{underlying}: {e}") from None
+    if not imp.snapshots:
+        if _empty_chain(body, underlying):
+            return []
+        raise FormatChanged(f"{underlying}: the answer holds no option chain")
+    return list(imp.snapshots)
+
+
+def _empty_chain(body: bytes, underlying: str) -> bool:
+    """Whether the answer is an empty chain (``"data": []`` and a timestamp); one that is not
+    JSON at all is a :class:`FormatChanged`."""
+    import json
 
     try:
         doc = json.loads(body)
     except ValueError:
         raise FormatChanged(f"{underlying}: the answer is not JSON") from None
-    if isinstance(doc, dict) and doc.get("data") == [] and "timestamp" in doc:
-        return []  # a listed expiry with no contracts quoted yet
-    try:
-        imp = parse_option_chains(body, name=name, underlying=underlying)
-    except ParseError as e:
-        raise FormatChanged(f"{underlying}: {e}") from None
-    if not imp.snapshots:
-        raise FormatChanged(f"{underlying}: the answer holds no option chain")
-    return [s for s in imp.snapshots]
+    return isinstance(doc, dict) and doc.get("data") == [] and "timestamp" in doc
 
 
 class NseFeed:

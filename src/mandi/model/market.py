@@ -98,6 +98,17 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
     put: OptionQuote | None = None
 
 
+class ChainRows(tuple):  # type: ignore[type-arg]
+    """``ChainSnapshot.rows`` as a parser that already holds them as arrays hands them over:
+    a plain tuple of :class:`ChainRow` that also carries ``columns``, the same rows as one
+    (n, 13) float64 array — strike, then ltp, bid, ask, volume, oi, oi_change of the call and
+    of the put (NaN: no such side), in paise and shares, one row per strike, ascending — so the
+    chain matrix need not read 3,000 quotes back into an array. It compares, hashes, encodes
+    and pickles as the tuple it is; whoever builds one keeps ``columns`` equal to the rows."""
+
+    columns: object = None
+
+
 @message
 class ChainSnapshot(Message, frozen=True):
     """The option chain of one underlying and one expiry at one moment.

@@ -22,7 +22,8 @@ from mandi.core.clock import NS_PER_SECOND
 from mandi.model.market import Candle
 from mandi.pipeline.timeframes import bucket_start
 from mandi.stores.history import delete_ticks_from, last_candle_bucket, last_ticks_between
-from mandi.stores.sqlite import last_tick_ns, load_candles
+from mandi.stores.sqlite import load_candles
+from mandi.stores.ticks import last_tick_ns
 
 
 @dataclass(frozen=True)

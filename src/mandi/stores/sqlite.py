@@ -438,13 +438,6 @@ def first_rowid_at(con: sqlite3.Connection, table: str, column: str, ts_ns: int)
     return int(lo)
 
 
-def last_tick_ns(con: sqlite3.Connection) -> int | None:
-    """The event time of the last stored tick (rows or blocks), or None."""
-    from mandi.stores.ticks import last_tick_ns as last
-
-    return last(con)
-
-
 def table_stats(con: sqlite3.Connection, path: str) -> dict[str, Any]:
     """Row counts and time range per table, and the file size (``mandi db stats``)."""
     tables = [

@@ -39,6 +39,7 @@ from mandi.model.batches import (
     TickBatch,
     exchange_code,
 )
+from mandi.stores.sqlite import first_rowid_at
 
 if sys.version_info >= (3, 14):  # pragma: no cover - the stdlib module from 3.14 on
     from compression import zstd
@@ -125,8 +126,6 @@ def _has_blocks(con: sqlite3.Connection) -> bool:
 
 def _legacy(con: sqlite3.Connection, start_ns: int | None, end_ns: int | None) -> TickBatch:
     """Ticks of the seed's row table (exchange NSE, no quoted quantities, ts_init = ts_event)."""
-    from mandi.stores.sqlite import first_rowid_at
-
     lo = first_rowid_at(con, "ticks", "ts_event", start_ns) if start_ns is not None else 0
     hi = first_rowid_at(con, "ticks", "ts_event", end_ns) if end_ns is not None else 1 << 62
     rows = con.execute(
@@ -225,8 +224,6 @@ def last_ticks_between(con: sqlite3.Connection, start_ns: int, end_ns: int) -> T
 def delete_ticks_from(con: sqlite3.Connection, ts_ns: int) -> int:
     """Delete the stored ticks at or after ``ts_ns`` (a block that straddles it is rewritten
     with the ticks before it); returns how many were deleted."""
-    from mandi.stores.sqlite import first_rowid_at
-
     start = first_rowid_at(con, "ticks", "ts_event", ts_ns)
     deleted = int(con.execute("DELETE FROM ticks WHERE rowid >= ?", (start,)).rowcount)
     if not _has_blocks(con):

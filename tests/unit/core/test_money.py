@@ -12,7 +12,7 @@ def test_to_paise():
     assert to_paise("2,267.60") == 226760
     assert to_paise(0.05) == 5
     assert to_paise(10) == 1000
-    for bad in (math.nan, math.inf, "abc", "-"):
+    for bad in (math.nan, math.inf, "abc", "-", 10**30, 2e30, "1e26"):  # the last: too large
         with pytest.raises(ValueError, match="rupees"):
             to_paise(bad)
 

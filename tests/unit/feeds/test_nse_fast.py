@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,8 @@ from hypothesis import strategies as st
 from mandi.core.errors import ParseError
 from mandi.feeds import nse_fast
 from mandi.feeds.nse import _Opts, parse_option_chains
+from mandi.model.market import ChainRows, ChainSnapshot
+from mandi.options.chain.matrix import _rows_to_array
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "option_chain"
 FILES = sorted(p.name for p in DATA.iterdir())
@@ -28,9 +32,56 @@ NO_OPTS = _Opts(None, None, None, None, None)
 
 def outcome(data: bytes | str, fast: bool, **kw: Any) -> bytes | str:
     try:
-        return msgspec.json.encode(parse_option_chains(data, name="x.json", fast=fast, **kw))
+        imp = parse_option_chains(data, name="x.json", fast=fast, **kw)
     except ParseError as e:
         return f"ParseError: {e}"
+    for snap in imp.snapshots:
+        check_columns(snap)
+    return msgspec.json.encode(imp)
+
+
+def scanner_agrees(data: bytes | str) -> bool:
+    """Whether the byte scanner took the document; when it did, msgspec (the reference's first
+    step) must read it too, and the scanner's columns must be msgspec's values exactly."""
+    got = nse_fast._scanned(data)
+    if got is None:
+        return False
+    doc = msgspec.json.decode(data)  # raises: the scanner read a document msgspec refuses
+    block = doc["records"] if got.fmt == "nse-json" else doc
+    assert got.fmt == ("nse-json" if "records" in doc else "nse-json-v3")
+    assert got.ts_raw == block["timestamp"]
+    np.testing.assert_array_equal(got.uv, float(block.get("underlyingValue", math.nan)))
+    rows = block["data"]
+    strikes = [float(r.get("strikePrice", math.nan)) for r in rows]
+    np.testing.assert_array_equal(got.row_strike, np.array(strikes, dtype=np.float64))
+    sides = [(i, k == "CE", r[k]) for i, r in enumerate(rows) for k in ("CE", "PE")
+             if r.get(k) is not None]  # fmt: skip
+    assert got.side_row.tolist() == [i for i, _, _ in sides]
+    assert got.is_call.tolist() == [c for _, c, _ in sides]
+    want = [[float(x[f]) if x.get(f) is not None else math.nan for f in nse_fast._FIELDS]
+            for _, _, x in sides]  # fmt: skip
+    np.testing.assert_array_equal(got.cols, np.array(want, dtype=np.float64).reshape(-1, 16))
+    exp_text = [got.exp_texts[c] if c >= 0 else None for c in got.exp_code.tolist()]
+    assert len(set(got.exp_texts)) == len(got.exp_texts)  # one code per text
+    for (i, _, x), e in zip(sides, exp_text, strict=True):
+        r = rows[i]
+        row_exp = r.get("expiryDate") if r.get("expiryDate") is not None else r.get("expiryDates")
+        assert e == (x.get("expiryDate") if x.get("expiryDate") is not None else row_exp)
+    assert got.symbols == [x.get("identifier") or "" for _, _, x in sides]
+    names = [x["underlying"].strip().upper() for _, _, x in sides
+             if isinstance(x.get("underlying"), str) and x["underlying"].strip()]  # fmt: skip
+    assert got.file_underlying == (names[0] if names else None)
+    return True
+
+
+def check_columns(snap: ChainSnapshot) -> None:
+    """The columns the fast path hands the chain matrix (ChainRows) are its rows, exactly."""
+    if not isinstance(snap.rows, ChainRows):
+        return
+    assert isinstance(snap.rows.columns, np.ndarray)
+    from_rows = _rows_to_array(msgspec.structs.replace(snap, rows=tuple(snap.rows)))
+    np.testing.assert_array_equal(_rows_to_array(snap), from_rows)  # NaN == NaN here
+    assert _rows_to_array(snap) is not snap.rows.columns  # the matrix scales its own copy
 
 
 @pytest.mark.parametrize("fname", FILES)
@@ -42,6 +93,9 @@ def test_every_real_file_parses_the_same(fname: str) -> None:
 
         raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         assert nse_fast.parse(raw, fname, NO_OPTS) is not None
+        # the byte scanner reads them all (the legacy files' fractional lots,
+        # 4.333333333333333, beyond its exact rule, by float() of their text)
+        assert scanner_agrees(raw)
 
 
 def test_options_are_honoured_the_same_way() -> None:
@@ -120,6 +174,10 @@ MUTATIONS = (
 def test_generated_chains_parse_the_same(doc: dict[str, Any], mutation: int,
                                          rnd: random.Random) -> None:  # fmt: skip
     clean = json.dumps(doc)
+    scanner_agrees(clean)
+    tidy = json.dumps(json.loads(clean, parse_float=lambda x: round(float(x), 2)))
+    if scanner_agrees(tidy):  # numbers as NSE prints them: the byte scanner's to read
+        assert outcome(tidy, True) == outcome(tidy, False)
     ref = outcome(clean, False)
     assert outcome(clean, True) == ref
     if isinstance(ref, bytes):  # a chain the reference reads is the fast path's to parse
@@ -134,15 +192,190 @@ def test_generated_chains_parse_the_same(doc: dict[str, Any], mutation: int,
     key, value = MUTATIONS[mutation]
     rnd.choice(sides)[key] = value
     text = json.dumps(bad)
+    scanner_agrees(text)
     assert outcome(text, True) == outcome(text, False)
 
 
 def test_clean_chains_take_the_fast_path() -> None:
     doc = copy.deepcopy(V3)
-    assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is not None
+    imp = nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS)
+    assert imp is not None and isinstance(imp.snapshots[0].rows, ChainRows)
     doc["data"][3]["CE"]["lastPrice"] = -1  # the reference skips it: the fast path steps aside
     assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is None
     doc = copy.deepcopy(V3)
     doc["data"].append(copy.deepcopy(doc["data"][3]))  # a duplicate contract
     assert nse_fast.parse(json.dumps(doc), "x.json", NO_OPTS) is None
     assert outcome(json.dumps(doc), True) == outcome(json.dumps(doc), False)
+
+
+def test_rows_out_of_strike_order_are_sorted_the_same_way() -> None:
+    doc = copy.deepcopy(V3)
+    doc["data"] = doc["data"][::-1]  # strikes descending, and PE before CE in each row
+    for row in doc["data"]:
+        row.update({k: row.pop(k) for k in ("PE", "CE") if k in row})
+    text = json.dumps(doc)
+    assert scanner_agrees(text)
+    imp = nse_fast.parse(text, "x.json", NO_OPTS)
+    assert imp is not None
+    assert outcome(text, True) == outcome(text, False) == outcome(json.dumps(V3), False)
+
+
+def test_the_live_poller_decodes_an_answer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poller's answers go through the same parser, and a good one is not read again by
+    the stdlib (that second decode cost more than the whole fast path)."""
+    from mandi.feeds.nse_live import FormatChanged, parse_answer
+
+    body = (DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(json, "loads", lambda *a, **k: pytest.fail("decoded twice"))
+        snaps = parse_answer("x.json", body, "NIFTY")
+    assert snaps == list(parse_option_chains(body, name="x.json", fast=False).snapshots)
+    assert isinstance(snaps[0].rows, ChainRows)
+    empty = b'{"data": [], "timestamp": "10-Jul-2026 15:30:00", "underlyingValue": 24206.9}'
+    assert parse_answer("x.json", empty, "NIFTY") == []
+    with pytest.raises(FormatChanged, match="NIFTY: the answer is not JSON"):
+        parse_answer("x.json", b"<html>blocked</html>", "NIFTY")
+    with pytest.raises(FormatChanged, match=r"NIFTY: x\.json: JSON is not an NSE or BSE"):
+        parse_answer("x.json", b'{"error": "busy"}', "NIFTY")
+
+
+V3_TEXT = (DATA / "nse_oc_v3_NIFTY_2026-07-10_1530_exp2026-07-14.json").read_text()
+ROW = V3_TEXT.index('"CE":{') + 6  # inside the first call
+
+
+def _oi(value: str) -> str:
+    """The v3 file with its first open interest written as ``value``."""
+    return V3_TEXT.replace('"openInterest":4,', f'"openInterest":{value},', 1)
+
+
+HOSTILE = (
+    ("an escape in a string", V3_TEXT.replace('"NIFTY"', '"NIF\\u0054Y"', 1)),
+    ("non-ASCII text", V3_TEXT.replace('"NIFTY"', '"NIFTŸ"', 1)),
+    ("a key twice", V3_TEXT[:ROW] + '"lastPrice": 1.5, ' + V3_TEXT[ROW:]),
+    ("a key twice, long", V3_TEXT[:ROW] + '"lastPrice": 1.0000000000000001, ' + V3_TEXT[ROW:]),
+    ("a 16-digit integer read", _oi("1000000000000004")),
+    ("an out-of-range skipped number", V3_TEXT[:ROW] + '"x": 1e400, ' + V3_TEXT[ROW:]),
+    ("an out-of-range damaged number", V3_TEXT.replace(
+        '"pChange":3.9', '"pChange":3e666666666666669', 1)),
+    ("a huge skipped number", V3_TEXT[:ROW] + '"x": ' + "9" * 309 + ".5, " + V3_TEXT[ROW:]),
+    ("a long skipped integer", V3_TEXT[:ROW] + '"x": ' + "9" * 301 + ", " + V3_TEXT[ROW:]),
+    ("an out-of-range read number", _oi("4e308")),
+    ("a four-digit exponent", V3_TEXT[:ROW] + '"x": 1e-1000, ' + V3_TEXT[ROW:]),
+    ("null for a number", V3_TEXT[:ROW] + '"bidQty": null, ' + V3_TEXT[ROW:]),
+    ("text for a number", V3_TEXT[:ROW] + '"bidQty": "5", ' + V3_TEXT[ROW:]),
+    ("a number for text", V3_TEXT[:ROW] + '"identifier": 5, ' + V3_TEXT[ROW:]),
+    ("a bad skipped value", V3_TEXT[:ROW] + '"x": [1, 2,], ' + V3_TEXT[ROW:]),
+    ("a bad skipped number", V3_TEXT[:ROW] + '"x": 01, ' + V3_TEXT[ROW:]),
+    ("a deep skipped value", V3_TEXT[:ROW] + '"x": ' + "[" * 70 + "]" * 70 + ", " + V3_TEXT[ROW:]),
+    ("a row that is not an object", V3_TEXT.replace('"data":[', '"data":[5, ', 1)),
+    ("trailing text", V3_TEXT + " x"),
+    ("filtered without records", V3_TEXT[:-1] + ', "filtered": {}}'),
+    ("a leading byte-order mark", "\ufeff" + V3_TEXT),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("what, text", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_the_byte_scanner_declines_what_it_cannot_read_exactly(what: str, text: str) -> None:
+    """Each of these goes past the scanner (to the typed decoding or the reference), and the
+    answer is still the reference's."""
+    assert nse_fast._scanned(text) is None, what
+    assert outcome(text, True) == outcome(text, False)
+
+
+def test_the_byte_scanner_reads_what_it_can() -> None:
+    """Skipped values of every kind, whitespace, nulls and exponents it can read exactly."""
+    text = (V3_TEXT[:ROW] + '"x": {"a": [true, false, null, -1.5E+3, "s", {}, []]}, '
+            '"y": null, "askQty": 65e1, ' + V3_TEXT[ROW:])  # fmt: skip
+    assert scanner_agrees(text.replace(", ", " ,\r\n\t"))
+    assert outcome(text, True) == outcome(text, False)
+
+
+def test_numbers_beyond_the_fast_rule_are_read_by_float() -> None:
+    """A read number of more than 15 digits or beyond 1e±22 (or −0) is msgspec's correctly rounded
+    double (float() of its text): the scanner reads it, and the results are the reference's."""
+    for old, new in (('"pchangeinOpenInterest":0,', '"pchangeinOpenInterest":1e-400,'),
+                     ('"openInterest":4,', '"openInterest":-0,'),
+                     ('"openInterest":4,', '"openInterest":-0.0,'),
+                     ('"changeinOpenInterest":0,', '"changeinOpenInterest":-0e7,'),
+                     ('"lastPrice":2820,', '"lastPrice":2820.0000000000000001,'),
+                     ('"lastPrice":2820,', '"lastPrice":2.8200000000000003e3,'),
+                     ('"openInterest":4,', '"openInterest":4.333333333333333,'),
+                     ('"openInterest":4,', '"openInterest":40000000000000000000000e-22,'),
+                     ('"openInterest":4,', '"openInterest":1e299,')):  # fmt: skip
+        text = V3_TEXT.replace(old, new, 1)
+        assert text != V3_TEXT
+        assert scanner_agrees(text), new
+        assert outcome(text, True) == outcome(text, False), new
+
+
+def test_huge_numbers_are_bad_values_not_crashes() -> None:
+    """Prices past what the paise conversion holds (≥ 1e26 rupees) are a skipped row or a
+    ParseError naming the value in both parsers (the reference crashed on them with
+    decimal.InvalidOperation; a damaged-bytes fuzz found it)."""
+    head, _, tail = V3_TEXT.rpartition('"underlyingValue":24206.9')
+    for text, want in (
+        (V3_TEXT.replace('"lastPrice":2820,', '"lastPrice":2e30,', 1),
+         '"field":"lastPrice","value":"2e+30","reason":"bad number"'),
+        (V3_TEXT.replace(":21400", ":2.5e51"),
+         '"field":"strikePrice","value":"2.5e+51","reason":"bad number"'),
+        (head + '"underlyingValue":1e40' + tail, "is too large a price"),
+    ):  # fmt: skip
+        assert text != V3_TEXT
+        ref = outcome(text, False)
+        assert outcome(text, True) == ref
+        assert want in (ref if isinstance(ref, str) else ref.decode())
+
+
+number_texts = st.builds(
+    lambda sign, whole, frac, exp: sign + whole + frac + exp,
+    st.sampled_from(["", "-"]),
+    st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,20}", fullmatch=True),
+              st.from_regex(r"[1-9][0-9]{290,310}", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,25}", fullmatch=True),
+              st.from_regex(r"\.0{280,320}[1-9]", fullmatch=True)),
+    st.one_of(st.just(""), st.from_regex(r"[eE][+-]?[0-9]{1,5}", fullmatch=True)),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(number_texts)
+def test_the_scanners_numbers_are_msgspecs(text: str) -> None:
+    """What the scanner says of a number holds for msgspec: one it does not call UNSURE
+    msgspec reads (the skipping rule says the same), and one it computes is msgspec's double,
+    bit for bit."""
+    from mandi.feeds import _nse_scan as sc
+
+    raw = np.frombuffer(text.encode() + b",", np.uint8)
+    end, value, kind = sc._number(raw, 0)
+    assert end == len(text)
+    assert sc._number_end(raw, 0) == (-1 if kind == sc.UNSURE else end)  # the skipping rule
+    try:
+        ref = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        assert kind == sc.UNSURE, text
+        return
+    if kind == sc.EXACT:
+        assert value == ref and math.copysign(1, value) == math.copysign(1, ref), text
+    elif kind == sc.INEXACT:
+        assert isinstance(ref, float) and float(text) == ref, text
+    elif kind == sc.SKIP_ONLY:
+        assert isinstance(ref, int) and abs(ref) >= 10**15, text
+
+
+def test_a_truncated_document_is_never_read() -> None:
+    raw = V3_TEXT.encode()
+    for cut in range(1, len(raw), len(raw) // 40):
+        assert nse_fast._scanned(raw[:cut]) is None, cut
+        assert outcome(raw[:cut], True) == outcome(raw[:cut], False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(V3_TEXT) - 1), st.sampled_from(
+    b'0123456789.-+eE"{}[],: \\ntfu'.decode())), min_size=1, max_size=3))  # fmt: skip
+def test_damaged_bytes_parse_the_same(edits: list[tuple[int, str]]) -> None:
+    text = list(V3_TEXT)
+    for at, ch in edits:
+        text[at] = ch
+    damaged = "".join(text)
+    scanner_agrees(damaged)
+    assert outcome(damaged, True) == outcome(damaged, False)

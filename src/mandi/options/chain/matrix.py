@@ -990,6 +990,9 @@ def _rows_to_array(snapshot: ChainSnapshot) -> np.ndarray:
     """(n, 13) float64: strike, then ltp, bid, ask, volume, oi, oi_change of CE and of PE, in
     the snapshot's units; NaN for a missing side. Rows are sorted by strike (duplicates: the
     first wins)."""
+    columns = getattr(snapshot.rows, "columns", None)  # ChainRows: the parser's own arrays
+    if isinstance(columns, np.ndarray):
+        return columns.copy()  # the caller converts units in place
     values: list[float] = []
     extend = values.extend
     nan6 = _NAN6
