@@ -189,7 +189,7 @@ class LeaseKeeper:
     stops it with :class:`DuplicateMember` (reported as ``error``).
 
     Each lease is renewed on its own (a task per lease, none waiting for another, each reply
-    given a third of a lease): on a cluster a master that fails — or stalls — costs only the
+    given at most a third of a lease): on a cluster a master that fails — or stalls — costs only the
     leases whose keys it holds; the others, and the member's marker when it lives elsewhere,
     are renewed as usual. A renewal that fails is tried again at the next round. A lease is
     lost when Redis says it is not ours (``0``), or when no renewal succeeded for a whole
