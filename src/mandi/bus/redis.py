@@ -2103,3 +2103,121 @@ async def group_backlog(link: RedisLink, keys: Sequence[str], group: str) -> tup
         )
         lag += sum(len(r) for r in replies if isinstance(r, list))
     return pending, lag
+
+
+# --- entries trimmed before a group read them -----------------------------------------------------
+
+
+@dataclass
+class Trimmed:
+    """Entries of ``key`` removed (``MAXLEN ~`` trimming) before ``group`` read them.
+
+    ``lost`` is exact when ``exact``; otherwise (the group's read counter was reset by
+    ``XGROUP SETID`` and nothing was read since) it is a lower bound, 0 when unknown."""
+
+    key: str
+    group: str
+    lost: int
+    exact: bool
+    last_delivered: str
+    first: str
+
+    def message(self, service: str) -> str:
+        """The one log line (and system-event message) for this loss."""
+        if self.exact:
+            n = f"{self.lost}"
+        else:
+            n = f"at least {self.lost}" if self.lost else "an unknown number of (maybe 0)"
+        return (
+            f"{service}: stream {self.key} was trimmed before consumer group {self.group} read "
+            f"it: {n} entries lost (the group had read up to {self.last_delivered}, the "
+            f"stream now starts at {self.first}); the consumer was behind for longer than "
+            f"the stream's retention (redis.retention_s)"
+        )
+
+
+def _fields(reply: Any) -> dict[bytes, Any]:
+    return dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else {}
+
+
+class TrimWatch:
+    """Detects, for one consumer group, stream entries trimmed away before the group read them
+    (a consumer down for longer than the retention), and counts each loss once.
+
+    :meth:`check` costs one ``XINFO GROUPS`` per key (pipelined, one round trip per node) and
+    an ``XINFO STREAM`` only for the keys whose group is behind (lag ≠ 0 or unknown) — call it
+    when a consumer (re)joins, before it moves its group's cursor, and on a periodic sweep,
+    never per read.
+
+    With Redis 7's counters: a group that read up to ``last-delivered-id`` L has read
+    ``entries-read`` R entries; a stream that ever had ``entries-added`` A entries and now
+    holds ``length`` N starting at F has removed A − N of them. When F > L (or the stream is
+    empty and its top is past L), every remaining entry is unread, so A − N − R entries were
+    removed unread. R is unknown (nil) after ``XGROUP CREATE … 0`` (then R = 0 when L is
+    ``0-0``) or ``XGROUP SETID`` until the group reads again: the loss is then counted only
+    from the removals seen after the first detection (a lower bound)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        #: entries lost per stream key (a counter)
+        self.lost: dict[str, int] = {}
+        self.detected = 0  # detections (log lines)
+        # key → removals (A − N) already accounted for while its gap persists
+        self._upto: dict[str, int] = {}
+
+    async def check(self, link: RedisLink, keys: Sequence[str]) -> list[Trimmed]:
+        """New losses on ``keys`` since the last check (each counted in :attr:`lost`)."""
+        group = self.group.encode()
+        behind: list[tuple[str, dict[bytes, Any]]] = []
+        for i in range(0, len(keys), 2000):
+            chunk = keys[i : i + 2000]
+            replies = await link.pipeline([(k, pack("XINFO", "GROUPS", k)) for k in chunk])
+            for key, r in zip(chunk, replies, strict=True):
+                for g in r if isinstance(r, list) else ():
+                    info = _fields(g)
+                    if info.get(b"name") == group:
+                        if info.get(b"lag") != 0 or info.get(b"entries-read") is None:
+                            behind.append((key, info))
+                        else:
+                            self._upto.pop(key, None)  # caught up: no gap
+        out: list[Trimmed] = []
+        for i in range(0, len(behind), 2000):
+            chunk_b = behind[i : i + 2000]
+            replies = await link.pipeline([(k, pack("XINFO", "STREAM", k)) for k, _ in chunk_b])
+            for (key, g), r in zip(chunk_b, replies, strict=True):
+                found = self._judge(key, g, _fields(r)) if isinstance(r, list) else None
+                if found is not None:
+                    out.append(found)
+        return out
+
+    def _judge(self, key: str, g: dict[bytes, Any], s: dict[bytes, Any]) -> Trimmed | None:
+        last = g.get(b"last-delivered-id") or b"0-0"
+        first_entry = s.get(b"first-entry")
+        first = first_entry[0] if first_entry else None
+        top = s.get(b"last-generated-id") or b"0-0"
+        added = int(s.get(b"entries-added") or 0)
+        removed = added - int(s.get(b"length") or 0)
+        gap = id_tuple(first) > id_tuple(last) if first else id_tuple(top) > id_tuple(last)
+        if not gap or removed <= 0:
+            self._upto.pop(key, None)
+            return None
+        read = g.get(b"entries-read")
+        seen = self._upto.get(key)
+        exact = True
+        if read is not None:
+            base = int(read)
+        elif last == b"0-0":
+            base = 0
+        else:  # the read counter was reset (SETID): only what is removed from now on counts
+            base, exact = removed if seen is None else seen, seen is not None
+        if seen is not None:
+            base = max(base, seen)
+        self._upto[key] = max(removed, base)
+        lost = removed - base
+        if lost <= 0 and (exact or seen is not None):
+            return None
+        if lost > 0:
+            self.lost[key] = self.lost.get(key, 0) + lost
+        self.detected += 1
+        start = (first or top).decode()
+        return Trimmed(key, self.group, max(lost, 0), exact, last.decode(), start)

@@ -194,6 +194,19 @@ def link_samples(link: Any, role: str) -> Iterable[Sample]:
     yield ("redis_failures_total", "counter", "Failed Redis attempts", link.stats.failures, lab)
 
 
+def trim_samples(watch: Any) -> Iterable[Sample]:
+    """Samples of a :class:`~mandi.bus.redis.TrimWatch`: entries trimmed before the group read
+    them, per stream (absent until one is)."""
+    for key, n in sorted(watch.lost.items()):
+        yield (
+            "stream_trimmed_unread_total",
+            "counter",
+            "Stream entries trimmed before the consumer group read them (lost to it)",
+            n,
+            {"stream": key, "group": watch.group},
+        )
+
+
 def publisher_samples(pub: Any, role: str) -> Iterable[Sample]:
     """Samples of a :class:`~mandi.bus.redis.StreamPublisher`."""
     s, lab = pub.stats, {"role": role}

@@ -72,6 +72,7 @@ from mandi.bus.redis import (
     RedisUnavailable,
     StreamPublisher,
     Subscriber,
+    TrimWatch,
     discover,
     group_backlog,
     id_tuple,
@@ -86,6 +87,7 @@ from mandi.bus.redis import (
 )
 from mandi.config import AppConfig
 from mandi.indicators import IndicatorEngine, SnapshotError
+from mandi.model.events import SystemEvent
 from mandi.model.market import Candle, IndicatorValue
 from mandi.services.distributed.health import (
     HealthServer,
@@ -93,6 +95,7 @@ from mandi.services.distributed.health import (
     ServiceState,
     link_samples,
     publisher_samples,
+    trim_samples,
 )
 from mandi.services.distributed.partitions import LeaseKeeper, Membership
 from mandi.services.indicators import indicator_topic
@@ -315,6 +318,7 @@ class IndEngineService:
         self._members_link = self._link(".members")
         self.reader = GroupReader(self.link, GROUP, self.consumer, sweep_s=rc.sweep_s)
         self.reader.accept = self.mine
+        self.trims = TrimWatch(GROUP)  # candles trimmed before the group read them
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
         names = IndicatorEngine(cfg.indicators.specs).names
         self.values = ValueWriter(names, self.builder, rc.indicator_streams)
@@ -853,6 +857,7 @@ class IndEngineService:
         rc = self.cfg.redis
         index = part.index
         await self.reader.add_keys(keys)
+        await self.check_trims(self.link, keys)  # before the replay moves the group's cursor
         ids = await self.load_snapshot(part)
         part.last_ids = {k: ids[k] for k in keys if k in ids}
         # 1. take over what earlier owners (or earlier incarnations) left pending, without
@@ -1007,7 +1012,28 @@ class IndEngineService:
         while True:
             await asyncio.sleep(5.0)
             with contextlib.suppress(RedisUnavailable, RedisCommandError):
-                self.backlog = await group_backlog(self._aux, list(self.reader.keys), GROUP)
+                keys = list(self.reader.keys)
+                self.backlog = await group_backlog(self._aux, keys, GROUP)
+                await self.check_trims(self._aux, keys)
+
+    async def check_trims(self, link: RedisLink, keys: list[str]) -> None:
+        """Candles trimmed away before this group read them (every member was down, or behind,
+        for longer than the retention): one ERROR line per stream, counted
+        (``stream_trimmed_unread_total``), and a ``system:stream_trimmed`` event."""
+        for t in await self.trims.check(link, keys):
+            message = t.message(self.service)
+            log.error("%s", message)
+            self.stats["trimmed_unread"] += t.lost
+            self.state.detail["trimmed_unread"] = sum(self.trims.lost.values())
+            event = SystemEvent(
+                time.time_ns(),
+                "stream_trimmed",
+                message,
+                "ERROR",
+                self.service,
+                {"stream": t.key, "group": t.group, "lost": t.lost, "exact": t.exact},
+            )
+            self.previews.confirmed("system:stream_trimmed", "*", self._encode(event))
 
     async def _preview_loop(self) -> None:
         """Forming candles (Pub/Sub) → ``peek`` → ``pub:ind:...``."""
@@ -1358,6 +1384,7 @@ class IndEngineService:
                 {"reason": reason},
             )
         yield ("streams", "gauge", "Candle streams consumed", len(self.reader.keys), {})
+        yield from trim_samples(self.trims)
         yield (
             "pending",
             "gauge",

@@ -59,6 +59,7 @@ from mandi.bus.redis import (
     RedisUnavailable,
     StreamPublisher,
     Subscriber,
+    TrimWatch,
     _entries,
     discover,
     pack,
@@ -79,6 +80,7 @@ from mandi.services.distributed.health import (
     ServiceState,
     link_samples,
     publisher_samples,
+    trim_samples,
 )
 from mandi.services.distributed.mdengine import MASTER_KEY
 from mandi.services.storage import EXIT_NOT_STORED, StorageWatch, storage_summary
@@ -135,6 +137,7 @@ class RedisNode:
         self.link = self._new_link("", rc.wait_replicas)
         self._aux = self._new_link(".aux")
         self.reader = GroupReader(self.link, group, self.consumer, sweep_s=rc.sweep_s)
+        self.trims = TrimWatch(group)  # entries trimmed before the group read them
         self.reader.watch(
             [wake_channel(reg, p) for reg in self.registries for p in range(rc.partitions)]
         )
@@ -357,12 +360,35 @@ class RedisNode:
             self.watermark_ns = end
 
     async def _maintain(self) -> None:
+        loop_time = asyncio.get_running_loop().time
+        next_trim_check = loop_time() + self.cfg.redis.sweep_s
         while True:
             await asyncio.sleep(self.cfg.redis.discover_interval_s)
             with contextlib.suppress(RedisUnavailable, RedisCommandError):
                 keys = await discover(self._aux, self.registries)
                 self._new = [k for k in keys if k not in self.reader._known]
                 await self._subscriptions()
+                if loop_time() >= next_trim_check:
+                    next_trim_check = loop_time() + self.cfg.redis.sweep_s
+                    await self.check_trims(self._aux, list(self.reader.keys))
+
+    async def check_trims(self, link: RedisLink, keys: list[str]) -> None:
+        """Entries trimmed away before this group read them (the consumer was down, or behind,
+        for longer than the retention): one ERROR line per stream, counted
+        (``stream_trimmed_unread_total``), and a ``system:stream_trimmed`` event."""
+        for t in await self.trims.check(link, keys):
+            message = t.message(self.service)
+            log.error("%s", message)
+            self.state.detail["trimmed_unread"] = sum(self.trims.lost.values())
+            self.ctx.event(
+                "stream_trimmed",
+                message,
+                "ERROR",
+                stream=t.key,
+                group=t.group,
+                lost=t.lost,
+                exact=t.exact,
+            )
 
     async def _watch_storage(self) -> None:
         while True:
@@ -389,6 +415,7 @@ class RedisNode:
                 layer.attach(self.ctx)
             self.state.set("warming")
             await self.reader.add_keys(await discover(self.link, self.registries))
+            await self.check_trims(self.link, list(self.reader.keys))
             await self._own_pending()
             self.state.set("running", streams=len(self.reader.keys))
             coros: list[Coroutine[Any, Any, Any]] = [
@@ -496,6 +523,7 @@ class RedisNode:
             {},
         )
         yield ("streams", "gauge", "Streams consumed", len(self.reader.keys), {})
+        yield from trim_samples(self.trims)
         yield (
             "handler_errors_total",
             "counter",
