@@ -9,7 +9,7 @@ import asyncio
 import logging
 import urllib.request
 
-from redis_server import any_redis, redis_cluster, redis_server  # noqa: F401 - fixtures
+from redis_server import any_redis, cluster, redis_cluster, redis_server  # noqa: F401 - fixtures
 from test_redis_bridge import cfg_for, make_candles, publish, run_until, topic
 
 from mandi.bus.codec import codec
@@ -70,6 +70,24 @@ def test_trimmed_unread_entries_are_counted_exactly_once(any_redis):  # noqa: F8
     r.xgroup_create(fresh, "g", "0")
     assert [(t.lost, t.exact) for t in _check(any_redis.url, watch, [fresh])] == [(15, True)]
     assert watch.lost[fresh] == 15
+
+
+def test_a_reset_read_counter_gives_an_unknown_count_then_exact_increments(any_redis):  # noqa: F811
+    r = any_redis.client()
+    key = any_redis.key("candle:60s:NSE:98")
+    r.xgroup_create(key, "g", "0", mkstream=True)
+    _add(r, [key], 0, 10)
+    r.xgroup_setid(key, "g", "6-0")  # as a warm start does: Redis forgets entries-read
+    _add(r, [key], 10, 30, maxlen=8)  # 7..32 lost, but Redis cannot say how many
+    watch = TrimWatch("g")
+    (t,) = _check(any_redis.url, watch, [key])
+    assert (t.lost, t.exact, t.first) == (0, False, "33-0")
+    assert "an unknown number of (maybe 0) entries lost" in t.message("svc")
+    assert watch.lost == {key: 0}  # on /metrics: a loss of unknown size
+    assert _check(any_redis.url, watch, [key]) == []  # reported once
+    _add(r, [key], 40, 5, maxlen=8)  # 33..37: certainly unread
+    assert [(t.lost, t.exact) for t in _check(any_redis.url, watch, [key])] == [(5, True)]
+    assert watch.lost == {key: 5}
 
 
 def test_no_trimming_no_report(any_redis):  # noqa: F811
@@ -159,3 +177,44 @@ def test_indengine_is_quiet_when_nothing_was_trimmed(redis_server, tmp_path, cap
     assert not [m for m in caplog.messages if "trimmed" in m]
     assert r.xlen("system:stream_trimmed") == 0
     assert topic(cs[0]) == key
+
+
+def test_a_service_node_on_a_cluster_reports_what_was_trimmed_while_it_was_down(cluster, tmp_path):  # noqa: F811
+    """The strategy/gateway host (RedisNode) on a 3-master cluster: at start, each stream its
+    group had not finished reading and that was trimmed since is reported with its count."""
+    from mandi.services.distributed.node import RedisNode
+
+    cs = make_candles(TOKENS, 300)
+    asyncio.run(publish(cluster.url, cs[: 60 * len(TOKENS)], retention_s=1920))
+    r = cluster.client()
+    keys = [cluster.key(f"candle:60s:NSE:{t}") for t in TOKENS]
+    assert len({r.get_node_from_key(k).port for k in keys}) > 1
+    for k in keys:
+        r.xgroup_create(k, "nodes", "0")
+        r.xreadgroup("nodes", "old", {k: ">"}, count=60)
+    asyncio.run(publish(cluster.url, cs[60 * len(TOKENS) :], retention_s=1920))
+    expected = {}
+    for k in keys:
+        first = r.xrange(k, count=1)[0][0].decode()
+        expected[k] = [stream_id(c.bucket) for c in cs[:: len(TOKENS)]].index(first) - 60
+    assert all(n > 0 for n in expected.values())
+    cfg = cfg_for(cluster.url, tmp_path)
+    node = RedisNode(cfg, "node-test", "nodes", ["streams:candle:60s"], port=0)
+    events: list[SystemEvent] = []
+    node.bus.subscribe("system:stream_trimmed", lambda _t, e: events.append(e), name="probe")
+
+    async def go():
+        task = asyncio.create_task(node.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(events) < len(keys) or node.state.state != "running":
+                assert asyncio.get_running_loop().time() < deadline and not task.done()
+                await asyncio.sleep(0.02)
+        finally:
+            node.stop.set()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(go())
+    assert node.trims.lost == expected
+    assert sorted((e.data["stream"], e.data["lost"]) for e in events) == sorted(expected.items())
+    assert all(e.severity == "ERROR" and e.source == "node-test" for e in events)

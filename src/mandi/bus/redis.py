@@ -2159,7 +2159,7 @@ class TrimWatch:
 
     def __init__(self, group: str) -> None:
         self.group = group
-        #: entries lost per stream key (a counter)
+        #: entries lost per stream key (a counter; a key appears at its first detection)
         self.lost: dict[str, int] = {}
         self.detected = 0  # detections (log lines)
         # key → removals (A − N) already accounted for while its gap persists
@@ -2216,8 +2216,8 @@ class TrimWatch:
         lost = removed - base
         if lost <= 0 and (exact or seen is not None):
             return None
-        if lost > 0:
-            self.lost[key] = self.lost.get(key, 0) + lost
+        # a key with a detection is on /metrics even when the count is unknown (0 so far)
+        self.lost[key] = self.lost.get(key, 0) + max(lost, 0)
         self.detected += 1
         start = (first or top).decode()
         return Trimmed(key, self.group, max(lost, 0), exact, last.decode(), start)
