@@ -13,7 +13,7 @@ from redis_server import any_redis, cluster, redis_cluster, redis_server  # noqa
 from test_redis_bridge import cfg_for, make_candles, publish, run_until, topic
 
 from mandi.bus.codec import codec
-from mandi.bus.redis import RedisLink, TrimWatch, id_tuple, stream_id
+from mandi.bus.redis import RedisLink, TrimWatch, id_tuple, set_group_cursor, stream_id
 from mandi.model.events import SystemEvent
 from mandi.services.distributed.indengine import GROUP, IndEngineService
 
@@ -88,6 +88,39 @@ def test_a_reset_read_counter_gives_an_unknown_count_then_exact_increments(any_r
     _add(r, [key], 40, 5, maxlen=8)  # 33..37: certainly unread
     assert [(t.lost, t.exact) for t in _check(any_redis.url, watch, [key])] == [(5, True)]
     assert watch.lost == {key: 5}
+
+
+def _set_cursor(url, key, group, entry_id):
+    async def go():
+        link = RedisLink(url, "test")
+        try:
+            (reply,) = await link.pipeline([set_group_cursor(key, group, entry_id)])
+            return reply
+        finally:
+            link.close()
+
+    return asyncio.run(go())
+
+
+def test_setting_the_cursor_keeps_the_read_counter_exact(any_redis):  # noqa: F811
+    r = any_redis.client()
+    key = any_redis.key("candle:60s:NSE:97")
+    r.xgroup_create(key, "g", "0", mkstream=True)
+    _add(r, [key], 0, 2500, maxlen=2400)  # 1..100 trimmed; > 1,000 entries after the cursor
+    assert _set_cursor(any_redis.url, key, "g", "300-0") == 1
+    assert r.xinfo_groups(key)[0]["entries-read"] == 300  # trimmed ones count as read
+    _add(r, [key], 2500, 500, maxlen=2000)  # 101..1000 trimmed: 301..1000 unread
+    watch = TrimWatch("g")
+    assert [(t.lost, t.exact) for t in _check(any_redis.url, watch, [key])] == [(700, True)]
+    # what cannot be counted is not guessed: the cursor is set, the counter left unknown
+    assert _set_cursor(any_redis.url, key, "g", "50-0") == 0  # entries after it trimmed
+    assert r.xinfo_groups(key)[0]["last-delivered-id"] == b"50-0"
+    assert r.xinfo_groups(key)[0]["entries-read"] is None
+    r.xdel(key, "2990-0")
+    assert _set_cursor(any_redis.url, key, "g", "2900-0") == 0  # an entry after it deleted
+    assert r.xinfo_groups(key)[0]["entries-read"] is None
+    assert _set_cursor(any_redis.url, key, "g", "2995-0") == 1
+    assert r.xinfo_groups(key)[0]["entries-read"] == 2995
 
 
 def test_no_trimming_no_report(any_redis):  # noqa: F811
@@ -218,3 +251,38 @@ def test_a_service_node_on_a_cluster_reports_what_was_trimmed_while_it_was_down(
     assert node.trims.lost == expected
     assert sorted((e.data["stream"], e.data["lost"]) for e in events) == sorted(expected.items())
     assert all(e.severity == "ERROR" and e.source == "node-test" for e in events)
+
+
+def test_indengine_counts_exactly_what_is_trimmed_after_its_warm_start(redis_server, tmp_path):  # noqa: F811
+    """A warm start moves the group's cursor to the end of its replay; Redis would forget
+    how many entries the group had read, and a trim while indengine is down again could
+    only be reported as "an unknown number". The cursor keeps its count: the loss is exact."""
+    import redis
+
+    key = "candle:60s:NSE:7"
+    cs = make_candles([7], 460)
+    asyncio.run(publish(redis_server.url, cs[:60]))
+    r = redis.Redis.from_url(redis_server.url)
+    end = stream_id(cs[59].bucket).encode()
+    svc = IndEngineService(cfg_for(redis_server.url, tmp_path), port=0)
+
+    def moved():
+        groups = r.xinfo_groups(key) if svc.state.state == "running" else []
+        return any(g["last-delivered-id"] == end for g in groups)
+
+    asyncio.run(run_until(svc, moved))
+    assert svc.stats["replayed"] == 60  # its cursor was set by the warm start (SETID)
+    (g,) = r.xinfo_groups(key)
+    assert g["entries-read"] == 60 and g["lag"] == 0
+    asyncio.run(publish(redis_server.url, cs[60:], retention_s=1920))  # while it is down
+    first = r.xrange(key, count=1)[0][0].decode()
+    lost = [stream_id(c.bucket) for c in cs].index(first) - 60
+    assert lost > 0
+    svc = IndEngineService(cfg_for(redis_server.url, tmp_path), port=0)
+    asyncio.run(
+        run_until(svc, lambda: svc.state.state == "running" and r.xlen("system:stream_trimmed"))
+    )
+    assert svc.stats["trimmed_unread"] == lost and svc.trims.lost == {key: lost}
+    ((_, fields),) = r.xrange("system:stream_trimmed")
+    event = codec.decode(fields[b"d"])
+    assert event.data["lost"] == lost and event.data["exact"] is True

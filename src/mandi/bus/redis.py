@@ -2136,6 +2136,50 @@ class Trimmed:
         )
 
 
+# XGROUP SETID that keeps the group's read counter (entries-read) exact: the entries up to and
+# including the id = entries ever added − the entries after it, counted in one atomic step
+# (producers append concurrently). Exact only while every entry after the id is still there:
+# trimming removes from the head, so an entry ≤ id left proves none after it went, and no XDEL
+# may have removed one after it; otherwise plain SETID (counter unknown, as Redis would leave
+# it). Returns 1 when the counter was set. XINFO and XRANGE are read-only: allowed in a script.
+_SETID_COUNTED = """
+local key, group, id = KEYS[1], ARGV[1], ARGV[2]
+local info = redis.call('XINFO', 'STREAM', key)
+local s = {}
+for i = 1, #info, 2 do s[info[i]] = info[i + 1] end
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local added = s['entries-added']
+local deleted = s['max-deleted-entry-id']
+if added == nil or (deleted and after(deleted, id))
+    or (added > s['length'] and #redis.call('XRANGE', key, '-', id, 'COUNT', 1) == 0) then
+  redis.call('XGROUP', 'SETID', key, group, id)
+  return 0
+end
+local n, from = 0, '(' .. id
+while true do
+  local got = redis.call('XRANGE', key, from, '+', 'COUNT', 1000)
+  n = n + #got
+  if #got < 1000 then break end
+  from = '(' .. got[#got][1]
+end
+redis.call('XGROUP', 'SETID', key, group, id, 'ENTRIESREAD', added - n)
+return 1
+"""
+
+
+def set_group_cursor(key: str, group: str, entry_id: bytes | str) -> Command:
+    """``XGROUP SETID key group entry_id`` with ``ENTRIESREAD`` set to the entries up to and
+    including ``entry_id`` (trimmed ones too), so :class:`TrimWatch` can still count exactly
+    what is trimmed before the group reads on. One ``EVAL`` on ``key`` (routed to its node on
+    a cluster); replies 1, or 0 when the count cannot be known (the cursor is set anyway)."""
+    return key, pack("EVAL", _SETID_COUNTED, 1, key, group, entry_id)
+
+
 def _fields(reply: Any) -> dict[bytes, Any]:
     return dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else {}
 
@@ -2154,8 +2198,9 @@ class TrimWatch:
     holds ``length`` N starting at F has removed A − N of them. When F > L (or the stream is
     empty and its top is past L), every remaining entry is unread, so A − N − R entries were
     removed unread. R is unknown (nil) after ``XGROUP CREATE … 0`` (then R = 0 when L is
-    ``0-0``) or ``XGROUP SETID`` until the group reads again: the loss is then counted only
-    from the removals seen after the first detection (a lower bound)."""
+    ``0-0``) or a plain ``XGROUP SETID`` until the group reads again (use
+    :func:`set_group_cursor`): the loss is then counted only from the removals seen after the
+    first detection (a lower bound)."""
 
     def __init__(self, group: str) -> None:
         self.group = group

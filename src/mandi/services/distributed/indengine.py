@@ -79,6 +79,7 @@ from mandi.bus.redis import (
     key_partition,
     pack,
     parse_candle_key,
+    set_group_cursor,
     stream_id,
     tagged,
     token_partition,
@@ -911,9 +912,10 @@ class IndEngineService:
             if self.stop.is_set():
                 return  # stopping: the rest is replayed at the next start
         # what the replay committed need not be delivered again: move the group's cursor to
-        # the end of the replay (pending entries stay pending; they are acknowledged next)
+        # the end of the replay (pending entries stay pending; they are acknowledged next),
+        # keeping its read counter exact so that a later trim is counted exactly
         if ends:
-            await self._send([(k, pack("XGROUP", "SETID", k, GROUP, i)) for k, i in ends.items()])
+            await self._send([set_group_cursor(k, GROUP, i) for k, i in ends.items()])
         # 3. the pending entries the replay did not meet (older than the snapshot: stale, no
         #    output) are claimed, processed and acknowledged
         keep = await self.reader.claim_ids({k: list(v) for k, v in pending.items()})
