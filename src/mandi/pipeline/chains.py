@@ -34,6 +34,19 @@ INDEX_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _link_underlyings(
+    options: Iterable[Option], by_symbol: dict[str, int], underlying_token: dict[str, int]
+) -> None:
+    """Find each option's underlying token by symbol (an index by its aliases), once."""
+    for opt in options:
+        if opt.underlying in underlying_token:
+            continue
+        for name in INDEX_ALIASES.get(opt.underlying, (opt.underlying,)):
+            if name in by_symbol:
+                underlying_token[opt.underlying] = by_symbol[name]
+                break
+
+
 class _Chain:
     """The latest quotes of one (underlying, expiry); rows are rebuilt only where quotes changed."""
 
@@ -79,13 +92,7 @@ class ChainAssembler:
                     bisect.insort(chain.strikes, inst.strike)
             else:
                 by_symbol.setdefault(inst.symbol, inst.token)
-        for opt in self._options.values():
-            if opt.underlying in self._underlying_token:
-                continue
-            for name in INDEX_ALIASES.get(opt.underlying, (opt.underlying,)):
-                if name in by_symbol:
-                    self._underlying_token[opt.underlying] = by_symbol[name]
-                    break
+        _link_underlyings(self._options.values(), by_symbol, self._underlying_token)
 
     def listed_strikes(self) -> dict[tuple[str, dt.date], list[int]]:
         """Every (underlying, expiry) of the instrument master with its listed strikes (paise)."""
@@ -356,13 +363,7 @@ class ChainColumns:
             live[: len(self._live)] = self._live
             self._live = live
         self._order = sorted(range(len(self._specs)), key=lambda c: self._specs[c].key)
-        for opt in self._options.values():
-            if opt.underlying in self._underlying_token:
-                continue
-            for name in INDEX_ALIASES.get(opt.underlying, (opt.underlying,)):
-                if name in by_symbol:
-                    self._underlying_token[opt.underlying] = by_symbol[name]
-                    break
+        _link_underlyings(self._options.values(), by_symbol, self._underlying_token)
 
     def listed_strikes(self) -> dict[tuple[str, dt.date], list[int]]:
         """:meth:`ChainAssembler.listed_strikes`: every chain with its listed strikes (paise)."""

@@ -770,6 +770,9 @@ class ClickHouseBackend:
     def commit(self) -> None:
         pass
 
+    def yield_wanted(self) -> bool:
+        return False  # not atomic: each insert is its own unit
+
     def rollback(self) -> None:
         pass
 

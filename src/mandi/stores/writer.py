@@ -95,6 +95,11 @@ class Backend(Protocol):
 
     def commit(self) -> None: ...
 
+    def yield_wanted(self) -> bool:
+        """Should an atomic flush end its transaction early (another writer of the same store
+        waits for it)? Only atomic backends are asked."""
+        ...
+
     def rollback(self) -> None:
         """Undo what the current flush wrote (must not raise)."""
         ...
@@ -293,12 +298,11 @@ class BatchLoop:
             self.stats.given_up.update({k: len(r) for k, r in by_key.items()})
         else:
             t0 = time.perf_counter()
-            if self.backend.atomic and hasattr(self.backend, "yield_wanted"):
+            if self.backend.atomic:
                 self._write_yielding(by_key)
             else:
-                units = [by_key] if self.backend.atomic else [{k: r} for k, r in by_key.items()]
-                for unit in units:
-                    self._write(unit)
+                for key, rows in by_key.items():
+                    self._write({key: rows})
             self.stats.last_flush_ms = (time.perf_counter() - t0) * 1000
             self.stats.flushes += 1
             self.stats.items += len(buf)
@@ -371,7 +375,7 @@ class BatchLoop:
                 while j < len(pieces):
                     backend.write(*pieces[j])
                     j += 1
-                    if j < len(pieces) and backend.yield_wanted():  # type: ignore[attr-defined]
+                    if j < len(pieces) and backend.yield_wanted():
                         break
                 backend.commit()
             except Exception:
