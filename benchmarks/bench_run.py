@@ -213,7 +213,14 @@ class OrderProbe:
         for layer in ctx.layers:
             store = getattr(layer, "store", None)
             if layer.name == "trading" and store is not None:
-                for name in ("insert_signal", "set_signal_status", "save_new_orders", "save_order"):
+                for name in (
+                    "insert_signal",
+                    "set_signal_status",
+                    "save_new_orders",
+                    "save_order",
+                    "save_position",
+                    "sync",  # the commit of a unit of work (one signal and its orders)
+                ):
                     setattr(store, name, self._timed(getattr(store, name)))
                 book = layer.kernel.broker.book
                 book.save = self._timed(book.save)
