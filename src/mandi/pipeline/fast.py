@@ -1216,10 +1216,11 @@ class FastCandlePipeline:
         if not len(followed):
             return records
         first = np.isin(records["token"], followed)
-        k = int(first.sum())
-        if k == 0 or k == len(records) or first[:k].all():
+        lead = np.flatnonzero(first)
+        k = len(lead)
+        if k == 0 or k == len(records) or lead[-1] == k - 1:  # none, all, or already leading
             return records
-        return np.concatenate((records[first], records[~first]))
+        return records.take(np.concatenate((lead, np.flatnonzero(~first))))
 
     def advance(self, now_ns: int) -> None:
         self._check_subscriptions()  # closing seconds build forming candles too
