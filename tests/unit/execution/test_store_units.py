@@ -137,3 +137,21 @@ def test_a_unit_that_sqlite_rolled_back_fails_closed_at_sync(tmp_path):
         store.save_new_orders([order(2).to_record()])  # a new transaction goes on
     assert store.order_ids("p") == ["o2"]
     store.close()
+
+
+def test_an_exit_by_a_rule_is_one_commit_before_it_is_sent(tmp_path):
+    k, store, broker, statements = sqlite_kit(tmp_path)
+    k.tick(RELIANCE, 1400.0, qty=1000)
+    k.emit(k.signal("s", RELIANCE, "BUY"))
+    k.tick(RELIANCE, 1401.0, qty=1000)
+    [p] = k.kernel.book.open_positions()
+    statements.clear()
+    sent_at: list[int] = []
+    real = broker.place_order
+    broker.place_order = lambda r: (sent_at.append(len(statements)), real(r))[1]  # type: ignore[method-assign]
+    k.kernel.execution.exit_position(p, "STOP_LOSS")  # what a tick's exit check calls
+    assert broker.seen[-1] == ("SUBMITTED", "ORDERED")  # committed when the broker got it
+    before = statements[: sent_at[0]]
+    assert before.count("COMMIT") == 1  # the closing position, NEW and SUBMITTED together
+    assert any("INSERT OR REPLACE INTO positions" in x for x in before)
+    store.close()
