@@ -1167,7 +1167,6 @@ class FastCandlePipeline:
         if not confirmed and not forming:
             bus.publish(CandleBatch.topic, CandleBatch(records))
             return
-        records = self._followed_first(records)
         cols: list[tuple[np.ndarray, Callable[[str], Any]]] = [
             (records["timeframe"], _tf_segment),
             (records["exchange"], _EXCHANGE_CODES.__getitem__),
@@ -1179,6 +1178,8 @@ class FastCandlePipeline:
             if cons:
                 m = rows_wanted(cons, cols)
                 want |= which if m is None else (m & which)
+        if want.any():  # somebody waits for a candle of this step: what is followed goes first
+            records, want = self._followed_first(records, want)
         lo = 0
         for w in np.flatnonzero(want).tolist():
             bus.publish(CandleBatch.topic, CandleBatch(records[lo : w + 1]))
@@ -1206,21 +1207,25 @@ class FastCandlePipeline:
             self._followed_version = bus.version
         return self._followed
 
-    def _followed_first(self, records: NDArray[Any]) -> NDArray[Any]:
-        """``records`` with the rows of the followed tokens (:meth:`followed_tokens`) first, each
-        part in its own order: a strategy's candles, and with them its indicator values, go out
-        before the rest of the market's in the same step, so its order leaves before the
-        market-wide work. Every series keeps its own order (a series is one token), which is
-        all a reader of a series sees; the rows of different tokens carry nothing between them."""
+    def _followed_first(
+        self, records: NDArray[Any], want: NDArray[np.bool_]
+    ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+        """``records`` (and the mask ``want`` over them) with the rows of the followed tokens
+        (:meth:`followed_tokens`) first, each part in its own order: a strategy's candles, and
+        with them its indicator values, go out before the rest of the market's in the same
+        step, so its order leaves before the market-wide work. Every series keeps its own order
+        (a series is one token), which is all a reader of a series sees; the rows of different
+        tokens carry nothing between them."""
         followed = self.followed_tokens()
         if not len(followed):
-            return records
+            return records, want
         first = np.isin(records["token"], followed)
         lead = np.flatnonzero(first)
         k = len(lead)
         if k == 0 or k == len(records) or lead[-1] == k - 1:  # none, all, or already leading
-            return records
-        return records.take(np.concatenate((lead, np.flatnonzero(~first))))
+            return records, want
+        order = np.concatenate((lead, np.flatnonzero(~first)))
+        return records.take(order), want[order]
 
     def advance(self, now_ns: int) -> None:
         self._check_subscriptions()  # closing seconds build forming candles too
