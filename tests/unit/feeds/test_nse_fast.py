@@ -379,3 +379,45 @@ def test_damaged_bytes_parse_the_same(edits: list[tuple[int, str]]) -> None:
     damaged = "".join(text)
     scanner_agrees(damaged)
     assert outcome(damaged, True) == outcome(damaged, False)
+
+
+def _string_by_bytes(raw: bytes) -> int:
+    """The string rule byte by byte: the closing quote's index, or −1 at an escape, a control
+    or non-ASCII byte, or no end."""
+    for i in range(1, len(raw)):
+        c = raw[i]
+        if c == 0x22:
+            return i
+        if c == 0x5C or c < 0x20 or c >= 0x80:
+            return -1
+    return -1
+
+
+def test_strings_and_keys_read_a_word_at_a_time_as_byte_by_byte() -> None:
+    """The scanner reads strings and keys eight bytes at a time (SWAR): a stop byte (quote,
+    backslash, control, non-ASCII) at every offset of the first three words, before and after
+    other stop bytes, and the document's end at every distance, give what the byte rule gives;
+    every name, whole or with one byte changed, is known exactly when the byte reader knows it."""
+    from mandi.feeds import _nse_scan as sc
+
+    stops = [b'"', b"\\", b"\x00", b"\x1f", b"\t", b"\n", b"\x80", b"\xff", b"\x7f", b"a"]
+    for size in range(0, 27):
+        for at in range(size + 1):
+            for stop in stops:
+                for after in (b'"', b"\\", b"\x01", b"zz"):
+                    body = b"k" * at + stop + b"v" * (size - at) + after
+                    for tail in (b"", b"]", b"," + b" " * 10, b"}" * 30):
+                        raw = b'"' + body + tail
+                        arr = np.frombuffer(raw, np.uint8)
+                        want = _string_by_bytes(raw)
+                        assert sc._string(arr, 0) == want, raw
+                        assert sc._key_string(arr, 0) == sc._key_bytes(arr, 0), raw
+    for name in sc._NAMES:
+        for k in range(len(name) + 1):
+            for key in (name, name[:k] + "#" + name[k + 1 :], name[:k]):
+                for tail in ("", ": 1}", ": " + " " * 30 + "1}"):
+                    raw = np.frombuffer(f'"{key}"{tail}'.encode(), np.uint8)
+                    got = sc._key_string(raw, 0)
+                    assert got == sc._key_bytes(raw, 0), key
+                    assert got == (len(key) + 1, sc._NAMES.index(key) if key in sc._NAMES
+                                   else -1), key  # fmt: skip
