@@ -917,10 +917,16 @@ def convert(row_strike, cols, side_row, ints, iv, lots, odd, odd_x):  # type: ig
 
 @jit
 def has_duplicate(group, is_call, strike):  # type: ignore[no-untyped-def]
-    """Whether two sides are one contract (same expiry group, CE/PE and strike in paise)."""
-    key = (group * 2 + is_call) * 10**13 + strike
-    key.sort()
-    return bool((key[1:] == key[:-1]).any())
+    """Whether two sides are one contract (same expiry group, CE/PE and strike in paise).
+    Keyed by strike, then group, then CE before PE: in NSE's order (strikes ascending, one
+    expiry, CE first) the keys already ascend strictly and one pass tells; else a sort."""
+    n_groups = group.max() + 1 if group.size else 1
+    key = (strike * n_groups + group) * 2 + (1 - is_call)
+    for i in range(1, key.size):
+        if key[i] <= key[i - 1]:
+            key.sort()
+            return bool((key[1:] == key[:-1]).any())
+    return False
 
 
 @jit
@@ -936,6 +942,8 @@ def lot_gcd(group, g, ints):  # type: ignore[no-untyped-def]
             q = ints[i, j]
             if q:
                 count += 1
+                if out and q % out == 0:  # the usual case, a multiple of the lot: no change
+                    continue
                 a, b = out, q
                 while b:
                     a, b = b, a % b

@@ -421,3 +421,20 @@ def test_strings_and_keys_read_a_word_at_a_time_as_byte_by_byte() -> None:
                     assert got == sc._key_bytes(raw, 0), key
                     assert got == (len(key) + 1, sc._NAMES.index(key) if key in sc._NAMES
                                    else -1), key  # fmt: skip
+
+
+def test_duplicate_contracts_are_found_in_any_order() -> None:
+    """The duplicate check (one pass when the sides come in NSE's order, else a sort) says
+    what a set of (expiry, CE/PE, strike) says: random sides, in NSE's order and shuffled."""
+    from mandi.feeds import _nse_scan as sc
+
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = int(rng.integers(1, 12))
+        group = rng.integers(0, 3, n)
+        is_call = rng.integers(0, 2, n).astype(bool)
+        strike = rng.integers(1, 5, n) * 2_500_000
+        want = len(set(zip(group.tolist(), is_call.tolist(), strike.tolist(), strict=True))) < n
+        nse_order = np.lexsort((~is_call, group, strike))  # strike, expiry, CE first
+        for order in (np.arange(n), nse_order):
+            assert sc.has_duplicate(group[order], is_call[order], strike[order]) == want
