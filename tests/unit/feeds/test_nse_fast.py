@@ -67,7 +67,7 @@ def scanner_agrees(data: bytes | str) -> bool:
         r = rows[i]
         row_exp = r.get("expiryDate") if r.get("expiryDate") is not None else r.get("expiryDates")
         assert e == (x.get("expiryDate") if x.get("expiryDate") is not None else row_exp)
-    assert got.symbols == [x.get("identifier") or "" for _, _, x in sides]
+    assert list(got.symbols) == [x.get("identifier") or "" for _, _, x in sides]
     names = [x["underlying"].strip().upper() for _, _, x in sides
              if isinstance(x.get("underlying"), str) and x["underlying"].strip()]  # fmt: skip
     assert got.file_underlying == (names[0] if names else None)
@@ -438,3 +438,21 @@ def test_duplicate_contracts_are_found_in_any_order() -> None:
         nse_order = np.lexsort((~is_call, group, strike))  # strike, expiry, CE first
         for order in (np.arange(n), nse_order):
             assert sc.has_duplicate(group[order], is_call[order], strike[order]) == want
+
+
+def test_identifiers_of_a_chain_read_again_are_not_made_again() -> None:
+    """The same identifiers (NSE's next poll of a chain) give the same strings, reused; any
+    changed byte gives new ones; a few chains are remembered, no more."""
+    first = parse_option_chains(V3_TEXT, name="x.json").snapshots[0]
+    again = parse_option_chains(V3_TEXT, name="x.json").snapshots[0]
+    a = [q.symbol for r in first.rows for q in (r.call, r.put) if q is not None]
+    b = [q.symbol for r in again.rows for q in (r.call, r.put) if q is not None]
+    assert a == b and all(x is y for x, y in zip(a, b, strict=True))
+    changed = V3_TEXT.replace("CE21400.00", "CE21400.01", 1)
+    c = parse_option_chains(changed, name="x.json").snapshots[0]
+    assert c.rows[0].call is not None and c.rows[0].call.symbol.endswith("CE21400.01")
+    assert c.rows[0].call.symbol != a[0]
+    for i in range(20):
+        nse_fast._strings(f"A{i}\0B".encode())
+    assert len(nse_fast._RECENT_STRINGS) == nse_fast._RECENT_MAX
+    assert nse_fast._strings(b"A19\0B") == ("A19", "B")
