@@ -958,6 +958,13 @@ def is_identity(order):  # type: ignore[no-untyped-def]
 
 
 @jit
+def pairs_in_order(call_at, put_at):  # type: ignore[no-untyped-def]
+    """Whether strike r has its call at side 2r and its put at 2r + 1, for every r."""
+    r = np.arange(call_at.size)
+    return bool(((call_at == 2 * r) & (put_at == 2 * r + 1)).all())
+
+
+@jit
 def chain_rows(group, g, strike, is_call, ints, lots, lot):  # type: ignore[no-untyped-def]
     """Expiry group ``g`` in strike order (sides without duplicates): ``order`` (its sides),
     ``nums`` (8, m) — ltp, bid, ask, volume, oi, oi_change (shares: lots × ``lot``, rounded

@@ -243,11 +243,14 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
                 ivs, c[6], c[7],
             )
         )  # fmt: skip
-        quotes.append(None)  # index −1: no such side
-        side = quotes.__getitem__
-        rows = ChainRows(
-            map(ChainRow, strikes.tolist(), map(side, call_at.tolist()), map(side, put_at.tolist()))
-        )
+        k = strikes.size
+        if sc.pairs_in_order(call_at, put_at):  # every strike CE then PE: NSE's usual chain
+            calls, puts = quotes[0 : 2 * k : 2], quotes[1 : 2 * k : 2]
+        else:
+            quotes.append(None)  # index −1: no such side
+            side = quotes.__getitem__
+            calls, puts = list(map(side, call_at.tolist())), list(map(side, put_at.tolist()))
+        rows = ChainRows(map(ChainRow, strikes.tolist(), calls, puts))
         rows.columns = columns
         snaps.append(
             ChainSnapshot(
