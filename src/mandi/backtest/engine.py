@@ -47,6 +47,7 @@ batches of 250 ms — so a recorded paper session is reproduced signal for signa
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ from mandi.execution.memstore import MemoryTradingStore
 from mandi.execution.paper import MemoryPaperBook
 from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Candle, ChainSnapshot, Tick
-from mandi.model.orders import Intent
+from mandi.model.orders import Intent, Product
 from mandi.model.trading import PositionClosed, SignalGenerated
 from mandi.risk import exits
 from mandi.risk.config import RiskConfig
@@ -278,12 +279,15 @@ class BacktestEngine:
         sq = self.kernel.limits.square_off
         sq_ns = (sq.hour * 3600 + sq.minute * 60 + sq.second) * NS_PER_SECOND
         cols = []
+        masks = []
         for k, s in enumerate(active):
             # bars whose last moment is at or after the intraday square-off time
             tod = (s.end - 1 + IST_OFFSET_NS) % NS_PER_DAY
-            late = (tod >= sq_ns).tolist()  # the bar's last moment
-            late_end = ((s.end + IST_OFFSET_NS) % NS_PER_DAY >= sq_ns).tolist()  # its end
-            day = ((s.end + IST_OFFSET_NS) // NS_PER_DAY).tolist()
+            late_a = tod >= sq_ns  # the bar's last moment
+            late_end_a = (s.end + IST_OFFSET_NS) % NS_PER_DAY >= sq_ns  # its end
+            day_a = (s.end + IST_OFFSET_NS) // NS_PER_DAY
+            masks.append((late_a, late_end_a, day_a))
+            late, late_end, day = late_a.tolist(), late_end_a.tolist(), day_a.tolist()
             cols.append(
                 (
                     s.instrument.token,
@@ -342,9 +346,15 @@ class BacktestEngine:
         n_open, op_ptr = len(ob_b), 0
         walk_plan, walk = self._walk_plan, self._walk
         if self._one_series_loop(active, chain_strats, nc):
+            planned = self._plan(active[0], warm)
+            if planned is not None:  # the quiet stretches write whole runs of these
+                times_l = np.zeros(n, dtype=np.int64)  # type: ignore[assignment]
+                equity_l = np.zeros(n, dtype=np.int64)  # type: ignore[assignment]
+                in_market_l = np.zeros(n, dtype=bool)  # type: ignore[assignment]
             self._loop_one(
-                active[0], cols[0], times_l, equity_l, in_market_l, monitor_ns, fill_close, cash
-            )
+                active[0], cols[0], times_l, equity_l, in_market_l, monitor_ns, fill_close, cash,
+                planned, masks[0], warm,
+            )  # fmt: skip
         else:
             for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
                 tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = (
@@ -448,6 +458,43 @@ class BacktestEngine:
         s = active[0]
         return bool(len(s) < 2 or (s.bucket[1:] >= s.end[:-1]).all())
 
+    def _plan(
+        self, s: BarSeries, warm: Sequence[Candle]
+    ) -> tuple[np.ndarray, list[Callable[[int], None]], int] | None:
+        """The compiled route of the lean loop: if every strategy on ``s`` gives a
+        :class:`~mandi.strategy.base.BarPlan` (:meth:`~mandi.strategy.base.Strategy.
+        compile_bars`), the bars any of them acts on, their ``seek`` functions and the number
+        of warm-up bars before ``s`` (plans index warm-up and run bars together); else None."""
+        key = (s.token, s.timeframe)
+        strategies = self.kernel.strategies._by_series.get(key, [])
+        warm_close = [c.close for c in warm if (c.token, c.timeframe) == key]
+        close = np.concatenate([np.asarray(warm_close, dtype=np.int64), s.close])
+        w = len(warm_close)
+        act = np.zeros(len(s), dtype=bool)
+        seeks = []
+        for strategy in strategies:
+            plan = strategy.compile_bars(s.token, close)
+            if plan is None or len(plan.act) != len(close):
+                return None
+            act |= plan.act[w:]
+            seeks.append(plan.seek)
+        return act, seeks, w
+
+    def _catch_up(self, s: BarSeries, warm: Sequence[Candle]) -> None:
+        """After a planned run: the context's candle history and the dispatcher's last bucket
+        of ``s`` as if every bar had been handed out."""
+        strategies = self.kernel.strategies
+        ctx = strategies.ctx
+        key = (s.token, s.timeframe)
+        keep = ctx._history
+        recent = s.take(slice(max(0, len(s) - keep), len(s))).candles()
+        if len(recent) < keep:
+            before = [c for c in warm if (c.token, c.timeframe) == key]
+            recent = before[max(0, len(before) - (keep - len(recent))) :] + recent
+        ctx._candles[key] = deque(recent, maxlen=keep)
+        if len(s):
+            strategies._last_bucket[key] = int(s.bucket[-1])
+
     def _loop_one(
         self,
         s: BarSeries,
@@ -458,12 +505,21 @@ class BacktestEngine:
         monitor_ns: int,
         fill_close: bool,
         cash: int,
+        planned: tuple[np.ndarray, list[Callable[[int], None]], int] | None = None,
+        masks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        warm: Sequence[Candle] = (),
     ) -> None:
         """:meth:`run_bars`' loop for one series (the same steps in the same order — a test holds
         the two loops to the same result), lean: each bar is one :class:`Candle`, and the
         common bar of one open position that no exit rule can reach (stop, target and the bar's
         range known; no trailing stop, expiry, halt or square-off) is marked without planning a
-        walk, and the position monitor is entered only when it has something to do."""
+        walk, and the position monitor is entered only when it has something to do.
+
+        ``planned`` (:meth:`_plan`): the strategies are called only on the bars they act on
+        (after their ``seek``), and every stretch of quiet bars — no working order, no acting
+        strategy, at most one open position that no exit rule or monitor check can touch — runs
+        in one compiled pass (:func:`mandi.backtest._ekernels.quiet_bars`) writing the same
+        equity samples and marks the bar-by-bar loop would."""
         kernel = self.kernel
         tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, day = col
         assert isinstance(self.clock, TestClock)
@@ -484,7 +540,64 @@ class BacktestEngine:
         walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
         next_monitor = 0
         cum = 0
-        for i in range(len(bk)):
+        n = len(bk)
+        act: Any = None
+        seeks: list[Callable[[int], None]] = []
+        w = 0
+        if planned is not None:
+            from mandi.backtest._ekernels import quiet_bars
+
+            assert masks is not None
+            act, seeks, w = planned
+            late_a, late_end_a, day_a = masks
+            end_a, high_a, low_a, close_a, volume_a = s.end, s.high, s.low, s.close, s.volume
+            times_a, equity_a, in_market_a = times_l, equity_l, in_market_l
+            # int64 products in the kernel: only for prices and sizes far from overflow
+            big = max(int(np.abs(s.high).max()), int(np.abs(s.low).max()), 1) if n else 1
+        i = 0
+        while i < n:
+            if act is not None and not om.queue and not has_orders(tok) and not risk.halted:
+                p: Any = None
+                quiet = not open_by_token
+                if not quiet and no_trailing and len(open_by_token) == 1:
+                    ps = open_by_token.get(tok)
+                    if ps is not None and len(ps) == 1 and fills.count == self._fills_seen:
+                        (p,) = ps.values()
+                        quiet = (
+                            not p.closing
+                            and p.expiry is None
+                            and p.is_open
+                            and p.quantity * big < 2**62
+                            and abs(p.cost) < 2**62
+                        )
+                if quiet:
+                    held = p is not None
+                    k, water, nm, vol = quiet_bars(
+                        i, act, late_a, late_end_a, day_a, end_a, high_a, low_a, close_a,
+                        volume_a, held, held and p.product == Product.MIS,
+                        p.direction if held else 0, p.quantity if held else 0,
+                        p.cost if held else 0, p.entry_price if held else 0,
+                        (p.stop_loss or 0) if held else 0, (p.target or 0) if held else 0,
+                        p.high_water if held else 0,
+                        cash + self._closed_pnl + (p.realized if held else 0), self._day_no,
+                        self._realized_today, max_loss, next_monitor, monitor_ns,
+                        times_a, equity_a, in_market_a,
+                    )  # fmt: skip
+                    if k > i:
+                        last = k - 1
+                        e = en[last]
+                        if held:
+                            p.current_price = cl[last]
+                            p.high_water = water
+                            if e > p.updated_ns:
+                                p.updated_ns = e
+                            next_monitor = nm
+                        cum += vol
+                        pending[tok] = (ex, e, cl[last], cum, oi[last])
+                        clock_set(e)
+                        i = k
+                        if i >= n:
+                            break
             b, e, c, h, low = bk[i], en[i], cl[i], hi[i], lo[i]
             bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
             if has_orders(tok):
@@ -518,7 +631,12 @@ class BacktestEngine:
             if ps:
                 for p in ps.values():
                     p.update_price(c, e)
-            dispatch("", bar)
+            if act is None:
+                dispatch("", bar)
+            elif act[i]:
+                for seek in seeks:
+                    seek(w + i)
+                dispatch("", bar)
             if fill_close and has_orders(tok):
                 match_price(tok, c, e + 1)
             if om.queue:
@@ -555,6 +673,11 @@ class BacktestEngine:
                 in_market_l[i] = True
             else:
                 equity_l[i] = cash + self._closed_pnl
+            i += 1
+        if act is not None:  # the strategies and the context end as if they saw every bar
+            for seek in seeks:
+                seek(w + n)
+            self._catch_up(s, warm)
 
     def handle_snapshot(self, snap: ChainSnapshot) -> None:
         """A recorded chain snapshot reached by the clock: published on

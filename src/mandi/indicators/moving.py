@@ -91,6 +91,26 @@ class SMA(CloseIndicator):
             self._value = self._sum / p
         return self._value
 
+    def seek(self, x: Any, i: int, values: Any) -> None:
+        """Set the state to that of a fresh SMA updated with ``x[0]`` … ``x[i-1]``.
+
+        ``x``: integer inputs (NumPy int64, e.g. closes in paise) whose window sums stay below
+        2**53, so that the running float sum equals the exact sum of the window; ``values``:
+        this SMA over ``x`` (:func:`mandi.indicators.batch.sma`, bit-identical to updating one
+        input at a time). Lets a backtest skip the bars where a strategy only updates its
+        averages (:meth:`mandi.strategy.base.Strategy.compile_bars`)."""
+        p = self.period
+        n = min(i, p)
+        window = x[i - n : i]
+        buf = [0.0] * p
+        for k, v in enumerate(window.tolist(), i - n):
+            buf[k % p] = float(v)
+        self._buf = buf
+        self._i = i % p
+        self._n = n
+        self._sum = float(int(window.sum()))
+        self._value = float(values[i - 1]) if n == p else None
+
     def peek(self, value: float) -> float | None:
         """The SMA if ``value`` were confirmed now; changes nothing."""
         x = finite("SMA", "value", value)
@@ -152,6 +172,16 @@ class EMA(CloseIndicator):
         if self._n == self.period:
             self._value = self._sum / self.period
         return self._value
+
+    def seek(self, x: Any, i: int, values: Any) -> None:
+        """Set the state to that of a fresh EMA updated with ``x[0]`` … ``x[i-1]`` (integer
+        inputs summing exactly below 2**53; ``values``: :func:`mandi.indicators.batch.ema` of
+        ``x``) — see :meth:`SMA.seek`."""
+        p = self.period
+        n = min(i, p)
+        self._n = n
+        self._sum = float(int(x[:n].sum()))
+        self._value = float(values[i - 1]) if i >= p else None
 
     def peek(self, value: float) -> float | None:
         """The EMA if ``value`` were confirmed now; changes nothing."""

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from mandi.core.clock import Clock
 from mandi.core.ids import stable_id
@@ -188,6 +190,20 @@ class StrategyContext:
         ]
 
 
+class BarPlan(NamedTuple):
+    """How a strategy runs over a series of bars known in advance (the backtester's compiled
+    route, :meth:`Strategy.compile_bars`).
+
+    ``act[i]`` is True where ``on_candle`` may do more than update the strategy's own state
+    (emit a signal, read the context); everywhere else the backtester does not call it.
+    ``seek(i)`` sets that state to what it would be after ``on_candle`` had seen bars
+    ``0 … i-1``; the backtester calls it before each acting bar and, with ``len(act)``, at the
+    end, so the strategy ends as if it had seen every bar."""
+
+    act: NDArray[np.bool_]
+    seek: Callable[[int], None]
+
+
 class Strategy:
     """Base class of all strategies (see the module docstring)."""
 
@@ -232,6 +248,16 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called at shutdown."""
+
+    def compile_bars(self, token: int, close: NDArray[np.int64]) -> BarPlan | None:
+        """Optional, for the backtester: the :class:`BarPlan` of this strategy over the closes
+        (paise) of ``token`` at its timeframe — or None (the default) to be called on every
+        bar. A plan promises that at the bars it does not mark, ``on_candle`` would only update
+        the strategy's own state from the closes (no signal): the backtest is the same with or
+        without it (tested for the built-in crossovers), only faster. A planned ``on_candle``
+        must not read the candle history of the context (``ctx.candles``): the skipped bars
+        reach it only at the end of the run."""
+        return None
 
     # --- acting -----------------------------------------------------------------------------------
     def signal(

@@ -15,12 +15,14 @@ import math
 from typing import Annotated
 
 import msgspec
+import numpy as np
+from numpy.typing import NDArray
 
 from mandi.core.calendar import calendar, ist_date
-from mandi.indicators import EMA, RSI, SMA
+from mandi.indicators import EMA, RSI, SMA, batch
 from mandi.model.market import Candle, ChainSnapshot, Tick
 from mandi.pipeline.timeframes import bucket_start
-from mandi.strategy.base import Strategy, StrategyConfig
+from mandi.strategy.base import BarPlan, Strategy, StrategyConfig
 
 Period = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 
@@ -106,6 +108,43 @@ class _Cross(Strategy):
                 confidence=min(1.0, 0.5 + 100 * gap),
                 metadata={"fast": round(f, 2), "slow": round(s, 2)},
             )
+
+    def compile_bars(self, token: int, close: NDArray[np.int64]) -> BarPlan | None:
+        """The crossover over whole arrays: the averages by the batch kernels (bit-identical to
+        the incremental ones), the bars where the side flips as the acting bars, and ``seek``
+        restoring both averages and the side (:meth:`Strategy.compile_bars`)."""
+        cfg: CrossConfig = self.config  # type: ignore[assignment]
+        kind = {SMA: "sma", EMA: "ema"}.get(self.average)
+        if kind is None or type(self).on_candle is not _Cross.on_candle:
+            return None  # a subclass with its own rule is called bar by bar
+        if len(close) and int(np.abs(close).max()) * cfg.slow >= 2**53:
+            return None  # the running sums would round: seek could not restore them exactly
+        x = close.astype(np.float64)
+        fast_v = getattr(batch, kind)(x, cfg.fast)
+        slow_v = getattr(batch, kind)(x, cfg.slow)
+        side = np.zeros(len(close), dtype=np.int8)
+        ready = ~(np.isnan(fast_v) | np.isnan(slow_v))
+        # a tie keeps the previous side: carry the last decided side forward
+        raw = np.where(fast_v > slow_v, 1, np.where(fast_v < slow_v, -1, 0)).astype(np.int8)
+        raw[~ready] = 0
+        decided = np.flatnonzero(raw != 0)
+        if len(decided):
+            carry = np.zeros(len(close), dtype=np.int64)
+            carry[decided] = decided
+            np.maximum.accumulate(carry, out=carry)
+            side = np.where(carry >= decided[0], raw[carry], 0).astype(np.int8)
+            side[~ready] = 0
+        prev = np.r_[np.int8(0), side[:-1]]
+        act = (prev != 0) & (side != 0) & (side != prev)
+        average = self.average
+
+        def seek(i: int) -> None:
+            f, s = average(cfg.fast), average(cfg.slow)
+            f.seek(close, i, fast_v)
+            s.seek(close, i, slow_v)
+            self._state[token] = (f, s, int(side[i - 1]) if i else 0)
+
+        return BarPlan(act, seek)
 
 
 class SMACross(_Cross):
