@@ -331,19 +331,6 @@ class BacktestEngine:
         chain_ts = [x.ts_event for x in snaps]
         nc, ci = len(snaps), 0
         on_snapshot = self.handle_snapshot
-        # the open phases (fills at the open, intrabar exits) in start order: every bar that
-        # started before a moment is opened before the bars ending at that moment are handed out
-        ex_sid = [k for k, c in enumerate(cols) if c[11]]
-        o_sid = np.concatenate([np.full(len(active[k]), k, dtype=np.int64) for k in ex_sid])
-        o_idx = np.concatenate([np.arange(len(active[k]), dtype=np.int64) for k in ex_sid])
-        o_b = np.concatenate([active[k].bucket for k in ex_sid])
-        o_order = np.lexsort((o_sid, o_b))
-        ob_sid, ob_idx, ob_b = (
-            o_sid[o_order].tolist(),
-            o_idx[o_order].tolist(),
-            o_b[o_order].tolist(),
-        )
-        n_open, op_ptr = len(ob_b), 0
         walk_plan, walk = self._walk_plan, self._walk
         if self._one_series_loop(active, chain_strats, nc):
             planned = self._plan(active[0], warm)
@@ -356,6 +343,20 @@ class BacktestEngine:
                 planned, masks[0], warm,
             )  # fmt: skip
         else:
+            # the open phases (fills at the open, intrabar exits) in start order: every bar that
+            # started before a moment is opened before the bars ending at that moment are handed
+            # out
+            ex_sid = [k for k, c in enumerate(cols) if c[11]]
+            o_sid = np.concatenate([np.full(len(active[k]), k, dtype=np.int64) for k in ex_sid])
+            o_idx = np.concatenate([np.arange(len(active[k]), dtype=np.int64) for k in ex_sid])
+            o_b = np.concatenate([active[k].bucket for k in ex_sid])
+            o_order = np.lexsort((o_sid, o_b))
+            ob_sid, ob_idx, ob_b = (
+                o_sid[o_order].tolist(),
+                o_idx[o_order].tolist(),
+                o_b[o_order].tolist(),
+            )
+            n_open, op_ptr = len(ob_b), 0
             for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
                 tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = (
                     cols[sid]

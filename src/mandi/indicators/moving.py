@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from mandi.indicators._base import Indicator, check_period, finite
 
 
@@ -101,14 +103,15 @@ class SMA(CloseIndicator):
         averages (:meth:`mandi.strategy.base.Strategy.compile_bars`)."""
         p = self.period
         n = min(i, p)
-        window = x[i - n : i]
-        buf = [0.0] * p
-        for k, v in enumerate(window.tolist(), i - n):
-            buf[k % p] = float(v)
-        self._buf = buf
-        self._i = i % p
+        window = x[i - n : i].astype(np.float64)
+        k = i % p
+        if n == p:  # input j sits in slot j % p of the ring
+            self._buf = window[p - k :].tolist() + window[: p - k].tolist()
+        else:
+            self._buf = window.tolist() + [0.0] * (p - n)
+        self._i = k
         self._n = n
-        self._sum = float(int(window.sum()))
+        self._sum = sum(self._buf)  # whole numbers below 2**53: every partial sum is exact
         self._value = float(values[i - 1]) if n == p else None
 
     def peek(self, value: float) -> float | None:
