@@ -114,7 +114,8 @@ class _Cross(Strategy):
         the incremental ones), the bars where the side flips as the acting bars, and ``seek``
         restoring both averages and the side (:meth:`Strategy.compile_bars`)."""
         cfg: CrossConfig = self.config  # type: ignore[assignment]
-        kind = {SMA: "sma", EMA: "ema"}.get(self.average)
+        kinds: dict[type, str] = {SMA: "sma", EMA: "ema"}
+        kind = kinds.get(self.average)
         if kind is None or type(self).on_candle is not _Cross.on_candle:
             return None  # a subclass with its own rule is called bar by bar
         if len(close) and int(np.abs(close).max()) * cfg.slow >= 2**53:
