@@ -278,6 +278,12 @@ class BacktestEngine:
         in_market_l: list[bool] = [False] * n
         sq = self.kernel.limits.square_off
         sq_ns = (sq.hour * 3600 + sq.minute * 60 + sq.second) * NS_PER_SECOND
+        chain_strats = any(_overrides(r.strategy, "on_chain") for r in self.runs)
+        lean = self._one_series_loop(active, chain_strats, len(chains))
+        planned = self._plan(active[0], warm) if lean else None
+        # the bar loops read plain lists (cheaper items than NumPy's); the compiled route reads
+        # only the bars it does not skip, so it reads the arrays item by item instead
+        column: Callable[[np.ndarray], Any] = _Items if planned is not None else np.ndarray.tolist
         cols = []
         masks = []
         for k, s in enumerate(active):
@@ -287,24 +293,14 @@ class BacktestEngine:
             late_end_a = (s.end + IST_OFFSET_NS) % NS_PER_DAY >= sq_ns  # its end
             day_a = (s.end + IST_OFFSET_NS) // NS_PER_DAY
             masks.append((late_a, late_end_a, day_a))
-            late, late_end, day = late_a.tolist(), late_end_a.tolist(), day_a.tolist()
             cols.append(
                 (
                     s.instrument.token,
                     s.instrument.exchange,
                     s.timeframe,
-                    s.bucket.tolist(),
-                    s.end.tolist(),
-                    s.open.tolist(),
-                    s.high.tolist(),
-                    s.low.tolist(),
-                    s.close.tolist(),
-                    s.volume.tolist(),
-                    s.oi.tolist(),
+                    *map(column, (s.bucket, s.end, s.open, s.high, s.low, s.close, s.volume, s.oi)),
                     finest.get(s.token) == k,
-                    late,
-                    late_end,
-                    day,
+                    *map(column, (late_a, late_end_a, day_a)),
                 )
             )
         clock_set = self.clock.set
@@ -318,7 +314,6 @@ class BacktestEngine:
         dispatch = kernel.strategies.handle_candle
         om = kernel.orders
         assert om is not None
-        chain_strats = any(_overrides(r.strategy, "on_chain") for r in self.runs)
         monitor_ns = int(self.trading_config.monitor_interval_s * NS_PER_SECOND)
         next_monitor = 0
         next_second = 0
@@ -332,8 +327,7 @@ class BacktestEngine:
         nc, ci = len(snaps), 0
         on_snapshot = self.handle_snapshot
         walk_plan, walk = self._walk_plan, self._walk
-        if self._one_series_loop(active, chain_strats, nc):
-            planned = self._plan(active[0], warm)
+        if lean:
             if planned is not None:  # the quiet stretches write whole runs of these
                 times_l = np.zeros(n, dtype=np.int64)  # type: ignore[assignment]
                 equity_l = np.zeros(n, dtype=np.int64)  # type: ignore[assignment]
@@ -358,7 +352,7 @@ class BacktestEngine:
             )
             n_open, op_ptr = len(ob_b), 0
             for j, (sid, i) in enumerate(zip(sids.tolist(), idxs.tolist(), strict=True)):
-                tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, late, late_end, day = (
+                tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, exec_series, _late, late_end, day = (
                     cols[sid]
                 )
                 b, e, c = bk[i], en[i], cl[i]
@@ -541,7 +535,7 @@ class BacktestEngine:
         walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
         next_monitor = 0
         cum = 0
-        n = len(bk)
+        n = len(s)
         act: Any = None
         seeks: list[Callable[[int], None]] = []
         w = 0
@@ -929,6 +923,18 @@ class BacktestEngine:
 
     def master_tokens(self) -> list[int]:
         return [i.token for i in self.master]
+
+
+class _Items:
+    """A NumPy column read item by item as Python scalars (``int``, ``bool``)."""
+
+    __slots__ = ("_a",)
+
+    def __init__(self, a: np.ndarray) -> None:
+        self._a = a
+
+    def __getitem__(self, i: int) -> Any:
+        return self._a[i].item()
 
 
 class _BarTicks(dict):  # type: ignore[type-arg]
