@@ -188,7 +188,7 @@ def test_compiled_route_on_the_nifty_year(monkeypatch):
     same(compiled, plain)
 
 
-def test_a_subclass_with_its_own_rule_is_called_on_every_bar():
+def test_a_subclass_is_called_on_every_bar_unless_it_plans_itself():
     class Mine(SMACross):
         def on_candle(self, candle: Any) -> None:
             super().on_candle(candle)
@@ -196,4 +196,39 @@ def test_a_subclass_with_its_own_rule_is_called_on_every_bar():
     strat = Mine(Mine.config_class(fast=2, slow=5), timeframe=60)
     strat.on_start()
     assert strat.compile_bars(INST.token, walk(1, 1).close) is None
+    series = walk(5, 1)
+    res, _, _ = run(series, Mine, {"fast": 3, "slow": 12})
+    ref, _, _ = run(series, SMACross, {"fast": 3, "slow": 12})
+    assert len(res.trades) > 3
+    assert [t.key() for t in res.trades] == [t.key() for t in ref.trades]
     assert SMACross(timeframe=60).compile_bars(INST.token, walk(1, 1).close) is not None
+
+
+class Planned(SMACross):
+    """Acts on every 7th bar; records the seeks and the candles it is handed."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.seen: list[tuple[str, int]] = []
+
+    def compile_bars(self, token: int, close: Any) -> Any:
+        from mandi.strategy.base import BarPlan
+
+        act = np.arange(len(close)) % 7 == 3
+        return BarPlan(act, lambda i: self.seen.append(("seek", i)))
+
+    def on_candle(self, candle: Any) -> None:
+        self.seen.append(("candle", candle.bucket))
+
+
+def test_a_plan_is_called_on_its_acting_bars_after_seek():
+    series = walk(2, 1)
+    warm = 10  # bars before the start only warm up, bar by bar
+    _, strat, eng = run(series, Planned, {}, int(series.bucket[warm]))
+    assert strat.seen[:warm] == [("candle", b) for b in series.bucket[:warm].tolist()]
+    rest = strat.seen[warm:]
+    acting = [i for i in range(warm, len(series)) if i % 7 == 3]
+    expect = [x for i in acting for x in (("seek", i), ("candle", int(series.bucket[i])))]
+    assert rest == [*expect, ("seek", len(series))]
+    ctx = eng.kernel.strategies.ctx
+    assert [c.bucket for c in ctx.candles(INST.token, 60)] == series.bucket.tolist()
