@@ -129,6 +129,42 @@ def rsi(x, p, out):
 
 
 @_bare
+def rsi_averages(x, p, gain_out, loss_out):
+    """The state of :class:`~mandi.indicators.RSI` after each input: its average gain and loss
+    (the plain sums while fewer than ``p`` moves were seen), the same operations as :func:`rsi`
+    (0 before the first move)."""
+    n = len(x)
+    if n == 0:
+        return
+    gain_out[0] = 0.0
+    loss_out[0] = 0.0
+    prev = x[0]
+    moves = 0
+    gain = 0.0
+    loss = 0.0
+    a = (p - 1) / p
+    b = 1.0 / p
+    for t in range(1, n):
+        xt = x[t]
+        d = xt - prev
+        prev = xt
+        g = d if d > 0.0 else 0.0
+        lo = -d if d < 0.0 else 0.0
+        if moves >= p:
+            gain = gain * a + g * b
+            loss = loss * a + lo * b
+        else:
+            gain = gain + g
+            loss = loss + lo
+            moves += 1
+            if moves == p:
+                gain /= p
+                loss /= p
+        gain_out[t] = gain
+        loss_out[t] = loss
+
+
+@_bare
 def macd(x, fast, slow, signal, line_out, sig_out, hist_out):
     """:class:`~mandi.indicators.MACD` with TA-Lib's seeding (``fast <= slow``)."""
     kf = 2.0 / (fast + 1)

@@ -107,6 +107,14 @@ def rsi(x: F64, period: int) -> F64:
     return out
 
 
+def rsi_averages(x: F64, period: int) -> tuple[F64, F64]:
+    """The average gain and loss of :class:`mandi.indicators.RSI` after each input (its state:
+    what :meth:`~mandi.indicators.RSI.seek` restores)."""
+    gain, loss = _out(len(x)), _out(len(x))
+    K.rsi_averages(x, period, gain, loss)
+    return gain, loss
+
+
 def macd(x: F64, fast: int, slow: int, signal: int) -> MACDArrays:
     """MACD of a checked float array with TA-Lib's seeding (see :class:`mandi.indicators.MACD`)."""
     if slow < fast:

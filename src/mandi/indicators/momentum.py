@@ -77,6 +77,20 @@ class RSI(CloseIndicator):
         s = gain + loss
         return n, gain, loss, (100.0 * (gain / s) if s != 0.0 else 0.0)
 
+    def seek(self, x: Any, i: int, values: Any, gain: Any, loss: Any) -> None:
+        """Set the state to that of a fresh RSI updated with ``x[0]`` … ``x[i-1]`` from the
+        batch arrays over ``x``: ``values`` (:func:`mandi.indicators.batch.rsi`) and the
+        averages (:func:`mandi.indicators.batch.rsi_averages`) — see
+        :meth:`mandi.indicators.SMA.seek`."""
+        if i == 0:
+            self.reset()
+            return
+        self._prev = float(x[i - 1])
+        self._n = min(i - 1, self.period)
+        self._gain = float(gain[i - 1])
+        self._loss = float(loss[i - 1])
+        self._value = float(values[i - 1]) if i - 1 >= self.period else None
+
     def update(self, value: float) -> float | None:
         """Add a confirmed close; return the new RSI or None while warming up."""
         x = finite("RSI", "value", value)

@@ -254,9 +254,9 @@ class Strategy:
         (paise) of ``token`` at its timeframe — or None (the default) to be called on every
         bar. A plan promises that at the bars it does not mark, ``on_candle`` would only update
         the strategy's own state from the closes (no signal): the backtest is the same with or
-        without it (tested for the built-in crossovers), only faster. A planned ``on_candle``
-        must not read the candle history of the context (``ctx.candles``): the skipped bars
-        reach it only at the end of the run."""
+        without it (tested for the built-in crossovers and RSI), only faster. A planned
+        ``on_candle`` must not read the candle history of the context (``ctx.candles``): the
+        skipped bars reach it only at the end of the run."""
         return None
 
     # --- acting -----------------------------------------------------------------------------------

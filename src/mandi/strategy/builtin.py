@@ -205,6 +205,29 @@ class RSIReversal(Strategy):
                 metadata={"rsi": round(v, 2)},
             )
 
+    def compile_bars(self, token: int, close: NDArray[np.int64]) -> BarPlan | None:
+        """RSI over whole arrays (the batch kernels, bit-identical to the incremental RSI): the
+        bars where it crosses back over a threshold act; ``seek`` restores the RSI and the
+        previous value (:meth:`Strategy.compile_bars`)."""
+        if type(self) is not RSIReversal:
+            return None  # a subclass may change the rule anywhere: it opts in by its own plan
+        cfg: RSIConfig = self.config  # type: ignore[assignment]
+        x = close.astype(np.float64)
+        values = batch.rsi(x, cfg.period)
+        gain, loss = batch.rsi_averages(x, cfg.period)
+        prev = np.r_[np.nan, values[:-1]]
+        lo, hi = cfg.oversold, cfg.overbought
+        with np.errstate(invalid="ignore"):  # NaN (warming up) compares False: no signal
+            act = ((prev < lo) & (lo <= values)) | ((prev > hi) & (hi >= values))
+
+        def seek(i: int) -> None:
+            ind = RSI(cfg.period)
+            ind.seek(x, i, values, gain, loss)
+            last = float(values[i - 1]) if i else math.nan
+            self._rsi[token] = (ind, None if math.isnan(last) else last)
+
+        return BarPlan(act, seek)
+
 
 class MomentumConfig(StrategyConfig, frozen=True):
     lookback: Period = 10

@@ -18,10 +18,10 @@ from mandi.backtest import BacktestConfig, BacktestEngine, BarSeries, StrategyRu
 from mandi.backtest.config import default_risk
 from mandi.backtest.result import from_raw
 from mandi.core.calendar import ist_ns
-from mandi.indicators import EMA, SMA
+from mandi.indicators import EMA, RSI, SMA
 from mandi.model.instruments import InstrumentMaster
 from mandi.services.backtest.api import load_data
-from mandi.strategy.builtin import EMACross, SMACross
+from mandi.strategy.builtin import EMACross, RSIReversal, SMACross
 
 from .kit import INST
 
@@ -71,12 +71,14 @@ def run(
 
 def state(strat: Any, eng: Any) -> Any:
     """Everything the strategy and its context hold at the end."""
-    out = {}
-    for tok, (f, s, side) in strat._state.items():
+    out: dict[Any, Any] = {}
+    for tok, (f, s, side) in getattr(strat, "_state", {}).items():
         out[tok] = (
             [(type(a).__name__, {k: getattr(a, k) for k in a._state}) for a in (f, s)],
             side,
         )
+    for tok, (ind, last) in getattr(strat, "_rsi", {}).items():
+        out[tok] = ({k: getattr(ind, k) for k in ind._state}, last)
     ctx = eng.kernel.strategies.ctx
     hist = {k: [c.bucket for c in q] for k, q in ctx._candles.items()}
     return out, hist, dict(eng.kernel.strategies._last_bucket)
@@ -173,6 +175,32 @@ def test_compiled_route_with_stops_and_targets(monkeypatch, seed, cfg):
     compiled = run(series, SMACross, {"fast": 5, "slow": 20}, **cfg)
     assert {t.exit_reason for t in compiled[0].trades} >= {"TARGET_REACHED", "STOP_LOSS_HIT"}
     same(compiled, bar_by_bar(monkeypatch, series, SMACross, {"fast": 5, "slow": 20}, **cfg))
+
+
+@pytest.mark.parametrize("i", [0, 1, 2, 14, 15, 16, 1124, 1125])
+def test_rsi_seek_restores_the_incremental_state(i: int) -> None:
+    close = walk(7, 3).close
+    strat = RSIReversal(RSIReversal.config_class(period=14), timeframe=60)
+    strat.on_start()
+    plan = strat.compile_bars(INST.token, close)
+    assert plan is not None
+    plan.seek(i)
+    ind, last = strat._rsi[INST.token]
+    ref, v = RSI(14), None
+    for x in close[:i].tolist():
+        v = ref.update(x)
+    assert {k: getattr(ind, k) for k in ind._state} == {k: getattr(ref, k) for k in ref._state}
+    assert last == v
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("cfg", [{}, {"allow_short": True, "product": "CNC"}])
+def test_compiled_rsi_equals_bar_by_bar(monkeypatch, seed, cfg):
+    series = walk(seed, 3)
+    params = {"period": 9, "oversold": 35.0, "overbought": 65.0}
+    compiled = run(series, RSIReversal, params, **cfg)
+    assert len(compiled[0].signals) > 10
+    same(compiled, bar_by_bar(monkeypatch, series, RSIReversal, params, **cfg))
 
 
 def test_compiled_route_on_the_nifty_year(monkeypatch):
