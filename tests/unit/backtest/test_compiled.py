@@ -260,3 +260,32 @@ def test_a_plan_is_called_on_its_acting_bars_after_seek():
     assert rest == [*expect, ("seek", len(series))]
     ctx = eng.kernel.strategies.ctx
     assert [c.bucket for c in ctx.candles(INST.token, 60)] == series.bucket.tolist()
+
+
+class Peek(SMACross):
+    """A plan that cheats: it acts on a bar when the *next* close is higher."""
+
+    def compile_bars(self, token: int, close: Any) -> Any:
+        from mandi.strategy.base import BarPlan
+
+        act = np.r_[close[1:] > close[:-1], False]
+        return BarPlan(act, lambda i: None)
+
+    def on_candle(self, candle: Any) -> None:
+        self.signal("BUY", price=candle.close)
+
+
+def test_the_lookahead_check_catches_a_plan_that_reads_the_future():
+    from mandi.backtest.lookahead import LookAheadError, check_no_lookahead
+
+    (nifty,) = load_data(DATA)
+    series = nifty.take(slice(0, 600)).with_instrument(INST)
+    cut = int(series.bucket[400])
+
+    def backtest(ss: Any) -> Any:
+        return run(ss[0], Peek, {})[0]
+
+    with pytest.raises(LookAheadError):
+        check_no_lookahead(backtest, [series], cut)
+    # the honest plan passes the same check
+    check_no_lookahead(lambda ss: run(ss[0], SMACross, {"fast": 5, "slow": 20})[0], [series], cut)
