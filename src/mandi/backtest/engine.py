@@ -468,10 +468,19 @@ class BacktestEngine:
         act = np.zeros(len(s), dtype=bool)
         seeks = []
         for strategy in strategies:
-            plan = strategy.compile_bars(s.token, close)
-            if plan is None or len(plan.act) != len(close):
+            try:
+                plan = strategy.compile_bars(s.token, close)
+                if plan is not None and len(plan.act) != len(close):
+                    raise ValueError(f"its plan has {len(plan.act)} bars, not {len(close)}")
+            except Exception as e:  # a broken plan costs speed, not the backtest
+                self.notes.append(
+                    f"strategy {strategy.id}: compile_bars failed ({type(e).__name__}: {e}); "
+                    "called on every bar instead"
+                )
                 return None
-            act |= plan.act[w:]
+            if plan is None:
+                return None
+            act |= np.asarray(plan.act[w:], dtype=bool)
             seeks.append(plan.seek)
         return act, seeks, w
 

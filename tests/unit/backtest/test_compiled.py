@@ -289,3 +289,19 @@ def test_the_lookahead_check_catches_a_plan_that_reads_the_future():
         check_no_lookahead(backtest, [series], cut)
     # the honest plan passes the same check
     check_no_lookahead(lambda ss: run(ss[0], SMACross, {"fast": 5, "slow": 20})[0], [series], cut)
+
+
+class Broken(SMACross):
+    def compile_bars(self, token: int, close: Any) -> Any:
+        from mandi.strategy.base import BarPlan
+
+        return BarPlan(np.zeros(3, dtype=bool), lambda i: None)  # the wrong length
+
+
+def test_a_broken_plan_falls_back_to_every_bar_with_a_note():
+    series = walk(4, 1)
+    res, _, _ = run(series, Broken, {"fast": 3, "slow": 12})
+    ref, _, _ = run(series, SMACross, {"fast": 3, "slow": 12})
+    assert len(ref.trades) > 3
+    assert [t.key() for t in res.trades] == [t.key() for t in ref.trades]
+    assert any("compile_bars failed" in n and "not 375" in n for n in res.notes)
