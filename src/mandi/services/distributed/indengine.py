@@ -945,6 +945,12 @@ class IndEngineService:
         gone = {p.index for p in parts}
         self._show_partitions()
         self.reader.remove_keys([k for k in self.reader.keys if self.partition_of(k) in gone])
+        # keys found (by discovery or a doorbell) while they were ours, not added yet: read
+        # later, their entries would be delivered to this member, skipped as not ours and left
+        # pending where XREADGROUP ">" never returns them to the new owner
+        self.reader.discovered = [
+            k for k in self.reader.discovered if self.partition_of(k) not in gone
+        ]
         self.reader.watch(self._doorbells())
         if lost:
             self.stats["partitions_lost"] += len(parts)
