@@ -50,6 +50,7 @@ import asyncio
 import binascii
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import re
@@ -987,9 +988,8 @@ class RedisLink:
             if not isinstance(done, list):  # EXECABORT: refused at queue time, nothing ran
                 raise RedisCommandError(f"Redis refused the transaction: {done}")
             return done
-        at = [0] * (len(commands) + 1)  # where each entry's replies start
-        for i, c in enumerate(commands):
-            at[i + 1] = at[i] + _count(c)
+        # where each entry's replies start
+        at = list(itertools.accumulate([c[2] if len(c) == 3 else 1 for c in commands], initial=0))
         out: list[Any] = [None] * at[-1]
         todo = list(range(len(commands)))
         for _ in range(5):  # redirections: at most a few rounds while slots move
@@ -1011,18 +1011,23 @@ class RedisLink:
     ) -> list[int]:
         """One round of a cluster pipeline; returns the indexes redirected elsewhere."""
         slots = self._slots
-        groups: dict[Addr, list[int]] = {}
-        for i in idx:
-            key = commands[i][0]
-            addr = self._default if key is None else slots[key_slot(key)]
-            groups.setdefault(addr, []).append(i)
+        whole = len(idx) == len(commands)  # the first round: every command, in order
+        if len(self._masters) == 1 and self._masters[0] == self._default:
+            # one master serves every slot (a 1-shard cluster): no routing per command
+            groups = {self._default: idx}
+        else:
+            groups = {}
+            for i in idx:
+                key = commands[i][0]
+                addr = self._default if key is None else slots[key_slot(key)]
+                groups.setdefault(addr, []).append(i)
         items = list(groups.items())
         results = await asyncio.gather(
             *(
                 self._node_request(
                     a,
                     b"".join([commands[i][1] for i in ix]),
-                    sum(at[i + 1] - at[i] for i in ix),
+                    at[-1] if whole and len(ix) == len(idx) else sum(at[i + 1] - at[i] for i in ix),
                     timeout,
                     durable=durable,
                 )
@@ -1035,6 +1040,16 @@ class RedisLink:
         for (_, ix), res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
                 failure = failure or res
+                continue
+            if _ReplyError not in map(type, res):  # no redirection, nothing failed
+                if whole and len(ix) == len(idx):
+                    out[:] = res
+                else:
+                    pos = 0
+                    for i in ix:
+                        nxt = pos + at[i + 1] - at[i]
+                        out[at[i] : at[i + 1]] = res[pos:nxt]
+                        pos = nxt
                 continue
             pos = 0
             for i in ix:
@@ -1189,6 +1204,8 @@ class BatchBuilder:
             latest_ttl_s,
         )
         self._keys: dict[str, _KeyInfo] = {}
+        # (topic, partitions) -> (registry, partition, key, key as bytes), None: no partition
+        self._bells: dict[tuple[str, int], tuple[str, int, str, bytes] | None] = {}
         self.registered: set[str] = set()  # topics registered in their discovery sets
         self.latest_ttl_s = latest_ttl_s
         self.cluster = cluster
@@ -1198,6 +1215,7 @@ class BatchBuilder:
         if cluster != self.cluster:
             self.cluster = cluster
             self._keys.clear()
+            self._bells.clear()
 
     def info(self, topic: str) -> _KeyInfo:
         ki = self._keys.get(topic)
@@ -1256,12 +1274,19 @@ class BatchBuilder:
         and node, naming the keys that got entries (routed to that node, after its XADDs, so a
         woken consumer finds them there)."""
         groups: dict[tuple[str, int, Addr], list[bytes]] = {}
+        bells = self._bells
         for t in topics:
-            ki = self.info(t)
-            p = key_partition(t, partitions)
-            if p is None:
+            bell = bells.get((t, partitions))
+            if bell is None:  # parsed once per topic: this runs for every key of every batch
+                ki = self.info(t)
+                p = key_partition(t, partitions)
+                bell = bells[(t, partitions)] = (
+                    None if p is None else (registry_key(t), p, ki.key, ki.key.encode())
+                )
+            if bell is None:
                 continue
-            groups.setdefault((registry_key(t), p, node_of(ki.key)), []).append(ki.key.encode())
+            reg, p, key, raw = bell
+            groups.setdefault((reg, p, node_of(key)), []).append(raw)
         return [
             (ks[0], pack("PUBLISH", wake_channel(reg, p), b" ".join(ks)))
             for (reg, p, _), ks in groups.items()
