@@ -231,10 +231,6 @@ Command = tuple[str | bytes | None, bytes]
 Commands = tuple[str | bytes | None, bytes, int]
 
 
-def _count(c: Command | Commands) -> int:
-    return c[2] if len(c) == 3 else 1
-
-
 class RedisUnavailable(BusError):
     """Redis cannot be reached (or the connection broke); the caller retries with backoff."""
 
@@ -975,9 +971,7 @@ class RedisLink:
             self._mark_down(str(e))
             raise
         if not self.cluster:
-            n = len(commands)
-            if any(len(c) == 3 for c in commands):
-                n = sum(map(_count, commands))
+            n = sum([c[2] if len(c) == 3 else 1 for c in commands])
             packet = b"".join([c[1] for c in commands])
             if not atomic:
                 return await self._node_request(self._default, packet, n, timeout, durable=durable)
@@ -1099,7 +1093,7 @@ class RedisLink:
 
     async def pipeline_retrying(
         self,
-        commands: Sequence[Command],
+        commands: Sequence[Command | Commands],
         stop: asyncio.Event | None = None,
         durable: bool = False,
         atomic: bool = False,
@@ -1225,27 +1219,27 @@ class BatchBuilder:
             ki = self._keys[topic] = _KeyInfo(key, r, key != topic)
         return ki
 
-    def confirmed(self, cmds: list[Command], topic: str, entry_id: bytes, payload: bytes) -> int:
-        """Append XADD + PUBLISH of one confirmed message; return the index of its XADD.
+    def confirmed(
+        self, cmds: list[Command | Commands], topic: str, entry_id: bytes, payload: bytes
+    ) -> None:
+        """Append XADD + PUBLISH of one confirmed message, as one routed entry of two commands
+        (their replies: the XADD's, then the PUBLISH's).
 
         Its latest-key SET comes from :meth:`latest`, once per key per batch (only the newest
         one matters: a SET costs Redis about as much as the XADD; a batch often holds several
         per key)."""
         ki = self.info(topic)
         n = len(payload)
-        at = len(cmds)
-        key = ki.key
         cmds.append(
             (
-                key,
-                b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n"
-                % (ki.xadd, len(entry_id), entry_id, n, payload),
+                ki.key,
+                b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
+                % (ki.xadd, len(entry_id), entry_id, n, payload, ki.pub, n, payload),
+                2,
             )
         )
-        cmds.append((key, b"%s$%d\r\n%s\r\n" % (ki.pub, n, payload)))
-        return at
 
-    def latest(self, cmds: list[Command], newest: dict[str, bytes]) -> int:
+    def latest(self, cmds: list[Command | Commands], newest: dict[str, bytes]) -> int:
         """Append ``SET latest-key payload EX ttl`` for each topic's newest payload; return the
         commands added."""
         info, ttl = self.info, self._ttl_suffix
@@ -1384,7 +1378,11 @@ class StreamPublisher:
     def _take(
         self,
     ) -> tuple[
-        list[Command], list[int], list[tuple[str, bytes, bytes]], dict[str, bytes], list[Command]
+        list[Command | Commands],
+        Sequence[int],
+        list[tuple[str, bytes, bytes]],
+        dict[str, bytes],
+        list[Command],
     ]:
         """Build the next batch: (commands, XADD indexes, taken confirmed, forming, extra)."""
         take = self._confirmed[: self.max_batch]
@@ -1399,12 +1397,13 @@ class StreamPublisher:
             self._new_keys |= builder.registered
             builder.registered.clear()
         new = [t for t, _, _ in take if t in self._new_keys]
-        cmds: list[Command] = builder.registration(dict.fromkeys(new))
+        cmds: list[Command | Commands] = [*builder.registration(dict.fromkeys(new))]
+        # the XADDs' replies: after the registrations, every other one (XADD, PUBLISH)
+        at = range(len(cmds), len(cmds) + 2 * len(take), 2)
         add = builder.confirmed
-        at: list[int] = []
         newest: dict[str, bytes] = {}
         for topic, eid, payload in take:
-            at.append(add(cmds, topic, eid, payload))
+            add(cmds, topic, eid, payload)
             newest[topic] = payload
         builder.latest(cmds, newest)
         cmds += extra
@@ -1447,7 +1446,7 @@ class StreamPublisher:
     def _account(
         self,
         replies: list[Any],
-        at: list[int],
+        at: Sequence[int],
         take: list[tuple[str, bytes, bytes]],
         forming: dict[str, bytes],
     ) -> None:

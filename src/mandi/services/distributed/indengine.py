@@ -542,7 +542,7 @@ class IndEngineService:
             for v in values:
                 topic = indicator_topic(v)
                 payload = encode(v)
-                add(cmds, topic, b"%d-0" % (v.bucket // 1_000_000), payload)  # type: ignore[arg-type]
+                add(cmds, topic, b"%d-0" % (v.bucket // 1_000_000), payload)
                 newest[topic] = payload
         else:
             forming = builder.forming
@@ -663,7 +663,7 @@ class IndEngineService:
                     newest.update(b.newest)
                     cmds += b.cmds
                 new = [t for t in newest if t not in self.builder.registered]
-                tail: list[Command] = self.builder.registration(new)
+                tail: list[Command | Commands] = [*self.builder.registration(new)]
                 self.builder.latest(tail, newest)
                 whole = [*cmds, *tail]
                 for chunk in _chunks(whole, SEND_CHUNK):  # Redis serves others in between
