@@ -46,7 +46,8 @@ def test_a_one_master_pipeline_keeps_replies_in_order_with_errors_in_place(one_s
                 (None, pack("PING")),
                 (b, pack("XLEN", b) + pack("GET", a), 2),
             ]
-            return link.cluster, await link.pipeline(cmds)
+            replies = await link.pipeline(cmds)
+            return link.cluster, replies
         finally:
             link.close()
 
