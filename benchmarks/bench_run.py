@@ -155,7 +155,17 @@ class OrderProbe:
     """A layer that times tick → order inside a ``mandi run``: the node's feed batches are cut
     into slices of ``slice_ms`` of exchange time (what a live feed delivers at a time), and every
     order submitted is timed from the moment its slice reached the kernel — the latency of the
-    slice's first tick, the longest in the slice."""
+    slice's first tick, the longest in the slice.
+
+    What it means: from the arrival of the tick that completes the strategy's trigger to the
+    order leaving. Flip's trigger is the close of a minute candle, which the first tick of the
+    next minute completes; minutes are whole slices, so that tick is its slice's first and the
+    slice's arrival is its arrival. The order leaves at ``order:submitted``, which the order
+    router publishes after the durable commit of the signal and the order (write-before-send)
+    and immediately before ``Broker.place_order``. So the figure holds everything the node does
+    for that tick before the order goes: the candle pipeline's step, the strategy's candle and
+    indicators (first in the step), risk, and the commit — not the rest of the market's work,
+    which now follows the order."""
 
     name = "order-probe"
 
@@ -213,7 +223,14 @@ class OrderProbe:
         for layer in ctx.layers:
             store = getattr(layer, "store", None)
             if layer.name == "trading" and store is not None:
-                for name in ("insert_signal", "set_signal_status", "save_new_orders", "save_order"):
+                for name in (
+                    "insert_signal",
+                    "set_signal_status",
+                    "save_new_orders",
+                    "save_order",
+                    "save_position",
+                    "sync",  # the commit of a unit of work (one signal and its orders)
+                ):
                     setattr(store, name, self._timed(getattr(store, name)))
                 book = layer.kernel.broker.book
                 book.save = self._timed(book.save)

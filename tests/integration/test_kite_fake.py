@@ -39,6 +39,7 @@ from mandi.model.instruments import InstrumentMaster
 from mandi.model.market import Tick
 from mandi.model.orders import Order, OrderStatus, OrderType, Product, Side
 from mandi.risk.ratelimit import OrderRateLimiter
+from ports import free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "broker_ticks"
 INFY = 408065
@@ -446,13 +447,10 @@ def test_a_dead_token_fails_closed(fake: FakeKiteServer) -> None:
 # --- login through the loopback callback, history, the instrument cache --------------------------
 def test_login_through_the_loopback_callback(fake: FakeKiteServer, tmp_path: Path) -> None:
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     fake.fake.redirect_url = f"http://127.0.0.1:{port}/kite/callback"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANDI_")}
     env.update(fake.env(), XDG_CONFIG_HOME=str(tmp_path))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from mandi.ml.registry import load_model
 from mandi.web.security import TokenStore
 from ml_kit import ALPHA_NAMES as NAMES
 from ml_kit import alpha_model
+from ports import free_port
 
 CONFIG = """
 [sim]
@@ -65,12 +65,6 @@ def mandi(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mandi", *args], capture_output=True, text=True, timeout=600
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -57,7 +57,12 @@ from mandi.bus.redis import (
 )
 from mandi.services.distributed.cluster import masters_now, slot_ranges
 from mandi.services.distributed.indengine import IndEngineService, snapshot_key
-from mandi.services.distributed.partitions import LeaseKeeper, Membership, assign
+from mandi.services.distributed.partitions import (
+    DuplicateMember,
+    LeaseKeeper,
+    Membership,
+    assign,
+)
 
 
 def test_slot_ranges_follow_partitions_and_tags_put_an_instrument_in_one_slot():
@@ -269,6 +274,54 @@ def test_leases_on_healthy_masters_are_renewed_while_another_master_stalls(clust
         finally:
             nodes[victim].execute_command("CLIENT", "UNPAUSE")
             await asyncio.to_thread(keeper.stop)
+            link.close()
+
+    asyncio.run(go())
+
+
+def test_two_live_processes_with_one_member_name_stop_with_duplicate_member(cluster):  # noqa: F811
+    """Two members with one name would read the same partitions at once. The first beat of a
+    member may find its crashed predecessor's marker (taken over silently); a later beat that
+    finds another live process's marker stops with :class:`DuplicateMember`, naming the
+    member and the other process — from the warm-start beat and from the lease keeper; the
+    one that stops leaves the marker to the other."""
+
+    async def go():
+        link = RedisLink(cluster.url, "members")
+        first = Membership(link, "dupgroup", "x", 16, 3000)
+        second = Membership(link, "dupgroup", "x", 16, 3000)
+        other = Membership(link, "dupgroup", "y", 16, 3000)
+        try:
+            assert await first.heartbeat() == ["x"]
+            assert await other.heartbeat() == ["x", "y"]
+            assert await second.heartbeat() == ["x", "y"]  # its first beat: a restart, maybe
+            with pytest.raises(DuplicateMember, match=r"member 'x'.*--consumer"):
+                await first.heartbeat()  # the marker holds the second's nonce now
+            await first.leave()  # the twin that stopped leaves the marker and name alone
+            mk = "member:dupgroup:x"
+            assert await link.call("GET", mk) == second.nonce.encode()
+            assert b"x" in await link.call("SMEMBERS", "members:dupgroup")
+            errors, reports = [], []
+            keeper = LeaseKeeper(
+                cluster.url, second, set, lambda live, lost: reports.append(live),
+                errors.append, asyncio.get_running_loop(),
+            ).start()  # fmt: skip
+            try:
+                while not reports:  # the keeper beats as "x"
+                    await asyncio.sleep(0.02)
+                third = Membership(link, "dupgroup", "x", 16, 3000)
+                await third.heartbeat()  # a third process takes the name
+                for _ in range(500):
+                    if errors:
+                        break
+                    await asyncio.sleep(0.02)
+                assert len(errors) == 1 and isinstance(errors[0], DuplicateMember), errors
+                assert second.nonce not in str(errors[0]) and third.nonce in str(errors[0])
+                # the other member is not affected
+                assert await other.heartbeat() == ["x", "y"]
+            finally:
+                await asyncio.to_thread(keeper.stop)
+        finally:
             link.close()
 
     asyncio.run(go())
@@ -623,6 +676,11 @@ def test_indengines_share_partitions_take_over_from_a_dead_one_and_rebalance(clu
             60,
             "every candle processed",
         )  # fmt: skip
+    except AssertionError as e:  # what the members were doing: their exit codes and log
+        log.flush()
+        tail = (tmp_path / "indengine.log").read_text(errors="replace")[-6000:]
+        codes = [p.poll() for p in procs]
+        raise AssertionError(f"{e}; exit codes {codes}; log:\n{tail}") from None
     finally:
         for p in procs:
             if p.poll() is None:

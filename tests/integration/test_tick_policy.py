@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import sqlite3
 from typing import Any
 
@@ -29,6 +28,7 @@ from mandi.services.node import MarketNode
 from mandi.services.status import one_line, status_snapshot
 from mandi.stores.ticks import read_ticks
 from mandi.web.api import MandiAPI
+from ports import free_port
 
 NS = 10**9
 T0 = parse_ist("2026-04-13 09:15:00")
@@ -95,12 +95,6 @@ async def serve(port: int, frames: list[Any]) -> Any:
             pass  # the node stopped
 
     return await websockets.serve(handle, "127.0.0.1", port)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_node(db: str) -> dict[str, Any]:

@@ -15,12 +15,7 @@ import websockets
 
 from mandi.config import load_config
 from mandi.feeds.tickserver import TickServer
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 async def _protocol(port):

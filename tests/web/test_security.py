@@ -17,6 +17,7 @@ import pytest
 
 from mandi.core.errors import ConfigError
 from mandi.web.security import RateLimiter, Security, TokenStore, check_bind, is_loopback
+from ports import free_port
 
 
 def test_tokens_are_hashed_at_rest_and_verified(tmp_path):
@@ -98,12 +99,6 @@ def test_token_cli_prints_the_secret_once(tmp_path):
     assert mandi("token", "revoke", rows[0]["id"], "--file", f).returncode == 0
     assert mandi("token", "revoke", rows[0]["id"], "--file", f).returncode == 2
     assert mandi("token", "create", "--scope", "root", "--file", f).returncode == 2
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mandi_run_serves_the_dashboard_and_refuses_an_open_bind(tmp_path):

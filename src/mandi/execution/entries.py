@@ -48,7 +48,12 @@ class EntryStage:
         self.logged = 0
 
     def handle_signal(self, topic: str, sig: SignalGenerated) -> None:
-        """Bus handler for ``signal:>``: act on a signal at most once."""
+        """Bus handler for ``signal:>``: act on a signal at most once — its writes one unit of
+        work of the store (the signal manager's, when it published it here)."""
+        with self.ctx.store.unit():
+            self._handle_signal(sig)
+
+    def _handle_signal(self, sig: SignalGenerated) -> None:
         if sig.signal_id in self._handled:
             self.duplicates += 1
             return

@@ -185,7 +185,15 @@ class ExitStage:
     def exit_position(
         self, p: Position, reason: str, quantity: int | None = None, parent_hint: str = ""
     ) -> list[Order] | Denied:
-        """Close ``p`` (or ``quantity`` of it) with market orders, sliced at the freeze quantity."""
+        """Close ``p`` (or ``quantity`` of it) with market orders, sliced at the freeze quantity.
+        The position's closing state and the orders are one durable commit before they are sent
+        (a unit of work of the store)."""
+        with self.ctx.store.unit():
+            return self._exit_position(p, reason, quantity, parent_hint)
+
+    def _exit_position(
+        self, p: Position, reason: str, quantity: int | None, parent_hint: str
+    ) -> list[Order] | Denied:
         ctx = self.ctx
         orders = ctx.orders
         if orders is None or not p.is_open or (p.closing and quantity is None):

@@ -3,6 +3,8 @@ backtester (no durability; same semantics as the SQLite store)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 from mandi.model.events import SystemEvent
 from mandi.model.orders import OrderFilled, OrderRecord, OrderStatus
 from mandi.model.trading import (
@@ -33,6 +35,13 @@ class MemoryTradingStore:
         self.sends: list[tuple[str, int]] = []
         self._by_parent: dict[str, list[str]] = {}
         self._exit_parents: dict[str, set[str]] = {}
+
+    # units of work: every write here is immediate and nothing is durable
+    def unit(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def sync(self) -> None:
+        pass
 
     # signals
     def insert_signal(self, signal: SignalGenerated) -> str | None:

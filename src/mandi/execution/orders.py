@@ -244,6 +244,7 @@ class OrderManager:
             log.info(
                 "order %s: %s triggered at %s", o.client_order_id[:8], o.order_type.value, last
             )
+            self.store.sync()  # what led to it is durable before it is sent
             try:
                 ack = self.broker.place_order(self._request(o, kind))
             except Exception as e:
@@ -258,6 +259,7 @@ class OrderManager:
         o.transition(S.SUBMITTED, now)
         rec = o.to_record()
         self.store.save_order(rec, "submitted")  # write before send
+        self.store.sync()  # ... durably: with the signal and the NEW order in one commit
         self.sent += 1
         if self.record_send_times:
             self.send_times.append((o.segment, now))
@@ -338,6 +340,7 @@ class OrderManager:
             return True
         if self.broker is None or o.status is S.UNKNOWN:
             return False  # an UNKNOWN order is reconciled first
+        self.store.sync()  # what led to the cancel is durable before it is sent
         try:
             ack = self.broker.cancel_order(o.client_order_id)
         except Exception as e:

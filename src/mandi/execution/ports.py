@@ -201,7 +201,10 @@ def native_oco(broker: object) -> bool:
 
 class TradingStore(SignalStore, RiskStore, Protocol):
     """Durable state of the trading kernel. Every method commits before it returns (the SQLite
-    store runs ``synchronous=FULL``): what the kernel was told is stored is stored.
+    store runs ``synchronous=FULL``): what the kernel was told is stored is stored — except
+    inside a unit of work (:meth:`~mandi.signals.manager.SignalStore.unit`, the handling of one
+    signal), whose writes are one transaction made durable by ``sync()``, which the order router
+    calls before anything goes to the broker, or at the unit's end.
 
     Signals (:class:`~mandi.signals.manager.SignalStore`) and the latch, events and denials
     (:class:`~mandi.risk.engine.RiskStore`) are the narrow ports of the signal manager and the

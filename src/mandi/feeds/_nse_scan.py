@@ -17,6 +17,12 @@ JSON parser gives); any other fraction is listed for ``float()`` of its text aft
 decline. Anything else — an escape, a null where a number belongs, a key twice, trailing
 text — is a decline.
 
+Speed. Strings and keys are read eight bytes at a time (one unaligned load, the first stop
+byte found by bit arithmetic, :func:`_stops`); a key's words are then compared whole with the
+names'. The entry point lends its arrays to the readers without their reference counts
+(:func:`_borrowed`): numba otherwise counts each array up and down atomically at every call it
+does not inline. Together: 2.8 → 1.9 ms for a 3,000-contract chain.
+
 Layout it fills: per row its strike; per side (row order, CE before PE, as the reference reads
 them) the 16 numbers of ``nse_fast._FIELDS`` (NaN = absent), its row, CE or PE, and the spans
 (start, end; −1 = absent or null) of its expiry (the row's when the side has none), identifier
@@ -25,9 +31,64 @@ and underlying; the fix-up list of numbers left to ``float()``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numba.core.cgutils
+import numba.extending
 import numpy as np
+from llvmlite import ir
+from numba.core import types
 
 from mandi.options._special import jit
+
+# numba's code-generation helpers are untyped; what they decorate is called only from jitted code
+cgutils: Any = numba.core.cgutils
+intrinsic: Any = numba.extending.intrinsic
+
+
+@intrinsic
+def _borrowed(typingctx, arr):  # type: ignore[no-untyped-def]
+    """The same array without its reference count (a NULL meminfo), for the caller to lend to
+    the readers below while it holds the array itself. Each call numba leaves to LLVM passes
+    its arrays with an atomic increment and decrement of their count: on the document and the
+    output columns that was most of a tenth of the scan."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        src = context.make_array(sig.args[0])(context, builder, value=args[0])
+        out = context.make_array(sig.return_type)(context, builder)
+        cgutils.copy_struct(out, src)
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        return out._getvalue()
+
+    return arr(arr), codegen
+
+
+@intrinsic
+def _word(typingctx, arr, pos):  # type: ignore[no-untyped-def]
+    """The 8 bytes of ``arr`` (uint8) at ``pos`` as one little-endian uint64, in one load (the
+    caller makes sure ``pos + 8 <= arr.size``)."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.layout == "C"):
+        return None  # contiguous bytes only: the load assumes a stride of 1
+    return types.uint64(arr, pos), codegen
+
+
+@intrinsic
+def _first_flag(typingctx, mask):  # type: ignore[no-untyped-def]
+    """The index (0–7) of the lowest byte of a non-zero ``mask`` whose high bit is set."""
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        tz = builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+        return builder.lshr(tz, ir.Constant(ir.IntType(64), 3))
+
+    return types.int64(mask), codegen
+
 
 # key ids: 0–15 the side's numbers (nse_fast._FIELDS order; 15 = strikePrice), then strings and
 # the containers' keys
@@ -57,6 +118,15 @@ for _i in range(len(_NAMES) - 1, -1, -1):
 _IN_STRING = np.zeros(256, dtype=np.uint8)
 _IN_STRING[:32] = _IN_STRING[92] = _IN_STRING[128:] = 2
 _IN_STRING[34] = 1
+# SWAR: flag (high bit) the bytes of a word that end a plain string — a quote, a backslash, a
+# control byte or a non-ASCII one. Each test is exact at its lowest flagged byte (a borrow
+# only runs upwards from a flagged byte), so the lowest flag of the union is the first such
+# byte; the flags above it are not used.
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_QUOTES = np.uint64(0x2222222222222222)
+_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+_SPACES = np.uint64(0x2020202020202020)
 _POW10 = np.array([10.0**k for k in range(23)])  # each one exact in a double
 
 OK, DECLINE, GROW = 0, 1, 2
@@ -81,10 +151,26 @@ def _ws(b, p):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _stops(w):  # type: ignore[no-untyped-def]
+    """The bytes of word ``w`` that end a plain string, flagged (see _QUOTES)."""
+    x = w ^ _QUOTES
+    y = w ^ _BACKSLASHES
+    return (((x - _ONES) & ~x) | ((y - _ONES) & ~y) | ((w - _SPACES) & ~w) | w) & _HIGH
+
+
+@jit
 def _string(b, p):  # type: ignore[no-untyped-def]
     """At an opening quote: the end (exclusive, at the closing quote) or −1 (an escape, a
-    control or non-ASCII byte, no end)."""
+    control or non-ASCII byte, no end). Eight bytes at a time, the document's tail byte by
+    byte."""
     p += 1
+    n = b.size
+    while p + 8 <= n:
+        stops = _stops(_word(b, p))
+        if stops:
+            p += _first_flag(stops)
+            return p if b[p] == 34 else -1
+        p += 8
     n = b.size
     while p < n:
         c = _IN_STRING[b[p]]
@@ -260,8 +346,49 @@ def _literal(b, p):  # type: ignore[no-untyped-def]
 @jit
 def _key_string(b, p):  # type: ignore[no-untyped-def]
     """At a key's opening quote: (its end as :func:`_string` gives it, its id; −1: not one of
-    ours). One pass: the bytes are packed into three words as they are read (the names are
-    at most 24 bytes), then compared with the names' words of the same length and first byte."""
+    ours). The key's first 24 bytes are read as three words, its end found in them as
+    :func:`_string` finds it, and the words up to it compared with the names' of the same
+    length and first byte. A key near the document's end or longer than 24 bytes:
+    :func:`_key_bytes`."""
+    start = p + 1
+    if start + 24 > b.size:
+        return _key_bytes(b, p)
+    w0 = _word(b, start)
+    w1 = w2 = np.uint64(0)
+    stops = _stops(w0)
+    if stops:
+        size = _first_flag(stops)
+        w0 &= (np.uint64(1) << np.uint64(8 * size)) - np.uint64(1)
+    else:
+        w1 = _word(b, start + 8)
+        stops = _stops(w1)
+        if stops:
+            size = 8 + _first_flag(stops)
+            w1 &= (np.uint64(1) << np.uint64(8 * (size - 8))) - np.uint64(1)
+        else:
+            w2 = _word(b, start + 16)
+            stops = _stops(w2)
+            if not stops:
+                return _key_bytes(b, p)
+            size = 16 + _first_flag(stops)
+            w2 &= (np.uint64(1) << np.uint64(8 * (size - 16))) - np.uint64(1)
+    end = start + size
+    if b[end] != 34:
+        return -1, -1  # an escape, a control or non-ASCII byte
+    if size == 0 or size >= _FIRST.shape[0]:
+        return end, -1
+    k = _FIRST[size, b[start]]
+    while k >= 0:
+        if _NAME_W[k, 0] == w0 and _NAME_W[k, 1] == w1 and _NAME_W[k, 2] == w2:
+            return end, k
+        k = _NEXT[k]
+    return end, -1
+
+
+@jit
+def _key_bytes(b, p):  # type: ignore[no-untyped-def]
+    """:func:`_key_string` byte by byte: the bytes are packed into three words as they are
+    read, then compared with the names' words of the same length and first byte."""
     p += 1
     start = p
     n = b.size
@@ -441,12 +568,10 @@ def _side(b, p, nums, strs, fix, meta, tag):  # type: ignore[no-untyped-def]
 
 
 @jit
-def _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta):  # type: ignore[no-untyped-def]
-    """The ``data`` array at p: its end, or −1 (meta[M_STATUS] says decline or grow)."""
-    ce = np.empty(NF)
-    pe = np.empty(NF)
-    ce_s = np.empty(6, dtype=np.int64)
-    pe_s = np.empty(6, dtype=np.int64)
+def _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta, sides, sides_s):  # type: ignore[no-untyped-def]
+    """The ``data`` array at p: its end, or −1 (meta[M_STATUS] says decline or grow).
+    ``sides``, ``sides_s``: room for one row's CE and PE numbers and spans."""
+    ce, pe, ce_s, pe_s = sides[0], sides[1], sides_s[0], sides_s[1]
     r = meta[M_ROWS]
     s = meta[M_SIDES]
     if _at(b, p) != 91:
@@ -551,10 +676,10 @@ def _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta):  # typ
 
 
 @jit
-def _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # type: ignore[no-untyped-def]
+def _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv, sides, sides_s):  # type: ignore[no-untyped-def]
     """The value of ``data``, ``timestamp`` or ``underlyingValue`` at p: its end, or −1."""
     if k == K_DATA:
-        return _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta)
+        return _rows(b, p, row_strike, side_row, side_call, cols, spans, fix, meta, sides, sides_s)
     if k == K_TS:
         if _at(b, p) != 34:
             return -1
@@ -572,7 +697,7 @@ def _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv
 
 
 @jit
-def _object(b, p, top, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # type: ignore[no-untyped-def]
+def _object(b, p, top, row_strike, side_row, side_call, cols, spans, fix, meta, uv, sides, sides_s):  # type: ignore[no-untyped-def]
     """The document (``top``) or its ``records`` at p: (end or −1, the keys seen). A
     ``records`` inside is read by a second call (numba compiles no recursion)."""
     seen = 0
@@ -600,7 +725,8 @@ def _object(b, p, top, row_strike, side_row, side_call, cols, spans, fix, meta, 
                     meta[M_REC] = p  # where records starts: read by the second call
                 p = _skip(b, p)
             else:
-                p = _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv)
+                p = _member(b, p, k, row_strike, side_row, side_call, cols, spans, fix, meta, uv,
+                            sides, sides_s)  # fmt: skip
         else:
             p = _skip(b, p)
         if p < 0:
@@ -619,12 +745,26 @@ def scan(b, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # typ
     """The whole document; meta[M_STATUS] = OK, DECLINE or GROW (more rows or fix-ups than
     room). ``fix[:meta[M_FIX]]`` lists the side numbers left for ``float()``: (side, key,
     start, end)."""
+    sides = np.empty((2, NF))  # passed as owned: alive until _scan returns
+    sides_s = np.empty((2, 6), dtype=np.int64)
+    return _scan(
+        _borrowed(b), _borrowed(row_strike), _borrowed(side_row), _borrowed(side_call),
+        _borrowed(cols), _borrowed(spans), _borrowed(fix), _borrowed(meta), _borrowed(uv),
+        sides, sides_s,
+    )  # fmt: skip
+
+
+@jit
+def _scan(b, row_strike, side_row, side_call, cols, spans, fix, meta, uv, own_sides, own_sides_s):  # type: ignore[no-untyped-def]
+    """:func:`scan` on borrowed arrays (the caller holds them)."""
+    sides, sides_s = _borrowed(own_sides), _borrowed(own_sides_s)
     meta[:] = 0
     meta[M_TS0] = meta[M_TS1] = meta[M_REC] = -1
     uv[0] = np.nan
     p, seen = _object(
-        b, _ws(b, 0), True, row_strike, side_row, side_call, cols, spans, fix, meta, uv
-    )
+        b, _ws(b, 0), True, row_strike, side_row, side_call, cols, spans, fix, meta, uv, sides,
+        sides_s,
+    )  # fmt: skip
     if p >= 0 and _ws(b, p) != b.size:
         p = -1  # something after the document
     if p >= 0 and seen & (1 << K_RECORDS):  # legacy: records (and filtered) only at the top
@@ -633,7 +773,7 @@ def scan(b, row_strike, side_row, side_call, cols, spans, fix, meta, uv):  # typ
         else:
             meta[M_FMT] = FMT_LEGACY
             r, inner = _object(b, meta[M_REC], False, row_strike, side_row, side_call, cols,
-                               spans, fix, meta, uv)  # fmt: skip
+                               spans, fix, meta, uv, sides, sides_s)  # fmt: skip
             if not (inner & (1 << K_DATA)) or not (inner & (1 << K_TS)):
                 r = -1
             p = r
@@ -777,10 +917,16 @@ def convert(row_strike, cols, side_row, ints, iv, lots, odd, odd_x):  # type: ig
 
 @jit
 def has_duplicate(group, is_call, strike):  # type: ignore[no-untyped-def]
-    """Whether two sides are one contract (same expiry group, CE/PE and strike in paise)."""
-    key = (group * 2 + is_call) * 10**13 + strike
-    key.sort()
-    return bool((key[1:] == key[:-1]).any())
+    """Whether two sides are one contract (same expiry group, CE/PE and strike in paise).
+    Keyed by strike, then group, then CE before PE: in NSE's order (strikes ascending, one
+    expiry, CE first) the keys already ascend strictly and one pass tells; else a sort."""
+    n_groups = group.max() + 1 if group.size else 1
+    key = (strike * n_groups + group) * 2 + (1 - is_call)
+    for i in range(1, key.size):
+        if key[i] <= key[i - 1]:
+            key.sort()
+            return bool((key[1:] == key[:-1]).any())
+    return False
 
 
 @jit
@@ -796,6 +942,8 @@ def lot_gcd(group, g, ints):  # type: ignore[no-untyped-def]
             q = ints[i, j]
             if q:
                 count += 1
+                if out and q % out == 0:  # the usual case, a multiple of the lot: no change
+                    continue
                 a, b = out, q
                 while b:
                     a, b = b, a % b
@@ -807,6 +955,13 @@ def lot_gcd(group, g, ints):  # type: ignore[no-untyped-def]
 def is_identity(order):  # type: ignore[no-untyped-def]
     """Whether ``order`` is 0, 1, 2 …"""
     return bool((order == np.arange(order.size)).all())
+
+
+@jit
+def pairs_in_order(call_at, put_at):  # type: ignore[no-untyped-def]
+    """Whether strike r has its call at side 2r and its put at 2r + 1, for every r."""
+    r = np.arange(call_at.size)
+    return bool(((call_at == 2 * r) & (put_at == 2 * r + 1)).all())
 
 
 @jit

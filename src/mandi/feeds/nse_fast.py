@@ -63,6 +63,25 @@ _NF = len(_FIELDS)
  SSTRIKE) = range(len(_FIELDS))  # fmt: skip
 
 
+# The identifiers of the last few chains read, as their NUL-joined bytes and as strings. NSE
+# lists the same contracts poll after poll, so an answer's identifiers are usually the bytes of
+# one of these again: then their 3,000 strings are not made again (nor the last ones freed).
+_RECENT_STRINGS: list[tuple[bytes, tuple[str, ...]]] = []
+_RECENT_MAX = 6
+
+
+def _strings(joined: bytes) -> tuple[str, ...]:
+    """The NUL-separated ASCII strings of ``joined``: the same tuple as for the same bytes
+    lately, else new (and remembered)."""
+    for known, strings in _RECENT_STRINGS:
+        if known == joined:
+            return strings
+    strings = tuple(joined.decode("ascii").split("\0"))
+    _RECENT_STRINGS.insert(0, (joined, strings))
+    del _RECENT_STRINGS[_RECENT_MAX:]
+    return strings
+
+
 class _Columns(NamedTuple):
     """A document read into columns by the byte scanner."""
 
@@ -75,7 +94,7 @@ class _Columns(NamedTuple):
     is_call: np.ndarray
     exp_code: np.ndarray  # per side: its expiry's text (the side's, else its row's) as a code
     exp_texts: list[str]  # the texts of the codes (−1: the side has none)
-    symbols: list[str]
+    symbols: tuple[str, ...]
     file_underlying: str | None  # the first side's, in document order, that names one
 
 
@@ -112,11 +131,11 @@ def _scanned(data: bytes | str) -> _Columns | None:
     for i, k, a, z in fix[: meta[sc.M_FIX]].tolist():  # numbers beyond the fast rule
         cols[i, k] = float(data[a:z])
 
-    def strings(col: int) -> list[str]:
+    def strings(col: int) -> tuple[str, ...]:
         size = int(np.clip(spans[:, col + 1] - spans[:, col], 0, None).sum()) + n
         out = np.empty(size, dtype=np.uint8)
         used = sc.gather(b, spans, col, out)  # out is its exact size: never short
-        return out[:used].tobytes().decode("ascii").split("\0") if n else []
+        return _strings(out[:used].tobytes()) if n else ()
 
     exp_code = np.empty(n, dtype=np.int64)
     firsts = np.empty(64, dtype=np.int64)
@@ -128,8 +147,8 @@ def _scanned(data: bytes | str) -> _Columns | None:
         for i in firsts[:n_codes].tolist()
     ]
     file_underlying = None
-    for a, z in spans[spans[:, sc.S_UND] >= 0, sc.S_UND : sc.S_UND + 2]:  # usually the first
-        if u := data[a:z].decode("ascii").strip():
+    for i in np.flatnonzero(spans[:, sc.S_UND] >= 0).tolist():  # usually the first
+        if u := data[spans[i, sc.S_UND] : spans[i, sc.S_UND + 1]].decode("ascii").strip():
             file_underlying = u.upper()
             break
     return _Columns(
@@ -217,18 +236,21 @@ def parse(data: bytes | str, name: str, opts: Any) -> ChainImport | None:
             sym, ivs = symbols, iv_list
         else:
             o = order.tolist()
-            sym, ivs = list(map(symbols.__getitem__, o)), list(map(iv_list.__getitem__, o))
+            sym, ivs = tuple(map(symbols.__getitem__, o)), list(map(iv_list.__getitem__, o))
         quotes: list[OptionQuote | None] = list(
             map(
                 OptionQuote, c[0], c[1], c[2], c[3], c[4], c[5], repeat(0, order.size), sym,
                 ivs, c[6], c[7],
             )
         )  # fmt: skip
-        quotes.append(None)  # index −1: no such side
-        side = quotes.__getitem__
-        rows = ChainRows(
-            map(ChainRow, strikes.tolist(), map(side, call_at.tolist()), map(side, put_at.tolist()))
-        )
+        k = strikes.size
+        if sc.pairs_in_order(call_at, put_at):  # every strike CE then PE: NSE's usual chain
+            calls, puts = quotes[0 : 2 * k : 2], quotes[1 : 2 * k : 2]
+        else:
+            quotes.append(None)  # index −1: no such side
+            side = quotes.__getitem__
+            calls, puts = list(map(side, call_at.tolist())), list(map(side, put_at.tolist()))
+        rows = ChainRows(map(ChainRow, strikes.tolist(), calls, puts))
         rows.columns = columns
         snaps.append(
             ChainSnapshot(

@@ -64,6 +64,24 @@ def black_price_one(f: float, k: float, t: float, df: float, sigma: float, call:
 
 
 @jit
+def black_price_pair(f: float, k: float, t: float, df: float, sigma: float) -> tuple[float, float]:
+    """(call, put) = :func:`black_price_one` of each, bit for bit, at the cost of one: both
+    are the discount of intrinsic + √(FK)·b(−|x|, s), with the same b."""
+    if not (f > 0.0 and k > 0.0 and df > 0.0 and sigma >= 0.0 and t >= 0.0):
+        return math.nan, math.nan
+    if not (math.isfinite(f) and math.isfinite(k) and math.isfinite(df)):
+        return math.nan, math.nan
+    call_intrinsic = max(f - k, 0.0)
+    put_intrinsic = max(k - f, 0.0)
+    s = sigma * math.sqrt(t)
+    if s == 0.0:
+        return df * call_intrinsic, df * put_intrinsic
+    x = math.log(f / k)
+    time_value = math.sqrt(f * k) * normalised_otm(-abs(x), s)
+    return df * (call_intrinsic + time_value), df * (put_intrinsic + time_value)
+
+
+@jit
 def implied_vol_one(
     price: float, f: float, k: float, t: float, df: float, call: bool
 ) -> tuple[float, int]:

@@ -1079,6 +1079,8 @@ class FastCandlePipeline:
         self._bus_version = bus.version
         #: candles of advance/flush go out as batches (the columnar node) or as objects
         self.batches = False
+        self._followed_version = -1
+        self._followed = np.zeros(0, dtype=np.int64)
 
     def _has_forming_subscriber(self, token: int, exchange: str, tf: int) -> bool:
         return bool(self.bus.has_subscribers(f"pub:candle:{tf}s:{exchange}:{token}"))
@@ -1176,6 +1178,8 @@ class FastCandlePipeline:
             if cons:
                 m = rows_wanted(cons, cols)
                 want |= which if m is None else (m & which)
+        if want.any():  # somebody waits for a candle of this step: what is followed goes first
+            records, want = self._followed_first(records, want)
         lo = 0
         for w in np.flatnonzero(want).tolist():
             bus.publish(CandleBatch.topic, CandleBatch(records[lo : w + 1]))
@@ -1186,6 +1190,42 @@ class FastCandlePipeline:
             lo = w + 1
         if lo < n:
             bus.publish(CandleBatch.topic, CandleBatch(records[lo:]))
+
+    def followed_tokens(self) -> NDArray[np.int64]:
+        """The tokens somebody follows by name: a handler on ``candle:…:{token}``,
+        ``pub:candle:…:{token}`` or ``tick:{exchange}:{token}`` (a strategy's instruments;
+        ``candle:>`` names none). Sorted; cached until the subscriptions change."""
+        bus = self.bus
+        if self._followed_version != bus.version:
+            named: set[int] = set()
+            for family, variable in ((("candle",), 3), (("pub", "candle"), 3), (("tick",), 2)):
+                for c in bus.wanted(family, variable):
+                    token = c[-1]
+                    if token is not None and token.isdigit():
+                        named.add(int(token))
+            self._followed = np.array(sorted(named), dtype=np.int64)
+            self._followed_version = bus.version
+        return self._followed
+
+    def _followed_first(
+        self, records: NDArray[Any], want: NDArray[np.bool_]
+    ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+        """``records`` (and the mask ``want`` over them) with the rows of the followed tokens
+        (:meth:`followed_tokens`) first, each part in its own order: a strategy's candles, and
+        with them its indicator values, go out before the rest of the market's in the same
+        step, so its order leaves before the market-wide work. Every series keeps its own order
+        (a series is one token), which is all a reader of a series sees; the rows of different
+        tokens carry nothing between them."""
+        followed = self.followed_tokens()
+        if not len(followed):
+            return records, want
+        first = np.isin(records["token"], followed)
+        lead = np.flatnonzero(first)
+        k = len(lead)
+        if k == 0 or k == len(records) or lead[-1] == k - 1:  # none, all, or already leading
+            return records, want
+        order = np.concatenate((lead, np.flatnonzero(~first)))
+        return records.take(order), want[order]
 
     def advance(self, now_ns: int) -> None:
         self._check_subscriptions()  # closing seconds build forming candles too

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mandi.indicators import IndicatorEngine, SnapshotError
-from mandi.model.batches import EXCHANGES, CandleBatch, IndicatorValueBatch, exchange_name
+from mandi.model.batches import (
+    CANDLE_DTYPE,
+    EXCHANGES,
+    CandleBatch,
+    IndicatorValueBatch,
+    exchange_name,
+)
 from mandi.model.instruments import Option
 from mandi.model.market import Candle, IndicatorValue
 from mandi.stores.indicators import PRUNE_SQL, SNAPSHOT_SQL, VALUE_SQL, latest_snapshot
@@ -98,6 +104,15 @@ def warm_start(
     return replayed, produced
 
 
+def _warm_kernels(specs: Any) -> None:
+    """Load the indicator bank's compiled kernels (numba's on-disk cache) with a throwaway
+    engine, so the first minute's close — and the first order after it — does not wait for
+    them."""
+    records = np.zeros(1, dtype=CANDLE_DTYPE)
+    records["timeframe"], records["closed"], records["close"] = 60, 1, 100
+    IndicatorEngine(specs).process_records(records)
+
+
 class IndicatorLayer:
     """Plugs the :class:`IndicatorEngine` into a node (through its
     :class:`~mandi.services.context.NodeContext`)."""
@@ -150,6 +165,8 @@ class IndicatorLayer:
                             name="indicators.peek",
                         )
         self._preview_tokens = np.unique(np.array(previews, dtype=np.int64))
+        if columnar:
+            _warm_kernels(self.cfg.specs)
 
     def _store_values(self, values: list[IndicatorValue]) -> None:
         if self.cfg.store_values:

@@ -165,7 +165,7 @@ class TradingLayer:
             self.mode,
             cfg.trading,
             self.clock,
-            paper_book=SqlitePaperBook(cfg.store.db, store.con),
+            paper_book=SqlitePaperBook(cfg.store.db, store.con, store),
             cash=to_paise(cfg.risk.capital_inr),
             app=cfg,
             master=ctx.master,
@@ -539,5 +539,6 @@ def _warm_numerics() -> None:
 
     from mandi.options import greeks, implied_vol
 
-    implied_vol(np.array([1.5]), 100.0, np.array([100.0]), 0.02, 0.065, np.array([True]))
-    greeks(100.0, np.array([100.0]), 0.02, 0.065, np.array([0.2]), np.array([True]))
+    for n in (1, 2):  # one option, and several (another kernel: one underlying, vectorized)
+        implied_vol(np.full(n, 1.5), 100.0, np.full(n, 100.0), 0.02, 0.065, np.full(n, True))
+        greeks(100.0, np.full(n, 100.0), 0.02, 0.065, np.full(n, 0.2), np.full(n, True))

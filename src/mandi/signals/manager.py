@@ -5,7 +5,10 @@ once.
   :class:`~mandi.model.trading.SignalGenerated`), so the same strategy on the same candle always
   produces the same id — after a restart, a replay, or a redelivery.
 * :meth:`SignalManager.emit` inserts it into the ``trading_signals`` table (status ``NEW``)
-  and only then publishes it on ``signal:{strategy}``. A signal already stored with a final status
+  and only then publishes it on ``signal:{strategy}``, all in one unit of work of the store
+  (:meth:`SignalStore.unit`): the signal, its status and the orders it leads to are one durable
+  commit, made before an order goes to the broker (the order router's ``sync``) and at the
+  latest when ``emit`` returns. A signal already stored with a final status
   (``ORDERED``, ``LOGGED``, ``DENIED``, ``IGNORED``) is a duplicate: counted, not published. One
   stored as ``NEW`` (the process died before acting on it) is published again — it can still lead
   to at most one order, because the order's client id derives from the signal id.
@@ -16,6 +19,7 @@ once.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from mandi.bus.memory import MessageBus
@@ -45,6 +49,16 @@ class SignalStore(Protocol):
 
     def set_signal_status(self, signal_id: str, status: str, reason: str, ts_ns: int) -> None: ...
 
+    def unit(self) -> AbstractContextManager[None]:
+        """The writes made inside are one transaction, committed by :meth:`sync` or at the end
+        (a store without transactions: nothing to do)."""
+        ...
+
+    def sync(self) -> None:
+        """Make what was written inside the open unit durable now (before acting outside the
+        process on it)."""
+        ...
+
 
 class SignalManager:
     def __init__(self, store: SignalStore, bus: MessageBus, clock: Clock) -> None:
@@ -56,7 +70,12 @@ class SignalManager:
         self._published: set[str] = set()
 
     def emit(self, signal: SignalGenerated) -> bool:
-        """Persist then publish ``signal``; False for a duplicate."""
+        """Persist then publish ``signal``; False for a duplicate. The signal and what its
+        handlers write (its status, its orders) are one unit of work of the store."""
+        with self.store.unit():
+            return self._emit(signal)
+
+    def _emit(self, signal: SignalGenerated) -> bool:
         status = self.store.insert_signal(signal)
         if status in FINAL or (status == NEW and signal.signal_id in self._published):
             self.duplicates += 1

@@ -6,6 +6,12 @@ Every write is its own committed transaction before the call returns — with ``
 a commit survives a power cut, not only a process crash. Multi-row changes that must stay
 consistent (the slices of an order and their signal's status; a fill with its order, position,
 closed trade and daily row) are one transaction, so a crash leaves all or nothing.
+
+Inside :meth:`SqliteTradingStore.unit` (the handling of one signal) the writes are instead
+savepoints of one transaction, committed — one fsync — at :meth:`SqliteTradingStore.sync` (the
+order router calls it right before anything goes to the broker) or at the unit's end: a signal
+that becomes an order costs one durable commit before the order leaves, not four. A crash before
+that commit loses only what nothing outside the process has acted on yet.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import msgspec
 
 from mandi.brokers.paper import PaperOrder
+from mandi.core.errors import StoreError
 from mandi.execution.ports import BrokerFill, ClosedTrade, DailyRow, Latch
 from mandi.model.events import SystemEvent
 from mandi.model.orders import (
@@ -52,13 +59,86 @@ class SqliteTradingStore:
         self.con = connect(path, synchronous="FULL")
         # this process's batch writer of the same file lets our writes go first
         self.turn = write_turn(path)
+        self._units = 0  # depth of open units of work (:meth:`unit`)
+        self._held: ExitStack | None = None  # the write turn of a unit's open transaction
+        self._lost = False  # SQLite rolled back the unit's transaction: sync() must say so
 
     def close(self) -> None:
         self.con.close()
 
+    # --- units of work ----------------------------------------------------------------------------
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """Group the writes made inside into one transaction (each write a savepoint of it),
+        committed by :meth:`sync` or when the outermost unit ends — also when it ends by an
+        exception: each write that returned is complete, as it would have been committed on
+        its own. Nothing is committed before :meth:`sync`, so whoever acts outside the process
+        on what was written (sends an order) calls :meth:`sync` first."""
+        self._units += 1
+        try:
+            yield
+        finally:
+            self._units -= 1
+            if not self._units:
+                self.sync()
+
+    def sync(self) -> None:
+        """Commit the open unit's transaction (a no-op outside a unit or with nothing written):
+        what was written so far survives a crash or a power cut when this returns."""
+        if self._held is None:
+            return
+        con = self.con
+        try:
+            if con.in_transaction:
+                con.execute("COMMIT")
+            else:  # SQLite rolled it back after a failed write: fail closed
+                self._lost = True
+        except BaseException:
+            rollback(con)
+            raise
+        finally:
+            held, self._held = self._held, None
+            held.close()
+        if self._lost:
+            self._lost = False
+            raise StoreError(
+                f"trading store {self.path}: SQLite rolled back a transaction after a failed "
+                "write; its earlier writes are lost"
+            )
+
+    def _open(self) -> None:
+        """Begin the unit's transaction at its first write (holding the write turn until the
+        commit)."""
+        if self._held is not None and self.con.in_transaction:
+            return
+        if self._held is not None:  # SQLite ended it (a failed statement rolled it back)
+            self._held.close()
+            self._held = None
+            self._lost = True  # said at the next sync, before anything acts on it
+        held = ExitStack()
+        held.enter_context(self.turn.urgent())
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            held.close()
+            raise
+        self._held = held
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         con = self.con
+        if self._units:  # a savepoint of the unit's transaction
+            self._open()
+            con.execute("SAVEPOINT write")
+            try:
+                yield con
+                con.execute("RELEASE write")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK TO write")
+                    con.execute("RELEASE write")
+                raise
+            return
         with self.turn.urgent():
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -67,6 +147,16 @@ class SqliteTradingStore:
             except BaseException:
                 rollback(con)
                 raise
+
+    @contextmanager
+    def _one(self) -> Iterator[None]:
+        """One statement: in the unit's transaction inside a unit, else committed by itself."""
+        if self._units:
+            self._open()
+            yield
+            return
+        with self.turn.urgent():
+            yield
 
     # --- signals ----------------------------------------------------------------------------------
     def insert_signal(self, s: SignalGenerated) -> str | None:
@@ -109,7 +199,7 @@ class SqliteTradingStore:
         return None if row is None else str(row[0])
 
     def set_signal_status(self, signal_id: str, status: str, reason: str, ts_ns: int) -> None:
-        with self.turn.urgent():
+        with self._one():
             self.con.execute(
                 "UPDATE trading_signals SET status=?, reason=?, processed_at=? WHERE signal_id=?",
                 (status, reason, ts_ns, signal_id),
@@ -402,6 +492,13 @@ class SqliteTradingStore:
         was ~20 % of a flat-out ``mandi run``.)
         """
         con = self.con
+        if self._units:  # part of the unit's (durable) transaction
+            with self._tx():
+                for p in positions:
+                    self._upsert_position(con, p)
+                if daily is not None:
+                    self._upsert_daily(con, daily)
+            return
         con.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._tx():
@@ -417,11 +514,12 @@ class SqliteTradingStore:
         return load_latch(self.con)
 
     def save_latch(self, latch: Latch) -> Latch:
+        self.sync()  # the latch is its own transaction (it checks the stored version)
         with self.turn.urgent():
             return save_latch(self.con, latch)
 
     def record_event(self, e: SystemEvent) -> None:
-        with self.turn.urgent():
+        with self._one():
             self.con.execute(
                 "INSERT INTO system_events (timestamp, event_type, message, severity, "
                 "source, data) VALUES (?,?,?,?,?,?)",
@@ -514,9 +612,17 @@ def set_latch(path: str, halted: bool, reason: str, source: str) -> tuple[Latch,
 class SqlitePaperBook:
     """:class:`~mandi.brokers.paper.PaperBook` in the ``paper_orders`` table."""
 
-    def __init__(self, path: str, con: sqlite3.Connection | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        con: sqlite3.Connection | None = None,
+        store: SqliteTradingStore | None = None,
+    ) -> None:
+        """``store``: the trading store whose connection ``con`` is — the book's writes then
+        join its units of work (:meth:`SqliteTradingStore.unit`)."""
         self.con = con if con is not None else connect(path, synchronous="FULL")
         self.turn = write_turn(path)
+        self._store = store
 
     def load(self) -> list[PaperOrder]:
         return [_paper(r) for r in self.con.execute(f"SELECT {_PAPER_COLS} FROM paper_orders")]
@@ -529,7 +635,7 @@ class SqlitePaperBook:
 
     def save(self, o: PaperOrder, new_fill: BrokerFill | None = None) -> None:
         fills = [[f.fill_id, f.quantity, f.price, f.ts_ns] for f in o.fills]
-        with self.turn.urgent():
+        with self.turn.urgent() if self._store is None else self._store._one():
             self.con.execute(
                 f"INSERT OR REPLACE INTO paper_orders ({_PAPER_COLS}) VALUES ({_PAPER_MARKS})",
                 (

@@ -67,7 +67,7 @@ def scanner_agrees(data: bytes | str) -> bool:
         r = rows[i]
         row_exp = r.get("expiryDate") if r.get("expiryDate") is not None else r.get("expiryDates")
         assert e == (x.get("expiryDate") if x.get("expiryDate") is not None else row_exp)
-    assert got.symbols == [x.get("identifier") or "" for _, _, x in sides]
+    assert list(got.symbols) == [x.get("identifier") or "" for _, _, x in sides]
     names = [x["underlying"].strip().upper() for _, _, x in sides
              if isinstance(x.get("underlying"), str) and x["underlying"].strip()]  # fmt: skip
     assert got.file_underlying == (names[0] if names else None)
@@ -379,3 +379,80 @@ def test_damaged_bytes_parse_the_same(edits: list[tuple[int, str]]) -> None:
     damaged = "".join(text)
     scanner_agrees(damaged)
     assert outcome(damaged, True) == outcome(damaged, False)
+
+
+def _string_by_bytes(raw: bytes) -> int:
+    """The string rule byte by byte: the closing quote's index, or −1 at an escape, a control
+    or non-ASCII byte, or no end."""
+    for i in range(1, len(raw)):
+        c = raw[i]
+        if c == 0x22:
+            return i
+        if c == 0x5C or c < 0x20 or c >= 0x80:
+            return -1
+    return -1
+
+
+def test_strings_and_keys_read_a_word_at_a_time_as_byte_by_byte() -> None:
+    """The scanner reads strings and keys eight bytes at a time (SWAR): a stop byte (quote,
+    backslash, control, non-ASCII) at every offset of the first three words, before and after
+    other stop bytes, and the document's end at every distance, give what the byte rule gives;
+    every name, whole or with one byte changed, is known exactly when the byte reader knows it."""
+    from mandi.feeds import _nse_scan as sc
+
+    stops = [b'"', b"\\", b"\x00", b"\x1f", b"\t", b"\n", b"\x80", b"\xff", b"\x7f", b"a"]
+    for size in range(0, 27):
+        for at in range(size + 1):
+            for stop in stops:
+                for after in (b'"', b"\\", b"\x01", b"zz"):
+                    body = b"k" * at + stop + b"v" * (size - at) + after
+                    for tail in (b"", b"]", b"," + b" " * 10, b"}" * 30):
+                        raw = b'"' + body + tail
+                        arr = np.frombuffer(raw, np.uint8)
+                        want = _string_by_bytes(raw)
+                        assert sc._string(arr, 0) == want, raw
+                        assert sc._key_string(arr, 0) == sc._key_bytes(arr, 0), raw
+    for name in sc._NAMES:
+        for k in range(len(name) + 1):
+            for key in (name, name[:k] + "#" + name[k + 1 :], name[:k]):
+                for tail in ("", ": 1}", ": " + " " * 30 + "1}"):
+                    raw = np.frombuffer(f'"{key}"{tail}'.encode(), np.uint8)
+                    got = sc._key_string(raw, 0)
+                    assert got == sc._key_bytes(raw, 0), key
+                    assert got == (len(key) + 1, sc._NAMES.index(key) if key in sc._NAMES
+                                   else -1), key  # fmt: skip
+
+
+def test_duplicate_contracts_are_found_in_any_order() -> None:
+    """The duplicate check (one pass when the sides come in NSE's order, else a sort) says
+    what a set of (expiry, CE/PE, strike) says: random sides, in NSE's order and shuffled."""
+    from mandi.feeds import _nse_scan as sc
+
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = int(rng.integers(1, 12))
+        group = rng.integers(0, 3, n)
+        is_call = rng.integers(0, 2, n).astype(bool)
+        strike = rng.integers(1, 5, n) * 2_500_000
+        want = len(set(zip(group.tolist(), is_call.tolist(), strike.tolist(), strict=True))) < n
+        nse_order = np.lexsort((~is_call, group, strike))  # strike, expiry, CE first
+        for order in (np.arange(n), nse_order):
+            assert sc.has_duplicate(group[order], is_call[order], strike[order]) == want
+
+
+def test_identifiers_of_a_chain_read_again_are_not_made_again() -> None:
+    """The same identifiers (NSE's next poll of a chain) give the same strings, reused; any
+    changed byte gives new ones; a few chains are remembered, no more."""
+    first = parse_option_chains(V3_TEXT, name="x.json").snapshots[0]
+    again = parse_option_chains(V3_TEXT, name="x.json").snapshots[0]
+    a = [q.symbol for r in first.rows for q in (r.call, r.put) if q is not None]
+    b = [q.symbol for r in again.rows for q in (r.call, r.put) if q is not None]
+    assert a == b and all(x is y for x, y in zip(a, b, strict=True))
+    changed = V3_TEXT.replace("CE21400.00", "CE21400.01", 1)
+    c = parse_option_chains(changed, name="x.json").snapshots[0]
+    assert c.rows[0].call is not None and c.rows[0].call.symbol.endswith("CE21400.01")
+    assert c.rows[0].call.symbol != a[0]
+    for i in range(20):
+        nse_fast._strings(f"A{i}\0B".encode())
+    assert len(nse_fast._RECENT_STRINGS) == nse_fast._RECENT_MAX
+    assert nse_fast._strings(b"A19\0B") == ("A19", "B")

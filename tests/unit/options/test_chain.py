@@ -578,3 +578,27 @@ def test_the_grid_step_comes_from_the_listed_strikes_not_the_first_snapshot() ->
     fixed.set_listed_strikes("NIFTY", EXPIRY, listed)
     c = fixed.process_option_chain("NIFTY", full)
     assert c is not None and c.strike_step == 100.0
+
+
+def test_theoretical_prices_of_a_strike_are_black_price_one_bit_for_bit() -> None:
+    """The chain kernel prices a strike's call and put at the ATM vol in one go
+    (black_price_pair): each is exactly black_price_one's, across moneyness, expiry, vol and
+    the bad or degenerate inputs (σ = 0, t = 0, NaN, ∞, non-positive)."""
+    from mandi.options._kernels import black_price_one, black_price_pair
+
+    rng = np.random.default_rng(11)
+    f = np.exp(rng.uniform(np.log(1e-3), np.log(1e6), 4000))
+    cases = [
+        (float(f[i]), float(f[i] * math.exp(rng.normal(0, 1.5))), float(rng.uniform(0, 3)),
+         float(rng.uniform(0.5, 1.0)), float(rng.uniform(0, 4)))
+        for i in range(len(f))
+    ]  # fmt: skip
+    odd = [0.0, -1.0, math.nan, math.inf, 1e-300, 1e300]
+    cases += [(a, 100.0, 0.5, 0.99, 0.2) for a in odd] + [(100.0, a, 0.5, 0.99, 0.2) for a in odd]
+    cases += [(100.0, 90.0, a, 0.99, 0.2) for a in odd] + [(100.0, 90.0, 0.5, a, 0.2) for a in odd]
+    cases += [(100.0, 90.0, 0.5, 0.99, a) for a in odd] + [(100.0, 100.0, 0.5, 0.99, 0.2)]
+    for fwd, k, t, df, sigma in cases:
+        got = black_price_pair(fwd, k, t, df, sigma)
+        want = (black_price_one(fwd, k, t, df, sigma, True),
+                black_price_one(fwd, k, t, df, sigma, False))  # fmt: skip
+        assert np.array_equal(got, want, equal_nan=True), (fwd, k, t, df, sigma, got, want)

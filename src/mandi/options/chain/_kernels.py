@@ -9,7 +9,7 @@ import math
 import numba as nb
 
 from mandi.options._kernels import (
-    black_price_one,
+    black_price_pair,
     bsm_greeks_one,
     forward_and_discount,
     implied_vol_one,
@@ -140,18 +140,20 @@ def chain_kernel(  # type: ignore[no-untyped-def]
         k = grid[j]
         i = rows[j]
         m[12, j] = spot
+        theo_call, theo_put = black_price_pair(forward, k, t, df, atm_iv)
         for side in range(2):
             base = 6 * side
             col = 1 + 6 * side
             greeks_ch = 13 + 5 * side
             call = side == 0
+            tp = theo_call if call else theo_put
             if i < 0 or (math.isnan(raw[i, col]) and math.isnan(raw[i, col + 4])):
                 for c in range(6):
                     m[base + c, j] = nan
                 for c in range(5):
                     m[greeks_ch + c, j] = nan
                 status[side, j] = MISSING
-                theo[side, j] = black_price_one(forward, k, t, df, atm_iv, call)
+                theo[side, j] = tp
                 diff[side, j] = nan
                 highlight[side, j] = 0
                 continue
@@ -187,7 +189,6 @@ def chain_kernel(  # type: ignore[no-untyped-def]
             m[greeks_ch + 2, j] = g[1]
             m[greeks_ch + 3, j] = g[2]
             m[greeks_ch + 4, j] = g[3]
-            tp = black_price_one(forward, k, t, df, atm_iv, call)
             theo[side, j] = tp
             d = ltp - tp
             diff[side, j] = d

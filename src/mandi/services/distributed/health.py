@@ -23,6 +23,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from mandi.core.errors import MandiError
+
 log = logging.getLogger(__name__)
 
 #: (name, "counter" | "gauge", help, value, labels)
@@ -133,7 +135,14 @@ class HealthServer:
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         if self.port < 0:
             return
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as e:  # one line naming the address, not a traceback
+            raise MandiError(
+                f"{self.state.service}: cannot serve /metrics and /health on "
+                f"{self.host}:{self.port}: {e.strerror or e} (choose another with --port, or "
+                f"services.{self.state.service.replace('-', '_')}_port; 0 picks a free one)"
+            ) from None
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info(

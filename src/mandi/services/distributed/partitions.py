@@ -49,6 +49,15 @@ _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
     "else return 0 end"
 )
+# the member's alive marker: renewed when it is free or ours; on a first beat (``ARGV[3]`` 1)
+# taken whatever it holds (a crashed predecessor's, or a live process that is about to find
+# out it has a twin). Returns what it held before: another process's value is never
+# overwritten by a later beat, so the process that finds a twin stops and the other goes on.
+_BEAT = (
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v == false or v == ARGV[1] or ARGV[3] == '1' then "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end return v"
+)
 
 
 def _score(member: str, partition: int) -> int:
@@ -75,7 +84,9 @@ class Membership:
     A member's name is its consumer name, stable across restarts (``{service}-{hostname}``
     by default), so a restarted member takes back its own leases at once; two live processes
     with one name would share partitions — the alive marker holds a per-process value, and a
-    member that finds another's value there stops with :class:`DuplicateMember`."""
+    member that finds another's value there stops with :class:`DuplicateMember`. A new
+    process's first beat takes the marker (its crashed predecessor's, or a twin's): the older
+    twin is the one that stops, at its next beat, leaving the marker to the newer one."""
 
     def __init__(
         self, link: RedisLink, group: str, member: str, partitions: int, lease_ms: int
@@ -100,19 +111,11 @@ class Membership:
         """Renew this member's marker; return the live members (sorted), forgetting dead
         ones. Raises :class:`DuplicateMember` when another process renewed it meanwhile."""
         mk = self.member_key(self.member)
-        before, _ = await self.link.pipeline(
-            [
-                (mk, pack("SET", mk, self.nonce, "PX", self.lease_ms, "GET")),
-                (self.members_key, pack("SADD", self.members_key, self.member)),
-            ]
-        )
+        first = self._beats == 0
+        before = await self.link.call("EVAL", _BEAT, 1, mk, self.nonce, self.lease_ms, int(first))
         self._beats += 1
-        # the first beat may find the marker of this member's previous (crashed) incarnation
-        if self._beats > 1 and before is not None and before != self.nonce.encode():
-            raise DuplicateMember(
-                f"another live process is {self.group} member {self.member!r} (pid:time "
-                f"{before.decode()!r}); give each one its own --consumer name"
-            )
+        self.check_twin(before, first)
+        await self.link.call("SADD", self.members_key, self.member)
         names = sorted(m.decode() for m in await self.link.call("SMEMBERS", self.members_key) or ())
         alive = await self.link.pipeline(
             [(self.member_key(m), pack("EXISTS", self.member_key(m))) for m in names]
@@ -125,6 +128,15 @@ class Membership:
         if self.member not in self.live:
             self.live = sorted([*self.live, self.member])
         return self.live
+
+    def check_twin(self, before: bytes | None, first: bool) -> None:
+        """Raise :class:`DuplicateMember` when a later beat found another process's marker
+        (the first beat may find this member's previous, crashed, incarnation's)."""
+        if not first and before is not None and before != self.nonce.encode():
+            raise DuplicateMember(
+                f"another live process is {self.group} member {self.member!r} (pid:time "
+                f"{before.decode()!r}); give each one its own --consumer name"
+            )
 
     def wanted(self) -> set[int]:
         """The partitions this member should own, given the live members."""
@@ -170,14 +182,11 @@ class Membership:
             )
 
     async def leave(self) -> None:
-        """Stop being a member (graceful stop: the others take over at their next beat)."""
+        """Stop being a member (graceful stop: the others take over at their next beat). A
+        twin that stopped leaves the marker and the name to the process that holds them."""
         mk = self.member_key(self.member)
-        await self.link.pipeline(
-            [
-                (mk, pack("DEL", mk)),
-                (self.members_key, pack("SREM", self.members_key, self.member)),
-            ]
-        )
+        if await self.link.call("EVAL", _RELEASE, 1, mk, self.nonce) == 1:
+            await self.link.call("SREM", self.members_key, self.member)
 
 
 class LeaseKeeper:
@@ -253,13 +262,7 @@ class LeaseKeeper:
         """Renew this member's marker: the live members."""
         m, call = self.m, self.call
         mk = m.member_key(m.member)
-        before = call("GET", mk)
-        call("SET", mk, m.nonce, "PX", m.lease_ms)
-        if before is not None and before != m.nonce.encode():
-            raise DuplicateMember(
-                f"another live process is {m.group} member {m.member!r} (pid:time "
-                f"{before.decode()!r}); give each one its own --consumer name"
-            )
+        m.check_twin(call("EVAL", _BEAT, 1, mk, m.nonce, m.lease_ms, 0), first=False)
         call("SADD", m.members_key, m.member)
         names = sorted(x.decode() for x in call("SMEMBERS", m.members_key) or ())
         live = [n for n in names if n == m.member or call("EXISTS", m.member_key(n)) == 1]
