@@ -1580,6 +1580,8 @@ class Subscriber:
         self.channels: frozenset[str] = frozenset()
         self.patterns: frozenset[str] = frozenset()
         self.sharded: frozenset[str] = frozenset()
+        #: plain channel -> a key: subscribed on that key's node (where it is published)
+        self.near: dict[str, str] = {}
         self.received = 0
         self.resubscribes = 0
         self._changed: asyncio.Event | None = None
@@ -1589,11 +1591,18 @@ class Subscriber:
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         sharded: Iterable[str] = (),
+        near: dict[str, str] | None = None,
     ) -> None:
-        """Subscribe to exactly these (a change takes effect at once, resubscribing)."""
+        """Subscribe to exactly these (a change takes effect at once, resubscribing).
+
+        ``near``: on a cluster, plain channels subscribed on the node of the key given for
+        them — the node their publisher sends them to — rather than on any one node: a plain
+        PUBLISH reaches every node, but the others get it over the cluster bus, later."""
         new = (frozenset(channels), frozenset(patterns), frozenset(sharded))
-        if new != (self.channels, self.patterns, self.sharded):
+        near = dict(near or {})
+        if new != (self.channels, self.patterns, self.sharded) or near != self.near:
             self.channels, self.patterns, self.sharded = new
+            self.near = near
             if self._changed is not None:
                 self._changed.set()
 
@@ -1602,8 +1611,11 @@ class Subscriber:
         link = self.link
         plan: dict[Addr, list[bytes]] = {}
         first = link.node_of(None)
-        if self.channels:
-            plan.setdefault(first, []).append(pack("SUBSCRIBE", *sorted(self.channels)))
+        by_node: dict[Addr, list[str]] = {}
+        for ch in sorted(self.channels):
+            by_node.setdefault(link.node_of(self.near.get(ch)), []).append(ch)
+        for node, chs in by_node.items():
+            plan.setdefault(node, []).append(pack("SUBSCRIBE", *chs))
         if self.patterns:
             plan.setdefault(first, []).append(pack("PSUBSCRIBE", *sorted(self.patterns)))
         verb = "SSUBSCRIBE" if link.cluster else "SUBSCRIBE"
@@ -1758,6 +1770,7 @@ class GroupReader:
         self._bell: Subscriber | None = None
         self._bell_task: asyncio.Task[Any] | None = None
         self._bell_channels: frozenset[str] = frozenset()
+        self._bell_near: dict[str, str] = {}
         #: keys a doorbell named that this reader does not follow yet: accept(key) decides
         self.accept: Any = None
         self.discovered: list[str] = []
@@ -1794,11 +1807,13 @@ class GroupReader:
         await self._create_groups(self.keys)
 
     # --- doorbells (cluster) -----------------------------------------------------------------
-    def watch(self, channels: Iterable[str]) -> None:
-        """Listen to these doorbell channels (on a cluster; ignored on one Redis)."""
+    def watch(self, channels: Iterable[str], near: dict[str, str] | None = None) -> None:
+        """Listen to these doorbell channels (on a cluster; ignored on one Redis), each on the
+        node of the key ``near`` gives for it (a key of its partition: where it rings)."""
         self._bell_channels = frozenset(channels)
+        self._bell_near = dict(near or {})
         if self._bell is not None:
-            self._bell.set(channels=self._bell_channels)
+            self._bell.set(channels=self._bell_channels, near=self._bell_near)
 
     def _ring(self, channel: bytes, data: bytes, pattern: bytes | None) -> None:
         for k in data.decode().split(" "):
@@ -1822,7 +1837,7 @@ class GroupReader:
                 link.url, f"{link.role}.doorbell", link.connect_timeout, backoff_max=1.0
             )
             self._bell = Subscriber(sub_link, self._ring, self._resubscribed)
-            self._bell.set(channels=self._bell_channels)
+            self._bell.set(channels=self._bell_channels, near=self._bell_near)
             self._bell_task = asyncio.create_task(self._bell.run())
 
     def close(self) -> None:
