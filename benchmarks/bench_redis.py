@@ -364,6 +364,23 @@ def _wait_http(port: int, timeout: float = 120) -> None:
     raise RuntimeError("indengine did not become ready")
 
 
+def _wait_settled(ports: list[int], timeout: float = 120) -> None:
+    """Until the indengines own every partition between them, each its own share: a candle
+    read while a partition is handed over can stay pending (see docs/distributed.md), and a
+    flat-out run should measure the steady state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = []
+        for port in ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                owned.append(json.loads(r.read()).get("partitions") or [])
+        flat = [p for ps in owned for p in ps]
+        if len(ports) == 1 or (sorted(flat) == list(range(PARTITIONS)) and all(owned)):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"partitions did not settle among the indengines: {owned}")
+
+
 def metrics(port: int) -> dict[str, float]:
     """indengine's /metrics as {name{labels}: value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -439,16 +456,19 @@ def end_to_end(
     server: Any, batches: list[list[Tick]], shards: int, tmp: str, extra: dict[str, str]
 ) -> tuple[float, dict[str, float]]:
     """Feed-shard producers (processes) → Redis → ``shards`` indengines, flat out, until
-    drained; returns (seconds, CPU seconds by role)."""
+    drained; returns (seconds, CPU seconds by role).
+
+    Every run gets fresh databases: a database left by an earlier run holds that run's final
+    engine snapshots, which an indengine whose Redis is empty restores (the SQLite fallback),
+    and then rejects every candle as already seen: it would compute nothing."""
     server.flush()
     ctx = mp.get_context("fork")
-    inds = [
-        start_indengine(server.url, os.path.join(tmp, f"e2e-{shards}-{k}.db"), extra, f"ind-{k}")
-        for k in range(shards)
-    ]
+    dbs = [tempfile.mktemp(suffix=f"-e2e-{shards}-{k}.db", dir=tmp) for k in range(shards)]
+    inds = [start_indengine(server.url, dbs[k], extra, f"ind-{k}") for k in range(shards)]
     try:
         for _, port in inds:
             _wait_http(port)
+        _wait_settled([port for _, port in inds])
         cpu0 = {
             "redis": sum(cpu_s(p) for p in server.pids),
             "indengine": sum(cpu_s(p.pid) for p, _ in inds),
@@ -473,6 +493,7 @@ def end_to_end(
             "redis": sum(cpu_s(p) for p in server.pids) - cpu0["redis"],
             "indengine": sum(cpu_s(p.pid) for p, _ in inds) - cpu0["indengine"],
         }
+        values = 0.0  # computed in this run (none if the engines thought they had seen all)
         for k, (_, port) in enumerate(inds):
             m = metrics(port)
 
@@ -480,20 +501,23 @@ def end_to_end(
                 return m.get(f'mandi_{name}{{service="indengine"}}', 0.0)
 
             cs, reads = g("candles_processed_total"), g("commits_total")
+            values += g("indicator_values_total")
             print(
                 f"   indengine {k}: {cs:,.0f} candles in {g('batches_total'):,.0f} batches "
-                f"({cs / max(1.0, g('batches_total')):,.0f} a batch), {reads:,.0f} commits; "
+                f"({cs / max(1.0, g('batches_total')):,.0f} a batch), "
+                f"{g('indicator_values_total'):,.0f} values, {reads:,.0f} commits; "
                 f"partitions taken {g('partitions_taken_total'):.0f}, lost "
                 f"{g('partitions_lost_total'):.0f}; replayed {g('replayed_total'):,.0f}",
                 flush=True,
             )
         assert sum(n for _, n, _ in produced) >= 2 * TOKENS * (len(batches) - 2)
+        assert values > 3 * TOKENS * (len(batches) - 2), values
     finally:
         for p, _ in inds:
             stop(p)
     stored = 0
     for k in range(shards):
-        con = sqlite3.connect(os.path.join(tmp, f"e2e-{shards}-{k}.db"))
+        con = sqlite3.connect(dbs[k])
         stored += con.execute("SELECT count(*) FROM indicator_values").fetchone()[0]
         con.close()
     assert stored > 3 * TOKENS * (len(batches) - 2), stored

@@ -50,6 +50,7 @@ import asyncio
 import binascii
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import re
@@ -228,10 +229,6 @@ EXEC = pack("EXEC")
 Command = tuple[str | bytes | None, bytes]
 #: several commands of one key in one RESP blob: (key, RESP, how many commands)
 Commands = tuple[str | bytes | None, bytes, int]
-
-
-def _count(c: Command | Commands) -> int:
-    return c[2] if len(c) == 3 else 1
 
 
 class RedisUnavailable(BusError):
@@ -974,9 +971,7 @@ class RedisLink:
             self._mark_down(str(e))
             raise
         if not self.cluster:
-            n = len(commands)
-            if any(len(c) == 3 for c in commands):
-                n = sum(map(_count, commands))
+            n = sum([c[2] if len(c) == 3 else 1 for c in commands])
             packet = b"".join([c[1] for c in commands])
             if not atomic:
                 return await self._node_request(self._default, packet, n, timeout, durable=durable)
@@ -987,9 +982,8 @@ class RedisLink:
             if not isinstance(done, list):  # EXECABORT: refused at queue time, nothing ran
                 raise RedisCommandError(f"Redis refused the transaction: {done}")
             return done
-        at = [0] * (len(commands) + 1)  # where each entry's replies start
-        for i, c in enumerate(commands):
-            at[i + 1] = at[i] + _count(c)
+        # where each entry's replies start
+        at = list(itertools.accumulate([c[2] if len(c) == 3 else 1 for c in commands], initial=0))
         out: list[Any] = [None] * at[-1]
         todo = list(range(len(commands)))
         for _ in range(5):  # redirections: at most a few rounds while slots move
@@ -1011,18 +1005,23 @@ class RedisLink:
     ) -> list[int]:
         """One round of a cluster pipeline; returns the indexes redirected elsewhere."""
         slots = self._slots
-        groups: dict[Addr, list[int]] = {}
-        for i in idx:
-            key = commands[i][0]
-            addr = self._default if key is None else slots[key_slot(key)]
-            groups.setdefault(addr, []).append(i)
+        whole = len(idx) == len(commands)  # the first round: every command, in order
+        if len(self._masters) == 1 and self._masters[0] == self._default:
+            # one master serves every slot (a 1-shard cluster): no routing per command
+            groups = {self._default: idx}
+        else:
+            groups = {}
+            for i in idx:
+                key = commands[i][0]
+                addr = self._default if key is None else slots[key_slot(key)]
+                groups.setdefault(addr, []).append(i)
         items = list(groups.items())
         results = await asyncio.gather(
             *(
                 self._node_request(
                     a,
                     b"".join([commands[i][1] for i in ix]),
-                    sum(at[i + 1] - at[i] for i in ix),
+                    at[-1] if whole and len(ix) == len(idx) else sum(at[i + 1] - at[i] for i in ix),
                     timeout,
                     durable=durable,
                 )
@@ -1035,6 +1034,16 @@ class RedisLink:
         for (_, ix), res in zip(items, results, strict=True):
             if isinstance(res, BaseException):
                 failure = failure or res
+                continue
+            if _ReplyError not in map(type, res):  # no redirection, nothing failed
+                if whole and len(ix) == len(idx):
+                    out[:] = res
+                else:
+                    pos = 0
+                    for i in ix:
+                        nxt = pos + at[i + 1] - at[i]
+                        out[at[i] : at[i + 1]] = res[pos:nxt]
+                        pos = nxt
                 continue
             pos = 0
             for i in ix:
@@ -1084,7 +1093,7 @@ class RedisLink:
 
     async def pipeline_retrying(
         self,
-        commands: Sequence[Command],
+        commands: Sequence[Command | Commands],
         stop: asyncio.Event | None = None,
         durable: bool = False,
         atomic: bool = False,
@@ -1189,6 +1198,8 @@ class BatchBuilder:
             latest_ttl_s,
         )
         self._keys: dict[str, _KeyInfo] = {}
+        # (topic, partitions) -> (registry, partition, key, key as bytes), None: no partition
+        self._bells: dict[tuple[str, int], tuple[str, int, str, bytes] | None] = {}
         self.registered: set[str] = set()  # topics registered in their discovery sets
         self.latest_ttl_s = latest_ttl_s
         self.cluster = cluster
@@ -1198,6 +1209,7 @@ class BatchBuilder:
         if cluster != self.cluster:
             self.cluster = cluster
             self._keys.clear()
+            self._bells.clear()
 
     def info(self, topic: str) -> _KeyInfo:
         ki = self._keys.get(topic)
@@ -1207,27 +1219,27 @@ class BatchBuilder:
             ki = self._keys[topic] = _KeyInfo(key, r, key != topic)
         return ki
 
-    def confirmed(self, cmds: list[Command], topic: str, entry_id: bytes, payload: bytes) -> int:
-        """Append XADD + PUBLISH of one confirmed message; return the index of its XADD.
+    def confirmed(
+        self, cmds: list[Command | Commands], topic: str, entry_id: bytes, payload: bytes
+    ) -> None:
+        """Append XADD + PUBLISH of one confirmed message, as one routed entry of two commands
+        (their replies: the XADD's, then the PUBLISH's).
 
         Its latest-key SET comes from :meth:`latest`, once per key per batch (only the newest
         one matters: a SET costs Redis about as much as the XADD; a batch often holds several
         per key)."""
         ki = self.info(topic)
         n = len(payload)
-        at = len(cmds)
-        key = ki.key
         cmds.append(
             (
-                key,
-                b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n"
-                % (ki.xadd, len(entry_id), entry_id, n, payload),
+                ki.key,
+                b"%s$%d\r\n%s\r\n$1\r\nd\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
+                % (ki.xadd, len(entry_id), entry_id, n, payload, ki.pub, n, payload),
+                2,
             )
         )
-        cmds.append((key, b"%s$%d\r\n%s\r\n" % (ki.pub, n, payload)))
-        return at
 
-    def latest(self, cmds: list[Command], newest: dict[str, bytes]) -> int:
+    def latest(self, cmds: list[Command | Commands], newest: dict[str, bytes]) -> int:
         """Append ``SET latest-key payload EX ttl`` for each topic's newest payload; return the
         commands added."""
         info, ttl = self.info, self._ttl_suffix
@@ -1256,12 +1268,19 @@ class BatchBuilder:
         and node, naming the keys that got entries (routed to that node, after its XADDs, so a
         woken consumer finds them there)."""
         groups: dict[tuple[str, int, Addr], list[bytes]] = {}
+        bells = self._bells
         for t in topics:
-            ki = self.info(t)
-            p = key_partition(t, partitions)
-            if p is None:
+            bell = bells.get((t, partitions))
+            if bell is None:  # parsed once per topic: this runs for every key of every batch
+                ki = self.info(t)
+                p = key_partition(t, partitions)
+                bell = bells[(t, partitions)] = (
+                    None if p is None else (registry_key(t), p, ki.key, ki.key.encode())
+                )
+            if bell is None:
                 continue
-            groups.setdefault((registry_key(t), p, node_of(ki.key)), []).append(ki.key.encode())
+            reg, p, key, raw = bell
+            groups.setdefault((reg, p, node_of(key)), []).append(raw)
         return [
             (ks[0], pack("PUBLISH", wake_channel(reg, p), b" ".join(ks)))
             for (reg, p, _), ks in groups.items()
@@ -1359,7 +1378,11 @@ class StreamPublisher:
     def _take(
         self,
     ) -> tuple[
-        list[Command], list[int], list[tuple[str, bytes, bytes]], dict[str, bytes], list[Command]
+        list[Command | Commands],
+        Sequence[int],
+        list[tuple[str, bytes, bytes]],
+        dict[str, bytes],
+        list[Command],
     ]:
         """Build the next batch: (commands, XADD indexes, taken confirmed, forming, extra)."""
         take = self._confirmed[: self.max_batch]
@@ -1374,12 +1397,13 @@ class StreamPublisher:
             self._new_keys |= builder.registered
             builder.registered.clear()
         new = [t for t, _, _ in take if t in self._new_keys]
-        cmds: list[Command] = builder.registration(dict.fromkeys(new))
+        cmds: list[Command | Commands] = [*builder.registration(dict.fromkeys(new))]
+        # the XADDs' replies: after the registrations, every other one (XADD, PUBLISH)
+        at = range(len(cmds), len(cmds) + 2 * len(take), 2)
         add = builder.confirmed
-        at: list[int] = []
         newest: dict[str, bytes] = {}
         for topic, eid, payload in take:
-            at.append(add(cmds, topic, eid, payload))
+            add(cmds, topic, eid, payload)
             newest[topic] = payload
         builder.latest(cmds, newest)
         cmds += extra
@@ -1422,7 +1446,7 @@ class StreamPublisher:
     def _account(
         self,
         replies: list[Any],
-        at: list[int],
+        at: Sequence[int],
         take: list[tuple[str, bytes, bytes]],
         forming: dict[str, bytes],
     ) -> None:
@@ -1556,6 +1580,8 @@ class Subscriber:
         self.channels: frozenset[str] = frozenset()
         self.patterns: frozenset[str] = frozenset()
         self.sharded: frozenset[str] = frozenset()
+        #: plain channel -> a key: subscribed on that key's node (where it is published)
+        self.near: dict[str, str] = {}
         self.received = 0
         self.resubscribes = 0
         self._changed: asyncio.Event | None = None
@@ -1565,11 +1591,18 @@ class Subscriber:
         channels: Iterable[str] = (),
         patterns: Iterable[str] = (),
         sharded: Iterable[str] = (),
+        near: dict[str, str] | None = None,
     ) -> None:
-        """Subscribe to exactly these (a change takes effect at once, resubscribing)."""
+        """Subscribe to exactly these (a change takes effect at once, resubscribing).
+
+        ``near``: on a cluster, plain channels subscribed on the node of the key given for
+        them — the node their publisher sends them to — rather than on any one node: a plain
+        PUBLISH reaches every node, but the others get it over the cluster bus, later."""
         new = (frozenset(channels), frozenset(patterns), frozenset(sharded))
-        if new != (self.channels, self.patterns, self.sharded):
+        near = dict(near or {})
+        if new != (self.channels, self.patterns, self.sharded) or near != self.near:
             self.channels, self.patterns, self.sharded = new
+            self.near = near
             if self._changed is not None:
                 self._changed.set()
 
@@ -1578,8 +1611,11 @@ class Subscriber:
         link = self.link
         plan: dict[Addr, list[bytes]] = {}
         first = link.node_of(None)
-        if self.channels:
-            plan.setdefault(first, []).append(pack("SUBSCRIBE", *sorted(self.channels)))
+        by_node: dict[Addr, list[str]] = {}
+        for ch in sorted(self.channels):
+            by_node.setdefault(link.node_of(self.near.get(ch)), []).append(ch)
+        for node, chs in by_node.items():
+            plan.setdefault(node, []).append(pack("SUBSCRIBE", *chs))
         if self.patterns:
             plan.setdefault(first, []).append(pack("PSUBSCRIBE", *sorted(self.patterns)))
         verb = "SSUBSCRIBE" if link.cluster else "SUBSCRIBE"
@@ -1734,6 +1770,7 @@ class GroupReader:
         self._bell: Subscriber | None = None
         self._bell_task: asyncio.Task[Any] | None = None
         self._bell_channels: frozenset[str] = frozenset()
+        self._bell_near: dict[str, str] = {}
         #: keys a doorbell named that this reader does not follow yet: accept(key) decides
         self.accept: Any = None
         self.discovered: list[str] = []
@@ -1770,11 +1807,13 @@ class GroupReader:
         await self._create_groups(self.keys)
 
     # --- doorbells (cluster) -----------------------------------------------------------------
-    def watch(self, channels: Iterable[str]) -> None:
-        """Listen to these doorbell channels (on a cluster; ignored on one Redis)."""
+    def watch(self, channels: Iterable[str], near: dict[str, str] | None = None) -> None:
+        """Listen to these doorbell channels (on a cluster; ignored on one Redis), each on the
+        node of the key ``near`` gives for it (a key of its partition: where it rings)."""
         self._bell_channels = frozenset(channels)
+        self._bell_near = dict(near or {})
         if self._bell is not None:
-            self._bell.set(channels=self._bell_channels)
+            self._bell.set(channels=self._bell_channels, near=self._bell_near)
 
     def _ring(self, channel: bytes, data: bytes, pattern: bytes | None) -> None:
         for k in data.decode().split(" "):
@@ -1798,7 +1837,7 @@ class GroupReader:
                 link.url, f"{link.role}.doorbell", link.connect_timeout, backoff_max=1.0
             )
             self._bell = Subscriber(sub_link, self._ring, self._resubscribed)
-            self._bell.set(channels=self._bell_channels)
+            self._bell.set(channels=self._bell_channels, near=self._bell_near)
             self._bell_task = asyncio.create_task(self._bell.run())
 
     def close(self) -> None:

@@ -74,6 +74,20 @@ def try_write_values_now(
         raise
 
 
+VALUES_CACHE_KIB = 65_536  # page cache of a connection that writes values flat out
+
+
+def tune_for_values(con: sqlite3.Connection) -> None:
+    """Pragmas for a connection that upserts indicator values at a high rate (indengine).
+
+    Each commit dirties about one page of the ``(token, timeframe, name, bucket)`` index per
+    value, which SQLite's 2 MiB default cache evicts and re-reads from the OS on the next
+    commit: a cache that holds the index's hot pages costs less CPU per value. (Checkpointing
+    the WAL less often would save more, but a checkpoint of 10,000 pages stalls the commits
+    behind it for ~40 ms: p99 tick → value at 1,000 candles/s went from 5–7 to 19 ms.)"""
+    con.execute(f"PRAGMA cache_size=-{VALUES_CACHE_KIB}")
+
+
 _ROWS_PER_STATEMENT = 128
 _MANY_SQL = (
     "INSERT INTO indicator_values VALUES "
