@@ -49,6 +49,7 @@ from mandi.bus.redis import (
     StreamPublisher,
     discover,
     key_slot,
+    partition_tag,
     stream_id,
     tagged,
     token_partition,
@@ -158,6 +159,43 @@ def test_a_cluster_reader_is_woken_by_doorbells_and_sweeps_every_key(cluster):  
                 woke = await reader.read(100, 5000)
             assert [e.topic for e in woke] == ["candle:60s:NSE:12"]
             assert time.monotonic() - t0 < 4.0 and reader.sweeps == sweeps  # a doorbell
+        finally:
+            reader.close()
+            link.close()
+
+    asyncio.run(go())
+
+
+def test_doorbells_are_listened_to_on_their_partitions_master(cluster):  # noqa: F811
+    """#18 latency: a doorbell is published on its partition's master; subscribed on another
+    node it came over the cluster bus (~8 ms more). Each is now subscribed where it rings."""
+    channels = [wake_channel("streams:candle:60s", p) for p in range(16)]
+    near = {ch: partition_tag(p, 16) for p, ch in enumerate(channels)}
+    r = cluster.client()
+    home = {ch: r.get_node_from_key(near[ch]).port for ch in channels}
+    assert len(set(home.values())) == 3  # the 16 partitions spread over the 3 masters
+
+    def subscribed():
+        return {
+            (ch.decode(), port): n
+            for port in cluster.master_ports()
+            for ch, n in cluster.node_client(port).pubsub_numsub(*channels)
+        }
+
+    async def go():
+        link = RedisLink(cluster.url, "reader")
+        reader = GroupReader(link, "g", "c1", sweep_s=60)
+        try:
+            await link.connection()
+            reader.watch(channels, near)
+            await reader.read(10, 50)  # starts the doorbell subscriber
+            for _ in range(500):
+                subs = subscribed()
+                if sum(subs.values()) == len(channels):
+                    break
+                await asyncio.sleep(0.02)
+            assert {ch: port for (ch, port), n in subs.items() if n} == home
+            assert all(n in (0, 1) for n in subs.values())
         finally:
             reader.close()
             link.close()

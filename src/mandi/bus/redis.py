@@ -154,6 +154,18 @@ def token_partition(token: int, partitions: int) -> int:
     return key_slot(str(token)) * partitions // HASH_SLOTS
 
 
+@functools.lru_cache(maxsize=1024)
+def first_token(partition: int, partitions: int) -> int:
+    """The smallest token in a partition (its slot is in the partition's range)."""
+    return next(t for t in itertools.count(1) if token_partition(t, partitions) == partition)
+
+
+def partition_tag(partition: int, partitions: int) -> str:
+    """A hash tag (``{token}``) whose slot is in ``partition``: a key on that partition's
+    master, e.g. to listen to its doorbell where the publishers ring it."""
+    return f"{{{first_token(partition, partitions)}}}"
+
+
 def key_token(key: str) -> int | None:
     """The instrument token at the end of a (tagged or plain) key, else None."""
     last = key.rpartition(":")[2].strip("{}")

@@ -63,6 +63,7 @@ from mandi.bus.redis import (
     _entries,
     discover,
     pack,
+    partition_tag,
     stream_id,
     tagged,
     untagged,
@@ -138,8 +139,13 @@ class RedisNode:
         self._aux = self._new_link(".aux")
         self.reader = GroupReader(self.link, group, self.consumer, sweep_s=rc.sweep_s)
         self.trims = TrimWatch(group)  # entries trimmed before the group read them
-        self.reader.watch(
-            [wake_channel(reg, p) for reg in self.registries for p in range(rc.partitions)]
+        self.reader.watch(  # each doorbell on its partition's master, where it rings
+            [wake_channel(reg, p) for reg in self.registries for p in range(rc.partitions)],
+            {
+                wake_channel(reg, p): partition_tag(p, rc.partitions)
+                for reg in self.registries
+                for p in range(rc.partitions)
+            },
         )
         self.publisher = StreamPublisher(
             self._new_link(".out", rc.wait_replicas),
