@@ -181,7 +181,10 @@ def test_login_renew_and_fail_closed(fake: FakeGrowwServer, cfg: Any) -> None:
     path = groww_session.token_file(cfg)
     assert path.stat().st_mode & 0o777 == 0o600 and s.user_id == "DM1234"
     assert s.access_token not in repr(s)
-    assert groww_session.fresh(cfg).access_token == s.access_token  # not due: kept
+    # not due a minute before the renewal window: kept (the clock given, not read: the token
+    # ends at 06:00 IST, so on the wall clock it is due from 05:30 IST, 00:00 UTC, every day)
+    early = s.expires_ns - int((cfg.refresh_before_min + 1) * 60 * 1e9)
+    assert groww_session.fresh(cfg, now_ns=early).access_token == s.access_token
     before = fake.fake.logins
     due = msgspec.structs.replace(cfg, refresh_before_min=24 * 60.0)  # ends within a day: due
     r = groww_session.fresh(due)

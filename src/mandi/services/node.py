@@ -567,6 +567,12 @@ class MarketNode:
         """Run until the duration, the ``until`` time, the end of the feed or a signal; the exit
         status: 0, or :data:`~mandi.services.storage.EXIT_NOT_STORED` when rows were lost."""
         self._feed_done = False
+        # first: a live broker's worker starts (and reconciles) while the layers attach, and a
+        # SIGTERM meanwhile must stop the node cleanly, not kill it half-started
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
         try:
             await self.prepare()
             if self.columnar and self.feed is not None and not self.feed.live:
@@ -581,10 +587,6 @@ class MarketNode:
         # the run made since, not everything (a full pass over it stalled a step ~0.1 s)
         gc.collect()
         gc.freeze()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop, f"signal {sig.name}")
         self.event("started", f"mandi run started (feed {self.feed.name if self.feed else '?'})")
         tasks = [
             asyncio.create_task(self._pump(), name="feed"),
