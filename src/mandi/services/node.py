@@ -608,6 +608,7 @@ class MarketNode:
                 await self._stop.wait()
         finally:
             lost = await self._shutdown(tasks)
+            gc.unfreeze()  # a process that runs nodes one after another (tests, benchmarks)
         return EXIT_NOT_STORED if lost else 0
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> int:
