@@ -4,6 +4,13 @@ own thread) against naive one-row-per-commit inserts, measured in the same run.
 The rows are the ``ticks`` table's 7 columns, queued in batches of 4,096 as ``MarketNode`` queues
 a feed batch; the time runs from the first ``put`` to everything committed (``wait_idle``), on
 a fresh database file in a temporary directory.
+
+Then the writer as ``mandi run`` uses it: ``indicator_values`` upserts (the most rows a run
+stores) while another thread runs Python flat out, as the kernel does. Python's sqlite3 releases
+the GIL around every statement step, and getting it back from a busy thread costs up to the
+switch interval (5 ms), so the writer's statements of many rows (``_insert_rows``) are measured
+against one step per row (``executemany``, how upserts were written before), with the busy
+thread's own progress beside each.
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ import pathlib
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import mandi.stores.sqlite as sqlite_store
 from harness import best_of, report
+from mandi.stores.indicators import VALUE_SQL
 from mandi.stores.sqlite import TICK_SQL, BatchWriter, connect
 
 ROWS = 2_000_000
 NAIVE_ROWS = 20_000
 BATCH = 4_096
+VALUES = 200_000  # indicator value rows beside a busy thread
+ROW_BY_ROW = 5_000  # ... of them the baseline writes (it is that slow)
 GOAL = ">= 500,000 tick rows/s sustained"
 
 
@@ -81,6 +93,55 @@ def one_transaction(rows: list[tuple[int, ...]]) -> float:
         return seconds
 
 
+def value_rows(n: int) -> list[tuple[object, ...]]:
+    """``indicator_values`` rows as a run makes them: per candle bucket, tokens × names."""
+    names = ["ema_9", "ema_21", "rsi_14", "sma_9", "sma_20", "sma_50", "sma_200"]
+    t0 = 1_776_051_900 * 10**9
+    out: list[tuple[object, ...]] = []
+    bucket = 0
+    while len(out) < n:
+        for token in range(100_000, 100_200):
+            out += [(token, "NSE", 60, t0 + bucket * 60 * 10**9, x, token / 7) for x in names]
+        bucket += 1
+    return out[:n]
+
+
+def beside_busy_thread(rows: list[tuple[object, ...]], row_by_row: bool) -> tuple[float, float]:
+    """Seconds to store ``rows`` (upserts) with a thread busy in Python meanwhile, and that
+    thread's loops per second."""
+    stop = threading.Event()
+    loops = [0]
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+            loops[0] += 1
+
+    saved = sqlite_store._insert_rows
+    if row_by_row:
+        sqlite_store._insert_rows = lambda con, sql, rs: con.executemany(sql, rs)  # type: ignore[assignment]
+    th = threading.Thread(target=busy, daemon=True)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            w = BatchWriter(os.path.join(d, "values.db"))
+            w.register("indicator_values", VALUE_SQL)
+            w.start()
+            th.start()
+            t0 = time.perf_counter()
+            for i in range(0, len(rows), BATCH):
+                w.put("indicator_values", rows[i : i + BATCH])
+            if not w.wait_idle(600):
+                raise RuntimeError("the writer did not finish")
+            seconds = time.perf_counter() - t0
+            stop.set()
+            w.stop()
+            assert w.stats.rows["indicator_values"] == len(rows), w.stats
+    finally:
+        stop.set()
+        sqlite_store._insert_rows = saved
+    return seconds, loops[0] / seconds
+
+
 def main() -> None:
     load = os.getloadavg()
     cpus = os.cpu_count()
@@ -110,6 +171,25 @@ def main() -> None:
         "naive",
         base,
         goal=GOAL,
+    )
+    values = value_rows(VALUES)
+    t_row, busy_row = beside_busy_thread(values[:ROW_BY_ROW], row_by_row=True)
+    report(
+        f"indicator_values upserts beside a busy thread, one step per row [baseline; "
+        f"{ROW_BY_ROW:,} rows; busy thread {busy_row:,.0f} loops/s]",
+        ROW_BY_ROW,
+        t_row,
+        "rows",
+    )
+    t_wide, busy_wide = beside_busy_thread(values, row_by_row=False)
+    report(
+        f"indicator_values upserts beside a busy thread, multi-row statements "
+        f"[busy thread {busy_wide:,.0f} loops/s]",
+        VALUES,
+        t_wide,
+        "rows",
+        "one step per row",
+        t_row * VALUES / ROW_BY_ROW,
     )
 
 

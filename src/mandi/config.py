@@ -78,6 +78,11 @@ class StoreConfig(_Section, frozen=True):
     One-second candles stay in memory for ``second_candles_s`` (the seed's 1 s candle streams
     keep ten minutes) — they are a function of the stored ticks — unless ``second_candles`` is
     ``"sqlite"``, which stores them in ``candles`` as well (about one row per tick).
+
+    Rows wait for the writer thread in a queue: a replayable feed (the simulator flat out, a
+    replay) waits while more than ``backpressure_rows`` rows wait (so memory stays flat and a
+    run's rate is that of its writer too); a live feed never waits, and rows beyond
+    ``max_pending_rows`` are dropped and counted (the exit status says so).
     """
 
     db: str = "mandi.db"
@@ -87,6 +92,7 @@ class StoreConfig(_Section, frozen=True):
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 250
     flush_items: Annotated[int, msgspec.Meta(ge=1)] = 64
     max_pending_rows: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000
+    backpressure_rows: Annotated[int, msgspec.Meta(ge=1000)] = 100_000
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
     clickhouse_url: str = ""
     clickhouse_ticks: bool = False

@@ -6,7 +6,8 @@ goes through ``mandi run``'s whole node three times: with ``pipeline.engine = "r
 ``--feed replay:DB`` of the columnar run's database. The three publish the same messages on every
 per-object topic (ticks, candles, forming candles, indicator values and previews, chains and
 their analytics, signals, orders, positions) and store the same rows (ticks, candles, indicator
-values, chain snapshots, signals, orders, fills, positions)."""
+values, chain snapshots, signals, orders, fills, positions). A fourth, columnar run with a tiny
+``store.backpressure_rows`` stores the same rows while its kernel waits for the writer."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ SETTINGS = {
 }
 
 
+#: the kernel waits while more than 1,000 rows wait for the writer (a minute makes several
+#: thousand: the warm-up's indicator values, chain snapshots, candles)
+BACKPRESSURE = {"store.backpressure_rows": 1000}
+
+
 class Recorder:
     """A layer that keeps every per-object message (``>``: it wants them all), by topic."""
 
@@ -57,6 +63,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.topics: dict[str, list[Any]] = defaultdict(list)
+        self.pending_before: list[int] = []  # the writer's queue as each feed batch came in
+        self.pending_after: list[int] = []  # ... and once the batch had queued its rows
 
     def attach(self, node: Any) -> None:
         node.bus.subscribe(">", self._on, name="test.recorder")
@@ -77,7 +85,16 @@ def run(db: str, **extra: Any) -> Recorder:
     cfg = prepare_config(cfg)
     rec = Recorder()
     node = MarketNode(cfg, layers=[*build_layers(cfg), rec])
+    handle = node.handle_batch
+
+    def handle_batch(batch: Any) -> None:
+        rec.pending_before.append(node.writer.pending_rows)
+        handle(batch)
+        rec.pending_after.append(node.writer.pending_rows)
+
+    node.handle_batch = handle_batch  # type: ignore[method-assign]
     assert asyncio.run(node.run()) == 0
+    assert node.writer.not_stored() == 0
     return rec
 
 
@@ -116,6 +133,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Recor
         out[name] = (db, run(db, **extra))
     db = str(d / "replay.db")
     out["replay"] = (db, run(db, **{"run.feed": f"replay:{out['columnar'][0]}"}))
+    db = str(d / "backpressure.db")
+    out["backpressure"] = (db, run(db, **BACKPRESSURE))
     return out
 
 
@@ -129,7 +148,7 @@ def test_the_columnar_node_publishes_what_the_reference_publishes(runs):
         assert [plain(m) for m in col[topic]] == [plain(m) for m in ref[topic]], topic
 
 
-@pytest.mark.parametrize("name", ["columnar", "replay"])
+@pytest.mark.parametrize("name", ["columnar", "replay", "backpressure"])
 def test_the_same_rows_are_stored(runs, name):
     ref_db, db = runs["reference"][0], runs[name][0]
     for table in TABLES:
@@ -148,3 +167,15 @@ def test_a_replay_publishes_what_the_recorded_run_published(runs):
     assert set(rep) == set(col)
     for topic in col:  # chains included: a replayed snapshot names the recorded feed ("sim")
         assert [plain(m) for m in rep[topic]] == [plain(m) for m in col[topic]], topic
+
+
+def test_the_kernel_waits_for_the_writer_and_nothing_is_dropped(runs):
+    """Backpressure: every feed batch starts with at most ``store.backpressure_rows`` rows
+    waiting, though batches queue more than that, and nothing was dropped (``run`` checks
+    ``not_stored() == 0``; the rows are the reference's: test_the_same_rows_are_stored)."""
+    bound = BACKPRESSURE["store.backpressure_rows"]
+    rec, free = runs["backpressure"][1], runs["columnar"][1]
+    assert max(rec.pending_after) > bound  # it had to wait
+    assert max(rec.pending_before) <= bound
+    assert sum(rec.pending_after) - sum(rec.pending_before) > 10 * bound  # rows went through
+    assert max(free.pending_before) > bound  # without it (100,000 rows), the queue grew

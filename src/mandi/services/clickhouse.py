@@ -44,12 +44,17 @@ class ClickHouseSink:
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
             on_reject=self._quarantine,
+            high_water_rows=st.backpressure_rows,
         )
         self._ctx: NodeContext | None = None
         self._watch: StorageWatch | None = None
         self._candles: list[tuple[Any, ...]] = []
         self._values: list[tuple[Any, ...]] = []
         self._ticks: list[tuple[Any, ...]] = []
+
+    def busy(self) -> bool:
+        """Too many rows wait for ClickHouse: a replayable feed waits (backpressure)."""
+        return self.writer.backlogged()
 
     def attach(self, ctx: NodeContext) -> None:
         self._ctx = ctx

@@ -96,6 +96,7 @@ class MarketNode:
             flush_interval=st.flush_interval_ms / 1000,
             flush_items=st.flush_items,
             max_pending_rows=st.max_pending_rows,
+            high_water_rows=st.backpressure_rows,
         )
         self.writer.register("tick_blocks", BLOCK_SQL)
         self.writer.register("meta", META_SQL)
@@ -263,9 +264,10 @@ class MarketNode:
                 self.handle_batch(kept)
                 self._last_batch_at = time.perf_counter()
             if self.feed is not None and not self.feed.live:
-                # a replayable source waits for the writer instead of making it drop rows
-                high = self.writer.max_pending_rows // 4
-                while self.writer.pending_rows > high or self._layers_busy():
+                # a replayable source waits for the writer (store.backpressure_rows) instead of
+                # queueing rows ahead of it: memory stays flat, and the kernel's rate includes
+                # storing what it made
+                while self.writer.backlogged() or self._layers_busy():
                     await asyncio.sleep(0.005)
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
@@ -639,15 +641,22 @@ class MarketNode:
                 log.exception("layer %s failed to close", layer.name)
         self.event("stopped", f"mandi run stopped: {self._stop_reason}")
         self._queue_rows()
+        backlog, t0 = self.writer.pending_rows, time.perf_counter()
         self.writer.stop()
+        drained = time.perf_counter() - t0
         self.storage.check()  # a failure seen only while stopping is still said out loud
         busy = self._last_batch_at - self._first_batch_at
         if busy > 0:
+            # with a replayable feed the kernel waited for the writer (store.backpressure_rows):
+            # its rate includes storing, but for the rows still queued at the end
             log.info(
-                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last)",
+                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last); "
+                "the writer then stored the last %d rows in %.3f s",
                 self.stats.ticks_in,
                 busy,
                 self.stats.ticks_in / busy,
+                backlog,
+                drained,
             )
         log.info(
             "stored %s rows; dropped %d ticks at the queue, %s at the writer; rejected %s",

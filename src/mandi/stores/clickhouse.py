@@ -796,8 +796,9 @@ class ClickHouseWriter(BatchLoop):
     the store (connect + schema; retried with backoff while the server is unreachable), then
     flushes when ``flush_items`` items are pending or ``flush_interval`` s after the first one:
     everything queued goes out as one insert per table. At most ``max_pending_rows`` rows wait;
-    more are dropped and counted. A failed insert is counted, logged (the URL without its
-    password) and retried with backoff, keeping its rows; replacing tables make the retry of a
+    more are dropped and counted (a replayable feed waits while it is :meth:`backlogged`). A
+    failed insert is counted, logged (the URL without its password) and retried with backoff,
+    keeping its rows; replacing tables make the retry of a
     partly applied insert harmless. Rows ClickHouse refuses are isolated and handed to
     ``on_reject`` (the node stores them in SQLite's ``rejects``). ``stop`` flushes what is
     queued, giving up on an unreachable server after ``stop_retry_s``.
@@ -811,6 +812,7 @@ class ClickHouseWriter(BatchLoop):
         max_pending_rows: int = 2_000_000,
         stop_retry_s: float = 10.0,
         on_reject: Callable[[list[Reject]], None] | None = None,
+        high_water_rows: int = 100_000,
     ) -> None:
         self.target = parse_url(url) if isinstance(url, str) else url
         self._clickhouse = ClickHouseBackend(self.target, on_reject)
@@ -819,6 +821,7 @@ class ClickHouseWriter(BatchLoop):
             flush_interval=flush_interval,
             flush_items=flush_items,
             max_pending_rows=max_pending_rows,
+            high_water_rows=high_water_rows,
             stop_retry_s=stop_retry_s,
             thread_name="mandi-clickhouse-writer",
             logger=log,

@@ -131,38 +131,60 @@ def row_candle(r: Sequence[Any]) -> Candle:
 
 # --- the batched writer ---------------------------------------------------------------------------
 
-# A plain ``INSERT INTO t VALUES (?, ..., ?)`` is written ``_MULTI_ROWS`` rows per statement
-# (``VALUES (...),(...),...``): one SQLite step per 128 rows instead of one per row, about twice
-# the rows/s of ``executemany`` for the 7-column ticks (bench_store). Same rows, same order,
-# same transaction; anything else (an upsert, rows of the wrong width) goes through
-# ``executemany`` as before.
-_MULTI_ROWS = 128
-_PLAIN_INSERT = re.compile(r"^INSERT INTO (\w+) VALUES \(\?(?:,\?)*\)$")
-_MULTI_SQL: dict[str, tuple[str, int]] = {}
+# Every ``INSERT INTO t [(columns)] VALUES (?, ..., ?) [ON CONFLICT ...]`` is written as one
+# statement of many rows (``VALUES (...),(...),...``, up to ``_MULTI_ROWS``), not one step per row.
+# The reason is the GIL more than SQLite: Python's sqlite3 releases the GIL around every step, and a
+# thread that wants it back while the kernel runs Python waits for the switch interval (5 ms). Row
+# by row (``executemany``), the writer thread thus got about one row per 5 ms in a flat-out
+# ``mandi run`` (an upsert of ``indicator_values`` measured ~960 us/row beside a busy thread, ~30
+# us/row in statements of 128 rows, ~8 us/row in statements of 256 and more; bench_store). SQLite
+# applies a multi-row VALUES row by row, in order, so the rows stored are the same - an upsert whose
+# rows repeat a key updates it in order, exactly as ``executemany`` does. Rows of another width go
+# through ``executemany``, which refuses them as before (the writer then isolates them).
+_MULTI_ROWS = 256
+_INSERT = re.compile(
+    r"^(INSERT(?: OR \w+)? INTO \w+(?: \([\w ,]+\))?) "  # head
+    r"VALUES (\(\?(?:, ?\?)*\))"  # one row of values
+    r"((?: ON CONFLICT .*)?)$",  # tail
+    re.DOTALL,
+)
+_MULTI: dict[str, tuple[str, str, str, int] | None] = {}
+_MULTI_SQL: dict[tuple[str, int], str] = {}
+
+
+def _multi_sql(sql: str, n: int, cache: bool = True) -> str:
+    """``sql`` with ``n`` rows of values (cached for the full statements only)."""
+    out = _MULTI_SQL.get((sql, n))
+    if out is None:
+        parts = _MULTI[sql]
+        assert parts is not None
+        head, values, tail, _ = parts
+        out = f"{head} VALUES {','.join([values] * n)}{tail}"
+        if cache:
+            _MULTI_SQL[sql, n] = out
+    return out
 
 
 def _insert_rows(con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    multi = _MULTI_SQL.get(sql)
-    if multi is None:
-        if _PLAIN_INSERT.match(sql) is None:
-            _MULTI_SQL[sql] = multi = ("", 0)
-        else:
-            head, values = sql.split(" VALUES ")
-            width = values.count("?")
-            _MULTI_SQL[sql] = multi = (head + " VALUES " + ",".join([values] * _MULTI_ROWS), width)
-    multi_sql, width = multi
-    full = len(rows) - len(rows) % _MULTI_ROWS
-    if not width or full == 0:
-        con.executemany(sql, rows)
+    """Write ``rows`` with the insert ``sql`` in as few statements as its shape allows."""
+    if sql not in _MULTI:
+        m = _INSERT.match(sql)
+        _MULTI[sql] = None if m is None else (*m.groups(), m.group(2).count("?"))
+    parts = _MULTI[sql]
+    if parts is None or len(rows) < 2 or any(len(r) != parts[3] for r in rows):
+        con.executemany(sql, rows)  # not an insert we can widen, or a row of another width
         return
-    flat = list(itertools.chain.from_iterable(rows[:full]))
-    if len(flat) != full * width:  # a row of another width: let executemany say so
-        con.executemany(sql, rows)
-        return
-    step = width * _MULTI_ROWS
-    con.executemany(multi_sql, [flat[i : i + step] for i in range(0, len(flat), step)])
+    width = parts[3]
+    step = max(1, min(_MULTI_ROWS, con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    full = len(rows) - len(rows) % step
+    if full:
+        flat = list(itertools.chain.from_iterable(rows[:full]))
+        n = step * width
+        con.executemany(_multi_sql(sql, step), [flat[i : i + n] for i in range(0, len(flat), n)])
     if full < len(rows):
-        con.executemany(sql, rows[full:])
+        rest = rows[full:]
+        flat = list(itertools.chain.from_iterable(rest))
+        con.execute(_multi_sql(sql, len(rest), cache=False), flat)
 
 
 # Errors caused by the rows written, not by the database: a value SQLite cannot hold (an integer
@@ -350,7 +372,8 @@ class BatchWriter(BatchLoop):
     queued at that moment in one transaction, so throughput grows with load. An *item* is
     ``(statement, rows)``; statements are named (``ticks``, ``candles``, ``events``, ``rejects``
     and whatever a layer adds with :meth:`register`). The queue is bounded by
-    ``max_pending_rows``; rows beyond it are dropped and counted, never silently.
+    ``max_pending_rows``; rows beyond it are dropped and counted, never silently; a producer
+    that can wait does so while :meth:`backlogged` (over ``high_water_rows``).
     """
 
     def __init__(
@@ -360,6 +383,7 @@ class BatchWriter(BatchLoop):
         flush_interval: float = 0.25,
         flush_items: int = 64,
         max_pending_rows: int = 2_000_000,
+        high_water_rows: int = 100_000,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 30_000,
         stop_retry_s: float = 10.0,
@@ -378,6 +402,7 @@ class BatchWriter(BatchLoop):
             flush_interval=flush_interval,
             flush_items=flush_items,
             max_pending_rows=max_pending_rows,
+            high_water_rows=high_water_rows,
             stop_retry_s=stop_retry_s,
             thread_name="mandi-sqlite-writer",
             logger=log,

@@ -4,7 +4,10 @@ Rows are queued from the event loop (:meth:`BatchLoop.put` never blocks and neve
 storage) and written on a background thread. A flush happens when ``flush_items`` items are
 pending or ``flush_interval`` seconds after the first one, and takes everything queued at that
 moment, so batches grow with the load. At most ``max_pending_rows`` rows wait; rows beyond that
-are dropped and counted, never silently.
+are dropped and counted, never silently. A producer that can wait (a replayable feed: the
+simulator flat out, a replay) asks :meth:`BatchLoop.backlogged` and waits while more than
+``high_water_rows`` rows are pending, so the queue, and the memory it holds, stays small and
+nothing is dropped in normal operation.
 
 What reaches storage, and how, is a small :class:`Backend` (SQLite: one transaction per flush;
 ClickHouse: one columnar insert per table). The loop owns the rest, the same for both:
@@ -155,6 +158,7 @@ class BatchLoop:
         flush_interval: float = 0.25,
         flush_items: int = 64,
         max_pending_rows: int = 2_000_000,
+        high_water_rows: int = 100_000,
         stop_retry_s: float = 10.0,
         thread_name: str = "mandi-writer",
         logger: logging.Logger | None = None,
@@ -163,6 +167,8 @@ class BatchLoop:
         self.flush_interval = flush_interval
         self.flush_items = flush_items
         self.max_pending_rows = max_pending_rows
+        # never above half the hard bound: a producer waits well before rows are dropped
+        self.high_water_rows = max(1, min(high_water_rows, max_pending_rows // 2))
         self.stop_retry_s = stop_retry_s
         self.stats = WriterStats()
         self._thread_name = thread_name
@@ -183,6 +189,11 @@ class BatchLoop:
     def pending_rows(self) -> int:
         """Rows queued or being written (after :meth:`stop`: rows that never got written)."""
         return self._pending_rows
+
+    def backlogged(self) -> bool:
+        """More than ``high_water_rows`` rows wait: a producer that can wait should, until
+        this is False again (backpressure; :meth:`put` itself never blocks)."""
+        return self._pending_rows > self.high_water_rows
 
     def start(self) -> BatchLoop:
         self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
