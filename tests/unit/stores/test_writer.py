@@ -198,3 +198,22 @@ def test_a_write_turn_lets_a_durable_write_in_when_every_batch_transaction_ends(
     assert not entered.is_set()  # one batch transaction is still open
     turn.end_bulk()
     assert entered.wait(10) and wait_for(lambda: not turn.wanted())
+
+
+def test_backlogged_above_the_high_water_mark_until_the_writer_catches_up(db_path):
+    """Backpressure: ``backlogged`` says when a producer that can wait should (rows are queued,
+    never dropped, at the mark), and is clear again once they are written."""
+    w = BatchWriter(db_path, high_water_rows=1000, flush_interval=0.01)  # not started yet
+    w.put("ticks", ticks(1000))
+    assert not w.backlogged()
+    w.put("ticks", ticks(1, start=1000))
+    assert w.backlogged() and w.pending_rows == 1001 and not w.stats.dropped
+    w.start()
+    assert wait_for(lambda: not w.backlogged()) and w.wait_idle(20)
+    w.stop()
+    assert w.stats.rows["ticks"] == 1001
+
+
+def test_the_high_water_mark_stays_below_the_drop_bound(db_path):
+    w = BatchWriter(db_path, max_pending_rows=4000, high_water_rows=10**6)
+    assert w.high_water_rows == 2000
