@@ -55,6 +55,7 @@ LAT_UNTIL = os.environ.get("MANDI_BENCH_RUN_LATENCY_UNTIL", "09:45")
 GOAL = ">= 1,000,000 ticks/s"
 RATE = re.compile(r"kernel: (\d+) ticks in ([\d.]+) s")
 DRAIN = re.compile(r"the writer then stored the last (\d+) rows in ([\d.]+) s")
+WAITED = re.compile(r"([\d.]+) s of it waiting for storage")
 
 
 def _rss_kb(pid: int) -> int:
@@ -101,6 +102,7 @@ def mandi_run(db: str, *args: str, env: dict[str, str] | None = None) -> dict[st
     ticks, secs = int(m.group(1)), float(m.group(2))
     d = DRAIN.search(err)
     drain = float(d.group(2)) if d else 0.0
+    w = WAITED.search(err)
     q = max(1, len(samples) // 4)
     return {
         "ticks": ticks,
@@ -110,6 +112,7 @@ def mandi_run(db: str, *args: str, env: dict[str, str] | None = None) -> dict[st
         "kernel": secs,
         "drain": drain,
         "backlog": int(d.group(1)) if d else 0,
+        "waited": float(w.group(1)) if w else 0.0,
         "wall": wall,
         "rss_first": max(samples[:q] or [0]) / 1024,
         "rss_last": max(samples[-q:] or [0]) / 1024,
@@ -339,8 +342,9 @@ def run_all(tmp: str) -> None:
     )
     print(
         f"  the rate includes storing: the kernel waits while more than store.backpressure_rows "
-        f"rows wait for the SQLite writer ({col['kernel']:.2f} s first batch to last, then "
-        f"{col['backlog']:,} rows left stored in {col['drain']:.2f} s)",
+        f"rows wait for the SQLite writer ({col['kernel']:.2f} s first batch to last, "
+        f"{col['waited']:.2f} s of it waiting; then {col['backlog']:,} rows left stored in "
+        f"{col['drain']:.2f} s)",
         flush=True,
     )
     print(

@@ -92,7 +92,7 @@ class StoreConfig(_Section, frozen=True):
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 250
     flush_items: Annotated[int, msgspec.Meta(ge=1)] = 64
     max_pending_rows: Annotated[int, msgspec.Meta(ge=1000)] = 2_000_000
-    backpressure_rows: Annotated[int, msgspec.Meta(ge=1000)] = 100_000
+    backpressure_rows: Annotated[int, msgspec.Meta(ge=1000)] = 250_000
     retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
     clickhouse_url: str = ""
     clickhouse_ticks: bool = False

@@ -178,4 +178,4 @@ def test_the_kernel_waits_for_the_writer_and_nothing_is_dropped(runs):
     assert max(rec.pending_after) > bound  # it had to wait
     assert max(rec.pending_before) <= bound
     assert sum(rec.pending_after) - sum(rec.pending_before) > 10 * bound  # rows went through
-    assert max(free.pending_before) > bound  # without it (100,000 rows), the queue grew
+    assert max(free.pending_before) > bound  # without it (250,000 rows), the queue grew

@@ -133,6 +133,7 @@ class MarketNode:
         self._reject_log = RateLimitedLog(log)
         self._until_s = _parse_until(cfg.run.until)
         self._first_batch_at = self._last_batch_at = 0.0  # the kernel's own time, for its rate
+        self._waited_s = 0.0  # ... of it waiting for storage (backpressure)
         self._until_reached = False
         if self.columnar:
             self.bus.subscribe(CandleBatch.topic, self._on_candle_batch, name="store.candles")
@@ -267,8 +268,11 @@ class MarketNode:
                 # a replayable source waits for the writer (store.backpressure_rows) instead of
                 # queueing rows ahead of it: memory stays flat, and the kernel's rate includes
                 # storing what it made
-                while self.writer.backlogged() or self._layers_busy():
-                    await asyncio.sleep(0.005)
+                if self.writer.backlogged() or self._layers_busy():
+                    t0 = time.perf_counter()
+                    while self.writer.backlogged() or self._layers_busy():
+                        await asyncio.sleep(0.005)
+                    self._waited_s += time.perf_counter() - t0
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
     def _cut_at_until(self, batch: Any) -> Any:
@@ -650,11 +654,12 @@ class MarketNode:
             # with a replayable feed the kernel waited for the writer (store.backpressure_rows):
             # its rate includes storing, but for the rows still queued at the end
             log.info(
-                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last); "
-                "the writer then stored the last %d rows in %.3f s",
+                "kernel: %d ticks in %.3f s (%.0f ticks/s, first batch to last; %.3f s of it "
+                "waiting for storage); the writer then stored the last %d rows in %.3f s",
                 self.stats.ticks_in,
                 busy,
                 self.stats.ticks_in / busy,
+                self._waited_s,
                 backlog,
                 drained,
             )

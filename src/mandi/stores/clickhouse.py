@@ -812,7 +812,7 @@ class ClickHouseWriter(BatchLoop):
         max_pending_rows: int = 2_000_000,
         stop_retry_s: float = 10.0,
         on_reject: Callable[[list[Reject]], None] | None = None,
-        high_water_rows: int = 100_000,
+        high_water_rows: int = 250_000,
     ) -> None:
         self.target = parse_url(url) if isinstance(url, str) else url
         self._clickhouse = ClickHouseBackend(self.target, on_reject)

@@ -383,7 +383,7 @@ class BatchWriter(BatchLoop):
         flush_interval: float = 0.25,
         flush_items: int = 64,
         max_pending_rows: int = 2_000_000,
-        high_water_rows: int = 100_000,
+        high_water_rows: int = 250_000,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 30_000,
         stop_retry_s: float = 10.0,

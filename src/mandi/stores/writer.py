@@ -158,7 +158,7 @@ class BatchLoop:
         flush_interval: float = 0.25,
         flush_items: int = 64,
         max_pending_rows: int = 2_000_000,
-        high_water_rows: int = 100_000,
+        high_water_rows: int = 250_000,
         stop_retry_s: float = 10.0,
         thread_name: str = "mandi-writer",
         logger: logging.Logger | None = None,
