@@ -264,15 +264,14 @@ class MarketNode:
                     self._first_batch_at = time.perf_counter()
                 self.handle_batch(kept)
                 self._last_batch_at = time.perf_counter()
-            if self.feed is not None and not self.feed.live:
+            if self.feed is not None and not self.feed.live and self._storage_behind():
                 # a replayable source waits for the writer (store.backpressure_rows) instead of
                 # queueing rows ahead of it: memory stays flat, and the kernel's rate includes
                 # storing what it made
-                if self.writer.backlogged() or self._layers_busy():
-                    t0 = time.perf_counter()
-                    while self.writer.backlogged() or self._layers_busy():
-                        await asyncio.sleep(0.005)
-                    self._waited_s += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                while self._storage_behind():
+                    await asyncio.sleep(0.005)
+                self._waited_s += time.perf_counter() - t0
             await asyncio.sleep(0)  # let timers (duration, status, snapshots) run between batches
 
     def _cut_at_until(self, batch: Any) -> Any:
@@ -291,6 +290,10 @@ class MarketNode:
             kept = batch.take(batch.ts_event < limit)
             return kept if len(kept) else None
         return [x for x in batch if x.ts_event < limit] or None
+
+    def _storage_behind(self) -> bool:
+        """Too many rows wait for the SQLite writer, or a layer is busy (backpressure)."""
+        return self.writer.backlogged() or self._layers_busy()
 
     def _layers_busy(self) -> bool:
         """A layer with an optional ``busy()`` (e.g. the Redis bridge while Redis is down and its
