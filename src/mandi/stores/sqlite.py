@@ -169,7 +169,7 @@ def _insert_rows(con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]])
     """Write ``rows`` with the insert ``sql`` in as few statements as its shape allows."""
     if sql not in _MULTI:
         m = _INSERT.match(sql)
-        _MULTI[sql] = None if m is None else (*m.groups(), m.group(2).count("?"))
+        _MULTI[sql] = None if m is None else (m[1], m[2], m[3], m[2].count("?"))
     parts = _MULTI[sql]
     if parts is None or len(rows) < 2 or any(len(r) != parts[3] for r in rows):
         con.executemany(sql, rows)  # not an insert we can widen, or a row of another width
