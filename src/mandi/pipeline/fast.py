@@ -53,6 +53,7 @@ from mandi.model.batches import (
     TickBatch,
     exchange_code,
     exchange_name,
+    member_of,
     records_to_candles,
 )
 from mandi.model.market import Candle, Tick
@@ -1219,7 +1220,7 @@ class FastCandlePipeline:
         followed = self.followed_tokens()
         if not len(followed):
             return records, want
-        first = np.isin(records["token"], followed)
+        first = member_of(records["token"], followed)
         lead = np.flatnonzero(first)
         k = len(lead)
         if k == 0 or k == len(records) or lead[-1] == k - 1:  # none, all, or already leading
