@@ -29,19 +29,6 @@ from mandi.model.market import Candle, IndicatorValue, Tick
 
 I64 = NDArray[np.int64]
 
-#: up to this many comparisons, :func:`member_of` compares directly instead of ``np.isin``
-_DIRECT_COMPARISONS = 4096
-
-
-def member_of(values: NDArray[Any], choices: NDArray[Any]) -> NDArray[np.bool_]:
-    """``np.isin(values, choices)``, without its fixed cost (~20 us a call: it sorts or builds a
-    table) on the small arrays of a kernel step (a second's candles against a few timeframes or
-    followed tokens): there one broadcast comparison takes 2-9 us."""
-    if len(values) * len(choices) > _DIRECT_COMPARISONS:
-        return np.isin(values, choices)
-    return (values[:, None] == choices).any(axis=1)  # type: ignore[no-any-return]
-
-
 # --- exchange codes -----------------------------------------------------------------------------
 
 EXCHANGES: list[str] = ["NSE", "BSE", "NFO", "BFO", "MCX", "CDS"]

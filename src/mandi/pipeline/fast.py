@@ -53,7 +53,6 @@ from mandi.model.batches import (
     TickBatch,
     exchange_code,
     exchange_name,
-    member_of,
     records_to_candles,
 )
 from mandi.model.market import Candle, Tick
@@ -1220,7 +1219,7 @@ class FastCandlePipeline:
         followed = self.followed_tokens()
         if not len(followed):
             return records, want
-        first = member_of(records["token"], followed)
+        first = np.isin(records["token"], followed)
         lead = np.flatnonzero(first)
         k = len(lead)
         if k == 0 or k == len(records) or lead[-1] == k - 1:  # none, all, or already leading

@@ -27,7 +27,6 @@ from mandi.model.batches import (
     CandleBatch,
     IndicatorValueBatch,
     exchange_name,
-    member_of,
 )
 from mandi.model.instruments import Option
 from mandi.model.market import Candle, IndicatorValue
@@ -192,7 +191,7 @@ class IndicatorLayer:
         topic somebody subscribed to with a handler; the same values and rows as
         :meth:`handle_candle` / :meth:`handle_forming` per candle (tested)."""
         r = batch.records
-        ours = member_of(r["timeframe"], self._tfs)
+        ours = np.isin(r["timeframe"], self._tfs)
         closed = r["closed"] == 1
         bus = self._ctx.bus if self._ctx is not None else None
         readers = bus is not None and (
@@ -203,7 +202,7 @@ class IndicatorLayer:
         elif self.cfg.previews == "all":
             peek = ours & ~closed
         else:
-            peek = ours & ~closed & member_of(r["token"], self._preview_tokens)
+            peek = ours & ~closed & np.isin(r["token"], self._preview_tokens)
         use = (ours & closed) | peek
         if not use.any():
             return

@@ -87,16 +87,3 @@ def test_followed_tokens_are_those_named_by_a_handler_and_follow_the_subscriptio
     assert p.followed_tokens().tolist() == [11, 738561]
     bus.unsubscribe(sub)
     assert np.array_equal(p.followed_tokens(), [11])
-
-
-def test_member_of_is_np_isin_on_small_and_large_arrays() -> None:
-    """The kernel's membership test (a direct comparison on small arrays) against NumPy's."""
-    from mandi.model.batches import member_of
-
-    rng = np.random.default_rng(5)
-    for n, k in ((0, 3), (5, 0), (1, 1), (40, 4), (300, 20), (5000, 4), (100, 200)):
-        values = rng.integers(0, 60, n).astype(np.int64)
-        choices = rng.integers(0, 60, k).astype(np.int64)
-        got = member_of(values, choices)
-        assert got.dtype == np.bool_ and np.array_equal(got, np.isin(values, choices)), (n, k)
-    assert member_of(np.array([60, 1, 300]), np.array([60, 300])).tolist() == [True, False, True]
