@@ -342,10 +342,12 @@ class MarketNode:
         bus, pipeline = self.bus, self.pipeline
         starts = batch.second_starts()
         kept: list[TickBatch] = []
+        refused = False
         for k in range(len(starts) - 1):
             run = batch.slice(starts[k], starts[k + 1])
             valid = pipeline.handle_batch(run, now)
             if valid is not None:  # the policy refused some: the others go on
+                refused = True
                 run = run.take(valid)
                 if not len(run):
                     continue
@@ -356,7 +358,8 @@ class MarketNode:
         n = len(batch)
         self.stats.ticks_in += n
         self.stats.batches += 1
-        good = TickBatch.concat(kept)
+        # every run kept whole: they are the batch, in order (no copy of a whole feed batch)
+        good = TickBatch.concat(kept) if refused else batch
         if len(good):
             m = len(good)
             self.stats.exchange_time_ns = int(good.ts_event[-1])
