@@ -534,11 +534,13 @@ class BacktestEngine:
         assert isinstance(ticks, _BarTicks)
         pending = ticks.pending
         has_orders = self.broker.sim.has_orders
+        working = self.broker.sim._by_token  # tok in working: has_orders(tok), without a call
         match_bar, match_price = self.broker.match_bar, self.broker.match_price
-        dispatch = kernel.strategies.handle_candle
+        dispatch = kernel.strategies.series_dispatcher(tok, tf)
         om = kernel.orders
         assert om is not None
         risk, fills = kernel.risk, kernel.execution.fills
+        timeless_fills = -1
         max_loss = kernel.limits.max_daily_loss
         no_trailing = kernel.limits.trailing_stop <= 0
         walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
@@ -604,26 +606,60 @@ class BacktestEngine:
                             break
             b, e, c, h, low = bk[i], en[i], cl[i], hi[i], lo[i]
             bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
-            if has_orders(tok):
+            if tok in working:  # has_orders(tok)
                 clock_set(b)
                 match_bar(tok, bar)
+            marked = False  # the one open position is marked at the close already
+            timeless: Any = None  # ... and no exit rule can fire for it at the end (monitor)
             ps = open_by_token.get(tok)
             if ps:
                 quiet = False
-                if no_trailing and len(ps) == 1 and not late[i] and not risk.halted:
+                if no_trailing and len(ps) == 1 and not risk.latch.halted:
                     (p,) = ps.values()
                     if p.closing:
-                        quiet = True
+                        quiet = True  # the walk skips it too
                     elif p.expiry is None:
                         sl, tg = p.stop_loss, p.target
-                        if p.direction > 0:
-                            quiet = not ((sl and low <= sl) or (tg and h >= tg))
-                            best = h
-                        else:
-                            quiet = not ((sl and h >= sl) or (tg and low <= tg))
-                            best = low
-                        if quiet:  # what the walk plan does when nothing can trigger
-                            p.update_price(best, b)
+                        long = p.direction > 0
+                        water = p.high_water
+                        if not late[i]:
+                            if long:
+                                quiet = not ((sl and low <= sl) or (tg and h >= tg))
+                                if quiet:  # Position.update_price(high, b), then (close, e)
+                                    if water == 0 or h > water:
+                                        water = h
+                                    if water == 0 or c > water:
+                                        water = c
+                            else:
+                                quiet = not ((sl and h >= sl) or (tg and low <= tg))
+                                if quiet:
+                                    if water == 0 or low < water:
+                                        water = low
+                                    if water == 0 or c < water:
+                                        water = c
+                        elif p.product != Product.MIS:
+                            # a late bar of a position no time rule closes: the walk's prices
+                            # (open, adverse, favourable, close) decide, as the walk would
+                            path = (op[i], low, h, c) if long else (op[i], h, low, c)
+                            if long:
+                                quiet = not ((sl and min(path) <= sl) or (tg and max(path) >= tg))
+                            else:
+                                quiet = not ((sl and max(path) >= sl) or (tg and min(path) <= tg))
+                            if quiet:
+                                for x in path:
+                                    if water == 0 or (x > water if long else x < water):
+                                        water = x
+                        if quiet:
+                            p.high_water = water
+                            p.current_price = c
+                            if e > p.updated_ns:
+                                p.updated_ns = e
+                            marked = True
+                            if p.product != Product.MIS and not (
+                                (sl and (c <= sl if long else c >= sl))
+                                or (tg and (c >= tg if long else c <= tg))
+                            ):
+                                timeless, timeless_fills = p, fills.count
                 if not quiet:
                     plan = walk_plan(tok, bar, b, e, late[i])
                     if plan is not None:
@@ -631,35 +667,44 @@ class BacktestEngine:
             clock_set(e)
             cum += vo[i]
             pending[tok] = (ex, e, c, cum, oi[i])
-            ps = open_by_token.get(tok)
-            if ps:
-                for p in ps.values():
-                    p.update_price(c, e)
+            if not marked:
+                ps = open_by_token.get(tok)
+                if ps:
+                    for p in ps.values():
+                        p.update_price(c, e)
             if act is None:
-                dispatch("", bar)
+                dispatch(bar)
             elif act[i]:
                 for seek in seeks:
                     seek(w + i)
-                dispatch("", bar)
-            if fill_close and has_orders(tok):
+                dispatch(bar)
+            if fill_close and tok in working:
                 match_price(tok, c, e + 1)
             if om.queue:
                 om.pump()
             times_l[i] = e
             if open_by_token:
-                unreal = booked = 0
+                unreal = booked = count = 0
                 dated = False
                 for pb in open_by_token.values():
                     for p in pb.values():
-                        unreal += p.unrealized()
-                        booked += p.realized
+                        q = p.quantity  # Position.unrealized() and .realized, inlined
+                        if q:
+                            unreal += p.direction * (q * (p.current_price or p.entry_price) - p.cost)
+                        booked += p.realized_gross - p.charges
                         dated = dated or p.expiry is not None
+                        count += 1
                 if e >= next_monitor:
                     next_monitor = e + monitor_ns
-                    timed = late_end[i] or dated
+                    # a late end is a time rule's moment — but not for the one position that
+                    # was marked above, still alone and unfilled since: the rules found nothing
+                    timed = dated or (
+                        late_end[i]
+                        and not (count == 1 and p is timeless and fills.count == timeless_fills)
+                    )
                     if (  # the monitor would return at once (see _monitor)
                         not timed
-                        and not risk.halted
+                        and not risk.latch.halted
                         and day[i] == self._day_no
                         and fills.count == self._fills_seen
                         and self._realized_today + unreal > -max_loss
