@@ -298,9 +298,12 @@ class BacktestEngine:
                     s.instrument.token,
                     s.instrument.exchange,
                     s.timeframe,
-                    *map(column, (s.bucket, s.end, s.open, s.high, s.low, s.close, s.volume, s.oi)),
+                    *map(column, (s.bucket, s.end, s.open, s.high, s.low, s.close, s.volume)),
+                    column(s.oi) if s.oi.any() else [0] * len(s),  # no OI: one shared 0
                     finest.get(s.token) == k,
-                    *map(column, (late_a, late_end_a, day_a)),
+                    column(late_a),
+                    column(late_end_a),
+                    None if lean else column(day_a),  # the lean loop works it out when due
                 )
             )
         clock_set = self.clock.set
@@ -336,6 +339,7 @@ class BacktestEngine:
                 active[0], cols[0], times_l, equity_l, in_market_l, monitor_ns, fill_close, cash,
                 planned, masks[0], warm,
             )  # fmt: skip
+            times_l = active[0].end.copy()  # type: ignore[assignment]  # a sample per bar end
         else:
             # the open phases (fills at the open, intrabar exits) in start order: every bar that
             # started before a moment is opened before the bars ending at that moment are handed
@@ -525,7 +529,7 @@ class BacktestEngine:
         in one compiled pass (:func:`mandi.backtest._ekernels.quiet_bars`) writing the same
         equity samples and marks the bar-by-bar loop would."""
         kernel = self.kernel
-        tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, day = col
+        tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, _ = col
         assert isinstance(self.clock, TestClock)
         clock_set = self.clock.set
         book = kernel.book
@@ -541,6 +545,7 @@ class BacktestEngine:
         assert om is not None
         risk, fills = kernel.risk, kernel.execution.fills
         timeless_fills = -1
+        mis = Product.MIS.value  # a position's product is the plain string
         max_loss = kernel.limits.max_daily_loss
         no_trailing = kernel.limits.trailing_stop <= 0
         walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
@@ -604,7 +609,11 @@ class BacktestEngine:
                         i = k
                         if i >= n:
                             break
-            b, e, c, h, low = bk[i], en[i], cl[i], hi[i], lo[i]
+            b = bk[i]
+            e = en[i]
+            c = cl[i]
+            h = hi[i]
+            low = lo[i]
             bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
             if tok in working:  # has_orders(tok)
                 clock_set(b)
@@ -637,7 +646,7 @@ class BacktestEngine:
                                         water = low
                                     if water == 0 or c < water:
                                         water = c
-                        elif p.product != Product.MIS:
+                        elif p.product != mis:
                             # a late bar of a position no time rule closes: the walk's prices
                             # (open, adverse, favourable, close) decide, as the walk would
                             path = (op[i], low, h, c) if long else (op[i], h, low, c)
@@ -655,7 +664,7 @@ class BacktestEngine:
                             if e > p.updated_ns:
                                 p.updated_ns = e
                             marked = True
-                            if p.product != Product.MIS and not (
+                            if p.product != mis and not (
                                 (sl and (c <= sl if long else c >= sl))
                                 or (tg and (c >= tg if long else c <= tg))
                             ):
@@ -682,7 +691,6 @@ class BacktestEngine:
                 match_price(tok, c, e + 1)
             if om.queue:
                 om.pump()
-            times_l[i] = e
             if open_by_token:
                 unreal = booked = count = 0
                 dated = False
@@ -702,16 +710,17 @@ class BacktestEngine:
                         late_end[i]
                         and not (count == 1 and p is timeless and fills.count == timeless_fills)
                     )
+                    day_no = (e + IST_OFFSET_NS) // NS_PER_DAY
                     if (  # the monitor would return at once (see _monitor)
                         not timed
                         and not risk.latch.halted
-                        and day[i] == self._day_no
+                        and day_no == self._day_no
                         and fills.count == self._fills_seen
                         and self._realized_today + unreal > -max_loss
                     ):
                         pass
                     else:
-                        monitor(e, day[i], timed, unreal)
+                        monitor(e, day_no, timed, unreal)
                         if open_by_token:
                             unreal = booked = 0
                             for pb in open_by_token.values():
