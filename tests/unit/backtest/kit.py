@@ -58,6 +58,13 @@ class Script(Strategy):
 
 
 def run_script(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[Any, Script]:
+    raw, strat = run_script_raw(series, actions, **cfg)
+    return from_raw(raw), strat
+
+
+def run_script_raw(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[Any, Script]:
+    """:func:`run_script`'s engine output as it is (its store holds every order, fill and
+    position record)."""
     cfg.setdefault("quantity", 10)
     cfg.setdefault("charges", "none")
     cfg.setdefault("commission_inr", 0.0)
@@ -69,7 +76,7 @@ def run_script(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[
         BacktestConfig(**cfg),
         timeframe=series.timeframe,
     )
-    return from_raw(eng.run_bars([series])), strat
+    return eng.run_bars([series]), strat
 
 
 @pytest.fixture
