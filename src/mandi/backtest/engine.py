@@ -615,7 +615,8 @@ class BacktestEngine:
             h = hi[i]
             low = lo[i]
             bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
-            if tok in working:  # has_orders(tok)
+            matched = tok in working  # has_orders(tok)
+            if matched:
                 clock_set(b)
                 match_bar(tok, bar)
             marked = False  # the one open position is marked at the close already
@@ -676,7 +677,7 @@ class BacktestEngine:
             clock_set(e)
             cum += vo[i]
             pending[tok] = (ex, e, c, cum, oi[i])
-            if not marked:
+            if not marked and (ps or matched):  # else still nothing open (nothing ran since)
                 ps = open_by_token.get(tok)
                 if ps:
                     for p in ps.values():
