@@ -700,7 +700,9 @@ class BacktestEngine:
                     for p in pb.values():
                         q = p.quantity  # Position.unrealized() and .realized, inlined
                         if q:
-                            unreal += p.direction * (q * (p.current_price or p.entry_price) - p.cost)
+                            unreal += p.direction * (
+                                q * (p.current_price or p.entry_price) - p.cost
+                            )
                         booked += p.realized_gross - p.charges
                         dated = dated or p.expiry is not None
                         count += 1
