@@ -183,9 +183,10 @@ class StrategyEngine:
         of that series, and for the strategies added before it is made."""
         key = (token, timeframe)
         ctx = self.ctx
-        history = ctx._candles.get(key)
-        if history is None:
-            history = ctx._candles[key] = deque(maxlen=ctx._history)
+        got = ctx._candles.get(key)
+        if got is None:
+            got = ctx._candles[key] = deque(maxlen=ctx._history)
+        history: deque[Candle] = got
         strategies = self._by_series.get(key, ())
         last_bucket, disabled, candles = self._last_bucket, self.disabled, ctx._candles
         failed = self._failed
@@ -197,9 +198,10 @@ class StrategyEngine:
                 return False
             last_bucket[key] = bucket
             if candles.get(key) is not history:  # replaced (or dropped) since: follow it
-                history = candles.get(key)
-                if history is None:
-                    history = candles[key] = deque(maxlen=ctx._history)
+                now = candles.get(key)
+                if now is None:
+                    now = candles[key] = deque(maxlen=ctx._history)
+                history = now
             history.append(c)
             event = (token, timeframe, bucket)
             for s in strategies:
