@@ -518,10 +518,15 @@ class BacktestEngine:
         warm: Sequence[Candle] = (),
     ) -> None:
         """:meth:`run_bars`' loop for one series (the same steps in the same order — a test holds
-        the two loops to the same result), lean: each bar is one :class:`Candle`, and the
-        common bar of one open position that no exit rule can reach (stop, target and the bar's
-        range known; no trailing stop, expiry, halt or square-off) is marked without planning a
-        walk, and the position monitor is entered only when it has something to do.
+        the two loops to the same result), lean: each bar is one :class:`Candle` handed to the
+        strategies by the series' own dispatcher (:meth:`~mandi.strategy.engine.StrategyEngine.
+        series_dispatcher`); the common bar of one open position that no exit rule can reach
+        (no trailing stop, expiry or halt; its stop and target outside the bar's range — or,
+        after the square-off time, for a position no time rule closes, outside the four prices
+        the walk would visit) is marked in place without a walk; the equity sum reads the
+        positions' fields; and the position monitor is entered only when it has something to
+        do (at a bar ending at the square-off time, not for that one position if it is still
+        alone and unfilled and its close reaches no level).
 
         ``planned`` (:meth:`_plan`): the strategies are called only on the bars they act on
         (after their ``seek``), and every stretch of quiet bars — no working order, no acting
