@@ -548,7 +548,6 @@ class BacktestEngine:
         dispatch = kernel.strategies.series_dispatcher(tok, tf)
         om = kernel.orders
         assert om is not None
-        queue = om.queue  # the paced sends waiting (never replaced)
         risk, fills = kernel.risk, kernel.execution.fills
         timeless_fills = -1
         mis = Product.MIS.value  # a position's product is the plain string
@@ -573,7 +572,7 @@ class BacktestEngine:
             big = max(int(np.abs(s.high).max()), int(np.abs(s.low).max()), 1) if n else 1
         i = 0
         while i < n:
-            if act is not None and not queue and not has_orders(tok) and not risk.halted:
+            if act is not None and not om.queue and not has_orders(tok) and not risk.halted:
                 p: Any = None
                 quiet = not open_by_token
                 if not quiet and no_trailing and len(open_by_token) == 1:
@@ -696,7 +695,7 @@ class BacktestEngine:
                 dispatch(bar)
             if fill_close and tok in working:
                 match_price(tok, c, e + 1)
-            if queue:
+            if om.queue:  # (pump replaces the deque: read it through the manager)
                 om.pump()
             if open_by_token:
                 unreal = booked = count = 0

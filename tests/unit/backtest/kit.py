@@ -62,9 +62,12 @@ def run_script(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[
     return from_raw(raw), strat
 
 
-def run_script_raw(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[Any, Script]:
+def run_script_raw(
+    series: BarSeries, actions: dict[int, str], risk: Any = None, **cfg: Any
+) -> tuple[Any, Script]:
     """:func:`run_script`'s engine output as it is (its store holds every order, fill and
-    position record)."""
+    position record); ``risk``: a :class:`~mandi.risk.config.RiskConfig` instead of the
+    backtest's default limits."""
     cfg.setdefault("quantity", 10)
     cfg.setdefault("charges", "none")
     cfg.setdefault("commission_inr", 0.0)
@@ -75,6 +78,7 @@ def run_script_raw(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tu
         master,
         BacktestConfig(**cfg),
         timeframe=series.timeframe,
+        risk=risk,
     )
     return eng.run_bars([series]), strat
 

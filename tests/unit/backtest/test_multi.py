@@ -62,10 +62,12 @@ def test_two_instruments_trade_as_they_would_alone(two):
 
 # --- the lean one-series loop against the general loop --------------------------------------------
 
+import msgspec  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mandi.backtest import BacktestEngine as _Engine  # noqa: E402
+from mandi.backtest.config import default_risk  # noqa: E402
 
 from .kit import bars as _bars  # noqa: E402
 from .kit import run_script as _run_script  # noqa: E402
@@ -160,6 +162,8 @@ def _session_bars(rows: list[tuple[int, int, int, int]], tf: int = 900) -> objec
             {"product": "NRML", "stop_loss_pct": 0.6, "target_pct": 0.9, "allow_short": True},
             {"product": "CNC", "stop_loss_pct": 0.8, "target_pct": 1.2, "fill": "close"},
             {"product": "NRML", "trailing_stop_pct": 0.7, "allow_short": True},
+            # one order a second: a reversal's entry waits behind its exit for the next bar
+            {"product": "CNC", "allow_short": True, "orders_per_second": 1},
         ]
     ),
 )
@@ -173,6 +177,11 @@ def _session_bars(rows: list[tuple[int, int, int, int]], tf: int = 900) -> objec
     moves=[(0, 0, 0, 0)] * 24 + [(0, 1, -1, 0)] + [(0, 0, 0, 0)] * 10,
     actions={0: "BUY", 30: "SELL"},
     cfg={"product": "CNC"},
+)
+@example(  # a reversal at one order a second: the entry is sent a bar later, from the queue
+    moves=[(1, 0, 0, 0)] * 5 + [(-1, 0, 0, 0)] * 5,
+    actions={0: "BUY", 4: "SELL"},
+    cfg={"product": "CNC", "allow_short": True, "orders_per_second": 1},
 )
 @example(  # the bar ending at the square-off closes on the stop, its low above it: the monitor's
     moves=[(0, 0, 0, 0)] * 23 + [(-8, 0, 0, -1)] + [(0, 0, 0, 0)] * 6,  # exit at the close
@@ -192,9 +201,14 @@ def test_the_one_series_loop_equals_the_general_loop_at_the_square_off(
         price = max(60, price + d)
         rows.append((o, max(o, price) + up, min(o, price) - down, price))
     series = _session_bars(rows)
-    lean, s1 = run_script_raw(series, actions, **cfg)
+    cfg = dict(cfg)
+    per_second = cfg.pop("orders_per_second", None)
+    risk = None
+    if per_second:
+        risk = msgspec.structs.replace(default_risk(1_000_000.0), orders_per_second=per_second)
+    lean, s1 = run_script_raw(series, actions, risk, **cfg)
     monkeypatch.setattr(_Engine, "_one_series_loop", staticmethod(lambda *a: False))
-    general, s2 = run_script_raw(series, actions, **cfg)
+    general, s2 = run_script_raw(series, actions, risk, **cfg)
     monkeypatch.undo()
     for a, b in (
         (lean.times, general.times),
