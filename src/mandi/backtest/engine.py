@@ -550,6 +550,7 @@ class BacktestEngine:
         assert om is not None
         risk, fills = kernel.risk, kernel.execution.fills
         timeless_fills = -1
+        day_no = day_lo = day_hi = 0  # the IST day number of [day_lo, day_hi) (ns UTC)
         mis = Product.MIS.value  # a position's product is the plain string
         max_loss = kernel.limits.max_daily_loss
         no_trailing = kernel.limits.trailing_stop <= 0
@@ -718,7 +719,10 @@ class BacktestEngine:
                         late_end[i]
                         and not (count == 1 and p is timeless and fills.count == timeless_fills)
                     )
-                    day_no = (e + IST_OFFSET_NS) // NS_PER_DAY
+                    if not day_lo <= e < day_hi:  # a new IST day (big-int division only then)
+                        day_no = (e + IST_OFFSET_NS) // NS_PER_DAY
+                        day_lo = day_no * NS_PER_DAY - IST_OFFSET_NS
+                        day_hi = day_lo + NS_PER_DAY
                     if (  # the monitor would return at once (see _monitor)
                         not timed
                         and not risk.latch.halted
