@@ -6,14 +6,24 @@ On one Redis and on a 3-master cluster, with two real indengine processes."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
 import pytest
-from redis_server import any_redis, redis_cluster  # noqa: F401 - fixtures
-from test_redis_bridge import as_rows, make_candles, reference, stored_values
+from redis_server import any_redis, cluster, redis_cluster  # noqa: F401 - fixtures
+from test_redis_bridge import (
+    as_rows,
+    caught_up,
+    cfg_for,
+    make_candles,
+    publish,
+    reference,
+    stored_values,
+)
 from test_redis_cluster import _indengine, _partitions, _Producer, _wait
 
+from mandi.services.distributed.indengine import IndEngineService
 from mandi.services.distributed.partitions import assign
 
 
@@ -22,8 +32,11 @@ def _pending(r, key, tokens):
 
 
 @pytest.mark.slow
-def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(any_redis, tmp_path):  # noqa: F811
-    srv = any_redis
+def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(cluster, tmp_path):  # noqa: F811
+    """SIGSTOP past the lease while candles flow, SIGCONT: the resumed member's first reads
+    (before its lease keeper reports) are refused — its log says ``fenced off`` in most runs —
+    and every value is computed once, nothing left pending. (One Redis: the next test.)"""
+    srv = cluster
     r = srv.client()
     tokens = list(range(1, 41))
     candles = make_candles(tokens, 40, seed=5)
@@ -82,3 +95,75 @@ def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(any_redis,
     assert r.xlen("dlq:indengine") == 0
     text = (tmp_path / "indengine.log").read_text()
     assert "lost" in text
+
+
+@pytest.mark.slow
+def test_a_member_that_has_not_learned_of_its_lost_lease_reads_and_writes_nothing(
+    any_redis,  # noqa: F811
+    tmp_path,
+):
+    """The window fencing closes, held open: member ``a``'s lease keeper stops (no renewal
+    reaches Redis, no report reaches its loop — what a resumed process is like until its
+    keeper's next round, or a member cut off from its leases' master) while its loop reads on.
+    ``b`` takes every partition when the leases expire. Unfenced, ``a``'s next reads deliver
+    candles of ``b``'s partitions to it (pending under ``a``, never given to ``b``): ``a``
+    processes and acknowledges them and ``b``'s engines miss them. Fenced, ``a``'s reads are
+    refused, it gives the partitions up, and ``b`` computes every value exactly once."""
+    srv = any_redis
+    r = srv.client()
+    tokens = list(range(1, 41))
+    candles = make_candles(tokens, 40, seed=9)
+    first, later = candles[: len(candles) // 4], candles[len(candles) // 4 :]
+    cfg = cfg_for(srv.url, tmp_path, **{"redis.lease_ms": 1500, "redis.block_ms": 100})
+    svc = IndEngineService(cfg, consumer="a", port=0)
+    log = open(tmp_path / "indengine.log", "wb")  # noqa: SIM115
+    procs = []
+
+    async def go():
+        task = asyncio.create_task(svc.run(signals=False))
+        try:
+            await publish(srv.url, first, retention_s=86_400)
+            deadline = time.monotonic() + 60
+            while not caught_up(svc, first):
+                assert not task.done() and time.monotonic() < deadline, dict(svc.stats)
+                await asyncio.sleep(0.02)
+            assert svc._keeper is not None
+            await asyncio.to_thread(svc._keeper.stop)  # renewals stop; a reads on
+            b, pb = _indengine(srv.url, cfg.store.db, log, "b")
+            procs.append(b)
+            await asyncio.to_thread(
+                _wait, lambda: _partitions(pb) == set(range(16)), 60, "b to take every partition"
+            )
+            await publish(srv.url, later, retention_s=86_400)
+            await asyncio.to_thread(
+                _wait,
+                lambda: (
+                    _pending(r, srv.key, tokens) == 0
+                    and min(r.xlen(srv.key(f"ind:SMA_9:60s:NSE:{t}")) for t in tokens) == 32
+                ),
+                60,
+                "every candle processed",
+            )
+        finally:
+            svc.stop.set()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        asyncio.run(go())
+    except AssertionError as e:
+        log.flush()
+        tail = (tmp_path / "indengine.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{e}; a: {dict(svc.stats)}; b's log:\n{tail}") from None
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(30) for p in procs]
+        log.close()
+    assert codes == [0]
+    assert as_rows(reference(candles)) == stored_values(cfg.store.db)  # 0 lost, 0 duplicated
+    for t in tokens:
+        ids = [e[0] for e in r.xrange(srv.key(f"ind:SMA_9:60s:NSE:{t}"))]
+        assert len(ids) == len(set(ids)) == 32
+    assert _pending(r, srv.key, tokens) == 0
+    assert svc.stats["fenced"] >= 1  # a found out from a refused read, and stopped there
+    assert svc.stats["candles"] == len(first)  # nothing of later reached a (today: 900-1,600)

@@ -1179,7 +1179,7 @@ class PublisherStats:
 class _KeyInfo:
     """Cached RESP prefixes of one stream key (its XADD, latest SET and channel)."""
 
-    __slots__ = ("key", "latest", "pub", "set", "xadd")
+    __slots__ = ("fpub", "fxadd", "key", "latest", "pub", "set", "xadd")
 
     def __init__(self, key: str, retention_s: int, sharded: bool) -> None:
         self.key = key  # the Redis key (tagged on a cluster): routes the commands
@@ -1189,6 +1189,8 @@ class _KeyInfo:
         )
         self.set = pack_prefix(b"SET", self.latest, total=5)
         self.pub = pack_prefix(b"SPUBLISH" if sharded else b"PUBLISH", pub_channel(key), total=3)
+        self.fxadd = as_fenced_args(self.xadd)  # the same, inside a fenced script
+        self.fpub = as_fenced_args(self.pub)
 
 
 class BatchBuilder:
@@ -1765,6 +1767,9 @@ return {0, tops}
 """
 
 
+_FENCED_EXEC_HEAD = pack_prefix(b"EVAL", _FENCED_EXEC, b"1", total=0)[len(b"*0\r\n") :]
+
+
 class Fenced(BusError):
     """A fenced read or write found another epoch in its fence key: the partition it guards
     belongs to another member now (this one stalled past its lease). ``keys``: the fence keys."""
@@ -1787,6 +1792,29 @@ def fence_take(fence_key: str, epoch: int) -> Command:
     """Raise a fence key to ``epoch`` (a new owner's, before it touches the partition); never
     lowers it. Replies 0, or the newer epoch found there (the caller is stale itself)."""
     return fence_key, pack("EVAL", _FENCE_TAKE, 1, fence_key, epoch)
+
+
+def fenced_header(fence_key: bytes, epoch: int, elements: int) -> bytes:
+    """The RESP head of a :func:`fenced` script call whose ``elements`` command arguments
+    (each command's argument count, then its arguments: see :func:`as_fenced_args`) follow
+    (the hot path builds them from cached prefixes)."""
+    e = b"%d" % epoch
+    return b"*%d\r\n%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        5 + elements,
+        _FENCED_EXEC_HEAD,
+        len(fence_key),
+        fence_key,
+        len(e),
+        e,
+    )
+
+
+def as_fenced_args(prefix: bytes) -> bytes:
+    """A command's cached RESP prefix (``*N`` then its first arguments) as arguments of a
+    :func:`fenced` call: the count becomes an argument of its own."""
+    head, _, rest = prefix.partition(b"\r\n")
+    n = head[1:]
+    return b"$%d\r\n%s\r\n%s" % (len(n), n, rest)
 
 
 def fenced(fence_key: str, epoch: int, commands: Sequence[Sequence[bytes | str | int]]) -> Command:

@@ -75,12 +75,14 @@ from mandi.bus.redis import (
     discover,
     fence_take,
     fenced,
+    fenced_header,
     fenced_keys,
     first_token,
     group_backlog,
     id_tuple,
     key_partition,
     key_token,
+    latest_key,
     parse_candle_key,
     partition_tag,
     set_group_cursor,
@@ -191,6 +193,9 @@ class ValueWriter:
         self._mid = [enc("name") + enc(n) + enc("value") for n in names]
         self._tail = enc("confirmed") + enc(True)
         self._series: dict[tuple[int, str, int], tuple[bytes, list[tuple[str, Any, Any]]]] = {}
+        #: ``fence(token) -> (fence key, epoch)``: each candle's values are one fenced script
+        #: (written only while this member's epoch of the partition holds); None: plain
+        self.fence: Any = None
         self._cluster = builder.cluster
         sample = IndicatorValue(256265, "NSE", 60, 1_776_052_500 * 10**9, names[0], 0.1, True)
         self.exact = bool(names) and self.payload(
@@ -243,6 +248,7 @@ class ValueWriter:
         id_field = b"$%d\r\n%s\r\n$1\r\nd\r\n" % (len(eid), eid)
         newest, rows, names = batch.newest, batch.rows, self.names
         mid, tail, pack_f, streams_on = self._mid, self._tail, _F64.pack, self.streams_on
+        fence = self.fence
         parts: list[bytes] = []
         route: str | None = None
         n = 0
@@ -255,17 +261,32 @@ class ValueWriter:
             if streams_on:
                 parts.append(
                     b"%s%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
-                    % (ki.xadd, id_field, size, payload, ki.pub, size, payload)
+                    % (
+                        ki.xadd if fence is None else ki.fxadd,
+                        id_field,
+                        size,
+                        payload,
+                        ki.pub if fence is None else ki.fpub,
+                        size,
+                        payload,
+                    )
                 )
                 newest[topic] = payload
                 route = ki.key
             else:
-                parts.append(b"%s$%d\r\n%s\r\n" % (ki.pub, size, payload))
+                parts.append(
+                    b"%s$%d\r\n%s\r\n" % (ki.pub if fence is None else ki.fpub, size, payload)
+                )
             if store:
                 rows.append((token, exchange, tf, bucket, names[k], v))
             n += 1
         if n:
-            batch.cmds.append((route, b"".join(parts), 2 * n if streams_on else n))
+            if fence is None:
+                batch.cmds.append((route, b"".join(parts), 2 * n if streams_on else n))
+            else:  # XADD: its count and 8 arguments; PUBLISH: 1 and 3
+                fk, epoch = fence(token)
+                head = fenced_header(fk, epoch, (13 if streams_on else 4) * n)
+                batch.cmds.append((route, head + b"".join(parts), 1))
         return n
 
 
@@ -342,6 +363,8 @@ class IndEngineService:
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
         names = IndicatorEngine(cfg.indicators.specs).names
         self.values = ValueWriter(names, self.builder, rc.indicator_streams)
+        self.values.fence = self.value_fence
+        self._fence_bytes: dict[tuple[int, bool], bytes] = {}
         self._name_index = {n: i for i, n in enumerate(names)}
         self.previews = StreamPublisher(self._link(".previews"), max_buffer=rc.buffer_max)
         self.membership = Membership(
@@ -431,6 +454,26 @@ class IndEngineService:
         when it holds no lease there)."""
         p = self.partition_of(key)
         return self.fence_key(key), self.membership.epochs.get(p, 0) if p is not None else 0
+
+    def value_fence(self, token: int) -> tuple[bytes, int]:
+        """(fence key, epoch) of an instrument's values (see :meth:`fence_key`)."""
+        p = token_partition(token, self.nparts)
+        cluster = bool(self.link.cluster)
+        fk = self._fence_bytes.get((token, cluster))
+        if fk is None:
+            name = f"fence:{GROUP}:{{{token}}}" if cluster else f"fence:{GROUP}:{p}"
+            fk = self._fence_bytes[(token, cluster)] = name.encode()
+        return fk, self.membership.epochs.get(p, 0)
+
+    def _fenced_latest(self, newest: dict[str, bytes]) -> list[Command]:
+        """The latest-value SETs, each in a fenced script (see :meth:`value_fence`)."""
+        ttl = self.cfg.redis.latest_ttl_s
+        out: list[Command] = []
+        for topic, payload in newest.items():
+            key = self.builder.info(topic).key
+            fk, epoch = self.value_fence(key_token(topic) or 0)
+            out.append(fenced(fk.decode(), epoch, [["SET", latest_key(key), payload, "EX", ttl]]))
+        return out
 
     def _partition_of_fence(self, fence_key: str) -> int:
         n = int(fence_key.rpartition(":")[2].strip("{}"))
@@ -737,7 +780,7 @@ class IndEngineService:
                     cmds += b.cmds
                 new = [t for t in newest if t not in self.builder.registered]
                 tail: list[Command | Commands] = [*self.builder.registration(new)]
-                self.builder.latest(tail, newest)
+                tail += self._fenced_latest(newest)
                 whole = [*cmds, *tail]
                 for chunk in _chunks(whole, SEND_CHUNK):  # Redis serves others in between
                     replies = await self._send(chunk, link, durable=True, atomic=True)
@@ -769,7 +812,16 @@ class IndEngineService:
         (every other command of a commit with an integer or OK), or refuses an entry already
         there (a replay: counted, not an error)."""
         written = dup = errors = 0
-        for r in replies:
+        flat: list[Any] = []
+        for r in replies:  # a fenced script answers with a list (or FENCED: nothing written)
+            if r.__class__ is list:
+                flat += r
+            elif (gone := fenced_keys(r)) is not None:
+                self.stats["fenced_writes"] += 1
+                self._fenced_off(gone)
+            else:
+                flat.append(r)
+        for r in flat:
             t = r.__class__
             if t is bytes:
                 if r != b"OK":
