@@ -1561,6 +1561,20 @@ class IndEngineService:
                 s[f"partitions_{what}"],
                 {},
             )
+        yield (
+            "fenced_total",
+            "counter",
+            "Times a fence refused this member's read or write (it had stalled past a lease)",
+            s["fenced"],
+            {},
+        )
+        yield (
+            "fenced_writes_total",
+            "counter",
+            "Writes (values, acknowledgements, snapshots) refused by a partition's fence",
+            s["fenced_writes"],
+            {},
+        )
         for reason, n in self.dead_reasons.items():
             yield (
                 "dead_lettered_total",
