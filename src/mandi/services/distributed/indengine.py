@@ -75,8 +75,8 @@ from mandi.bus.redis import (
     discover,
     fence_take,
     fenced,
-    fenced_header,
     fenced_keys,
+    fenced_values_head,
     first_token,
     group_backlog,
     id_tuple,
@@ -249,6 +249,10 @@ class ValueWriter:
         newest, rows, names = batch.newest, batch.rows, self.names
         mid, tail, pack_f, streams_on = self._mid, self._tail, _F64.pack, self.streams_on
         fence = self.fence
+        if fence is not None:
+            return self._emit_fenced(
+                fence, (token, exchange, tf, bucket), per_name, head, eid, row, batch, store
+            )
         parts: list[bytes] = []
         route: str | None = None
         n = 0
@@ -261,33 +265,55 @@ class ValueWriter:
             if streams_on:
                 parts.append(
                     b"%s%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n"
-                    % (
-                        ki.xadd if fence is None else ki.fxadd,
-                        id_field,
-                        size,
-                        payload,
-                        ki.pub if fence is None else ki.fpub,
-                        size,
-                        payload,
-                    )
+                    % (ki.xadd, id_field, size, payload, ki.pub, size, payload)
                 )
                 newest[topic] = payload
                 route = ki.key
             else:
-                parts.append(
-                    b"%s$%d\r\n%s\r\n" % (ki.pub if fence is None else ki.fpub, size, payload)
-                )
+                parts.append(b"%s$%d\r\n%s\r\n" % (ki.pub, size, payload))
             if store:
                 rows.append((token, exchange, tf, bucket, names[k], v))
             n += 1
         if n:
-            if fence is None:
-                batch.cmds.append((route, b"".join(parts), 2 * n if streams_on else n))
-            else:  # XADD: its count and 8 arguments; PUBLISH: 1 and 3
-                fk, epoch = fence(token)
-                head = fenced_header(fk, epoch, (13 if streams_on else 4) * n)
-                batch.cmds.append((route, head + b"".join(parts), 1))
+            batch.cmds.append((route, b"".join(parts), 2 * n if streams_on else n))
         return n
+
+    def _emit_fenced(
+        self,
+        fence: Any,
+        series: tuple[int, str, int, int],
+        per_name: list[tuple[str, Any, Any]],
+        head: bytes,
+        eid: bytes,
+        row: list[float],
+        batch: _Batch,
+        store: bool,
+    ) -> int:
+        """:meth:`emit` as one fenced script (see :func:`fenced_values_head`): written only
+        while this member's epoch of the instrument's partition holds."""
+        token, exchange, tf, bucket = series
+        newest, rows, names, streams_on = batch.newest, batch.rows, self.names, self.streams_on
+        mid, tail, pack_f = self._mid, self._tail, _F64.pack
+        bb = msgspec.msgpack.encode(bucket)
+        parts: list[bytes] = []
+        topic, ki = "", None
+        for k, v in enumerate(row):
+            if v != v:
+                continue
+            payload = b"".join([head, bb, mid[k], pack_f(0xCB, v), tail])
+            topic, ki, _ = per_name[k]
+            parts.append(b"%s$%d\r\n%s\r\n" % (ki.fenced, len(payload), payload))
+            if streams_on:
+                newest[topic] = payload
+            if store:
+                rows.append((token, exchange, tf, bucket, names[k], v))
+        if ki is not None:
+            fk, epoch = fence(token)
+            sharded = ki.key != topic  # tagged: a cluster's sharded channel
+            maxlen = ki.maxlen if streams_on else 0
+            head = fenced_values_head(fk, epoch, sharded, maxlen, eid, len(parts))
+            batch.cmds.append((ki.key, head + b"".join(parts), 1))
+        return len(parts)
 
 
 class _Batch:
@@ -466,14 +492,14 @@ class IndEngineService:
         return fk, self.membership.epochs.get(p, 0)
 
     def _fenced_latest(self, newest: dict[str, bytes]) -> list[Command]:
-        """The latest-value SETs, each in a fenced script (see :meth:`value_fence`)."""
+        """The latest-value SETs, in one fenced script per fence key (see :meth:`value_fence`)."""
         ttl = self.cfg.redis.latest_ttl_s
-        out: list[Command] = []
+        by_fence: dict[tuple[bytes, int], list[list[bytes | str | int]]] = {}
         for topic, payload in newest.items():
             key = self.builder.info(topic).key
-            fk, epoch = self.value_fence(key_token(topic) or 0)
-            out.append(fenced(fk.decode(), epoch, [["SET", latest_key(key), payload, "EX", ttl]]))
-        return out
+            fence = self.value_fence(key_token(topic) or 0)
+            by_fence.setdefault(fence, []).append(["SET", latest_key(key), payload, "EX", ttl])
+        return [fenced(fk.decode(), epoch, sets) for (fk, epoch), sets in by_fence.items()]
 
     def _partition_of_fence(self, fence_key: str) -> int:
         n = int(fence_key.rpartition(":")[2].strip("{}"))
@@ -815,6 +841,11 @@ class IndEngineService:
         flat: list[Any] = []
         for r in replies:  # a fenced script answers with a list (or FENCED: nothing written)
             if r.__class__ is list:
+                if len(r) == 4 and r[0].__class__ is int:  # a candle's values: counts
+                    written, dup, errors = written + r[0], dup + r[1], errors + r[2]
+                    if r[2]:
+                        log.error("%s: %s", self.service, r[3].decode(errors="replace"))
+                    continue
                 flat += r
             elif (gone := fenced_keys(r)) is not None:
                 self.stats["fenced_writes"] += 1
