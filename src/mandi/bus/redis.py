@@ -1736,9 +1736,10 @@ return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
 """
 
 # one Redis: KEYS = f fence keys, then the stream keys; ARGV = f, group, consumer, count,
-# want tops (1/0), then the fences' epochs. Reads every stream (XREADGROUP ``>``, no BLOCK: a
-# script cannot block) and answers {1, reply}; when nothing was there, {0, tops}: each stream's
-# last ID if asked (so the caller can block on XREAD after exactly what the group has read)
+# want tops (1/0), then the fences' epochs. Reads the streams (XREADGROUP ``>``, no BLOCK: a
+# script cannot block) and answers {found (1/0), reply, tops}: tops, if asked, each stream's
+# last ID (a stream that gave nothing: what the group has read of it, so the caller can block on
+# XREAD after exactly that)
 _FENCED_READ_ALL = """
 local f = tonumber(ARGV[1])
 local lost = {}
@@ -1757,7 +1758,6 @@ while i <= #KEYS do
   if r then for _, x in ipairs(r) do out[#out + 1] = x end end
   i = j + 1
 end
-if #out > 0 then return {1, out} end
 local tops = {}
 if ARGV[5] == '1' then
   for k = f + 1, #KEYS do
@@ -1765,7 +1765,7 @@ if ARGV[5] == '1' then
     tops[#tops + 1] = last[1] and last[1][1] or '0-0'
   end
 end
-return {0, tops}
+return {#out > 0 and 1 or 0, out, tops}
 """
 
 
@@ -1939,7 +1939,6 @@ class GroupReader:
         #: with the other keys); the caller hands their partitions over
         self.fenced: set[str] = set()
         self._tops: dict[str, bytes] = {}  # one Redis, fenced: what the group read, per key
-        self._fenced_read: tuple[Any, bytes] | None = None
 
     async def add_keys(self, keys: Iterable[str]) -> list[str]:
         new = [k for k in keys if k not in self._known]
@@ -2057,55 +2056,68 @@ class GroupReader:
         return out
 
     async def _read_fenced(self, count: int, block_ms: int) -> list[Entry]:
-        """One Redis, fenced: the read is a script (every fence checked, then XREADGROUP
-        ``>`` of every key, not blocking); when it finds nothing, XREAD BLOCK after what the
-        group has read (the last ID of each key at that read: race-free, nothing missed)
-        waits for the next entry, and the script reads again."""
-        keys = self.keys
-        for attempt in (0, 1):
-            fences: dict[str, int] = {}
-            for k in keys:
-                fk, epoch = self.fence(k)
-                fences[fk] = epoch
-            tops = self._tops
-            want = any(k not in tops for k in keys)
-            sig = (count, want, tuple(fences.items()), len(keys))
-            cached = self._fenced_read
-            if cached is None or cached[0] != sig or self._cached is None:
-                packet = pack(
-                    "EVAL", _FENCED_READ_ALL, len(fences) + len(keys), *fences, *keys,
-                    len(fences), self.group, self.consumer, count, int(want), *fences.values(),
-                )  # fmt: skip
-                self._fenced_read = cached = (sig, packet)
-                self._cached = (count, block_ms, b"")  # invalidated with the keys
-            (reply,) = await self.link.request(cached[1], 1, timeout=10.0)
-            gone = fenced_keys(reply)
-            if gone is not None:
-                raise Fenced(gone)
-            if isinstance(reply, hiredis.ReplyError):
-                await self._nogroup(reply)
-                return []
-            found, data = reply
+        """One Redis, fenced. A script cannot block, so: a plain ``XREAD BLOCK`` after what
+        the group has read of each key (its last ID, tracked from the replies: race-free, an
+        entry that came meanwhile answers at once) says which keys have new entries, and the
+        read itself is a script over those keys (every fence checked, then XREADGROUP ``>``).
+        Keys whose position is not known yet (just added) are read by the script first; it
+        answers their last IDs when it finds nothing."""
+        tops = self._tops
+        fresh = [k for k in self.keys if k not in tops]
+        if fresh:
+            got, found = await self._script_read(fresh, count, want_tops=True)
             if found:
-                out: list[Entry] = []
-                for key, items in data:
-                    got = _entries(key.decode(), items)
-                    if got:
-                        tops[got[-1].key] = got[-1].id
-                    out += got
-                return out
-            if want:
-                tops.update(zip(keys, data, strict=True))
-            if attempt or block_ms < 0:
-                return []
-            (woke,) = await self.link.request(
-                pack("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys,
-                     *[tops[k] for k in keys]),
-                1, timeout=block_ms / 1000 + 10.0,
-            )  # fmt: skip
-            if not woke:
-                return []
-        return []
+                return got
+        if block_ms < 0:
+            return []
+        keys = self.keys
+        (woke,) = await self.link.request(
+            pack("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys,
+                 *[tops[k] for k in keys]),
+            1, timeout=block_ms / 1000 + 10.0,
+        )  # fmt: skip
+        if not woke or isinstance(woke, hiredis.ReplyError):
+            return []
+        ready = [k.decode() for k, _ in woke]
+        got, found = await self._script_read(ready, count, want_tops=False)
+        if not found:  # entries gone meanwhile (dead-lettered): ask their position again
+            for k in ready:
+                tops.pop(k, None)
+        return got
+
+    async def _script_read(
+        self, keys: list[str], count: int, want_tops: bool
+    ) -> tuple[list[Entry], bool]:
+        fences: dict[str, int] = {}
+        for k in keys:
+            fk, epoch = self.fence(k)
+            fences[fk] = epoch
+        (reply,) = await self.link.request(
+            pack(
+                "EVAL", _FENCED_READ_ALL, len(fences) + len(keys), *fences, *keys,
+                len(fences), self.group, self.consumer, count, int(want_tops), *fences.values(),
+            ),
+            1, timeout=10.0,
+        )  # fmt: skip
+        gone = fenced_keys(reply)
+        if gone is not None:
+            raise Fenced(gone)
+        if isinstance(reply, hiredis.ReplyError):
+            await self._nogroup(reply)
+            return [], False
+        found, data, last = reply
+        tops = self._tops
+        if want_tops:  # a key that gave entries: what it gave (below); else the stream's top
+            tops.update(zip(keys, last, strict=True))
+        if not found:
+            return [], False
+        out: list[Entry] = []
+        for key, items in data:
+            got = _entries(key.decode(), items)
+            if got:
+                tops[got[-1].key] = got[-1].id
+            out += got
+        return out, True
 
     async def _nogroup(self, reply: Any) -> None:
         if "NOGROUP" in str(reply):
