@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 
 import pytest
@@ -23,8 +24,41 @@ from test_redis_bridge import (
 )
 from test_redis_cluster import _indengine, _partitions, _Producer, _wait
 
+from mandi.bus.redis import token_partition
 from mandi.services.distributed.indengine import IndEngineService
 from mandi.services.distributed.partitions import assign
+
+
+class _Touches(threading.Thread):
+    """When consumer ``a`` last touched each stream of some partitions (``XINFO CONSUMERS``
+    idle: an XREADGROUP of ``a`` on the stream sets it, delivering or not), sampled with the
+    partition's epoch: a touch after another member took the partition, while that member's
+    epoch stands, is a stale read."""
+
+    def __init__(self, r, key, partitions, tokens):
+        super().__init__(daemon=True)
+        self.r = r
+        self.streams = {
+            p: [key(f"candle:60s:NSE:{t}") for t in tokens if token_partition(t, 16) == p]
+            for p in partitions
+        }
+        self.samples = []  # (partition, epoch after the touch, when a last touched a stream)
+        self.done = threading.Event()
+
+    def epoch(self, p):
+        return int(self.r.get(f"epoch:{{lease:indengine:{p}}}") or 0)
+
+    def run(self):
+        while not self.done.is_set():
+            for p, keys in self.streams.items():
+                touched = []
+                for k in keys:
+                    for c in self.r.xinfo_consumers(k, "indengine"):
+                        if c["name"] in ("a", b"a"):
+                            touched.append(time.time() - c["idle"] / 1000)
+                if touched:
+                    self.samples.append((p, self.epoch(p), max(touched)))
+            self.done.wait(0.02)
 
 
 def _pending(r, key, tokens):
@@ -35,7 +69,9 @@ def _pending(r, key, tokens):
 def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(cluster, tmp_path):  # noqa: F811
     """SIGSTOP past the lease while candles flow, SIGCONT: the resumed member's first reads
     (before its lease keeper reports) are refused — its log says ``fenced off`` in most runs —
-    and every value is computed once, nothing left pending. (One Redis: the next test.)"""
+    so it never touches a stream of the partitions the other took (Redis's own record of when
+    each consumer last read a stream), and every value is computed once, nothing left pending.
+    (One Redis: the next test.)"""
     srv = cluster
     r = srv.client()
     tokens = list(range(1, 41))
@@ -54,15 +90,22 @@ def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(cluster, t
         mine = {p for p, m in assign(["a", "b"], 16).items() if m == "a"}
         producer.start()
         _wait(lambda: producer.published > len(candles) // 5, 60, "candles to flow")
+        touches = _Touches(r, srv.key, mine, tokens)
         a.send_signal(signal.SIGSTOP)  # a stalls for longer than its lease (1.5 s)
         try:
             _wait(lambda: _partitions(pb) == set(range(16)), 30, "b to take a's partitions")
+            taken, b_epoch = time.time(), {p: touches.epoch(p) for p in mine}
+            touches.start()
             time.sleep(0.3)  # b reads a's partitions now
         finally:
             a.send_signal(signal.SIGCONT)
         # a runs again: it must find out it lost them before anything of theirs reaches it;
         # then it takes its share back from b (a clean hand-over)
         _wait(lambda: _partitions(pa) == mine, 60, "a to take its share back")
+        touches.done.set()
+        touches.join(10)
+        stale = [(p, t - taken) for p, e, t in touches.samples if e == b_epoch[p] and t > taken]
+        assert not stale, f"a read partitions b owned: {stale[:5]}"  # unfenced: most runs
         producer.join(120)
         assert producer.error is None and producer.published == len(candles)
         _wait(

@@ -385,6 +385,7 @@ class IndEngineService:
         self.reader.fence = self.fence_of  # every read and claim checks the partition's lease
         self.reader.on_add = self._fence_new_keys
         self._recover_due = False  # claim pending entries before reading on (new keys fenced)
+        self._warming: int | None = None  # the partition a warm start is taking
         self.trims = TrimWatch(GROUP)  # candles trimmed before the group read them
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
         names = IndicatorEngine(cfg.indicators.specs).names
@@ -535,9 +536,13 @@ class IndEngineService:
         a cluster has its own), then claim what a stale member may have read of them first."""
         by_epoch: dict[int, list[str]] = {}
         for k in keys:
+            if self.partition_of(k) == self._warming:
+                continue  # its warm start raised the fences and takes over its pending entries
             fk, epoch = self.fence_of(k)
             if epoch:
                 by_epoch.setdefault(epoch, []).append(fk)
+        if not by_epoch:
+            return
         try:
             for epoch, fs in by_epoch.items():
                 await self._take_fences(fs, epoch)
@@ -1059,7 +1064,11 @@ class IndEngineService:
         # member that held it before and stalled can no longer read, claim or write it
         epoch = self.membership.epochs.get(index, 0)
         await self._take_fences([self._snapshot_fence(part), *map(self.fence_key, keys)], epoch)
-        await self.reader.add_keys(keys)
+        self._warming = index
+        try:
+            await self.reader.add_keys(keys)
+        finally:
+            self._warming = None
         await self.check_trims(self.link, keys)  # before the replay moves the group's cursor
         ids = await self.load_snapshot(part)
         part.last_ids = {k: ids[k] for k in keys if k in ids}
