@@ -275,16 +275,43 @@ def order_latency(db: str, until: str, slice_ms: int, **extra: Any) -> OrderProb
     return probe
 
 
+def fsync_floor(directory: str, n: int = 300) -> np.ndarray:
+    """µs of one ``fsync`` after a 4 KiB write, ``n`` times, on the disk of ``directory``: the
+    floor under any durable commit, so under an order written before it is sent (DESIGN §4:
+    ``synchronous=FULL`` for orders)."""
+    path = os.path.join(directory, "fsync.probe")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    out = np.empty(n)
+    try:
+        for i in range(n):
+            os.pwrite(fd, os.urandom(4096), (i % 16) * 4096)
+            t0 = time.perf_counter_ns()
+            os.fsync(fd)
+            out[i] = (time.perf_counter_ns() - t0) / 1000.0
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return out
+
+
 def latency_lines(slice_ms: int = 250) -> None:
-    """Tick → order at the columnar throughput, beside the per-object path's, one run each."""
+    """Tick → order at the columnar throughput, beside the per-object path's, one run each,
+    and the disk's fsync: the floor of the durable commit that precedes every order."""
     tmp = tempfile.mkdtemp(prefix="mandi-bench-latency-")
     try:
         col = order_latency(os.path.join(tmp, "col.db"), LAT_UNTIL, slice_ms)
         ref = order_latency(
             os.path.join(tmp, "ref.db"), LAT_UNTIL, slice_ms, **{"pipeline.engine": "reference"}
         )
+        floor = fsync_floor(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"fsync on this disk (4 KiB, {len(floor)} times; every order is committed durably "
+        f"before it is sent, so no order can leave sooner): p50 {np.percentile(floor, 50):,.0f} µs "
+        f"p99 {np.percentile(floor, 99):,.0f} µs",
+        flush=True,
+    )
     for name, p in (("columnar", col), ("per-object (reference engine)", ref)):
         xs = np.array(p.latencies) / 1000.0
         own = (np.array(p.latencies) - np.array(p.in_store)) / 1000.0
