@@ -105,7 +105,7 @@ def test_a_member_stalled_past_its_lease_is_fenced_off_its_partitions(cluster, t
         touches.done.set()
         touches.join(10)
         stale = [(p, t - taken) for p, e, t in touches.samples if e == b_epoch[p] and t > taken]
-        assert not stale, f"a read partitions b owned: {stale[:5]}"  # unfenced: most runs
+        assert not stale, f"a read partitions b owned: {stale[:5]}"  # unfenced: 3 of 9 runs
         producer.join(120)
         assert producer.error is None and producer.published == len(candles)
         _wait(
