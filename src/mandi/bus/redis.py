@@ -2319,7 +2319,7 @@ class GroupReader:
     def dead_letter_commands(self, entry: Entry, reason: str, deliveries: int) -> list[Command]:
         """Move ``entry`` to the dead-letter stream: XADD ``dlq:{group}`` with the reason, XACK
         it, and XDEL it from its stream (so a replay never meets it again). On a cluster the
-        dead-letter stream lives elsewhere: send the first command before the other two."""
+        dead-letter stream lives elsewhere: send the first command before the others."""
         self.dead_lettered += 1
         return [
             (
@@ -2347,9 +2347,19 @@ class GroupReader:
                     entry.payload or b"",
                 ),
             ),
-            (entry.key, pack("XACK", entry.key, self.group, entry.id)),
-            (entry.key, pack("XDEL", entry.key, entry.id)),
+            *self._move_out(entry),
         ]
+
+    def _move_out(self, entry: Entry) -> list[Command]:
+        """XACK + XDEL of a dead-lettered entry (one fenced script when fencing is on)."""
+        move: list[list[bytes | str | int]] = [
+            ["XACK", entry.key, self.group, entry.id],
+            ["XDEL", entry.key, entry.id],
+        ]
+        if self.fence is not None:
+            fk, epoch = self.fence(entry.key)
+            return [fenced(fk, epoch, move)]
+        return [(entry.key, pack(*c)) for c in move]
 
     def dead_letter_packet(self, entry: Entry, reason: str, deliveries: int) -> list[bytes]:
         """:meth:`dead_letter_commands` as packed bytes (one Redis)."""
