@@ -671,9 +671,9 @@ def _partitions(port):
 class _Producer(threading.Thread):
     """Candles published as mdengine publishes them (paced); survives fail-overs."""
 
-    def __init__(self, url, candles, per_second, wait_replicas=0):
+    def __init__(self, url, candles, per_second, wait_replicas=0, step=200):
         super().__init__(daemon=True)
-        self.url, self.candles, self.rate = url, candles, per_second
+        self.url, self.candles, self.rate, self.step = url, candles, per_second, step
         self.wait_replicas = wait_replicas
         self.error = None
         self.published = 0
@@ -695,7 +695,7 @@ class _Producer(threading.Thread):
         t0 = time.monotonic()
         for i, c in enumerate(self.candles):
             pub.confirmed(topic(c), stream_id(c.bucket), codec.encode(c))
-            if i % 200 == 199:
+            if i % self.step == self.step - 1:
                 self.published = i + 1
                 await asyncio.sleep(max(0.0, t0 + self.published / self.rate - time.monotonic()))
         self.published = len(self.candles)

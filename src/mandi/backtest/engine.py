@@ -298,9 +298,12 @@ class BacktestEngine:
                     s.instrument.token,
                     s.instrument.exchange,
                     s.timeframe,
-                    *map(column, (s.bucket, s.end, s.open, s.high, s.low, s.close, s.volume, s.oi)),
+                    *map(column, (s.bucket, s.end, s.open, s.high, s.low, s.close, s.volume)),
+                    column(s.oi) if s.oi.any() else [0] * len(s),  # no OI: one shared 0
                     finest.get(s.token) == k,
-                    *map(column, (late_a, late_end_a, day_a)),
+                    column(late_a),
+                    column(late_end_a),
+                    None if lean else column(day_a),  # the lean loop works it out when due
                 )
             )
         clock_set = self.clock.set
@@ -336,6 +339,7 @@ class BacktestEngine:
                 active[0], cols[0], times_l, equity_l, in_market_l, monitor_ns, fill_close, cash,
                 planned, masks[0], warm,
             )  # fmt: skip
+            times_l = active[0].end.copy()  # type: ignore[assignment]  # a sample per bar end
         else:
             # the open phases (fills at the open, intrabar exits) in start order: every bar that
             # started before a moment is opened before the bars ending at that moment are handed
@@ -514,10 +518,15 @@ class BacktestEngine:
         warm: Sequence[Candle] = (),
     ) -> None:
         """:meth:`run_bars`' loop for one series (the same steps in the same order — a test holds
-        the two loops to the same result), lean: each bar is one :class:`Candle`, and the
-        common bar of one open position that no exit rule can reach (stop, target and the bar's
-        range known; no trailing stop, expiry, halt or square-off) is marked without planning a
-        walk, and the position monitor is entered only when it has something to do.
+        the two loops to the same result), lean: each bar is one :class:`Candle` handed to the
+        strategies by the series' own dispatcher (:meth:`~mandi.strategy.engine.StrategyEngine.
+        series_dispatcher`); the common bar of one open position that no exit rule can reach
+        (no trailing stop, expiry or halt; its stop and target outside the bar's range — or,
+        after the square-off time, for a position no time rule closes, outside the four prices
+        the walk would visit) is marked in place without a walk; the equity sum reads the
+        positions' fields; and the position monitor is entered only when it has something to
+        do (at a bar ending at the square-off time, not for that one position if it is still
+        alone and unfilled and its close reaches no level).
 
         ``planned`` (:meth:`_plan`): the strategies are called only on the bars they act on
         (after their ``seek``), and every stretch of quiet bars — no working order, no acting
@@ -525,7 +534,7 @@ class BacktestEngine:
         in one compiled pass (:func:`mandi.backtest._ekernels.quiet_bars`) writing the same
         equity samples and marks the bar-by-bar loop would."""
         kernel = self.kernel
-        tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, day = col
+        tok, ex, tf, bk, en, op, hi, lo, cl, vo, oi, _, late, late_end, _ = col
         assert isinstance(self.clock, TestClock)
         clock_set = self.clock.set
         book = kernel.book
@@ -534,11 +543,15 @@ class BacktestEngine:
         assert isinstance(ticks, _BarTicks)
         pending = ticks.pending
         has_orders = self.broker.sim.has_orders
+        working = self.broker.sim._by_token  # tok in working: has_orders(tok), without a call
         match_bar, match_price = self.broker.match_bar, self.broker.match_price
-        dispatch = kernel.strategies.handle_candle
+        dispatch = kernel.strategies.series_dispatcher(tok, tf)
         om = kernel.orders
         assert om is not None
         risk, fills = kernel.risk, kernel.execution.fills
+        timeless_fills = -1
+        day_no = day_lo = day_hi = 0  # the IST day number of [day_lo, day_hi) (ns UTC)
+        mis = Product.MIS.value  # a position's product is the plain string
         max_loss = kernel.limits.max_daily_loss
         no_trailing = kernel.limits.trailing_stop <= 0
         walk_plan, walk, monitor = self._walk_plan, self._walk, self._monitor
@@ -602,28 +615,67 @@ class BacktestEngine:
                         i = k
                         if i >= n:
                             break
-            b, e, c, h, low = bk[i], en[i], cl[i], hi[i], lo[i]
+            b = bk[i]
+            e = en[i]
+            c = cl[i]
+            h = hi[i]
+            low = lo[i]
             bar = Candle(tok, ex, tf, b, op[i], h, low, c, vo[i], oi[i], 1, True)
-            if has_orders(tok):
+            matched = tok in working  # has_orders(tok)
+            if matched:
                 clock_set(b)
                 match_bar(tok, bar)
+            marked = False  # the one open position is marked at the close already
+            timeless: Any = None  # ... and no exit rule can fire for it at the end (monitor)
             ps = open_by_token.get(tok)
             if ps:
                 quiet = False
-                if no_trailing and len(ps) == 1 and not late[i] and not risk.halted:
+                if no_trailing and len(ps) == 1 and not risk.latch.halted:
                     (p,) = ps.values()
                     if p.closing:
-                        quiet = True
+                        quiet = True  # the walk skips it too
                     elif p.expiry is None:
                         sl, tg = p.stop_loss, p.target
-                        if p.direction > 0:
-                            quiet = not ((sl and low <= sl) or (tg and h >= tg))
-                            best = h
-                        else:
-                            quiet = not ((sl and h >= sl) or (tg and low <= tg))
-                            best = low
-                        if quiet:  # what the walk plan does when nothing can trigger
-                            p.update_price(best, b)
+                        long = p.direction > 0
+                        water = p.high_water
+                        if not late[i]:
+                            if long:
+                                quiet = not ((sl and low <= sl) or (tg and h >= tg))
+                                if quiet:  # Position.update_price(high, b), then (close, e)
+                                    if water == 0 or h > water:
+                                        water = h
+                                    if water == 0 or c > water:
+                                        water = c
+                            else:
+                                quiet = not ((sl and h >= sl) or (tg and low <= tg))
+                                if quiet:
+                                    if water == 0 or low < water:
+                                        water = low
+                                    if water == 0 or c < water:
+                                        water = c
+                        elif p.product != mis:
+                            # a late bar of a position no time rule closes: the walk's prices
+                            # (open, adverse, favourable, close) decide, as the walk would
+                            path = (op[i], low, h, c) if long else (op[i], h, low, c)
+                            if long:
+                                quiet = not ((sl and min(path) <= sl) or (tg and max(path) >= tg))
+                            else:
+                                quiet = not ((sl and max(path) >= sl) or (tg and min(path) <= tg))
+                            if quiet:
+                                for x in path:
+                                    if water == 0 or (x > water if long else x < water):
+                                        water = x
+                        if quiet:
+                            p.high_water = water
+                            p.current_price = c
+                            if e > p.updated_ns:
+                                p.updated_ns = e
+                            marked = True
+                            if p.product != mis and not (
+                                (sl and (c <= sl if long else c >= sl))
+                                or (tg and (c >= tg if long else c <= tg))
+                            ):
+                                timeless, timeless_fills = p, fills.count
                 if not quiet:
                     plan = walk_plan(tok, bar, b, e, late[i])
                     if plan is not None:
@@ -631,42 +683,56 @@ class BacktestEngine:
             clock_set(e)
             cum += vo[i]
             pending[tok] = (ex, e, c, cum, oi[i])
-            ps = open_by_token.get(tok)
-            if ps:
-                for p in ps.values():
-                    p.update_price(c, e)
+            if not marked and (ps or matched):  # else still nothing open (nothing ran since)
+                ps = open_by_token.get(tok)
+                if ps:
+                    for p in ps.values():
+                        p.update_price(c, e)
             if act is None:
-                dispatch("", bar)
+                dispatch(bar)
             elif act[i]:
                 for seek in seeks:
                     seek(w + i)
-                dispatch("", bar)
-            if fill_close and has_orders(tok):
+                dispatch(bar)
+            if fill_close and tok in working:
                 match_price(tok, c, e + 1)
-            if om.queue:
+            if om.queue:  # (pump replaces the deque: read it through the manager)
                 om.pump()
-            times_l[i] = e
             if open_by_token:
-                unreal = booked = 0
+                unreal = booked = count = 0
                 dated = False
                 for pb in open_by_token.values():
                     for p in pb.values():
-                        unreal += p.unrealized()
-                        booked += p.realized
+                        q = p.quantity  # Position.unrealized() and .realized, inlined
+                        if q:
+                            unreal += p.direction * (
+                                q * (p.current_price or p.entry_price) - p.cost
+                            )
+                        booked += p.realized_gross - p.charges
                         dated = dated or p.expiry is not None
+                        count += 1
                 if e >= next_monitor:
                     next_monitor = e + monitor_ns
-                    timed = late_end[i] or dated
+                    # a late end is a time rule's moment — but not for the one position that
+                    # was marked above, still alone and unfilled since: the rules found nothing
+                    timed = dated or (
+                        late_end[i]
+                        and not (count == 1 and p is timeless and fills.count == timeless_fills)
+                    )
+                    if not day_lo <= e < day_hi:  # a new IST day (big-int division only then)
+                        day_no = (e + IST_OFFSET_NS) // NS_PER_DAY
+                        day_lo = day_no * NS_PER_DAY - IST_OFFSET_NS
+                        day_hi = day_lo + NS_PER_DAY
                     if (  # the monitor would return at once (see _monitor)
                         not timed
-                        and not risk.halted
-                        and day[i] == self._day_no
+                        and not risk.latch.halted
+                        and day_no == self._day_no
                         and fills.count == self._fills_seen
                         and self._realized_today + unreal > -max_loss
                     ):
                         pass
                     else:
-                        monitor(e, day[i], timed, unreal)
+                        monitor(e, day_no, timed, unreal)
                         if open_by_token:
                             unreal = booked = 0
                             for pb in open_by_token.values():

@@ -1179,7 +1179,7 @@ class PublisherStats:
 class _KeyInfo:
     """Cached RESP prefixes of one stream key (its XADD, latest SET and channel)."""
 
-    __slots__ = ("key", "latest", "pub", "set", "xadd")
+    __slots__ = ("fenced", "key", "latest", "maxlen", "pub", "set", "xadd")
 
     def __init__(self, key: str, retention_s: int, sharded: bool) -> None:
         self.key = key  # the Redis key (tagged on a cluster): routes the commands
@@ -1189,6 +1189,10 @@ class _KeyInfo:
         )
         self.set = pack_prefix(b"SET", self.latest, total=5)
         self.pub = pack_prefix(b"SPUBLISH" if sharded else b"PUBLISH", pub_channel(key), total=3)
+        self.maxlen = stream_maxlen(key, retention_s)
+        k, ch = key.encode(), pub_channel(key).encode()
+        # its key and channel as arguments of a fenced values script (fenced_values_head)
+        self.fenced = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(ch), ch)
 
 
 class BatchBuilder:
@@ -1695,6 +1699,146 @@ class Subscriber:
                 raise RedisCommandError(f"subscribe refused: {m}")
 
 
+# --- fencing by lease ------------------------------------------------------------------------
+# A member of a consumer group that stalls for longer than its lease (SIGSTOP, a long GC, a
+# frozen VM) loses its partitions to another member while it cannot tell. Everything it does to
+# a partition's keys afterwards must fail: its fencing token — the epoch its lease was taken
+# with (``epoch:{lease:…}``, incremented at every acquisition) — is written by each new owner
+# into the partition's *fence keys* (only ever raised), and every read and write of the
+# partition is a script that first checks the fence still holds the caller's epoch. A fence
+# key shares its slot with the keys it guards (on a cluster one per instrument, tagged like the
+# instrument's keys; on one Redis one per partition), so the check and the command are one
+# atomic step on one node. A refused step answers ``FENCED <fence key>`` (:class:`Fenced`).
+
+_FENCE_TAKE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local epoch = tonumber(ARGV[1])
+if cur > epoch then return cur end
+if cur < epoch then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+_FENCED_EXEC = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED ' .. KEYS[1]) end
+local out, i = {}, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  out[#out + 1] = redis.pcall(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return out
+"""
+
+_FENCED_READ = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED ' .. KEYS[1]) end
+return redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
+                  'STREAMS', KEYS[2], '>')
+"""
+
+# one Redis: KEYS = f fence keys, then the stream keys; ARGV = f, group, consumer, count,
+# want tops (1/0), then the fences' epochs. Reads the streams (XREADGROUP ``>``, no BLOCK: a
+# script cannot block) and answers {found (1/0), reply, tops}: tops, if asked, each stream's
+# last ID (a stream that gave nothing: what the group has read of it, so the caller can block on
+# XREAD after exactly that)
+_FENCED_READ_ALL = """
+local f = tonumber(ARGV[1])
+local lost = {}
+for i = 1, f do
+  if redis.call('GET', KEYS[i]) ~= ARGV[5 + i] then lost[#lost + 1] = KEYS[i] end
+end
+if #lost > 0 then return redis.error_reply('FENCED ' .. table.concat(lost, ' ')) end
+local out = {}
+local i = f + 1
+while i <= #KEYS do
+  local j = math.min(#KEYS, i + 2999)
+  local args = {'XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4], 'STREAMS'}
+  for k = i, j do args[#args + 1] = KEYS[k] end
+  for k = i, j do args[#args + 1] = '>' end
+  local r = redis.call(unpack(args))
+  if r then for _, x in ipairs(r) do out[#out + 1] = x end end
+  i = j + 1
+end
+local tops = {}
+if ARGV[5] == '1' then
+  for k = f + 1, #KEYS do
+    local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+    tops[#tops + 1] = last[1] and last[1][1] or '0-0'
+  end
+end
+return {#out > 0 and 1 or 0, out, tops}
+"""
+
+
+# one candle's values: KEYS[1] the fence; ARGV epoch, PUBLISH or SPUBLISH, MAXLEN (0: no
+# XADD), entry ID, then (key, channel, payload) per value. Not the general script above: a
+# specialised one costs Redis ~9 µs a candle of seven values, the general one ~23
+_FENCED_VALUES = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED ' .. KEYS[1]) end
+local pub, maxlen, id = ARGV[2], ARGV[3], ARGV[4]
+local written, dup, errors, last = 0, 0, 0, ''
+for i = 5, #ARGV, 3 do
+  if maxlen ~= '0' then
+    local r = redis.pcall('XADD', ARGV[i], 'MAXLEN', '~', maxlen, id, 'd', ARGV[i + 2])
+    if type(r) ~= 'table' or not r.err then written = written + 1
+    elseif string.find(r.err, 'equal or smaller', 1, true) then dup = dup + 1
+    else errors = errors + 1 last = r.err end
+  end
+  redis.call(pub, ARGV[i + 1], ARGV[i + 2])
+end
+return {written, dup, errors, last}
+"""
+_FENCED_VALUES_HEAD = pack_prefix(b"EVAL", _FENCED_VALUES, b"1", total=0)[len(b"*0\r\n") :]
+
+
+class Fenced(BusError):
+    """A fenced read or write found another epoch in its fence key: the partition it guards
+    belongs to another member now (this one stalled past its lease). ``keys``: the fence keys."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = sorted(set(keys))
+        super().__init__(f"fenced off by a newer owner: {' '.join(self.keys)}")
+
+
+def fenced_keys(reply: Any) -> list[str] | None:
+    """The fence keys of a ``FENCED`` error reply (None for any other reply)."""
+    if isinstance(reply, hiredis.ReplyError):
+        text = str(reply)
+        if text.startswith("FENCED "):
+            return text.split()[1:]
+    return None
+
+
+def fence_take(fence_key: str, epoch: int) -> Command:
+    """Raise a fence key to ``epoch`` (a new owner's, before it touches the partition); never
+    lowers it. Replies 0, or the newer epoch found there (the caller is stale itself)."""
+    return fence_key, pack("EVAL", _FENCE_TAKE, 1, fence_key, epoch)
+
+
+def fenced_values_head(
+    fence_key: bytes, epoch: int, sharded: bool, maxlen: int, entry_id: bytes, values: int
+) -> bytes:
+    """The RESP head of a fenced write of one candle's ``values`` (XADD ``entry_id`` + PUBLISH
+    each; ``maxlen`` 0: PUBLISH only); each value then follows as its key and channel
+    (:attr:`_KeyInfo.fenced`) and its payload. Replies ``[written, duplicates, errors, last
+    error]``, or ``FENCED <fence key>`` and nothing was written."""
+    e, m = b"%d" % epoch, b"%d" % maxlen
+    verb = b"SPUBLISH" if sharded else b"PUBLISH"
+    return b"*%d\r\n%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        8 + 3 * values, _FENCED_VALUES_HEAD, len(fence_key), fence_key, len(e), e,
+        len(verb), verb, len(m), m, len(entry_id), entry_id,
+    )  # fmt: skip
+
+
+def fenced(fence_key: str, epoch: int, commands: Sequence[Sequence[bytes | str | int]]) -> Command:
+    """``commands`` (each a list of arguments, all on keys of the fence key's slot) run in one
+    script only while ``fence_key`` holds ``epoch``: replies a list of their replies (errors in
+    place), or ``FENCED <fence key>`` and nothing ran."""
+    args: list[bytes | str | int] = []
+    for c in commands:
+        args += [len(c), *c]
+    return fence_key, pack("EVAL", _FENCED_EXEC, 1, fence_key, epoch, *args)
+
+
 class PendingWatch:
     """Tells a group consumer when entries delivered to it may be pending unprocessed, so that
     it claims them again (in ID order, before it reads on) — and keeps telling until it has.
@@ -1786,11 +1930,22 @@ class GroupReader:
         #: keys a doorbell named that this reader does not follow yet: accept(key) decides
         self.accept: Any = None
         self.discovered: list[str] = []
+        #: fencing (see :func:`fenced`): ``fence(key) -> (fence key, epoch)`` makes every read
+        #: and claim of ``key`` a script that checks the fence first; ``None``: plain commands
+        self.fence: Any = None
+        #: awaited with keys about to be added (e.g. to raise their fences first)
+        self.on_add: Any = None
+        #: fence keys that refused a read since the caller last looked (cluster reads go on
+        #: with the other keys); the caller hands their partitions over
+        self.fenced: set[str] = set()
+        self._tops: dict[str, bytes] = {}  # one Redis, fenced: what the group read, per key
 
     async def add_keys(self, keys: Iterable[str]) -> list[str]:
         new = [k for k in keys if k not in self._known]
         if not new:
             return []
+        if self.on_add is not None:
+            await self.on_add(new)
         await self._create_groups(new)
         self.keys += new
         self._known.update(new)
@@ -1805,6 +1960,8 @@ class GroupReader:
             self._known -= gone
             self._dirty -= gone
             self._cached = None
+            for k in gone:
+                self._tops.pop(k, None)
 
     async def _create_groups(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 2000):
@@ -1885,6 +2042,8 @@ class GroupReader:
         await self.link.ready()
         if self.link.cluster:
             return await self._read_cluster(count, block_ms)
+        if self.fence is not None:
+            return await self._read_fenced(count, block_ms)
         (reply,) = await self.link.request(
             self._read_packet(count, block_ms), 1, timeout=max(block_ms, 0) / 1000 + 10.0
         )
@@ -1895,6 +2054,70 @@ class GroupReader:
         for key, items in reply or ():
             out += _entries(key.decode(), items)
         return out
+
+    async def _read_fenced(self, count: int, block_ms: int) -> list[Entry]:
+        """One Redis, fenced. A script cannot block, so: a plain ``XREAD BLOCK`` after what
+        the group has read of each key (its last ID, tracked from the replies: race-free, an
+        entry that came meanwhile answers at once) says which keys have new entries, and the
+        read itself is a script over those keys (every fence checked, then XREADGROUP ``>``).
+        Keys whose position is not known yet (just added) are read by the script first; it
+        answers their last IDs when it finds nothing."""
+        tops = self._tops
+        fresh = [k for k in self.keys if k not in tops]
+        if fresh:
+            got, found = await self._script_read(fresh, count, want_tops=True)
+            if found:
+                return got
+        if block_ms < 0:
+            return []
+        keys = self.keys
+        (woke,) = await self.link.request(
+            pack("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys,
+                 *[tops[k] for k in keys]),
+            1, timeout=block_ms / 1000 + 10.0,
+        )  # fmt: skip
+        if not woke or isinstance(woke, hiredis.ReplyError):
+            return []
+        ready = [k.decode() for k, _ in woke]
+        got, found = await self._script_read(ready, count, want_tops=False)
+        if not found:  # entries gone meanwhile (dead-lettered): ask their position again
+            for k in ready:
+                tops.pop(k, None)
+        return got
+
+    async def _script_read(
+        self, keys: list[str], count: int, want_tops: bool
+    ) -> tuple[list[Entry], bool]:
+        fences: dict[str, int] = {}
+        for k in keys:
+            fk, epoch = self.fence(k)
+            fences[fk] = epoch
+        (reply,) = await self.link.request(
+            pack(
+                "EVAL", _FENCED_READ_ALL, len(fences) + len(keys), *fences, *keys,
+                len(fences), self.group, self.consumer, count, int(want_tops), *fences.values(),
+            ),
+            1, timeout=10.0,
+        )  # fmt: skip
+        gone = fenced_keys(reply)
+        if gone is not None:
+            raise Fenced(gone)
+        if isinstance(reply, hiredis.ReplyError):
+            await self._nogroup(reply)
+            return [], False
+        found, data, last = reply
+        tops = self._tops
+        if want_tops:  # a key that gave entries: what it gave (below); else the stream's top
+            tops.update(zip(keys, last, strict=True))
+        if not found:
+            return [], False
+        out: list[Entry] = []
+        for key, items in data:
+            got = _entries(key.decode(), items)
+            if got:
+                tops[got[-1].key] = got[-1].id
+            out += got
+        return out, True
 
     async def _nogroup(self, reply: Any) -> None:
         if "NOGROUP" in str(reply):
@@ -1937,7 +2160,14 @@ class GroupReader:
             self._per_key, self._per_key_count = {}, count
         cache = self._per_key
         cmds: list[Command] = []
+        fence = self.fence
         for k in keys:
+            if fence is not None:  # the epoch may change: packed each time
+                fk, epoch = fence(k)
+                cmds.append((k, pack(
+                    "EVAL", _FENCED_READ, 2, fk, k, epoch, self.group, self.consumer, count,
+                )))  # fmt: skip
+                continue
             p = cache.get(k)
             if p is None:
                 p = cache[k] = pack(
@@ -1950,6 +2180,10 @@ class GroupReader:
             if reply is None:
                 continue
             if isinstance(reply, hiredis.ReplyError):
+                gone = fenced_keys(reply)
+                if gone is not None:  # not ours any more: nothing was delivered
+                    self.fenced.update(gone)
+                    continue
                 await self._nogroup(reply)
                 continue
             for _, items in reply:
@@ -1985,9 +2219,10 @@ class GroupReader:
             cursor = b"0-0"
             claimed: list[Entry] = []
             while True:
-                r = await self.link.call(
-                    "XAUTOCLAIM", key, self.group, self.consumer, min_idle_ms, cursor, "COUNT", 1000
-                )
+                r = await self._claim_call(
+                    key, "XAUTOCLAIM", key, self.group, self.consumer, min_idle_ms, cursor,
+                    "COUNT", 1000,
+                )  # fmt: skip
                 cursor = r[0]
                 claimed += _entries(key, r[1])
                 if cursor == b"0-0":
@@ -2015,9 +2250,10 @@ class GroupReader:
         for key in await self.pending_keys(keys):
             cursor, ids = b"0-0", []
             while True:
-                r = await self.link.call(
-                    "XAUTOCLAIM", key, self.group, self.consumer, 0, cursor, "COUNT", 1000, "JUSTID"
-                )
+                r = await self._claim_call(
+                    key, "XAUTOCLAIM", key, self.group, self.consumer, 0, cursor, "COUNT", 1000,
+                    "JUSTID",
+                )  # fmt: skip
                 cursor = r[0]
                 ids += list(r[1])
                 if cursor == b"0-0":
@@ -2038,13 +2274,39 @@ class GroupReader:
         keys = [k for k, ids in wanted.items() if ids]
         if not keys:
             return []
-        cmds = [(k, pack("XCLAIM", k, self.group, self.consumer, 0, *wanted[k])) for k in keys]
+        cmds = [
+            self._claim_command(k, "XCLAIM", k, self.group, self.consumer, 0, *wanted[k])
+            for k in keys
+        ]
         out: list[Entry] = []
         for k, r in zip(keys, await self.link.pipeline(cmds), strict=True):
+            r = self._claimed(r)
             if isinstance(r, hiredis.ReplyError):
                 raise RedisCommandError(f"XCLAIM {k} {self.group}: {r}")
             out += _entries(k, r)
         return out
+
+    def _claim_command(self, key: str, *args: bytes | str | int) -> Command:
+        if self.fence is None:
+            return key, pack(*args)
+        fk, epoch = self.fence(key)
+        return fenced(fk, epoch, [args])
+
+    def _claimed(self, reply: Any) -> Any:
+        """The reply of a (maybe fenced) claim: raises :class:`Fenced` when refused."""
+        if self.fence is None:
+            return reply
+        gone = fenced_keys(reply)
+        if gone is not None:
+            raise Fenced(gone)
+        return reply[0] if isinstance(reply, list) else reply
+
+    async def _claim_call(self, key: str, *args: bytes | str | int) -> Any:
+        (reply,) = await self.link.pipeline([self._claim_command(key, *args)])
+        reply = self._claimed(reply)
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisCommandError(str(reply))
+        return reply
 
     def ack_commands(self, acks: dict[str, list[bytes]]) -> list[Command]:
         """XACK commands (one per key) for ``{key: [ids]}``."""
@@ -2057,7 +2319,7 @@ class GroupReader:
     def dead_letter_commands(self, entry: Entry, reason: str, deliveries: int) -> list[Command]:
         """Move ``entry`` to the dead-letter stream: XADD ``dlq:{group}`` with the reason, XACK
         it, and XDEL it from its stream (so a replay never meets it again). On a cluster the
-        dead-letter stream lives elsewhere: send the first command before the other two."""
+        dead-letter stream lives elsewhere: send the first command before the others."""
         self.dead_lettered += 1
         return [
             (
@@ -2085,9 +2347,19 @@ class GroupReader:
                     entry.payload or b"",
                 ),
             ),
-            (entry.key, pack("XACK", entry.key, self.group, entry.id)),
-            (entry.key, pack("XDEL", entry.key, entry.id)),
+            *self._move_out(entry),
         ]
+
+    def _move_out(self, entry: Entry) -> list[Command]:
+        """XACK + XDEL of a dead-lettered entry (one fenced script when fencing is on)."""
+        move: list[list[bytes | str | int]] = [
+            ["XACK", entry.key, self.group, entry.id],
+            ["XDEL", entry.key, entry.id],
+        ]
+        if self.fence is not None:
+            fk, epoch = self.fence(entry.key)
+            return [fenced(fk, epoch, move)]
+        return [(entry.key, pack(*c)) for c in move]
 
     def dead_letter_packet(self, entry: Entry, reason: str, deliveries: int) -> list[bytes]:
         """:meth:`dead_letter_commands` as packed bytes (one Redis)."""
@@ -2195,6 +2467,9 @@ class Trimmed:
 # it). Returns 1 when the counter was set. XINFO and XRANGE are read-only: allowed in a script.
 _SETID_COUNTED = """
 local key, group, id = KEYS[1], ARGV[1], ARGV[2]
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  return redis.error_reply('FENCED ' .. KEYS[2])
+end
 local info = redis.call('XINFO', 'STREAM', key)
 local s = {}
 for i = 1, #info, 2 do s[info[i]] = info[i + 1] end
@@ -2223,12 +2498,17 @@ return 1
 """
 
 
-def set_group_cursor(key: str, group: str, entry_id: bytes | str) -> Command:
+def set_group_cursor(
+    key: str, group: str, entry_id: bytes | str, fence: tuple[str, int] | None = None
+) -> Command:
     """``XGROUP SETID key group entry_id`` with ``ENTRIESREAD`` set to the entries up to and
     including ``entry_id`` (trimmed ones too), so :class:`TrimWatch` can still count exactly
     what is trimmed before the group reads on. One ``EVAL`` on ``key`` (routed to its node on
-    a cluster); replies 1, or 0 when the count cannot be known (the cursor is set anyway)."""
-    return key, pack("EVAL", _SETID_COUNTED, 1, key, group, entry_id)
+    a cluster); replies 1, or 0 when the count cannot be known (the cursor is set anyway).
+    With a ``fence`` (key, epoch: see :func:`fenced`) nothing is done unless it holds."""
+    if fence is None:
+        return key, pack("EVAL", _SETID_COUNTED, 1, key, group, entry_id)
+    return key, pack("EVAL", _SETID_COUNTED, 2, key, fence[0], group, entry_id, fence[1])
 
 
 def _fields(reply: Any) -> dict[bytes, Any]:

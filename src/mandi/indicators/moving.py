@@ -82,12 +82,16 @@ class SMA(CloseIndicator):
             x = finite("SMA", "value", value)
         p = self.period
         i = self._i
-        if self._n < p:
-            self._n += 1
-            self._sum += x
-        else:
-            self._sum += x - self._buf[i]
-        self._buf[i] = x
+        buf = self._buf
+        if self._n == p:  # warm (every update but the first ``period``): one path, no branches
+            total = self._sum = self._sum + (x - buf[i])
+            buf[i] = x
+            self._i = i + 1 if i + 1 < p else 0
+            v = self._value = total / p
+            return v
+        self._n += 1
+        self._sum += x
+        buf[i] = x
         self._i = i + 1 if i + 1 < p else 0
         if self._n == p:
             self._value = self._sum / p

@@ -176,6 +176,48 @@ class StrategyEngine:
                 s._event = None
         return True
 
+    def series_dispatcher(self, token: int, timeframe: int) -> Callable[[Candle], bool]:
+        """:meth:`_dispatch_candle` bound to one series (the backtester calls it once per bar of
+        a one-series run): the same steps in the same order, with the series' key, candle
+        history and strategy list looked up once instead of on every candle. Only for candles
+        of that series, and for the strategies added before it is made."""
+        key = (token, timeframe)
+        ctx = self.ctx
+        got = ctx._candles.get(key)
+        if got is None:
+            got = ctx._candles[key] = deque(maxlen=ctx._history)
+        history: deque[Candle] = got
+        strategies = self._by_series.get(key, ())
+        last_bucket, disabled, candles = self._last_bucket, self.disabled, ctx._candles
+        failed = self._failed
+
+        def dispatch(c: Candle) -> bool:
+            nonlocal history
+            bucket = c.bucket
+            if not c.closed or bucket <= last_bucket.get(key, -1):
+                return False
+            last_bucket[key] = bucket
+            if candles.get(key) is not history:  # replaced (or dropped) since: follow it
+                now = candles.get(key)
+                if now is None:
+                    now = candles[key] = deque(maxlen=ctx._history)
+                history = now
+            history.append(c)
+            event = (token, timeframe, bucket)
+            for s in strategies:
+                if disabled and s.id in disabled:
+                    continue
+                s._event = event
+                try:
+                    s.on_candle(c)
+                except Exception as e:
+                    failed(s, "on_candle", e)
+                finally:
+                    s._event = None
+            return True
+
+        return dispatch
+
     def tick_tokens(self) -> set[int]:
         """Tokens some strategy follows tick by tick (``on_tick``)."""
         return set(self._by_tick)

@@ -58,6 +58,16 @@ class Script(Strategy):
 
 
 def run_script(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[Any, Script]:
+    raw, strat = run_script_raw(series, actions, **cfg)
+    return from_raw(raw), strat
+
+
+def run_script_raw(
+    series: BarSeries, actions: dict[int, str], risk: Any = None, **cfg: Any
+) -> tuple[Any, Script]:
+    """:func:`run_script`'s engine output as it is (its store holds every order, fill and
+    position record); ``risk``: a :class:`~mandi.risk.config.RiskConfig` instead of the
+    backtest's default limits."""
     cfg.setdefault("quantity", 10)
     cfg.setdefault("charges", "none")
     cfg.setdefault("commission_inr", 0.0)
@@ -68,8 +78,9 @@ def run_script(series: BarSeries, actions: dict[int, str], **cfg: Any) -> tuple[
         master,
         BacktestConfig(**cfg),
         timeframe=series.timeframe,
+        risk=risk,
     )
-    return from_raw(eng.run_bars([series])), strat
+    return eng.run_bars([series]), strat
 
 
 @pytest.fixture

@@ -215,3 +215,68 @@ def test_the_context_exposes_indicators_and_chain_analytics_from_the_bus():
     a = SimpleNamespace(underlying="NIFTY", expiry=EXPIRY, pcr_oi=1.2)
     k.bus.publish("analytics:NIFTY:2026-04-21", a)
     assert k.kernel.ctx.analytics("NIFTY") is a
+
+
+class Seen(Strategy):
+    """Records what each call saw: the candle, the event in hand, the clock and the history."""
+
+    name = "seen"
+
+    def on_start(self) -> None:
+        self.calls: list[tuple[int, object, int, list[int]]] = []
+
+    def on_candle(self, candle: Candle) -> None:
+        hist = [c.bucket for c in self.ctx.candles(candle.token, candle.timeframe)]
+        self.calls.append((candle.bucket, self._event, self.ctx.now_ns, hist))
+        if candle.close % 3 == 0:
+            raise RuntimeError("every third price")
+
+
+def test_the_series_dispatcher_does_what_the_dispatch_does():
+    """``StrategyEngine.series_dispatcher`` (the backtester's per-bar call) against the general
+    ``_dispatch_candle`` on the same candles: repeated, older and forming candles ignored, a
+    raising strategy counted and disabled after its errors, the candle history replaced midway
+    (followed), every call seeing the same event, clock and history; the same signals."""
+    from collections import deque
+
+    def kit() -> tuple[Kit, Seen]:
+        k = Kit()
+        k.kernel.strategies.disable_after_errors = 3
+        seen = Seen(strategy_id="seen", timeframe=60)
+        k.kernel.add_strategy(seen, ["RELIANCE"])
+        k.kernel.add_strategy(Always(strategy_id="ok", timeframe=60), ["RELIANCE"])
+        k.kernel.add_strategy(Boom(strategy_id="boom", timeframe=60), ["RELIANCE"])
+        return k.start(), seen
+
+    cs = candles(RELIANCE, [100.05 + 0.05 * i for i in range(14)])
+    forming = Candle(RELIANCE, "NSE", 60, cs[5].bucket, 10_000, 10_050, 9_950, 10_000, closed=False)
+    order = [*cs[:5], cs[4], cs[2], forming, *cs[5:9], "replace", *cs[9:]]
+    runs = []
+    for series in (False, True):
+        k, seen = kit()
+        engine = k.kernel.strategies
+        dispatch = engine.series_dispatcher(RELIANCE, 60) if series else engine._dispatch_candle
+        out = []
+        for c in order:
+            if c == "replace":  # e.g. a backtest's catch-up: the context gets a new history
+                engine.ctx._candles[(RELIANCE, 60)] = deque(cs[7:9], maxlen=500)
+                continue
+            assert isinstance(c, Candle)
+            k.clock.set(c.bucket + MIN)
+            out.append(dispatch(c))
+        runs.append(
+            (
+                out,
+                seen.calls,
+                dict(engine.errors),
+                set(engine.disabled),
+                [c.bucket for c in engine.ctx._candles[(RELIANCE, 60)]],
+                dict(engine._last_bucket),
+                sorted(k.store.signals),
+            )
+        )
+    assert runs[0] == runs[1]
+    out, calls, errors, disabled, _, _, signals = runs[1]
+    assert out.count(False) == 3 and len(signals) == len(cs)
+    assert errors == {"boom": 3, "seen": 3} and disabled == {"boom", "seen"}
+    assert 3 < len(calls) < len(cs)  # "seen" was called until its third error

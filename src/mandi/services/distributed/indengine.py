@@ -63,6 +63,7 @@ from mandi.bus.redis import (
     Command,
     Commands,
     Entry,
+    Fenced,
     GroupReader,
     PendingWatch,
     RedisCommandError,
@@ -72,15 +73,22 @@ from mandi.bus.redis import (
     Subscriber,
     TrimWatch,
     discover,
+    fence_take,
+    fenced,
+    fenced_keys,
+    fenced_values_head,
+    first_token,
     group_backlog,
     id_tuple,
     key_partition,
-    pack,
+    key_token,
+    latest_key,
     parse_candle_key,
     partition_tag,
     set_group_cursor,
     stream_id,
     tagged,
+    token_partition,
     wake_channel,
     xrange,
 )
@@ -185,6 +193,9 @@ class ValueWriter:
         self._mid = [enc("name") + enc(n) + enc("value") for n in names]
         self._tail = enc("confirmed") + enc(True)
         self._series: dict[tuple[int, str, int], tuple[bytes, list[tuple[str, Any, Any]]]] = {}
+        #: ``fence(token) -> (fence key, epoch)``: each candle's values are one fenced script
+        #: (written only while this member's epoch of the partition holds); None: plain
+        self.fence: Any = None
         self._cluster = builder.cluster
         sample = IndicatorValue(256265, "NSE", 60, 1_776_052_500 * 10**9, names[0], 0.1, True)
         self.exact = bool(names) and self.payload(
@@ -237,6 +248,11 @@ class ValueWriter:
         id_field = b"$%d\r\n%s\r\n$1\r\nd\r\n" % (len(eid), eid)
         newest, rows, names = batch.newest, batch.rows, self.names
         mid, tail, pack_f, streams_on = self._mid, self._tail, _F64.pack, self.streams_on
+        fence = self.fence
+        if fence is not None:
+            return self._emit_fenced(
+                fence, (token, exchange, tf, bucket), per_name, head, eid, row, batch, store
+            )
         parts: list[bytes] = []
         route: str | None = None
         n = 0
@@ -261,6 +277,43 @@ class ValueWriter:
         if n:
             batch.cmds.append((route, b"".join(parts), 2 * n if streams_on else n))
         return n
+
+    def _emit_fenced(
+        self,
+        fence: Any,
+        series: tuple[int, str, int, int],
+        per_name: list[tuple[str, Any, Any]],
+        head: bytes,
+        eid: bytes,
+        row: list[float],
+        batch: _Batch,
+        store: bool,
+    ) -> int:
+        """:meth:`emit` as one fenced script (see :func:`fenced_values_head`): written only
+        while this member's epoch of the instrument's partition holds."""
+        token, exchange, tf, bucket = series
+        newest, rows, names, streams_on = batch.newest, batch.rows, self.names, self.streams_on
+        mid, tail, pack_f = self._mid, self._tail, _F64.pack
+        bb = msgspec.msgpack.encode(bucket)
+        parts: list[bytes] = []
+        topic, ki = "", None
+        for k, v in enumerate(row):
+            if v != v:
+                continue
+            payload = b"".join([head, bb, mid[k], pack_f(0xCB, v), tail])
+            topic, ki, _ = per_name[k]
+            parts.append(b"%s$%d\r\n%s\r\n" % (ki.fenced, len(payload), payload))
+            if streams_on:
+                newest[topic] = payload
+            if store:
+                rows.append((token, exchange, tf, bucket, names[k], v))
+        if ki is not None:
+            fk, epoch = fence(token)
+            sharded = ki.key != topic  # tagged: a cluster's sharded channel
+            maxlen = ki.maxlen if streams_on else 0
+            head = fenced_values_head(fk, epoch, sharded, maxlen, eid, len(parts))
+            batch.cmds.append((ki.key, head + b"".join(parts), 1))
+        return len(parts)
 
 
 class _Batch:
@@ -329,10 +382,16 @@ class IndEngineService:
         self._members_link = self._link(".members")
         self.reader = GroupReader(self.link, GROUP, self.consumer, sweep_s=rc.sweep_s)
         self.reader.accept = self.mine
+        self.reader.fence = self.fence_of  # every read and claim checks the partition's lease
+        self.reader.on_add = self._fence_new_keys
+        self._recover_due = False  # claim pending entries before reading on (new keys fenced)
+        self._warming: int | None = None  # the partition a warm start is taking
         self.trims = TrimWatch(GROUP)  # candles trimmed before the group read them
         self.builder = BatchBuilder(rc.retention_s, rc.latest_ttl_s)
         names = IndicatorEngine(cfg.indicators.specs).names
         self.values = ValueWriter(names, self.builder, rc.indicator_streams)
+        self.values.fence = self.value_fence
+        self._fence_bytes: dict[tuple[int, bool], bytes] = {}
         self._name_index = {n: i for i, n in enumerate(names)}
         self.previews = StreamPublisher(self._link(".previews"), max_buffer=rc.buffer_max)
         self.membership = Membership(
@@ -403,6 +462,93 @@ class IndEngineService:
     def mine(self, key: str) -> bool:
         p = self.partition_of(key)
         return p is not None and p in self.partitions
+
+    # --- fencing (see mandi.bus.redis: fence keys, epochs) ------------------------------------
+    def fence_key(self, key: str) -> str:
+        """The fence key guarding ``key``: on a cluster the instrument's (``fence:indengine:
+        {token}``, in the key's slot), on one Redis the partition's (``fence:indengine:3``)."""
+        if self.link.cluster:
+            return f"fence:{GROUP}:{{{key_token(key)}}}"
+        return f"fence:{GROUP}:{self.partition_of(key)}"
+
+    def _snapshot_fence(self, part: Partition) -> str:
+        if self.link.cluster:  # the snapshot key's tag is the partition's first token
+            return f"fence:{GROUP}:{{{first_token(part.index, self.nparts)}}}"
+        return f"fence:{GROUP}:{part.index}"
+
+    def fence_of(self, key: str) -> tuple[str, int]:
+        """(fence key, this member's epoch of the key's partition; 0 — never a fence's value —
+        when it holds no lease there)."""
+        p = self.partition_of(key)
+        return self.fence_key(key), self.membership.epochs.get(p, 0) if p is not None else 0
+
+    def value_fence(self, token: int) -> tuple[bytes, int]:
+        """(fence key, epoch) of an instrument's values (see :meth:`fence_key`)."""
+        p = token_partition(token, self.nparts)
+        cluster = bool(self.link.cluster)
+        fk = self._fence_bytes.get((token, cluster))
+        if fk is None:
+            name = f"fence:{GROUP}:{{{token}}}" if cluster else f"fence:{GROUP}:{p}"
+            fk = self._fence_bytes[(token, cluster)] = name.encode()
+        return fk, self.membership.epochs.get(p, 0)
+
+    def _fenced_latest(self, newest: dict[str, bytes]) -> list[Command]:
+        """The latest-value SETs, in one fenced script per fence key (see :meth:`value_fence`)."""
+        ttl = self.cfg.redis.latest_ttl_s
+        by_fence: dict[tuple[bytes, int], list[list[bytes | str | int]]] = {}
+        for topic, payload in newest.items():
+            key = self.builder.info(topic).key
+            fence = self.value_fence(key_token(topic) or 0)
+            by_fence.setdefault(fence, []).append(["SET", latest_key(key), payload, "EX", ttl])
+        return [fenced(fk.decode(), epoch, sets) for (fk, epoch), sets in by_fence.items()]
+
+    def _partition_of_fence(self, fence_key: str) -> int:
+        n = int(fence_key.rpartition(":")[2].strip("{}"))
+        return token_partition(n, self.nparts) if "{" in fence_key else n
+
+    def _fenced_off(self, keys: Iterable[str]) -> None:
+        """Fence keys refused us: their partitions are another member's (we stalled past the
+        lease). Handed over (as lost) before anything else is read."""
+        parts = {self._partition_of_fence(k) for k in keys} & set(self.partitions)
+        if parts:
+            self.stats["fenced"] += 1
+            log.warning(
+                "%s: fenced off partition(s) %s: a newer owner took them (this member stalled "
+                "past its lease)",
+                self.service,
+                sorted(parts),
+            )
+            self._lost |= parts
+
+    async def _take_fences(self, fences: Iterable[str], epoch: int) -> None:
+        """Raise these fence keys to ``epoch`` before touching what they guard; a newer epoch
+        found there means we are stale ourselves: :class:`Fenced`."""
+        fs = sorted(set(fences))
+        for i in range(0, len(fs), 2000):
+            chunk = fs[i : i + 2000]
+            replies = await self._send([fence_take(f, epoch) for f in chunk])
+            newer = [f for f, r in zip(chunk, replies, strict=True) if r != 0]
+            if newer:
+                raise Fenced(newer)
+
+    async def _fence_new_keys(self, keys: list[str]) -> None:
+        """Keys found after their partition was taken: raise their fences (a new instrument on
+        a cluster has its own), then claim what a stale member may have read of them first."""
+        by_epoch: dict[int, list[str]] = {}
+        for k in keys:
+            if self.partition_of(k) == self._warming:
+                continue  # its warm start raised the fences and takes over its pending entries
+            fk, epoch = self.fence_of(k)
+            if epoch:
+                by_epoch.setdefault(epoch, []).append(fk)
+        if not by_epoch:
+            return
+        try:
+            for epoch, fs in by_epoch.items():
+                await self._take_fences(fs, epoch)
+        except Fenced as e:
+            self._fenced_off(e.keys)
+        self._recover_due = True
 
     def position(self) -> dict[tuple[int, str, int], int]:
         """``{(token, exchange, timeframe): last processed bucket}`` over owned partitions."""
@@ -665,7 +811,7 @@ class IndEngineService:
                     cmds += b.cmds
                 new = [t for t in newest if t not in self.builder.registered]
                 tail: list[Command | Commands] = [*self.builder.registration(new)]
-                self.builder.latest(tail, newest)
+                tail += self._fenced_latest(newest)
                 whole = [*cmds, *tail]
                 for chunk in _chunks(whole, SEND_CHUNK):  # Redis serves others in between
                     replies = await self._send(chunk, link, durable=True, atomic=True)
@@ -697,7 +843,21 @@ class IndEngineService:
         (every other command of a commit with an integer or OK), or refuses an entry already
         there (a replay: counted, not an error)."""
         written = dup = errors = 0
-        for r in replies:
+        flat: list[Any] = []
+        for r in replies:  # a fenced script answers with a list (or FENCED: nothing written)
+            if r.__class__ is list:
+                if len(r) == 4 and r[0].__class__ is int:  # a candle's values: counts
+                    written, dup, errors = written + r[0], dup + r[1], errors + r[2]
+                    if r[2]:
+                        log.error("%s: %s", self.service, r[3].decode(errors="replace"))
+                    continue
+                flat += r
+            elif (gone := fenced_keys(r)) is not None:
+                self.stats["fenced_writes"] += 1
+                self._fenced_off(gone)
+            else:
+                flat.append(r)
+        for r in flat:
             t = r.__class__
             if t is bytes:
                 if r != b"OK":
@@ -754,20 +914,25 @@ class IndEngineService:
                 for b in done:
                     for k, ids in b.acks.items():
                         acks.setdefault(k, []).extend(ids)
-                cmds = self.reader.ack_commands(acks)
-                cmds += [
-                    (part.snapshot_key, pack("SET", part.snapshot_key, blob))
-                    for b in done
-                    for part, blob, _ in b.snapshots
-                ]
+                snaps_out = [(p, blob) for b in done for p, blob, _ in b.snapshots]
+                cmds = self._fenced_acks(acks, snaps_out)
                 if cmds:
                     t0 = time.perf_counter()
                     replies = await self._send(cmds, self._aux)
                     self.timings["ack"].append(time.perf_counter() - t0)
+                    gone: list[str] = []
                     for r in replies:
-                        if isinstance(r, Exception):
-                            self.stats["command_errors"] += 1
-                            log.error("%s: %s", self.service, r)
+                        f = fenced_keys(r)
+                        if f is not None:  # a newer owner has them: nothing written
+                            gone += f
+                            continue
+                        for x in r if isinstance(r, list) else (r,):
+                            if isinstance(x, Exception):
+                                self.stats["command_errors"] += 1
+                                log.error("%s: %s", self.service, x)
+                    if gone:
+                        self.stats["fenced_writes"] += len(gone)
+                        self._fenced_off(gone)
                 self.stats["acked"] += sum(len(v) for v in acks.values())
                 self.stats["snapshots"] += sum(len(b.snapshots) for b in done)
                 self.stats["commits"] += 1
@@ -784,6 +949,24 @@ class IndEngineService:
                 q.task_done()
             for _ in done:
                 q.task_done()
+
+    def _fenced_acks(
+        self, acks: dict[str, list[bytes]], snapshots: list[tuple[Partition, bytes]]
+    ) -> list[Command]:
+        """The XACKs and snapshot SETs, one fenced script per fence key: written only while
+        this member's epoch of the partition holds (a stale member writes nothing)."""
+        by_fence: dict[str, list[list[bytes | str | int]]] = {}
+        for k, ids in acks.items():
+            if ids:
+                by_fence.setdefault(self.fence_key(k), []).append(["XACK", k, GROUP, *ids])
+        for part, blob in snapshots:
+            by_fence.setdefault(self._snapshot_fence(part), []).append(
+                ["SET", part.snapshot_key, blob]
+            )
+        epochs = self.membership.epochs
+        return [
+            fenced(fk, epochs.get(self._partition_of_fence(fk), 0), c) for fk, c in by_fence.items()
+        ]
 
     async def drain(self) -> None:
         """Wait until every batch handed to :meth:`commit` is committed and acknowledged."""
@@ -864,17 +1047,28 @@ class IndEngineService:
         keys = self._keys_of(index)
         try:
             await self._warm(part, keys)
-        except (RedisUnavailable, RedisCommandError):
+        except (RedisUnavailable, RedisCommandError, Fenced) as e:
+            if isinstance(e, Fenced):
+                self._fenced_off(e.keys)
             if self.partitions.get(index) is part:
                 del self.partitions[index]
                 self._show_partitions()
                 self.reader.remove_keys(keys)
-            raise
+            if not isinstance(e, Fenced):
+                raise
 
     async def _warm(self, part: Partition, keys: list[str]) -> None:
         rc = self.cfg.redis
         index = part.index
-        await self.reader.add_keys(keys)
+        # the new epoch in every fence of the partition before anything of it is touched: a
+        # member that held it before and stalled can no longer read, claim or write it
+        epoch = self.membership.epochs.get(index, 0)
+        await self._take_fences([self._snapshot_fence(part), *map(self.fence_key, keys)], epoch)
+        self._warming = index
+        try:
+            await self.reader.add_keys(keys)
+        finally:
+            self._warming = None
         await self.check_trims(self.link, keys)  # before the replay moves the group's cursor
         ids = await self.load_snapshot(part)
         part.last_ids = {k: ids[k] for k in keys if k in ids}
@@ -932,7 +1126,12 @@ class IndEngineService:
         # the end of the replay (pending entries stay pending; they are acknowledged next),
         # keeping its read counter exact so that a later trim is counted exactly
         if ends:
-            await self._send([set_group_cursor(k, GROUP, i) for k, i in ends.items()])
+            replies = await self._send(
+                [set_group_cursor(k, GROUP, i, self.fence_of(k)) for k, i in ends.items()]
+            )
+            gone = [f for r in replies for f in fenced_keys(r) or ()]
+            if gone:
+                raise Fenced(gone)
         # 3. the pending entries the replay did not meet (older than the snapshot: stale, no
         #    output) are claimed, processed and acknowledged
         keep = await self.reader.claim_ids({k: list(v) for k, v in pending.items()})
@@ -991,6 +1190,8 @@ class IndEngineService:
         lost, self._lost = self._lost, set()
         if lost:
             self._leased -= lost
+            for p in lost:  # what is still in flight for them is refused (epoch 0)
+                self.membership.epochs.pop(p, None)
             await self.hand_over(lost & set(self.partitions), lost=True)
         extra = set(self.partitions) - self._wanted
         if extra:
@@ -1291,10 +1492,14 @@ class IndEngineService:
                     log.warning("%s: rebalancing interrupted (%s)", self.service, e)
                     await self._sleep(self.link.backoff.next())
                     continue
-            if watch.check():  # until a recovery completes: nothing new is read before it
-                try:
+            if watch.check() or self._recover_due:  # until a recovery completes: nothing new
+                try:  # is read before it
                     await self._recover_pending()
                     watch.recovered()
+                    self._recover_due = False
+                except Fenced as e:
+                    self._fenced_off(e.keys)
+                    continue
                 except RedisUnavailable:
                     self.state.set("redis_down")
                     await self._sleep(self.link.backoff.next())
@@ -1313,6 +1518,9 @@ class IndEngineService:
                 # COUNT is per stream: bound the whole batch to ~5,000 entries
                 count = max(10, min(rc.read_count, 5000 // max(1, len(self.reader.keys))))
                 entries = await self._until_stopped(self.reader.read(count, rc.block_ms))
+            except Fenced as e:  # one Redis: nothing was read
+                self._fenced_off(e.keys)
+                continue
             except RedisUnavailable:
                 watch.read_failed()
                 self.state.set("redis_down")
@@ -1325,6 +1533,9 @@ class IndEngineService:
                 continue
             if entries is None:  # stopping
                 break
+            if self.reader.fenced:  # cluster: those keys delivered nothing; the rest did
+                gone, self.reader.fenced = self.reader.fenced, set()
+                self._fenced_off(gone)
             if watch.check():
                 continue  # read over a new connection or slot map: recovered in ID order first
             if self.state.state == "redis_down":
@@ -1390,6 +1601,20 @@ class IndEngineService:
                 s[f"partitions_{what}"],
                 {},
             )
+        yield (
+            "fenced_total",
+            "counter",
+            "Times a fence refused this member's read or write (it had stalled past a lease)",
+            s["fenced"],
+            {},
+        )
+        yield (
+            "fenced_writes_total",
+            "counter",
+            "Writes (values, acknowledgements, snapshots) refused by a partition's fence",
+            s["fenced_writes"],
+            {},
+        )
         for reason, n in self.dead_reasons.items():
             yield (
                 "dead_lettered_total",

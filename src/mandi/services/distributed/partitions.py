@@ -12,8 +12,11 @@ member of a group (e.g. each ``mandi service indengine``):
 * holds each partition it processes under a lease ``lease:{group}:{partition}`` (``SET NX PX``,
   renewed with a compare-and-extend script, released with compare-and-delete). A partition
   changes hands only when its old owner released it (after committing and writing its
-  snapshot) or its lease expired (the owner died): two members never read one partition's
-  streams at once.
+  snapshot) or its lease expired (the owner died, or stalled for longer than a lease);
+* every acquisition gets the partition's next **epoch** (``INCR epoch:{group}:{partition}``,
+  atomically with the lease): the fencing token the service writes into the partition's
+  fence keys and checks in every read and write (:mod:`mandi.bus.redis`, ``fenced_*``), so a
+  member that stalled past its lease can no longer touch a partition another member took.
 
 The service decides what taking over or handing over a partition means (indengine: restore
 the partition's snapshot, claim its pending entries, replay; commit and snapshot).
@@ -36,10 +39,11 @@ from mandi.core.errors import MandiError
 
 log = logging.getLogger(__name__)
 
-_ACQUIRE = (  # free, or already ours (the same member restarted): take it
+_ACQUIRE = (  # free, or already ours (the same member restarted): take it, with a new epoch
     "local v = redis.call('GET', KEYS[1]) "
     "if v == false or v == ARGV[1] then "
-    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 else return 0 end"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return redis.call('INCR', KEYS[2]) "
+    "else return 0 end"
 )
 _RENEW = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -100,12 +104,18 @@ class Membership:
         self.live: list[str] = []
         self.nonce = f"{os.getpid()}:{time.time_ns()}"
         self._beats = 0
+        self.epochs: dict[int, int] = {}  # partition -> epoch of this member's lease
 
     def member_key(self, member: str) -> str:
         return f"member:{self.group}:{member}"
 
     def lease_key(self, partition: int) -> str:
         return f"lease:{self.group}:{partition}"
+
+    def epoch_key(self, partition: int) -> str:
+        """``epoch:{lease:{group}:{partition}}``: incremented at every acquisition of the lease
+        (the lease's name as its hash tag: one slot, so one script takes both on a cluster)."""
+        return f"epoch:{{{self.lease_key(partition)}}}"
 
     async def heartbeat(self) -> list[str]:
         """Renew this member's marker; return the live members (sorted), forgetting dead
@@ -143,18 +153,18 @@ class Membership:
         return {p for p, m in assign(self.live, self.partitions).items() if m == self.member}
 
     async def acquire(self, partitions: Iterable[int]) -> set[int]:
-        """Try to take the leases of ``partitions``; return those now held."""
+        """Try to take the leases of ``partitions``; return those now held (their epochs in
+        :attr:`epochs`)."""
         ps = list(partitions)
-        replies = await self.link.pipeline(
-            [
-                (
-                    self.lease_key(p),
-                    pack("EVAL", _ACQUIRE, 1, self.lease_key(p), self.member, self.lease_ms),
-                )
-                for p in ps
-            ]
-        )
-        return {p for p, r in zip(ps, replies, strict=True) if r == 1}
+        cmds = [
+            (self.lease_key(p), pack("EVAL", _ACQUIRE, 2, self.lease_key(p), self.epoch_key(p),
+                                     self.member, self.lease_ms))
+            for p in ps
+        ]  # fmt: skip
+        replies = await self.link.pipeline(cmds)
+        got = {p: r for p, r in zip(ps, replies, strict=True) if isinstance(r, int) and r > 0}
+        self.epochs.update(got)
+        return set(got)
 
     async def renew(self, partitions: Iterable[int]) -> set[int]:
         """Extend the leases of ``partitions``; return those *lost* (expired, or another
