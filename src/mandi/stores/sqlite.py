@@ -7,6 +7,7 @@ transaction survives a process crash); orders, fills and idempotency records use
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -218,6 +219,7 @@ class WriteTurn:
         self._cond = threading.Condition()
         self._urgent = 0
         self._bulk = 0  # batch writers of this file inside a transaction
+        self.checkpointers = 0  # batch writers of this file that checkpoint its WAL
         self.timeout_s = timeout_s
 
     def wanted(self) -> bool:
@@ -225,12 +227,20 @@ class WriteTurn:
         return self._urgent > 0
 
     @contextmanager
-    def urgent(self) -> Iterator[None]:
-        """Hold the turn for a durable write (waits for the batch writer's transaction)."""
+    def urgent(self, con: sqlite3.Connection | None = None) -> Iterator[None]:
+        """Hold the turn for a durable write (waits for the batch writer's transaction).
+
+        ``con``, the durable writer's connection, leaves the WAL's checkpoints to the batch
+        writer while there is one (:meth:`SqliteBackend.commit`): SQLite runs a checkpoint
+        inside whichever commit passes 1,000 pages of WAL, and one landing in an order's
+        commit, or in the batch commit an order waits for, held the order 5–60 ms."""
         with self._cond:
             self._urgent += 1
             self._cond.wait_for(lambda: self._bulk == 0, self.timeout_s)
         try:
+            if con is not None:
+                pages = 0 if self.checkpointers else AUTOCHECKPOINT_PAGES
+                con.execute(f"PRAGMA wal_autocheckpoint={pages}")
             yield
         finally:
             with self._cond:
@@ -267,6 +277,10 @@ def write_turn(path: str) -> WriteTurn:
         return turn
 
 
+AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
+CHECKPOINT_EVERY_S = 1.0  # the batch writer's checkpoints, after its commit (outside the turn)
+
+
 class SqliteBackend:
     """The SQLite half of a :class:`BatchWriter`: each flush is one transaction on the writer's
     own connection; bad rows are isolated inside it with savepoints and quarantined into the
@@ -286,11 +300,15 @@ class SqliteBackend:
         self.con: sqlite3.Connection | None = None
         self.turn = write_turn(path)
         self._in_turn = False  # inside a transaction announced to the turn
+        self._checkpointed = 0.0  # monotonic time of this writer's last checkpoint
 
     def connect(self) -> None:
-        """Open the connection (on the caller's thread: a bad path stops start-up at once)."""
+        """Open the connection (on the caller's thread: a bad path stops start-up at once).
+        The writer checkpoints the WAL itself, after its commits (:meth:`commit`)."""
         if self.con is None:
             self.con = connect(self.path, self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
+            self.con.execute("PRAGMA wal_autocheckpoint=0")
+            self.turn.checkpointers += 1
 
     def check(self, key: str) -> None:
         if key not in self.statements:
@@ -337,6 +355,21 @@ class SqliteBackend:
         assert self.con is not None
         self.con.execute("COMMIT")
         self._end_turn()
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database at most once a second, after the commit has given
+        the turn back and while no durable write waits for it: a PASSIVE checkpoint runs
+        beside the other connections' reads and writes instead of inside someone's commit."""
+        now = time.monotonic()
+        if now - self._checkpointed < CHECKPOINT_EVERY_S or self.turn.wanted():
+            return
+        self._checkpointed = now
+        # Busy, locked or full: what was committed is in the WAL and safe; the next one tries
+        # again (and a full disk fails the next commit, where the writer reports it).
+        assert self.con is not None
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def rollback(self) -> None:
         try:
@@ -360,6 +393,7 @@ class SqliteBackend:
         if self.con is not None:
             self.con.close()
             self.con = None
+            self.turn.checkpointers -= 1
         self._end_turn()
 
 

@@ -116,7 +116,7 @@ class SqliteTradingStore:
             self._held = None
             self._lost = True  # said at the next sync, before anything acts on it
         held = ExitStack()
-        held.enter_context(self.turn.urgent())
+        held.enter_context(self.turn.urgent(self.con))
         try:
             self.con.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -139,7 +139,7 @@ class SqliteTradingStore:
                     con.execute("RELEASE write")
                 raise
             return
-        with self.turn.urgent():
+        with self.turn.urgent(self.con):
             con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
@@ -155,7 +155,7 @@ class SqliteTradingStore:
             self._open()
             yield
             return
-        with self.turn.urgent():
+        with self.turn.urgent(self.con):
             yield
 
     # --- signals ----------------------------------------------------------------------------------
@@ -515,7 +515,7 @@ class SqliteTradingStore:
 
     def save_latch(self, latch: Latch) -> Latch:
         self.sync()  # the latch is its own transaction (it checks the stored version)
-        with self.turn.urgent():
+        with self.turn.urgent(self.con):
             return save_latch(self.con, latch)
 
     def record_event(self, e: SystemEvent) -> None:
@@ -549,11 +549,11 @@ class SqliteTradingStore:
     # --- shell extras -----------------------------------------------------------------------------
     def heartbeat(self, mode: str) -> None:
         beat = json.dumps({"pid": os.getpid(), "mode": mode, "wall_ns": time.time_ns()})
-        with self.turn.urgent():
+        with self.turn.urgent(self.con):
             set_meta(self.con, HEARTBEAT_KEY, beat)
 
     def clear_heartbeat(self) -> None:
-        with self.turn.urgent():
+        with self.turn.urgent(self.con):
             self.con.execute("DELETE FROM meta WHERE key=?", (HEARTBEAT_KEY,))
 
 
@@ -635,7 +635,7 @@ class SqlitePaperBook:
 
     def save(self, o: PaperOrder, new_fill: BrokerFill | None = None) -> None:
         fills = [[f.fill_id, f.quantity, f.price, f.ts_ns] for f in o.fills]
-        with self.turn.urgent() if self._store is None else self._store._one():
+        with self.turn.urgent(self.con) if self._store is None else self._store._one():
             self.con.execute(
                 f"INSERT OR REPLACE INTO paper_orders ({_PAPER_COLS}) VALUES ({_PAPER_MARKS})",
                 (

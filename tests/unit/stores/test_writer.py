@@ -217,3 +217,36 @@ def test_backlogged_above_the_high_water_mark_until_the_writer_catches_up(db_pat
 def test_the_high_water_mark_stays_below_the_drop_bound(db_path):
     w = BatchWriter(db_path, max_pending_rows=4000, high_water_rows=10**6)
     assert w.high_water_rows == 2000
+
+
+def test_the_batch_writer_checkpoints_the_wal_and_a_durable_commit_then_never_does(
+    db_path, tmp_path, monkeypatch
+):
+    """SQLite checkpoints inside whichever commit passes 1,000 pages of WAL; in a run that was
+    an order's commit, or the batch commit it waited for. While a batch writer of the file is
+    open it checkpoints after its commits instead, and the durable writers never do."""
+    import shutil
+
+    from mandi.stores import sqlite as sq
+    from mandi.stores.trading import SqliteTradingStore
+
+    def autocheckpoint(con):
+        return con.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+
+    monkeypatch.setattr(sq, "CHECKPOINT_EVERY_S", 0.0)
+    store = SqliteTradingStore(db_path)
+    store.heartbeat("paper")
+    assert autocheckpoint(store.con) == sq.AUTOCHECKPOINT_PAGES  # alone: SQLite's default
+    w = BatchWriter(db_path, flush_interval=0.01).start()
+    store.heartbeat("paper")
+    assert autocheckpoint(store.con) == 0 and autocheckpoint(w.backend.con) == 0
+    w.put("ticks", ticks(500))
+    assert w.wait_idle(20)
+    # what the writer committed is in the database file itself, not only in its WAL
+    shutil.copy(db_path, tmp_path / "main-file-only.db")
+    alone = sqlite3.connect(tmp_path / "main-file-only.db")
+    assert alone.execute("SELECT count(*) FROM ticks").fetchone()[0] == 500
+    w.stop()
+    store.heartbeat("paper")
+    assert autocheckpoint(store.con) == sq.AUTOCHECKPOINT_PAGES  # the writer is gone
+    store.close()
