@@ -74,6 +74,32 @@ def family_constraints(pattern: str, family: Sequence[str], variable: int) -> Co
     return tuple(need) if len(p) == n else None
 
 
+def constraint_matches(constraints: Sequence[Constraint], values: Sequence[str]) -> bool:
+    """Does one of ``constraints`` (of :meth:`MessageBus.wanted` or
+    :meth:`MessageBus.interested`) match a topic whose variable segments are ``values``?"""
+    for c in constraints:
+        for need, v in zip(c, values, strict=True):
+            if need is not None and need != v:
+                break
+        else:
+            return True
+    return False
+
+
+class ConstraintSet:
+    """Constraints as a set of exact ones plus a list of those with a wildcard: ``values in
+    c`` (a topic's variable segments) is one hash look-up when none has a wildcard."""
+
+    __slots__ = ("exact", "loose")
+
+    def __init__(self, constraints: Sequence[Constraint]) -> None:
+        self.exact = frozenset(c for c in constraints if None not in c)
+        self.loose = [c for c in constraints if None in c]
+
+    def __contains__(self, values: tuple[str, ...]) -> bool:
+        return values in self.exact or constraint_matches(self.loose, values)
+
+
 class Subscription:
     __slots__ = ("handler", "head", "name", "pattern")
 
@@ -92,7 +118,7 @@ class MessageBus:
         self.published = 0
         self.handler_errors = 0
         self.version = 0  # bumped on every (un)subscription, for callers caching routing
-        self._wanted: dict[tuple[tuple[str, ...], int], list[Constraint]] = {}
+        self._wanted: dict[tuple[tuple[str, ...], int, bool], list[Constraint]] = {}
         self._error_log_counts: dict[str, int] = {}
 
     def subscribe(self, pattern: str, handler: Handler | None, name: str = "") -> Subscription:
@@ -118,13 +144,25 @@ class MessageBus:
         """Who wants per-object messages of a topic family: one :data:`Constraint` per
         subscription with a handler that can match it (cached until the subscriptions change).
         Empty: publish no object of that family; an all-None constraint: every one."""
-        key = (tuple(family), variable)
+        return self._constraints(tuple(family), variable, False)
+
+    def interested(self, family: Sequence[str], variable: int) -> list[Constraint]:
+        """As :meth:`wanted`, counting interests (subscriptions without a handler) too: a
+        topic of the family has subscribers (:meth:`has_subscribers`) exactly when one of these
+        constraints matches its variable segments (:func:`constraint_matches`) — without
+        resolving each new topic against every pattern."""
+        return self._constraints(tuple(family), variable, True)
+
+    def _constraints(
+        self, family: tuple[str, ...], variable: int, interests: bool
+    ) -> list[Constraint]:
+        key = (family, variable, interests)
         got = self._wanted.get(key)
         if got is None:
             cons = {
                 c
                 for s in self._subs
-                if s.handler is not None
+                if (interests or s.handler is not None)
                 and (c := family_constraints(s.pattern, family, variable)) is not None
             }
             got = self._wanted[key] = sorted(cons, key=lambda c: tuple(x or "" for x in c))

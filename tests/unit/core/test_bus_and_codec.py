@@ -114,7 +114,7 @@ def test_codec_keeps_nan_iv_and_names_bad_fields():
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mandi.bus.memory import rows_wanted  # noqa: E402
+from mandi.bus.memory import ConstraintSet, constraint_matches, rows_wanted  # noqa: E402
 
 SEGMENTS = st.sampled_from(["candle", "pub", "60s", "300s", "NSE", "BSE", "7", "9", "x"])
 
@@ -154,3 +154,39 @@ def test_wanted_rows_are_exactly_the_rows_whose_topic_is_subscribed(patterns, ro
     want = [any(topic_matches(p, f"candle:{r[0]}s:{r[1]}:{r[2]}") for p in patterns) for r in rows]
     assert got == want
     assert bus.has_subscribers("candle:60s:NSE:7")  # the interest counts for producers
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.one_of(SEGMENTS, st.just("*")), min_size=1, max_size=6).map(":".join)
+            | st.lists(st.one_of(SEGMENTS, st.just("*")), max_size=5).map(
+                lambda s: ":".join([*s, ">"])
+            ),
+            st.booleans(),
+        ),
+        max_size=4,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["60s", "300s", "x"]),
+            st.sampled_from(["NSE", "BSE"]),
+            st.sampled_from(["7", "9"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_an_interested_constraint_matches_exactly_when_the_topic_has_subscribers(subs, topics):
+    """``interested`` + ``constraint_matches`` or a ``ConstraintSet`` (what the candle pipeline
+    asks for each token it meets) answer as ``has_subscribers`` on the topic, interests (no
+    handler) included."""
+    bus = MessageBus(TestClock(0))
+    for pattern, with_handler in subs:
+        bus.subscribe(pattern, (lambda t, m: None) if with_handler else None)
+    for values in topics:
+        topic = "pub:candle:" + ":".join(values)
+        interested = bus.interested(("pub", "candle"), 3)
+        got = constraint_matches(interested, values)
+        assert got == bus.has_subscribers(topic), topic
+        assert (values in ConstraintSet(interested)) == got, topic
