@@ -542,7 +542,6 @@ class BacktestEngine:
         ticks = kernel.market.ticks
         assert isinstance(ticks, _BarTicks)
         pending = ticks.pending
-        has_orders = self.broker.sim.has_orders
         working = self.broker.sim._by_token  # tok in working: has_orders(tok), without a call
         match_bar, match_price = self.broker.match_bar, self.broker.match_price
         dispatch = kernel.strategies.series_dispatcher(tok, tf)
@@ -573,7 +572,7 @@ class BacktestEngine:
             big = max(int(np.abs(s.high).max()), int(np.abs(s.low).max()), 1) if n else 1
         i = 0
         while i < n:
-            if act is not None and not om.queue and not has_orders(tok) and not risk.halted:
+            if act is not None and not om.queue and tok not in working and not risk.halted:
                 p: Any = None
                 quiet = not open_by_token
                 if not quiet and no_trailing and len(open_by_token) == 1:
@@ -723,15 +722,13 @@ class BacktestEngine:
                         day_no = (e + IST_OFFSET_NS) // NS_PER_DAY
                         day_lo = day_no * NS_PER_DAY - IST_OFFSET_NS
                         day_hi = day_lo + NS_PER_DAY
-                    if (  # the monitor would return at once (see _monitor)
-                        not timed
-                        and not risk.latch.halted
-                        and day_no == self._day_no
-                        and fills.count == self._fills_seen
-                        and self._realized_today + unreal > -max_loss
+                    if (  # else the monitor would return at once (see _monitor)
+                        timed
+                        or risk.latch.halted
+                        or day_no != self._day_no
+                        or fills.count != self._fills_seen
+                        or self._realized_today + unreal <= -max_loss
                     ):
-                        pass
-                    else:
                         monitor(e, day_no, timed, unreal)
                         if open_by_token:
                             unreal = booked = 0

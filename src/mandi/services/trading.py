@@ -165,7 +165,7 @@ class TradingLayer:
             self.mode,
             cfg.trading,
             self.clock,
-            paper_book=SqlitePaperBook(cfg.store.db, store.con, store),
+            paper_book=SqlitePaperBook(cfg.store.db, store=store),
             cash=to_paise(cfg.risk.capital_inr),
             app=cfg,
             master=ctx.master,

@@ -618,9 +618,11 @@ class SqlitePaperBook:
         con: sqlite3.Connection | None = None,
         store: SqliteTradingStore | None = None,
     ) -> None:
-        """``store``: the trading store whose connection ``con`` is — the book's writes then
-        join its units of work (:meth:`SqliteTradingStore.unit`)."""
-        self.con = con if con is not None else connect(path, synchronous="FULL")
+        """``store``: the trading store whose connection the book shares — its writes then
+        join the store's units of work (:meth:`SqliteTradingStore.unit`)."""
+        if con is None:
+            con = store.con if store is not None else connect(path, synchronous="FULL")
+        self.con = con
         self.turn = write_turn(path)
         self._store = store
 

@@ -46,7 +46,7 @@ class WitnessBroker(PaperBroker):
 def sqlite_kit(tmp_path: Any) -> tuple[Kit, SqliteTradingStore, WitnessBroker, list[str]]:
     db = str(tmp_path / "k.db")
     store = SqliteTradingStore(db)
-    book = SqlitePaperBook(db, store.con, store)
+    book = SqlitePaperBook(db, store=store)
     k0 = Kit()
     broker = WitnessBroker(db, k0.clock, book, MatchingConfig(slippage_ticks=0))
     k = Kit(store=store, broker=broker)  # type: ignore[arg-type]

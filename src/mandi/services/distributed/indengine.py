@@ -464,32 +464,34 @@ class IndEngineService:
         return p is not None and p in self.partitions
 
     # --- fencing (see mandi.bus.redis: fence keys, epochs) ------------------------------------
+    def _fence_name(self, token: int | None, partition: int | None) -> str:
+        """The fence key of an instrument's keys: on a cluster its own (``fence:indengine:
+        {token}``, in the slot of its keys), on one Redis its partition's
+        (``fence:indengine:3``)."""
+        return f"fence:{GROUP}:{{{token}}}" if self.link.cluster else f"fence:{GROUP}:{partition}"
+
     def fence_key(self, key: str) -> str:
-        """The fence key guarding ``key``: on a cluster the instrument's (``fence:indengine:
-        {token}``, in the key's slot), on one Redis the partition's (``fence:indengine:3``)."""
-        if self.link.cluster:
-            return f"fence:{GROUP}:{{{key_token(key)}}}"
-        return f"fence:{GROUP}:{self.partition_of(key)}"
+        """The fence key guarding ``key`` (see :meth:`_fence_name`)."""
+        return self._fence_name(key_token(key), self.partition_of(key))
 
     def _snapshot_fence(self, part: Partition) -> str:
-        if self.link.cluster:  # the snapshot key's tag is the partition's first token
-            return f"fence:{GROUP}:{{{first_token(part.index, self.nparts)}}}"
-        return f"fence:{GROUP}:{part.index}"
+        # on a cluster the snapshot key's tag is the partition's first token
+        return self._fence_name(first_token(part.index, self.nparts), part.index)
 
     def fence_of(self, key: str) -> tuple[str, int]:
         """(fence key, this member's epoch of the key's partition; 0 — never a fence's value —
         when it holds no lease there)."""
         p = self.partition_of(key)
-        return self.fence_key(key), self.membership.epochs.get(p, 0) if p is not None else 0
+        epoch = self.membership.epochs.get(p, 0) if p is not None else 0
+        return self._fence_name(key_token(key), p), epoch
 
     def value_fence(self, token: int) -> tuple[bytes, int]:
-        """(fence key, epoch) of an instrument's values (see :meth:`fence_key`)."""
+        """(fence key, epoch) of an instrument's values (see :meth:`_fence_name`)."""
         p = token_partition(token, self.nparts)
         cluster = bool(self.link.cluster)
         fk = self._fence_bytes.get((token, cluster))
         if fk is None:
-            name = f"fence:{GROUP}:{{{token}}}" if cluster else f"fence:{GROUP}:{p}"
-            fk = self._fence_bytes[(token, cluster)] = name.encode()
+            fk = self._fence_bytes[(token, cluster)] = self._fence_name(token, p).encode()
         return fk, self.membership.epochs.get(p, 0)
 
     def _fenced_latest(self, newest: dict[str, bytes]) -> list[Command]:
