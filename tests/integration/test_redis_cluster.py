@@ -394,10 +394,12 @@ def test_a_stream_found_before_its_partition_was_handed_over_is_never_read(clust
         svc.hand_over = found_just_before
         svc.membership.wanted = lambda: every - {part}  # the keeper's next report hands it over
         while part in svc.partitions:
+            assert not task.done()  # the service stopped (or run_until timed out) first
             await asyncio.sleep(0.02)
         await publish(cluster.url, make_candles([token], 3))
         sweeps = svc.reader.sweeps
         while svc.reader.sweeps < sweeps + 2:  # every key read twice since
+            assert not task.done()
             await asyncio.sleep(0.02)
         done.set()
         await task
@@ -421,6 +423,7 @@ def test_indengine_on_a_cluster_equals_the_kernel(cluster, tmp_path):  # noqa: F
     async def go():
         task = asyncio.create_task(run_until(svc, lambda: caught_up(svc, cs)))
         while svc.state.state != "running":
+            assert not task.done()  # it stopped before it ran
             await asyncio.sleep(0.02)
         await publish(cluster.url, cs[len(cs) // 2 :])
         await task

@@ -73,6 +73,7 @@ def test_indengine_on_one_master_equals_the_kernel(one_shard, tmp_path):
     async def go():
         task = asyncio.create_task(run_until(svc, lambda: caught_up(svc, cs)))
         while svc.state.state != "running":
+            assert not task.done()  # it stopped before it ran
             await asyncio.sleep(0.02)
         await publish(one_shard.url, cs[len(cs) // 2 :])
         await task
